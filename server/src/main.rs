@@ -1,0 +1,2 @@
+//! The `commandpost` binary.
+fn main() {}
