@@ -1,1 +1,565 @@
-//! Storage (being written).
+//! Durable storage for incident documents, their index and API tokens.
+//!
+//! The server keeps every live incident as an Automerge document. Storage is append-only: each time a
+//! document changes, the server appends the incremental chunk that Automerge produced (`save_after`), and
+//! once in a while it replaces the accumulated chunks with one compact snapshot. Next to the chunks each
+//! backend keeps a small index row per incident ([`IncidentSummary`]) so that listing incidents does not
+//! require loading every document, a counter for human-friendly incident numbers, and hashed API tokens.
+//!
+//! [`Store`] is the backend-neutral interface, used as `Arc<dyn Store>`. [`sqlite::SqliteStore`] is the
+//! embedded default; a PostgreSQL backend, shared by several server nodes, is meant to implement the same
+//! trait, which is why the contracts below are phrased so that they hold for several writers at once.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Scope;
+
+/// Identifies one stored chunk, so that a compaction can say exactly which chunks its snapshot covers.
+///
+/// Backends hand out ids that only grow and are never reused, and a reader never sees a document's chunk
+/// without also seeing all of that document's chunks with smaller ids. Compaction relies on both: "every
+/// chunk with id ≤ `upto`" must mean "exactly the chunks that the compacting node had loaded".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChunkId(pub i64);
+
+/// A document as stored: what a server node needs to rebuild it in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The chunks in append order, a compacted snapshot (if any) first; concatenated they form a byte
+    /// string that `AutoCommit::load` accepts.
+    pub chunks: Vec<Vec<u8>>,
+    /// The id of the last chunk, to be passed to [`Store::compact`] together with a snapshot built from
+    /// exactly these chunks (or more).
+    pub upto: ChunkId,
+}
+
+/// The searchable facts about one incident, kept beside its chunks so that listings stay cheap.
+///
+/// Backends keep the timestamps to the microsecond (PostgreSQL's precision), so a value read back may
+/// have lost its sub-microsecond digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentSummary {
+    /// The Automerge document id, which is also the incident's id in URLs.
+    pub id: String,
+    /// The incident's title, shown in listings.
+    pub title: String,
+    /// The template the incident was declared from, so listings can group or filter by kind.
+    pub template: String,
+    /// The workflow status (for example `open` or `resolved`), the usual listing filter.
+    pub status: String,
+    /// The severity, absent until someone sets one.
+    pub severity: Option<String>,
+    /// The human-friendly incident number from [`Store::next_incident_number`], absent for documents
+    /// created without one.
+    pub number: Option<i64>,
+    /// When the incident was declared; listings show the newest first.
+    pub created_at: DateTime<Utc>,
+    /// When the incident last changed, so listings can show staleness.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Narrows [`Store::list`], so that common listings are answered by the index alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListFilter {
+    /// Only incidents with exactly this status; `None` lists all of them.
+    pub status: Option<String>,
+    /// At most this many incidents (the newest); `None` means no limit.
+    pub limit: Option<usize>,
+}
+
+/// An API token as the store knows it; the secret itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The operator-chosen name, used to revoke the token and to attribute changes.
+    pub name: String,
+    /// What the token may do.
+    pub scope: Scope,
+    /// When the token was created, for audits.
+    pub created_at: DateTime<Utc>,
+    /// When the token was revoked; kept rather than deleting the row so that a revoked token can be
+    /// told apart from an unknown one and audits still see it.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Why a storage operation failed; callers map these to retries, HTTP statuses or alerts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or written (I/O error, disk full, read-only or missing files,
+    /// lock timeout, store closed). Nothing was written; retrying later may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The request contradicts what is stored (a name already in use, a summary for another document).
+    /// Retrying the same request fails the same way.
+    #[error("storage conflict: {0}")]
+    Conflict(String),
+    /// Stored data cannot be read back as written (damaged file, unknown values); needs an operator.
+    #[error("storage corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Storage for incident documents, their index, the incident counter and API tokens.
+///
+/// Every method either completes or returns an error; no error is logged and dropped instead. A write
+/// that returns `Ok` is durable (it survives a crash or power loss); a write whose caller stops waiting
+/// may or may not have happened, which Automerge tolerates because applying a change twice is harmless.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends one incremental Automerge chunk (the bytes of `save_after`) to document `doc`, creating the
+    /// document if it is unknown, and, in the same transaction, upserts its index row if `summary` is
+    /// given. Returns the new chunk's id once the write is durable.
+    ///
+    /// A `summary` whose `id` is not `doc` is refused with [`StoreError::Conflict`] and nothing is written.
+    async fn append(
+        &self,
+        doc: &str,
+        chunk: Vec<u8>,
+        summary: Option<IncidentSummary>,
+    ) -> Result<ChunkId, StoreError>;
+
+    /// Returns all of the document's chunks in append order, or `None` if the document is unknown.
+    async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError>;
+
+    /// Atomically replaces the document's chunks with id ≤ `upto` by `snapshot`, keeping the chunks that
+    /// were appended after `upto`. The snapshot must contain every change of the chunks it replaces,
+    /// typically because it was saved from a document loaded from a [`Stored`] whose `upto` this is.
+    ///
+    /// Only what the snapshot covers is deleted, so compactions racing on several nodes never lose a
+    /// change: one that comes after a compaction of a later `upto` finds nothing to replace and does
+    /// nothing.
+    async fn compact(&self, doc: &str, snapshot: Vec<u8>, upto: ChunkId) -> Result<(), StoreError>;
+
+    /// Deletes the document's chunks and index row; returns whether anything existed.
+    ///
+    /// A later [`Store::append`] to the same id creates the document anew, so callers stop serving it
+    /// first.
+    async fn delete(&self, doc: &str) -> Result<bool, StoreError>;
+
+    /// Returns the index row of one incident, `None` if it has none.
+    async fn summary(&self, doc: &str) -> Result<Option<IncidentSummary>, StoreError>;
+
+    /// Lists index rows matching `filter`, newest `created_at` first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentSummary>, StoreError>;
+
+    /// Returns the next incident number (1, 2, 3…): durable across restarts and never handed out twice,
+    /// even to concurrent callers on several nodes. A number whose incident is never created is skipped.
+    async fn next_incident_number(&self) -> Result<i64, StoreError>;
+
+    /// Records a new token under `name` with `hash` (computed by the caller, hex); fails with
+    /// [`StoreError::Conflict`] if an unrevoked token already has this name or a token has this hash.
+    async fn create_token(&self, name: &str, scope: Scope, hash: &str) -> Result<(), StoreError>;
+
+    /// Looks a token up by its hash, revoked ones included (with `revoked_at` set) so the caller can
+    /// tell "revoked" from "unknown".
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Lists every token, revoked ones included, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes the unrevoked token called `name`; returns whether there was one.
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Counts the unrevoked tokens, so the server can tell a fresh installation that needs a first
+    /// admin token.
+    async fn token_count(&self) -> Result<u64, StoreError>;
+
+    /// Checks that the database is reachable and the write path is alive, for health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stops accepting operations, finishes the writes already queued and releases the database, for a
+    /// graceful shutdown. Afterwards every operation fails with [`StoreError::Unavailable`]; closing
+    /// twice is harmless.
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Backend-independent tests: every backend runs every case through [`conformance_suite!`].
+#[cfg(test)]
+pub(crate) mod conformance {
+    use std::collections::BTreeSet;
+
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ReadDoc, ROOT};
+    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use futures_util::future::join_all;
+
+    use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored};
+    use crate::auth::Scope;
+
+    /// Generates one `#[tokio::test]` per conformance case. `$open` is a function returning a fresh,
+    /// empty store and a guard (such as a temporary directory) that must outlive it.
+    macro_rules! conformance_suite {
+        ($open:path) => {
+            $crate::store::conformance::conformance_suite!(
+                @cases $open;
+                automerge_chunks_round_trip,
+                unknown_document_is_none,
+                compaction_keeps_later_chunks,
+                stale_compaction_loses_nothing,
+                racing_compactions_lose_nothing,
+                concurrent_appends_are_all_kept,
+                incident_numbers_are_unique,
+                tokens_lifecycle,
+                list_filters_and_orders,
+                summary_is_upserted_with_append,
+                mismatched_summary_writes_nothing,
+                failing_item_does_not_fail_its_batch,
+                delete_removes_chunks_and_index,
+                closed_store_is_unavailable,
+            );
+        };
+        (@cases $open:path; $($case:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _guard) = $open();
+                    $crate::store::conformance::$case(&store).await;
+                    $crate::store::Store::close(&store).await.expect("the store closes");
+                }
+            )*
+        };
+    }
+    pub(crate) use conformance_suite;
+
+    /// Concatenates stored chunks and loads them the way a server node does.
+    fn rebuild(stored: &Stored) -> AutoCommit {
+        AutoCommit::load(&stored.chunks.concat()).expect("stored chunks load as an Automerge document")
+    }
+
+    /// Reads a string field of the document root.
+    fn text(doc: &AutoCommit, key: &str) -> Option<String> {
+        doc.get(ROOT, key)
+            .expect("reading the document root")
+            .and_then(|(value, _)| value.to_str().map(str::to_owned))
+    }
+
+    /// Sets a root field and returns the incremental chunk holding just that change.
+    fn change(doc: &mut AutoCommit, key: &str, value: &str) -> Vec<u8> {
+        doc.put(ROOT, key, value).expect("setting a root field");
+        doc.save_incremental()
+    }
+
+    /// A point in time with microsecond precision, `minutes` after a fixed origin.
+    fn at(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 14, 9, 0, 0).single().expect("a valid date") + Duration::minutes(minutes)
+    }
+
+    fn summary(id: &str, status: &str, created_minutes: i64) -> IncidentSummary {
+        IncidentSummary {
+            id: id.to_owned(),
+            title: format!("Incident {id}"),
+            template: "outage".to_owned(),
+            status: status.to_owned(),
+            severity: None,
+            number: None,
+            created_at: at(created_minutes),
+            updated_at: at(created_minutes),
+        }
+    }
+
+    async fn must_load(store: &dyn Store, doc: &str) -> Stored {
+        store.load(doc).await.expect("load succeeds").expect("the document exists")
+    }
+
+    pub(crate) async fn automerge_chunks_round_trip(store: &dyn Store) {
+        let mut doc = AutoCommit::new();
+        let first = change(&mut doc, "title", "Checkout is down");
+        let second = change(&mut doc, "status", "investigating");
+        doc.put(ROOT, "severity", "sev1").expect("setting severity");
+        doc.put(ROOT, "status", "mitigated").expect("setting status");
+        let third = doc.save_incremental();
+
+        let a = store.append("doc-a", first.clone(), None).await.expect("append");
+        let b = store.append("doc-a", second.clone(), None).await.expect("append");
+        let c = store.append("doc-a", third.clone(), None).await.expect("append");
+        assert!(a < b && b < c, "chunk ids grow: {a:?} {b:?} {c:?}");
+
+        let stored = must_load(store, "doc-a").await;
+        assert_eq!(stored.chunks, vec![first, second, third]);
+        assert_eq!(stored.upto, c);
+        let loaded = rebuild(&stored);
+        assert_eq!(text(&loaded, "title").as_deref(), Some("Checkout is down"));
+        assert_eq!(text(&loaded, "status").as_deref(), Some("mitigated"));
+        assert_eq!(text(&loaded, "severity").as_deref(), Some("sev1"));
+        assert_eq!(loaded.clone().get_heads(), doc.get_heads());
+
+        // A full save is a valid chunk too, and another document's chunks stay apart.
+        let mut other = AutoCommit::new();
+        other.put(ROOT, "title", "Other").expect("setting a title");
+        store.append("doc-b", other.save(), None).await.expect("append");
+        assert_eq!(must_load(store, "doc-a").await, stored);
+        assert_eq!(text(&rebuild(&must_load(store, "doc-b").await), "title").as_deref(), Some("Other"));
+    }
+
+    pub(crate) async fn unknown_document_is_none(store: &dyn Store) {
+        assert_eq!(store.load("missing").await, Ok(None));
+        assert_eq!(store.summary("missing").await, Ok(None));
+        assert_eq!(store.delete("missing").await, Ok(false));
+        assert_eq!(store.list(&ListFilter::default()).await, Ok(vec![]));
+        // Compacting an unknown document does not invent it.
+        store.compact("missing", vec![1, 2, 3], ChunkId(i64::MAX)).await.expect("compact");
+        assert_eq!(store.load("missing").await, Ok(None));
+        store.ping().await.expect("ping");
+    }
+
+    pub(crate) async fn compaction_keeps_later_chunks(store: &dyn Store) {
+        let mut doc = AutoCommit::new();
+        for (key, value) in [("title", "DNS"), ("status", "open"), ("severity", "sev2")] {
+            store.append("d", change(&mut doc, key, value), None).await.expect("append");
+        }
+        let seen = must_load(store, "d").await;
+        let snapshot = rebuild(&seen).save();
+
+        // Written by another node after the load above: the compaction must keep it.
+        let late = change(&mut doc, "status", "resolved");
+        let late_id = store.append("d", late.clone(), None).await.expect("append");
+
+        store.compact("d", snapshot.clone(), seen.upto).await.expect("compact");
+        let after = must_load(store, "d").await;
+        assert_eq!(after.chunks, vec![snapshot, late]);
+        assert_eq!(after.upto, late_id);
+        let loaded = rebuild(&after);
+        assert_eq!(text(&loaded, "title").as_deref(), Some("DNS"));
+        assert_eq!(text(&loaded, "severity").as_deref(), Some("sev2"));
+        assert_eq!(text(&loaded, "status").as_deref(), Some("resolved"));
+
+        // Appending after a compaction still works and keeps the order.
+        let more = change(&mut doc, "title", "DNS resolution failing");
+        store.append("d", more.clone(), None).await.expect("append");
+        let again = must_load(store, "d").await;
+        assert_eq!(again.chunks.last(), Some(&more));
+        assert_eq!(text(&rebuild(&again), "title").as_deref(), Some("DNS resolution failing"));
+    }
+
+    /// Builds a document in three stages and returns the snapshots two nodes would compact with: node A
+    /// loaded after the first stage, node B after the second, and a third stage arrives afterwards.
+    async fn two_node_history(store: &dyn Store, id: &str) -> ((Vec<u8>, ChunkId), (Vec<u8>, ChunkId)) {
+        let mut doc = AutoCommit::new();
+        store.append(id, change(&mut doc, "a", "1"), None).await.expect("append");
+        store.append(id, change(&mut doc, "b", "2"), None).await.expect("append");
+        let seen_a = must_load(store, id).await;
+        store.append(id, change(&mut doc, "c", "3"), None).await.expect("append");
+        store.append(id, change(&mut doc, "d", "4"), None).await.expect("append");
+        let seen_b = must_load(store, id).await;
+        store.append(id, change(&mut doc, "e", "5"), None).await.expect("append");
+        ((rebuild(&seen_a).save(), seen_a.upto), (rebuild(&seen_b).save(), seen_b.upto))
+    }
+
+    fn assert_complete(stored: &Stored) {
+        let loaded = rebuild(stored);
+        for (key, value) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")] {
+            assert_eq!(text(&loaded, key).as_deref(), Some(value), "change {key} survived");
+        }
+    }
+
+    pub(crate) async fn stale_compaction_loses_nothing(store: &dyn Store) {
+        // B (the later load) compacts first; A's stale compaction then finds nothing to replace.
+        let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, "b-first").await;
+        store.compact("b-first", snap_b.clone(), upto_b).await.expect("compact");
+        store.compact("b-first", snap_a, upto_a).await.expect("compact");
+        let stored = must_load(store, "b-first").await;
+        assert_complete(&stored);
+        assert_eq!(stored.chunks.len(), 2, "B's snapshot and the last change");
+        assert_eq!(stored.chunks[0], snap_b);
+
+        // A compacts first; B's compaction then replaces A's snapshot and the chunks it covers.
+        let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, "a-first").await;
+        store.compact("a-first", snap_a, upto_a).await.expect("compact");
+        assert_complete(&must_load(store, "a-first").await);
+        store.compact("a-first", snap_b.clone(), upto_b).await.expect("compact");
+        let stored = must_load(store, "a-first").await;
+        assert_complete(&stored);
+        assert_eq!(stored.chunks.len(), 2, "B's snapshot and the last change");
+        assert_eq!(stored.chunks[0], snap_b);
+    }
+
+    pub(crate) async fn racing_compactions_lose_nothing(store: &dyn Store) {
+        for round in 0..5 {
+            let id = format!("race-{round}");
+            let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, &id).await;
+            let (a, b) = tokio::join!(store.compact(&id, snap_a, upto_a), store.compact(&id, snap_b, upto_b));
+            a.expect("compact");
+            b.expect("compact");
+            let stored = must_load(store, &id).await;
+            assert_complete(&stored);
+            assert_eq!(stored.chunks.len(), 2, "whatever the order, B's snapshot ends up covering A's");
+        }
+    }
+
+    pub(crate) async fn concurrent_appends_are_all_kept(store: &dyn Store) {
+        const WRITERS: usize = 200;
+        let mut base = AutoCommit::new();
+        let base_chunk = change(&mut base, "title", "Many hands");
+        store.append("busy", base_chunk.clone(), None).await.expect("append");
+        let heads = base.get_heads();
+        // Each writer is a separate replica making one change on top of the base.
+        let chunks: Vec<Vec<u8>> = (0..WRITERS)
+            .map(|i| {
+                let mut replica = base.fork();
+                replica.put(ROOT, format!("note-{i}"), format!("by writer {i}")).expect("setting a note");
+                replica.save_after(&heads)
+            })
+            .collect();
+
+        let results = join_all(chunks.iter().map(|chunk| store.append("busy", chunk.clone(), None))).await;
+        let ids: Vec<ChunkId> = results.into_iter().map(|r| r.expect("every append succeeds")).collect();
+        let distinct: BTreeSet<ChunkId> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), WRITERS, "every append got its own id");
+
+        let stored = must_load(store, "busy").await;
+        assert_eq!(stored.chunks.len(), WRITERS + 1);
+        assert_eq!(stored.chunks[0], base_chunk);
+        assert_eq!(Some(&stored.upto), distinct.last());
+        // The load returns the chunks in id order: match each id to the bytes appended with it.
+        let mut by_id: Vec<(ChunkId, &Vec<u8>)> = ids.iter().copied().zip(chunks.iter()).collect();
+        by_id.sort();
+        let expected: Vec<&Vec<u8>> = by_id.into_iter().map(|(_, chunk)| chunk).collect();
+        let actual: Vec<&Vec<u8>> = stored.chunks[1..].iter().collect();
+        assert_eq!(actual, expected);
+        let loaded = rebuild(&stored);
+        for i in 0..WRITERS {
+            assert_eq!(text(&loaded, &format!("note-{i}")), Some(format!("by writer {i}")));
+        }
+    }
+
+    pub(crate) async fn incident_numbers_are_unique(store: &dyn Store) {
+        let numbers: Vec<i64> = join_all((0..100).map(|_| store.next_incident_number()))
+            .await
+            .into_iter()
+            .map(|n| n.expect("a number"))
+            .collect();
+        let distinct: BTreeSet<i64> = numbers.iter().copied().collect();
+        assert_eq!(distinct, (1..=100).collect::<BTreeSet<i64>>());
+        assert_eq!(store.next_incident_number().await, Ok(101));
+    }
+
+    pub(crate) async fn tokens_lifecycle(store: &dyn Store) {
+        assert_eq!(store.token_count().await, Ok(0));
+        assert_eq!(store.token_by_hash("00").await, Ok(None));
+        let before = Utc::now() - Duration::seconds(5);
+
+        store.create_token("ci", Scope::Write, "aa11").await.expect("create");
+        store.create_token("alice", Scope::Admin, "bb22").await.expect("create");
+        assert_eq!(store.token_count().await, Ok(2));
+
+        let ci = store.token_by_hash("aa11").await.expect("lookup").expect("known hash");
+        assert_eq!((ci.name.as_str(), ci.scope, ci.revoked_at), ("ci", Scope::Write, None));
+        assert!(ci.created_at >= before && ci.created_at <= Utc::now() + Duration::seconds(5));
+
+        // A second live token with the same name, or a reused hash, is a conflict and changes nothing.
+        assert!(matches!(store.create_token("ci", Scope::Read, "cc33").await, Err(StoreError::Conflict(_))));
+        assert!(matches!(store.create_token("bob", Scope::Read, "aa11").await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.token_by_hash("cc33").await, Ok(None));
+        assert_eq!(store.token_count().await, Ok(2));
+
+        assert_eq!(store.revoke_token("ci").await, Ok(true));
+        assert_eq!(store.revoke_token("ci").await, Ok(false));
+        assert_eq!(store.revoke_token("nobody").await, Ok(false));
+        assert_eq!(store.token_count().await, Ok(1));
+        let revoked = store.token_by_hash("aa11").await.expect("lookup").expect("still known");
+        let revoked_at = revoked.revoked_at.expect("revocation time is recorded");
+        assert!(revoked_at >= revoked.created_at);
+
+        // The name is free again once revoked; the old record stays for audits.
+        store.create_token("ci", Scope::Read, "dd44").await.expect("create after revoke");
+        let tokens = store.list_tokens().await.expect("list");
+        let names: Vec<(&str, Scope, bool)> =
+            tokens.iter().map(|t| (t.name.as_str(), t.scope, t.revoked_at.is_some())).collect();
+        assert_eq!(names, vec![("ci", Scope::Write, true), ("alice", Scope::Admin, false), ("ci", Scope::Read, false)]);
+        assert_eq!(store.token_count().await, Ok(2));
+    }
+
+    pub(crate) async fn list_filters_and_orders(store: &dyn Store) {
+        for (id, status, minutes) in [("old", "resolved", 0), ("mid", "open", 10), ("new", "open", 20)] {
+            store.append(id, vec![1], Some(summary(id, status, minutes))).await.expect("append");
+        }
+        // A document without a summary is not listed.
+        store.append("unindexed", vec![9], None).await.expect("append");
+
+        let ids = |list: Vec<IncidentSummary>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let all = store.list(&ListFilter::default()).await.expect("list");
+        assert_eq!(all[2], summary("old", "resolved", 0));
+        assert_eq!(ids(all), ["new", "mid", "old"]);
+        let open = ListFilter { status: Some("open".into()), limit: None };
+        assert_eq!(ids(store.list(&open).await.expect("list")), ["new", "mid"]);
+        let newest = ListFilter { status: None, limit: Some(2) };
+        assert_eq!(ids(store.list(&newest).await.expect("list")), ["new", "mid"]);
+        let one_open = ListFilter { status: Some("open".into()), limit: Some(1) };
+        assert_eq!(ids(store.list(&one_open).await.expect("list")), ["new"]);
+        let none = ListFilter { status: Some("declared".into()), limit: None };
+        assert_eq!(store.list(&none).await, Ok(vec![]));
+        let zero = ListFilter { status: None, limit: Some(0) };
+        assert_eq!(store.list(&zero).await, Ok(vec![]));
+    }
+
+    pub(crate) async fn summary_is_upserted_with_append(store: &dyn Store) {
+        let mut first = summary("inc", "open", 5);
+        first.number = Some(7);
+        store.append("inc", vec![1], Some(first.clone())).await.expect("append");
+        assert_eq!(store.summary("inc").await, Ok(Some(first.clone())));
+
+        // No summary: the index row is left alone.
+        store.append("inc", vec![2], None).await.expect("append");
+        assert_eq!(store.summary("inc").await, Ok(Some(first.clone())));
+
+        // Timestamps keep microseconds and drop nanoseconds, the same in every backend.
+        let mut second = first.clone();
+        second.status = "resolved".into();
+        second.severity = Some("sev3".into());
+        second.updated_at = at(30) + Duration::nanoseconds(123_456_789);
+        store.append("inc", vec![3], Some(second.clone())).await.expect("append");
+        let stored = store.summary("inc").await.expect("summary").expect("indexed");
+        second.updated_at = at(30) + Duration::microseconds(123_456);
+        assert_eq!(stored, second);
+        assert_eq!(store.list(&ListFilter::default()).await, Ok(vec![second]));
+    }
+
+    pub(crate) async fn mismatched_summary_writes_nothing(store: &dyn Store) {
+        let result = store.append("real", vec![1], Some(summary("other", "open", 0))).await;
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "got {result:?}");
+        assert_eq!(store.load("real").await, Ok(None));
+        assert_eq!(store.summary("other").await, Ok(None));
+    }
+
+    pub(crate) async fn failing_item_does_not_fail_its_batch(store: &dyn Store) {
+        store.create_token("taken", Scope::Read, "ee55").await.expect("create");
+        // Issued together so that a batching backend commits them in one transaction.
+        let appends = join_all((0..20u8).map(|i| store.append("mixed", vec![i], None)));
+        let conflict = store.create_token("taken", Scope::Admin, "ff66");
+        let fresh = store.create_token("fresh", Scope::Admin, "0077");
+        let (appends, conflict, fresh) = tokio::join!(appends, conflict, fresh);
+        assert!(matches!(conflict, Err(StoreError::Conflict(_))), "got {conflict:?}");
+        fresh.expect("an independent write in the same batch succeeds");
+        for append in appends {
+            append.expect("an independent append in the same batch succeeds");
+        }
+        assert_eq!(must_load(store, "mixed").await.chunks.len(), 20);
+        assert_eq!(store.token_by_hash("ff66").await, Ok(None));
+        assert_eq!(store.token_count().await, Ok(2));
+    }
+
+    pub(crate) async fn delete_removes_chunks_and_index(store: &dyn Store) {
+        store.append("gone", vec![1], Some(summary("gone", "open", 0))).await.expect("append");
+        store.append("gone", vec![2], None).await.expect("append");
+        store.append("kept", vec![3], Some(summary("kept", "open", 1))).await.expect("append");
+        assert_eq!(store.delete("gone").await, Ok(true));
+        assert_eq!(store.delete("gone").await, Ok(false));
+        assert_eq!(store.load("gone").await, Ok(None));
+        assert_eq!(store.summary("gone").await, Ok(None));
+        let listed = store.list(&ListFilter::default()).await.expect("list");
+        assert_eq!(listed, vec![summary("kept", "open", 1)]);
+        assert_eq!(must_load(store, "kept").await.chunks, vec![vec![3]]);
+    }
+
+    pub(crate) async fn closed_store_is_unavailable(store: &dyn Store) {
+        store.append("before", vec![1], None).await.expect("append");
+        store.close().await.expect("close");
+        store.close().await.expect("closing twice is harmless");
+        assert!(matches!(store.append("after", vec![2], None).await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(store.load("before").await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(store.next_incident_number().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+    }
+}

@@ -1,0 +1,242 @@
+//! [`Incident`]: an Automerge document that follows the schema, created from a template and edited through
+//! [`Operation`]s.
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ChangeHash, LoadOptions, ObjType, ROOT, ReadDoc};
+use serde::Serialize;
+
+use crate::operation::{self, Applied, Editor, OpError, Operation};
+use crate::schema::{FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys};
+use crate::template::{FieldDefault, Template};
+use crate::view::IncidentView;
+
+/// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
+/// while sync and storage still reach the raw document through [`Incident::doc_mut`].
+#[derive(Debug)]
+pub struct Incident {
+    /// The CRDT; owned here so there is one place that knows the text encoding and commit conventions.
+    doc: AutoCommit,
+}
+
+/// What the declarer says when opening an incident.
+#[derive(Debug, Clone, Default)]
+pub struct Declaration {
+    /// The incident's name; the title becomes `<name>: <date>`.
+    pub name: String,
+    /// The incident number the server allocated.
+    pub number: Option<i64>,
+}
+
+/// Why a document could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not an Automerge document.
+    #[error("not a valid Automerge document: {0}")]
+    Corrupt(String),
+}
+
+/// The commit message every operation leaves, so history can say who changed which fields.
+#[derive(Debug, Serialize)]
+struct CommitMessage<'a> {
+    /// The editor's name.
+    by: &'a str,
+    /// The operation's name.
+    op: &'a str,
+    /// The fields whose stamp the operation updated.
+    fields: &'a [String],
+}
+
+impl Incident {
+    /// An empty document with the schema's text encoding. Pass an actor id for reproducible documents (tests,
+    /// golden files); `None` picks a random one.
+    pub fn empty(actor: Option<ActorId>) -> Incident {
+        let mut doc = AutoCommit::new_with_encoding(TEXT_ENCODING);
+        if let Some(actor) = actor {
+            doc.set_actor(actor);
+        }
+        Incident { doc }
+    }
+
+    /// A new incident from `template`, declared by `editor`: one change that writes the layout, every field's
+    /// starting value and the bookkeeping maps, so that later concurrent edits never race to create containers.
+    pub fn create(
+        template: &Template,
+        declaration: &Declaration,
+        editor: &Editor,
+        actor: Option<ActorId>,
+    ) -> Result<Incident, OpError> {
+        let name = declaration.name.trim();
+        if name.is_empty() || name.contains(['\n', '\r']) || name.chars().count() > operation::MAX_SHORT_CHARS {
+            return Err(OpError::InvalidValue(format!(
+                "the incident name must be one non-empty line of at most {} characters",
+                operation::MAX_SHORT_CHARS
+            )));
+        }
+        let mut incident = Incident::empty(actor);
+        incident.write_template(template, name, declaration.number, editor)?;
+        incident.commit(editor, "create", &[]);
+        Ok(incident)
+    }
+
+    fn write_template(
+        &mut self,
+        template: &Template,
+        name: &str,
+        number: Option<i64>,
+        editor: &Editor,
+    ) -> Result<(), OpError> {
+        let doc = &mut self.doc;
+        doc.put(ROOT, keys::SCHEMA_VERSION, SCHEMA_VERSION)?;
+        doc.put(ROOT, keys::TEMPLATE, template.id.as_str())?;
+        doc.put(ROOT, keys::TEMPLATE_NAME, template.name.as_str())?;
+        doc.put(ROOT, keys::CREATED_AT, operation::timestamp(editor.at))?;
+        doc.put(ROOT, keys::CREATED_BY, editor.name.as_str())?;
+        doc.put(ROOT, keys::DRILL, template.drill)?;
+        if let Some(n) = number {
+            doc.put(ROOT, keys::NUMBER, n)?;
+        }
+        doc.put_object(ROOT, keys::UPDATED, ObjType::Map)?;
+        doc.put_object(ROOT, keys::PINS, ObjType::List)?;
+        let layout = doc.put_object(ROOT, keys::LAYOUT, ObjType::List)?;
+        for (i, field) in template.fields.iter().enumerate() {
+            let def = &field.def;
+            let m = doc.insert_object(&layout, i, ObjType::Map)?;
+            doc.put(&m, "key", def.key.as_str())?;
+            doc.put(&m, "label", def.label.as_str())?;
+            doc.put(&m, "kind", def.kind.as_str())?;
+            if let Some(owner) = def.owner {
+                doc.put(&m, "owner", owner.as_str())?;
+            }
+            if let Some(c) = def.cadence_minutes {
+                doc.put(&m, "cadenceMinutes", c)?;
+            }
+            doc.put(&m, "stamp", def.stamp)?;
+            if let Some(p) = &def.prompt {
+                doc.put(&m, "prompt", p.as_str())?;
+            }
+            if !def.options.is_empty() {
+                let opts = doc.put_object(&m, "options", ObjType::List)?;
+                for (j, o) in def.options.iter().enumerate() {
+                    let om = doc.insert_object(&opts, j, ObjType::Map)?;
+                    doc.put(&om, "key", o.key.as_str())?;
+                    doc.put(&om, "label", o.label.as_str())?;
+                }
+            }
+
+            let key = def.key.as_str();
+            match def.kind {
+                FieldKind::Text | FieldKind::Markdown => {
+                    let t = doc.put_object(ROOT, key, ObjType::Text)?;
+                    let initial = if key == TITLE_KEY {
+                        format!("{name}: {}", editor.at.format("%Y-%m-%d"))
+                    } else if let FieldDefault::Text(s) = &field.default {
+                        s.clone()
+                    } else {
+                        String::new()
+                    };
+                    doc.splice_text(&t, 0, 0, &initial)?;
+                }
+                FieldKind::Status => doc.put(ROOT, key, Status::Declared.as_str())?,
+                FieldKind::Choice => match &field.default {
+                    FieldDefault::Choice(c) => doc.put(ROOT, key, c.as_str())?,
+                    _ => doc.put(ROOT, key, automerge::ScalarValue::Null)?,
+                },
+                FieldKind::Flag => {
+                    doc.put(ROOT, key, matches!(field.default, FieldDefault::Flag(true)))?;
+                }
+                FieldKind::Roles => {
+                    let m = doc.put_object(ROOT, key, ObjType::Map)?;
+                    // Whoever declares commands until they hand over.
+                    doc.put(&m, crate::schema::Role::Commander.as_str(), editor.name.as_str())?;
+                }
+                FieldKind::Checklist => {
+                    let list = doc.put_object(ROOT, key, ObjType::List)?;
+                    if let FieldDefault::Items(items) = &field.default {
+                        for (text, done) in items {
+                            operation::insert_item(doc, &list, text, *done)?;
+                        }
+                    }
+                }
+                FieldKind::Timeline => {
+                    doc.put_object(ROOT, key, ObjType::List)?;
+                }
+                FieldKind::Timestamps => {
+                    let m = doc.put_object(ROOT, key, ObjType::Map)?;
+                    doc.put(&m, Stage::Declared.as_str(), operation::timestamp(editor.at))?;
+                }
+                FieldKind::Questions => {
+                    doc.put_object(ROOT, key, ObjType::Map)?;
+                }
+            }
+            operation::stamp(doc, key, editor)?;
+        }
+        Ok(())
+    }
+
+    /// Loads a saved document (snapshot followed by any incremental chunks), with the schema's text encoding.
+    pub fn load(bytes: &[u8]) -> Result<Incident, LoadError> {
+        let doc = AutoCommit::load_with_options(bytes, LoadOptions::new().text_encoding(TEXT_ENCODING))
+            .map_err(|e| LoadError::Corrupt(e.to_string()))?;
+        Ok(Incident { doc })
+    }
+
+    /// Applies one operation as one Automerge change. On error nothing changes.
+    pub fn apply(&mut self, op: &Operation, editor: &Editor) -> Result<Applied, OpError> {
+        let view = IncidentView::read(&self.doc, None);
+        let layout: Vec<_> = view.fields.into_iter().map(|f| f.def).collect();
+        match operation::apply(&mut self.doc, &layout, op, editor) {
+            Ok((applied, touched)) => {
+                self.commit(editor, op.name(), &touched);
+                Ok(applied)
+            }
+            Err(e) => {
+                self.doc.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn commit(&mut self, editor: &Editor, op: &str, fields: &[String]) {
+        let message = serde_json::to_string(&CommitMessage {
+            by: &editor.name,
+            op,
+            fields,
+        })
+        .unwrap_or_default();
+        self.doc.commit_with(
+            CommitOptions::default()
+                .with_message(message)
+                .with_time(editor.at.timestamp()),
+        );
+    }
+
+    /// The document as plain data, now.
+    pub fn view(&self) -> IncidentView {
+        IncidentView::read(&self.doc, None)
+    }
+
+    /// The document as plain data, as it was at `heads`.
+    pub fn view_at(&self, heads: &[ChangeHash]) -> IncidentView {
+        IncidentView::read(&self.doc, Some(heads))
+    }
+
+    /// The raw document, for reading heads and history.
+    pub fn doc(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    /// The raw document, for sync and storage. Edits must go through [`Incident::apply`].
+    pub fn doc_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    /// The full document with its history, compressed.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Whether `heads` are all known to this document (a point-in-time read needs that).
+    pub fn has_heads(&self, heads: &[ChangeHash]) -> bool {
+        heads.iter().all(|h| self.doc.get_change_by_hash(h).is_some())
+    }
+}

@@ -1,0 +1,621 @@
+//! Typed edits of an incident document.
+//!
+//! Every way commandpost changes a document (HTTP, the browser client, bots) goes through an [`Operation`], so the
+//! schema's rules live in one place: which kind of field an edit applies to, the *last updated* stamp, the commit
+//! message that records who did what. An operation that fails changes nothing.
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::read::Reader;
+use crate::schema::{FieldDef, FieldKind, Role, Stage, Status, keys};
+use crate::view::root_object;
+
+/// One edit. The JSON form (`{"op": "spliceText", …}`) is what the HTTP API and the browser client send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Operation {
+    /// Delete `delete` characters at `pos` of a text or markdown field, then insert `insert` there.
+    /// Positions count Unicode code points.
+    #[serde(rename_all = "camelCase")]
+    SpliceText {
+        /// The field key.
+        field: String,
+        /// Where, in code points from the start.
+        pos: usize,
+        /// How many code points to delete.
+        #[serde(default)]
+        delete: usize,
+        /// What to insert.
+        #[serde(default)]
+        insert: String,
+    },
+    /// Replace a text or markdown field's content; Automerge diffs it so concurrent edits elsewhere survive.
+    SetText {
+        /// The field key.
+        field: String,
+        /// The new content.
+        text: String,
+    },
+    /// Set or clear a choice field (e.g. severity) to one of its options.
+    SetChoice {
+        /// The field key.
+        field: String,
+        /// One of the field's option keys, or `null` to clear.
+        value: Option<String>,
+    },
+    /// Move the incident to a lifecycle state; entering mitigated, resolved or closed stamps that moment once.
+    SetStatus {
+        /// The new state.
+        status: Status,
+    },
+    /// Set a flag field.
+    SetFlag {
+        /// The field key.
+        field: String,
+        /// The new value.
+        value: bool,
+    },
+    /// Answer (or clear the answer to) one question of a questions field.
+    Answer {
+        /// The field key.
+        field: String,
+        /// The question key.
+        question: String,
+        /// Yes, no, or `null` for unanswered.
+        value: Option<bool>,
+    },
+    /// Put a person in a role, or clear it (`null`).
+    AssignRole {
+        /// The role.
+        role: Role,
+        /// The person (a token name), or `null`.
+        person: Option<String>,
+    },
+    /// Add a timeline entry; `at` defaults to now.
+    AddTimelineEntry {
+        /// What happened (Markdown).
+        text: String,
+        /// When it happened, if not now (e.g. a bot reporting an alert's start).
+        #[serde(default)]
+        at: Option<DateTime<Utc>>,
+    },
+    /// Replace a timeline entry's text.
+    EditTimelineEntry {
+        /// The entry id.
+        id: String,
+        /// The new text.
+        text: String,
+    },
+    /// Add an item to a checklist field.
+    AddItem {
+        /// The field key.
+        field: String,
+        /// What to do or check.
+        text: String,
+        /// Who is on it.
+        #[serde(default)]
+        owner: Option<String>,
+        /// A bug reference.
+        #[serde(default)]
+        bug: Option<String>,
+    },
+    /// Replace a checklist item's text.
+    EditItem {
+        /// The field key.
+        field: String,
+        /// The item id.
+        id: String,
+        /// The new text.
+        text: String,
+    },
+    /// Set a checklist item's owner and bug reference (`null` clears).
+    SetItemDetails {
+        /// The field key.
+        field: String,
+        /// The item id.
+        id: String,
+        /// The owner, or `null`.
+        owner: Option<String>,
+        /// The bug reference, or `null`.
+        bug: Option<String>,
+    },
+    /// Mark a checklist item DONE or back to TODO.
+    SetItemDone {
+        /// The field key.
+        field: String,
+        /// The item id.
+        id: String,
+        /// DONE when true.
+        done: bool,
+    },
+    /// Remove a checklist item.
+    RemoveItem {
+        /// The field key.
+        field: String,
+        /// The item id.
+        id: String,
+    },
+    /// Pin a field so it renders before everything else (after the fields pinned earlier).
+    Pin {
+        /// The field key.
+        field: String,
+    },
+    /// Unpin a field.
+    Unpin {
+        /// The field key.
+        field: String,
+    },
+    /// Set or clear a lifecycle timestamp.
+    SetTimestamp {
+        /// The stage.
+        stage: Stage,
+        /// The moment, or `null` to clear.
+        at: Option<DateTime<Utc>>,
+    },
+}
+
+/// Who is editing and when; every operation is stamped with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Editor {
+    /// The person's (or bot's) name: the token name on the server.
+    pub name: String,
+    /// The moment of the edit (UTC); the caller's clock, so the model stays deterministic.
+    pub at: DateTime<Utc>,
+}
+
+impl Editor {
+    /// An editor at a given moment.
+    pub fn new(name: impl Into<String>, at: DateTime<Utc>) -> Editor {
+        Editor { name: name.into(), at }
+    }
+}
+
+/// Why an operation was refused. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The template has no field with that key.
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    /// The field exists but the operation does not apply to its kind.
+    #[error("field {field:?} is of kind {actual}, but this operation needs {expected}")]
+    WrongKind {
+        /// The field key.
+        field: String,
+        /// The kind the operation needs.
+        expected: &'static str,
+        /// The field's kind.
+        actual: FieldKind,
+    },
+    /// The template has no field of a kind this operation needs (e.g. no timeline).
+    #[error("this document has no {0} field")]
+    MissingKind(FieldKind),
+    /// No item or entry with that id.
+    #[error("no item {id:?} in field {field:?}")]
+    UnknownItem {
+        /// The field key.
+        field: String,
+        /// The id looked for.
+        id: String,
+    },
+    /// A value outside what the field allows.
+    #[error("{0}")]
+    InvalidValue(String),
+    /// The stored value has a shape the schema does not expect (another client wrote something else there).
+    #[error("field {0:?} does not hold what the schema expects; it cannot be edited this way")]
+    Malformed(String),
+    /// Automerge refused the edit.
+    #[error("document error: {0}")]
+    Document(String),
+}
+
+impl From<automerge::AutomergeError> for OpError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        OpError::Document(e.to_string())
+    }
+}
+
+/// What applying an operation produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Applied {
+    /// The id of the item or entry the operation created, if it created one.
+    pub id: Option<String>,
+}
+
+/// Longest text commandpost accepts in one operation, so one request cannot bloat a document without bound.
+pub const MAX_TEXT_CHARS: usize = 100_000;
+
+/// Longest name, owner, bug reference or option value.
+pub const MAX_SHORT_CHARS: usize = 200;
+
+impl Operation {
+    /// The name used in commit messages and history (the JSON `op`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::SpliceText { .. } => "spliceText",
+            Operation::SetText { .. } => "setText",
+            Operation::SetChoice { .. } => "setChoice",
+            Operation::SetStatus { .. } => "setStatus",
+            Operation::SetFlag { .. } => "setFlag",
+            Operation::Answer { .. } => "answer",
+            Operation::AssignRole { .. } => "assignRole",
+            Operation::AddTimelineEntry { .. } => "addTimelineEntry",
+            Operation::EditTimelineEntry { .. } => "editTimelineEntry",
+            Operation::AddItem { .. } => "addItem",
+            Operation::EditItem { .. } => "editItem",
+            Operation::SetItemDetails { .. } => "setItemDetails",
+            Operation::SetItemDone { .. } => "setItemDone",
+            Operation::RemoveItem { .. } => "removeItem",
+            Operation::Pin { .. } => "pin",
+            Operation::Unpin { .. } => "unpin",
+            Operation::SetTimestamp { .. } => "setTimestamp",
+        }
+    }
+}
+
+/// Applies `op` inside `doc`'s open transaction. The caller commits on success and rolls back on error.
+pub(crate) fn apply(
+    doc: &mut AutoCommit,
+    layout: &[FieldDef],
+    op: &Operation,
+    editor: &Editor,
+) -> Result<(Applied, Vec<String>), OpError> {
+    let field_by_key = |key: &str| -> Result<&FieldDef, OpError> {
+        layout
+            .iter()
+            .find(|f| f.key == key)
+            .ok_or_else(|| OpError::UnknownField(key.to_owned()))
+    };
+    let field_by_kind = |kind: FieldKind| -> Result<&FieldDef, OpError> {
+        layout
+            .iter()
+            .find(|f| f.kind == kind)
+            .ok_or(OpError::MissingKind(kind))
+    };
+    let expect = |def: &FieldDef, kinds: &[FieldKind], expected: &'static str| -> Result<(), OpError> {
+        if kinds.contains(&def.kind) {
+            Ok(())
+        } else {
+            Err(OpError::WrongKind {
+                field: def.key.clone(),
+                expected,
+                actual: def.kind,
+            })
+        }
+    };
+    const TEXTUAL: &[FieldKind] = &[FieldKind::Text, FieldKind::Markdown];
+    let mut applied = Applied::default();
+    let touched: Vec<String> = match op {
+        Operation::SpliceText {
+            field,
+            pos,
+            delete,
+            insert,
+        } => {
+            let def = field_by_key(field)?;
+            expect(def, TEXTUAL, "text or markdown")?;
+            check_text(insert, def.kind)?;
+            let text = text_field(doc, &def.key)?;
+            let len = doc.length(&text);
+            if *pos > len || pos.saturating_add(*delete) > len {
+                return Err(OpError::InvalidValue(format!(
+                    "splice at {pos} deleting {delete} is outside {field:?}, which is {len} characters long"
+                )));
+            }
+            if len - delete + insert.chars().count() > MAX_TEXT_CHARS {
+                return Err(too_long());
+            }
+            doc.splice_text(&text, *pos, *delete as isize, insert)?;
+            vec![def.key.clone()]
+        }
+        Operation::SetText { field, text } => {
+            let def = field_by_key(field)?;
+            expect(def, TEXTUAL, "text or markdown")?;
+            check_text(text, def.kind)?;
+            let obj = text_field(doc, &def.key)?;
+            doc.update_text(&obj, text)?;
+            vec![def.key.clone()]
+        }
+        Operation::SetChoice { field, value } => {
+            let def = field_by_key(field)?;
+            expect(def, &[FieldKind::Choice], "choice")?;
+            match value {
+                Some(v) if def.options.iter().any(|o| &o.key == v) => doc.put(ROOT, &def.key, v.as_str())?,
+                Some(v) => {
+                    let allowed: Vec<_> = def.options.iter().map(|o| o.key.as_str()).collect();
+                    return Err(OpError::InvalidValue(format!(
+                        "{v:?} is not an option of {field:?} (expected one of {})",
+                        allowed.join(", ")
+                    )));
+                }
+                None => doc.put(ROOT, &def.key, ScalarValue::Null)?,
+            }
+            vec![def.key.clone()]
+        }
+        Operation::SetStatus { status } => {
+            let def = field_by_kind(FieldKind::Status)?;
+            doc.put(ROOT, &def.key, status.as_str())?;
+            let mut touched = vec![def.key.clone()];
+            if let (Some(stage), Ok(ts)) = (status.stage(), field_by_kind(FieldKind::Timestamps)) {
+                let map = map_field(doc, &ts.key)?;
+                if Reader::new(&*doc, None).time(&map, stage.as_str()).is_none() {
+                    doc.put(&map, stage.as_str(), timestamp(editor.at))?;
+                    touched.push(ts.key.clone());
+                }
+            }
+            touched
+        }
+        Operation::SetFlag { field, value } => {
+            let def = field_by_key(field)?;
+            expect(def, &[FieldKind::Flag], "flag")?;
+            doc.put(ROOT, &def.key, *value)?;
+            vec![def.key.clone()]
+        }
+        Operation::Answer {
+            field,
+            question,
+            value,
+        } => {
+            let def = field_by_key(field)?;
+            expect(def, &[FieldKind::Questions], "questions")?;
+            if !def.options.iter().any(|o| &o.key == question) {
+                return Err(OpError::InvalidValue(format!("{field:?} has no question {question:?}")));
+            }
+            let map = map_field(doc, &def.key)?;
+            match value {
+                Some(v) => doc.put(&map, question.as_str(), *v)?,
+                None => doc.delete(&map, question.as_str())?,
+            }
+            vec![def.key.clone()]
+        }
+        Operation::AssignRole { role, person } => {
+            let def = field_by_kind(FieldKind::Roles)?;
+            let map = map_field(doc, &def.key)?;
+            match person.as_deref().map(str::trim) {
+                Some(p) if !p.is_empty() => {
+                    check_short("person", p)?;
+                    doc.put(&map, role.as_str(), p)?;
+                }
+                _ => doc.delete(&map, role.as_str())?,
+            }
+            vec![def.key.clone()]
+        }
+        Operation::AddTimelineEntry { text, at } => {
+            let def = field_by_kind(FieldKind::Timeline)?;
+            check_text(text, FieldKind::Markdown)?;
+            if text.trim().is_empty() {
+                return Err(OpError::InvalidValue("a timeline entry needs text".into()));
+            }
+            let list = list_field(doc, &def.key)?;
+            let entry = doc.insert_object(&list, doc.length(&list), ObjType::Map)?;
+            applied.id = Some(put_id(doc, &entry)?);
+            doc.put(&entry, "at", timestamp(at.unwrap_or(editor.at)))?;
+            doc.put(&entry, "author", editor.name.as_str())?;
+            let t = doc.put_object(&entry, "text", ObjType::Text)?;
+            doc.splice_text(&t, 0, 0, text)?;
+            vec![def.key.clone()]
+        }
+        Operation::EditTimelineEntry { id, text } => {
+            let def = field_by_kind(FieldKind::Timeline)?;
+            check_text(text, FieldKind::Markdown)?;
+            let entry = find_item(doc, &def.key, id)?;
+            let t = nested_text(doc, &entry, &def.key)?;
+            doc.update_text(&t, text)?;
+            vec![def.key.clone()]
+        }
+        Operation::AddItem {
+            field,
+            text,
+            owner,
+            bug,
+        } => {
+            let def = field_by_key(field)?;
+            expect(def, &[FieldKind::Checklist], "checklist")?;
+            check_text(text, FieldKind::Text)?;
+            let list = list_field(doc, &def.key)?;
+            let item = insert_item(doc, &list, text, false)?;
+            applied.id = Some(item.1);
+            put_details(doc, &item.0, owner.as_deref(), bug.as_deref())?;
+            vec![def.key.clone()]
+        }
+        Operation::EditItem { field, id, text } => {
+            let def = field_by_key(field)?;
+            expect(def, &[FieldKind::Checklist], "checklist")?;
+            check_text(text, FieldKind::Text)?;
+            let item = find_item(doc, &def.key, id)?;
+            let t = nested_text(doc, &item, &def.key)?;
+            doc.update_text(&t, text)?;
+            vec![def.key.clone()]
+        }
+        Operation::SetItemDetails {
+            field,
+            id,
+            owner,
+            bug,
+        } => {
+            let def = field_by_key(field)?;
+            expect(def, &[FieldKind::Checklist], "checklist")?;
+            let item = find_item(doc, &def.key, id)?;
+            put_details(doc, &item, owner.as_deref(), bug.as_deref())?;
+            vec![def.key.clone()]
+        }
+        Operation::SetItemDone { field, id, done } => {
+            let def = field_by_key(field)?;
+            expect(def, &[FieldKind::Checklist], "checklist")?;
+            let item = find_item(doc, &def.key, id)?;
+            doc.put(&item, "done", *done)?;
+            vec![def.key.clone()]
+        }
+        Operation::RemoveItem { field, id } => {
+            let def = field_by_key(field)?;
+            expect(def, &[FieldKind::Checklist], "checklist")?;
+            let list = list_field(doc, &def.key)?;
+            let index = item_index(doc, &list, id).ok_or_else(|| OpError::UnknownItem {
+                field: def.key.clone(),
+                id: id.clone(),
+            })?;
+            doc.delete(&list, index)?;
+            vec![def.key.clone()]
+        }
+        Operation::Pin { field } => {
+            let def = field_by_key(field)?;
+            let pins = list_root(doc, keys::PINS)?;
+            let r = Reader::new(&*doc, None);
+            let already = r.maps_in(&pins).iter().any(|m| r.str(m, "field").as_deref() == Some(&def.key));
+            if !already {
+                let pin = doc.insert_object(&pins, doc.length(&pins), ObjType::Map)?;
+                doc.put(&pin, "field", def.key.as_str())?;
+                doc.put(&pin, "by", editor.name.as_str())?;
+                doc.put(&pin, "at", timestamp(editor.at))?;
+            }
+            Vec::new()
+        }
+        Operation::Unpin { field } => {
+            let def = field_by_key(field)?;
+            let pins = list_root(doc, keys::PINS)?;
+            // Delete from the end so earlier indexes stay valid; concurrent pins may have left duplicates.
+            for i in (0..doc.length(&pins)).rev() {
+                let r = Reader::new(&*doc, None);
+                let is_it = r.map(&pins, i).and_then(|m| r.str(&m, "field")).as_deref() == Some(&def.key);
+                if is_it {
+                    doc.delete(&pins, i)?;
+                }
+            }
+            Vec::new()
+        }
+        Operation::SetTimestamp { stage, at } => {
+            let def = field_by_kind(FieldKind::Timestamps)?;
+            let map = map_field(doc, &def.key)?;
+            match at {
+                Some(t) => doc.put(&map, stage.as_str(), timestamp(*t))?,
+                None => doc.delete(&map, stage.as_str())?,
+            }
+            vec![def.key.clone()]
+        }
+    };
+    for key in &touched {
+        stamp(doc, key, editor)?;
+    }
+    Ok((applied, touched))
+}
+
+/// Writes the *last updated* stamp as one new map, so a concurrent stamp never mixes one writer's time with the
+/// other's name.
+pub(crate) fn stamp(doc: &mut AutoCommit, key: &str, editor: &Editor) -> Result<(), OpError> {
+    let updated = list_or_map_root(doc, keys::UPDATED, ObjType::Map)?;
+    let s = doc.put_object(&updated, key, ObjType::Map)?;
+    doc.put(&s, "at", timestamp(editor.at))?;
+    doc.put(&s, "by", editor.name.as_str())?;
+    Ok(())
+}
+
+/// Inserts a checklist item at the end of `list`; returns its object and id.
+pub(crate) fn insert_item(
+    doc: &mut AutoCommit,
+    list: &ObjId,
+    text: &str,
+    done: bool,
+) -> Result<(ObjId, String), OpError> {
+    let item = doc.insert_object(list, doc.length(list), ObjType::Map)?;
+    let id = put_id(doc, &item)?;
+    let t = doc.put_object(&item, "text", ObjType::Text)?;
+    doc.splice_text(&t, 0, 0, text)?;
+    doc.put(&item, "done", done)?;
+    Ok((item, id))
+}
+
+/// The item's Automerge object id is unique across replicas and never reused, so it makes a stable public id.
+fn put_id(doc: &mut AutoCommit, obj: &ObjId) -> Result<String, OpError> {
+    let id = obj.to_string();
+    doc.put(obj, "id", id.as_str())?;
+    Ok(id)
+}
+
+fn put_details(doc: &mut AutoCommit, item: &ObjId, owner: Option<&str>, bug: Option<&str>) -> Result<(), OpError> {
+    for (key, value) in [("owner", owner), ("bug", bug)] {
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                check_short(key, v)?;
+                doc.put(item, key, v)?;
+            }
+            None => doc.put(item, key, ScalarValue::Null)?,
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn timestamp(at: DateTime<Utc>) -> ScalarValue {
+    ScalarValue::Timestamp(at.timestamp_millis())
+}
+
+fn too_long() -> OpError {
+    OpError::InvalidValue(format!("text longer than {MAX_TEXT_CHARS} characters"))
+}
+
+fn check_text(text: &str, kind: FieldKind) -> Result<(), OpError> {
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(too_long());
+    }
+    if kind == FieldKind::Text && text.contains(['\n', '\r']) {
+        return Err(OpError::InvalidValue("this field holds a single line".into()));
+    }
+    Ok(())
+}
+
+fn check_short(what: &str, value: &str) -> Result<(), OpError> {
+    if value.chars().count() > MAX_SHORT_CHARS || value.contains(['\n', '\r']) {
+        return Err(OpError::InvalidValue(format!(
+            "{what} must be one line of at most {MAX_SHORT_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn text_field(doc: &AutoCommit, key: &str) -> Result<ObjId, OpError> {
+    root_object(doc, key, ObjType::Text).ok_or_else(|| OpError::Malformed(key.to_owned()))
+}
+
+fn list_field(doc: &AutoCommit, key: &str) -> Result<ObjId, OpError> {
+    root_object(doc, key, ObjType::List).ok_or_else(|| OpError::Malformed(key.to_owned()))
+}
+
+fn map_field(doc: &AutoCommit, key: &str) -> Result<ObjId, OpError> {
+    root_object(doc, key, ObjType::Map).ok_or_else(|| OpError::Malformed(key.to_owned()))
+}
+
+/// Bookkeeping containers are created on first use if a document lacks them (e.g. one written by another client).
+fn list_or_map_root(doc: &mut AutoCommit, key: &str, want: ObjType) -> Result<ObjId, OpError> {
+    match root_object(doc, key, want) {
+        Some(id) => Ok(id),
+        None => Ok(doc.put_object(ROOT, key, want)?),
+    }
+}
+
+fn list_root(doc: &mut AutoCommit, key: &str) -> Result<ObjId, OpError> {
+    list_or_map_root(doc, key, ObjType::List)
+}
+
+fn item_index(doc: &AutoCommit, list: &ObjId, id: &str) -> Option<usize> {
+    let r = Reader::new(doc, None);
+    (0..r.len(list)).find(|&i| r.map(list, i).and_then(|m| r.str(&m, "id")).as_deref() == Some(id))
+}
+
+fn find_item(doc: &AutoCommit, key: &str, id: &str) -> Result<ObjId, OpError> {
+    let list = list_field(doc, key)?;
+    let r = Reader::new(doc, None);
+    item_index(doc, &list, id)
+        .and_then(|i| r.map(&list, i))
+        .ok_or_else(|| OpError::UnknownItem {
+            field: key.to_owned(),
+            id: id.to_owned(),
+        })
+}
+
+fn nested_text(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<ObjId, OpError> {
+    match doc.get(obj, "text")? {
+        Some((automerge::Value::Object(ObjType::Text), id)) => Ok(id),
+        _ => Err(OpError::Malformed(key.to_owned())),
+    }
+}

@@ -1,0 +1,114 @@
+//! Lenient typed reads of an Automerge document, now or at past heads.
+//!
+//! Any Automerge client may write the document, so a field can hold something the schema does not expect (a
+//! string where Text belongs, a number where a string belongs). Reads here never fail on that: a value of the wrong
+//! shape reads as absent, and the readers above decide what absent means.
+
+use automerge::{ChangeHash, ObjId, ObjType, Prop, ReadDoc, ScalarValue, Value};
+use chrono::{DateTime, TimeZone, Utc};
+
+/// Reads one document, either as it is now or as it was at `heads`, through the same calls.
+pub(crate) struct Reader<'a, D> {
+    /// The document being read.
+    pub(crate) doc: &'a D,
+    /// `Some` to read the past: every read goes through the `_at` twin.
+    pub(crate) heads: Option<&'a [ChangeHash]>,
+}
+
+impl<'a, D: ReadDoc> Reader<'a, D> {
+    pub(crate) fn new(doc: &'a D, heads: Option<&'a [ChangeHash]>) -> Self {
+        Reader { doc, heads }
+    }
+
+    pub(crate) fn get(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<(Value<'a>, ObjId)> {
+        let got = match self.heads {
+            Some(heads) => self.doc.get_at(obj, prop, heads),
+            None => self.doc.get(obj, prop),
+        };
+        got.ok().flatten()
+    }
+
+    fn scalar(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<ScalarValue> {
+        match self.get(obj, prop)? {
+            (Value::Scalar(s), _) => Some(s.into_owned()),
+            _ => None,
+        }
+    }
+
+    fn object(&self, obj: &ObjId, prop: impl Into<Prop>, want: ObjType) -> Option<ObjId> {
+        match self.get(obj, prop)? {
+            (Value::Object(t), id) if t == want => Some(id),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn map(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<ObjId> {
+        self.object(obj, prop, ObjType::Map)
+    }
+
+    pub(crate) fn list(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<ObjId> {
+        self.object(obj, prop, ObjType::List)
+    }
+
+    pub(crate) fn str(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<String> {
+        match self.scalar(obj, prop)? {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn int(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<i64> {
+        match self.scalar(obj, prop)? {
+            ScalarValue::Int(i) => Some(i),
+            ScalarValue::Uint(u) => i64::try_from(u).ok(),
+            // JavaScript numbers arrive as floats when a plain client writes them.
+            ScalarValue::F64(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn bool(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<bool> {
+        match self.scalar(obj, prop)? {
+            ScalarValue::Boolean(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn time(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<DateTime<Utc>> {
+        match self.scalar(obj, prop)? {
+            ScalarValue::Timestamp(ms) | ScalarValue::Int(ms) => Utc.timestamp_millis_opt(ms).single(),
+            ScalarValue::Str(s) => DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc)),
+            _ => None,
+        }
+    }
+
+    /// Text objects read as their content; a plain string written by another client reads as itself.
+    pub(crate) fn text(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<String> {
+        match self.get(obj, prop)? {
+            (Value::Object(ObjType::Text), id) => {
+                let text = match self.heads {
+                    Some(heads) => self.doc.text_at(&id, heads),
+                    None => self.doc.text(&id),
+                };
+                text.ok()
+            }
+            (Value::Scalar(s), _) => match s.as_ref() {
+                ScalarValue::Str(s) => Some(s.to_string()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub(crate) fn len(&self, obj: &ObjId) -> usize {
+        match self.heads {
+            Some(heads) => self.doc.length_at(obj, heads),
+            None => self.doc.length(obj),
+        }
+    }
+
+    /// The map objects of a list, skipping anything else a client may have inserted.
+    pub(crate) fn maps_in(&self, list: &ObjId) -> Vec<ObjId> {
+        (0..self.len(list)).filter_map(|i| self.map(list, i)).collect()
+    }
+}

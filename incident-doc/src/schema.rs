@@ -1,0 +1,297 @@
+//! The document schema: root keys, field kinds, roles, lifecycle stages and the field layout stored in every
+//! document.
+//!
+//! `docs/schema.md` describes the same schema for clients that read the Automerge document directly; the two must
+//! change together (and `SCHEMA_VERSION` with them when a change is not backwards compatible).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Written under [`keys::SCHEMA_VERSION`] so that readers can refuse or migrate documents they do not understand.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Keys of the root map that are not template fields.
+pub mod keys {
+    /// Integer: the schema version the document was created with.
+    pub const SCHEMA_VERSION: &str = "schemaVersion";
+    /// String: the id of the template the document was created from.
+    pub const TEMPLATE: &str = "template";
+    /// String: the display name of that template.
+    pub const TEMPLATE_NAME: &str = "templateName";
+    /// Timestamp: when the incident was declared in commandpost.
+    pub const CREATED_AT: &str = "createdAt";
+    /// String: who declared it.
+    pub const CREATED_BY: &str = "createdBy";
+    /// Integer: the incident number (`#465`), allocated by the server.
+    pub const NUMBER: &str = "incidentNumber";
+    /// Boolean: a drill (role-play of a past incident) rather than a real incident.
+    pub const DRILL: &str = "drill";
+    /// List of maps: the template's fields in order, so that a document renders without its template.
+    pub const LAYOUT: &str = "layout";
+    /// Map from field key to `{at, by}`: who last changed each field and when.
+    pub const UPDATED: &str = "updated";
+    /// List of maps `{field, by, at}`: the pinned fields in pin order.
+    pub const PINS: &str = "pins";
+}
+
+/// The key every template must have: the incident's title, `<name>: <date>`.
+pub const TITLE_KEY: &str = "title";
+
+/// How a field's value is stored and edited. Serialized in lower case, as in templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    /// One line of plain text in an Automerge Text (the title).
+    Text,
+    /// Markdown prose in an Automerge Text, merged character by character.
+    Markdown,
+    /// The lifecycle state (a string), shown with the incident number.
+    Status,
+    /// One of the template's options (a string), e.g. severity.
+    Choice,
+    /// A yes/no flag, e.g. restricted visibility.
+    Flag,
+    /// The command hierarchy: a map from role to person.
+    Roles,
+    /// A list of items, each TODO/DONE with optional owner and bug reference.
+    Checklist,
+    /// The incident timeline: a list of entries with time, author and text.
+    Timeline,
+    /// The lifecycle timestamps: a map from stage to time.
+    Timestamps,
+    /// Yes/no answers to the template's questions (e.g. the three declaration questions).
+    Questions,
+}
+
+impl FieldKind {
+    /// Every kind, for error messages and documentation.
+    pub const ALL: [FieldKind; 10] = [
+        FieldKind::Text,
+        FieldKind::Markdown,
+        FieldKind::Status,
+        FieldKind::Choice,
+        FieldKind::Flag,
+        FieldKind::Roles,
+        FieldKind::Checklist,
+        FieldKind::Timeline,
+        FieldKind::Timestamps,
+        FieldKind::Questions,
+    ];
+
+    /// The name used in templates and in the stored layout.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldKind::Text => "text",
+            FieldKind::Markdown => "markdown",
+            FieldKind::Status => "status",
+            FieldKind::Choice => "choice",
+            FieldKind::Flag => "flag",
+            FieldKind::Roles => "roles",
+            FieldKind::Checklist => "checklist",
+            FieldKind::Timeline => "timeline",
+            FieldKind::Timestamps => "timestamps",
+            FieldKind::Questions => "questions",
+        }
+    }
+
+    /// Kinds that hold state the operations find by kind rather than by key, so a template may have at most one.
+    pub fn is_singleton(self) -> bool {
+        matches!(
+            self,
+            FieldKind::Status | FieldKind::Roles | FieldKind::Timeline | FieldKind::Timestamps
+        )
+    }
+}
+
+impl fmt::Display for FieldKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FieldKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FieldKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// Generates a small string enum with its stored names, so roles, stages and states share one shape.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in display order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name stored in the document and used in JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ();
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or(())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// The roles of the command hierarchy, as the Incident Command System names them.
+    Role {
+        /// Holds the high-level state and every role not delegated.
+        Commander = "commander",
+        /// The only people changing the production system.
+        Operations = "operations",
+        /// Files bugs, arranges handoffs, tracks deviations to revert later.
+        Planning = "planning",
+        /// Sends periodic updates and keeps the document accurate.
+        Communications = "communications",
+        /// A planned handoff, visible to everyone before it happens.
+        NextCommander = "nextCommander",
+    }
+}
+
+impl Role {
+    /// How the role is written in exports and the UI.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Commander => "Incident Commander",
+            Role::Operations => "Operations lead",
+            Role::Planning => "Planning lead",
+            Role::Communications => "Communications lead",
+            Role::NextCommander => "Next Incident Commander",
+        }
+    }
+
+    /// Whether the commander holds this role while nobody else is assigned to it.
+    pub fn defaults_to_commander(self) -> bool {
+        matches!(
+            self,
+            Role::Operations | Role::Planning | Role::Communications
+        )
+    }
+}
+
+named_enum! {
+    /// The named moments of an incident; metrics are differences of pairs of them.
+    Stage {
+        /// The outage began (impact, not response).
+        ImpactStarted = "impactStarted",
+        /// Someone or something noticed.
+        Detected = "detected",
+        /// The incident was declared.
+        Declared = "declared",
+        /// The impact stopped.
+        Mitigated = "mitigated",
+        /// The underlying problem was fixed.
+        Resolved = "resolved",
+        /// The response ended and the document was closed.
+        Closed = "closed",
+    }
+}
+
+impl Stage {
+    /// How the stage is written in exports and the UI.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::ImpactStarted => "Impact started",
+            Stage::Detected => "Detected",
+            Stage::Declared => "Declared",
+            Stage::Mitigated => "Mitigated",
+            Stage::Resolved => "Resolved",
+            Stage::Closed => "Closed",
+        }
+    }
+}
+
+named_enum! {
+    /// The lifecycle states of an incident, in the order an incident moves through them.
+    Status {
+        /// Declared, responders gathering.
+        Declared = "declared",
+        /// Being worked on.
+        Active = "active",
+        /// Impact stopped; cleanup and root cause continue.
+        Mitigated = "mitigated",
+        /// Fixed; the postmortem remains.
+        Resolved = "resolved",
+        /// Over; the document is an archive.
+        Closed = "closed",
+    }
+}
+
+impl Status {
+    /// The lifecycle stage that entering this state stamps, if it is not stamped yet.
+    pub fn stage(self) -> Option<Stage> {
+        match self {
+            Status::Declared | Status::Active => None,
+            Status::Mitigated => Some(Stage::Mitigated),
+            Status::Resolved => Some(Stage::Resolved),
+            Status::Closed => Some(Stage::Closed),
+        }
+    }
+}
+
+/// One option of a choice field or one question of a questions field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    /// The stored value (choice) or answer key (questions).
+    pub key: String,
+    /// What people read.
+    pub label: String,
+}
+
+/// One field of a document's layout: everything needed to render and edit it without its template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldDef {
+    /// The root-map key holding the value; stable across template wording changes.
+    pub key: String,
+    /// The heading people read.
+    pub label: String,
+    /// How the value is stored and edited.
+    pub kind: FieldKind,
+    /// The role expected to keep this field current, if the template names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Role>,
+    /// How often the field should be refreshed, in minutes; the UI flags it as stale after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cadence_minutes: Option<i64>,
+    /// Whether exports print the *last updated at … by …* stamp under the field.
+    #[serde(default)]
+    pub stamp: bool,
+    /// A hint shown while the field is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The allowed values (choice) or the questions (questions); empty for other kinds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<Choice>,
+}
+
+/// The stored text encoding: every position in the API counts Unicode code points (`char`s), on the server and in
+/// the browser alike, so an index means the same character everywhere.
+pub const TEXT_ENCODING: automerge::TextEncoding = automerge::TextEncoding::UnicodeCodePoint;

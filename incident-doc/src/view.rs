@@ -1,0 +1,376 @@
+//! The read model: a plain snapshot of an incident document that exports, the HTTP API and the UI render from.
+//!
+//! Its serde form *is* the JSON export, so field names and shapes here are a public, documented contract
+//! (`docs/schema.md`). Everything is ordered deterministically, so the same document gives the same bytes.
+
+use std::collections::BTreeMap;
+
+use automerge::{ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Value};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::read::Reader;
+use crate::schema::{Choice, FieldDef, FieldKind, Role, SCHEMA_VERSION, Stage, TITLE_KEY, keys};
+
+/// The whole incident as plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentView {
+    /// The schema version the document declares (0 if it declares none).
+    pub schema_version: i64,
+    /// The template id it was created from.
+    pub template: String,
+    /// That template's display name.
+    pub template_name: String,
+    /// The title field's text, repeated here because every list and header needs it.
+    pub title: String,
+    /// The incident number, if the server allocated one.
+    pub number: Option<i64>,
+    /// The lifecycle state, if the template has a status field.
+    pub status: Option<String>,
+    /// The `severity` field's value, if the template has one and it is set.
+    pub severity: Option<String>,
+    /// Whether this is a drill.
+    pub drill: bool,
+    /// When the incident was declared in commandpost.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Who declared it.
+    pub created_by: Option<String>,
+    /// The pinned fields in pin order, each once.
+    pub pins: Vec<Pin>,
+    /// Every field in template order, with its value and stamp.
+    pub fields: Vec<FieldView>,
+}
+
+/// A pinned field and who pinned it when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    /// The pinned field's key.
+    pub field: String,
+    /// Who pinned it.
+    pub by: String,
+    /// When.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// Who last changed a field and when: the *last updated at … by …* stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// When the change was made.
+    pub at: DateTime<Utc>,
+    /// Who made it.
+    pub by: String,
+}
+
+/// One field: its definition from the layout, its value and its stamp.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldView {
+    /// Key, label, kind and the rest of the layout entry.
+    #[serde(flatten)]
+    pub def: FieldDef,
+    /// The current value, shaped by the kind.
+    pub value: FieldValue,
+    /// The last change to this field, if any.
+    pub updated: Option<Stamp>,
+}
+
+/// A field's value; which variant depends on the field's kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    /// `text` and `markdown`.
+    Text(String),
+    /// `status` and `choice`: the chosen value, if any.
+    Choice(Option<String>),
+    /// `flag`.
+    Flag(bool),
+    /// `roles`: role → person for the roles that are assigned.
+    Roles(BTreeMap<Role, String>),
+    /// `checklist`, in list order.
+    Checklist(Vec<Item>),
+    /// `timeline`, newest first.
+    Timeline(Vec<Entry>),
+    /// `timestamps`: stage → time for the stages that are stamped.
+    Timestamps(BTreeMap<Stage, DateTime<Utc>>),
+    /// `questions`: question key → answer for the questions answered.
+    Questions(BTreeMap<String, bool>),
+}
+
+/// One checklist item (an exit criterion, a TODO or a bug).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Stable id to address the item while others insert and delete around it.
+    pub id: String,
+    /// What to do or check.
+    pub text: String,
+    /// DONE when true, TODO otherwise.
+    pub done: bool,
+    /// Who is on it.
+    pub owner: Option<String>,
+    /// A bug reference (id or URL).
+    pub bug: Option<String>,
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Stable id to address the entry.
+    pub id: String,
+    /// When it happened (UTC).
+    pub at: DateTime<Utc>,
+    /// Who wrote it (a person or a bot).
+    pub author: String,
+    /// What happened (Markdown).
+    pub text: String,
+}
+
+impl IncidentView {
+    /// Reads a document as it is now (`heads` = `None`) or as it was at `heads`.
+    pub fn read<D: ReadDoc>(doc: &D, heads: Option<&[ChangeHash]>) -> IncidentView {
+        let r = Reader::new(doc, heads);
+        let layout = read_layout(&r);
+        let stamps = r.map(&ROOT, keys::UPDATED);
+        let fields: Vec<FieldView> = layout
+            .into_iter()
+            .map(|def| {
+                let updated = stamps.as_ref().and_then(|s| {
+                    let stamp = r.map(s, def.key.as_str())?;
+                    Some(Stamp {
+                        at: r.time(&stamp, "at")?,
+                        by: r.str(&stamp, "by")?,
+                    })
+                });
+                FieldView {
+                    value: read_value(&r, &def),
+                    def,
+                    updated,
+                }
+            })
+            .collect();
+        let pick = |pred: &dyn Fn(&FieldView) -> bool| -> Option<String> {
+            fields.iter().find(|f| pred(f)).and_then(|f| match &f.value {
+                FieldValue::Choice(v) => v.clone(),
+                _ => None,
+            })
+        };
+        let title = fields
+            .iter()
+            .find(|f| f.def.key == TITLE_KEY)
+            .and_then(|f| match &f.value {
+                FieldValue::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        IncidentView {
+            schema_version: r.int(&ROOT, keys::SCHEMA_VERSION).unwrap_or(0),
+            template: r.str(&ROOT, keys::TEMPLATE).unwrap_or_default(),
+            template_name: r.str(&ROOT, keys::TEMPLATE_NAME).unwrap_or_default(),
+            title,
+            number: r.int(&ROOT, keys::NUMBER),
+            status: pick(&|f| f.def.kind == FieldKind::Status),
+            severity: pick(&|f| f.def.key == "severity" && f.def.kind == FieldKind::Choice),
+            drill: r.bool(&ROOT, keys::DRILL).unwrap_or(false),
+            created_at: r.time(&ROOT, keys::CREATED_AT),
+            created_by: r.str(&ROOT, keys::CREATED_BY),
+            pins: read_pins(&r, &fields),
+            fields,
+        }
+    }
+
+    /// Whether the document was written by a schema this crate understands.
+    pub fn is_supported(&self) -> bool {
+        (1..=SCHEMA_VERSION).contains(&self.schema_version)
+    }
+
+    /// The field with this key.
+    pub fn field(&self, key: &str) -> Option<&FieldView> {
+        self.fields.iter().find(|f| f.def.key == key)
+    }
+
+    /// The first field of this kind (status, roles, timeline and timestamps occur at most once).
+    pub fn field_of_kind(&self, kind: FieldKind) -> Option<&FieldView> {
+        self.fields.iter().find(|f| f.def.kind == kind)
+    }
+
+    /// Fields in render order: pinned fields first in pin order, then the rest in template order.
+    pub fn render_order(&self) -> Vec<(&FieldView, bool)> {
+        let mut out: Vec<(&FieldView, bool)> = self
+            .pins
+            .iter()
+            .filter_map(|p| self.field(&p.field))
+            .map(|f| (f, true))
+            .collect();
+        out.extend(
+            self.fields
+                .iter()
+                .filter(|f| !self.pins.iter().any(|p| p.field == f.def.key))
+                .map(|f| (f, false)),
+        );
+        out
+    }
+
+    /// The person holding `role`: the assignee, or the commander for undelegated roles.
+    pub fn holder(&self, role: Role) -> Option<(&str, bool)> {
+        let Some(FieldValue::Roles(roles)) = self.field_of_kind(FieldKind::Roles).map(|f| &f.value)
+        else {
+            return None;
+        };
+        match roles.get(&role) {
+            Some(person) => Some((person.as_str(), false)),
+            None if role.defaults_to_commander() => {
+                roles.get(&Role::Commander).map(|c| (c.as_str(), true))
+            }
+            None => None,
+        }
+    }
+}
+
+fn read_layout<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<FieldDef> {
+    let Some(list) = r.list(&ROOT, keys::LAYOUT) else {
+        return Vec::new();
+    };
+    r.maps_in(&list)
+        .into_iter()
+        .filter_map(|m| {
+            let key = r.str(&m, "key")?;
+            let kind = r.str(&m, "kind")?.parse::<FieldKind>().ok()?;
+            let options = r
+                .list(&m, "options")
+                .map(|l| {
+                    r.maps_in(&l)
+                        .into_iter()
+                        .filter_map(|o| {
+                            Some(Choice {
+                                key: r.str(&o, "key")?,
+                                label: r.str(&o, "label")?,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(FieldDef {
+                label: r.str(&m, "label").unwrap_or_else(|| key.clone()),
+                key,
+                kind,
+                owner: r.str(&m, "owner").and_then(|o| o.parse().ok()),
+                cadence_minutes: r.int(&m, "cadenceMinutes"),
+                stamp: r.bool(&m, "stamp").unwrap_or(false),
+                prompt: r.str(&m, "prompt"),
+                options,
+            })
+        })
+        .collect()
+}
+
+fn read_value<D: ReadDoc>(r: &Reader<'_, D>, def: &FieldDef) -> FieldValue {
+    let key = def.key.as_str();
+    match def.kind {
+        FieldKind::Text | FieldKind::Markdown => FieldValue::Text(r.text(&ROOT, key).unwrap_or_default()),
+        FieldKind::Status | FieldKind::Choice => FieldValue::Choice(r.str(&ROOT, key)),
+        FieldKind::Flag => FieldValue::Flag(r.bool(&ROOT, key).unwrap_or(false)),
+        FieldKind::Roles => FieldValue::Roles(
+            r.map(&ROOT, key)
+                .map(|m| {
+                    Role::ALL
+                        .iter()
+                        .filter_map(|role| Some((*role, r.str(&m, role.as_str())?)))
+                        .filter(|(_, person)| !person.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        FieldKind::Checklist => FieldValue::Checklist(
+            r.list(&ROOT, key)
+                .map(|l| {
+                    r.maps_in(&l)
+                        .into_iter()
+                        .filter_map(|m| {
+                            Some(Item {
+                                id: r.str(&m, "id")?,
+                                text: r.text(&m, "text").unwrap_or_default(),
+                                done: r.bool(&m, "done").unwrap_or(false),
+                                owner: r.str(&m, "owner"),
+                                bug: r.str(&m, "bug"),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        FieldKind::Timeline => {
+            let mut entries: Vec<Entry> = r
+                .list(&ROOT, key)
+                .map(|l| {
+                    r.maps_in(&l)
+                        .into_iter()
+                        .filter_map(|m| {
+                            Some(Entry {
+                                id: r.str(&m, "id")?,
+                                at: r.time(&m, "at")?,
+                                author: r.str(&m, "author").unwrap_or_default(),
+                                text: r.text(&m, "text").unwrap_or_default(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            sort_newest_first(&mut entries);
+            FieldValue::Timeline(entries)
+        }
+        FieldKind::Timestamps => FieldValue::Timestamps(
+            r.map(&ROOT, key)
+                .map(|m| {
+                    Stage::ALL
+                        .iter()
+                        .filter_map(|s| Some((*s, r.time(&m, s.as_str())?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        FieldKind::Questions => FieldValue::Questions(
+            r.map(&ROOT, key)
+                .map(|m| {
+                    def.options
+                        .iter()
+                        .filter_map(|q| Some((q.key.clone(), r.bool(&m, q.key.as_str())?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Newest first; ties (same millisecond) by id so every replica shows the same order.
+pub(crate) fn sort_newest_first(entries: &mut [Entry]) {
+    entries.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| a.id.cmp(&b.id)));
+}
+
+fn read_pins<D: ReadDoc>(r: &Reader<'_, D>, fields: &[FieldView]) -> Vec<Pin> {
+    let Some(list) = r.list(&ROOT, keys::PINS) else {
+        return Vec::new();
+    };
+    let mut pins: Vec<Pin> = Vec::new();
+    for m in r.maps_in(&list) {
+        let Some(field) = r.str(&m, "field") else {
+            continue;
+        };
+        // Two people may pin the same field at once; the first pin in list order stands.
+        if pins.iter().any(|p| p.field == field) || !fields.iter().any(|f| f.def.key == field) {
+            continue;
+        }
+        pins.push(Pin {
+            by: r.str(&m, "by").unwrap_or_default(),
+            at: r.time(&m, "at"),
+            field,
+        });
+    }
+    pins
+}
+
+/// The object id of a root field, if it holds an object of the expected type; used by operations.
+pub(crate) fn root_object<D: ReadDoc>(doc: &D, key: &str, want: ObjType) -> Option<ObjId> {
+    match doc.get(ROOT, key).ok().flatten()? {
+        (Value::Object(t), id) if t == want => Some(id),
+        _ => None,
+    }
+}

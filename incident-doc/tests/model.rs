@@ -1,0 +1,372 @@
+//! Behaviour of the incident model through its public API: templates, operations, stamps, pins, point-in-time
+//! reads and the three exports (golden files under `tests/golden/`; `UPDATE_GOLDEN=1` rewrites them).
+
+use std::path::Path;
+
+use automerge::ActorId;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use incident_doc::schema::{FieldKind, Role, Stage, Status};
+use incident_doc::template::{self, Template};
+use incident_doc::{Declaration, Editor, FieldValue, Incident, OpError, Operation, export};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 3, 58, 0).single().expect("valid time")
+}
+
+fn editor(name: &str, minutes: i64) -> Editor {
+    Editor::new(name, t0() + Duration::minutes(minutes))
+}
+
+fn default_template() -> Template {
+    template::builtin()
+        .into_iter()
+        .find(|t| t.id == template::DEFAULT_TEMPLATE)
+        .expect("default template")
+}
+
+fn declare(actor: &str) -> Incident {
+    Incident::create(
+        &default_template(),
+        &Declaration {
+            name: "Checkout errors".into(),
+            number: Some(465),
+        },
+        &editor("alice", 0),
+        Some(ActorId::from(actor.as_bytes())),
+    )
+    .expect("create")
+}
+
+fn apply(incident: &mut Incident, who: &str, minutes: i64, op: Operation) -> Option<String> {
+    incident.apply(&op, &editor(who, minutes)).expect("operation applies").id
+}
+
+#[test]
+fn every_template_file_parses_instantiates_and_renders() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("templates dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("md") || path.ends_with("README.md") {
+            continue;
+        }
+        let id = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 name").to_owned();
+        let source = std::fs::read_to_string(&path).expect("read template");
+        let t = Template::parse(&id, &path.display().to_string(), &source).unwrap_or_else(|e| panic!("{e}"));
+        let mut incident = Incident::create(
+            &t,
+            &Declaration {
+                name: format!("Test of {id}"),
+                number: Some(1),
+            },
+            &editor("alice", 0),
+            None,
+        )
+        .expect("instantiate");
+        let view = incident.view();
+        assert_eq!(view.template, id);
+        assert_eq!(view.title, "Test of ".to_owned() + &id + ": 2026-11-25");
+        assert_eq!(view.fields.len(), t.fields.len());
+        assert!(export::markdown(&view).starts_with("# Test of"));
+        assert!(export::html(&view).contains("<h1>"));
+        let json: serde_json::Value = serde_json::from_str(&export::json(&view)).expect("json export parses");
+        assert_eq!(json["template"], id.as_str());
+        // The saved document loads back to the same view.
+        let reloaded = Incident::load(&incident.save()).expect("load");
+        assert_eq!(reloaded.view(), view);
+        seen.push(id);
+    }
+    seen.sort();
+    let mut builtin: Vec<_> = template::builtin_sources().iter().map(|(id, _)| id.to_string()).collect();
+    builtin.sort();
+    assert_eq!(seen, builtin, "every file in templates/ is shipped in the binary and vice versa");
+    assert_eq!(template::builtin().len(), builtin.len(), "every shipped template parses");
+}
+
+#[test]
+fn creation_follows_the_template_and_the_declarer_commands() {
+    let incident = declare("aa");
+    let view = incident.view();
+    let keys: Vec<_> = view.fields.iter().map(|f| f.def.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "title",
+            "summary",
+            "status",
+            "severity",
+            "commandPost",
+            "roles",
+            "detailedStatus",
+            "exitCriteria",
+            "todos",
+            "lifecycle",
+            "declaration",
+            "timeline"
+        ]
+    );
+    assert_eq!(view.status.as_deref(), Some("declared"));
+    assert_eq!(view.severity.as_deref(), Some("SEV3"));
+    assert_eq!(view.number, Some(465));
+    assert_eq!(view.holder(Role::Commander), Some(("alice", false)));
+    assert_eq!(view.holder(Role::Operations), Some(("alice", true)));
+    assert_eq!(view.holder(Role::NextCommander), None);
+    let Some(FieldValue::Checklist(items)) = view.field("exitCriteria").map(|f| &f.value) else {
+        panic!("exit criteria is a checklist");
+    };
+    assert_eq!(items.len(), 2);
+    let Some(FieldValue::Timestamps(stamps)) = view.field("lifecycle").map(|f| &f.value) else {
+        panic!("lifecycle holds timestamps");
+    };
+    assert_eq!(stamps.get(&Stage::Declared), Some(&t0()));
+}
+
+#[test]
+fn operations_stamp_fields_and_refusals_change_nothing() {
+    let mut incident = declare("aa");
+    apply(
+        &mut incident,
+        "bob",
+        5,
+        Operation::SpliceText {
+            field: "summary".into(),
+            pos: 0,
+            delete: 0,
+            insert: "Checkout fails for 30% of EU customers.".into(),
+        },
+    );
+    let view = incident.view();
+    let summary = view.field("summary").expect("summary");
+    assert_eq!(summary.value, FieldValue::Text("Checkout fails for 30% of EU customers.".into()));
+    let stamp = summary.updated.as_ref().expect("stamped");
+    assert_eq!((stamp.by.as_str(), stamp.at), ("bob", t0() + Duration::minutes(5)));
+
+    let heads = incident.doc_mut().get_heads();
+    let refusals = [
+        Operation::SpliceText {
+            field: "summary".into(),
+            pos: 1000,
+            delete: 0,
+            insert: "x".into(),
+        },
+        Operation::SpliceText {
+            field: "nope".into(),
+            pos: 0,
+            delete: 0,
+            insert: "x".into(),
+        },
+        Operation::SetChoice {
+            field: "severity".into(),
+            value: Some("SEV9".into()),
+        },
+        Operation::SetChoice {
+            field: "summary".into(),
+            value: None,
+        },
+        Operation::SetText {
+            field: "title".into(),
+            text: "two\nlines".into(),
+        },
+        Operation::SetItemDone {
+            field: "todos".into(),
+            id: "1@ff".into(),
+            done: true,
+        },
+        Operation::AddTimelineEntry {
+            text: "   ".into(),
+            at: None,
+        },
+        Operation::Answer {
+            field: "declaration".into(),
+            question: "unknown".into(),
+            value: Some(true),
+        },
+        Operation::AssignRole {
+            role: Role::Operations,
+            person: Some("x".repeat(500)),
+        },
+    ];
+    for op in refusals {
+        let err = incident.apply(&op, &editor("mallory", 6)).expect_err("refused");
+        assert!(!err.to_string().is_empty());
+        assert_eq!(incident.doc_mut().get_heads(), heads, "{op:?} changed the document");
+    }
+    assert!(matches!(
+        incident.apply(
+            &Operation::SetFlag {
+                field: "summary".into(),
+                value: true
+            },
+            &editor("x", 7)
+        ),
+        Err(OpError::WrongKind { .. })
+    ));
+}
+
+#[test]
+fn status_changes_stamp_the_lifecycle_once() {
+    let mut incident = declare("aa");
+    apply(&mut incident, "alice", 10, Operation::SetStatus { status: Status::Mitigated });
+    apply(&mut incident, "alice", 20, Operation::SetStatus { status: Status::Active });
+    apply(&mut incident, "alice", 30, Operation::SetStatus { status: Status::Mitigated });
+    let view = incident.view();
+    assert_eq!(view.status.as_deref(), Some("mitigated"));
+    let Some(FieldValue::Timestamps(stamps)) = view.field_of_kind(FieldKind::Timestamps).map(|f| &f.value) else {
+        panic!("timestamps");
+    };
+    assert_eq!(stamps.get(&Stage::Mitigated), Some(&(t0() + Duration::minutes(10))));
+}
+
+#[test]
+fn pins_render_first_in_pin_order_and_unpin() {
+    let mut incident = declare("aa");
+    apply(&mut incident, "alice", 1, Operation::Pin { field: "exitCriteria".into() });
+    apply(&mut incident, "alice", 2, Operation::Pin { field: "summary".into() });
+    apply(&mut incident, "alice", 3, Operation::Pin { field: "summary".into() });
+    let view = incident.view();
+    let pinned: Vec<_> = view.pins.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(pinned, ["exitCriteria", "summary"]);
+    let order: Vec<_> = view.render_order().iter().map(|(f, _)| f.def.key.clone()).collect();
+    assert_eq!(&order[..3], ["exitCriteria", "summary", "title"]);
+    let md = export::markdown(&view);
+    let exit = md.find("## Exit criteria (pinned)").expect("pinned exit criteria");
+    let summary = md.find("## Summary (pinned)").expect("pinned summary");
+    let status = md.find("## Status").expect("status");
+    assert!(exit < summary && summary < status);
+    apply(&mut incident, "alice", 4, Operation::Unpin { field: "exitCriteria".into() });
+    assert_eq!(incident.view().pins.len(), 1);
+}
+
+#[test]
+fn the_document_reads_as_it_was_at_past_heads() {
+    let mut incident = declare("aa");
+    apply(
+        &mut incident,
+        "bob",
+        1,
+        Operation::SetText {
+            field: "summary".into(),
+            text: "First".into(),
+        },
+    );
+    let then = incident.doc_mut().get_heads();
+    apply(
+        &mut incident,
+        "bob",
+        2,
+        Operation::SetText {
+            field: "summary".into(),
+            text: "Second".into(),
+        },
+    );
+    let past = incident.view_at(&then);
+    assert_eq!(past.field("summary").map(|f| &f.value), Some(&FieldValue::Text("First".into())));
+    assert!(incident.has_heads(&then));
+}
+
+#[test]
+fn html_export_is_inert() {
+    let mut incident = declare("aa");
+    let hostile = "<script>alert(1)</script> [click](javascript:alert(2)) <img src=x onerror=alert(3)> \
+                   <a href=\"javascript:alert(4)\">x</a> <iframe src=//evil></iframe>";
+    apply(
+        &mut incident,
+        "mallory",
+        1,
+        Operation::SetText {
+            field: "summary".into(),
+            text: hostile.into(),
+        },
+    );
+    apply(
+        &mut incident,
+        "mallory",
+        2,
+        Operation::AddTimelineEntry {
+            text: "<style>body{display:none}</style><svg onload=alert(5)>".into(),
+            at: None,
+        },
+    );
+    apply(
+        &mut incident,
+        "<b onmouseover=alert(6)>",
+        3,
+        Operation::SetText {
+            field: "title".into(),
+            text: "</title><script>alert(7)</script>".into(),
+        },
+    );
+    let html = export::html(&incident.view()).to_lowercase();
+    // A `javascript:` URL may survive as inert text, but never as a link target.
+    for needle in ["<script", "href=\"javascript", "src=\"javascript", "onerror", "onload", "onmouseover", "<iframe", "<style>body", "<svg"] {
+        assert!(!html.contains(needle), "{needle} survived in:\n{html}");
+    }
+}
+
+/// A document exercising every kind, built deterministically (fixed actor and times).
+fn golden_document() -> Incident {
+    let mut incident = declare("0123456789abcdef");
+    let ops = [
+        ("alice", 2, Operation::SetText { field: "summary".into(), text: "Checkout fails for about 30% of EU customers; payments provider timeouts.".into() }),
+        ("alice", 3, Operation::SetStatus { status: Status::Active }),
+        ("alice", 3, Operation::SetChoice { field: "severity".into(), value: Some("SEV2".into()) }),
+        ("alice", 4, Operation::SetText { field: "commandPost".into(), text: "- Chat: [#inc-465](https://chat.example.com/inc-465)\n- Bridge: https://meet.example.com/465".into() }),
+        ("alice", 5, Operation::AssignRole { role: Role::Operations, person: Some("bob".into()) }),
+        ("alice", 5, Operation::AssignRole { role: Role::NextCommander, person: Some("carol".into()) }),
+        ("dave", 20, Operation::SetText { field: "detailedStatus".into(), text: "Rolled back release 2026.11.24-3 in eu-west-1.\n\nWatching error rates.".into() }),
+        ("dave", 21, Operation::AddItem { field: "todos".into(), text: "Add alert on provider timeouts".into(), owner: Some("bob".into()), bug: Some("BUG-1234".into()) }),
+        ("alice", 6, Operation::SetTimestamp { stage: Stage::ImpactStarted, at: Some(t0() - Duration::minutes(17)) }),
+        ("alice", 6, Operation::SetTimestamp { stage: Stage::Detected, at: Some(t0() - Duration::minutes(9)) }),
+        ("alice", 7, Operation::Answer { field: "declaration".into(), question: "customerVisible".into(), value: Some(true) }),
+        ("alice", 7, Operation::Answer { field: "declaration".into(), question: "secondTeam".into(), value: Some(false) }),
+        ("pagerbot", 1, Operation::AddTimelineEntry { text: "Alert firing: CheckoutErrorRate (eu-west-1)".into(), at: Some(t0() - Duration::minutes(9)) }),
+        ("alice", 2, Operation::AddTimelineEntry { text: "Declared. I am the Incident Commander.".into(), at: None }),
+        ("bob", 15, Operation::AddTimelineEntry { text: "Rolling back 2026.11.24-3.".into(), at: None }),
+        ("bob", 15, Operation::AddTimelineEntry { text: "Rollback started in **eu-west-1**;\nus regions untouched.".into(), at: None }),
+        ("alice", 25, Operation::SetStatus { status: Status::Mitigated }),
+        ("alice", 26, Operation::Pin { field: "exitCriteria".into() }),
+    ];
+    for (who, minutes, op) in ops {
+        apply(&mut incident, who, minutes, op);
+    }
+    let view = incident.view();
+    let Some(FieldValue::Checklist(items)) = view.field("exitCriteria").map(|f| &f.value) else {
+        panic!("exit criteria");
+    };
+    let first = items[0].id.clone();
+    apply(&mut incident, "bob", 27, Operation::SetItemDone { field: "exitCriteria".into(), id: first, done: true });
+    incident
+}
+
+fn check_golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create)", path.display()));
+    assert_eq!(actual, expected, "{name} differs from the golden file; UPDATE_GOLDEN=1 rewrites it");
+}
+
+#[test]
+fn exports_match_golden_files() {
+    let view = golden_document().view();
+    check_golden("incident.md", &export::markdown(&view));
+    check_golden("incident.html", &export::html(&view));
+    check_golden("incident.json", &export::json(&view));
+}
+
+#[test]
+fn exports_are_deterministic_across_replicas_and_reloads() {
+    let mut a = golden_document();
+    let mut b = Incident::load(&a.save()).expect("load");
+    assert_eq!(export::markdown(&a.view()), export::markdown(&b.view()));
+    assert_eq!(export::json(&a.view()), export::json(&b.view()));
+    b.doc_mut().set_actor(ActorId::from(b"replica-b".as_slice()));
+    apply(&mut b, "erin", 40, Operation::AddTimelineEntry { text: "From b".into(), at: None });
+    a.doc_mut().merge(b.doc_mut()).expect("merge");
+    b.doc_mut().merge(a.doc_mut()).expect("merge");
+    assert_eq!(export::html(&a.view()), export::html(&b.view()));
+}

@@ -1,0 +1,1125 @@
+//! The embedded default backend: one SQLite database file, `commandpost.db`, in the data directory.
+//!
+//! Writes go through one dedicated writer thread that owns the only writing connection. Callers queue
+//! their write on a channel and await a reply; the thread takes everything queued (up to
+//! [`MAX_BATCH`] writes), runs it in one transaction and commits once, so a single fsync acknowledges
+//! the whole batch (group commit). Each write runs inside its own savepoint: a write that fails (a
+//! conflict, say) is rolled back and reported to its caller alone, while the rest of the batch commits.
+//! If the transaction itself fails, every caller in the batch gets the error.
+//!
+//! Reads use a small pool of separate connections on tokio's blocking threads. In WAL mode a reader
+//! sees the last committed state and never waits for the writer's open transaction.
+//!
+//! Durability: the database runs in WAL mode with `synchronous=FULL`, so every commit fsyncs the
+//! write-ahead log before the writer replies; an acknowledged write survives a crash or power loss.
+//! (`synchronous=NORMAL` would also keep the file consistent, but could lose the last acknowledged
+//! writes on power loss, and the server tells clients their edits are saved.) Group commit is what
+//! keeps this affordable: the cost of an fsync is shared by every write that queued up during the
+//! previous one.
+//!
+//! Failures do not latch: after a failed batch the writer drops its connection and reopens the
+//! database for the next batch, so the store recovers by itself once the disk has space again or the
+//! directory is writable again. Before each batch the writer also checks that the database file at
+//! the configured path is still the file it has open; writes into a file that was moved or deleted
+//! would succeed and then be lost, so they are refused as [`StoreError::Unavailable`] instead.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Type;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord};
+use crate::auth::Scope;
+
+/// The database file's name inside the data directory.
+const DB_FILE: &str = "commandpost.db";
+
+/// How long a connection waits for another process's lock before giving up with `Unavailable`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many writes may wait for the writer thread before callers are slowed down (backpressure).
+const QUEUE_DEPTH: usize = 1024;
+
+/// The most writes committed in one transaction, which bounds the latency a batch adds to its first
+/// caller.
+const MAX_BATCH: usize = 256;
+
+/// How many idle read connections are kept for reuse.
+const MAX_IDLE_READERS: usize = 4;
+
+/// The schema migrations in order; `PRAGMA user_version` records how many have been applied. A
+/// released migration is never edited: changes are new entries.
+const MIGRATIONS: &[&str] = &[
+    // Version 1. Chunk ids come from AUTOINCREMENT so that they are never reused, even after the
+    // newest chunk is deleted: compaction relies on an id meaning the same chunk forever. Timestamps
+    // are microseconds since the Unix epoch. A token name is unique among unrevoked tokens only, so a
+    // revoked token's record stays for audits while its name can be reused.
+    "CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX chunks_by_doc ON chunks (doc, id);
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY NOT NULL,
+        title TEXT NOT NULL,
+        template TEXT NOT NULL,
+        status TEXT NOT NULL,
+        severity TEXT,
+        number INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX incidents_by_created ON incidents (created_at);
+    CREATE INDEX incidents_by_status ON incidents (status, created_at);
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL;",
+];
+
+/// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
+pub struct SqliteStore {
+    /// Feeds the writer thread; `None` once closed. Every write clones the sender, so the thread stops
+    /// only after the last queued write.
+    queue: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    /// The writer thread, joined by [`Store::close`] so that shutdown waits for the queued writes.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The read connections, shared with the blocking tasks that use them.
+    readers: Arc<Readers>,
+    /// Group-commit counters, updated by the writer thread.
+    stats: Arc<Stats>,
+}
+
+/// Counters of the group commit, for metrics: how well writes share transactions and how often
+/// transactions fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed since the store was opened.
+    pub transactions: u64,
+    /// Writes carried by those transactions, including writes that failed on their own (a conflict)
+    /// while the rest of their batch committed.
+    pub operations: u64,
+    /// Transactions that failed as a whole, each failing every write in it.
+    pub failed_transactions: u64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `dir`, creating `dir` too, and starts the writer
+    /// thread. This blocks on file I/O, so call it before serving or from a blocking task.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let created = !dir.is_dir();
+        fs::create_dir_all(dir).map_err(|e| io_error(&format!("cannot create {}", dir.display()), &e))?;
+        let path = dir.join(DB_FILE);
+        let conn = open_writer(&path, true)?;
+        let identity = file_identity(&path)?;
+        // Make the new directory entries durable too, or a crash could forget the whole database.
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|_| created) {
+            sync_dir(parent)?;
+        }
+
+        let readers = Arc::new(Readers {
+            path: path.clone(),
+            generation: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
+        let stats = Arc::new(Stats::default());
+        let writer = Writer {
+            path,
+            conn: Some((conn, identity)),
+            readers: Arc::clone(&readers),
+            stats: Arc::clone(&stats),
+        };
+        let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| io_error("cannot start the SQLite writer thread", &e))?;
+        Ok(Self {
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(thread)),
+            readers,
+            stats,
+        })
+    }
+
+    /// Returns the group-commit counters so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            transactions: self.stats.transactions.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+            failed_transactions: self.stats.failed_transactions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues `work` for the writer thread and waits until the batch holding it has committed.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let queue = lock(&self.queue).clone().ok_or_else(closed)?;
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Pending { work: Some(work), outcome: None, reply });
+        queue.send(job).await.map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Runs `read` on a pooled read connection in a blocking task.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(read))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("a read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(
+        &self,
+        doc: &str,
+        chunk: Vec<u8>,
+        summary: Option<IncidentSummary>,
+    ) -> Result<ChunkId, StoreError> {
+        if let Some(summary) = summary.as_ref().filter(|s| s.id != doc) {
+            return Err(StoreError::Conflict(format!(
+                "the summary is for incident {:?}, not {doc:?}",
+                summary.id
+            )));
+        }
+        let doc = doc.to_owned();
+        self.write(move |conn| {
+            let id = conn
+                .prepare_cached("INSERT INTO chunks (doc, data) VALUES (?1, ?2)")
+                .and_then(|mut insert| insert.insert(params![doc, chunk]))
+                .map_err(db_error)?;
+            if let Some(summary) = &summary {
+                upsert_summary(conn, summary)?;
+            }
+            Ok(ChunkId(id))
+        })
+        .await
+    }
+
+    async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError> {
+        let doc = doc.to_owned();
+        self.read(move |conn| {
+            // One statement reads one consistent snapshot, so `upto` matches `chunks` exactly.
+            let mut select = conn
+                .prepare_cached("SELECT id, data FROM chunks WHERE doc = ?1 ORDER BY id")
+                .map_err(db_error)?;
+            let rows = select
+                .query_map([&doc], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
+                .map_err(db_error)?;
+            let mut chunks = Vec::new();
+            let mut upto = None;
+            for row in rows {
+                let (id, data) = row.map_err(db_error)?;
+                chunks.push(data);
+                upto = Some(ChunkId(id));
+            }
+            Ok(upto.map(|upto| Stored { chunks, upto }))
+        })
+        .await
+    }
+
+    async fn compact(&self, doc: &str, snapshot: Vec<u8>, upto: ChunkId) -> Result<(), StoreError> {
+        let doc = doc.to_owned();
+        self.write(move |conn| {
+            let newest_covered: Option<i64> = conn
+                .prepare_cached("SELECT MAX(id) FROM chunks WHERE doc = ?1 AND id <= ?2")
+                .and_then(|mut select| select.query_row(params![doc, upto.0], |row| row.get(0)))
+                .map_err(db_error)?;
+            // Nothing at or below `upto`: a compaction of a later load already replaced these chunks.
+            let Some(keep) = newest_covered else {
+                return Ok(());
+            };
+            // The snapshot takes the place of the newest chunk it covers, so it sorts before every
+            // chunk appended after `upto` and keeps an id that belongs to this document.
+            conn.prepare_cached("UPDATE chunks SET data = ?2 WHERE id = ?1")
+                .and_then(|mut update| update.execute(params![keep, snapshot]))
+                .map_err(db_error)?;
+            conn.prepare_cached("DELETE FROM chunks WHERE doc = ?1 AND id < ?2")
+                .and_then(|mut delete| delete.execute(params![doc, keep]))
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, doc: &str) -> Result<bool, StoreError> {
+        let doc = doc.to_owned();
+        self.write(move |conn| {
+            let chunks = conn.execute("DELETE FROM chunks WHERE doc = ?1", [&doc]).map_err(db_error)?;
+            let index = conn.execute("DELETE FROM incidents WHERE id = ?1", [&doc]).map_err(db_error)?;
+            Ok(chunks + index > 0)
+        })
+        .await
+    }
+
+    async fn summary(&self, doc: &str) -> Result<Option<IncidentSummary>, StoreError> {
+        let doc = doc.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, title, template, status, severity, number, created_at, updated_at
+                 FROM incidents WHERE id = ?1",
+            )
+            .and_then(|mut select| select.query_row([&doc], summary_from_row).optional())
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentSummary>, StoreError> {
+        let status = filter.status.clone();
+        // SQLite reads a negative limit as "no limit".
+        let limit = filter.limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, title, template, status, severity, number, created_at, updated_at
+                     FROM incidents WHERE ?1 IS NULL OR status = ?1
+                     ORDER BY created_at DESC, id LIMIT ?2",
+                )
+                .map_err(db_error)?;
+            let rows = select.query_map(params![status, limit], summary_from_row).map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn next_incident_number(&self) -> Result<i64, StoreError> {
+        self.write(|conn| {
+            conn.query_row(
+                "INSERT INTO counters (name, value) VALUES ('incident_number', 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1
+                 RETURNING value",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn create_token(&self, name: &str, scope: Scope, hash: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        let hash = hash.to_owned();
+        self.write(move |conn| {
+            let taken: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1 AND revoked_at IS NULL)",
+                    [&name],
+                    |row| row.get(0),
+                )
+                .map_err(db_error)?;
+            if taken {
+                return Err(StoreError::Conflict(format!("an unrevoked token named {name:?} already exists")));
+            }
+            // A reused hash violates the UNIQUE constraint, which maps to `Conflict`.
+            conn.execute(
+                "INSERT INTO tokens (name, scope, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, scope.as_str(), hash, Utc::now().timestamp_micros()],
+            )
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let hash = hash.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT name, scope, created_at, revoked_at FROM tokens WHERE hash = ?1")
+                .and_then(|mut select| select.query_row([&hash], token_from_row).optional())
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.read(|conn| {
+            let mut select = conn
+                .prepare_cached("SELECT name, scope, created_at, revoked_at FROM tokens ORDER BY created_at, id")
+                .map_err(db_error)?;
+            let rows = select.query_map([], token_from_row).map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let revoked = conn
+                .execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                    params![name, Utc::now().timestamp_micros()],
+                )
+                .map_err(db_error)?;
+            Ok(revoked > 0)
+        })
+        .await
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        let count: i64 = self
+            .read(|conn| {
+                conn.query_row("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL", [], |row| row.get(0))
+                    .map_err(db_error)
+            })
+            .await?;
+        u64::try_from(count).map_err(|_| StoreError::Corrupt(format!("negative token count {count}")))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Through the writer: this proves the thread is alive, the queue moves and the database file is
+        // still in place and lockable. The empty transaction writes nothing, so it costs no fsync.
+        self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.readers.close();
+        // Dropping the last sender lets the writer finish what is queued and then stop.
+        drop(lock(&self.queue).take());
+        let Some(thread) = lock(&self.writer).take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("waiting for the writer thread failed: {e}")))?
+            .map_err(|_| StoreError::Unavailable("the writer thread panicked".to_owned()))
+    }
+}
+
+/// One queued write, type-erased so that writes with different results share the queue.
+trait Job: Send {
+    /// Runs the write inside the batch's transaction and returns its error, if it failed, so the batch
+    /// can roll back just this write.
+    fn run(&mut self, conn: &Connection) -> Result<(), StoreError>;
+
+    /// Replies to the caller once the batch's fate, `batch`, is known.
+    fn finish(self: Box<Self>, batch: &Result<(), StoreError>);
+}
+
+/// A write and the channel to its caller.
+struct Pending<T, F> {
+    /// The write itself; taken when it runs.
+    work: Option<F>,
+    /// What the write returned, kept until the batch commits or fails; `None` if it never ran.
+    outcome: Option<Result<T, StoreError>>,
+    /// Where the caller waits for the result.
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        let outcome = work(conn);
+        let status = outcome.as_ref().map(|_| ()).map_err(StoreError::clone);
+        self.outcome = Some(outcome);
+        status
+    }
+
+    fn finish(self: Box<Self>, batch: &Result<(), StoreError>) {
+        let result = match (self.outcome, batch) {
+            // A write that failed on its own reports its own error, whatever happened to the batch.
+            (Some(Err(own)), _) => Err(own),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(failed)) => Err(failed.clone()),
+            // A batch commits only after running every write in it, so this does not happen.
+            (None, Ok(())) => Err(StoreError::Unavailable("the write was not attempted".to_owned())),
+        };
+        // The caller may have stopped waiting (its task was cancelled); nobody is left to tell.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The counters behind [`CommitStats`].
+#[derive(Default)]
+struct Stats {
+    /// Transactions committed.
+    transactions: AtomicU64,
+    /// Writes in committed transactions.
+    operations: AtomicU64,
+    /// Transactions that failed as a whole.
+    failed_transactions: AtomicU64,
+}
+
+/// The writer thread's state.
+struct Writer {
+    /// Where the database file must be; checked before every batch.
+    path: PathBuf,
+    /// The writing connection and the identity of the file it was opened on; `None` after a failed
+    /// batch, until the next batch reopens the database.
+    conn: Option<(Connection, FileId)>,
+    /// The read pool, told to drop its connections whenever the writer drops its own.
+    readers: Arc<Readers>,
+    /// Counters for [`SqliteStore::commit_stats`].
+    stats: Arc<Stats>,
+}
+
+impl Writer {
+    /// Commits batches until every sender is gone and the queue is empty, then closes the database.
+    fn run(mut self, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+        // Closing checkpoints the write-ahead log into the database file.
+        if let Some(Err((_, error))) = self.conn.take().map(|(conn, _)| conn.close()) {
+            tracing::warn!(%error, "closing the SQLite writer connection failed");
+        }
+    }
+
+    /// Runs one batch in one transaction and replies to every caller in it.
+    fn commit(&mut self, mut batch: Vec<Box<dyn Job>>) {
+        let outcome = self.execute(&mut batch);
+        match &outcome {
+            Ok(()) => {
+                self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+                self.stats.operations.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.stats.failed_transactions.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, writes = batch.len(), "a SQLite write batch failed; reopening the database");
+                // Dropping the connection rolls back whatever is left of the transaction; the next batch
+                // starts from a fresh connection, and readers follow.
+                self.conn = None;
+                self.readers.invalidate();
+            }
+        }
+        for job in batch {
+            job.finish(&outcome);
+        }
+    }
+
+    /// Runs every write of `batch` in its own savepoint inside one transaction, then commits.
+    fn execute(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+        let conn = self.connection()?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+        for job in batch.iter_mut() {
+            conn.execute_batch("SAVEPOINT item").map_err(db_error)?;
+            match job.run(conn) {
+                Ok(()) => conn.execute_batch("RELEASE item").map_err(db_error)?,
+                // After some errors (disk full, I/O) SQLite has already rolled the whole transaction
+                // back; then the batch is lost and every caller must hear so.
+                Err(error) if conn.is_autocommit() => return Err(error),
+                Err(_) => conn.execute_batch("ROLLBACK TO item; RELEASE item").map_err(db_error)?,
+            }
+        }
+        conn.execute_batch("COMMIT").map_err(db_error)
+    }
+
+    /// Returns the writing connection, reopening the database if the last batch failed, and refuses to
+    /// write if the file at the path is no longer the file the connection has open.
+    fn connection(&mut self) -> Result<&Connection, StoreError> {
+        let current = match self.conn.take() {
+            Some((conn, opened)) => {
+                if file_identity(&self.path)? != opened {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} was replaced while open; refusing writes that would be lost",
+                        self.path.display()
+                    )));
+                }
+                (conn, opened)
+            }
+            // Reopen without creating: a database that vanished must not silently start over empty.
+            None => (open_writer(&self.path, false)?, file_identity(&self.path)?),
+        };
+        Ok(&self.conn.insert(current).0)
+    }
+}
+
+/// A pool of read connections.
+struct Readers {
+    /// The database file.
+    path: PathBuf,
+    /// Bumped whenever the writer reopens the database, so readers on the old file are dropped too.
+    generation: AtomicU64,
+    /// Idle connections with the generation they were opened in.
+    idle: Mutex<Vec<(u64, Connection)>>,
+    /// Set by [`Store::close`]; reads then fail and connections are not kept.
+    closed: AtomicBool,
+}
+
+impl Readers {
+    /// Runs `read` on an idle connection, or a new one, and keeps the connection if it is still good.
+    fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let pooled = {
+            let mut idle = lock(&self.idle);
+            idle.retain(|(opened_in, _)| *opened_in == generation);
+            idle.pop()
+        };
+        let conn = match pooled {
+            Some((_, conn)) => conn,
+            None => open_reader(&self.path)?,
+        };
+        let result = read(&conn);
+        if !matches!(result, Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))) {
+            let mut idle = lock(&self.idle);
+            if !self.closed.load(Ordering::Acquire) && idle.len() < MAX_IDLE_READERS {
+                idle.push((generation, conn));
+            }
+        }
+        result
+    }
+
+    /// Drops every idle connection and makes busy ones be dropped when they come back.
+    fn invalidate(&self) {
+        let mut idle = lock(&self.idle);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        idle.clear();
+    }
+
+    /// Refuses further reads and releases the idle connections.
+    fn close(&self) {
+        let mut idle = lock(&self.idle);
+        self.closed.store(true, Ordering::Release);
+        idle.clear();
+    }
+}
+
+/// Which file a path names, to notice that a database file was moved, replaced or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    /// The device holding the file.
+    device: u64,
+    /// The file's inode on that device.
+    inode: u64,
+}
+
+/// Identifies the file at `path`; fails with `Unavailable` if there is none.
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Result<FileId, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = fs::metadata(path).map_err(|e| io_error(&format!("cannot find {}", path.display()), &e))?;
+    Ok(FileId { device: metadata.dev(), inode: metadata.ino() })
+}
+
+/// Checks that the file at `path` exists; without inode numbers a replaced file goes unnoticed.
+#[cfg(not(unix))]
+fn file_identity(path: &Path) -> Result<FileId, StoreError> {
+    fs::metadata(path).map_err(|e| io_error(&format!("cannot find {}", path.display()), &e))?;
+    Ok(FileId { device: 0, inode: 0 })
+}
+
+/// Fsyncs a directory so that the entries created in it survive a crash.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(&format!("cannot sync {}", dir.display()), &e))
+}
+
+/// Opens the writing connection: WAL, `synchronous=FULL`, a busy timeout and an up-to-date schema.
+fn open_writer(path: &Path, create: bool) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let mut conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(db_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "{} cannot use write-ahead logging (journal mode stays {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(db_error)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens a read connection; `query_only` makes sure it never competes with the writer.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
+    conn.pragma_update(None, "query_only", true).map_err(db_error)?;
+    Ok(conn)
+}
+
+/// Applies the migrations the database lacks, in one transaction so that two processes opening the
+/// same database cannot both apply them.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(db_error)?;
+    let applied =
+        usize::try_from(version).map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
+    let Some(missing) = MIGRATIONS.get(applied..) else {
+        return Err(StoreError::Unavailable(format!(
+            "the database has schema version {version}, newer than the {} this commandpost knows; upgrade commandpost",
+            MIGRATIONS.len()
+        )));
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for migration in missing {
+        tx.execute_batch(migration).map_err(db_error)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(db_error)?;
+    tx.commit().map_err(db_error)
+}
+
+/// Inserts or replaces an incident's index row.
+fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO incidents (id, title, template, status, severity, number, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (id) DO UPDATE SET
+             title = excluded.title, template = excluded.template, status = excluded.status,
+             severity = excluded.severity, number = excluded.number,
+             created_at = excluded.created_at, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut upsert| {
+        upsert.execute(params![
+            summary.id,
+            summary.title,
+            summary.template,
+            summary.status,
+            summary.severity,
+            summary.number,
+            summary.created_at.timestamp_micros(),
+            summary.updated_at.timestamp_micros(),
+        ])
+    })
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Reads an index row selected as `id, title, template, status, severity, number, created_at,
+/// updated_at`.
+fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
+    Ok(IncidentSummary {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        template: row.get(2)?,
+        status: row.get(3)?,
+        severity: row.get(4)?,
+        number: row.get(5)?,
+        created_at: time_column(row, 6)?,
+        updated_at: time_column(row, 7)?,
+    })
+}
+
+/// Reads a token selected as `name, scope, created_at, revoked_at`.
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let scope: String = row.get(1)?;
+    Ok(TokenRecord {
+        name: row.get(0)?,
+        scope: scope
+            .parse()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?,
+        created_at: time_column(row, 2)?,
+        revoked_at: row.get::<_, Option<i64>>(3)?.map(|micros| micros_to_time(3, micros)).transpose()?,
+    })
+}
+
+/// Reads a timestamp stored as microseconds since the Unix epoch.
+fn time_column(row: &Row<'_>, index: usize) -> rusqlite::Result<DateTime<Utc>> {
+    micros_to_time(index, row.get(index)?)
+}
+
+/// Converts stored microseconds to a timestamp; values chrono cannot represent mean corruption.
+fn micros_to_time(index: usize, micros: i64) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros).ok_or(rusqlite::Error::IntegralValueOutOfRange(index, micros))
+}
+
+/// Classifies a SQLite error: constraint violations are conflicts, damaged files and unreadable values
+/// are corruption, and everything else (I/O, full disk, locks, read-only files) is unavailability.
+fn db_error(error: rusqlite::Error) -> StoreError {
+    let message = format!("sqlite: {error}");
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::ConstraintViolation => StoreError::Conflict(message),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(message),
+            _ => StoreError::Unavailable(message),
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(message),
+        _ => StoreError::Unavailable(message),
+    }
+}
+
+/// Describes a failed file-system call.
+fn io_error(context: &str, error: &std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("{context}: {error}"))
+}
+
+/// The error for operations after [`Store::close`].
+fn closed() -> StoreError {
+    StoreError::Unavailable("the store is closed".to_owned())
+}
+
+/// The error for a writer thread that is gone, which happens only if it panicked.
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer thread has stopped".to_owned())
+}
+
+/// Locks a mutex, ignoring poisoning: the data behind these mutexes stays valid if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use tempfile::TempDir;
+    use tokio::task::JoinHandle as TaskHandle;
+    use tokio::time::timeout;
+
+    use super::*;
+
+    /// A fresh store in its own temporary directory, which must outlive it.
+    fn fresh() -> (SqliteStore, TempDir) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = SqliteStore::open(dir.path()).expect("a fresh store opens");
+        (store, dir)
+    }
+
+    mod conformance {
+        crate::store::conformance::conformance_suite!(super::fresh);
+    }
+
+    /// How many writes wait in the queue, not yet taken by the writer thread.
+    fn queued(store: &SqliteStore) -> usize {
+        lock(&store.queue).as_ref().map_or(0, |queue| QUEUE_DEPTH - queue.capacity())
+    }
+
+    /// Waits until `n` writes wait in the queue.
+    async fn until_queued(store: &SqliteStore, n: usize) {
+        timeout(Duration::from_secs(10), async {
+            while queued(store) < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the writes reach the queue");
+    }
+
+    /// Parks the writer thread inside a batch (holding its transaction open) until the returned sender
+    /// is used or dropped, so that tests can line up writes behind it deterministically.
+    async fn park_writer(store: &Arc<SqliteStore>) -> (std_mpsc::Sender<()>, TaskHandle<Result<(), StoreError>>) {
+        let (release, gate) = std_mpsc::channel::<()>();
+        let (parked, is_parked) = oneshot::channel();
+        let parker = Arc::clone(store);
+        let task = tokio::spawn(async move {
+            parker
+                .write(move |_| {
+                    let _ = parked.send(());
+                    // Either a message or the sender's drop releases the writer.
+                    let _ = gate.recv();
+                    Ok(())
+                })
+                .await
+        });
+        is_parked.await.expect("the writer runs the parking write");
+        (release, task)
+    }
+
+    fn spawn_appends(store: &Arc<SqliteStore>, doc: &str, n: usize) -> Vec<TaskHandle<Result<ChunkId, StoreError>>> {
+        (0..n)
+            .map(|i| {
+                let store = Arc::clone(store);
+                let doc = doc.to_owned();
+                tokio::spawn(async move { store.append(&doc, i.to_le_bytes().to_vec(), None).await })
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_transactions() {
+        let (store, _dir) = fresh();
+        let store = Arc::new(store);
+        let before = store.commit_stats();
+
+        let (release, parker) = park_writer(&store).await;
+        let appends = spawn_appends(&store, "shared", 300);
+        until_queued(&store, 300).await;
+        release.send(()).expect("the writer is parked");
+        parker.await.expect("the parking task").expect("the parking write commits");
+        for append in appends {
+            append.await.expect("an append task").expect("every append commits");
+        }
+
+        let stats = store.commit_stats();
+        // The parking write alone, then 300 queued writes in batches of at most MAX_BATCH: 256 + 44.
+        assert_eq!(stats.transactions - before.transactions, 3);
+        assert_eq!(stats.operations - before.operations, 301);
+        assert_eq!(stats.failed_transactions, 0);
+        assert_eq!(store.load("shared").await.expect("load").expect("stored").chunks.len(), 300);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_wait_for_the_writer() {
+        let (store, _dir) = fresh();
+        let store = Arc::new(store);
+        store.append("doc", vec![1], None).await.expect("append");
+        let (release, parker) = park_writer(&store).await;
+        let pending = spawn_appends(&store, "doc", 1);
+        until_queued(&store, 1).await;
+
+        // The writer holds a write transaction open; reads still answer, with the committed state.
+        let stored = timeout(Duration::from_secs(2), store.load("doc"))
+            .await
+            .expect("a read does not wait for the writer")
+            .expect("load")
+            .expect("stored");
+        assert_eq!(stored.chunks, vec![vec![1]]);
+
+        drop(release);
+        parker.await.expect("the parking task").expect("the parking write commits");
+        for append in pending {
+            append.await.expect("an append task").expect("the queued append commits");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_finishes_queued_writes() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let (release, parker) = park_writer(&store).await;
+        let appends = spawn_appends(&store, "doc", 50);
+        until_queued(&store, 50).await;
+
+        let closer = Arc::clone(&store);
+        let closing = tokio::spawn(async move { closer.close().await });
+        // Close stops new operations at once, while the queued writes still wait for the writer.
+        timeout(Duration::from_secs(10), async {
+            while store.ping().await != Err(closed()) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("close takes effect");
+        assert!(!closing.is_finished(), "close waits for the queued writes");
+
+        drop(release);
+        parker.await.expect("the parking task").expect("the parking write commits");
+        for append in appends {
+            append.await.expect("an append task").expect("queued appends commit during close");
+        }
+        closing.await.expect("the closing task").expect("close");
+
+        let reopened = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.load("doc").await.expect("load").expect("stored").chunks.len(), 50);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_store_finishes_queued_writes() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let thread = lock(&store.writer).take().expect("the writer thread");
+        let (release, parker) = park_writer(&store).await;
+        // Its caller gives up waiting, but the write is queued and still happens.
+        let abandoned = spawn_appends(&store, "doc", 1);
+        until_queued(&store, 1).await;
+        for task in &abandoned {
+            task.abort();
+        }
+        parker.abort();
+        drop(store);
+
+        drop(release);
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("the joining task")
+            .expect("the writer thread ends cleanly");
+        let reopened = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.load("doc").await.expect("load").expect("stored").chunks, vec![0usize.to_le_bytes().to_vec()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let summary = IncidentSummary {
+            id: "inc-1".into(),
+            title: "Payments failing".into(),
+            template: "outage".into(),
+            status: "open".into(),
+            severity: Some("sev1".into()),
+            number: Some(1),
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("a valid time"),
+            updated_at: DateTime::from_timestamp_micros(1_700_000_100_000_001).expect("a valid time"),
+        };
+        let stored = {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            assert_eq!(store.next_incident_number().await, Ok(1));
+            assert_eq!(store.next_incident_number().await, Ok(2));
+            store.append("inc-1", vec![1, 2], Some(summary.clone())).await.expect("append");
+            let upto = store.append("inc-1", vec![3], None).await.expect("append");
+            store.append("inc-1", vec![4], None).await.expect("append");
+            store.compact("inc-1", vec![9, 9], upto).await.expect("compact");
+            store.create_token("ops", Scope::Admin, "abcd").await.expect("create token");
+            let stored = store.load("inc-1").await.expect("load").expect("stored");
+            store.close().await.expect("close");
+            stored
+        };
+        assert_eq!(stored.chunks, vec![vec![9, 9], vec![4]]);
+
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.load("inc-1").await, Ok(Some(stored)));
+        assert_eq!(store.summary("inc-1").await, Ok(Some(summary)));
+        assert_eq!(store.next_incident_number().await, Ok(3));
+        let token = store.token_by_hash("abcd").await.expect("lookup").expect("known");
+        assert_eq!((token.name.as_str(), token.scope), ("ops", Scope::Admin));
+
+        // Without a clean close: an acknowledged write is on disk the moment it is acknowledged.
+        store.append("inc-2", vec![5], None).await.expect("append");
+        drop(store);
+        let store = SqliteStore::open(dir.path()).expect("reopen after drop");
+        assert_eq!(store.load("inc-2").await.expect("load").expect("stored").chunks, vec![vec![5]]);
+        assert_eq!(store.next_incident_number().await, Ok(4));
+    }
+
+    #[test]
+    fn database_uses_wal_full_sync_and_a_versioned_schema() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join(DB_FILE);
+        let conn = open_writer(&path, true).expect("open");
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).expect("journal_mode");
+        assert_eq!(mode, "wal");
+        let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0)).expect("synchronous");
+        assert_eq!(synchronous, 2, "FULL");
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).expect("user_version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        drop(conn);
+        // Opening again is idempotent.
+        let again = open_writer(&path, false).expect("reopen");
+        let tables: i64 = again
+            .query_row("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'chunks'", [], |row| row.get(0))
+            .expect("schema query");
+        assert_eq!(tables, 1);
+    }
+
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let (store, dir) = fresh();
+        store.close().await.expect("close");
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("raw connection");
+        conn.pragma_update(None, "user_version", 99).expect("set user_version");
+        drop(conn);
+        match SqliteStore::open(dir.path()) {
+            Err(StoreError::Unavailable(message)) => assert!(message.contains("newer"), "{message}"),
+            other => panic!("expected Unavailable, got {:?}", other.map(|_| "a store")),
+        }
+    }
+
+    #[test]
+    fn garbage_file_is_corrupt() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        fs::write(dir.path().join(DB_FILE), [b'x'; 4096]).expect("write garbage");
+        match SqliteStore::open(dir.path()) {
+            Err(StoreError::Corrupt(_)) => {}
+            other => panic!("expected Corrupt, got {:?}", other.map(|_| "a store")),
+        }
+    }
+
+    #[test]
+    fn open_fails_where_no_directory_can_be() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("file");
+        fs::write(&file, b"in the way").expect("write a file");
+        match SqliteStore::open(&file.join("data")) {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("expected Unavailable, got {:?}", other.map(|_| "a store")),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_fail_while_the_database_is_gone_and_recover() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let data = root.path().join("data");
+        let parked = root.path().join("parked");
+        let store = SqliteStore::open(&data).expect("open");
+        store.append("doc", vec![1], None).await.expect("append");
+        assert_eq!(store.load("doc").await.expect("load").expect("stored").chunks, vec![vec![1]]);
+
+        // The data directory disappears and a plain file takes its place. The open connection could
+        // still write into the moved file (even as root), and those writes would be lost.
+        fs::rename(&data, &parked).expect("move the data directory away");
+        fs::write(&data, b"not a directory").expect("put a file in its place");
+        for attempt in 0..2 {
+            let result = store.append("doc", vec![2], None).await;
+            assert!(matches!(result, Err(StoreError::Unavailable(_))), "attempt {attempt}: {result:?}");
+        }
+        assert!(matches!(store.next_incident_number().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(store.load("doc").await, Err(StoreError::Unavailable(_))));
+        assert!(store.commit_stats().failed_transactions >= 4);
+
+        // The directory comes back: the same store works again without a restart.
+        fs::remove_file(&data).expect("remove the file");
+        fs::rename(&parked, &data).expect("restore the data directory");
+        store.ping().await.expect("ping after recovery");
+        store.append("doc", vec![3], None).await.expect("append after recovery");
+        assert_eq!(store.next_incident_number().await, Ok(1));
+        assert_eq!(store.load("doc").await.expect("load").expect("stored").chunks, vec![vec![1], vec![3]]);
+        store.close().await.expect("close");
+
+        let reopened = SqliteStore::open(&data).expect("reopen");
+        assert_eq!(reopened.load("doc").await.expect("load").expect("stored").chunks, vec![vec![1], vec![3]]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deleted_database_is_not_recreated_behind_the_server() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let store = SqliteStore::open(root.path()).expect("open");
+        store.append("doc", vec![1], None).await.expect("append");
+        for suffix in ["", "-wal", "-shm"] {
+            let path = root.path().join(format!("{DB_FILE}{suffix}"));
+            fs::remove_file(&path).expect("delete a database file");
+        }
+        for attempt in 0..2 {
+            let result = store.append("doc", vec![2], None).await;
+            assert!(matches!(result, Err(StoreError::Unavailable(_))), "attempt {attempt}: {result:?}");
+        }
+        assert!(!root.path().join(DB_FILE).exists(), "no empty database appears in its place");
+    }
+}
