@@ -8,7 +8,8 @@ use serde::Serialize;
 use crate::operation::{self, Applied, Editor, OpError, Operation};
 use crate::schema::{FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys};
 use crate::template::{FieldDefault, Template};
-use crate::view::IncidentView;
+use crate::read::Reader;
+use crate::view::{IncidentView, read_layout};
 
 /// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
 /// while sync and storage still reach the raw document through [`Incident::doc_mut`].
@@ -182,8 +183,7 @@ impl Incident {
 
     /// Applies one operation as one Automerge change. On error nothing changes.
     pub fn apply(&mut self, op: &Operation, editor: &Editor) -> Result<Applied, OpError> {
-        let view = IncidentView::read(&self.doc, None);
-        let layout: Vec<_> = view.fields.into_iter().map(|f| f.def).collect();
+        let layout = read_layout(&Reader::new(&self.doc, None));
         match operation::apply(&mut self.doc, &layout, op, editor) {
             Ok((applied, touched)) => {
                 self.commit(editor, op.name(), &touched);

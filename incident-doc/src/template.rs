@@ -121,6 +121,8 @@ struct SectionBody {
     items: Vec<(Option<bool>, String, usize)>,
     /// Source ranges of every other block: the default text.
     content: Vec<Range<usize>>,
+    /// Source ranges of the lists: options or items for some kinds, default text for text and markdown.
+    lists: Vec<Range<usize>>,
 }
 
 impl<'a> TemplateParser<'a> {
@@ -393,7 +395,7 @@ impl<'a> TemplateParser<'a> {
                     body.content.push(range);
                 }
             }
-            BlockKind::List => {}
+            BlockKind::List => body.lists.push(range),
             BlockKind::Other => body.content.push(range),
         }
         Ok(())
@@ -546,21 +548,17 @@ impl<'a> TemplateParser<'a> {
                 format!("field key {key:?} is reserved by the document schema"),
             ));
         }
-        let content = body
-            .content
-            .iter()
-            .map(|r| self.source[r.clone()].trim())
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n\n");
+        let content = self.join(body.content.iter());
         let content_at = body.content.first().map_or(at, |r| r.start);
         let prompt = (!body.prompt.is_empty()).then(|| body.prompt.join(" "));
 
         let mut options = Vec::new();
         let default = match kind {
             FieldKind::Text | FieldKind::Markdown => {
-                self.no_items(&body, kind)?;
                 self.no_default_attr(&default_attr, *ann_at, kind)?;
+                let mut blocks: Vec<&Range<usize>> = body.content.iter().chain(&body.lists).collect();
+                blocks.sort_by_key(|r| r.start);
+                let content = self.join(blocks.into_iter());
                 if kind == FieldKind::Text && content.contains('\n') {
                     return Err(self.error(content_at, "a text field's default must be one line"));
                 }
@@ -654,6 +652,15 @@ impl<'a> TemplateParser<'a> {
             },
             default,
         })
+    }
+
+    /// The source of `blocks`, trimmed, separated by blank lines.
+    fn join<'r>(&self, blocks: impl Iterator<Item = &'r Range<usize>>) -> String {
+        blocks
+            .map(|r| self.source[r.clone()].trim())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n\n")
     }
 
     fn no_items(&self, body: &SectionBody, kind: FieldKind) -> Result<(), TemplateError> {
@@ -782,7 +789,7 @@ mod tests {
         assert_eq!(summary.def.cadence_minutes, Some(240));
         assert!(summary.def.stamp);
         // List items in a markdown field are not options: they are part of the default text.
-        assert_eq!(summary.default, FieldDefault::Text("Starting **text**.".into()));
+        assert_eq!(summary.default, FieldDefault::Text("Starting **text**.\n\n- with a list".into()));
         let sev = t.field("severity").expect("severity");
         assert_eq!(sev.def.options[0], Choice { key: "SEV1".into(), label: "Critical".into() });
         assert_eq!(sev.default, FieldDefault::Choice("SEV2".into()));

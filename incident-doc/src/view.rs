@@ -225,7 +225,7 @@ impl IncidentView {
     }
 }
 
-fn read_layout<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<FieldDef> {
+pub(crate) fn read_layout<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<FieldDef> {
     let Some(list) = r.list(&ROOT, keys::LAYOUT) else {
         return Vec::new();
     };

@@ -181,7 +181,7 @@ pub(crate) mod conformance {
     use std::collections::BTreeSet;
 
     use automerge::transaction::Transactable;
-    use automerge::{AutoCommit, ReadDoc, ROOT};
+    use automerge::{AutoCommit, ROOT, ReadDoc};
     use chrono::{DateTime, Duration, TimeZone, Utc};
     use futures_util::future::join_all;
 
@@ -225,14 +225,15 @@ pub(crate) mod conformance {
 
     /// Concatenates stored chunks and loads them the way a server node does.
     fn rebuild(stored: &Stored) -> AutoCommit {
-        AutoCommit::load(&stored.chunks.concat()).expect("stored chunks load as an Automerge document")
+        AutoCommit::load(&stored.chunks.concat())
+            .expect("stored chunks load as an Automerge document")
     }
 
     /// Reads a string field of the document root.
     fn text(doc: &AutoCommit, key: &str) -> Option<String> {
         doc.get(ROOT, key)
             .expect("reading the document root")
-            .and_then(|(value, _)| value.to_str().map(str::to_owned))
+            .and_then(|(value, _)| value.as_str().map(str::to_owned))
     }
 
     /// Sets a root field and returns the incremental chunk holding just that change.
@@ -243,7 +244,10 @@ pub(crate) mod conformance {
 
     /// A point in time with microsecond precision, `minutes` after a fixed origin.
     fn at(minutes: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 3, 14, 9, 0, 0).single().expect("a valid date") + Duration::minutes(minutes)
+        Utc.with_ymd_and_hms(2025, 3, 14, 9, 0, 0)
+            .single()
+            .expect("a valid date")
+            + Duration::minutes(minutes)
     }
 
     fn summary(id: &str, status: &str, created_minutes: i64) -> IncidentSummary {
@@ -260,7 +264,11 @@ pub(crate) mod conformance {
     }
 
     async fn must_load(store: &dyn Store, doc: &str) -> Stored {
-        store.load(doc).await.expect("load succeeds").expect("the document exists")
+        store
+            .load(doc)
+            .await
+            .expect("load succeeds")
+            .expect("the document exists")
     }
 
     pub(crate) async fn automerge_chunks_round_trip(store: &dyn Store) {
@@ -268,12 +276,22 @@ pub(crate) mod conformance {
         let first = change(&mut doc, "title", "Checkout is down");
         let second = change(&mut doc, "status", "investigating");
         doc.put(ROOT, "severity", "sev1").expect("setting severity");
-        doc.put(ROOT, "status", "mitigated").expect("setting status");
+        doc.put(ROOT, "status", "mitigated")
+            .expect("setting status");
         let third = doc.save_incremental();
 
-        let a = store.append("doc-a", first.clone(), None).await.expect("append");
-        let b = store.append("doc-a", second.clone(), None).await.expect("append");
-        let c = store.append("doc-a", third.clone(), None).await.expect("append");
+        let a = store
+            .append("doc-a", first.clone(), None)
+            .await
+            .expect("append");
+        let b = store
+            .append("doc-a", second.clone(), None)
+            .await
+            .expect("append");
+        let c = store
+            .append("doc-a", third.clone(), None)
+            .await
+            .expect("append");
         assert!(a < b && b < c, "chunk ids grow: {a:?} {b:?} {c:?}");
 
         let stored = must_load(store, "doc-a").await;
@@ -288,9 +306,15 @@ pub(crate) mod conformance {
         // A full save is a valid chunk too, and another document's chunks stay apart.
         let mut other = AutoCommit::new();
         other.put(ROOT, "title", "Other").expect("setting a title");
-        store.append("doc-b", other.save(), None).await.expect("append");
+        store
+            .append("doc-b", other.save(), None)
+            .await
+            .expect("append");
         assert_eq!(must_load(store, "doc-a").await, stored);
-        assert_eq!(text(&rebuild(&must_load(store, "doc-b").await), "title").as_deref(), Some("Other"));
+        assert_eq!(
+            text(&rebuild(&must_load(store, "doc-b").await), "title").as_deref(),
+            Some("Other")
+        );
     }
 
     pub(crate) async fn unknown_document_is_none(store: &dyn Store) {
@@ -299,7 +323,10 @@ pub(crate) mod conformance {
         assert_eq!(store.delete("missing").await, Ok(false));
         assert_eq!(store.list(&ListFilter::default()).await, Ok(vec![]));
         // Compacting an unknown document does not invent it.
-        store.compact("missing", vec![1, 2, 3], ChunkId(i64::MAX)).await.expect("compact");
+        store
+            .compact("missing", vec![1, 2, 3], ChunkId(i64::MAX))
+            .await
+            .expect("compact");
         assert_eq!(store.load("missing").await, Ok(None));
         store.ping().await.expect("ping");
     }
@@ -307,7 +334,10 @@ pub(crate) mod conformance {
     pub(crate) async fn compaction_keeps_later_chunks(store: &dyn Store) {
         let mut doc = AutoCommit::new();
         for (key, value) in [("title", "DNS"), ("status", "open"), ("severity", "sev2")] {
-            store.append("d", change(&mut doc, key, value), None).await.expect("append");
+            store
+                .append("d", change(&mut doc, key, value), None)
+                .await
+                .expect("append");
         }
         let seen = must_load(store, "d").await;
         let snapshot = rebuild(&seen).save();
@@ -316,7 +346,10 @@ pub(crate) mod conformance {
         let late = change(&mut doc, "status", "resolved");
         let late_id = store.append("d", late.clone(), None).await.expect("append");
 
-        store.compact("d", snapshot.clone(), seen.upto).await.expect("compact");
+        store
+            .compact("d", snapshot.clone(), seen.upto)
+            .await
+            .expect("compact");
         let after = must_load(store, "d").await;
         assert_eq!(after.chunks, vec![snapshot, late]);
         assert_eq!(after.upto, late_id);
@@ -330,35 +363,69 @@ pub(crate) mod conformance {
         store.append("d", more.clone(), None).await.expect("append");
         let again = must_load(store, "d").await;
         assert_eq!(again.chunks.last(), Some(&more));
-        assert_eq!(text(&rebuild(&again), "title").as_deref(), Some("DNS resolution failing"));
+        assert_eq!(
+            text(&rebuild(&again), "title").as_deref(),
+            Some("DNS resolution failing")
+        );
     }
 
     /// Builds a document in three stages and returns the snapshots two nodes would compact with: node A
     /// loaded after the first stage, node B after the second, and a third stage arrives afterwards.
-    async fn two_node_history(store: &dyn Store, id: &str) -> ((Vec<u8>, ChunkId), (Vec<u8>, ChunkId)) {
+    async fn two_node_history(
+        store: &dyn Store,
+        id: &str,
+    ) -> ((Vec<u8>, ChunkId), (Vec<u8>, ChunkId)) {
         let mut doc = AutoCommit::new();
-        store.append(id, change(&mut doc, "a", "1"), None).await.expect("append");
-        store.append(id, change(&mut doc, "b", "2"), None).await.expect("append");
+        store
+            .append(id, change(&mut doc, "a", "1"), None)
+            .await
+            .expect("append");
+        store
+            .append(id, change(&mut doc, "b", "2"), None)
+            .await
+            .expect("append");
         let seen_a = must_load(store, id).await;
-        store.append(id, change(&mut doc, "c", "3"), None).await.expect("append");
-        store.append(id, change(&mut doc, "d", "4"), None).await.expect("append");
+        store
+            .append(id, change(&mut doc, "c", "3"), None)
+            .await
+            .expect("append");
+        store
+            .append(id, change(&mut doc, "d", "4"), None)
+            .await
+            .expect("append");
         let seen_b = must_load(store, id).await;
-        store.append(id, change(&mut doc, "e", "5"), None).await.expect("append");
-        ((rebuild(&seen_a).save(), seen_a.upto), (rebuild(&seen_b).save(), seen_b.upto))
+        store
+            .append(id, change(&mut doc, "e", "5"), None)
+            .await
+            .expect("append");
+        (
+            (rebuild(&seen_a).save(), seen_a.upto),
+            (rebuild(&seen_b).save(), seen_b.upto),
+        )
     }
 
     fn assert_complete(stored: &Stored) {
         let loaded = rebuild(stored);
         for (key, value) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")] {
-            assert_eq!(text(&loaded, key).as_deref(), Some(value), "change {key} survived");
+            assert_eq!(
+                text(&loaded, key).as_deref(),
+                Some(value),
+                "change {key} survived"
+            );
         }
     }
 
     pub(crate) async fn stale_compaction_loses_nothing(store: &dyn Store) {
         // B (the later load) compacts first; A's stale compaction then finds nothing to replace.
         let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, "b-first").await;
-        store.compact("b-first", snap_b.clone(), upto_b).await.expect("compact");
-        store.compact("b-first", snap_a, upto_a).await.expect("compact");
+        store
+            .compact("b-first", snap_b.clone(), upto_b)
+            .await
+            .expect("compact");
+        store
+            .compact("b-first", snap_a, upto_a)
+            .await
+            .expect("compact");
         let stored = must_load(store, "b-first").await;
         assert_complete(&stored);
         assert_eq!(stored.chunks.len(), 2, "B's snapshot and the last change");
@@ -366,9 +433,15 @@ pub(crate) mod conformance {
 
         // A compacts first; B's compaction then replaces A's snapshot and the chunks it covers.
         let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, "a-first").await;
-        store.compact("a-first", snap_a, upto_a).await.expect("compact");
+        store
+            .compact("a-first", snap_a, upto_a)
+            .await
+            .expect("compact");
         assert_complete(&must_load(store, "a-first").await);
-        store.compact("a-first", snap_b.clone(), upto_b).await.expect("compact");
+        store
+            .compact("a-first", snap_b.clone(), upto_b)
+            .await
+            .expect("compact");
         let stored = must_load(store, "a-first").await;
         assert_complete(&stored);
         assert_eq!(stored.chunks.len(), 2, "B's snapshot and the last change");
@@ -379,12 +452,19 @@ pub(crate) mod conformance {
         for round in 0..5 {
             let id = format!("race-{round}");
             let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, &id).await;
-            let (a, b) = tokio::join!(store.compact(&id, snap_a, upto_a), store.compact(&id, snap_b, upto_b));
+            let (a, b) = tokio::join!(
+                store.compact(&id, snap_a, upto_a),
+                store.compact(&id, snap_b, upto_b)
+            );
             a.expect("compact");
             b.expect("compact");
             let stored = must_load(store, &id).await;
             assert_complete(&stored);
-            assert_eq!(stored.chunks.len(), 2, "whatever the order, B's snapshot ends up covering A's");
+            assert_eq!(
+                stored.chunks.len(),
+                2,
+                "whatever the order, B's snapshot ends up covering A's"
+            );
         }
     }
 
@@ -392,19 +472,32 @@ pub(crate) mod conformance {
         const WRITERS: usize = 200;
         let mut base = AutoCommit::new();
         let base_chunk = change(&mut base, "title", "Many hands");
-        store.append("busy", base_chunk.clone(), None).await.expect("append");
+        store
+            .append("busy", base_chunk.clone(), None)
+            .await
+            .expect("append");
         let heads = base.get_heads();
         // Each writer is a separate replica making one change on top of the base.
         let chunks: Vec<Vec<u8>> = (0..WRITERS)
             .map(|i| {
                 let mut replica = base.fork();
-                replica.put(ROOT, format!("note-{i}"), format!("by writer {i}")).expect("setting a note");
+                replica
+                    .put(ROOT, format!("note-{i}"), format!("by writer {i}"))
+                    .expect("setting a note");
                 replica.save_after(&heads)
             })
             .collect();
 
-        let results = join_all(chunks.iter().map(|chunk| store.append("busy", chunk.clone(), None))).await;
-        let ids: Vec<ChunkId> = results.into_iter().map(|r| r.expect("every append succeeds")).collect();
+        let results = join_all(
+            chunks
+                .iter()
+                .map(|chunk| store.append("busy", chunk.clone(), None)),
+        )
+        .await;
+        let ids: Vec<ChunkId> = results
+            .into_iter()
+            .map(|r| r.expect("every append succeeds"))
+            .collect();
         let distinct: BTreeSet<ChunkId> = ids.iter().copied().collect();
         assert_eq!(distinct.len(), WRITERS, "every append got its own id");
 
@@ -420,7 +513,10 @@ pub(crate) mod conformance {
         assert_eq!(actual, expected);
         let loaded = rebuild(&stored);
         for i in 0..WRITERS {
-            assert_eq!(text(&loaded, &format!("note-{i}")), Some(format!("by writer {i}")));
+            assert_eq!(
+                text(&loaded, &format!("note-{i}")),
+                Some(format!("by writer {i}"))
+            );
         }
     }
 
@@ -440,17 +536,36 @@ pub(crate) mod conformance {
         assert_eq!(store.token_by_hash("00").await, Ok(None));
         let before = Utc::now() - Duration::seconds(5);
 
-        store.create_token("ci", Scope::Write, "aa11").await.expect("create");
-        store.create_token("alice", Scope::Admin, "bb22").await.expect("create");
+        store
+            .create_token("ci", Scope::Write, "aa11")
+            .await
+            .expect("create");
+        store
+            .create_token("alice", Scope::Admin, "bb22")
+            .await
+            .expect("create");
         assert_eq!(store.token_count().await, Ok(2));
 
-        let ci = store.token_by_hash("aa11").await.expect("lookup").expect("known hash");
-        assert_eq!((ci.name.as_str(), ci.scope, ci.revoked_at), ("ci", Scope::Write, None));
+        let ci = store
+            .token_by_hash("aa11")
+            .await
+            .expect("lookup")
+            .expect("known hash");
+        assert_eq!(
+            (ci.name.as_str(), ci.scope, ci.revoked_at),
+            ("ci", Scope::Write, None)
+        );
         assert!(ci.created_at >= before && ci.created_at <= Utc::now() + Duration::seconds(5));
 
         // A second live token with the same name, or a reused hash, is a conflict and changes nothing.
-        assert!(matches!(store.create_token("ci", Scope::Read, "cc33").await, Err(StoreError::Conflict(_))));
-        assert!(matches!(store.create_token("bob", Scope::Read, "aa11").await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            store.create_token("ci", Scope::Read, "cc33").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.create_token("bob", Scope::Read, "aa11").await,
+            Err(StoreError::Conflict(_))
+        ));
         assert_eq!(store.token_by_hash("cc33").await, Ok(None));
         assert_eq!(store.token_count().await, Ok(2));
 
@@ -458,46 +573,93 @@ pub(crate) mod conformance {
         assert_eq!(store.revoke_token("ci").await, Ok(false));
         assert_eq!(store.revoke_token("nobody").await, Ok(false));
         assert_eq!(store.token_count().await, Ok(1));
-        let revoked = store.token_by_hash("aa11").await.expect("lookup").expect("still known");
+        let revoked = store
+            .token_by_hash("aa11")
+            .await
+            .expect("lookup")
+            .expect("still known");
         let revoked_at = revoked.revoked_at.expect("revocation time is recorded");
         assert!(revoked_at >= revoked.created_at);
 
         // The name is free again once revoked; the old record stays for audits.
-        store.create_token("ci", Scope::Read, "dd44").await.expect("create after revoke");
+        store
+            .create_token("ci", Scope::Read, "dd44")
+            .await
+            .expect("create after revoke");
         let tokens = store.list_tokens().await.expect("list");
-        let names: Vec<(&str, Scope, bool)> =
-            tokens.iter().map(|t| (t.name.as_str(), t.scope, t.revoked_at.is_some())).collect();
-        assert_eq!(names, vec![("ci", Scope::Write, true), ("alice", Scope::Admin, false), ("ci", Scope::Read, false)]);
+        let names: Vec<(&str, Scope, bool)> = tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.scope, t.revoked_at.is_some()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("ci", Scope::Write, true),
+                ("alice", Scope::Admin, false),
+                ("ci", Scope::Read, false)
+            ]
+        );
         assert_eq!(store.token_count().await, Ok(2));
     }
 
     pub(crate) async fn list_filters_and_orders(store: &dyn Store) {
-        for (id, status, minutes) in [("old", "resolved", 0), ("mid", "open", 10), ("new", "open", 20)] {
-            store.append(id, vec![1], Some(summary(id, status, minutes))).await.expect("append");
+        for (id, status, minutes) in [
+            ("old", "resolved", 0),
+            ("mid", "open", 10),
+            ("new", "open", 20),
+        ] {
+            store
+                .append(id, vec![1], Some(summary(id, status, minutes)))
+                .await
+                .expect("append");
         }
         // A document without a summary is not listed.
-        store.append("unindexed", vec![9], None).await.expect("append");
+        store
+            .append("unindexed", vec![9], None)
+            .await
+            .expect("append");
 
         let ids = |list: Vec<IncidentSummary>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
         let all = store.list(&ListFilter::default()).await.expect("list");
         assert_eq!(all[2], summary("old", "resolved", 0));
         assert_eq!(ids(all), ["new", "mid", "old"]);
-        let open = ListFilter { status: Some("open".into()), limit: None };
+        let open = ListFilter {
+            status: Some("open".into()),
+            limit: None,
+        };
         assert_eq!(ids(store.list(&open).await.expect("list")), ["new", "mid"]);
-        let newest = ListFilter { status: None, limit: Some(2) };
-        assert_eq!(ids(store.list(&newest).await.expect("list")), ["new", "mid"]);
-        let one_open = ListFilter { status: Some("open".into()), limit: Some(1) };
+        let newest = ListFilter {
+            status: None,
+            limit: Some(2),
+        };
+        assert_eq!(
+            ids(store.list(&newest).await.expect("list")),
+            ["new", "mid"]
+        );
+        let one_open = ListFilter {
+            status: Some("open".into()),
+            limit: Some(1),
+        };
         assert_eq!(ids(store.list(&one_open).await.expect("list")), ["new"]);
-        let none = ListFilter { status: Some("declared".into()), limit: None };
+        let none = ListFilter {
+            status: Some("declared".into()),
+            limit: None,
+        };
         assert_eq!(store.list(&none).await, Ok(vec![]));
-        let zero = ListFilter { status: None, limit: Some(0) };
+        let zero = ListFilter {
+            status: None,
+            limit: Some(0),
+        };
         assert_eq!(store.list(&zero).await, Ok(vec![]));
     }
 
     pub(crate) async fn summary_is_upserted_with_append(store: &dyn Store) {
         let mut first = summary("inc", "open", 5);
         first.number = Some(7);
-        store.append("inc", vec![1], Some(first.clone())).await.expect("append");
+        store
+            .append("inc", vec![1], Some(first.clone()))
+            .await
+            .expect("append");
         assert_eq!(store.summary("inc").await, Ok(Some(first.clone())));
 
         // No summary: the index row is left alone.
@@ -509,28 +671,46 @@ pub(crate) mod conformance {
         second.status = "resolved".into();
         second.severity = Some("sev3".into());
         second.updated_at = at(30) + Duration::nanoseconds(123_456_789);
-        store.append("inc", vec![3], Some(second.clone())).await.expect("append");
-        let stored = store.summary("inc").await.expect("summary").expect("indexed");
+        store
+            .append("inc", vec![3], Some(second.clone()))
+            .await
+            .expect("append");
+        let stored = store
+            .summary("inc")
+            .await
+            .expect("summary")
+            .expect("indexed");
         second.updated_at = at(30) + Duration::microseconds(123_456);
         assert_eq!(stored, second);
         assert_eq!(store.list(&ListFilter::default()).await, Ok(vec![second]));
     }
 
     pub(crate) async fn mismatched_summary_writes_nothing(store: &dyn Store) {
-        let result = store.append("real", vec![1], Some(summary("other", "open", 0))).await;
-        assert!(matches!(result, Err(StoreError::Conflict(_))), "got {result:?}");
+        let result = store
+            .append("real", vec![1], Some(summary("other", "open", 0)))
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::Conflict(_))),
+            "got {result:?}"
+        );
         assert_eq!(store.load("real").await, Ok(None));
         assert_eq!(store.summary("other").await, Ok(None));
     }
 
     pub(crate) async fn failing_item_does_not_fail_its_batch(store: &dyn Store) {
-        store.create_token("taken", Scope::Read, "ee55").await.expect("create");
+        store
+            .create_token("taken", Scope::Read, "ee55")
+            .await
+            .expect("create");
         // Issued together so that a batching backend commits them in one transaction.
         let appends = join_all((0..20u8).map(|i| store.append("mixed", vec![i], None)));
         let conflict = store.create_token("taken", Scope::Admin, "ff66");
         let fresh = store.create_token("fresh", Scope::Admin, "0077");
         let (appends, conflict, fresh) = tokio::join!(appends, conflict, fresh);
-        assert!(matches!(conflict, Err(StoreError::Conflict(_))), "got {conflict:?}");
+        assert!(
+            matches!(conflict, Err(StoreError::Conflict(_))),
+            "got {conflict:?}"
+        );
         fresh.expect("an independent write in the same batch succeeds");
         for append in appends {
             append.expect("an independent append in the same batch succeeds");
@@ -541,9 +721,15 @@ pub(crate) mod conformance {
     }
 
     pub(crate) async fn delete_removes_chunks_and_index(store: &dyn Store) {
-        store.append("gone", vec![1], Some(summary("gone", "open", 0))).await.expect("append");
+        store
+            .append("gone", vec![1], Some(summary("gone", "open", 0)))
+            .await
+            .expect("append");
         store.append("gone", vec![2], None).await.expect("append");
-        store.append("kept", vec![3], Some(summary("kept", "open", 1))).await.expect("append");
+        store
+            .append("kept", vec![3], Some(summary("kept", "open", 1)))
+            .await
+            .expect("append");
         assert_eq!(store.delete("gone").await, Ok(true));
         assert_eq!(store.delete("gone").await, Ok(false));
         assert_eq!(store.load("gone").await, Ok(None));
@@ -557,9 +743,21 @@ pub(crate) mod conformance {
         store.append("before", vec![1], None).await.expect("append");
         store.close().await.expect("close");
         store.close().await.expect("closing twice is harmless");
-        assert!(matches!(store.append("after", vec![2], None).await, Err(StoreError::Unavailable(_))));
-        assert!(matches!(store.load("before").await, Err(StoreError::Unavailable(_))));
-        assert!(matches!(store.next_incident_number().await, Err(StoreError::Unavailable(_))));
-        assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            store.append("after", vec![2], None).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.load("before").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.next_incident_number().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 }

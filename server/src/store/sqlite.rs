@@ -33,7 +33,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord};
@@ -126,7 +128,8 @@ impl SqliteStore {
     /// thread. This blocks on file I/O, so call it before serving or from a blocking task.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let created = !dir.is_dir();
-        fs::create_dir_all(dir).map_err(|e| io_error(&format!("cannot create {}", dir.display()), &e))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| io_error(&format!("cannot create {}", dir.display()), &e))?;
         let path = dir.join(DB_FILE);
         let conn = open_writer(&path, true)?;
         let identity = file_identity(&path)?;
@@ -179,7 +182,11 @@ impl SqliteStore {
     {
         let queue = lock(&self.queue).clone().ok_or_else(closed)?;
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Pending { work: Some(work), outcome: None, reply });
+        let job = Box::new(Pending {
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
         queue.send(job).await.map_err(|_| writer_stopped())?;
         answer.await.map_err(|_| writer_stopped())?
     }
@@ -233,7 +240,9 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT id, data FROM chunks WHERE doc = ?1 ORDER BY id")
                 .map_err(db_error)?;
             let rows = select
-                .query_map([&doc], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
+                .query_map([&doc], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
                 .map_err(db_error)?;
             let mut chunks = Vec::new();
             let mut upto = None;
@@ -274,8 +283,12 @@ impl Store for SqliteStore {
     async fn delete(&self, doc: &str) -> Result<bool, StoreError> {
         let doc = doc.to_owned();
         self.write(move |conn| {
-            let chunks = conn.execute("DELETE FROM chunks WHERE doc = ?1", [&doc]).map_err(db_error)?;
-            let index = conn.execute("DELETE FROM incidents WHERE id = ?1", [&doc]).map_err(db_error)?;
+            let chunks = conn
+                .execute("DELETE FROM chunks WHERE doc = ?1", [&doc])
+                .map_err(db_error)?;
+            let index = conn
+                .execute("DELETE FROM incidents WHERE id = ?1", [&doc])
+                .map_err(db_error)?;
             Ok(chunks + index > 0)
         })
         .await
@@ -297,7 +310,9 @@ impl Store for SqliteStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentSummary>, StoreError> {
         let status = filter.status.clone();
         // SQLite reads a negative limit as "no limit".
-        let limit = filter.limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let limit = filter
+            .limit
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         self.read(move |conn| {
             let mut select = conn
                 .prepare_cached(
@@ -306,7 +321,9 @@ impl Store for SqliteStore {
                      ORDER BY created_at DESC, id LIMIT ?2",
                 )
                 .map_err(db_error)?;
-            let rows = select.query_map(params![status, limit], summary_from_row).map_err(db_error)?;
+            let rows = select
+                .query_map(params![status, limit], summary_from_row)
+                .map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
         .await
@@ -338,7 +355,9 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_error)?;
             if taken {
-                return Err(StoreError::Conflict(format!("an unrevoked token named {name:?} already exists")));
+                return Err(StoreError::Conflict(format!(
+                    "an unrevoked token named {name:?} already exists"
+                )));
             }
             // A reused hash violates the UNIQUE constraint, which maps to `Conflict`.
             conn.execute(
@@ -354,9 +373,11 @@ impl Store for SqliteStore {
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         let hash = hash.to_owned();
         self.read(move |conn| {
-            conn.prepare_cached("SELECT name, scope, created_at, revoked_at FROM tokens WHERE hash = ?1")
-                .and_then(|mut select| select.query_row([&hash], token_from_row).optional())
-                .map_err(db_error)
+            conn.prepare_cached(
+                "SELECT name, scope, created_at, revoked_at FROM tokens WHERE hash = ?1",
+            )
+            .and_then(|mut select| select.query_row([&hash], token_from_row).optional())
+            .map_err(db_error)
         })
         .await
     }
@@ -389,17 +410,23 @@ impl Store for SqliteStore {
     async fn token_count(&self) -> Result<u64, StoreError> {
         let count: i64 = self
             .read(|conn| {
-                conn.query_row("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL", [], |row| row.get(0))
-                    .map_err(db_error)
+                conn.query_row(
+                    "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(db_error)
             })
             .await?;
-        u64::try_from(count).map_err(|_| StoreError::Corrupt(format!("negative token count {count}")))
+        u64::try_from(count)
+            .map_err(|_| StoreError::Corrupt(format!("negative token count {count}")))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         // Through the writer: this proves the thread is alive, the queue moves and the database file is
         // still in place and lockable. The empty transaction writes nothing, so it costs no fsync.
-        self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+        self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
+            .await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -411,7 +438,9 @@ impl Store for SqliteStore {
         };
         tokio::task::spawn_blocking(move || thread.join())
             .await
-            .map_err(|e| StoreError::Unavailable(format!("waiting for the writer thread failed: {e}")))?
+            .map_err(|e| {
+                StoreError::Unavailable(format!("waiting for the writer thread failed: {e}"))
+            })?
             .map_err(|_| StoreError::Unavailable("the writer thread panicked".to_owned()))
     }
 }
@@ -458,7 +487,9 @@ where
             (Some(Ok(value)), Ok(())) => Ok(value),
             (_, Err(failed)) => Err(failed.clone()),
             // A batch commits only after running every write in it, so this does not happen.
-            (None, Ok(())) => Err(StoreError::Unavailable("the write was not attempted".to_owned())),
+            (None, Ok(())) => Err(StoreError::Unavailable(
+                "the write was not attempted".to_owned(),
+            )),
         };
         // The caller may have stopped waiting (its task was cancelled); nobody is left to tell.
         let _ = self.reply.send(result);
@@ -503,8 +534,10 @@ impl Writer {
             self.commit(batch);
         }
         // Closing checkpoints the write-ahead log into the database file.
-        if let Some(Err((_, error))) = self.conn.take().map(|(conn, _)| conn.close()) {
-            tracing::warn!(%error, "closing the SQLite writer connection failed");
+        if let Some((conn, _)) = self.conn.take() {
+            if let Err((_, error)) = conn.close() {
+                tracing::warn!(%error, "closing the SQLite writer connection failed");
+            }
         }
     }
 
@@ -514,10 +547,14 @@ impl Writer {
         match &outcome {
             Ok(()) => {
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
-                self.stats.operations.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .operations
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Err(error) => {
-                self.stats.failed_transactions.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .failed_transactions
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, writes = batch.len(), "a SQLite write batch failed; reopening the database");
                 // Dropping the connection rolls back whatever is left of the transaction; the next batch
                 // starts from a fresh connection, and readers follow.
@@ -541,7 +578,7 @@ impl Writer {
                 // After some errors (disk full, I/O) SQLite has already rolled the whole transaction
                 // back; then the batch is lost and every caller must hear so.
                 Err(error) if conn.is_autocommit() => return Err(error),
-                Err(_) => conn.execute_batch("ROLLBACK TO item; RELEASE item").map_err(db_error)?,
+                Err(error) => return Err(error),
             }
         }
         conn.execute_batch("COMMIT").map_err(db_error)
@@ -581,7 +618,10 @@ struct Readers {
 
 impl Readers {
     /// Runs `read` on an idle connection, or a new one, and keeps the connection if it is still good.
-    fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
@@ -596,7 +636,10 @@ impl Readers {
             None => open_reader(&self.path)?,
         };
         let result = read(&conn);
-        if !matches!(result, Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))) {
+        if !matches!(
+            result,
+            Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
+        ) {
             let mut idle = lock(&self.idle);
             if !self.closed.load(Ordering::Acquire) && idle.len() < MAX_IDLE_READERS {
                 idle.push((generation, conn));
@@ -633,15 +676,22 @@ struct FileId {
 #[cfg(unix)]
 fn file_identity(path: &Path) -> Result<FileId, StoreError> {
     use std::os::unix::fs::MetadataExt;
-    let metadata = fs::metadata(path).map_err(|e| io_error(&format!("cannot find {}", path.display()), &e))?;
-    Ok(FileId { device: metadata.dev(), inode: metadata.ino() })
+    let metadata =
+        fs::metadata(path).map_err(|e| io_error(&format!("cannot find {}", path.display()), &e))?;
+    Ok(FileId {
+        device: metadata.dev(),
+        inode: metadata.ino(),
+    })
 }
 
 /// Checks that the file at `path` exists; without inode numbers a replaced file goes unnoticed.
 #[cfg(not(unix))]
 fn file_identity(path: &Path) -> Result<FileId, StoreError> {
     fs::metadata(path).map_err(|e| io_error(&format!("cannot find {}", path.display()), &e))?;
-    Ok(FileId { device: 0, inode: 0 })
+    Ok(FileId {
+        device: 0,
+        inode: 0,
+    })
 }
 
 /// Fsyncs a directory so that the entries created in it survive a crash.
@@ -668,7 +718,8 @@ fn open_writer(path: &Path, create: bool) -> Result<Connection, StoreError> {
             path.display()
         )));
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(db_error)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_error)?;
     migrate(&mut conn)?;
     Ok(conn)
 }
@@ -678,17 +729,22 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
-    conn.pragma_update(None, "query_only", true).map_err(db_error)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(db_error)?;
     Ok(conn)
 }
 
 /// Applies the migrations the database lacks, in one transaction so that two processes opening the
 /// same database cannot both apply them.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
-    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(db_error)?;
-    let applied =
-        usize::try_from(version).map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(db_error)?;
+    let applied = usize::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
     let Some(missing) = MIGRATIONS.get(applied..) else {
         return Err(StoreError::Unavailable(format!(
             "the database has schema version {version}, newer than the {} this commandpost knows; upgrade commandpost",
@@ -701,7 +757,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for migration in missing {
         tx.execute_batch(migration).map_err(db_error)?;
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(db_error)?;
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+        .map_err(db_error)?;
     tx.commit().map_err(db_error)
 }
 
@@ -755,7 +812,10 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
             .parse()
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?,
         created_at: time_column(row, 2)?,
-        revoked_at: row.get::<_, Option<i64>>(3)?.map(|micros| micros_to_time(3, micros)).transpose()?,
+        revoked_at: row
+            .get::<_, Option<i64>>(3)?
+            .map(|micros| micros_to_time(3, micros))
+            .transpose()?,
     })
 }
 
@@ -766,7 +826,8 @@ fn time_column(row: &Row<'_>, index: usize) -> rusqlite::Result<DateTime<Utc>> {
 
 /// Converts stored microseconds to a timestamp; values chrono cannot represent mean corruption.
 fn micros_to_time(index: usize, micros: i64) -> rusqlite::Result<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(micros).ok_or(rusqlite::Error::IntegralValueOutOfRange(index, micros))
+    DateTime::from_timestamp_micros(micros)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(index, micros))
 }
 
 /// Classifies a SQLite error: constraint violations are conflicts, damaged files and unreadable values
@@ -829,7 +890,9 @@ mod tests {
 
     /// How many writes wait in the queue, not yet taken by the writer thread.
     fn queued(store: &SqliteStore) -> usize {
-        lock(&store.queue).as_ref().map_or(0, |queue| QUEUE_DEPTH - queue.capacity())
+        lock(&store.queue)
+            .as_ref()
+            .map_or(0, |queue| QUEUE_DEPTH - queue.capacity())
     }
 
     /// Waits until `n` writes wait in the queue.
@@ -845,7 +908,9 @@ mod tests {
 
     /// Parks the writer thread inside a batch (holding its transaction open) until the returned sender
     /// is used or dropped, so that tests can line up writes behind it deterministically.
-    async fn park_writer(store: &Arc<SqliteStore>) -> (std_mpsc::Sender<()>, TaskHandle<Result<(), StoreError>>) {
+    async fn park_writer(
+        store: &Arc<SqliteStore>,
+    ) -> (std_mpsc::Sender<()>, TaskHandle<Result<(), StoreError>>) {
         let (release, gate) = std_mpsc::channel::<()>();
         let (parked, is_parked) = oneshot::channel();
         let parker = Arc::clone(store);
@@ -863,12 +928,18 @@ mod tests {
         (release, task)
     }
 
-    fn spawn_appends(store: &Arc<SqliteStore>, doc: &str, n: usize) -> Vec<TaskHandle<Result<ChunkId, StoreError>>> {
+    fn spawn_appends(
+        store: &Arc<SqliteStore>,
+        doc: &str,
+        n: usize,
+    ) -> Vec<TaskHandle<Result<ChunkId, StoreError>>> {
         (0..n)
             .map(|i| {
                 let store = Arc::clone(store);
                 let doc = doc.to_owned();
-                tokio::spawn(async move { store.append(&doc, i.to_le_bytes().to_vec(), None).await })
+                tokio::spawn(
+                    async move { store.append(&doc, i.to_le_bytes().to_vec(), None).await },
+                )
             })
             .collect()
     }
@@ -883,9 +954,15 @@ mod tests {
         let appends = spawn_appends(&store, "shared", 300);
         until_queued(&store, 300).await;
         release.send(()).expect("the writer is parked");
-        parker.await.expect("the parking task").expect("the parking write commits");
+        parker
+            .await
+            .expect("the parking task")
+            .expect("the parking write commits");
         for append in appends {
-            append.await.expect("an append task").expect("every append commits");
+            append
+                .await
+                .expect("an append task")
+                .expect("every append commits");
         }
 
         let stats = store.commit_stats();
@@ -893,7 +970,73 @@ mod tests {
         assert_eq!(stats.transactions - before.transactions, 3);
         assert_eq!(stats.operations - before.operations, 301);
         assert_eq!(stats.failed_transactions, 0);
-        assert_eq!(store.load("shared").await.expect("load").expect("stored").chunks.len(), 300);
+        assert_eq!(
+            store
+                .load("shared")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks
+                .len(),
+            300
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_fails_alone_in_its_batch() {
+        let (store, _dir) = fresh();
+        let store = Arc::new(store);
+        store
+            .create_token("taken", Scope::Read, "aa")
+            .await
+            .expect("create");
+        let before = store.commit_stats();
+
+        let (release, parker) = park_writer(&store).await;
+        let first = spawn_appends(&store, "doc", 10);
+        until_queued(&store, 10).await;
+        let conflicting = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create_token("taken", Scope::Admin, "bb").await })
+        };
+        until_queued(&store, 11).await;
+        let second = spawn_appends(&store, "doc", 10);
+        until_queued(&store, 21).await;
+        drop(release);
+        parker
+            .await
+            .expect("the parking task")
+            .expect("the parking write commits");
+
+        let conflict = conflicting.await.expect("the token task");
+        assert!(
+            matches!(conflict, Err(StoreError::Conflict(_))),
+            "got {conflict:?}"
+        );
+        for append in first.into_iter().chain(second) {
+            append
+                .await
+                .expect("an append task")
+                .expect("the rest of the batch commits");
+        }
+        let stats = store.commit_stats();
+        assert_eq!(
+            stats.transactions - before.transactions,
+            2,
+            "the parking write, then one batch"
+        );
+        assert_eq!(stats.operations - before.operations, 22);
+        assert_eq!(
+            store
+                .load("doc")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks
+                .len(),
+            20
+        );
+        assert_eq!(store.token_by_hash("bb").await, Ok(None));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -914,9 +1057,15 @@ mod tests {
         assert_eq!(stored.chunks, vec![vec![1]]);
 
         drop(release);
-        parker.await.expect("the parking task").expect("the parking write commits");
+        parker
+            .await
+            .expect("the parking task")
+            .expect("the parking write commits");
         for append in pending {
-            append.await.expect("an append task").expect("the queued append commits");
+            append
+                .await
+                .expect("an append task")
+                .expect("the queued append commits");
         }
     }
 
@@ -932,23 +1081,39 @@ mod tests {
         let closing = tokio::spawn(async move { closer.close().await });
         // Close stops new operations at once, while the queued writes still wait for the writer.
         timeout(Duration::from_secs(10), async {
-            while store.ping().await != Err(closed()) {
+            while lock(&store.queue).is_some() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
         .await
         .expect("close takes effect");
+        assert_eq!(store.append("late", vec![1], None).await, Err(closed()));
         assert!(!closing.is_finished(), "close waits for the queued writes");
 
         drop(release);
-        parker.await.expect("the parking task").expect("the parking write commits");
+        parker
+            .await
+            .expect("the parking task")
+            .expect("the parking write commits");
         for append in appends {
-            append.await.expect("an append task").expect("queued appends commit during close");
+            append
+                .await
+                .expect("an append task")
+                .expect("queued appends commit during close");
         }
         closing.await.expect("the closing task").expect("close");
 
         let reopened = SqliteStore::open(dir.path()).expect("reopen");
-        assert_eq!(reopened.load("doc").await.expect("load").expect("stored").chunks.len(), 50);
+        assert_eq!(
+            reopened
+                .load("doc")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks
+                .len(),
+            50
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -972,7 +1137,15 @@ mod tests {
             .expect("the joining task")
             .expect("the writer thread ends cleanly");
         let reopened = SqliteStore::open(dir.path()).expect("reopen");
-        assert_eq!(reopened.load("doc").await.expect("load").expect("stored").chunks, vec![0usize.to_le_bytes().to_vec()]);
+        assert_eq!(
+            reopened
+                .load("doc")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks,
+            vec![0usize.to_le_bytes().to_vec()]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -985,18 +1158,29 @@ mod tests {
             status: "open".into(),
             severity: Some("sev1".into()),
             number: Some(1),
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("a valid time"),
-            updated_at: DateTime::from_timestamp_micros(1_700_000_100_000_001).expect("a valid time"),
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456)
+                .expect("a valid time"),
+            updated_at: DateTime::from_timestamp_micros(1_700_000_100_000_001)
+                .expect("a valid time"),
         };
         let stored = {
             let store = SqliteStore::open(dir.path()).expect("open");
             assert_eq!(store.next_incident_number().await, Ok(1));
             assert_eq!(store.next_incident_number().await, Ok(2));
-            store.append("inc-1", vec![1, 2], Some(summary.clone())).await.expect("append");
+            store
+                .append("inc-1", vec![1, 2], Some(summary.clone()))
+                .await
+                .expect("append");
             let upto = store.append("inc-1", vec![3], None).await.expect("append");
             store.append("inc-1", vec![4], None).await.expect("append");
-            store.compact("inc-1", vec![9, 9], upto).await.expect("compact");
-            store.create_token("ops", Scope::Admin, "abcd").await.expect("create token");
+            store
+                .compact("inc-1", vec![9, 9], upto)
+                .await
+                .expect("compact");
+            store
+                .create_token("ops", Scope::Admin, "abcd")
+                .await
+                .expect("create token");
             let stored = store.load("inc-1").await.expect("load").expect("stored");
             store.close().await.expect("close");
             stored
@@ -1007,14 +1191,26 @@ mod tests {
         assert_eq!(store.load("inc-1").await, Ok(Some(stored)));
         assert_eq!(store.summary("inc-1").await, Ok(Some(summary)));
         assert_eq!(store.next_incident_number().await, Ok(3));
-        let token = store.token_by_hash("abcd").await.expect("lookup").expect("known");
+        let token = store
+            .token_by_hash("abcd")
+            .await
+            .expect("lookup")
+            .expect("known");
         assert_eq!((token.name.as_str(), token.scope), ("ops", Scope::Admin));
 
         // Without a clean close: an acknowledged write is on disk the moment it is acknowledged.
         store.append("inc-2", vec![5], None).await.expect("append");
         drop(store);
         let store = SqliteStore::open(dir.path()).expect("reopen after drop");
-        assert_eq!(store.load("inc-2").await.expect("load").expect("stored").chunks, vec![vec![5]]);
+        assert_eq!(
+            store
+                .load("inc-2")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks,
+            vec![vec![5]]
+        );
         assert_eq!(store.next_incident_number().await, Ok(4));
     }
 
@@ -1023,17 +1219,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join(DB_FILE);
         let conn = open_writer(&path, true).expect("open");
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).expect("journal_mode");
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .expect("journal_mode");
         assert_eq!(mode, "wal");
-        let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0)).expect("synchronous");
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .expect("synchronous");
         assert_eq!(synchronous, 2, "FULL");
-        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).expect("user_version");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("user_version");
         assert_eq!(version, MIGRATIONS.len() as i64);
         drop(conn);
         // Opening again is idempotent.
         let again = open_writer(&path, false).expect("reopen");
         let tables: i64 = again
-            .query_row("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'chunks'", [], |row| row.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'chunks'",
+                [],
+                |row| row.get(0),
+            )
             .expect("schema query");
         assert_eq!(tables, 1);
     }
@@ -1043,10 +1249,13 @@ mod tests {
         let (store, dir) = fresh();
         store.close().await.expect("close");
         let conn = Connection::open(dir.path().join(DB_FILE)).expect("raw connection");
-        conn.pragma_update(None, "user_version", 99).expect("set user_version");
+        conn.pragma_update(None, "user_version", 99)
+            .expect("set user_version");
         drop(conn);
         match SqliteStore::open(dir.path()) {
-            Err(StoreError::Unavailable(message)) => assert!(message.contains("newer"), "{message}"),
+            Err(StoreError::Unavailable(message)) => {
+                assert!(message.contains("newer"), "{message}")
+            }
             other => panic!("expected Unavailable, got {:?}", other.map(|_| "a store")),
         }
     }
@@ -1079,7 +1288,15 @@ mod tests {
         let parked = root.path().join("parked");
         let store = SqliteStore::open(&data).expect("open");
         store.append("doc", vec![1], None).await.expect("append");
-        assert_eq!(store.load("doc").await.expect("load").expect("stored").chunks, vec![vec![1]]);
+        assert_eq!(
+            store
+                .load("doc")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks,
+            vec![vec![1]]
+        );
 
         // The data directory disappears and a plain file takes its place. The open connection could
         // still write into the moved file (even as root), and those writes would be lost.
@@ -1087,24 +1304,55 @@ mod tests {
         fs::write(&data, b"not a directory").expect("put a file in its place");
         for attempt in 0..2 {
             let result = store.append("doc", vec![2], None).await;
-            assert!(matches!(result, Err(StoreError::Unavailable(_))), "attempt {attempt}: {result:?}");
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "attempt {attempt}: {result:?}"
+            );
         }
-        assert!(matches!(store.next_incident_number().await, Err(StoreError::Unavailable(_))));
-        assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
-        assert!(matches!(store.load("doc").await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            store.next_incident_number().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.load("doc").await,
+            Err(StoreError::Unavailable(_))
+        ));
         assert!(store.commit_stats().failed_transactions >= 4);
 
         // The directory comes back: the same store works again without a restart.
         fs::remove_file(&data).expect("remove the file");
         fs::rename(&parked, &data).expect("restore the data directory");
         store.ping().await.expect("ping after recovery");
-        store.append("doc", vec![3], None).await.expect("append after recovery");
+        store
+            .append("doc", vec![3], None)
+            .await
+            .expect("append after recovery");
         assert_eq!(store.next_incident_number().await, Ok(1));
-        assert_eq!(store.load("doc").await.expect("load").expect("stored").chunks, vec![vec![1], vec![3]]);
+        assert_eq!(
+            store
+                .load("doc")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks,
+            vec![vec![1], vec![3]]
+        );
         store.close().await.expect("close");
 
         let reopened = SqliteStore::open(&data).expect("reopen");
-        assert_eq!(reopened.load("doc").await.expect("load").expect("stored").chunks, vec![vec![1], vec![3]]);
+        assert_eq!(
+            reopened
+                .load("doc")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks,
+            vec![vec![1], vec![3]]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1118,8 +1366,14 @@ mod tests {
         }
         for attempt in 0..2 {
             let result = store.append("doc", vec![2], None).await;
-            assert!(matches!(result, Err(StoreError::Unavailable(_))), "attempt {attempt}: {result:?}");
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "attempt {attempt}: {result:?}"
+            );
         }
-        assert!(!root.path().join(DB_FILE).exists(), "no empty database appears in its place");
+        assert!(
+            !root.path().join(DB_FILE).exists(),
+            "no empty database appears in its place"
+        );
     }
 }
