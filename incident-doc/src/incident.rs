@@ -6,9 +6,9 @@ use automerge::{ActorId, AutoCommit, ChangeHash, LoadOptions, ObjType, ROOT, Rea
 use serde::Serialize;
 
 use crate::operation::{self, Applied, Editor, OpError, Operation};
+use crate::read::Reader;
 use crate::schema::{FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys};
 use crate::template::{FieldDefault, Template};
-use crate::read::Reader;
 use crate::view::{IncidentView, read_layout};
 
 /// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
@@ -67,7 +67,10 @@ impl Incident {
         actor: Option<ActorId>,
     ) -> Result<Incident, OpError> {
         let name = declaration.name.trim();
-        if name.is_empty() || name.contains(['\n', '\r']) || name.chars().count() > operation::MAX_SHORT_CHARS {
+        if name.is_empty()
+            || name.contains(['\n', '\r'])
+            || name.chars().count() > operation::MAX_SHORT_CHARS
+        {
             return Err(OpError::InvalidValue(format!(
                 "the incident name must be one non-empty line of at most {} characters",
                 operation::MAX_SHORT_CHARS
@@ -148,7 +151,11 @@ impl Incident {
                 FieldKind::Roles => {
                     let m = doc.put_object(ROOT, key, ObjType::Map)?;
                     // Whoever declares commands until they hand over.
-                    doc.put(&m, crate::schema::Role::Commander.as_str(), editor.name.as_str())?;
+                    doc.put(
+                        &m,
+                        crate::schema::Role::Commander.as_str(),
+                        editor.name.as_str(),
+                    )?;
                 }
                 FieldKind::Checklist => {
                     let list = doc.put_object(ROOT, key, ObjType::List)?;
@@ -163,7 +170,11 @@ impl Incident {
                 }
                 FieldKind::Timestamps => {
                     let m = doc.put_object(ROOT, key, ObjType::Map)?;
-                    doc.put(&m, Stage::Declared.as_str(), operation::timestamp(editor.at))?;
+                    doc.put(
+                        &m,
+                        Stage::Declared.as_str(),
+                        operation::timestamp(editor.at),
+                    )?;
                 }
                 FieldKind::Questions => {
                     doc.put_object(ROOT, key, ObjType::Map)?;
@@ -176,8 +187,9 @@ impl Incident {
 
     /// Loads a saved document (snapshot followed by any incremental chunks), with the schema's text encoding.
     pub fn load(bytes: &[u8]) -> Result<Incident, LoadError> {
-        let doc = AutoCommit::load_with_options(bytes, LoadOptions::new().text_encoding(TEXT_ENCODING))
-            .map_err(|e| LoadError::Corrupt(e.to_string()))?;
+        let doc =
+            AutoCommit::load_with_options(bytes, LoadOptions::new().text_encoding(TEXT_ENCODING))
+                .map_err(|e| LoadError::Corrupt(e.to_string()))?;
         Ok(Incident { doc })
     }
 
@@ -237,6 +249,8 @@ impl Incident {
 
     /// Whether `heads` are all known to this document (a point-in-time read needs that).
     pub fn has_heads(&self, heads: &[ChangeHash]) -> bool {
-        heads.iter().all(|h| self.doc.get_change_by_hash(h).is_some())
+        heads
+            .iter()
+            .all(|h| self.doc.get_change_by_hash(h).is_some())
     }
 }

@@ -21,4 +21,4 @@ mod view;
 pub use incident::{Declaration, Incident, LoadError};
 pub use operation::{Applied, Editor, MAX_SHORT_CHARS, MAX_TEXT_CHARS, OpError, Operation};
 pub use template::{DEFAULT_TEMPLATE, Template, TemplateError};
-pub use view::{Entry, FieldValue, FieldView, IncidentView, Item, Pin, Stamp};
+pub use view::{Entry, FieldValue, FieldView, Headline, IncidentView, Item, Pin, Stamp};

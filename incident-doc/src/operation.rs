@@ -169,7 +169,10 @@ pub struct Editor {
 impl Editor {
     /// An editor at a given moment.
     pub fn new(name: impl Into<String>, at: DateTime<Utc>) -> Editor {
-        Editor { name: name.into(), at }
+        Editor {
+            name: name.into(),
+            at,
+        }
     }
 }
 
@@ -274,17 +277,18 @@ pub(crate) fn apply(
             .find(|f| f.kind == kind)
             .ok_or(OpError::MissingKind(kind))
     };
-    let expect = |def: &FieldDef, kinds: &[FieldKind], expected: &'static str| -> Result<(), OpError> {
-        if kinds.contains(&def.kind) {
-            Ok(())
-        } else {
-            Err(OpError::WrongKind {
-                field: def.key.clone(),
-                expected,
-                actual: def.kind,
-            })
-        }
-    };
+    let expect =
+        |def: &FieldDef, kinds: &[FieldKind], expected: &'static str| -> Result<(), OpError> {
+            if kinds.contains(&def.kind) {
+                Ok(())
+            } else {
+                Err(OpError::WrongKind {
+                    field: def.key.clone(),
+                    expected,
+                    actual: def.kind,
+                })
+            }
+        };
     const TEXTUAL: &[FieldKind] = &[FieldKind::Text, FieldKind::Markdown];
     let mut applied = Applied::default();
     let touched: Vec<String> = match op {
@@ -322,7 +326,9 @@ pub(crate) fn apply(
             let def = field_by_key(field)?;
             expect(def, &[FieldKind::Choice], "choice")?;
             match value {
-                Some(v) if def.options.iter().any(|o| &o.key == v) => doc.put(ROOT, &def.key, v.as_str())?,
+                Some(v) if def.options.iter().any(|o| &o.key == v) => {
+                    doc.put(ROOT, &def.key, v.as_str())?
+                }
                 Some(v) => {
                     let allowed: Vec<_> = def.options.iter().map(|o| o.key.as_str()).collect();
                     return Err(OpError::InvalidValue(format!(
@@ -340,7 +346,10 @@ pub(crate) fn apply(
             let mut touched = vec![def.key.clone()];
             if let (Some(stage), Ok(ts)) = (status.stage(), field_by_kind(FieldKind::Timestamps)) {
                 let map = map_field(doc, &ts.key)?;
-                if Reader::new(&*doc, None).time(&map, stage.as_str()).is_none() {
+                if Reader::new(&*doc, None)
+                    .time(&map, stage.as_str())
+                    .is_none()
+                {
                     doc.put(&map, stage.as_str(), timestamp(editor.at))?;
                     touched.push(ts.key.clone());
                 }
@@ -361,7 +370,9 @@ pub(crate) fn apply(
             let def = field_by_key(field)?;
             expect(def, &[FieldKind::Questions], "questions")?;
             if !def.options.iter().any(|o| &o.key == question) {
-                return Err(OpError::InvalidValue(format!("{field:?} has no question {question:?}")));
+                return Err(OpError::InvalidValue(format!(
+                    "{field:?} has no question {question:?}"
+                )));
             }
             let map = map_field(doc, &def.key)?;
             match value {
@@ -463,7 +474,10 @@ pub(crate) fn apply(
             let def = field_by_key(field)?;
             let pins = list_root(doc, keys::PINS)?;
             let r = Reader::new(&*doc, None);
-            let already = r.maps_in(&pins).iter().any(|m| r.str(m, "field").as_deref() == Some(&def.key));
+            let already = r
+                .maps_in(&pins)
+                .iter()
+                .any(|m| r.str(m, "field").as_deref() == Some(&def.key));
             if !already {
                 let pin = doc.insert_object(&pins, doc.length(&pins), ObjType::Map)?;
                 doc.put(&pin, "field", def.key.as_str())?;
@@ -478,7 +492,8 @@ pub(crate) fn apply(
             // Delete from the end so earlier indexes stay valid; concurrent pins may have left duplicates.
             for i in (0..doc.length(&pins)).rev() {
                 let r = Reader::new(&*doc, None);
-                let is_it = r.map(&pins, i).and_then(|m| r.str(&m, "field")).as_deref() == Some(&def.key);
+                let is_it =
+                    r.map(&pins, i).and_then(|m| r.str(&m, "field")).as_deref() == Some(&def.key);
                 if is_it {
                     doc.delete(&pins, i)?;
                 }
@@ -533,7 +548,12 @@ fn put_id(doc: &mut AutoCommit, obj: &ObjId) -> Result<String, OpError> {
     Ok(id)
 }
 
-fn put_details(doc: &mut AutoCommit, item: &ObjId, owner: Option<&str>, bug: Option<&str>) -> Result<(), OpError> {
+fn put_details(
+    doc: &mut AutoCommit,
+    item: &ObjId,
+    owner: Option<&str>,
+    bug: Option<&str>,
+) -> Result<(), OpError> {
     for (key, value) in [("owner", owner), ("bug", bug)] {
         match value.map(str::trim).filter(|v| !v.is_empty()) {
             Some(v) => {
@@ -559,7 +579,9 @@ fn check_text(text: &str, kind: FieldKind) -> Result<(), OpError> {
         return Err(too_long());
     }
     if kind == FieldKind::Text && text.contains(['\n', '\r']) {
-        return Err(OpError::InvalidValue("this field holds a single line".into()));
+        return Err(OpError::InvalidValue(
+            "this field holds a single line".into(),
+        ));
     }
     Ok(())
 }

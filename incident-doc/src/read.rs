@@ -76,8 +76,12 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
 
     pub(crate) fn time(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<DateTime<Utc>> {
         match self.scalar(obj, prop)? {
-            ScalarValue::Timestamp(ms) | ScalarValue::Int(ms) => Utc.timestamp_millis_opt(ms).single(),
-            ScalarValue::Str(s) => DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc)),
+            ScalarValue::Timestamp(ms) | ScalarValue::Int(ms) => {
+                Utc.timestamp_millis_opt(ms).single()
+            }
+            ScalarValue::Str(s) => DateTime::parse_from_rfc3339(&s)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
             _ => None,
         }
     }
@@ -109,6 +113,8 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
 
     /// The map objects of a list, skipping anything else a client may have inserted.
     pub(crate) fn maps_in(&self, list: &ObjId) -> Vec<ObjId> {
-        (0..self.len(list)).filter_map(|i| self.map(list, i)).collect()
+        (0..self.len(list))
+            .filter_map(|i| self.map(list, i))
+            .collect()
     }
 }

@@ -223,9 +223,7 @@ impl<'a> TemplateParser<'a> {
 
     /// Splits the source into the title, the preamble under it and the `##` sections.
     #[allow(clippy::type_complexity)]
-    fn split(
-        &self,
-    ) -> Result<(Option<String>, usize, Range<usize>, Vec<Section>), TemplateError> {
+    fn split(&self) -> Result<(Option<String>, usize, Range<usize>, Vec<Section>), TemplateError> {
         let mut name: Option<String> = None;
         let mut name_at = 0;
         let mut preamble = 0..0;
@@ -323,15 +321,16 @@ impl<'a> TemplateParser<'a> {
                 }
                 Event::End(end) => {
                     depth = depth.saturating_sub(1);
-                    if depth == 1 && matches!(end, TagEnd::Item) {
-                        if let Some((done, text, at)) = item.take() {
-                            body.items.push((done, text.trim().to_owned(), at));
-                        }
+                    if depth == 1
+                        && matches!(end, TagEnd::Item)
+                        && let Some((done, text, at)) = item.take()
+                    {
+                        body.items.push((done, text.trim().to_owned(), at));
                     }
-                    if depth == 0 {
-                        if let Some((kind, start)) = block.take() {
-                            self.finish_block(&mut body, kind, start..r.end, &mut quote, &mut html)?;
-                        }
+                    if depth == 0
+                        && let Some((kind, start)) = block.take()
+                    {
+                        self.finish_block(&mut body, kind, start..r.end, &mut quote, &mut html)?;
                     }
                     continue;
                 }
@@ -509,7 +508,10 @@ impl<'a> TemplateParser<'a> {
                         let all: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
                         self.error(
                             *ann_at,
-                            format!("unknown owner role {v:?} (expected one of {})", all.join(", ")),
+                            format!(
+                                "unknown owner role {v:?} (expected one of {})",
+                                all.join(", ")
+                            ),
                         )
                     })?);
                 }
@@ -539,7 +541,9 @@ impl<'a> TemplateParser<'a> {
         if !is_field_key(&key) {
             return Err(self.error(
                 *ann_at,
-                format!("field key {key:?} must start with a letter and hold only letters and digits"),
+                format!(
+                    "field key {key:?} must start with a letter and hold only letters and digits"
+                ),
             ));
         }
         if RESERVED_KEYS.contains(&key.as_str()) || key == keys::PINS {
@@ -556,7 +560,8 @@ impl<'a> TemplateParser<'a> {
         let default = match kind {
             FieldKind::Text | FieldKind::Markdown => {
                 self.no_default_attr(&default_attr, *ann_at, kind)?;
-                let mut blocks: Vec<&Range<usize>> = body.content.iter().chain(&body.lists).collect();
+                let mut blocks: Vec<&Range<usize>> =
+                    body.content.iter().chain(&body.lists).collect();
                 blocks.sort_by_key(|r| r.start);
                 let content = self.join(blocks.into_iter());
                 if kind == FieldKind::Text && content.contains('\n') {
@@ -572,7 +577,10 @@ impl<'a> TemplateParser<'a> {
                 self.no_content(&content, content_at, kind)?;
                 for (marker, text, item_at) in &body.items {
                     if marker.is_some() {
-                        return Err(self.error(*item_at, format!("{kind} options are plain list items, not tasks")));
+                        return Err(self.error(
+                            *item_at,
+                            format!("{kind} options are plain list items, not tasks"),
+                        ));
                     }
                     let (k, label) = match text.split_once(':') {
                         Some((k, label)) => (k.trim(), label.trim()),
@@ -585,17 +593,28 @@ impl<'a> TemplateParser<'a> {
                         ));
                     }
                     if k.is_empty() || options.iter().any(|o: &Choice| o.key == k) {
-                        return Err(self.error(*item_at, format!("empty or duplicate option {k:?}")));
+                        return Err(
+                            self.error(*item_at, format!("empty or duplicate option {k:?}"))
+                        );
                     }
-                    options.push(Choice { key: k.to_owned(), label: label.to_owned() });
+                    options.push(Choice {
+                        key: k.to_owned(),
+                        label: label.to_owned(),
+                    });
                 }
                 if options.is_empty() {
-                    return Err(self.error(at, format!("a {kind} field lists its options as `- key: label` items")));
+                    return Err(self.error(
+                        at,
+                        format!("a {kind} field lists its options as `- key: label` items"),
+                    ));
                 }
                 match (kind, default_attr) {
                     (FieldKind::Choice, Some(d)) => {
                         if !options.iter().any(|o| o.key == d) {
-                            return Err(self.error(*ann_at, format!("default {d:?} is not one of the options")));
+                            return Err(self.error(
+                                *ann_at,
+                                format!("default {d:?} is not one of the options"),
+                            ));
                         }
                         FieldDefault::Choice(d)
                     }
@@ -612,7 +631,10 @@ impl<'a> TemplateParser<'a> {
                     None | Some("no") => FieldDefault::Flag(false),
                     Some("yes") => FieldDefault::Flag(true),
                     Some(other) => {
-                        return Err(self.error(*ann_at, format!("a flag's default is yes or no, not {other:?}")));
+                        return Err(self.error(
+                            *ann_at,
+                            format!("a flag's default is yes or no, not {other:?}"),
+                        ));
                     }
                 }
             }
@@ -676,12 +698,19 @@ impl<'a> TemplateParser<'a> {
         } else {
             Err(self.error(
                 at,
-                format!("a {kind} field takes no default text (use a `>` block quote for a prompt)"),
+                format!(
+                    "a {kind} field takes no default text (use a `>` block quote for a prompt)"
+                ),
             ))
         }
     }
 
-    fn no_default_attr(&self, attr: &Option<String>, at: usize, kind: FieldKind) -> Result<(), TemplateError> {
+    fn no_default_attr(
+        &self,
+        attr: &Option<String>,
+        at: usize,
+        kind: FieldKind,
+    ) -> Result<(), TemplateError> {
         if attr.is_some() {
             Err(self.error(at, format!("a {kind} field takes no default=… attribute")))
         } else {
@@ -706,11 +735,15 @@ fn parser_options() -> Options {
 /// Field keys become JavaScript property names in plain Automerge clients, so keep them simple.
 fn is_field_key(key: &str) -> bool {
     let mut chars = key.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric())
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric())
 }
 
 fn is_identifier(id: &str) -> bool {
-    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// `30m`, `4h`, `1d` → minutes.
@@ -759,7 +792,8 @@ impl fmt::Display for Template {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "# Minimal\n\nA tiny one.\n\n## Title\n<!-- commandpost key=title kind=text -->\n";
+    const MINIMAL: &str =
+        "# Minimal\n\nA tiny one.\n\n## Title\n<!-- commandpost key=title kind=text -->\n";
 
     fn err(src: &str) -> TemplateError {
         Template::parse("t", "t.md", src).expect_err("template should be refused")
@@ -789,9 +823,18 @@ mod tests {
         assert_eq!(summary.def.cadence_minutes, Some(240));
         assert!(summary.def.stamp);
         // List items in a markdown field are not options: they are part of the default text.
-        assert_eq!(summary.default, FieldDefault::Text("Starting **text**.\n\n- with a list".into()));
+        assert_eq!(
+            summary.default,
+            FieldDefault::Text("Starting **text**.\n\n- with a list".into())
+        );
         let sev = t.field("severity").expect("severity");
-        assert_eq!(sev.def.options[0], Choice { key: "SEV1".into(), label: "Critical".into() });
+        assert_eq!(
+            sev.def.options[0],
+            Choice {
+                key: "SEV1".into(),
+                label: "Critical".into()
+            }
+        );
         assert_eq!(sev.default, FieldDefault::Choice("SEV2".into()));
         let exit = t.field("exit").expect("exit");
         assert_eq!(
@@ -810,27 +853,35 @@ mod tests {
         assert_eq!(e.line, 4);
         assert!(e.reason.contains("unknown kind \"bogus\""), "{e}");
 
-        let e = err("# T\n## Title\n<!-- commandpost key=title kind=text -->\n## Again\n<!-- commandpost key=title kind=markdown -->\n");
+        let e = err(
+            "# T\n## Title\n<!-- commandpost key=title kind=text -->\n## Again\n<!-- commandpost key=title kind=markdown -->\n",
+        );
         assert_eq!(e.line, 4);
         assert!(e.reason.contains("duplicate field key"), "{e}");
 
         let e = err("# T\n## Summary\n<!-- commandpost key=summary kind=markdown -->\n");
         assert!(e.reason.contains("missing the `title` field"), "{e}");
 
-        let e = err("# T\n## Title\n<!-- commandpost key=title kind=text -->\n## Plain\nno annotation\n");
+        let e = err(
+            "# T\n## Title\n<!-- commandpost key=title kind=text -->\n## Plain\nno annotation\n",
+        );
         assert_eq!(e.line, 4);
         assert!(e.reason.contains("no `<!-- commandpost"), "{e}");
 
         let e = err("# T\n## Title\n<!-- commandpost key=title kind=text cadence=often -->\n");
         assert!(e.reason.contains("bad cadence"), "{e}");
 
-        let e = err("# T\n## Title\n<!-- commandpost key=title kind=text -->\n## S\n<!-- commandpost key=s kind=choice -->\n");
+        let e = err(
+            "# T\n## Title\n<!-- commandpost key=title kind=text -->\n## S\n<!-- commandpost key=s kind=choice -->\n",
+        );
         assert!(e.reason.contains("options"), "{e}");
 
         let e = err("# T\n## Title\n<!-- commandpost key=layout kind=text -->\n");
         assert!(e.reason.contains("reserved"), "{e}");
 
-        let e = err("# T\n## Title\n<!-- commandpost key=title kind=text -->\n## A\n<!-- commandpost key=a kind=timeline -->\n## B\n<!-- commandpost key=b kind=timeline -->\n");
+        let e = err(
+            "# T\n## Title\n<!-- commandpost key=title kind=text -->\n## A\n<!-- commandpost key=a kind=timeline -->\n## B\n<!-- commandpost key=b kind=timeline -->\n",
+        );
         assert_eq!(e.line, 6);
         assert!(e.reason.contains("only one field of kind timeline"), "{e}");
 

@@ -148,10 +148,13 @@ impl IncidentView {
             })
             .collect();
         let pick = |pred: &dyn Fn(&FieldView) -> bool| -> Option<String> {
-            fields.iter().find(|f| pred(f)).and_then(|f| match &f.value {
-                FieldValue::Choice(v) => v.clone(),
-                _ => None,
-            })
+            fields
+                .iter()
+                .find(|f| pred(f))
+                .and_then(|f| match &f.value {
+                    FieldValue::Choice(v) => v.clone(),
+                    _ => None,
+                })
         };
         let title = fields
             .iter()
@@ -225,6 +228,56 @@ impl IncidentView {
     }
 }
 
+/// The few facts that lists and indexes need, read without walking the timeline or checklists, so that keeping an
+/// index current costs little on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Headline {
+    /// The template id.
+    pub template: String,
+    /// The title field's text.
+    pub title: String,
+    /// The incident number.
+    pub number: Option<i64>,
+    /// The lifecycle state.
+    pub status: Option<String>,
+    /// The severity, if set.
+    pub severity: Option<String>,
+    /// Whether this is a drill.
+    pub drill: bool,
+    /// When it was declared.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Headline {
+    /// Reads the headline of a document as it is now.
+    pub fn read<D: ReadDoc>(doc: &D) -> Headline {
+        let r = Reader::new(doc, None);
+        let layout = read_layout(&r);
+        let value = |pred: &dyn Fn(&FieldDef) -> bool| {
+            layout.iter().find(|d| pred(d)).map(|d| read_value(&r, d))
+        };
+        let choice = |v: Option<FieldValue>| match v {
+            Some(FieldValue::Choice(c)) => c,
+            _ => None,
+        };
+        Headline {
+            template: r.str(&ROOT, keys::TEMPLATE).unwrap_or_default(),
+            title: match value(&|d| d.key == TITLE_KEY) {
+                Some(FieldValue::Text(t)) => t,
+                _ => String::new(),
+            },
+            number: r.int(&ROOT, keys::NUMBER),
+            status: choice(value(&|d| d.kind == FieldKind::Status)),
+            severity: choice(value(&|d| {
+                d.key == "severity" && d.kind == FieldKind::Choice
+            })),
+            drill: r.bool(&ROOT, keys::DRILL).unwrap_or(false),
+            created_at: r.time(&ROOT, keys::CREATED_AT),
+        }
+    }
+}
+
 pub(crate) fn read_layout<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<FieldDef> {
     let Some(list) = r.list(&ROOT, keys::LAYOUT) else {
         return Vec::new();
@@ -265,7 +318,9 @@ pub(crate) fn read_layout<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<FieldDef> {
 fn read_value<D: ReadDoc>(r: &Reader<'_, D>, def: &FieldDef) -> FieldValue {
     let key = def.key.as_str();
     match def.kind {
-        FieldKind::Text | FieldKind::Markdown => FieldValue::Text(r.text(&ROOT, key).unwrap_or_default()),
+        FieldKind::Text | FieldKind::Markdown => {
+            FieldValue::Text(r.text(&ROOT, key).unwrap_or_default())
+        }
         FieldKind::Status | FieldKind::Choice => FieldValue::Choice(r.str(&ROOT, key)),
         FieldKind::Flag => FieldValue::Flag(r.bool(&ROOT, key).unwrap_or(false)),
         FieldKind::Roles => FieldValue::Roles(

@@ -12,15 +12,47 @@ use proptest::prelude::*;
 /// state so most edits are valid) or a partial merge from another replica.
 #[derive(Debug, Clone)]
 enum Step {
-    Type { replica: usize, at: f64, delete: usize, text: String },
-    Timeline { replica: usize, text: String },
-    AddTodo { replica: usize, text: String },
-    Toggle { replica: usize, which: f64, done: bool },
-    Severity { replica: usize, level: usize },
-    Assign { replica: usize, role: usize, person: usize },
-    Pin { replica: usize, field: usize, pin: bool },
-    Status { replica: usize, status: usize },
-    Merge { into: usize, from: usize },
+    Type {
+        replica: usize,
+        at: f64,
+        delete: usize,
+        text: String,
+    },
+    Timeline {
+        replica: usize,
+        text: String,
+    },
+    AddTodo {
+        replica: usize,
+        text: String,
+    },
+    Toggle {
+        replica: usize,
+        which: f64,
+        done: bool,
+    },
+    Severity {
+        replica: usize,
+        level: usize,
+    },
+    Assign {
+        replica: usize,
+        role: usize,
+        person: usize,
+    },
+    Pin {
+        replica: usize,
+        field: usize,
+        pin: bool,
+    },
+    Status {
+        replica: usize,
+        status: usize,
+    },
+    Merge {
+        into: usize,
+        from: usize,
+    },
 }
 
 const PEOPLE: [&str; 3] = ["alice", "bob", "carol"];
@@ -58,10 +90,16 @@ fn todo_ids(incident: &Incident) -> Vec<String> {
 
 fn run(steps: &[Step]) -> [Incident; 3] {
     let template = template::builtin().into_iter().next().expect("a template");
-    let start = Utc.with_ymd_and_hms(2026, 11, 25, 4, 0, 0).single().expect("time");
+    let start = Utc
+        .with_ymd_and_hms(2026, 11, 25, 4, 0, 0)
+        .single()
+        .expect("time");
     let mut origin = Incident::create(
         &template,
-        &Declaration { name: "Prop".into(), number: Some(1) },
+        &Declaration {
+            name: "Prop".into(),
+            number: Some(1),
+        },
         &Editor::new("alice", start),
         Some(ActorId::from(b"origin".as_slice())),
     )
@@ -77,45 +115,106 @@ fn run(steps: &[Step]) -> [Incident; 3] {
         let (i, op) = match step.clone() {
             Step::Merge { into, from } => {
                 if into != from {
-                    let [a, b] = replicas.get_disjoint_mut([into, from]).expect("distinct replicas");
+                    let [a, b] = replicas
+                        .get_disjoint_mut([into, from])
+                        .expect("distinct replicas");
                     a.doc_mut().merge(b.doc_mut()).expect("merge");
                 }
                 continue;
             }
-            Step::Type { replica, at, delete, text } => {
+            Step::Type {
+                replica,
+                at,
+                delete,
+                text,
+            } => {
                 let len = summary_len(&replicas[replica]);
                 let pos = ((len as f64) * at) as usize;
                 let delete = delete.min(len - pos);
-                (replica, Operation::SpliceText { field: "summary".into(), pos, delete, insert: text })
+                (
+                    replica,
+                    Operation::SpliceText {
+                        field: "summary".into(),
+                        pos,
+                        delete,
+                        insert: text,
+                    },
+                )
             }
-            Step::Timeline { replica, text } => (replica, Operation::AddTimelineEntry { text, at: None }),
+            Step::Timeline { replica, text } => {
+                (replica, Operation::AddTimelineEntry { text, at: None })
+            }
             Step::AddTodo { replica, text } => (
                 replica,
-                Operation::AddItem { field: "todos".into(), text, owner: None, bug: None },
+                Operation::AddItem {
+                    field: "todos".into(),
+                    text,
+                    owner: None,
+                    bug: None,
+                },
             ),
-            Step::Toggle { replica, which, done } => {
+            Step::Toggle {
+                replica,
+                which,
+                done,
+            } => {
                 let ids = todo_ids(&replicas[replica]);
                 if ids.is_empty() {
                     continue;
                 }
                 let id = ids[((ids.len() as f64) * which) as usize].clone();
-                (replica, Operation::SetItemDone { field: "todos".into(), id, done })
+                (
+                    replica,
+                    Operation::SetItemDone {
+                        field: "todos".into(),
+                        id,
+                        done,
+                    },
+                )
             }
             Step::Severity { replica, level } => (
                 replica,
-                Operation::SetChoice { field: "severity".into(), value: Some(format!("SEV{}", level + 1)) },
+                Operation::SetChoice {
+                    field: "severity".into(),
+                    value: Some(format!("SEV{}", level + 1)),
+                },
             ),
-            Step::Assign { replica, role, person } => (
+            Step::Assign {
                 replica,
-                Operation::AssignRole { role: Role::ALL[role], person: Some(PEOPLE[person].into()) },
+                role,
+                person,
+            } => (
+                replica,
+                Operation::AssignRole {
+                    role: Role::ALL[role],
+                    person: Some(PEOPLE[person].into()),
+                },
             ),
-            Step::Pin { replica, field, pin } => {
+            Step::Pin {
+                replica,
+                field,
+                pin,
+            } => {
                 let field = PINNABLE[field].to_owned();
-                (replica, if pin { Operation::Pin { field } } else { Operation::Unpin { field } })
+                (
+                    replica,
+                    if pin {
+                        Operation::Pin { field }
+                    } else {
+                        Operation::Unpin { field }
+                    },
+                )
             }
-            Step::Status { replica, status } => (replica, Operation::SetStatus { status: Status::ALL[status] }),
+            Step::Status { replica, status } => (
+                replica,
+                Operation::SetStatus {
+                    status: Status::ALL[status],
+                },
+            ),
         };
-        replicas[i].apply(&op, &editor(i)).expect("generated operations are valid");
+        replicas[i]
+            .apply(&op, &editor(i))
+            .expect("generated operations are valid");
     }
     // Full exchange, each replica merging the others in its own order.
     for (into, order) in [(0, [1, 2]), (1, [2, 0]), (2, [0, 1])] {
@@ -152,11 +251,22 @@ proptest! {
 #[test]
 fn concurrent_typing_in_one_summary_keeps_both_edits() {
     let steps = [
-        Step::Type { replica: 0, at: 0.0, delete: 0, text: "hello".into() },
-        Step::Type { replica: 1, at: 0.0, delete: 0, text: "world".into() },
+        Step::Type {
+            replica: 0,
+            at: 0.0,
+            delete: 0,
+            text: "hello".into(),
+        },
+        Step::Type {
+            replica: 1,
+            at: 0.0,
+            delete: 0,
+            text: "world".into(),
+        },
     ];
     let replicas = run(&steps);
-    let Some(FieldValue::Text(text)) = replicas[2].view().field("summary").map(|f| f.value.clone()) else {
+    let Some(FieldValue::Text(text)) = replicas[2].view().field("summary").map(|f| f.value.clone())
+    else {
         panic!("summary text");
     };
     assert!(text.contains("hello") && text.contains("world"), "{text}");

@@ -10,7 +10,9 @@ use incident_doc::template::{self, Template};
 use incident_doc::{Declaration, Editor, FieldValue, Incident, OpError, Operation, export};
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 3, 58, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 11, 25, 3, 58, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn editor(name: &str, minutes: i64) -> Editor {
@@ -38,7 +40,10 @@ fn declare(actor: &str) -> Incident {
 }
 
 fn apply(incident: &mut Incident, who: &str, minutes: i64, op: Operation) -> Option<String> {
-    incident.apply(&op, &editor(who, minutes)).expect("operation applies").id
+    incident
+        .apply(&op, &editor(who, minutes))
+        .expect("operation applies")
+        .id
 }
 
 #[test]
@@ -50,9 +55,14 @@ fn every_template_file_parses_instantiates_and_renders() {
         if path.extension().and_then(|e| e.to_str()) != Some("md") || path.ends_with("README.md") {
             continue;
         }
-        let id = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 name").to_owned();
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("utf-8 name")
+            .to_owned();
         let source = std::fs::read_to_string(&path).expect("read template");
-        let t = Template::parse(&id, &path.display().to_string(), &source).unwrap_or_else(|e| panic!("{e}"));
+        let t = Template::parse(&id, &path.display().to_string(), &source)
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut incident = Incident::create(
             &t,
             &Declaration {
@@ -69,7 +79,8 @@ fn every_template_file_parses_instantiates_and_renders() {
         assert_eq!(view.fields.len(), t.fields.len());
         assert!(export::markdown(&view).starts_with("# Test of"));
         assert!(export::html(&view).contains("<h1>"));
-        let json: serde_json::Value = serde_json::from_str(&export::json(&view)).expect("json export parses");
+        let json: serde_json::Value =
+            serde_json::from_str(&export::json(&view)).expect("json export parses");
         assert_eq!(json["template"], id.as_str());
         // The saved document loads back to the same view.
         let reloaded = Incident::load(&incident.save()).expect("load");
@@ -77,10 +88,20 @@ fn every_template_file_parses_instantiates_and_renders() {
         seen.push(id);
     }
     seen.sort();
-    let mut builtin: Vec<_> = template::builtin_sources().iter().map(|(id, _)| id.to_string()).collect();
+    let mut builtin: Vec<_> = template::builtin_sources()
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
     builtin.sort();
-    assert_eq!(seen, builtin, "every file in templates/ is shipped in the binary and vice versa");
-    assert_eq!(template::builtin().len(), builtin.len(), "every shipped template parses");
+    assert_eq!(
+        seen, builtin,
+        "every file in templates/ is shipped in the binary and vice versa"
+    );
+    assert_eq!(
+        template::builtin().len(),
+        builtin.len(),
+        "every shipped template parses"
+    );
 }
 
 #[test]
@@ -111,6 +132,21 @@ fn creation_follows_the_template_and_the_declarer_commands() {
     assert_eq!(view.holder(Role::Commander), Some(("alice", false)));
     assert_eq!(view.holder(Role::Operations), Some(("alice", true)));
     assert_eq!(view.holder(Role::NextCommander), None);
+    let headline = incident_doc::Headline::read(incident.doc());
+    assert_eq!(
+        (
+            headline.title.as_str(),
+            headline.status.as_deref(),
+            headline.severity.as_deref(),
+            headline.number
+        ),
+        (
+            view.title.as_str(),
+            view.status.as_deref(),
+            view.severity.as_deref(),
+            view.number
+        )
+    );
     let Some(FieldValue::Checklist(items)) = view.field("exitCriteria").map(|f| &f.value) else {
         panic!("exit criteria is a checklist");
     };
@@ -137,9 +173,15 @@ fn operations_stamp_fields_and_refusals_change_nothing() {
     );
     let view = incident.view();
     let summary = view.field("summary").expect("summary");
-    assert_eq!(summary.value, FieldValue::Text("Checkout fails for 30% of EU customers.".into()));
+    assert_eq!(
+        summary.value,
+        FieldValue::Text("Checkout fails for 30% of EU customers.".into())
+    );
     let stamp = summary.updated.as_ref().expect("stamped");
-    assert_eq!((stamp.by.as_str(), stamp.at), ("bob", t0() + Duration::minutes(5)));
+    assert_eq!(
+        (stamp.by.as_str(), stamp.at),
+        ("bob", t0() + Duration::minutes(5))
+    );
 
     let heads = incident.doc_mut().get_heads();
     let refusals = [
@@ -187,9 +229,15 @@ fn operations_stamp_fields_and_refusals_change_nothing() {
         },
     ];
     for op in refusals {
-        let err = incident.apply(&op, &editor("mallory", 6)).expect_err("refused");
+        let err = incident
+            .apply(&op, &editor("mallory", 6))
+            .expect_err("refused");
         assert!(!err.to_string().is_empty());
-        assert_eq!(incident.doc_mut().get_heads(), heads, "{op:?} changed the document");
+        assert_eq!(
+            incident.doc_mut().get_heads(),
+            heads,
+            "{op:?} changed the document"
+        );
     }
     assert!(matches!(
         incident.apply(
@@ -206,34 +254,94 @@ fn operations_stamp_fields_and_refusals_change_nothing() {
 #[test]
 fn status_changes_stamp_the_lifecycle_once() {
     let mut incident = declare("aa");
-    apply(&mut incident, "alice", 10, Operation::SetStatus { status: Status::Mitigated });
-    apply(&mut incident, "alice", 20, Operation::SetStatus { status: Status::Active });
-    apply(&mut incident, "alice", 30, Operation::SetStatus { status: Status::Mitigated });
+    apply(
+        &mut incident,
+        "alice",
+        10,
+        Operation::SetStatus {
+            status: Status::Mitigated,
+        },
+    );
+    apply(
+        &mut incident,
+        "alice",
+        20,
+        Operation::SetStatus {
+            status: Status::Active,
+        },
+    );
+    apply(
+        &mut incident,
+        "alice",
+        30,
+        Operation::SetStatus {
+            status: Status::Mitigated,
+        },
+    );
     let view = incident.view();
     assert_eq!(view.status.as_deref(), Some("mitigated"));
-    let Some(FieldValue::Timestamps(stamps)) = view.field_of_kind(FieldKind::Timestamps).map(|f| &f.value) else {
+    let Some(FieldValue::Timestamps(stamps)) =
+        view.field_of_kind(FieldKind::Timestamps).map(|f| &f.value)
+    else {
         panic!("timestamps");
     };
-    assert_eq!(stamps.get(&Stage::Mitigated), Some(&(t0() + Duration::minutes(10))));
+    assert_eq!(
+        stamps.get(&Stage::Mitigated),
+        Some(&(t0() + Duration::minutes(10)))
+    );
 }
 
 #[test]
 fn pins_render_first_in_pin_order_and_unpin() {
     let mut incident = declare("aa");
-    apply(&mut incident, "alice", 1, Operation::Pin { field: "exitCriteria".into() });
-    apply(&mut incident, "alice", 2, Operation::Pin { field: "summary".into() });
-    apply(&mut incident, "alice", 3, Operation::Pin { field: "summary".into() });
+    apply(
+        &mut incident,
+        "alice",
+        1,
+        Operation::Pin {
+            field: "exitCriteria".into(),
+        },
+    );
+    apply(
+        &mut incident,
+        "alice",
+        2,
+        Operation::Pin {
+            field: "summary".into(),
+        },
+    );
+    apply(
+        &mut incident,
+        "alice",
+        3,
+        Operation::Pin {
+            field: "summary".into(),
+        },
+    );
     let view = incident.view();
     let pinned: Vec<_> = view.pins.iter().map(|p| p.field.as_str()).collect();
     assert_eq!(pinned, ["exitCriteria", "summary"]);
-    let order: Vec<_> = view.render_order().iter().map(|(f, _)| f.def.key.clone()).collect();
+    let order: Vec<_> = view
+        .render_order()
+        .iter()
+        .map(|(f, _)| f.def.key.clone())
+        .collect();
     assert_eq!(&order[..3], ["exitCriteria", "summary", "title"]);
     let md = export::markdown(&view);
-    let exit = md.find("## Exit criteria (pinned)").expect("pinned exit criteria");
+    let exit = md
+        .find("## Exit criteria (pinned)")
+        .expect("pinned exit criteria");
     let summary = md.find("## Summary (pinned)").expect("pinned summary");
     let status = md.find("## Status").expect("status");
     assert!(exit < summary && summary < status);
-    apply(&mut incident, "alice", 4, Operation::Unpin { field: "exitCriteria".into() });
+    apply(
+        &mut incident,
+        "alice",
+        4,
+        Operation::Unpin {
+            field: "exitCriteria".into(),
+        },
+    );
     assert_eq!(incident.view().pins.len(), 1);
 }
 
@@ -260,7 +368,10 @@ fn the_document_reads_as_it_was_at_past_heads() {
         },
     );
     let past = incident.view_at(&then);
-    assert_eq!(past.field("summary").map(|f| &f.value), Some(&FieldValue::Text("First".into())));
+    assert_eq!(
+        past.field("summary").map(|f| &f.value),
+        Some(&FieldValue::Text("First".into()))
+    );
     assert!(incident.has_heads(&then));
 }
 
@@ -299,9 +410,23 @@ fn html_export_is_inert() {
     let page = export::html(&incident.view()).to_lowercase();
     // The page's own stylesheet is in <head>; everything user-controlled is in the title and <body>.
     let head_end = page.find("<style>").expect("own stylesheet");
-    let html = format!("{}{}", &page[..head_end], &page[page.find("</style>").expect("style end")..]);
+    let html = format!(
+        "{}{}",
+        &page[..head_end],
+        &page[page.find("</style>").expect("style end")..]
+    );
     // A `javascript:` URL may survive as inert text, but never as a link target.
-    for needle in ["<script", "href=\"javascript", "src=\"javascript", "onerror", "onload", "onmouseover", "<iframe", "<style>body", "<svg"] {
+    for needle in [
+        "<script",
+        "href=\"javascript",
+        "src=\"javascript",
+        "onerror",
+        "onload",
+        "onmouseover",
+        "<iframe",
+        "<style>body",
+        "<svg",
+    ] {
         assert!(!html.contains(needle), "{needle} survived in:\n{html}");
     }
 }
@@ -337,20 +462,38 @@ fn golden_document() -> Incident {
         panic!("exit criteria");
     };
     let first = items[0].id.clone();
-    apply(&mut incident, "bob", 27, Operation::SetItemDone { field: "exitCriteria".into(), id: first, done: true });
+    apply(
+        &mut incident,
+        "bob",
+        27,
+        Operation::SetItemDone {
+            field: "exitCriteria".into(),
+            id: first,
+            done: true,
+        },
+    );
     incident
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(&path, actual).expect("write golden");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create)", path.display()));
-    assert_eq!(actual, expected, "{name} differs from the golden file; UPDATE_GOLDEN=1 rewrites it");
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, expected,
+        "{name} differs from the golden file; UPDATE_GOLDEN=1 rewrites it"
+    );
 }
 
 #[test]
@@ -367,8 +510,17 @@ fn exports_are_deterministic_across_replicas_and_reloads() {
     let mut b = Incident::load(&a.save()).expect("load");
     assert_eq!(export::markdown(&a.view()), export::markdown(&b.view()));
     assert_eq!(export::json(&a.view()), export::json(&b.view()));
-    b.doc_mut().set_actor(ActorId::from(b"replica-b".as_slice()));
-    apply(&mut b, "erin", 40, Operation::AddTimelineEntry { text: "From b".into(), at: None });
+    b.doc_mut()
+        .set_actor(ActorId::from(b"replica-b".as_slice()));
+    apply(
+        &mut b,
+        "erin",
+        40,
+        Operation::AddTimelineEntry {
+            text: "From b".into(),
+            at: None,
+        },
+    );
     a.doc_mut().merge(b.doc_mut()).expect("merge");
     b.doc_mut().merge(a.doc_mut()).expect("merge");
     assert_eq!(export::html(&a.view()), export::html(&b.view()));

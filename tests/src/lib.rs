@@ -1,1 +1,1 @@
-//! placeholder
+//! commandpost's integration tests live in `tests/tests/`; this library holds their shared harness.

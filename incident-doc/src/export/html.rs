@@ -11,7 +11,8 @@ use crate::view::IncidentView;
 /// A complete HTML page of the incident.
 pub fn html(view: &IncidentView) -> String {
     let md = markdown(view);
-    let options = Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
+    let options =
+        Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
     // Checkboxes become characters: the export is read, not edited, and it keeps `<input>` off the allow-list.
     let events = Parser::new_ext(&md, options).map(|event| match event {
         Event::TaskListMarker(true) => Event::Text("☑ ".into()),

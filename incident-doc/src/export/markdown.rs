@@ -21,12 +21,19 @@ pub fn markdown(view: &IncidentView) -> String {
         meta.push(format!("#{n}"));
     }
     if let Some(at) = view.created_at {
-        let by = view.created_by.as_deref().map(|b| format!(" by {}", inline(b))).unwrap_or_default();
+        let by = view
+            .created_by
+            .as_deref()
+            .map(|b| format!(" by {}", inline(b)))
+            .unwrap_or_default();
         meta.push(format!("declared {}{by}", format_time(at)));
     }
     let _ = writeln!(out, "_{}_\n", meta.join(" · "));
     if view.drill {
-        let _ = writeln!(out, "> **Drill:** this is a practice incident, not a real one.\n");
+        let _ = writeln!(
+            out,
+            "> **Drill:** this is a practice incident, not a real one.\n"
+        );
     }
     for (field, pinned) in view.render_order() {
         if field.def.key == TITLE_KEY && !pinned {
@@ -37,10 +44,15 @@ pub fn markdown(view: &IncidentView) -> String {
         let body = field_body(view, field);
         out.push_str(body.trim_end());
         out.push_str("\n\n");
-        if field.def.stamp {
-            if let Some(s) = &field.updated {
-                let _ = writeln!(out, "_Last updated at {} by {}._\n", format_time(s.at), inline(&s.by));
-            }
+        if field.def.stamp
+            && let Some(s) = &field.updated
+        {
+            let _ = writeln!(
+                out,
+                "_Last updated at {} by {}._\n",
+                format_time(s.at),
+                inline(&s.by)
+            );
         }
     }
     let trimmed = out.trim_end().len();
@@ -65,13 +77,18 @@ fn field_body(view: &IncidentView, field: &FieldView) -> String {
         FieldValue::Choice(None) => out = empty(field, "Not set."),
         FieldValue::Choice(Some(v)) => {
             out = format!("**{}**", inline(v));
-            if let Some(o) = field.def.options.iter().find(|o| &o.key == v && o.label != o.key) {
+            if let Some(o) = field
+                .def
+                .options
+                .iter()
+                .find(|o| &o.key == v && o.label != o.key)
+            {
                 let _ = write!(out, ": {}", inline(&o.label));
             }
-            if field.def.kind == FieldKind::Status {
-                if let Some(n) = view.number {
-                    let _ = write!(out, " · incident #{n}");
-                }
+            if field.def.kind == FieldKind::Status
+                && let Some(n) = view.number
+            {
+                let _ = write!(out, " · incident #{n}");
             }
         }
         FieldValue::Flag(b) => out = if *b { "yes" } else { "no" }.to_owned(),
@@ -99,11 +116,15 @@ fn field_body(view: &IncidentView, field: &FieldView) -> String {
                 out.push('\n');
             }
         }
-        FieldValue::Timeline(entries) if entries.is_empty() => out = empty(field, "No entries yet."),
+        FieldValue::Timeline(entries) if entries.is_empty() => {
+            out = empty(field, "No entries yet.")
+        }
         FieldValue::Timeline(entries) => timeline(&mut out, entries),
         FieldValue::Timestamps(stamps) => {
             for stage in Stage::ALL {
-                let at = stamps.get(stage).map_or_else(|| "_not yet_".to_owned(), |t| format_time(*t));
+                let at = stamps
+                    .get(stage)
+                    .map_or_else(|| "_not yet_".to_owned(), |t| format_time(*t));
                 let _ = writeln!(out, "- **{}:** {at}", stage.label());
             }
         }
@@ -163,6 +184,9 @@ mod tests {
 
     #[test]
     fn inline_text_cannot_open_markup() {
-        assert_eq!(inline("a *b* [c](d) <e>\n# f"), "a \\*b\\* \\[c\\](d) \\<e\\> \\# f");
+        assert_eq!(
+            inline("a *b* [c](d) <e>\n# f"),
+            "a \\*b\\* \\[c\\](d) \\<e\\> \\# f"
+        );
     }
 }
