@@ -1,11 +1,11 @@
 //! The embedded default backend: one SQLite database file, `commandpost.db`, in the data directory.
 //!
 //! Writes go through one dedicated writer thread that owns the only writing connection. Callers queue
-//! their write on a channel and await a reply; the thread takes everything queued (up to
-//! [`MAX_BATCH`] writes), runs it in one transaction and commits once, so a single fsync acknowledges
-//! the whole batch (group commit). Each write runs inside its own savepoint: a write that fails (a
-//! conflict, say) is rolled back and reported to its caller alone, while the rest of the batch commits.
-//! If the transaction itself fails, every caller in the batch gets the error.
+//! their write on a channel and await a reply; the thread takes everything queued (up to 256 writes),
+//! runs it in one transaction and commits once, so a single fsync acknowledges the whole batch (group
+//! commit). Each write runs inside its own savepoint: a write that fails (a conflict, say) is rolled
+//! back and reported to its caller alone, while the rest of the batch commits. If the transaction
+//! itself fails, every caller in the batch gets the error.
 //!
 //! Reads use a small pool of separate connections on tokio's blocking threads. In WAL mode a reader
 //! sees the last committed state and never waits for the writer's open transaction.
@@ -23,7 +23,9 @@
 //! the configured path is still the file it has open; writes into a file that was moved or deleted
 //! would succeed and then be lost, so they are refused as [`StoreError::Unavailable`] instead.
 
-use std::fs::{self, File};
+use std::fs;
+#[cfg(unix)]
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -135,8 +137,9 @@ impl SqliteStore {
         let identity = file_identity(&path)?;
         // Make the new directory entries durable too, or a crash could forget the whole database.
         sync_dir(dir)?;
-        if let Some(parent) = dir.parent().filter(|_| created) {
-            sync_dir(parent)?;
+        if created {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            sync_dir(parent.unwrap_or(Path::new(".")))?;
         }
 
         let readers = Arc::new(Readers {
@@ -534,10 +537,10 @@ impl Writer {
             self.commit(batch);
         }
         // Closing checkpoints the write-ahead log into the database file.
-        if let Some((conn, _)) = self.conn.take() {
-            if let Err((_, error)) = conn.close() {
-                tracing::warn!(%error, "closing the SQLite writer connection failed");
-            }
+        if let Some((conn, _)) = self.conn.take()
+            && let Err((_, error)) = conn.close()
+        {
+            tracing::warn!(%error, "closing the SQLite writer connection failed");
         }
     }
 
@@ -578,7 +581,9 @@ impl Writer {
                 // After some errors (disk full, I/O) SQLite has already rolled the whole transaction
                 // back; then the batch is lost and every caller must hear so.
                 Err(error) if conn.is_autocommit() => return Err(error),
-                Err(error) => return Err(error),
+                Err(_) => conn
+                    .execute_batch("ROLLBACK TO item; RELEASE item")
+                    .map_err(db_error)?,
             }
         }
         conn.execute_batch("COMMIT").map_err(db_error)
@@ -695,10 +700,18 @@ fn file_identity(path: &Path) -> Result<FileId, StoreError> {
 }
 
 /// Fsyncs a directory so that the entries created in it survive a crash.
+#[cfg(unix)]
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(&format!("cannot sync {}", dir.display()), &e))
+}
+
+/// Does nothing: other platforms cannot open a directory to sync it, and their file systems journal
+/// directory entries themselves.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Opens the writing connection: WAL, `synchronous=FULL`, a busy timeout and an up-to-date schema.
