@@ -2,7 +2,7 @@
 //!
 //! The stock JS client (`@automerge/automerge-repo` with
 //! `@automerge/automerge-repo-network-websocket`) talks to us in binary WebSocket frames, each
-//! holding one CBOR map. This module turns such a frame into a typed [`Message`] with [`decode`]
+//! holding one CBOR map. This module turns such a frame into a typed [`Message`] with [`decode()`]
 //! and back with [`Message::encode`]; it does no I/O, so the connection handler, the load generator
 //! and the tests can all share it.
 //!

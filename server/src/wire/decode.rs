@@ -49,7 +49,7 @@ const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 /// What the JS client may encode as a float64 but must be a whole number.
 const NON_NEGATIVE_INTEGER: &str = "a non-negative integer";
 
-/// Decodes one frame; see [`super::decode`].
+/// Decodes one frame; see [`super::decode()`].
 pub(super) fn decode(frame: &[u8]) -> Result<Message, WireError> {
     if frame.is_empty() {
         return Err(WireError::NotCbor("the frame is empty".to_owned()));
@@ -249,7 +249,7 @@ impl<'de> Visitor<'de> for FrameVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Frame, A::Error> {
-        let budget = Budget(Cell::new(MAX_VALUES_PER_MESSAGE));
+        let budget = Budget::new();
         let mut entries: Vec<(&'static str, Node)> = Vec::new();
         let mut duplicate = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
@@ -397,23 +397,36 @@ impl<'de> Visitor<'de> for KeySeed {
 }
 
 /// How many more values the decoder may keep for the current frame.
-struct Budget(Cell<usize>);
+struct Budget {
+    left: Cell<usize>,
+    refused: Cell<bool>,
+}
 
 impl Budget {
-    /// Takes one value from the budget; false once it is spent.
+    fn new() -> Self {
+        Self {
+            left: Cell::new(MAX_VALUES_PER_MESSAGE),
+            refused: Cell::new(false),
+        }
+    }
+
+    /// Takes one value from the budget; false (and remembered) once it is spent.
     fn spend(&self) -> bool {
-        match self.0.get().checked_sub(1) {
+        match self.left.get().checked_sub(1) {
             Some(left) => {
-                self.0.set(left);
+                self.left.set(left);
                 true
             }
-            None => false,
+            None => {
+                self.refused.set(true);
+                false
+            }
         }
     }
 
     /// Whether some value was refused for lack of budget.
     fn exhausted(&self) -> bool {
-        self.0.get() == 0
+        self.refused.get()
     }
 }
 
@@ -609,7 +622,12 @@ impl Fields {
                     "peerMetadata.isEphemeral",
                     node,
                 ),
-                (None, Some(node)) => ("metadata", "metadata.storageId", "metadata.isEphemeral", node),
+                (None, Some(node)) => (
+                    "metadata",
+                    "metadata.storageId",
+                    "metadata.isEphemeral",
+                    node,
+                ),
                 (None, None) => return Ok(None),
             };
         let Node::Map(entries) = node else {
@@ -636,7 +654,9 @@ impl Fields {
                     is_ephemeral = Some(match value {
                         Node::Bool(flag) => flag,
                         Node::Absent => false,
-                        other => return Err(self.wrong_type(is_ephemeral_field, "a boolean", &other)),
+                        other => {
+                            return Err(self.wrong_type(is_ephemeral_field, "a boolean", &other));
+                        }
                     });
                 }
                 _ => {}

@@ -2,8 +2,9 @@
 //!
 //! The writer is hand-rolled because the protocol needs only a handful of CBOR item kinds, and
 //! writing them directly keeps encoding infallible and its bytes exact: definite lengths in their
-//! shortest form, text keys, and byte strings without a tag (the JS client encodes `Uint8Array`
-//! the same way and decodes any of these with its stock `cbor-x` decoder).
+//! shortest form, text keys, byte strings without a tag (the JS client encodes `Uint8Array` the
+//! same way), and large whole numbers as float64 the way cbor-x encodes a JS `number`. The JS
+//! client decodes all of it with its stock `cbor-x` decoder.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,10 @@ const MAJOR_TEXT: u8 = 3;
 const MAJOR_ARRAY: u8 = 4;
 /// CBOR major type 5: a map.
 const MAJOR_MAP: u8 = 5;
+/// The initial byte of a CBOR float64.
+const FLOAT64: u8 = 0xfb;
+/// JavaScript's `Number.MAX_SAFE_INTEGER`: every whole number up to it is exact as a float64.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// The CBOR encoding of `false`.
 const FALSE: u8 = 0xf4;
 /// The CBOR encoding of `true`.
@@ -29,7 +34,8 @@ enum Item<'a> {
     Text(&'a str),
     DocumentId(&'a DocumentId),
     Bytes(&'a [u8]),
-    Unsigned(u64),
+    /// A count or a timestamp, which JS reads as a `number`.
+    Number(u64),
     Texts(&'a [String]),
     Metadata(&'a PeerMetadata),
     NewHeads(&'a BTreeMap<String, RemoteHeads>),
@@ -56,7 +62,11 @@ impl Message {
                         Item::Texts(supported_protocol_versions),
                     ),
                 ];
-                entries.extend(metadata.as_ref().map(|m| ("peerMetadata", Item::Metadata(m))));
+                entries.extend(
+                    metadata
+                        .as_ref()
+                        .map(|m| ("peerMetadata", Item::Metadata(m))),
+                );
                 entries
             }
             Self::Peer {
@@ -74,7 +84,11 @@ impl Message {
                         Item::Text(selected_protocol_version),
                     ),
                 ];
-                entries.extend(metadata.as_ref().map(|m| ("peerMetadata", Item::Metadata(m))));
+                entries.extend(
+                    metadata
+                        .as_ref()
+                        .map(|m| ("peerMetadata", Item::Metadata(m))),
+                );
                 entries
             }
             Self::Request {
@@ -123,7 +137,7 @@ impl Message {
                     ("targetId", Item::Text(target_id.as_str())),
                     ("documentId", Item::DocumentId(document_id)),
                     ("sessionId", Item::Text(session_id)),
-                    ("count", Item::Unsigned(*count)),
+                    ("count", Item::Number(*count)),
                     ("data", Item::Bytes(data)),
                 ]
             }
@@ -131,7 +145,9 @@ impl Message {
                 ("type", message_type),
                 ("senderId", Item::Text(sender_id.as_str())),
             ],
-            Self::Error { message } => vec![("type", message_type), ("message", Item::Text(message))],
+            Self::Error { message } => {
+                vec![("type", message_type), ("message", Item::Text(message))]
+            }
             Self::RemoteSubscriptionChange {
                 sender_id,
                 target_id,
@@ -182,7 +198,7 @@ fn write_item(out: &mut Vec<u8>, item: &Item<'_>) {
             write_head(out, MAJOR_BYTES, bytes.len());
             out.extend_from_slice(bytes);
         }
-        Item::Unsigned(n) => write_head_u64(out, MAJOR_UNSIGNED, *n),
+        Item::Number(n) => write_number(out, *n),
         Item::Texts(texts) => write_texts(out, texts),
         Item::Metadata(metadata) => {
             let entries = usize::from(metadata.storage_id.is_some()) + 1;
@@ -202,7 +218,7 @@ fn write_item(out: &mut Vec<u8>, item: &Item<'_>) {
                 write_text(out, "heads");
                 write_texts(out, &remote.heads);
                 write_text(out, "timestamp");
-                write_head_u64(out, MAJOR_UNSIGNED, remote.timestamp);
+                write_number(out, remote.timestamp);
             }
         }
     }
@@ -217,6 +233,21 @@ fn write_texts(out: &mut Vec<u8>, texts: &[String]) {
     write_head(out, MAJOR_ARRAY, texts.len());
     for text in texts {
         write_text(out, text);
+    }
+}
+
+/// Writes a whole number the way cbor-x writes a JS `number`, so that the JS client reads it as a
+/// `number`: cbor-x decodes every 64-bit CBOR integer as a `BigInt`, which does not mix with
+/// numbers in arithmetic. Up to 2^32 - 1 the number is a CBOR integer, up to
+/// `Number.MAX_SAFE_INTEGER` an exact float64; only beyond that, where no JS `number` is exact, is
+/// it a 64-bit integer.
+fn write_number(out: &mut Vec<u8>, n: u64) {
+    if n > u64::from(u32::MAX) && n <= MAX_SAFE_INTEGER {
+        out.push(FLOAT64);
+        // Exact: the number is below 2^53.
+        out.extend_from_slice(&(n as f64).to_be_bytes());
+    } else {
+        write_head_u64(out, MAJOR_UNSIGNED, n);
     }
 }
 

@@ -33,7 +33,7 @@ mod js {
 /// The bytes [`answer_join`] produces for the fixtures' peers, checked by hand against the JS
 /// client: fed to a `WebSocketClientAdapter` it emits `peer-candidate` for `server` with
 /// `{storageId: "server-storage", isEphemeral: false}`.
-const PEER_REPLY: &str = "a5647479706564706565726873656e64657249646673657276657268746172676574496468636c69656e742d317773656c656374656450726f746f636f6c56657273696f6e61316c706565724d65746164617461a2697374f726167654964";
+const PEER_REPLY: &str = "a5647479706564706565726873656e64657249646673657276657268746172676574496468636c69656e742d317773656c656374656450726f746f636f6c56657273696f6e61316c706565724d65746164617461a26973746f7261676549646e7365727665722d73746f726167656b6973457068656d6572616cf4";
 
 fn unhex(hex: &str) -> Vec<u8> {
     hex::decode(hex).expect("test hex is valid")
@@ -223,14 +223,23 @@ fn wire_document_id_matches_the_js_bs58check_package() {
 fn wire_document_id_rejects_what_is_not_an_id() {
     let cases = [
         ("", DocumentIdError::Empty),
-        ("4ZrjxJnU1LA5xSyrWMNuXTozYEvAx", DocumentIdError::TooLong(29)),
+        (
+            "4ZrjxJnU1LA5xSyrWMNuXTozYEvAx",
+            DocumentIdError::TooLong(29),
+        ),
         ("0NMNnkMhL8jXrdJ9jamS58PAVdXu", DocumentIdError::NotBase58),
-        ("4NMNnkMhL8jXrdJ9jamS58PAVdXé", DocumentIdError::NotBase58),
+        ("4NMNé", DocumentIdError::NotBase58),
         ("4NMNnkMhL8jXrdJ9jamS58PAVdXv", DocumentIdError::BadChecksum),
         ("4NM", DocumentIdError::BadChecksum),
         // bs58check of 15 and 17 bytes: valid checksums, wrong lengths.
-        ("13RdG935ESipHd59rhqRsXc4J", DocumentIdError::WrongLength(15)),
-        ("1pEbmSWqJdBuPadRGm8tDbhpVsi", DocumentIdError::WrongLength(17)),
+        (
+            "13RdG935ESipHd59rhqRsXc4J",
+            DocumentIdError::WrongLength(15),
+        ),
+        (
+            "1pEbmSWqJdBuPadRGm8tDbhpVsi",
+            DocumentIdError::WrongLength(17),
+        ),
     ];
     for (input, expected) in cases {
         assert_eq!(input.parse::<DocumentId>(), Err(expected), "{input:?}");
@@ -381,7 +390,11 @@ fn wire_decodes_heads_gossip_so_it_can_be_ignored() {
 #[test]
 fn wire_every_variant_round_trips() {
     for message in every_variant() {
-        assert_eq!(decode(&message.encode()), Ok(message.clone()), "{message:?}");
+        assert_eq!(
+            decode(&message.encode()),
+            Ok(message.clone()),
+            "{message:?}"
+        );
     }
 }
 
@@ -418,12 +431,18 @@ fn wire_answer_join_needs_version_1() {
             metadata: Some(metadata.clone()),
         })
     );
-    let Err(Message::Error { message }) =
-        answer_join(&peer("server"), &metadata, &peer("client-1"), &["2".to_owned()])
-    else {
+    let Err(Message::Error { message }) = answer_join(
+        &peer("server"),
+        &metadata,
+        &peer("client-1"),
+        &["2".to_owned()],
+    ) else {
         panic!("a join without version 1 must be refused with an error message");
     };
-    assert!(message.contains("unsupported protocol version"), "{message}");
+    assert!(
+        message.contains("unsupported protocol version"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -496,7 +515,10 @@ fn wire_accepts_integers_sent_as_floats() {
     };
     assert_eq!(count, 1 << 33);
     let frame = with(ephemeral_fields(), "count", Value::Float(3.0));
-    assert!(matches!(decode(&frame), Ok(Message::Ephemeral { count: 3, .. })));
+    assert!(matches!(
+        decode(&frame),
+        Ok(Message::Ephemeral { count: 3, .. })
+    ));
 
     for bad in [1.5, -1.0, f64::NAN, f64::INFINITY, 1.0e20] {
         assert_eq!(
@@ -511,7 +533,11 @@ fn wire_accepts_integers_sent_as_floats() {
         );
     }
     assert_eq!(
-        decode(&with(ephemeral_fields(), "count", Value::Integer((-1).into()))),
+        decode(&with(
+            ephemeral_fields(),
+            "count",
+            Value::Integer((-1).into())
+        )),
         Err(WireError::WrongType {
             field: "count",
             message_type: "ephemeral",
@@ -522,9 +548,55 @@ fn wire_accepts_integers_sent_as_floats() {
 }
 
 #[test]
+fn wire_encodes_large_numbers_as_js_numbers() {
+    // cbor-x decodes any 64-bit CBOR integer as a BigInt, so counts and timestamps from 2^32 up to
+    // Number.MAX_SAFE_INTEGER go out as float64, as cbor-x itself encodes them.
+    let cases: [(u64, &str); 5] = [
+        (1, "01"),
+        (u64::from(u32::MAX), "1affffffff"),
+        (1 << 32, "fb41f0000000000000"),
+        ((1 << 53) - 1, "fb433fffffffffffff"),
+        (1 << 53, "1b0020000000000000"),
+    ];
+    for (count, expected) in cases {
+        let message = Message::Ephemeral {
+            sender_id: peer("c"),
+            target_id: peer("s"),
+            document_id: id("4NMNnkMhL8jXrdJ9jamS58PAVdXu"),
+            session_id: "x".to_owned(),
+            count,
+            data: vec![1],
+        };
+        let encoded = hex::encode(message.encode());
+        assert!(
+            encoded.contains(&format!("65636f756e74{expected}")),
+            "{count}: {encoded}"
+        );
+        assert_eq!(decode(&message.encode()), Ok(message));
+    }
+    let message = Message::RemoteHeadsChanged {
+        sender_id: peer("c"),
+        target_id: peer("s"),
+        document_id: id("4NMNnkMhL8jXrdJ9jamS58PAVdXu"),
+        new_heads: BTreeMap::from([(
+            "storage-a".to_owned(),
+            RemoteHeads {
+                heads: Vec::new(),
+                timestamp: 1_760_000_000_000,
+            },
+        )]),
+    };
+    // The same bytes the JS package's encoder produced for this timestamp (see HEADS_CHANGED).
+    assert!(hex::encode(message.encode()).ends_with("74696d657374616d70fb42799c82cc000000"));
+}
+
+#[test]
 fn wire_skips_unknown_keys() {
     let mut fields = sync_fields();
-    fields.push(("futureField", map(&[("nested", Value::Array(vec![text("x"); 10_000]))])));
+    fields.push((
+        "futureField",
+        map(&[("nested", Value::Array(vec![text("x"); 10_000]))]),
+    ));
     fields.push(("timestamp", Value::Float(1.5)));
     let mut value = map(&fields);
     if let Value::Map(entries) = &mut value {
@@ -542,7 +614,10 @@ fn wire_skips_unknown_keys() {
 #[test]
 fn wire_rejects_frames_that_are_not_one_cbor_map() {
     let cases: [(Vec<u8>, WireError); 7] = [
-        (Vec::new(), WireError::NotCbor("the frame is empty".to_owned())),
+        (
+            Vec::new(),
+            WireError::NotCbor("the frame is empty".to_owned()),
+        ),
         (
             unhex("1c"),
             WireError::NotCbor("malformed item at byte 0".to_owned()),
@@ -553,7 +628,10 @@ fn wire_rejects_frames_that_are_not_one_cbor_map() {
         ),
         (cbor(&Value::Array(vec![text("sync")])), WireError::NotAMap),
         (cbor(&text("sync")), WireError::NotAMap),
-        (cbor(&Value::Tag(55799, Box::new(map(&[])))), WireError::NotAMap),
+        (
+            cbor(&Value::Tag(55799, Box::new(map(&[])))),
+            WireError::NotAMap,
+        ),
         (
             [unhex(js::REQUEST), vec![0x00, 0x01]].concat(),
             WireError::TrailingBytes(2),
@@ -610,7 +688,10 @@ fn wire_rejects_missing_fields() {
                 message_type: "sync"
             }
         );
-        assert_eq!(err.to_string(), format!("missing field {field} in sync message"));
+        assert_eq!(
+            err.to_string(),
+            format!("missing field {field} in sync message")
+        );
         // JS sends undefined for unset properties; that is missing too.
         let undefined = with(sync_fields(), field, Value::Null);
         assert_eq!(decode(&undefined), Err(err));
@@ -777,7 +858,10 @@ fn wire_rejects_bad_remote_heads() {
         })
     );
     assert_eq!(
-        decode(&heads_changed(map(&[("storage-a", Value::Array(Vec::new()))]))),
+        decode(&heads_changed(map(&[(
+            "storage-a",
+            Value::Array(Vec::new())
+        )]))),
         Err(WireError::WrongEntryType {
             field: "newHeads",
             message_type: "remote-heads-changed",
@@ -806,8 +890,7 @@ fn wire_rejects_empty_data() {
             Value::Text(t) if t == "sync" => "sync",
             _ => "ephemeral",
         };
-        let err =
-            decode(&with(fields, "data", Value::Bytes(Vec::new()))).expect_err("empty data");
+        let err = decode(&with(fields, "data", Value::Bytes(Vec::new()))).expect_err("empty data");
         assert_eq!(err, WireError::EmptyData(message_type));
         assert_eq!(
             err.to_string(),
@@ -822,7 +905,10 @@ fn wire_rejects_bad_document_ids() {
         ("", DocumentIdError::Empty),
         ("not-an-id", DocumentIdError::NotBase58),
         ("4NMNnkMhL8jXrdJ9jamS58PAVdXv", DocumentIdError::BadChecksum),
-        ("13RdG935ESipHd59rhqRsXc4J", DocumentIdError::WrongLength(15)),
+        (
+            "13RdG935ESipHd59rhqRsXc4J",
+            DocumentIdError::WrongLength(15),
+        ),
     ];
     for (document_id, source) in cases {
         let err = decode(&with(sync_fields(), "documentId", text(document_id)))
@@ -834,7 +920,10 @@ fn wire_rejects_bad_document_ids() {
                 source
             }
         );
-        assert!(err.to_string().starts_with("invalid document id in sync message: "));
+        assert!(
+            err.to_string()
+                .starts_with("invalid document id in sync message: ")
+        );
     }
     // A huge id is refused by its length, before any base58 arithmetic.
     let huge = "z".repeat(1 << 20);
@@ -860,7 +949,10 @@ fn wire_rejects_duplicate_keys() {
     let join = cbor(&Value::Map(vec![
         (text("type"), text("join")),
         (text("senderId"), text("c")),
-        (text("supportedProtocolVersions"), Value::Array(vec![text("1")])),
+        (
+            text("supportedProtocolVersions"),
+            Value::Array(vec![text("1")]),
+        ),
         (
             text("peerMetadata"),
             Value::Map(vec![
@@ -894,7 +986,12 @@ fn wire_survives_absurd_nesting_and_sizes() {
 
     // Lengths that promise far more than the frame holds: no allocation up front, just an error.
     let truncated = WireError::NotCbor("the frame ends in the middle of a value".to_owned());
-    for header in ["5bffffffffffffffff", "7b7fffffffffffffff", "9b00000000ffffffff", "bb00000000ffffffff"] {
+    for header in [
+        "5bffffffffffffffff",
+        "7b7fffffffffffffff",
+        "9b00000000ffffffff",
+        "bb00000000ffffffff",
+    ] {
         let mut frame = unhex("a16464617461");
         frame.extend(unhex(header));
         frame.extend([0; 8]);
@@ -902,11 +999,24 @@ fn wire_survives_absurd_nesting_and_sizes() {
     }
 
     // Many small values under a known key would cost far more memory than the frame: capped.
-    let versions = Value::Array(vec![text(""); MAX_VALUES_PER_MESSAGE + 1]);
+    // The budget counts every kept value: the type, the sender, the array and its entries.
+    let versions = |count| Value::Array(vec![text("1"); count]);
     let frame = cbor(&map(&[
         ("type", text("join")),
         ("senderId", text("c")),
-        ("supportedProtocolVersions", versions),
+        (
+            "supportedProtocolVersions",
+            versions(MAX_VALUES_PER_MESSAGE - 3),
+        ),
+    ]));
+    assert!(matches!(decode(&frame), Ok(Message::Join { .. })));
+    let frame = cbor(&map(&[
+        ("type", text("join")),
+        ("senderId", text("c")),
+        (
+            "supportedProtocolVersions",
+            versions(MAX_VALUES_PER_MESSAGE - 2),
+        ),
     ]));
     assert_eq!(decode(&frame), Err(WireError::TooManyValues));
     // The same under an unknown key is skipped without being kept.
