@@ -1,6 +1,98 @@
 //! The commandpost server: hosts live incident documents over automerge-repo's sync protocol, with an HTTP API,
 //! token auth and pluggable storage.
+//!
+//! [`run`] serves on a listener until a shutdown signal, then waits for every document to finish its last
+//! durable write and closes the store. The binary (`commandpost`, see [`cli`]) and the integration tests both call
+//! it, the tests on port 0.
 
+pub mod api;
 pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod document;
+pub mod error;
+pub mod metrics;
 pub mod store;
 pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use crate::config::Config;
+use crate::connection::SyncContext;
+use crate::document::Registry;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::wire::PeerId;
+
+/// Opens the store the configuration names: PostgreSQL when a database URL is set, else the embedded store.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &config.database_url {
+        anyhow::bail!(
+            "--database-url {url:?}: the PostgreSQL store is not part of this build yet; \
+             use the embedded store (--data-dir)"
+        );
+    }
+    let store = SqliteStore::open(&config.data_dir).with_context(|| {
+        format!(
+            "opening the embedded store in {}",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// Serves `listener` until `shutdown` completes; then stops accepting, lets every document finish its last
+/// durable write, and closes the store.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let server_id = PeerId::from(format!("commandpost-{}", wire::DocumentId::random()));
+    let registry = Registry::new(
+        store.clone(),
+        metrics.clone(),
+        server_id.clone(),
+        config.doc_config(),
+        stop.clone(),
+    );
+    let state = AppState {
+        store: store.clone(),
+        registry: registry.clone(),
+        templates: Arc::new(incident_doc::template::builtin()),
+        metrics: metrics.clone(),
+        sync: SyncContext {
+            registry: registry.clone(),
+            metrics,
+            server_id,
+            limits: config.sync_limits(),
+            shutdown: stop.clone(),
+        },
+        max_body_bytes: config.max_body_bytes,
+    };
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        signal.cancel();
+    });
+    let graceful = stop.clone();
+    axum::serve(listener, api::app(state))
+        .with_graceful_shutdown(async move { graceful.cancelled().await })
+        .await
+        .context("serving HTTP")?;
+    stop.cancel();
+    registry.drained().await;
+    store.close().await.context("closing the store")?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, templates,
+//! session, the `/sync` upgrade). Incident and token routes live in their own modules.
+
+mod incidents;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use incident_doc::Template;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::auth::{Identity, Scope, hash_token};
+use crate::connection::{self, SyncContext};
+use crate::document::Registry;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Everything a handler may need; cloned per request, so every field is a cheap handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// Durable storage: tokens, the incident index, documents.
+    pub store: Arc<dyn Store>,
+    /// The live documents.
+    pub registry: Registry,
+    /// Templates offered for new incidents, default first.
+    pub templates: Arc<Vec<Template>>,
+    /// Server metrics.
+    pub metrics: Arc<Metrics>,
+    /// What `/sync` connections need.
+    pub sync: SyncContext,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// The whole application as a router, so tests can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/sync", get(sync))
+        .route("/api/session", get(session))
+        .route("/api/templates", get(templates))
+        .merge(incidents::router())
+        .merge(tokens::router())
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The token from `Authorization: Bearer …`, checked against storage.
+impl FromRequestParts<AppState> for Identity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        authenticate(state, &token).await
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+async fn authenticate(state: &AppState, token: &str) -> Result<Identity, ApiError> {
+    match state.store.token_by_hash(&hash_token(token)).await? {
+        Some(record) if record.revoked_at.is_none() => Ok(Identity {
+            name: record.name,
+            scope: record.scope,
+        }),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+impl Identity {
+    /// Refuses with 403 unless the token's scope includes `needed`.
+    pub fn require(&self, needed: Scope, action: &'static str) -> Result<(), ApiError> {
+        if self.scope >= needed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(action))
+        }
+    }
+}
+
+/// A JSON body whose rejections speak our error format: 400 for bad JSON, 422 for wrong types, 413 for size.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+fn json_error(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::Unprocessable(e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::BadRequest("expected a JSON body with Content-Type: application/json".into())
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(0),
+        other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+/// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let storage = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    let (status, storage) = match storage {
+        Ok(Ok(())) => (StatusCode::OK, "ok"),
+        Ok(Err(_)) | Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    let overall = if status == StatusCode::OK {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let body = json!({
+        "status": overall,
+        "storage": storage,
+        "documentsLoaded": state.registry.loaded(),
+        "connections": state.metrics.connections.get(),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /api/session`: who the token belongs to, for the UI's sign-in.
+async fn session(identity: Identity) -> Json<serde_json::Value> {
+    Json(json!({"name": identity.name, "scope": identity.scope.as_str()}))
+}
+
+/// `GET /api/templates`: every template with its fields in order.
+async fn templates(
+    identity: Identity,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    identity.require(Scope::Read, "read templates")?;
+    let list: Vec<_> = state
+        .templates
+        .iter()
+        .map(|t| {
+            let fields: Vec<_> = t.fields.iter().map(|f| &f.def).collect();
+            json!({"id": t.id, "name": t.name, "description": t.description, "drill": t.drill, "fields": fields})
+        })
+        .collect();
+    Ok(Json(json!({ "templates": list })))
+}
+
+/// Query of `/sync`: browsers cannot set headers on a WebSocket, so the token may come here.
+#[derive(Deserialize)]
+struct SyncQuery {
+    /// The token, when not in the Authorization header.
+    token: Option<String>,
+}
+
+/// `GET /sync`: upgrades to the automerge-repo protocol after checking the token.
+async fn sync(
+    State(state): State<AppState>,
+    Query(query): Query<SyncQuery>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned())
+        .or(query.token)
+        .ok_or(ApiError::Unauthorized)?;
+    let identity = authenticate(&state, &token).await?;
+    let ctx = state.sync.clone();
+    // The socket library's own limit is a backstop above ours, so that oversized frames usually get our clear
+    // `error` message rather than a bare close.
+    let hard_limit = ctx.limits.max_frame_bytes.saturating_mul(2);
+    Ok(upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| connection::serve(socket, identity, ctx)))
+}

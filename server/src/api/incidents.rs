@@ -1,0 +1,365 @@
+//! Incident routes: declare, list, read, export, append to the timeline, apply typed operations, delete.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use incident_doc::{Declaration, Editor, Incident, IncidentView, Operation, export};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, JsonBody};
+use crate::auth::{Identity, Scope};
+use crate::document::{Command, DocHandle};
+use crate::error::ApiError;
+use crate::store::{IncidentSummary, ListFilter};
+use crate::wire::DocumentId;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/incidents", post(declare).get(list))
+        .route("/api/incidents/{id}", get(read).delete(delete))
+        .route("/api/incidents/{id}/export", get(export_doc))
+        .route("/api/incidents/{id}/timeline", post(append_timeline))
+        .route("/api/incidents/{id}/operations", post(operations))
+}
+
+/// Body of `POST /api/incidents`. Anyone on call with a write token can declare, at once.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Declare {
+    /// Template id; the default template when absent.
+    #[serde(default)]
+    template: Option<String>,
+    /// The incident's name; the title becomes `<name>: <date>`.
+    title: String,
+    /// The three declaration answers, when given.
+    #[serde(default)]
+    second_team: Option<bool>,
+    #[serde(default)]
+    customer_visible: Option<bool>,
+    #[serde(default)]
+    unsolved_after_hour: Option<bool>,
+    /// Starting severity, when known.
+    #[serde(default)]
+    severity: Option<String>,
+    /// Starting summary, when known.
+    #[serde(default)]
+    summary: Option<String>,
+}
+
+fn parse_id(id: &str) -> Result<DocumentId, ApiError> {
+    id.parse::<DocumentId>()
+        .or_else(|_| DocumentId::parse_url(id))
+        .map_err(|_| ApiError::NotFound)
+}
+
+async fn handle(state: &AppState, id: &str) -> Result<DocHandle, ApiError> {
+    let id = parse_id(id)?;
+    state.registry.get(id).await?.ok_or(ApiError::NotFound)
+}
+
+fn editor(identity: &Identity) -> Editor {
+    Editor::new(identity.name.clone(), Utc::now())
+}
+
+/// `POST /api/incidents` → 201 with the new incident's id and `automerge:` URL. The 201 means it is durable.
+async fn declare(
+    identity: Identity,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<Declare>,
+) -> Result<Response, ApiError> {
+    identity.require(Scope::Write, "declare incidents")?;
+    let template_id = body
+        .template
+        .as_deref()
+        .unwrap_or(incident_doc::DEFAULT_TEMPLATE);
+    let template = state
+        .templates
+        .iter()
+        .find(|t| t.id == template_id)
+        .ok_or_else(|| ApiError::Unprocessable(format!("unknown template {template_id:?}")))?;
+    let mut starting = Vec::new();
+    for (question, answer) in [
+        ("secondTeam", body.second_team),
+        ("customerVisible", body.customer_visible),
+        ("unsolvedAfterHour", body.unsolved_after_hour),
+    ] {
+        if let (Some(value), Some(field)) = (
+            answer,
+            template
+                .fields
+                .iter()
+                .find(|f| f.def.options.iter().any(|o| o.key == question)),
+        ) {
+            starting.push(Operation::Answer {
+                field: field.def.key.clone(),
+                question: question.into(),
+                value: Some(value),
+            });
+        }
+    }
+    if let Some(severity) = body.severity {
+        starting.push(Operation::SetChoice {
+            field: "severity".into(),
+            value: Some(severity),
+        });
+    }
+    if let Some(summary) = body.summary {
+        starting.push(Operation::SetText {
+            field: "summary".into(),
+            text: summary,
+        });
+    }
+    let editor = editor(&identity);
+    // A refused declaration after this point leaves a gap in the numbers, which the store allows.
+    let number = state.store.next_incident_number().await?;
+    let mut incident = Incident::create(
+        template,
+        &Declaration {
+            name: body.title,
+            number: Some(number),
+        },
+        &editor,
+        None,
+    )
+    .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    if !starting.is_empty() {
+        incident
+            .apply_all(&starting, &editor)
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    }
+    let view = incident.view();
+    let id = DocumentId::random();
+    state.registry.create(id, incident).await?;
+    let location = format!("/api/incidents/{id}");
+    let body = json!({
+        "id": id.to_string(),
+        "url": id.url(),
+        "number": number,
+        "title": view.title,
+        "template": view.template,
+        "status": view.status,
+        "severity": view.severity,
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// Query of `GET /api/incidents`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only incidents in this lifecycle state.
+    status: Option<String>,
+    /// At most this many, newest first.
+    limit: Option<usize>,
+}
+
+fn list_row(s: &IncidentSummary) -> Value {
+    let url =
+        s.id.parse::<DocumentId>()
+            .map(|d| d.url())
+            .unwrap_or_default();
+    json!({
+        "id": s.id,
+        "url": url,
+        "number": s.number,
+        "title": s.title,
+        "template": s.template,
+        "status": s.status,
+        "severity": s.severity,
+        "createdAt": s.created_at,
+        "updatedAt": s.updated_at,
+    })
+}
+
+/// `GET /api/incidents[?status=…&limit=…]`: newest first.
+async fn list(
+    identity: Identity,
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require(Scope::Read, "list incidents")?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(status) = &query.status
+        && status.parse::<incident_doc::schema::Status>().is_err()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown status {status:?} (expected declared, active, mitigated, resolved or closed)"
+        )));
+    }
+    let rows = state
+        .store
+        .list(&ListFilter {
+            status: query.status,
+            limit: query.limit,
+        })
+        .await?;
+    Ok(Json(
+        json!({"incidents": rows.iter().map(list_row).collect::<Vec<_>>() }),
+    ))
+}
+
+fn with_ids(id: DocumentId, view: &IncidentView) -> Value {
+    let mut value = serde_json::to_value(view).unwrap_or_else(|_| json!({}));
+    if let Some(map) = value.as_object_mut() {
+        map.insert("id".into(), json!(id.to_string()));
+        map.insert("url".into(), json!(id.url()));
+    }
+    value
+}
+
+/// `GET /api/incidents/{id}`: the JSON export plus id and URL.
+async fn read(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require(Scope::Read, "read incidents")?;
+    let handle = handle(&state, &id).await?;
+    let doc_id = handle.id;
+    let view = handle.read(|incident| incident.view()).await?;
+    Ok(Json(with_ids(doc_id, &view)))
+}
+
+/// Query of the export route.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    /// markdown, html, json or automerge.
+    format: Option<String>,
+}
+
+/// `GET /api/incidents/{id}/export?format=markdown|html|json|automerge`.
+async fn export_doc(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    identity.require(Scope::Read, "export incidents")?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let format = query.format.unwrap_or_else(|| "markdown".into());
+    let content_type = match format.as_str() {
+        "markdown" => "text/markdown; charset=utf-8",
+        "html" => "text/html; charset=utf-8",
+        "json" => "application/json",
+        "automerge" => "application/octet-stream",
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown format {other:?} (expected markdown, html, json or automerge)"
+            )));
+        }
+    };
+    let handle = handle(&state, &id).await?;
+    let doc_id = handle.id;
+    let body: Vec<u8> = match format.as_str() {
+        "automerge" => handle.read(|incident| incident.save()).await?,
+        "json" => {
+            let view = handle.read(|incident| incident.view()).await?;
+            let mut text = serde_json::to_string_pretty(&with_ids(doc_id, &view))
+                .map_err(|_| ApiError::Internal)?;
+            text.push('\n');
+            text.into_bytes()
+        }
+        "html" => handle
+            .read(|incident| export::html(&incident.view()))
+            .await?
+            .into_bytes(),
+        _ => handle
+            .read(|incident| export::markdown(&incident.view()))
+            .await?
+            .into_bytes(),
+    };
+    let extension = match format.as_str() {
+        "markdown" => "md",
+        other => other,
+    };
+    let disposition = format!("inline; filename=\"incident-{doc_id}.{extension}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Body of `POST /api/incidents/{id}/timeline`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineEntry {
+    /// What happened (Markdown).
+    text: String,
+    /// When it happened, if not now.
+    #[serde(default)]
+    at: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/incidents/{id}/timeline` → 201 `{"id"}`; author = the token's name. The 201 means it is durable.
+async fn append_timeline(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TimelineEntry>,
+) -> Result<Response, ApiError> {
+    identity.require(Scope::Write, "edit incidents")?;
+    let handle = handle(&state, &id).await?;
+    let op = Operation::AddTimelineEntry {
+        text: body.text,
+        at: body.at,
+    };
+    let applied = handle.apply(vec![op], editor(&identity)).await?;
+    let entry = applied.into_iter().next().and_then(|a| a.id);
+    Ok((StatusCode::CREATED, Json(json!({"id": entry}))).into_response())
+}
+
+/// Body of `POST /api/incidents/{id}/operations`: typed edits applied all together or not at all.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Operations {
+    /// The edits, in order (see `incident_doc::Operation` for their JSON form).
+    operations: Vec<Operation>,
+}
+
+/// `POST /api/incidents/{id}/operations` → 200 `{"applied": [{"id"}…]}` once durable.
+async fn operations(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Operations>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require(Scope::Write, "edit incidents")?;
+    if body.operations.is_empty() {
+        return Err(ApiError::BadRequest("operations must not be empty".into()));
+    }
+    let handle = handle(&state, &id).await?;
+    let applied = handle.apply(body.operations, editor(&identity)).await?;
+    Ok(Json(json!({ "applied": applied })))
+}
+
+/// `DELETE /api/incidents/{id}` (admin): removes the document and its history for good.
+async fn delete(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    identity.require(Scope::Admin, "delete incidents")?;
+    let doc_id = parse_id(&id)?;
+    if let Some(handle) = state.registry.evict(doc_id) {
+        let _ = handle.send(Command::Close).await;
+    }
+    if state.store.delete(&doc_id.to_string()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

@@ -1,0 +1,82 @@
+//! Token routes (admin): list, create, revoke. The same operations as `commandpost token …`, for a running server.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, JsonBody};
+use crate::auth::{self, Identity, Scope};
+use crate::error::ApiError;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/tokens", get(list).post(create))
+        .route("/api/tokens/{name}", delete(revoke))
+}
+
+/// Body of `POST /api/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    /// The person's or bot's name.
+    name: String,
+    /// read, write or admin.
+    scope: String,
+}
+
+/// `GET /api/tokens`: names, scopes and dates; never the tokens themselves (only hashes are stored).
+async fn list(identity: Identity, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    identity.require(Scope::Admin, "manage tokens")?;
+    let tokens = state.store.list_tokens().await?;
+    let rows: Vec<_> = tokens
+        .iter()
+        .map(|t| json!({"name": t.name, "scope": t.scope.as_str(), "createdAt": t.created_at, "revokedAt": t.revoked_at}))
+        .collect();
+    Ok(Json(json!({ "tokens": rows })))
+}
+
+/// `POST /api/tokens` → 201 `{"name", "scope", "token"}`: the only time the token is shown.
+async fn create(
+    identity: Identity,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<NewToken>,
+) -> Result<Response, ApiError> {
+    identity.require(Scope::Admin, "manage tokens")?;
+    let scope: Scope = body
+        .scope
+        .parse()
+        .map_err(|e: auth::UnknownScope| ApiError::Unprocessable(e.to_string()))?;
+    if !auth::valid_token_name(&body.name) {
+        return Err(ApiError::Unprocessable(
+            "a token name is 1-64 letters, digits or - _ . @".into(),
+        ));
+    }
+    let token = auth::new_token();
+    state
+        .store
+        .create_token(&body.name, scope, &auth::hash_token(&token))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": body.name, "scope": scope.as_str(), "token": token})),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/tokens/{name}` → 204; the token stops working at once.
+async fn revoke(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    identity.require(Scope::Admin, "manage tokens")?;
+    if state.store.revoke_token(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

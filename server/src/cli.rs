@@ -1,0 +1,225 @@
+//! The `commandpost` command line: `serve`, and `token create|list|revoke` against the same store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::auth::{self, Scope};
+use crate::config::Config;
+
+/// commandpost: live incident state documents.
+#[derive(Parser)]
+#[command(name = "commandpost", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (sync, HTTP API and web UI).
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on [default: 127.0.0.1:7420].
+        #[arg(long, env = "COMMANDPOST_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Optional TOML config file; flags and environment variables win over it.
+        #[arg(long, env = "COMMANDPOST_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (and nothing else) on stdout.
+    Create {
+        /// The person's or bot's name, used as their identity in the document.
+        #[arg(long)]
+        name: String,
+        /// read, write or admin.
+        #[arg(long)]
+        scope: Scope,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List tokens (names, scopes, dates; never the tokens).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke the token with this name.
+    Revoke {
+        /// The token's name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the data lives; shared by every subcommand.
+#[derive(Args)]
+struct StoreArgs {
+    /// Directory of the embedded store [default: ./data].
+    #[arg(long, env = "COMMANDPOST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL URL, instead of the embedded store.
+    #[arg(long, env = "COMMANDPOST_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn apply(self, config: &mut Config) {
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(url) = self.database_url {
+            config.database_url = Some(url);
+        }
+    }
+}
+
+/// The binary's entry point: parses arguments, runs the command, and exits non-zero with the error on failure.
+pub fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("commandpost: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            store,
+            listen,
+            config,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let mut config = match config {
+                Some(path) => Config::from_file(&path)?,
+                None => Config::default(),
+            };
+            store.apply(&mut config);
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            serve(config).await
+        }
+        Command::Token { command } => token(command).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = crate::open_store(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    println!("commandpost listening on http://{addr}");
+    if store.token_count().await? == 0 {
+        // First run: without a token nobody could sign in, so make an admin one and show it once.
+        let token = auth::new_token();
+        store
+            .create_token("admin", Scope::Admin, &auth::hash_token(&token))
+            .await
+            .context("creating the first admin token")?;
+        println!("First run: created an admin token. Open the web UI with it:");
+        println!("  http://{addr}/#token={token}");
+    }
+    crate::run(listener, store, config, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: flushing documents");
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    let (store_args, action) = match command {
+        TokenCommand::Create { name, scope, store } => (store, TokenAction::Create(name, scope)),
+        TokenCommand::List { store } => (store, TokenAction::List),
+        TokenCommand::Revoke { name, store } => (store, TokenAction::Revoke(name)),
+    };
+    let mut config = Config::default();
+    store_args.apply(&mut config);
+    let store = crate::open_store(&config)?;
+    let result = match action {
+        TokenAction::Create(name, scope) => {
+            anyhow::ensure!(
+                auth::valid_token_name(&name),
+                "a token name is 1-64 letters, digits or - _ . @"
+            );
+            let token = auth::new_token();
+            store
+                .create_token(&name, scope, &auth::hash_token(&token))
+                .await?;
+            println!("{token}");
+            Ok(())
+        }
+        TokenAction::List => {
+            for t in store.list_tokens().await? {
+                let revoked = t
+                    .revoked_at
+                    .map(|r| format!("revoked {}", r.to_rfc3339()))
+                    .unwrap_or_else(|| "active".into());
+                println!(
+                    "{}\t{}\t{}\t{revoked}",
+                    t.name,
+                    t.scope,
+                    t.created_at.to_rfc3339()
+                );
+            }
+            Ok(())
+        }
+        TokenAction::Revoke(name) => {
+            anyhow::ensure!(
+                store.revoke_token(&name).await?,
+                "no active token named {name:?}"
+            );
+            Ok(())
+        }
+    };
+    store.close().await?;
+    result
+}
+
+/// What a token subcommand does once the store is open.
+enum TokenAction {
+    Create(String, Scope),
+    List,
+    Revoke(String),
+}

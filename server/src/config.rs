@@ -1,0 +1,94 @@
+//! Server settings: defaults, an optional TOML file, then environment variables and flags (which win).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::connection::SyncLimits;
+use crate::document::DocConfig;
+
+/// Every setting of `commandpost serve`. In a config file, keys are written in kebab-case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL; when set, it is used instead of the embedded store.
+    pub database_url: Option<String>,
+    /// Largest `/sync` frame accepted, in bytes. A full Automerge document of a long incident must fit.
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Frames queued for one connection before it counts as not reading and is cut off.
+    pub outbox_frames: usize,
+    /// Seconds between server pings on `/sync`.
+    pub ping_interval_secs: u64,
+    /// Seconds of silence (no frame, no pong) after which a `/sync` connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a document with no peers stays in memory.
+    pub unload_after_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_body_bytes: 1024 * 1024,
+            outbox_frames: 1024,
+            ping_interval_secs: 15,
+            idle_timeout_secs: 60,
+            unload_after_secs: 300,
+        }
+    }
+}
+
+/// A config file that cannot be read or parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {path}: {reason}")]
+pub struct ConfigError {
+    /// The file.
+    path: String,
+    /// What went wrong.
+    reason: String,
+}
+
+impl Config {
+    /// Defaults overlaid with the file at `path`.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let error = |reason: String| ConfigError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| error(e.to_string()))
+    }
+
+    /// Limits of `/sync` connections.
+    pub fn sync_limits(&self) -> SyncLimits {
+        SyncLimits {
+            max_frame_bytes: self.max_frame_bytes,
+            outbox_frames: self.outbox_frames.max(16),
+            ping_interval: Duration::from_secs(self.ping_interval_secs.max(1)),
+            idle_timeout: Duration::from_secs(
+                self.idle_timeout_secs
+                    .max(self.ping_interval_secs * 2)
+                    .max(2),
+            ),
+        }
+    }
+
+    /// Settings of document actors.
+    pub fn doc_config(&self) -> DocConfig {
+        DocConfig {
+            idle_unload: Duration::from_secs(self.unload_after_secs),
+            queue: 1024,
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! Live documents: one actor task per loaded incident owns its Automerge value, the sync state of every peer, its
+//! persistence and its fan-out. Everything else talks to it through a [`DocHandle`] over a bounded channel.
+//!
+//! The actor works in batches: it takes every command already queued, applies them all, writes the new changes
+//! to storage in one append (the store batches appends across documents too: group commit), and only then
+//! answers HTTP callers and sends sync messages. So a change is durable before any peer or response can see it.
+
+mod registry;
+
+pub use registry::Registry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use automerge::ChangeHash;
+use automerge::sync::{self, SyncDoc};
+use chrono::Utc;
+use incident_doc::{Applied, Editor, Headline, Incident, OpError, Operation};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::metrics::Metrics;
+use crate::store::{ChunkId, IncidentSummary, Store, StoreError};
+use crate::wire::{DocumentId, Message, PeerId};
+
+/// How many queued commands one batch takes at most, so one busy document cannot starve the fan-out.
+const MAX_BATCH: usize = 512;
+
+/// Appends after which the actor folds the document's chunks into one snapshot, so loading stays fast.
+const COMPACT_AFTER_CHUNKS: u64 = 256;
+
+/// Identifies one WebSocket connection, which may sync many documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// A process-unique id for a new connection.
+    pub fn next() -> ConnId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// How a document actor reaches one connection.
+#[derive(Debug, Clone)]
+pub struct PeerLink {
+    /// The peer id the client announced in `join`; the target of every message to it.
+    pub peer_id: PeerId,
+    /// Encoded frames for the connection's writer task. Bounded: a full queue means the client stopped reading.
+    pub outbox: mpsc::Sender<Vec<u8>>,
+    /// Cancelled to cut the connection off (slow reader, storage failure).
+    pub cancel: CancellationToken,
+    /// Read-only peers get a read-only sync state: their changes are never applied.
+    pub read_only: bool,
+}
+
+/// Where an HTTP edit's outcome goes.
+pub type ApplyReply = oneshot::Sender<Result<Vec<Applied>, DocError>>;
+
+/// A read run inside the actor against the durable document.
+pub type ReadFn = Box<dyn FnOnce(&mut Incident) + Send>;
+
+/// A request to a document actor.
+pub enum Command {
+    /// Starts syncing with a connection.
+    Attach {
+        /// Which connection.
+        conn: ConnId,
+        /// How to reach it.
+        link: PeerLink,
+    },
+    /// One sync message from an attached connection.
+    Sync {
+        /// Which connection.
+        conn: ConnId,
+        /// The encoded Automerge sync message.
+        data: Vec<u8>,
+    },
+    /// Ephemeral data (presence) to relay to the other peers.
+    Ephemeral {
+        /// Which connection sent it.
+        conn: ConnId,
+        /// The sender's session, for duplicate detection.
+        session_id: String,
+        /// The sender's sequence number in that session.
+        count: u64,
+        /// The payload, relayed untouched.
+        data: Vec<u8>,
+    },
+    /// The connection stopped syncing this document.
+    Detach {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// Typed edits from the HTTP API, applied together as one durable unit.
+    Apply {
+        /// The edits, in order.
+        ops: Vec<Operation>,
+        /// Who makes them and when.
+        editor: Editor,
+        /// Answered once the changes are durable, or with the first refusal (then nothing was applied).
+        reply: ApplyReply,
+    },
+    /// Runs a read against the durable state of the document (exports, views).
+    Read(ReadFn),
+    /// The document was deleted: tell every peer it is unavailable and stop.
+    Close,
+}
+
+/// Why a document request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    /// The operation was refused; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] OpError),
+    /// Storage failed; the change was not acknowledged.
+    #[error("storage unavailable: {0}")]
+    Storage(#[from] StoreError),
+    /// The document actor stopped (shutdown or storage failure) before answering.
+    #[error("the document is unavailable, try again")]
+    Gone,
+}
+
+/// A cheap, cloneable way to reach one document actor.
+#[derive(Debug, Clone)]
+pub struct DocHandle {
+    /// The document this actor owns.
+    pub id: DocumentId,
+    /// Commands to the actor; bounded so that a flood of edits slows its senders down instead of growing memory.
+    tx: mpsc::Sender<Command>,
+    /// Which incarnation of the actor this is, so a stale handle's removal never removes a newer actor.
+    generation: u64,
+}
+
+impl DocHandle {
+    /// Sends a command; `Err` gives it back when the actor has stopped (the registry then loads it anew).
+    pub async fn send(&self, command: Command) -> Result<(), Command> {
+        self.tx.send(command).await.map_err(|e| e.0)
+    }
+
+    /// Applies typed edits; returns once they are durable.
+    pub async fn apply(
+        &self,
+        ops: Vec<Operation>,
+        editor: Editor,
+    ) -> Result<Vec<Applied>, DocError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Apply { ops, editor, reply })
+            .await
+            .map_err(|_| DocError::Gone)?;
+        rx.await.map_err(|_| DocError::Gone)?
+    }
+
+    /// Runs `f` on the document inside the actor and returns its result.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Incident) -> T + Send + 'static,
+    ) -> Result<T, DocError> {
+        let (tx, rx) = oneshot::channel();
+        let command = Command::Read(Box::new(move |incident| {
+            let _ = tx.send(f(incident));
+        }));
+        self.send(command).await.map_err(|_| DocError::Gone)?;
+        rx.await.map_err(|_| DocError::Gone)
+    }
+
+    /// Whether the actor behind this handle has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Settings of every document actor.
+#[derive(Debug, Clone)]
+pub struct DocConfig {
+    /// A document with no peers and no commands for this long is unloaded from memory.
+    pub idle_unload: Duration,
+    /// Capacity of each actor's command queue.
+    pub queue: usize,
+}
+
+/// One attached peer's state.
+struct Peer {
+    /// How to reach it.
+    link: PeerLink,
+    /// Automerge's record of what this peer has, so each message carries only what it lacks.
+    state: sync::State,
+    /// Set when the peer sent something this batch and may need an answer even if nothing changed.
+    pending: bool,
+    /// Highest ephemeral `count` seen per session, to drop duplicates that arrive through several paths.
+    ephemeral_seen: HashMap<String, u64>,
+}
+
+/// The actor's state: the document and everything that must change together with it.
+struct Actor {
+    id: DocumentId,
+    /// The document; only this actor touches it.
+    incident: Incident,
+    /// The heads known to be durable; `save_after` from here gives the next chunk.
+    saved_heads: Vec<ChangeHash>,
+    /// The newest chunk written, for compaction.
+    last_chunk: ChunkId,
+    /// Appends since the last compaction.
+    chunks_since_compact: u64,
+    peers: HashMap<ConnId, Peer>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// Our peer id, the sender of every message we send.
+    server_id: PeerId,
+}
+
+/// Starts the actor for a document just loaded from storage; returns its handle.
+pub(crate) fn spawn(
+    id: DocumentId,
+    incident: Incident,
+    last_chunk: ChunkId,
+    generation: u64,
+    config: &DocConfig,
+    registry: Registry,
+) -> DocHandle {
+    let (tx, rx) = mpsc::channel(config.queue);
+    let mut incident = incident;
+    let saved_heads = incident.doc_mut().get_heads();
+    let actor = Actor {
+        id,
+        incident,
+        saved_heads,
+        last_chunk,
+        chunks_since_compact: 0,
+        peers: HashMap::new(),
+        store: registry.store(),
+        metrics: registry.metrics(),
+        server_id: registry.server_id().clone(),
+    };
+    let idle = config.idle_unload;
+    let span = info_span!("document", id = %id);
+    registry.clone().spawn_task(
+        async move {
+            registry.metrics().documents_loaded.inc();
+            actor.run(rx, idle, registry.shutdown()).await;
+            registry.metrics().documents_loaded.dec();
+            registry.forget(id, generation);
+        }
+        .instrument(span),
+    );
+    DocHandle { id, tx, generation }
+}
+
+impl DocHandle {
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// What a batch produced that must wait for durability.
+#[derive(Default)]
+struct Batch {
+    /// HTTP edits to answer.
+    replies: Vec<(ApplyReply, Vec<Applied>)>,
+    /// Reads to run after the changes are durable.
+    reads: Vec<ReadFn>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        idle: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut idle_since = Instant::now();
+        loop {
+            let first = tokio::select! {
+                biased;
+                command = rx.recv() => match command {
+                    Some(command) => command,
+                    None => break,
+                },
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(idle.saturating_sub(idle_since.elapsed())), if self.peers.is_empty() => {
+                    debug!("idle, unloading");
+                    break;
+                }
+            };
+            let mut commands = vec![first];
+            while commands.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+            let closing = commands.iter().any(|c| matches!(c, Command::Close));
+            if let Err(e) = self.process(commands).await {
+                warn!(error = %e, "storage failed; dropping the document's peers until storage recovers");
+                self.fail(&e);
+                return;
+            }
+            if closing {
+                self.close();
+                break;
+            }
+            idle_since = Instant::now();
+        }
+        // Nothing is pending: every batch was made durable before its replies went out.
+        rx.close();
+        while let Ok(command) = rx.try_recv() {
+            if let Command::Apply { reply, .. } = command {
+                let _ = reply.send(Err(DocError::Gone));
+            }
+        }
+    }
+
+    async fn process(&mut self, commands: Vec<Command>) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        for command in commands {
+            match command {
+                Command::Attach { conn, link } => {
+                    let state = if link.read_only {
+                        sync::State::new_read_only()
+                    } else {
+                        sync::State::new()
+                    };
+                    self.peers.insert(
+                        conn,
+                        Peer {
+                            link,
+                            state,
+                            pending: true,
+                            ephemeral_seen: HashMap::new(),
+                        },
+                    );
+                    self.metrics.peers.inc();
+                }
+                Command::Sync { conn, data } => self.receive_sync(conn, &data),
+                Command::Ephemeral {
+                    conn,
+                    session_id,
+                    count,
+                    data,
+                } => self.relay_ephemeral(conn, session_id, count, data),
+                Command::Detach { conn } => {
+                    if self.peers.remove(&conn).is_some() {
+                        self.metrics.peers.dec();
+                    }
+                }
+                Command::Apply { ops, editor, reply } => {
+                    match self.incident.apply_all(&ops, &editor) {
+                        Ok(applied) => batch.replies.push((reply, applied)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e.into()));
+                        }
+                    }
+                }
+                Command::Read(f) => batch.reads.push(f),
+                Command::Close => {}
+            }
+        }
+        self.persist().await?;
+        for (reply, applied) in batch.replies {
+            let _ = reply.send(Ok(applied));
+        }
+        for read in batch.reads {
+            read(&mut self.incident);
+        }
+        self.flush_peers();
+        Ok(())
+    }
+
+    fn receive_sync(&mut self, conn: ConnId, data: &[u8]) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        peer.pending = true;
+        let result = sync::Message::decode(data)
+            .map_err(|e| e.to_string())
+            .and_then(|msg| {
+                self.incident
+                    .doc_mut()
+                    .sync()
+                    .receive_sync_message(&mut peer.state, msg)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
+            // A broken sync message is a protocol error: tell the client and cut it off; others carry on.
+            debug!(error = %e, "bad sync message");
+            let frame = Message::error(format!(
+                "invalid sync message for document {}: {e}",
+                self.id
+            ))
+            .encode();
+            let _ = peer.link.outbox.try_send(frame);
+            peer.link.cancel.cancel();
+            self.peers.remove(&conn);
+            self.metrics.peers.dec();
+        }
+    }
+
+    fn relay_ephemeral(&mut self, from: ConnId, session_id: String, count: u64, data: Vec<u8>) {
+        let Some(sender) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let seen = sender.ephemeral_seen.entry(session_id.clone()).or_insert(0);
+        if count != 0 && count <= *seen {
+            return;
+        }
+        *seen = count;
+        let sender_id = sender.link.peer_id.clone();
+        let mut slow = Vec::new();
+        for (conn, peer) in &self.peers {
+            if *conn == from {
+                continue;
+            }
+            let frame = Message::Ephemeral {
+                sender_id: sender_id.clone(),
+                target_id: peer.link.peer_id.clone(),
+                document_id: self.id,
+                session_id: session_id.clone(),
+                count,
+                data: data.clone(),
+            }
+            .encode();
+            if peer.link.outbox.try_send(frame).is_err() {
+                slow.push(*conn);
+            }
+        }
+        self.drop_slow(slow);
+    }
+
+    /// Writes every change not yet durable as one chunk, with the refreshed index row in the same transaction.
+    async fn persist(&mut self) -> Result<(), StoreError> {
+        let heads = self.incident.doc_mut().get_heads();
+        if heads == self.saved_heads {
+            return Ok(());
+        }
+        let changes = self
+            .incident
+            .doc_mut()
+            .get_changes_meta(&self.saved_heads)
+            .len();
+        let chunk = self.incident.doc_mut().save_after(&self.saved_heads);
+        let summary = summary_row(self.id, &Headline::read(self.incident.doc()));
+        let started = Instant::now();
+        let result = self
+            .store
+            .append(&self.id.to_string(), chunk, Some(summary))
+            .await;
+        self.metrics.storage_append.observe(started.elapsed());
+        let chunk_id = result?;
+        self.metrics.changes_applied.add(changes as u64);
+        self.saved_heads = heads;
+        self.last_chunk = chunk_id;
+        self.chunks_since_compact += 1;
+        if self.chunks_since_compact >= COMPACT_AFTER_CHUNKS {
+            let snapshot = self.incident.save();
+            match self
+                .store
+                .compact(&self.id.to_string(), snapshot, chunk_id)
+                .await
+            {
+                Ok(()) => self.chunks_since_compact = 0,
+                // Compaction is an optimisation: the chunks are still there, so a failure loses nothing.
+                Err(e) => warn!(error = %e, "compaction failed"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every peer what it lacks. Runs after `persist`, so peers only ever see durable changes.
+    fn flush_peers(&mut self) {
+        let mut slow = Vec::new();
+        for (conn, peer) in self.peers.iter_mut() {
+            peer.pending = false;
+            while let Some(msg) = self
+                .incident
+                .doc_mut()
+                .sync()
+                .generate_sync_message(&mut peer.state)
+            {
+                let frame = Message::Sync {
+                    sender_id: self.server_id.clone(),
+                    target_id: peer.link.peer_id.clone(),
+                    document_id: self.id,
+                    data: msg.encode(),
+                }
+                .encode();
+                if peer.link.outbox.try_send(frame).is_err() {
+                    slow.push(*conn);
+                    break;
+                }
+            }
+        }
+        self.drop_slow(slow);
+    }
+
+    /// A peer whose queue is full stopped reading: it is cut off so it never stalls the document. Its client
+    /// reconnects and resyncs from what it has.
+    fn drop_slow(&mut self, slow: Vec<ConnId>) {
+        for conn in slow {
+            if let Some(peer) = self.peers.remove(&conn) {
+                warn!(peer = %peer.link.peer_id, "outgoing queue full, disconnecting");
+                self.metrics.slow_disconnects.inc();
+                self.metrics.peers.dec();
+                peer.link.cancel.cancel();
+            }
+        }
+    }
+
+    /// The document is gone: peers hear that it is unavailable, exactly as if it had never existed.
+    fn close(&mut self) {
+        for (_, peer) in self.peers.drain() {
+            let frame = Message::DocUnavailable {
+                sender_id: self.server_id.clone(),
+                target_id: peer.link.peer_id.clone(),
+                document_id: self.id,
+            }
+            .encode();
+            let _ = peer.link.outbox.try_send(frame);
+            self.metrics.peers.dec();
+        }
+    }
+
+    /// Storage failed: the in-memory document may hold changes that are not durable, so it must not be shown to
+    /// anyone. Every peer is disconnected (clients keep their changes and resync when they reconnect); the next
+    /// request loads the document again from what storage has.
+    fn fail(&mut self, error: &StoreError) {
+        for (_, peer) in self.peers.drain() {
+            let frame =
+                Message::error(format!("storage unavailable, reconnect later: {error}")).encode();
+            let _ = peer.link.outbox.try_send(frame);
+            peer.link.cancel.cancel();
+            self.metrics.peers.dec();
+        }
+    }
+}
+
+/// The index row for a document.
+pub(crate) fn summary_row(id: DocumentId, headline: &Headline) -> IncidentSummary {
+    let now = Utc::now();
+    IncidentSummary {
+        id: id.to_string(),
+        title: headline.title.clone(),
+        template: headline.template.clone(),
+        status: headline.status.clone().unwrap_or_default(),
+        severity: headline.severity.clone(),
+        number: headline.number,
+        created_at: headline.created_at.unwrap_or(now),
+        updated_at: now,
+    }
+}

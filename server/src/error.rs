@@ -1,0 +1,108 @@
+//! The HTTP API's one error type: a status code and a JSON body `{"error": {"code", "message"}}`.
+//!
+//! Messages are for the caller; internal details (storage errors, paths) are logged, never returned.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::document::DocError;
+use crate::store::StoreError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (bad JSON, bad parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no token, or an unknown or revoked one.
+    #[error("a valid token is required (Authorization: Bearer …)")]
+    Unauthorized,
+    /// 403: the token's scope does not allow this.
+    #[error("this token may not {0}")]
+    Forbidden(&'static str),
+    /// 404: no such thing, or one the token may not see (the same answer, so ids cannot be probed).
+    #[error("not found")]
+    NotFound,
+    /// 409: conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than the limit.
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    /// 422: well-formed but refused by the document's rules.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 503: storage is unavailable; nothing was changed, retry later.
+    #[error("storage unavailable, retry later")]
+    Unavailable,
+    /// 500: a bug or corruption; details are in the log.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The status code answered.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "storage unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::Corrupt(detail) => {
+                tracing::error!(%detail, "storage corrupt");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<DocError> for ApiError {
+    fn from(e: DocError) -> Self {
+        match e {
+            DocError::Refused(op) => ApiError::Unprocessable(op.to_string()),
+            DocError::Storage(store) => store.into(),
+            DocError::Gone => ApiError::Unavailable,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Prometheus metrics: a few counters, gauges and one latency histogram, rendered as Prometheus text at
+//! `GET /metrics`. Hand-rolled on atomics: the set is small and fixed, and a metrics library would be the largest
+//! dependency of the server for it.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A value that only goes up.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds: from a cached fsync to a struggling disk.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative; rendering accumulates).
+    buckets: [AtomicU64; BUCKETS.len()],
+    /// Observations above the last bucket.
+    overflow: AtomicU64,
+    /// Sum of observations in microseconds.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        match BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.overflow.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut total = 0;
+        for (bound, count) in BUCKETS.iter().zip(&self.buckets) {
+            total += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {total}");
+        }
+        total += self.overflow.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
+    }
+}
+
+/// Every metric of the server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open `/sync` WebSocket connections.
+    pub connections: Gauge,
+    /// Documents in memory.
+    pub documents_loaded: Gauge,
+    /// (connection, document) sync sessions.
+    pub peers: Gauge,
+    /// Automerge changes made durable.
+    pub changes_applied: Counter,
+    /// Protocol violations answered with an `error` message.
+    pub protocol_errors: Counter,
+    /// Connections cut off because they stopped reading.
+    pub slow_disconnects: Counter,
+    /// Latency of durable appends.
+    pub storage_append: Histogram,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauges = [
+            (
+                "commandpost_connections",
+                "Open /sync WebSocket connections.",
+                self.connections.get(),
+            ),
+            (
+                "commandpost_documents_loaded",
+                "Incident documents in memory.",
+                self.documents_loaded.get(),
+            ),
+            (
+                "commandpost_sync_peers",
+                "Connection-document sync sessions.",
+                self.peers.get(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let counters = [
+            (
+                "commandpost_changes_applied_total",
+                "Automerge changes made durable.",
+                &self.changes_applied,
+            ),
+            (
+                "commandpost_protocol_errors_total",
+                "Sync protocol violations.",
+                &self.protocol_errors,
+            ),
+            (
+                "commandpost_slow_disconnects_total",
+                "Peers cut off for not reading.",
+                &self.slow_disconnects,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.get()
+            );
+        }
+        self.storage_append.render(
+            &mut out,
+            "commandpost_storage_append_seconds",
+            "Latency of durable appends to storage.",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(10));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.0005\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"5\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"), "{out}");
+    }
+}
