@@ -195,17 +195,38 @@ impl Incident {
 
     /// Applies one operation as one Automerge change. On error nothing changes.
     pub fn apply(&mut self, op: &Operation, editor: &Editor) -> Result<Applied, OpError> {
+        let mut applied = self.apply_all(std::slice::from_ref(op), editor)?;
+        Ok(applied.pop().unwrap_or_default())
+    }
+
+    /// Applies several operations as one Automerge change: all of them or, on the first refusal, none.
+    pub fn apply_all(
+        &mut self,
+        ops: &[Operation],
+        editor: &Editor,
+    ) -> Result<Vec<Applied>, OpError> {
         let layout = read_layout(&Reader::new(&self.doc, None));
-        match operation::apply(&mut self.doc, &layout, op, editor) {
-            Ok((applied, touched)) => {
-                self.commit(editor, op.name(), &touched);
-                Ok(applied)
-            }
-            Err(e) => {
-                self.doc.rollback();
-                Err(e)
+        let mut applied = Vec::with_capacity(ops.len());
+        let mut touched: Vec<String> = Vec::new();
+        for op in ops {
+            match operation::apply(&mut self.doc, &layout, op, editor) {
+                Ok((a, fields)) => {
+                    applied.push(a);
+                    for f in fields {
+                        if !touched.contains(&f) {
+                            touched.push(f);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.doc.rollback();
+                    return Err(e);
+                }
             }
         }
+        let names: Vec<&str> = ops.iter().map(Operation::name).collect();
+        self.commit(editor, &names.join(","), &touched);
+        Ok(applied)
     }
 
     fn commit(&mut self, editor: &Editor, op: &str, fields: &[String]) {

@@ -525,3 +525,25 @@ fn exports_are_deterministic_across_replicas_and_reloads() {
     b.doc_mut().merge(a.doc_mut()).expect("merge");
     assert_eq!(export::html(&a.view()), export::html(&b.view()));
 }
+
+#[test]
+fn a_snapshot_followed_by_incremental_chunks_loads_as_one_document() {
+    let mut incident = declare("aa");
+    let mut bytes = incident.save();
+    let mut heads = incident.doc_mut().get_heads();
+    for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
+        apply(
+            &mut incident,
+            "bob",
+            i as i64,
+            Operation::AddTimelineEntry {
+                text: text.into(),
+                at: None,
+            },
+        );
+        bytes.extend(incident.doc_mut().save_after(&heads));
+        heads = incident.doc_mut().get_heads();
+    }
+    let loaded = Incident::load(&bytes).expect("concatenated chunks load");
+    assert_eq!(loaded.view(), incident.view());
+}

@@ -358,14 +358,14 @@ impl Actor {
                 Command::Close => {}
             }
         }
-        self.persist().await?;
+        let changed = self.persist().await?;
         for (reply, applied) in batch.replies {
             let _ = reply.send(Ok(applied));
         }
         for read in batch.reads {
             read(&mut self.incident);
         }
-        self.flush_peers();
+        self.flush_peers(changed);
         Ok(())
     }
 
@@ -430,10 +430,11 @@ impl Actor {
     }
 
     /// Writes every change not yet durable as one chunk, with the refreshed index row in the same transaction.
-    async fn persist(&mut self) -> Result<(), StoreError> {
+    /// Returns whether there was anything to write.
+    async fn persist(&mut self) -> Result<bool, StoreError> {
         let heads = self.incident.doc_mut().get_heads();
         if heads == self.saved_heads {
-            return Ok(());
+            return Ok(false);
         }
         let changes = self
             .incident
@@ -465,13 +466,17 @@ impl Actor {
                 Err(e) => warn!(error = %e, "compaction failed"),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Sends every peer what it lacks. Runs after `persist`, so peers only ever see durable changes.
-    fn flush_peers(&mut self) {
+    /// Sends peers what they lack: every peer when the document changed, else only those that spoke this batch.
+    /// Runs after `persist`, so peers only ever see durable changes.
+    fn flush_peers(&mut self, changed: bool) {
         let mut slow = Vec::new();
         for (conn, peer) in self.peers.iter_mut() {
+            if !changed && !peer.pending {
+                continue;
+            }
             peer.pending = false;
             while let Some(msg) = self
                 .incident
