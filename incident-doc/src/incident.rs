@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use crate::operation::{self, Applied, Editor, OpError, Operation};
 use crate::read::Reader;
-use crate::schema::{FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys};
+use crate::schema::{
+    FieldDef, FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys,
+};
 use crate::template::{FieldDefault, Template};
 use crate::view::{IncidentView, read_layout};
 
@@ -17,6 +19,9 @@ use crate::view::{IncidentView, read_layout};
 pub struct Incident {
     /// The CRDT; owned here so there is one place that knows the text encoding and commit conventions.
     doc: AutoCommit,
+    /// The layout as last read. Reading it costs about a hundred Automerge lookups, and it only changes when
+    /// someone else's changes arrive, which go through [`Incident::doc_mut`], which clears this.
+    layout: Option<Vec<FieldDef>>,
 }
 
 /// What the declarer says when opening an incident.
@@ -55,7 +60,7 @@ impl Incident {
         if let Some(actor) = actor {
             doc.set_actor(actor);
         }
-        Incident { doc }
+        Incident { doc, layout: None }
     }
 
     /// A new incident from `template`, declared by `editor`: one change that writes the layout, every field's
@@ -190,7 +195,7 @@ impl Incident {
         let doc =
             AutoCommit::load_with_options(bytes, LoadOptions::new().text_encoding(TEXT_ENCODING))
                 .map_err(|e| LoadError::Corrupt(e.to_string()))?;
-        Ok(Incident { doc })
+        Ok(Incident { doc, layout: None })
     }
 
     /// Applies one operation as one Automerge change. On error nothing changes.
@@ -205,11 +210,25 @@ impl Incident {
         ops: &[Operation],
         editor: &Editor,
     ) -> Result<Vec<Applied>, OpError> {
-        let layout = read_layout(&Reader::new(&self.doc, None));
+        let layout = match self.layout.take() {
+            Some(layout) => layout,
+            None => read_layout(&Reader::new(&self.doc, None)),
+        };
+        let result = self.apply_with(&layout, ops, editor);
+        self.layout = Some(layout);
+        result
+    }
+
+    fn apply_with(
+        &mut self,
+        layout: &[FieldDef],
+        ops: &[Operation],
+        editor: &Editor,
+    ) -> Result<Vec<Applied>, OpError> {
         let mut applied = Vec::with_capacity(ops.len());
         let mut touched: Vec<String> = Vec::new();
         for op in ops {
-            match operation::apply(&mut self.doc, &layout, op, editor) {
+            match operation::apply(&mut self.doc, layout, op, editor) {
                 Ok((a, fields)) => {
                     applied.push(a);
                     for f in fields {
@@ -260,6 +279,8 @@ impl Incident {
 
     /// The raw document, for sync and storage. Edits must go through [`Incident::apply`].
     pub fn doc_mut(&mut self) -> &mut AutoCommit {
+        // Whatever the caller does (merge, sync) may change the layout.
+        self.layout = None;
         &mut self.doc
     }
 

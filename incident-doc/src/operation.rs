@@ -5,7 +5,7 @@
 //! message that records who did what. An operation that fails changes nothing.
 
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
+use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ValueRef};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -463,7 +463,7 @@ pub(crate) fn apply(
             let def = field_by_key(field)?;
             expect(def, &[FieldKind::Checklist], "checklist")?;
             let list = list_field(doc, &def.key)?;
-            let index = item_index(doc, &list, id).ok_or_else(|| OpError::UnknownItem {
+            let (index, _) = item_index(doc, &list, id).ok_or_else(|| OpError::UnknownItem {
                 field: def.key.clone(),
                 id: id.clone(),
             })?;
@@ -518,8 +518,21 @@ pub(crate) fn apply(
 
 /// Writes the *last updated* stamp as one new map, so a concurrent stamp never mixes one writer's time with the
 /// other's name.
+///
+/// A stamp that would read the same (same person, same minute: exports show minutes) is not rewritten. Every
+/// overwrite of a map key stays in Automerge's history and makes later reads of that key slower, so restamping on
+/// every keystroke would make a busy field slower to edit the longer an incident runs.
 pub(crate) fn stamp(doc: &mut AutoCommit, key: &str, editor: &Editor) -> Result<(), OpError> {
     let updated = list_or_map_root(doc, keys::UPDATED, ObjType::Map)?;
+    let r = Reader::new(&*doc, None);
+    if let Some(current) = r.map(&updated, key) {
+        let same_minute = r
+            .time(&current, "at")
+            .is_some_and(|at| at.timestamp() / 60 == editor.at.timestamp() / 60);
+        if same_minute && r.str(&current, "by").as_deref() == Some(editor.name.as_str()) {
+            return Ok(());
+        }
+    }
     let s = doc.put_object(&updated, key, ObjType::Map)?;
     doc.put(&s, "at", timestamp(editor.at))?;
     doc.put(&s, "by", editor.name.as_str())?;
@@ -619,16 +632,22 @@ fn list_root(doc: &mut AutoCommit, key: &str) -> Result<ObjId, OpError> {
     list_or_map_root(doc, key, ObjType::List)
 }
 
-fn item_index(doc: &AutoCommit, list: &ObjId, id: &str) -> Option<usize> {
+/// The index and object of the item with this id, found in one pass over the list.
+fn item_index(doc: &AutoCommit, list: &ObjId, id: &str) -> Option<(usize, ObjId)> {
     let r = Reader::new(doc, None);
-    (0..r.len(list)).find(|&i| r.map(list, i).and_then(|m| r.str(&m, "id")).as_deref() == Some(id))
+    doc.list_range(list, ..).find_map(|item| {
+        if !matches!(item.value, ValueRef::Object(ObjType::Map)) {
+            return None;
+        }
+        let obj = item.id();
+        (r.str(&obj, "id").as_deref() == Some(id)).then_some((item.index, obj))
+    })
 }
 
 fn find_item(doc: &AutoCommit, key: &str, id: &str) -> Result<ObjId, OpError> {
     let list = list_field(doc, key)?;
-    let r = Reader::new(doc, None);
     item_index(doc, &list, id)
-        .and_then(|i| r.map(&list, i))
+        .map(|(_, obj)| obj)
         .ok_or_else(|| OpError::UnknownItem {
             field: key.to_owned(),
             id: id.to_owned(),

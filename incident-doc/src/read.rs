@@ -4,7 +4,7 @@
 //! string where Text belongs, a number where a string belongs). Reads here never fail on that: a value of the wrong
 //! shape reads as absent, and the readers above decide what absent means.
 
-use automerge::{ChangeHash, ObjId, ObjType, Prop, ReadDoc, ScalarValue, Value};
+use automerge::{ChangeHash, ObjId, ObjType, Prop, ReadDoc, ScalarValue, Value, ValueRef};
 use chrono::{DateTime, TimeZone, Utc};
 
 /// Reads one document, either as it is now or as it was at `heads`, through the same calls.
@@ -50,9 +50,21 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
         self.object(obj, prop, ObjType::List)
     }
 
+    /// A string scalar, or the content of a Text object: JavaScript Automerge (2.x `next` and 3.x) stores every
+    /// plain JS string it is given as Text, so `doc.severity = "SEV1"` or `{at, by: "alice"}` arrive as Text.
     pub(crate) fn str(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<String> {
-        match self.scalar(obj, prop)? {
-            ScalarValue::Str(s) => Some(s.to_string()),
+        match self.get(obj, prop)? {
+            (Value::Scalar(s), _) => match s.as_ref() {
+                ScalarValue::Str(s) => Some(s.to_string()),
+                _ => None,
+            },
+            (Value::Object(ObjType::Text), id) => {
+                let text = match self.heads {
+                    Some(heads) => self.doc.text_at(&id, heads),
+                    None => self.doc.text(&id),
+                };
+                text.ok()
+            }
             _ => None,
         }
     }
@@ -88,33 +100,47 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
 
     /// Text objects read as their content; a plain string written by another client reads as itself.
     pub(crate) fn text(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<String> {
-        match self.get(obj, prop)? {
-            (Value::Object(ObjType::Text), id) => {
-                let text = match self.heads {
-                    Some(heads) => self.doc.text_at(&id, heads),
-                    None => self.doc.text(&id),
-                };
-                text.ok()
-            }
-            (Value::Scalar(s), _) => match s.as_ref() {
-                ScalarValue::Str(s) => Some(s.to_string()),
-                _ => None,
-            },
-            _ => None,
-        }
+        self.str(obj, prop)
     }
 
-    pub(crate) fn len(&self, obj: &ObjId) -> usize {
-        match self.heads {
-            Some(heads) => self.doc.length_at(obj, heads),
-            None => self.doc.length(obj),
-        }
-    }
-
-    /// The map objects of a list, skipping anything else a client may have inserted.
+    /// The map objects of a list, skipping anything else a client may have inserted. One pass over the list:
+    /// looking items up by index would cost a search each.
     pub(crate) fn maps_in(&self, list: &ObjId) -> Vec<ObjId> {
-        (0..self.len(list))
-            .filter_map(|i| self.map(list, i))
+        let items = match self.heads {
+            Some(heads) => self.doc.list_range_at(list, .., heads),
+            None => self.doc.list_range(list, ..),
+        };
+        items
+            .filter(|item| matches!(item.value, ValueRef::Object(ObjType::Map)))
+            .map(|item| item.id())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ObjType, ROOT, ScalarValue};
+
+    use super::Reader;
+
+    /// JavaScript Automerge writes plain strings as Text; string reads must see them, now and at past heads.
+    #[test]
+    fn str_reads_text_objects_as_strings() -> Result<(), automerge::AutomergeError> {
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "scalar", "SEV2")?;
+        let text = doc.put_object(ROOT, "text", ObjType::Text)?;
+        doc.splice_text(&text, 0, 0, "SEV1")?;
+        doc.put(ROOT, "number", ScalarValue::Int(3))?;
+        let heads = doc.get_heads();
+        doc.splice_text(&text, 3, 1, "3")?;
+        let now = Reader::new(&doc, None);
+        assert_eq!(now.str(&ROOT, "scalar").as_deref(), Some("SEV2"));
+        assert_eq!(now.str(&ROOT, "text").as_deref(), Some("SEV3"));
+        assert_eq!(now.str(&ROOT, "number"), None);
+        assert_eq!(now.str(&ROOT, "missing"), None);
+        let past = Reader::new(&doc, Some(&heads));
+        assert_eq!(past.str(&ROOT, "text").as_deref(), Some("SEV1"));
+        Ok(())
     }
 }
