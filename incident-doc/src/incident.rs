@@ -2,7 +2,7 @@
 //! [`Operation`]s.
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, ChangeHash, LoadOptions, ObjType, ROOT, ReadDoc};
+use automerge::{ActorId, AutoCommit, ChangeHash, LoadOptions, ObjId, ObjType, ROOT, ReadDoc};
 use serde::Serialize;
 
 use crate::operation::{self, Applied, Editor, OpError, Operation};
@@ -11,7 +11,7 @@ use crate::schema::{
     FieldDef, FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys,
 };
 use crate::template::{FieldDefault, Template};
-use crate::view::{IncidentView, read_layout};
+use crate::view::{Headline, IncidentView, read_layout, root_object};
 
 /// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
 /// while sync and storage still reach the raw document through [`Incident::doc_mut`].
@@ -19,9 +19,10 @@ use crate::view::{IncidentView, read_layout};
 pub struct Incident {
     /// The CRDT; owned here so there is one place that knows the text encoding and commit conventions.
     doc: AutoCommit,
-    /// The layout as last read. Reading it costs about a hundred Automerge lookups, and it only changes when
-    /// someone else's changes arrive, which go through [`Incident::doc_mut`], which clears this.
-    layout: Option<Vec<FieldDef>>,
+    /// The layout as last read, with the identity (object id, length) of the list it was read from. Reading it
+    /// costs about a hundred Automerge lookups, and the layout is written once at creation, so it is read again
+    /// only when that identity changes (another client replaced or extended it).
+    layout: Option<(ObjId, usize, Vec<FieldDef>)>,
 }
 
 /// What the declarer says when opening an incident.
@@ -210,13 +211,28 @@ impl Incident {
         ops: &[Operation],
         editor: &Editor,
     ) -> Result<Vec<Applied>, OpError> {
-        let layout = match self.layout.take() {
-            Some(layout) => layout,
-            None => read_layout(&Reader::new(&self.doc, None)),
-        };
-        let result = self.apply_with(&layout, ops, editor);
+        let layout = self.take_layout();
+        let result = self.apply_with(&layout.2, ops, editor);
         self.layout = Some(layout);
         result
+    }
+
+    /// The layout, from the cache when the stored list is still the one it was read from.
+    fn take_layout(&mut self) -> (ObjId, usize, Vec<FieldDef>) {
+        let list = root_object(&self.doc, keys::LAYOUT, ObjType::List).unwrap_or(ROOT);
+        let len = self.doc.length(&list);
+        match self.layout.take() {
+            Some(cached) if cached.0 == list && cached.1 == len => cached,
+            _ => (list, len, read_layout(&Reader::new(&self.doc, None))),
+        }
+    }
+
+    /// The few facts an index needs (title, status, severity, …), cheap enough to read after every change.
+    pub fn headline(&mut self) -> Headline {
+        let layout = self.take_layout();
+        let headline = Headline::read_with(&self.doc, &layout.2);
+        self.layout = Some(layout);
+        headline
     }
 
     fn apply_with(
@@ -279,8 +295,6 @@ impl Incident {
 
     /// The raw document, for sync and storage. Edits must go through [`Incident::apply`].
     pub fn doc_mut(&mut self) -> &mut AutoCommit {
-        // Whatever the caller does (merge, sync) may change the layout.
-        self.layout = None;
         &mut self.doc
     }
 

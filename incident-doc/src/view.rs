@@ -252,8 +252,12 @@ pub struct Headline {
 impl Headline {
     /// Reads the headline of a document as it is now.
     pub fn read<D: ReadDoc>(doc: &D) -> Headline {
+        Headline::read_with(doc, &read_layout(&Reader::new(doc, None)))
+    }
+
+    /// Reads the headline given the document's layout.
+    pub(crate) fn read_with<D: ReadDoc>(doc: &D, layout: &[FieldDef]) -> Headline {
         let r = Reader::new(doc, None);
-        let layout = read_layout(&r);
         let value = |pred: &dyn Fn(&FieldDef) -> bool| {
             layout.iter().find(|d| pred(d)).map(|d| read_value(&r, d))
         };

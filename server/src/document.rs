@@ -442,7 +442,7 @@ impl Actor {
             .get_changes_meta(&self.saved_heads)
             .len();
         let chunk = self.incident.doc_mut().save_after(&self.saved_heads);
-        let summary = summary_row(self.id, &Headline::read(self.incident.doc()));
+        let summary = summary_row(self.id, &self.incident.headline());
         let started = Instant::now();
         let result = self
             .store

@@ -80,7 +80,7 @@ impl Registry {
         mut incident: Incident,
     ) -> Result<DocHandle, StoreError> {
         let bytes = incident.save();
-        let summary = summary_row(id, &incident_doc::Headline::read(incident.doc()));
+        let summary = summary_row(id, &incident.headline());
         let chunk = self
             .inner
             .store
