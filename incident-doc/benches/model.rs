@@ -6,7 +6,7 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use incident_doc::{Declaration, Editor, Incident, Operation, export, template};
+use incident_doc::{Declaration, Editor, Incident, Operation, Template, export, template};
 
 fn editor(seconds: i64) -> Editor {
     let start = Utc
@@ -16,10 +16,9 @@ fn editor(seconds: i64) -> Editor {
     Editor::new("bench", start + Duration::seconds(seconds))
 }
 
-fn declare() -> Incident {
-    let template = template::builtin().into_iter().next().expect("template");
+fn declare(template: &Template) -> Incident {
     Incident::create(
-        &template,
+        template,
         &Declaration {
             name: "Bench".into(),
             number: Some(1),
@@ -30,8 +29,8 @@ fn declare() -> Incident {
     .expect("create")
 }
 
-fn with_entries(n: usize) -> Incident {
-    let mut incident = declare();
+fn with_entries(template: &Template, n: usize) -> Incident {
+    let mut incident = declare(template);
     for i in 0..n {
         let op = Operation::AddTimelineEntry {
             text: format!("Entry {i}: checked the dashboards"),
@@ -45,24 +44,13 @@ fn with_entries(n: usize) -> Incident {
 fn benches(c: &mut Criterion) {
     let template = template::builtin().into_iter().next().expect("template");
     c.bench_function("instantiate the default template", |b| {
-        b.iter(|| {
-            Incident::create(
-                &template,
-                &Declaration {
-                    name: "Bench".into(),
-                    number: Some(1),
-                },
-                &editor(0),
-                None,
-            )
-            .expect("create")
-        })
+        b.iter(|| declare(&template))
     });
     let mut group = c.benchmark_group("timeline");
     group.sample_size(10);
     group.bench_function("add 10,000 timeline entries", |b| {
         b.iter_batched(
-            declare,
+            || declare(&template),
             |mut incident| {
                 for i in 0..10_000 {
                     let op = Operation::AddTimelineEntry {
@@ -76,7 +64,7 @@ fn benches(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    let big = with_entries(10_000);
+    let big = with_entries(&template, 10_000);
     group.bench_function("export Markdown with 10,000 entries", |b| {
         b.iter(|| export::markdown(&big.view()))
     });

@@ -230,7 +230,7 @@ impl Incident {
     /// The few facts an index needs (title, status, severity, …), cheap enough to read after every change.
     pub fn headline(&mut self) -> Headline {
         let layout = self.take_layout();
-        let headline = Headline::read_with(&self.doc, &layout.2);
+        let headline = Headline::read_with(&Reader::new(&self.doc, None), &layout.2);
         self.layout = Some(layout);
         headline
     }

@@ -18,22 +18,11 @@ use crate::schema::{Choice, FieldDef, FieldKind, Role, SCHEMA_VERSION, Stage, TI
 pub struct IncidentView {
     /// The schema version the document declares (0 if it declares none).
     pub schema_version: i64,
-    /// The template id it was created from.
-    pub template: String,
     /// That template's display name.
     pub template_name: String,
-    /// The title field's text, repeated here because every list and header needs it.
-    pub title: String,
-    /// The incident number, if the server allocated one.
-    pub number: Option<i64>,
-    /// The lifecycle state, if the template has a status field.
-    pub status: Option<String>,
-    /// The `severity` field's value, if the template has one and it is set.
-    pub severity: Option<String>,
-    /// Whether this is a drill.
-    pub drill: bool,
-    /// When the incident was declared in commandpost.
-    pub created_at: Option<DateTime<Utc>>,
+    /// Template, title, number, status, severity, drill flag, creation time: what lists and headers need.
+    #[serde(flatten)]
+    pub headline: Headline,
     /// Who declared it.
     pub created_by: Option<String>,
     /// The pinned fields in pin order, each once.
@@ -128,10 +117,11 @@ impl IncidentView {
     /// Reads a document as it is now (`heads` = `None`) or as it was at `heads`.
     pub fn read<D: ReadDoc>(doc: &D, heads: Option<&[ChangeHash]>) -> IncidentView {
         let r = Reader::new(doc, heads);
-        let layout = read_layout(&r);
+        let layout_defs = read_layout(&r);
         let stamps = r.map(&ROOT, keys::UPDATED);
-        let fields: Vec<FieldView> = layout
-            .into_iter()
+        let fields: Vec<FieldView> = layout_defs
+            .iter()
+            .cloned()
             .map(|def| {
                 let updated = stamps.as_ref().and_then(|s| {
                     let stamp = r.map(s, def.key.as_str())?;
@@ -147,33 +137,10 @@ impl IncidentView {
                 }
             })
             .collect();
-        let pick = |pred: &dyn Fn(&FieldView) -> bool| -> Option<String> {
-            fields
-                .iter()
-                .find(|f| pred(f))
-                .and_then(|f| match &f.value {
-                    FieldValue::Choice(v) => v.clone(),
-                    _ => None,
-                })
-        };
-        let title = fields
-            .iter()
-            .find(|f| f.def.key == TITLE_KEY)
-            .and_then(|f| match &f.value {
-                FieldValue::Text(t) => Some(t.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
         IncidentView {
             schema_version: r.int(&ROOT, keys::SCHEMA_VERSION).unwrap_or(0),
-            template: r.str(&ROOT, keys::TEMPLATE).unwrap_or_default(),
             template_name: r.str(&ROOT, keys::TEMPLATE_NAME).unwrap_or_default(),
-            title,
-            number: r.int(&ROOT, keys::NUMBER),
-            status: pick(&|f| f.def.kind == FieldKind::Status),
-            severity: pick(&|f| f.def.key == "severity" && f.def.kind == FieldKind::Choice),
-            drill: r.bool(&ROOT, keys::DRILL).unwrap_or(false),
-            created_at: r.time(&ROOT, keys::CREATED_AT),
+            headline: Headline::read_with(&r, &layout_defs),
             created_by: r.str(&ROOT, keys::CREATED_BY),
             pins: read_pins(&r, &fields),
             fields,
@@ -252,14 +219,14 @@ pub struct Headline {
 impl Headline {
     /// Reads the headline of a document as it is now.
     pub fn read<D: ReadDoc>(doc: &D) -> Headline {
-        Headline::read_with(doc, &read_layout(&Reader::new(doc, None)))
+        let r = Reader::new(doc, None);
+        Headline::read_with(&r, &read_layout(&r))
     }
 
-    /// Reads the headline given the document's layout.
-    pub(crate) fn read_with<D: ReadDoc>(doc: &D, layout: &[FieldDef]) -> Headline {
-        let r = Reader::new(doc, None);
+    /// Reads the headline given the document's layout, now or at the reader's heads.
+    pub(crate) fn read_with<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> Headline {
         let value = |pred: &dyn Fn(&FieldDef) -> bool| {
-            layout.iter().find(|d| pred(d)).map(|d| read_value(&r, d))
+            layout.iter().find(|d| pred(d)).map(|d| read_value(r, d))
         };
         let choice = |v: Option<FieldValue>| match v {
             Some(FieldValue::Choice(c)) => c,

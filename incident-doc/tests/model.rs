@@ -74,8 +74,11 @@ fn every_template_file_parses_instantiates_and_renders() {
         )
         .expect("instantiate");
         let view = incident.view();
-        assert_eq!(view.template, id);
-        assert_eq!(view.title, "Test of ".to_owned() + &id + ": 2026-11-25");
+        assert_eq!(view.headline.template, id);
+        assert_eq!(
+            view.headline.title,
+            "Test of ".to_owned() + &id + ": 2026-11-25"
+        );
         assert_eq!(view.fields.len(), t.fields.len());
         assert!(export::markdown(&view).starts_with("# Test of"));
         assert!(export::html(&view).contains("<h1>"));
@@ -126,9 +129,9 @@ fn creation_follows_the_template_and_the_declarer_commands() {
             "timeline"
         ]
     );
-    assert_eq!(view.status.as_deref(), Some("declared"));
-    assert_eq!(view.severity.as_deref(), Some("SEV3"));
-    assert_eq!(view.number, Some(465));
+    assert_eq!(view.headline.status.as_deref(), Some("declared"));
+    assert_eq!(view.headline.severity.as_deref(), Some("SEV3"));
+    assert_eq!(view.headline.number, Some(465));
     assert_eq!(view.holder(Role::Commander), Some(("alice", false)));
     assert_eq!(view.holder(Role::Operations), Some(("alice", true)));
     assert_eq!(view.holder(Role::NextCommander), None);
@@ -141,10 +144,10 @@ fn creation_follows_the_template_and_the_declarer_commands() {
             headline.number
         ),
         (
-            view.title.as_str(),
-            view.status.as_deref(),
-            view.severity.as_deref(),
-            view.number
+            view.headline.title.as_str(),
+            view.headline.status.as_deref(),
+            view.headline.severity.as_deref(),
+            view.headline.number
         )
     );
     let Some(FieldValue::Checklist(items)) = view.field("exitCriteria").map(|f| &f.value) else {
@@ -279,7 +282,7 @@ fn status_changes_stamp_the_lifecycle_once() {
         },
     );
     let view = incident.view();
-    assert_eq!(view.status.as_deref(), Some("mitigated"));
+    assert_eq!(view.headline.status.as_deref(), Some("mitigated"));
     let Some(FieldValue::Timestamps(stamps)) =
         view.field_of_kind(FieldKind::Timestamps).map(|f| &f.value)
     else {

@@ -26,7 +26,7 @@ pub fn html(view: &IncidentView) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n{clean}</main>\n</body>\n</html>\n",
-        title = escape(&view.title),
+        title = escape(&view.headline.title),
     )
 }
 

@@ -9,18 +9,18 @@ use crate::view::{Entry, FieldValue, FieldView, IncidentView};
 /// The incident as Markdown: title, pinned fields, then every field in template order.
 pub fn markdown(view: &IncidentView) -> String {
     let mut out = String::new();
-    let title = if view.title.trim().is_empty() {
+    let title = if view.headline.title.trim().is_empty() {
         "Untitled incident".to_owned()
     } else {
-        inline(&view.title)
+        inline(&view.headline.title)
     };
     // Writing to a String cannot fail; the results are ignored for that reason throughout this module.
     let _ = writeln!(out, "# {title}\n");
     let mut meta = vec![inline(&view.template_name)];
-    if let Some(n) = view.number {
+    if let Some(n) = view.headline.number {
         meta.push(format!("#{n}"));
     }
-    if let Some(at) = view.created_at {
+    if let Some(at) = view.headline.created_at {
         let by = view
             .created_by
             .as_deref()
@@ -29,7 +29,7 @@ pub fn markdown(view: &IncidentView) -> String {
         meta.push(format!("declared {}{by}", format_time(at)));
     }
     let _ = writeln!(out, "_{}_\n", meta.join(" · "));
-    if view.drill {
+    if view.headline.drill {
         let _ = writeln!(
             out,
             "> **Drill:** this is a practice incident, not a real one.\n"
@@ -86,7 +86,7 @@ fn field_body(view: &IncidentView, field: &FieldView) -> String {
                 let _ = write!(out, ": {}", inline(&o.label));
             }
             if field.def.kind == FieldKind::Status
-                && let Some(n) = view.number
+                && let Some(n) = view.headline.number
             {
                 let _ = write!(out, " · incident #{n}");
             }

@@ -139,10 +139,10 @@ async fn declare(
         "id": id.to_string(),
         "url": id.url(),
         "number": number,
-        "title": view.title,
-        "template": view.template,
-        "status": view.status,
-        "severity": view.severity,
+        "title": view.headline.title,
+        "template": view.headline.template,
+        "status": view.headline.status,
+        "severity": view.headline.severity,
     });
     Ok((
         StatusCode::CREATED,
