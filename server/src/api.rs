@@ -105,25 +105,26 @@ impl Identity {
 /// A JSON body whose rejections speak our error format: 400 for bad JSON, 422 for wrong types, 413 for size.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(json_error(rejection)),
+            Err(rejection) => Err(json_error(rejection, state.max_body_bytes)),
         }
     }
 }
 
-fn json_error(rejection: JsonRejection) -> ApiError {
+/// Maps a JSON rejection to our error; `limit` is the body limit, named in the 413 message.
+fn json_error(rejection: JsonRejection, limit: usize) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::Unprocessable(e.body_text()),
         JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(e.body_text()),
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::BadRequest("expected a JSON body with Content-Type: application/json".into())
         }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(0),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(limit),
         other => ApiError::BadRequest(other.body_text()),
     }
 }

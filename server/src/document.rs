@@ -190,6 +190,11 @@ struct Peer {
     state: sync::State,
     /// Set when the peer sent something this batch and may need an answer even if nothing changed.
     pending: bool,
+    /// Our answers to the peer's sync messages of this batch, generated right after each one as a sequential
+    /// automerge peer does, and sent once the batch is durable. Generating only at the end of the batch loses
+    /// answers: when a peer's change and its next message (showing the merged heads) arrive in one batch, automerge
+    /// takes the second as proof the peer knows our heads, and the peer never learns that we hold its change.
+    answers: Vec<Vec<u8>>,
     /// Highest ephemeral `count` seen per session, to drop duplicates that arrive through several paths.
     ephemeral_seen: HashMap<String, u64>,
 }
@@ -329,6 +334,7 @@ impl Actor {
                             link,
                             state,
                             pending: true,
+                            answers: Vec::new(),
                             ephemeral_seen: HashMap::new(),
                         },
                     );
@@ -383,9 +389,20 @@ impl Actor {
                     .receive_sync_message(&mut peer.state, msg)
                     .map_err(|e| e.to_string())
             });
+        if result.is_ok() {
+            while let Some(answer) = self
+                .incident
+                .doc_mut()
+                .sync()
+                .generate_sync_message(&mut peer.state)
+            {
+                peer.answers.push(answer.encode());
+            }
+        }
         if let Err(e) = result {
             // A broken sync message is a protocol error: tell the client and cut it off; others carry on.
             debug!(error = %e, "bad sync message");
+            self.metrics.protocol_errors.inc();
             let frame = Message::error(format!(
                 "invalid sync message for document {}: {e}",
                 self.id
@@ -478,17 +495,19 @@ impl Actor {
                 continue;
             }
             peer.pending = false;
-            while let Some(msg) = self
-                .incident
-                .doc_mut()
-                .sync()
-                .generate_sync_message(&mut peer.state)
-            {
+            let mut answers = std::mem::take(&mut peer.answers).into_iter();
+            while let Some(data) = answers.next().or_else(|| {
+                self.incident
+                    .doc_mut()
+                    .sync()
+                    .generate_sync_message(&mut peer.state)
+                    .map(sync::Message::encode)
+            }) {
                 let frame = Message::Sync {
                     sender_id: self.server_id.clone(),
                     target_id: peer.link.peer_id.clone(),
                     document_id: self.id,
-                    data: msg.encode(),
+                    data,
                 }
                 .encode();
                 if peer.link.outbox.try_send(frame).is_err() {

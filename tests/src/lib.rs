@@ -1,1 +1,28 @@
 //! commandpost's integration tests live in `tests/tests/`; this library holds their shared harness.
+//!
+//! - [`TestServer`]: a real server on a loopback port chosen by the OS, either in this process ([`TestServer::start`],
+//!   fast, configurable) or as the real command line in a child process ([`TestServer::start_process`], for `kill -9`
+//!   and restarts), with small HTTP helpers that speak the API the way a client would.
+//! - [`SyncClient`]: a Rust automerge-repo peer over a real WebSocket, speaking the same wire protocol as the stock
+//!   JavaScript client, with raw frame access for malformed-input tests.
+//! - [`eventually`] and [`markdown_section`]: waiting for a condition with a deadline instead of sleeping, and reading
+//!   one field back out of the Markdown export.
+
+mod markdown;
+mod poll;
+mod sync_client;
+mod test_server;
+
+pub use markdown::markdown_section;
+pub use poll::eventually;
+pub use sync_client::SyncClient;
+pub use test_server::{DeclaredIncident, TestServer};
+
+/// The WebSocket library the [`SyncClient`] uses, re-exported so tests can build raw frames (`ws::Message`) without
+/// depending on its exact version themselves.
+pub use tokio_tungstenite::tungstenite as ws;
+
+/// The default deadline of harness operations that wait for the server (joining, opening a document, an edit's
+/// acknowledgement). Generous, because a loaded CI machine with two cores runs many tests at once; a passing test
+/// never waits this long.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);

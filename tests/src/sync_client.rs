@@ -1,0 +1,531 @@
+//! [`SyncClient`]: a Rust automerge-repo peer over a real WebSocket.
+//!
+//! It speaks the wire protocol the stock JavaScript client speaks (a `join` with protocol version "1", then `request`
+//! and `sync` messages carrying Automerge sync messages, one CBOR map per binary frame), using the server's own
+//! sans-IO codec ([`server::wire`]) to encode and decode frames, and the shared document model
+//! ([`incident_doc::Incident`]) to edit, so its edits are exactly those of a browser. It holds one document.
+//!
+//! Nothing runs in the background: the client reads the socket only inside its async methods, so a test decides
+//! exactly when each side talks. Raw frame access ([`SyncClient::send_raw`], [`SyncClient::recv_raw`]) is there for
+//! the malformed-input tests.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use automerge::sync::{self, MessageFlags, SyncDoc};
+use automerge::{ChangeHash, ObjType, ROOT, ReadDoc};
+use futures_util::{SinkExt, StreamExt};
+use incident_doc::{Editor, Incident, Operation};
+use server::wire::{self, DocumentId, Message, PeerId, PeerMetadata};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::DEADLINE;
+
+/// The socket type.
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A peer of the server: one WebSocket, one peer id, at most one document.
+pub struct SyncClient {
+    /// The connection to `/sync`.
+    socket: Socket,
+    /// Our peer id, chosen at random and sent in `join`; every message carries it as `senderId`.
+    peer_id: PeerId,
+    /// The server's peer id, learned from its `peer` answer; `None` before the handshake.
+    server_id: Option<PeerId>,
+    /// The document this client syncs, once [`SyncClient::open`] was called.
+    document_id: Option<DocumentId>,
+    /// Our copy of the document: empty until the server sends it.
+    incident: Incident,
+    /// Automerge's record of what the server has, so each message carries only what it lacks.
+    state: sync::State,
+    /// The name our edits are stamped with (the commit message and the field's *last updated by*).
+    author: String,
+    /// Our own changes that the server has not yet shown it holds (its advertised heads do not cover them).
+    unacknowledged: Vec<ChangeHash>,
+    /// Whether the server's last sync message said it will not apply our changes (a read-scope token).
+    server_read_only: bool,
+    /// Send our changes even to a server that declared itself read-only toward us, as a hostile client would.
+    ignore_read_only: bool,
+}
+
+impl SyncClient {
+    /// Connects to `ws_url` (see [`crate::TestServer::ws_url`]) and completes the handshake: `join`, then waits for
+    /// the server's `peer`.
+    pub async fn connect(ws_url: &str) -> anyhow::Result<SyncClient> {
+        let mut client = SyncClient::connect_unjoined(ws_url).await?;
+        client.join().await?;
+        Ok(client)
+    }
+
+    /// Opens the WebSocket without sending `join`, for tests of what the server does before the handshake.
+    pub async fn connect_unjoined(ws_url: &str) -> anyhow::Result<SyncClient> {
+        let (socket, _response) =
+            tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(ws_url))
+                .await
+                .context("connecting to /sync timed out")?
+                .context("connecting to /sync")?;
+        let peer_id = PeerId::from(format!("test-peer-{}", DocumentId::random()));
+        Ok(SyncClient {
+            socket,
+            author: peer_id.to_string(),
+            peer_id,
+            server_id: None,
+            document_id: None,
+            incident: Incident::empty(None),
+            state: sync::State::new(),
+            unacknowledged: Vec::new(),
+            server_read_only: false,
+            ignore_read_only: false,
+        })
+    }
+
+    /// Sends `join` (protocol version "1", an ephemeral peer without storage, as a browser tab) and waits for the
+    /// server's `peer` answer; an `error` answer or a close is an `Err`.
+    pub async fn join(&mut self) -> anyhow::Result<()> {
+        self.send(&Message::Join {
+            sender_id: self.peer_id.clone(),
+            supported_protocol_versions: vec![wire::PROTOCOL_VERSION.to_owned()],
+            metadata: Some(PeerMetadata {
+                storage_id: None,
+                is_ephemeral: true,
+            }),
+        })
+        .await?;
+        // The first thing the server sends after a join is its answer.
+        match self.recv_message(DEADLINE).await? {
+            Some(Message::Peer {
+                sender_id,
+                target_id,
+                selected_protocol_version,
+                ..
+            }) => {
+                anyhow::ensure!(
+                    target_id == self.peer_id,
+                    "the peer answer is for {target_id}, not for us ({})",
+                    self.peer_id
+                );
+                anyhow::ensure!(
+                    selected_protocol_version == wire::PROTOCOL_VERSION,
+                    "the server selected protocol version {selected_protocol_version:?}"
+                );
+                self.server_id = Some(sender_id);
+                Ok(())
+            }
+            Some(Message::Error { message }) => bail!("the server refused the join: {message}"),
+            Some(other) => bail!("expected peer, got {other:?}"),
+            None => bail!("the server closed the connection during the handshake"),
+        }
+    }
+
+    /// Our peer id, as sent in every message.
+    pub fn peer_id(&self) -> &PeerId {
+        &self.peer_id
+    }
+
+    /// The server's peer id, once joined.
+    pub fn server_id(&self) -> Option<&PeerId> {
+        self.server_id.as_ref()
+    }
+
+    /// The document this client syncs, once opened.
+    pub fn document_id(&self) -> Option<DocumentId> {
+        self.document_id
+    }
+
+    /// Sets the name our edits are stamped with (a random peer id by default).
+    pub fn set_author(&mut self, author: &str) {
+        self.author = author.to_owned();
+    }
+
+    /// Asks the server for document `doc` (an id or an `automerge:` URL) with a `request` message and syncs until
+    /// this client holds the server's whole copy. `doc-unavailable` (no such document, or not allowed), an `error`
+    /// or a close are an `Err`.
+    pub async fn open(&mut self, doc: &str) -> anyhow::Result<()> {
+        let id = doc
+            .parse::<DocumentId>()
+            .or_else(|_| DocumentId::parse_url(doc))
+            .with_context(|| format!("{doc:?} is not a document id"))?;
+        anyhow::ensure!(
+            self.document_id.is_none(),
+            "this client already syncs a document; connect another client"
+        );
+        self.document_id = Some(id);
+        let first = self
+            .next_sync_data()
+            .context("a fresh sync state always has a first message")?;
+        self.send(&Message::Request {
+            sender_id: self.peer_id.clone(),
+            target_id: self.server_peer(),
+            document_id: id,
+            data: first,
+        })
+        .await?;
+        self.sync_until(SyncClient::holds_document, DEADLINE)
+            .await
+            .with_context(|| format!("opening document {id}"))
+    }
+
+    /// Whether this client holds a copy of the document at least as new as the server's last advertised heads.
+    pub fn holds_document(&self) -> bool {
+        let Some(theirs) = &self.state.their_heads else {
+            return false;
+        };
+        !theirs.is_empty()
+            && theirs
+                .iter()
+                .all(|h| self.incident.doc().get_change_by_hash(h).is_some())
+    }
+
+    /// Whether our copy holds every change up to `heads` (it may hold more): after
+    /// `sync_until(|c| c.has_changes(&server_heads), …)` our copy includes everything the server had.
+    pub fn has_changes(&self, heads: &[ChangeHash]) -> bool {
+        heads
+            .iter()
+            .all(|h| self.incident.doc().get_change_by_hash(h).is_some())
+    }
+
+    /// The text of a text or markdown field in our copy (`""` when the field is absent or not text).
+    pub fn text(&self, field: &str) -> String {
+        let doc = self.incident.doc();
+        match doc.get(ROOT, field) {
+            Ok(Some((automerge::Value::Object(ObjType::Text), obj))) => {
+                doc.text(&obj).unwrap_or_default()
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Our copy of the document, for reads beyond [`SyncClient::text`] (the read model, say).
+    pub fn incident(&self) -> &Incident {
+        &self.incident
+    }
+
+    /// Our copy's heads, sorted, so that two equal documents give equal vectors.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        let mut heads = self.incident.doc_mut().get_heads();
+        heads.sort();
+        heads
+    }
+
+    /// The heads the server advertised in its last sync message, sorted; `None` before the first one.
+    pub fn server_heads(&self) -> Option<Vec<ChangeHash>> {
+        self.state.their_heads.clone().map(|mut heads| {
+            heads.sort();
+            heads
+        })
+    }
+
+    /// Whether the server said it will not apply our changes (its sync messages carry the read-only flag).
+    pub fn server_is_read_only(&self) -> bool {
+        self.server_read_only
+    }
+
+    /// From now on, send our changes even though the server declared itself read-only toward us: what a hostile
+    /// or buggy client would do, to check the server really ignores them.
+    pub fn ignore_read_only(&mut self) {
+        self.ignore_read_only = true;
+    }
+
+    /// Edits a text field through the document model (`Operation::SpliceText`, positions in code points), sends the
+    /// change, and waits until the server acknowledges it: its advertised heads cover the change, which it only
+    /// sends once the change is durable. Towards a read-only server it returns once the change is sent.
+    pub async fn splice(
+        &mut self,
+        field: &str,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+    ) -> anyhow::Result<()> {
+        self.splice_local(field, pos, delete, insert)?;
+        self.flush().await?;
+        if self.server_read_only {
+            return Ok(());
+        }
+        self.sync_until_acknowledged(DEADLINE).await
+    }
+
+    /// Edits a text field in our copy only, without talking to the server: for concurrent edits, made by several
+    /// clients before any of them syncs.
+    pub fn splice_local(
+        &mut self,
+        field: &str,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+    ) -> anyhow::Result<()> {
+        self.apply_local(Operation::SpliceText {
+            field: field.to_owned(),
+            pos,
+            delete,
+            insert: insert.to_owned(),
+        })
+    }
+
+    /// Applies any typed operation to our copy only, as the browser client does before syncing.
+    pub fn apply_local(&mut self, op: Operation) -> anyhow::Result<()> {
+        anyhow::ensure!(self.holds_document(), "open the document before editing it");
+        let editor = Editor::new(self.author.clone(), chrono::Utc::now());
+        self.incident
+            .apply(&op, &editor)
+            .with_context(|| format!("applying {op:?} locally"))?;
+        let heads = self.incident.doc_mut().get_heads();
+        self.unacknowledged.extend(heads);
+        Ok(())
+    }
+
+    /// Whether the server's advertised heads cover every change we made (so it holds them durably).
+    pub fn acknowledged(&self) -> bool {
+        self.unacknowledged.is_empty()
+    }
+
+    /// Keeps syncing until the server acknowledges every change we made.
+    pub async fn sync_until_acknowledged(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.sync_until(SyncClient::acknowledged, timeout)
+            .await
+            .context("waiting for the server to acknowledge our changes")
+    }
+
+    /// Keeps exchanging sync messages with the server (sending what it lacks, applying what it sends) until
+    /// `pred` holds; an `error` or `doc-unavailable` from the server, a close, or the timeout are an `Err`.
+    pub async fn sync_until(
+        &mut self,
+        pred: impl Fn(&SyncClient) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(self) {
+                return Ok(());
+            }
+            self.flush().await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "sync condition not met within {timeout:?} (our heads {:?}, the server's {:?})",
+                    self.incident.doc_mut().get_heads(),
+                    self.state.their_heads
+                );
+            }
+            match self.recv_message(left).await {
+                Ok(Some(message)) => self.handle(message)?,
+                Ok(None) => bail!("the server closed the connection"),
+                // A timeout here is reported with the heads above, on the next turn.
+                Err(_) if Instant::now() >= deadline => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Makes sure the server has handled every frame sent before this call: asks for a document that does not
+    /// exist and waits for its `doc-unavailable`, handling other messages meanwhile. The server reads a
+    /// connection's frames in order and hands sync messages to the document in order, so after this returns, any
+    /// HTTP read of the document sees what our earlier frames did to it (or that they did nothing).
+    pub async fn round_trip(&mut self) -> anyhow::Result<()> {
+        let probe = DocumentId::random();
+        let mut empty = automerge::AutoCommit::new();
+        let data = empty
+            .sync()
+            .generate_sync_message(&mut sync::State::new())
+            .context("a fresh sync state always has a first message")?
+            .encode();
+        self.send(&Message::Request {
+            sender_id: self.peer_id.clone(),
+            target_id: self.server_peer(),
+            document_id: probe,
+            data,
+        })
+        .await?;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.recv_message(remaining(deadline)?).await? {
+                Some(Message::DocUnavailable { document_id, .. }) if document_id == probe => {
+                    return Ok(());
+                }
+                Some(message) => self.handle(message)?,
+                None => bail!("the server closed the connection"),
+            }
+        }
+    }
+
+    /// The encoded sync message that would bring the server up to date, if any (advancing our sync state as if it
+    /// were sent): for tests that send it in a frame of their own making.
+    pub fn next_sync_data(&mut self) -> Option<Vec<u8>> {
+        if self.ignore_read_only {
+            self.state.peer_read_only = false;
+        }
+        self.incident
+            .doc_mut()
+            .sync()
+            .generate_sync_message(&mut self.state)
+            .map(sync::Message::encode)
+    }
+
+    /// Automerge's sync state toward the server, for protocol tests that craft unusual but legal message sequences
+    /// (clearing `in_flight` makes the next [`SyncClient::next_sync_data`] repeat our heads, as a client whose
+    /// retry timer fires does).
+    pub fn sync_state_mut(&mut self) -> &mut sync::State {
+        &mut self.state
+    }
+
+    /// Sends every sync message the server needs now.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let Some(id) = self.document_id else {
+            return Ok(());
+        };
+        while let Some(data) = self.next_sync_data() {
+            self.send(&Message::Sync {
+                sender_id: self.peer_id.clone(),
+                target_id: self.server_peer(),
+                document_id: id,
+                data,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one message from the server.
+    fn handle(&mut self, message: Message) -> anyhow::Result<()> {
+        match message {
+            Message::Sync {
+                document_id, data, ..
+            } if Some(document_id) == self.document_id => {
+                let message =
+                    sync::Message::decode(&data).context("decoding the server's sync message")?;
+                self.server_read_only = message
+                    .flags
+                    .is_some_and(|f| f.contains(MessageFlags::READ_ONLY));
+                self.incident
+                    .doc_mut()
+                    .sync()
+                    .receive_sync_message(&mut self.state, message)
+                    .context("applying the server's sync message")?;
+                self.update_acknowledged();
+                Ok(())
+            }
+            Message::DocUnavailable { document_id, .. }
+                if Some(document_id) == self.document_id =>
+            {
+                bail!("the server answered doc-unavailable for {document_id}")
+            }
+            Message::Error { message } => bail!("the server sent an error: {message}"),
+            // Presence and messages about other documents are not this client's business.
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops from the unacknowledged list every change that the server's advertised heads cover.
+    fn update_acknowledged(&mut self) {
+        let Some(theirs) = self.state.their_heads.clone() else {
+            return;
+        };
+        let doc = self.incident.doc_mut();
+        if theirs.iter().any(|h| doc.get_change_by_hash(h).is_none()) {
+            // The server has changes we lack; their ancestry is unknown until they arrive.
+            return;
+        }
+        // Everything we hold that is not an ancestor of the server's heads.
+        let beyond: Vec<ChangeHash> = doc
+            .get_changes_meta(&theirs)
+            .iter()
+            .map(|c| c.hash)
+            .collect();
+        self.unacknowledged.retain(|h| beyond.contains(h));
+    }
+
+    /// The server's peer id, or an empty one before the handshake (frames of malformed-input tests).
+    fn server_peer(&self) -> PeerId {
+        self.server_id.clone().unwrap_or_else(|| PeerId::from(""))
+    }
+
+    /// Encodes and sends one protocol message.
+    pub async fn send(&mut self, message: &Message) -> anyhow::Result<()> {
+        self.send_raw(WsMessage::Binary(message.encode().into()))
+            .await
+    }
+
+    /// Sends one WebSocket frame as it is: for frames the protocol forbids.
+    pub async fn send_raw(&mut self, frame: WsMessage) -> anyhow::Result<()> {
+        tokio::time::timeout(DEADLINE, self.socket.send(frame))
+            .await
+            .context("sending a frame timed out")?
+            .context("sending a frame")
+    }
+
+    /// The next WebSocket frame (pings and pongs included), or `None` once the connection is closed or broken;
+    /// `Err` if nothing arrives within `timeout`.
+    pub async fn recv_raw(&mut self, timeout: Duration) -> anyhow::Result<Option<WsMessage>> {
+        match tokio::time::timeout(timeout, self.socket.next()).await {
+            Err(_) => bail!("no frame within {timeout:?}"),
+            Ok(None) | Ok(Some(Err(_))) => Ok(None),
+            Ok(Some(Ok(frame))) => Ok(Some(frame)),
+        }
+    }
+
+    /// The next protocol message, skipping pings and pongs; `None` once the connection is closed (a close frame
+    /// or the end of the stream); `Err` on a timeout or a frame that is not a valid message.
+    pub async fn recv_message(&mut self, timeout: Duration) -> anyhow::Result<Option<Message>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_raw(left).await? {
+                None | Some(WsMessage::Close(_)) => return Ok(None),
+                Some(WsMessage::Binary(bytes)) => {
+                    return wire::decode(&bytes)
+                        .map(Some)
+                        .context("the server sent a frame that does not decode");
+                }
+                Some(WsMessage::Text(text)) => bail!("the server sent a text frame: {text}"),
+                Some(_) => continue,
+            }
+        }
+    }
+
+    /// Reads until the server sends an `error` message, then until it closes the connection; returns the error's
+    /// text. Any other message before the error is skipped. `Err` if the connection closes without an error or
+    /// stays open after it.
+    pub async fn expect_error_then_close(&mut self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + DEADLINE;
+        let text = loop {
+            match self.recv_message(remaining(deadline)?).await? {
+                Some(Message::Error { message }) => break message,
+                Some(_) => continue,
+                None => bail!("the server closed the connection without an error message"),
+            }
+        };
+        loop {
+            match self.recv_raw(remaining(deadline)?).await {
+                Ok(None) | Ok(Some(WsMessage::Close(_))) => return Ok(text),
+                Ok(Some(WsMessage::Binary(bytes))) => {
+                    bail!(
+                        "the server sent {:?} after its error {text:?}",
+                        wire::decode(&bytes)
+                    )
+                }
+                Ok(Some(_)) => continue,
+                Err(_) => bail!("the server kept the connection open after its error {text:?}"),
+            }
+        }
+    }
+
+    /// Closes the connection politely (a close frame) and waits for the server's close.
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        let _ = self.socket.close(None).await;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.recv_raw(remaining(deadline)?).await? {
+                None | Some(WsMessage::Close(_)) => return Ok(()),
+                Some(_) => continue,
+            }
+        }
+    }
+}
+
+/// The time left until `deadline`, or an `Err` once it has passed.
+fn remaining(deadline: Instant) -> anyhow::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    anyhow::ensure!(!left.is_zero(), "timed out waiting for the server");
+    Ok(left)
+}

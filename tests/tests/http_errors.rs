@@ -1,0 +1,417 @@
+//! How the HTTP API refuses bad requests: malformed JSON is a 400, well-formed JSON of the wrong shape a 422, a body
+//! over the limit a 413, an unknown id a 404, an unknown export format a 400, an unknown template a 422, and an
+//! operation the document model refuses a 422 that leaves the document exactly as it was (a batch of operations is
+//! all or nothing). Every refusal carries the `{"error": {"code", "message"}}` body.
+
+use anyhow::Context;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tests::{TestServer, markdown_section};
+
+/// The body limit of the server under test: small, so an oversized body is cheap to send.
+const MAX_BODY: usize = 4096;
+
+/// Sends `body` as the raw bytes of a JSON request.
+async fn post_raw(
+    server: &TestServer,
+    token: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let response = server
+        .request(Method::POST, path, Some(token))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await?;
+    answer(response).await
+}
+
+/// The status and JSON body of a response.
+async fn answer(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
+    let status = response.status();
+    let text = response.text().await?;
+    let body = serde_json::from_str(&text)
+        .with_context(|| format!("{status}: body is not JSON: {text:?}"))?;
+    Ok((status, body))
+}
+
+/// Checks a refusal: the status, the error code, and a message for people.
+fn refused(
+    got: &(StatusCode, Value),
+    status: StatusCode,
+    code: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let (got_status, body) = got;
+    anyhow::ensure!(
+        *got_status == status,
+        "{what}: {got_status}, expected {status}: {body}"
+    );
+    anyhow::ensure!(
+        body["error"]["code"] == code,
+        "{what}: code {code} expected in {body}"
+    );
+    anyhow::ensure!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: a message in {body}"
+    );
+    Ok(())
+}
+
+async fn server_with_incident() -> (TestServer, String, String) {
+    let server = TestServer::start_with(|config| config.max_body_bytes = MAX_BODY).await;
+    let token = server.token("editor", "write").await;
+    let id = server.declare(&token, "Checkout errors").await.id;
+    (server, token, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_a_400_and_the_wrong_shape_a_422() -> anyhow::Result<()> {
+    let (server, token, id) = server_with_incident().await;
+    let timeline = format!("/api/incidents/{id}/timeline");
+    for (path, body, status, code) in [
+        (
+            "/api/incidents",
+            r#"{"title": "#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/api/incidents",
+            "not json at all",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/api/incidents",
+            r#"{"title": "a"} trailing"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/api/incidents",
+            r#"{"title": 5}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            "/api/incidents",
+            r#"{}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            "/api/incidents",
+            r#"[]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            "/api/incidents",
+            r#"{"title": "x", "colour": "red"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            "/api/incidents",
+            r#"{"title": "x", "secondTeam": "yes"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            &timeline,
+            r#"{"text": ["a"]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            &timeline,
+            r#"{"text": "a", "at": "yesterday"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            "/api/tokens",
+            r#"{"name": "x", "scope": 3}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+    ] {
+        let token = if path == "/api/tokens" {
+            &server.admin_token
+        } else {
+            &token
+        };
+        let got = post_raw(&server, token, path, body).await?;
+        refused(&got, status, code, &format!("POST {path} {body}"))?;
+    }
+    // A JSON body needs its content type.
+    let response = server
+        .request(Method::POST, "/api/incidents", Some(&token))
+        .body(r#"{"title": "x"}"#)
+        .send()
+        .await?;
+    refused(
+        &answer(response).await?,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "no Content-Type",
+    )?;
+    // Nothing above declared an incident.
+    let list: Value = server
+        .request(Method::GET, "/api/incidents", Some(&token))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        list["incidents"].as_array().map(Vec::len) == Some(1),
+        "{list}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_a_413_and_changes_nothing() -> anyhow::Result<()> {
+    let (server, token, id) = server_with_incident().await;
+    let before = server.heads(&token, &id).await;
+    let text = "x".repeat(MAX_BODY + 1);
+    let response = server
+        .request(
+            Method::POST,
+            &format!("/api/incidents/{id}/timeline"),
+            Some(&token),
+        )
+        .json(&json!({ "text": text }))
+        .send()
+        .await?;
+    let got = answer(response).await?;
+    refused(
+        &got,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "oversized timeline entry",
+    )?;
+    let message = got.1["error"]["message"].as_str().unwrap_or_default();
+    anyhow::ensure!(
+        message.contains(&MAX_BODY.to_string()),
+        "the message tells the limit: {message:?}"
+    );
+    anyhow::ensure!(
+        server.heads(&token, &id).await == before,
+        "the document is unchanged"
+    );
+    // Just under the limit is fine.
+    let fits = "y".repeat(MAX_BODY - 100);
+    server.append_timeline(&token, &id, &fits).await;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_routes_formats_and_templates_are_refused() -> anyhow::Result<()> {
+    let (server, token, id) = server_with_incident().await;
+    let get = |path: String| {
+        let request = server.request(Method::GET, &path, Some(&token));
+        async move { answer(request.send().await?).await }
+    };
+    refused(
+        &get("/api/incidents/not-an-id".into()).await?,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "bad id",
+    )?;
+    refused(
+        &get("/api/nothing-here".into()).await?,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "unknown route",
+    )?;
+    refused(
+        &get(format!("/api/incidents/{id}/export?format=pdf")).await?,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "unknown export format",
+    )?;
+    refused(
+        &get(format!("/api/incidents/{id}/export?colour=red")).await?,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "unknown export parameter",
+    )?;
+    refused(
+        &get("/api/incidents?status=exploded".into()).await?,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "unknown status filter",
+    )?;
+    refused(
+        &get("/api/incidents?limit=many".into()).await?,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "non-numeric limit",
+    )?;
+    for (body, what) in [
+        (
+            json!({"title": "x", "template": "no-such-template"}),
+            "unknown template",
+        ),
+        (json!({"title": "  "}), "blank title"),
+        (json!({"title": "two\nlines"}), "title of two lines"),
+        (
+            json!({"title": "x", "severity": "SEV99"}),
+            "unknown severity",
+        ),
+    ] {
+        let response = server
+            .request(Method::POST, "/api/incidents", Some(&token))
+            .json(&body)
+            .send()
+            .await?;
+        refused(
+            &answer(response).await?,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            what,
+        )?;
+    }
+    for (body, what) in [
+        (json!({"name": "x", "scope": "root"}), "unknown scope"),
+        (
+            json!({"name": "has spaces", "scope": "read"}),
+            "bad token name",
+        ),
+    ] {
+        let response = server
+            .request(Method::POST, "/api/tokens", Some(&server.admin_token))
+            .json(&body)
+            .send()
+            .await?;
+        refused(
+            &answer(response).await?,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            what,
+        )?;
+    }
+    // Every known format works, for contrast.
+    for format in ["markdown", "html", "json", "automerge"] {
+        let response = server
+            .request(
+                Method::GET,
+                &format!("/api/incidents/{id}/export?format={format}"),
+                Some(&token),
+            )
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == StatusCode::OK,
+            "{format}: {}",
+            response.status()
+        );
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_the_model_refuses_are_a_422_and_change_nothing() -> anyhow::Result<()> {
+    let (server, token, id) = server_with_incident().await;
+    let seeded = server
+        .operations(
+            &token,
+            &id,
+            json!([{"op": "setText", "field": "summary", "text": "Before."}]),
+        )
+        .await;
+    anyhow::ensure!(
+        seeded.status() == StatusCode::OK,
+        "seeding: {}",
+        seeded.status()
+    );
+    let heads = server.heads(&token, &id).await;
+    let markdown = server.markdown(&token, &id).await;
+
+    for (operations, what) in [
+        (
+            json!([{"op": "setText", "field": "noSuchField", "text": "x"}]),
+            "unknown field",
+        ),
+        (
+            json!([{"op": "setChoice", "field": "summary", "value": "SEV1"}]),
+            "wrong kind of field",
+        ),
+        (
+            json!([{"op": "setChoice", "field": "severity", "value": "SEV99"}]),
+            "unknown option",
+        ),
+        (
+            json!([{"op": "spliceText", "field": "summary", "pos": 1000, "insert": "x"}]),
+            "position past the end",
+        ),
+        (
+            json!([{"op": "editTimelineEntry", "id": "no-such-entry", "text": "x"}]),
+            "unknown timeline entry",
+        ),
+        (
+            json!([{"op": "addTimelineEntry", "text": ""}]),
+            "empty timeline entry",
+        ),
+        (
+            json!([
+                {"op": "setText", "field": "summary", "text": "After."},
+                {"op": "setChoice", "field": "severity", "value": "SEV1"},
+                {"op": "setChoice", "field": "severity", "value": "SEV99"}
+            ]),
+            "a batch whose last operation is refused",
+        ),
+    ] {
+        let got = answer(server.operations(&token, &id, operations).await).await?;
+        refused(
+            &got,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            what,
+        )?;
+        anyhow::ensure!(
+            server.heads(&token, &id).await == heads,
+            "{what}: the document changed"
+        );
+    }
+    // Operations that are not operations at all are a 422 from the JSON shape, an empty list a 400.
+    let got = answer(
+        server
+            .operations(&token, &id, json!([{"op": "launchMissiles"}]))
+            .await,
+    )
+    .await?;
+    refused(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+        "unknown operation",
+    )?;
+    let got = answer(server.operations(&token, &id, json!([])).await).await?;
+    refused(
+        &got,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "no operations",
+    )?;
+
+    anyhow::ensure!(
+        server.heads(&token, &id).await == heads,
+        "the document is unchanged"
+    );
+    let after = server.markdown(&token, &id).await;
+    anyhow::ensure!(
+        markdown_section(&after, "Summary") == Some("Before.".to_owned()) && after == markdown,
+        "the export is unchanged:\n{after}"
+    );
+    server.stop().await;
+    Ok(())
+}

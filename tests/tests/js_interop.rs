@@ -1,0 +1,381 @@
+//! Interop with the stock JavaScript client: `@automerge/automerge-repo` with its `WebSocketClientAdapter` (the
+//! versions pinned in `tests/js/package-lock.json`), run by Node from `tests/js/client.mjs`, against a real server.
+//!
+//! - An incident declared over HTTP is found by the JS client through its `automerge:` URL, edited there (with
+//!   UTF-16 positions, an emoji included, and a JS `Date` stamp), and the server's Markdown export shows the edit.
+//! - The other way: while the JS client watches, a Rust sync peer and then an HTTP operation edit the summary, and
+//!   the JS client sees each edit live.
+//! - A JS client asking for a document that does not exist, or no longer does, is told it is unavailable: `find`
+//!   rejects promptly instead of hanging.
+//!
+//! The tests need Node.js on `PATH` and `npm ci` run in `tests/js` (`scripts/test.sh` and CI do it); without them
+//! they fail and say so.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use serde_json::{Value, json};
+use server::wire::DocumentId;
+use tests::{SyncClient, TestServer, markdown_section};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::task::JoinHandle;
+
+/// The JS client's own deadline for everything it does (`--timeout-ms`): after it, it reports `timeout` and exits.
+const JS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the test waits for one line from the JS client: longer than [`JS_TIMEOUT`], so that a stuck client is
+/// normally reported by the client itself, with what it was waiting for.
+const LINE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How long the JS client may take to exit after its last event.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The name the JS client stamps its edits with.
+const JS_AUTHOR: &str = "js-interop";
+
+/// The directory of the JS client and its `node_modules`.
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
+}
+
+/// The `node` executable on `PATH`.
+fn node() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("node"))
+        .find(|candidate| candidate.is_file())
+        .context("node is not on PATH: the JavaScript interop tests need Node.js 20 or newer")
+}
+
+/// Fails unless `npm ci` has installed the pinned client in `tests/js/node_modules`.
+fn require_node_modules() -> anyhow::Result<()> {
+    let dir = js_dir();
+    for package in [
+        "@automerge/automerge-repo",
+        "@automerge/automerge-repo-network-websocket",
+    ] {
+        ensure!(
+            dir.join("node_modules")
+                .join(package)
+                .join("package.json")
+                .is_file(),
+            "{} has no {package}: run `npm ci` in tests/js first (scripts/test.sh and CI do)",
+            dir.join("node_modules").display()
+        );
+    }
+    Ok(())
+}
+
+/// A running `client.mjs` and everything it printed so far.
+struct JsClient {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// Collects stderr until the process exits, for failure messages.
+    stderr: JoinHandle<String>,
+    /// Every event read so far, for failure messages.
+    transcript: Vec<Value>,
+}
+
+impl JsClient {
+    /// Starts the client on document `doc` (an `automerge:` URL) of the server at `ws_url`, with `steps` to run
+    /// once the document is ready (see the header of `tests/js/client.mjs`).
+    async fn spawn(ws_url: &str, doc: &str, steps: Value) -> anyhow::Result<JsClient> {
+        require_node_modules()?;
+        let mut child = Command::new(node()?)
+            .current_dir(js_dir())
+            .arg("client.mjs")
+            .arg("--server")
+            .arg(ws_url)
+            .arg("--doc")
+            .arg(doc)
+            .arg("--timeout-ms")
+            .arg(JS_TIMEOUT.as_millis().to_string())
+            .arg("--author")
+            .arg(JS_AUTHOR)
+            .arg("--steps")
+            .arg(steps.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting node tests/js/client.mjs")?;
+        let stdout = child.stdout.take().context("node's stdout is piped")?;
+        let mut stderr = child.stderr.take().context("node's stderr is piped")?;
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Ok(JsClient {
+            child,
+            stdout: BufReader::new(stdout).lines(),
+            stderr,
+            transcript: Vec::new(),
+        })
+    }
+
+    /// Reads the next event and fails unless it is `event`; returns the whole event object.
+    async fn expect(&mut self, event: &str) -> anyhow::Result<Value> {
+        let line = match tokio::time::timeout(LINE_TIMEOUT, self.stdout.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => {
+                return Err(self
+                    .failure(&format!("expected {event:?}, but stdout closed"))
+                    .await);
+            }
+            Ok(Err(e)) => {
+                return Err(self
+                    .failure(&format!("expected {event:?}, reading stdout failed: {e}"))
+                    .await);
+            }
+            Err(_) => {
+                return Err(self
+                    .failure(&format!(
+                        "expected {event:?}, nothing within {LINE_TIMEOUT:?}"
+                    ))
+                    .await);
+            }
+        };
+        let value: Value = match serde_json::from_str(&line) {
+            Ok(value) => value,
+            Err(e) => {
+                return Err(self
+                    .failure(&format!(
+                        "expected {event:?}, got a line that is not JSON ({e}): {line}"
+                    ))
+                    .await);
+            }
+        };
+        self.transcript.push(value.clone());
+        if value["event"] != event {
+            return Err(self
+                .failure(&format!("expected {event:?}, got {value}"))
+                .await);
+        }
+        Ok(value)
+    }
+
+    /// Waits for the process to exit and returns its status; stdout must have nothing more to say.
+    async fn exit(mut self) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(EXIT_TIMEOUT, self.stdout.next_line()).await {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(line))) => {
+                return Err(self
+                    .failure(&format!("expected the end of output, got {line}"))
+                    .await);
+            }
+            Ok(Err(e)) => return Err(self.failure(&format!("reading stdout failed: {e}")).await),
+            Err(_) => {
+                return Err(self
+                    .failure(&format!(
+                        "node did not exit within {EXIT_TIMEOUT:?} of its last event"
+                    ))
+                    .await);
+            }
+        }
+        match tokio::time::timeout(EXIT_TIMEOUT, self.child.wait()).await {
+            Ok(status) => status.context("waiting for node"),
+            Err(_) => Err(self.failure("node closed stdout but did not exit").await),
+        }
+    }
+
+    /// Kills the client and describes what went wrong, with everything it printed on stdout and stderr.
+    async fn failure(&mut self, what: &str) -> anyhow::Error {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let stderr = tokio::time::timeout(Duration::from_secs(5), &mut self.stderr)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let transcript: Vec<String> = self.transcript.iter().map(Value::to_string).collect();
+        anyhow::anyhow!(
+            "JS client: {what}\nevents so far:\n  {}\nstderr:\n{stderr}",
+            transcript.join("\n  ")
+        )
+    }
+}
+
+/// The `text` of an event, which must be a string.
+fn text_of(event: &Value) -> anyhow::Result<&str> {
+    event["text"]
+        .as_str()
+        .with_context(|| format!("no text in {event}"))
+}
+
+/// The JS client finds an incident declared over HTTP by its URL, reads it, edits the summary with UTF-16
+/// positions, and the server's Markdown export shows exactly the JS client's text and its stamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_edit_reaches_the_markdown_export() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let token = server.token("js-writer", "write").await;
+    let incident = server.declare(&token, "Checkout errors").await;
+
+    // "🚀" is two UTF-16 code units, so position 11 is just after it: JS counts "Checkout " (9) + 2.
+    let mut js = JsClient::spawn(
+        &server.ws_url(&token),
+        &incident.url,
+        json!([
+            {"op": "print", "field": "title"},
+            {"op": "print", "field": "summary"},
+            {"op": "splice", "field": "summary", "pos": 0, "del": 0, "text": "Checkout 🚀 fails."},
+            {"op": "splice", "field": "summary", "pos": 11, "del": 6, "text": " is down for EU customers"},
+        ]),
+    )
+    .await?;
+    let ready = js.expect("ready").await?;
+    ensure!(
+        ready["url"] == incident.url.as_str(),
+        "the JS client opened {} instead of {}",
+        ready["url"],
+        incident.url
+    );
+    let title = js.expect("text").await?;
+    ensure!(
+        text_of(&title)?.starts_with("Checkout errors: "),
+        "the JS client reads the server's title as {title}"
+    );
+    let summary = js.expect("text").await?;
+    ensure!(
+        text_of(&summary)?.is_empty(),
+        "a new incident's summary is empty, the JS client reads {summary}"
+    );
+    js.expect("spliced").await?;
+    let edited = js.expect("spliced").await?;
+    let expected = "Checkout 🚀 is down for EU customers.";
+    ensure!(
+        text_of(&edited)? == expected,
+        "the JS client's own text is {edited}, not {expected:?}"
+    );
+    // `flushed` means the server advertised exactly the JS client's heads, which it does only once they are durable.
+    js.expect("flushed").await?;
+    js.expect("done").await?;
+    let status = js.exit().await?;
+    ensure!(status.success(), "the JS client exited with {status}");
+
+    let markdown = server.markdown(&token, &incident.id).await;
+    let section =
+        markdown_section(&markdown, "Summary").context("the export has a Summary section")?;
+    ensure!(
+        section == expected,
+        "the export's summary is {section:?}, the JS client wrote {expected:?}; export:\n{markdown}"
+    );
+    // The JS `Date` and the JS string (stored as Text by JavaScript Automerge) read back as the stamp.
+    let stamp = format!("UTC by {JS_AUTHOR}._");
+    ensure!(
+        markdown.contains(&stamp),
+        "the export has no stamp {stamp:?} for the JS client's edit:\n{markdown}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+/// While the JS client watches the summary (with a read-only token, as a status page would), a Rust sync peer edits
+/// it and then an HTTP operation replaces it; the JS client sees each edit without asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_sees_sync_and_http_edits_live() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let writer = server.token("rust-writer", "write").await;
+    let reader = server.token("js-watcher", "read").await;
+    let incident = server.declare(&writer, "Checkout errors").await;
+
+    let mut js = JsClient::spawn(
+        &server.ws_url(&reader),
+        &incident.url,
+        json!([
+            {"op": "wait", "field": "summary", "contains": "rolled back"},
+            {"op": "wait", "field": "summary", "contains": "Mitigated"},
+        ]),
+    )
+    .await?;
+    js.expect("ready").await?;
+
+    let mut rust = SyncClient::connect(&server.ws_url(&writer)).await?;
+    rust.open(&incident.id).await?;
+    rust.splice("summary", 0, 0, "We rolled back 🚀 release 2026.11.24-3.")
+        .await?;
+    let seen = js.expect("seen").await?;
+    ensure!(
+        text_of(&seen)? == rust.text("summary"),
+        "the JS client saw {seen}, the Rust peer wrote {:?}",
+        rust.text("summary")
+    );
+
+    let replaced = "Mitigated: error rate back to normal.";
+    let response = server
+        .operations(
+            &writer,
+            &incident.id,
+            json!([{"op": "setText", "field": "summary", "text": replaced}]),
+        )
+        .await;
+    ensure!(
+        response.status().is_success(),
+        "the HTTP operation was refused: {} {}",
+        response.status(),
+        response.text().await.unwrap_or_default()
+    );
+    let seen = js.expect("seen").await?;
+    ensure!(
+        text_of(&seen)? == replaced,
+        "the JS client saw {seen} after the HTTP edit, not {replaced:?}"
+    );
+    js.expect("done").await?;
+    let status = js.exit().await?;
+    ensure!(status.success(), "the JS client exited with {status}");
+    server.stop().await;
+    Ok(())
+}
+
+/// A JS client asking for a document the server does not have (never created, or deleted) gets "unavailable" from
+/// `find`, promptly, rather than waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_is_told_an_unknown_document_is_unavailable() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let token = server.token("js-reader", "read").await;
+
+    let never = DocumentId::random().url();
+    let deleted = server.declare(&server.admin_token, "Deleted").await;
+    let response = server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/incidents/{}", deleted.id),
+            Some(&server.admin_token),
+        )
+        .send()
+        .await
+        .context("DELETE /api/incidents/{id}")?;
+    ensure!(
+        response.status() == reqwest::StatusCode::NO_CONTENT,
+        "deleting the incident answered {}",
+        response.status()
+    );
+
+    for url in [never, deleted.url] {
+        let started = std::time::Instant::now();
+        let mut js = JsClient::spawn(&server.ws_url(&token), &url, json!([])).await?;
+        let event = js.expect("unavailable").await?;
+        ensure!(
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unavailable")),
+            "unexpected message in {event}"
+        );
+        let status = js.exit().await?;
+        ensure!(
+            status.code() == Some(2),
+            "the JS client exits with 2 for an unavailable document, not {status}"
+        );
+        // Its own deadline is 30 s; being told is a matter of one round trip.
+        let took = started.elapsed();
+        if took >= JS_TIMEOUT {
+            bail!("the JS client took {took:?} to learn that {url} is unavailable");
+        }
+    }
+    server.stop().await;
+    Ok(())
+}

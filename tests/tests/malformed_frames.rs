@@ -1,0 +1,352 @@
+//! Hostile or broken input on `/sync` costs only the connection that sent it: for each kind of bad frame (not CBOR,
+//! CBOR but not a map, wrong field types, an unknown message type, broken Automerge bytes in a valid frame, an
+//! unknown protocol version, a message before `join`, a spoofed `senderId`, a text frame, frames over the size
+//! limit, …) the server answers with an `error` message that says what is wrong and closes the connection. Meanwhile
+//! a client on another document keeps syncing, `/healthz` stays ok, and the document under attack is unchanged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use anyhow::Context;
+use ciborium::Value as Cbor;
+use server::wire::{DocumentId, Message, PeerId};
+use tests::{SyncClient, TestServer, ws};
+
+/// The frame limit of the server under test, small so that oversized frames are cheap.
+const MAX_FRAME: usize = 64 * 1024;
+
+/// How far a connection gets before the bad frame.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    /// The socket is open, no `join` was sent.
+    Connected,
+    /// The handshake is done.
+    Joined,
+    /// The handshake is done and the client holds the attacked document.
+    Opened,
+}
+
+/// One attack: a name, how far the connection gets first, and what the error message must mention.
+#[derive(Debug, Clone, Copy)]
+enum Attack {
+    EmptyFrame,
+    NotCbor,
+    CborButNotAMap,
+    TrailingBytes,
+    DeeplyNested,
+    MissingType,
+    UnknownType,
+    WrongFieldTypes,
+    InvalidDocumentId,
+    EmptySyncData,
+    NotASyncMessage,
+    TruncatedSyncMessage,
+    CorruptedSyncMessage,
+    UnknownProtocolVersion,
+    MessageBeforeJoin,
+    SpoofedSender,
+    TextFrame,
+    OversizedFrame,
+    FrameOverTheHardLimit,
+}
+
+impl Attack {
+    const ALL: [Attack; 19] = [
+        Attack::EmptyFrame,
+        Attack::NotCbor,
+        Attack::CborButNotAMap,
+        Attack::TrailingBytes,
+        Attack::DeeplyNested,
+        Attack::MissingType,
+        Attack::UnknownType,
+        Attack::WrongFieldTypes,
+        Attack::InvalidDocumentId,
+        Attack::EmptySyncData,
+        Attack::NotASyncMessage,
+        Attack::TruncatedSyncMessage,
+        Attack::CorruptedSyncMessage,
+        Attack::UnknownProtocolVersion,
+        Attack::MessageBeforeJoin,
+        Attack::SpoofedSender,
+        Attack::TextFrame,
+        Attack::OversizedFrame,
+        Attack::FrameOverTheHardLimit,
+    ];
+
+    fn stage(self) -> Stage {
+        match self {
+            Attack::UnknownProtocolVersion | Attack::MessageBeforeJoin => Stage::Connected,
+            Attack::TruncatedSyncMessage | Attack::CorruptedSyncMessage | Attack::SpoofedSender => {
+                Stage::Opened
+            }
+            _ => Stage::Joined,
+        }
+    }
+
+    /// A word the server's error message must contain, so that it explains the problem.
+    fn explanation(self) -> &'static str {
+        match self {
+            Attack::EmptyFrame | Attack::NotCbor => "CBOR",
+            Attack::CborButNotAMap => "not a CBOR map",
+            Attack::TrailingBytes => "trailing bytes",
+            Attack::DeeplyNested => "nests deeper",
+            Attack::MissingType => "missing field type",
+            Attack::UnknownType => "unknown message type",
+            Attack::WrongFieldTypes => "must be",
+            Attack::InvalidDocumentId => "invalid document id",
+            Attack::EmptySyncData => "must not be empty",
+            Attack::NotASyncMessage
+            | Attack::TruncatedSyncMessage
+            | Attack::CorruptedSyncMessage => "invalid sync message",
+            Attack::UnknownProtocolVersion => "protocol version",
+            Attack::MessageBeforeJoin => "must be join",
+            Attack::SpoofedSender => "senderId",
+            Attack::TextFrame => "text frames",
+            Attack::OversizedFrame | Attack::FrameOverTheHardLimit => "limit",
+        }
+    }
+}
+
+/// Encodes a CBOR value.
+fn cbor(value: &Cbor) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    out
+}
+
+/// A CBOR map with text keys.
+fn map(entries: Vec<(&str, Cbor)>) -> Cbor {
+    Cbor::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Cbor::Text(k.to_owned()), v))
+            .collect(),
+    )
+}
+
+fn text(s: &str) -> Cbor {
+    Cbor::Text(s.to_owned())
+}
+
+/// Sends the attack's bad frame on a connection at the attack's stage.
+async fn send_attack(attack: Attack, client: &mut SyncClient, target: &str) -> anyhow::Result<()> {
+    let me = client.peer_id().as_str().to_owned();
+    let server = client
+        .server_id()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    let doc: DocumentId = target.parse()?;
+    let binary = |bytes: Vec<u8>| ws::Message::Binary(bytes.into());
+    let sync_with = |data: Cbor| {
+        cbor(&map(vec![
+            ("type", text("sync")),
+            ("senderId", text(&me)),
+            ("targetId", text(&server)),
+            ("documentId", text(target)),
+            ("data", data),
+        ]))
+    };
+    let frame = match attack {
+        Attack::EmptyFrame => binary(Vec::new()),
+        Attack::NotCbor => binary(vec![0xff, 0x00, 0x13, 0x37]),
+        Attack::CborButNotAMap => binary(cbor(&Cbor::Array(vec![text("join"), text(&me)]))),
+        Attack::TrailingBytes => {
+            let mut bytes = cbor(&map(vec![("type", text("leave")), ("senderId", text(&me))]));
+            bytes.extend_from_slice(&[0x00, 0x01]);
+            binary(bytes)
+        }
+        Attack::DeeplyNested => {
+            let mut value = text("deep");
+            for _ in 0..100 {
+                value = Cbor::Array(vec![value]);
+            }
+            binary(cbor(&map(vec![("type", text("sync")), ("data", value)])))
+        }
+        Attack::MissingType => binary(cbor(&map(vec![("senderId", text(&me))]))),
+        Attack::UnknownType => binary(cbor(&map(vec![
+            ("type", text("frobnicate")),
+            ("senderId", text(&me)),
+        ]))),
+        Attack::WrongFieldTypes => binary(cbor(&map(vec![
+            ("type", text("sync")),
+            ("senderId", text(&me)),
+            ("targetId", text(&server)),
+            ("documentId", Cbor::Integer(42.into())),
+            ("data", text("should be bytes")),
+        ]))),
+        Attack::InvalidDocumentId => binary(cbor(&map(vec![
+            ("type", text("request")),
+            ("senderId", text(&me)),
+            ("targetId", text(&server)),
+            ("documentId", text("not-a-document-id")),
+            ("data", Cbor::Bytes(vec![0x42, 0x00])),
+        ]))),
+        Attack::EmptySyncData => binary(sync_with(Cbor::Bytes(Vec::new()))),
+        Attack::NotASyncMessage => binary(sync_with(Cbor::Bytes(b"hello, server".to_vec()))),
+        Attack::TruncatedSyncMessage => {
+            let data = change_carrying_sync_data(client)?;
+            binary(sync_with(Cbor::Bytes(data[..data.len() / 2].to_vec())))
+        }
+        Attack::CorruptedSyncMessage => {
+            let mut data = change_carrying_sync_data(client)?;
+            let len = data.len();
+            for byte in &mut data[len / 2..] {
+                *byte ^= 0x5a;
+            }
+            binary(sync_with(Cbor::Bytes(data)))
+        }
+        Attack::UnknownProtocolVersion => binary(
+            Message::Join {
+                sender_id: PeerId::from(me.as_str()),
+                supported_protocol_versions: vec!["2".to_owned(), "0.9".to_owned()],
+                metadata: None,
+            }
+            .encode(),
+        ),
+        Attack::MessageBeforeJoin => {
+            let data = change_carrying_sync_data(client)
+                .unwrap_or_else(|_| vec![0x42, 0x00, 0x00, 0x00, 0x00]);
+            binary(sync_with(Cbor::Bytes(data)))
+        }
+        Attack::SpoofedSender => {
+            // A valid sync message carrying a real change, claiming to come from another peer.
+            let data = change_carrying_sync_data(client)?;
+            binary(
+                Message::Sync {
+                    sender_id: PeerId::from("someone-else"),
+                    target_id: PeerId::from(server.as_str()),
+                    document_id: doc,
+                    data,
+                }
+                .encode(),
+            )
+        }
+        Attack::TextFrame => ws::Message::Text(r#"{"type":"join"}"#.into()),
+        Attack::OversizedFrame => binary(vec![0xa0; MAX_FRAME + 1]),
+        Attack::FrameOverTheHardLimit => binary(vec![0xa0; MAX_FRAME * 3]),
+    };
+    client.send_raw(frame).await
+}
+
+/// A valid sync message for the attacked document that carries a real change (an edit of the summary), made on the
+/// attacker's copy; the server must never apply it.
+fn change_carrying_sync_data(client: &mut SyncClient) -> anyhow::Result<Vec<u8>> {
+    if !client.holds_document() {
+        anyhow::bail!("the client does not hold the document");
+    }
+    client.splice_local("summary", 0, 0, "ATTACK ")?;
+    client
+        .next_sync_data()
+        .context("a local change gives a sync message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_malformed_frame_gets_an_error_and_a_close_while_others_sync_on() -> anyhow::Result<()>
+{
+    let server = TestServer::start_with(|config| config.max_frame_bytes = MAX_FRAME).await;
+    let token = server.token("editor", "write").await;
+    let attacked = server.declare(&token, "Under attack").await.id;
+    let bystanders_doc = server.declare(&token, "Unrelated incident").await.id;
+    let before = server.heads(&token, &attacked).await;
+
+    // A bystander on another document edits without pause for as long as the attacks last.
+    let stop = Arc::new(AtomicBool::new(false));
+    let edits = Arc::new(AtomicUsize::new(0));
+    let mut bystander = SyncClient::connect(&server.ws_url(&token)).await?;
+    bystander.open(&bystanders_doc).await?;
+    let bystander_task = {
+        let stop = stop.clone();
+        let edits = edits.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                bystander.splice("summary", 0, 0, "x").await?;
+                edits.fetch_add(1, Ordering::SeqCst);
+            }
+            anyhow::Ok(bystander)
+        })
+    };
+
+    let mut failures = Vec::new();
+    for attack in Attack::ALL {
+        let edits_before = edits.load(Ordering::SeqCst);
+        let mut attacker = SyncClient::connect_unjoined(&server.ws_url(&token)).await?;
+        match attack.stage() {
+            Stage::Connected => {}
+            Stage::Joined => attacker.join().await?,
+            Stage::Opened => {
+                attacker.join().await?;
+                attacker.open(&attacked).await?;
+            }
+        }
+        send_attack(attack, &mut attacker, &attacked).await?;
+        match attacker.expect_error_then_close().await {
+            Ok(message) if message.contains(attack.explanation()) => {}
+            Ok(message) => failures.push(format!(
+                "{attack:?}: the error {message:?} does not mention {:?}",
+                attack.explanation()
+            )),
+            Err(e) => failures.push(format!("{attack:?}: {e:#}")),
+        }
+        // The server is still healthy and the bystander still makes progress, after every attack.
+        let (status, health) = server.healthz().await;
+        if !status.is_success() || health["status"] != "ok" {
+            failures.push(format!("{attack:?}: /healthz {status} {health}"));
+        }
+        tests::eventually("the bystander's next edit", tests::DEADLINE, || {
+            let done = edits.load(Ordering::SeqCst);
+            async move { (done > edits_before).then_some(()) }
+        })
+        .await
+        .with_context(|| format!("after {attack:?}"))?;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut bystander = bystander_task.await.context("the bystander panicked")??;
+    anyhow::ensure!(
+        failures.is_empty(),
+        "attacks not handled as expected:\n{}",
+        failures.join("\n")
+    );
+
+    // The attacked document is exactly as it was, and a legitimate client can still open and edit it.
+    anyhow::ensure!(
+        server.heads(&token, &attacked).await == before,
+        "the attacked document changed"
+    );
+    let mut honest = SyncClient::connect(&server.ws_url(&token)).await?;
+    honest.open(&attacked).await?;
+    anyhow::ensure!(
+        !honest.text("summary").contains("ATTACK"),
+        "no attack edit got in"
+    );
+    honest.splice("summary", 0, 0, "Still fine.").await?;
+    // The bystander's edits all arrived.
+    let done = edits.load(Ordering::SeqCst);
+    bystander
+        .sync_until(|c| c.acknowledged(), tests::DEADLINE)
+        .await?;
+    let summary =
+        tests::markdown_section(&server.markdown(&token, &bystanders_doc).await, "Summary")
+            .context("the bystander's summary")?;
+    anyhow::ensure!(
+        summary == "x".repeat(done),
+        "{done} edits, summary {summary:?}"
+    );
+
+    let metrics = server
+        .request(reqwest::Method::GET, "/metrics", None)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("commandpost_protocol_errors_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .context("the protocol error counter")?;
+    anyhow::ensure!(
+        errors >= Attack::ALL.len() as u64,
+        "{errors} protocol errors counted"
+    );
+    server.stop().await;
+    Ok(())
+}
