@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::auth::{self, Scope};
 use crate::config::Config;
@@ -127,9 +127,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let store = crate::open_store(&config)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
+    let listener =
+        listen(config.listen).with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     println!("commandpost listening on http://{addr}");
     if store.token_count().await? == 0 {
@@ -143,6 +142,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("  http://{addr}/#token={token}");
     }
     crate::run(listener, store, config, shutdown_signal()).await
+}
+
+/// How many connections may wait to be accepted. After a restart every browser reconnects at once; the default
+/// of 128 overflows and makes the rest retry a second later.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Completes on Ctrl-C or SIGTERM.
