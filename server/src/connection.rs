@@ -175,6 +175,20 @@ impl Reader {
         }
     }
 
+    /// Answers a `join`: the `peer` reply, or the protocol error for an unsupported version.
+    fn answer_join(&self, client: &PeerId, versions: &[String]) -> Option<Stop> {
+        match wire::answer_join(
+            &self.ctx.server_id,
+            &PeerMetadata::default(),
+            client,
+            versions,
+        ) {
+            Ok(reply) => self.send(reply),
+            Err(Message::Error { message }) => Some(Stop::Protocol(message)),
+            Err(other) => self.send(other),
+        }
+    }
+
     async fn handle(&mut self, message: Message) -> Option<Stop> {
         let Some(peer) = self.peer.clone() else {
             let Message::Join {
@@ -188,19 +202,11 @@ impl Reader {
                     message.message_type()
                 )));
             };
-            return match wire::answer_join(
-                &self.ctx.server_id,
-                &PeerMetadata::default(),
-                &sender_id,
-                &supported_protocol_versions,
-            ) {
-                Ok(reply) => {
-                    self.peer = Some(sender_id);
-                    self.send(reply)
-                }
-                Err(Message::Error { message }) => Some(Stop::Protocol(message)),
-                Err(other) => self.send(other),
-            };
+            let answer = self.answer_join(&sender_id, &supported_protocol_versions);
+            if answer.is_none() {
+                self.peer = Some(sender_id);
+            }
+            return answer;
         };
         if message.sender_id().is_some_and(|s| s != &peer) {
             return Some(Stop::Protocol(format!(
@@ -240,16 +246,7 @@ impl Reader {
                 ..
             } => {
                 // A repeated join (the client retried) gets the same answer.
-                match wire::answer_join(
-                    &self.ctx.server_id,
-                    &PeerMetadata::default(),
-                    &peer,
-                    &supported_protocol_versions,
-                ) {
-                    Ok(reply) => self.send(reply),
-                    Err(Message::Error { message }) => Some(Stop::Protocol(message)),
-                    Err(other) => self.send(other),
-                }
+                self.answer_join(&peer, &supported_protocol_versions)
             }
             Message::Leave { .. } => Some(Stop::Closed),
             Message::Error { message } => {
