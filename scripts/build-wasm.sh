@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the browser client (client-wasm) into client-wasm/pkg/: client_wasm_bg.wasm plus the ES-module glue
-# (client_wasm.js, .d.ts) that `import init, { IncidentClient } from "./pkg/client_wasm.js"` loads with `--target web`.
+# Builds the browser client (client-wasm) into web/pkg/: client_wasm_bg.wasm plus the ES-module glue
+# (client_wasm.js, .d.ts) that `import init, { LiveIncident } from "/pkg/client_wasm.js"` loads with `--target web`.
 #
 # Idempotent and self-installing, following docs in shared/design/wasm-toolchain.md (the recipe tested on these
 # machines):
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 TARGET=wasm32-unknown-unknown
 PROFILE=wasm-release
-OUT=client-wasm/pkg
+OUT=web/pkg
 TOOLS="${COMMANDPOST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/commandpost/tools}"
 
 step() { printf '==> %s\n' "$*" >&2; }

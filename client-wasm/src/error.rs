@@ -4,7 +4,7 @@ use incident_doc::{LoadError, OpError};
 
 use crate::utf16::PositionError;
 
-/// Why an [`IncidentClient`](crate::IncidentClient) call failed. One small enum rather than one per method: the
+/// Why a [`LiveIncident`](crate::LiveIncident) call failed. One small enum rather than one per method: the
 /// page shows the message and keeps its state, it does not branch on the cause. Crosses into JavaScript as an
 /// `Error` (see `interop`). Whatever failed, the document is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,21 @@ pub enum ClientError {
     /// A text splice named a field that holds no text in this document.
     #[error("field {0:?} holds no text")]
     NotText(String),
+    /// `open` got a string that is not a document id.
+    #[error("{0:?} is not an incident id: {1}")]
+    DocumentId(String, wire::DocumentIdError),
+    /// `exportDoc` got a format it does not make.
+    #[error("unknown export format {0:?} (expected markdown, html or json)")]
+    Format(String),
+    /// `cursorPosition` got a string that is not a cursor of that field.
+    #[error("{0:?} is not a cursor of this field")]
+    Cursor(String),
+    /// The presence JSON is not `{"name", "role"?, "field"?}`.
+    #[error("not valid presence: {0}")]
+    PresenceJson(serde_json::Error),
+    /// The server sent something the protocol does not allow, or refused us; the page reconnects.
+    #[error("{0}")]
+    Protocol(String),
     /// A UTF-16 position does not fall on a character boundary of the field's text.
     #[error("in field {field:?}: {source}")]
     Position {

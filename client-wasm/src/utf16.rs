@@ -64,6 +64,12 @@ pub fn splice_range_from_utf16(
     Ok((start, end - start))
 }
 
+/// The UTF-16 offset of code-point index `index` in `text`, clamped to the end: what a `<textarea>` needs to put
+/// the caret back where a cursor resolved.
+pub fn utf16_from_code_points(text: &str, index: usize) -> usize {
+    text.chars().take(index).map(char::len_utf16).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +94,9 @@ mod tests {
         );
         assert_eq!(code_points_from_utf16(text, 3), Ok(2));
         assert_eq!(code_points_from_utf16(text, 4), Ok(3));
+        assert_eq!(utf16_from_code_points(text, 2), 3);
+        assert_eq!(utf16_from_code_points(text, 3), 4);
+        assert_eq!(utf16_from_code_points(text, 99), 4);
         assert_eq!(
             code_points_from_utf16(text, 5),
             Err(PositionError::PastEnd { offset: 5, len: 4 })

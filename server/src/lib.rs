@@ -14,7 +14,7 @@ pub mod document;
 pub mod error;
 pub mod metrics;
 pub mod store;
-pub mod wire;
+pub use wire;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! The automerge-repo WebSocket wire protocol, as a sans-IO codec.
+//! The automerge-repo WebSocket wire protocol, as a sans-IO codec shared by the server, the browser client
+//! (compiled to WebAssembly) and the test and load clients.
 //!
 //! The stock JS client (`@automerge/automerge-repo` with
 //! `@automerge/automerge-repo-network-websocket`) talks to us in binary WebSocket frames, each
@@ -62,6 +63,10 @@ pub struct DocumentId([u8; DOCUMENT_ID_LEN]);
 
 impl DocumentId {
     /// A new random id, shaped as a version 4 UUID like the ids the JS `Repo.create()` makes.
+    ///
+    /// Behind the `random` feature: only the side that creates documents (the server, tests) needs a random
+    /// source, and leaving `rand` out keeps the browser build free of a second randomness backend.
+    #[cfg(any(test, feature = "random"))]
     pub fn random() -> Self {
         let mut bytes: [u8; DOCUMENT_ID_LEN] = rand::random();
         bytes[6] = (bytes[6] & 0x0f) | 0x40;

@@ -1,0 +1,796 @@
+//! [`LiveIncident`]: the one object the page holds per open incident: the document, its link to the server and
+//! presence.
+
+use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
+use chrono::{DateTime, Utc};
+use incident_doc::{Editor, Incident, Operation, export};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wire::{DocumentId, PeerId};
+
+use crate::ClientError;
+use crate::link::Link;
+use crate::presence::{Presence, PresenceInfo};
+use crate::utf16;
+
+/// An incident open in the browser. JavaScript sees it as `LiveIncident` with camelCase methods; structured data
+/// crosses as JSON strings (the same shapes as the HTTP API), documents and frames as `Uint8Array`s. It does no
+/// I/O: the page passes in frames, times and random numbers, and sends what [`LiveIncident::take_outgoing`] gives.
+///
+/// The page passes the editor's name and `Date.now()` with every edit because the model reads no clock: that keeps
+/// the model deterministic, and makes the stamp say what the editor saw.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct LiveIncident {
+    /// The document; every edit goes through its typed operations, so the browser enforces the schema's rules
+    /// exactly as the server does.
+    incident: Incident,
+    /// The protocol with the server.
+    link: Link,
+    /// Who else is here.
+    presence: Presence,
+}
+
+#[wasm_bindgen]
+impl LiveIncident {
+    /// Opens incident `document_id` as peer `peer_id` (one per tab), from bytes saved earlier (IndexedDB) or, with
+    /// none, as an empty replica that fills at the first sync. Throws if the id or the bytes are invalid.
+    pub fn open(
+        document_id: &str,
+        peer_id: &str,
+        saved: Option<Vec<u8>>,
+    ) -> Result<LiveIncident, ClientError> {
+        let document: DocumentId = document_id
+            .parse()
+            .map_err(|e| ClientError::DocumentId(document_id.to_owned(), e))?;
+        let incident = match saved {
+            Some(bytes) => Incident::load(&bytes)?,
+            None => Incident::empty(None),
+        };
+        Ok(LiveIncident::with_incident(incident, document, peer_id))
+    }
+
+    /// Whether the replica holds the incident yet (a fresh empty replica does not until the first sync).
+    #[wasm_bindgen(js_name = hasContent)]
+    pub fn has_content(&mut self) -> bool {
+        !self.incident.doc_mut().get_heads().is_empty()
+    }
+
+    /// The whole incident as the `IncidentView` JSON (the documented JSON export, compact): what the page renders.
+    #[wasm_bindgen(js_name = viewJson)]
+    pub fn view_json(&self) -> Result<String, ClientError> {
+        serde_json::to_string(&self.incident.view()).map_err(ClientError::ViewJson)
+    }
+
+    /// An export, byte for byte what the server exports for the same document: `markdown`, `html` or `json`.
+    /// Made here rather than fetched so that it also works offline.
+    #[wasm_bindgen(js_name = exportDoc)]
+    pub fn export_doc(&self, format: &str) -> Result<String, ClientError> {
+        let view = self.incident.view();
+        match format {
+            "markdown" => Ok(export::markdown(&view)),
+            "html" => Ok(export::html(&view)),
+            "json" => Ok(export::json(&view)),
+            other => Err(ClientError::Format(other.to_owned())),
+        }
+    }
+
+    /// Applies an `Operation` in its JSON form (`{"op": "addItem", …}`), or a JSON array of them applied all
+    /// together or not at all, as one change by `editor_name` at `now_ms` (milliseconds since the epoch, as
+    /// `Date.now()` gives). Returns the JSON array `[{"id": …}, …]` with one entry per operation (the id of the
+    /// item or entry it created, or `null`), the shape of the HTTP API's `applied`. Throws, changing nothing, when
+    /// the JSON is not an operation or the model refuses it. Text positions in a `spliceText` here count code
+    /// points; use [`LiveIncident::splice_text_utf16`] for offsets taken from the browser.
+    pub fn apply(
+        &mut self,
+        op_json: &str,
+        editor_name: &str,
+        now_ms: f64,
+    ) -> Result<String, ClientError> {
+        let editor = editor(editor_name, now_ms)?;
+        let value: serde_json::Value =
+            serde_json::from_str(op_json).map_err(ClientError::OperationJson)?;
+        // Parsed in two steps rather than through an untagged enum, so a bad operation gets serde's precise message.
+        let ops: Vec<Operation> = if value.is_array() {
+            serde_json::from_value(value)
+        } else {
+            serde_json::from_value(value).map(|op| vec![op])
+        }
+        .map_err(ClientError::OperationJson)?;
+        let applied = self.incident.apply_all(&ops, &editor)?;
+        self.link.flush(self.incident.doc_mut());
+        serde_json::to_string(&applied).map_err(ClientError::OperationJson)
+    }
+
+    /// Splices a text or markdown field with positions in UTF-16 code units, as a `<textarea>` or `InputEvent`
+    /// reports them: deletes `utf16_delete` units at `utf16_pos`, then inserts `insert`. The positions are converted
+    /// to the model's code points against the field's current text, here and nowhere else (see [`utf16`]). Throws,
+    /// changing nothing, when a position splits a surrogate pair or lies past the end.
+    #[wasm_bindgen(js_name = spliceTextUtf16)]
+    pub fn splice_text_utf16(
+        &mut self,
+        field: &str,
+        utf16_pos: usize,
+        utf16_delete: usize,
+        insert: &str,
+        editor_name: &str,
+        now_ms: f64,
+    ) -> Result<(), ClientError> {
+        let editor = editor(editor_name, now_ms)?;
+        let text = self.text(field)?;
+        let (pos, delete) = utf16::splice_range_from_utf16(&text, utf16_pos, utf16_delete)
+            .map_err(|source| ClientError::Position {
+                field: field.to_owned(),
+                source,
+            })?;
+        let op = Operation::SpliceText {
+            field: field.to_owned(),
+            pos,
+            delete,
+            insert: insert.to_owned(),
+        };
+        self.incident.apply(&op, &editor)?;
+        self.link.flush(self.incident.doc_mut());
+        Ok(())
+    }
+
+    /// The current text of a text or markdown field, read directly rather than through the whole view, since the
+    /// page reads it per keystroke.
+    pub fn text(&self, field: &str) -> Result<String, ClientError> {
+        let (doc, obj) = self.text_obj(field)?;
+        doc.text(&obj)
+            .map_err(|_| ClientError::NotText(field.to_owned()))
+    }
+
+    /// A stable address for the caret at UTF-16 offset `utf16_pos` of a text field: it follows its character
+    /// through remote edits, which is how the caret stays put while others type elsewhere in the field.
+    pub fn cursor(&self, field: &str, utf16_pos: usize) -> Result<String, ClientError> {
+        let text = self.text(field)?;
+        let pos = utf16::code_points_from_utf16(&text, utf16_pos).map_err(|source| {
+            ClientError::Position {
+                field: field.to_owned(),
+                source,
+            }
+        })?;
+        let (doc, obj) = self.text_obj(field)?;
+        let cursor = if pos >= text.chars().count() {
+            // The end stays the end: someone typing at the end keeps typing at the end.
+            doc.get_cursor(&obj, automerge::CursorPosition::End, None)
+        } else {
+            doc.get_cursor(&obj, pos, None)
+        };
+        cursor
+            .map(|c| c.to_string())
+            .map_err(|_| ClientError::NotText(field.to_owned()))
+    }
+
+    /// Where a cursor from [`LiveIncident::cursor`] is now, as a UTF-16 offset. Throws on a cursor that is not one.
+    #[wasm_bindgen(js_name = cursorPosition)]
+    pub fn cursor_position(&self, field: &str, cursor: &str) -> Result<usize, ClientError> {
+        let parsed = automerge::Cursor::try_from(cursor)
+            .map_err(|_| ClientError::Cursor(cursor.to_owned()))?;
+        let (doc, obj) = self.text_obj(field)?;
+        let pos = doc
+            .get_cursor_position(&obj, &parsed, None)
+            .map_err(|_| ClientError::Cursor(cursor.to_owned()))?;
+        Ok(utf16::utf16_from_code_points(&self.text(field)?, pos))
+    }
+
+    /// The full document with its history, compressed: for IndexedDB, or to hand to a new tab.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.incident.save()
+    }
+
+    /// The document's current heads as hex change hashes: what the page shows as a version.
+    pub fn heads(&mut self) -> Vec<String> {
+        self.incident
+            .doc_mut()
+            .get_heads()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The page's socket opened: the handshake starts.
+    pub fn connected(&mut self) {
+        self.presence.reset();
+        self.link.connected();
+    }
+
+    /// The page's socket closed: returns how many milliseconds to wait before reconnecting (`random01` from
+    /// `Math.random()` spreads a war room's reconnects).
+    pub fn disconnected(&mut self, _now_ms: f64, random01: f64) -> f64 {
+        self.presence.reset();
+        self.link.disconnected(random01)
+    }
+
+    /// Handles one binary frame from the server; returns what changed, for the page to re-render: top-level
+    /// document keys (field keys, `pins`, `updated`, …) and `"@presence"`. Throws on a protocol error (the page
+    /// then closes the socket and reconnects); the document is unchanged by a refused frame.
+    pub fn receive(&mut self, frame: &[u8], now_ms: f64) -> Result<Vec<String>, ClientError> {
+        let received = self.link.receive(frame, self.incident.doc_mut())?;
+        let mut changed = Vec::new();
+        if let Some((before, after)) = received.changed {
+            changed = changed_keys(self.incident.doc_mut(), &before, &after);
+        }
+        if let Some((peer, payload)) = received.ephemeral
+            && self.presence.heard(peer, &payload, now_ms)
+        {
+            changed.push(PRESENCE_KEY.to_owned());
+        }
+        self.send_presence(now_ms);
+        Ok(changed)
+    }
+
+    /// The frames to send now, in order; call after every other method.
+    #[wasm_bindgen(js_name = takeOutgoing)]
+    pub fn take_outgoing_js(&mut self) -> js_sys::Array {
+        self.take_outgoing()
+            .into_iter()
+            .map(|frame| js_sys::Uint8Array::from(frame.as_slice()))
+            .collect()
+    }
+
+    /// `offline`, `connecting`, `syncing` or `synced` (the server holds every local change, durably).
+    pub fn status(&mut self) -> String {
+        self.link
+            .status(self.incident.doc_mut())
+            .as_str()
+            .to_owned()
+    }
+
+    /// The last protocol error, if the last connection ended in one.
+    #[wasm_bindgen(js_name = lastError)]
+    pub fn last_error(&self) -> Option<String> {
+        self.link.last_error().map(str::to_owned)
+    }
+
+    /// Sets what this tab says about itself, `{"name", "role", "field"}` as JSON; sent now if connected, and
+    /// repeated by [`LiveIncident::tick`].
+    #[wasm_bindgen(js_name = setPresence)]
+    pub fn set_presence(&mut self, json: &str, now_ms: f64) -> Result<(), ClientError> {
+        let info: PresenceInfo = serde_json::from_str(json).map_err(ClientError::PresenceJson)?;
+        self.presence.set(info);
+        self.send_presence(now_ms);
+        Ok(())
+    }
+
+    /// Periodic upkeep (every few seconds): repeats our presence when due and drops silent peers. Returns whether
+    /// the presence list changed.
+    pub fn tick(&mut self, now_ms: f64) -> bool {
+        self.send_presence(now_ms);
+        self.presence.expire(now_ms)
+    }
+
+    /// The other tabs on this incident as JSON: `[{"peer", "name", "role", "field", "seenMs"}]`, sorted by name.
+    #[wasm_bindgen(js_name = presenceJson)]
+    pub fn presence_json(&mut self, now_ms: f64) -> String {
+        self.presence.expire(now_ms);
+        serde_json::to_string(&self.presence.peers()).unwrap_or_else(|_| "[]".to_owned())
+    }
+}
+
+/// The key `receive` reports when the presence list changed; `@` cannot start a template field key.
+const PRESENCE_KEY: &str = "@presence";
+
+impl LiveIncident {
+    /// A live incident around a document already in memory (Rust callers and tests; JavaScript uses `open`).
+    pub fn with_incident(incident: Incident, document: DocumentId, peer_id: &str) -> LiveIncident {
+        LiveIncident {
+            incident,
+            link: Link::new(PeerId::from(peer_id), document),
+            presence: Presence::new(peer_id.to_owned()),
+        }
+    }
+
+    /// This tab's peer id, as the server knows it.
+    pub fn link_peer(&self) -> String {
+        self.link.peer().to_string()
+    }
+
+    /// The frames to send now, in order (the Rust form of `takeOutgoing`).
+    pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
+        self.link.take_outgoing()
+    }
+
+    /// Queues our presence if it is new or its heartbeat is due, once joined.
+    fn send_presence(&mut self, now_ms: f64) {
+        if !self.link.joined() {
+            return;
+        }
+        if let Some((session, count, payload)) = self.presence.due(now_ms) {
+            self.link.broadcast(&session, count, payload);
+        }
+    }
+
+    /// The document and the Text object of a text or markdown field.
+    fn text_obj(&self, field: &str) -> Result<(&AutoCommit, ObjId), ClientError> {
+        let doc = self.incident.doc();
+        match doc.get(ROOT, field) {
+            Ok(Some((Value::Object(ObjType::Text), id))) => Ok((doc, id)),
+            _ => Err(ClientError::NotText(field.to_owned())),
+        }
+    }
+}
+
+/// The top-level keys a remote change touched, so the page re-renders only those sections. A replica filling
+/// from nothing reports every key without diffing (the first sync of a long incident would otherwise diff its
+/// whole history).
+fn changed_keys(
+    doc: &mut AutoCommit,
+    before: &[automerge::ChangeHash],
+    after: &[automerge::ChangeHash],
+) -> Vec<String> {
+    let mut keys: Vec<String> = if before.is_empty() {
+        doc.keys(ROOT).collect()
+    } else {
+        doc.diff(before, after)
+            .into_iter()
+            .filter_map(|patch| match (patch.path.first(), patch.action) {
+                (Some((_, automerge::Prop::Map(key))), _) => Some(key.clone()),
+                (
+                    None,
+                    automerge::PatchAction::PutMap { key, .. }
+                    | automerge::PatchAction::DeleteMap { key },
+                ) => Some(key),
+                _ => None,
+            })
+            .collect()
+    };
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The editor of one call: the name the page passes and its clock, as an [`Editor`].
+fn editor(name: &str, now_ms: f64) -> Result<Editor, ClientError> {
+    let at = if now_ms.is_finite() {
+        // `as` saturates; out-of-range values are then refused by chrono.
+        DateTime::<Utc>::from_timestamp_millis(now_ms as i64)
+    } else {
+        None
+    };
+    at.map(|at| Editor::new(name, at))
+        .ok_or(ClientError::Time(now_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use incident_doc::{Declaration, FieldValue, IncidentView, OpError, template};
+
+    use super::*;
+
+    /// 2026-11-25 10:00 UTC, in `Date.now()` form.
+    const NOW_MS: f64 = 1_795_600_800_000.0;
+
+    fn client() -> LiveIncident {
+        let Some(template) = template::builtin().into_iter().next() else {
+            panic!("the shipped templates parse");
+        };
+        let declaration = Declaration {
+            name: "Checkout down".into(),
+            number: Some(7),
+        };
+        let Ok(editor) = editor("alice", NOW_MS) else {
+            panic!("a valid time");
+        };
+        match Incident::create(&template, &declaration, &editor, None) {
+            Ok(incident) => {
+                LiveIncident::with_incident(incident, DocumentId::from_bytes([7; 16]), "tab-1")
+            }
+            Err(e) => panic!("create: {e}"),
+        }
+    }
+
+    fn view(c: &LiveIncident) -> IncidentView {
+        match c.view_json().map(|j| serde_json::from_str(&j)) {
+            Ok(Ok(v)) => v,
+            other => panic!("view_json: {other:?}"),
+        }
+    }
+
+    fn summary(c: &LiveIncident) -> String {
+        match view(c).field("summary").map(|f| &f.value) {
+            Some(FieldValue::Text(s)) => s.clone(),
+            other => panic!("summary: {other:?}"),
+        }
+    }
+
+    fn set_summary(c: &mut LiveIncident, text: &str) {
+        let op = serde_json::json!({"op": "setText", "field": "summary", "text": text}).to_string();
+        if let Err(e) = c.apply(&op, "alice", NOW_MS) {
+            panic!("setText: {e}");
+        }
+    }
+
+    #[test]
+    fn splices_at_utf16_offsets_after_an_emoji() {
+        let mut c = client();
+        set_summary(&mut c, "\u{1F525} fire e\u{301}");
+        // In JavaScript "🔥 fire é".indexOf("fire") is 3 (🔥 is two units); in code points it is 2.
+        let done = c.splice_text_utf16("summary", 3, 4, "smoke", "bob", NOW_MS);
+        assert!(done.is_ok(), "{done:?}");
+        assert_eq!(summary(&c), "\u{1F525} smoke e\u{301}");
+        // Delete only the combining mark at the end: UTF-16 offset 10 ("🔥" is 2 units, " smoke " 7, "e" 1).
+        let done = c.splice_text_utf16("summary", 10, 1, "", "bob", NOW_MS);
+        assert!(done.is_ok(), "{done:?}");
+        assert_eq!(summary(&c), "\u{1F525} smoke e");
+    }
+
+    #[test]
+    fn a_splice_inside_a_surrogate_pair_changes_nothing() {
+        let mut c = client();
+        set_summary(&mut c, "\u{1F525}!");
+        let heads = c.heads();
+        let err = c.splice_text_utf16("summary", 1, 0, "x", "bob", NOW_MS);
+        assert!(
+            matches!(err, Err(ClientError::Position { ref field, .. }) if field == "summary"),
+            "{err:?}"
+        );
+        assert_eq!(c.heads(), heads);
+        let err = c.splice_text_utf16("severity", 0, 0, "x", "bob", NOW_MS);
+        assert!(matches!(err, Err(ClientError::NotText(_))), "{err:?}");
+    }
+
+    #[test]
+    fn apply_takes_one_operation_or_an_atomic_array() {
+        let mut c = client();
+        let one = c.apply(
+            r#"{"op": "addItem", "field": "todos", "text": "Roll back"}"#,
+            "alice",
+            NOW_MS,
+        );
+        let Ok(one) = one else {
+            panic!("addItem: {one:?}");
+        };
+        let applied: serde_json::Value = serde_json::from_str(&one).unwrap_or_default();
+        assert!(applied[0]["id"].is_string(), "{one}");
+
+        let many = c.apply(
+            r#"[{"op": "setChoice", "field": "severity", "value": "SEV1"}, {"op": "pin", "field": "summary"}]"#,
+            "alice",
+            NOW_MS,
+        );
+        assert_eq!(many.ok().as_deref(), Some(r#"[{"id":null},{"id":null}]"#));
+        assert_eq!(view(&c).headline.severity.as_deref(), Some("SEV1"));
+
+        // The second operation is refused, so the first does not happen either.
+        let heads = c.heads();
+        let refused = c.apply(
+            r#"[{"op": "setChoice", "field": "severity", "value": "SEV2"}, {"op": "pin", "field": "nope"}]"#,
+            "alice",
+            NOW_MS,
+        );
+        assert!(
+            matches!(
+                refused,
+                Err(ClientError::Operation(OpError::UnknownField(_)))
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(c.heads(), heads);
+
+        let bad = c.apply(r#"{"op": "launchRockets"}"#, "alice", NOW_MS);
+        assert!(matches!(bad, Err(ClientError::OperationJson(_))), "{bad:?}");
+        let bad_time = c.apply(r#"{"op": "pin", "field": "summary"}"#, "alice", f64::NAN);
+        assert!(
+            matches!(bad_time, Err(ClientError::Time(_))),
+            "{bad_time:?}"
+        );
+    }
+
+    #[test]
+    fn save_open_round_trips_with_the_same_heads_and_exports() {
+        let mut c = client();
+        set_summary(&mut c, "Payments \u{1F4B3} failing");
+        let bytes = c.save();
+        let id = DocumentId::from_bytes([7; 16]).to_string();
+        let Ok(mut loaded) = LiveIncident::open(&id, "tab-2", Some(bytes)) else {
+            panic!("open");
+        };
+        assert_eq!(loaded.heads(), c.heads());
+        assert_eq!(loaded.heads().len(), 1);
+        assert_eq!(loaded.heads()[0].len(), 64);
+        for format in ["markdown", "html", "json"] {
+            assert_eq!(loaded.export_doc(format).ok(), c.export_doc(format).ok());
+        }
+        assert!(matches!(
+            loaded.export_doc("pdf"),
+            Err(ClientError::Format(_))
+        ));
+        assert!(
+            loaded
+                .export_doc("markdown")
+                .is_ok_and(|md| md.contains("Payments \u{1F4B3} failing"))
+        );
+        assert!(matches!(
+            LiveIncident::open(&id, "tab-3", Some(b"not automerge".to_vec())),
+            Err(ClientError::Load(_))
+        ));
+        assert!(matches!(
+            LiveIncident::open("nope", "tab-3", None),
+            Err(ClientError::DocumentId(..))
+        ));
+    }
+
+    #[test]
+    fn a_cursor_keeps_the_caret_on_its_character_through_remote_edits() {
+        let mut a = client();
+        set_summary(&mut a, "\u{1F525} fire spreading");
+        let id = DocumentId::from_bytes([7; 16]).to_string();
+        let Ok(mut b) = LiveIncident::open(&id, "tab-2", Some(a.save())) else {
+            panic!("open");
+        };
+        // A's caret sits before "spreading" (UTF-16 offset 8: the emoji is two units) and at the very end.
+        let (Ok(mid), Ok(end)) = (a.cursor("summary", 8), a.cursor("summary", 17)) else {
+            panic!("cursors");
+        };
+        // B inserts at the start and appends at the end; A merges.
+        assert!(
+            b.splice_text_utf16("summary", 0, 0, "BIG ", "bob", NOW_MS)
+                .is_ok()
+        );
+        assert!(
+            b.splice_text_utf16("summary", 21, 0, "!", "bob", NOW_MS)
+                .is_ok()
+        );
+        let Ok(()) = a.incident.doc_mut().merge(b.incident.doc_mut()).map(|_| ()) else {
+            panic!("merge");
+        };
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("BIG \u{1F525} fire spreading!")
+        );
+        assert_eq!(a.cursor_position("summary", &mid).ok(), Some(12));
+        assert_eq!(a.cursor_position("summary", &end).ok(), Some(22));
+        assert!(matches!(
+            a.cursor_position("summary", "garbage"),
+            Err(ClientError::Cursor(_))
+        ));
+        assert!(matches!(
+            a.cursor("summary", 5),
+            Err(ClientError::Position { .. })
+        ));
+    }
+
+    /// The server's side of the protocol, reduced to what the link needs: answer `join`, keep one document, sync
+    /// it with every tab and relay ephemeral messages, as `server::document` does (without storage).
+    struct Relay {
+        doc: automerge::AutoCommit,
+        tabs: Vec<(wire::PeerId, automerge::sync::State)>,
+    }
+
+    impl Relay {
+        fn new(doc: automerge::AutoCommit) -> Relay {
+            Relay {
+                doc,
+                tabs: Vec::new(),
+            }
+        }
+
+        /// Delivers `frames` from tab `from`; returns frames addressed by peer id.
+        fn deliver(&mut self, from: &str, frames: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+            use automerge::sync::SyncDoc;
+            use wire::{Message, PeerId};
+            let server = PeerId::from("server");
+            let mut out = Vec::new();
+            for frame in frames {
+                let Ok(message) = wire::decode(&frame) else {
+                    panic!("the link sent a frame that does not decode");
+                };
+                match message {
+                    Message::Join { sender_id, .. } => {
+                        self.tabs.retain(|(p, _)| *p != sender_id);
+                        self.tabs
+                            .push((sender_id.clone(), automerge::sync::State::new()));
+                        out.push((
+                            sender_id.to_string(),
+                            Message::Peer {
+                                sender_id: server.clone(),
+                                target_id: sender_id,
+                                selected_protocol_version: wire::PROTOCOL_VERSION.into(),
+                                metadata: None,
+                            }
+                            .encode(),
+                        ));
+                    }
+                    Message::Request { data, .. } | Message::Sync { data, .. } => {
+                        let Some(i) = self.tabs.iter().position(|(p, _)| p.as_str() == from) else {
+                            panic!("sync before join");
+                        };
+                        let Ok(msg) = automerge::sync::Message::decode(&data) else {
+                            panic!("bad sync message");
+                        };
+                        let received = self
+                            .doc
+                            .sync()
+                            .receive_sync_message(&mut self.tabs[i].1, msg);
+                        assert!(received.is_ok(), "{received:?}");
+                        for (peer, state) in &mut self.tabs {
+                            while let Some(m) = self.doc.sync().generate_sync_message(state) {
+                                out.push((
+                                    peer.to_string(),
+                                    Message::Sync {
+                                        sender_id: server.clone(),
+                                        target_id: peer.clone(),
+                                        document_id: DocumentId::from_bytes([7; 16]),
+                                        data: m.encode(),
+                                    }
+                                    .encode(),
+                                ));
+                            }
+                        }
+                    }
+                    Message::Ephemeral {
+                        sender_id,
+                        document_id,
+                        session_id,
+                        count,
+                        data,
+                        ..
+                    } => {
+                        for (peer, _) in &self.tabs {
+                            if *peer != sender_id {
+                                out.push((
+                                    peer.to_string(),
+                                    Message::Ephemeral {
+                                        sender_id: sender_id.clone(),
+                                        target_id: peer.clone(),
+                                        document_id,
+                                        session_id: session_id.clone(),
+                                        count,
+                                        data: data.clone(),
+                                    }
+                                    .encode(),
+                                ));
+                            }
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            out
+        }
+    }
+
+    /// Runs frames between the relay and the tabs until nobody has anything left to say; returns the keys each tab
+    /// reported changed.
+    fn pump(relay: &mut Relay, tabs: &mut [&mut LiveIncident]) -> Vec<Vec<String>> {
+        let mut changed = vec![Vec::new(); tabs.len()];
+        for _ in 0..50 {
+            let mut quiet = true;
+            for i in 0..tabs.len() {
+                let frames = tabs[i].take_outgoing();
+                if frames.is_empty() {
+                    continue;
+                }
+                quiet = false;
+                let from = tabs[i].link_peer();
+                for (peer, frame) in relay.deliver(&from, frames) {
+                    let Some(to) = tabs.iter().position(|t| t.link_peer() == peer) else {
+                        panic!("no tab {peer}");
+                    };
+                    match tabs[to].receive(&frame, NOW_MS) {
+                        Ok(keys) => changed[to].extend(keys),
+                        Err(e) => panic!("receive: {e}"),
+                    }
+                }
+            }
+            if quiet {
+                return changed;
+            }
+        }
+        panic!("the exchange did not settle");
+    }
+
+    #[test]
+    fn two_tabs_sync_through_the_server_and_see_each_other() {
+        let mut origin = client();
+        let id = DocumentId::from_bytes([7; 16]).to_string();
+        let Ok(saved) = automerge::AutoCommit::load(&origin.save()) else {
+            panic!("load");
+        };
+        let mut relay = Relay::new(saved);
+        // Tab A starts from a saved copy, tab B from nothing (it sends `request`).
+        let (Ok(mut a), Ok(mut b)) = (
+            LiveIncident::open(&id, "tab-a", Some(origin.save())),
+            LiveIncident::open(&id, "tab-b", None),
+        ) else {
+            panic!("open");
+        };
+        assert!(!b.has_content());
+        assert_eq!(a.status(), "offline");
+        a.connected();
+        b.connected();
+        assert_eq!(a.status(), "connecting");
+        let changed = pump(&mut relay, &mut [&mut a, &mut b]);
+        assert!(b.has_content());
+        assert!(changed[1].contains(&"summary".to_owned()), "{changed:?}");
+        assert_eq!(
+            (a.status().as_str(), b.status().as_str()),
+            ("synced", "synced")
+        );
+
+        // A types; B hears exactly which field changed; both end synced on the same heads.
+        assert!(
+            a.splice_text_utf16("summary", 0, 0, "Payments down", "alice", NOW_MS)
+                .is_ok()
+        );
+        assert_eq!(a.status(), "syncing");
+        let changed = pump(&mut relay, &mut [&mut a, &mut b]);
+        assert!(
+            changed[1].contains(&"summary".to_owned())
+                && !changed[1].contains(&"timeline".to_owned()),
+            "{changed:?}"
+        );
+        assert_eq!(b.text("summary").ok().as_deref(), Some("Payments down"));
+        assert_eq!(a.heads(), b.heads());
+        assert_eq!(
+            (a.status().as_str(), b.status().as_str()),
+            ("synced", "synced")
+        );
+
+        // Presence: B announces itself editing the summary; A lists it, and it expires after silence.
+        assert!(
+            b.set_presence(
+                r#"{"name": "bob", "role": "Operations lead", "field": "summary"}"#,
+                NOW_MS
+            )
+            .is_ok()
+        );
+        let changed = pump(&mut relay, &mut [&mut a, &mut b]);
+        assert!(changed[0].contains(&PRESENCE_KEY.to_owned()), "{changed:?}");
+        let listed: serde_json::Value =
+            serde_json::from_str(&a.presence_json(NOW_MS)).unwrap_or_default();
+        assert_eq!(listed[0]["name"], "bob");
+        assert_eq!(listed[0]["field"], "summary");
+        assert_eq!(listed[0]["peer"], "tab-b");
+        assert_eq!(b.presence_json(NOW_MS), "[]");
+        assert!(a.tick(NOW_MS + 31_000.0));
+        assert_eq!(a.presence_json(NOW_MS + 31_000.0), "[]");
+        assert!(b.set_presence("{}", NOW_MS).is_err());
+
+        // Offline edits stay local, then merge on reconnect.
+        let delay = a.disconnected(NOW_MS, 0.5);
+        assert!((100.0..=250.0).contains(&delay), "{delay}");
+        assert!(a.disconnected(NOW_MS, 1.0) >= 999.0);
+        assert_eq!(a.status(), "offline");
+        assert!(
+            a.apply(
+                r#"{"op": "addTimelineEntry", "text": "offline note"}"#,
+                "alice",
+                NOW_MS
+            )
+            .is_ok()
+        );
+        assert!(a.take_outgoing().is_empty());
+        a.connected();
+        pump(&mut relay, &mut [&mut a, &mut b]);
+        assert!(
+            b.export_doc("markdown")
+                .is_ok_and(|md| md.contains("offline note"))
+        );
+        assert_eq!(a.heads(), b.heads());
+        assert_eq!(a.status(), "synced");
+    }
+
+    #[test]
+    fn a_server_error_or_garbage_is_a_protocol_error_that_changes_nothing() {
+        let mut a = client();
+        let heads = a.heads();
+        a.connected();
+        let refused = a.receive(&wire::Message::error("go away").encode(), NOW_MS);
+        assert!(
+            matches!(refused, Err(ClientError::Protocol(ref m)) if m.contains("go away")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            a.last_error().as_deref(),
+            Some("the server refused: go away")
+        );
+        assert!(matches!(
+            a.receive(b"\xff\x00", NOW_MS),
+            Err(ClientError::Protocol(_))
+        ));
+        assert_eq!(a.heads(), heads);
+    }
+}
