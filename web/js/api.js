@@ -1,0 +1,66 @@
+/**
+ * The HTTP API as the page uses it: Bearer authentication, JSON in and out, and the server's error text carried
+ * to the user unchanged (its messages are written for people).
+ */
+
+import { rememberSession, signOut, token } from "./auth.js";
+
+/** An API failure; `message` is the server's own `error.message` when it sent one. */
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+  }
+}
+
+/** The server answers `{"error": {"code", "message"}}`; accept a bare string too, so no message is ever lost. */
+function errorText(body) {
+  const error = body?.error;
+  if (typeof error === "string") return error;
+  return error?.message ?? null;
+}
+
+async function request(path, { method = "GET", body } = {}) {
+  const headers = { Authorization: `Bearer ${token() ?? ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "The server cannot be reached. Check the connection and try again.");
+  }
+  const data = await response.json().catch(() => null);
+  if (response.ok) return data;
+  const message = errorText(data) ?? `The server answered ${response.status} ${response.statusText}.`;
+  if (response.status === 401) {
+    signOut(message);
+    location.hash = "#/sign-in";
+  }
+  throw new ApiError(response.status, message);
+}
+
+/** Asks who the token is (`{name, scope}`) and caches the answer for offline use. */
+export async function fetchSession() {
+  const session = await request("/api/session");
+  rememberSession(session);
+  return session;
+}
+
+/** `[{id, name, description, drill, fields}]`, default template first. */
+export const getTemplates = async () => (await request("/api/templates")).templates;
+
+/** Newest first; `filter` holds `status` and `severity`, empty values meaning "any". */
+export async function listIncidents(filter) {
+  const query = new URLSearchParams(Object.entries(filter).filter(([, v]) => v));
+  const suffix = query.size ? `?${query}` : "";
+  return (await request(`/api/incidents${suffix}`)).incidents;
+}
+
+/** Declares an incident; resolves to `{id, url, number, …}` once the server has stored it. */
+export const declareIncident = (body) => request("/api/incidents", { method: "POST", body });

@@ -1,0 +1,61 @@
+/**
+ * The page's entry point: takes a token from the address, keeps the header's "signed in as" current, registers the
+ * service worker, and routes between the views.
+ */
+
+import { fetchSession } from "./api.js";
+import { canWrite, session, signOut, takeTokenFromAddress, token } from "./auth.js";
+import { clearMessage } from "./dom.js";
+import { showDeclare } from "./declare.js";
+import { showIncident } from "./incident.js";
+import { showList } from "./list.js";
+import { startRouter } from "./router.js";
+import { showSignIn } from "./signin.js";
+
+const ROUTES = [
+  [/^\/$/, showList],
+  [/^\/declare$/, showDeclare],
+  [/^\/incidents\/([^/?]+)$/, showIncident],
+  [/^\/sign-in$/, showSignIn],
+];
+
+function showWho() {
+  const who = session();
+  document.getElementById("who-name").textContent = who ? `${who.name} (${who.scope})` : "";
+  document.getElementById("sign-out").hidden = !token();
+  document.getElementById("declare-link").hidden = !token() || !canWrite();
+}
+
+/** Refreshes the cached session; offline, the cached one stands (the incident page needs only the name). */
+async function refreshSession() {
+  if (!token()) return;
+  try {
+    await fetchSession();
+  } catch {
+    // A 401 has signed out and gone to the sign-in page; anything else leaves the cache as it was.
+  }
+  showWho();
+}
+
+/**
+ * Runs before every view: signs in from `#token=…`, re-checks the session (so a revoked token is noticed on the
+ * next click), and sends everyone without a token to the sign-in page.
+ */
+function redirect() {
+  takeTokenFromAddress();
+  refreshSession();
+  showWho();
+  if (!token() && !location.hash.startsWith("#/sign-in")) return "#/sign-in";
+  return null;
+}
+
+document.getElementById("sign-out").addEventListener("click", () => {
+  signOut();
+  location.hash = "#/sign-in";
+});
+document.querySelector("#banner button").addEventListener("click", clearMessage);
+
+// Service workers need a secure context (https or localhost); without one the page simply works online only.
+navigator.serviceWorker?.register("/sw.js").catch(() => {});
+
+startRouter(document.getElementById("main"), ROUTES, redirect);

@@ -1,0 +1,291 @@
+/**
+ * One `<section data-field>` per template field: its label, owner and refresh cadence, the *last updated* stamp,
+ * and an editor suited to its kind. Rendering is a pure function of the field (the page decides when to re-render
+ * and keeps focused controls through `patch`); edits leave through `ctx.act(operation)`, which returns whether
+ * the model accepted it, and text editors are wired by `ctx.wireText(textarea)`.
+ */
+
+import { h, timeEl, utcTime } from "./dom.js";
+import { ROLES, STAGES, STATUSES, fieldByKey, holder, roleLabel } from "./model.js";
+
+const cadenceText = (minutes) => (minutes % 60 === 0 ? `every ${minutes / 60} h` : `every ${minutes} min`);
+
+/** Writes the stamp line; a field past its refresh cadence says so, since a stale status misleads responders. */
+function renderStamp(el, field, now) {
+  const stamp = field.updated;
+  const overdue = Boolean(stamp && field.cadenceMinutes && now - Date.parse(stamp.at) > field.cadenceMinutes * 60_000);
+  el.textContent = stamp ? `last updated at ${utcTime(stamp.at)} by ${stamp.by}` : "not updated yet";
+  if (overdue) el.append(h("strong", { class: "overdue" }, ` — due for an update (${cadenceText(field.cadenceMinutes)})`));
+}
+
+/** Rewrites every section's stamp: when stamps change, and as time makes fields overdue. */
+export function refreshStamps(container, view, now = Date.now()) {
+  for (const section of container.querySelectorAll("section[data-field]")) {
+    const field = fieldByKey(view, section.dataset.field);
+    if (field) renderStamp(section.querySelector(".stamp"), field, now);
+  }
+}
+
+/** A keydown handler that submits the trimmed text on Enter and clears the input when the model took it. */
+const onEnter = (submit) => (event) => {
+  if (event.key !== "Enter" || event.isComposing) return;
+  event.preventDefault();
+  const text = event.target.value.trim();
+  if (text && submit(text)) event.target.value = "";
+};
+
+function textEditor(field, ctx, labelId) {
+  const textarea = h("textarea", {
+    "data-input": field.key,
+    class: field.kind,
+    rows: field.kind === "text" ? 1 : 3,
+    "aria-labelledby": labelId,
+    "aria-describedby": field.prompt ? `${labelId}-prompt` : null,
+    value: field.value,
+    // A text field is one line (the title); Enter would add a newline the model refuses.
+    onkeydown: field.kind === "text" ? (e) => e.key === "Enter" && e.preventDefault() : null,
+  });
+  ctx.wireText(textarea);
+  return textarea;
+}
+
+/** A `<select>` over `[value, label]` options that calls `choose(value)` when changed. */
+const select = (labelId, current, options, choose) =>
+  h(
+    "select",
+    { "aria-labelledby": labelId, value: current, onchange: (e) => choose(e.target.value) },
+    options.map(([value, label]) => h("option", { value }, label)),
+  );
+
+function statusEditor(field, ctx, labelId) {
+  const options = field.value ? STATUSES : [["", "No status"], ...STATUSES];
+  return select(labelId, field.value ?? "", options, (status) => ctx.act({ op: "setStatus", status }));
+}
+
+function choiceEditor(field, ctx, labelId) {
+  const options = [["", "Not set"], ...(field.options ?? []).map((o) => [o.key, `${o.key}: ${o.label}`])];
+  return select(labelId, field.value ?? "", options, (value) =>
+    ctx.act({ op: "setChoice", field: field.key, value: value || null }),
+  );
+}
+
+function flagEditor(field, ctx) {
+  return h(
+    "label",
+    { class: "check" },
+    h("input", {
+      type: "checkbox",
+      "data-flag": field.key,
+      checked: field.value,
+      onchange: (e) => ctx.act({ op: "setFlag", field: field.key, value: e.target.checked }),
+    }),
+    " Yes",
+  );
+}
+
+/** Each role with its holder; an empty role shows who holds it by default, the commander. */
+function rolesEditor(field, ctx) {
+  return h(
+    "dl",
+    { class: "pairs" },
+    ROLES.map(([role, label]) => {
+      const held = holder(field.value, role);
+      const id = `role-${role}`;
+      return h(
+        "div",
+        {},
+        h("dt", {}, h("label", { for: id }, label)),
+        h(
+          "dd",
+          {},
+          h("input", {
+            id,
+            "data-role": role,
+            autocomplete: "off",
+            value: field.value[role] ?? "",
+            placeholder: held?.byDefault ? `${held.person} (commander)` : "unassigned",
+            onchange: (e) => ctx.act({ op: "assignRole", role, person: e.target.value.trim() || null }),
+          }),
+        ),
+      );
+    }),
+  );
+}
+
+function checklistEditor(field, ctx) {
+  const items = field.value.map((item) =>
+    h(
+      "li",
+      { class: item.done ? "done" : null },
+      h(
+        "label",
+        {},
+        h("input", {
+          type: "checkbox",
+          "data-item-id": item.id,
+          checked: item.done,
+          onchange: (e) => ctx.act({ op: "setItemDone", field: field.key, id: item.id, done: e.target.checked }),
+        }),
+        h("span", { class: "item-text" }, item.text),
+      ),
+      (item.owner || item.bug) && h("span", { class: "item-meta" }, [item.owner, item.bug].filter(Boolean).join(" · ")),
+    ),
+  );
+  return [
+    h("ul", { class: "checklist" }, items),
+    h("input", {
+      type: "text",
+      class: "add",
+      "data-add": field.key,
+      placeholder: "Add an item, then Enter",
+      "aria-label": `Add to ${field.label}`,
+      onkeydown: onEnter((text) => ctx.act({ op: "addItem", field: field.key, text })),
+    }),
+  ];
+}
+
+function timelineEditor(field, ctx) {
+  return [
+    h("input", {
+      id: "timeline-add",
+      type: "text",
+      class: "add",
+      placeholder: "What just happened? Enter adds it at the current time",
+      "aria-label": "Add a timeline entry",
+      onkeydown: onEnter((text) => ctx.act({ op: "addTimelineEntry", text })),
+    }),
+    h(
+      "ol",
+      { class: "timeline" },
+      field.value.map((entry) =>
+        h(
+          "li",
+          { "data-entry-id": entry.id },
+          h("p", { class: "entry-head" }, timeEl(entry.at), " ", h("span", { class: "entry-author" }, entry.author)),
+          h("p", { class: "entry-text" }, entry.text),
+        ),
+      ),
+    ),
+  ];
+}
+
+/** `datetime-local` holds no zone; the page fills and reads it as UTC, and says so. */
+const toUtcInput = (iso) => (iso ? new Date(iso).toISOString().slice(0, 16) : "");
+const fromUtcInput = (value) => (value ? new Date(`${value}:00Z`).toISOString() : null);
+
+function timestampsEditor(field, ctx) {
+  return h(
+    "dl",
+    { class: "pairs" },
+    STAGES.map(([stage, label]) => {
+      const id = `stage-${stage}`;
+      const setAt = (at) => ctx.act({ op: "setTimestamp", stage, at });
+      return h(
+        "div",
+        {},
+        h("dt", {}, h("label", { for: id }, `${label} (UTC)`)),
+        h(
+          "dd",
+          {},
+          h("input", {
+            id,
+            type: "datetime-local",
+            "data-stage": stage,
+            value: toUtcInput(field.value[stage]),
+            onchange: (e) => setAt(fromUtcInput(e.target.value)),
+          }),
+          h(
+            "button",
+            { type: "button", "data-now": stage, "aria-label": `${label}: now`, onclick: () => setAt(new Date().toISOString()) },
+            "Now",
+          ),
+        ),
+      );
+    }),
+  );
+}
+
+function questionsEditor(field, ctx) {
+  return h(
+    "ul",
+    { class: "questions" },
+    (field.options ?? []).map((question) => {
+      const answered = question.key in field.value;
+      return h(
+        "li",
+        {},
+        h(
+          "label",
+          {},
+          h("input", {
+            type: "checkbox",
+            "data-question": question.key,
+            checked: field.value[question.key] === true,
+            indeterminate: !answered,
+            onchange: (e) => ctx.act({ op: "answer", field: field.key, question: question.key, value: e.target.checked }),
+          }),
+          ` ${question.label}`,
+          !answered && h("span", { class: "muted" }, " (not answered)"),
+        ),
+      );
+    }),
+  );
+}
+
+const EDITORS = {
+  text: textEditor,
+  markdown: textEditor,
+  status: statusEditor,
+  choice: choiceEditor,
+  flag: flagEditor,
+  roles: rolesEditor,
+  checklist: checklistEditor,
+  timeline: timelineEditor,
+  timestamps: timestampsEditor,
+  questions: questionsEditor,
+};
+
+/** The section of `field`; `pinned` puts it in the pinned group, with an Unpin button. */
+export function renderSection(field, pinned, ctx) {
+  const labelId = `field-${field.key}`;
+  const stamp = h("span", { class: "stamp" });
+  renderStamp(stamp, field, Date.now());
+  const owner =
+    field.owner &&
+    `Kept current by the ${roleLabel(field.owner)}${field.cadenceMinutes ? `, ${cadenceText(field.cadenceMinutes)}` : ""}`;
+  return h(
+    "section",
+    {
+      class: "field",
+      "data-field": field.key,
+      "data-kind": field.kind,
+      "data-pinned": String(pinned),
+      "aria-labelledby": labelId,
+    },
+    h(
+      "header",
+      { class: "field-head" },
+      h("h2", { id: labelId }, field.label),
+      pinned && h("span", { class: "pin-mark" }, "Pinned"),
+      h("span", { class: "editing", hidden: true }),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "pin",
+          "data-pin": field.key,
+          "aria-label": `${pinned ? "Unpin" : "Pin"} ${field.label}`,
+          // Read at click time: a focused button survives re-renders (see patch.js) while its section's state moves on.
+          onclick: (e) => {
+            const isPinned = e.currentTarget.closest("section").dataset.pinned === "true";
+            ctx.act({ op: isPinned ? "unpin" : "pin", field: field.key });
+          },
+        },
+        pinned ? "Unpin" : "Pin",
+      ),
+    ),
+    h("p", { class: "meta" }, stamp, owner && ` · ${owner}`),
+    field.prompt && h("p", { class: "prompt", id: `${labelId}-prompt` }, field.prompt),
+    h("div", { class: "editor" }, EDITORS[field.kind]?.(field, ctx, labelId)),
+  );
+}

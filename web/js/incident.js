@@ -1,0 +1,342 @@
+/**
+ * The incident page (`#/incidents/<id>`). It opens the incident in a `LiveIncident` (from this device's copy when
+ * there is one, so it renders offline), keeps it in sync over the WebSocket, renders it, and turns every edit into
+ * a typed operation. The page owns all I/O (socket, timers, IndexedDB); `LiveIncident` owns the document.
+ *
+ * Re-rendering is by document key: a remote change redraws only the sections whose keys `receive()` reported, and
+ * never rebuilds the control someone is typing in.
+ */
+
+import { fetchSession } from "./api.js";
+import { canWrite, session, token } from "./auth.js";
+import { h, showError, showMessage } from "./dom.js";
+import { refreshStamps, renderSection } from "./fields.js";
+import {
+  changedKeys,
+  fieldByKey,
+  headlineKeys,
+  holder,
+  renderOrder,
+  rolesHeldBy,
+  rolesOf,
+  statusLabel,
+} from "./model.js";
+import { arrange, patch } from "./patch.js";
+import { myPresence, renderPresence } from "./presence.js";
+import { loadIncident, saveIncident } from "./store.js";
+import { startSync } from "./sync.js";
+import { captureCaret, restoreCaret, wireTextarea } from "./textsync.js";
+
+/** Long enough to batch a burst of keystrokes into one write, short enough that little is lost to a crash. */
+const SAVE_DELAY_MS = 300;
+/** Presence expiry and heartbeats run on this clock; the model decides what is due. */
+const TICK_MS = 2000;
+
+const STATUS_TEXT = {
+  synced: "Live",
+  syncing: "Syncing…",
+  connecting: "Connecting…",
+  offline: "Offline — edits kept on this device",
+};
+
+const EXPORTS = {
+  markdown: { extension: "md", type: "text/markdown" },
+  html: { extension: "html", type: "text/html" },
+  json: { extension: "json", type: "application/json" },
+};
+
+let wasm = null;
+
+/** The WebAssembly client, loaded once per page and only by the page that needs it. */
+function loadLiveIncident() {
+  wasm ??= import("/pkg/client_wasm.js").then(async (module) => {
+    await module.default();
+    return module.LiveIncident;
+  });
+  wasm.catch(() => {
+    wasm = null;
+  });
+  return wasm;
+}
+
+/** `browser-` + 16 random hex digits; `getRandomValues` works in insecure contexts, unlike `randomUUID`. */
+function peerId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return `browser-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** Opens the replica; a copy on this device that cannot be read is set aside rather than blocking the page. */
+function openReplica(LiveIncident, id, saved) {
+  try {
+    return LiveIncident.open(id, peerId(), saved);
+  } catch (error) {
+    if (!saved) throw error;
+    showMessage(`This device's copy of the incident could not be read (${error.message}); loading it from the server.`);
+    return LiveIncident.open(id, peerId(), undefined);
+  }
+}
+
+function skeleton() {
+  const exportButton = (format, label) => h("button", { type: "button", "data-export": format, disabled: true }, label);
+  return h(
+    "article",
+    { id: "incident", "data-loaded": "false" },
+    h("header", { class: "headline" }),
+    h(
+      "div",
+      { class: "incident-bar" },
+      h(
+        "p",
+        { id: "sync-status", "data-state": "offline", role: "status" },
+        h("span", { class: "dot", "aria-hidden": "true" }),
+        h("span", { class: "label" }, "Connecting…"),
+      ),
+      h("ul", { id: "presence", "aria-label": "Others here" }),
+      h(
+        "div",
+        { class: "exports", role: "group", "aria-label": "Export" },
+        exportButton("markdown", "Markdown"),
+        exportButton("html", "HTML"),
+        exportButton("json", "JSON"),
+      ),
+    ),
+    h("p", { class: "loading" }, "Loading…"),
+    !canWrite() && h("p", { class: "read-only" }, "Read-only: this token may view the incident but not edit it."),
+    // A disabled fieldset disables every control inside it: one switch for read-only tokens.
+    h("fieldset", { class: "plain", disabled: !canWrite() }, h("div", { id: "fields" })),
+  );
+}
+
+class IncidentPage {
+  constructor(root, id, live) {
+    this.root = root;
+    this.id = id;
+    this.live = live;
+    this.view = null;
+    this.sections = new Map();
+    this.saveTimer = null;
+    this.presenceSent = null;
+    this.headlineEl = root.querySelector(".headline");
+    this.statusEl = root.querySelector("#sync-status");
+    this.presenceEl = root.querySelector("#presence");
+    this.fieldsEl = root.querySelector("#fields");
+    this.loadingEl = root.querySelector(".loading");
+    this.fieldCtx = {
+      act: (op) => this.act(op),
+      wireText: (textarea) =>
+        wireTextarea(textarea, {
+          live,
+          name: () => this.name(),
+          changed: (field) => this.changedLocally([field]),
+          refused: showError,
+        }),
+    };
+  }
+
+  start(signal) {
+    for (const button of this.root.querySelectorAll("[data-export]")) {
+      button.addEventListener("click", () => this.download(button.dataset.export));
+    }
+    // Focus moves between controls of one field as a focusout then a focusin: settle first, send once.
+    const presenceSoon = () => setTimeout(() => !signal.aborted && this.updatePresence(), 0);
+    this.fieldsEl.addEventListener("focusin", presenceSoon);
+    this.fieldsEl.addEventListener("focusout", presenceSoon);
+    const saveIfPending = () => this.saveTimer !== null && this.saveNow();
+    const onHide = () => document.visibilityState === "hidden" && saveIfPending();
+    window.addEventListener("pagehide", saveIfPending);
+    document.addEventListener("visibilitychange", onHide);
+
+    this.sync = startSync(this.live, token(), {
+      frame: (bytes) => this.receive(bytes),
+      after: () => this.showStatus(),
+      failed: (error) => showMessage(`Sync stopped (${error.message}); reconnecting.`),
+    });
+    if (this.live.hasContent()) this.render(null);
+    this.updatePresence();
+    const ticker = setInterval(() => this.tick(), TICK_MS);
+
+    signal.addEventListener("abort", () => {
+      clearInterval(ticker);
+      window.removeEventListener("pagehide", saveIfPending);
+      document.removeEventListener("visibilitychange", onHide);
+      this.sync.stop();
+      saveIfPending();
+      this.live.free();
+    });
+  }
+
+  name() {
+    return session()?.name ?? "unknown";
+  }
+
+  /** One incoming frame: carets are anchored to their characters before the model moves them. */
+  receive(bytes) {
+    const caret = captureCaret(this.live, document.activeElement);
+    const keys = this.live.receive(bytes, Date.now());
+    const documentKeys = keys.filter((key) => key !== "@presence");
+    if (documentKeys.length && this.live.hasContent()) {
+      this.render(this.view ? documentKeys : null, { caret });
+      this.scheduleSave();
+    }
+    if (keys.includes("@presence")) this.showPresence();
+  }
+
+  /** Applies one operation; a refusal shows the model's reason and redraws, undoing what the control showed. */
+  act(op) {
+    const before = this.view;
+    try {
+      this.live.apply(JSON.stringify(op), this.name(), Date.now());
+    } catch (error) {
+      showError(error);
+      this.render(null);
+      return false;
+    }
+    const view = JSON.parse(this.live.viewJson());
+    this.changedLocally(changedKeys(before, view), view);
+    return true;
+  }
+
+  changedLocally(keys, view) {
+    this.sync.flush();
+    this.render(keys, { view });
+    this.scheduleSave();
+  }
+
+  /**
+   * Redraws what `keys` touched (`null`: everything). Sections outside `keys` are left alone; sections inside are
+   * patched so that a focused control survives; the focused textarea then takes the model's text with its caret.
+   */
+  render(keys, { caret = null, view = JSON.parse(this.live.viewJson()) } = {}) {
+    const all = keys === null || keys.includes("layout");
+    const touched = new Set(keys ?? []);
+    if (all || [...headlineKeys(view)].some((key) => touched.has(key))) this.renderHeadline(view);
+    const wanted = renderOrder(view).map(({ field, pinned }) => {
+      const old = this.sections.get(field.key);
+      if (old && !all && !touched.has(field.key) && old.dataset.pinned === String(pinned)) return old;
+      const fresh = renderSection(field, pinned, this.fieldCtx);
+      const current = old ? patch(old, fresh) : fresh;
+      this.sections.set(field.key, current);
+      return current;
+    });
+    for (const [key, section] of this.sections) {
+      if (!wanted.includes(section)) {
+        section.remove();
+        this.sections.delete(key);
+      }
+    }
+    arrange(this.fieldsEl, wanted);
+    if (touched.has("updated")) refreshStamps(this.fieldsEl, view);
+    if (caret && (all || touched.has(caret.field))) restoreCaret(this.live, caret);
+    this.view = view;
+    if (this.root.dataset.loaded !== "true") this.markLoaded();
+    this.showPresence();
+    this.updatePresence();
+  }
+
+  markLoaded() {
+    this.root.dataset.loaded = "true";
+    this.loadingEl.hidden = true;
+    for (const button of this.root.querySelectorAll("[data-export]")) button.disabled = false;
+  }
+
+  renderHeadline(view) {
+    const summary = fieldByKey(view, "summary")?.value;
+    const commander = holder(rolesOf(view), "commander")?.person;
+    const number = view.number != null ? `#${view.number}` : null;
+    this.headlineEl.replaceChildren(
+      h(
+        "p",
+        { class: "badges" },
+        number && h("span", { class: "number" }, number),
+        h("span", { class: `status status-${view.status ?? "none"}` }, statusLabel(view.status)),
+        view.severity && h("span", { class: `severity severity-${view.severity.toLowerCase()}` }, view.severity),
+        view.drill && h("span", { class: "drill" }, "Drill"),
+        commander && h("span", { class: "commander" }, `Commander: ${commander}`),
+      ),
+      h("h1", {}, view.title || "Untitled incident"),
+      summary && h("p", { class: "summary" }, summary),
+    );
+    document.title = `${number ? `${number} ` : ""}${view.title} · commandpost`;
+  }
+
+  showStatus() {
+    const state = this.live.status();
+    // The model forgets other peers when the connection drops; the list must not show them as here.
+    if (state !== this.statusEl.dataset.state) this.showPresence();
+    this.statusEl.dataset.state = state;
+    this.statusEl.querySelector(".label").textContent = STATUS_TEXT[state] ?? state;
+    this.statusEl.title = this.live.lastError() ?? "";
+    if (!this.view) {
+      this.loadingEl.textContent =
+        state === "offline" ? "Loading… this device has no copy yet; waiting for the server." : "Loading…";
+    }
+  }
+
+  showPresence() {
+    renderPresence(this.presenceEl, this.fieldsEl, JSON.parse(this.live.presenceJson(Date.now())), this.view);
+  }
+
+  /** Tells the others who we are and what we edit; sent only when that changed (the model repeats it). */
+  updatePresence() {
+    const role = this.view ? rolesHeldBy(rolesOf(this.view), this.name()) : null;
+    const presence = JSON.stringify(myPresence(this.name(), role));
+    if (presence === this.presenceSent) return;
+    this.presenceSent = presence;
+    this.live.setPresence(presence, Date.now());
+    this.sync.flush();
+  }
+
+  tick() {
+    if (this.live.tick(Date.now())) this.showPresence();
+    this.sync.flush();
+    if (this.view) refreshStamps(this.fieldsEl, this.view);
+  }
+
+  scheduleSave() {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = setTimeout(() => this.saveNow(), SAVE_DELAY_MS);
+  }
+
+  saveNow() {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    saveIncident(this.id, this.live.save()).catch((error) =>
+      showMessage(`This device could not keep a copy of the incident: ${error.message}`),
+    );
+  }
+
+  /** Downloads an export made by the model itself, so it works offline and matches the server byte for byte. */
+  download(format) {
+    const { extension, type } = EXPORTS[format];
+    const url = URL.createObjectURL(new Blob([this.live.exportDoc(format)], { type: `${type};charset=utf-8` }));
+    const name = `incident-${this.view?.number ?? this.id}.${extension}`;
+    h("a", { href: url, download: name }).click();
+    // Browsers read the blob after `click` returns; give them ample time before letting it go.
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  }
+}
+
+export async function showIncident(main, { id }, signal) {
+  const waiting = h("p", { class: "loading" }, "Loading…");
+  main.replaceChildren(waiting);
+  let live;
+  try {
+    const [LiveIncident, saved] = await Promise.all([
+      loadLiveIncident(),
+      // No copy on this device (or no IndexedDB at all) just means starting from the server's.
+      loadIncident(id).catch(() => undefined),
+      // Right after signing in the session may not be cached yet, and stamps and the read-only switch need it.
+      // Offline with none cached, the page stays read-only.
+      session() ?? fetchSession().catch(() => null),
+    ]);
+    if (signal.aborted) return;
+    live = openReplica(LiveIncident, id, saved);
+  } catch (error) {
+    waiting.textContent = "This incident cannot be opened.";
+    showError(error);
+    return;
+  }
+  const root = skeleton();
+  main.replaceChildren(root);
+  new IncidentPage(root, id, live).start(signal);
+}

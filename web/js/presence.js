@@ -1,0 +1,33 @@
+/**
+ * Who else has the incident open and what they are editing: the `#presence` list, and a badge on each field
+ * someone else is editing, so two people do not rewrite the same status at once without knowing.
+ */
+
+import { h } from "./dom.js";
+import { fieldByKey } from "./model.js";
+
+/** `{name, role, field}` as `setPresence` takes it: the field being edited is the section holding focus. */
+export function myPresence(name, role) {
+  const section = document.activeElement?.closest?.("section[data-field]");
+  return { name, role, field: section?.dataset.field ?? null };
+}
+
+const describe = (peer, view) => {
+  const role = peer.role ? ` (${peer.role})` : "";
+  const field = peer.field && view ? fieldByKey(view, peer.field) : null;
+  return `${peer.name}${role}${field ? ` — editing ${field.label}` : ""}`;
+};
+
+/**
+ * Fills `list` with one `li[data-peer]` per other viewer and sets the editing badges of `fields`' sections. `view`
+ * names the fields; null before the document has arrived.
+ */
+export function renderPresence(list, fields, peers, view) {
+  list.replaceChildren(...peers.map((peer) => h("li", { "data-peer": peer.peer }, describe(peer, view))));
+  for (const section of fields.querySelectorAll("section[data-field]")) {
+    const editors = peers.filter((p) => p.field === section.dataset.field).map((p) => p.name);
+    const badge = section.querySelector(".editing");
+    badge.textContent = editors.length ? `${editors.join(", ")} ${editors.length > 1 ? "are" : "is"} editing` : "";
+    badge.hidden = editors.length === 0;
+  }
+}
