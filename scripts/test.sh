@@ -1,18 +1,42 @@
 #!/usr/bin/env bash
 # Runs every test of commandpost: formatting, lints, unit, property, golden and integration tests (real server on
-# loopback, real JavaScript automerge-repo client). Installs what it needs itself, so it works on a fresh machine.
+# loopback, real JavaScript automerge-repo client, real headless Chromium against the web UI), and the client's
+# wasm-bindgen tests in Node. Installs what it needs itself, so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The JavaScript automerge-repo client used by the interop tests (versions pinned in tests/js/package-lock.json).
-if [ -f tests/js/package.json ]; then
-  if ! command -v npm >/dev/null; then
-    echo "npm is required for the JavaScript interop tests" >&2
-    exit 1
-  fi
-  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+step() { printf '==> %s\n' "$*" >&2; }
+
+# Headless Chromium and its WebDriver, for the browser tests (Debian's packages; nothing is downloaded by a test
+# tool).
+if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
+  step "installing chromium and chromium-driver"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver
 fi
 
+# The JavaScript automerge-repo client used by the interop tests (versions pinned in tests/js/package-lock.json).
+if ! command -v npm >/dev/null; then
+  echo "npm is required for the JavaScript interop tests" >&2
+  exit 1
+fi
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+
+# The browser client, which the server serves and the browser tests load (installs its toolchain once).
+bash scripts/build-wasm.sh
+
+step "cargo fmt --check"
 cargo fmt --all --check
+step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "wasm-bindgen tests of client-wasm (Node)"
+TOOLS="${COMMANDPOST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/commandpost/tools}"
+WB_VER="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/wasm-bindgen-$WB_VER/bin/wasm-bindgen-test-runner" \
+  cargo test --target wasm32-unknown-unknown -p client-wasm --test web
+
+step "cargo test --workspace"
 cargo test --workspace

@@ -19,6 +19,7 @@ use incident_doc::Template;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tower_http::compression::CompressionLayer;
 
 use crate::auth::{Identity, Scope, hash_token};
 use crate::connection::{self, SyncContext};
@@ -55,7 +56,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/templates", get(templates))
         .merge(incidents::router())
         .merge(tokens::router())
-        .fallback(|| async { ApiError::NotFound })
+        // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
+        // small and left alone.
+        .fallback(get(crate::web::asset).layer(CompressionLayer::new()))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

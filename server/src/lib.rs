@@ -14,6 +14,7 @@ pub mod document;
 pub mod error;
 pub mod metrics;
 pub mod store;
+pub mod web;
 pub use wire;
 
 use std::future::Future;
@@ -57,6 +58,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if !web::client_built() {
+        tracing::warn!(
+            "the web client is not built into this server (web/pkg/ was missing at build time): \
+             the UI at / explains how to build it; the API and /sync work"
+        );
+    }
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let server_id = PeerId::from(format!("commandpost-{}", wire::DocumentId::random()));

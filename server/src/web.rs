@@ -1,0 +1,77 @@
+//! The web UI: the files under `web/` (the page, its scripts and the WebAssembly client built into `web/pkg/`),
+//! served at `/`.
+//!
+//! Release builds embed the files in the binary, so one file is the whole deployment; debug builds read them from
+//! the source tree, so the page can be edited without rebuilding the server. Every answer carries an `ETag` and
+//! `Cache-Control: no-cache`: browsers revalidate on each load (a new release is picked up at once) and get a 304
+//! when nothing changed, which matters for the two-megabyte client on a responder's phone.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use rust_embed::RustEmbed;
+
+use crate::error::ApiError;
+
+/// The files of `web/`; `pkg/` is there only once `scripts/build-wasm.sh` ran.
+#[derive(RustEmbed)]
+#[folder = "../web/"]
+struct Assets;
+
+/// The compiled client; without it the page cannot run.
+const CLIENT: &str = "pkg/client_wasm_bg.wasm";
+
+/// Whether the WebAssembly client is present, for the startup log.
+pub fn client_built() -> bool {
+    Assets::get(CLIENT).is_some()
+}
+
+/// `GET /<path>`: a file of the web UI, `/` being `index.html`. Unknown paths get the API's JSON 404.
+pub async fn asset(uri: Uri, headers: HeaderMap) -> Response {
+    let path = match uri.path().trim_start_matches('/') {
+        "" => "index.html",
+        other => other,
+    };
+    if path == "index.html" && !client_built() {
+        return not_built();
+    }
+    let Some(file) = Assets::get(path) else {
+        return ApiError::NotFound.into_response();
+    };
+    let etag = format!("\"{}\"", hex::encode(file.metadata.sha256_hash()));
+    let cached = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    let mut response = if cached {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = file.data.into_owned().into_response();
+        if let Ok(mime) = HeaderValue::from_str(file.metadata.mimetype()) {
+            response.headers_mut().insert(header::CONTENT_TYPE, mime);
+        }
+        response
+    };
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The answer at `/` when the server was built without the client: say how to build it rather than serve a page
+/// that cannot start.
+fn not_built() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(
+            "<!doctype html><meta charset=utf-8><title>commandpost</title>\
+             <h1>The web client is not built</h1>\
+             <p>This server was built without <code>web/pkg/</code>. Build it with \
+             <code>bash scripts/build-wasm.sh</code>, or start the server with \
+             <code>bash scripts/serve.sh</code>, which does both. The HTTP API and <code>/sync</code> work \
+             without it.</p>",
+        ),
+    )
+        .into_response()
+}
