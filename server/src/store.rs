@@ -67,6 +67,8 @@ pub struct IncidentSummary {
 pub struct ListFilter {
     /// Only incidents with exactly this status; `None` lists all of them.
     pub status: Option<String>,
+    /// Only incidents with exactly this severity; `None` lists all of them.
+    pub severity: Option<String>,
     /// At most this many incidents (the newest); `None` means no limit.
     pub limit: Option<usize>,
 }
@@ -608,8 +610,10 @@ pub(crate) mod conformance {
             ("mid", "open", 10),
             ("new", "open", 20),
         ] {
+            let mut row = summary(id, status, minutes);
+            row.severity = (id != "new").then(|| "SEV1".to_owned());
             store
-                .append(id, vec![1], Some(summary(id, status, minutes)))
+                .append(id, vec![1], Some(row))
                 .await
                 .expect("append");
         }
@@ -621,16 +625,17 @@ pub(crate) mod conformance {
 
         let ids = |list: Vec<IncidentSummary>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
         let all = store.list(&ListFilter::default()).await.expect("list");
-        assert_eq!(all[2], summary("old", "resolved", 0));
+        assert_eq!(all[2].status, "resolved");
+        assert_eq!(all[2].severity.as_deref(), Some("SEV1"));
         assert_eq!(ids(all), ["new", "mid", "old"]);
         let open = ListFilter {
             status: Some("open".into()),
-            limit: None,
+            ..ListFilter::default()
         };
         assert_eq!(ids(store.list(&open).await.expect("list")), ["new", "mid"]);
         let newest = ListFilter {
-            status: None,
             limit: Some(2),
+            ..ListFilter::default()
         };
         assert_eq!(
             ids(store.list(&newest).await.expect("list")),
@@ -639,16 +644,23 @@ pub(crate) mod conformance {
         let one_open = ListFilter {
             status: Some("open".into()),
             limit: Some(1),
+            ..ListFilter::default()
         };
         assert_eq!(ids(store.list(&one_open).await.expect("list")), ["new"]);
+        let open_sev1 = ListFilter {
+            status: Some("open".into()),
+            severity: Some("SEV1".into()),
+            ..ListFilter::default()
+        };
+        assert_eq!(ids(store.list(&open_sev1).await.expect("list")), ["mid"]);
         let none = ListFilter {
             status: Some("declared".into()),
-            limit: None,
+            ..ListFilter::default()
         };
         assert_eq!(store.list(&none).await, Ok(vec![]));
         let zero = ListFilter {
-            status: None,
             limit: Some(0),
+            ..ListFilter::default()
         };
         assert_eq!(store.list(&zero).await, Ok(vec![]));
     }

@@ -158,6 +158,8 @@ async fn declare(
 struct ListQuery {
     /// Only incidents in this lifecycle state.
     status: Option<String>,
+    /// Only incidents of this severity (as the template names it, e.g. `SEV1`).
+    severity: Option<String>,
     /// At most this many, newest first.
     limit: Option<usize>,
 }
@@ -180,7 +182,7 @@ fn list_row(s: &IncidentSummary) -> Value {
     })
 }
 
-/// `GET /api/incidents[?status=…&limit=…]`: newest first.
+/// `GET /api/incidents[?status=…&severity=…&limit=…]`: newest first.
 async fn list(
     identity: Identity,
     State(state): State<AppState>,
@@ -199,6 +201,7 @@ async fn list(
         .store
         .list(&ListFilter {
             status: query.status,
+            severity: query.severity,
             limit: query.limit,
         })
         .await?;

@@ -312,6 +312,7 @@ impl Store for SqliteStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentSummary>, StoreError> {
         let status = filter.status.clone();
+        let severity = filter.severity.clone();
         // SQLite reads a negative limit as "no limit".
         let limit = filter
             .limit
@@ -320,12 +321,13 @@ impl Store for SqliteStore {
             let mut select = conn
                 .prepare_cached(
                     "SELECT id, title, template, status, severity, number, created_at, updated_at
-                     FROM incidents WHERE ?1 IS NULL OR status = ?1
+                     FROM incidents
+                     WHERE (?1 IS NULL OR status = ?1) AND (?3 IS NULL OR severity = ?3)
                      ORDER BY created_at DESC, id LIMIT ?2",
                 )
                 .map_err(db_error)?;
             let rows = select
-                .query_map(params![status, limit], summary_from_row)
+                .query_map(params![status, limit, severity], summary_from_row)
                 .map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
