@@ -228,6 +228,16 @@ impl Reader {
                 data,
                 ..
             } => {
+                // Presence names a person; it must be the person the token names, or anyone holding a token could
+                // appear in the war room as someone else.
+                if let Some(claimed) = presence_name(&data)
+                    && claimed != self.identity.name
+                {
+                    return Some(Stop::Protocol(format!(
+                        "presence names {claimed:?}, but this connection's token belongs to {:?}",
+                        self.identity.name
+                    )));
+                }
                 // Presence is relayed only among peers syncing the document, which the sender must be.
                 if let Some(handle) = self.docs.get(&document_id) {
                     let _ = handle
@@ -374,4 +384,20 @@ async fn write(
     let _ = tokio::time::timeout(DRAIN_DEADLINE, sink.send(WsMessage::Close(None))).await;
     // The reader stops too when the writer gives up.
     cancel.cancel();
+}
+
+/// The `name` an ephemeral payload claims, when it is a CBOR map with a text `name` entry (the web client's
+/// presence shape). Other payloads are an application's own business and pass untouched.
+fn presence_name(data: &[u8]) -> Option<String> {
+    let ciborium::Value::Map(entries) = ciborium::from_reader(data).ok()? else {
+        return None;
+    };
+    entries
+        .into_iter()
+        .find_map(|(key, value)| match (key, value) {
+            (ciborium::Value::Text(key), ciborium::Value::Text(name)) if key == "name" => {
+                Some(name)
+            }
+            _ => None,
+        })
 }
