@@ -9,6 +9,7 @@
 
 const CACHE = "commandpost-shell-v1";
 
+/** Everything the page loads: index.html, the styles, every module of js/, and the built client. */
 const SHELL = [
   "/",
   "/app.css",

@@ -6,7 +6,7 @@
 import { rememberSession, signOut, token } from "./auth.js";
 
 /** An API failure; `message` is the server's own `error.message` when it sent one. */
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(status, message) {
     super(message);
     this.name = "ApiError";

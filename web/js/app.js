@@ -23,7 +23,8 @@ function showWho() {
   const who = session();
   document.getElementById("who-name").textContent = who ? `${who.name} (${who.scope})` : "";
   document.getElementById("sign-out").hidden = !token();
-  document.getElementById("declare-link").hidden = !token() || !canWrite();
+  // Declaring needs a write token; the session may arrive after the view that offers it was drawn.
+  for (const el of document.querySelectorAll("[data-needs-write]")) el.hidden = !canWrite();
 }
 
 /** Refreshes the cached session; offline, the cached one stands (the incident page needs only the name). */

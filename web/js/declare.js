@@ -30,7 +30,9 @@ function templateParts(template) {
         {},
         h("legend", {}, "Declaration questions"),
         h("p", { class: "hint" }, "Any yes is reason enough to declare. Declaring early costs little."),
-        questions.map((q) => h("label", { class: "check" }, h("input", { type: "checkbox", name: q.key }), ` ${q.label}`)),
+        questions.map((q) =>
+          h("label", { class: "check" }, h("input", { type: "checkbox", name: q.key }), ` ${q.label}`),
+        ),
       ),
     severity &&
       h(
@@ -109,8 +111,18 @@ export async function showDeclare(main, _route, signal) {
       "label",
       {},
       "Name",
-      h("input", { name: "title", required: true, maxlength: 200, autocomplete: "off", placeholder: "Checkout errors" }),
-      h("span", { class: "hint" }, "The date is added for you: “Checkout errors: 2026-11-25”."),
+      h("input", {
+        name: "title",
+        required: true,
+        maxlength: 200,
+        autocomplete: "off",
+        placeholder: "e.g. Checkout errors",
+      }),
+      h(
+        "span",
+        { class: "hint" },
+        `The date is added for you: “Checkout errors: ${new Date().toISOString().slice(0, 10)}”.`,
+      ),
     ),
     dependent,
     h("label", {}, "Summary (optional)", h("textarea", { name: "summary", rows: 3 })),

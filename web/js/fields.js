@@ -8,14 +8,16 @@
 import { h, timeEl, utcTime } from "./dom.js";
 import { ROLES, STAGES, STATUSES, fieldByKey, holder, roleLabel } from "./model.js";
 
-const cadenceText = (minutes) => (minutes % 60 === 0 ? `every ${minutes / 60} h` : `every ${minutes} min`);
+const cadenceText = (minutes) => (minutes % 60 === 0 ? `every ${minutes / 60}\u00a0h` : `every ${minutes}\u00a0min`);
 
 /** Writes the stamp line; a field past its refresh cadence says so, since a stale status misleads responders. */
 function renderStamp(el, field, now) {
   const stamp = field.updated;
   const overdue = Boolean(stamp && field.cadenceMinutes && now - Date.parse(stamp.at) > field.cadenceMinutes * 60_000);
   el.textContent = stamp ? `last updated at ${utcTime(stamp.at)} by ${stamp.by}` : "not updated yet";
-  if (overdue) el.append(h("strong", { class: "overdue" }, ` — due for an update (${cadenceText(field.cadenceMinutes)})`));
+  if (overdue) {
+    el.append(h("strong", { class: "overdue" }, ` — due for an update (${cadenceText(field.cadenceMinutes)})`));
+  }
 }
 
 /** Rewrites every section's stamp: when stamps change, and as time makes fields overdue. */
@@ -196,7 +198,12 @@ function timestampsEditor(field, ctx) {
           }),
           h(
             "button",
-            { type: "button", "data-now": stage, "aria-label": `${label}: now`, onclick: () => setAt(new Date().toISOString()) },
+            {
+              type: "button",
+              "data-now": stage,
+              "aria-label": `${label}: now`,
+              onclick: () => setAt(new Date().toISOString()),
+            },
             "Now",
           ),
         ),
@@ -222,7 +229,8 @@ function questionsEditor(field, ctx) {
             "data-question": question.key,
             checked: field.value[question.key] === true,
             indeterminate: !answered,
-            onchange: (e) => ctx.act({ op: "answer", field: field.key, question: question.key, value: e.target.checked }),
+            onchange: (e) =>
+              ctx.act({ op: "answer", field: field.key, question: question.key, value: e.target.checked }),
           }),
           ` ${question.label}`,
           !answered && h("span", { class: "muted" }, " (not answered)"),
@@ -250,9 +258,8 @@ export function renderSection(field, pinned, ctx) {
   const labelId = `field-${field.key}`;
   const stamp = h("span", { class: "stamp" });
   renderStamp(stamp, field, Date.now());
-  const owner =
-    field.owner &&
-    `Kept current by the ${roleLabel(field.owner)}${field.cadenceMinutes ? `, ${cadenceText(field.cadenceMinutes)}` : ""}`;
+  const cadence = field.cadenceMinutes ? `, ${cadenceText(field.cadenceMinutes)}` : "";
+  const owner = field.owner && `Kept current by the ${roleLabel(field.owner)}${cadence}`;
   return h(
     "section",
     {

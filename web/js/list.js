@@ -4,6 +4,7 @@
  */
 
 import { getTemplates, listIncidents } from "./api.js";
+import { canWrite } from "./auth.js";
 import { h, showError, timeEl } from "./dom.js";
 import { STATUSES, statusLabel } from "./model.js";
 
@@ -56,7 +57,10 @@ export function showList(main, { query }, signal) {
       list.replaceChildren(...incidents.map(row));
       empty.hidden = incidents.length > 0;
     } catch (error) {
-      if (!signal.aborted) showError(error);
+      if (signal.aborted || mine !== generation) return;
+      // Rows from an earlier filter would pass for answers to this one.
+      list.replaceChildren();
+      showError(error);
     }
   };
 
@@ -78,7 +82,12 @@ export function showList(main, { query }, signal) {
     h("label", {}, "Severity ", severity),
   );
   main.replaceChildren(
-    h("div", { class: "page-head" }, h("h1", {}, "Incidents"), h("a", { class: "button primary", href: "#/declare" }, "Declare")),
+    h(
+      "div",
+      { class: "page-head" },
+      h("h1", {}, "Incidents"),
+      h("a", { class: "button primary", href: "#/declare", "data-needs-write": true, hidden: !canWrite() }, "Declare"),
+    ),
     form,
     list,
     empty,

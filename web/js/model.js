@@ -38,7 +38,7 @@ export const statusLabel = (status) => STATUSES.find(([key]) => key === status)?
 export const roleLabel = (role) => ROLES.find(([key]) => key === role)?.[1] ?? role;
 
 /** Status, roles, timeline and timestamps occur at most once per document, and operations find them by kind. */
-export const fieldOfKind = (view, kind) => view.fields.find((f) => f.kind === kind);
+const fieldOfKind = (view, kind) => view.fields.find((f) => f.kind === kind);
 
 export const fieldByKey = (view, key) => view.fields.find((f) => f.key === key);
 

@@ -38,6 +38,7 @@ export function startRouter(main, routes, redirect) {
     const [pattern, view] = route;
     const id = pattern.exec(path)[1];
     clearMessage();
+    document.title = "commandpost";
     for (const link of document.querySelectorAll("nav a")) {
       link.toggleAttribute("aria-current", link.getAttribute("href") === `#${path}`);
     }

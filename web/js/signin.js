@@ -10,7 +10,13 @@ import { h } from "./dom.js";
 export function showSignIn(main) {
   const reason = takeSignOutReason();
   const error = h("p", { class: "form-error", role: "alert", hidden: !reason }, reason ?? "");
-  const input = h("input", { type: "password", name: "token", required: true, autocomplete: "off", spellcheck: "false" });
+  const input = h("input", {
+    type: "password",
+    name: "token",
+    required: true,
+    autocomplete: "off",
+    spellcheck: "false",
+  });
   const form = h(
     "form",
     {

@@ -13,7 +13,7 @@ const isLowSurrogate = (code) => code >= 0xdc00 && code <= 0xdfff;
  * The single splice `{pos, remove, insert}` that turns `before` into `after` (common prefix and suffix). It never
  * cuts a surrogate pair, which the model would refuse: an edited emoji is replaced whole.
  */
-export function diffText(before, after) {
+function diffText(before, after) {
   const limit = Math.min(before.length, after.length);
   let start = 0;
   while (start < limit && before.charCodeAt(start) === after.charCodeAt(start)) start++;
