@@ -39,21 +39,34 @@ fn edits_save_and_reopen_inside_webassembly() {
     let cursor = live.cursor("summary", 2).expect("cursor");
     live.splice_text_utf16("summary", 0, 0, ">> ", "carol", NOW_MS)
         .expect("splice");
-    assert_eq!(live.cursor_position("summary", &cursor).expect("position"), 5);
+    assert_eq!(
+        live.cursor_position("summary", &cursor).expect("position"),
+        5
+    );
     let bytes = live.save();
     let mut again = LiveIncident::open(ID, "tab-2", Some(bytes)).expect("reopen");
     assert_eq!(again.heads(), live.heads());
-    assert!(again
-        .export_doc("markdown")
-        .expect("markdown")
-        .contains(">> \u{1F525} checkout"));
+    assert!(
+        again
+            .export_doc("markdown")
+            .expect("markdown")
+            .contains(">> \u{1F525} checkout")
+    );
     // Two replicas opened from the same bytes got distinct random actors from the JS crypto API: both edit, and
     // their changes stay distinct.
     again
-        .apply(r#"{"op": "addTimelineEntry", "text": "rolled back"}"#, "dave", NOW_MS)
+        .apply(
+            r#"{"op": "addTimelineEntry", "text": "rolled back"}"#,
+            "dave",
+            NOW_MS,
+        )
         .expect("apply");
-    live.apply(r#"{"op": "addTimelineEntry", "text": "paged"}"#, "erin", NOW_MS)
-        .expect("apply");
+    live.apply(
+        r#"{"op": "addTimelineEntry", "text": "paged"}"#,
+        "erin",
+        NOW_MS,
+    )
+    .expect("apply");
     assert_ne!(again.heads(), live.heads());
 }
 
@@ -65,7 +78,10 @@ fn frames_cross_as_uint8_arrays() {
     live.connected();
     let frames: Array = live.take_outgoing_js();
     assert_eq!(frames.length(), 1);
-    let join = frames.get(0).dyn_into::<Uint8Array>().expect("a Uint8Array");
+    let join = frames
+        .get(0)
+        .dyn_into::<Uint8Array>()
+        .expect("a Uint8Array");
     let message = wire::decode(&join.to_vec()).expect("a protocol frame");
     assert_eq!(message.message_type(), "join");
     assert_eq!(live.take_outgoing_js().length(), 0);
