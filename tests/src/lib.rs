@@ -5,16 +5,22 @@
 //!   and restarts), with small HTTP helpers that speak the API the way a client would.
 //! - [`SyncClient`]: a Rust automerge-repo peer over a real WebSocket, speaking the same wire protocol as the stock
 //!   JavaScript client, with raw frame access for malformed-input tests.
+//! - [`Browser`]: a real headless Chromium driven over WebDriver, for end-to-end tests of the web client, and
+//!   [`Proxy`], a TCP proxy whose link a test cuts to take one browser offline.
 //! - [`eventually`] and [`markdown_section`]: waiting for a condition with a deadline instead of sleeping, and reading
 //!   one field back out of the Markdown export.
 
+mod browser;
 mod markdown;
 mod poll;
+mod proxy;
 mod sync_client;
 mod test_server;
 
+pub use browser::{Browser, CHROMEDRIVER, CHROMIUM, Caret, WindowSize, artifacts_dir, target_dir};
 pub use markdown::markdown_section;
 pub use poll::eventually;
+pub use proxy::Proxy;
 pub use sync_client::SyncClient;
 pub use test_server::{DeclaredIncident, TestServer};
 

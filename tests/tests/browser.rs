@@ -1,0 +1,911 @@
+//! End-to-end tests of the web client in a real headless Chromium, driven over WebDriver, against a real server.
+//!
+//! Each test signs in the way a person does (`/#token=…`), opens an incident (`#/incidents/<id>`) and reads and
+//! edits it only through the page's documented test hooks (`docs/web-client.md`). What they check:
+//!
+//! - two people typing into the same summary at the same moment, one at the start and one at the end, keep every
+//!   character of both, in the places they typed them; a third person opening the page later, and the server, see
+//!   the same text;
+//! - a browser whose connection is cut keeps working (summary and timeline edits) while another edits too, and
+//!   after the connection comes back everyone, the server included, has everything;
+//! - a timeline entry added over the HTTP API shows up in an open page within a second;
+//! - the incident page at laptop and phone widths (screenshots kept in `target/test-artifacts/browser/`);
+//! - a reload while offline shows the last known document (service worker and IndexedDB), and edits made then
+//!   reach the server once the connection is back.
+//!
+//! The first tests check the machinery itself (Chromium, typing at the caret, screenshots, the cuttable proxy),
+//! so a broken setup is told apart from a broken page. They need Debian's `chromium` and `chromium-driver`
+//! (`scripts/test.sh` installs them); without them they fail and say so.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use fantoccini::key::Key;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tests::{Browser, Caret, DEADLINE, Proxy, TestServer, WindowSize};
+use tokio::sync::RwLock;
+
+/// The summary's editor.
+const SUMMARY: &str = r#"textarea[data-input="summary"]"#;
+
+/// The timeline's quick "add entry" input.
+const TIMELINE_ADD: &str = "#timeline-add";
+
+/// How long the page may take to render or sync something in normal conditions. Generous, for a loaded CI machine;
+/// a passing test never waits this long.
+const UI_TIMEOUT: Duration = DEADLINE;
+
+/// How long every page may take to converge once a cut connection is back: the client's reconnection backoff goes
+/// up to 15 s (docs/web-client.md), then the handshake and a sync round.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The latency test measures a deadline of one second, so it runs alone: the other tests, each with two or three
+/// Chromiums, hold this lock shared; the latency test holds it exclusively.
+static QUIET: RwLock<()> = RwLock::const_new(());
+
+/// What one page shows, read in one script so that the parts belong together.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+struct PageState {
+    /// `#sync-status[data-state]`.
+    state: Option<String>,
+    /// `#incident[data-loaded]`.
+    loaded: Option<String>,
+    /// The summary editor's value.
+    summary: Option<String>,
+    /// The timeline entries' texts, as shown (newest first).
+    entries: Vec<String>,
+    /// How many checklist done boxes the page shows.
+    checkboxes: usize,
+}
+
+impl PageState {
+    /// Whether the page shows a loaded incident that the server has acknowledged entirely.
+    fn synced(&self) -> bool {
+        self.loaded.as_deref() == Some("true") && self.state.as_deref() == Some("synced")
+    }
+
+    /// Whether the page shows an entry whose text is `text`.
+    fn has_entry(&self, text: &str) -> bool {
+        self.entries.iter().any(|e| e == text)
+    }
+}
+
+/// Reads what `browser`'s page shows now.
+async fn page_state(browser: &Browser) -> anyhow::Result<PageState> {
+    let value = browser
+        .execute(
+            r#"const q = s => document.querySelector(s);
+               const status = q('#sync-status');
+               const incident = q('#incident');
+               const summary = q('textarea[data-input="summary"]');
+               return {
+                 state: status ? status.getAttribute('data-state') : null,
+                 loaded: incident ? incident.getAttribute('data-loaded') : null,
+                 summary: summary ? summary.value : null,
+                 entries: Array.from(document.querySelectorAll('li[data-entry-id] .entry-text'),
+                                     e => e.innerText.trim()),
+                 checkboxes: document.querySelectorAll('input[type=checkbox][data-item-id]').length,
+               };"#,
+            vec![],
+        )
+        .await?;
+    serde_json::from_value(value.clone()).with_context(|| format!("unexpected page state {value}"))
+}
+
+/// Waits until `done` holds for what every browser shows, and returns that. On timeout, fails with `what`, what
+/// each page showed last, and each page's screenshot, text and console.
+async fn wait_all(
+    browsers: &[&Browser],
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[PageState]) -> bool,
+) -> anyhow::Result<Vec<PageState>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut states = Vec::new();
+        let mut error = None;
+        for browser in browsers {
+            match page_state(browser).await {
+                Ok(state) => states.push(state),
+                Err(e) => error = Some(format!("{}: {e:#}", browser.name())),
+            }
+        }
+        if error.is_none() && done(&states) {
+            return Ok(states);
+        }
+        if Instant::now() >= deadline {
+            let mut message = format!("timed out after {timeout:?} waiting for {what}\nlast seen:");
+            for (browser, state) in browsers.iter().zip(&states) {
+                message.push_str(&format!("\n  {}: {state:?}", browser.name()));
+            }
+            if let Some(error) = error {
+                message.push_str(&format!("\n  reading a page failed: {error}"));
+            }
+            for browser in browsers {
+                message.push_str(&format!(
+                    "\n\n{:#}",
+                    browser.failure("(state at the timeout)").await
+                ));
+            }
+            bail!(message);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens `base_url/#token=…` and waits until the page has stored the token and taken it out of the address bar.
+async fn sign_in(browser: &Browser, base_url: &str, token: &str) -> anyhow::Result<()> {
+    browser.goto(&format!("{base_url}/#token={token}")).await?;
+    browser
+        .wait_until(
+            "the token to be stored (localStorage commandpost.token) and stripped from the address bar",
+            UI_TIMEOUT,
+            || async {
+                let url = browser.url().await?;
+                let stored = browser
+                    .execute("return localStorage.getItem('commandpost.token');", vec![])
+                    .await?;
+                Ok((!url.contains("token=") && stored == json!(token)).then_some(()))
+            },
+        )
+        .await
+}
+
+/// Navigates a signed-in page to the incident and waits until it shows it, fully synced.
+async fn open_incident(browser: &Browser, base_url: &str, id: &str) -> anyhow::Result<PageState> {
+    browser
+        .goto(&format!("{base_url}/#/incidents/{id}"))
+        .await?;
+    wait_all(
+        &[browser],
+        &format!("incident {id} to render (#incident[data-loaded=true]) and sync (#sync-status[data-state=synced])"),
+        UI_TIMEOUT,
+        |s| s[0].synced(),
+    )
+    .await
+    .map(|mut states| states.remove(0))
+}
+
+/// A new Chromium that signed in at `base_url` with `token` and shows incident `id`, synced.
+async fn open_signed_in(
+    name: &str,
+    size: WindowSize,
+    base_url: &str,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<Browser> {
+    let browser = Browser::open(name, size).await?;
+    sign_in(&browser, base_url, token).await?;
+    open_incident(&browser, base_url, id).await?;
+    Ok(browser)
+}
+
+/// Waits until the page has kept its copy of incident `id` on the device (IndexedDB database `commandpost`, store
+/// `incidents`, one record per incident id; see `web/js/store.js`). The page saves a moment after each change, so a
+/// test that reloads offline first waits for this, as a person who had the page open for a while would have it.
+async fn wait_for_device_copy(browser: &Browser, id: &str) -> anyhow::Result<()> {
+    browser
+        .wait_until("the page to keep a copy of the incident in IndexedDB", UI_TIMEOUT, || async {
+            let saved = browser
+                .execute(
+                    r#"const id = arguments[0];
+                       return (async () => {
+                         // Opening a database that does not exist would create it, unversioned, under the page.
+                         const all = await indexedDB.databases();
+                         if (!all.some((d) => d.name === "commandpost")) return false;
+                         return await new Promise((resolve) => {
+                           const open = indexedDB.open("commandpost");
+                           open.onerror = () => resolve(false);
+                           open.onsuccess = () => {
+                             const db = open.result;
+                             if (!db.objectStoreNames.contains("incidents")) {
+                               db.close();
+                               return resolve(false);
+                             }
+                             const get = db.transaction("incidents").objectStore("incidents").get(id);
+                             get.onsuccess = () => {
+                               db.close();
+                               resolve(get.result instanceof Uint8Array && get.result.length > 0);
+                             };
+                             get.onerror = () => {
+                               db.close();
+                               resolve(false);
+                             };
+                           };
+                         });
+                       })();"#,
+                    vec![json!(id)],
+                )
+                .await?;
+            Ok((saved == json!(true)).then_some(()))
+        })
+        .await
+}
+
+/// Waits until the page's service worker is active, which it is once it has cached the app shell (`web/sw.js`).
+async fn wait_for_service_worker(browser: &Browser) -> anyhow::Result<()> {
+    browser
+        .wait_until("the service worker to be active", UI_TIMEOUT, || async {
+            let active = browser
+                .execute(
+                    "return navigator.serviceWorker.getRegistration().then(r => !!(r && r.active));",
+                    vec![],
+                )
+                .await?;
+            Ok((active == json!(true)).then_some(()))
+        })
+        .await
+}
+
+/// The incident's field `key` as the server reads it (`GET /api/incidents/{id}`).
+async fn server_field(
+    server: &TestServer,
+    token: &str,
+    id: &str,
+    key: &str,
+) -> anyhow::Result<Value> {
+    let view = server.incident_json(token, id).await;
+    view["fields"]
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["key"] == key))
+        .map(|f| f["value"].clone())
+        .with_context(|| format!("the incident has no field {key}: {view}"))
+}
+
+/// The server's summary text.
+async fn server_summary(server: &TestServer, token: &str, id: &str) -> anyhow::Result<String> {
+    let value = server_field(server, token, id, "summary").await?;
+    value
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the summary is not text: {value}"))
+}
+
+/// The server's timeline entry texts.
+async fn server_timeline(
+    server: &TestServer,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<Vec<String>> {
+    let value = server_field(server, token, id, "timeline").await?;
+    let entries = value
+        .as_array()
+        .with_context(|| format!("the timeline is not a list: {value}"))?;
+    Ok(entries
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or_default().to_owned())
+        .collect())
+}
+
+/// Sets the summary through the HTTP API.
+async fn set_summary(server: &TestServer, token: &str, id: &str, text: &str) -> anyhow::Result<()> {
+    apply(
+        server,
+        token,
+        id,
+        json!([{"op": "setText", "field": "summary", "text": text}]),
+    )
+    .await
+}
+
+/// Applies typed operations through the HTTP API; fails unless they are accepted.
+async fn apply(
+    server: &TestServer,
+    token: &str,
+    id: &str,
+    operations: Value,
+) -> anyhow::Result<()> {
+    let response = server.operations(token, id, operations).await;
+    let status = response.status();
+    ensure!(
+        status.is_success(),
+        "operations refused: {status} {}",
+        response.text().await.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Reads the PNG at `path`: its width and height in pixels and its size in bytes; fails unless it is a PNG.
+fn read_png(path: &Path) -> anyhow::Result<(u32, u32, usize)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    ensure!(
+        bytes.len() > 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR",
+        "{} is not a PNG",
+        path.display()
+    );
+    let be =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    Ok((be(16), be(20), bytes.len()))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The machinery: Chromium, typing, screenshots, the proxy.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Chromium starts, types at the caret one key at a time, reports values and takes a screenshot of the requested
+/// size; through the proxy it reaches the server, and once the proxy is cut it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_types_at_the_caret_and_reaches_the_server_only_through_an_uncut_proxy()
+-> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let browser = Browser::open("machinery", WindowSize::PHONE).await?;
+    browser
+        .goto("data:text/html,<!doctype html><title>t</title><textarea id=t>middle</textarea><input id=i>")
+        .await?;
+    browser.place_caret("#t", Caret::Start).await?;
+    browser.type_text("#t", "ab").await?;
+    browser.place_caret("#t", Caret::End).await?;
+    browser.type_text("#t", "yz").await?;
+    browser.type_text("#i", "héllo 🚀").await?;
+    ensure!(
+        browser.value("#t").await?.as_deref() == Some("abmiddleyz"),
+        "typed at the caret: {:?}",
+        browser.value("#t").await?
+    );
+    ensure!(browser.value("#i").await?.as_deref() == Some("héllo 🚀"));
+    ensure!(browser.value("#missing").await?.is_none());
+    let shot = browser.screenshot("machinery-phone").await?;
+    let (width, height, _) = read_png(&shot)?;
+    ensure!(
+        (width, height) == (WindowSize::PHONE.width, WindowSize::PHONE.height),
+        "a phone-sized window's screenshot is {width}x{height}"
+    );
+
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await?;
+    browser
+        .goto(&format!("{}/healthz", proxy.base_url()))
+        .await?;
+    let body = browser.text("body").await?.unwrap_or_default();
+    ensure!(
+        body.contains(r#""status":"ok""#),
+        "/healthz through the proxy: {body}"
+    );
+    proxy.cut();
+    // A cut link fails the navigation (or shows Chromium's error page); either way the server's answer is gone.
+    let _ = browser
+        .goto(&format!("{}/healthz?after-cut", proxy.base_url()))
+        .await;
+    let body = browser.text("body").await?.unwrap_or_default();
+    ensure!(
+        !body.contains(r#""status":"ok""#),
+        "/healthz answered through a cut proxy: {body}"
+    );
+    proxy.restore();
+    browser
+        .goto(&format!("{}/healthz?restored", proxy.base_url()))
+        .await?;
+    let body = browser.text("body").await?.unwrap_or_default();
+    ensure!(
+        body.contains(r#""status":"ok""#),
+        "/healthz after restoring the proxy: {body}"
+    );
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The web client.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Two people type into the same summary at the same moment, one key at a time, one at the start and one at the
+/// end of the existing text. Both pages converge on the same text, with both people's words whole and in the
+/// places they typed them and the original text between them; a third page opened afterwards and the server show
+/// exactly that text too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_typing_in_the_summary_at_once_keep_every_character() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = server.declare(&alice, "Checkout errors").await.id;
+    let original = "Checkout fails for EU customers.";
+    set_summary(&server, &alice, &id, original).await?;
+
+    let url = &server.base_url;
+    let (a, b) = tokio::try_join!(
+        open_signed_in("typing-alice", WindowSize::DESKTOP, url, &alice, &id),
+        open_signed_in("typing-bob", WindowSize::DESKTOP, url, &bob, &id),
+    )?;
+    wait_all(
+        &[&a, &b],
+        "both pages to show the summary",
+        UI_TIMEOUT,
+        |s| s.iter().all(|p| p.summary.as_deref() == Some(original)),
+    )
+    .await?;
+
+    let alices = "alpha bravo ";
+    let bobs = " charlie delta";
+    a.place_caret(SUMMARY, Caret::Start).await?;
+    b.place_caret(SUMMARY, Caret::End).await?;
+    let started = Instant::now();
+    tokio::try_join!(a.type_text(SUMMARY, alices), b.type_text(SUMMARY, bobs))?;
+    let typed = started.elapsed();
+
+    let states = wait_all(
+        &[&a, &b],
+        "both pages synced with the same summary holding both people's words",
+        UI_TIMEOUT,
+        |s| {
+            s.iter().all(PageState::synced)
+                && s[0].summary == s[1].summary
+                && s[0]
+                    .summary
+                    .as_deref()
+                    .is_some_and(|t| t.contains(alices) && t.contains(bobs) && t.contains(original))
+        },
+    )
+    .await?;
+    let expected = format!("{alices}{original}{bobs}");
+    let converged = states[0].summary.clone().unwrap_or_default();
+    ensure!(
+        converged == expected,
+        "each person's words belong where they typed them: the pages show {converged:?}, expected {expected:?}"
+    );
+    println!("typing both strings at once took {typed:?}");
+
+    let c = open_signed_in("typing-carol", WindowSize::DESKTOP, url, &alice, &id).await?;
+    let third = page_state(&c).await?;
+    ensure!(
+        third.summary.as_deref() == Some(expected.as_str()),
+        "a page opened afterwards shows {:?}, expected {expected:?}",
+        third.summary
+    );
+    let on_server = server_summary(&server, &alice, &id).await?;
+    ensure!(
+        on_server == expected,
+        "the server has {on_server:?}, expected {expected:?}"
+    );
+    let markdown = server.markdown(&alice, &id).await;
+    ensure!(
+        tests::markdown_section(&markdown, "Summary").as_deref() == Some(expected.trim_end()),
+        "the Markdown export's summary differs:\n{markdown}"
+    );
+
+    for browser in [a, b, c] {
+        browser.close().await?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// Alice's connection is cut (her browser talks to the server through a proxy); she edits the summary and adds a
+/// timeline entry while Bob, still connected, edits the summary too. Neither sees the other's edit meanwhile.
+/// Once the connection is back, both pages and the server hold both summary edits and Alice's entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_made_offline_merge_with_edits_made_meanwhile() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = server.declare(&alice, "Database failover").await.id;
+    let original = "Primary database unreachable.";
+    set_summary(&server, &alice, &id, original).await?;
+    let proxy = Proxy::start(server.addr).await?;
+    let via_proxy = proxy.base_url();
+
+    let (a, b) = tokio::try_join!(
+        open_signed_in(
+            "offline-alice",
+            WindowSize::DESKTOP,
+            &via_proxy,
+            &alice,
+            &id
+        ),
+        open_signed_in(
+            "offline-bob",
+            WindowSize::DESKTOP,
+            &server.base_url,
+            &bob,
+            &id
+        ),
+    )?;
+
+    proxy.cut();
+    wait_all(
+        &[&a],
+        "Alice's page to notice it is cut off (offline or connecting)",
+        UI_TIMEOUT,
+        |s| matches!(s[0].state.as_deref(), Some("offline" | "connecting")),
+    )
+    .await?;
+
+    let alices = "Failing over. ";
+    let entry = "Promoted the replica in eu-west-1b";
+    let bobs = " Replica lag 4 s.";
+    let alice_edits = async {
+        a.place_caret(SUMMARY, Caret::Start).await?;
+        a.type_text(SUMMARY, alices).await?;
+        a.type_text(TIMELINE_ADD, entry).await?;
+        a.press(TIMELINE_ADD, Key::Enter).await
+    };
+    let bob_edits = async {
+        b.place_caret(SUMMARY, Caret::End).await?;
+        b.type_text(SUMMARY, bobs).await
+    };
+    tokio::try_join!(alice_edits, bob_edits)?;
+
+    wait_all(
+        &[&a],
+        "Alice's page to show her own edits while offline",
+        UI_TIMEOUT,
+        |s| {
+            s[0].summary.as_deref() == Some(&format!("{alices}{original}")) && s[0].has_entry(entry)
+        },
+    )
+    .await?;
+    wait_all(&[&b], "Bob's edit to be acknowledged", UI_TIMEOUT, |s| {
+        s[0].synced() && s[0].summary.as_deref() == Some(&format!("{original}{bobs}"))
+    })
+    .await?;
+    // The cut is real: Alice's edits have not reached the server, Bob's have not reached her, and her page does
+    // not claim to be synced.
+    let alice_now = page_state(&a).await?;
+    ensure!(
+        alice_now.state.as_deref() != Some("synced"),
+        "Alice's page says synced while cut off with unsent edits: {alice_now:?}"
+    );
+    ensure!(
+        !alice_now
+            .summary
+            .as_deref()
+            .unwrap_or_default()
+            .contains(bobs),
+        "Bob's edit reached Alice through a cut connection: {alice_now:?}"
+    );
+    ensure!(
+        !server_timeline(&server, &alice, &id)
+            .await?
+            .iter()
+            .any(|t| t == entry),
+        "Alice's entry reached the server through a cut connection"
+    );
+
+    proxy.restore();
+    let expected = format!("{alices}{original}{bobs}");
+    wait_all(
+        &[&a, &b],
+        "both pages to converge after the connection is back",
+        RECONNECT_TIMEOUT,
+        |s| {
+            s.iter().all(|p| {
+                p.synced() && p.summary.as_deref() == Some(expected.as_str()) && p.has_entry(entry)
+            })
+        },
+    )
+    .await?;
+    let on_server = server_summary(&server, &alice, &id).await?;
+    ensure!(
+        on_server == expected,
+        "the server has {on_server:?}, expected {expected:?}"
+    );
+    let timeline = server_timeline(&server, &alice, &id).await?;
+    ensure!(
+        timeline.iter().filter(|t| *t == entry).count() == 1,
+        "the server's timeline has Alice's entry once: {timeline:?}"
+    );
+
+    a.close().await?;
+    b.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// A bot adds timeline entries over the HTTP API while a page shows the incident: each appears on the page less
+/// than a second after the server's 201.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeline_entry_added_over_http_appears_within_a_second() -> anyhow::Result<()> {
+    let _alone = QUIET.write().await;
+    let server = TestServer::start().await;
+    let reader = server.token("watcher", "read").await;
+    let bot = server.token("alert-bot", "write").await;
+    let id = server.declare(&bot, "Latency").await.id;
+    let page = open_signed_in(
+        "latency",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &reader,
+        &id,
+    )
+    .await?;
+
+    let mut latencies = Vec::new();
+    for n in 1..=3 {
+        let text = format!("Alert {n}: p99 latency above 2 s");
+        server.append_timeline(&bot, &id, &text).await;
+        let acknowledged = Instant::now();
+        wait_all(
+            &[&page],
+            &format!("the entry {text:?} to appear"),
+            UI_TIMEOUT,
+            |s| s[0].has_entry(&text),
+        )
+        .await?;
+        latencies.push(acknowledged.elapsed());
+    }
+    println!("from the 201 to the entry on the page: {latencies:?}");
+    for (n, latency) in latencies.iter().enumerate() {
+        ensure!(
+            *latency < Duration::from_secs(1),
+            "entry {} appeared {latency:?} after the server's 201 (all: {latencies:?})",
+            n + 1
+        );
+    }
+    let shown = page_state(&page).await?.entries;
+    ensure!(
+        shown.len() == 3 && shown[0].starts_with("Alert 3") && shown[2].starts_with("Alert 1"),
+        "the timeline shows the entries newest first: {shown:?}"
+    );
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// A realistic incident (summary, status, severity, roles, timeline entries, TODOs) at laptop and phone widths:
+/// whole-page screenshots `incident-desktop.png` and `incident-phone.png` for people to look at, and at either
+/// width the page shows everything without scrolling sideways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_page_at_desktop_and_phone_widths() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let token = server.token("alice", "write").await;
+    let id = server.declare(&token, "Checkout errors").await.id;
+    apply(
+        &server,
+        &token,
+        &id,
+        json!([
+            {"op": "setText", "field": "summary", "text":
+                "Checkout fails for about 30% of EU customers since 09:40 UTC: the payment provider times out. \
+                 Release 2026.11.24-3 rolled back; error rate falling."},
+            {"op": "setStatus", "status": "active"},
+            {"op": "setChoice", "field": "severity", "value": "SEV2"},
+            {"op": "assignRole", "role": "commander", "person": "alice"},
+            {"op": "assignRole", "role": "operations", "person": "bob"},
+            {"op": "setText", "field": "commandPost", "text": "Bridge: #inc-checkout, call link in the channel topic."},
+            {"op": "addItem", "field": "todos", "text": "Add an alert on payment provider timeouts",
+                "owner": "bob", "bug": "BUG-1234"},
+            {"op": "addItem", "field": "todos", "text": "Post-incident review on Thursday", "owner": "alice"},
+            {"op": "addItem", "field": "exitCriteria", "text": "Error rate below 0.1% for 30 minutes"},
+        ]),
+    )
+    .await?;
+    for text in [
+        "Alert: checkout error rate above 5%",
+        "Declared SEV2; alice commands",
+        "Rolled back release 2026.11.24-3",
+    ] {
+        server.append_timeline(&token, &id, text).await;
+    }
+
+    let view = server.incident_json(&token, &id).await;
+    let items: usize = view["fields"]
+        .as_array()
+        .context("the incident has fields")?
+        .iter()
+        .filter(|f| f["kind"] == "checklist")
+        .map(|f| f["value"].as_array().map_or(0, Vec::len))
+        .sum();
+    let browser = open_signed_in(
+        "screenshots",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &token,
+        &id,
+    )
+    .await?;
+    for (size, name) in [
+        (WindowSize::DESKTOP, "incident-desktop"),
+        (WindowSize::PHONE, "incident-phone"),
+    ] {
+        browser.resize(size).await?;
+        let state = wait_all(&[&browser], "the whole incident to show", UI_TIMEOUT, |s| {
+            s[0].synced() && s[0].entries.len() == 3 && s[0].checkboxes == items
+        })
+        .await?
+        .remove(0);
+        ensure!(
+            state
+                .summary
+                .as_deref()
+                .is_some_and(|s| s.starts_with("Checkout fails")),
+            "{name}: summary {:?}",
+            state.summary
+        );
+        let overflow = browser
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await?;
+        let path = browser.screenshot_full_page(name).await?;
+        let (width, height, bytes) = read_png(&path)?;
+        ensure!(
+            width == size.width && height >= size.height,
+            "{} is {width}x{height}, expected {} wide and at least {} high",
+            path.display(),
+            size.width,
+            size.height
+        );
+        // A blank or error page compresses to a few kilobytes; a page of text and controls does not.
+        ensure!(
+            bytes > 20_000,
+            "{} is only {bytes} bytes: is the page blank?",
+            path.display()
+        );
+        ensure!(
+            overflow.as_i64() == Some(0),
+            "at {}px wide the page is wider than the window by {overflow}px (see {})",
+            size.width,
+            path.display()
+        );
+        println!("{}: {bytes} bytes", path.display());
+    }
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// Alice's page, with the connection cut, is reloaded: the service worker serves the app and the last known
+/// document comes from IndexedDB. She edits the summary and adds an entry; once the connection is back, the
+/// server has her edits and her page has what a bot added meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_offline_shows_the_last_known_document() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bot = server.token("bot", "write").await;
+    let id = server.declare(&alice, "Offline reload").await.id;
+    let original = "Edge routers dropping packets.";
+    set_summary(&server, &alice, &id, original).await?;
+    server
+        .append_timeline(&bot, &id, "Paged network on-call")
+        .await;
+    let proxy = Proxy::start(server.addr).await?;
+    let a = open_signed_in(
+        "reload-alice",
+        WindowSize::DESKTOP,
+        &proxy.base_url(),
+        &alice,
+        &id,
+    )
+    .await?;
+    wait_for_service_worker(&a).await?;
+    wait_for_device_copy(&a, &id).await?;
+    let before = page_state(&a).await?;
+
+    proxy.cut();
+    a.reload().await?;
+    let after = wait_all(
+        &[&a],
+        "the page to render the last known incident after an offline reload",
+        UI_TIMEOUT,
+        |s| s[0].loaded.as_deref() == Some("true") && s[0].summary.is_some(),
+    )
+    .await?
+    .remove(0);
+    ensure!(
+        after.summary == before.summary && after.entries == before.entries,
+        "after the offline reload the page shows {after:?}, before it showed {before:?}"
+    );
+    ensure!(
+        after.state.as_deref() != Some("synced"),
+        "the page says synced while cut off: {after:?}"
+    );
+
+    let alices = "Reloaded offline. ";
+    let entry = "Drained traffic from edge-3";
+    a.place_caret(SUMMARY, Caret::Start).await?;
+    a.type_text(SUMMARY, alices).await?;
+    a.type_text(TIMELINE_ADD, entry).await?;
+    a.press(TIMELINE_ADD, Key::Enter).await?;
+    let meanwhile = "Carrier confirms a fibre cut";
+    server.append_timeline(&bot, &id, meanwhile).await;
+
+    proxy.restore();
+    let expected = format!("{alices}{original}");
+    wait_all(
+        &[&a],
+        "Alice's page to sync her offline edits and the bot's entry",
+        RECONNECT_TIMEOUT,
+        |s| {
+            s[0].synced()
+                && s[0].summary.as_deref() == Some(expected.as_str())
+                && s[0].has_entry(entry)
+                && s[0].has_entry(meanwhile)
+        },
+    )
+    .await?;
+    let on_server = server_summary(&server, &alice, &id).await?;
+    ensure!(
+        on_server == expected,
+        "the server has {on_server:?}, expected {expected:?}"
+    );
+    let timeline = server_timeline(&server, &alice, &id).await?;
+    ensure!(
+        timeline.iter().any(|t| t == entry) && timeline.len() == 3,
+        "the server's timeline: {timeline:?}"
+    );
+    a.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// Offline, Alice types into the summary and reloads at once (before the page's save delay has passed): her words
+/// are still there after the reload, since they exist nowhere else yet, and they reach the server once the
+/// connection is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_edit_survives_an_immediate_reload() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let id = server.declare(&alice, "Reload right after typing").await.id;
+    let original = "Login page slow.";
+    set_summary(&server, &alice, &id, original).await?;
+    let proxy = Proxy::start(server.addr).await?;
+    let via_proxy = proxy.base_url();
+    let a = open_signed_in(
+        "quick-reload-alice",
+        WindowSize::DESKTOP,
+        &via_proxy,
+        &alice,
+        &id,
+    )
+    .await?;
+    wait_for_service_worker(&a).await?;
+    wait_for_device_copy(&a, &id).await?;
+
+    proxy.cut();
+    wait_all(
+        &[&a],
+        "Alice's page to notice it is cut off",
+        UI_TIMEOUT,
+        |s| matches!(s[0].state.as_deref(), Some("offline" | "connecting")),
+    )
+    .await?;
+    let alices = "Typed offline. ";
+    a.place_caret(SUMMARY, Caret::Start).await?;
+    a.type_text(SUMMARY, alices).await?;
+    let expected = format!("{alices}{original}");
+    wait_all(&[&a], "Alice's page to show her edit", UI_TIMEOUT, |s| {
+        s[0].summary.as_deref() == Some(expected.as_str())
+    })
+    .await?;
+    a.reload().await?;
+    let after = wait_all(
+        &[&a],
+        "the page to render the incident after the reload",
+        UI_TIMEOUT,
+        |s| s[0].loaded.as_deref() == Some("true") && s[0].summary.is_some(),
+    )
+    .await?
+    .remove(0);
+    ensure!(
+        after.summary.as_deref() == Some(expected.as_str()),
+        "Alice's offline edit was lost by a reload right after typing: the page shows {:?}, expected {expected:?} \
+         (see {})",
+        after.summary,
+        a.screenshot("quick-reload-alice-after").await?.display()
+    );
+
+    proxy.restore();
+    wait_all(
+        &[&a],
+        "Alice's page to sync her offline edit",
+        RECONNECT_TIMEOUT,
+        |s| s[0].synced() && s[0].summary.as_deref() == Some(expected.as_str()),
+    )
+    .await?;
+    let on_server = server_summary(&server, &alice, &id).await?;
+    ensure!(
+        on_server == expected,
+        "the server has {on_server:?}, expected {expected:?}"
+    );
+    a.close().await?;
+    server.stop().await;
+    Ok(())
+}
