@@ -27,7 +27,7 @@ import { loadIncident, saveIncident } from "./store.js";
 import { startSync } from "./sync.js";
 import { captureCaret, restoreCaret, wireTextarea } from "./textsync.js";
 
-/** Long enough to batch a burst of keystrokes into one write, short enough that little is lost to a crash. */
+/** At most one IndexedDB write per this long: a burst of keystrokes costs two writes, not one per key. */
 const SAVE_DELAY_MS = 300;
 /** Presence expiry and heartbeats run on this clock; the model decides what is due. */
 const TICK_MS = 2000;
@@ -115,6 +115,7 @@ class IncidentPage {
     this.view = null;
     this.sections = new Map();
     this.saveTimer = null;
+    this.unsaved = false;
     this.presenceSent = null;
     this.headlineEl = root.querySelector(".headline");
     this.statusEl = root.querySelector("#sync-status");
@@ -141,7 +142,11 @@ class IncidentPage {
     const presenceSoon = () => setTimeout(() => !signal.aborted && this.updatePresence(), 0);
     this.fieldsEl.addEventListener("focusin", presenceSoon);
     this.fieldsEl.addEventListener("focusout", presenceSoon);
-    const saveIfPending = () => this.saveTimer !== null && this.saveNow();
+    const saveIfPending = () => {
+      if (!this.unsaved) return;
+      clearTimeout(this.saveTimer);
+      this.saveNow();
+    };
     const onHide = () => document.visibilityState === "hidden" && saveIfPending();
     window.addEventListener("pagehide", saveIfPending);
     document.addEventListener("visibilitychange", onHide);
@@ -161,6 +166,7 @@ class IncidentPage {
       document.removeEventListener("visibilitychange", onHide);
       this.sync.stop();
       saveIfPending();
+      clearTimeout(this.saveTimer);
       this.live.free();
     });
   }
@@ -292,17 +298,23 @@ class IncidentPage {
     if (this.view) refreshStamps(this.fieldsEl, this.view);
   }
 
+  /**
+   * Keeps this device's copy current: a change after a quiet spell is written at once (a reload right after the
+   * first sync or an offline edit must find it), later ones when the current write window closes.
+   */
   scheduleSave() {
-    clearTimeout(this.saveTimer);
-    this.saveTimer = setTimeout(() => this.saveNow(), SAVE_DELAY_MS);
+    this.unsaved = true;
+    if (this.saveTimer === null) this.saveNow();
   }
 
   saveNow() {
-    clearTimeout(this.saveTimer);
     this.saveTimer = null;
+    if (!this.unsaved) return;
+    this.unsaved = false;
     saveIncident(this.id, this.live.save()).catch((error) =>
       showMessage(`This device could not keep a copy of the incident: ${error.message}`),
     );
+    this.saveTimer = setTimeout(() => this.saveNow(), SAVE_DELAY_MS);
   }
 
   /** Downloads an export made by the model itself, so it works offline and matches the server byte for byte. */
