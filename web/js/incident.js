@@ -273,8 +273,9 @@ class IncidentPage {
     this.statusEl.querySelector(".label").textContent = STATUS_TEXT[state] ?? state;
     this.statusEl.title = this.live.lastError() ?? "";
     if (!this.view) {
-      this.loadingEl.textContent =
-        state === "offline" ? "Loading… this device has no copy yet; waiting for the server." : "Loading…";
+      const error = this.live.lastError();
+      const waiting = state === "offline" ? "Loading… no copy on this device yet; waiting for the server." : "Loading…";
+      this.loadingEl.textContent = error ? `Not loaded: ${error}. Retrying.` : waiting;
     }
   }
 

@@ -16,8 +16,8 @@ function parse(hash) {
 
 /**
  * Shows the view for the current hash in `main`, now and on every hash change. `routes` is `[[RegExp, view]]`, a
- * view being `(main, {id, query}, signal)` with `id` the pattern's first group. `redirect(path)` may return another
- * hash to go to instead (signing in); unknown paths go to the list.
+ * view being `(main, {id, query}, signal)` with `id` the pattern's first group. `redirect()` runs first and may
+ * return another hash to go to instead (signing in); unknown paths go to the list.
  */
 export function startRouter(main, routes, redirect) {
   let current = null;
