@@ -11,10 +11,13 @@
 //! - a timeline entry added over the HTTP API shows up in an open page within a second;
 //! - the incident page at laptop and phone widths (screenshots kept in `target/test-artifacts/browser/`);
 //! - a reload while offline shows the last known document (service worker and IndexedDB), and edits made then
-//!   reach the server once the connection is back.
+//!   reach the server once the connection is back; an offline edit survives a reload made right after typing.
 //!
-//! The first tests check the machinery itself (Chromium, typing at the caret, screenshots, the cuttable proxy),
-//! so a broken setup is told apart from a broken page. They need Debian's `chromium` and `chromium-driver`
+//! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
+//! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).
+//!
+//! The first test checks the machinery itself (Chromium, typing at the caret, screenshots, the cuttable proxy),
+//! so a broken setup is told apart from a broken page. All of them need Debian's `chromium` and `chromium-driver`
 //! (`scripts/test.sh` installs them); without them they fail and say so.
 
 use std::path::Path;
