@@ -39,6 +39,9 @@ pub enum ClientError {
     /// The presence JSON is not `{"name", "role"?, "field"?}`.
     #[error("not valid presence: {0}")]
     PresenceJson(serde_json::Error),
+    /// Bytes kept on this device do not merge into the replica.
+    #[error("the copy kept on this device cannot be read: {0}")]
+    Kept(automerge::AutomergeError),
     /// The server sent something the protocol does not allow, or refused us; the page reconnects.
     #[error("{0}")]
     Protocol(String),

@@ -180,6 +180,24 @@ impl LiveIncident {
         self.incident.save()
     }
 
+    /// The changes made or received since the last `save` or `saveIncremental` (empty when there are none): cheap
+    /// enough to write to IndexedDB after every keystroke, so an edit is on the device moments after it is made.
+    #[wasm_bindgen(js_name = saveIncremental)]
+    pub fn save_incremental(&mut self) -> Vec<u8> {
+        self.incident.doc_mut().save_incremental()
+    }
+
+    /// Merges bytes kept on this device (from `saveIncremental` or `save`) into the replica, before rendering.
+    /// Applying changes the replica already has is harmless.
+    #[wasm_bindgen(js_name = loadIncremental)]
+    pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.incident
+            .doc_mut()
+            .load_incremental(bytes)
+            .map(|_| ())
+            .map_err(ClientError::Kept)
+    }
+
     /// The document's current heads as hex change hashes: what the page shows as a version.
     pub fn heads(&mut self) -> Vec<String> {
         self.incident
@@ -510,6 +528,31 @@ mod tests {
             LiveIncident::open("nope", "tab-3", None),
             Err(ClientError::DocumentId(..))
         ));
+    }
+
+    #[test]
+    fn incremental_saves_rebuild_the_replica() {
+        let mut a = client();
+        let id = DocumentId::from_bytes([7; 16]).to_string();
+        let snapshot = a.save();
+        assert!(a.save_incremental().is_empty());
+        set_summary(&mut a, "one");
+        let first = a.save_incremental();
+        assert!(
+            a.splice_text_utf16("summary", 3, 0, " two", "bob", NOW_MS)
+                .is_ok()
+        );
+        let second = a.save_incremental();
+        assert!(!first.is_empty() && !second.is_empty());
+        let Ok(mut b) = LiveIncident::open(&id, "tab-2", Some(snapshot)) else {
+            panic!("open");
+        };
+        // Kept chunks may come back in any order and more than once.
+        for chunk in [&second, &first, &second] {
+            assert!(b.load_incremental(chunk).is_ok());
+        }
+        assert_eq!(b.heads(), a.heads());
+        assert_eq!(b.text("summary").ok().as_deref(), Some("one two"));
     }
 
     #[test]

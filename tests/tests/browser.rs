@@ -185,9 +185,10 @@ async fn open_signed_in(
     Ok(browser)
 }
 
-/// Waits until the page has kept its copy of incident `id` on the device (IndexedDB database `commandpost`, store
-/// `incidents`, one record per incident id; see `web/js/store.js`). The page saves a moment after each change, so a
-/// test that reloads offline first waits for this, as a person who had the page open for a while would have it.
+/// Waits until the page has kept its copy of incident `id` on the device (IndexedDB database `commandpost`: a
+/// snapshot in store `incidents` or changes in store `changes`, index `byIncident`; see `web/js/store.js`). The page
+/// writes each change as it happens, so a test that reloads offline first waits for this, as a person who had the
+/// page open for a while would have it.
 async fn wait_for_device_copy(browser: &Browser, id: &str) -> anyhow::Result<()> {
     browser
         .wait_until("the page to keep a copy of the incident in IndexedDB", UI_TIMEOUT, || async {
@@ -203,16 +204,25 @@ async fn wait_for_device_copy(browser: &Browser, id: &str) -> anyhow::Result<()>
                            open.onerror = () => resolve(false);
                            open.onsuccess = () => {
                              const db = open.result;
-                             if (!db.objectStoreNames.contains("incidents")) {
+                             const stores = ["incidents", "changes"];
+                             if (!stores.every((s) => db.objectStoreNames.contains(s))) {
                                db.close();
                                return resolve(false);
                              }
-                             const get = db.transaction("incidents").objectStore("incidents").get(id);
-                             get.onsuccess = () => {
-                               db.close();
-                               resolve(get.result instanceof Uint8Array && get.result.length > 0);
+                             const tx = db.transaction(stores);
+                             let snapshot = false;
+                             let changes = 0;
+                             tx.objectStore("incidents").get(id).onsuccess = (e) => {
+                               snapshot = e.target.result instanceof Uint8Array && e.target.result.length > 0;
                              };
-                             get.onerror = () => {
+                             tx.objectStore("changes").index("byIncident").count(id).onsuccess = (e) => {
+                               changes = e.target.result;
+                             };
+                             tx.oncomplete = () => {
+                               db.close();
+                               resolve(snapshot || changes > 0);
+                             };
+                             tx.onerror = () => {
                                db.close();
                                resolve(false);
                              };

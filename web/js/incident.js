@@ -23,12 +23,13 @@ import {
 } from "./model.js";
 import { arrange, patch } from "./patch.js";
 import { myPresence, renderPresence } from "./presence.js";
-import { loadIncident, saveIncident } from "./store.js";
+import { DeviceCopy, loadIncident } from "./store.js";
 import { startSync } from "./sync.js";
 import { captureCaret, restoreCaret, wireTextarea } from "./textsync.js";
 
-/** At most one IndexedDB write per this long: a burst of keystrokes costs two writes, not one per key. */
-const SAVE_DELAY_MS = 300;
+/** The device copy is folded into one snapshot after this many kept changes, or this long after the last one. */
+const COMPACT_EVERY = 200;
+const COMPACT_QUIET_MS = 5000;
 /** Presence expiry and heartbeats run on this clock; the model decides what is due. */
 const TICK_MS = 2000;
 
@@ -65,15 +66,26 @@ function peerId() {
   return `browser-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
-/** Opens the replica; a copy on this device that cannot be read is set aside rather than blocking the page. */
-function openReplica(LiveIncident, id, saved) {
+/**
+ * Opens the replica from what this device kept (`{snapshot, changes}`); a kept copy that cannot be read is set
+ * aside rather than blocking the page, since the server has the incident too.
+ */
+function openReplica(LiveIncident, id, kept) {
+  let live;
   try {
-    return LiveIncident.open(id, peerId(), saved);
+    live = LiveIncident.open(id, peerId(), kept.snapshot);
   } catch (error) {
-    if (!saved) throw error;
     showMessage(`This device's copy of the incident could not be read (${error.message}); loading it from the server.`);
     return LiveIncident.open(id, peerId(), undefined);
   }
+  for (const change of kept.changes) {
+    try {
+      live.loadIncremental(change);
+    } catch (error) {
+      showMessage(`Some edits kept on this device could not be read (${error.message}).`);
+    }
+  }
+  return live;
 }
 
 function skeleton() {
@@ -114,8 +126,11 @@ class IncidentPage {
     this.live = live;
     this.view = null;
     this.sections = new Map();
-    this.saveTimer = null;
-    this.unsaved = false;
+    this.copy = new DeviceCopy(id, {
+      failed: (error) => showMessage(`This device could not keep a copy of the incident: ${error.message}`),
+    });
+    this.keptSinceSnapshot = 0;
+    this.compactTimer = null;
     this.presenceSent = null;
     this.headlineEl = root.querySelector(".headline");
     this.statusEl = root.querySelector("#sync-status");
@@ -142,14 +157,8 @@ class IncidentPage {
     const presenceSoon = () => setTimeout(() => !signal.aborted && this.updatePresence(), 0);
     this.fieldsEl.addEventListener("focusin", presenceSoon);
     this.fieldsEl.addEventListener("focusout", presenceSoon);
-    const saveIfPending = () => {
-      if (!this.unsaved) return;
-      clearTimeout(this.saveTimer);
-      this.saveNow();
-    };
-    const onHide = () => document.visibilityState === "hidden" && saveIfPending();
-    window.addEventListener("pagehide", saveIfPending);
-    document.addEventListener("visibilitychange", onHide);
+    const flushSync = () => this.copy.flushSync();
+    window.addEventListener("pagehide", flushSync);
 
     this.sync = startSync(this.live, token(), {
       frame: (bytes) => this.receive(bytes),
@@ -162,11 +171,11 @@ class IncidentPage {
 
     signal.addEventListener("abort", () => {
       clearInterval(ticker);
-      window.removeEventListener("pagehide", saveIfPending);
-      document.removeEventListener("visibilitychange", onHide);
+      window.removeEventListener("pagehide", flushSync);
       this.sync.stop();
-      saveIfPending();
-      clearTimeout(this.saveTimer);
+      this.keep();
+      this.copy.flushSync();
+      clearTimeout(this.compactTimer);
       this.live.free();
     });
   }
@@ -182,7 +191,7 @@ class IncidentPage {
     const documentKeys = keys.filter((key) => key !== "@presence");
     if (documentKeys.length && this.live.hasContent()) {
       this.render(this.view ? documentKeys : null, { caret });
-      this.scheduleSave();
+      this.keep();
     }
     if (keys.includes("@presence")) this.showPresence();
   }
@@ -205,7 +214,7 @@ class IncidentPage {
   changedLocally(keys, view) {
     this.sync.flush();
     this.render(keys, { view });
-    this.scheduleSave();
+    this.keep();
   }
 
   /**
@@ -300,22 +309,23 @@ class IncidentPage {
   }
 
   /**
-   * Keeps this device's copy current: a change after a quiet spell is written at once (a reload right after the
-   * first sync or an offline edit must find it), later ones when the current write window closes.
+   * Keeps this device's copy current: every change (local or remote) is written the moment it happens, as the
+   * small `saveIncremental` bytes; the kept changes are folded into one snapshot now and then.
    */
-  scheduleSave() {
-    this.unsaved = true;
-    if (this.saveTimer === null) this.saveNow();
+  keep() {
+    const bytes = this.live.saveIncremental();
+    if (!bytes.length) return;
+    this.copy.add(bytes);
+    this.keptSinceSnapshot += 1;
+    clearTimeout(this.compactTimer);
+    if (this.keptSinceSnapshot >= COMPACT_EVERY) this.compact();
+    else this.compactTimer = setTimeout(() => this.compact(), COMPACT_QUIET_MS);
   }
 
-  saveNow() {
-    this.saveTimer = null;
-    if (!this.unsaved) return;
-    this.unsaved = false;
-    saveIncident(this.id, this.live.save()).catch((error) =>
-      showMessage(`This device could not keep a copy of the incident: ${error.message}`),
-    );
-    this.saveTimer = setTimeout(() => this.saveNow(), SAVE_DELAY_MS);
+  compact() {
+    clearTimeout(this.compactTimer);
+    this.keptSinceSnapshot = 0;
+    this.copy.compact(this.live.save());
   }
 
   /** Downloads an export made by the model itself, so it works offline and matches the server byte for byte. */
@@ -333,17 +343,19 @@ export async function showIncident(main, { id }, signal) {
   const waiting = h("p", { class: "loading" }, "Loading…");
   main.replaceChildren(waiting);
   let live;
+  let keptChanges = 0;
   try {
-    const [LiveIncident, saved] = await Promise.all([
+    const [LiveIncident, kept] = await Promise.all([
       loadLiveIncident(),
       // No copy on this device (or no IndexedDB at all) just means starting from the server's.
-      loadIncident(id).catch(() => undefined),
+      loadIncident(id).catch(() => ({ snapshot: undefined, changes: [] })),
       // Right after signing in the session may not be cached yet, and stamps and the read-only switch need it.
       // Offline with none cached, the page stays read-only.
       session() ?? fetchSession().catch(() => null),
     ]);
     if (signal.aborted) return;
-    live = openReplica(LiveIncident, id, saved);
+    live = openReplica(LiveIncident, id, kept);
+    keptChanges = kept.changes.length;
   } catch (error) {
     waiting.textContent = "This incident cannot be opened.";
     showError(error);
@@ -351,5 +363,8 @@ export async function showIncident(main, { id }, signal) {
   }
   const root = skeleton();
   main.replaceChildren(root);
-  new IncidentPage(root, id, live).start(signal);
+  const page = new IncidentPage(root, id, live);
+  page.start(signal);
+  // Changes kept apart from the snapshot (a reload soon after typing) are folded in now that they are merged.
+  if (keptChanges) page.compact();
 }
