@@ -612,10 +612,7 @@ pub(crate) mod conformance {
         ] {
             let mut row = summary(id, status, minutes);
             row.severity = (id != "new").then(|| "SEV1".to_owned());
-            store
-                .append(id, vec![1], Some(row))
-                .await
-                .expect("append");
+            store.append(id, vec![1], Some(row)).await.expect("append");
         }
         // A document without a summary is not listed.
         store
