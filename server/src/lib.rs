@@ -30,16 +30,18 @@ use crate::connection::SyncContext;
 use crate::document::Registry;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::wire::PeerId;
 
 /// Opens the store the configuration names: PostgreSQL when a database URL is set, else the embedded store.
+///
+/// Call it inside a tokio runtime. The PostgreSQL store connects on demand and applies its migrations on its first
+/// operation, so a database that is down shows up as `Unavailable` errors from the store, not here.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &config.database_url {
-        anyhow::bail!(
-            "--database-url {url:?}: the PostgreSQL store is not part of this build yet; \
-             use the embedded store (--data-dir)"
-        );
+        let store = PostgresStore::open(url).context("opening the PostgreSQL store")?;
+        return Ok(Arc::new(store));
     }
     let store = SqliteStore::open(&config.data_dir).with_context(|| {
         format!(

@@ -7,9 +7,10 @@
 //! require loading every document, a counter for human-friendly incident numbers, and hashed API tokens.
 //!
 //! [`Store`] is the backend-neutral interface, used as `Arc<dyn Store>`. [`sqlite::SqliteStore`] is the
-//! embedded default; a PostgreSQL backend, shared by several server nodes, is meant to implement the same
+//! embedded default; [`postgres::PostgresStore`], shared by several server nodes, implements the same
 //! trait, which is why the contracts below are phrased so that they hold for several writers at once.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -175,6 +176,18 @@ pub trait Store: Send + Sync + 'static {
     /// graceful shutdown. Afterwards every operation fails with [`StoreError::Unavailable`]; closing
     /// twice is harmless.
     async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Refuses a summary that names another document than the one appended to, as [`Store::append`]
+/// requires of every backend before it writes anything.
+fn refuse_foreign_summary(doc: &str, summary: Option<&IncidentSummary>) -> Result<(), StoreError> {
+    match summary {
+        Some(summary) if summary.id != doc => Err(StoreError::Conflict(format!(
+            "the summary is for incident {:?}, not {doc:?}",
+            summary.id
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Backend-independent tests: every backend runs every case through [`conformance_suite!`].

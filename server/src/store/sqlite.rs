@@ -215,12 +215,7 @@ impl Store for SqliteStore {
         chunk: Vec<u8>,
         summary: Option<IncidentSummary>,
     ) -> Result<ChunkId, StoreError> {
-        if let Some(summary) = summary.as_ref().filter(|s| s.id != doc) {
-            return Err(StoreError::Conflict(format!(
-                "the summary is for incident {:?}, not {doc:?}",
-                summary.id
-            )));
-        }
+        super::refuse_foreign_summary(doc, summary.as_ref())?;
         let doc = doc.to_owned();
         self.write(move |conn| {
             let id = conn

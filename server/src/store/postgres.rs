@@ -1,0 +1,881 @@
+//! The shared backend: every table in one PostgreSQL database, so that several server nodes can serve any
+//! incident from the same data (`--database-url postgres://…`).
+//!
+//! The schema lives in `server/migrations/` and is applied by sqlx's migrator, compiled into the binary. The
+//! store opens without touching the network ([`PostgresStore::open`] is synchronous and cheap), and the first
+//! operation applies the migrations; the server's start-up check is such an operation, so a node migrates as
+//! it starts. Several nodes starting at once are serialized by the migrator's advisory lock. Tables land in
+//! the first schema of the connection's search path, which a URL chooses with
+//! `?options=-c%20search_path%3Dname` (the tests give every run a schema of its own this way).
+//!
+//! Every operation is one short transaction on a pooled connection; PostgreSQL's own group commit shares WAL
+//! flushes between concurrent commits, so the store needs no batching of its own (the SQLite backend's writer
+//! thread exists because SQLite allows one writer). A commit returns once the WAL is flushed (with the default
+//! `synchronous_commit = on`), so an acknowledged write survives a crash of the database server.
+//!
+//! Several nodes write the same document at once, and the [`Store`] contract asks that a reader never sees
+//! a chunk without every earlier chunk of its document (see [`ChunkId`]). Ids come from a sequence, and
+//! under READ COMMITTED two transactions can commit in the opposite order of the ids they drew. So every
+//! write to a document (append, compaction, delete) first takes a transaction-scoped lock on the document
+//! (`lock_doc`) and draws its id only then: writes to one document commit one after another, in id order,
+//! while writes to different documents proceed in parallel. The comment on `compact` below explains why
+//! this makes racing compactions safe.
+//!
+//! Failures do not latch. The pool tests a connection before handing it out and replaces broken ones, so
+//! after PostgreSQL restarts the next operation simply gets a new connection; while the database cannot be
+//! reached, every operation fails with [`StoreError::Unavailable`] after at most [`ACQUIRE_TIMEOUT`]
+//! (the API answers 503 and `/healthz` reports degraded), and nothing was written.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, Row, Transaction};
+
+use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord};
+use crate::auth::Scope;
+
+/// The schema migrations of `server/migrations/`, embedded at compile time so the binary needs no files.
+static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// How long an operation waits for a connection (including connecting to a database that refuses
+/// connections) before failing with `Unavailable`: long enough to ride out a brief restart, short enough
+/// that a caller hears "unavailable" instead of hanging.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most connections one node keeps open. Each operation holds one only for its short transaction, and
+/// appends to one document wait for each other anyway; a few nodes times this stays far below PostgreSQL's
+/// default limit of 100.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// The first key of the advisory locks that serialize writes to one document (the second key is a hash
+/// of the document id). Two-key advisory locks live apart from the one-key locks that sqlx's migrator takes.
+const DOC_LOCK_CLASS: i32 = 0x636d_6470; // "cmdp"
+
+/// The row of `counters` that holds the last incident number handed out.
+const INCIDENT_COUNTER: &str = "incident_number";
+
+/// The PostgreSQL backend of [`Store`]; see the module documentation for how it stays consistent across
+/// nodes.
+pub struct PostgresStore {
+    /// The connection pool; it reconnects by itself, and closing it closes the store.
+    pool: PgPool,
+    /// Set once the migrations have been applied; until then operations apply them first.
+    migrated: AtomicBool,
+    /// How many migration attempts have finished, so that a caller who waited for another's attempt
+    /// takes its outcome instead of trying again.
+    attempts: AtomicU64,
+    /// Held during a migration attempt; holds the last attempt's failure.
+    migrating: tokio::sync::Mutex<Option<StoreError>>,
+}
+
+impl PostgresStore {
+    /// Prepares a store for the database at `url` without connecting: connections are opened on demand,
+    /// and the first operation applies the schema migrations. Fails only if `url` cannot be parsed, or if
+    /// called outside a tokio runtime (the pool runs its maintenance as tokio tasks).
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        // The URL is not repeated in errors: it may carry a password.
+        let mut options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Unavailable(format!("the PostgreSQL URL is not valid: {e}"))
+        })?;
+        if options.get_application_name().is_none() {
+            // Names this server's sessions in pg_stat_activity, unless the URL names them itself.
+            options = options.application_name("commandpost");
+        }
+        tokio::runtime::Handle::try_current().map_err(|_| {
+            StoreError::Unavailable(
+                "the PostgreSQL store must be opened inside a tokio runtime".into(),
+            )
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Checks an idle connection before reuse, so one that died with a restart is replaced
+            // instead of failing the operation that drew it.
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            migrated: AtomicBool::new(false),
+            attempts: AtomicU64::new(0),
+            migrating: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Returns the pool once the schema is up to date, applying the migrations on first use.
+    async fn pool(&self) -> Result<&PgPool, StoreError> {
+        if !self.migrated.load(Ordering::Acquire) {
+            self.migrate_once().await?;
+        }
+        Ok(&self.pool)
+    }
+
+    /// Makes one migration attempt at a time and shares its outcome with the callers that waited for it:
+    /// a burst of first operations opens one connection, not one each, and while the database is away
+    /// they all fail after one [`ACQUIRE_TIMEOUT`] instead of one after another.
+    async fn migrate_once(&self) -> Result<(), StoreError> {
+        let before = self.attempts.load(Ordering::Acquire);
+        let mut last_failure = self.migrating.lock().await;
+        if self.migrated.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(failure) = last_failure.as_ref()
+            && self.attempts.load(Ordering::Acquire) != before
+        {
+            return Err(failure.clone());
+        }
+        let outcome = self.migrate().await;
+        match &outcome {
+            Ok(()) => self.migrated.store(true, Ordering::Release),
+            Err(failure) => *last_failure = Some(failure.clone()),
+        }
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        outcome
+    }
+
+    /// Applies the migrations the database lacks on a connection taken out of the pool and closed after.
+    ///
+    /// sqlx's migrator holds a session-level advisory lock while it runs and, when it fails (a database
+    /// migrated by a newer commandpost, say), returns without releasing it. On a pooled connection the
+    /// lock would outlive the attempt and block every later attempt, here and on other nodes; closing the
+    /// connection releases it in every case.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?.detach();
+        // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler cannot
+        // prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
+        let outcome = MIGRATOR
+            .run_direct(None, &mut conn, false)
+            .await
+            .map_err(migrate_error);
+        if let Err(error) = conn.close().await {
+            tracing::debug!(%error, "closing the PostgreSQL migration connection failed");
+        }
+        outcome
+    }
+
+    /// Begins a transaction holding `doc`'s write lock until it commits or rolls back.
+    ///
+    /// Everything that writes a document's chunks starts here, before drawing a chunk id, so the writes to
+    /// one document commit in the order of their ids (see the module documentation).
+    async fn lock_doc(&self, doc: &str) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool().await?.begin().await.map_err(db_error)?;
+        // A hash collision between two documents only makes their writes wait for each other.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(DOC_LOCK_CLASS)
+            .bind(doc)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        Ok(tx)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn append(
+        &self,
+        doc: &str,
+        chunk: Vec<u8>,
+        summary: Option<IncidentSummary>,
+    ) -> Result<ChunkId, StoreError> {
+        super::refuse_foreign_summary(doc, summary.as_ref())?;
+        let mut tx = self.lock_doc(doc).await?;
+        let id: i64 =
+            sqlx::query_scalar("INSERT INTO chunks (doc, data) VALUES ($1, $2) RETURNING id")
+                .bind(doc)
+                .bind(chunk)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if let Some(summary) = &summary {
+            upsert_summary(&mut tx, summary).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(ChunkId(id))
+    }
+
+    async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError> {
+        // One statement reads one snapshot, so `upto` matches `chunks` exactly; and since writes to a
+        // document commit in id order, the snapshot holds a prefix of the document's chunks.
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT id, data FROM chunks WHERE doc = $1 ORDER BY id")
+                .bind(doc)
+                .fetch_all(self.pool().await?)
+                .await
+                .map_err(db_error)?;
+        let upto = rows.last().map(|(id, _)| ChunkId(*id));
+        Ok(upto.map(|upto| Stored {
+            chunks: rows.into_iter().map(|(_, data)| data).collect(),
+            upto,
+        }))
+    }
+
+    /// Replaces the chunks with id ≤ `upto` exactly as the SQLite store does: the snapshot takes over the
+    /// id of the newest chunk it covers and the older ones are deleted.
+    ///
+    /// Why racing compactions (on one node or several) never lose a change, under READ COMMITTED:
+    /// - The document lock makes compactions and appends of one document run one at a time, and under
+    ///   READ COMMITTED each statement takes a fresh snapshot, so the statements after the lock see every
+    ///   write committed before it was granted: each compaction works on the latest state, as with
+    ///   SQLite's single writer.
+    /// - Appends draw their ids under the same lock, so a node that loaded up to `upto` has seen every
+    ///   chunk with an id ≤ `upto` that will ever exist: nothing at or below `upto` can commit later.
+    ///   Deleting only ids ≤ `upto` thus deletes only changes the snapshot contains.
+    /// - A compaction of an earlier load that runs after one of a later load finds nothing at or below
+    ///   its `upto` (the later snapshot sits at a larger id) and does nothing; in the other order, the
+    ///   later snapshot replaces the earlier one, which it covers.
+    async fn compact(&self, doc: &str, snapshot: Vec<u8>, upto: ChunkId) -> Result<(), StoreError> {
+        let mut tx = self.lock_doc(doc).await?;
+        let newest_covered: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(id) FROM chunks WHERE doc = $1 AND id <= $2")
+                .bind(doc)
+                .bind(upto.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        // Nothing at or below `upto`: a compaction of a later load already replaced these chunks. The
+        // transaction rolls back when dropped, releasing the lock.
+        let Some(keep) = newest_covered else {
+            return Ok(());
+        };
+        sqlx::query("UPDATE chunks SET data = $2 WHERE id = $1")
+            .bind(keep)
+            .bind(snapshot)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query("DELETE FROM chunks WHERE doc = $1 AND id < $2")
+            .bind(doc)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn delete(&self, doc: &str) -> Result<bool, StoreError> {
+        let mut tx = self.lock_doc(doc).await?;
+        let chunks = sqlx::query("DELETE FROM chunks WHERE doc = $1")
+            .bind(doc)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        let index = sqlx::query("DELETE FROM incidents WHERE id = $1")
+            .bind(doc)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        tx.commit().await.map_err(db_error)?;
+        Ok(chunks + index > 0)
+    }
+
+    async fn summary(&self, doc: &str) -> Result<Option<IncidentSummary>, StoreError> {
+        sqlx::query(
+            "SELECT id, title, template, status, severity, number, created_at, updated_at
+             FROM incidents WHERE id = $1",
+        )
+        .bind(doc)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(summary_from_row)
+        .transpose()
+        .map_err(db_error)
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentSummary>, StoreError> {
+        // PostgreSQL reads `LIMIT NULL` as "no limit".
+        let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let rows = sqlx::query(
+            "SELECT id, title, template, status, severity, number, created_at, updated_at
+             FROM incidents
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR severity = $2)
+             ORDER BY created_at DESC, id LIMIT $3",
+        )
+        .bind(&filter.status)
+        .bind(&filter.severity)
+        .bind(limit)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(summary_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(db_error)
+    }
+
+    async fn next_incident_number(&self) -> Result<i64, StoreError> {
+        // The upsert locks the counter row, so concurrent callers on every node take turns, each seeing
+        // the value the previous one committed.
+        sqlx::query_scalar(
+            "INSERT INTO counters (name, value) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1
+             RETURNING value",
+        )
+        .bind(INCIDENT_COUNTER)
+        .fetch_one(self.pool().await?)
+        .await
+        .map_err(db_error)
+    }
+
+    async fn create_token(&self, name: &str, scope: Scope, hash: &str) -> Result<(), StoreError> {
+        // The unique constraints decide, atomically across nodes; say which one in words.
+        let inserted = sqlx::query("INSERT INTO tokens (name, scope, hash) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(scope.as_str())
+            .bind(hash)
+            .execute(self.pool().await?)
+            .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("tokens_live_name") => Err(
+                StoreError::Conflict(format!("an unrevoked token named {name:?} already exists")),
+            ),
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("tokens_hash_unique") => Err(
+                StoreError::Conflict("a token with this hash already exists".to_owned()),
+            ),
+            Err(other) => Err(db_error(other)),
+        }
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query("SELECT name, scope, created_at, revoked_at FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(self.pool().await?)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        sqlx::query(
+            "SELECT name, scope, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+        )
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(token_from_row)
+        .collect()
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let revoked = sqlx::query(
+            "UPDATE tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(name)
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(revoked.rows_affected() > 0)
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")
+            .fetch_one(self.pool().await?)
+            .await
+            .map_err(db_error)?;
+        u64::try_from(count)
+            .map_err(|_| StoreError::Corrupt(format!("negative token count {count}")))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Taking a connection proves the database answers (and the schema is current); the query that
+        // the connection is still usable.
+        sqlx::query("SELECT 1")
+            .execute(self.pool().await?)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // Waits for the connections in use, so the operations under way finish; later ones fail with
+        // `PoolClosed`, which maps to `Unavailable`. Closing a closed pool returns at once.
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+/// Inserts or replaces an incident's index row inside the append's transaction.
+async fn upsert_summary(
+    tx: &mut Transaction<'static, Postgres>,
+    summary: &IncidentSummary,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO incidents (id, title, template, status, severity, number, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (id) DO UPDATE SET
+             title = excluded.title, template = excluded.template, status = excluded.status,
+             severity = excluded.severity, number = excluded.number,
+             created_at = excluded.created_at, updated_at = excluded.updated_at",
+    )
+    .bind(&summary.id)
+    .bind(&summary.title)
+    .bind(&summary.template)
+    .bind(&summary.status)
+    .bind(&summary.severity)
+    .bind(summary.number)
+    .bind(to_micros(summary.created_at))
+    .bind(to_micros(summary.updated_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Drops sub-microsecond digits the way the SQLite store does (towards the past), rather than leaving it
+/// to the driver, which rounds times before 2000 towards 2000.
+fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
+}
+
+/// Reads an index row selected as `id, title, template, status, severity, number, created_at,
+/// updated_at`.
+fn summary_from_row(row: &PgRow) -> Result<IncidentSummary, sqlx::Error> {
+    Ok(IncidentSummary {
+        id: row.try_get(0)?,
+        title: row.try_get(1)?,
+        template: row.try_get(2)?,
+        status: row.try_get(3)?,
+        severity: row.try_get(4)?,
+        number: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        updated_at: row.try_get(7)?,
+    })
+}
+
+/// Reads a token selected as `name, scope, created_at, revoked_at`.
+fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
+    let scope: String = row.try_get(1).map_err(db_error)?;
+    Ok(TokenRecord {
+        name: row.try_get(0).map_err(db_error)?,
+        scope: scope
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("postgres: token scope: {e}")))?,
+        created_at: row.try_get(2).map_err(db_error)?,
+        revoked_at: row.try_get(3).map_err(db_error)?,
+    })
+}
+
+/// Classifies a PostgreSQL error: constraint violations are conflicts, damaged data and unreadable
+/// values are corruption, and everything else (no connection, timeouts, a restart, a missing schema,
+/// the store closed) is unavailability.
+fn db_error(error: sqlx::Error) -> StoreError {
+    let message = format!("postgres: {error}");
+    match &error {
+        sqlx::Error::Database(e) => match e.code().as_deref().unwrap_or_default() {
+            // Class 23, integrity constraint violation: a unique name or hash already taken.
+            code if code.starts_with("23") => StoreError::Conflict(message),
+            // Class 22, data exception: a value PostgreSQL cannot store (a NUL character in text, an
+            // out-of-range time). Retrying the same request fails the same way.
+            code if code.starts_with("22") => StoreError::Conflict(message),
+            // data_corrupted, index_corrupted.
+            "XX001" | "XX002" => StoreError::Corrupt(message),
+            _ => StoreError::Unavailable(message),
+        },
+        sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(message),
+        _ => StoreError::Unavailable(message),
+    }
+}
+
+/// Classifies a migration failure. A database migrated by a newer commandpost is refused like the SQLite
+/// store refuses a newer file: nothing is touched, and upgrading commandpost fixes it.
+fn migrate_error(error: MigrateError) -> StoreError {
+    match error {
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => db_error(e),
+        MigrateError::VersionMissing(version) => StoreError::Unavailable(format!(
+            "postgres: the database has schema migration {version}, newer than this commandpost \
+             knows; upgrade commandpost"
+        )),
+        // An applied migration whose text changed, or one that stopped half way: needs an operator.
+        e @ (MigrateError::VersionMismatch(_) | MigrateError::Dirty(_)) => {
+            StoreError::Corrupt(format!("postgres migrations: {e}"))
+        }
+        other => StoreError::Unavailable(format!("postgres migrations: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ROOT, ReadDoc};
+    use futures_util::future::join_all;
+    use sqlx::{AssertSqlSafe, PgConnection};
+
+    use super::*;
+
+    /// The database the tests use unless `COMMANDPOST_TEST_DATABASE_URL` names another: the local
+    /// PostgreSQL of the development machines and CI, with trust authentication.
+    const DEFAULT_TEST_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    fn test_url() -> String {
+        std::env::var("COMMANDPOST_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_TEST_URL.to_owned())
+    }
+
+    /// A schema of its own in the test database, so that concurrent tests and runs never meet; dropped
+    /// with everything in it when the guard goes.
+    struct TestSchema {
+        name: String,
+    }
+
+    impl TestSchema {
+        /// Creates the schema, failing the test with instructions if PostgreSQL cannot be reached: these
+        /// tests are never skipped.
+        fn create() -> Self {
+            let name = format!("commandpost_test_{:016x}", rand::random::<u64>());
+            if let Err(e) = admin(format!("CREATE SCHEMA {name}")) {
+                panic!(
+                    "the PostgreSQL store tests need PostgreSQL at {} (database `test`, trust auth; \
+                     set COMMANDPOST_TEST_DATABASE_URL to use another): {e}",
+                    test_url()
+                );
+            }
+            TestSchema { name }
+        }
+
+        /// The test database's URL with this schema first on the search path, and the schema's name as
+        /// the application name so a test can find its own sessions.
+        fn url(&self) -> String {
+            let base = test_url();
+            let separator = if base.contains('?') { '&' } else { '?' };
+            format!(
+                "{base}{separator}options=-c%20search_path%3D{name}&application_name={name}",
+                name = self.name
+            )
+        }
+
+        /// Another node's store on the same schema: a pool of its own.
+        fn open(&self) -> PostgresStore {
+            PostgresStore::open(&self.url()).expect("the store opens")
+        }
+    }
+
+    impl Drop for TestSchema {
+        fn drop(&mut self) {
+            if let Err(e) = admin(format!("DROP SCHEMA {} CASCADE", self.name)) {
+                eprintln!("dropping the test schema {} failed: {e}", self.name);
+            }
+        }
+    }
+
+    /// Runs one statement on a connection of its own, from a thread of its own, so that it works in
+    /// synchronous code (the conformance suite's `fresh`, `Drop`) whatever runtime is around.
+    fn admin(sql: String) -> Result<(), String> {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&test_url())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.close().await.map_err(|e| e.to_string())
+            })
+        })
+        .join()
+        .map_err(|_| "the admin thread panicked".to_owned())?
+    }
+
+    /// A fresh, empty store in a schema of its own, which must outlive it.
+    fn fresh() -> (PostgresStore, TestSchema) {
+        let schema = TestSchema::create();
+        (schema.open(), schema)
+    }
+
+    mod conformance {
+        crate::store::conformance::conformance_suite!(super::fresh);
+    }
+
+    /// Sets a root field and returns the incremental chunk holding just that change.
+    fn change(doc: &mut AutoCommit, key: &str, value: &str) -> Vec<u8> {
+        doc.put(ROOT, key, value).expect("setting a root field");
+        doc.save_incremental()
+    }
+
+    fn rebuild(stored: &Stored) -> AutoCommit {
+        AutoCommit::load(&stored.chunks.concat()).expect("stored chunks load")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tables_live_in_the_schema_of_the_url() {
+        let (store, schema) = fresh();
+        store.ping().await.expect("ping applies the migrations");
+        let current: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&store.pool)
+            .await
+            .expect("current_schema");
+        assert_eq!(current, schema.name);
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables
+             WHERE table_schema = $1 AND table_name IN ('chunks', 'incidents', 'counters', 'tokens')",
+        )
+        .bind(&schema.name)
+        .fetch_one(&store.pool)
+        .await
+        .expect("count tables");
+        assert_eq!(tables, 4);
+        // A second node finds the schema migrated and applies nothing.
+        let other = schema.open();
+        other.ping().await.expect("ping");
+        store.close().await.expect("close");
+        other.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn incident_numbers_are_unique_across_nodes() {
+        let (a, schema) = fresh();
+        let b = schema.open();
+        let (from_a, from_b) = tokio::join!(
+            join_all((0..50).map(|_| a.next_incident_number())),
+            join_all((0..50).map(|_| b.next_incident_number())),
+        );
+        let numbers: Vec<i64> = from_a
+            .into_iter()
+            .chain(from_b)
+            .map(|n| n.expect("a number"))
+            .collect();
+        let distinct: BTreeSet<i64> = numbers.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            100,
+            "no number handed out twice: {numbers:?}"
+        );
+        assert_eq!(distinct, (1..=100).collect::<BTreeSet<i64>>());
+        a.close().await.expect("close");
+        b.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loads_see_a_prefix_of_appends_from_two_nodes() {
+        // Without the document lock this fails in most runs: a load sees a chunk whose smaller-id
+        // neighbour, drawn earlier by the other node, has not committed yet.
+        const ROUNDS: usize = 3;
+        const PER_NODE: u8 = 100;
+        let (a, schema) = fresh();
+        let (a, b) = (Arc::new(a), Arc::new(schema.open()));
+        for round in 0..ROUNDS {
+            let doc = format!("doc-{round}");
+            let done = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (a, done, doc) = (Arc::clone(&a), Arc::clone(&done), doc.clone());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    while !done.load(Ordering::Acquire) {
+                        if let Some(stored) = a.load(&doc).await.expect("load") {
+                            seen.push(stored);
+                        }
+                    }
+                    seen
+                })
+            };
+            let writes = |store: &Arc<PostgresStore>, node: u8| {
+                join_all((0..PER_NODE).map(|i| {
+                    let (store, doc) = (Arc::clone(store), doc.clone());
+                    async move { store.append(&doc, vec![node, i], None).await }
+                }))
+            };
+            let (from_a, from_b) = tokio::join!(writes(&a, 0), writes(&b, 1));
+            done.store(true, Ordering::Release);
+            for id in from_a.into_iter().chain(from_b) {
+                id.expect("append");
+            }
+            let seen = reader.await.expect("the reader task");
+            let last = a.load(&doc).await.expect("load").expect("stored");
+            assert_eq!(last.chunks.len(), 2 * usize::from(PER_NODE));
+            assert!(!seen.is_empty());
+            // Every load saw the chunks that come first in the final order, with no gap: within a
+            // document, ids are handed out in commit order.
+            for stored in &seen {
+                assert_eq!(
+                    stored.chunks[..],
+                    last.chunks[..stored.chunks.len()],
+                    "round {round}: a load up to {:?} missed an earlier chunk",
+                    stored.upto
+                );
+            }
+        }
+        a.close().await.expect("close");
+        b.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_compacting_while_appending_lose_nothing() {
+        const CHANGES: usize = 60;
+        let (a, schema) = fresh();
+        let (a, b) = (Arc::new(a), Arc::new(schema.open()));
+        let mut doc = AutoCommit::new();
+        a.append("doc", change(&mut doc, "title", "race"), None)
+            .await
+            .expect("append");
+        let done = Arc::new(AtomicBool::new(false));
+        // Each node compacts the document over and over, from whatever it loads, like two servers whose
+        // compaction thresholds fire together.
+        let compactor = |store: Arc<PostgresStore>| {
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut rounds = 0;
+                while !done.load(Ordering::Acquire) || rounds == 0 {
+                    let stored = store.load("doc").await.expect("load").expect("stored");
+                    let snapshot = rebuild(&stored).save();
+                    store
+                        .compact("doc", snapshot, stored.upto)
+                        .await
+                        .expect("compact");
+                    rounds += 1;
+                }
+                rounds
+            })
+        };
+        let compactors = [compactor(Arc::clone(&a)), compactor(Arc::clone(&b))];
+        for i in 0..CHANGES {
+            let node = if i % 2 == 0 { &a } else { &b };
+            node.append("doc", change(&mut doc, &format!("k{i}"), "v"), None)
+                .await
+                .expect("append");
+        }
+        done.store(true, Ordering::Release);
+        for task in compactors {
+            assert!(task.await.expect("a compactor") > 0);
+        }
+        let stored = a.load("doc").await.expect("load").expect("stored");
+        let mut loaded = rebuild(&stored);
+        for i in 0..CHANGES {
+            assert!(
+                loaded.get(ROOT, format!("k{i}")).expect("read").is_some(),
+                "change {i} survived the compactions"
+            );
+        }
+        assert_eq!(loaded.get_heads(), doc.get_heads());
+        a.close().await.expect("close");
+        b.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_database_is_unavailable_promptly() {
+        // Nothing listens on port 1: connecting is refused, and retried until the acquire timeout.
+        let store = PostgresStore::open("postgres://postgres@127.0.0.1:1/test").expect("open");
+        let started = Instant::now();
+        let (ping, append) = tokio::join!(store.ping(), store.append("doc", vec![1], None));
+        let elapsed = started.elapsed();
+        assert!(matches!(ping, Err(StoreError::Unavailable(_))), "{ping:?}");
+        assert!(
+            matches!(append, Err(StoreError::Unavailable(_))),
+            "{append:?}"
+        );
+        assert!(
+            elapsed < ACQUIRE_TIMEOUT + Duration::from_secs(2),
+            "took {elapsed:?}"
+        );
+        store.close().await.expect("close");
+
+        // A closed store answers at once.
+        let (store, _schema) = fresh();
+        store.ping().await.expect("ping");
+        store.close().await.expect("close");
+        let started = Instant::now();
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_the_url() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let _inside = runtime.enter();
+        match PostgresStore::open("postgres://user:secret@127.0.0.1:notaport/test") {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(!message.contains("secret"), "{message}")
+            }
+            other => panic!("expected Unavailable, got {:?}", other.map(|_| "a store")),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_killed_by_a_restart_are_replaced() {
+        let (store, schema) = fresh();
+        store.append("doc", vec![1], None).await.expect("append");
+        // The connection goes back to the pool in the background.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while store.pool.num_idle() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a connection waits in the pool");
+        // What a PostgreSQL restart does to this node's sessions, without restarting the shared server;
+        // the timeout makes it wait until they are gone.
+        admin(format!(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+             WHERE application_name = '{}'",
+            schema.name
+        ))
+        .expect("terminate the store's sessions");
+        store.ping().await.expect("ping on a new connection");
+        store.append("doc", vec![2], None).await.expect("append");
+        assert_eq!(
+            store
+                .load("doc")
+                .await
+                .expect("load")
+                .expect("stored")
+                .chunks,
+            vec![vec![1], vec![2]]
+        );
+        store.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn newer_schema_is_refused() {
+        let (store, schema) = fresh();
+        store.ping().await.expect("ping applies the migrations");
+        store.close().await.expect("close");
+        admin(format!(
+            "INSERT INTO {}._sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (9999, 'from a newer commandpost', true, '\\x00', 0)",
+            schema.name
+        ))
+        .expect("record a newer migration");
+        let newer = schema.open();
+        // Twice: a failed attempt must not leave the migration lock behind and hang the next one.
+        for attempt in 0..2 {
+            let result = tokio::time::timeout(Duration::from_secs(10), newer.ping())
+                .await
+                .expect("a refused migration does not hang");
+            match result {
+                Err(StoreError::Unavailable(message)) => {
+                    assert!(message.contains("newer"), "attempt {attempt}: {message}")
+                }
+                other => panic!("attempt {attempt}: expected Unavailable, got {other:?}"),
+            }
+        }
+        newer.close().await.expect("close");
+    }
+}
