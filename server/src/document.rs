@@ -106,6 +106,9 @@ pub enum Command {
     },
     /// Runs a read against the durable state of the document (exports, views).
     Read(ReadFn),
+    /// Other server nodes appended to the document (or may have): merge what storage has beyond what this
+    /// actor has seen.
+    Refresh,
     /// The document was deleted: tell every peer it is unavailable and stop.
     Close,
 }
@@ -167,6 +170,17 @@ impl DocHandle {
         rx.await.map_err(|_| DocError::Gone)
     }
 
+    /// Asks the actor to catch up with other nodes' appends. Never waits: a full queue gets the request from a
+    /// task of its own, since a dropped request would leave the document behind until the next one.
+    pub fn refresh(&self) {
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.tx.try_send(Command::Refresh) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(command).await;
+            });
+        }
+    }
+
     /// Whether the actor behind this handle has stopped.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -206,8 +220,10 @@ struct Actor {
     incident: Incident,
     /// The heads known to be durable; `save_after` from here gives the next chunk.
     saved_heads: Vec<ChangeHash>,
-    /// The newest chunk written, for compaction.
-    last_chunk: ChunkId,
+    /// Every chunk of the document up to this id is merged into `incident`: set by loads and catch-ups, which
+    /// read gapless runs. The actor's own appends do not move it, since another node's chunk may sit below
+    /// them; compaction catches up first and covers exactly this far.
+    seen: ChunkId,
     /// Appends since the last compaction.
     chunks_since_compact: u64,
     peers: HashMap<ConnId, Peer>,
@@ -221,19 +237,22 @@ struct Actor {
 pub(crate) fn spawn(
     id: DocumentId,
     incident: Incident,
-    last_chunk: ChunkId,
+    seen: ChunkId,
     generation: u64,
     config: &DocConfig,
     registry: Registry,
 ) -> DocHandle {
     let (tx, rx) = mpsc::channel(config.queue);
+    // Appends by other nodes between the load and the registry knowing this actor sent notices nobody acted
+    // on: the first batch catches up with them.
+    let _ = tx.try_send(Command::Refresh);
     let mut incident = incident;
     let saved_heads = incident.doc_mut().get_heads();
     let actor = Actor {
         id,
         incident,
         saved_heads,
-        last_chunk,
+        seen,
         chunks_since_compact: 0,
         peers: HashMap::new(),
         store: registry.store(),
@@ -320,6 +339,12 @@ impl Actor {
 
     async fn process(&mut self, commands: Vec<Command>) -> Result<(), StoreError> {
         let mut batch = Batch::default();
+        // First, before this batch's own changes, so that everything in memory is still durable.
+        let caught_up = if commands.iter().any(|c| matches!(c, Command::Refresh)) {
+            self.catch_up().await?
+        } else {
+            false
+        };
         for command in commands {
             match command {
                 Command::Attach { conn, link } => {
@@ -361,7 +386,7 @@ impl Actor {
                     }
                 }
                 Command::Read(f) => batch.reads.push(f),
-                Command::Close => {}
+                Command::Refresh | Command::Close => {}
             }
         }
         let changed = self.persist().await?;
@@ -371,8 +396,32 @@ impl Actor {
         for read in batch.reads {
             read(&mut self.incident);
         }
-        self.flush_peers(changed);
+        self.flush_peers(changed || caught_up);
         Ok(())
+    }
+
+    /// Merges the chunks storage holds beyond `seen` (other nodes' appends, and our own since the last
+    /// catch-up, which change nothing); returns whether the document changed. Call only when every change in
+    /// memory is durable: what is merged is durable too, so the saved heads move with it.
+    async fn catch_up(&mut self) -> Result<bool, StoreError> {
+        let Some(stored) = self
+            .store
+            .load_after(&self.id.to_string(), self.seen)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let before = self.incident.doc_mut().get_heads();
+        for chunk in &stored.chunks {
+            self.incident
+                .doc_mut()
+                .load_incremental(chunk)
+                .map_err(|e| StoreError::Corrupt(format!("document {}: {e}", self.id)))?;
+        }
+        self.seen = stored.upto;
+        let after = self.incident.doc_mut().get_heads();
+        self.saved_heads = after.clone();
+        Ok(before != after)
     }
 
     fn receive_sync(&mut self, conn: ConnId, data: &[u8]) {
@@ -466,16 +515,18 @@ impl Actor {
             .append(&self.id.to_string(), chunk, Some(summary))
             .await;
         self.metrics.storage_append.observe(started.elapsed());
-        let chunk_id = result?;
+        result?;
         self.metrics.changes_applied.add(changes as u64);
         self.saved_heads = heads;
-        self.last_chunk = chunk_id;
         self.chunks_since_compact += 1;
         if self.chunks_since_compact >= COMPACT_AFTER_CHUNKS {
+            // The snapshot must hold every chunk it replaces, other nodes' included: catch up first (every
+            // local change is durable at this point), then cover exactly what was seen.
+            self.catch_up().await?;
             let snapshot = self.incident.save();
             match self
                 .store
-                .compact(&self.id.to_string(), snapshot, chunk_id)
+                .compact(&self.id.to_string(), snapshot, self.seen)
                 .await
             {
                 Ok(()) => self.chunks_since_compact = 0,

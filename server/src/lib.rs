@@ -76,6 +76,9 @@ pub async fn run(
         config.doc_config(),
         stop.clone(),
     );
+    if let Some(notices) = store.subscribe() {
+        registry.follow(notices);
+    }
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),

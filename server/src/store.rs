@@ -27,6 +27,20 @@ use crate::auth::Scope;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChunkId(pub i64);
 
+/// News from [`Store::subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkNotice {
+    /// Another node appended chunk `id` to document `doc`.
+    Appended {
+        /// The document.
+        doc: String,
+        /// The new chunk.
+        id: ChunkId,
+    },
+    /// Notices may have been missed (the listener reconnected): every live document should catch up.
+    Resync,
+}
+
 /// A document as stored: what a server node needs to rebuild it in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -124,7 +138,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<ChunkId, StoreError>;
 
     /// Returns all of the document's chunks in append order, or `None` if the document is unknown.
-    async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError>;
+    async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError> {
+        self.load_after(doc, ChunkId(i64::MIN)).await
+    }
+
+    /// Returns the document's chunks with ids above `after` in append order (`upto` their last id), or `None`
+    /// if there are none: how a node catches up with appends made by other nodes since it last read. The run
+    /// has no gaps, as for [`Store::load`]; after a compaction it may start with the snapshot, which holds
+    /// changes the reader already has, and that is harmless.
+    async fn load_after(&self, doc: &str, after: ChunkId) -> Result<Option<Stored>, StoreError>;
+
+    /// Notices of chunks appended by other server nodes sharing this store, for the nodes that hold the
+    /// document live; `None` for a store only one node uses (the embedded one). A notice may be lost (a
+    /// listener that reconnected sends [`ChunkNotice::Resync`] instead), so readers catch up with
+    /// [`Store::load_after`] from what they have seen rather than trusting notices to be complete.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<ChunkNotice>> {
+        None
+    }
 
     /// Atomically replaces the document's chunks with id ≤ `upto` by `snapshot`, keeping the chunks that
     /// were appended after `upto`. The snapshot must contain every change of the chunks it replaces,
@@ -212,6 +242,7 @@ pub(crate) mod conformance {
                 automerge_chunks_round_trip,
                 unknown_document_is_none,
                 compaction_keeps_later_chunks,
+                load_after_catches_up,
                 stale_compaction_loses_nothing,
                 racing_compactions_lose_nothing,
                 concurrent_appends_are_all_kept,
@@ -381,6 +412,49 @@ pub(crate) mod conformance {
         assert_eq!(
             text(&rebuild(&again), "title").as_deref(),
             Some("DNS resolution failing")
+        );
+    }
+
+    pub(crate) async fn load_after_catches_up(store: &dyn Store) {
+        let mut doc = AutoCommit::new();
+        let mut ids = Vec::new();
+        let mut chunks = Vec::new();
+        for (key, value) in [("title", "DNS"), ("status", "open"), ("severity", "sev2")] {
+            let chunk = change(&mut doc, key, value);
+            ids.push(
+                store
+                    .append("d", chunk.clone(), None)
+                    .await
+                    .expect("append"),
+            );
+            chunks.push(chunk);
+        }
+        // Another document's appends never show up in this one's catch-up.
+        store.append("other", vec![7], None).await.expect("append");
+        let after_first = store.load_after("d", ids[0]).await.expect("load_after");
+        assert_eq!(
+            after_first,
+            Some(Stored {
+                chunks: chunks[1..].to_vec(),
+                upto: ids[2],
+            })
+        );
+        assert_eq!(store.load_after("d", ids[2]).await, Ok(None));
+        assert_eq!(store.load_after("missing", ChunkId(0)).await, Ok(None));
+
+        // After a compaction the catch-up starts with the snapshot, which covers what was asked for.
+        let snapshot = rebuild(&must_load(store, "d").await).save();
+        store
+            .compact("d", snapshot.clone(), ids[1])
+            .await
+            .expect("compact");
+        let caught_up = store.load_after("d", ids[0]).await.expect("load_after");
+        let caught_up = caught_up.expect("chunks after the first");
+        assert_eq!(caught_up.chunks.first(), Some(&snapshot));
+        assert_eq!(caught_up.upto, ids[2]);
+        assert_eq!(
+            text(&rebuild(&caught_up), "severity").as_deref(),
+            Some("sev2")
         );
     }
 

@@ -7,10 +7,12 @@
 //!   JavaScript client, with raw frame access for malformed-input tests.
 //! - [`Browser`]: a real headless Chromium driven over WebDriver, for end-to-end tests of the web client, and
 //!   [`Proxy`], a TCP proxy whose link a test cuts to take one browser offline.
+//! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
 //! - [`eventually`] and [`markdown_section`]: waiting for a condition with a deadline instead of sleeping, and reading
 //!   one field back out of the Markdown export.
 
 mod browser;
+mod database;
 mod markdown;
 mod poll;
 mod proxy;
@@ -18,6 +20,7 @@ mod sync_client;
 mod test_server;
 
 pub use browser::{Browser, CHROMEDRIVER, CHROMIUM, Caret, WindowSize, artifacts_dir, target_dir};
+pub use database::TestDatabase;
 pub use markdown::markdown_section;
 pub use poll::eventually;
 pub use proxy::Proxy;

@@ -370,7 +370,7 @@ impl SyncClient {
     }
 
     /// Sends every sync message the server needs now.
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
         let Some(id) = self.document_id else {
             return Ok(());
         };

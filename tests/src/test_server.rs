@@ -126,16 +126,22 @@ impl TestServer {
     /// Starts the real command line (`commandpost serve --listen 127.0.0.1:0 --data-dir …`) in a child process, and
     /// reads the bound address and the first-run admin token from its stdout.
     pub async fn start_process() -> TestServer {
-        TestServer::start_process_inner(None).await
+        TestServer::start_process_inner(None, None).await
     }
 
     /// Like [`TestServer::start_process`], with a TOML config file (kebab-case keys of [`Config`], such as
     /// `unload-after-secs = 1`) passed with `--config`.
     pub async fn start_process_with_config(toml: &str) -> TestServer {
-        TestServer::start_process_inner(Some(toml)).await
+        TestServer::start_process_inner(Some(toml), None).await
     }
 
-    async fn start_process_inner(toml: Option<&str>) -> TestServer {
+    /// Another node of a cluster: like [`TestServer::start_process_with_config`] on a database the first node
+    /// already set up, so no first-run token is printed; `admin_token` is the first node's.
+    pub async fn start_node(toml: &str, admin_token: &str) -> TestServer {
+        TestServer::start_process_inner(Some(toml), Some(admin_token.to_owned())).await
+    }
+
+    async fn start_process_inner(toml: Option<&str>, admin_token: Option<String>) -> TestServer {
         let dir = tempfile::tempdir().expect("creating a temporary data directory");
         let config = toml.map(|text| {
             let path = dir.path().join("commandpost.toml");
@@ -143,13 +149,16 @@ impl TestServer {
             path
         });
         let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut started = spawn_process(dir.path(), config.as_deref(), listen, true)
-            .await
-            .expect("starting the server process");
-        let admin_token = started
-            .first_run_token
-            .take()
-            .expect("a fresh data directory prints a first-run admin token");
+        let mut started =
+            spawn_process(dir.path(), config.as_deref(), listen, admin_token.is_none())
+                .await
+                .expect("starting the server process");
+        let admin_token = admin_token.unwrap_or_else(|| {
+            started
+                .first_run_token
+                .take()
+                .expect("a fresh data directory prints a first-run admin token")
+        });
         TestServer {
             addr: started.addr,
             base_url: format!("http://{}", started.addr),

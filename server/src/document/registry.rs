@@ -11,7 +11,9 @@ use tokio_util::task::TaskTracker;
 
 use super::{DocConfig, DocHandle, spawn, summary_row};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use tokio::sync::broadcast;
+
+use crate::store::{ChunkNotice, Store, StoreError};
 use crate::wire::{DocumentId, PeerId};
 
 /// Shared by the HTTP handlers and every connection; clones are cheap.
@@ -139,6 +141,40 @@ impl Registry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+
+    /// Keeps the loaded documents current with other nodes' appends, as `notices` reports them (stores shared by
+    /// several nodes); stops at shutdown.
+    pub fn follow(&self, mut notices: broadcast::Receiver<ChunkNotice>) {
+        let registry = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let notice = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    notice = notices.recv() => notice,
+                };
+                match notice {
+                    Ok(ChunkNotice::Appended { doc, .. }) => {
+                        if let Some(handle) = doc.parse().ok().and_then(|id| registry.lookup(id)) {
+                            handle.refresh();
+                        }
+                    }
+                    // Notices were missed: every live document catches up.
+                    Ok(ChunkNotice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        for handle in registry.handles() {
+                            handle.refresh();
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    fn handles(&self) -> Vec<DocHandle> {
+        let docs = self.inner.docs.lock().unwrap_or_else(|e| e.into_inner());
+        docs.values().cloned().collect()
     }
 
     /// Waits until every actor has finished its last batch (after the shutdown token was cancelled).

@@ -21,6 +21,14 @@
 //! while writes to different documents proceed in parallel. The comment on `compact` below explains why
 //! this makes racing compactions safe.
 //!
+//! Nodes hear of each other's appends through `LISTEN`/`NOTIFY`: `append` sends `pg_notify` on
+//! [`NOTIFY_CHANNEL`] inside its transaction (PostgreSQL delivers it at commit, so a notice never announces a
+//! chunk that is not there yet), carrying the node, the chunk id and the document; [`Store::subscribe`] starts
+//! one listening connection per node that turns other nodes' notices into [`ChunkNotice`]s. No extra service
+//! is needed and the notice shares the commit's fate. Notices are lost while the listener is disconnected, so
+//! after every (re)connection it sends [`ChunkNotice::Resync`], and readers always catch up from what they have
+//! seen with [`Store::load_after`].
+//!
 //! Failures do not latch. The pool tests a connection before handing it out and replaces broken ones, so
 //! after PostgreSQL restarts the next operation simply gets a new connection; while the database cannot be
 //! reached, every operation fails with [`StoreError::Unavailable`] after at most [`ACQUIRE_TIMEOUT`]
@@ -33,10 +41,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
-use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord};
+use tokio::sync::broadcast;
+
+use super::{
+    ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord,
+};
 use crate::auth::Scope;
 
 /// The schema migrations of `server/migrations/`, embedded at compile time so the binary needs no files.
@@ -56,6 +68,15 @@ const MAX_CONNECTIONS: u32 = 10;
 /// of the document id). Two-key advisory locks live apart from the one-key locks that sqlx's migrator takes.
 const DOC_LOCK_CLASS: i32 = 0x636d_6470; // "cmdp"
 
+/// The channel of append notices between nodes; the payload is `<node> <chunk id> <document>`.
+pub const NOTIFY_CHANNEL: &str = "commandpost_chunks";
+
+/// Notices buffered per subscriber; one that falls further behind gets a [`ChunkNotice::Resync`] instead.
+const NOTICE_BUFFER: usize = 4096;
+
+/// How long the listener waits before reconnecting after PostgreSQL refused it.
+const LISTEN_RETRY: Duration = Duration::from_millis(500);
+
 /// The row of `counters` that holds the last incident number handed out.
 const INCIDENT_COUNTER: &str = "incident_number";
 
@@ -64,6 +85,8 @@ const INCIDENT_COUNTER: &str = "incident_number";
 pub struct PostgresStore {
     /// The connection pool; it reconnects by itself, and closing it closes the store.
     pool: PgPool,
+    /// This node's name in notices, so the listener can skip its own appends (the actor already has them).
+    node: String,
     /// Set once the migrations have been applied; until then operations apply them first.
     migrated: AtomicBool,
     /// How many migration attempts have finished, so that a caller who waited for another's attempt
@@ -100,6 +123,7 @@ impl PostgresStore {
             .connect_lazy_with(options);
         Ok(Self {
             pool,
+            node: hex::encode(rand::random::<[u8; 8]>()),
             migrated: AtomicBool::new(false),
             attempts: AtomicU64::new(0),
             migrating: tokio::sync::Mutex::new(None),
@@ -194,16 +218,23 @@ impl Store for PostgresStore {
         if let Some(summary) = &summary {
             upsert_summary(&mut tx, summary).await?;
         }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(format!("{} {id} {doc}", self.node))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(ChunkId(id))
     }
 
-    async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError> {
+    async fn load_after(&self, doc: &str, after: ChunkId) -> Result<Option<Stored>, StoreError> {
         // One statement reads one snapshot, so `upto` matches `chunks` exactly; and since writes to a
-        // document commit in id order, the snapshot holds a prefix of the document's chunks.
+        // document commit in id order, the snapshot holds a prefix of the document's chunks above `after`.
         let rows: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT id, data FROM chunks WHERE doc = $1 ORDER BY id")
+            sqlx::query_as("SELECT id, data FROM chunks WHERE doc = $1 AND id > $2 ORDER BY id")
                 .bind(doc)
+                .bind(after.0)
                 .fetch_all(self.pool().await?)
                 .await
                 .map_err(db_error)?;
@@ -388,6 +419,12 @@ impl Store for PostgresStore {
             .map_err(|_| StoreError::Corrupt(format!("negative token count {count}")))
     }
 
+    fn subscribe(&self) -> Option<broadcast::Receiver<ChunkNotice>> {
+        let (sender, receiver) = broadcast::channel(NOTICE_BUFFER);
+        tokio::spawn(listen(self.pool.clone(), self.node.clone(), sender));
+        Some(receiver)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         // Taking a connection proves the database answers (and the schema is current); the query that
         // the connection is still usable.
@@ -407,6 +444,59 @@ impl Store for PostgresStore {
 }
 
 /// Inserts or replaces an incident's index row inside the append's transaction.
+/// Listens for other nodes' appends until the store closes or nobody subscribes any more; reconnects by itself
+/// and says [`ChunkNotice::Resync`] after each connection, since notices sent meanwhile are lost.
+async fn listen(pool: PgPool, node: String, notices: broadcast::Sender<ChunkNotice>) {
+    while !pool.is_closed() && notices.receiver_count() > 0 {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::debug!(%error, "cannot listen for other nodes' appends yet");
+                tokio::time::sleep(LISTEN_RETRY).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
+            tracing::debug!(%error, "LISTEN failed");
+            tokio::time::sleep(LISTEN_RETRY).await;
+            continue;
+        }
+        if notices.send(ChunkNotice::Resync).is_err() {
+            return;
+        }
+        loop {
+            let notice = match listener.try_recv().await {
+                // The connection dropped and was re-established: whatever was sent meanwhile is lost.
+                Ok(None) => ChunkNotice::Resync,
+                Ok(Some(notification)) => match parse_notice(notification.payload(), &node) {
+                    Some(notice) => notice,
+                    None => continue,
+                },
+                Err(error) => {
+                    tracing::debug!(%error, "listening for other nodes' appends failed; reconnecting");
+                    break;
+                }
+            };
+            if notices.send(notice).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// An append notice from another node; `None` for our own appends and for payloads we do not understand.
+fn parse_notice(payload: &str, own_node: &str) -> Option<ChunkNotice> {
+    let mut parts = payload.splitn(3, ' ');
+    let (node, id, doc) = (parts.next()?, parts.next()?, parts.next()?);
+    if node == own_node {
+        return None;
+    }
+    Some(ChunkNotice::Appended {
+        doc: doc.to_owned(),
+        id: ChunkId(id.parse().ok()?),
+    })
+}
+
 async fn upsert_summary(
     tx: &mut Transaction<'static, Postgres>,
     summary: &IncidentSummary,

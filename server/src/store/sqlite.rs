@@ -230,15 +230,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError> {
+    async fn load_after(&self, doc: &str, after: ChunkId) -> Result<Option<Stored>, StoreError> {
         let doc = doc.to_owned();
         self.read(move |conn| {
             // One statement reads one consistent snapshot, so `upto` matches `chunks` exactly.
             let mut select = conn
-                .prepare_cached("SELECT id, data FROM chunks WHERE doc = ?1 ORDER BY id")
+                .prepare_cached(
+                    "SELECT id, data FROM chunks WHERE doc = ?1 AND id > ?2 ORDER BY id",
+                )
                 .map_err(db_error)?;
             let rows = select
-                .query_map([&doc], |row| {
+                .query_map(params![doc, after.0], |row| {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
                 })
                 .map_err(db_error)?;
