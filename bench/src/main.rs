@@ -1,0 +1,252 @@
+//! `commandpost-bench`: runs one scenario against a sync server and writes its result as JSON, or renders
+//! results as Markdown (`report`). `scripts/bench.sh` drives it for every figure of BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bench::process::Process;
+use bench::report::{self, Outcome};
+use bench::scenario::{Run, join_storm, many_incidents, trace, war_room};
+use bench::target::{Server, Target};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load generator for automerge-repo sync servers (commandpost, or automerge-repo's own sync server).
+#[derive(Parser)]
+#[command(name = "commandpost-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N editors type into the incident's fields and timeline while M viewers watch.
+    WarRoom {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Editors typing.
+        #[arg(long, default_value_t = 10)]
+        editors: u32,
+        /// Keystrokes a second per editor.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Viewers watching.
+        #[arg(long, default_value_t = 200)]
+        viewers: u32,
+        /// Seconds of typing.
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        /// Seconds per window of the drift figures.
+        #[arg(long, default_value_t = 5.0)]
+        window: f64,
+    },
+    /// One editor replays an editing trace into one field while V viewers watch.
+    Trace {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The gzipped trace (automerge-paper.json.gz).
+        #[arg(long, default_value = "bench/data/automerge-paper.json.gz")]
+        file: PathBuf,
+        /// Viewers watching.
+        #[arg(long, default_value_t = 100)]
+        viewers: u32,
+        /// Keystrokes replayed from the start of the trace.
+        #[arg(long, default_value_t = usize::MAX)]
+        limit: usize,
+        /// Milliseconds between the editor's sync messages (automerge-repo's clients use 100).
+        #[arg(long, default_value_t = 100)]
+        flush_ms: u64,
+    },
+    /// K clients join an incident with H changes of history.
+    JoinStorm {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Clients joining.
+        #[arg(long, default_value_t = 200)]
+        clients: u32,
+        /// Changes of history.
+        #[arg(long, default_value_t = 10_000)]
+        history: usize,
+        /// Seconds over which the clients arrive.
+        #[arg(long, default_value_t = 2.0)]
+        over: f64,
+    },
+    /// Store many incidents, load some, measure memory per loaded incident and per idle viewer (commandpost only).
+    ManyIncidents {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Incidents declared.
+        #[arg(long, default_value_t = 10_000)]
+        store: u32,
+        /// Incidents loaded.
+        #[arg(long, default_value_t = 1_000)]
+        load: u32,
+        /// Idle viewer connections.
+        #[arg(long, default_value_t = 1_000)]
+        viewers: u32,
+    },
+    /// Prints the Markdown tables of result files (commandpost's first, then the peer's).
+    Report {
+        /// JSON results written with --json.
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Which server, and how to reach and watch it.
+#[derive(Args)]
+struct ServerArgs {
+    /// The sync endpoint: ws://127.0.0.1:7420/sync for commandpost, ws://127.0.0.1:PORT for the npm sync server.
+    #[arg(long)]
+    url: String,
+    /// What kind of server it is.
+    #[arg(long, value_enum, default_value_t = Kind::Commandpost)]
+    kind: Kind,
+    /// commandpost's HTTP base URL (default: the sync URL's host over http).
+    #[arg(long)]
+    api: Option<String>,
+    /// A commandpost admin token (creates tokens and incidents).
+    #[arg(long, env = "COMMANDPOST_BENCH_TOKEN")]
+    token: Option<String>,
+    /// The server's process id, for its CPU and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the result here as JSON (else print it).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    /// commandpost.
+    Commandpost,
+    /// `@automerge/automerge-repo-sync-server` or any server that takes documents from its peers.
+    AutomergeRepo,
+}
+
+impl ServerArgs {
+    fn run(&self) -> anyhow::Result<Run> {
+        let server = match self.kind {
+            Kind::Commandpost => Server::Commandpost {
+                api: match &self.api {
+                    Some(api) => api.trim_end_matches('/').to_owned(),
+                    None => http_base(&self.url)?,
+                },
+                token: self.token.clone().context(
+                    "commandpost needs an admin token: --token or COMMANDPOST_BENCH_TOKEN",
+                )?,
+            },
+            Kind::AutomergeRepo => Server::AutomergeRepo,
+        };
+        Ok(Run {
+            target: Target::new(self.url.clone(), server),
+            server: self.server_pid.map(Process::pid),
+            traffic: Arc::default(),
+        })
+    }
+
+    fn write(&self, outcome: &Outcome) -> anyhow::Result<()> {
+        let json = serde_json::to_string_pretty(outcome)?;
+        match &self.json {
+            Some(path) => std::fs::write(path, json + "\n")
+                .with_context(|| format!("writing {}", path.display())),
+            None => {
+                println!("{json}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `ws://host:port/…` → `http://host:port`.
+fn http_base(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .context("the sync URL must start with ws://")?;
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    Ok(format!("http://{host}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (server, outcome) = match cli.command {
+        Command::WarRoom {
+            server,
+            editors,
+            rate,
+            viewers,
+            duration,
+            window,
+        } => {
+            let settings = war_room::Settings {
+                editors,
+                rate,
+                viewers,
+                duration_s: duration,
+                window_s: window,
+            };
+            let outcome = Outcome::WarRoom(war_room::run(&server.run()?, settings).await?);
+            (server, outcome)
+        }
+        Command::Trace {
+            server,
+            file,
+            viewers,
+            limit,
+            flush_ms,
+        } => {
+            let loaded = trace::Trace::load(&file)?;
+            let settings = trace::Settings {
+                viewers,
+                limit,
+                flush_ms,
+            };
+            let outcome = Outcome::Trace(trace::run(&server.run()?, &loaded, settings).await?);
+            (server, outcome)
+        }
+        Command::JoinStorm {
+            server,
+            clients,
+            history,
+            over,
+        } => {
+            let settings = join_storm::Settings {
+                clients,
+                history,
+                over_s: over,
+            };
+            let outcome = Outcome::JoinStorm(join_storm::run(&server.run()?, settings).await?);
+            (server, outcome)
+        }
+        Command::ManyIncidents {
+            server,
+            store,
+            load,
+            viewers,
+        } => {
+            let settings = many_incidents::Settings {
+                store,
+                load,
+                viewers,
+            };
+            let outcome =
+                Outcome::ManyIncidents(many_incidents::run(&server.run()?, settings).await?);
+            (server, outcome)
+        }
+        Command::Report { files } => {
+            let mut outcomes = Vec::new();
+            for file in files {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                outcomes.push(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("reading {}", file.display()))?,
+                );
+            }
+            print!("{}", report::markdown(&outcomes));
+            return Ok(());
+        }
+    };
+    server.write(&outcome)
+}

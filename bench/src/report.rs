@@ -1,0 +1,401 @@
+//! Results on disk and as Markdown: every scenario run writes one JSON [`Outcome`]; `commandpost-bench report`
+//! reads a run's outcomes and prints the tables BENCHMARKS.md shows, commandpost beside automerge-repo's sync
+//! server with the ratio between them.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::latency::Summary;
+use crate::scenario::{Usages, join_storm, many_incidents, trace, war_room};
+
+/// One scenario's result, tagged with the scenario's name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "scenario", content = "report", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// `war-room`.
+    WarRoom(war_room::Report),
+    /// `trace`.
+    Trace(trace::Report),
+    /// `join-storm`.
+    JoinStorm(join_storm::Report),
+    /// `many-incidents`.
+    ManyIncidents(many_incidents::Report),
+}
+
+/// Which way a figure is better, for the ratio column.
+#[derive(Clone, Copy)]
+enum Better {
+    /// Smaller is better (latency, CPU): the ratio is peer ÷ ours.
+    Lower,
+    /// Larger is better (throughput): the ratio is ours ÷ peer.
+    Higher,
+    /// No ratio (settings, context).
+    Neither,
+}
+
+/// One row: a label, each run's value, and which way is better.
+struct Row {
+    /// What the figure is.
+    label: String,
+    /// Each run's value, `None` when it has none.
+    values: Vec<Option<f64>>,
+    /// Decimals to print.
+    decimals: usize,
+    /// For the ratio.
+    better: Better,
+}
+
+/// Builds the rows of one table from the runs of one scenario.
+struct Table<'a, R> {
+    /// The runs, commandpost first.
+    runs: &'a [&'a R],
+    /// The rows so far.
+    rows: Vec<Row>,
+}
+
+impl<'a, R> Table<'a, R> {
+    fn new(runs: &'a [&'a R]) -> Self {
+        Table {
+            runs,
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(
+        &mut self,
+        label: &str,
+        decimals: usize,
+        better: Better,
+        value: impl Fn(&R) -> Option<f64>,
+    ) {
+        self.rows.push(Row {
+            label: label.to_owned(),
+            values: self.runs.iter().map(|r| value(r)).collect(),
+            decimals,
+            better,
+        });
+    }
+
+    /// The latency rows of a summary.
+    fn latency(&mut self, what: &str, summary: impl Fn(&R) -> &Summary) {
+        self.row(&format!("{what} p50 (ms)"), 1, Better::Lower, |r| {
+            Some(summary(r).p50_ms)
+        });
+        self.row(&format!("{what} p99 (ms)"), 1, Better::Lower, |r| {
+            Some(summary(r).p99_ms)
+        });
+        self.row(&format!("{what} p99.9 (ms)"), 1, Better::Lower, |r| {
+            Some(summary(r).p999_ms)
+        });
+        self.row(&format!("{what} max (ms)"), 1, Better::Lower, |r| {
+            Some(summary(r).max_ms)
+        });
+    }
+
+    /// The CPU and memory rows.
+    fn usage(&mut self, usage: impl Fn(&R) -> &Usages) {
+        self.row("server CPU (s)", 2, Better::Lower, |r| {
+            usage(r).server.as_ref().map(|s| s.cpu_s)
+        });
+        self.row("server CPU (% of one core)", 0, Better::Lower, |r| {
+            usage(r)
+                .server
+                .as_ref()
+                .map(|s| 100.0 * s.cpu_s / s.seconds.max(1e-9))
+        });
+        self.row("server RSS at start (MiB)", 1, Better::Neither, |r| {
+            usage(r).server.as_ref().map(|s| s.rss_start_mib)
+        });
+        self.row("server RSS peak (MiB)", 1, Better::Lower, |r| {
+            usage(r).server.as_ref().map(|s| s.rss_peak_mib)
+        });
+        self.row("load generator CPU (s)", 2, Better::Neither, |r| {
+            Some(usage(r).bench.cpu_s)
+        });
+        self.row("bytes to peers (KiB/s)", 0, Better::Neither, |r| {
+            Some(usage(r).bytes_in_per_s / 1024.0)
+        });
+        self.row("bytes from peers (KiB/s)", 0, Better::Neither, |r| {
+            Some(usage(r).bytes_out_per_s / 1024.0)
+        });
+    }
+
+    /// The Markdown table, with a ratio column when there are exactly two runs.
+    fn render(&self, names: &[String]) -> String {
+        let ratio = names.len() == 2;
+        let mut out = String::new();
+        let _ = write!(out, "| figure |");
+        for name in names {
+            let _ = write!(out, " {name} |");
+        }
+        if ratio {
+            let _ = write!(out, " ratio (commandpost better by) |");
+        }
+        out.push('\n');
+        out.push_str(&"|---".repeat(names.len() + 1 + usize::from(ratio)));
+        out.push_str("|\n");
+        for row in &self.rows {
+            let _ = write!(out, "| {} |", row.label);
+            for value in &row.values {
+                match value {
+                    Some(v) => {
+                        let _ = write!(out, " {v:.prec$} |", prec = row.decimals);
+                    }
+                    None => out.push_str(" – |"),
+                }
+            }
+            if ratio {
+                let r = match (row.better, row.values[0], row.values[1]) {
+                    (Better::Lower, Some(ours), Some(peer)) if ours > 0.0 => Some(peer / ours),
+                    (Better::Higher, Some(ours), Some(peer)) if peer > 0.0 => Some(ours / peer),
+                    _ => None,
+                };
+                match r {
+                    Some(r) => {
+                        let _ = write!(out, " {r:.1}× |");
+                    }
+                    None => out.push_str(" |"),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// The Markdown tables of `outcomes`, one per scenario, runs in the order given.
+pub fn markdown(outcomes: &[Outcome]) -> String {
+    let mut out = String::new();
+    let war: Vec<&war_room::Report> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::WarRoom(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if !war.is_empty() {
+        let mut t = Table::new(&war);
+        t.row("editors", 0, Better::Neither, |r| {
+            Some(f64::from(r.settings.editors))
+        });
+        t.row("keystrokes/s per editor", 1, Better::Neither, |r| {
+            Some(r.settings.rate)
+        });
+        t.row("viewers", 0, Better::Neither, |r| {
+            Some(f64::from(r.settings.viewers))
+        });
+        t.row("typing (s)", 0, Better::Neither, |r| {
+            Some(r.settings.duration_s)
+        });
+        t.row(
+            "viewers connected and synced in (s)",
+            2,
+            Better::Lower,
+            |r| Some(r.connect_s),
+        );
+        t.row(
+            "keystrokes typed, all editors (/s)",
+            1,
+            Better::Neither,
+            |r| Some(r.keystrokes_per_s),
+        );
+        t.row(
+            "changes delivered to viewers (/s)",
+            0,
+            Better::Higher,
+            |r| Some(r.delivered_per_s),
+        );
+        t.latency("keystroke → viewer", |r| &r.latency);
+        t.row("p99 in the first window (ms)", 1, Better::Lower, |r| {
+            r.windows.first().map(|w| w.latency.p99_ms)
+        });
+        t.row("p99 in the last window (ms)", 1, Better::Lower, |r| {
+            r.windows.last().map(|w| w.latency.p99_ms)
+        });
+        t.row("worst window's p99 (ms)", 1, Better::Lower, |r| {
+            r.windows.iter().map(|w| w.latency.p99_ms).reduce(f64::max)
+        });
+        t.row(
+            "server CPU per delivered change (µs)",
+            1,
+            Better::Lower,
+            |r| r.server_cpu_us_per_delivered,
+        );
+        t.usage(|r| &r.usage);
+        t.row(
+            "all converged after typing stopped (s)",
+            2,
+            Better::Lower,
+            |r| Some(r.converge_s),
+        );
+        section(
+            &mut out,
+            "War room",
+            &t,
+            war.iter().map(|r| r.target.clone()),
+        );
+    }
+    let traces: Vec<&trace::Report> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Trace(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if !traces.is_empty() {
+        let mut t = Table::new(&traces);
+        t.row("keystrokes replayed", 0, Better::Neither, |r| {
+            Some(r.keystrokes as f64)
+        });
+        t.row("viewers", 0, Better::Neither, |r| {
+            Some(f64::from(r.settings.viewers))
+        });
+        t.row(
+            "Automerge alone, typing (keystrokes/s)",
+            0,
+            Better::Neither,
+            |r| Some(r.local_typing_per_s),
+        );
+        t.row(
+            "Automerge alone, applying the editor's batches (changes/s)",
+            0,
+            Better::Neither,
+            |r| Some(r.local_apply_per_s),
+        );
+        t.row(
+            "through the server to every viewer (keystrokes/s)",
+            0,
+            Better::Higher,
+            |r| Some(r.server_per_s),
+        );
+        t.row("server ÷ Automerge typing", 2, Better::Higher, |r| {
+            Some(r.ratio_to_local_typing)
+        });
+        t.row("server ÷ Automerge applying", 2, Better::Higher, |r| {
+            Some(r.ratio_to_local_apply)
+        });
+        t.row("sync messages from the editor", 0, Better::Neither, |r| {
+            Some(r.batches as f64)
+        });
+        t.latency("keystroke → viewer", |r| &r.latency);
+        t.row("server CPU per keystroke (µs)", 1, Better::Lower, |r| {
+            r.server_cpu_us_per_keystroke
+        });
+        t.usage(|r| &r.usage);
+        section(
+            &mut out,
+            "Trace replay",
+            &t,
+            traces.iter().map(|r| r.target.clone()),
+        );
+    }
+    let storms: Vec<&join_storm::Report> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::JoinStorm(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if !storms.is_empty() {
+        let mut t = Table::new(&storms);
+        t.row("clients", 0, Better::Neither, |r| {
+            Some(f64::from(r.settings.clients))
+        });
+        t.row("changes of history", 0, Better::Neither, |r| {
+            Some(r.settings.history as f64)
+        });
+        t.row("arriving over (s)", 0, Better::Neither, |r| {
+            Some(r.settings.over_s)
+        });
+        t.row("bytes to one client (KiB)", 0, Better::Lower, |r| {
+            Some(r.document_bytes as f64 / 1024.0)
+        });
+        t.latency("connect → complete document", |r| &r.time_to_document);
+        t.usage(|r| &r.usage);
+        section(
+            &mut out,
+            "Join storm",
+            &t,
+            storms.iter().map(|r| r.target.clone()),
+        );
+    }
+    let many: Vec<&many_incidents::Report> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::ManyIncidents(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if !many.is_empty() {
+        let mut t = Table::new(&many);
+        t.row("incidents stored", 0, Better::Neither, |r| {
+            Some(f64::from(r.settings.store))
+        });
+        t.row(
+            "incidents declared (/s, each durable)",
+            0,
+            Better::Higher,
+            |r| Some(r.declared_per_s),
+        );
+        t.row("incidents loaded", 0, Better::Neither, |r| {
+            Some(f64::from(r.settings.load))
+        });
+        t.row("idle viewer connections", 0, Better::Neither, |r| {
+            Some(f64::from(r.settings.viewers))
+        });
+        t.row("server RSS, none loaded (MiB)", 1, Better::Lower, |r| {
+            Some(r.rss_none_loaded_mib)
+        });
+        t.row(
+            "server RSS, incidents loaded (MiB)",
+            1,
+            Better::Lower,
+            |r| Some(r.rss_loaded_mib),
+        );
+        t.row(
+            "server RSS, viewers connected (MiB)",
+            1,
+            Better::Lower,
+            |r| Some(r.rss_viewers_mib),
+        );
+        t.row(
+            "server RSS, all unloaded again (MiB)",
+            1,
+            Better::Lower,
+            |r| Some(r.rss_unloaded_mib),
+        );
+        t.row("per loaded idle incident (KiB)", 1, Better::Lower, |r| {
+            Some(r.kib_per_loaded_incident)
+        });
+        t.row("per idle viewer connection (KiB)", 1, Better::Lower, |r| {
+            Some(r.kib_per_viewer)
+        });
+        t.row(
+            "unloaded after the last viewer left (s)",
+            1,
+            Better::Lower,
+            |r| Some(r.unload_s),
+        );
+        section(
+            &mut out,
+            "Many incidents",
+            &t,
+            many.iter().map(|r| r.target.clone()),
+        );
+    }
+    out
+}
+
+/// Appends a titled table.
+fn section<R>(
+    out: &mut String,
+    title: &str,
+    table: &Table<'_, R>,
+    names: impl Iterator<Item = String>,
+) {
+    let names: Vec<String> = names.collect();
+    let _ = writeln!(out, "### {title}\n");
+    out.push_str(&table.render(&names));
+    out.push('\n');
+}

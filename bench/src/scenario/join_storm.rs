@@ -1,0 +1,197 @@
+//! Join storm: K clients open an incident with H changes of history, arriving evenly over a few seconds (everyone
+//! clicking the link posted in the incident channel); each one's time from connecting to holding the complete
+//! document.
+//!
+//! A joining client here keeps the bytes it received and stops the clock when a sync message brings it to the
+//! server's heads. Loading a long document costs a client far more than the server spends sending it, so clients
+//! do not load what they received; instead they hash it, and the first client to receive each distinct byte
+//! stream loads it and checks its heads (all clients of a run receive the same bytes, so one load checks all).
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use automerge::sync::{self, SyncDoc};
+use automerge::{AutoCommit, Automerge, ChangeHash};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use wire::{DocumentId, Message, PeerId};
+
+use super::{Run, Usages};
+use crate::editor::{Editor, PLACES, PROSE};
+use crate::latency::{Clock, Histogram, Summary};
+use crate::link::{Link, Traffic};
+
+/// Keystrokes the history's author sends per sync message while building the history.
+const HISTORY_CHUNK: usize = 1000;
+
+/// How long one client may take to get the document before the run fails.
+const CLIENT_LIMIT: Duration = Duration::from_secs(120);
+
+/// The storm's shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Clients joining.
+    pub clients: u32,
+    /// Changes of history the incident has when they join.
+    pub history: usize,
+    /// Seconds over which the clients arrive, evenly spread.
+    pub over_s: f64,
+}
+
+/// What a join storm measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The server.
+    pub target: String,
+    /// The settings.
+    pub settings: Settings,
+    /// Bytes of sync messages one client received to hold the whole document.
+    pub document_bytes: usize,
+    /// Connect → complete document, over every client.
+    pub time_to_document: Summary,
+    /// Distinct byte streams the clients received (1 when the server sends every client the same document), each
+    /// loaded and checked.
+    pub distinct_documents: usize,
+    /// From the first client's arrival until the last one held the document.
+    pub usage: Usages,
+}
+
+/// Runs the storm.
+pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
+    let access = run.target.access().await?;
+    let incident = run.target.new_incident("Join storm").await?;
+    let id = incident.id;
+    let clock = Clock::start();
+    let mut author = Editor::open(
+        &access.editor_url,
+        0,
+        id,
+        incident.seed,
+        clock,
+        run.traffic.clone(),
+    )
+    .await?;
+    let mut prose = PROSE.chars().cycle();
+    for keystroke in 0..settings.history {
+        let place = PLACES[(keystroke / HISTORY_CHUNK) % PLACES.len()];
+        author.type_local(place, prose.next().unwrap_or(' '))?;
+        if (keystroke + 1) % HISTORY_CHUNK == 0 || keystroke + 1 == settings.history {
+            author.settle().await?;
+        }
+    }
+    let heads = author.heads();
+
+    let checked: Arc<Mutex<HashMap<u64, bool>>> = Arc::default();
+    let times = Arc::new(Histogram::default());
+    let spacing = Duration::from_secs_f64(settings.over_s / f64::from(settings.clients.max(1)));
+    let window = run.measure()?;
+    let start = tokio::time::Instant::now();
+    let mut joining = JoinSet::new();
+    for index in 0..settings.clients {
+        let url = access.viewer_url.clone();
+        let (heads, checked, times, traffic) = (
+            heads.clone(),
+            checked.clone(),
+            times.clone(),
+            run.traffic.clone(),
+        );
+        joining.spawn(async move {
+            tokio::time::sleep_until(start + spacing * index).await;
+            let started = Instant::now();
+            let received =
+                tokio::time::timeout(CLIENT_LIMIT, join(&url, index, id, &heads, traffic))
+                    .await
+                    .with_context(|| {
+                        format!("client {index} did not get the document in time")
+                    })??;
+            times.record(started.elapsed());
+            check(&received, &heads, &checked)?;
+            anyhow::Ok(received.len())
+        });
+    }
+    let mut document_bytes = 0;
+    while let Some(joined) = joining.join_next().await {
+        document_bytes = joined.context("a client's task panicked")??;
+    }
+    let usage = run.measured(window)?;
+    author.close().await;
+    let checked = checked
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a check panicked"))?;
+    ensure!(
+        checked.values().all(|ok| *ok),
+        "a client received a document whose heads are not the author's"
+    );
+    Ok(Report {
+        target: run.target.name().into(),
+        document_bytes,
+        time_to_document: times.summary(),
+        distinct_documents: checked.len(),
+        usage,
+        settings,
+    })
+}
+
+/// One client: connects, asks for the document, and returns every chunk's bytes once a sync message brought it to
+/// `heads`.
+async fn join(
+    url: &str,
+    index: u32,
+    document: DocumentId,
+    heads: &[ChangeHash],
+    traffic: Arc<Traffic>,
+) -> anyhow::Result<Vec<u8>> {
+    let me = PeerId::from(format!("bench-joiner-{index}-{}", DocumentId::random()));
+    let mut link = Link::connect(url, me, traffic).await?;
+    let first = AutoCommit::new()
+        .sync()
+        .generate_sync_message(&mut sync::State::new())
+        .context("a new sync state always has a first message")?;
+    link.send_sync(document, first.encode(), true).await?;
+    let mut received = Vec::new();
+    loop {
+        match link.recv().await? {
+            Message::Sync { data, .. } => {
+                let message = sync::Message::decode(&data).context("decoding a sync message")?;
+                for chunk in message.changes.iter() {
+                    received.extend_from_slice(chunk);
+                }
+                if !message.changes.is_empty() && message.heads == heads {
+                    link.close().await;
+                    return Ok(received);
+                }
+            }
+            Message::DocUnavailable { .. } => bail!("the server says the document is unavailable"),
+            Message::Error { message } => bail!("the server sent an error: {message}"),
+            _ => {}
+        }
+    }
+}
+
+/// Checks a client's bytes: loaded and compared with `heads` the first time these exact bytes are seen.
+fn check(
+    received: &[u8],
+    heads: &[ChangeHash],
+    checked: &Mutex<HashMap<u64, bool>>,
+) -> anyhow::Result<()> {
+    let mut hasher = DefaultHasher::new();
+    received.hash(&mut hasher);
+    let digest = hasher.finish();
+    let seen = checked
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a check panicked"))?
+        .contains_key(&digest);
+    if !seen {
+        let ok = Automerge::load(received)
+            .map(|doc| doc.get_heads() == heads)
+            .unwrap_or(false);
+        checked
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a check panicked"))?
+            .insert(digest, ok);
+    }
+    Ok(())
+}

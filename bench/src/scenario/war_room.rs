@@ -1,0 +1,272 @@
+//! War room: N editors type at R keystrokes a second each into the incident's text fields and its timeline while
+//! M viewers watch the same incident, for D seconds. Every keystroke is timed from the editor's commit to its
+//! arrival at every viewer; at the end every editor and every viewer must hold the same document.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Barrier, watch};
+use tokio::task::JoinSet;
+
+use super::{Run, Usages, open_all};
+use crate::editor::{Editor, PLACES, PROSE};
+use crate::latency::{Clock, Latencies, Summary, WindowSummary, millis};
+use crate::viewer::{Expected, Viewer};
+
+/// The war room's shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Editors typing.
+    pub editors: u32,
+    /// Keystrokes a second, per editor.
+    pub rate: f64,
+    /// Viewers watching.
+    pub viewers: u32,
+    /// How long the editors type, seconds.
+    pub duration_s: f64,
+    /// Length of the windows that show drift, seconds.
+    pub window_s: f64,
+}
+
+/// What a war room measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The server.
+    pub target: String,
+    /// The settings.
+    pub settings: Settings,
+    /// Seconds to connect every viewer and sync the incident to it.
+    pub connect_s: f64,
+    /// Keystrokes made (each one change).
+    pub keystrokes: u64,
+    /// Keystrokes a second actually typed, all editors together.
+    pub keystrokes_per_s: f64,
+    /// How late the most behind editor was on its schedule at the end, ms: large means the load generator could
+    /// not keep the pace.
+    pub typing_lag_ms: f64,
+    /// Changes delivered to viewers (keystrokes × viewers).
+    pub delivered: u64,
+    /// Delivered changes a second, from the first keystroke until every viewer held the last one.
+    pub delivered_per_s: f64,
+    /// Editor commit → viewer holds the change, over every keystroke × viewer.
+    pub latency: Summary,
+    /// The same per window of sending time, to show drift.
+    pub windows: Vec<WindowSummary>,
+    /// From the first keystroke until every viewer converged.
+    pub usage: Usages,
+    /// Server CPU per delivered change, microseconds.
+    pub server_cpu_us_per_delivered: Option<f64>,
+    /// Seconds from the end of typing until every editor and viewer held the same document.
+    pub converge_s: f64,
+}
+
+/// Runs a war room.
+pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
+    ensure!(settings.editors > 0, "a war room needs at least one editor");
+    ensure!(settings.rate > 0.0, "the typing rate must be positive");
+    let access = run.target.access().await?;
+    let incident = run.target.new_incident("War room").await?;
+    let duration = Duration::from_secs_f64(settings.duration_s);
+    let clock = Clock::start();
+    let latencies = Arc::new(Latencies::new(
+        clock,
+        Duration::from_secs_f64(settings.window_s),
+        duration + Duration::from_secs(1),
+    ));
+    let id = incident.id;
+
+    // The first editor brings the document where the server takes it from peers; the others then ask for it.
+    let first = Editor::open(
+        &access.editor_url,
+        0,
+        id,
+        incident.seed,
+        clock,
+        run.traffic.clone(),
+    )
+    .await
+    .context("opening the first editor")?;
+    let mut editors = vec![first];
+    let others = open_all(settings.editors - 1, |i| {
+        let (url, traffic) = (access.editor_url.clone(), run.traffic.clone());
+        async move { Editor::open(&url, i + 1, id, None, clock, traffic).await }
+    })
+    .await?;
+    editors.extend(others);
+    let base_changes = editors[0].change_count();
+
+    let connect_started = Instant::now();
+    let viewers = open_all(settings.viewers, |i| {
+        let (url, traffic, latencies) = (
+            access.viewer_url.clone(),
+            run.traffic.clone(),
+            latencies.clone(),
+        );
+        // Viewer 0 is the witness: it keeps what it receives, to check the text itself at the end.
+        async move { Viewer::open(&url, i, id, latencies, traffic, i == 0).await }
+    })
+    .await?;
+    let connect_s = connect_started.elapsed().as_secs_f64();
+
+    let (expected_tx, expected_rx) = watch::channel(None);
+    let mut watching = JoinSet::new();
+    for mut viewer in viewers {
+        let expected = expected_rx.clone();
+        watching.spawn(async move {
+            viewer.follow(expected).await?;
+            anyhow::Ok(viewer)
+        });
+    }
+
+    let window = run.measure()?;
+    let typing_started = Instant::now();
+    let stop_at = tokio::time::Instant::now() + duration;
+    let typed = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(editors.len()));
+    let count = editors.len() as u32;
+    let mut typing = JoinSet::new();
+    for (index, editor) in editors.into_iter().enumerate() {
+        let (typed, barrier) = (typed.clone(), barrier.clone());
+        let rate = settings.rate;
+        typing.spawn(async move {
+            let mut editor = editor;
+            let lag = type_until(&mut editor, index as u32, count, rate, stop_at).await?;
+            let typed_end = Instant::now();
+            // Everyone's keystrokes reach the server, then everyone takes in everyone's.
+            typed.fetch_add(editor.made().count as usize, Ordering::Relaxed);
+            editor.settle().await?;
+            barrier.wait().await;
+            let total = base_changes + typed.load(Ordering::Relaxed);
+            editor.converge(total, convergence_limit(duration)).await?;
+            anyhow::Ok((editor, lag, typed_end))
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = typing.join_next().await {
+        done.push(joined.context("an editor's task panicked")??);
+    }
+    let typing_ended = done
+        .iter()
+        .map(|(_, _, end)| *end)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let typing_lag = done
+        .iter()
+        .map(|(_, lag, _)| *lag)
+        .max()
+        .unwrap_or_default();
+    let mut editors: Vec<Editor> = done.into_iter().map(|(editor, _, _)| editor).collect();
+
+    let heads = editors[0].heads();
+    let mut made = crate::changes::ChangeSet::default();
+    for editor in &mut editors {
+        ensure!(
+            editor.heads() == heads,
+            "the editors' replicas differ after converging"
+        );
+        made.merge(&editor.made());
+    }
+    let _ = expected_tx.send(Some(Expected {
+        heads,
+        changes: made,
+    }));
+    let mut witness = None;
+    let mut converged = 0;
+    let limit = convergence_limit(duration);
+    while let Some(joined) = tokio::time::timeout(limit, watching.join_next())
+        .await
+        .with_context(|| {
+            format!(
+                "only {converged} of {} viewers converged within {limit:?} of the editors",
+                settings.viewers
+            )
+        })?
+    {
+        let viewer = joined.context("a viewer's task panicked")??;
+        converged += 1;
+        if witness.is_none() {
+            witness = viewer.witness().ok();
+        }
+        viewer.close().await;
+    }
+    let all_done = Instant::now();
+    let usage = run.measured(window)?;
+
+    if settings.viewers > 0 {
+        let witness = witness.context("the witness viewer kept what it received")?;
+        ensure!(
+            serde_json::to_value(witness.view())?
+                == serde_json::to_value(editors[0].incident().view())?,
+            "the witness viewer's document reads differently from the editors'"
+        );
+    }
+    for editor in editors {
+        editor.close().await;
+    }
+
+    let latency = latencies.total();
+    let delivered = latency.count();
+    let span = (all_done - typing_started).as_secs_f64();
+    Ok(Report {
+        target: run.target.name().into(),
+        connect_s,
+        keystrokes: made.count,
+        keystrokes_per_s: made.count as f64 / (typing_ended - typing_started).as_secs_f64(),
+        typing_lag_ms: millis(typing_lag),
+        delivered,
+        delivered_per_s: delivered as f64 / span,
+        latency: latency.summary(),
+        windows: latencies.windows(),
+        server_cpu_us_per_delivered: usage
+            .server
+            .as_ref()
+            .filter(|_| delivered > 0)
+            .map(|s| s.cpu_s * 1e6 / delivered as f64),
+        usage,
+        converge_s: (all_done - typing_ended).as_secs_f64(),
+        settings,
+    })
+}
+
+/// How long convergence may take after typing stops.
+fn convergence_limit(duration: Duration) -> Duration {
+    Duration::from_secs(60).max(duration)
+}
+
+/// Types on a fixed schedule until `stop_at` (an open loop, as people type: a keystroke is due every 1/`rate`
+/// seconds whatever the server does), applying what the server sends in between. Editors are staggered over one
+/// interval so that their keystrokes do not all land at once. Returns how late the last keystroke was.
+async fn type_until(
+    editor: &mut Editor,
+    index: u32,
+    editors: u32,
+    rate: f64,
+    stop_at: tokio::time::Instant,
+) -> anyhow::Result<Duration> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start =
+        tokio::time::Instant::now() + interval.mul_f64(f64::from(index) / f64::from(editors));
+    let place = PLACES[index as usize % PLACES.len()];
+    let mut prose = PROSE.chars().cycle().skip(index as usize * 7);
+    let mut lag = Duration::ZERO;
+    for keystroke in 0u32.. {
+        let due = start + interval * keystroke;
+        if due >= stop_at {
+            break;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(due) => break,
+                message = editor.next_message() => editor.handle(message?).await?,
+            }
+        }
+        lag = tokio::time::Instant::now().saturating_duration_since(due);
+        let character = prose.next().unwrap_or(' ');
+        editor.type_key(place, character).await?;
+    }
+    Ok(lag)
+}

@@ -1,0 +1,208 @@
+//! The server under test and how to set a run up on it. commandpost creates incidents over its HTTP API and wants
+//! tokens on `/sync`; automerge-repo's sync server has no API and no auth, and takes documents from its peers: the
+//! first editor brings a new incident (created locally from the same template) in its first `sync` message.
+
+use anyhow::{Context, bail};
+use incident_doc::{Declaration, Editor as Author, Incident, Template};
+use serde::Deserialize;
+use serde_json::json;
+use wire::DocumentId;
+
+/// The kind of server, with what it takes to use it.
+#[derive(Debug, Clone)]
+pub enum Server {
+    /// commandpost: its HTTP base URL and an admin token (to make write and read tokens and declare incidents).
+    Commandpost {
+        /// `http://host:port`, no trailing slash.
+        api: String,
+        /// An admin-scope token.
+        token: String,
+    },
+    /// Any automerge-repo sync server that stores what its peers send (`@automerge/automerge-repo-sync-server`).
+    AutomergeRepo,
+}
+
+/// The server a run talks to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The WebSocket URL of its sync endpoint, without a token.
+    pub sync_url: String,
+    /// What kind of server it is.
+    pub server: Server,
+    /// For commandpost's API.
+    http: reqwest::Client,
+}
+
+/// The sync URLs for the two kinds of peer: editors may write, viewers only read where the server knows scopes.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// For editors.
+    pub editor_url: String,
+    /// For viewers.
+    pub viewer_url: String,
+}
+
+/// A new incident: its id, and for servers that take documents from peers, the document the first editor brings.
+pub struct NewIncident {
+    /// The document id.
+    pub id: DocumentId,
+    /// `Some` when the first editor must bring the document.
+    pub seed: Option<Incident>,
+}
+
+/// The answer to `POST /api/incidents` that we use.
+#[derive(Deserialize)]
+struct Declared {
+    /// The document id.
+    id: String,
+}
+
+/// The answer to `POST /api/tokens` that we use.
+#[derive(Deserialize)]
+struct CreatedToken {
+    /// The new token.
+    token: String,
+}
+
+impl Target {
+    /// A target at `sync_url`.
+    pub fn new(sync_url: String, server: Server) -> Target {
+        Target {
+            sync_url,
+            server,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self.server {
+            Server::Commandpost { .. } => "commandpost",
+            Server::AutomergeRepo => "automerge-repo-sync-server",
+        }
+    }
+
+    /// Sync URLs for editors and viewers: on commandpost, with a new write token and a new read token.
+    pub async fn access(&self) -> anyhow::Result<Access> {
+        match &self.server {
+            Server::Commandpost { .. } => {
+                let write = self.token("write").await?;
+                let read = self.token("read").await?;
+                Ok(Access {
+                    editor_url: self.with_token(&write),
+                    viewer_url: self.with_token(&read),
+                })
+            }
+            Server::AutomergeRepo => Ok(Access {
+                editor_url: self.sync_url.clone(),
+                viewer_url: self.sync_url.clone(),
+            }),
+        }
+    }
+
+    fn with_token(&self, token: &str) -> String {
+        format!("{}?token={token}", self.sync_url)
+    }
+
+    /// Creates a token of `scope` through `POST /api/tokens`.
+    async fn token(&self, scope: &str) -> anyhow::Result<String> {
+        let name = format!("bench-{scope}-{}", DocumentId::random());
+        let created: CreatedToken = self
+            .api_post("/api/tokens", json!({"name": name, "scope": scope}))
+            .await?;
+        Ok(created.token)
+    }
+
+    /// A new incident titled `title`: declared over the HTTP API on commandpost, created locally from the default
+    /// template (the document the API would have made, minus the server's incident number) elsewhere.
+    pub async fn new_incident(&self, title: &str) -> anyhow::Result<NewIncident> {
+        match &self.server {
+            Server::Commandpost { .. } => {
+                let declared: Declared = self
+                    .api_post("/api/incidents", json!({"title": title}))
+                    .await?;
+                Ok(NewIncident {
+                    id: declared.id.parse().context("the declared id")?,
+                    seed: None,
+                })
+            }
+            Server::AutomergeRepo => {
+                let template = default_template()?;
+                let incident = Incident::create(
+                    &template,
+                    &Declaration {
+                        name: title.to_owned(),
+                        number: None,
+                    },
+                    &Author::new("bench", chrono::Utc::now()),
+                    None,
+                )?;
+                Ok(NewIncident {
+                    id: DocumentId::random(),
+                    seed: Some(incident),
+                })
+            }
+        }
+    }
+
+    /// commandpost's HTTP API, or an error for servers without one.
+    fn api(&self) -> anyhow::Result<(&str, &str)> {
+        match &self.server {
+            Server::Commandpost { api, token } => Ok((api, token)),
+            Server::AutomergeRepo => bail!("{} has no HTTP API", self.name()),
+        }
+    }
+
+    /// `POST path` with a JSON body and the admin token; the JSON answer.
+    pub async fn api_post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let (api, token) = self.api()?;
+        let response = self
+            .http
+            .post(format!("{api}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!(
+                "POST {path}: {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        response
+            .json()
+            .await
+            .with_context(|| format!("POST {path}"))
+    }
+
+    /// `GET path` with the admin token; the JSON answer.
+    pub async fn api_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let (api, token) = self.api()?;
+        let response = self
+            .http
+            .get(format!("{api}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("GET {path}: {status}");
+        }
+        response.json().await.with_context(|| format!("GET {path}"))
+    }
+}
+
+/// The template commandpost declares incidents from by default.
+fn default_template() -> anyhow::Result<Template> {
+    incident_doc::template::builtin()
+        .into_iter()
+        .find(|t| t.id == incident_doc::DEFAULT_TEMPLATE)
+        .context("the default template is built in")
+}
