@@ -212,9 +212,47 @@ impl Incident {
         editor: &Editor,
     ) -> Result<Vec<Applied>, OpError> {
         let layout = self.take_layout();
-        let result = self.apply_with(&layout.2, ops, editor);
+        let result = if operation::is_archived(&Reader::new(&self.doc, None), &layout.2) {
+            self.apply_archived(&layout.2, ops, editor)
+        } else {
+            self.apply_with(&layout.2, ops, editor)
+        };
         self.layout = Some(layout);
         result
+    }
+
+    /// A closed incident is evidence: it accepts one batch only, a lone [`Operation::Reopen`]. That is an admin's
+    /// decision (the server checks the scope), so the command rules, which let the status only move forward, do
+    /// not judge it.
+    fn apply_archived(
+        &mut self,
+        layout: &[FieldDef],
+        ops: &[Operation],
+        editor: &Editor,
+    ) -> Result<Vec<Applied>, OpError> {
+        let [op @ Operation::Reopen { .. }] = ops else {
+            return Err(OpError::Archived);
+        };
+        match operation::apply(&mut self.doc, layout, op, editor) {
+            Ok((applied, fields)) => {
+                self.commit(editor, op.name(), &fields);
+                Ok(vec![applied])
+            }
+            Err(e) => {
+                self.doc.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the incident is closed and so archived: it accepts no change but a reopening, which
+    /// [`Incident::apply_all`] enforces for typed operations. Whoever checks raw changes (sync messages from other
+    /// clients) asks this of the document as it was before them.
+    pub fn archived(&mut self) -> bool {
+        let layout = self.take_layout();
+        let archived = operation::is_archived(&Reader::new(&self.doc, None), &layout.2);
+        self.layout = Some(layout);
+        archived
     }
 
     /// The layout, from the cache when the stored list is still the one it was read from.

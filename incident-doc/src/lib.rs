@@ -10,7 +10,9 @@
 //!
 //! Text positions everywhere count Unicode code points ([`schema::TEXT_ENCODING`]).
 
+pub mod analytics;
 pub mod export;
+pub mod history;
 mod incident;
 mod operation;
 mod read;

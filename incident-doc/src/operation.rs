@@ -155,6 +155,16 @@ pub enum Operation {
         /// The moment, or `null` to clear.
         at: Option<DateTime<Utc>>,
     },
+    /// Reopen a closed (archived) incident: the one edit an archived document accepts, alone in its batch. Moves
+    /// the status to `status` (default `resolved`), clears the `closed` lifecycle stamp so that the next close
+    /// records its own moment, and writes the reason to the timeline. The server lets only admins send it.
+    Reopen {
+        /// Why it is reopened; recorded in the timeline.
+        reason: String,
+        /// The state to reopen into; any but `closed`.
+        #[serde(default)]
+        status: Option<Status>,
+    },
 }
 
 /// Who is editing and when; every operation is stamped with it.
@@ -179,6 +189,12 @@ impl Editor {
 /// Why an operation was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
+    /// The incident is closed, so its document is an archive: it accepts nothing but a reopening.
+    #[error("this incident is closed and archived: it accepts no edits (an admin can reopen it)")]
+    Archived,
+    /// A reopening of an incident that is not closed.
+    #[error("only a closed incident can be reopened")]
+    NotArchived,
     /// The template has no field with that key.
     #[error("unknown field {0:?}")]
     UnknownField(String),
@@ -237,6 +253,7 @@ impl Operation {
     /// The name used in commit messages and history (the JSON `op`).
     pub fn name(&self) -> &'static str {
         match self {
+            Operation::Reopen { .. } => "reopen",
             Operation::SpliceText { .. } => "spliceText",
             Operation::SetText { .. } => "setText",
             Operation::SetChoice { .. } => "setChoice",
@@ -292,6 +309,42 @@ pub(crate) fn apply(
     const TEXTUAL: &[FieldKind] = &[FieldKind::Text, FieldKind::Markdown];
     let mut applied = Applied::default();
     let touched: Vec<String> = match op {
+        Operation::Reopen { reason, status } => {
+            let status = status.unwrap_or(Status::Resolved);
+            if status == Status::Closed {
+                return Err(OpError::InvalidValue(
+                    "an incident cannot be reopened into closed".into(),
+                ));
+            }
+            if !is_archived(&Reader::new(&*doc, None), layout) {
+                return Err(OpError::NotArchived);
+            }
+            if reason.trim().is_empty() {
+                return Err(OpError::InvalidValue(
+                    "reopening needs a reason for the timeline".into(),
+                ));
+            }
+            let mut touched = apply(doc, layout, &Operation::SetStatus { status }, editor)?.1;
+            if let Ok(ts) = field_by_kind(FieldKind::Timestamps) {
+                let map = map_field(doc, &ts.key)?;
+                doc.delete(&map, Stage::Closed.as_str())?;
+                touched.push(ts.key.clone());
+            }
+            let entry = Operation::AddTimelineEntry {
+                text: format!("Reopened ({status}): {}", reason.trim()),
+                at: None,
+            };
+            let (added, fields) = apply(doc, layout, &entry, editor)?;
+            applied = added;
+            touched.extend(fields);
+            let mut unique: Vec<String> = Vec::with_capacity(touched.len());
+            for key in touched {
+                if !unique.contains(&key) {
+                    unique.push(key);
+                }
+            }
+            unique
+        }
         Operation::SpliceText {
             field,
             pos,
@@ -577,6 +630,15 @@ fn put_details(
         }
     }
     Ok(())
+}
+
+/// Whether the document read through `r` is an archive: its status field says `closed`.
+pub(crate) fn is_archived<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> bool {
+    layout
+        .iter()
+        .find(|f| f.kind == FieldKind::Status)
+        .and_then(|f| r.str(&ROOT, f.key.as_str()))
+        .is_some_and(|s| s == Status::Closed.as_str())
 }
 
 pub(crate) fn timestamp(at: DateTime<Utc>) -> ScalarValue {

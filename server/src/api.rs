@@ -1,6 +1,8 @@
 //! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, templates,
 //! session, the `/sync` upgrade). Incident and token routes live in their own modules.
 
+mod analytics;
+pub(crate) mod archive;
 mod incidents;
 mod tokens;
 
@@ -55,6 +57,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/session", get(session))
         .route("/api/templates", get(templates))
         .merge(incidents::router())
+        .merge(archive::router())
+        .merge(analytics::router())
         .merge(tokens::router())
         // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
         // small and left alone.
@@ -76,7 +80,7 @@ impl FromRequestParts<AppState> for Identity {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -84,7 +88,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-async fn authenticate(state: &AppState, token: &str) -> Result<Identity, ApiError> {
+pub(super) async fn authenticate(state: &AppState, token: &str) -> Result<Identity, ApiError> {
     match state.store.token_by_hash(&hash_token(token)).await? {
         Some(record) if record.revoked_at.is_none() => Ok(Identity {
             name: record.name,

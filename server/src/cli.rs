@@ -1,4 +1,7 @@
-//! The `commandpost` command line: `serve`, and `token create|list|revoke` against the same store.
+//! The `commandpost` command line: `serve`, `token create|list|revoke`, and `export`/`import` of incidents, all
+//! against the same store.
+
+mod archive;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +38,33 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Write incidents to files: every closed (archived) incident, or every incident with --all.
+    Export {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Formats, comma-separated: automerge (restorable with import), markdown, html, json, postmortem.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "automerge")]
+        format: Vec<archive::Format>,
+        /// Only incidents declared on or after this date (YYYY-MM-DD, UTC) or RFC 3339 time.
+        #[arg(long, value_parser = archive::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Open incidents too, not only closed ones.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Restore an incident from an Automerge file (from export or the HTTP export), with its whole history.
+    Import {
+        /// The `.automerge` file.
+        file: PathBuf,
+        /// The incident id to restore it under [default: the id in the file name, else a new one].
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -122,7 +152,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(config).await
         }
         Command::Token { command } => token(command).await,
+        Command::Export {
+            out,
+            format,
+            since,
+            all,
+            store,
+        } => {
+            let request = archive::ExportRequest {
+                out,
+                formats: format,
+                since,
+                all,
+            };
+            with_store(store, |store| async move {
+                archive::export(&store, &request).await.map(|_| ())
+            })
+            .await
+        }
+        Command::Import { file, id, store } => {
+            with_store(store, |store| async move {
+                let id = archive::import(&store, &file, id.as_deref()).await?;
+                println!("{id}");
+                Ok(())
+            })
+            .await
+        }
     }
+}
+
+/// Opens the store, runs `f` on it, and closes the store whether or not `f` succeeded.
+async fn with_store<F, Fut>(args: StoreArgs, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(std::sync::Arc<dyn crate::store::Store>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut config = Config::default();
+    args.apply(&mut config);
+    let store = crate::open_store(&config)?;
+    let result = f(store.clone()).await;
+    store.close().await?;
+    result
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -188,47 +258,45 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::List { store } => (store, TokenAction::List),
         TokenCommand::Revoke { name, store } => (store, TokenAction::Revoke(name)),
     };
-    let mut config = Config::default();
-    store_args.apply(&mut config);
-    let store = crate::open_store(&config)?;
-    let result = match action {
-        TokenAction::Create(name, scope) => {
-            anyhow::ensure!(
-                auth::valid_token_name(&name),
-                "a token name is 1-64 letters, digits or - _ . @"
-            );
-            let token = auth::new_token();
-            store
-                .create_token(&name, scope, &auth::hash_token(&token))
-                .await?;
-            println!("{token}");
-            Ok(())
-        }
-        TokenAction::List => {
-            for t in store.list_tokens().await? {
-                let revoked = t
-                    .revoked_at
-                    .map(|r| format!("revoked {}", r.to_rfc3339()))
-                    .unwrap_or_else(|| "active".into());
-                println!(
-                    "{}\t{}\t{}\t{revoked}",
-                    t.name,
-                    t.scope,
-                    t.created_at.to_rfc3339()
+    with_store(store_args, |store| async move {
+        match action {
+            TokenAction::Create(name, scope) => {
+                anyhow::ensure!(
+                    auth::valid_token_name(&name),
+                    "a token name is 1-64 letters, digits or - _ . @"
                 );
+                let token = auth::new_token();
+                store
+                    .create_token(&name, scope, &auth::hash_token(&token))
+                    .await?;
+                println!("{token}");
+                Ok(())
             }
-            Ok(())
+            TokenAction::List => {
+                for t in store.list_tokens().await? {
+                    let revoked = t
+                        .revoked_at
+                        .map(|r| format!("revoked {}", r.to_rfc3339()))
+                        .unwrap_or_else(|| "active".into());
+                    println!(
+                        "{}\t{}\t{}\t{revoked}",
+                        t.name,
+                        t.scope,
+                        t.created_at.to_rfc3339()
+                    );
+                }
+                Ok(())
+            }
+            TokenAction::Revoke(name) => {
+                anyhow::ensure!(
+                    store.revoke_token(&name).await?,
+                    "no active token named {name:?}"
+                );
+                Ok(())
+            }
         }
-        TokenAction::Revoke(name) => {
-            anyhow::ensure!(
-                store.revoke_token(&name).await?,
-                "no active token named {name:?}"
-            );
-            Ok(())
-        }
-    };
-    store.close().await?;
-    result
+    })
+    .await
 }
 
 /// What a token subcommand does once the store is open.

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use incident_doc::OpError;
 use serde_json::json;
 
 use crate::document::DocError;
@@ -100,6 +101,9 @@ impl From<StoreError> for ApiError {
 impl From<DocError> for ApiError {
     fn from(e: DocError) -> Self {
         match e {
+            DocError::Refused(e @ (OpError::Archived | OpError::NotArchived)) => {
+                ApiError::Conflict(e.to_string())
+            }
             DocError::Refused(op) => ApiError::Unprocessable(op.to_string()),
             DocError::Storage(store) => store.into(),
             DocError::Gone => ApiError::Unavailable,

@@ -35,7 +35,8 @@ const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;padding:1r
 main{max-width:50rem;margin:auto}h1{font-size:1.6rem}h2{border-bottom:1px solid #ccc;font-size:1.2rem}\
 h3{font-size:1rem;margin-bottom:0}ul{padding-left:1.4rem}code,pre{background:#f4f4f4}";
 
-fn escape(text: &str) -> String {
+/// Text made safe for HTML content and attribute values (and XML, such as inline SVG).
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

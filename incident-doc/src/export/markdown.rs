@@ -163,7 +163,7 @@ fn timeline(out: &mut String, entries: &[Entry]) {
 }
 
 /// Plain text made safe to embed in a Markdown line: it cannot start a block or open emphasis, links or HTML.
-fn inline(text: &str) -> String {
+pub(super) fn inline(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

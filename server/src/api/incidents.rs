@@ -1,4 +1,5 @@
-//! Incident routes: declare, list, read, export, append to the timeline, apply typed operations, delete.
+//! Incident routes: declare, list, read, export (now or at a past moment), append to the timeline, apply typed
+//! operations, delete.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -6,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use incident_doc::{Declaration, Editor, Incident, IncidentView, Operation, export};
+use incident_doc::{Declaration, Editor, Incident, IncidentView, Operation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, JsonBody};
+use super::{AppState, JsonBody, archive};
 use crate::auth::{Identity, Scope};
 use crate::document::{Command, DocHandle};
 use crate::error::ApiError;
@@ -56,12 +57,12 @@ fn parse_id(id: &str) -> Result<DocumentId, ApiError> {
         .map_err(|_| ApiError::NotFound)
 }
 
-async fn handle(state: &AppState, id: &str) -> Result<DocHandle, ApiError> {
+pub(super) async fn handle(state: &AppState, id: &str) -> Result<DocHandle, ApiError> {
     let id = parse_id(id)?;
     state.registry.get(id).await?.ok_or(ApiError::NotFound)
 }
 
-fn editor(identity: &Identity) -> Editor {
+pub(super) fn editor(identity: &Identity) -> Editor {
     Editor::new(identity.name.clone(), Utc::now())
 }
 
@@ -210,7 +211,7 @@ async fn list(
     ))
 }
 
-fn with_ids(id: DocumentId, view: &IncidentView) -> Value {
+pub(super) fn with_ids(id: DocumentId, view: &IncidentView) -> Value {
     let mut value = serde_json::to_value(view).unwrap_or_else(|_| json!({}));
     if let Some(map) = value.as_object_mut() {
         map.insert("id".into(), json!(id.to_string()));
@@ -236,11 +237,13 @@ async fn read(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
-    /// markdown, html, json or automerge.
+    /// markdown, html, json, automerge or postmortem.
     format: Option<String>,
+    /// An RFC 3339 time: the document as it was then.
+    at: Option<String>,
 }
 
-/// `GET /api/incidents/{id}/export?format=markdown|html|json|automerge`.
+/// `GET /api/incidents/{id}/export?format=markdown|html|json|automerge|postmortem[&at=<RFC 3339>]`.
 async fn export_doc(
     identity: Identity,
     State(state): State<AppState>,
@@ -251,38 +254,26 @@ async fn export_doc(
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let format = query.format.unwrap_or_else(|| "markdown".into());
     let content_type = match format.as_str() {
-        "markdown" => "text/markdown; charset=utf-8",
+        "markdown" | "postmortem" => "text/markdown; charset=utf-8",
         "html" => "text/html; charset=utf-8",
         "json" => "application/json",
         "automerge" => "application/octet-stream",
         other => {
             return Err(ApiError::BadRequest(format!(
-                "unknown format {other:?} (expected markdown, html, json or automerge)"
+                "unknown format {other:?} (expected markdown, html, json, automerge or postmortem)"
             )));
         }
     };
+    let at = query.at.as_deref().map(archive::parse_at).transpose()?;
     let handle = handle(&state, &id).await?;
     let doc_id = handle.id;
-    let body: Vec<u8> = match format.as_str() {
-        "automerge" => handle.read(|incident| incident.save()).await?,
-        "json" => {
-            let view = handle.read(|incident| incident.view()).await?;
-            let mut text = serde_json::to_string_pretty(&with_ids(doc_id, &view))
-                .map_err(|_| ApiError::Internal)?;
-            text.push('\n');
-            text.into_bytes()
-        }
-        "html" => handle
-            .read(|incident| export::html(&incident.view()))
-            .await?
-            .into_bytes(),
-        _ => handle
-            .read(|incident| export::markdown(&incident.view()))
-            .await?
-            .into_bytes(),
-    };
+    let kind = format.clone();
+    let body = handle
+        .read(move |incident| archive::render(incident, doc_id, &kind, at))
+        .await??;
     let extension = match format.as_str() {
         "markdown" => "md",
+        "postmortem" => "postmortem.md",
         other => other,
     };
     let disposition = format!("inline; filename=\"incident-{doc_id}.{extension}\"");
@@ -341,7 +332,15 @@ async fn operations(
     JsonBody(body): JsonBody<Operations>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
+    if body
+        .operations
+        .iter()
+        .any(|op| matches!(op, Operation::Reopen { .. }))
+    {
+        identity.require(Scope::Admin, "reopen incidents")?;
+    }
     if body.operations.is_empty() {
+
         return Err(ApiError::BadRequest("operations must not be empty".into()));
     }
     let handle = handle(&state, &id).await?;

@@ -1,0 +1,292 @@
+//! Analysis across incidents: `GET /api/analytics/incidents` answers one row of facts per incident as CSV or JSON
+//! Lines (columns in `docs/analytics.md`), and `GET /insights` draws charts of the same rows.
+//!
+//! A row needs the whole document and its history (role intervals, editors), so it is computed from the stored
+//! document, off the async threads, and cached in memory under the incident's `updated_at` from the index: a
+//! closed incident is computed once per server process, an active one again after each change. Documents are read
+//! from the store, not through the document actors, so an analysis over thousands of incidents does not load
+//! them all as live documents.
+
+mod insights;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use chrono::{DateTime, NaiveDate, Utc};
+use incident_doc::Incident;
+use incident_doc::analytics::{self, Facts, Filter};
+use serde::Deserialize;
+
+use super::{AppState, authenticate, bearer};
+use crate::auth::{Identity, Scope};
+use crate::error::ApiError;
+use crate::store::{IncidentSummary, ListFilter};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/analytics/incidents", get(rows))
+        .route("/insights", get(insights))
+        .layer(Extension(Arc::new(FactsCache::default())))
+}
+
+/// A computed row and the index's `updated_at` it was computed for.
+type Cached = (DateTime<Utc>, Arc<Facts>);
+
+/// Rows already computed, by incident id.
+#[derive(Default)]
+struct FactsCache {
+    rows: Mutex<HashMap<String, Cached>>,
+}
+
+impl FactsCache {
+    fn get(&self, summary: &IncidentSummary) -> Option<Arc<Facts>> {
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.get(&summary.id)
+            .filter(|(updated, _)| *updated == summary.updated_at)
+            .map(|(_, facts)| facts.clone())
+    }
+
+    fn put(&self, summary: &IncidentSummary, facts: Arc<Facts>) {
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.insert(summary.id.clone(), (summary.updated_at, facts));
+    }
+
+    /// Forgets incidents that are no longer listed (deleted), so the cache stays as large as the index.
+    fn retain(&self, listed: &[IncidentSummary]) {
+        let ids: std::collections::HashSet<&str> = listed.iter().map(|s| s.id.as_str()).collect();
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.retain(|id, _| ids.contains(id.as_str()));
+    }
+}
+
+/// Query of both routes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalyticsQuery {
+    /// `csv` (default) or `jsonl`; the analytics route only.
+    format: Option<String>,
+    /// Declared at or after: RFC 3339, or a date (midnight UTC).
+    from: Option<String>,
+    /// Declared before: RFC 3339, or a date (midnight UTC, so `to=2026-12-01` ends with November).
+    to: Option<String>,
+    /// Only this lifecycle state.
+    status: Option<String>,
+    /// Only this template.
+    template: Option<String>,
+    /// Keep drills (left out by default).
+    #[serde(default)]
+    include_drills: bool,
+    /// The token, for `/insights` opened in a browser (which cannot send a header on navigation).
+    token: Option<String>,
+}
+
+impl AnalyticsQuery {
+    fn filter(&self) -> Result<Filter, ApiError> {
+        if let Some(status) = &self.status
+            && status.parse::<incident_doc::schema::Status>().is_err()
+        {
+            return Err(ApiError::BadRequest(format!(
+                "unknown status {status:?} (expected declared, active, mitigated, resolved or closed)"
+            )));
+        }
+        Ok(Filter {
+            from: self
+                .from
+                .as_deref()
+                .map(|v| moment("from", v))
+                .transpose()?,
+            to: self.to.as_deref().map(|v| moment("to", v)).transpose()?,
+            status: self.status.clone(),
+            template: self.template.clone(),
+            include_drills: self.include_drills,
+        })
+    }
+
+    /// The filter in words, for the insights page.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(from) = &self.from {
+            parts.push(format!("declared from {from}"));
+        }
+        if let Some(to) = &self.to {
+            parts.push(format!("declared before {to}"));
+        }
+        if let Some(status) = &self.status {
+            parts.push(format!("status {status}"));
+        }
+        if let Some(template) = &self.template {
+            parts.push(format!("template {template}"));
+        }
+        parts.push(if self.include_drills {
+            "drills included".into()
+        } else {
+            "drills left out".into()
+        });
+        parts.join(", ")
+    }
+}
+
+/// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC); 400 naming the parameter otherwise.
+fn moment(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name}={value:?} is neither an RFC 3339 time nor a date like 2026-11-25"
+            ))
+        })
+}
+
+/// The rows that pass `filter`, oldest declaration first (then by id), computing those not cached.
+async fn facts(
+    state: &AppState,
+    cache: &FactsCache,
+    filter: &Filter,
+) -> Result<Vec<Arc<Facts>>, ApiError> {
+    let listed = state.store.list(&ListFilter::default()).await?;
+    cache.retain(&listed);
+    let mut rows = Vec::new();
+    for summary in &listed {
+        // The index already knows these two; no need to read documents that fail them.
+        if filter.status.as_ref().is_some_and(|s| *s != summary.status)
+            || filter
+                .template
+                .as_ref()
+                .is_some_and(|t| *t != summary.template)
+        {
+            continue;
+        }
+        let row = match cache.get(summary) {
+            Some(row) => row,
+            None => {
+                let Some(row) = compute(state, &summary.id).await? else {
+                    continue;
+                };
+                cache.put(summary, row.clone());
+                row
+            }
+        };
+        if filter.accepts(&row) {
+            rows.push(row);
+        }
+    }
+    rows.sort_by(|a, b| {
+        a.declared_at
+            .cmp(&b.declared_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    Ok(rows)
+}
+
+/// One incident's row from its stored document; `None` if it vanished meanwhile or cannot be read (logged: one
+/// damaged document must not hide every other incident from the analysis).
+async fn compute(state: &AppState, id: &str) -> Result<Option<Arc<Facts>>, ApiError> {
+    let Some(stored) = state.store.load(id).await? else {
+        return Ok(None);
+    };
+    let id = id.to_owned();
+    let row = tokio::task::spawn_blocking(move || {
+        let mut incident = match Incident::load(&stored.chunks.concat()) {
+            Ok(incident) => incident,
+            Err(e) => {
+                tracing::error!(incident = %id, error = %e, "left out of analytics: unreadable document");
+                return None;
+            }
+        };
+        let view = incident.view();
+        let record = incident.record(None);
+        Some(Arc::new(Facts::new(&id, &view, &record)))
+    })
+    .await
+    .map_err(|_| ApiError::Internal)?;
+    Ok(row)
+}
+
+/// `GET /api/analytics/incidents?format=csv|jsonl[&from=&to=&status=&template=&include_drills=]`.
+async fn rows(
+    identity: Identity,
+    State(state): State<AppState>,
+    Extension(cache): Extension<Arc<FactsCache>>,
+    query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    identity.require(Scope::Read, "read incidents")?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let filter = query.filter()?;
+    let format = query.format.as_deref().unwrap_or("csv");
+    let content_type = match format {
+        "csv" => "text/csv; charset=utf-8; header=present",
+        "jsonl" => "application/jsonl; charset=utf-8",
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown format {other:?} (expected csv or jsonl)"
+            )));
+        }
+    };
+    let rows: Vec<Facts> = facts(&state, &cache, &filter)
+        .await?
+        .iter()
+        .map(|r| Facts::clone(r))
+        .collect();
+    let body = if format == "csv" {
+        analytics::csv(&rows)
+    } else {
+        analytics::jsonl(&rows)
+    };
+    let disposition = format!("inline; filename=\"incidents.{format}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /insights[?from=&to=&status=&template=&include_drills=&token=]`: the charts page. The token may come in
+/// the query, as for `/sync`, so the page opens from a link.
+async fn insights(
+    State(state): State<AppState>,
+    Extension(cache): Extension<Arc<FactsCache>>,
+    headers: HeaderMap,
+    query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let token = bearer(&headers)
+        .or_else(|| query.token.clone())
+        .ok_or(ApiError::Unauthorized)?;
+    authenticate(&state, &token)
+        .await?
+        .require(Scope::Read, "read incidents")?;
+    if query.format.is_some() {
+        return Err(ApiError::BadRequest(
+            "/insights is a page; for rows use /api/analytics/incidents?format=csv".into(),
+        ));
+    }
+    let filter = query.filter()?;
+    let rows: Vec<Facts> = facts(&state, &cache, &filter)
+        .await?
+        .iter()
+        .map(|r| Facts::clone(r))
+        .collect();
+    let html = insights::page(&rows, &query.describe());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // The page may carry a token in its URL: keep it out of other sites' Referer headers.
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        html,
+    )
+        .into_response())
+}
