@@ -28,6 +28,8 @@ pub struct LiveIncident {
     link: Link,
     /// Who else is here.
     presence: Presence,
+    /// Why the server last reverted one of our changes (a command rule), until the page reads it.
+    refused: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -230,10 +232,13 @@ impl LiveIncident {
         if let Some((before, after)) = received.changed {
             changed = changed_keys(self.incident.doc_mut(), &before, &after);
         }
-        if let Some((peer, payload)) = received.ephemeral
-            && self.presence.heard(peer, &payload, now_ms)
-        {
-            changed.push(PRESENCE_KEY.to_owned());
+        if let Some((peer, payload)) = received.ephemeral {
+            if let Some(reason) = refusal(&payload) {
+                self.refused = Some(reason);
+                changed.push(REFUSED_KEY.to_owned());
+            } else if self.presence.heard(peer, &payload, now_ms) {
+                changed.push(PRESENCE_KEY.to_owned());
+            }
         }
         self.send_presence(now_ms);
         Ok(changed)
@@ -246,6 +251,13 @@ impl LiveIncident {
             .into_iter()
             .map(|frame| js_sys::Uint8Array::from(frame.as_slice()))
             .collect()
+    }
+
+    /// Why the server reverted our last refused change (a command rule: only the commander changes roles and
+    /// pins, …), once; `undefined` when there is nothing new to tell.
+    #[wasm_bindgen(js_name = takeRefusal)]
+    pub fn take_refusal(&mut self) -> Option<String> {
+        self.refused.take()
     }
 
     /// `offline`, `connecting`, `syncing` or `synced` (the server holds every local change, durably).
@@ -289,6 +301,23 @@ impl LiveIncident {
 
 /// The key `receive` reports when the presence list changed; `@` cannot start a template field key.
 const PRESENCE_KEY: &str = "@presence";
+/// The key `receive` reports when the server reverted one of our changes; `takeRefusal` says why.
+const REFUSED_KEY: &str = "@refused";
+
+/// The reason in the server's `{"refused": reason}` ephemeral payload, if this is one.
+fn refusal(payload: &[u8]) -> Option<String> {
+    let ciborium::Value::Map(entries) = ciborium::from_reader(payload).ok()? else {
+        return None;
+    };
+    entries
+        .into_iter()
+        .find_map(|(key, value)| match (key, value) {
+            (ciborium::Value::Text(key), ciborium::Value::Text(reason)) if key == "refused" => {
+                Some(reason)
+            }
+            _ => None,
+        })
+}
 
 impl LiveIncident {
     /// A live incident around a document already in memory (Rust callers and tests; JavaScript uses `open`).
@@ -297,6 +326,7 @@ impl LiveIncident {
             incident,
             link: Link::new(PeerId::from(peer_id), document),
             presence: Presence::new(peer_id.to_owned()),
+            refused: None,
         }
     }
 

@@ -2,11 +2,17 @@
 //! [`Operation`]s.
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, ChangeHash, LoadOptions, ObjId, ObjType, ROOT, ReadDoc};
+use std::collections::BTreeSet;
+
+use automerge::{
+    ActorId, AutoCommit, ChangeHash, LoadOptions, ObjId, ObjType, PatchAction, Prop, ROOT, ReadDoc,
+};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::operation::{self, Applied, Editor, OpError, Operation};
 use crate::read::Reader;
+use crate::rules::{self, CommandState, Violation};
 use crate::schema::{
     FieldDef, FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys,
 };
@@ -279,6 +285,7 @@ impl Incident {
         ops: &[Operation],
         editor: &Editor,
     ) -> Result<Vec<Applied>, OpError> {
+        let before = self.doc.get_heads();
         let mut applied = Vec::with_capacity(ops.len());
         let mut touched: Vec<String> = Vec::new();
         for op in ops {
@@ -297,6 +304,18 @@ impl Incident {
                 }
             }
         }
+        // The command rules see the whole batch at once, as they would see one change arriving over sync.
+        let with_timeline = ops
+            .iter()
+            .any(|op| matches!(op, Operation::EditTimelineEntry { .. }));
+        let was = CommandState::read(&self.doc, layout, Some(&before), with_timeline);
+        let is = CommandState::read(&self.doc, layout, None, with_timeline);
+        let violations = rules::check(&was, &is, &editor.name, editor.at);
+        if !violations.is_empty() {
+            self.doc.rollback();
+            let messages: Vec<&str> = violations.iter().map(|v| v.message.as_str()).collect();
+            return Err(OpError::Forbidden(messages.join("; ")));
+        }
         let names: Vec<&str> = ops.iter().map(Operation::name).collect();
         self.commit(editor, &names.join(","), &touched);
         Ok(applied)
@@ -314,6 +333,108 @@ impl Incident {
                 .with_message(message)
                 .with_time(editor.at.timestamp()),
         );
+    }
+
+    /// Holds the changes merged since `before` (raw Automerge changes from one sync peer, made by `who`) to the
+    /// command rules: whatever breaks one is put back as it was in one change by `server`, each attempt is
+    /// appended to the audit trail, and the violations are returned (empty: the changes stand as they are).
+    ///
+    /// The rules only look at the parts they govern, and only when the changes touched them (the roles, handoffs,
+    /// pins, status and timeline keys), so ordinary typing costs one small diff.
+    pub fn enforce(&mut self, before: &[ChangeHash], who: &str, server: &Editor) -> Vec<Violation> {
+        let after = self.doc.get_heads();
+        if after.as_slice() == before {
+            return Vec::new();
+        }
+        let layout = self.take_layout();
+        let violations = self.enforce_with(&layout.2, before, &after, who, server);
+        self.layout = Some(layout);
+        violations
+    }
+
+    fn enforce_with(
+        &mut self,
+        layout: &[FieldDef],
+        before: &[ChangeHash],
+        after: &[ChangeHash],
+        who: &str,
+        server: &Editor,
+    ) -> Vec<Violation> {
+        let key_of = |kind: FieldKind| {
+            layout
+                .iter()
+                .find(|f| f.kind == kind)
+                .map(|f| f.key.clone())
+        };
+        let touched: BTreeSet<String> = self
+            .doc
+            .diff(before, after)
+            .into_iter()
+            .filter_map(|patch| match (patch.path.first(), patch.action) {
+                (Some((_, Prop::Map(key))), _) => Some(key.clone()),
+                (None, PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key }) => {
+                    Some(key)
+                }
+                _ => None,
+            })
+            .collect();
+        let governed = [
+            key_of(FieldKind::Roles),
+            key_of(FieldKind::Status),
+            Some(keys::HANDOFFS.to_owned()),
+            Some(keys::PINS.to_owned()),
+        ];
+        let timeline = key_of(FieldKind::Timeline).is_some_and(|k| touched.contains(&k));
+        if !timeline && !governed.iter().flatten().any(|k| touched.contains(k)) {
+            return Vec::new();
+        }
+        let was = CommandState::read(&self.doc, layout, Some(before), timeline);
+        let is = CommandState::read(&self.doc, layout, None, timeline);
+        let violations = rules::check(&was, &is, who, server.at);
+        if violations.is_empty() {
+            return violations;
+        }
+        let written = rules::revert(&mut self.doc, layout, &was, &violations)
+            .and_then(|()| self.audit(&violations, who, server.at));
+        match written {
+            Ok(()) => {
+                let fields: Vec<String> = touched.into_iter().collect();
+                self.commit(server, "revert", &fields);
+            }
+            // Not expected (the document accepted these shapes a moment ago); nothing is half-written.
+            Err(_) => {
+                self.doc.rollback();
+            }
+        }
+        violations
+    }
+
+    /// Appends the violations to the audit trail, in the open transaction.
+    fn audit(
+        &mut self,
+        violations: &[Violation],
+        who: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), automerge::AutomergeError> {
+        let list = match self.doc.get(ROOT, keys::AUDIT)? {
+            Some((automerge::Value::Object(ObjType::List), list)) => list,
+            _ => self.doc.put_object(ROOT, keys::AUDIT, ObjType::List)?,
+        };
+        for violation in violations {
+            let entry = self
+                .doc
+                .insert_object(&list, self.doc.length(&list), ObjType::Map)?;
+            self.doc.put(&entry, "at", operation::timestamp(at))?;
+            self.doc.put(&entry, "by", who)?;
+            let rule = serde_json::to_value(violation.rule)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            self.doc.put(&entry, "rule", rule.as_str())?;
+            self.doc
+                .put(&entry, "message", violation.message.as_str())?;
+        }
+        Ok(())
     }
 
     /// The document as plain data, now.

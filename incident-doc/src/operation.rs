@@ -148,6 +148,25 @@ pub enum Operation {
         /// The field key.
         field: String,
     },
+    /// Propose handing `role` to `to`; nothing changes until they accept. The commander or the role's holder
+    /// proposes; a new proposal replaces a pending one.
+    ProposeHandoff {
+        /// The role handed over.
+        role: Role,
+        /// The person (a token name) who is to take it.
+        to: String,
+    },
+    /// Accept the handoff of `role` proposed to the editor: "you're now the incident commander". Only the named
+    /// recipient can accept; the role changes hands and the timeline records it.
+    AcceptHandoff {
+        /// The role taken over.
+        role: Role,
+    },
+    /// Withdraw a pending handoff of `role`.
+    CancelHandoff {
+        /// The role.
+        role: Role,
+    },
     /// Set or clear a lifecycle timestamp.
     SetTimestamp {
         /// The stage.
@@ -228,6 +247,9 @@ pub enum OpError {
     /// Automerge refused the edit.
     #[error("document error: {0}")]
     Document(String),
+    /// A command rule forbids this editor this change (see `rules`).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<automerge::AutomergeError> for OpError {
@@ -271,6 +293,9 @@ impl Operation {
             Operation::Pin { .. } => "pin",
             Operation::Unpin { .. } => "unpin",
             Operation::SetTimestamp { .. } => "setTimestamp",
+            Operation::ProposeHandoff { .. } => "proposeHandoff",
+            Operation::AcceptHandoff { .. } => "acceptHandoff",
+            Operation::CancelHandoff { .. } => "cancelHandoff",
         }
     }
 }
@@ -552,6 +577,89 @@ pub(crate) fn apply(
                 }
             }
             Vec::new()
+        }
+        Operation::ProposeHandoff { role, to } => {
+            let def = field_by_kind(FieldKind::Roles)?;
+            let to = to.trim();
+            check_short("person", to)?;
+            if to.is_empty() {
+                return Err(OpError::InvalidValue(
+                    "a handoff needs the person who takes over".into(),
+                ));
+            }
+            let handoffs = list_or_map_root(doc, keys::HANDOFFS, ObjType::Map)?;
+            let handoff = doc.put_object(&handoffs, role.as_str(), ObjType::Map)?;
+            doc.put(&handoff, "to", to)?;
+            doc.put(&handoff, "by", editor.name.as_str())?;
+            doc.put(&handoff, "at", timestamp(editor.at))?;
+            vec![def.key.clone()]
+        }
+        Operation::AcceptHandoff { role } => {
+            let def = field_by_kind(FieldKind::Roles)?;
+            let handoffs = list_or_map_root(doc, keys::HANDOFFS, ObjType::Map)?;
+            let r = Reader::new(&*doc, None);
+            let pending = r.map(&handoffs, role.as_str());
+            let to = pending.as_ref().and_then(|h| r.str(h, "to"));
+            if to.as_deref() != Some(editor.name.as_str()) {
+                return Err(OpError::Forbidden(match to {
+                    Some(to) => format!(
+                        "the {} handoff is proposed to {to}, not {}",
+                        role.label(),
+                        editor.name
+                    ),
+                    None => format!("no handoff of the {} is pending", role.label()),
+                }));
+            }
+            let roles = map_field(doc, &def.key)?;
+            let from = Reader::new(&*doc, None)
+                .str(&roles, role.as_str())
+                .or_else(|| {
+                    role.defaults_to_commander()
+                        .then(|| Reader::new(&*doc, None).str(&roles, Role::Commander.as_str()))
+                        .flatten()
+                });
+            doc.put(&roles, role.as_str(), editor.name.as_str())?;
+            doc.delete(&handoffs, role.as_str())?;
+            // The planned next commander has become the commander.
+            if *role == Role::Commander
+                && Reader::new(&*doc, None)
+                    .str(&roles, Role::NextCommander.as_str())
+                    .as_deref()
+                    == Some(editor.name.as_str())
+            {
+                doc.delete(&roles, Role::NextCommander.as_str())?;
+            }
+            let mut touched = vec![def.key.clone()];
+            if let Ok(timeline) = field_by_kind(FieldKind::Timeline) {
+                let list = list_field(doc, &timeline.key)?;
+                let entry = doc.insert_object(&list, doc.length(&list), ObjType::Map)?;
+                put_id(doc, &entry)?;
+                doc.put(&entry, "at", timestamp(editor.at))?;
+                doc.put(&entry, "author", editor.name.as_str())?;
+                let t = doc.put_object(&entry, "text", ObjType::Text)?;
+                let text = format!(
+                    "{} is now the {}{}.",
+                    editor.name,
+                    role.label(),
+                    from.map(|f| format!(" (handed over by {f})"))
+                        .unwrap_or_default()
+                );
+                doc.splice_text(&t, 0, 0, &text)?;
+                touched.push(timeline.key.clone());
+            }
+            touched
+        }
+        Operation::CancelHandoff { role } => {
+            let def = field_by_kind(FieldKind::Roles)?;
+            let handoffs = list_or_map_root(doc, keys::HANDOFFS, ObjType::Map)?;
+            if doc.get(&handoffs, role.as_str())?.is_none() {
+                return Err(OpError::InvalidValue(format!(
+                    "no handoff of the {} is pending",
+                    role.label()
+                )));
+            }
+            doc.delete(&handoffs, role.as_str())?;
+            vec![def.key.clone()]
         }
         Operation::SetTimestamp { stage, at } => {
             let def = field_by_kind(FieldKind::Timestamps)?;

@@ -34,6 +34,10 @@ pub mod keys {
     pub const UPDATED: &str = "updated";
     /// List of maps `{field, by, at}`: the pinned fields in pin order.
     pub const PINS: &str = "pins";
+    /// Map from role to `{to, by, at}`: a proposed handoff of that role, until the recipient accepts it.
+    pub const HANDOFFS: &str = "handoffs";
+    /// List of maps `{at, by, rule, message}`: changes that broke a command rule and were reverted.
+    pub const AUDIT: &str = "audit";
 }
 
 /// The key every template must have: the incident's title, `<name>: <date>`.

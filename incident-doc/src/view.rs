@@ -29,6 +29,36 @@ pub struct IncidentView {
     pub pins: Vec<Pin>,
     /// Every field in template order, with its value and stamp.
     pub fields: Vec<FieldView>,
+    /// Handoffs proposed and not yet accepted, by role.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handoffs: BTreeMap<Role, Handoff>,
+    /// Changes that broke a command rule and were reverted by the server, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<AuditEntry>,
+}
+
+/// A proposed handoff: the role goes to `to` once they accept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// Who is to take the role.
+    pub to: String,
+    /// Who proposed it.
+    pub by: Option<String>,
+    /// When.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// One reverted attempt to break a command rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When the server reverted it.
+    pub at: DateTime<Utc>,
+    /// Whose change it was (the token name of the connection it came from).
+    pub by: String,
+    /// The rule (`commandHierarchy`, `pins`, `lifecycle`, `timelineEdit`).
+    pub rule: String,
+    /// What was refused and why.
+    pub message: String,
 }
 
 /// A pinned field and who pinned it when.
@@ -144,6 +174,8 @@ impl IncidentView {
             created_by: r.str(&ROOT, keys::CREATED_BY),
             pins: read_pins(&r, &fields),
             fields,
+            handoffs: read_handoffs(&r),
+            audit: read_audit(&r),
         }
     }
 
@@ -399,4 +431,41 @@ pub(crate) fn root_object<D: ReadDoc>(doc: &D, key: &str, want: ObjType) -> Opti
         (Value::Object(t), id) if t == want => Some(id),
         _ => None,
     }
+}
+
+fn read_handoffs<D: ReadDoc>(r: &Reader<'_, D>) -> BTreeMap<Role, Handoff> {
+    let Some(map) = r.map(&ROOT, keys::HANDOFFS) else {
+        return BTreeMap::new();
+    };
+    Role::ALL
+        .iter()
+        .filter_map(|role| {
+            let handoff = r.map(&map, role.as_str())?;
+            Some((
+                *role,
+                Handoff {
+                    to: r.str(&handoff, "to")?,
+                    by: r.str(&handoff, "by"),
+                    at: r.time(&handoff, "at"),
+                },
+            ))
+        })
+        .collect()
+}
+
+fn read_audit<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<AuditEntry> {
+    let Some(list) = r.list(&ROOT, keys::AUDIT) else {
+        return Vec::new();
+    };
+    r.maps_in(&list)
+        .iter()
+        .filter_map(|entry| {
+            Some(AuditEntry {
+                at: r.time(entry, "at")?,
+                by: r.str(entry, "by")?,
+                rule: r.str(entry, "rule")?,
+                message: r.str(entry, "message").unwrap_or_default(),
+            })
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 
 mod analytics;
 pub(crate) mod archive;
+mod command;
 mod incidents;
 mod tokens;
 
@@ -57,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/session", get(session))
         .route("/api/templates", get(templates))
         .merge(incidents::router())
+        .merge(command::router())
         .merge(archive::router())
         .merge(analytics::router())
         .merge(tokens::router())

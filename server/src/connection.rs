@@ -322,6 +322,7 @@ impl Reader {
             outbox: self.outbox.clone(),
             cancel: self.cancel.clone(),
             read_only: self.identity.scope < Scope::Write,
+            name: self.identity.name.clone(),
         };
         if handle
             .send(Command::Attach {

@@ -55,6 +55,8 @@ pub struct PeerLink {
     pub cancel: CancellationToken,
     /// Read-only peers get a read-only sync state: their changes are never applied.
     pub read_only: bool,
+    /// The token's name: whose changes this peer's are, for the command rules.
+    pub name: String,
 }
 
 /// Where an HTTP edit's outcome goes.
@@ -429,6 +431,7 @@ impl Actor {
             return;
         };
         peer.pending = true;
+        let before = self.incident.doc_mut().get_heads();
         let result = sync::Message::decode(data)
             .map_err(|e| e.to_string())
             .and_then(|msg| {
@@ -439,6 +442,23 @@ impl Actor {
                     .map_err(|e| e.to_string())
             });
         if result.is_ok() {
+            // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a
+            // change of the server's that goes out with the answer, and the sender hears why.
+            let server = Editor::new(SERVER_EDITOR, Utc::now());
+            let violations = self.incident.enforce(&before, &peer.link.name, &server);
+            if !violations.is_empty() {
+                self.metrics.rule_violations.add(violations.len() as u64);
+                for violation in &violations {
+                    debug!(peer = %peer.link.peer_id, rule = ?violation.rule, "reverted a change");
+                    let frame = refusal(
+                        self.id,
+                        &self.server_id,
+                        &peer.link.peer_id,
+                        &violation.message,
+                    );
+                    let _ = peer.link.outbox.try_send(frame);
+                }
+            }
             while let Some(answer) = self
                 .incident
                 .doc_mut()
@@ -609,6 +629,29 @@ impl Actor {
             self.metrics.peers.dec();
         }
     }
+}
+
+/// The name the server's own changes (reverts of changes that broke a command rule) are made under.
+pub const SERVER_EDITOR: &str = "commandpost";
+
+/// An `ephemeral` message telling one peer that the server reverted its change: a CBOR map
+/// `{"refused": message}`, so any automerge-repo client can show it (the JS `DocHandle` emits it as an
+/// `ephemeral-message` event); it is not stored, the audit trail in the document is the record.
+fn refusal(doc: DocumentId, server: &PeerId, peer: &PeerId, message: &str) -> Vec<u8> {
+    static COUNT: AtomicU64 = AtomicU64::new(1);
+    let payload = ciborium::Value::Map(vec![("refused".into(), message.into())]);
+    let mut data = Vec::new();
+    // Writing CBOR into a Vec cannot fail.
+    let _ = ciborium::into_writer(&payload, &mut data);
+    Message::Ephemeral {
+        sender_id: server.clone(),
+        target_id: peer.clone(),
+        document_id: doc,
+        session_id: server.to_string(),
+        count: COUNT.fetch_add(1, Ordering::Relaxed),
+        data,
+    }
+    .encode()
 }
 
 /// The index row for a document.

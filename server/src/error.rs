@@ -23,6 +23,9 @@ pub enum ApiError {
     /// 403: the token's scope does not allow this.
     #[error("this token may not {0}")]
     Forbidden(&'static str),
+    /// 403: a command rule forbids this person this change (only the commander changes the command hierarchy, …).
+    #[error("{0}")]
+    CommandRule(String),
     /// 404: no such thing, or one the token may not see (the same answer, so ids cannot be probed).
     #[error("not found")]
     NotFound,
@@ -49,7 +52,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::CommandRule(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::CommandRule(_) => "command_rule",
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
@@ -101,6 +105,7 @@ impl From<StoreError> for ApiError {
 impl From<DocError> for ApiError {
     fn from(e: DocError) -> Self {
         match e {
+            DocError::Refused(OpError::Forbidden(message)) => ApiError::CommandRule(message),
             DocError::Refused(e @ (OpError::Archived | OpError::NotArchived)) => {
                 ApiError::Conflict(e.to_string())
             }

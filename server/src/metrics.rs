@@ -107,6 +107,8 @@ pub struct Metrics {
     pub protocol_errors: Counter,
     /// Connections cut off because they stopped reading.
     pub slow_disconnects: Counter,
+    /// Changes over `/sync` that broke a command rule and were reverted.
+    pub rule_violations: Counter,
     /// Latency of durable appends.
     pub storage_append: Histogram,
 }
@@ -153,6 +155,11 @@ impl Metrics {
                 "commandpost_slow_disconnects_total",
                 "Peers cut off for not reading.",
                 &self.slow_disconnects,
+            ),
+            (
+                "commandpost_rule_violations_total",
+                "Synced changes that broke a command rule and were reverted.",
+                &self.rule_violations,
             ),
         ];
         for (name, help, counter) in counters {

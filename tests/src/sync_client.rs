@@ -44,6 +44,9 @@ pub struct SyncClient {
     author: String,
     /// Our own changes that the server has not yet shown it holds (its advertised heads do not cover them).
     unacknowledged: Vec<ChangeHash>,
+    /// Ephemeral payloads received for our document while syncing, oldest first (see
+    /// [`SyncClient::take_ephemeral`]).
+    ephemeral: Vec<Vec<u8>>,
     /// Whether the server's last sync message said it will not apply our changes (a read-scope token).
     server_read_only: bool,
     /// Send our changes even to a server that declared itself read-only toward us, as a hostile client would.
@@ -76,6 +79,7 @@ impl SyncClient {
             incident: Incident::empty(None),
             state: sync::State::new(),
             unacknowledged: Vec::new(),
+            ephemeral: Vec::new(),
             server_read_only: false,
             ignore_read_only: false,
         })
@@ -275,6 +279,27 @@ impl SyncClient {
         Ok(())
     }
 
+    /// The ephemeral payloads (presence, the server's refusals) received while syncing, oldest first; taking them
+    /// empties the list.
+    pub fn take_ephemeral(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.ephemeral)
+    }
+
+    /// Makes a raw Automerge change in our copy, bypassing the typed operations and their rules, as any
+    /// automerge-repo client can: for tests of what the server does with changes it would never make itself.
+    pub fn raw_change(
+        &mut self,
+        edit: impl FnOnce(&mut automerge::AutoCommit) -> Result<(), automerge::AutomergeError>,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(self.holds_document(), "open the document before editing it");
+        let doc = self.incident.doc_mut();
+        edit(doc).context("a raw change")?;
+        doc.commit();
+        let heads = doc.get_heads();
+        self.unacknowledged.extend(heads);
+        Ok(())
+    }
+
     /// Whether the server's advertised heads cover every change we made (so it holds them durably).
     pub fn acknowledged(&self) -> bool {
         self.unacknowledged.is_empty()
@@ -411,7 +436,13 @@ impl SyncClient {
                 bail!("the server answered doc-unavailable for {document_id}")
             }
             Message::Error { message } => bail!("the server sent an error: {message}"),
-            // Presence and messages about other documents are not this client's business.
+            Message::Ephemeral {
+                document_id, data, ..
+            } if Some(document_id) == self.document_id => {
+                self.ephemeral.push(data);
+                Ok(())
+            }
+            // Messages about other documents are not this client's business.
             _ => Ok(()),
         }
     }

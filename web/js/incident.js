@@ -188,12 +188,14 @@ class IncidentPage {
   receive(bytes) {
     const caret = captureCaret(this.live, document.activeElement);
     const keys = this.live.receive(bytes, Date.now());
-    const documentKeys = keys.filter((key) => key !== "@presence");
+    const documentKeys = keys.filter((key) => !key.startsWith("@"));
     if (documentKeys.length && this.live.hasContent()) {
       this.render(this.view ? documentKeys : null, { caret });
       this.keep();
     }
     if (keys.includes("@presence")) this.showPresence();
+    // The server put back a change of ours that broke a command rule; the document already shows its values.
+    if (keys.includes("@refused")) showMessage(`The server refused a change: ${this.live.takeRefusal()}`);
   }
 
   /** Applies one operation; a refusal shows the model's reason and redraws, undoing what the control showed. */

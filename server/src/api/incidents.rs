@@ -340,7 +340,6 @@ async fn operations(
         identity.require(Scope::Admin, "reopen incidents")?;
     }
     if body.operations.is_empty() {
-
         return Err(ApiError::BadRequest("operations must not be empty".into()));
     }
     let handle = handle(&state, &id).await?;

@@ -1,0 +1,394 @@
+//! The command rules, enforced by the server whichever way a change arrives:
+//! - over HTTP, a handoff takes effect only when the named recipient accepts it (and writes the timeline entry),
+//!   only the commander assigns roles and pins, the status never leaves the lifecycle, and each refusal is a 403
+//!   with the rule's words;
+//! - over `/sync`, raw Automerge changes that break a rule (a non-commander making themselves commander, pinning,
+//!   moving the status backwards) are reverted by the server at once: every replica ends with the old values, the
+//!   sender hears why in an ephemeral message, the audit trail records the attempt and `/metrics` counts it;
+//! - the document's history answers "who was commander at T".
+
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use automerge::transaction::Transactable;
+use automerge::{ObjType, ROOT, ReadDoc};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tests::{SyncClient, TestServer};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut request = server.request(method, path, Some(token));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+fn commander(view: &Value) -> Option<String> {
+    view["fields"]
+        .as_array()?
+        .iter()
+        .find(|f| f["kind"] == "roles")?["value"]["commander"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn handoffs_take_effect_only_when_the_recipient_accepts() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let carol = server.token("carol", "write").await;
+    let id = server.declare(&alice, "Handoff drill").await.id;
+    let base = format!("/api/incidents/{id}");
+
+    // Only the commander assigns roles and pins.
+    let (status, body) = call(
+        &server,
+        Method::PUT,
+        &format!("{base}/roles/commander"),
+        &bob,
+        Some(json!({"person": "bob"})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "bob made himself commander: {status} {body}"
+    );
+    ensure!(body["error"]["code"] == "command_rule", "{body}");
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("alice")),
+        "{body}"
+    );
+    let (status, _) = call(
+        &server,
+        Method::PUT,
+        &format!("{base}/pins"),
+        &bob,
+        Some(json!({"fields": ["summary"]})),
+    )
+    .await?;
+    ensure!(status == StatusCode::FORBIDDEN, "bob pinned: {status}");
+    let (status, body) = call(
+        &server,
+        Method::PUT,
+        &format!("{base}/roles/operations"),
+        &alice,
+        Some(json!({"person": "carol"})),
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
+    ensure!(body["roles"]["operations"] == "carol", "{body}");
+
+    // Alice proposes bob; nothing changes; carol cannot accept; bob can.
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        &format!("{base}/handoffs"),
+        &alice,
+        Some(json!({"role": "commander", "to": "bob"})),
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
+    ensure!(body["handoffs"]["commander"]["to"] == "bob", "{body}");
+    ensure!(body["roles"]["commander"] == "alice", "{body}");
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        &format!("{base}/handoffs/accept"),
+        &carol,
+        Some(json!({"role": "commander"})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "carol accepted bob's handoff: {status} {body}"
+    );
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        &format!("{base}/handoffs/accept"),
+        &bob,
+        Some(json!({"role": "commander"})),
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
+    ensure!(body["roles"]["commander"] == "bob", "{body}");
+    ensure!(
+        body["handoffs"].as_object().is_none_or(|h| h.is_empty()),
+        "{body}"
+    );
+    let markdown = server.markdown(&alice, &id).await;
+    ensure!(
+        markdown.contains("bob is now the Incident Commander (handed over by alice)."),
+        "no handoff entry in the timeline:\n{markdown}"
+    );
+
+    // Alice is no longer in command: she cannot pin; bob can, and the pin order is his.
+    let (status, _) = call(
+        &server,
+        Method::PUT,
+        &format!("{base}/pins"),
+        &alice,
+        Some(json!({"fields": ["summary"]})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "the former commander pinned: {status}"
+    );
+    let (status, body) = call(
+        &server,
+        Method::PUT,
+        &format!("{base}/pins"),
+        &bob,
+        Some(json!({"fields": ["status", "summary"]})),
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
+    let pinned: Vec<&str> = body["pins"]
+        .as_array()
+        .context("pins")?
+        .iter()
+        .filter_map(|p| p["field"].as_str())
+        .collect();
+    ensure!(pinned == ["status", "summary"], "{body}");
+
+    // A proposal can be withdrawn; a withdrawn one cannot be accepted.
+    call(
+        &server,
+        Method::POST,
+        &format!("{base}/handoffs"),
+        &bob,
+        Some(json!({"role": "commander", "to": "carol"})),
+    )
+    .await?;
+    let (status, _) = call(
+        &server,
+        Method::DELETE,
+        &format!("{base}/handoffs/commander"),
+        &bob,
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status}");
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        &format!("{base}/handoffs/accept"),
+        &carol,
+        Some(json!({"role": "commander"})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "a withdrawn handoff was accepted: {status}"
+    );
+
+    // The lifecycle: forward, back to active when impact returns, never backwards otherwise.
+    let set_status = |status: &str| json!([{"op": "setStatus", "status": status}]);
+    for (status, expected) in [
+        ("mitigated", StatusCode::OK),
+        ("active", StatusCode::OK),
+        ("declared", StatusCode::FORBIDDEN),
+    ] {
+        let response = server.operations(&bob, &id, set_status(status)).await;
+        let got = response.status();
+        ensure!(
+            got == expected,
+            "setStatus {status}: {got} {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let (status, body) = call(
+        &server,
+        Method::PUT,
+        &format!("{base}/roles/chief"),
+        &bob,
+        Some(json!({"person": "x"})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::BAD_REQUEST,
+        "unknown role: {status} {body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn rule_breaking_sync_changes_are_reverted_and_audited() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let mallory = server.token("mallory", "write").await;
+    let id = server.declare(&alice, "Sync rules").await.id;
+
+    let mut m = SyncClient::connect(&server.ws_url(&mallory)).await?;
+    m.open(&id).await?;
+    // Mallory's client writes the roles map and the pins directly, as any Automerge client could, and types in
+    // the summary in the same change (that part is allowed and must stay).
+    m.raw_change(|doc| {
+        let (_, roles) = doc
+            .get(ROOT, "roles")?
+            .ok_or(automerge::AutomergeError::InvalidIndex(0))?;
+        doc.put(&roles, "commander", "mallory")?;
+        let pins = match doc.get(ROOT, "pins")? {
+            Some((_, pins)) => pins,
+            None => doc.put_object(ROOT, "pins", ObjType::List)?,
+        };
+        let pin = doc.insert_object(&pins, 0, ObjType::Map)?;
+        doc.put(&pin, "field", "summary")?;
+        let (_, summary) = doc
+            .get(ROOT, "summary")?
+            .ok_or(automerge::AutomergeError::InvalidIndex(0))?;
+        doc.splice_text(&summary, 0, 0, "typed by mallory. ")?;
+        Ok(())
+    })?;
+    m.sync_until_acknowledged(DEADLINE).await?;
+    // The server's revert comes with its answer; keep syncing until our copy shows alice in command again.
+    m.sync_until(
+        |c| {
+            c.incident()
+                .view()
+                .holder(incident_doc::schema::Role::Commander)
+                .map(|(p, _)| p)
+                == Some("alice")
+        },
+        DEADLINE,
+    )
+    .await
+    .context("the revert reaching the sender")?;
+    let view = m.incident().view();
+    ensure!(
+        view.pins.is_empty(),
+        "mallory's pin stands: {:?}",
+        view.pins
+    );
+    ensure!(
+        m.text("summary").starts_with("typed by mallory. "),
+        "the allowed part of the change was lost"
+    );
+
+    // The sender heard why.
+    let refusals: Vec<String> = m
+        .take_ephemeral()
+        .iter()
+        .filter_map(|data| {
+            let value: ciborium::Value = ciborium::from_reader(data.as_slice()).ok()?;
+            let map = value.into_map().ok()?;
+            map.into_iter().find_map(|(k, v)| {
+                (k.as_text() == Some("refused"))
+                    .then(|| v.into_text().ok())
+                    .flatten()
+            })
+        })
+        .collect();
+    ensure!(
+        refusals.len() == 2,
+        "expected two refusals, got {refusals:?}"
+    );
+    ensure!(
+        refusals.iter().any(|r| r.contains("command hierarchy")),
+        "{refusals:?}"
+    );
+    ensure!(refusals.iter().any(|r| r.contains("pins")), "{refusals:?}");
+
+    // The server's copy, the audit trail and the metrics.
+    let json = server.incident_json(&alice, &id).await;
+    ensure!(
+        commander(&json).as_deref() == Some("alice"),
+        "server copy: {json}"
+    );
+    let audit = json["audit"].as_array().context("an audit trail")?;
+    ensure!(
+        audit.len() == 2 && audit.iter().all(|a| a["by"] == "mallory"),
+        "{audit:?}"
+    );
+    let metrics = server
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        metrics.contains("commandpost_rule_violations_total 2"),
+        "{metrics}"
+    );
+
+    // A status moved backwards over sync is put back too; the commander's own changes stand.
+    let mut a = SyncClient::connect(&server.ws_url(&alice)).await?;
+    a.open(&id).await?;
+    a.apply_local(incident_doc::Operation::SetStatus {
+        status: incident_doc::schema::Status::Resolved,
+    })?;
+    a.sync_until_acknowledged(DEADLINE).await?;
+    m.raw_change(|doc| doc.put(ROOT, "status", "declared"))?;
+    m.sync_until_acknowledged(DEADLINE).await?;
+    m.sync_until(
+        |c| c.incident().view().headline.status.as_deref() == Some("resolved"),
+        DEADLINE,
+    )
+    .await
+    .context("the status revert reaching the sender")?;
+    let json = server.incident_json(&alice, &id).await;
+    ensure!(json["status"] == "resolved", "{}", json["status"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_answers_who_was_commander_at_a_moment() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = server.declare(&alice, "Who commanded").await.id;
+    let before = server.heads(&alice, &id).await;
+    let base = format!("/api/incidents/{id}");
+    call(
+        &server,
+        Method::POST,
+        &format!("{base}/handoffs"),
+        &alice,
+        Some(json!({"role": "commander", "to": "bob"})),
+    )
+    .await?;
+    call(
+        &server,
+        Method::POST,
+        &format!("{base}/handoffs/accept"),
+        &bob,
+        Some(json!({"role": "commander"})),
+    )
+    .await?;
+    let mut doc = server.document(&alice, &id).await;
+    let then = doc.view_at(&before);
+    let now = doc.view();
+    let holder = |v: &incident_doc::IncidentView| {
+        v.holder(incident_doc::schema::Role::Commander)
+            .map(|(p, _)| p.to_owned())
+    };
+    ensure!(
+        holder(&then).as_deref() == Some("alice"),
+        "then: {:?}",
+        holder(&then)
+    );
+    ensure!(
+        holder(&now).as_deref() == Some("bob"),
+        "now: {:?}",
+        holder(&now)
+    );
+    if doc.doc_mut().get_heads() == before {
+        bail!("the handoff changed nothing");
+    }
+    Ok(())
+}
