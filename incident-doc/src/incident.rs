@@ -385,17 +385,34 @@ impl Incident {
             Some(keys::PINS.to_owned()),
         ];
         let timeline = key_of(FieldKind::Timeline).is_some_and(|k| touched.contains(&k));
-        if !timeline && !governed.iter().flatten().any(|k| touched.contains(k)) {
+        let archived = key_of(FieldKind::Status).is_some_and(|key| {
+            Reader::new(&self.doc, Some(before))
+                .str(&ROOT, key.as_str())
+                .as_deref()
+                == Some(Status::Closed.as_str())
+        });
+        if !archived && !timeline && !governed.iter().flatten().any(|k| touched.contains(k)) {
             return Vec::new();
         }
-        let was = CommandState::read(&self.doc, layout, Some(before), timeline);
-        let is = CommandState::read(&self.doc, layout, None, timeline);
-        let violations = rules::check(&was, &is, who, server.at);
-        if violations.is_empty() {
-            return violations;
-        }
-        let written = rules::revert(&mut self.doc, layout, &was, &violations)
-            .and_then(|()| self.audit(&violations, who, server.at));
+        let (violations, written) = if archived {
+            // A closed incident is an archive: every part of the change is put back.
+            let violations = vec![rules::archived_violation(who)];
+            let written = touched
+                .iter()
+                .try_for_each(|key| rules::restore(&mut self.doc, key, before))
+                .and_then(|()| self.audit(&violations, who, server.at));
+            (violations, written)
+        } else {
+            let was = CommandState::read(&self.doc, layout, Some(before), timeline);
+            let is = CommandState::read(&self.doc, layout, None, timeline);
+            let violations = rules::check(&was, &is, who, server.at);
+            if violations.is_empty() {
+                return violations;
+            }
+            let written = rules::revert(&mut self.doc, layout, &was, &violations)
+                .and_then(|()| self.audit(&violations, who, server.at));
+            (violations, written)
+        };
         match written {
             Ok(()) => {
                 let fields: Vec<String> = touched.into_iter().collect();

@@ -6,6 +6,7 @@
 //! - The status moves forward along the lifecycle (declared → active → mitigated → resolved → closed), or back to
 //!   active when the impact returns; never out of closed.
 //! - Nobody edits another person's timeline entry once [`EDIT_GRACE`] has passed since it was written.
+//! - A closed incident is an archive: no change at all (reopening is an administrator's action over HTTP).
 //!
 //! Typed operations (HTTP, the browser client) are checked before they commit and refused with
 //! [`OpError::Forbidden`](crate::OpError::Forbidden). Raw Automerge changes (any automerge-repo client over
@@ -39,6 +40,8 @@ pub enum Rule {
     Lifecycle,
     /// Someone else's timeline entry was reworded after the grace period.
     TimelineEdit,
+    /// The incident is closed: its document is an archive and takes no edits (an admin reopens it over HTTP).
+    Archived,
 }
 
 /// One broken rule, with words for the person who broke it.
@@ -357,4 +360,85 @@ fn delete_if_present(
         doc.delete(map, key)?;
     }
     Ok(())
+}
+
+/// The violation of changing a closed incident.
+pub(crate) fn archived_violation(who: &str) -> Violation {
+    Violation {
+        rule: Rule::Archived,
+        message: format!(
+            "this incident is closed and archived: {who}'s change was undone (an admin can reopen it)"
+        ),
+    }
+}
+
+/// Puts root key `key` back to its value at `heads`, whatever it holds: a scalar as it was, an object rebuilt from
+/// its content then (the archive's content is what matters, not its object ids), an absent key deleted.
+pub(crate) fn restore(
+    doc: &mut AutoCommit,
+    key: &str,
+    heads: &[ChangeHash],
+) -> Result<(), automerge::AutomergeError> {
+    match doc.get_at(ROOT, key, heads)? {
+        None => delete_if_present(doc, &ROOT, key),
+        Some((automerge::Value::Scalar(value), _)) => doc.put(ROOT, key, value.into_owned()),
+        Some((automerge::Value::Object(kind), old)) => {
+            let new = doc.put_object(ROOT, key, kind)?;
+            copy_object(doc, &old, &new, kind, heads)
+        }
+    }
+}
+
+/// Copies object `from` as it was at `heads` into the empty object `to` of the same kind.
+fn copy_object(
+    doc: &mut AutoCommit,
+    from: &ObjId,
+    to: &ObjId,
+    kind: ObjType,
+    heads: &[ChangeHash],
+) -> Result<(), automerge::AutomergeError> {
+    match kind {
+        ObjType::Text => {
+            let text = doc.text_at(from, heads)?;
+            doc.splice_text(to, 0, 0, &text)
+        }
+        ObjType::Map | ObjType::Table => {
+            let entries: Vec<(String, automerge::Value<'static>, ObjId)> = doc
+                .map_range_at(from, .., heads)
+                .map(|item| {
+                    let id = item.id();
+                    (item.key.to_string(), item.value.into_value(), id)
+                })
+                .collect();
+            for (key, value, id) in entries {
+                match value {
+                    automerge::Value::Scalar(v) => doc.put(to, key.as_str(), v.into_owned())?,
+                    automerge::Value::Object(child_kind) => {
+                        let child = doc.put_object(to, key.as_str(), child_kind)?;
+                        copy_object(doc, &id, &child, child_kind, heads)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        ObjType::List => {
+            let items: Vec<(automerge::Value<'static>, ObjId)> = doc
+                .list_range_at(from, .., heads)
+                .map(|item| {
+                    let id = item.id();
+                    (item.value.into_value(), id)
+                })
+                .collect();
+            for (index, (value, id)) in items.into_iter().enumerate() {
+                match value {
+                    automerge::Value::Scalar(v) => doc.insert(to, index, v.into_owned())?,
+                    automerge::Value::Object(child_kind) => {
+                        let child = doc.insert_object(to, index, child_kind)?;
+                        copy_object(doc, &id, &child, child_kind, heads)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
 }

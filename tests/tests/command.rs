@@ -392,3 +392,50 @@ async fn history_answers_who_was_commander_at_a_moment() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_closed_incident_undoes_every_synced_change() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let id = server.declare(&alice, "Archived").await.id;
+    let close = json!([{"op": "setStatus", "status": "closed"}]);
+    let response = server.operations(&alice, &id, close).await;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "closing: {}",
+        response.status()
+    );
+    let before = server.incident_json(&alice, &id).await;
+
+    // Even the commander's client cannot edit the archive over sync: the summary, a new timeline entry and the
+    // status all come back as they were.
+    let mut a = SyncClient::connect(&server.ws_url(&alice)).await?;
+    a.open(&id).await?;
+    let archived_summary = a.text("summary");
+    a.raw_change(|doc| {
+        let (_, summary) = doc
+            .get(ROOT, "summary")?
+            .ok_or(automerge::AutomergeError::InvalidIndex(0))?;
+        doc.splice_text(&summary, 0, 0, "rewritten history. ")?;
+        let (_, timeline) = doc
+            .get(ROOT, "timeline")?
+            .ok_or(automerge::AutomergeError::InvalidIndex(0))?;
+        let entry = doc.insert_object(&timeline, 0, ObjType::Map)?;
+        doc.put(&entry, "author", "alice")?;
+        doc.put(&ROOT, "status", "active")?;
+        Ok(())
+    })?;
+    a.sync_until_acknowledged(DEADLINE).await?;
+    a.sync_until(|c| c.text("summary") == archived_summary, DEADLINE)
+        .await
+        .context("the archive's summary coming back")?;
+    let after = server.incident_json(&alice, &id).await;
+    ensure!(after["status"] == "closed", "{}", after["status"]);
+    ensure!(
+        after["fields"] == before["fields"],
+        "the archive's fields changed"
+    );
+    let audit = after["audit"].as_array().context("an audit trail")?;
+    ensure!(audit.iter().any(|a| a["rule"] == "archived"), "{audit:?}");
+    Ok(())
+}
