@@ -10,12 +10,16 @@
 //   {"op":"print","field":"summary"}                                  prints the field's text
 //   {"op":"splice","field":"summary","pos":0,"del":0,"text":"Hi. "}  edits the text (UTF-16 positions, as in JS)
 //   {"op":"wait","field":"summary","contains":"rolled back"}         waits until the text contains the string
+//   {"op":"put","path":["roles","commander"],"value":"bob"}           sets a value by path, as any JS app can
+//   {"op":"waitValue","path":["roles","commander"],"equals":"alice"}  waits until the value at the path equals it
 //
 // The client prints one JSON object per line on stdout, each with an "event":
 //   {"event":"ready","url":…,"peerId":…}            the document was found and synced; steps start now
 //   {"event":"text","field":…,"text":…}             the answer to a print step (text is null when absent)
 //   {"event":"spliced","field":…,"text":…}          a splice was applied locally; text is the result
 //   {"event":"seen","field":…,"text":…,"ms":…}      a wait step's string arrived, ms after the wait began
+//   {"event":"value","path":[…],"value":…}          a waitValue step's value arrived
+//   {"event":"ephemeral","message":…}               an ephemeral message for the document (presence, refusals)
 //   {"event":"flushed","heads":[…]}                 the server acknowledged every local change (it has our heads)
 //   {"event":"done"}                                 every step ran; the repo is shut down and node exits 0
 //   {"event":"unavailable","message":…}             the server answered that the document does not exist (exit 2)
@@ -158,6 +162,21 @@ async function runStep(handle, step, author) {
       })
       return
     }
+    case "put": {
+      const { path, value } = step
+      handle.change(doc => {
+        let target = doc
+        for (const key of path.slice(0, -1)) target = target[key]
+        target[path[path.length - 1]] = value
+      })
+      return
+    }
+    case "waitValue": {
+      const read = () => step.path.reduce((value, key) => value?.[key], handle.doc())
+      await until(handle, () => String(read()) === String(step.equals))
+      emit("value", { path: step.path, value: String(read()) })
+      return
+    }
     default:
       throw new Error(`unknown step ${JSON.stringify(step)}`)
   }
@@ -191,11 +210,12 @@ async function main() {
       throw err
     }
     emit("ready", { url: handle.url, peerId: repo.peerId })
+    handle.on("ephemeral-message", ({ message }) => emit("ephemeral", { message }))
 
     let edited = false
     for (const step of steps) {
       await runStep(handle, step, author)
-      edited ||= step.op === "splice"
+      edited ||= step.op === "splice" || step.op === "put"
     }
     if (edited) {
       // Our changes count as delivered once the server says it has exactly our heads; the server only sends sync

@@ -379,3 +379,46 @@ async fn js_client_is_told_an_unknown_document_is_unavailable() -> anyhow::Resul
     server.stop().await;
     Ok(())
 }
+
+/// The stock JS client, used by someone who is not the commander, makes itself commander with a plain property
+/// assignment: the server reverts it, the JS client hears why in an ephemeral message and ends with the real
+/// commander, and the server's copy never changed hands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_cannot_seize_command() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let mallory = server.token("mallory", "write").await;
+    let incident = server.declare(&alice, "Command drill").await;
+
+    let mut js = JsClient::spawn(
+        &server.ws_url(&mallory),
+        &incident.url,
+        json!([
+            {"op": "put", "path": ["roles", "commander"], "value": "mallory"},
+            {"op": "waitValue", "path": ["roles", "commander"], "equals": "alice"},
+        ]),
+    )
+    .await?;
+    js.expect("ready").await?;
+    let refusal = js.expect("ephemeral").await?;
+    ensure!(
+        refusal["message"]["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("only the Incident Commander (alice)")),
+        "the JS client was not told why: {refusal}"
+    );
+    let value = js.expect("value").await?;
+    ensure!(value["value"] == "alice", "{value}");
+    js.expect("flushed").await?;
+    js.expect("done").await?;
+    let status = js.exit().await?;
+    ensure!(status.success(), "the JS client exited with {status}");
+    let json = server.incident_json(&alice, &incident.id).await;
+    let roles = json["fields"]
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["kind"] == "roles"))
+        .context("a roles field")?;
+    ensure!(roles["value"]["commander"] == "alice", "{roles}");
+    server.stop().await;
+    Ok(())
+}
