@@ -422,3 +422,49 @@ async fn js_client_cannot_seize_command() -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+/// A closed incident is an archive: the stock JS client's edit of the summary is undone by the server, the client
+/// is told why, and the server's copy is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_cannot_edit_an_archive() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let token = server.token("js-writer", "write").await;
+    let incident = server.declare(&token, "Archived drill").await;
+    let closed = server
+        .operations(
+            &token,
+            &incident.id,
+            json!([{"op": "setStatus", "status": "closed"}]),
+        )
+        .await;
+    ensure!(closed.status().is_success(), "closing: {}", closed.status());
+    let before = server.markdown(&token, &incident.id).await;
+
+    let mut js = JsClient::spawn(
+        &server.ws_url(&token),
+        &incident.url,
+        json!([
+            {"op": "splice", "field": "summary", "pos": 0, "del": 0, "text": "Rewritten."},
+            {"op": "waitValue", "path": ["summary"], "equals": ""},
+        ]),
+    )
+    .await?;
+    js.expect("ready").await?;
+    js.expect("spliced").await?;
+    let refusal = js.expect("ephemeral").await?;
+    ensure!(
+        refusal["message"]["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("closed and archived")),
+        "the JS client was not told why: {refusal}"
+    );
+    js.expect("value").await?;
+    js.expect("flushed").await?;
+    js.expect("done").await?;
+    let status = js.exit().await?;
+    ensure!(status.success(), "the JS client exited with {status}");
+    let after = server.markdown(&token, &incident.id).await;
+    ensure!(after == before, "the archive changed:\n{after}");
+    server.stop().await;
+    Ok(())
+}
