@@ -18,20 +18,68 @@ use tests::{SyncClient, TestServer};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let mut request = server.request(method, path, Some(token));
-    if let Some(body) = body {
-        request = request.json(&body);
+/// The command routes of one incident, called with a given token; each answers (status, JSON body).
+struct Command<'a> {
+    server: &'a TestServer,
+    base: String,
+}
+
+impl Command<'_> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .server
+            .request(method, &format!("{}{path}", self.base), Some(token));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
-    let response = request.send().await?;
-    let status = response.status();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
+
+    async fn assign(
+        &self,
+        token: &str,
+        role: &str,
+        person: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let body = json!({ "person": person });
+        self.call(Method::PUT, &format!("/roles/{role}"), token, Some(body))
+            .await
+    }
+
+    async fn pins(&self, token: &str, fields: &[&str]) -> anyhow::Result<(StatusCode, Value)> {
+        let body = json!({ "fields": fields });
+        self.call(Method::PUT, "/pins", token, Some(body)).await
+    }
+
+    async fn propose(
+        &self,
+        token: &str,
+        role: &str,
+        to: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let body = json!({ "role": role, "to": to });
+        self.call(Method::POST, "/handoffs", token, Some(body))
+            .await
+    }
+
+    async fn accept(&self, token: &str, role: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let body = json!({ "role": role });
+        self.call(Method::POST, "/handoffs/accept", token, Some(body))
+            .await
+    }
+
+    async fn cancel(&self, token: &str, role: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(Method::DELETE, &format!("/handoffs/{role}"), token, None)
+            .await
+    }
 }
 
 fn commander(view: &Value) -> Option<String> {
@@ -50,17 +98,13 @@ async fn handoffs_take_effect_only_when_the_recipient_accepts() -> anyhow::Resul
     let bob = server.token("bob", "write").await;
     let carol = server.token("carol", "write").await;
     let id = server.declare(&alice, "Handoff drill").await.id;
-    let base = format!("/api/incidents/{id}");
+    let command = Command {
+        server: &server,
+        base: format!("/api/incidents/{id}"),
+    };
 
     // Only the commander assigns roles and pins.
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        &format!("{base}/roles/commander"),
-        &bob,
-        Some(json!({"person": "bob"})),
-    )
-    .await?;
+    let (status, body) = command.assign(&bob, "commander", "bob").await?;
     ensure!(
         status == StatusCode::FORBIDDEN,
         "bob made himself commander: {status} {body}"
@@ -72,60 +116,29 @@ async fn handoffs_take_effect_only_when_the_recipient_accepts() -> anyhow::Resul
             .is_some_and(|m| m.contains("alice")),
         "{body}"
     );
-    let (status, _) = call(
-        &server,
-        Method::PUT,
-        &format!("{base}/pins"),
-        &bob,
-        Some(json!({"fields": ["summary"]})),
-    )
-    .await?;
+    let (status, _) = command.pins(&bob, &["summary"]).await?;
     ensure!(status == StatusCode::FORBIDDEN, "bob pinned: {status}");
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        &format!("{base}/roles/operations"),
-        &alice,
-        Some(json!({"person": "carol"})),
-    )
-    .await?;
-    ensure!(status == StatusCode::OK, "{status} {body}");
-    ensure!(body["roles"]["operations"] == "carol", "{body}");
+    let (status, body) = command.assign(&alice, "operations", "carol").await?;
+    ensure!(
+        status == StatusCode::OK && body["roles"]["operations"] == "carol",
+        "{status} {body}"
+    );
 
     // Alice proposes bob; nothing changes; carol cannot accept; bob can.
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        &format!("{base}/handoffs"),
-        &alice,
-        Some(json!({"role": "commander", "to": "bob"})),
-    )
-    .await?;
+    let (status, body) = command.propose(&alice, "commander", "bob").await?;
     ensure!(status == StatusCode::OK, "{status} {body}");
     ensure!(body["handoffs"]["commander"]["to"] == "bob", "{body}");
     ensure!(body["roles"]["commander"] == "alice", "{body}");
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        &format!("{base}/handoffs/accept"),
-        &carol,
-        Some(json!({"role": "commander"})),
-    )
-    .await?;
+    let (status, body) = command.accept(&carol, "commander").await?;
     ensure!(
         status == StatusCode::FORBIDDEN,
         "carol accepted bob's handoff: {status} {body}"
     );
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        &format!("{base}/handoffs/accept"),
-        &bob,
-        Some(json!({"role": "commander"})),
-    )
-    .await?;
-    ensure!(status == StatusCode::OK, "{status} {body}");
-    ensure!(body["roles"]["commander"] == "bob", "{body}");
+    let (status, body) = command.accept(&bob, "commander").await?;
+    ensure!(
+        status == StatusCode::OK && body["roles"]["commander"] == "bob",
+        "{status} {body}"
+    );
     ensure!(
         body["handoffs"].as_object().is_none_or(|h| h.is_empty()),
         "{body}"
@@ -137,26 +150,12 @@ async fn handoffs_take_effect_only_when_the_recipient_accepts() -> anyhow::Resul
     );
 
     // Alice is no longer in command: she cannot pin; bob can, and the pin order is his.
-    let (status, _) = call(
-        &server,
-        Method::PUT,
-        &format!("{base}/pins"),
-        &alice,
-        Some(json!({"fields": ["summary"]})),
-    )
-    .await?;
+    let (status, _) = command.pins(&alice, &["summary"]).await?;
     ensure!(
         status == StatusCode::FORBIDDEN,
         "the former commander pinned: {status}"
     );
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        &format!("{base}/pins"),
-        &bob,
-        Some(json!({"fields": ["status", "summary"]})),
-    )
-    .await?;
+    let (status, body) = command.pins(&bob, &["status", "summary"]).await?;
     ensure!(status == StatusCode::OK, "{status} {body}");
     let pinned: Vec<&str> = body["pins"]
         .as_array()
@@ -167,31 +166,10 @@ async fn handoffs_take_effect_only_when_the_recipient_accepts() -> anyhow::Resul
     ensure!(pinned == ["status", "summary"], "{body}");
 
     // A proposal can be withdrawn; a withdrawn one cannot be accepted.
-    call(
-        &server,
-        Method::POST,
-        &format!("{base}/handoffs"),
-        &bob,
-        Some(json!({"role": "commander", "to": "carol"})),
-    )
-    .await?;
-    let (status, _) = call(
-        &server,
-        Method::DELETE,
-        &format!("{base}/handoffs/commander"),
-        &bob,
-        None,
-    )
-    .await?;
+    command.propose(&bob, "commander", "carol").await?;
+    let (status, _) = command.cancel(&bob, "commander").await?;
     ensure!(status == StatusCode::OK, "{status}");
-    let (status, _) = call(
-        &server,
-        Method::POST,
-        &format!("{base}/handoffs/accept"),
-        &carol,
-        Some(json!({"role": "commander"})),
-    )
-    .await?;
+    let (status, _) = command.accept(&carol, "commander").await?;
     ensure!(
         status == StatusCode::FORBIDDEN,
         "a withdrawn handoff was accepted: {status}"
@@ -212,14 +190,7 @@ async fn handoffs_take_effect_only_when_the_recipient_accepts() -> anyhow::Resul
             response.text().await.unwrap_or_default()
         );
     }
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        &format!("{base}/roles/chief"),
-        &bob,
-        Some(json!({"person": "x"})),
-    )
-    .await?;
+    let (status, body) = command.assign(&bob, "chief", "x").await?;
     ensure!(
         status == StatusCode::BAD_REQUEST,
         "unknown role: {status} {body}"
@@ -353,23 +324,12 @@ async fn history_answers_who_was_commander_at_a_moment() -> anyhow::Result<()> {
     let bob = server.token("bob", "write").await;
     let id = server.declare(&alice, "Who commanded").await.id;
     let before = server.heads(&alice, &id).await;
-    let base = format!("/api/incidents/{id}");
-    call(
-        &server,
-        Method::POST,
-        &format!("{base}/handoffs"),
-        &alice,
-        Some(json!({"role": "commander", "to": "bob"})),
-    )
-    .await?;
-    call(
-        &server,
-        Method::POST,
-        &format!("{base}/handoffs/accept"),
-        &bob,
-        Some(json!({"role": "commander"})),
-    )
-    .await?;
+    let command = Command {
+        server: &server,
+        base: format!("/api/incidents/{id}"),
+    };
+    command.propose(&alice, "commander", "bob").await?;
+    command.accept(&bob, "commander").await?;
     let mut doc = server.document(&alice, &id).await;
     let then = doc.view_at(&before);
     let now = doc.view();
