@@ -17,7 +17,7 @@ use crate::schema::{
     FieldDef, FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys,
 };
 use crate::template::{FieldDefault, Template};
-use crate::view::{Headline, IncidentView, read_layout, root_object};
+use crate::view::{Headline, IncidentView, due_at, read_layout, read_stamp, root_object};
 
 /// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
 /// while sync and storage still reach the raw document through [`Incident::doc_mut`].
@@ -452,6 +452,26 @@ impl Incident {
                 .put(&entry, "message", violation.message.as_str())?;
         }
         Ok(())
+    }
+
+    /// The keys of the fields past their due time at `now` (the template's cadence, counted from the field's last
+    /// update or the declaration): read from the stamps alone, cheap enough for every metrics scrape.
+    pub fn stale_fields(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        let layout = self.take_layout();
+        let r = Reader::new(&self.doc, None);
+        let stamps = r.map(&ROOT, keys::UPDATED);
+        let created = r.time(&ROOT, keys::CREATED_AT);
+        let stale = layout
+            .2
+            .iter()
+            .filter(|def| {
+                let updated = read_stamp(&r, stamps.as_ref(), &def.key);
+                due_at(def, updated.as_ref(), created).is_some_and(|due| due < now)
+            })
+            .map(|def| def.key.clone())
+            .collect();
+        self.layout = Some(layout);
+        stale
     }
 
     /// The document as plain data, now.

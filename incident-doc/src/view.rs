@@ -91,6 +91,14 @@ pub struct FieldView {
     pub value: FieldValue,
     /// The last change to this field, if any.
     pub updated: Option<Stamp>,
+    /// When the field's owner should next refresh it: its last update (or the declaration) plus the template's
+    /// cadence; absent for fields without a cadence.
+    #[serde(rename = "dueAt", default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Past its due time at the moment the view was served (see [`IncidentView::mark_stale`]); never set in
+    /// exports, which must not depend on when they are made.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// A field's value; which variant depends on the field's kind.
@@ -149,21 +157,18 @@ impl IncidentView {
         let r = Reader::new(doc, heads);
         let layout_defs = read_layout(&r);
         let stamps = r.map(&ROOT, keys::UPDATED);
+        let created_at = r.time(&ROOT, keys::CREATED_AT);
         let fields: Vec<FieldView> = layout_defs
             .iter()
             .cloned()
             .map(|def| {
-                let updated = stamps.as_ref().and_then(|s| {
-                    let stamp = r.map(s, def.key.as_str())?;
-                    Some(Stamp {
-                        at: r.time(&stamp, "at")?,
-                        by: r.str(&stamp, "by")?,
-                    })
-                });
+                let updated = read_stamp(&r, stamps.as_ref(), &def.key);
                 FieldView {
                     value: read_value(&r, &def),
+                    due_at: due_at(&def, updated.as_ref(), created_at),
                     def,
                     updated,
+                    stale: false,
                 }
             })
             .collect();
@@ -176,6 +181,14 @@ impl IncidentView {
             fields,
             handoffs: read_handoffs(&r),
             audit: read_audit(&r),
+        }
+    }
+
+    /// Flags the fields whose due time has passed at `now`: the live view a responder or a bot reads, where an
+    /// overdue *detailed status* must stand out.
+    pub fn mark_stale(&mut self, now: DateTime<Utc>) {
+        for field in &mut self.fields {
+            field.stale = field.due_at.is_some_and(|due| due < now);
         }
     }
 
@@ -468,4 +481,28 @@ fn read_audit<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<AuditEntry> {
             })
         })
         .collect()
+}
+
+/// The *last updated* stamp of field `key`, from the `updated` map.
+pub(crate) fn read_stamp<D: ReadDoc>(
+    r: &Reader<'_, D>,
+    stamps: Option<&ObjId>,
+    key: &str,
+) -> Option<Stamp> {
+    let stamp = r.map(stamps?, key)?;
+    Some(Stamp {
+        at: r.time(&stamp, "at")?,
+        by: r.str(&stamp, "by")?,
+    })
+}
+
+/// A field's next due time: its last stamp (or, never updated, the declaration) plus its cadence.
+pub(crate) fn due_at(
+    def: &FieldDef,
+    updated: Option<&Stamp>,
+    created_at: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let minutes = def.cadence_minutes?;
+    let since = updated.map(|s| s.at).or(created_at)?;
+    since.checked_add_signed(chrono::Duration::minutes(minutes))
 }

@@ -161,6 +161,19 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text.
 async fn metrics(State(state): State<AppState>) -> Response {
+    // Staleness depends on the clock, so it is measured now, across the incidents in memory (the live ones).
+    let now = chrono::Utc::now();
+    let mut stale = 0;
+    for handle in state.registry.handles() {
+        let count = handle.read(move |incident| incident.stale_fields(now).len());
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), count).await {
+            stale += n;
+        }
+    }
+    state
+        .metrics
+        .stale_fields
+        .set(i64::try_from(stale).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

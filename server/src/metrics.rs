@@ -46,6 +46,11 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Sets the value, for gauges measured at scrape time.
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
 }
 
 /// Upper bounds of the latency buckets, in seconds: from a cached fsync to a struggling disk.
@@ -109,6 +114,8 @@ pub struct Metrics {
     pub slow_disconnects: Counter,
     /// Changes over `/sync` that broke a command rule and were reverted.
     pub rule_violations: Counter,
+    /// Fields of loaded incidents past their due time (measured at each scrape).
+    pub stale_fields: Gauge,
     /// Latency of durable appends.
     pub storage_append: Histogram,
 }
@@ -132,6 +139,11 @@ impl Metrics {
                 "commandpost_sync_peers",
                 "Connection-document sync sessions.",
                 self.peers.get(),
+            ),
+            (
+                "commandpost_stale_fields",
+                "Fields of loaded incidents past their due time (the template's cadence).",
+                self.stale_fields.get(),
             ),
         ];
         for (name, help, value) in gauges {

@@ -229,7 +229,8 @@ async fn read(
     identity.require(Scope::Read, "read incidents")?;
     let handle = handle(&state, &id).await?;
     let doc_id = handle.id;
-    let view = handle.read(|incident| incident.view()).await?;
+    let mut view = handle.read(|incident| incident.view()).await?;
+    view.mark_stale(Utc::now());
     Ok(Json(with_ids(doc_id, &view)))
 }
 

@@ -172,7 +172,8 @@ impl Registry {
         });
     }
 
-    fn handles(&self) -> Vec<DocHandle> {
+    /// Every loaded document's actor.
+    pub fn handles(&self) -> Vec<DocHandle> {
         let docs = self.inner.docs.lock().unwrap_or_else(|e| e.into_inner());
         docs.values().cloned().collect()
     }
