@@ -515,6 +515,20 @@ impl Browser {
             .with_context(|| format!("{}: pressing a key in {css}", self.name))
     }
 
+    /// Clicks the first element matching `css`, as a person does (WebDriver refuses a hidden or covered element).
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        let Some(element) = self.find(css).await? else {
+            return Err(self
+                .failure(&format!("no element matching {css} to click"))
+                .await);
+        };
+        element
+            .click()
+            .await
+            .with_context(|| format!("{}: clicking {css}", self.name))?;
+        Ok(())
+    }
+
     /// Saves a screenshot of the viewport as `target/test-artifacts/browser/{name}.png` and returns its path.
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let png = self

@@ -11,7 +11,9 @@
 //! - a timeline entry added over the HTTP API shows up in an open page within a second;
 //! - the incident page at laptop and phone widths (screenshots kept in `target/test-artifacts/browser/`);
 //! - a reload while offline shows the last known document (service worker and IndexedDB), and edits made then
-//!   reach the server once the connection is back; an offline edit survives a reload made right after typing.
+//!   reach the server once the connection is back; an offline edit survives a reload made right after typing;
+//! - command changes hands in two phases (proposed in one page, accepted in the other), both pages show the new
+//!   commander, and only the commander's pin buttons work.
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
 //! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).
@@ -61,6 +63,12 @@ struct PageState {
     entries: Vec<String>,
     /// How many checklist done boxes the page shows.
     checkboxes: usize,
+    /// The Incident Commander in the roles section (`input[data-role="commander"]`).
+    commander: Option<String>,
+    /// The transient `#command-banner`, when shown.
+    command_banner: Option<String>,
+    /// The fields' keys in display order (`section[data-field]`).
+    fields: Vec<String>,
 }
 
 impl PageState {
@@ -83,6 +91,8 @@ async fn page_state(browser: &Browser) -> anyhow::Result<PageState> {
                const status = q('#sync-status');
                const incident = q('#incident');
                const summary = q('textarea[data-input="summary"]');
+               const commander = q('input[data-role="commander"]');
+               const banner = q('#command-banner');
                return {
                  state: status ? status.getAttribute('data-state') : null,
                  loaded: incident ? incident.getAttribute('data-loaded') : null,
@@ -90,6 +100,9 @@ async fn page_state(browser: &Browser) -> anyhow::Result<PageState> {
                  entries: Array.from(document.querySelectorAll('li[data-entry-id] .entry-text'),
                                      e => e.innerText.trim()),
                  checkboxes: document.querySelectorAll('input[type=checkbox][data-item-id]').length,
+                 commander: commander ? commander.value : null,
+                 command_banner: banner ? banner.innerText.trim() : null,
+                 fields: Array.from(document.querySelectorAll('section[data-field]'), s => s.dataset.field),
                };"#,
             vec![],
         )
@@ -919,6 +932,142 @@ async fn an_offline_edit_survives_an_immediate_reload() -> anyhow::Result<()> {
         "the server has {on_server:?}, expected {expected:?}"
     );
     a.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// Whether each pin button (`button[data-pin]`) of the page is disabled, and the tooltips of the disabled ones.
+async fn pin_buttons(browser: &Browser) -> anyhow::Result<(Vec<bool>, Vec<String>)> {
+    let value = browser
+        .execute(
+            r#"const buttons = Array.from(document.querySelectorAll('button[data-pin]'));
+               return [buttons.map(b => b.disabled), buttons.filter(b => b.disabled).map(b => b.title)];"#,
+            vec![],
+        )
+        .await?;
+    serde_json::from_value(value.clone()).with_context(|| format!("unexpected pin buttons {value}"))
+}
+
+/// Alice declared the incident, so she commands. In her page she hands command to Bob; nothing changes until Bob,
+/// whose page asks him, accepts. Then both pages show Bob in the roles section, the timeline entry recording the
+/// handoff and the banner announcing it. Bob pins the status, which moves to the top of both pages; Alice, no
+/// longer commander, finds every pin button disabled and told why. Bob's page asking him to accept is kept as
+/// `handoff-proposed-bob.png` for people to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_is_handed_over_on_acceptance_and_the_new_commander_pins() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let started = Instant::now();
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = server.declare(&alice, "Payments down").await.id;
+    let url = &server.base_url;
+    let (a, b) = tokio::try_join!(
+        open_signed_in("handoff-alice", WindowSize::DESKTOP, url, &alice, &id),
+        open_signed_in("handoff-bob", WindowSize::DESKTOP, url, &bob, &id),
+    )?;
+    let propose = r#"button[data-propose-handoff="commander"]"#;
+    ensure!(
+        b.attr(propose, "disabled").await?.is_some(),
+        "Bob, neither commander nor holder, may hand command over"
+    );
+
+    a.type_text(r#"input[data-handoff-to="commander"]"#, "bob")
+        .await?;
+    a.click(propose).await?;
+    let accept = r#"#handoff-banner button[data-accept-handoff="commander"]"#;
+    b.wait_for(accept, UI_TIMEOUT).await?;
+    let asked = b.text("#handoff-banner").await?.unwrap_or_default();
+    ensure!(
+        asked.contains("alice proposes that you become the Incident Commander"),
+        "Bob's banner: {asked:?}"
+    );
+    b.screenshot("handoff-proposed-bob").await?;
+    let pending = a
+        .text(r#"p[data-handoff="commander"]"#)
+        .await?
+        .unwrap_or_default();
+    ensure!(
+        pending.starts_with("Handoff of Incident Commander to bob proposed by alice")
+            && pending.contains("waiting for bob"),
+        "Alice's roles section shows the pending handoff as {pending:?}"
+    );
+    let before = page_state(&a).await?;
+    ensure!(
+        before.commander.as_deref() == Some("alice") && before.command_banner.is_none(),
+        "a proposal alone changes nothing: {before:?}"
+    );
+
+    b.click(accept).await?;
+    let entry = "bob is now the Incident Commander (handed over by alice).";
+    let states = wait_all(
+        &[&a, &b],
+        "both pages to show Bob in command, the timeline entry and the banner",
+        UI_TIMEOUT,
+        |s| {
+            s.iter().all(|p| {
+                p.synced()
+                    && p.commander.as_deref() == Some("bob")
+                    && p.has_entry(entry)
+                    && p.command_banner.is_some()
+            })
+        },
+    )
+    .await?;
+    ensure!(
+        states[0].command_banner.as_deref() == Some("bob is now the Incident Commander")
+            && states[1].command_banner.as_deref() == Some("You're now the Incident Commander"),
+        "the banners: Alice {:?}, Bob {:?}",
+        states[0].command_banner,
+        states[1].command_banner
+    );
+    ensure!(
+        b.find("#handoff-banner").await?.is_none(),
+        "Bob's page still asks him to accept"
+    );
+
+    b.click(r#"button[data-pin="status"]"#).await?;
+    wait_all(
+        &[&a, &b],
+        "the pinned status to come first in both pages",
+        UI_TIMEOUT,
+        |s| {
+            s.iter()
+                .all(|p| p.fields.first().map(String::as_str) == Some("status"))
+        },
+    )
+    .await?;
+    let mark = a
+        .text(r#"section[data-field="status"] .pin-mark"#)
+        .await?
+        .unwrap_or_default();
+    ensure!(
+        mark.starts_with("Pinned by bob at "),
+        "Alice's page shows the pin as {mark:?}"
+    );
+    let (alices, reasons) = pin_buttons(&a).await?;
+    ensure!(
+        !alices.is_empty() && alices.iter().all(|&disabled| disabled),
+        "Alice, no longer commander, has pin buttons enabled: {alices:?}"
+    );
+    ensure!(
+        reasons
+            .iter()
+            .all(|r| r == "Only the Incident Commander (bob) pins fields"),
+        "the disabled pin buttons say why: {reasons:?}"
+    );
+    let (bobs, _) = pin_buttons(&b).await?;
+    ensure!(
+        bobs.iter().all(|&disabled| !disabled),
+        "Bob, the commander, has pin buttons disabled: {bobs:?}"
+    );
+    println!(
+        "handoff and pin in two browsers took {:?}",
+        started.elapsed()
+    );
+
+    a.close().await?;
+    b.close().await?;
     server.stop().await;
     Ok(())
 }

@@ -85,11 +85,73 @@ function flagEditor(field, ctx) {
   );
 }
 
-/** Each role with its holder; an empty role shows who holds it by default, the commander. */
+/** "Handoff of Incident Commander to bob proposed by alice — waiting for bob", with Withdraw for who may. */
+function pendingHandoff(role, label, handoff, ctx) {
+  const refusal = ctx.command.handoffRefusal(role);
+  return h(
+    "p",
+    { class: "handoff", "data-handoff": role },
+    `Handoff of ${label} to ${handoff.to}`,
+    handoff.by && ` proposed by ${handoff.by}`,
+    handoff.at && [" at ", timeEl(handoff.at)],
+    ` — waiting for ${handoff.to} `,
+    h(
+      "button",
+      {
+        type: "button",
+        "data-cancel-handoff": role,
+        "aria-label": `Withdraw the handoff of ${label}`,
+        disabled: Boolean(refusal),
+        title: refusal,
+        onclick: () => ctx.act({ op: "cancelHandoff", role }),
+      },
+      "Withdraw",
+    ),
+  );
+}
+
+/** A person to hand `role` over to and the button that proposes it; nothing changes until they accept. */
+function handOver(role, label, ctx) {
+  const refusal = ctx.command.handoffRefusal(role);
+  const propose = (to) => ctx.act({ op: "proposeHandoff", role, to });
+  return h(
+    "span",
+    { class: "hand-over" },
+    h("input", {
+      type: "text",
+      "data-handoff-to": role,
+      autocomplete: "off",
+      placeholder: "hand over to…",
+      "aria-label": `Hand the ${label} role over to`,
+      disabled: Boolean(refusal),
+      title: refusal,
+      onkeydown: onEnter(propose),
+    }),
+    h(
+      "button",
+      {
+        type: "button",
+        "data-propose-handoff": role,
+        "aria-label": `Propose handing the ${label} role over`,
+        disabled: Boolean(refusal),
+        title: refusal,
+        // The input is found again at click time: a focused button survives re-renders (patch.js), its old sibling not.
+        onclick: (e) => propose(e.currentTarget.parentElement.querySelector("input").value.trim()),
+      },
+      "Hand over",
+    ),
+  );
+}
+
+/**
+ * Each role with its holder (an empty role shows who holds it by default, the commander), its pending handoff,
+ * and the control to hand it over. Only the commander assigns directly; handoffs are how command changes hands.
+ */
 function rolesEditor(field, ctx) {
+  const { assignRefusal, handoffs } = ctx.command;
   return h(
     "dl",
-    { class: "pairs" },
+    { class: "pairs roles" },
     ROLES.map(([role, label]) => {
       const held = holder(field.value, role);
       const id = `role-${role}`;
@@ -106,8 +168,12 @@ function rolesEditor(field, ctx) {
             autocomplete: "off",
             value: field.value[role] ?? "",
             placeholder: held?.byDefault ? `${held.person} (commander)` : "unassigned",
+            disabled: Boolean(assignRefusal),
+            title: assignRefusal,
             onchange: (e) => ctx.act({ op: "assignRole", role, person: e.target.value.trim() || null }),
           }),
+          handOver(role, label, ctx),
+          handoffs[role] && pendingHandoff(role, label, handoffs[role], ctx),
         ),
       );
     }),
@@ -253,27 +319,37 @@ const EDITORS = {
   questions: questionsEditor,
 };
 
-/** The section of `field`; `pinned` puts it in the pinned group, with an Unpin button. */
-export function renderSection(field, pinned, ctx) {
+/** "Pinned by bob at 08:31 UTC": everyone sees who put a field first, and when. */
+function pinMark(pin) {
+  return h("span", { class: "pin-mark" }, `Pinned by ${pin.by}`, pin.at && [" at ", timeEl(pin.at)]);
+}
+
+/**
+ * The section of `field`. `ctx.command` (`commandOf` in model.js) says whether it is pinned, by whom, and whether
+ * the signed-in person may pin or unpin it.
+ */
+export function renderSection(field, ctx) {
   const labelId = `field-${field.key}`;
   const stamp = h("span", { class: "stamp" });
   renderStamp(stamp, field, Date.now());
   const cadence = field.cadenceMinutes ? `, ${cadenceText(field.cadenceMinutes)}` : "";
   const owner = field.owner && `Kept current by the ${roleLabel(field.owner)}${cadence}`;
+  const pin = ctx.command.pins.find((p) => p.field === field.key);
+  const { pinRefusal } = ctx.command;
   return h(
     "section",
     {
       class: "field",
       "data-field": field.key,
       "data-kind": field.kind,
-      "data-pinned": String(pinned),
+      "data-pinned": String(Boolean(pin)),
       "aria-labelledby": labelId,
     },
     h(
       "header",
       { class: "field-head" },
       h("h2", { id: labelId }, field.label),
-      pinned && h("span", { class: "pin-mark" }, "Pinned"),
+      pin && pinMark(pin),
       h("span", { class: "editing", hidden: true }),
       h(
         "button",
@@ -281,14 +357,16 @@ export function renderSection(field, pinned, ctx) {
           type: "button",
           class: "pin",
           "data-pin": field.key,
-          "aria-label": `${pinned ? "Unpin" : "Pin"} ${field.label}`,
+          "aria-label": `${pin ? "Unpin" : "Pin"} ${field.label}`,
+          disabled: Boolean(pinRefusal),
+          title: pinRefusal,
           // Read at click time: a focused button survives re-renders (see patch.js) while its section's state moves on.
           onclick: (e) => {
             const isPinned = e.currentTarget.closest("section").dataset.pinned === "true";
             ctx.act({ op: isPinned ? "unpin" : "pin", field: field.key });
           },
         },
-        pinned ? "Unpin" : "Pin",
+        pin ? "Unpin" : "Pin",
       ),
     ),
     h("p", { class: "meta" }, stamp, owner && ` · ${owner}`),

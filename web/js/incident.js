@@ -5,20 +5,26 @@
  *
  * Re-rendering is by document key: a remote change redraws only the sections whose keys `receive()` reported, and
  * never rebuilds the control someone is typing in.
+ *
+ * Command changes are announced at the top: a handoff proposed to the signed-in person waits there for their
+ * acceptance, and a new commander (whoever made the change) is announced to everyone for a while.
  */
 
 import { fetchSession } from "./api.js";
 import { canWrite, session, token } from "./auth.js";
-import { h, showError, showMessage } from "./dom.js";
+import { h, showError, showMessage, timeEl } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
 import {
   changedKeys,
+  commandOf,
   fieldByKey,
   headlineKeys,
-  holder,
   renderOrder,
+  roleLabel,
   rolesHeldBy,
   rolesOf,
+  ruleLabel,
+  sectionKeys,
   statusLabel,
 } from "./model.js";
 import { arrange, patch } from "./patch.js";
@@ -32,6 +38,8 @@ const COMPACT_EVERY = 200;
 const COMPACT_QUIET_MS = 5000;
 /** Presence expiry and heartbeats run on this clock; the model decides what is due. */
 const TICK_MS = 2000;
+/** How long "bob is now the Incident Commander" stays up: long enough to notice, short enough not to go stale. */
+const COMMAND_BANNER_MS = 15_000;
 
 const STATUS_TEXT = {
   synced: "Live",
@@ -93,6 +101,7 @@ function skeleton() {
   return h(
     "article",
     { id: "incident", "data-loaded": "false" },
+    h("div", { class: "command-banners", "aria-live": "polite" }),
     h("header", { class: "headline" }),
     h(
       "div",
@@ -116,6 +125,13 @@ function skeleton() {
     !canWrite() && h("p", { class: "read-only" }, "Read-only: this token may view the incident but not edit it."),
     // A disabled fieldset disables every control inside it: one switch for read-only tokens.
     h("fieldset", { class: "plain", disabled: !canWrite() }, h("div", { id: "fields" })),
+    h(
+      "section",
+      { id: "audit", hidden: true, "aria-labelledby": "audit-title" },
+      h("h2", { id: "audit-title" }, "Audit"),
+      h("p", { class: "prompt" }, "Changes the server undid because they broke a command rule, newest first."),
+      h("ol"),
+    ),
   );
 }
 
@@ -132,6 +148,9 @@ class IncidentPage {
     this.keptSinceSnapshot = 0;
     this.compactTimer = null;
     this.presenceSent = null;
+    this.commandBannerTimer = null;
+    this.bannersEl = root.querySelector(".command-banners");
+    this.auditEl = root.querySelector("#audit");
     this.headlineEl = root.querySelector(".headline");
     this.statusEl = root.querySelector("#sync-status");
     this.presenceEl = root.querySelector("#presence");
@@ -176,6 +195,7 @@ class IncidentPage {
       this.keep();
       this.copy.flushSync();
       clearTimeout(this.compactTimer);
+      clearTimeout(this.commandBannerTimer);
       this.live.free();
     });
   }
@@ -227,10 +247,12 @@ class IncidentPage {
     const all = keys === null || keys.includes("layout");
     const touched = new Set(keys ?? []);
     if (all || [...headlineKeys(view)].some((key) => touched.has(key))) this.renderHeadline(view);
-    const wanted = renderOrder(view).map(({ field, pinned }) => {
+    const command = commandOf(view, this.name());
+    const ctx = { ...this.fieldCtx, command };
+    const wanted = renderOrder(view).map((field) => {
       const old = this.sections.get(field.key);
-      if (old && !all && !touched.has(field.key) && old.dataset.pinned === String(pinned)) return old;
-      const fresh = renderSection(field, pinned, this.fieldCtx);
+      if (old && !all && !sectionKeys(view, field).some((key) => touched.has(key))) return old;
+      const fresh = renderSection(field, ctx);
       const current = old ? patch(old, fresh) : fresh;
       this.sections.set(field.key, current);
       return current;
@@ -244,6 +266,12 @@ class IncidentPage {
     arrange(this.fieldsEl, wanted);
     if (touched.has("updated")) refreshStamps(this.fieldsEl, view);
     if (caret && (all || touched.has(caret.field))) restoreCaret(this.live, caret);
+    if (all || touched.has("handoffs")) this.renderHandoffBanner(command);
+    if (all || touched.has("audit")) this.renderAudit(view.audit ?? []);
+    // The first render is the state found, not a change; after that any change of commander is news to everyone.
+    if (this.view && command.commander && command.commander !== rolesOf(this.view).commander) {
+      this.announceCommander(command);
+    }
     this.view = view;
     if (this.root.dataset.loaded !== "true") this.markLoaded();
     this.showPresence();
@@ -256,9 +284,67 @@ class IncidentPage {
     for (const button of this.root.querySelectorAll("[data-export]")) button.disabled = false;
   }
 
+  /** The handoffs proposed to the signed-in person, each with its Accept: nothing changes hands until they accept. */
+  renderHandoffBanner({ handoffs, name }) {
+    const old = this.bannersEl.querySelector("#handoff-banner");
+    const mine = Object.entries(handoffs).filter(([, handoff]) => handoff.to === name);
+    if (!mine.length) {
+      old?.remove();
+      return;
+    }
+    const fresh = h(
+      "div",
+      { id: "handoff-banner", role: "group", "aria-label": "Handoffs proposed to you" },
+      mine.map(([role, handoff]) =>
+        h(
+          "p",
+          {},
+          h("span", {}, `${handoff.by ?? "The commander"} proposes that you become the ${roleLabel(role)}`),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "primary",
+              "data-accept-handoff": role,
+              disabled: !canWrite(),
+              onclick: () => this.act({ op: "acceptHandoff", role }),
+            },
+            `Accept: become the ${roleLabel(role)}`,
+          ),
+        ),
+      ),
+    );
+    if (old) patch(old, fresh);
+    else this.bannersEl.prepend(fresh);
+  }
+
+  /** "bob is now the Incident Commander" for everyone, and the acknowledgment for bob himself; it fades out. */
+  announceCommander({ commander, name }) {
+    this.bannersEl.querySelector("#command-banner")?.remove();
+    const who = commander === name ? "You're" : `${commander} is`;
+    const banner = h("p", { id: "command-banner" }, `${who} now the Incident Commander`);
+    this.bannersEl.append(banner);
+    clearTimeout(this.commandBannerTimer);
+    this.commandBannerTimer = setTimeout(() => banner.remove(), COMMAND_BANNER_MS);
+  }
+
+  /** The server's record of reverted rule-breaking changes; shown only once there is one. */
+  renderAudit(audit) {
+    const items = audit.toReversed().map((entry) =>
+      h(
+        "li",
+        {},
+        h("p", { class: "entry-head" }, timeEl(entry.at), " ", h("span", { class: "entry-author" }, entry.by)),
+        h("p", { class: "entry-text" }, h("strong", {}, ruleLabel(entry.rule)), `: ${entry.message}`),
+      ),
+    );
+    this.auditEl.hidden = !audit.length;
+    this.auditEl.querySelector("ol").replaceChildren(...items);
+  }
+
   renderHeadline(view) {
     const summary = fieldByKey(view, "summary")?.value;
-    const commander = holder(rolesOf(view), "commander")?.person;
+    const commander = rolesOf(view).commander;
     const number = view.number != null ? `#${view.number}` : null;
     this.headlineEl.replaceChildren(
       h(

@@ -1,7 +1,8 @@
 /**
  * Reading the incident view (`IncidentView`, the JSON export) the way the page needs it: the schema's fixed
- * vocabularies with their display labels, render order, role holders, and which fields changed between two views.
- * The labels repeat `incident-doc/src/schema.rs`, so the page reads like the exports.
+ * vocabularies with their display labels, render order, role holders, what the signed-in person may do with the
+ * command hierarchy, and which fields changed between two views. The labels repeat `incident-doc/src/schema.rs`, so
+ * the page reads like the exports.
  */
 
 /** Lifecycle states in the order an incident moves through them. */
@@ -34,8 +35,18 @@ export const STAGES = [
   ["closed", "Closed"],
 ];
 
+/** The command rules (`incident-doc/src/rules.rs`), as the audit trail names them. */
+const RULES = {
+  commandHierarchy: "Command hierarchy",
+  pins: "Pins",
+  lifecycle: "Lifecycle",
+  timelineEdit: "Timeline edit",
+  archived: "Archived",
+};
+
 export const statusLabel = (status) => STATUSES.find(([key]) => key === status)?.[1] ?? status ?? "No status";
 export const roleLabel = (role) => ROLES.find(([key]) => key === role)?.[1] ?? role;
+export const ruleLabel = (rule) => RULES[rule] ?? rule;
 
 /** Status, roles, timeline and timestamps occur at most once per document, and operations find them by kind. */
 const fieldOfKind = (view, kind) => view.fields.find((f) => f.kind === kind);
@@ -52,17 +63,52 @@ export function holder(roles, role) {
   return null;
 }
 
+/**
+ * What `name` may do with the command hierarchy and the pins, by the rules the model enforces
+ * (`incident-doc/src/rules.rs`): controls are disabled up front, with the reason as their tooltip, rather than
+ * refused after a click. With nobody in command anyone may act, as the rules allow.
+ */
+export function commandOf(view, name) {
+  const roles = rolesOf(view);
+  const commander = roles.commander ?? null;
+  const commands = commander === null || commander === name;
+  const onlyCommander = (what) => `Only the Incident Commander (${commander}) ${what}`;
+  return {
+    name,
+    commander,
+    /** Pending handoffs by role: `{to, by, at}`. */
+    handoffs: view.handoffs ?? {},
+    pins: view.pins,
+    /** Why `name` may not assign roles or pin, or null when they may. */
+    assignRefusal: commands ? null : onlyCommander("assigns roles"),
+    pinRefusal: commands ? null : onlyCommander("pins fields"),
+    /** Why `name` may not hand `role` over (or withdraw its handoff): the commander and the role's holder may. */
+    handoffRefusal: (role) =>
+      commands || holder(roles, role)?.person === name
+        ? null
+        : onlyCommander(`or the ${roleLabel(role)} hands it over`),
+  };
+}
+
 /** The labels of the roles explicitly given to `name`, joined, or null: what presence shows beside a name. */
 export function rolesHeldBy(roles, name) {
   const held = ROLES.filter(([key]) => roles[key] === name).map(([, label]) => label);
   return held.length ? held.join(", ") : null;
 }
 
-/** `[{field, pinned}]`: pinned fields first in pin order, then the rest in template order. */
+/** The fields in display order: pinned fields first in pin order, then the rest in template order. */
 export function renderOrder(view) {
   const pinned = view.pins.map((p) => fieldByKey(view, p.field)).filter(Boolean);
-  const rest = view.fields.filter((f) => !pinned.includes(f));
-  return [...pinned.map((field) => ({ field, pinned: true })), ...rest.map((field) => ({ field, pinned: false }))];
+  return [...pinned, ...view.fields.filter((f) => !pinned.includes(f))];
+}
+
+/**
+ * The document keys a field's section shows: its own value, its pin, and who commands (the pin buttons are the
+ * commander's); the roles section also shows the pending handoffs.
+ */
+export function sectionKeys(view, field) {
+  const rolesKey = fieldOfKind(view, "roles")?.key;
+  return [field.key, "pins", rolesKey, field.kind === "roles" && "handoffs"].filter(Boolean);
 }
 
 /** Document keys the headline shows, so it is redrawn only when one of them changes. */
@@ -71,14 +117,15 @@ export function headlineKeys(view) {
   return new Set(["title", "summary", "severity", "incidentNumber", "drill", ...byKind].filter(Boolean));
 }
 
+/** Top-level document keys outside the fields that the view carries, under the same names. */
+const ROOT_KEYS = ["pins", "handoffs", "audit"];
+
 /**
- * The field keys (and `pins`) whose value, stamp or pin differ between two views: what a local operation
- * touched, since `apply` reports ids rather than keys.
+ * The field keys (and `pins`, `handoffs`, `audit`) whose value, stamp or pin differ between two views: what a local
+ * operation touched, since `apply` reports ids rather than keys.
  */
 export function changedKeys(before, after) {
-  const keys = after.fields
-    .filter((f) => JSON.stringify(f) !== JSON.stringify(fieldByKey(before, f.key)))
-    .map((f) => f.key);
-  if (JSON.stringify(before.pins) !== JSON.stringify(after.pins)) keys.push("pins");
-  return keys;
+  const differ = (a, b) => JSON.stringify(a) !== JSON.stringify(b);
+  const keys = after.fields.filter((f) => differ(f, fieldByKey(before, f.key))).map((f) => f.key);
+  return [...keys, ...ROOT_KEYS.filter((key) => differ(before[key], after[key]))];
 }
