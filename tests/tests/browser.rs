@@ -26,10 +26,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use automerge::transaction::Transactable;
+use automerge::{ROOT, ReadDoc};
 use fantoccini::key::Key;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tests::{Browser, Caret, DEADLINE, Proxy, TestServer, WindowSize};
+use tests::{Browser, Caret, DEADLINE, Proxy, SyncClient, TestServer, WindowSize};
 use tokio::sync::RwLock;
 
 /// The summary's editor.
@@ -951,7 +953,9 @@ async fn pin_buttons(browser: &Browser) -> anyhow::Result<(Vec<bool>, Vec<String
 /// Alice declared the incident, so she commands. In her page she hands command to Bob; nothing changes until Bob,
 /// whose page asks him, accepts. Then both pages show Bob in the roles section, the timeline entry recording the
 /// handoff and the banner announcing it. Bob pins the status, which moves to the top of both pages; Alice, no
-/// longer commander, finds every pin button disabled and told why. Bob's page asking him to accept is kept as
+/// longer commander, finds every pin button disabled and told why. When she takes command back anyway, with a raw
+/// Automerge change over `/sync` as any client could, the server undoes it: both pages keep Bob in command and
+/// list the attempt under Audit. Bob's page asking him to accept is kept as
 /// `handoff-proposed-bob.png` for people to look at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_is_handed_over_on_acceptance_and_the_new_commander_pins() -> anyhow::Result<()> {
@@ -1061,8 +1065,37 @@ async fn command_is_handed_over_on_acceptance_and_the_new_commander_pins() -> an
         bobs.iter().all(|&disabled| !disabled),
         "Bob, the commander, has pin buttons disabled: {bobs:?}"
     );
+
+    let mut raw = SyncClient::connect(&server.ws_url(&alice)).await?;
+    raw.open(&id).await?;
+    raw.raw_change(|doc| {
+        let (_, roles) = doc
+            .get(ROOT, "roles")?
+            .ok_or(automerge::AutomergeError::InvalidIndex(0))?;
+        doc.put(&roles, "commander", "alice")
+    })?;
+    raw.sync_until_acknowledged(DEADLINE).await?;
+    let audits = r#"#audit:not([hidden]) li"#;
+    for page in [&a, &b] {
+        page.wait_for(audits, UI_TIMEOUT).await?;
+        let audit = page.text(audits).await?.unwrap_or_default();
+        ensure!(
+            audit.contains("alice")
+                && audit.contains("Command hierarchy")
+                && audit.contains("only the Incident Commander (bob)"),
+            "{}: the audit entry reads {audit:?}",
+            page.name()
+        );
+        let commander = page_state(page).await?.commander;
+        ensure!(
+            commander.as_deref() == Some("bob"),
+            "{}: the reverted change stands, the page shows {commander:?} in command",
+            page.name()
+        );
+    }
+    raw.close().await?;
     println!(
-        "handoff and pin in two browsers took {:?}",
+        "handoff, pin and audit in two browsers took {:?}",
         started.elapsed()
     );
 
