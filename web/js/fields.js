@@ -10,10 +10,14 @@ import { ROLES, STAGES, STATUSES, fieldByKey, holder, roleLabel } from "./model.
 
 const cadenceText = (minutes) => (minutes % 60 === 0 ? `every ${minutes / 60}\u00a0h` : `every ${minutes}\u00a0min`);
 
-/** Writes the stamp line; a field past its refresh cadence says so, since a stale status misleads responders. */
+/**
+ * Writes the stamp line; a field past its due time (`dueAt`: its last update, or the declaration, plus the
+ * template's cadence, as the server computes it) says so, since a stale status misleads responders.
+ */
 function renderStamp(el, field, now) {
   const stamp = field.updated;
-  const overdue = Boolean(stamp && field.cadenceMinutes && now - Date.parse(stamp.at) > field.cadenceMinutes * 60_000);
+  const overdue = Boolean(field.dueAt && now > Date.parse(field.dueAt));
+  el.closest("section[data-field]")?.toggleAttribute("data-stale", overdue);
   el.textContent = stamp ? `last updated at ${utcTime(stamp.at)} by ${stamp.by}` : "not updated yet";
   if (overdue) {
     el.append(h("strong", { class: "overdue" }, ` — due for an update (${cadenceText(field.cadenceMinutes)})`));
