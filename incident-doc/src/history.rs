@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::incident::Incident;
 use crate::read::Reader;
 use crate::schema::{FieldKind, Role, keys};
-use crate::view::{FieldValue, IncidentView, read_layout};
+use crate::view::{FieldValue, IncidentView, read_layout, read_value};
 
 /// One change of the document, as the history lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,10 +363,9 @@ impl Incident {
             let keep = ancestors(&metas, heads);
             metas.retain(|m| keep.contains(&m.hash));
         }
-        let roles_key = read_layout(&Reader::new(doc, heads))
+        let roles_def = read_layout(&Reader::new(doc, heads))
             .into_iter()
-            .find(|f| f.kind == FieldKind::Roles)
-            .map(|f| f.key);
+            .find(|f| f.kind == FieldKind::Roles);
         let editors: BTreeSet<String> = metas
             .iter()
             .filter_map(|m| m.message.as_ref().map(|msg| msg.by.clone()))
@@ -377,7 +376,7 @@ impl Incident {
             unattributed: metas.iter().filter(|m| m.message.is_none()).count(),
             roles: Vec::new(),
         };
-        let Some(roles_key) = roles_key else {
+        let Some(roles_def) = roles_def else {
             return record;
         };
         let full = changes_by_hash(doc);
@@ -391,14 +390,12 @@ impl Incident {
             now.insert(m.hash);
             let touched = full
                 .get(&m.hash)
-                .is_some_and(|c| roots.touched(c).contains(&roles_key));
+                .is_some_and(|c| roots.touched(c).contains(&roles_def.key));
             if !touched {
                 continue;
             }
             let heads: Vec<ChangeHash> = now.iter().copied().collect();
-            let Some(FieldValue::Roles(roles)) = IncidentView::read(doc, Some(&heads))
-                .field_of_kind(FieldKind::Roles)
-                .map(|f| f.value.clone())
+            let FieldValue::Roles(roles) = read_value(&Reader::new(doc, Some(&heads)), &roles_def)
             else {
                 continue;
             };

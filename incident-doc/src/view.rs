@@ -331,7 +331,7 @@ pub(crate) fn read_layout<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<FieldDef> {
         .collect()
 }
 
-fn read_value<D: ReadDoc>(r: &Reader<'_, D>, def: &FieldDef) -> FieldValue {
+pub(crate) fn read_value<D: ReadDoc>(r: &Reader<'_, D>, def: &FieldDef) -> FieldValue {
     let key = def.key.as_str();
     match def.kind {
         FieldKind::Text | FieldKind::Markdown => {

@@ -556,6 +556,24 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
     assert_eq!(lines[0]["time_to_mitigate_seconds"], 2400);
     assert_eq!(lines[0]["commanders"], json!(["alice", "bob"]));
 
+    // Tools that cannot send a header (a spreadsheet importing a URL) pass the token in the query.
+    let plain = server
+        .request(
+            Method::GET,
+            &format!("/api/analytics/incidents?token={alice}"),
+            None,
+        )
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(plain.status(), StatusCode::OK);
+    let unauthenticated = server
+        .request(Method::GET, "/api/analytics/incidents", None)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+
     for bad in ["?format=xlsx", "?from=last-week", "?status=open"] {
         let (status, body) = get(&server, &alice, &format!("/api/analytics/incidents{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");

@@ -81,7 +81,7 @@ struct AnalyticsQuery {
     /// Keep drills (left out by default).
     #[serde(default)]
     include_drills: bool,
-    /// The token, for `/insights` opened in a browser (which cannot send a header on navigation).
+    /// The token, for callers that cannot send a header (see [`reader`]).
     token: Option<String>,
 }
 
@@ -212,15 +212,30 @@ async fn compute(state: &AppState, id: &str) -> Result<Option<Arc<Facts>>, ApiEr
     Ok(row)
 }
 
-/// `GET /api/analytics/incidents?format=csv|jsonl[&from=&to=&status=&template=&include_drills=]`.
+/// The caller, from `Authorization: Bearer …` or else the `token` query parameter: both routes are meant to be
+/// opened by tools that cannot set headers (a browser following a link, a spreadsheet importing a URL).
+async fn reader(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &AnalyticsQuery,
+) -> Result<Identity, ApiError> {
+    let token = bearer(headers)
+        .or_else(|| query.token.clone())
+        .ok_or(ApiError::Unauthorized)?;
+    let identity = authenticate(state, &token).await?;
+    identity.require(Scope::Read, "read incidents")?;
+    Ok(identity)
+}
+
+/// `GET /api/analytics/incidents?format=csv|jsonl[&from=&to=&status=&template=&include_drills=&token=]`.
 async fn rows(
-    identity: Identity,
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,
+    headers: HeaderMap,
     query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    identity.require(Scope::Read, "read incidents")?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    reader(&state, &headers, &query).await?;
     let filter = query.filter()?;
     let format = query.format.as_deref().unwrap_or("csv");
     let content_type = match format {
@@ -253,8 +268,7 @@ async fn rows(
         .into_response())
 }
 
-/// `GET /insights[?from=&to=&status=&template=&include_drills=&token=]`: the charts page. The token may come in
-/// the query, as for `/sync`, so the page opens from a link.
+/// `GET /insights[?from=&to=&status=&template=&include_drills=&token=]`: the charts page.
 async fn insights(
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,
@@ -262,12 +276,7 @@ async fn insights(
     query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let token = bearer(&headers)
-        .or_else(|| query.token.clone())
-        .ok_or(ApiError::Unauthorized)?;
-    authenticate(&state, &token)
-        .await?
-        .require(Scope::Read, "read incidents")?;
+    reader(&state, &headers, &query).await?;
     if query.format.is_some() {
         return Err(ApiError::BadRequest(
             "/insights is a page; for rows use /api/analytics/incidents?format=csv".into(),

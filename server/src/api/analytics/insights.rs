@@ -35,6 +35,7 @@ const OTHER: &str = "#999999";
 /// The whole page for `rows` (already filtered); `scope` says in words which incidents they are.
 pub fn page(rows: &[Facts], scope: &str) -> String {
     let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored for that reason throughout this module.
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
