@@ -385,12 +385,7 @@ impl Incident {
             Some(keys::PINS.to_owned()),
         ];
         let timeline = key_of(FieldKind::Timeline).is_some_and(|k| touched.contains(&k));
-        let archived = key_of(FieldKind::Status).is_some_and(|key| {
-            Reader::new(&self.doc, Some(before))
-                .str(&ROOT, key.as_str())
-                .as_deref()
-                == Some(Status::Closed.as_str())
-        });
+        let archived = operation::is_archived(&Reader::new(&self.doc, Some(before)), layout);
         if !archived && !timeline && !governed.iter().flatten().any(|k| touched.contains(k)) {
             return Vec::new();
         }
