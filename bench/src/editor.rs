@@ -18,6 +18,9 @@ use crate::link::{Link, Traffic};
 /// How many characters a timeline editor types into one entry before it starts the next.
 const ENTRY_CHARS: usize = 60;
 
+/// Keystrokes sent per sync message while building a history.
+const HISTORY_CHUNK: usize = 1000;
+
 /// What editors type: incident-room prose, cycled through.
 pub const PROSE: &str = "Checkout fails for EU customers after release 2026.11.24-3; rolling back, error rate \
                          falling, watching the payment provider's status page. ";
@@ -150,6 +153,23 @@ impl Editor {
         self.commit()
     }
 
+    /// Types `keystrokes` keystrokes of prose through the incident's places, sending them in chunks of
+    /// [`HISTORY_CHUNK`] and waiting for the server to take each chunk: an incident that has been edited for a
+    /// while, built quickly.
+    pub async fn build_history(&mut self, keystrokes: usize) -> anyhow::Result<()> {
+        let mut prose = PROSE.chars().cycle();
+        for keystroke in 0..keystrokes {
+            let place = PLACES[(keystroke / HISTORY_CHUNK) % PLACES.len()];
+            self.type_local(place, prose.next().unwrap_or(' '))?;
+            if (keystroke + 1) % HISTORY_CHUNK == 0 || keystroke + 1 == keystrokes {
+                self.settle().await?;
+            }
+        }
+        // The history is the stage, not part of what a run measures.
+        self.made = ChangeSet::default();
+        Ok(())
+    }
+
     /// Applies one editing-trace patch (`delete` characters at `position`, then `insert`) to `field` as one change.
     pub fn splice(
         &mut self,
@@ -233,13 +253,13 @@ impl Editor {
         }
     }
 
-    /// Keeps syncing until we hold `changes` changes in all and the server's heads equal ours: with no edits
-    /// still being made, that is convergence.
+    /// Keeps syncing until we hold at least `changes` changes in all (every editor's) and the server's heads equal
+    /// ours: with no edits still being made, that is convergence.
     pub async fn converge(&mut self, changes: usize, within: Duration) -> anyhow::Result<()> {
         let converged = tokio::time::timeout(within, async {
             loop {
                 self.flush().await?;
-                if self.in_step() && self.change_count() == changes {
+                if self.in_step() && self.change_count() >= changes {
                     return anyhow::Ok(());
                 }
                 self.receive().await?;
@@ -266,6 +286,16 @@ impl Editor {
     /// The changes this editor made.
     pub fn made(&self) -> ChangeSet {
         self.made
+    }
+
+    /// Every change our replica holds beyond `heads`, whoever made it (other editors, or the server: a server may
+    /// add changes of its own, such as reverting an edit its rules refuse).
+    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> ChangeSet {
+        let mut changes = ChangeSet::default();
+        for change in self.incident.doc_mut().get_changes_meta(heads) {
+            changes.add(&change.hash);
+        }
+        changes
     }
 
     /// Our heads.

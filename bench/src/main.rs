@@ -7,9 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use bench::process::Process;
 use bench::report::{self, Outcome};
-use bench::scenario::{Run, join_storm, many_incidents, trace, war_room};
+use bench::scenario::{Hooks, Run, join_storm, many_incidents, trace, war_room};
 use bench::target::{Server, Target};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The latency a server must keep at p99 to count as sustaining a sweep's viewer count (the target).
+const SWEEP_P99_LIMIT_MS: f64 = 100.0;
 
 /// Load generator for automerge-repo sync servers (commandpost, or automerge-repo's own sync server).
 #[derive(Parser)]
@@ -40,6 +43,9 @@ enum Command {
         /// Seconds per window of the drift figures.
         #[arg(long, default_value_t = 5.0)]
         window: f64,
+        /// Keystrokes of history the incident has before the editors start.
+        #[arg(long, default_value_t = 0)]
+        history: usize,
     },
     /// One editor replays an editing trace into one field while V viewers watch.
     Trace {
@@ -88,6 +94,10 @@ enum Command {
     },
     /// Prints the Markdown tables of result files (commandpost's first, then the peer's).
     Report {
+        /// Show war-room results as a viewer sweep: latency and CPU per viewer count, and the most viewers each
+        /// server sustained with p99 ≤ 100 ms.
+        #[arg(long)]
+        sweep: bool,
         /// JSON results written with --json.
         files: Vec<PathBuf>,
     },
@@ -114,6 +124,12 @@ struct ServerArgs {
     /// Write the result here as JSON (else print it).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Shell command run as the measured window opens ({pid} is the server's pid), e.g. to start a profiler.
+    #[arg(long)]
+    on_start: Option<String>,
+    /// Shell command run as the measured window closes, e.g. to stop the profiler.
+    #[arg(long)]
+    on_stop: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -142,6 +158,10 @@ impl ServerArgs {
             target: Target::new(self.url.clone(), server),
             server: self.server_pid.map(Process::pid),
             traffic: Arc::default(),
+            hooks: Hooks {
+                start: self.on_start.clone(),
+                stop: self.on_stop.clone(),
+            },
         })
     }
 
@@ -178,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             viewers,
             duration,
             window,
+            history,
         } => {
             let settings = war_room::Settings {
                 editors,
@@ -185,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
                 viewers,
                 duration_s: duration,
                 window_s: window,
+                history,
             };
             let outcome = Outcome::WarRoom(war_room::run(&server.run()?, settings).await?);
             (server, outcome)
@@ -234,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
                 Outcome::ManyIncidents(many_incidents::run(&server.run()?, settings).await?);
             (server, outcome)
         }
-        Command::Report { files } => {
+        Command::Report { sweep, files } => {
             let mut outcomes = Vec::new();
             for file in files {
                 let text = std::fs::read_to_string(&file)
@@ -244,7 +266,11 @@ async fn main() -> anyhow::Result<()> {
                         .with_context(|| format!("reading {}", file.display()))?,
                 );
             }
-            print!("{}", report::markdown(&outcomes));
+            if sweep {
+                print!("{}", report::sweep(&outcomes, SWEEP_P99_LIMIT_MS));
+            } else {
+                print!("{}", report::markdown(&outcomes));
+            }
             return Ok(());
         }
     };

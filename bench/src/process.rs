@@ -26,6 +26,11 @@ impl Process {
         Process("self".into())
     }
 
+    /// The pid as text (`self` for this process).
+    pub fn id(&self) -> &str {
+        &self.0
+    }
+
     /// CPU time used so far (user + system), in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0))

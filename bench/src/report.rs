@@ -188,6 +188,9 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
         t.row("typing (s)", 0, Better::Neither, |r| {
             Some(r.settings.duration_s)
         });
+        t.row("keystrokes of history before", 0, Better::Neither, |r| {
+            Some(r.settings.history as f64)
+        });
         t.row(
             "viewers connected and synced in (s)",
             2,
@@ -398,4 +401,73 @@ fn section<R>(
     let _ = writeln!(out, "### {title}\n");
     out.push_str(&table.render(&names));
     out.push('\n');
+}
+
+/// The viewer sweep as Markdown: for each viewer count, each server's latency and CPU per delivered change, then
+/// the largest count each sustained with p99 ≤ `p99_limit_ms`.
+pub fn sweep(outcomes: &[Outcome], p99_limit_ms: f64) -> String {
+    let runs: Vec<&war_room::Report> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::WarRoom(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let mut targets: Vec<&str> = Vec::new();
+    let mut counts: Vec<u32> = Vec::new();
+    for run in &runs {
+        if !targets.contains(&run.target.as_str()) {
+            targets.push(&run.target);
+        }
+        if !counts.contains(&run.settings.viewers) {
+            counts.push(run.settings.viewers);
+        }
+    }
+    counts.sort_unstable();
+    let find = |target: &str, viewers: u32| {
+        runs.iter()
+            .find(|r| r.target == target && r.settings.viewers == viewers)
+    };
+    let mut out = String::from("### Viewer sweep\n\n| viewers |");
+    for target in &targets {
+        let _ = write!(
+            out,
+            " {target} p50 (ms) | {target} p99 (ms) | {target} server CPU per delivered change (µs) |"
+        );
+    }
+    out.push('\n');
+    out.push_str(&"|---".repeat(1 + 3 * targets.len()));
+    out.push_str("|\n");
+    for &viewers in &counts {
+        let _ = write!(out, "| {viewers} |");
+        for target in &targets {
+            match find(target, viewers) {
+                Some(r) => {
+                    let cpu = r
+                        .server_cpu_us_per_delivered
+                        .map_or_else(|| "–".to_owned(), |c| format!("{c:.1}"));
+                    let _ = write!(
+                        out,
+                        " {:.1} | {:.1} | {cpu} |",
+                        r.latency.p50_ms, r.latency.p99_ms
+                    );
+                }
+                None => out.push_str(" – | – | – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for target in &targets {
+        let sustained = counts
+            .iter()
+            .filter(|&&v| find(target, v).is_some_and(|r| r.latency.p99_ms <= p99_limit_ms))
+            .max();
+        let _ = writeln!(
+            out,
+            "- {target}: most viewers with p99 ≤ {p99_limit_ms} ms: {}",
+            sustained.map_or_else(|| "none of those tried".to_owned(), u32::to_string)
+        );
+    }
+    out
 }

@@ -30,6 +30,35 @@ pub struct Run {
     pub server: Option<Process>,
     /// Bytes sent and received by every peer of the run.
     pub traffic: Arc<Traffic>,
+    /// Shell commands run as the measured window opens and closes (`{pid}` stands for the server's pid), to
+    /// profile exactly that window: `perf record -p {pid}`, `callgrind_control -i on {pid}`.
+    pub hooks: Hooks,
+}
+
+/// Commands around the measured window; see [`Run::hooks`].
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// Run (to completion) when the window opens.
+    pub start: Option<String>,
+    /// Run (to completion) when it closes.
+    pub stop: Option<String>,
+}
+
+impl Hooks {
+    /// Runs `command` through `sh -c` with `{pid}` replaced; a failing hook fails the run.
+    fn run(command: Option<&String>, server: Option<&Process>) -> anyhow::Result<()> {
+        let Some(command) = command else {
+            return Ok(());
+        };
+        let pid = server.map(Process::id).unwrap_or_default();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command.replace("{pid}", pid))
+            .status()
+            .with_context(|| format!("running {command:?}"))?;
+        anyhow::ensure!(status.success(), "{command:?} failed: {status}");
+        Ok(())
+    }
 }
 
 /// CPU and memory of the server and of the load generator over a measured window.
@@ -58,6 +87,7 @@ pub struct Window {
 impl Run {
     /// Starts measuring.
     pub fn measure(&self) -> anyhow::Result<Window> {
+        Hooks::run(self.hooks.start.as_ref(), self.server.as_ref())?;
         Ok(Window {
             server: self.server.clone().map(Meter::start).transpose()?,
             bench: Meter::start(Process::me())?,
@@ -71,6 +101,7 @@ impl Run {
     /// Stops measuring.
     pub fn measured(&self, window: Window) -> anyhow::Result<Usages> {
         let bench = window.bench.finish()?;
+        Hooks::run(self.hooks.stop.as_ref(), self.server.as_ref())?;
         let seconds = bench.seconds.max(1e-9);
         let received = self.traffic.received.load(Ordering::Relaxed) - window.traffic.0;
         let sent = self.traffic.sent.load(Ordering::Relaxed) - window.traffic.1;

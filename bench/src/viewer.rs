@@ -46,6 +46,8 @@ pub struct Viewer {
     latencies: Arc<Latencies>,
     /// A witness's chunks, in arrival order; `None` for ordinary viewers.
     kept: Option<Vec<Vec<u8>>>,
+    /// Whether arrivals are timed: not while opening, when the document's history arrives.
+    timing: bool,
 }
 
 impl Viewer {
@@ -74,6 +76,7 @@ impl Viewer {
             received: ChangeSet::default(),
             latencies,
             kept: witness.then(Vec::new),
+            timing: false,
         };
         loop {
             let server_heads = viewer.receive().await?;
@@ -83,6 +86,7 @@ impl Viewer {
             }
         }
         viewer.received = ChangeSet::default();
+        viewer.timing = true;
         Ok(viewer)
     }
 
@@ -170,13 +174,13 @@ impl Viewer {
         Ok(message.heads)
     }
 
-    /// Counts one received change and times it if a bench editor made it.
+    /// Counts one received change and times it if a bench editor made it during the run.
     fn note(&mut self, change: &Change, added: &mut Vec<ChangeHash>, deps: &mut Vec<ChangeHash>) {
         let hash = change.hash();
         added.push(hash);
         deps.extend_from_slice(change.deps());
         self.received.add(&hash);
-        if is_bench_actor(change.actor_id()) {
+        if self.timing && is_bench_actor(change.actor_id()) {
             self.latencies.arrived(change.timestamp());
         }
     }

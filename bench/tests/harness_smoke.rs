@@ -20,6 +20,7 @@ fn run_on(server: &TestServer) -> Run {
         ),
         server: None,
         traffic: Arc::default(),
+        hooks: Default::default(),
     }
 }
 
@@ -34,6 +35,7 @@ async fn a_short_war_room_converges() -> anyhow::Result<()> {
             viewers: 12,
             duration_s: 3.0,
             window_s: 1.0,
+            history: 100,
         },
     )
     .await?;

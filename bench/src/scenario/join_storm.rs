@@ -20,12 +20,9 @@ use tokio::task::JoinSet;
 use wire::{DocumentId, Message, PeerId};
 
 use super::{Run, Usages};
-use crate::editor::{Editor, PLACES, PROSE};
+use crate::editor::Editor;
 use crate::latency::{Clock, Histogram, Summary};
 use crate::link::{Link, Traffic};
-
-/// Keystrokes the history's author sends per sync message while building the history.
-const HISTORY_CHUNK: usize = 1000;
 
 /// How long one client may take to get the document before the run fails.
 const CLIENT_LIMIT: Duration = Duration::from_secs(120);
@@ -74,14 +71,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
         run.traffic.clone(),
     )
     .await?;
-    let mut prose = PROSE.chars().cycle();
-    for keystroke in 0..settings.history {
-        let place = PLACES[(keystroke / HISTORY_CHUNK) % PLACES.len()];
-        author.type_local(place, prose.next().unwrap_or(' '))?;
-        if (keystroke + 1) % HISTORY_CHUNK == 0 || keystroke + 1 == settings.history {
-            author.settle().await?;
-        }
-    }
+    author.build_history(settings.history).await?;
     let heads = author.heads();
 
     let checked: Arc<Mutex<HashMap<u64, bool>>> = Arc::default();

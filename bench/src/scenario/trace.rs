@@ -148,6 +148,7 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
         run.traffic.clone(),
     )
     .await?;
+    let start_heads = editor.heads();
     let viewers = open_all(settings.viewers, |i| {
         let (url, traffic, latencies) = (
             access.viewer_url.clone(),
@@ -194,7 +195,7 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
     );
     let _ = expected_tx.send(Some(Expected {
         heads: editor.heads(),
-        changes: editor.made(),
+        changes: editor.changes_since(&start_heads),
     }));
     let mut witness_text = None;
     while let Some(joined) = watching.join_next().await {

@@ -29,6 +29,9 @@ pub struct Settings {
     pub duration_s: f64,
     /// Length of the windows that show drift, seconds.
     pub window_s: f64,
+    /// Keystrokes of history the incident has before the war room starts.
+    #[serde(default)]
+    pub history: usize,
 }
 
 /// What a war room measured.
@@ -79,7 +82,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let id = incident.id;
 
     // The first editor brings the document where the server takes it from peers; the others then ask for it.
-    let first = Editor::open(
+    let mut first = Editor::open(
         &access.editor_url,
         0,
         id,
@@ -89,6 +92,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     )
     .await
     .context("opening the first editor")?;
+    first.build_history(settings.history).await?;
     let mut editors = vec![first];
     let others = open_all(settings.editors - 1, |i| {
         let (url, traffic) = (access.editor_url.clone(), run.traffic.clone());
@@ -97,6 +101,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     .await?;
     editors.extend(others);
     let base_changes = editors[0].change_count();
+    let base_heads = editors[0].heads();
 
     let connect_started = Instant::now();
     let viewers = open_all(settings.viewers, |i| {
@@ -169,10 +174,8 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
         );
         made.merge(&editor.made());
     }
-    let _ = expected_tx.send(Some(Expected {
-        heads,
-        changes: made,
-    }));
+    let changes = editors[0].changes_since(&base_heads);
+    let _ = expected_tx.send(Some(Expected { heads, changes }));
     let mut witness = None;
     let mut converged = 0;
     let limit = convergence_limit(duration);

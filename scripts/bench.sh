@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Reproduces the load figures of BENCHMARKS.md: builds the release server and commandpost-bench, then runs every
+# scenario against commandpost and against automerge-repo's own sync server (npm @automerge/automerge-repo-sync-server,
+# pinned in bench/js/) on this machine, in this run. Each scenario gets a fresh server of each kind on a free
+# loopback port with a temporary data directory. Results land in target/bench/<time>/ as JSON, and as Markdown
+# tables in figures.md there.
+#
+#   bash scripts/bench.sh                  modest sizes, a few minutes (the default: the machine is shared)
+#   bash scripts/bench.sh --full           the issue's sizes (5-minute war room, 1,000 viewers, the whole trace, …)
+#   bash scripts/bench.sh --only war-room  one scenario (war-room, sweep, trace, join-storm, many-incidents); repeatable
+#   bash scripts/bench.sh --profile        also records a perf profile of commandpost during the war room
+#   bash scripts/bench.sh --out DIR        results in DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '==> %s\n' "$*" >&2; }
+
+full=false
+profile=false
+only=()
+out="target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --full) full=true ;;
+    --profile) profile=true ;;
+    --only) only+=("$2"); shift ;;
+    --out) out="$2"; shift ;;
+    *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+  shift
+done
+wanted() { [ ${#only[@]} -eq 0 ] || printf '%s\n' "${only[@]}" | grep -qx "$1"; }
+
+# Sizes. The defaults keep a run to a few minutes on a shared 2-core machine; --full is what the issue asks for.
+if $full; then
+  war=(--editors 50 --rate 5 --viewers 1000 --duration 300 --window 30 --history 1000)
+  sweep_viewers=(100 250 500 1000 1500 2000)
+  sweep=(--editors 5 --rate 5 --duration 60 --window 10 --history 1000)
+  trace=(--viewers 100)
+  storm=(--clients 1000 --history 50000 --over 10)
+  many=(--store 10000 --load 1000 --viewers 1000)
+else
+  war=(--editors 10 --rate 5 --viewers 200 --duration 20 --window 5 --history 1000)
+  sweep_viewers=(25 50 100 200)
+  sweep=(--editors 5 --rate 5 --duration 10 --window 5 --history 1000)
+  trace=(--viewers 20 --limit 20000)
+  storm=(--clients 200 --history 10000 --over 2)
+  many=(--store 2000 --load 500 --viewers 500)
+fi
+
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step "building the release server and commandpost-bench"
+cargo build --release -p server -p bench
+server_bin="$PWD/target/release/commandpost"
+bench_bin="$PWD/target/release/commandpost-bench"
+
+step "installing automerge-repo's sync server (bench/js, pinned)"
+(cd bench/js && npm ci --no-audit --no-fund --loglevel=error)
+peer_js="$PWD/bench/js/node_modules/@automerge/automerge-repo-sync-server/src/index.js"
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server wire incident-doc || echo ' (with uncommitted changes)')"
+  echo "cpu: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+  echo "memory: $(free -h | awk '/Mem:/ {print $2}')"
+  echo "kernel: $(uname -r)"
+  echo "rustc: $(rustc --version)"
+  echo "node: $(node --version)"
+  echo "peer: @automerge/automerge-repo-sync-server $(node -p "require('./bench/js/node_modules/@automerge/automerge-repo-sync-server/package.json').version") with automerge-repo $(node -p "require('./bench/js/node_modules/@automerge/automerge-repo/package.json').version"), automerge $(node -p "require('./bench/js/node_modules/@automerge/automerge/package.json').version")"
+} > "$out/machine.txt"
+cat "$out/machine.txt" >&2
+
+# Starts commandpost on a free port with a fresh data directory and an admin token; sets url, token, pid.
+# $1 is an optional config file's contents.
+start_commandpost() {
+  local dir; dir="$(mktemp -d "$work/commandpost.XXXX")"
+  local config=()
+  if [ -n "${1:-}" ]; then
+    printf '%s\n' "$1" > "$dir/config.toml"
+    config=(--config "$dir/config.toml")
+  fi
+  token="$("$server_bin" token create --name bench --scope admin --data-dir "$dir/data")"
+  : > "$dir/log"
+  env ${server_env:-} "$server_bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$dir/data" >> "$dir/log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  local address=""
+  for _ in $(seq 100); do
+    address="$(sed -n 's#^commandpost listening on http://##p' "$dir/log")"
+    [ -n "$address" ] && break
+    sleep 0.1
+  done
+  [ -n "$address" ] || { cat "$dir/log" >&2; echo "commandpost did not start" >&2; exit 1; }
+  url="ws://$address/sync"
+}
+
+# Starts automerge-repo's sync server on a free port with a fresh data directory; sets url, pid.
+start_peer() {
+  local dir; dir="$(mktemp -d "$work/peer.XXXX")"
+  local port
+  port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+  # Started from its own directory: it serves ./public and keeps its data in DATA_DIR.
+  : > "$dir/log"
+  (cd "$dir" && PORT="$port" DATA_DIR="$dir/data" exec node "$peer_js") >> "$dir/log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 100); do
+    grep -q "Listening on port" "$dir/log" && break
+    sleep 0.1
+  done
+  grep -q "Listening on port" "$dir/log" || { cat "$dir/log" >&2; echo "the sync server did not start" >&2; exit 1; }
+  url="ws://127.0.0.1:$port"
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# commandpost's log filter without automerge's INFO spans.
+quiet_log="info,automerge=warn"
+
+# Runs scenario $1 against both servers: $2 names the result files, the rest are the scenario's arguments.
+both() {
+  local scenario="$1" name="$2"; shift 2
+  step "$scenario against commandpost ($*)"
+  start_commandpost
+  local perf_pid=""
+  if $profile && [ "$name" = war-room ]; then
+    perf record -F 499 -g -p "$pid" -o "$out/commandpost.perf.data" 2>/dev/null &
+    perf_pid=$!
+  fi
+  "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" --json "$out/$name.commandpost.json" "$@"
+  [ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+  stop "$pid"
+  if [ "$name" = war-room ]; then
+    # The same with automerge's INFO-level tracing spans filtered out (see BENCHMARKS.md: the default filter
+    # formats the whole change graph into a span on every received change).
+    step "$scenario against commandpost with RUST_LOG=$quiet_log ($*)"
+    server_env="RUST_LOG=$quiet_log" start_commandpost
+    "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" --json "$out/$name.commandpost-quiet.json" "$@"
+    stop "$pid"
+  fi
+  step "$scenario against automerge-repo-sync-server ($*)"
+  start_peer
+  "$bench_bin" "$scenario" --url "$url" --kind automerge-repo --server-pid "$pid" --json "$out/$name.peer.json" "$@"
+  stop "$pid"
+}
+
+wanted war-room && both war-room war-room "${war[@]}"
+if wanted sweep; then
+  for viewers in "${sweep_viewers[@]}"; do
+    both war-room "sweep-$viewers" "${sweep[@]}" --viewers "$viewers"
+  done
+fi
+wanted trace && both trace trace "${trace[@]}"
+wanted join-storm && both join-storm join-storm "${storm[@]}"
+if wanted many-incidents; then
+  step "many-incidents against commandpost (${many[*]})"
+  # Incidents unload after 20 s without peers, so the scenario can watch them go.
+  start_commandpost "unload-after-secs = 20"
+  "$bench_bin" many-incidents --url "$url" --token "$token" --server-pid "$pid" \
+    --json "$out/many-incidents.commandpost.json" "${many[@]}"
+  stop "$pid"
+fi
+
+step "writing $out/figures.md"
+{
+  cat "$out/machine.txt"
+  echo
+  files=()
+  for name in war-room trace join-storm many-incidents; do
+    for side in commandpost peer; do
+      [ -f "$out/$name.$side.json" ] && files+=("$out/$name.$side.json")
+    done
+  done
+  [ ${#files[@]} -gt 0 ] && "$bench_bin" report "${files[@]}"
+  if [ -f "$out/war-room.commandpost-quiet.json" ] && [ -f "$out/war-room.peer.json" ]; then
+    echo "#### War room, commandpost with RUST_LOG=$quiet_log"
+    echo
+    "$bench_bin" report "$out/war-room.commandpost-quiet.json" "$out/war-room.peer.json" | tail -n +3
+  fi
+  sweep_files=()
+  for viewers in "${sweep_viewers[@]}"; do
+    for side in commandpost peer; do
+      [ -f "$out/sweep-$viewers.$side.json" ] && sweep_files+=("$out/sweep-$viewers.$side.json")
+    done
+  done
+  [ ${#sweep_files[@]} -gt 0 ] && "$bench_bin" report --sweep "${sweep_files[@]}"
+  true
+} > "$out/figures.md"
+cat "$out/figures.md"
