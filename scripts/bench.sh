@@ -8,7 +8,8 @@
 #   bash scripts/bench.sh                  modest sizes, a few minutes (the default: the machine is shared)
 #   bash scripts/bench.sh --full           the issue's sizes (5-minute war room, 1,000 viewers, the whole trace, …)
 #   bash scripts/bench.sh --only war-room  one scenario (war-room, sweep, trace, join-storm, many-incidents); repeatable
-#   bash scripts/bench.sh --profile        also records a perf profile of commandpost during the war room
+#   bash scripts/bench.sh --profile        also records a perf profile of commandpost while the war room types
+#                                          (perf report -i target/bench/<time>/commandpost.perf.data)
 #   bash scripts/bench.sh --out DIR        results in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,14 +39,16 @@ if $full; then
   sweep=(--editors 5 --rate 5 --duration 60 --window 10 --history 1000)
   trace=(--viewers 100)
   storm=(--clients 1000 --history 50000 --over 10)
-  many=(--store 10000 --load 1000 --viewers 1000)
+  many_store=10000
+  many=(--load 1000 --viewers 1000)
 else
   war=(--editors 10 --rate 5 --viewers 200 --duration 20 --window 5 --history 1000)
   sweep_viewers=(25 50 100 200)
   sweep=(--editors 5 --rate 5 --duration 10 --window 5 --history 1000)
   trace=(--viewers 20 --limit 20000)
   storm=(--clients 200 --history 10000 --over 2)
-  many=(--store 2000 --load 500 --viewers 500)
+  many_store=2000
+  many=(--load 500 --viewers 500)
 fi
 
 mkdir -p "$out"
@@ -80,16 +83,20 @@ peer_js="$PWD/bench/js/node_modules/@automerge/automerge-repo-sync-server/src/in
 } > "$out/machine.txt"
 cat "$out/machine.txt" >&2
 
-# Starts commandpost on a free port with a fresh data directory and an admin token; sets url, token, pid.
-# $1 is an optional config file's contents.
+# Starts commandpost on a free port with a fresh data directory and an admin token; sets url, token, pid and dir.
+# $1 is an optional config file's contents; with $2, restarts on that data directory (same token) instead.
 start_commandpost() {
-  local dir; dir="$(mktemp -d "$work/commandpost.XXXX")"
   local config=()
+  if [ -n "${2:-}" ]; then
+    dir="$2"
+  else
+    dir="$(mktemp -d "$work/commandpost.XXXX")"
+    token="$("$server_bin" token create --name bench --scope admin --data-dir "$dir/data")"
+  fi
   if [ -n "${1:-}" ]; then
     printf '%s\n' "$1" > "$dir/config.toml"
     config=(--config "$dir/config.toml")
   fi
-  token="$("$server_bin" token create --name bench --scope admin --data-dir "$dir/data")"
   : > "$dir/log"
   env ${server_env:-} "$server_bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$dir/data" >> "$dir/log" 2>&1 &
   pid=$!
@@ -132,13 +139,14 @@ both() {
   local scenario="$1" name="$2"; shift 2
   step "$scenario against commandpost ($*)"
   start_commandpost
-  local perf_pid=""
+  local hooks=()
   if $profile && [ "$name" = war-room ]; then
-    perf record -F 499 -g -p "$pid" -o "$out/commandpost.perf.data" 2>/dev/null &
-    perf_pid=$!
+    # perf samples the server while the editors type, not while viewers connect.
+    hooks=(--on-start "perf record -F 999 -p {pid} -o $out/commandpost.perf.data 2>/dev/null & echo \$! > $work/perf.pid"
+           --on-stop "kill -INT \$(cat $work/perf.pid); sleep 1")
   fi
-  "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" --json "$out/$name.commandpost.json" "$@"
-  [ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+  "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" --json "$out/$name.commandpost.json" \
+    "${hooks[@]}" "$@"
   stop "$pid"
   if [ "$name" = war-room ]; then
     # The same with automerge's INFO-level tracing spans filtered out (see BENCHMARKS.md: the default filter
@@ -163,10 +171,14 @@ fi
 wanted trace && both trace trace "${trace[@]}"
 wanted join-storm && both join-storm join-storm "${storm[@]}"
 if wanted many-incidents; then
-  step "many-incidents against commandpost (${many[*]})"
-  # Incidents unload after 20 s without peers, so the scenario can watch them go.
+  step "many-incidents against commandpost ($many_store stored, ${many[*]})"
+  # Incidents unload after 20 s without peers, so the scenario can watch them go. Declaring loads every incident,
+  # so the measuring phase runs on a restarted server (see bench/src/scenario/many_incidents.rs).
   start_commandpost "unload-after-secs = 20"
-  "$bench_bin" many-incidents --url "$url" --token "$token" --server-pid "$pid" \
+  "$bench_bin" store-incidents --url "$url" --token "$token" --store "$many_store" --ids "$dir/ids.json"
+  stop "$pid"
+  start_commandpost "unload-after-secs = 20" "$dir"
+  "$bench_bin" many-incidents --url "$url" --token "$token" --server-pid "$pid" --ids "$dir/ids.json" \
     --json "$out/many-incidents.commandpost.json" "${many[@]}"
   stop "$pid"
 fi

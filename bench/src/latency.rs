@@ -185,11 +185,6 @@ impl Latencies {
         }
     }
 
-    /// The clock edits are stamped with.
-    pub fn clock(&self) -> Clock {
-        self.clock
-    }
-
     /// Records an edit stamped `sent_micros` (the run's clock) that arrived now; returns the latency.
     pub fn arrived(&self, sent_micros: i64) -> Duration {
         let now = self.clock.micros();

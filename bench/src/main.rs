@@ -78,13 +78,25 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         over: f64,
     },
-    /// Store many incidents, load some, measure memory per loaded incident and per idle viewer (commandpost only).
-    ManyIncidents {
+    /// Declares many incidents and writes their ids to a file, for `many-incidents` (commandpost only).
+    StoreIncidents {
         #[command(flatten)]
         server: ServerArgs,
         /// Incidents declared.
         #[arg(long, default_value_t = 10_000)]
         store: u32,
+        /// Where the ids go.
+        #[arg(long)]
+        ids: PathBuf,
+    },
+    /// On a server restarted after `store-incidents`: loads some incidents, measures memory per loaded incident and
+    /// per idle viewer, and waits for them to unload (commandpost only).
+    ManyIncidents {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The ids `store-incidents` wrote.
+        #[arg(long)]
+        ids: PathBuf,
         /// Incidents loaded.
         #[arg(long, default_value_t = 1_000)]
         load: u32,
@@ -141,6 +153,7 @@ enum Kind {
 }
 
 impl ServerArgs {
+    /// The run these arguments describe: the target server, its process, no traffic yet.
     fn run(&self) -> anyhow::Result<Run> {
         let server = match self.kind {
             Kind::Commandpost => Server::Commandpost {
@@ -165,6 +178,7 @@ impl ServerArgs {
         })
     }
 
+    /// Writes the result where `--json` says, else to stdout, for `report` to read later.
     fn write(&self, outcome: &Outcome) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(outcome)?;
         match &self.json {
@@ -241,19 +255,30 @@ async fn main() -> anyhow::Result<()> {
             let outcome = Outcome::JoinStorm(join_storm::run(&server.run()?, settings).await?);
             (server, outcome)
         }
+        Command::StoreIncidents { server, store, ids } => {
+            let stored = many_incidents::store(&server.run()?, store).await?;
+            std::fs::write(&ids, serde_json::to_string(&stored)?)
+                .with_context(|| format!("writing {}", ids.display()))?;
+            eprintln!(
+                "declared {store} incidents ({:.0}/s); ids in {}",
+                stored.declared_per_s,
+                ids.display()
+            );
+            return Ok(());
+        }
         Command::ManyIncidents {
             server,
-            store,
+            ids,
             load,
             viewers,
         } => {
-            let settings = many_incidents::Settings {
-                store,
-                load,
-                viewers,
-            };
-            let outcome =
-                Outcome::ManyIncidents(many_incidents::run(&server.run()?, settings).await?);
+            let text = std::fs::read_to_string(&ids)
+                .with_context(|| format!("reading {}", ids.display()))?;
+            let stored: many_incidents::Stored = serde_json::from_str(&text)
+                .with_context(|| format!("reading {}", ids.display()))?;
+            let outcome = Outcome::ManyIncidents(
+                many_incidents::run(&server.run()?, &stored, load, viewers).await?,
+            );
             (server, outcome)
         }
         Command::Report { sweep, files } => {

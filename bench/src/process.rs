@@ -143,3 +143,12 @@ impl Meter {
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
+
+/// The machine's 1-minute load average (`/proc/loadavg`).
+pub fn load_average() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").context("reading /proc/loadavg")?;
+    text.split_whitespace()
+        .next()
+        .and_then(|first| first.parse().ok())
+        .context("no load average in /proc/loadavg")
+}

@@ -95,6 +95,9 @@ impl<'a, R> Table<'a, R> {
 
     /// The CPU and memory rows.
     fn usage(&mut self, usage: impl Fn(&R) -> &Usages) {
+        self.row("machine load average before", 2, Better::Neither, |r| {
+            Some(usage(r).load_average)
+        });
         self.row("server CPU (s)", 2, Better::Lower, |r| {
             usage(r).server.as_ref().map(|s| s.cpu_s)
         });

@@ -72,6 +72,10 @@ pub struct Usages {
     pub bytes_in_per_s: f64,
     /// Bytes the peers sent per second (peers → server).
     pub bytes_out_per_s: f64,
+    /// The machine's 1-minute load average as the window opened: above a few tenths, other work shared the
+    /// cores and the figures are upper bounds.
+    #[serde(default)]
+    pub load_average: f64,
 }
 
 /// Meters for a window: server, load generator and traffic.
@@ -82,13 +86,17 @@ pub struct Window {
     bench: Meter,
     /// Traffic counters at the start.
     traffic: (u64, u64),
+    /// The 1-minute load average before the window opened.
+    load_average: f64,
 }
 
 impl Run {
     /// Starts measuring.
     pub fn measure(&self) -> anyhow::Result<Window> {
+        let load_average = crate::process::load_average()?;
         Hooks::run(self.hooks.start.as_ref(), self.server.as_ref())?;
         Ok(Window {
+            load_average,
             server: self.server.clone().map(Meter::start).transpose()?,
             bench: Meter::start(Process::me())?,
             traffic: (
@@ -110,6 +118,7 @@ impl Run {
             bench,
             bytes_in_per_s: received as f64 / seconds,
             bytes_out_per_s: sent as f64 / seconds,
+            load_average: window.load_average,
         })
     }
 }

@@ -2,9 +2,12 @@
 //! thousands of incidents, load a thousand, and measure what each loaded idle incident and each idle viewer
 //! connection costs in server memory; then check that idle incidents unload.
 //!
-//! The server must run with a short `unload-after-secs` (scripts/bench.sh uses 20 s): the scenario waits for the
-//! freshly declared incidents to unload before loading its thousand, measures those within that delay, and waits
-//! for them to unload again at the end.
+//! Two phases with a server restart between them, because declaring an incident loads it: after declaring ten
+//! thousand, the allocator keeps the memory they used, and later loads reuse it without growing the resident
+//! set, which would make every loaded incident look free. [`store`] declares the incidents and writes their ids
+//! to a file; [`run`], against a fresh server process on the same data, loads some and measures. The server must
+//! run with a short `unload-after-secs` (scripts/bench.sh uses 20 s), so the scenario can watch the incidents
+//! unload once the viewers leave.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,15 +32,24 @@ const UNLOAD_LIMIT: Duration = Duration::from_secs(300);
 /// Memory is read this long after a phase, once the server's tasks have settled.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// The scenario's shape.
+/// The measuring phase's shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
-    /// Incidents declared.
+    /// Incidents stored (by [`store`]).
     pub store: u32,
     /// Incidents loaded.
     pub load: u32,
     /// Idle viewer connections opened, each on one loaded incident.
     pub viewers: u32,
+}
+
+/// What the storing phase leaves for the measuring one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    /// The incidents' ids.
+    pub ids: Vec<String>,
+    /// Incidents declared a second (each durable before its 201).
+    pub declared_per_s: f64,
 }
 
 /// What it measured.
@@ -80,16 +92,11 @@ struct Declared {
     id: String,
 }
 
-/// Runs the scenario.
-pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
-    let server = run
-        .server
-        .clone()
-        .context("many-incidents measures server memory: give --server-pid")?;
+/// Declares `count` incidents over the HTTP API.
+pub async fn store(run: &Run, count: u32) -> anyhow::Result<Stored> {
     let target = &run.target;
-
     let started = Instant::now();
-    let ids: Vec<String> = futures_util::stream::iter(0..settings.store)
+    let ids: Vec<String> = futures_util::stream::iter(0..count)
         .map(|i| async move {
             let declared: Declared = target
                 .api_post(
@@ -104,7 +111,26 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
         .await
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
-    let declared_per_s = f64::from(settings.store) / started.elapsed().as_secs_f64();
+    Ok(Stored {
+        ids,
+        declared_per_s: f64::from(count) / started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Measures on a server that holds `stored` and has loaded none of it yet.
+pub async fn run(run: &Run, stored: &Stored, load: u32, viewers: u32) -> anyhow::Result<Report> {
+    let server = run
+        .server
+        .clone()
+        .context("many-incidents measures server memory: give --server-pid")?;
+    let target = &run.target;
+    let settings = Settings {
+        store: stored.ids.len() as u32,
+        load,
+        viewers,
+    };
+    let ids = &stored.ids;
+    let declared_per_s = stored.declared_per_s;
     wait_loaded(run, |n| n == 0).await?;
     let rss_none = settle_rss(&server).await?;
 
