@@ -6,6 +6,8 @@
 //! decoding, so a viewer whose summary and heads equal the editors' holds exactly the editors' changes, and
 //! therefore exactly their document, without paying for a full replica per viewer.
 
+use std::collections::HashSet;
+
 use automerge::{ActorId, ChangeHash};
 
 /// Every bench editor's actor id starts with these bytes, so viewers can tell a timed keystroke from the changes
@@ -113,7 +115,9 @@ impl ChangeSet {
 
 /// The heads after `added` changes (with their `deps`) join a history whose heads were `heads`: sorted, as
 /// Automerge reports them. Order-independent within the batch, so a sync message's changes may come in any order.
+/// Linear in the batch (a set of the dependencies), since one message may carry thousands of changes.
 pub fn advance_heads(heads: &mut Vec<ChangeHash>, added: &[ChangeHash], deps: &[ChangeHash]) {
+    let deps: HashSet<&ChangeHash> = deps.iter().collect();
     heads.extend_from_slice(added);
     heads.retain(|h| !deps.contains(h));
     heads.sort_unstable();
