@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Reproduces the load figures of BENCHMARKS.md: builds the release server and commandpost-bench, then runs every
-# scenario against commandpost and against automerge-repo's own sync server (npm @automerge/automerge-repo-sync-server,
-# pinned in bench/js/) on this machine, in this run. Each scenario gets a fresh server of each kind on a free
-# loopback port with a temporary data directory. Results land in target/bench/<time>/ as JSON, and as Markdown
-# tables in figures.md there.
+# scenario against commandpost and against automerge-repo's own sync server (npm
+# @automerge/automerge-repo-sync-server, pinned in bench/js/) on this machine, in this run. Each scenario gets a fresh
+# server of each kind on a free loopback port with a temporary data directory. Results land in
+# target/bench/<time>/ as JSON, and as Markdown tables in figures.md there.
 #
-#   bash scripts/bench.sh                  modest sizes, a few minutes (the default: the machine is shared)
+#   bash scripts/bench.sh                  modest sizes, about 10 minutes (the default: the machine is shared)
 #   bash scripts/bench.sh --full           the issue's sizes (5-minute war room, 1,000 viewers, the whole trace, …)
-#   bash scripts/bench.sh --only war-room  one scenario (war-room, sweep, trace, join-storm, many-incidents); repeatable
+#   bash scripts/bench.sh --only war-room  one scenario: war-room, sweep, trace, join-storm or many-incidents;
+#                                          repeatable
 #   bash scripts/bench.sh --profile        also records a perf profile of commandpost while the war room types
 #                                          (perf report -i target/bench/<time>/commandpost.perf.data)
 #   bash scripts/bench.sh --out DIR        results in DIR
@@ -71,15 +72,21 @@ step "installing automerge-repo's sync server (bench/js, pinned)"
 (cd bench/js && npm ci --no-audit --no-fund --loglevel=error)
 peer_js="$PWD/bench/js/node_modules/@automerge/automerge-repo-sync-server/src/index.js"
 
+# The version of an npm package of the peer, @automerge/NAME.
+npm_version() { node -p "require('./bench/js/node_modules/@automerge/$1/package.json').version"; }
+
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server wire incident-doc || echo ' (with uncommitted changes)')"
+  dirty=""
+  git diff --quiet HEAD -- server wire incident-doc || dirty=" (with uncommitted changes)"
+  echo "commit: $(git rev-parse --short HEAD)$dirty"
   echo "cpu: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
   echo "memory: $(free -h | awk '/Mem:/ {print $2}')"
   echo "kernel: $(uname -r)"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version)"
-  echo "peer: @automerge/automerge-repo-sync-server $(node -p "require('./bench/js/node_modules/@automerge/automerge-repo-sync-server/package.json').version") with automerge-repo $(node -p "require('./bench/js/node_modules/@automerge/automerge-repo/package.json').version"), automerge $(node -p "require('./bench/js/node_modules/@automerge/automerge/package.json').version")"
+  echo "peer: @automerge/automerge-repo-sync-server $(npm_version automerge-repo-sync-server)" \
+    "with automerge-repo $(npm_version automerge-repo), automerge $(npm_version automerge)"
 } > "$out/machine.txt"
 cat "$out/machine.txt" >&2
 
@@ -98,7 +105,8 @@ start_commandpost() {
     config=(--config "$dir/config.toml")
   fi
   : > "$dir/log"
-  env ${server_env:-} "$server_bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$dir/data" >> "$dir/log" 2>&1 &
+  env ${server_env:-} "$server_bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$dir/data" \
+    >> "$dir/log" 2>&1 &
   pid=$!
   pids+=("$pid")
   local address=""
@@ -115,7 +123,8 @@ start_commandpost() {
 start_peer() {
   local dir; dir="$(mktemp -d "$work/peer.XXXX")"
   local port
-  port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+  port="$(node -e 'const s = require("net").createServer()
+    s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close() })')"
   # Started from its own directory: it serves ./public and keeps its data in DATA_DIR.
   : > "$dir/log"
   (cd "$dir" && PORT="$port" DATA_DIR="$dir/data" exec node "$peer_js") >> "$dir/log" 2>&1 &
@@ -131,6 +140,11 @@ start_peer() {
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# A scenario that fails (a server that never converges, say) is reported, and the others still run; the script
+# exits non-zero at the end.
+failures=()
+failed() { step "FAILED: $1 (its error is above)"; failures+=("$1"); }
+
 # commandpost's log filter without automerge's INFO spans.
 quiet_log="info,automerge=warn"
 
@@ -142,23 +156,26 @@ both() {
   local hooks=()
   if $profile && [ "$name" = war-room ]; then
     # perf samples the server while the editors type, not while viewers connect.
-    hooks=(--on-start "perf record -F 999 -p {pid} -o $out/commandpost.perf.data 2>/dev/null & echo \$! > $work/perf.pid"
+    hooks=(--on-start "perf record -F 999 -p {pid} -o $out/commandpost.perf.data 2>/dev/null &
+                       echo \$! > $work/perf.pid"
            --on-stop "kill -INT \$(cat $work/perf.pid); sleep 1")
   fi
   "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" --json "$out/$name.commandpost.json" \
-    "${hooks[@]}" "$@"
+    "${hooks[@]}" "$@" || failed "$name against commandpost"
   stop "$pid"
   if [ "$name" = war-room ]; then
     # The same with automerge's INFO-level tracing spans filtered out (see BENCHMARKS.md: the default filter
     # formats the whole change graph into a span on every received change).
     step "$scenario against commandpost with RUST_LOG=$quiet_log ($*)"
     server_env="RUST_LOG=$quiet_log" start_commandpost
-    "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" --json "$out/$name.commandpost-quiet.json" "$@"
+    "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" \
+      --json "$out/$name.commandpost-quiet.json" "$@" || failed "$name against commandpost (quiet log)"
     stop "$pid"
   fi
   step "$scenario against automerge-repo-sync-server ($*)"
   start_peer
-  "$bench_bin" "$scenario" --url "$url" --kind automerge-repo --server-pid "$pid" --json "$out/$name.peer.json" "$@"
+  "$bench_bin" "$scenario" --url "$url" --kind automerge-repo --server-pid "$pid" --json "$out/$name.peer.json" \
+    "$@" || failed "$name against the sync server"
   stop "$pid"
 }
 
@@ -179,7 +196,7 @@ if wanted many-incidents; then
   stop "$pid"
   start_commandpost "unload-after-secs = 20" "$dir"
   "$bench_bin" many-incidents --url "$url" --token "$token" --server-pid "$pid" --ids "$dir/ids.json" \
-    --json "$out/many-incidents.commandpost.json" "${many[@]}"
+    --json "$out/many-incidents.commandpost.json" "${many[@]}" || failed "many-incidents"
   stop "$pid"
 fi
 
@@ -209,3 +226,7 @@ step "writing $out/figures.md"
   true
 } > "$out/figures.md"
 cat "$out/figures.md"
+if [ ${#failures[@]} -gt 0 ]; then
+  printf 'failed: %s\n' "${failures[@]}" >&2
+  exit 1
+fi
