@@ -7,8 +7,8 @@
 #
 #   bash scripts/bench.sh                  modest sizes, about 10 minutes (the default: the machine is shared)
 #   bash scripts/bench.sh --full           the sizes (5-minute war room, 1,000 viewers, the whole trace, …)
-#   bash scripts/bench.sh --only war-room  one scenario: war-room, sweep, trace, join-storm or many-incidents;
-#                                          repeatable
+#   bash scripts/bench.sh --only war-room  one scenario: war-room, sweep, ack-cost, trace, join-storm or
+#                                          many-incidents; repeatable
 #   bash scripts/bench.sh --profile        also records a perf profile of commandpost while the war room types
 #                                          (perf report -i target/bench/<time>/commandpost.perf.data)
 #   bash scripts/bench.sh --out DIR        results in DIR
@@ -185,6 +185,10 @@ if wanted sweep; then
     both war-room "sweep-$viewers" "${sweep[@]}" --viewers "$viewers"
   done
 fi
+if wanted ack-cost; then
+  step "ack-cost: Automerge alone, one acknowledgement per history length"
+  "$bench_bin" ack-cost --json "$out/ack-cost.json" || failed "ack-cost"
+fi
 wanted trace && both trace trace "${trace[@]}"
 wanted join-storm && both join-storm join-storm "${storm[@]}"
 if wanted many-incidents; then
@@ -210,6 +214,7 @@ step "writing $out/figures.md"
       [ -f "$out/$name.$side.json" ] && files+=("$out/$name.$side.json")
     done
   done
+  [ -f "$out/ack-cost.json" ] && files+=("$out/ack-cost.json")
   [ ${#files[@]} -gt 0 ] && "$bench_bin" report "${files[@]}"
   if [ -f "$out/war-room.commandpost-quiet.json" ] && [ -f "$out/war-room.peer.json" ]; then
     echo "#### War room, commandpost with RUST_LOG=$quiet_log"

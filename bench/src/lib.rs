@@ -6,8 +6,10 @@
 //! ([`viewer`]). The [`scenario`]s (war room, trace replay, join storm, many incidents) measure edit latency from
 //! an editor's commit to every viewer ([`latency`]), throughput, bytes, and the server's CPU and memory from
 //! `/proc` ([`process`]), and check that every replica converges. [`target`] hides how each kind of server wants
-//! documents created; [`report`] turns results into the tables of BENCHMARKS.md.
+//! documents created; [`report`] turns results into the tables of BENCHMARKS.md. [`ack_cost`] measures, with
+//! Automerge alone, what one acknowledgement costs a server replica as history grows.
 
+pub mod ack_cost;
 pub mod changes;
 pub mod editor;
 pub mod latency;

@@ -1,7 +1,7 @@
 //! `commandpost-bench`: runs one scenario against a sync server and writes its result as JSON, or renders
 //! results as Markdown (`report`). `scripts/bench.sh` drives it for every figure of BENCHMARKS.md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -104,6 +104,15 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         viewers: u32,
     },
+    /// Measures, with Automerge alone, what one viewer's acknowledgement costs a server replica per history length.
+    AckCost {
+        /// History lengths (changes), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 50_000])]
+        history: Vec<usize>,
+        /// Write the result here as JSON (else print it).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Prints the Markdown tables of result files (commandpost's first, then the peer's).
     Report {
         /// Show war-room results as a viewer sweep: latency and CPU per viewer count, and the most viewers each
@@ -180,14 +189,20 @@ impl ServerArgs {
 
     /// Writes the result where `--json` says, else to stdout, for `report` to read later.
     fn write(&self, outcome: &Outcome) -> anyhow::Result<()> {
-        let json = serde_json::to_string_pretty(outcome)?;
-        match &self.json {
-            Some(path) => std::fs::write(path, json + "\n")
-                .with_context(|| format!("writing {}", path.display())),
-            None => {
-                println!("{json}");
-                Ok(())
-            }
+        write(self.json.as_deref(), outcome)
+    }
+}
+
+/// Writes a result as JSON to `path`, or to stdout without one.
+fn write(path: Option<&Path>, outcome: &Outcome) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(outcome)?;
+    match path {
+        Some(path) => {
+            std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            println!("{json}");
+            Ok(())
         }
     }
 }
@@ -280,6 +295,10 @@ async fn main() -> anyhow::Result<()> {
                 many_incidents::run(&server.run()?, &stored, load, viewers).await?,
             );
             (server, outcome)
+        }
+        Command::AckCost { history, json } => {
+            let points = bench::ack_cost::measure(&history)?;
+            return write(json.as_deref(), &Outcome::AckCost(points));
         }
         Command::Report { sweep, files } => {
             let mut outcomes = Vec::new();

@@ -21,6 +21,8 @@ pub enum Outcome {
     JoinStorm(join_storm::Report),
     /// `many-incidents`.
     ManyIncidents(many_incidents::Report),
+    /// `ack-cost`: Automerge alone, one acknowledgement's cost per history length.
+    AckCost(Vec<crate::ack_cost::Point>),
 }
 
 /// Which way a figure is better, for the ratio column.
@@ -390,7 +392,23 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             many.iter().map(|r| r.target.clone()),
         );
     }
+    ack_cost(outcomes, &mut out);
     out
+}
+
+/// The `ack-cost` points as a Markdown table, if there are any.
+fn ack_cost(outcomes: &[Outcome], out: &mut String) {
+    for outcome in outcomes {
+        if let Outcome::AckCost(points) = outcome {
+            out.push_str("### Automerge alone: one acknowledgement\n\n");
+            out.push_str("| changes of history | server's `receive_sync_message` of one acknowledgement (µs) |\n");
+            out.push_str("|---|---|\n");
+            for point in points {
+                let _ = writeln!(out, "| {} | {:.1} |", point.history, point.ack_us);
+            }
+            out.push('\n');
+        }
+    }
 }
 
 /// Appends a titled table.
