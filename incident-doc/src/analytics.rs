@@ -17,8 +17,7 @@ use crate::view::{FieldValue, IncidentView, Item};
 /// The checklist field whose items are follow-ups (TODOs and bugs filed), by its key in the built-in templates.
 pub const TODOS_KEY: &str = "todos";
 
-/// The checklist field whose items are the exit criteria, by its key in the built-in templates.
-pub const EXIT_CRITERIA_KEY: &str = "exitCriteria";
+pub use crate::schema::EXIT_CRITERIA_KEY;
 
 /// One incident as a row of facts. The serde names are the CSV column names ([`COLUMNS`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

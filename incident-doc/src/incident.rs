@@ -17,7 +17,9 @@ use crate::schema::{
     FieldDef, FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys,
 };
 use crate::template::{FieldDefault, Template};
-use crate::view::{Headline, IncidentView, due_at, read_layout, read_stamp, root_object};
+use crate::view::{
+    Headline, IncidentView, due_at, read_layout, read_severity, read_stamp, root_object,
+};
 
 /// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
 /// while sync and storage still reach the raw document through [`Incident::doc_mut`].
@@ -125,6 +127,12 @@ impl Incident {
             }
             if let Some(c) = def.cadence_minutes {
                 doc.put(&m, "cadenceMinutes", c)?;
+            }
+            if !def.cadence_by_severity.is_empty() {
+                let by = doc.put_object(&m, "cadenceBySeverity", ObjType::Map)?;
+                for (severity, minutes) in &def.cadence_by_severity {
+                    doc.put(&by, severity.as_str(), *minutes)?;
+                }
             }
             doc.put(&m, "stamp", def.stamp)?;
             if let Some(p) = &def.prompt {
@@ -456,12 +464,14 @@ impl Incident {
         let r = Reader::new(&self.doc, None);
         let stamps = r.map(&ROOT, keys::UPDATED);
         let created = r.time(&ROOT, keys::CREATED_AT);
+        let severity = read_severity(&r, &layout.2);
         let stale = layout
             .2
             .iter()
             .filter(|def| {
                 let updated = read_stamp(&r, stamps.as_ref(), &def.key);
-                due_at(def, updated.as_ref(), created).is_some_and(|due| due < now)
+                due_at(def, severity.as_deref(), updated.as_ref(), created)
+                    .is_some_and(|due| due < now)
             })
             .map(|def| def.key.clone())
             .collect();

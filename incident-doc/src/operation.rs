@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::read::Reader;
-use crate::schema::{FieldDef, FieldKind, Role, Stage, Status, keys};
-use crate::view::root_object;
+use crate::schema::{EXIT_CRITERIA_KEY, FieldDef, FieldKind, Role, Stage, Status, keys};
+use crate::view::{FieldValue, read_value, root_object};
 
 /// One edit. The JSON form (`{"op": "spliceText", …}`) is what the HTTP API and the browser client send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,9 +47,14 @@ pub enum Operation {
         value: Option<String>,
     },
     /// Move the incident to a lifecycle state; entering mitigated, resolved or closed stamps that moment once.
+    /// Closing needs every exit criterion DONE, or `overrideReason`, which goes into the timeline.
+    #[serde(rename_all = "camelCase")]
     SetStatus {
         /// The new state.
         status: Status,
+        /// Why the incident closes although exit criteria are still open; only with `closed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        override_reason: Option<String>,
     },
     /// Set a flag field.
     SetFlag {
@@ -349,11 +354,19 @@ pub(crate) fn apply(
                     "reopening needs a reason for the timeline".into(),
                 ));
             }
-            let mut touched = apply(doc, layout, &Operation::SetStatus { status }, editor)?.1;
+            let set = Operation::SetStatus {
+                status,
+                override_reason: None,
+            };
+            let mut touched = apply(doc, layout, &set, editor)?.1;
             if let Ok(ts) = field_by_kind(FieldKind::Timestamps) {
                 let map = map_field(doc, &ts.key)?;
                 doc.delete(&map, Stage::Closed.as_str())?;
                 touched.push(ts.key.clone());
+            }
+            // The next close is judged on the exit criteria as they will be then, not on this override.
+            if doc.get(ROOT, keys::CLOSE_OVERRIDE)?.is_some() {
+                doc.delete(ROOT, keys::CLOSE_OVERRIDE)?;
             }
             let entry = Operation::AddTimelineEntry {
                 text: format!("Reopened ({status}): {}", reason.trim()),
@@ -418,10 +431,44 @@ pub(crate) fn apply(
             }
             vec![def.key.clone()]
         }
-        Operation::SetStatus { status } => {
+        Operation::SetStatus {
+            status,
+            override_reason,
+        } => {
             let def = field_by_kind(FieldKind::Status)?;
-            doc.put(ROOT, &def.key, status.as_str())?;
             let mut touched = vec![def.key.clone()];
+            if let Some(reason) = override_reason {
+                if *status != Status::Closed {
+                    return Err(OpError::InvalidValue(
+                        "an override reason only applies to closing".into(),
+                    ));
+                }
+                if reason.trim().is_empty() {
+                    return Err(OpError::InvalidValue(
+                        "closing with exit criteria open needs a reason for the timeline".into(),
+                    ));
+                }
+                let open = open_exit_criteria(&Reader::new(&*doc, None), layout);
+                if !open.is_empty() {
+                    let over = doc.put_object(ROOT, keys::CLOSE_OVERRIDE, ObjType::Map)?;
+                    doc.put(&over, "reason", reason.trim())?;
+                    doc.put(&over, "by", editor.name.as_str())?;
+                    doc.put(&over, "at", timestamp(editor.at))?;
+                    let entry = Operation::AddTimelineEntry {
+                        text: format!(
+                            "Closed with {} exit criteria open ({}): {}",
+                            open.len(),
+                            open.join("; "),
+                            reason.trim()
+                        ),
+                        at: None,
+                    };
+                    let (added, fields) = apply(doc, layout, &entry, editor)?;
+                    applied = added;
+                    touched.extend(fields);
+                }
+            }
+            doc.put(ROOT, &def.key, status.as_str())?;
             if let (Some(stage), Ok(ts)) = (status.stage(), field_by_kind(FieldKind::Timestamps)) {
                 let map = map_field(doc, &ts.key)?;
                 if Reader::new(&*doc, None)
@@ -738,6 +785,25 @@ fn put_details(
         }
     }
     Ok(())
+}
+
+/// The text of every exit criterion not yet DONE, in list order; empty when the layout has no exit criteria.
+pub(crate) fn open_exit_criteria<D: ReadDoc>(
+    r: &Reader<'_, D>,
+    layout: &[FieldDef],
+) -> Vec<String> {
+    match layout
+        .iter()
+        .find(|f| f.key == EXIT_CRITERIA_KEY && f.kind == FieldKind::Checklist)
+        .map(|def| read_value(r, def))
+    {
+        Some(FieldValue::Checklist(items)) => items
+            .into_iter()
+            .filter(|item| !item.done)
+            .map(|item| item.text)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Whether the document read through `r` is an archive: its status field says `closed`.

@@ -103,6 +103,14 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
         self.str(obj, prop)
     }
 
+    /// The keys of a map, in order.
+    pub(crate) fn keys(&self, map: &ObjId) -> Vec<String> {
+        match self.heads {
+            Some(heads) => self.doc.keys_at(map, heads).collect(),
+            None => self.doc.keys(map).collect(),
+        }
+    }
+
     /// The map objects of a list, skipping anything else a client may have inserted. One pass over the list:
     /// looking items up by index would cost a search each.
     pub(crate) fn maps_in(&self, list: &ObjId) -> Vec<ObjId> {

@@ -6,6 +6,8 @@
 //! - The status moves forward along the lifecycle (declared → active → mitigated → resolved → closed), or back to
 //!   active when the impact returns; never out of closed.
 //! - Nobody edits another person's timeline entry once [`EDIT_GRACE`] has passed since it was written.
+//! - An incident closes only with every exit criterion DONE, or with an override whose reason is recorded
+//!   (the `closeOverride` root key, and a timeline entry when it is done through an operation).
 //! - A closed incident is an archive: no change at all (reopening is an administrator's action over HTTP).
 //!
 //! Typed operations (HTTP, the browser client) are checked before they commit and refused with
@@ -22,6 +24,7 @@ use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarVal
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::operation::open_exit_criteria;
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Role, Status, keys};
 
@@ -40,6 +43,8 @@ pub enum Rule {
     Lifecycle,
     /// Someone else's timeline entry was reworded after the grace period.
     TimelineEdit,
+    /// The incident was closed with exit criteria still open and no override reason.
+    ExitCriteria,
     /// The incident is closed: its document is an archive and takes no edits (an admin reopens it over HTTP).
     Archived,
 }
@@ -66,6 +71,10 @@ pub(crate) struct CommandState {
     pub status: Option<Status>,
     /// Timeline entries by id: (author, time, text). Read only when the timeline changed.
     pub entries: BTreeMap<String, (String, DateTime<Utc>, String)>,
+    /// The exit criteria not yet DONE.
+    pub open_exit_criteria: Vec<String>,
+    /// The reason given for closing with exit criteria open, if the incident was closed that way.
+    pub close_override: Option<String>,
 }
 
 impl CommandState {
@@ -100,6 +109,11 @@ impl CommandState {
         state.status = field(FieldKind::Status)
             .and_then(|def| r.str(&ROOT, def.key.as_str()))
             .and_then(|s| s.parse().ok());
+        state.open_exit_criteria = open_exit_criteria(&r, layout);
+        state.close_override = r
+            .map(&ROOT, keys::CLOSE_OVERRIDE)
+            .and_then(|over| r.str(&over, "reason"))
+            .filter(|reason| !reason.trim().is_empty());
         if with_timeline
             && let Some(list) =
                 field(FieldKind::Timeline).and_then(|def| r.list(&ROOT, def.key.as_str()))
@@ -230,6 +244,20 @@ pub(crate) fn check(
         });
     }
 
+    let closing = after.status == Some(Status::Closed) && before.status != Some(Status::Closed);
+    let overridden =
+        after.close_override.is_some() && after.close_override != before.close_override;
+    if closing && !after.open_exit_criteria.is_empty() && !overridden {
+        violations.push(Violation {
+            rule: Rule::ExitCriteria,
+            message: format!(
+                "closing needs every exit criterion DONE; still open: {}. Mark them done, or close with an \
+                 override reason for the timeline",
+                after.open_exit_criteria.join("; ")
+            ),
+        });
+    }
+
     for (id, (author, at, text)) in &before.entries {
         let reworded = after
             .entries
@@ -324,7 +352,7 @@ pub(crate) fn revert(
             }
         }
     }
-    if rules.contains(&Rule::Lifecycle)
+    if (rules.contains(&Rule::Lifecycle) || rules.contains(&Rule::ExitCriteria))
         && let (Some(key), Some(status)) = (field(FieldKind::Status), before.status)
     {
         doc.put(ROOT, key.as_str(), status.as_str())?;

@@ -4,6 +4,7 @@
 //! `docs/schema.md` describes the same schema for clients that read the Automerge document directly; the two must
 //! change together (and `SCHEMA_VERSION` with them when a change is not backwards compatible).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -38,10 +39,20 @@ pub mod keys {
     pub const HANDOFFS: &str = "handoffs";
     /// List of maps `{at, by, rule, message}`: changes that broke a command rule and were reverted.
     pub const AUDIT: &str = "audit";
+    /// Map `{reason, by, at}`: the commander closed the incident with exit criteria still open, and why. Deleted
+    /// when the incident is reopened.
+    pub const CLOSE_OVERRIDE: &str = "closeOverride";
 }
 
 /// The key every template must have: the incident's title, `<name>: <date>`.
 pub const TITLE_KEY: &str = "title";
+
+/// The choice field whose value selects severity-specific cadences, by its key in the built-in templates.
+pub const SEVERITY_KEY: &str = "severity";
+
+/// The checklist field whose items are the exit criteria, by its key in the built-in templates; closing waits
+/// for all of them.
+pub const EXIT_CRITERIA_KEY: &str = "exitCriteria";
 
 /// How a field's value is stored and edited. Serialized in lower case, as in templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -285,6 +296,10 @@ pub struct FieldDef {
     /// How often the field should be refreshed, in minutes; the UI flags it as stale after that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cadence_minutes: Option<i64>,
+    /// Cadences for particular severities (option key of the severity field → minutes), overriding
+    /// `cadence_minutes`: a SEV1's status goes stale sooner than a SEV3's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cadence_by_severity: BTreeMap<String, i64>,
     /// Whether exports print the *last updated at … by …* stamp under the field.
     #[serde(default)]
     pub stamp: bool,
@@ -294,6 +309,16 @@ pub struct FieldDef {
     /// The allowed values (choice) or the questions (questions); empty for other kinds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<Choice>,
+}
+
+impl FieldDef {
+    /// The refresh cadence in minutes while the incident has `severity`: the severity's own, else the default.
+    pub fn cadence(&self, severity: Option<&str>) -> Option<i64> {
+        severity
+            .and_then(|s| self.cadence_by_severity.get(s))
+            .copied()
+            .or(self.cadence_minutes)
+    }
 }
 
 /// The stored text encoding: every position in the API counts Unicode code points (`char`s), on the server and in

@@ -5,13 +5,13 @@
 //! field's prompt, list items are its options or default checklist items, other content is its default text.
 //! Parsing never panics: a bad template is a [`TemplateError`] naming the file, the line and the reason.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
-use crate::schema::{Choice, FieldDef, FieldKind, Role, TITLE_KEY, keys};
+use crate::schema::{Choice, FieldDef, FieldKind, Role, SEVERITY_KEY, TITLE_KEY, keys};
 
 /// A parsed template, ready to instantiate incidents from.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +199,24 @@ impl<'a> TemplateParser<'a> {
                 ));
             }
             fields.push(field);
+        }
+        let severities = fields
+            .iter()
+            .find(|f| f.def.key == SEVERITY_KEY && f.def.kind == FieldKind::Choice)
+            .map(|f| &f.def.options);
+        for field in &fields {
+            for severity in field.def.cadence_by_severity.keys() {
+                if !severities.is_some_and(|options| options.iter().any(|o| &o.key == severity)) {
+                    return Err(self.error(
+                        name_at,
+                        format!(
+                            "field {:?} has a cadence for severity {severity:?}, which is not an option of the \
+                             `severity` choice field",
+                            field.def.key
+                        ),
+                    ));
+                }
+            }
         }
         match fields.iter().find(|f| f.def.key == TITLE_KEY) {
             Some(f) if f.def.kind == FieldKind::Text => {}
@@ -484,6 +502,7 @@ impl<'a> TemplateParser<'a> {
         let mut kind = None;
         let mut owner = None;
         let mut cadence = None;
+        let mut cadence_by_severity = BTreeMap::new();
         let mut stamp = false;
         let mut default_attr = None;
         for (name, value) in self.attributes(annotation, *ann_at)? {
@@ -524,13 +543,30 @@ impl<'a> TemplateParser<'a> {
                         )
                     })?);
                 }
+                severity_cadence if severity_cadence.starts_with("cadence.") => {
+                    let severity = &severity_cadence["cadence.".len()..];
+                    let v = need(value)?;
+                    let minutes = parse_cadence(&v).ok_or_else(|| {
+                        self.error(
+                            *ann_at,
+                            format!("bad cadence {v:?}: expected minutes, hours or days like 30m, 4h, 1d"),
+                        )
+                    })?;
+                    if severity.is_empty() {
+                        return Err(self.error(
+                            *ann_at,
+                            "a severity cadence names the severity: cadence.SEV1=1h",
+                        ));
+                    }
+                    cadence_by_severity.insert(severity.to_owned(), minutes);
+                }
                 "stamp" if value.is_none() => stamp = true,
                 "default" => default_attr = Some(need(value)?),
                 other => {
                     return Err(self.error(
                         *ann_at,
                         format!(
-                            "unknown attribute {other:?} (expected key, kind, owner, cadence, stamp, default)"
+                            "unknown attribute {other:?} (expected key, kind, owner, cadence, cadence.<severity>, stamp, default)"
                         ),
                     ));
                 }
@@ -668,6 +704,7 @@ impl<'a> TemplateParser<'a> {
                 kind,
                 owner,
                 cadence_minutes: cadence,
+                cadence_by_severity,
                 stamp,
                 prompt,
                 options,

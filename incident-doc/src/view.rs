@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::read::Reader;
-use crate::schema::{Choice, FieldDef, FieldKind, Role, SCHEMA_VERSION, Stage, TITLE_KEY, keys};
+use crate::schema::{
+    Choice, FieldDef, FieldKind, Role, SCHEMA_VERSION, SEVERITY_KEY, Stage, TITLE_KEY, keys,
+};
 
 /// The whole incident as plain data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +160,7 @@ impl IncidentView {
         let layout_defs = read_layout(&r);
         let stamps = r.map(&ROOT, keys::UPDATED);
         let created_at = r.time(&ROOT, keys::CREATED_AT);
+        let severity = read_severity(&r, &layout_defs);
         let fields: Vec<FieldView> = layout_defs
             .iter()
             .cloned()
@@ -165,7 +168,7 @@ impl IncidentView {
                 let updated = read_stamp(&r, stamps.as_ref(), &def.key);
                 FieldView {
                     value: read_value(&r, &def),
-                    due_at: due_at(&def, updated.as_ref(), created_at),
+                    due_at: due_at(&def, severity.as_deref(), updated.as_ref(), created_at),
                     def,
                     updated,
                     stale: false,
@@ -285,13 +288,19 @@ impl Headline {
             },
             number: r.int(&ROOT, keys::NUMBER),
             status: choice(value(&|d| d.kind == FieldKind::Status)),
-            severity: choice(value(&|d| {
-                d.key == "severity" && d.kind == FieldKind::Choice
-            })),
+            severity: read_severity(r, layout),
             drill: r.bool(&ROOT, keys::DRILL).unwrap_or(false),
             created_at: r.time(&ROOT, keys::CREATED_AT),
         }
     }
+}
+
+/// The incident's severity: the value of the choice field keyed [`SEVERITY_KEY`], if the layout has one.
+pub(crate) fn read_severity<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> Option<String> {
+    layout
+        .iter()
+        .find(|d| d.key == SEVERITY_KEY && d.kind == FieldKind::Choice)
+        .and_then(|_| r.str(&ROOT, SEVERITY_KEY))
 }
 
 pub(crate) fn read_layout<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<FieldDef> {
@@ -323,6 +332,15 @@ pub(crate) fn read_layout<D: ReadDoc>(r: &Reader<'_, D>) -> Vec<FieldDef> {
                 kind,
                 owner: r.str(&m, "owner").and_then(|o| o.parse().ok()),
                 cadence_minutes: r.int(&m, "cadenceMinutes"),
+                cadence_by_severity: r
+                    .map(&m, "cadenceBySeverity")
+                    .map(|by| {
+                        r.keys(&by)
+                            .into_iter()
+                            .filter_map(|k| Some((k.clone(), r.int(&by, &k)?)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 stamp: r.bool(&m, "stamp").unwrap_or(false),
                 prompt: r.str(&m, "prompt"),
                 options,
@@ -496,13 +514,15 @@ pub(crate) fn read_stamp<D: ReadDoc>(
     })
 }
 
-/// A field's next due time: its last stamp (or, never updated, the declaration) plus its cadence.
+/// A field's next due time: its last stamp (or, never updated, the declaration) plus its cadence at the
+/// incident's current severity.
 pub(crate) fn due_at(
     def: &FieldDef,
+    severity: Option<&str>,
     updated: Option<&Stamp>,
     created_at: Option<DateTime<Utc>>,
 ) -> Option<DateTime<Utc>> {
-    let minutes = def.cadence_minutes?;
+    let minutes = def.cadence(severity)?;
     let since = updated.map(|s| s.at).or(created_at)?;
     since.checked_add_signed(chrono::Duration::minutes(minutes))
 }

@@ -95,6 +95,7 @@ fn closed_incident() -> Incident {
             3,
             Operation::SetStatus {
                 status: Status::Active,
+                override_reason: None,
             },
         ),
         ("alice", 3, assign(Role::Operations, "bob")),
@@ -136,6 +137,7 @@ fn closed_incident() -> Incident {
             25,
             Operation::SetStatus {
                 status: Status::Mitigated,
+                override_reason: None,
             },
         ),
         (
@@ -164,6 +166,7 @@ fn closed_incident() -> Incident {
             72,
             Operation::SetStatus {
                 status: Status::Resolved,
+                override_reason: None,
             },
         ),
         (
@@ -215,6 +218,7 @@ fn closed_incident() -> Incident {
         122,
         Operation::SetStatus {
             status: Status::Closed,
+            override_reason: None,
         },
     );
     incident
@@ -233,6 +237,7 @@ fn a_closed_incident_accepts_nothing_but_a_reopening() {
         },
         Operation::SetStatus {
             status: Status::Active,
+            override_reason: None,
         },
     ] {
         let err = incident
@@ -285,6 +290,7 @@ fn a_closed_incident_accepts_nothing_but_a_reopening() {
         140,
         Operation::SetStatus {
             status: Status::Closed,
+            override_reason: None,
         },
     );
     let view = incident.view();

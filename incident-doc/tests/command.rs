@@ -113,7 +113,10 @@ fn raw_changes_that_break_a_rule_are_put_back_and_audited() {
 #[test]
 fn the_lifecycle_moves_forward_or_back_to_active_but_never_out_of_closed() {
     let mut incident = declare();
-    let status = |s: Status| Operation::SetStatus { status: s };
+    let status = |s: Status| Operation::SetStatus {
+        status: s,
+        override_reason: None,
+    };
     assert!(
         incident
             .apply(&status(Status::Mitigated), &at("alice", 1))
@@ -166,4 +169,150 @@ fn fields_go_stale_after_their_cadence() {
         .apply(&update, &at("alice", 4 * 60 - 30))
         .expect("update");
     assert!(!incident.stale_fields(later).contains(&"summary".to_owned()));
+}
+
+#[test]
+fn a_severe_incident_goes_stale_sooner() {
+    let mut incident = declare();
+    let due = |incident: &Incident| {
+        incident
+            .view()
+            .field("detailedStatus")
+            .and_then(|f| f.due_at)
+    };
+    // SEV3 by default: every 4 hours; SEV1: every hour (templates/incident.md).
+    assert_eq!(due(&incident), Some(t0() + Duration::hours(4)));
+    let sev1 = Operation::SetChoice {
+        field: "severity".into(),
+        value: Some("SEV1".into()),
+    };
+    incident.apply(&sev1, &at("alice", 10)).expect("severity");
+    assert_eq!(due(&incident), Some(t0() + Duration::hours(1)));
+    let at_70_minutes = t0() + Duration::minutes(70);
+    assert!(
+        incident
+            .stale_fields(at_70_minutes)
+            .contains(&"detailedStatus".to_owned())
+    );
+    let mut view = incident.view();
+    view.mark_stale(at_70_minutes);
+    assert!(view.field("detailedStatus").is_some_and(|f| f.stale));
+}
+
+#[test]
+fn a_template_cadence_for_an_unknown_severity_is_refused() {
+    let source = "# T\n<!-- commandpost -->\n## Title\n<!-- commandpost key=title kind=text -->\n\
+                  ## Severity\n<!-- commandpost key=severity kind=choice -->\n- SEV1: Critical\n\
+                  ## Status\n<!-- commandpost key=detailedStatus kind=markdown cadence=4h cadence.SEV9=1h -->\n";
+    let error =
+        incident_doc::Template::parse("t", "t.md", source).expect_err("SEV9 is not an option");
+    assert!(error.to_string().contains("SEV9"), "{error}");
+}
+
+fn close(reason: Option<&str>) -> Operation {
+    Operation::SetStatus {
+        status: Status::Closed,
+        override_reason: reason.map(str::to_owned),
+    }
+}
+
+#[test]
+fn closing_waits_for_the_exit_criteria_or_a_reason() {
+    let mut incident = declare();
+    let refused = incident.apply(&close(None), &at("alice", 10));
+    match refused {
+        Err(OpError::Forbidden(message)) => {
+            assert!(message.contains("Error rate and latency"), "{message}")
+        }
+        other => panic!("closing with open exit criteria: {other:?}"),
+    }
+    assert!(matches!(
+        incident.apply(&close(Some("  ")), &at("alice", 11)),
+        Err(OpError::InvalidValue(_))
+    ));
+    let resolve_with_reason = Operation::SetStatus {
+        status: Status::Resolved,
+        override_reason: Some("why".into()),
+    };
+    assert!(matches!(
+        incident.apply(&resolve_with_reason, &at("alice", 12)),
+        Err(OpError::InvalidValue(_))
+    ));
+    assert_eq!(incident.view().headline.status.as_deref(), Some("declared"));
+
+    incident
+        .apply(
+            &close(Some("the remaining check is tracked in BUG-7")),
+            &at("alice", 13),
+        )
+        .expect("an override closes");
+    let view = incident.view();
+    assert_eq!(view.headline.status.as_deref(), Some("closed"));
+    let entries = match &view.field("timeline").expect("timeline").value {
+        incident_doc::FieldValue::Timeline(entries) => entries.clone(),
+        other => panic!("timeline: {other:?}"),
+    };
+    assert!(
+        entries.iter().any(|e| e.author == "alice"
+            && e.text.starts_with("Closed with 2 exit criteria open")
+            && e.text.ends_with("tracked in BUG-7")),
+        "{entries:?}"
+    );
+
+    // Reopening forgets the override: the next close is judged afresh.
+    let reopen = Operation::Reopen {
+        reason: "the errors are back".into(),
+        status: None,
+    };
+    incident.apply(&reopen, &at("alice", 20)).expect("reopen");
+    assert!(matches!(
+        incident.apply(&close(None), &at("alice", 21)),
+        Err(OpError::Forbidden(_))
+    ));
+
+    // With every criterion DONE, closing needs no reason.
+    let criteria = match &incident.view().field("exitCriteria").expect("exit").value {
+        incident_doc::FieldValue::Checklist(items) => items.clone(),
+        other => panic!("exit criteria: {other:?}"),
+    };
+    for item in criteria {
+        let done = Operation::SetItemDone {
+            field: "exitCriteria".into(),
+            id: item.id,
+            done: true,
+        };
+        incident.apply(&done, &at("alice", 22)).expect("done");
+    }
+    incident
+        .apply(&close(None), &at("alice", 23))
+        .expect("close");
+}
+
+#[test]
+fn a_raw_close_with_open_exit_criteria_is_put_back() {
+    let mut incident = declare();
+    let before = incident.doc_mut().get_heads();
+    let doc = incident.doc_mut();
+    doc.put(automerge::ROOT, "status", "closed").expect("put");
+    doc.commit();
+    let violations = incident.enforce(&before, "mallory", &at("commandpost", 5));
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(incident.view().headline.status.as_deref(), Some("declared"));
+    assert_eq!(incident.view().audit[0].rule, "exitCriteria");
+
+    // A raw close that records its override reason, as the document schema describes, stands.
+    let before = incident.doc_mut().get_heads();
+    let doc = incident.doc_mut();
+    doc.put(automerge::ROOT, "status", "closed").expect("put");
+    let over = doc
+        .put_object(automerge::ROOT, "closeOverride", automerge::ObjType::Map)
+        .expect("map");
+    doc.put(&over, "reason", "drill over").expect("put");
+    doc.commit();
+    assert!(
+        incident
+            .enforce(&before, "alice", &at("commandpost", 6))
+            .is_empty()
+    );
+    assert_eq!(incident.view().headline.status.as_deref(), Some("closed"));
 }

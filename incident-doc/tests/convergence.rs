@@ -209,6 +209,7 @@ fn run(steps: &[Step]) -> [Incident; 3] {
                 replica,
                 Operation::SetStatus {
                     status: Status::ALL[status],
+                    override_reason: None,
                 },
             ),
         };

@@ -263,6 +263,7 @@ fn status_changes_stamp_the_lifecycle_once() {
         10,
         Operation::SetStatus {
             status: Status::Mitigated,
+            override_reason: None,
         },
     );
     apply(
@@ -271,6 +272,7 @@ fn status_changes_stamp_the_lifecycle_once() {
         20,
         Operation::SetStatus {
             status: Status::Active,
+            override_reason: None,
         },
     );
     apply(
@@ -279,6 +281,7 @@ fn status_changes_stamp_the_lifecycle_once() {
         30,
         Operation::SetStatus {
             status: Status::Mitigated,
+            override_reason: None,
         },
     );
     let view = incident.view();
@@ -439,7 +442,7 @@ fn golden_document() -> Incident {
     let mut incident = declare("0123456789abcdef");
     let ops = [
         ("alice", 2, Operation::SetText { field: "summary".into(), text: "Checkout fails for about 30% of EU customers; payments provider timeouts.".into() }),
-        ("alice", 3, Operation::SetStatus { status: Status::Active }),
+        ("alice", 3, Operation::SetStatus { status: Status::Active, override_reason: None }),
         ("alice", 3, Operation::SetChoice { field: "severity".into(), value: Some("SEV2".into()) }),
         ("alice", 4, Operation::SetText { field: "commandPost".into(), text: "- Chat: [#inc-465](https://chat.example.com/inc-465)\n- Bridge: https://meet.example.com/465".into() }),
         ("alice", 5, Operation::AssignRole { role: Role::Operations, person: Some("bob".into()) }),
@@ -454,7 +457,7 @@ fn golden_document() -> Incident {
         ("alice", 2, Operation::AddTimelineEntry { text: "Declared. I am the Incident Commander.".into(), at: None }),
         ("bob", 15, Operation::AddTimelineEntry { text: "Rolling back 2026.11.24-3.".into(), at: None }),
         ("bob", 15, Operation::AddTimelineEntry { text: "Rollback started in **eu-west-1**;\nus regions untouched.".into(), at: None }),
-        ("alice", 25, Operation::SetStatus { status: Status::Mitigated }),
+        ("alice", 25, Operation::SetStatus { status: Status::Mitigated, override_reason: None }),
         ("alice", 26, Operation::Pin { field: "exitCriteria".into() }),
     ];
     for (who, minutes, op) in ops {

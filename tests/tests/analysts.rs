@@ -259,7 +259,7 @@ async fn archived_incidents_refuse_http_writes_until_an_admin_reopens_them() {
         &server,
         &alice,
         &incident.id,
-        json!([{"op": "setStatus", "status": "closed"}]),
+        json!([{"op": "setStatus", "status": "closed", "overrideReason": "archived for the test"}]),
     )
     .await;
     let heads = server.heads(&alice, &incident.id).await;
@@ -468,7 +468,7 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
         &server,
         &alice,
         &first.id,
-        json!([{"op": "setStatus", "status": "closed"}]),
+        json!([{"op": "setStatus", "status": "closed", "overrideReason": "archived for the test"}]),
     )
     .await;
     // A second incident with only some stamps, and a drill.
@@ -516,7 +516,8 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
     assert_eq!(row["commanders"], "alice;bob");
     assert_eq!(row["responders"], "2");
     assert_eq!(row["responder_names"], "alice;bob");
-    assert_eq!(row["timeline_entries"], "1");
+    // The entry written above, and the one that records why it closed with its exit criteria open.
+    assert_eq!(row["timeline_entries"], "2");
     assert_eq!(
         (row["todos_open"].as_str(), row["todos_done"].as_str()),
         ("1", "0")
@@ -652,6 +653,7 @@ fn archived(number: i64, day: u32, impact: i64, mitigate: i64, handoffs: usize) 
         commander.into(),
         Operation::SetStatus {
             status: Status::Closed,
+            override_reason: Some("a generated archive".into()),
         },
     ));
     for (i, (who, op)) in ops.into_iter().enumerate() {
@@ -832,7 +834,7 @@ async fn export_then_import_round_trips_to_the_same_heads() {
             &server,
             &alice,
             &incident.id,
-            json!([{"op": "setStatus", "status": "closed"}]),
+            json!([{"op": "setStatus", "status": "closed", "overrideReason": "archived for the test"}]),
         )
         .await;
         closed.push(incident);

@@ -5,6 +5,7 @@
 //! - over `/sync`, raw Automerge changes that break a rule (a non-commander making themselves commander, pinning,
 //!   moving the status backwards) are reverted by the server at once: every replica ends with the old values, the
 //!   sender hears why in an ephemeral message, the audit trail records the attempt and `/metrics` counts it;
+//! - closing waits for every exit criterion DONE, or an override reason given over HTTP;
 //! - the document's history answers "who was commander at T".
 
 use std::time::Duration;
@@ -302,6 +303,7 @@ async fn rule_breaking_sync_changes_are_reverted_and_audited() -> anyhow::Result
     a.open(&id).await?;
     a.apply_local(incident_doc::Operation::SetStatus {
         status: incident_doc::schema::Status::Resolved,
+        override_reason: None,
     })?;
     a.sync_until_acknowledged(DEADLINE).await?;
     m.raw_change(|doc| doc.put(ROOT, "status", "declared"))?;
@@ -358,7 +360,8 @@ async fn a_closed_incident_undoes_every_synced_change() -> anyhow::Result<()> {
     let server = TestServer::start().await;
     let alice = server.token("alice", "write").await;
     let id = server.declare(&alice, "Archived").await.id;
-    let close = json!([{"op": "setStatus", "status": "closed"}]);
+    let close =
+        json!([{"op": "setStatus", "status": "closed", "overrideReason": "archived for the test"}]);
     let response = server.operations(&alice, &id, close).await;
     ensure!(
         response.status() == StatusCode::OK,
@@ -397,5 +400,77 @@ async fn a_closed_incident_undoes_every_synced_change() -> anyhow::Result<()> {
     );
     let audit = after["audit"].as_array().context("an audit trail")?;
     ensure!(audit.iter().any(|a| a["rule"] == "archived"), "{audit:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn closing_waits_for_the_exit_criteria_over_http_and_sync() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let id = server.declare(&alice, "Exit criteria").await.id;
+
+    let refused = server
+        .operations(
+            &alice,
+            &id,
+            json!([{"op": "setStatus", "status": "closed"}]),
+        )
+        .await;
+    ensure!(
+        refused.status() == StatusCode::FORBIDDEN,
+        "{}",
+        refused.status()
+    );
+    let body: Value = refused.json().await?;
+    ensure!(body["error"]["code"] == "command_rule", "{body}");
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exit criterion")),
+        "{body}"
+    );
+    ensure!(server.incident_json(&alice, &id).await["status"] == "declared");
+
+    // The commander's own client closing over /sync, past the open criteria: put back and audited.
+    let mut a = SyncClient::connect(&server.ws_url(&alice)).await?;
+    a.open(&id).await?;
+    a.raw_change(|doc| doc.put(&ROOT, "status", "closed"))?;
+    a.sync_until_acknowledged(DEADLINE).await?;
+    a.sync_until(
+        |c| c.incident().view().headline.status.as_deref() == Some("declared"),
+        DEADLINE,
+    )
+    .await
+    .context("the status coming back")?;
+    let after = server.incident_json(&alice, &id).await;
+    let audit = after["audit"].as_array().context("an audit trail")?;
+    ensure!(
+        audit
+            .iter()
+            .any(|a| a["rule"] == "exitCriteria" && a["by"] == "alice"),
+        "{audit:?}"
+    );
+
+    let reason = "the last check moves to the postmortem";
+    let closed = server
+        .operations(
+            &alice,
+            &id,
+            json!([{"op": "setStatus", "status": "closed", "overrideReason": reason}]),
+        )
+        .await;
+    ensure!(closed.status() == StatusCode::OK, "{}", closed.status());
+    let archived = server.incident_json(&alice, &id).await;
+    ensure!(archived["status"] == "closed");
+    let timeline = archived["fields"]
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["key"] == "timeline"))
+        .context("a timeline")?;
+    ensure!(
+        timeline["value"].as_array().is_some_and(|entries| entries
+            .iter()
+            .any(|e| e["text"].as_str().is_some_and(|t| t.ends_with(reason)))),
+        "{timeline}"
+    );
     Ok(())
 }

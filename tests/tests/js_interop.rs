@@ -434,7 +434,7 @@ async fn js_client_cannot_edit_an_archive() -> anyhow::Result<()> {
         .operations(
             &token,
             &incident.id,
-            json!([{"op": "setStatus", "status": "closed"}]),
+            json!([{"op": "setStatus", "status": "closed", "overrideReason": "archived for the test"}]),
         )
         .await;
     ensure!(closed.status().is_success(), "closing: {}", closed.status());

@@ -221,6 +221,20 @@ class IncidentPage {
   /** Applies one operation; a refusal shows the model's reason and redraws, undoing what the control showed. */
   act(op) {
     const before = this.view;
+    if (op.op === "setStatus" && op.status === "closed" && !op.overrideReason) {
+      const open = openExitCriteria(before);
+      if (open.length > 0) {
+        const reason = window.prompt(
+          `${open.length} exit criteria are still open:\n${open.map((text) => `- ${text}`).join("\n")}\n\n` +
+            "Close anyway? The reason goes into the timeline.",
+        );
+        if (!reason?.trim()) {
+          this.render(null);
+          return false;
+        }
+        op = { ...op, overrideReason: reason.trim() };
+      }
+    }
     try {
       this.live.apply(JSON.stringify(op), this.name(), Date.now());
     } catch (error) {
@@ -455,4 +469,10 @@ export async function showIncident(main, { id }, signal) {
   page.start(signal);
   // Changes kept apart from the snapshot (a reload soon after typing) are folded in now that they are merged.
   if (keptChanges) page.compact();
+}
+
+/** The text of each exit criterion not yet DONE: closing past them needs a reason (the server checks it too). */
+function openExitCriteria(view) {
+  const exit = view?.fields?.find((field) => field.key === "exitCriteria" && field.kind === "checklist");
+  return (exit?.value ?? []).filter((item) => !item.done).map((item) => item.text);
 }
