@@ -8,8 +8,6 @@
 import { h, timeEl, utcTime } from "./dom.js";
 import { ROLES, STAGES, STATUSES, fieldByKey, holder, roleLabel } from "./model.js";
 
-const cadenceText = (minutes) => (minutes % 60 === 0 ? `every ${minutes / 60}\u00a0h` : `every ${minutes}\u00a0min`);
-
 /**
  * Writes the stamp line; a field past its due time (`dueAt`: its last update, or the declaration, plus the
  * template's cadence, as the server computes it) says so, since a stale status misleads responders.
@@ -20,7 +18,8 @@ function renderStamp(el, field, now) {
   el.closest("section[data-field]")?.toggleAttribute("data-stale", overdue);
   el.textContent = stamp ? `last updated at ${utcTime(stamp.at)} by ${stamp.by}` : "not updated yet";
   if (overdue) {
-    el.append(h("strong", { class: "overdue" }, ` — due for an update (${cadenceText(field.cadenceMinutes)})`));
+    // The due time, not the cadence: the cadence depends on the severity (`cadenceBySeverity`).
+    el.append(h("strong", { class: "overdue" }, ` — due for an update since ${utcTime(field.dueAt)}`));
   }
 }
 
@@ -330,13 +329,14 @@ function pinMark(pin) {
 
 /**
  * The section of `field`. `ctx.command` (`commandOf` in model.js) says whether it is pinned, by whom, and whether
- * the signed-in person may pin or unpin it.
+ * the signed-in person may pin or unpin it; `ctx.severity` picks the field's cadence.
  */
 export function renderSection(field, ctx) {
   const labelId = `field-${field.key}`;
   const stamp = h("span", { class: "stamp" });
   renderStamp(stamp, field, Date.now());
-  const cadence = field.cadenceMinutes ? `, ${cadenceText(field.cadenceMinutes)}` : "";
+  const minutes = field.cadenceBySeverity?.[ctx.severity] ?? field.cadenceMinutes;
+  const cadence = minutes ? `, ${minutes % 60 === 0 ? `every ${minutes / 60}\u00a0h` : `every ${minutes}\u00a0min`}` : "";
   const owner = field.owner && `Kept current by the ${roleLabel(field.owner)}${cadence}`;
   const pin = ctx.command.pins.find((p) => p.field === field.key);
   const { pinRefusal } = ctx.command;

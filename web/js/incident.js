@@ -262,7 +262,7 @@ class IncidentPage {
     const touched = new Set(keys ?? []);
     if (all || [...headlineKeys(view)].some((key) => touched.has(key))) this.renderHeadline(view);
     const command = commandOf(view, this.name());
-    const ctx = { ...this.fieldCtx, command };
+    const ctx = { ...this.fieldCtx, command, severity: view.severity };
     const wanted = renderOrder(view).map((field) => {
       const old = this.sections.get(field.key);
       if (old && !all && !sectionKeys(view, field).some((key) => touched.has(key))) return old;

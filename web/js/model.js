@@ -108,7 +108,9 @@ export function renderOrder(view) {
  */
 export function sectionKeys(view, field) {
   const rolesKey = fieldOfKind(view, "roles")?.key;
-  return [field.key, "pins", rolesKey, field.kind === "roles" && "handoffs"].filter(Boolean);
+  // A severity-specific cadence changes the "kept current" line when the severity changes.
+  const severity = field.cadenceBySeverity && "severity";
+  return [field.key, "pins", rolesKey, field.kind === "roles" && "handoffs", severity].filter(Boolean);
 }
 
 /** Document keys the headline shows, so it is redrawn only when one of them changes. */
