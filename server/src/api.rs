@@ -213,6 +213,9 @@ struct SyncQuery {
     token: Option<String>,
 }
 
+/// The WebSocket read buffer and write batching threshold of each `/sync` connection.
+const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
+
 /// `GET /sync`: upgrades to the automerge-repo protocol after checking the token.
 async fn sync(
     State(state): State<AppState>,
@@ -228,7 +231,12 @@ async fn sync(
     // The socket library's own limit is a backstop above ours, so that oversized frames usually get our clear
     // `error` message rather than a bare close.
     let hard_limit = ctx.limits.max_frame_bytes.saturating_mul(2);
+    // Most connections are viewers that receive keystrokes and send short acknowledgements: the socket's default
+    // 128 KiB buffers cost 128 KiB of memory per viewer and a 128 KiB zero-fill per read (BENCHMARKS.md, "Where
+    // the time goes"). Larger frames are still read and written whole.
     Ok(upgrade
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| connection::serve(socket, identity, ctx)))

@@ -137,7 +137,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
+                        // automerge records an INFO span that formats the whole change graph for every
+                        // received change: 42% of the server's CPU while a war room types (BENCHMARKS.md).
+                        .unwrap_or_else(|_| "info,automerge=warn".into()),
                 )
                 .with_writer(std::io::stderr)
                 .init();
