@@ -13,7 +13,8 @@
 //! - a reload while offline shows the last known document (service worker and IndexedDB), and edits made then
 //!   reach the server once the connection is back; an offline edit survives a reload made right after typing;
 //! - command changes hands in two phases (proposed in one page, accepted in the other), both pages show the new
-//!   commander, and only the commander's pin buttons work.
+//!   commander, and only the commander's pin buttons work;
+//! - closing past open exit criteria asks for a reason, which ends up in the timeline (dismissing changes nothing).
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
 //! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).
@@ -1103,4 +1104,80 @@ async fn command_is_handed_over_on_acceptance_and_the_new_commander_pins() -> an
     b.close().await?;
     server.stop().await;
     Ok(())
+}
+
+/// Chooses `status` in the page's status select. The change handler runs after this script returns, since it may
+/// open a prompt, which would block the script.
+async fn choose_status(browser: &Browser, status: &str) -> anyhow::Result<()> {
+    browser
+        .execute(
+            r#"const select = document.querySelector('section[data-field="status"] select');
+               select.value = arguments[0];
+               setTimeout(() => select.dispatchEvent(new Event('change')), 0);"#,
+            vec![json!(status)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits for the page's prompt and returns its text.
+async fn prompt_text(browser: &Browser) -> anyhow::Result<String> {
+    let deadline = Instant::now() + UI_TIMEOUT;
+    loop {
+        match browser.client().get_alert_text().await {
+            Ok(text) => return Ok(text),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e).context("no prompt appeared"),
+        }
+    }
+}
+
+/// Alice closes an incident whose two exit criteria are open: the page names them and asks why. Dismissed, the
+/// incident stays as it was; answered, it closes, and the reason is in the timeline on the page and the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_with_open_exit_criteria_asks_for_a_reason() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let id = server.declare(&alice, "Disk full").await.id;
+    let page = open_signed_in(
+        "close-alice",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &alice,
+        &id,
+    )
+    .await?;
+
+    choose_status(&page, "closed").await?;
+    let asked = prompt_text(&page).await?;
+    ensure!(
+        asked.starts_with("2 exit criteria are still open")
+            && asked.contains("Error rate and latency back within SLO"),
+        "the prompt: {asked:?}"
+    );
+    page.client().dismiss_alert().await?;
+    let status = page.value(r#"section[data-field="status"] select"#).await?;
+    ensure!(
+        status.as_deref() == Some("declared"),
+        "after dismissing: {status:?}"
+    );
+
+    choose_status(&page, "closed").await?;
+    prompt_text(&page).await?;
+    let reason = "the SLO check moves to the postmortem";
+    page.client().send_alert_text(reason).await?;
+    page.client().accept_alert().await?;
+    wait_all(
+        &[&page],
+        "the page to show the reason in the timeline",
+        UI_TIMEOUT,
+        |s| s[0].synced() && s[0].entries.iter().any(|e| e.ends_with(reason)),
+    )
+    .await?;
+    let stored = server.incident_json(&alice, &id).await;
+    ensure!(stored["status"] == "closed", "{}", stored["status"]);
+    page.close().await
 }
