@@ -80,6 +80,8 @@ pub enum Command {
         conn: ConnId,
         /// The encoded Automerge sync message.
         data: Vec<u8>,
+        /// Bytes of changes it carries (the connection decoded it to pace edits), for the document size limit.
+        change_bytes: usize,
     },
     /// Ephemeral data (presence) to relay to the other peers.
     Ephemeral {
@@ -127,6 +129,9 @@ pub enum DocError {
     /// The document actor stopped (shutdown or storage failure) before answering.
     #[error("the document is unavailable, try again")]
     Gone,
+    /// The document reached its size limit (bytes); nothing was applied.
+    #[error("the document reached its size limit of {0} bytes; nothing was changed")]
+    TooLarge(usize),
 }
 
 /// A cheap, cloneable way to reach one document actor.
@@ -196,6 +201,8 @@ pub struct DocConfig {
     pub idle_unload: Duration,
     /// Capacity of each actor's command queue.
     pub queue: usize,
+    /// Largest stored size of a document: what it loaded from, plus what it appended since (or its last snapshot).
+    pub max_document_bytes: usize,
 }
 
 /// One attached peer's state.
@@ -228,6 +235,16 @@ struct Actor {
     seen: ChunkId,
     /// Appends since the last compaction.
     chunks_since_compact: u64,
+    /// The document's size in storage: the bytes loaded, plus every chunk appended or merged since, or the
+    /// snapshot's size after a compaction. What the document size limit is measured against.
+    stored_bytes: usize,
+    /// Bytes this actor appended since `seen` last moved: a catch-up reads them back with other nodes' chunks,
+    /// so they are counted once.
+    appended_since_seen: usize,
+    /// Bytes of changes merged this batch and not yet appended, so a batch of messages cannot overshoot the limit.
+    unsaved_bytes: usize,
+    /// The document size limit.
+    max_bytes: usize,
     peers: HashMap<ConnId, Peer>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -235,10 +252,11 @@ struct Actor {
     server_id: PeerId,
 }
 
-/// Starts the actor for a document just loaded from storage; returns its handle.
+/// Starts the actor for a document just loaded from storage (`size` bytes of it); returns its handle.
 pub(crate) fn spawn(
     id: DocumentId,
     incident: Incident,
+    size: usize,
     seen: ChunkId,
     generation: u64,
     config: &DocConfig,
@@ -256,6 +274,10 @@ pub(crate) fn spawn(
         saved_heads,
         seen,
         chunks_since_compact: 0,
+        stored_bytes: size,
+        appended_since_seen: 0,
+        unsaved_bytes: 0,
+        max_bytes: config.max_document_bytes,
         peers: HashMap::new(),
         store: registry.store(),
         metrics: registry.metrics(),
@@ -367,7 +389,11 @@ impl Actor {
                     );
                     self.metrics.peers.inc();
                 }
-                Command::Sync { conn, data } => self.receive_sync(conn, &data),
+                Command::Sync {
+                    conn,
+                    data,
+                    change_bytes,
+                } => self.receive_sync(conn, &data, change_bytes),
                 Command::Ephemeral {
                     conn,
                     session_id,
@@ -380,6 +406,11 @@ impl Actor {
                     }
                 }
                 Command::Apply { ops, editor, reply } => {
+                    if self.stored_bytes + self.unsaved_bytes >= self.max_bytes {
+                        self.metrics.rejected_documents.inc();
+                        let _ = reply.send(Err(DocError::TooLarge(self.max_bytes)));
+                        continue;
+                    }
                     match self.incident.apply_all(&ops, &editor) {
                         Ok(applied) => batch.replies.push((reply, applied)),
                         Err(e) => {
@@ -414,6 +445,9 @@ impl Actor {
             return Ok(false);
         };
         let before = self.incident.doc_mut().get_heads();
+        let merged: usize = stored.chunks.iter().map(Vec::len).sum();
+        self.stored_bytes = self.stored_bytes.saturating_sub(self.appended_since_seen) + merged;
+        self.appended_since_seen = 0;
         for chunk in &stored.chunks {
             self.incident
                 .doc_mut()
@@ -426,7 +460,11 @@ impl Actor {
         Ok(before != after)
     }
 
-    fn receive_sync(&mut self, conn: ConnId, data: &[u8]) {
+    fn receive_sync(&mut self, conn: ConnId, data: &[u8], change_bytes: usize) {
+        if let Some(reason) = self.reserve_size(conn, change_bytes) {
+            self.cut_off(conn, reason);
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
@@ -484,6 +522,35 @@ impl Actor {
         }
     }
 
+    /// Checks the document size limit before a peer's changes are merged (a merged change cannot be taken out
+    /// again) and reserves their bytes until the batch is appended; returns why they are refused, if they are.
+    /// Read-only peers' changes are never applied, so they never count.
+    fn reserve_size(&mut self, conn: ConnId, change_bytes: usize) -> Option<String> {
+        let read_only = self.peers.get(&conn).is_none_or(|p| p.link.read_only);
+        if read_only || change_bytes == 0 {
+            return None;
+        }
+        if self.stored_bytes + self.unsaved_bytes + change_bytes > self.max_bytes {
+            self.metrics.rejected_documents.inc();
+            return Some(format!(
+                "the changes in this sync message ({change_bytes} bytes) would take document {} past its size \
+                 limit of {} bytes ({} bytes stored); they were not applied",
+                self.id, self.max_bytes, self.stored_bytes
+            ));
+        }
+        self.unsaved_bytes += change_bytes;
+        None
+    }
+
+    /// Tells one peer why with an `error` message and disconnects it; the document and other peers carry on.
+    fn cut_off(&mut self, conn: ConnId, reason: String) {
+        if let Some(peer) = self.peers.remove(&conn) {
+            let _ = peer.link.outbox.try_send(Message::error(reason).encode());
+            peer.link.cancel.cancel();
+            self.metrics.peers.dec();
+        }
+    }
+
     fn relay_ephemeral(&mut self, from: ConnId, session_id: String, count: u64, data: Vec<u8>) {
         let Some(sender) = self.peers.get_mut(&from) else {
             return;
@@ -520,6 +587,7 @@ impl Actor {
     async fn persist(&mut self) -> Result<bool, StoreError> {
         let heads = self.incident.doc_mut().get_heads();
         if heads == self.saved_heads {
+            self.unsaved_bytes = 0;
             return Ok(false);
         }
         let changes = self
@@ -528,6 +596,7 @@ impl Actor {
             .get_changes_meta(&self.saved_heads)
             .len();
         let chunk = self.incident.doc_mut().save_after(&self.saved_heads);
+        let chunk_len = chunk.len();
         let summary = summary_row(self.id, &self.incident.headline());
         let started = Instant::now();
         let result = self
@@ -536,6 +605,9 @@ impl Actor {
             .await;
         self.metrics.storage_append.observe(started.elapsed());
         result?;
+        self.stored_bytes += chunk_len;
+        self.appended_since_seen += chunk_len;
+        self.unsaved_bytes = 0;
         self.metrics.changes_applied.add(changes as u64);
         self.saved_heads = heads;
         self.chunks_since_compact += 1;
@@ -544,12 +616,16 @@ impl Actor {
             // local change is durable at this point), then cover exactly what was seen.
             self.catch_up().await?;
             let snapshot = self.incident.save();
+            let snapshot_len = snapshot.len();
             match self
                 .store
                 .compact(&self.id.to_string(), snapshot, self.seen)
                 .await
             {
-                Ok(()) => self.chunks_since_compact = 0,
+                Ok(()) => {
+                    self.chunks_since_compact = 0;
+                    self.stored_bytes = snapshot_len;
+                }
                 // Compaction is an optimisation: the chunks are still there, so a failure loses nothing.
                 Err(e) => warn!(error = %e, "compaction failed"),
             }

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 422: well-formed but refused by the document's rules.
     #[error("{0}")]
     Unprocessable(String),
+    /// 429: a per-token limit (open `/sync` connections) is reached; retry once some close.
+    #[error("{0}")]
+    TooMany(String),
     /// 503: storage is unavailable; nothing was changed, retry later.
     #[error("storage unavailable, retry later")]
     Unavailable,
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,6 +77,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::TooMany(_) => "too_many_requests",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -112,6 +117,7 @@ impl From<DocError> for ApiError {
             DocError::Refused(op) => ApiError::Unprocessable(op.to_string()),
             DocError::Storage(store) => store.into(),
             DocError::Gone => ApiError::Unavailable,
+            e @ DocError::TooLarge(_) => ApiError::Unprocessable(e.to_string()),
         }
     }
 }
