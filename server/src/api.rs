@@ -120,11 +120,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(json_error(
-                rejection,
-                state.max_body_bytes,
-                &state.metrics,
-            )),
+            Err(rejection) => Err(json_error(rejection, state.max_body_bytes, &state.metrics)),
         }
     }
 }

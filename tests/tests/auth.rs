@@ -4,6 +4,7 @@
 //! body on refusal; a refused call changes nothing. Unknown incident ids, well-formed or not, answer the same 404.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
@@ -512,6 +513,108 @@ async fn unknown_incident_ids_all_answer_the_same_404() -> anyhow::Result<()> {
         .contains("doc-unavailable"),
         "{refused:?}"
     );
+    server.stop().await;
+    Ok(())
+}
+
+/// Waits, on every client at once, for the `error` saying the token was revoked and the close that follows;
+/// returns how long the slowest took from `since`.
+async fn all_told_revoked(clients: Vec<SyncClient>, since: Instant) -> anyhow::Result<Duration> {
+    let waits = clients.into_iter().map(|mut client| {
+        tokio::spawn(async move {
+            let message = client.expect_error_then_close().await?;
+            anyhow::ensure!(message.contains("revoked"), "{message}");
+            anyhow::Ok(since.elapsed())
+        })
+    });
+    let mut slowest = Duration::ZERO;
+    for wait in futures_util::future::join_all(waits).await {
+        slowest = slowest.max(wait.context("a waiting task panicked")??);
+    }
+    Ok(slowest)
+}
+
+/// Clients of `token` syncing `incident`, plus one that only joined; all must be closed on revocation.
+async fn live_clients(
+    server: &TestServer,
+    token: &str,
+    incident: &str,
+) -> anyhow::Result<Vec<SyncClient>> {
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = SyncClient::connect(&server.ws_url(token)).await?;
+        client.open(incident).await?;
+        clients.push(client);
+    }
+    clients.push(SyncClient::connect(&server.ws_url(token)).await?);
+    Ok(clients)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_over_http_closes_its_live_connections_within_a_second()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let leaver = server.token("leaver", "write").await;
+    let stayer = server.token("stayer", "write").await;
+    let incident = server.declare(&stayer, "Revocation").await.id;
+    let clients = live_clients(&server, &leaver, &incident).await?;
+    let mut bystander = SyncClient::connect(&server.ws_url(&stayer)).await?;
+    bystander.open(&incident).await?;
+
+    let started = Instant::now();
+    server.revoke("leaver").await;
+    let slowest = all_told_revoked(clients, started).await?;
+    anyhow::ensure!(
+        slowest < Duration::from_secs(1),
+        "the last connection closed {slowest:?} after the revocation began"
+    );
+    println!("revocation over HTTP: every connection closed within {slowest:?}");
+    // The other token's connection carries on.
+    bystander.splice("summary", 0, 0, "still here").await?;
+    let metrics = server
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await?
+        .text()
+        .await?;
+    anyhow::ensure!(
+        metrics.contains("commandpost_revoked_disconnects_total 4\n"),
+        "{metrics}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_from_the_command_line_closes_its_connections_within_a_second()
+-> anyhow::Result<()> {
+    // The real binary, so that the revocation comes from another process, as `commandpost token revoke` does on
+    // the server's machine (or another node does on a shared database).
+    let server = TestServer::start_process().await;
+    let leaver = server.token("leaver", "write").await;
+    let incident = server
+        .declare(&server.admin_token, "Revocation by CLI")
+        .await
+        .id;
+    let clients = live_clients(&server, &leaver, &incident).await?;
+    let revoke = tokio::process::Command::new(env!("CARGO_BIN_EXE_commandpost-under-test"))
+        .args(["token", "revoke", "leaver", "--data-dir"])
+        .arg(server.data_dir())
+        .env_remove("COMMANDPOST_DATABASE_URL")
+        .output()
+        .await?;
+    let revoked_at = Instant::now();
+    anyhow::ensure!(
+        revoke.status.success(),
+        "token revoke: {}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    let slowest = all_told_revoked(clients, revoked_at).await?;
+    anyhow::ensure!(
+        slowest < Duration::from_secs(1),
+        "the last connection closed {slowest:?} after the command line revoked the token"
+    );
+    println!("revocation from the command line: every connection closed within {slowest:?}");
     server.stop().await;
     Ok(())
 }

@@ -81,7 +81,8 @@ mod tests {
 
     #[test]
     fn flags_override_only_what_they_name() {
-        let flags = Flags::parse_from(["serve", "--max-document-bytes", "1000", "--edit-burst", "7"]);
+        let flags =
+            Flags::parse_from(["serve", "--max-document-bytes", "1000", "--edit-burst", "7"]);
         let mut config = Config {
             max_body_bytes: 42,
             ..Config::default()
@@ -90,6 +91,9 @@ mod tests {
         assert_eq!(config.max_document_bytes, 1000);
         assert_eq!(config.edit_burst, 7);
         assert_eq!(config.max_body_bytes, 42);
-        assert_eq!(config.max_edits_per_sec, Config::default().max_edits_per_sec);
+        assert_eq!(
+            config.max_edits_per_sec,
+            Config::default().max_edits_per_sec
+        );
     }
 }
