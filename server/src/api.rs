@@ -64,7 +64,12 @@ pub fn app(state: AppState) -> Router {
         .merge(tokens::router())
         // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
         // small and left alone.
-        .fallback(get(crate::web::asset).layer(CompressionLayer::new()))
+        .fallback(
+            get(crate::web::asset)
+                .layer(CompressionLayer::new())
+                .fallback(unknown_route),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -139,6 +144,16 @@ fn json_error(rejection: JsonRejection, limit: usize, metrics: &Metrics) -> ApiE
         }
         other => ApiError::BadRequest(other.body_text()),
     }
+}
+
+/// Any method but GET on a path no route has: the same JSON 404 as an unknown id, not a bare 405.
+async fn unknown_route() -> ApiError {
+    ApiError::NotFound
+}
+
+/// A route called with a method it does not take: 405 in our error format (axum's own has an empty body).
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer.
