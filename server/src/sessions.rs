@@ -164,11 +164,17 @@ mod tests {
     #[test]
     fn admits_up_to_the_limit_and_forgets_dropped_sessions() {
         let sessions = Sessions::default();
-        let a = sessions.admit("h1", "alice", ConnId(1), 2).expect("under the limit");
-        let _b = sessions.admit("h1", "alice", ConnId(2), 2).expect("under the limit");
+        let a = sessions
+            .admit("h1", "alice", ConnId(1), 2)
+            .expect("under the limit");
+        let _b = sessions
+            .admit("h1", "alice", ConnId(2), 2)
+            .expect("under the limit");
         assert!(sessions.admit("h1", "alice", ConnId(3), 2).is_err());
         // Another token is counted apart.
-        let _c = sessions.admit("h2", "bob", ConnId(4), 2).expect("under the limit");
+        let _c = sessions
+            .admit("h2", "bob", ConnId(4), 2)
+            .expect("under the limit");
         assert_eq!(sessions.count("h1"), 2);
         drop(a);
         assert_eq!(sessions.count("h1"), 1);
@@ -178,8 +184,12 @@ mod tests {
     #[test]
     fn revoking_a_name_cancels_only_its_connections() {
         let sessions = Sessions::default();
-        let alice = sessions.admit("h1", "alice", ConnId(1), 8).expect("under the limit");
-        let bob = sessions.admit("h2", "bob", ConnId(2), 8).expect("under the limit");
+        let alice = sessions
+            .admit("h1", "alice", ConnId(1), 8)
+            .expect("under the limit");
+        let bob = sessions
+            .admit("h2", "bob", ConnId(2), 8)
+            .expect("under the limit");
         assert_eq!(sessions.revoke_name("alice"), 1);
         assert!(alice.revoked.is_cancelled());
         assert!(!bob.revoked.is_cancelled());

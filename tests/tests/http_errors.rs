@@ -61,6 +61,20 @@ fn refused(
     Ok(())
 }
 
+/// How many incidents `GET /api/incidents` lists.
+async fn incident_count(server: &TestServer, token: &str) -> anyhow::Result<usize> {
+    let list: Value = server
+        .request(Method::GET, "/api/incidents", Some(token))
+        .send()
+        .await?
+        .json()
+        .await?;
+    list["incidents"]
+        .as_array()
+        .map(Vec::len)
+        .with_context(|| format!("no incident list in {list}"))
+}
+
 async fn server_with_incident() -> (TestServer, String, String) {
     let server = TestServer::start_with(|config| config.max_body_bytes = MAX_BODY).await;
     let token = server.token("editor", "write").await;
@@ -161,16 +175,8 @@ async fn malformed_json_is_a_400_and_the_wrong_shape_a_422() -> anyhow::Result<(
         "no Content-Type",
     )?;
     // Nothing above declared an incident.
-    let list: Value = server
-        .request(Method::GET, "/api/incidents", Some(&token))
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        list["incidents"].as_array().map(Vec::len) == Some(1),
-        "{list}"
-    );
+    let count = incident_count(&server, &token).await?;
+    anyhow::ensure!(count == 1, "{count} incidents");
     server.stop().await;
     Ok(())
 }
@@ -638,16 +644,8 @@ async fn a_battery_of_hostile_requests_gets_clear_errors_and_changes_nothing() -
         server.heads(&admin, &id).await == before,
         "the incident changed"
     );
-    let list: Value = server
-        .request(Method::GET, "/api/incidents", Some(&admin))
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        list["incidents"].as_array().map(Vec::len) == Some(1),
-        "{list}"
-    );
+    let count = incident_count(&server, &admin).await?;
+    anyhow::ensure!(count == 1, "{count} incidents");
     let tokens_after = server
         .request(Method::GET, "/api/tokens", Some(&admin))
         .send()

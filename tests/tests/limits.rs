@@ -11,19 +11,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tests::{SyncClient, TestServer, ws};
 
-/// The value of the metric line starting with `prefix` (a name, with labels if any).
-async fn metric(server: &TestServer, prefix: &str) -> anyhow::Result<u64> {
-    let text = server
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
-        .with_context(|| format!("no metric {prefix} in {text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_at_its_size_limit_refuses_more_changes_and_stores_none() -> anyhow::Result<()> {
     const LIMIT: usize = 48 * 1024;
@@ -90,11 +77,9 @@ async fn a_document_at_its_size_limit_refuses_more_changes_and_stores_none() -> 
     bystander.open(&other).await?;
     bystander.splice("summary", 0, 0, "still writable").await?;
     anyhow::ensure!(
-        metric(
-            &server,
-            "commandpost_limit_rejections_total{limit=\"document\"}"
-        )
-        .await?
+        server
+            .metric("commandpost_limit_rejections_total{limit=\"document\"}")
+            .await?
             >= 2,
         "both refusals counted"
     );
@@ -129,11 +114,9 @@ async fn a_token_opens_at_most_its_share_of_sync_connections() -> anyhow::Result
     })
     .await?;
     anyhow::ensure!(
-        metric(
-            &server,
-            "commandpost_limit_rejections_total{limit=\"connections\"}"
-        )
-        .await?
+        server
+            .metric("commandpost_limit_rejections_total{limit=\"connections\"}")
+            .await?
             >= 1,
         "the refusal is counted"
     );
@@ -172,7 +155,7 @@ async fn a_connection_sending_edits_faster_than_its_rate_is_slowed_and_loses_not
     let summary = tests::markdown_section(&server.markdown(&token, &id).await, "Summary")
         .context("the summary")?;
     anyhow::ensure!(summary == "e".repeat(EDITS), "summary {summary:?}");
-    let throttled = metric(&server, "commandpost_edits_throttled_total ").await?;
+    let throttled = server.metric("commandpost_edits_throttled_total").await?;
     anyhow::ensure!(
         throttled as usize >= EDITS - BURST as usize - 2,
         "{throttled} throttled"
@@ -220,11 +203,9 @@ async fn a_silent_connection_is_closed_and_one_that_answers_pings_stays() -> any
         }
     }
     anyhow::ensure!(
-        metric(
-            &server,
-            "commandpost_limit_rejections_total{limit=\"idle\"}"
-        )
-        .await?
+        server
+            .metric("commandpost_limit_rejections_total{limit=\"idle\"}")
+            .await?
             >= 1,
         "the idle close is counted"
     );

@@ -367,44 +367,19 @@ async fn every_malformed_frame_gets_an_error_and_a_close_while_others_sync_on() 
         "{done} edits, summary {summary:?}"
     );
 
-    let metrics = server
-        .request(reqwest::Method::GET, "/metrics", None)
-        .send()
-        .await?
-        .text()
-        .await?;
-    let errors: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("commandpost_protocol_errors_total "))
-        .and_then(|n| n.trim().parse().ok())
-        .context("the protocol error counter")?;
+    let errors = server.metric("commandpost_protocol_errors_total").await?;
     anyhow::ensure!(
         errors >= Attack::ALL.len() as u64,
         "{errors} protocol errors counted"
     );
     // Both oversized frames count as limit rejections too.
-    let frames = counter(
-        &server,
-        "commandpost_limit_rejections_total{limit=\"frame\"}",
-    )
-    .await?;
+    let frames = server
+        .metric("commandpost_limit_rejections_total{limit=\"frame\"}")
+        .await?;
     anyhow::ensure!(frames == 2, "{frames} frame-limit rejections counted");
     println!("malformed frames tried: {}", Attack::ALL.len());
     server.stop().await;
     Ok(())
-}
-
-/// The value of a counter of `/metrics`.
-async fn counter(server: &TestServer, name: &str) -> anyhow::Result<u64> {
-    let text = server
-        .request(reqwest::Method::GET, "/metrics", None)
-        .send()
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .with_context(|| format!("no {name} in /metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,7 +520,7 @@ async fn a_flood_of_tiny_frames_costs_only_its_sender() -> anyhow::Result<()> {
         "the flood changed the document"
     );
     anyhow::ensure!(
-        counter(&server, "commandpost_protocol_errors_total ").await? == 0,
+        server.metric("commandpost_protocol_errors_total").await? == 0,
         "valid frames are not protocol errors"
     );
     println!("flood: {FLOOD} tiny frames; the bystander made {edits} acknowledged edits meanwhile");
