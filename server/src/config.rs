@@ -56,7 +56,7 @@ impl Default for Config {
             idle_timeout_secs: 60,
             unload_after_secs: 300,
             max_document_bytes: 64 * 1024 * 1024,
-            max_connections_per_token: 64,
+            max_connections_per_token: 4096,
             max_edits_per_sec: 100,
             edit_burst: 200,
         }

@@ -49,6 +49,26 @@ async fn hostile_text_in_every_field_leaves_the_html_export_inert() -> anyhow::R
         .unwrap_or_default()
         .to_owned();
     anyhow::ensure!(content_type.starts_with("text/html"), "{content_type}");
+    // Behind the sanitizer, the browser is told to run no script from the export at all.
+    let policy = response
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    anyhow::ensure!(
+        policy.contains("default-src 'none'")
+            && !policy.contains("script-src")
+            && policy.contains("sandbox"),
+        "content security policy {policy:?}"
+    );
+    anyhow::ensure!(
+        response
+            .headers()
+            .get("x-content-type-options")
+            .is_some_and(|v| v == "nosniff"),
+        "nosniff"
+    );
     let served = response.text().await?;
     anyhow::ensure!(served == model, "the served export is the model's page");
     if let Err(problems) = hostile::inert(&served) {

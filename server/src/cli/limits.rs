@@ -17,7 +17,7 @@ pub(super) struct LimitArgs {
     /// Largest stored size of one document, in bytes [default: 64 MiB].
     #[arg(long, env = "COMMANDPOST_MAX_DOCUMENT_BYTES")]
     max_document_bytes: Option<usize>,
-    /// Open /sync connections per token [default: 64].
+    /// Open /sync connections per token [default: 4096].
     #[arg(long, env = "COMMANDPOST_MAX_CONNECTIONS_PER_TOKEN")]
     max_connections_per_token: Option<usize>,
     /// Sustained change-carrying sync messages per second per connection [default: 100].
