@@ -64,7 +64,7 @@ enum Stop {
     Closed,
     /// The client broke the protocol: tell it why, then close.
     Protocol(String),
-    /// A limit was exceeded (frame size, silence): tell the client which, count it, then close.
+    /// A limit was exceeded (silence): tell the client which, then close. Counted where it is detected.
     Limit(String),
     /// The connection's token was revoked: tell the client, then close.
     Revoked,
