@@ -243,6 +243,10 @@ struct Actor {
     appended_since_seen: usize,
     /// Bytes of changes merged this batch and not yet appended, so a batch of messages cannot overshoot the limit.
     unsaved_bytes: usize,
+    /// Bytes of sync messages that left changes held back for a dependency the document lacks ("orphans", which
+    /// automerge keeps aside unapplied until the dependency arrives). They count toward the size limit, and are
+    /// dropped when a peer detaches (see [`Actor::drop_orphans`]), so a peer cannot pile them up.
+    orphan_bytes: usize,
     /// The document size limit.
     max_bytes: usize,
     peers: HashMap<ConnId, Peer>,
@@ -277,6 +281,7 @@ pub(crate) fn spawn(
         stored_bytes: size,
         appended_since_seen: 0,
         unsaved_bytes: 0,
+        orphan_bytes: 0,
         max_bytes: config.max_document_bytes,
         peers: HashMap::new(),
         store: registry.store(),
@@ -404,6 +409,7 @@ impl Actor {
                     if self.peers.remove(&conn).is_some() {
                         self.metrics.peers.dec();
                     }
+                    self.drop_orphans();
                 }
                 Command::Apply { ops, editor, reply } => {
                     if self.stored_bytes + self.unsaved_bytes >= self.max_bytes {
@@ -465,6 +471,19 @@ impl Actor {
             self.cut_off(conn, reason);
             return;
         }
+        self.merge_sync(conn, data);
+        if change_bytes > 0 {
+            if self.incident.doc_mut().get_missing_deps(&[]).is_empty() {
+                self.orphan_bytes = 0;
+            } else {
+                self.orphan_bytes += change_bytes;
+            }
+        }
+    }
+
+    /// Merges one peer's sync message, enforces the command rules on what it changed and queues our answers; a
+    /// broken message cuts the peer off.
+    fn merge_sync(&mut self, conn: ConnId, data: &[u8]) {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
@@ -530,7 +549,9 @@ impl Actor {
         if read_only || change_bytes == 0 {
             return None;
         }
-        if self.stored_bytes + self.unsaved_bytes + change_bytes > self.max_bytes {
+        if self.stored_bytes + self.unsaved_bytes + self.orphan_bytes + change_bytes
+            > self.max_bytes
+        {
             self.metrics.rejected_documents.inc();
             return Some(format!(
                 "the changes in this sync message ({change_bytes} bytes) would take document {} past its size \
@@ -540,6 +561,26 @@ impl Actor {
         }
         self.unsaved_bytes += change_bytes;
         None
+    }
+
+    /// Drops the changes held back for a missing dependency, by reloading the document from its own saved form
+    /// (which leaves them out). Only when there are any, so only after a peer sent some: a peer that did so by
+    /// accident resends them, with their ancestors, when it syncs again.
+    fn drop_orphans(&mut self) {
+        if self.orphan_bytes == 0 {
+            return;
+        }
+        match Incident::load(&self.incident.save()) {
+            Ok(fresh) => {
+                debug!(
+                    bytes = self.orphan_bytes,
+                    "dropped changes held for missing dependencies"
+                );
+                self.incident = fresh;
+                self.orphan_bytes = 0;
+            }
+            Err(e) => warn!(error = %e, "could not reload the document to drop held changes"),
+        }
     }
 
     /// Tells one peer why with an `error` message and disconnects it; the document and other peers carry on.

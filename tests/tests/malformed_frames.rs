@@ -382,6 +382,32 @@ async fn every_malformed_frame_gets_an_error_and_a_close_while_others_sync_on() 
     Ok(())
 }
 
+/// Sends `change` (raw bytes) to the server in a hand-made sync message claiming `heads`, on `client`'s connection.
+async fn send_changes(
+    client: &mut SyncClient,
+    id: &str,
+    heads: Vec<automerge::ChangeHash>,
+    change: Vec<u8>,
+) -> anyhow::Result<()> {
+    let message = automerge::sync::Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![change].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let target = client.server_id().context("joined")?.clone();
+    client
+        .send(&Message::Sync {
+            sender_id: client.peer_id().clone(),
+            target_id: target,
+            document_id: id.parse()?,
+            data: message.encode(),
+        })
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_whose_dependency_never_came_is_held_asked_for_and_never_applied()
 -> anyhow::Result<()> {
@@ -400,24 +426,13 @@ async fn a_change_whose_dependency_never_came_is_held_asked_for_and_never_applie
         .get_change_by_hash(&heads[0])
         .context("the second change")?;
     let missing = orphan.deps().to_vec();
-    let message = automerge::sync::Message {
-        heads: heads.clone(),
-        need: Vec::new(),
-        have: Vec::new(),
-        changes: vec![orphan.raw_bytes().to_vec()].into(),
-        flags: None,
-        version: automerge::sync::MessageVersion::V1,
-    };
-    let doc_id: DocumentId = id.parse()?;
-    let server_id = attacker.server_id().context("joined")?.clone();
-    attacker
-        .send(&Message::Sync {
-            sender_id: attacker.peer_id().clone(),
-            target_id: server_id,
-            document_id: doc_id,
-            data: message.encode(),
-        })
-        .await?;
+    let orphan = orphan.raw_bytes().to_vec();
+    let ancestor = doc
+        .get_change_by_hash(&missing[0])
+        .context("the first change")?
+        .raw_bytes()
+        .to_vec();
+    send_changes(&mut attacker, &id, heads, orphan).await?;
     // The server answers on the same connection, asking for exactly the change it lacks.
     let asked = loop {
         match attacker.recv_message(tests::DEADLINE).await? {
@@ -434,11 +449,24 @@ async fn a_change_whose_dependency_never_came_is_held_asked_for_and_never_applie
     };
     anyhow::ensure!(asked == missing, "asked for {asked:?}, lacking {missing:?}");
     attacker.close().await?;
-    // Nothing was applied or stored, and the document takes honest edits.
+    // Nothing was applied or stored.
     anyhow::ensure!(
         server.heads(&token, &id).await == before,
         "the orphan was applied"
     );
+    // Nor is it kept: once its sender left, the missing ancestor arriving on another connection brings in the
+    // ancestor alone.
+    let mut late = SyncClient::connect(&server.ws_url(&token)).await?;
+    late.open(&id).await?;
+    send_changes(&mut late, &id, missing.clone(), ancestor).await?;
+    late.round_trip().await?;
+    let summary = tests::markdown_section(&server.markdown(&token, &id).await, "Summary")
+        .context("the summary")?;
+    anyhow::ensure!(
+        summary.starts_with("first") && !summary.contains("ORPHAN"),
+        "the held change was kept: {summary:?}"
+    );
+    // The document takes honest edits.
     let mut honest = SyncClient::connect(&server.ws_url(&token)).await?;
     honest.open(&id).await?;
     honest.splice("summary", 0, 0, "Honest. ").await?;
