@@ -499,9 +499,14 @@ impl Incident {
         &mut self.doc
     }
 
-    /// The full document with its history, compressed.
+    /// The full document with its history, compressed. Changes held back for a dependency that never arrived
+    /// (a peer may send such "orphans", by accident or on purpose) are left out: they are not part of the history,
+    /// and a snapshot or export must not carry them.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
+        self.doc.save_with_options(automerge::SaveOptions {
+            retain_orphans: false,
+            ..Default::default()
+        })
     }
 
     /// Whether `heads` are all known to this document (a point-in-time read needs that).

@@ -26,7 +26,7 @@ use tower_http::compression::CompressionLayer;
 
 use crate::auth::{Identity, Scope, hash_token};
 use crate::connection::{self, SyncContext};
-use crate::document::Registry;
+use crate::document::{ConnId, Registry};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -64,7 +64,12 @@ pub fn app(state: AppState) -> Router {
         .merge(tokens::router())
         // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
         // small and left alone.
-        .fallback(get(crate::web::asset).layer(CompressionLayer::new()))
+        .fallback(
+            get(crate::web::asset)
+                .layer(CompressionLayer::new())
+                .fallback(unknown_route),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -120,22 +125,35 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(json_error(rejection, state.max_body_bytes)),
+            Err(rejection) => Err(json_error(rejection, state.max_body_bytes, &state.metrics)),
         }
     }
 }
 
-/// Maps a JSON rejection to our error; `limit` is the body limit, named in the 413 message.
-fn json_error(rejection: JsonRejection, limit: usize) -> ApiError {
+/// Maps a JSON rejection to our error; `limit` is the body limit, named in the 413 message (and counted).
+fn json_error(rejection: JsonRejection, limit: usize, metrics: &Metrics) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::Unprocessable(e.body_text()),
         JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(e.body_text()),
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::BadRequest("expected a JSON body with Content-Type: application/json".into())
         }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(limit),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            metrics.rejected_bodies.inc();
+            ApiError::TooLarge(limit)
+        }
         other => ApiError::BadRequest(other.body_text()),
     }
+}
+
+/// Any method but GET on a path no route has: the same JSON 404 as an unknown id, not a bare 405.
+async fn unknown_route() -> ApiError {
+    ApiError::NotFound
+}
+
+/// A route called with a method it does not take: 405 in our error format (axum's own has an empty body).
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer.
@@ -228,6 +246,19 @@ async fn sync(
         .ok_or(ApiError::Unauthorized)?;
     let identity = authenticate(&state, &token).await?;
     let ctx = state.sync.clone();
+    // Registered before the upgrade, so the cap answers a plain 429 and a revocation from now on closes it.
+    let session = ctx
+        .sessions
+        .admit(
+            &hash_token(&token),
+            &identity.name,
+            ConnId::next(),
+            ctx.limits.max_connections_per_token,
+        )
+        .map_err(|e| {
+            ctx.metrics.rejected_connections.inc();
+            ApiError::TooMany(e.to_string())
+        })?;
     // The socket library's own limit is a backstop above ours, so that oversized frames usually get our clear
     // `error` message rather than a bare close.
     let hard_limit = ctx.limits.max_frame_bytes.saturating_mul(2);
@@ -239,5 +270,5 @@ async fn sync(
         .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| connection::serve(socket, identity, ctx)))
+        .on_upgrade(move |socket| connection::serve(socket, identity, session, ctx)))
 }

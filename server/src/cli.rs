@@ -2,6 +2,7 @@
 //! against the same store.
 
 mod archive;
+mod limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ enum Command {
         /// Optional TOML config file; flags and environment variables win over it.
         #[arg(long, env = "COMMANDPOST_CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        limits: limits::LimitArgs,
     },
     /// Manage API tokens.
     Token {
@@ -133,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             listen,
             config,
+            limits,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -148,6 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Config::default(),
             };
             store.apply(&mut config);
+            limits.apply(&mut config);
             if let Some(listen) = listen {
                 config.listen = listen;
             }

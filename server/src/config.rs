@@ -31,6 +31,16 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     /// Seconds a document with no peers stays in memory.
     pub unload_after_secs: u64,
+    /// Largest stored size of one document, in bytes: a sync message whose changes would take a document past it
+    /// is refused (nothing stored), and HTTP edits to a document at the limit get 422.
+    pub max_document_bytes: usize,
+    /// Open `/sync` connections one token may have at once; the next upgrade gets 429.
+    pub max_connections_per_token: usize,
+    /// Sustained rate of change-carrying sync messages one connection may send, per second (token bucket);
+    /// faster senders are throttled (their socket is read more slowly), not disconnected.
+    pub max_edits_per_sec: u32,
+    /// How many change-carrying sync messages a connection may send in a burst above the sustained rate.
+    pub edit_burst: u32,
 }
 
 impl Default for Config {
@@ -45,6 +55,10 @@ impl Default for Config {
             ping_interval_secs: 15,
             idle_timeout_secs: 60,
             unload_after_secs: 300,
+            max_document_bytes: 64 * 1024 * 1024,
+            max_connections_per_token: 4096,
+            max_edits_per_sec: 100,
+            edit_burst: 200,
         }
     }
 }
@@ -81,6 +95,9 @@ impl Config {
                     .max(self.ping_interval_secs * 2)
                     .max(2),
             ),
+            max_connections_per_token: self.max_connections_per_token.max(1),
+            edits_per_sec: self.max_edits_per_sec.max(1),
+            edit_burst: self.edit_burst.max(1),
         }
     }
 
@@ -89,6 +106,7 @@ impl Config {
         DocConfig {
             idle_unload: Duration::from_secs(self.unload_after_secs),
             queue: 1024,
+            max_document_bytes: self.max_document_bytes,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::stream::SplitSink;
@@ -19,6 +19,7 @@ use tracing::{Instrument, debug, info_span};
 use crate::auth::{Identity, Scope};
 use crate::document::{Command, ConnId, DocHandle, PeerLink, Registry};
 use crate::metrics::Metrics;
+use crate::sessions::{Session, Sessions};
 use crate::wire::{self, DocumentId, Message, PeerId, PeerMetadata};
 
 /// Limits and timings of sync connections.
@@ -32,6 +33,12 @@ pub struct SyncLimits {
     pub ping_interval: Duration,
     /// A connection silent (no frame, no pong) for this long is closed.
     pub idle_timeout: Duration,
+    /// Live connections one token may hold.
+    pub max_connections_per_token: usize,
+    /// Sustained change-carrying sync messages per second per connection.
+    pub edits_per_sec: u32,
+    /// Change-carrying sync messages a connection may send at once above the sustained rate.
+    pub edit_burst: u32,
 }
 
 /// What a connection needs from the server.
@@ -47,6 +54,8 @@ pub struct SyncContext {
     pub limits: SyncLimits,
     /// Cancelled at server shutdown; every connection's own token is a child of it.
     pub shutdown: CancellationToken,
+    /// Live connections per token: the per-token cap and revocation.
+    pub sessions: Sessions,
 }
 
 /// Why the reader stops.
@@ -55,11 +64,16 @@ enum Stop {
     Closed,
     /// The client broke the protocol: tell it why, then close.
     Protocol(String),
+    /// A limit was exceeded (silence): tell the client which, then close. Counted where it is detected.
+    Limit(String),
+    /// The connection's token was revoked: tell the client, then close.
+    Revoked,
 }
 
-/// Serves one upgraded socket until it closes.
-pub async fn serve(socket: WebSocket, identity: Identity, ctx: SyncContext) {
-    let conn = ConnId::next();
+/// Serves one upgraded socket until it closes; `session` is its registration under its token, which closes it when
+/// the token is revoked.
+pub async fn serve(socket: WebSocket, identity: Identity, session: Session, ctx: SyncContext) {
+    let conn = session.conn();
     let span = info_span!("connection", conn = conn.0, token = %identity.name);
     async move {
         ctx.metrics.connections.inc();
@@ -73,16 +87,31 @@ pub async fn serve(socket: WebSocket, identity: Identity, ctx: SyncContext) {
             ctx: ctx.clone(),
             outbox,
             cancel: cancel.clone(),
+            revoked: session.revoked.clone(),
+            edits: TokenBucket::new(ctx.limits.edits_per_sec, ctx.limits.edit_burst),
             peer: None,
             docs: HashMap::new(),
         };
         let stop = reader.run(stream).await;
-        if let Stop::Protocol(reason) = &stop {
-            debug!(%reason, "protocol error");
-            ctx.metrics.protocol_errors.inc();
-            let _ = reader
-                .outbox
-                .try_send(Message::error(reason.clone()).encode());
+        let farewell = match stop {
+            Stop::Closed => None,
+            Stop::Protocol(reason) => {
+                debug!(%reason, "protocol error");
+                ctx.metrics.protocol_errors.inc();
+                Some(reason)
+            }
+            Stop::Limit(reason) => {
+                debug!(%reason, "limit exceeded");
+                Some(reason)
+            }
+            Stop::Revoked => {
+                debug!("token revoked, closing");
+                ctx.metrics.revoked_disconnects.inc();
+                Some("the token of this connection was revoked".to_owned())
+            }
+        };
+        if let Some(reason) = farewell {
+            let _ = reader.outbox.try_send(Message::error(reason).encode());
         }
         for handle in reader.docs.values() {
             let _ = handle.send(Command::Detach { conn }).await;
@@ -91,6 +120,7 @@ pub async fn serve(socket: WebSocket, identity: Identity, ctx: SyncContext) {
         drop(reader);
         let _ = writer.await;
         ctx.metrics.connections.dec();
+        drop(session);
     }
     .instrument(span)
     .await
@@ -106,6 +136,10 @@ struct Reader {
     outbox: mpsc::Sender<Vec<u8>>,
     /// Cancelled by anyone who wants this connection closed.
     cancel: CancellationToken,
+    /// Cancelled when the connection's token is revoked.
+    revoked: CancellationToken,
+    /// Paces change-carrying sync messages.
+    edits: TokenBucket,
     /// The peer id bound at `join`; every later message must carry it as sender.
     peer: Option<PeerId>,
     /// Documents this connection syncs, with their actors.
@@ -116,16 +150,24 @@ impl Reader {
     async fn run(&mut self, mut stream: futures_util::stream::SplitStream<WebSocket>) -> Stop {
         loop {
             let next = tokio::select! {
+                () = self.revoked.cancelled() => return Stop::Revoked,
                 () = self.cancel.cancelled() => return Stop::Closed,
                 next = tokio::time::timeout(self.ctx.limits.idle_timeout, stream.next()) => next,
             };
             let frame = match next {
-                Err(_) => return Stop::Protocol("no frames or pongs for too long, closing".into()),
+                Err(_) => {
+                    self.ctx.metrics.rejected_idle.inc();
+                    return Stop::Limit(format!(
+                        "no frames or pongs for {} s, the idle limit: closing",
+                        self.ctx.limits.idle_timeout.as_secs()
+                    ));
+                }
                 Ok(None) => return Stop::Closed,
                 Ok(Some(Err(e))) => {
                     let text = e.to_string();
                     // The socket library refuses frames over its hard limit before we see them.
                     if text.contains("too long") || text.contains("Space limit") {
+                        self.ctx.metrics.rejected_frames.inc();
                         return Stop::Protocol(format!(
                             "frame larger than the limit of {} bytes",
                             self.ctx.limits.max_frame_bytes
@@ -148,6 +190,7 @@ impl Reader {
                 WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
             };
             if bytes.len() > self.ctx.limits.max_frame_bytes {
+                self.ctx.metrics.rejected_frames.inc();
                 return Stop::Protocol(format!(
                     "frame of {} bytes is larger than the limit of {} bytes",
                     bytes.len(),
@@ -271,11 +314,26 @@ impl Reader {
         }
     }
 
-    /// Hands a sync message to the document's actor, attaching this connection first if needed.
+    /// Hands a sync message to the document's actor, attaching this connection first if needed. Messages that
+    /// carry changes are paced by the connection's edit bucket first.
     async fn sync(&mut self, peer: PeerId, id: DocumentId, data: Vec<u8>) -> Option<Stop> {
+        let change_bytes = match automerge::sync::Message::decode(&data) {
+            Ok(message) => message.changes.iter().map(<[u8]>::len).sum::<usize>(),
+            Err(e) => {
+                return Some(Stop::Protocol(format!(
+                    "invalid sync message for document {id}: {e}"
+                )));
+            }
+        };
+        if change_bytes > 0
+            && let Some(stop) = self.pace_edit().await
+        {
+            return Some(stop);
+        }
         let mut command = Command::Sync {
             conn: self.conn,
             data,
+            change_bytes,
         };
         // Twice at most: an actor may stop (idle unload races) between lookup and send; the retry loads anew.
         for _ in 0..2 {
@@ -304,6 +362,21 @@ impl Reader {
         Some(Stop::Protocol(format!(
             "document {id} is unavailable, reconnect later"
         )))
+    }
+
+    /// Waits until the edit bucket allows one more change-carrying message (counting the wait as throttling);
+    /// a revocation or close during the wait ends the connection.
+    async fn pace_edit(&mut self) -> Option<Stop> {
+        let wait = self.edits.take(Instant::now());
+        if wait.is_zero() {
+            return None;
+        }
+        self.ctx.metrics.edits_throttled.inc();
+        tokio::select! {
+            () = self.revoked.cancelled() => Some(Stop::Revoked),
+            () = self.cancel.cancelled() => Some(Stop::Closed),
+            () = tokio::time::sleep(wait) => None,
+        }
     }
 
     async fn attach(&mut self, peer: &PeerId, id: DocumentId) -> Result<Option<DocHandle>, Stop> {
@@ -336,6 +409,42 @@ impl Reader {
         }
         self.docs.insert(id, handle.clone());
         Ok(Some(handle))
+    }
+}
+
+/// A token bucket: `burst` edits at once, refilled at `rate` per second. Throttling (rather than an error and a
+/// close) keeps a fast but legitimate client, such as a bot replaying a backlog, working, while a flood costs the
+/// server no more than `rate` merges per second per connection; the client just sees its socket read more slowly.
+struct TokenBucket {
+    /// Edits per second.
+    rate: f64,
+    /// The bucket's size.
+    burst: f64,
+    /// Edits available at `at`; negative when edits were taken ahead (the caller waits for them).
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one edit at `now`; returns how long the caller must wait before the edit is due (zero if at once).
+    fn take(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - 1.0;
+        self.at = now;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
     }
 }
 
@@ -401,4 +510,27 @@ fn presence_name(data: &[u8]) -> Option<String> {
             }
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_paces_at_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10, 3);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(start), Duration::ZERO);
+        }
+        // The fourth edit at the same instant waits a tenth of a second, the fifth two tenths.
+        assert_eq!(bucket.take(start), Duration::from_millis(100));
+        assert_eq!(bucket.take(start), Duration::from_millis(200));
+        // After a long pause the bucket is full again, never fuller.
+        let later = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(later), Duration::ZERO);
+        }
+        assert!(bucket.take(later) > Duration::ZERO);
+    }
 }

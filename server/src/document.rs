@@ -80,6 +80,8 @@ pub enum Command {
         conn: ConnId,
         /// The encoded Automerge sync message.
         data: Vec<u8>,
+        /// Bytes of changes it carries (the connection decoded it to pace edits), for the document size limit.
+        change_bytes: usize,
     },
     /// Ephemeral data (presence) to relay to the other peers.
     Ephemeral {
@@ -127,6 +129,9 @@ pub enum DocError {
     /// The document actor stopped (shutdown or storage failure) before answering.
     #[error("the document is unavailable, try again")]
     Gone,
+    /// The document reached its size limit (bytes); nothing was applied.
+    #[error("the document reached its size limit of {0} bytes; nothing was changed")]
+    TooLarge(usize),
 }
 
 /// A cheap, cloneable way to reach one document actor.
@@ -196,6 +201,8 @@ pub struct DocConfig {
     pub idle_unload: Duration,
     /// Capacity of each actor's command queue.
     pub queue: usize,
+    /// Largest stored size of a document: what it loaded from, plus what it appended since (or its last snapshot).
+    pub max_document_bytes: usize,
 }
 
 /// One attached peer's state.
@@ -228,6 +235,20 @@ struct Actor {
     seen: ChunkId,
     /// Appends since the last compaction.
     chunks_since_compact: u64,
+    /// The document's size in storage: the bytes loaded, plus every chunk appended or merged since, or the
+    /// snapshot's size after a compaction. What the document size limit is measured against.
+    stored_bytes: usize,
+    /// Bytes this actor appended since `seen` last moved: a catch-up reads them back with other nodes' chunks,
+    /// so they are counted once.
+    appended_since_seen: usize,
+    /// Bytes of changes merged this batch and not yet appended, so a batch of messages cannot overshoot the limit.
+    unsaved_bytes: usize,
+    /// Bytes of sync messages that left changes held back for a dependency the document lacks ("orphans", which
+    /// automerge keeps aside unapplied until the dependency arrives). They count toward the size limit, and are
+    /// dropped when a peer detaches (see [`Actor::drop_orphans`]), so a peer cannot pile them up.
+    orphan_bytes: usize,
+    /// The document size limit.
+    max_bytes: usize,
     peers: HashMap<ConnId, Peer>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -324,10 +345,11 @@ impl SyncMemo {
     }
 }
 
-/// Starts the actor for a document just loaded from storage; returns its handle.
+/// Starts the actor for a document just loaded from storage (`size` bytes of it); returns its handle.
 pub(crate) fn spawn(
     id: DocumentId,
     incident: Incident,
+    size: usize,
     seen: ChunkId,
     generation: u64,
     config: &DocConfig,
@@ -345,6 +367,11 @@ pub(crate) fn spawn(
         saved_heads,
         seen,
         chunks_since_compact: 0,
+        stored_bytes: size,
+        appended_since_seen: 0,
+        unsaved_bytes: 0,
+        orphan_bytes: 0,
+        max_bytes: config.max_document_bytes,
         peers: HashMap::new(),
         store: registry.store(),
         metrics: registry.metrics(),
@@ -457,7 +484,11 @@ impl Actor {
                     );
                     self.metrics.peers.inc();
                 }
-                Command::Sync { conn, data } => self.receive_sync(conn, &data),
+                Command::Sync {
+                    conn,
+                    data,
+                    change_bytes,
+                } => self.receive_sync(conn, &data, change_bytes),
                 Command::Ephemeral {
                     conn,
                     session_id,
@@ -468,8 +499,14 @@ impl Actor {
                     if self.peers.remove(&conn).is_some() {
                         self.metrics.peers.dec();
                     }
+                    self.drop_orphans();
                 }
                 Command::Apply { ops, editor, reply } => {
+                    if self.stored_bytes + self.unsaved_bytes >= self.max_bytes {
+                        self.metrics.rejected_documents.inc();
+                        let _ = reply.send(Err(DocError::TooLarge(self.max_bytes)));
+                        continue;
+                    }
                     match self.incident.apply_all(&ops, &editor) {
                         Ok(applied) => batch.replies.push((reply, applied)),
                         Err(e) => {
@@ -504,6 +541,9 @@ impl Actor {
             return Ok(false);
         };
         let before = self.incident.doc_mut().get_heads();
+        let merged: usize = stored.chunks.iter().map(Vec::len).sum();
+        self.stored_bytes = self.stored_bytes.saturating_sub(self.appended_since_seen) + merged;
+        self.appended_since_seen = 0;
         for chunk in &stored.chunks {
             self.incident
                 .doc_mut()
@@ -516,7 +556,24 @@ impl Actor {
         Ok(before != after)
     }
 
-    fn receive_sync(&mut self, conn: ConnId, data: &[u8]) {
+    fn receive_sync(&mut self, conn: ConnId, data: &[u8], change_bytes: usize) {
+        if let Some(reason) = self.reserve_size(conn, change_bytes) {
+            self.cut_off(conn, reason);
+            return;
+        }
+        self.merge_sync(conn, data);
+        if change_bytes > 0 {
+            if self.incident.doc_mut().get_missing_deps(&[]).is_empty() {
+                self.orphan_bytes = 0;
+            } else {
+                self.orphan_bytes += change_bytes;
+            }
+        }
+    }
+
+    /// Merges one peer's sync message, enforces the command rules on what it changed and queues our answers; a
+    /// broken message cuts the peer off.
+    fn merge_sync(&mut self, conn: ConnId, data: &[u8]) {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
@@ -563,6 +620,57 @@ impl Actor {
         }
     }
 
+    /// Checks the document size limit before a peer's changes are merged (a merged change cannot be taken out
+    /// again) and reserves their bytes until the batch is appended; returns why they are refused, if they are.
+    /// Read-only peers' changes are never applied, so they never count.
+    fn reserve_size(&mut self, conn: ConnId, change_bytes: usize) -> Option<String> {
+        let read_only = self.peers.get(&conn).is_none_or(|p| p.link.read_only);
+        if read_only || change_bytes == 0 {
+            return None;
+        }
+        if self.stored_bytes + self.unsaved_bytes + self.orphan_bytes + change_bytes
+            > self.max_bytes
+        {
+            self.metrics.rejected_documents.inc();
+            return Some(format!(
+                "the changes in this sync message ({change_bytes} bytes) would take document {} past its size \
+                 limit of {} bytes ({} bytes stored); they were not applied",
+                self.id, self.max_bytes, self.stored_bytes
+            ));
+        }
+        self.unsaved_bytes += change_bytes;
+        None
+    }
+
+    /// Drops the changes held back for a missing dependency, by reloading the document from its own saved form
+    /// (which leaves them out). Only when there are any, so only after a peer sent some: a peer that did so by
+    /// accident resends them, with their ancestors, when it syncs again.
+    fn drop_orphans(&mut self) {
+        if self.orphan_bytes == 0 {
+            return;
+        }
+        match Incident::load(&self.incident.save()) {
+            Ok(fresh) => {
+                debug!(
+                    bytes = self.orphan_bytes,
+                    "dropped changes held for missing dependencies"
+                );
+                self.incident = fresh;
+                self.orphan_bytes = 0;
+            }
+            Err(e) => warn!(error = %e, "could not reload the document to drop held changes"),
+        }
+    }
+
+    /// Tells one peer why with an `error` message and disconnects it; the document and other peers carry on.
+    fn cut_off(&mut self, conn: ConnId, reason: String) {
+        if let Some(peer) = self.peers.remove(&conn) {
+            let _ = peer.link.outbox.try_send(Message::error(reason).encode());
+            peer.link.cancel.cancel();
+            self.metrics.peers.dec();
+        }
+    }
+
     fn relay_ephemeral(&mut self, from: ConnId, session_id: String, count: u64, data: Vec<u8>) {
         let Some(sender) = self.peers.get_mut(&from) else {
             return;
@@ -599,6 +707,7 @@ impl Actor {
     async fn persist(&mut self) -> Result<bool, StoreError> {
         let heads = self.incident.doc_mut().get_heads();
         if heads == self.saved_heads {
+            self.unsaved_bytes = 0;
             return Ok(false);
         }
         let changes = self
@@ -607,6 +716,7 @@ impl Actor {
             .get_changes_meta(&self.saved_heads)
             .len();
         let chunk = self.incident.doc_mut().save_after(&self.saved_heads);
+        let chunk_len = chunk.len();
         let summary = summary_row(self.id, &self.incident.headline());
         let started = Instant::now();
         let result = self
@@ -615,6 +725,9 @@ impl Actor {
             .await;
         self.metrics.storage_append.observe(started.elapsed());
         result?;
+        self.stored_bytes += chunk_len;
+        self.appended_since_seen += chunk_len;
+        self.unsaved_bytes = 0;
         self.metrics.changes_applied.add(changes as u64);
         self.saved_heads = heads;
         self.chunks_since_compact += 1;
@@ -623,12 +736,16 @@ impl Actor {
             // local change is durable at this point), then cover exactly what was seen.
             self.catch_up().await?;
             let snapshot = self.incident.save();
+            let snapshot_len = snapshot.len();
             match self
                 .store
                 .compact(&self.id.to_string(), snapshot, self.seen)
                 .await
             {
-                Ok(()) => self.chunks_since_compact = 0,
+                Ok(()) => {
+                    self.chunks_since_compact = 0;
+                    self.stored_bytes = snapshot_len;
+                }
                 // Compaction is an optimisation: the chunks are still there, so a failure loses nothing.
                 Err(e) => warn!(error = %e, "compaction failed"),
             }

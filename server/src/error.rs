@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 404: no such thing, or one the token may not see (the same answer, so ids cannot be probed).
     #[error("not found")]
     NotFound,
+    /// 405: the route exists but not with this method.
+    #[error("this route does not take this method")]
+    MethodNotAllowed,
     /// 409: conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -38,6 +41,9 @@ pub enum ApiError {
     /// 422: well-formed but refused by the document's rules.
     #[error("{0}")]
     Unprocessable(String),
+    /// 429: a per-token limit (open `/sync` connections) is reached; retry once some close.
+    #[error("{0}")]
+    TooMany(String),
     /// 503: storage is unavailable; nothing was changed, retry later.
     #[error("storage unavailable, retry later")]
     Unavailable,
@@ -54,9 +60,11 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::CommandRule(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,9 +78,11 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::CommandRule(_) => "command_rule",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::TooMany(_) => "too_many_requests",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -112,6 +122,7 @@ impl From<DocError> for ApiError {
             DocError::Refused(op) => ApiError::Unprocessable(op.to_string()),
             DocError::Storage(store) => store.into(),
             DocError::Gone => ApiError::Unavailable,
+            e @ DocError::TooLarge(_) => ApiError::Unprocessable(e.to_string()),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod connection;
 pub mod document;
 pub mod error;
 pub mod metrics;
+pub mod sessions;
 pub mod store;
 pub mod web;
 pub use wire;
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::connection::SyncContext;
 use crate::document::Registry;
 use crate::metrics::Metrics;
+use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -79,6 +81,8 @@ pub async fn run(
     if let Some(notices) = store.subscribe() {
         registry.follow(notices);
     }
+    let sessions = Sessions::default();
+    sessions.sweep(store.clone(), stop.clone());
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -90,6 +94,7 @@ pub async fn run(
             server_id,
             limits: config.sync_limits(),
             shutdown: stop.clone(),
+            sessions,
         },
         max_body_bytes: config.max_body_bytes,
     };

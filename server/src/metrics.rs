@@ -118,6 +118,21 @@ pub struct Metrics {
     pub stale_fields: Gauge,
     /// Latency of durable appends.
     pub storage_append: Histogram,
+    /// `/sync` frames over the frame limit (the connection is closed).
+    pub rejected_frames: Counter,
+    /// `/sync` connections closed for silence (no frame, no pong within the idle timeout).
+    pub rejected_idle: Counter,
+    /// Sync messages refused because their changes would take a document past its size limit, and HTTP edits
+    /// refused on a document at the limit.
+    pub rejected_documents: Counter,
+    /// `/sync` upgrades refused because the token had its maximum of connections open.
+    pub rejected_connections: Counter,
+    /// HTTP requests refused for a body over the limit.
+    pub rejected_bodies: Counter,
+    /// Change-carrying sync messages that had to wait for the connection's edit bucket.
+    pub edits_throttled: Counter,
+    /// `/sync` connections closed because their token was revoked.
+    pub revoked_disconnects: Counter,
 }
 
 impl Metrics {
@@ -173,6 +188,16 @@ impl Metrics {
                 "Synced changes that broke a command rule and were reverted.",
                 &self.rule_violations,
             ),
+            (
+                "commandpost_edits_throttled_total",
+                "Change-carrying sync messages delayed by the per-connection edit rate.",
+                &self.edits_throttled,
+            ),
+            (
+                "commandpost_revoked_disconnects_total",
+                "Sync connections closed because their token was revoked.",
+                &self.revoked_disconnects,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(
@@ -180,6 +205,21 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 counter.get()
             );
+        }
+        let limits = [
+            ("frame", &self.rejected_frames),
+            ("idle", &self.rejected_idle),
+            ("document", &self.rejected_documents),
+            ("connections", &self.rejected_connections),
+            ("body", &self.rejected_bodies),
+        ];
+        let name = "commandpost_limit_rejections_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests, frames and connections refused by a configured limit.\n# TYPE {name} counter"
+        );
+        for (limit, counter) in limits {
+            let _ = writeln!(out, "{name}{{limit=\"{limit}\"}} {}", counter.get());
         }
         self.storage_append.render(
             &mut out,

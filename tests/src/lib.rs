@@ -8,11 +8,13 @@
 //! - [`Browser`]: a real headless Chromium driven over WebDriver, for end-to-end tests of the web client, and
 //!   [`Proxy`], a TCP proxy whose link a test cuts to take one browser offline.
 //! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
+//! - [`hostile`]: user text that tries to run as code, and a check that an HTML page is inert.
 //! - [`eventually`] and [`markdown_section`]: waiting for a condition with a deadline instead of sleeping, and reading
 //!   one field back out of the Markdown export.
 
 mod browser;
 mod database;
+pub mod hostile;
 mod markdown;
 mod poll;
 mod proxy;

@@ -206,6 +206,11 @@ impl SyncClient {
         &self.incident
     }
 
+    /// Our copy, mutable: for tests that take changes out of it to send in frames of their own making.
+    pub fn incident_mut(&mut self) -> &mut Incident {
+        &mut self.incident
+    }
+
     /// Our copy's heads, sorted, so that two equal documents give equal vectors.
     pub fn heads(&mut self) -> Vec<ChangeHash> {
         let mut heads = self.incident.doc_mut().get_heads();

@@ -227,6 +227,20 @@ impl TestServer {
         expect_status(response, StatusCode::NO_CONTENT, "revoking a token").await;
     }
 
+    /// The value of one sample of `GET /metrics`, named with its labels if any
+    /// (`commandpost_limit_rejections_total{limit="frame"}`); `Err` if there is no such line.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<u64> {
+        let text = self
+            .request(Method::GET, "/metrics", None)
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no metric {name} in /metrics:\n{text}"))
+    }
+
     /// Declares an incident through `POST /api/incidents` (default template); panics unless the server answers 201.
     pub async fn declare(&self, token: &str, title: &str) -> DeclaredIncident {
         let response = self

@@ -1,9 +1,12 @@
 //! Who may do what: every route of the HTTP API and the `/sync` upgrade, called with no token, a garbage token, a
 //! revoked token and a token of each scope, answers 401 when the caller is unknown, 403 when the scope is too low and
-//! success otherwise (`/healthz` and `/metrics` are open to all), always with the `{"error": {"code", "message"}}`
-//! body on refusal; a refused call changes nothing. Unknown incident ids, well-formed or not, answer the same 404.
+//! success otherwise (`/healthz`, `/metrics` and the web UI are open to all), always with the
+//! `{"error": {"code", "message"}}` body on refusal; a refused call changes nothing. The table is checked against
+//! the router's source, so a new route without a row fails the test. Unknown incident ids, well-formed or not,
+//! answer the same 404. Revoking a token closes its live `/sync` connections within a second.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
@@ -48,18 +51,29 @@ impl Caller {
 }
 
 /// The routes, with what they need and what they answer when allowed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Healthz,
     Metrics,
+    WebUi,
+    Sync,
     Templates,
     Declare,
     List,
     Read,
     Export,
+    History,
     Timeline,
     Operations,
+    AssignRole,
+    ProposeHandoff,
+    AcceptHandoff,
+    WithdrawHandoff,
+    Pins,
+    Reopen,
     DeleteIncident,
+    Analytics,
+    Insights,
     ListTokens,
     CreateToken,
     RevokeToken,
@@ -67,17 +81,28 @@ enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 25] = [
         Route::Healthz,
         Route::Metrics,
+        Route::WebUi,
+        Route::Sync,
         Route::Templates,
         Route::Declare,
         Route::List,
         Route::Read,
         Route::Export,
+        Route::History,
         Route::Timeline,
         Route::Operations,
+        Route::AssignRole,
+        Route::ProposeHandoff,
+        Route::AcceptHandoff,
+        Route::WithdrawHandoff,
+        Route::Pins,
+        Route::Reopen,
         Route::DeleteIncident,
+        Route::Analytics,
+        Route::Insights,
         Route::ListTokens,
         Route::CreateToken,
         Route::RevokeToken,
@@ -86,23 +111,70 @@ impl Route {
 
     fn needs(self) -> Needs {
         match self {
-            Route::Healthz | Route::Metrics => Needs::Nothing,
-            Route::Templates | Route::List | Route::Read | Route::Export | Route::Session => {
-                Needs::Read
-            }
-            Route::Declare | Route::Timeline | Route::Operations => Needs::Write,
-            Route::DeleteIncident | Route::ListTokens | Route::CreateToken | Route::RevokeToken => {
-                Needs::Admin
-            }
+            Route::Healthz | Route::Metrics | Route::WebUi => Needs::Nothing,
+            Route::Sync
+            | Route::Templates
+            | Route::List
+            | Route::Read
+            | Route::Export
+            | Route::History
+            | Route::Analytics
+            | Route::Insights
+            | Route::Session => Needs::Read,
+            Route::Declare
+            | Route::Timeline
+            | Route::Operations
+            | Route::AssignRole
+            | Route::ProposeHandoff
+            | Route::AcceptHandoff
+            | Route::WithdrawHandoff
+            | Route::Pins => Needs::Write,
+            Route::Reopen
+            | Route::DeleteIncident
+            | Route::ListTokens
+            | Route::CreateToken
+            | Route::RevokeToken => Needs::Admin,
         }
     }
 
     fn success(self) -> StatusCode {
         match self {
+            Route::Sync => StatusCode::SWITCHING_PROTOCOLS,
             Route::Declare | Route::Timeline | Route::CreateToken => StatusCode::CREATED,
             Route::DeleteIncident | Route::RevokeToken => StatusCode::NO_CONTENT,
             _ => StatusCode::OK,
         }
+    }
+
+    /// The method and the path as the router declares it (`None` for the web UI, the router's fallback).
+    fn pattern(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Route::WebUi => return None,
+            Route::Healthz => ("GET", "/healthz"),
+            Route::Metrics => ("GET", "/metrics"),
+            Route::Sync => ("GET", "/sync"),
+            Route::Templates => ("GET", "/api/templates"),
+            Route::Declare => ("POST", "/api/incidents"),
+            Route::List => ("GET", "/api/incidents"),
+            Route::Read => ("GET", "/api/incidents/{id}"),
+            Route::Export => ("GET", "/api/incidents/{id}/export"),
+            Route::History => ("GET", "/api/incidents/{id}/history"),
+            Route::Timeline => ("POST", "/api/incidents/{id}/timeline"),
+            Route::Operations => ("POST", "/api/incidents/{id}/operations"),
+            Route::AssignRole => ("PUT", "/api/incidents/{id}/roles/{role}"),
+            Route::ProposeHandoff => ("POST", "/api/incidents/{id}/handoffs"),
+            Route::AcceptHandoff => ("POST", "/api/incidents/{id}/handoffs/accept"),
+            Route::WithdrawHandoff => ("DELETE", "/api/incidents/{id}/handoffs/{role}"),
+            Route::Pins => ("PUT", "/api/incidents/{id}/pins"),
+            Route::Reopen => ("POST", "/api/incidents/{id}/reopen"),
+            Route::DeleteIncident => ("DELETE", "/api/incidents/{id}"),
+            Route::Analytics => ("GET", "/api/analytics/incidents"),
+            Route::Insights => ("GET", "/insights"),
+            Route::ListTokens => ("GET", "/api/tokens"),
+            Route::CreateToken => ("POST", "/api/tokens"),
+            Route::RevokeToken => ("DELETE", "/api/tokens/{name}"),
+            Route::Session => ("GET", "/api/session"),
+        })
     }
 }
 
@@ -147,13 +219,137 @@ impl Fixture {
         }
     }
 
-    /// The method, path and body of one call of `route`; routes that consume something get a fresh one each time.
-    async fn call(&self, route: Route) -> (Method, String, Option<Value>) {
+    /// The person a command route's setup acts for: the caller when it may write (so the call can succeed), the
+    /// writer otherwise (the call is refused before any rule is looked at). Returns (token, name).
+    fn actor(&self, caller: Caller) -> (&str, &str) {
+        match caller {
+            Caller::Scoped(Needs::Admin) => (&self.server.admin_token, "admin"),
+            _ => (&self.write, "writer"),
+        }
+    }
+
+    /// An incident declared by `token`, so that its holder is the commander.
+    async fn commanded_by(&self, token: &str, n: usize) -> String {
+        self.server
+            .declare(token, &format!("Commanded {n}"))
+            .await
+            .id
+    }
+
+    /// Sends the command operation `op` as `token`, which must succeed (setup of a call).
+    async fn setup(&self, token: &str, id: &str, path: &str, body: Value) {
+        let response = self
+            .server
+            .request(
+                Method::POST,
+                &format!("/api/incidents/{id}/{path}"),
+                Some(token),
+            )
+            .json(&body)
+            .send()
+            .await
+            .expect("sending a setup request");
+        assert!(
+            response.status().is_success(),
+            "setup {path} {body}: {}",
+            response.status()
+        );
+    }
+
+    /// The method, path and body of one call of `route` by `caller`; routes that consume something get a fresh one
+    /// each time, set up so that a caller whose scope allows the call also passes the command rules.
+    async fn call(&self, route: Route, caller: Caller) -> (Method, String, Option<Value>) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = &self.incident;
+        let (actor, actor_name) = self.actor(caller);
         match route {
             Route::Healthz => (Method::GET, "/healthz".into(), None),
             Route::Metrics => (Method::GET, "/metrics".into(), None),
+            // A file of the UI rather than `/`, which answers 503 on a server built without the wasm client.
+            Route::WebUi => (Method::GET, "/js/app.js".into(), None),
+            Route::Sync => (Method::GET, "/sync".into(), None),
+            Route::History => (Method::GET, format!("/api/incidents/{id}/history"), None),
+            Route::Analytics => (
+                Method::GET,
+                "/api/analytics/incidents?format=csv".into(),
+                None,
+            ),
+            Route::Insights => (Method::GET, "/insights".into(), None),
+            Route::AssignRole => {
+                let own = self.commanded_by(actor, n).await;
+                (
+                    Method::PUT,
+                    format!("/api/incidents/{own}/roles/operations"),
+                    Some(json!({"person": format!("ops-{n}")})),
+                )
+            }
+            Route::ProposeHandoff => {
+                let own = self.commanded_by(actor, n).await;
+                (
+                    Method::POST,
+                    format!("/api/incidents/{own}/handoffs"),
+                    Some(json!({"role": "commander", "to": format!("next-{n}")})),
+                )
+            }
+            Route::AcceptHandoff => {
+                // Someone else commands and hands the command to the actor, who accepts.
+                let other = if actor_name == "admin" {
+                    &self.write
+                } else {
+                    &self.server.admin_token
+                };
+                let theirs = self.commanded_by(other, n).await;
+                self.setup(
+                    other,
+                    &theirs,
+                    "handoffs",
+                    json!({"role": "commander", "to": actor_name}),
+                )
+                .await;
+                (
+                    Method::POST,
+                    format!("/api/incidents/{theirs}/handoffs/accept"),
+                    Some(json!({"role": "commander"})),
+                )
+            }
+            Route::WithdrawHandoff => {
+                let own = self.commanded_by(actor, n).await;
+                self.setup(
+                    actor,
+                    &own,
+                    "handoffs",
+                    json!({"role": "commander", "to": format!("next-{n}")}),
+                )
+                .await;
+                (
+                    Method::DELETE,
+                    format!("/api/incidents/{own}/handoffs/commander"),
+                    None,
+                )
+            }
+            Route::Pins => {
+                let own = self.commanded_by(actor, n).await;
+                (
+                    Method::PUT,
+                    format!("/api/incidents/{own}/pins"),
+                    Some(json!({"fields": ["summary"]})),
+                )
+            }
+            Route::Reopen => {
+                let closed = self.commanded_by(&self.write, n).await;
+                self.setup(
+                    &self.write,
+                    &closed,
+                    "operations",
+                    json!({"operations": [{"op": "setStatus", "status": "closed"}]}),
+                )
+                .await;
+                (
+                    Method::POST,
+                    format!("/api/incidents/{closed}/reopen"),
+                    Some(json!({"reason": format!("back {n}"), "status": "active"})),
+                )
+            }
             Route::Templates => (Method::GET, "/api/templates".into(), None),
             Route::Declare => (
                 Method::POST,
@@ -239,7 +435,15 @@ async fn every_route_answers_each_kind_of_caller_as_its_scope_allows() -> anyhow
     let mut failures = Vec::new();
     for route in Route::ALL {
         for caller in Caller::ALL {
-            let (method, path, body) = fixture.call(route).await;
+            let (method, path, body) = fixture.call(route, caller).await;
+            let what = format!("{method} {path} as {caller:?}");
+            let want = expected(route, caller);
+            if route == Route::Sync {
+                if let Err(e) = check_sync(&fixture, caller, want).await {
+                    failures.push(format!("{what}: {e:#}"));
+                }
+                continue;
+            }
             let mut request =
                 fixture
                     .server
@@ -250,8 +454,6 @@ async fn every_route_answers_each_kind_of_caller_as_its_scope_allows() -> anyhow
             let response = request.send().await.context("sending the request")?;
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
-            let want = expected(route, caller);
-            let what = format!("{method} {path} as {caller:?}");
             if status != want {
                 let text: String = text.chars().take(200).collect();
                 failures.push(format!("{what}: {status}, expected {want} ({text})"));
@@ -332,42 +534,127 @@ async fn the_session_names_the_token_and_its_scope() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_upgrades_only_for_live_tokens() -> anyhow::Result<()> {
-    let fixture = Fixture::new().await;
+/// Upgrades `/sync` as `caller` (the token in the query string, as browsers send it): 101 for a live token, else
+/// the status `want` with our error body.
+async fn check_sync(fixture: &Fixture, caller: Caller, want: StatusCode) -> anyhow::Result<()> {
     let server = &fixture.server;
-    for caller in Caller::ALL {
-        let url = match fixture.token(caller) {
-            Some(token) => server.ws_url(&token),
-            None => format!("ws://{}/sync", server.addr),
-        };
-        let want = expected(Route::Templates, caller);
-        match tokio_tungstenite::connect_async(url.as_str()).await {
-            Ok((socket, response)) => {
-                anyhow::ensure!(want.is_success(), "{caller:?}: upgraded, expected {want}");
-                anyhow::ensure!(
-                    response.status() == StatusCode::SWITCHING_PROTOCOLS,
-                    "{caller:?}: {}",
-                    response.status()
-                );
-                drop(socket);
+    let url = match fixture.token(caller) {
+        Some(token) => server.ws_url(&token),
+        None => format!("ws://{}/sync", server.addr),
+    };
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((socket, response)) => {
+            anyhow::ensure!(
+                response.status() == want,
+                "upgraded ({}), expected {want}",
+                response.status()
+            );
+            drop(socket);
+        }
+        Err(ws::Error::Http(response)) => {
+            anyhow::ensure!(
+                response.status().as_u16() == want.as_u16(),
+                "{}, expected {want}",
+                response.status()
+            );
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            check_error_body(&body, "unauthorized", "the refused upgrade")?;
+        }
+        Err(other) => anyhow::bail!("{other}"),
+    }
+    Ok(())
+}
+
+/// Every `.route(path, method(…)…)` of the router's source (server/src/api.rs and server/src/api/), as
+/// (method, path) pairs.
+fn routes_in_source() -> anyhow::Result<Vec<(String, String)>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/src");
+    let mut files = vec![root.join("api.rs")];
+    let mut dirs = vec![root.join("api")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
             }
-            Err(ws::Error::Http(response)) => {
-                anyhow::ensure!(
-                    response.status().as_u16() == want.as_u16(),
-                    "{caller:?}: {}, expected {want}",
-                    response.status()
-                );
-                let body = response
-                    .body()
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                check_error_body(&body, "unauthorized", &format!("/sync as {caller:?}"))?;
-            }
-            Err(other) => anyhow::bail!("{caller:?}: {other}"),
         }
     }
+    let mut routes = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file)?;
+        for (start, _) in source.match_indices(".route(") {
+            let call = balanced(&source[start + ".route".len()..]);
+            let path = call
+                .split('"')
+                .nth(1)
+                .with_context(|| format!("a path in {call}"))?;
+            let mut found = false;
+            for method in ["get", "post", "put", "delete", "patch"] {
+                let mentioned = call.match_indices(&format!("{method}(")).any(|(i, _)| {
+                    !call[..i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                });
+                if mentioned {
+                    routes.push((method.to_uppercase(), path.to_owned()));
+                    found = true;
+                }
+            }
+            anyhow::ensure!(found, "no method in {call} ({})", file.display());
+        }
+    }
+    Ok(routes)
+}
+
+/// The text of a parenthesised call, from its `(` to the matching `)`.
+fn balanced(text: &str) -> &str {
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[..=i];
+                }
+            }
+            _ => {}
+        }
+    }
+    text
+}
+
+#[test]
+fn the_table_has_a_row_for_every_route_of_the_router() -> anyhow::Result<()> {
+    let mut router = routes_in_source()?;
+    router.sort();
+    let mut table: Vec<(String, String)> = Route::ALL
+        .iter()
+        .filter_map(|r| r.pattern())
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .collect();
+    table.sort();
+    let missing: Vec<_> = router.iter().filter(|r| !table.contains(r)).collect();
+    let stale: Vec<_> = table.iter().filter(|r| !router.contains(r)).collect();
+    anyhow::ensure!(
+        missing.is_empty() && stale.is_empty(),
+        "routes without a row in the authorization table: {missing:?}; rows for routes the router lacks: {stale:?}"
+    );
+    anyhow::ensure!(router.len() >= 20, "only {} routes found", router.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_takes_the_token_in_the_query_or_the_header() -> anyhow::Result<()> {
+    let fixture = Fixture::new().await;
+    let server = &fixture.server;
     // Every live scope can sync (a read token read-only); the token may also come in the Authorization header.
     for token in [&fixture.read, &fixture.write, &server.admin_token] {
         let mut client = SyncClient::connect(&server.ws_url(token)).await?;
@@ -512,6 +799,102 @@ async fn unknown_incident_ids_all_answer_the_same_404() -> anyhow::Result<()> {
         .contains("doc-unavailable"),
         "{refused:?}"
     );
+    server.stop().await;
+    Ok(())
+}
+
+/// Waits, on every client at once, for the `error` saying the token was revoked and the close that follows;
+/// returns how long the slowest took from `since`.
+async fn all_told_revoked(clients: Vec<SyncClient>, since: Instant) -> anyhow::Result<Duration> {
+    let waits = clients.into_iter().map(|mut client| {
+        tokio::spawn(async move {
+            let message = client.expect_error_then_close().await?;
+            anyhow::ensure!(message.contains("revoked"), "{message}");
+            anyhow::Ok(since.elapsed())
+        })
+    });
+    let mut slowest = Duration::ZERO;
+    for wait in futures_util::future::join_all(waits).await {
+        slowest = slowest.max(wait.context("a waiting task panicked")??);
+    }
+    Ok(slowest)
+}
+
+/// Clients of `token` syncing `incident`, plus one that only joined; all must be closed on revocation.
+async fn live_clients(
+    server: &TestServer,
+    token: &str,
+    incident: &str,
+) -> anyhow::Result<Vec<SyncClient>> {
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = SyncClient::connect(&server.ws_url(token)).await?;
+        client.open(incident).await?;
+        clients.push(client);
+    }
+    clients.push(SyncClient::connect(&server.ws_url(token)).await?);
+    Ok(clients)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_over_http_closes_its_live_connections_within_a_second()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let leaver = server.token("leaver", "write").await;
+    let stayer = server.token("stayer", "write").await;
+    let incident = server.declare(&stayer, "Revocation").await.id;
+    let clients = live_clients(&server, &leaver, &incident).await?;
+    let mut bystander = SyncClient::connect(&server.ws_url(&stayer)).await?;
+    bystander.open(&incident).await?;
+
+    let started = Instant::now();
+    server.revoke("leaver").await;
+    let slowest = all_told_revoked(clients, started).await?;
+    anyhow::ensure!(
+        slowest < Duration::from_secs(1),
+        "the last connection closed {slowest:?} after the revocation began"
+    );
+    println!("revocation over HTTP: every connection closed within {slowest:?}");
+    // The other token's connection carries on.
+    bystander.splice("summary", 0, 0, "still here").await?;
+    let closed = server
+        .metric("commandpost_revoked_disconnects_total")
+        .await?;
+    anyhow::ensure!(closed == 4, "{closed} revoked connections counted");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_from_the_command_line_closes_its_connections_within_a_second()
+-> anyhow::Result<()> {
+    // The real binary, so that the revocation comes from another process, as `commandpost token revoke` does on
+    // the server's machine (or another node does on a shared database).
+    let server = TestServer::start_process().await;
+    let leaver = server.token("leaver", "write").await;
+    let incident = server
+        .declare(&server.admin_token, "Revocation by CLI")
+        .await
+        .id;
+    let clients = live_clients(&server, &leaver, &incident).await?;
+    let revoke = tokio::process::Command::new(env!("CARGO_BIN_EXE_commandpost-under-test"))
+        .args(["token", "revoke", "leaver", "--data-dir"])
+        .arg(server.data_dir())
+        .env_remove("COMMANDPOST_DATABASE_URL")
+        .output()
+        .await?;
+    let revoked_at = Instant::now();
+    anyhow::ensure!(
+        revoke.status.success(),
+        "token revoke: {}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    let slowest = all_told_revoked(clients, revoked_at).await?;
+    anyhow::ensure!(
+        slowest < Duration::from_secs(1),
+        "the last connection closed {slowest:?} after the command line revoked the token"
+    );
+    println!("revocation from the command line: every connection closed within {slowest:?}");
     server.stop().await;
     Ok(())
 }

@@ -14,7 +14,8 @@
 //!   reach the server once the connection is back; an offline edit survives a reload made right after typing;
 //! - command changes hands in two phases (proposed in one page, accepted in the other), both pages show the new
 //!   commander, and only the commander's pin buttons work;
-//! - closing past open exit criteria asks for a reason, which ends up in the timeline (dismissing changes nothing).
+//! - closing past open exit criteria asks for a reason, which ends up in the timeline (dismissing changes nothing);
+//! - hostile text (script tags, event handlers, `javascript:` links) in every field is shown as text and never runs.
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
 //! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).
@@ -1180,4 +1181,81 @@ async fn closing_with_open_exit_criteria_asks_for_a_reason() -> anyhow::Result<(
     let stored = server.incident_json(&alice, &id).await;
     ensure!(stored["status"] == "closed", "{}", stored["status"]);
     page.close().await
+}
+
+/// Hostile text (`tests::hostile`: script tags, event handlers, `javascript:` links, Markdown raw HTML) put into the
+/// title, the Markdown fields, a checklist item, a role and the timeline over HTTP never runs in the page: on the
+/// incident list and the incident page nothing sets `window.__pwned` or the title `pwned`, no element the payloads
+/// describe exists, and the text is shown as text, character for character.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_text_is_shown_as_text_and_never_runs() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let mallory = server.token("mallory", "write").await;
+    let id = server.declare(&mallory, "Hostile").await.id;
+    apply(&server, &mallory, &id, tests::hostile::operations()).await?;
+    let title = tests::hostile::PAYLOADS[0];
+    apply(
+        &server,
+        &mallory,
+        &id,
+        json!([{"op": "setText", "field": "title", "text": title}]),
+    )
+    .await?;
+    let reader = server.token("reader", "read").await;
+    let browser = Browser::open("hostile", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &reader).await?;
+    // The list shows the title.
+    browser.goto(&format!("{}/#/", server.base_url)).await?;
+    browser
+        .wait_until("the list to show the incident", UI_TIMEOUT, || async {
+            let texts = browser.texts("a").await?;
+            Ok(texts.iter().any(|t| t.contains("<script>")).then_some(()))
+        })
+        .await?;
+    let state = open_incident(&browser, &server.base_url, &id).await?;
+    // Give anything that was going to run (an image error, a toggle, a refresh) time to do so.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let verdict = browser
+        .execute(
+            r#"return {
+                 pwned: window.__pwned === undefined ? null : String(window.__pwned),
+                 title: document.title,
+                 planted: document.querySelectorAll(
+                   'main script, iframe, object, embed, svg[onload], img[onerror], details[ontoggle], meta[http-equiv], base[href^="javascript"], a[href^="javascript"], a[href^="data:"]'
+                 ).length,
+                 timeline: Array.from(document.querySelectorAll('li[data-entry-id] .entry-text'),
+                                      e => e.textContent),
+               };"#,
+            vec![],
+        )
+        .await?;
+    ensure!(
+        verdict["pwned"].is_null() && verdict["title"] != "pwned" && verdict["planted"] == 0,
+        "a payload ran or planted an element: {verdict}"
+    );
+    ensure!(
+        state.summary.as_deref() == Some(tests::hostile::all_in_one().as_str()),
+        "the summary shows the text as typed: {:?}",
+        state.summary
+    );
+    let timeline: Vec<String> = serde_json::from_value(verdict["timeline"].clone())?;
+    for payload in tests::hostile::PAYLOADS {
+        ensure!(
+            timeline.iter().any(|t| t == payload),
+            "the timeline shows {payload:?} as text: {timeline:?}"
+        );
+    }
+    ensure!(
+        browser
+            .text("body")
+            .await?
+            .unwrap_or_default()
+            .contains("<img src=x onerror="),
+        "the payloads are visible as text"
+    );
+    browser.screenshot("hostile-text").await?;
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
 }

@@ -61,6 +61,20 @@ fn refused(
     Ok(())
 }
 
+/// How many incidents `GET /api/incidents` lists.
+async fn incident_count(server: &TestServer, token: &str) -> anyhow::Result<usize> {
+    let list: Value = server
+        .request(Method::GET, "/api/incidents", Some(token))
+        .send()
+        .await?
+        .json()
+        .await?;
+    list["incidents"]
+        .as_array()
+        .map(Vec::len)
+        .with_context(|| format!("no incident list in {list}"))
+}
+
 async fn server_with_incident() -> (TestServer, String, String) {
     let server = TestServer::start_with(|config| config.max_body_bytes = MAX_BODY).await;
     let token = server.token("editor", "write").await;
@@ -161,16 +175,8 @@ async fn malformed_json_is_a_400_and_the_wrong_shape_a_422() -> anyhow::Result<(
         "no Content-Type",
     )?;
     // Nothing above declared an incident.
-    let list: Value = server
-        .request(Method::GET, "/api/incidents", Some(&token))
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        list["incidents"].as_array().map(Vec::len) == Some(1),
-        "{list}"
-    );
+    let count = incident_count(&server, &token).await?;
+    anyhow::ensure!(count == 1, "{count} incidents");
     server.stop().await;
     Ok(())
 }
@@ -412,6 +418,244 @@ async fn operations_the_model_refuses_are_a_422_and_change_nothing() -> anyhow::
         markdown_section(&after, "Summary") == Some("Before.".to_owned()) && after == markdown,
         "the export is unchanged:\n{after}"
     );
+    server.stop().await;
+    Ok(())
+}
+
+/// One hostile request of the battery: method, path, body (raw bytes sent as JSON, or none) and the statuses that
+/// are a clear answer to it.
+struct Hostile {
+    method: Method,
+    path: String,
+    body: Option<String>,
+    expect: &'static [StatusCode],
+}
+
+/// The battery: every JSON route fed broken, mistyped, empty, wrongly shaped and oversized bodies; the export's `at=`
+/// and `format=` and the other query parameters fed nonsense; every incident route fed ids that are not ids.
+fn hostile_requests(id: &str) -> Vec<Hostile> {
+    const BAD: &[StatusCode] = &[StatusCode::BAD_REQUEST];
+    const WRONG_SHAPE: &[StatusCode] = &[StatusCode::UNPROCESSABLE_ENTITY];
+    const TOO_LARGE: &[StatusCode] = &[StatusCode::PAYLOAD_TOO_LARGE];
+    const NOT_FOUND: &[StatusCode] = &[StatusCode::NOT_FOUND];
+    let json_routes = [
+        (Method::POST, "/api/incidents".to_owned()),
+        (Method::POST, format!("/api/incidents/{id}/timeline")),
+        (Method::POST, format!("/api/incidents/{id}/operations")),
+        (Method::PUT, format!("/api/incidents/{id}/roles/operations")),
+        (Method::POST, format!("/api/incidents/{id}/handoffs")),
+        (Method::POST, format!("/api/incidents/{id}/handoffs/accept")),
+        (Method::PUT, format!("/api/incidents/{id}/pins")),
+        (Method::POST, format!("/api/incidents/{id}/reopen")),
+        (Method::POST, "/api/tokens".to_owned()),
+    ];
+    let every_key_mistyped = r#"{"title": 5, "text": 5, "operations": 5, "person": 5, "role": 5, "to": 5,
+        "fields": 5, "reason": 5, "name": 5, "scope": 5}"#;
+    let bodies: [(String, &'static [StatusCode]); 9] = [
+        ("{".into(), BAD),
+        ("not json".into(), BAD),
+        (String::new(), BAD),
+        ("\u{0}\u{1}\u{2}".into(), BAD),
+        (r#"{"unterminated"#.into(), BAD),
+        ("[]".into(), WRONG_SHAPE),
+        ("42".into(), WRONG_SHAPE),
+        (every_key_mistyped.into(), WRONG_SHAPE),
+        (
+            format!(r#"{{"text": "{}"}}"#, "x".repeat(MAX_BODY)),
+            TOO_LARGE,
+        ),
+    ];
+    let mut requests = Vec::new();
+    for (method, path) in &json_routes {
+        for (body, expect) in &bodies {
+            requests.push(Hostile {
+                method: method.clone(),
+                path: path.clone(),
+                body: Some(body.clone()),
+                expect,
+            });
+        }
+    }
+    let get = |path: String, expect: &'static [StatusCode]| Hostile {
+        method: Method::GET,
+        path,
+        body: None,
+        expect,
+    };
+    for at in [
+        "yesterday",
+        "2026-13-45T00:00:00Z",
+        "",
+        "99999999999999999999",
+        "2026-11-25 10:00",
+        "2026-11-25T10:00:00",
+        "%00",
+        "-1",
+        "%F0%9F%99%82",
+    ] {
+        requests.push(get(
+            format!("/api/incidents/{id}/export?format=json&at={at}"),
+            BAD,
+        ));
+    }
+    // A well-formed time before the incident existed is a clear 422.
+    requests.push(get(
+        format!("/api/incidents/{id}/export?format=json&at=1970-01-01T00:00:00Z"),
+        WRONG_SHAPE,
+    ));
+    for format in [
+        "pdf",
+        "PDF",
+        "",
+        "markdown%00",
+        "..%2F..%2Fetc%2Fpasswd",
+        "html,json",
+        &"x".repeat(2000),
+    ] {
+        requests.push(get(
+            format!("/api/incidents/{id}/export?format={format}"),
+            BAD,
+        ));
+    }
+    for query in [
+        format!("/api/incidents/{id}/history?limit=-1"),
+        format!("/api/incidents/{id}/history?offset=abc"),
+        format!("/api/incidents/{id}/history?limit=1&limit=2"),
+        "/api/incidents?limit=-5".to_owned(),
+        "/api/incidents?severity=1&severity=2&unknown=3".to_owned(),
+        "/api/analytics/incidents?format=xlsx".to_owned(),
+        "/api/analytics/incidents?from=garbage".to_owned(),
+        "/api/analytics/incidents?include_drills=maybe".to_owned(),
+    ] {
+        requests.push(get(query, BAD));
+    }
+    for bad_id in [
+        "not-an-id",
+        "..",
+        "%2e%2e",
+        "%00",
+        "automerge:",
+        "%F0%9F%99%82",
+        &"z".repeat(300),
+        &format!("{id}x"),
+    ] {
+        for path in [
+            format!("/api/incidents/{bad_id}"),
+            format!("/api/incidents/{bad_id}/export?format=html"),
+            format!("/api/incidents/{bad_id}/history"),
+        ] {
+            requests.push(get(path, NOT_FOUND));
+        }
+        requests.push(Hostile {
+            method: Method::POST,
+            path: format!("/api/incidents/{bad_id}/timeline"),
+            body: Some(r#"{"text": "x"}"#.into()),
+            expect: NOT_FOUND,
+        });
+    }
+    // Methods a route does not take, and paths no route has.
+    const NOT_ALLOWED: &[StatusCode] = &[StatusCode::METHOD_NOT_ALLOWED];
+    let wrong_methods: [(Method, String, &'static [StatusCode]); 5] = [
+        (Method::DELETE, "/api/session".to_owned(), NOT_ALLOWED),
+        (Method::PATCH, format!("/api/incidents/{id}"), NOT_ALLOWED),
+        (Method::PUT, "/healthz".to_owned(), NOT_ALLOWED),
+        (Method::POST, "/nowhere".to_owned(), NOT_FOUND),
+        (Method::DELETE, "/api/nothing/here".to_owned(), NOT_FOUND),
+    ];
+    for (method, path, expect) in wrong_methods {
+        requests.push(Hostile {
+            method,
+            path,
+            body: None,
+            expect,
+        });
+    }
+    requests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_battery_of_hostile_requests_gets_clear_errors_and_changes_nothing() -> anyhow::Result<()>
+{
+    let (server, _, id) = server_with_incident().await;
+    // The admin may do everything, so every refusal below is about the request itself.
+    let admin = server.admin_token.clone();
+    let before = server.heads(&admin, &id).await;
+    let tokens_before = server
+        .request(Method::GET, "/api/tokens", Some(&admin))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let requests = hostile_requests(&id);
+    let mut failures = Vec::new();
+    for request in &requests {
+        let mut builder = server.request(request.method.clone(), &request.path, Some(&admin));
+        if let Some(body) = &request.body {
+            builder = builder
+                .header("Content-Type", "application/json")
+                .body(body.clone());
+        }
+        let what = format!(
+            "{} {} {}",
+            request.method,
+            request.path.chars().take(80).collect::<String>(),
+            request
+                .body
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .take(40)
+                .collect::<String>()
+        );
+        let response = builder.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !request.expect.contains(&status) {
+            failures.push(format!(
+                "{what}: {status}, expected {:?}: {text}",
+                request.expect
+            ));
+            continue;
+        }
+        let body: Value = match serde_json::from_str(&text) {
+            Ok(body) => body,
+            Err(_) => {
+                failures.push(format!("{what}: the error is not JSON: {text:?}"));
+                continue;
+            }
+        };
+        if !body["error"]["code"].is_string()
+            || body["error"]["message"]
+                .as_str()
+                .is_none_or(|m| m.is_empty())
+        {
+            failures.push(format!("{what}: no error code and message in {body}"));
+        }
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{} of {} requests answered badly:\n{}",
+        failures.len(),
+        requests.len(),
+        failures.join("\n")
+    );
+    // Nothing changed: the incident, the list of incidents, the tokens; and the server is healthy.
+    anyhow::ensure!(
+        server.heads(&admin, &id).await == before,
+        "the incident changed"
+    );
+    let count = incident_count(&server, &admin).await?;
+    anyhow::ensure!(count == 1, "{count} incidents");
+    let tokens_after = server
+        .request(Method::GET, "/api/tokens", Some(&admin))
+        .send()
+        .await?
+        .text()
+        .await?;
+    anyhow::ensure!(tokens_after == tokens_before, "the tokens changed");
+    let (status, health) = server.healthz().await;
+    anyhow::ensure!(status.is_success(), "{health}");
+    println!("hostile HTTP requests tried: {}", requests.len());
     server.stop().await;
     Ok(())
 }

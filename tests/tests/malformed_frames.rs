@@ -3,6 +3,11 @@
 //! unknown protocol version, a message before `join`, a spoofed `senderId`, a text frame, frames over the size
 //! limit, …) the server answers with an `error` message that says what is wrong and closes the connection. Meanwhile
 //! a client on another document keeps syncing, `/healthz` stays ok, and the document under attack is unchanged.
+//!
+//! Two inputs are legal in form and get the protocol's own answer rather than an error: a change whose dependency
+//! the server never saw is held, not applied, and asked for (`need`), as automerge's sync protocol does for
+//! changes that arrive before their ancestors; and a flood of tiny valid frames is served at the pace the server
+//! reads, while others sync on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,10 +53,13 @@ enum Attack {
     TextFrame,
     OversizedFrame,
     FrameOverTheHardLimit,
+    VersionsNotAList,
+    NoProtocolVersions,
+    JoinWithoutSender,
 }
 
 impl Attack {
-    const ALL: [Attack; 19] = [
+    const ALL: [Attack; 22] = [
         Attack::EmptyFrame,
         Attack::NotCbor,
         Attack::CborButNotAMap,
@@ -71,11 +79,18 @@ impl Attack {
         Attack::TextFrame,
         Attack::OversizedFrame,
         Attack::FrameOverTheHardLimit,
+        Attack::VersionsNotAList,
+        Attack::NoProtocolVersions,
+        Attack::JoinWithoutSender,
     ];
 
     fn stage(self) -> Stage {
         match self {
-            Attack::UnknownProtocolVersion | Attack::MessageBeforeJoin => Stage::Connected,
+            Attack::UnknownProtocolVersion
+            | Attack::MessageBeforeJoin
+            | Attack::VersionsNotAList
+            | Attack::NoProtocolVersions
+            | Attack::JoinWithoutSender => Stage::Connected,
             Attack::TruncatedSyncMessage | Attack::CorruptedSyncMessage | Attack::SpoofedSender => {
                 Stage::Opened
             }
@@ -103,6 +118,9 @@ impl Attack {
             Attack::SpoofedSender => "senderId",
             Attack::TextFrame => "text frames",
             Attack::OversizedFrame | Attack::FrameOverTheHardLimit => "limit",
+            Attack::VersionsNotAList => "supportedProtocolVersions",
+            Attack::NoProtocolVersions => "protocol version",
+            Attack::JoinWithoutSender => "senderId",
         }
     }
 }
@@ -224,6 +242,23 @@ async fn send_attack(attack: Attack, client: &mut SyncClient, target: &str) -> a
         Attack::TextFrame => ws::Message::Text(r#"{"type":"join"}"#.into()),
         Attack::OversizedFrame => binary(vec![0xa0; MAX_FRAME + 1]),
         Attack::FrameOverTheHardLimit => binary(vec![0xa0; MAX_FRAME * 3]),
+        Attack::VersionsNotAList => binary(cbor(&map(vec![
+            ("type", text("join")),
+            ("senderId", text(&me)),
+            ("supportedProtocolVersions", text("1")),
+        ]))),
+        Attack::NoProtocolVersions => binary(
+            Message::Join {
+                sender_id: PeerId::from(me.as_str()),
+                supported_protocol_versions: Vec::new(),
+                metadata: None,
+            }
+            .encode(),
+        ),
+        Attack::JoinWithoutSender => binary(cbor(&map(vec![
+            ("type", text("join")),
+            ("supportedProtocolVersions", Cbor::Array(vec![text("1")])),
+        ]))),
     };
     client.send_raw(frame).await
 }
@@ -332,21 +367,191 @@ async fn every_malformed_frame_gets_an_error_and_a_close_while_others_sync_on() 
         "{done} edits, summary {summary:?}"
     );
 
-    let metrics = server
-        .request(reqwest::Method::GET, "/metrics", None)
-        .send()
-        .await?
-        .text()
-        .await?;
-    let errors: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("commandpost_protocol_errors_total "))
-        .and_then(|n| n.trim().parse().ok())
-        .context("the protocol error counter")?;
+    let errors = server.metric("commandpost_protocol_errors_total").await?;
     anyhow::ensure!(
         errors >= Attack::ALL.len() as u64,
         "{errors} protocol errors counted"
     );
+    // Both oversized frames count as limit rejections too.
+    let frames = server
+        .metric("commandpost_limit_rejections_total{limit=\"frame\"}")
+        .await?;
+    anyhow::ensure!(frames == 2, "{frames} frame-limit rejections counted");
+    println!("malformed frames tried: {}", Attack::ALL.len());
+    server.stop().await;
+    Ok(())
+}
+
+/// Sends `change` (raw bytes) to the server in a hand-made sync message claiming `heads`, on `client`'s connection.
+async fn send_changes(
+    client: &mut SyncClient,
+    id: &str,
+    heads: Vec<automerge::ChangeHash>,
+    change: Vec<u8>,
+) -> anyhow::Result<()> {
+    let message = automerge::sync::Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![change].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let target = client.server_id().context("joined")?.clone();
+    client
+        .send(&Message::Sync {
+            sender_id: client.peer_id().clone(),
+            target_id: target,
+            document_id: id.parse()?,
+            data: message.encode(),
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_dependency_never_came_is_held_asked_for_and_never_applied()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let token = server.token("editor", "write").await;
+    let id = server.declare(&token, "Missing ancestors").await.id;
+    let before = server.heads(&token, &id).await;
+    let mut attacker = SyncClient::connect(&server.ws_url(&token)).await?;
+    attacker.open(&id).await?;
+    // Two changes, the second built on the first; only the second is sent.
+    attacker.splice_local("summary", 0, 0, "first ")?;
+    attacker.splice_local("summary", 0, 0, "ORPHAN ")?;
+    let doc = attacker.incident_mut().doc_mut();
+    let heads = doc.get_heads();
+    let orphan = doc
+        .get_change_by_hash(&heads[0])
+        .context("the second change")?;
+    let missing = orphan.deps().to_vec();
+    let orphan = orphan.raw_bytes().to_vec();
+    let ancestor = doc
+        .get_change_by_hash(&missing[0])
+        .context("the first change")?
+        .raw_bytes()
+        .to_vec();
+    send_changes(&mut attacker, &id, heads, orphan).await?;
+    // The server answers on the same connection, asking for exactly the change it lacks.
+    let asked = loop {
+        match attacker.recv_message(tests::DEADLINE).await? {
+            Some(Message::Sync { data, .. }) => {
+                let answer = automerge::sync::Message::decode(&data)?;
+                if !answer.need.is_empty() {
+                    break answer.need;
+                }
+            }
+            Some(Message::Error { message }) => anyhow::bail!("an error instead: {message}"),
+            Some(_) => {}
+            None => anyhow::bail!("the server closed the connection"),
+        }
+    };
+    anyhow::ensure!(asked == missing, "asked for {asked:?}, lacking {missing:?}");
+    attacker.close().await?;
+    // Nothing was applied or stored.
+    anyhow::ensure!(
+        server.heads(&token, &id).await == before,
+        "the orphan was applied"
+    );
+    // Nor is it kept: once its sender left, the missing ancestor arriving on another connection brings in the
+    // ancestor alone.
+    let mut late = SyncClient::connect(&server.ws_url(&token)).await?;
+    late.open(&id).await?;
+    send_changes(&mut late, &id, missing.clone(), ancestor).await?;
+    late.round_trip().await?;
+    let summary = tests::markdown_section(&server.markdown(&token, &id).await, "Summary")
+        .context("the summary")?;
+    anyhow::ensure!(
+        summary.starts_with("first") && !summary.contains("ORPHAN"),
+        "the held change was kept: {summary:?}"
+    );
+    // The document takes honest edits.
+    let mut honest = SyncClient::connect(&server.ws_url(&token)).await?;
+    honest.open(&id).await?;
+    honest.splice("summary", 0, 0, "Honest. ").await?;
+    let summary = tests::markdown_section(&server.markdown(&token, &id).await, "Summary")
+        .context("the summary")?;
+    anyhow::ensure!(
+        summary.starts_with("Honest.") && !summary.contains("ORPHAN"),
+        "{summary:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tiny_frames_costs_only_its_sender() -> anyhow::Result<()> {
+    /// Tiny valid frames sent as fast as the socket takes them.
+    const FLOOD: usize = 20_000;
+    let server = TestServer::start().await;
+    let token = server.token("editor", "write").await;
+    let flooded = server.declare(&token, "Flooded").await.id;
+    let quiet = server.declare(&token, "Quiet").await.id;
+    let before = server.heads(&token, &flooded).await;
+    let mut flooder = SyncClient::connect(&server.ws_url(&token)).await?;
+    flooder.open(&flooded).await?;
+    let mut bystander = SyncClient::connect(&server.ws_url(&token)).await?;
+    bystander.open(&quiet).await?;
+
+    let me = flooder.peer_id().clone();
+    let doc: DocumentId = flooded.parse()?;
+    let frames: Vec<Vec<u8>> = (0..FLOOD)
+        .map(|n| match n % 3 {
+            // Presence-like ephemeral data, relayed to nobody (the flooder is alone on the document).
+            0 => Message::Ephemeral {
+                sender_id: me.clone(),
+                target_id: PeerId::from("anyone"),
+                document_id: doc,
+                session_id: "flood".into(),
+                count: n as u64 + 1,
+                data: vec![0xa0],
+            }
+            .encode(),
+            // Heads gossip the server ignores.
+            1 => cbor(&map(vec![
+                ("type", text("remote-heads-changed")),
+                ("senderId", text(me.as_str())),
+                ("targetId", text("x")),
+                ("documentId", text(&flooded)),
+                ("newHeads", Cbor::Map(Vec::new())),
+            ])),
+            _ => cbor(&map(vec![
+                ("type", text("remote-subscription-change")),
+                ("senderId", text(me.as_str())),
+                ("targetId", text("x")),
+            ])),
+        })
+        .collect();
+    let flood = tokio::spawn(async move {
+        for frame in frames {
+            flooder.send_raw(ws::Message::Binary(frame.into())).await?;
+        }
+        anyhow::Ok(flooder)
+    });
+    // While the flood lasts, the bystander keeps editing and the server stays healthy.
+    let mut edits = 0;
+    while !flood.is_finished() || edits < 3 {
+        bystander.splice("summary", 0, 0, "b").await?;
+        edits += 1;
+        let (status, _) = server.healthz().await;
+        anyhow::ensure!(status.is_success(), "/healthz {status} during the flood");
+    }
+    let mut flooder = flood.await.context("the flood task panicked")??;
+    // The flooder's connection is still served (its frames were valid) and the document is untouched.
+    flooder
+        .round_trip()
+        .await
+        .context("the flooder after its flood")?;
+    anyhow::ensure!(
+        server.heads(&token, &flooded).await == before,
+        "the flood changed the document"
+    );
+    anyhow::ensure!(
+        server.metric("commandpost_protocol_errors_total").await? == 0,
+        "valid frames are not protocol errors"
+    );
+    println!("flood: {FLOOD} tiny frames; the bystander made {edits} acknowledged edits meanwhile");
     server.stop().await;
     Ok(())
 }

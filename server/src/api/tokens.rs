@@ -67,7 +67,7 @@ async fn create(
         .into_response())
 }
 
-/// `DELETE /api/tokens/{name}` → 204; the token stops working at once.
+/// `DELETE /api/tokens/{name}` → 204; the token stops working at once and its `/sync` connections close.
 async fn revoke(
     identity: Identity,
     State(state): State<AppState>,
@@ -75,6 +75,8 @@ async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     identity.require(Scope::Admin, "manage tokens")?;
     if state.store.revoke_token(&name).await? {
+        // Its live connections close now; the sweeper would find them within a second anyway.
+        state.sync.sessions.revoke_name(&name);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)

@@ -72,7 +72,7 @@ impl Registry {
         let bytes: Vec<u8> = stored.chunks.concat();
         let incident = Incident::load(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
-        Ok(Some(self.install(id, incident, stored.upto)))
+        Ok(Some(self.install(id, incident, bytes.len(), stored.upto)))
     }
 
     /// Stores a new document durably, then starts its actor.
@@ -82,13 +82,14 @@ impl Registry {
         mut incident: Incident,
     ) -> Result<DocHandle, StoreError> {
         let bytes = incident.save();
+        let size = bytes.len();
         let summary = summary_row(id, &incident.headline());
         let chunk = self
             .inner
             .store
             .append(&id.to_string(), bytes, Some(summary))
             .await?;
-        Ok(self.install(id, incident, chunk))
+        Ok(self.install(id, incident, size, chunk))
     }
 
     fn lookup(&self, id: DocumentId) -> Option<DocHandle> {
@@ -101,6 +102,7 @@ impl Registry {
         &self,
         id: DocumentId,
         incident: Incident,
+        size: usize,
         upto: crate::store::ChunkId,
     ) -> DocHandle {
         let mut docs = self.inner.docs.lock().unwrap_or_else(|e| e.into_inner());
@@ -111,6 +113,7 @@ impl Registry {
         let handle = spawn(
             id,
             incident,
+            size,
             upto,
             generation,
             &self.inner.config,

@@ -1,0 +1,99 @@
+//! The limits of `commandpost serve` as flags (and environment variables), each overriding the config file's key of
+//! the same name; defaults and meanings are in [`Config`] and docs/security.md.
+
+use clap::Args;
+
+use crate::config::Config;
+
+/// Limit flags of `serve`; unset flags leave the config file's (or the default) value.
+#[derive(Args, Debug, Default)]
+pub(super) struct LimitArgs {
+    /// Largest /sync frame, in bytes [default: 16 MiB].
+    #[arg(long, env = "COMMANDPOST_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Largest HTTP request body, in bytes [default: 1 MiB].
+    #[arg(long, env = "COMMANDPOST_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Largest stored size of one document, in bytes [default: 64 MiB].
+    #[arg(long, env = "COMMANDPOST_MAX_DOCUMENT_BYTES")]
+    max_document_bytes: Option<usize>,
+    /// Open /sync connections per token [default: 4096].
+    #[arg(long, env = "COMMANDPOST_MAX_CONNECTIONS_PER_TOKEN")]
+    max_connections_per_token: Option<usize>,
+    /// Sustained change-carrying sync messages per second per connection [default: 100].
+    #[arg(long, env = "COMMANDPOST_MAX_EDITS_PER_SEC")]
+    max_edits_per_sec: Option<u32>,
+    /// Burst of change-carrying sync messages above that rate [default: 200].
+    #[arg(long, env = "COMMANDPOST_EDIT_BURST")]
+    edit_burst: Option<u32>,
+    /// Seconds between server pings on /sync [default: 15].
+    #[arg(long, env = "COMMANDPOST_PING_INTERVAL_SECS")]
+    ping_interval_secs: Option<u64>,
+    /// Seconds of silence after which a /sync connection is closed [default: 60].
+    #[arg(long, env = "COMMANDPOST_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+}
+
+impl LimitArgs {
+    /// Writes every flag that was given over `config`.
+    pub(super) fn apply(self, config: &mut Config) {
+        let LimitArgs {
+            max_frame_bytes,
+            max_body_bytes,
+            max_document_bytes,
+            max_connections_per_token,
+            max_edits_per_sec,
+            edit_burst,
+            ping_interval_secs,
+            idle_timeout_secs,
+        } = self;
+        set(&mut config.max_frame_bytes, max_frame_bytes);
+        set(&mut config.max_body_bytes, max_body_bytes);
+        set(&mut config.max_document_bytes, max_document_bytes);
+        set(
+            &mut config.max_connections_per_token,
+            max_connections_per_token,
+        );
+        set(&mut config.max_edits_per_sec, max_edits_per_sec);
+        set(&mut config.edit_burst, edit_burst);
+        set(&mut config.ping_interval_secs, ping_interval_secs);
+        set(&mut config.idle_timeout_secs, idle_timeout_secs);
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn flags_override_only_what_they_name() {
+        let flags =
+            Flags::parse_from(["serve", "--max-document-bytes", "1000", "--edit-burst", "7"]);
+        let mut config = Config {
+            max_body_bytes: 42,
+            ..Config::default()
+        };
+        flags.limits.apply(&mut config);
+        assert_eq!(config.max_document_bytes, 1000);
+        assert_eq!(config.edit_burst, 7);
+        assert_eq!(config.max_body_bytes, 42);
+        assert_eq!(
+            config.max_edits_per_sec,
+            Config::default().max_edits_per_sec
+        );
+    }
+}
