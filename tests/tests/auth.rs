@@ -341,7 +341,7 @@ impl Fixture {
                     &self.write,
                     &closed,
                     "operations",
-                    json!({"operations": [{"op": "setStatus", "status": "closed"}]}),
+                    json!({"operations": [{"op": "setStatus", "status": "closed", "overrideReason": "archived for the test"}]}),
                 )
                 .await;
                 (
