@@ -15,6 +15,7 @@ pub mod error;
 pub mod metrics;
 pub mod store;
 pub mod web;
+pub mod webhooks;
 pub use wire;
 
 use std::future::Future;
@@ -69,13 +70,18 @@ pub async fn run(
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let server_id = PeerId::from(format!("commandpost-{}", wire::DocumentId::random()));
+    let webhooks = Arc::new(config.webhooks().context("the webhook configuration")?);
     let registry = Registry::new(
         store.clone(),
         metrics.clone(),
         server_id.clone(),
-        config.doc_config(),
+        config.doc_config(webhooks.clone()),
         stop.clone(),
     );
+    // Without endpoints nothing is ever queued; deliveries queued before they were removed wait in the log.
+    let deliverer = webhooks
+        .enabled()
+        .then(|| webhooks::delivery::spawn(store.clone(), webhooks.clone(), stop.clone()));
     if let Some(notices) = store.subscribe() {
         registry.follow(notices);
     }
@@ -92,6 +98,8 @@ pub async fn run(
             shutdown: stop.clone(),
         },
         max_body_bytes: config.max_body_bytes,
+        webhooks,
+        alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -105,6 +113,10 @@ pub async fn run(
         .context("serving HTTP")?;
     stop.cancel();
     registry.drained().await;
+    if let Some(deliverer) = deliverer {
+        // It finishes the attempts under way and records them before the store closes.
+        let _ = deliverer.await;
+    }
     store.close().await.context("closing the store")?;
     Ok(())
 }
