@@ -164,6 +164,18 @@ async fn drills_are_marked_in_updates_and_bad_requests_change_nothing() {
     assert_eq!(status, StatusCode::OK);
     assert!(text.starts_with("[DRILL] "), "{text}");
     assert!(text.contains("This is a drill"), "{text}");
+    let list: Value = server
+        .request(Method::GET, "/api/incidents", Some(&viewer))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        list["incidents"][0]["drill"], true,
+        "the list marks drills: {list}"
+    );
 
     let before = server.incident_json(&alice, id).await;
     let (status, _, body) = update(&server, &viewer, id, "pdf").await;

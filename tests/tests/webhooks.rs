@@ -118,7 +118,7 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
                 secret: None,
                 format: Format::Slack,
                 events: Some(vec!["declared".into(), "closed".into()]),
-                drills: true,
+                drills: false,
             },
         ];
         config.webhook_delivery = DeliverySettings {
@@ -208,7 +208,29 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
     )
     .await?;
 
-    let events = exactly(&ops_receiver, 10).await?;
+    // A drill is reported, marked, to the endpoint that takes drills, and not to the one that does not.
+    let response = server
+        .request(Method::POST, "/api/incidents", Some(&alice))
+        .json(&json!({"title": "Replay of the DNS outage", "template": "drill"}))
+        .send()
+        .await?;
+    ensure!(response.status() == StatusCode::CREATED);
+    let drill: Value = response.json().await?;
+
+    let mut events = exactly(&ops_receiver, 11).await?;
+    let drill_event = events
+        .values()
+        .find(|e| e["incident"]["id"] == drill["id"])
+        .cloned()
+        .context("the drill's declaration")?;
+    assert_eq!(drill_event["incident"]["drill"], true);
+    assert!(
+        drill_event["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("[DRILL] ")),
+        "{drill_event}"
+    );
+    events.retain(|_, e| e["incident"]["id"] != drill["id"]);
     assert_eq!(
         types(&events),
         [
@@ -324,7 +346,7 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
     let (status, log) = admin_get(&server, admin, "/api/webhooks/ops/deliveries").await;
     assert_eq!(status, StatusCode::OK);
     let rows = log["deliveries"].as_array().context("rows")?;
-    assert_eq!(rows.len(), 10);
+    assert_eq!(rows.len(), 11);
     assert!(
         rows.iter()
             .all(|r| r["state"] == "delivered" && r["lastStatus"] == 204),
