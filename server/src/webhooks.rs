@@ -23,7 +23,7 @@ use crate::store::outbox::NewDelivery;
 use crate::wire::DocumentId;
 
 /// One receiver of webhooks, as configured under `[[webhooks]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Endpoint {
     /// The endpoint's name: the key of its delivery log; keep it stable, deliveries are queued under it.
@@ -46,6 +46,20 @@ pub struct Endpoint {
 
 fn yes() -> bool {
     true
+}
+
+/// Like the derived form, with the secret left out: configurations end up in logs and panics.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("url", &self.shown_url())
+            .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .field("format", &self.format)
+            .field("events", &self.events)
+            .field("drills", &self.drills)
+            .finish()
+    }
 }
 
 /// The body of a delivery.
@@ -243,6 +257,13 @@ impl Webhooks {
 }
 
 impl Endpoint {
+    /// The URL as admins and logs see it: scheme and host only, since chat tools put their credentials in the path.
+    pub fn shown_url(&self) -> String {
+        reqwest::Url::parse(&self.url)
+            .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or_default()))
+            .unwrap_or_default()
+    }
+
     fn accepts(&self, name: &str) -> bool {
         self.events
             .as_ref()

@@ -226,12 +226,9 @@ async fn endpoints(
         .endpoints
         .iter()
         .map(|e| {
-            let host = reqwest::Url::parse(&e.url)
-                .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or_default()))
-                .unwrap_or_default();
             json!({
                 "name": e.name,
-                "url": host,
+                "url": e.shown_url(),
                 "format": e.format,
                 "events": e.events,
                 "drills": e.drills,
