@@ -46,6 +46,15 @@ fn hex_heads<S: serde::Serializer>(heads: &[ChangeHash], s: S) -> Result<S::Ok, 
 }
 
 impl Incident {
+    /// The document's heads as hex strings: what an update describes, in the form `MarkUpdateSent` takes.
+    pub fn head_strings(&mut self) -> Vec<String> {
+        self.doc_mut()
+            .get_heads()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// The last status update marked as sent, if any.
     pub fn last_update(&self) -> Option<LastUpdate> {
         let r = Reader::new(self.doc(), None);

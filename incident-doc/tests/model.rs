@@ -560,12 +560,7 @@ fn updated_document() -> (Incident, String) {
         t0() + Duration::minutes(29),
         incident_doc::update::UpdateFormat::Text,
     );
-    let heads: Vec<String> = incident
-        .doc_mut()
-        .get_heads()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let heads = incident.head_strings();
     apply(
         &mut incident,
         "erin",

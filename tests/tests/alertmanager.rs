@@ -61,14 +61,7 @@ async fn post(
     path: &str,
     body: &Value,
 ) -> (StatusCode, Value) {
-    let response = server
-        .request(Method::POST, path, token)
-        .json(body)
-        .send()
-        .await
-        .expect("POST");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    server.call(Method::POST, path, token, Some(body)).await
 }
 
 /// The timeline's entries, newest first, as `(author, at, text)`.
@@ -103,25 +96,29 @@ async fn grouped_firing_and_resolved_alerts_become_timeline_entries_once() {
     let bot = server.token("alertmanager", "write").await;
     let incident = server.declare(&bot, "Checkout errors").await;
     let id = incident.id.as_str();
+    // One group, two regions: each alert keeps its fingerprint across notifications.
+    let eu_west = |status| {
+        alert(
+            status,
+            "CheckoutErrorRate",
+            "eu-west-1",
+            None,
+            "8d2c6a5f0e1b4c3a",
+        )
+    };
+    let eu_central = |status| {
+        alert(
+            status,
+            "CheckoutErrorRate",
+            "eu-central-1",
+            None,
+            "1f0e9d8c7b6a5f4e",
+        )
+    };
     let firing = notification(
         "firing",
         Some(id),
-        vec![
-            alert(
-                "firing",
-                "CheckoutErrorRate",
-                "eu-west-1",
-                None,
-                "8d2c6a5f0e1b4c3a",
-            ),
-            alert(
-                "firing",
-                "CheckoutErrorRate",
-                "eu-central-1",
-                None,
-                "1f0e9d8c7b6a5f4e",
-            ),
-        ],
+        vec![eu_west("firing"), eu_central("firing")],
     );
     let (status, body) = post(&server, Some(&bot), "/api/hooks/alertmanager", &firing).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -129,19 +126,19 @@ async fn grouped_firing_and_resolved_alerts_become_timeline_entries_once() {
     let entries = timeline(&server, &bot, id).await;
     let alerts = alert_entries(&entries);
     assert_eq!(alerts.len(), 2, "{entries:?}");
-    let eu_west = alerts
+    let entry = alerts
         .iter()
         .find(|e| e.2.contains("eu-west-1"))
         .expect("eu-west-1 entry");
     assert_eq!(
-        eu_west.2,
+        entry.2,
         "**FIRING** CheckoutErrorRate (region=eu-west-1, service=checkout, severity=critical): Checkout error rate \
          above 5% in eu-west-1 ([source](http://prometheus.example.com:9090/graph?g0.expr=rate%28checkout_errors_total%5B5m%5D%29+%3E+0.05))"
     );
     assert!(
-        eu_west.1.starts_with("2026-11-25T03:49:12"),
+        entry.1.starts_with("2026-11-25T03:49:12"),
         "a firing alert is entered at its start: {}",
-        eu_west.1
+        entry.1
     );
 
     // Alertmanager repeats notifications (repeat_interval, retries): the same payload adds nothing.
@@ -156,22 +153,7 @@ async fn grouped_firing_and_resolved_alerts_become_timeline_entries_once() {
     let resolved = notification(
         "firing",
         Some(id),
-        vec![
-            alert(
-                "resolved",
-                "CheckoutErrorRate",
-                "eu-west-1",
-                None,
-                "8d2c6a5f0e1b4c3a",
-            ),
-            alert(
-                "firing",
-                "CheckoutErrorRate",
-                "eu-central-1",
-                None,
-                "1f0e9d8c7b6a5f4e",
-            ),
-        ],
+        vec![eu_west("resolved"), eu_central("firing")],
     );
     let (status, body) = post(&server, Some(&bot), "/api/hooks/alertmanager", &resolved).await;
     assert_eq!(

@@ -32,18 +32,10 @@ async fn update(
 }
 
 async fn mark_sent(server: &TestServer, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
-    let response = server
-        .request(
-            Method::POST,
-            &format!("/api/incidents/{id}/update/sent"),
-            Some(token),
-        )
-        .json(&body)
-        .send()
+    let path = format!("/api/incidents/{id}/update/sent");
+    server
+        .call(Method::POST, &path, Some(token), Some(&body))
         .await
-        .expect("POST …/update/sent");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn field<'a>(view: &'a Value, key: &str) -> &'a Value {

@@ -83,13 +83,7 @@ async fn ops(server: &TestServer, token: &str, id: &str, operations: Value) -> a
 }
 
 async fn admin_get(server: &TestServer, token: &str, path: &str) -> (StatusCode, Value) {
-    let response = server
-        .request(Method::GET, path, Some(token))
-        .send()
-        .await
-        .expect("GET");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    server.call(Method::GET, path, Some(token), None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

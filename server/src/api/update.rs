@@ -71,13 +71,7 @@ async fn render(
             });
             let before = last.as_ref().zip(then.as_ref());
             let body = status_update(&view, before, now, format);
-            let heads: Vec<String> = incident
-                .doc_mut()
-                .get_heads()
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            (body, heads.join(","))
+            (body, incident.head_strings().join(","))
         })
         .await?;
     Ok((
@@ -133,18 +127,7 @@ async fn mark_sent(
             }
             heads
         }
-        None => {
-            handle
-                .read(|incident| {
-                    incident
-                        .doc_mut()
-                        .get_heads()
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect()
-                })
-                .await?
-        }
+        None => handle.read(|incident| incident.head_strings()).await?,
     };
     let editor = editor(&identity);
     let at = editor.at;

@@ -104,6 +104,19 @@ pub enum Next {
 }
 
 impl Attempt {
+    /// The row's next attempt time: the retry's, else (delivered or given up) the attempt's own, never due again.
+    pub fn next_attempt_at(&self) -> DateTime<Utc> {
+        match self.next {
+            Next::RetryAt(t) => t,
+            Next::Done | Next::GiveUp => self.at,
+        }
+    }
+
+    /// When the endpoint accepted the delivery, if it did.
+    pub fn delivered_at(&self) -> Option<DateTime<Utc>> {
+        matches!(self.next, Next::Done).then_some(self.at)
+    }
+
     /// The state the row moves to.
     pub fn state(&self) -> DeliveryState {
         match self.next {
@@ -167,7 +180,10 @@ pub(crate) mod cases {
             kind: "incident.statusChanged".into(),
             doc: "doc-1".into(),
             payload: format!("{{\"id\":\"{id}\"}}"),
-            not_before: Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap()
+            not_before: Utc
+                .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+                .single()
+                .expect("a valid time")
                 + Duration::minutes(minutes),
             coalesce: None,
         }
@@ -175,7 +191,10 @@ pub(crate) mod cases {
 
     /// Deliveries queued with a chunk are claimed once when due, retried as told, and logged.
     pub(crate) async fn outbox_claims_retries_and_logs(store: &dyn Store) {
-        let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+            .single()
+            .expect("a valid time");
         store
             .append_with(
                 "doc-1",
@@ -207,7 +226,7 @@ pub(crate) mod cases {
             store
                 .claim_deliveries(t0, lease, 10)
                 .await
-                .unwrap()
+                .expect("the store answers")
                 .is_empty()
         );
         for d in &claimed {
@@ -227,7 +246,7 @@ pub(crate) mod cases {
         let retry = store
             .claim_deliveries(t0 + Duration::seconds(3), lease, 10)
             .await
-            .unwrap();
+            .expect("the store answers");
         assert_eq!(retry.len(), 1);
         assert_eq!((retry[0].endpoint.as_str(), retry[0].attempts), ("b", 2));
         let gave_up = Attempt {
@@ -236,7 +255,10 @@ pub(crate) mod cases {
             error: Some("connection refused".into()),
             next: Next::GiveUp,
         };
-        store.finish_delivery(retry[0].id, &gave_up).await.unwrap();
+        store
+            .finish_delivery(retry[0].id, &gave_up)
+            .await
+            .expect("the store answers");
 
         let log = store.deliveries("a", 10).await.expect("log");
         assert_eq!(log.len(), 2, "newest first: {log:?}");
@@ -245,39 +267,57 @@ pub(crate) mod cases {
         assert_eq!(log[1].state, DeliveryState::Delivered);
         assert_eq!(log[1].last_status, Some(204));
         assert!(log[1].delivered_at.is_some());
-        let log = store.deliveries("b", 10).await.unwrap();
+        let log = store.deliveries("b", 10).await.expect("the store answers");
         assert_eq!(log[0].state, DeliveryState::Failed);
         assert_eq!(log[0].attempts, 2);
         assert_eq!(log[0].last_error.as_deref(), Some("connection refused"));
-        assert!(store.deliveries("nobody", 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .deliveries("nobody", 10)
+                .await
+                .expect("the store answers")
+                .is_empty()
+        );
     }
 
     /// A coalescing delivery replaces the payload of one not yet attempted, and never one already attempted.
     pub(crate) async fn outbox_coalesces_unattempted_deliveries(store: &dyn Store) {
-        let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+            .single()
+            .expect("a valid time");
         let summary = |id: &str, minutes: i64| NewDelivery {
             coalesce: Some("doc-1 summary".into()),
             ..event("a", id, minutes)
         };
-        store.enqueue(vec![summary("s1", 1)]).await.unwrap();
-        store.enqueue(vec![summary("s2", 2)]).await.unwrap();
+        store
+            .enqueue(vec![summary("s1", 1)])
+            .await
+            .expect("the store answers");
+        store
+            .enqueue(vec![summary("s2", 2)])
+            .await
+            .expect("the store answers");
         assert!(
             store
                 .claim_deliveries(t0 + Duration::seconds(90), t0, 10)
                 .await
-                .unwrap()
+                .expect("the store answers")
                 .is_empty(),
             "the second edit pushed the delivery back"
         );
         let claimed = store
             .claim_deliveries(t0 + Duration::minutes(2), t0 + Duration::minutes(3), 10)
             .await
-            .unwrap();
+            .expect("the store answers");
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].payload, "{\"id\":\"s2\"}");
         // Attempted (in flight): a later edit queues a delivery of its own.
-        store.enqueue(vec![summary("s3", 3)]).await.unwrap();
-        let log = store.deliveries("a", 10).await.unwrap();
+        store
+            .enqueue(vec![summary("s3", 3)])
+            .await
+            .expect("the store answers");
+        let log = store.deliveries("a", 10).await.expect("the store answers");
         assert_eq!(log.len(), 2, "{log:?}");
     }
 }

@@ -46,9 +46,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 
 use tokio::sync::broadcast;
 
-use super::outbox::{
-    Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Next, clip_error,
-};
+use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
     ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord,
 };
@@ -277,10 +275,6 @@ impl Store for PostgresStore {
     }
 
     async fn finish_delivery(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError> {
-        let next = match attempt.next {
-            Next::RetryAt(t) => t,
-            Next::Done | Next::GiveUp => attempt.at,
-        };
         sqlx::query(
             "UPDATE deliveries SET state = $2, next_attempt_at = $3, last_attempt_at = $4,
                  last_status = $5, last_error = $6, delivered_at = $7
@@ -288,11 +282,11 @@ impl Store for PostgresStore {
         )
         .bind(id)
         .bind(attempt.state().as_str())
-        .bind(to_micros(next))
+        .bind(to_micros(attempt.next_attempt_at()))
         .bind(to_micros(attempt.at))
         .bind(attempt.status.map(i32::from))
         .bind(attempt.error.as_deref().map(clip_error))
-        .bind(matches!(attempt.next, Next::Done).then(|| to_micros(attempt.at)))
+        .bind(attempt.delivered_at().map(to_micros))
         .execute(self.pool().await?)
         .await
         .map_err(db_error)?;

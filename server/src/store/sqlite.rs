@@ -40,9 +40,7 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::outbox::{
-    Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Next, clip_error,
-};
+use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord};
 use crate::auth::Scope;
 
@@ -304,11 +302,8 @@ impl Store for SqliteStore {
         let attempt = attempt.clone();
         self.write(move |conn| {
             let at = attempt.at.timestamp_micros();
-            let next = match attempt.next {
-                Next::RetryAt(t) => t.timestamp_micros(),
-                Next::Done | Next::GiveUp => at,
-            };
-            let delivered = matches!(attempt.next, Next::Done).then_some(at);
+            let next = attempt.next_attempt_at().timestamp_micros();
+            let delivered = attempt.delivered_at().map(|t| t.timestamp_micros());
             conn.prepare_cached(
                 "UPDATE deliveries SET state = ?2, next_attempt_at = ?3, last_attempt_at = ?4,
                      last_status = ?5, last_error = ?6, delivered_at = ?7
