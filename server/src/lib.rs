@@ -79,9 +79,10 @@ pub async fn run(
         stop.clone(),
     );
     // Without endpoints nothing is ever queued; deliveries queued before they were removed wait in the log.
-    let deliverer = webhooks
-        .enabled()
-        .then(|| webhooks::delivery::spawn(store.clone(), webhooks.clone(), stop.clone()));
+    let deliverer = webhooks.enabled().then(|| {
+        let (store, webhooks) = (store.clone(), webhooks.clone());
+        webhooks::delivery::spawn(store, webhooks, metrics.clone(), stop.clone())
+    });
     if let Some(notices) = store.subscribe() {
         registry.follow(notices);
     }

@@ -353,6 +353,21 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
         2,
         "{log}"
     );
+    let metrics = server
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await?
+        .text()
+        .await?;
+    // 11 to "ops" and 2 to "chat"; the two refusals were failed attempts.
+    assert!(
+        metrics.contains("commandpost_webhooks_delivered_total 13\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("commandpost_webhook_attempts_failed_total 2\n"),
+        "{metrics}"
+    );
     let (status, _) = admin_get(&server, &alice, "/api/webhooks/ops/deliveries").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, body) = admin_get(&server, admin, "/api/webhooks/nobody/deliveries").await;

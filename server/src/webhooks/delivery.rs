@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{DeliverySettings, Webhooks, signature};
+use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, Delivery, NewDelivery, Next};
 use crate::store::{ListFilter, Store};
 use crate::wire::DocumentId;
@@ -43,6 +44,7 @@ pub const ATTEMPT_HEADER: &str = "Commandpost-Attempt";
 pub fn spawn(
     store: Arc<dyn Store>,
     webhooks: Arc<Webhooks>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -61,7 +63,7 @@ pub fn spawn(
         let sweep_every = Duration::from_secs(webhooks.settings.stale_check_secs.max(1));
         let mut next_sweep = tokio::time::Instant::now() + sweep_every;
         while !shutdown.is_cancelled() {
-            let full = match round(&*store, &webhooks, &client, timeout).await {
+            let full = match round(&*store, &webhooks, &metrics, &client, timeout).await {
                 Ok(sent) => sent == BATCH,
                 Err(e) => {
                     debug!(error = %e, "webhook outbox unavailable");
@@ -93,6 +95,7 @@ pub fn spawn(
 async fn round(
     store: &dyn Store,
     webhooks: &Webhooks,
+    metrics: &Metrics,
     client: &reqwest::Client,
     timeout: Duration,
 ) -> Result<usize, crate::store::StoreError> {
@@ -114,6 +117,14 @@ async fn round(
     let sends = by_endpoint.into_iter().map(|(_, deliveries)| async move {
         for delivery in deliveries {
             let attempt = attempt(client, webhooks, &delivery).await;
+            match attempt.next {
+                Next::Done => metrics.webhooks_delivered.inc(),
+                Next::RetryAt(_) => metrics.webhook_attempts_failed.inc(),
+                Next::GiveUp => {
+                    metrics.webhook_attempts_failed.inc();
+                    metrics.webhooks_given_up.inc();
+                }
+            }
             if let Some(error) = &attempt.error {
                 debug!(endpoint = %delivery.endpoint, event = %delivery.event_id, %error, "webhook delivery failed");
             }
