@@ -225,20 +225,7 @@ async fn sweep(
         };
         let found = tokio::task::spawn_blocking(move || {
             let mut incident = Incident::load(&stored.chunks.concat()).ok()?;
-            let mut view = incident.view();
-            view.mark_stale(now);
-            let stale: Vec<Event> = view
-                .fields
-                .iter()
-                .filter(|f| f.stale)
-                .filter_map(|f| {
-                    Some(Event::FieldStale {
-                        field: f.def.key.clone(),
-                        label: f.def.label.clone(),
-                        due_at: f.due_at?,
-                    })
-                })
-                .collect();
+            let stale = stale_events(&incident, now);
             Some((incident.signals(), stale))
         })
         .await
@@ -255,4 +242,105 @@ async fn sweep(
         webhooks.wake.notify_one();
     }
     Ok(())
+}
+
+/// The `fieldStale` events of an incident at `now`: one per field past its due time.
+fn stale_events(incident: &Incident, now: chrono::DateTime<Utc>) -> Vec<Event> {
+    let mut view = incident.view();
+    view.mark_stale(now);
+    view.fields
+        .iter()
+        .filter(|f| f.stale)
+        .filter_map(|f| {
+            Some(Event::FieldStale {
+                field: f.def.key.clone(),
+                label: f.def.label.clone(),
+                due_at: f.due_at?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+    use incident_doc::{Declaration, Editor, Operation, template};
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::webhooks::{Endpoint, Format};
+
+    /// A drill (30-minute cadence on the summary and detailed status) declared at `t0`, its summary refreshed 20
+    /// minutes later.
+    fn drill(t0: chrono::DateTime<Utc>) -> Incident {
+        let template = template::builtin()
+            .into_iter()
+            .find(|t| t.id == "drill")
+            .expect("the drill template");
+        let declaration = Declaration {
+            name: "Replay of the DNS outage".into(),
+            number: Some(7),
+        };
+        let mut incident =
+            Incident::create(&template, &declaration, &Editor::new("alice", t0), None)
+                .expect("create");
+        let edit = Operation::SetText {
+            field: "summary".into(),
+            text: "DNS answers time out.".into(),
+        };
+        incident
+            .apply(&edit, &Editor::new("erin", t0 + Duration::minutes(20)))
+            .expect("edit");
+        incident
+    }
+
+    #[tokio::test]
+    async fn stale_fields_are_queued_once_per_due_time() {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+            .single()
+            .expect("a valid time");
+        let mut incident = drill(t0);
+        let due = |minutes| t0 + Duration::minutes(minutes);
+        assert!(stale_events(&incident, due(29)).is_empty());
+        let at_40: Vec<String> = stale_events(&incident, due(40))
+            .iter()
+            .map(|e| match e {
+                Event::FieldStale { field, due_at, .. } => format!("{field} {due_at}"),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(at_40, ["detailedStatus 2026-11-25 09:30:00 UTC"]);
+        assert_eq!(
+            stale_events(&incident, due(60)).len(),
+            2,
+            "the summary's turn"
+        );
+
+        let endpoint = Endpoint {
+            name: "ops".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: None,
+            format: Format::Json,
+            events: Some(vec!["fieldStale".into()]),
+            drills: true,
+        };
+        let webhooks = Webhooks::new(vec![endpoint], DeliverySettings::default()).expect("valid");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(dir.path()).expect("store");
+        let doc = DocumentId::random();
+        let signals = incident.signals();
+        // Two sweeps (or two nodes) find the same stale fields: each is queued once.
+        for _ in 0..2 {
+            let mut queued = Vec::new();
+            for event in stale_events(&incident, due(60)) {
+                queued.extend(webhooks.stale(doc, &signals, &event, due(60)));
+            }
+            store.enqueue(queued).await.expect("enqueue");
+        }
+        let log = store.deliveries("ops", 10).await.expect("log");
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(log.iter().all(|d| d.kind == "fieldStale"));
+        store.close().await.expect("close");
+    }
 }
