@@ -64,10 +64,12 @@ enum Route {
     CreateToken,
     RevokeToken,
     Session,
+    StatusUpdate,
+    Webhooks,
 }
 
 impl Route {
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 16] = [
         Route::Healthz,
         Route::Metrics,
         Route::Templates,
@@ -82,18 +84,25 @@ impl Route {
         Route::CreateToken,
         Route::RevokeToken,
         Route::Session,
+        Route::StatusUpdate,
+        Route::Webhooks,
     ];
 
     fn needs(self) -> Needs {
         match self {
             Route::Healthz | Route::Metrics => Needs::Nothing,
-            Route::Templates | Route::List | Route::Read | Route::Export | Route::Session => {
-                Needs::Read
-            }
+            Route::Templates
+            | Route::List
+            | Route::Read
+            | Route::Export
+            | Route::Session
+            | Route::StatusUpdate => Needs::Read,
             Route::Declare | Route::Timeline | Route::Operations => Needs::Write,
-            Route::DeleteIncident | Route::ListTokens | Route::CreateToken | Route::RevokeToken => {
-                Needs::Admin
-            }
+            Route::DeleteIncident
+            | Route::ListTokens
+            | Route::CreateToken
+            | Route::RevokeToken
+            | Route::Webhooks => Needs::Admin,
         }
     }
 
@@ -202,6 +211,12 @@ impl Fixture {
                 (Method::DELETE, format!("/api/tokens/{name}"), None)
             }
             Route::Session => (Method::GET, "/api/session".into(), None),
+            Route::StatusUpdate => (
+                Method::GET,
+                format!("/api/incidents/{id}/update?format=text"),
+                None,
+            ),
+            Route::Webhooks => (Method::GET, "/api/webhooks".into(), None),
         }
     }
 }
