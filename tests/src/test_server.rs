@@ -351,6 +351,16 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .request(Method::GET, "/metrics", None)
+            .send()
+            .await
+            .expect("GET /metrics");
+        response.text().await.expect("reading the metrics")
+    }
+
     /// `GET /healthz`: the status code and the JSON body.
     pub async fn healthz(&self) -> (StatusCode, Value) {
         let response = self

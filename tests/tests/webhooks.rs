@@ -353,12 +353,7 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
         2,
         "{log}"
     );
-    let metrics = server
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics().await;
     // 11 to "ops" and 2 to "chat"; the two refusals were failed attempts.
     assert!(
         metrics.contains("commandpost_webhooks_delivered_total 13\n"),
