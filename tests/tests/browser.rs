@@ -1104,3 +1104,102 @@ async fn command_is_handed_over_on_acceptance_and_the_new_commander_pins() -> an
     server.stop().await;
     Ok(())
 }
+
+/// The command post's addresses as links under the field, the drill badge in the list, and the status update
+/// panel: written by the server, marked sent from the page, after which it says what changed since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_post_links_drill_badges_and_the_status_update_panel() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let erin = server.token("erin", "write").await;
+    let id = server.declare(&erin, "Checkout errors").await.id;
+    apply(
+        &server,
+        &erin,
+        &id,
+        json!([{"op": "setText", "field": "commandPost",
+                "text": "- Chat: [#inc-checkout](https://chat.example.com/inc-checkout)\n- Bridge: https://meet.example.com/42.\n- Not a link: [x](javascript:alert(1))"}]),
+    )
+    .await?;
+    let (status, drill) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/incidents",
+            Some(&erin),
+            Some(&json!({"title": "Replay of the DNS outage", "template": "drill"})),
+        )
+        .await;
+    ensure!(status == reqwest::StatusCode::CREATED, "{drill}");
+    let drill_id = drill["id"].as_str().context("the drill's id")?.to_owned();
+
+    let page = open_signed_in(
+        "command-post",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &erin,
+        &id,
+    )
+    .await?;
+    let links = page
+        .execute(
+            "return Array.from(document.querySelectorAll('[data-links=commandPost] a'), a => [a.textContent, a.getAttribute('href')]);",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        links
+            == json!([
+                ["#inc-checkout", "https://chat.example.com/inc-checkout"],
+                ["https://meet.example.com/42", "https://meet.example.com/42"]
+            ]),
+        "the command post's links: {links}"
+    );
+
+    page.click("#status-update summary").await?;
+    let update = |marker: &'static str| {
+        let page = &page;
+        move || async move {
+            let text = page.value("#status-update textarea").await?;
+            Ok(text.filter(|t| t.contains(marker)))
+        }
+    };
+    let text = page
+        .wait_until(
+            "the status update",
+            UI_TIMEOUT,
+            update("Since the incident was declared"),
+        )
+        .await?;
+    ensure!(
+        text.contains("Command post:") && text.contains("https://meet.example.com/42"),
+        "{text}"
+    );
+    page.click(r#"[data-update="sent"]"#).await?;
+    page.wait_until(
+        "the next update",
+        UI_TIMEOUT,
+        update("Changes since the last update"),
+    )
+    .await?;
+    let timeline = server_timeline(&server, &erin, &id).await?;
+    ensure!(
+        timeline.iter().any(|t| t == "Status update sent."),
+        "{timeline:?}"
+    );
+
+    page.goto(&format!("{}/#/", server.base_url)).await?;
+    page.wait_for(
+        &format!(r#"li[data-incident-id="{drill_id}"] .drill"#),
+        UI_TIMEOUT,
+    )
+    .await?;
+    ensure!(
+        page.find(&format!(r#"li[data-incident-id="{id}"] .drill"#))
+            .await?
+            .is_none(),
+        "only the drill has the badge"
+    );
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}
