@@ -3,6 +3,7 @@
 //! All three are deterministic: the same document gives the same bytes, so exports can be diffed, cached and
 //! compared across replicas. Pinned fields come first (in pin order), then the template order.
 
+mod autolink;
 mod html;
 mod markdown;
 mod postmortem;

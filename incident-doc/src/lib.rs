@@ -10,6 +10,7 @@
 //!
 //! Text positions everywhere count Unicode code points ([`schema::TEXT_ENCODING`]).
 
+mod alert;
 pub mod analytics;
 pub mod export;
 pub mod history;
@@ -18,7 +19,9 @@ mod operation;
 mod read;
 pub mod rules;
 pub mod schema;
+pub mod signals;
 pub mod template;
+pub mod update;
 mod view;
 
 pub use incident::{Declaration, Incident, LoadError};

@@ -179,6 +179,31 @@ pub enum Operation {
         /// The moment, or `null` to clear.
         at: Option<DateTime<Utc>>,
     },
+    /// Record an alert notification (from the Alertmanager hook) in the timeline, once: a fingerprint already
+    /// recorded with the same state and start adds nothing (see `alert`).
+    #[serde(rename_all = "camelCase")]
+    RecordAlert {
+        /// Alertmanager's fingerprint of the alert.
+        fingerprint: String,
+        /// Firing (`true`) or resolved.
+        firing: bool,
+        /// When the alert started firing.
+        starts_at: DateTime<Utc>,
+        /// The timeline entry (Markdown).
+        text: String,
+        /// The entry's time: the alert's start when firing, its end when resolved.
+        at: DateTime<Utc>,
+    },
+    /// Record that the Communications lead sent a status update: `lastUpdate`, a timeline entry, and fresh stamps
+    /// on the Communications lead's fields with a cadence (see `update`).
+    MarkUpdateSent {
+        /// The document heads the update described (hex), so the next one can say what changed since.
+        #[serde(default)]
+        heads: Vec<String>,
+        /// Where it went or what it said, for the timeline.
+        #[serde(default)]
+        note: Option<String>,
+    },
     /// Reopen a closed (archived) incident: the one edit an archived document accepts, alone in its batch. Moves
     /// the status to `status` (default `resolved`), clears the `closed` lifecycle stamp so that the next close
     /// records its own moment, and writes the reason to the timeline. The server lets only admins send it.
@@ -301,6 +326,8 @@ impl Operation {
             Operation::ProposeHandoff { .. } => "proposeHandoff",
             Operation::AcceptHandoff { .. } => "acceptHandoff",
             Operation::CancelHandoff { .. } => "cancelHandoff",
+            Operation::RecordAlert { .. } => "recordAlert",
+            Operation::MarkUpdateSent { .. } => "markUpdateSent",
         }
     }
 }
@@ -707,6 +734,30 @@ pub(crate) fn apply(
             }
             doc.delete(&handoffs, role.as_str())?;
             vec![def.key.clone()]
+        }
+        Operation::RecordAlert {
+            fingerprint,
+            firing,
+            starts_at,
+            text,
+            at,
+        } => {
+            let alert = crate::alert::Alert {
+                fingerprint,
+                firing: *firing,
+                starts_at: *starts_at,
+                text,
+                at: *at,
+            };
+            let (added, touched) = crate::alert::record(doc, layout, alert, editor)?;
+            applied = added;
+            touched
+        }
+        Operation::MarkUpdateSent { heads, note } => {
+            let (added, touched) =
+                crate::update::mark_sent(doc, layout, heads, note.as_deref(), editor)?;
+            applied = added;
+            touched
         }
         Operation::SetTimestamp { stage, at } => {
             let def = field_by_kind(FieldKind::Timestamps)?;

@@ -553,3 +553,304 @@ fn a_snapshot_followed_by_incremental_chunks_loads_as_one_document() {
     let loaded = Incident::load(&bytes).expect("concatenated chunks load");
     assert_eq!(loaded.view(), incident.view());
 }
+
+/// The golden document, then a status update marked as sent at minute 30 and an hour of changes after it.
+fn updated_document() -> (Incident, String) {
+    let mut incident = golden_document();
+    let first = incident_doc::update::status_update(
+        &incident.view(),
+        None,
+        t0() + Duration::minutes(29),
+        incident_doc::update::UpdateFormat::Text,
+    );
+    let heads = incident.head_strings();
+    apply(
+        &mut incident,
+        "erin",
+        30,
+        Operation::MarkUpdateSent {
+            heads,
+            note: Some("to status-updates@example.com".into()),
+        },
+    );
+    let ops = [
+        (
+            "bob",
+            35,
+            Operation::AddTimelineEntry {
+                text: "Error rate back under 0.1% in eu-west-1.".into(),
+                at: None,
+            },
+        ),
+        (
+            "alice",
+            40,
+            Operation::SetChoice {
+                field: "severity".into(),
+                value: Some("SEV3".into()),
+            },
+        ),
+        (
+            "erin",
+            41,
+            Operation::SetText {
+                field: "summary".into(),
+                text: "Checkout recovered after a rollback; watching for recurrence.".into(),
+            },
+        ),
+        (
+            "alice",
+            45,
+            Operation::SetStatus {
+                status: Status::Resolved,
+                override_reason: None,
+            },
+        ),
+    ];
+    for (who, minutes, op) in ops {
+        apply(&mut incident, who, minutes, op);
+    }
+    (incident, first)
+}
+
+#[test]
+fn status_updates_match_golden_files() {
+    use incident_doc::update::{UpdateFormat, status_update};
+    let (incident, first) = updated_document();
+    check_golden("update-first.txt", &first);
+    let last = incident.last_update().expect("the update was recorded");
+    assert_eq!(last.by, "erin");
+    assert_eq!(last.at, t0() + Duration::minutes(30));
+    assert!(
+        incident.has_heads(&last.heads),
+        "the recorded heads are the document's"
+    );
+    let then = incident.view_at(&last.heads);
+    let now = t0() + Duration::minutes(60);
+    let view = incident.view();
+    check_golden(
+        "update.txt",
+        &status_update(&view, Some((&last, &then)), now, UpdateFormat::Text),
+    );
+    check_golden(
+        "update.md",
+        &status_update(&view, Some((&last, &then)), now, UpdateFormat::Markdown),
+    );
+}
+
+#[test]
+fn marking_an_update_sent_restarts_the_communications_cadence() {
+    let (incident, _) = updated_document();
+    let view = incident.view();
+    let sent = t0() + Duration::minutes(30);
+    let detailed = view.field("detailedStatus").expect("detailed status");
+    // Edited at minute 20 by dave; the update at minute 30 restarts its 4-hour cadence.
+    assert_eq!(detailed.due_at, Some(sent + Duration::hours(4)));
+    let Some(FieldValue::Timeline(entries)) = view.field("timeline").map(|f| &f.value) else {
+        panic!("timeline");
+    };
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.author == "erin"
+                && e.text == "Status update sent: to status-updates@example.com"),
+        "{entries:?}"
+    );
+    let mut other = golden_document();
+    let refused = other.apply(
+        &Operation::MarkUpdateSent {
+            heads: vec!["not-a-head".into()],
+            note: None,
+        },
+        &editor("erin", 30),
+    );
+    assert!(
+        matches!(refused, Err(OpError::InvalidValue(_))),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn an_alert_is_recorded_once_per_state() {
+    let mut incident = declare("0123456789abcdef");
+    let starts = t0() - Duration::minutes(5);
+    let alert = |firing: bool, starts_at: DateTime<Utc>, text: &str| Operation::RecordAlert {
+        fingerprint: "5f9c1a2b3c4d5e6f".into(),
+        firing,
+        starts_at,
+        text: text.into(),
+        at: starts_at,
+    };
+    let entries =
+        |incident: &Incident| match incident.view().field("timeline").map(|f| f.value.clone()) {
+            Some(FieldValue::Timeline(entries)) => entries.len(),
+            _ => panic!("timeline"),
+        };
+    let before = entries(&incident);
+    assert!(
+        apply(
+            &mut incident,
+            "alertmanager",
+            1,
+            alert(true, starts, "FIRING")
+        )
+        .is_some()
+    );
+    assert!(
+        apply(
+            &mut incident,
+            "alertmanager",
+            2,
+            alert(true, starts, "FIRING")
+        )
+        .is_none(),
+        "a repeated notification adds nothing"
+    );
+    assert!(
+        apply(
+            &mut incident,
+            "alertmanager",
+            3,
+            alert(false, starts, "RESOLVED")
+        )
+        .is_some()
+    );
+    assert!(
+        apply(
+            &mut incident,
+            "alertmanager",
+            4,
+            alert(false, starts, "RESOLVED")
+        )
+        .is_none()
+    );
+    let again = starts + Duration::minutes(30);
+    assert!(
+        apply(
+            &mut incident,
+            "alertmanager",
+            35,
+            alert(true, again, "FIRING again")
+        )
+        .is_some()
+    );
+    assert_eq!(entries(&incident), before + 3);
+}
+
+#[test]
+fn signals_name_the_events_between_two_moments() {
+    use incident_doc::signals::{Event, events};
+    let mut incident = declare("0123456789abcdef");
+    let step = |incident: &mut Incident, who: &str, minutes: i64, ops: Vec<Operation>| {
+        let before = incident.signals();
+        incident
+            .apply_all(&ops, &editor(who, minutes))
+            .expect("applies");
+        events(&before, &incident.signals())
+    };
+    let got = step(
+        &mut incident,
+        "alice",
+        1,
+        vec![
+            Operation::SetStatus {
+                status: Status::Active,
+                override_reason: None,
+            },
+            Operation::SetChoice {
+                field: "severity".into(),
+                value: Some("SEV1".into()),
+            },
+            Operation::SetText {
+                field: "summary".into(),
+                text: "Checkout down.".into(),
+            },
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Event::StatusChanged {
+                from: Some("declared".into()),
+                to: "active".into()
+            },
+            Event::SeverityChanged {
+                from: Some("SEV3".into()),
+                to: Some("SEV1".into())
+            },
+            Event::SummaryChanged {
+                summary: "Checkout down.".into()
+            },
+        ]
+    );
+    let got = step(
+        &mut incident,
+        "alice",
+        2,
+        vec![Operation::ProposeHandoff {
+            role: Role::Commander,
+            to: "carol".into(),
+        }],
+    );
+    assert_eq!(
+        got,
+        vec![Event::HandoffProposed {
+            role: Role::Commander,
+            to: "carol".into(),
+            from: Some("alice".into())
+        }]
+    );
+    let got = step(
+        &mut incident,
+        "carol",
+        3,
+        vec![Operation::AcceptHandoff {
+            role: Role::Commander,
+        }],
+    );
+    assert_eq!(
+        got,
+        vec![Event::HandoffAccepted {
+            role: Role::Commander,
+            to: "carol".into(),
+            from: Some("alice".into())
+        }]
+    );
+    let Some(FieldValue::Checklist(items)) = incident
+        .view()
+        .field("exitCriteria")
+        .map(|f| f.value.clone())
+    else {
+        panic!("exit criteria");
+    };
+    let done: Vec<Operation> = items
+        .iter()
+        .map(|i| Operation::SetItemDone {
+            field: "exitCriteria".into(),
+            id: i.id.clone(),
+            done: true,
+        })
+        .collect();
+    let (last, rest) = done.split_last().expect("items");
+    assert_eq!(step(&mut incident, "carol", 4, rest.to_vec()), vec![]);
+    assert_eq!(
+        step(&mut incident, "carol", 5, vec![last.clone()]),
+        vec![Event::ExitCriteriaMet]
+    );
+    let got = step(
+        &mut incident,
+        "carol",
+        6,
+        vec![
+            Operation::SetStatus {
+                status: Status::Resolved,
+                override_reason: None,
+            },
+            Operation::SetStatus {
+                status: Status::Closed,
+                override_reason: None,
+            },
+        ],
+    );
+    assert_eq!(got, vec![Event::Closed]);
+}

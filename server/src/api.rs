@@ -4,8 +4,10 @@
 mod analytics;
 pub(crate) mod archive;
 mod command;
+mod hooks;
 mod incidents;
 mod tokens;
+mod update;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,7 @@ use crate::document::{ConnId, Registry};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::webhooks::Webhooks;
 
 /// Everything a handler may need; cloned per request, so every field is a cheap handle.
 #[derive(Clone)]
@@ -46,6 +49,10 @@ pub struct AppState {
     pub sync: SyncContext,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// The outgoing webhook endpoints, for their admin routes.
+    pub webhooks: Arc<Webhooks>,
+    /// The Alertmanager label naming the incident an alert belongs to.
+    pub alertmanager_label: Arc<str>,
 }
 
 /// The whole application as a router, so tests can drive it without a socket.
@@ -62,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .merge(archive::router())
         .merge(analytics::router())
         .merge(tokens::router())
+        .merge(hooks::router())
+        .merge(update::router())
         // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
         // small and left alone.
         .fallback(

@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::connection::SyncLimits;
 use crate::document::DocConfig;
+use crate::webhooks::{DeliverySettings, Endpoint, WebhookError, Webhooks};
 
 /// Every setting of `commandpost serve`. In a config file, keys are written in kebab-case.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +43,12 @@ pub struct Config {
     pub max_edits_per_sec: u32,
     /// How many change-carrying sync messages a connection may send in a burst above the sustained rate.
     pub edit_burst: u32,
+    /// Outgoing webhook endpoints (`[[webhooks]]` tables; `docs/integrations.md`).
+    pub webhooks: Vec<Endpoint>,
+    /// Timing of webhook deliveries (`[webhook-delivery]`).
+    pub webhook_delivery: DeliverySettings,
+    /// The alert label that names the incident in Alertmanager payloads (`/api/hooks/alertmanager`).
+    pub alertmanager_label: String,
 }
 
 impl Default for Config {
@@ -59,6 +67,9 @@ impl Default for Config {
             max_connections_per_token: 4096,
             max_edits_per_sec: 100,
             edit_burst: 200,
+            webhooks: Vec::new(),
+            webhook_delivery: DeliverySettings::default(),
+            alertmanager_label: "incident".to_owned(),
         }
     }
 }
@@ -101,12 +112,18 @@ impl Config {
         }
     }
 
-    /// Settings of document actors.
-    pub fn doc_config(&self) -> DocConfig {
+    /// The webhook endpoints, checked.
+    pub fn webhooks(&self) -> Result<Webhooks, WebhookError> {
+        Webhooks::new(self.webhooks.clone(), self.webhook_delivery.clone())
+    }
+
+    /// Settings of document actors, which queue events for `webhooks`.
+    pub fn doc_config(&self, webhooks: Arc<Webhooks>) -> DocConfig {
         DocConfig {
             idle_unload: Duration::from_secs(self.unload_after_secs),
             queue: 1024,
             max_document_bytes: self.max_document_bytes,
+            webhooks,
         }
     }
 }

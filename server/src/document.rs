@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::metrics::Metrics;
+use crate::store::outbox::NewDelivery;
 use crate::store::{ChunkId, IncidentSummary, Store, StoreError};
+use crate::webhooks::Webhooks;
 use crate::wire::{DocumentId, Message, PeerId};
 
 /// How many queued commands one batch takes at most, so one busy document cannot starve the fan-out.
@@ -203,6 +205,8 @@ pub struct DocConfig {
     pub queue: usize,
     /// Largest stored size of a document: what it loaded from, plus what it appended since (or its last snapshot).
     pub max_document_bytes: usize,
+    /// The webhook endpoints: when there are any, each batch's events are queued with its changes.
+    pub webhooks: Arc<Webhooks>,
 }
 
 /// One attached peer's state.
@@ -256,6 +260,8 @@ struct Actor {
     server_id: PeerId,
     /// Sync computations shared by peers in the same state.
     memo: SyncMemo,
+    /// Webhook endpoints, which hear of this document's events.
+    webhooks: Arc<Webhooks>,
 }
 
 /// Automerge's sync computations for one version of the document, shared between peers whose sync states are
@@ -377,6 +383,7 @@ pub(crate) fn spawn(
         metrics: registry.metrics(),
         server_id: registry.server_id().clone(),
         memo: SyncMemo::default(),
+        webhooks: config.webhooks.clone(),
     };
     let idle = config.idle_unload;
     let span = info_span!("document", id = %id);
@@ -464,6 +471,12 @@ impl Actor {
         } else {
             false
         };
+        // Taken after the catch-up: other nodes' changes are theirs to report.
+        let before = (self.webhooks.enabled()
+            && commands
+                .iter()
+                .any(|c| matches!(c, Command::Apply { .. } | Command::Sync { .. })))
+        .then(|| self.incident.signals());
         for command in commands {
             match command {
                 Command::Attach { conn, link } => {
@@ -518,7 +531,20 @@ impl Actor {
                 Command::Refresh | Command::Close => {}
             }
         }
-        let changed = self.persist().await?;
+        let deliveries = match before {
+            Some(before) => {
+                let after = self.incident.signals();
+                let events = incident_doc::signals::events(&before, &after);
+                self.webhooks
+                    .deliveries(self.id, &after, &events, Utc::now())
+            }
+            None => Vec::new(),
+        };
+        let queued = !deliveries.is_empty();
+        let changed = self.persist(deliveries).await?;
+        if queued && changed {
+            self.webhooks.wake.notify_one();
+        }
         for (reply, applied) in batch.replies {
             let _ = reply.send(Ok(applied));
         }
@@ -702,9 +728,9 @@ impl Actor {
         self.drop_slow(slow);
     }
 
-    /// Writes every change not yet durable as one chunk, with the refreshed index row in the same transaction.
-    /// Returns whether there was anything to write.
-    async fn persist(&mut self) -> Result<bool, StoreError> {
+    /// Writes every change not yet durable as one chunk, with the refreshed index row and the webhook deliveries
+    /// the changes caused in the same transaction. Returns whether there was anything to write.
+    async fn persist(&mut self, deliveries: Vec<NewDelivery>) -> Result<bool, StoreError> {
         let heads = self.incident.doc_mut().get_heads();
         if heads == self.saved_heads {
             self.unsaved_bytes = 0;
@@ -721,7 +747,7 @@ impl Actor {
         let started = Instant::now();
         let result = self
             .store
-            .append(&self.id.to_string(), chunk, Some(summary))
+            .append_with(&self.id.to_string(), chunk, Some(summary), deliveries)
             .await;
         self.metrics.storage_append.observe(started.elapsed());
         result?;

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod sessions;
 pub mod store;
 pub mod web;
+pub mod webhooks;
 pub use wire;
 
 use std::future::Future;
@@ -71,13 +72,19 @@ pub async fn run(
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let server_id = PeerId::from(format!("commandpost-{}", wire::DocumentId::random()));
+    let webhooks = Arc::new(config.webhooks().context("the webhook configuration")?);
     let registry = Registry::new(
         store.clone(),
         metrics.clone(),
         server_id.clone(),
-        config.doc_config(),
+        config.doc_config(webhooks.clone()),
         stop.clone(),
     );
+    // Without endpoints nothing is ever queued; deliveries queued before they were removed wait in the log.
+    let deliverer = webhooks.enabled().then(|| {
+        let (store, webhooks) = (store.clone(), webhooks.clone());
+        webhooks::delivery::spawn(store, webhooks, metrics.clone(), stop.clone())
+    });
     if let Some(notices) = store.subscribe() {
         registry.follow(notices);
     }
@@ -97,6 +104,8 @@ pub async fn run(
             sessions,
         },
         max_body_bytes: config.max_body_bytes,
+        webhooks,
+        alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -110,6 +119,10 @@ pub async fn run(
         .context("serving HTTP")?;
     stop.cancel();
     registry.drained().await;
+    if let Some(deliverer) = deliverer {
+        // It finishes the attempts under way and records them before the store closes.
+        let _ = deliverer.await;
+    }
     store.close().await.context("closing the store")?;
     Ok(())
 }

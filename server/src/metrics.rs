@@ -116,6 +116,12 @@ pub struct Metrics {
     pub rule_violations: Counter,
     /// Fields of loaded incidents past their due time (measured at each scrape).
     pub stale_fields: Gauge,
+    /// Webhook deliveries the endpoints accepted.
+    pub webhooks_delivered: Counter,
+    /// Webhook attempts that failed (each is retried until the delivery is given up).
+    pub webhook_attempts_failed: Counter,
+    /// Webhook deliveries given up after their last attempt.
+    pub webhooks_given_up: Counter,
     /// Latency of durable appends.
     pub storage_append: Histogram,
     /// `/sync` frames over the frame limit (the connection is closed).
@@ -197,6 +203,21 @@ impl Metrics {
                 "commandpost_revoked_disconnects_total",
                 "Sync connections closed because their token was revoked.",
                 &self.revoked_disconnects,
+            ),
+            (
+                "commandpost_webhooks_delivered_total",
+                "Webhook deliveries accepted by their endpoint.",
+                &self.webhooks_delivered,
+            ),
+            (
+                "commandpost_webhook_attempts_failed_total",
+                "Webhook attempts that failed and are retried or given up.",
+                &self.webhook_attempts_failed,
+            ),
+            (
+                "commandpost_webhooks_given_up_total",
+                "Webhook deliveries given up after their last attempt.",
+                &self.webhooks_given_up,
             ),
         ];
         for (name, help, counter) in counters {

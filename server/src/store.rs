@@ -10,6 +10,7 @@
 //! embedded default; [`postgres::PostgresStore`], shared by several server nodes, implements the same
 //! trait, which is why the contracts below are phrased so that they hold for several writers at once.
 
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
+use outbox::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 
 /// Identifies one stored chunk, so that a compaction can say exactly which chunks its snapshot covers.
 ///
@@ -135,7 +137,43 @@ pub trait Store: Send + Sync + 'static {
         doc: &str,
         chunk: Vec<u8>,
         summary: Option<IncidentSummary>,
+    ) -> Result<ChunkId, StoreError> {
+        self.append_with(doc, chunk, summary, Vec::new()).await
+    }
+
+    /// [`Store::append`], queueing `deliveries` (webhook events the chunk's changes caused) in the same
+    /// transaction: the events are durable exactly when their changes are (see [`outbox`]).
+    async fn append_with(
+        &self,
+        doc: &str,
+        chunk: Vec<u8>,
+        summary: Option<IncidentSummary>,
+        deliveries: Vec<NewDelivery>,
     ) -> Result<ChunkId, StoreError>;
+
+    /// Queues deliveries not caused by a change (a field gone stale). A delivery whose `(endpoint, event id)` is
+    /// already queued adds nothing, so nodes may queue the same event concurrently.
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` pending deliveries due at `now`, oldest first: counts the attempt and holds them until
+    /// `lease_until` (when they become due again unless [`Store::finish_delivery`] says otherwise), so concurrent
+    /// claimers, on this node or others, never get the same row.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records the outcome of an attempt on a claimed delivery.
+    async fn finish_delivery(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError>;
+
+    /// The delivery log of one endpoint, newest first.
+    async fn deliveries(
+        &self,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
 
     /// Returns all of the document's chunks in append order, or `None` if the document is unknown.
     async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError> {
@@ -230,6 +268,9 @@ pub(crate) mod conformance {
     use chrono::{DateTime, Duration, TimeZone, Utc};
     use futures_util::future::join_all;
 
+    pub(crate) use super::outbox::cases::{
+        outbox_claims_retries_and_logs, outbox_coalesces_unattempted_deliveries,
+    };
     use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored};
     use crate::auth::Scope;
 
@@ -254,6 +295,8 @@ pub(crate) mod conformance {
                 failing_item_does_not_fail_its_batch,
                 delete_removes_chunks_and_index,
                 closed_store_is_unavailable,
+                outbox_claims_retries_and_logs,
+                outbox_coalesces_unattempted_deliveries,
             );
         };
         (@cases $open:path; $($case:ident),* $(,)?) => {

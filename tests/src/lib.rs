@@ -7,6 +7,8 @@
 //!   JavaScript client, with raw frame access for malformed-input tests.
 //! - [`Browser`]: a real headless Chromium driven over WebDriver, for end-to-end tests of the web client, and
 //!   [`Proxy`], a TCP proxy whose link a test cuts to take one browser offline.
+//! - [`Receiver`]: a real HTTP server on a loopback port that records the webhook deliveries it gets, can answer
+//!   errors, and can go down and come back on the same port.
 //! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
 //! - [`hostile`]: user text that tries to run as code, and a check that an HTML page is inert.
 //! - [`eventually`] and [`markdown_section`]: waiting for a condition with a deadline instead of sleeping, and reading
@@ -18,6 +20,7 @@ pub mod hostile;
 mod markdown;
 mod poll;
 mod proxy;
+mod receiver;
 mod sync_client;
 mod test_server;
 
@@ -26,6 +29,7 @@ pub use database::TestDatabase;
 pub use markdown::markdown_section;
 pub use poll::eventually;
 pub use proxy::Proxy;
+pub use receiver::{Delivery, Receiver};
 pub use sync_client::SyncClient;
 pub use test_server::{DeclaredIncident, TestServer};
 

@@ -347,6 +347,34 @@ impl TestServer {
         .expect("POST …/operations")
     }
 
+    /// Sends `method path` with `token` and an optional JSON `body`; returns the status and the JSON answer (`null`
+    /// when the answer is not JSON), whatever the status, so tests can check refusals and their error bodies.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.request(method, path, token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("sending the request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .request(Method::GET, "/metrics", None)
+            .send()
+            .await
+            .expect("GET /metrics");
+        response.text().await.expect("reading the metrics")
+    }
+
     /// `GET /healthz`: the status code and the JSON body.
     pub async fn healthz(&self) -> (StatusCode, Value) {
         let response = self

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use server::webhooks::{Endpoint, Format};
 use tests::{SyncClient, TestServer, ws};
 
 /// The least a route needs.
@@ -78,10 +79,16 @@ enum Route {
     CreateToken,
     RevokeToken,
     Session,
+    StatusUpdate,
+    Webhooks,
+    UpdateSent,
+    AlertHook,
+    AlertHookFor,
+    WebhookDeliveries,
 }
 
 impl Route {
-    const ALL: [Route; 25] = [
+    const ALL: [Route; 31] = [
         Route::Healthz,
         Route::Metrics,
         Route::WebUi,
@@ -107,6 +114,12 @@ impl Route {
         Route::CreateToken,
         Route::RevokeToken,
         Route::Session,
+        Route::StatusUpdate,
+        Route::Webhooks,
+        Route::UpdateSent,
+        Route::AlertHook,
+        Route::AlertHookFor,
+        Route::WebhookDeliveries,
     ];
 
     fn needs(self) -> Needs {
@@ -120,7 +133,8 @@ impl Route {
             | Route::History
             | Route::Analytics
             | Route::Insights
-            | Route::Session => Needs::Read,
+            | Route::Session
+            | Route::StatusUpdate => Needs::Read,
             Route::Declare
             | Route::Timeline
             | Route::Operations
@@ -128,19 +142,26 @@ impl Route {
             | Route::ProposeHandoff
             | Route::AcceptHandoff
             | Route::WithdrawHandoff
-            | Route::Pins => Needs::Write,
+            | Route::Pins
+            | Route::UpdateSent
+            | Route::AlertHook
+            | Route::AlertHookFor => Needs::Write,
             Route::Reopen
             | Route::DeleteIncident
             | Route::ListTokens
             | Route::CreateToken
-            | Route::RevokeToken => Needs::Admin,
+            | Route::RevokeToken
+            | Route::Webhooks
+            | Route::WebhookDeliveries => Needs::Admin,
         }
     }
 
     fn success(self) -> StatusCode {
         match self {
             Route::Sync => StatusCode::SWITCHING_PROTOCOLS,
-            Route::Declare | Route::Timeline | Route::CreateToken => StatusCode::CREATED,
+            Route::Declare | Route::Timeline | Route::CreateToken | Route::UpdateSent => {
+                StatusCode::CREATED
+            }
             Route::DeleteIncident | Route::RevokeToken => StatusCode::NO_CONTENT,
             _ => StatusCode::OK,
         }
@@ -174,6 +195,12 @@ impl Route {
             Route::CreateToken => ("POST", "/api/tokens"),
             Route::RevokeToken => ("DELETE", "/api/tokens/{name}"),
             Route::Session => ("GET", "/api/session"),
+            Route::StatusUpdate => ("GET", "/api/incidents/{id}/update"),
+            Route::UpdateSent => ("POST", "/api/incidents/{id}/update/sent"),
+            Route::AlertHook => ("POST", "/api/hooks/alertmanager"),
+            Route::AlertHookFor => ("POST", "/api/hooks/alertmanager/{id}"),
+            Route::Webhooks => ("GET", "/api/webhooks"),
+            Route::WebhookDeliveries => ("GET", "/api/webhooks/{name}/deliveries"),
         })
     }
 }
@@ -192,7 +219,18 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
-        let server = TestServer::start().await;
+        // One webhook endpoint, so that its delivery log exists; nothing listens there and nothing needs to.
+        let server = TestServer::start_with(|config| {
+            config.webhooks = vec![Endpoint {
+                name: ENDPOINT.into(),
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: None,
+                format: Format::Json,
+                events: Some(vec!["closed".into()]),
+                drills: false,
+            }]
+        })
+        .await;
         let read = server.token("reader", "read").await;
         let write = server.token("writer", "write").await;
         let revoked = server.token("former-admin", "admin").await;
@@ -398,8 +436,64 @@ impl Fixture {
                 (Method::DELETE, format!("/api/tokens/{name}"), None)
             }
             Route::Session => (Method::GET, "/api/session".into(), None),
+            Route::StatusUpdate => (
+                Method::GET,
+                format!("/api/incidents/{id}/update?format=text"),
+                None,
+            ),
+            Route::Webhooks => (Method::GET, "/api/webhooks".into(), None),
+            Route::UpdateSent => (
+                Method::POST,
+                format!("/api/incidents/{id}/update/sent"),
+                Some(json!({})),
+            ),
+            Route::AlertHook => (
+                Method::POST,
+                "/api/hooks/alertmanager".into(),
+                Some(alert_notification(n, Some(id))),
+            ),
+            Route::AlertHookFor => (
+                Method::POST,
+                format!("/api/hooks/alertmanager/{id}"),
+                Some(alert_notification(n, None)),
+            ),
+            Route::WebhookDeliveries => (
+                Method::GET,
+                format!("/api/webhooks/{ENDPOINT}/deliveries"),
+                None,
+            ),
         }
     }
+}
+
+/// The webhook endpoint the fixture's server is configured with.
+const ENDPOINT: &str = "audit";
+
+/// A firing Alertmanager notification (version 4) with one alert, naming the incident by label if `incident`.
+fn alert_notification(n: usize, incident: Option<&str>) -> Value {
+    let mut labels = json!({"alertname": "AuthTable", "n": n.to_string()});
+    if let Some(id) = incident {
+        labels["incident"] = json!(id);
+    }
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"AuthTable\"}",
+        "status": "firing",
+        "receiver": "commandpost",
+        "groupLabels": {},
+        "commonLabels": labels.clone(),
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example.com:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": labels,
+            "annotations": {"summary": "the auth table"},
+            "startsAt": "2026-11-25T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.example.com/graph",
+            "fingerprint": format!("auth{n:012}"),
+        }],
+    })
 }
 
 /// The status a caller must get from a route.
@@ -489,8 +583,10 @@ async fn every_route_answers_each_kind_of_caller_as_its_scope_allows() -> anyhow
         .iter()
         .filter_map(|e| e["author"].as_str())
         .collect();
+    // Four routes append an entry (timeline, update sent, and both alert hooks), once for each of the two.
+    let by = |who: &str| authors.iter().filter(|a| **a == who).count();
     anyhow::ensure!(
-        authors.len() == 2 && authors.contains(&"writer") && authors.contains(&"admin"),
+        authors.len() == 8 && by("writer") == 4 && by("admin") == 4,
         "only the write and admin calls appended: {authors:?}"
     );
     fixture.server.stop().await;

@@ -15,7 +15,9 @@
 //! - command changes hands in two phases (proposed in one page, accepted in the other), both pages show the new
 //!   commander, and only the commander's pin buttons work;
 //! - closing past open exit criteria asks for a reason, which ends up in the timeline (dismissing changes nothing);
-//! - hostile text (script tags, event handlers, `javascript:` links) in every field is shown as text and never runs.
+//! - hostile text (script tags, event handlers, `javascript:` links) in every field is shown as text and never runs;
+//! - the command post's addresses show as links, drills carry a badge, and the status update panel marks an update
+//!   sent.
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
 //! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).
@@ -1256,6 +1258,105 @@ async fn hostile_text_is_shown_as_text_and_never_runs() -> anyhow::Result<()> {
     );
     browser.screenshot("hostile-text").await?;
     browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The command post's addresses as links under the field, the drill badge in the list, and the status update
+/// panel: written by the server, marked sent from the page, after which it says what changed since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_post_links_drill_badges_and_the_status_update_panel() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let erin = server.token("erin", "write").await;
+    let id = server.declare(&erin, "Checkout errors").await.id;
+    apply(
+        &server,
+        &erin,
+        &id,
+        json!([{"op": "setText", "field": "commandPost",
+                "text": "- Chat: [#inc-checkout](https://chat.example.com/inc-checkout)\n- Bridge: https://meet.example.com/42.\n- Not a link: [x](javascript:alert(1))"}]),
+    )
+    .await?;
+    let (status, drill) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/incidents",
+            Some(&erin),
+            Some(&json!({"title": "Replay of the DNS outage", "template": "drill"})),
+        )
+        .await;
+    ensure!(status == reqwest::StatusCode::CREATED, "{drill}");
+    let drill_id = drill["id"].as_str().context("the drill's id")?.to_owned();
+
+    let page = open_signed_in(
+        "command-post",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &erin,
+        &id,
+    )
+    .await?;
+    let links = page
+        .execute(
+            "return Array.from(document.querySelectorAll('[data-links=commandPost] a'), a => [a.textContent, a.getAttribute('href')]);",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        links
+            == json!([
+                ["#inc-checkout", "https://chat.example.com/inc-checkout"],
+                ["https://meet.example.com/42", "https://meet.example.com/42"]
+            ]),
+        "the command post's links: {links}"
+    );
+
+    page.click("#status-update summary").await?;
+    let update = |marker: &'static str| {
+        let page = &page;
+        move || async move {
+            let text = page.value("#status-update textarea").await?;
+            Ok(text.filter(|t| t.contains(marker)))
+        }
+    };
+    let text = page
+        .wait_until(
+            "the status update",
+            UI_TIMEOUT,
+            update("Since the incident was declared"),
+        )
+        .await?;
+    ensure!(
+        text.contains("Command post:") && text.contains("https://meet.example.com/42"),
+        "{text}"
+    );
+    page.click(r#"[data-update="sent"]"#).await?;
+    page.wait_until(
+        "the next update",
+        UI_TIMEOUT,
+        update("Changes since the last update"),
+    )
+    .await?;
+    let timeline = server_timeline(&server, &erin, &id).await?;
+    ensure!(
+        timeline.iter().any(|t| t == "Status update sent."),
+        "{timeline:?}"
+    );
+
+    page.goto(&format!("{}/#/", server.base_url)).await?;
+    page.wait_for(
+        &format!(r#"li[data-incident-id="{drill_id}"] .drill"#),
+        UI_TIMEOUT,
+    )
+    .await?;
+    ensure!(
+        page.find(&format!(r#"li[data-incident-id="{id}"] .drill"#))
+            .await?
+            .is_none(),
+        "only the drill has the badge"
+    );
+    page.close().await?;
     server.stop().await;
     Ok(())
 }

@@ -287,12 +287,7 @@ async fn rule_breaking_sync_changes_are_reverted_and_audited() -> anyhow::Result
         audit.len() == 2 && audit.iter().all(|a| a["by"] == "mallory"),
         "{audit:?}"
     );
-    let metrics = server
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics().await;
     ensure!(
         metrics.contains("commandpost_rule_violations_total 2"),
         "{metrics}"

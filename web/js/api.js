@@ -21,7 +21,8 @@ function errorText(body) {
   return error?.message ?? null;
 }
 
-async function request(path, { method = "GET", body } = {}) {
+/** Calls the API; resolves to the JSON answer, or with `raw` to the `Response` itself (for text answers). */
+async function request(path, { method = "GET", body, raw = false } = {}) {
   const headers = { Authorization: `Bearer ${token() ?? ""}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
@@ -35,6 +36,7 @@ async function request(path, { method = "GET", body } = {}) {
   } catch {
     throw new ApiError(0, "The server cannot be reached. Check the connection and try again.");
   }
+  if (raw && response.ok) return response;
   const data = await response.json().catch(() => null);
   if (response.ok) return data;
   const message = errorText(data) ?? `The server answered ${response.status} ${response.statusText}.`;
@@ -64,3 +66,17 @@ export async function listIncidents(filter) {
 
 /** Declares an incident; resolves to `{id, url, number, …}` once the server has stored it. */
 export const declareIncident = (body) => request("/api/incidents", { method: "POST", body });
+
+/**
+ * The Communications lead's status update as plain text, and the document heads it describes (the
+ * `Commandpost-Heads` header), which `markUpdateSent` passes back so the next update starts where this one ended.
+ */
+export async function fetchUpdate(id) {
+  const response = await request(`/api/incidents/${encodeURIComponent(id)}/update?format=text`, { raw: true });
+  const heads = (response.headers.get("Commandpost-Heads") ?? "").split(",").filter(Boolean);
+  return { text: await response.text(), heads };
+}
+
+/** Records that the update describing `heads` went out: a timeline entry, and the cadence starts again. */
+export const markUpdateSent = (id, heads) =>
+  request(`/api/incidents/${encodeURIComponent(id)}/update/sent`, { method: "POST", body: { heads } });

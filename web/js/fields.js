@@ -39,6 +39,30 @@ const onEnter = (submit) => (event) => {
   if (text && submit(text)) event.target.value = "";
 };
 
+/**
+ * The web addresses in Markdown text: `[label](url)` links and bare http(s) addresses (sentence punctuation left
+ * out), so the chat channel and call bridge pasted into the command post are one click away.
+ */
+export function linksOf(text) {
+  const pattern = /\[([^\]\n]+)\]\(((?:https?:\/\/|mailto:)[^\s)]+)\)|(https?:\/\/[^\s<>"]+)/g;
+  return [...text.matchAll(pattern)].map((m) => {
+    if (m[2]) return { label: m[1], href: m[2] };
+    const href = m[3].replace(/[.,;:!?)]+$/, "");
+    return { label: href, href };
+  });
+}
+
+/** The links row under a Markdown field, or nothing when it holds no address. */
+function linksRow(field) {
+  const links = linksOf(field.value ?? "");
+  if (links.length === 0) return null;
+  return h(
+    "p",
+    { class: "links", "data-links": field.key },
+    links.map((link) => h("a", { href: link.href, target: "_blank", rel: "noopener noreferrer" }, link.label)),
+  );
+}
+
 function textEditor(field, ctx, labelId) {
   const textarea = h("textarea", {
     "data-input": field.key,
@@ -51,7 +75,7 @@ function textEditor(field, ctx, labelId) {
     onkeydown: field.kind === "text" ? (e) => e.key === "Enter" && e.preventDefault() : null,
   });
   ctx.wireText(textarea);
-  return textarea;
+  return field.kind === "markdown" ? [textarea, linksRow(field)] : textarea;
 }
 
 /** A `<select>` over `[value, label]` options that calls `choose(value)` when changed. */

@@ -10,7 +10,7 @@
  * acceptance, and a new commander (whoever made the change) is announced to everyone for a while.
  */
 
-import { fetchSession } from "./api.js";
+import { fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
 import { canWrite, session, token } from "./auth.js";
 import { h, showError, showMessage, timeEl } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
@@ -121,6 +121,24 @@ function skeleton() {
         exportButton("json", "JSON"),
       ),
     ),
+    h(
+      "details",
+      { id: "status-update" },
+      h("summary", {}, "Status update"),
+      h(
+        "p",
+        { class: "prompt" },
+        "The update for stakeholders, ready to paste into email or chat. Marking it sent records it in the " +
+          "timeline and restarts the Communications lead's cadence.",
+      ),
+      h("textarea", { readonly: true, rows: 14, "aria-label": "Status update text" }),
+      h(
+        "p",
+        { class: "update-actions" },
+        h("button", { type: "button", "data-update": "copy" }, "Copy"),
+        h("button", { type: "button", "data-update": "sent", hidden: !canWrite() }, "Mark as sent"),
+      ),
+    ),
     h("p", { class: "loading" }, "Loading…"),
     !canWrite() && h("p", { class: "read-only" }, "Read-only: this token may view the incident but not edit it."),
     // A disabled fieldset disables every control inside it: one switch for read-only tokens.
@@ -172,6 +190,7 @@ class IncidentPage {
     for (const button of this.root.querySelectorAll("[data-export]")) {
       button.addEventListener("click", () => this.download(button.dataset.export));
     }
+    this.wireStatusUpdate();
     // Focus moves between controls of one field as a focusout then a focusin: settle first, send once.
     const presenceSoon = () => setTimeout(() => !signal.aborted && this.updatePresence(), 0);
     this.fieldsEl.addEventListener("focusin", presenceSoon);
@@ -428,6 +447,46 @@ class IncidentPage {
     clearTimeout(this.compactTimer);
     this.keptSinceSnapshot = 0;
     this.copy.compact(this.live.save());
+  }
+
+  /**
+   * The status update panel: written by the server when opened (it needs the server: "what changed since the last
+   * update" reads the document's history), copied as is, and marked sent with the heads it described.
+   */
+  wireStatusUpdate() {
+    const panel = this.root.querySelector("#status-update");
+    const text = panel.querySelector("textarea");
+    let heads = [];
+    const load = async () => {
+      try {
+        const update = await fetchUpdate(this.id);
+        text.value = update.text;
+        heads = update.heads;
+      } catch (error) {
+        showError(error);
+      }
+    };
+    panel.addEventListener("toggle", () => panel.open && load());
+    panel.querySelector('[data-update="copy"]').addEventListener("click", async () => {
+      text.select();
+      try {
+        await navigator.clipboard.writeText(text.value);
+      } catch {
+        // Without clipboard access the text stays selected for Ctrl+C.
+      }
+    });
+    panel.querySelector('[data-update="sent"]').addEventListener("click", async (e) => {
+      const button = e.currentTarget;
+      button.disabled = true;
+      try {
+        await markUpdateSent(this.id, heads);
+        await load();
+      } catch (error) {
+        showError(error);
+      } finally {
+        button.disabled = false;
+      }
+    });
   }
 
   /** Downloads an export made by the model itself, so it works offline and matches the server byte for byte. */

@@ -26,6 +26,7 @@ function row(incident) {
       h(
         "span",
         { class: "badges" },
+        incident.drill && h("span", { class: "drill" }, "Drill"),
         h("span", { class: `status status-${incident.status}` }, statusLabel(incident.status)),
         incident.severity &&
           h("span", { class: `severity severity-${incident.severity.toLowerCase()}` }, incident.severity),

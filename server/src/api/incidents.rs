@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use incident_doc::{Declaration, Editor, Incident, IncidentView, Operation};
+use incident_doc::{Declaration, Editor, Incident, IncidentView, Operation, Template};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -165,7 +165,9 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-fn list_row(s: &IncidentSummary) -> Value {
+/// A row of the list; `templates` tell drills apart (the drill flag comes from the template, and the index keeps
+/// the template id).
+fn list_row(s: &IncidentSummary, templates: &[Template]) -> Value {
     let url =
         s.id.parse::<DocumentId>()
             .map(|d| d.url())
@@ -176,6 +178,7 @@ fn list_row(s: &IncidentSummary) -> Value {
         "number": s.number,
         "title": s.title,
         "template": s.template,
+        "drill": templates.iter().any(|t| t.id == s.template && t.drill),
         "status": s.status,
         "severity": s.severity,
         "createdAt": s.created_at,
@@ -207,7 +210,7 @@ async fn list(
         })
         .await?;
     Ok(Json(
-        json!({"incidents": rows.iter().map(list_row).collect::<Vec<_>>() }),
+        json!({"incidents": rows.iter().map(|row| list_row(row, &state.templates)).collect::<Vec<_>>() }),
     ))
 }
 

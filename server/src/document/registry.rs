@@ -84,11 +84,22 @@ impl Registry {
         let bytes = incident.save();
         let size = bytes.len();
         let summary = summary_row(id, &incident.headline());
+        let webhooks = &self.inner.config.webhooks;
+        let deliveries = if webhooks.enabled() {
+            let event = [incident_doc::signals::Event::Declared];
+            webhooks.deliveries(id, &incident.signals(), &event, chrono::Utc::now())
+        } else {
+            Vec::new()
+        };
+        let queued = !deliveries.is_empty();
         let chunk = self
             .inner
             .store
-            .append(&id.to_string(), bytes, Some(summary))
+            .append_with(&id.to_string(), bytes, Some(summary), deliveries)
             .await?;
+        if queued {
+            webhooks.wake.notify_one();
+        }
         Ok(self.install(id, incident, size, chunk))
     }
 

@@ -46,6 +46,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 
 use tokio::sync::broadcast;
 
+use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
     ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord,
 };
@@ -200,11 +201,12 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn append(
+    async fn append_with(
         &self,
         doc: &str,
         chunk: Vec<u8>,
         summary: Option<IncidentSummary>,
+        deliveries: Vec<NewDelivery>,
     ) -> Result<ChunkId, StoreError> {
         super::refuse_foreign_summary(doc, summary.as_ref())?;
         let mut tx = self.lock_doc(doc).await?;
@@ -218,6 +220,7 @@ impl Store for PostgresStore {
         if let Some(summary) = &summary {
             upsert_summary(&mut tx, summary).await?;
         }
+        queue_deliveries(&mut tx, &deliveries).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
             .bind(format!("{} {id} {doc}", self.node))
@@ -226,6 +229,86 @@ impl Store for PostgresStore {
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(ChunkId(id))
+    }
+
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), StoreError> {
+        let mut tx = self.pool().await?.begin().await.map_err(db_error)?;
+        queue_deliveries(&mut tx, &deliveries).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        // SKIP LOCKED: nodes claiming at the same moment take different rows instead of waiting for each other.
+        let rows = sqlx::query(
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $2
+             WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= $1
+                          ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING id, endpoint, event_id, payload, attempts",
+        )
+        .bind(to_micros(now))
+        .bind(to_micros(lease_until))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let attempts: i32 = row.try_get(4)?;
+                Ok(Delivery {
+                    id: row.try_get(0)?,
+                    endpoint: row.try_get(1)?,
+                    event_id: row.try_get(2)?,
+                    payload: row.try_get(3)?,
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(db_error)?;
+        claimed.sort_by_key(|d| d.id);
+        Ok(claimed)
+    }
+
+    async fn finish_delivery(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET state = $2, next_attempt_at = $3, last_attempt_at = $4,
+                 last_status = $5, last_error = $6, delivered_at = $7
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(attempt.state().as_str())
+        .bind(to_micros(attempt.next_attempt_at()))
+        .bind(to_micros(attempt.at))
+        .bind(attempt.status.map(i32::from))
+        .bind(attempt.error.as_deref().map(clip_error))
+        .bind(attempt.delivered_at().map(to_micros))
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event_id, kind, doc, state, attempts, created_at, next_attempt_at,
+                    last_attempt_at, last_status, last_error, delivered_at
+             FROM deliveries WHERE endpoint = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(endpoint)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn load_after(&self, doc: &str, after: ChunkId) -> Result<Option<Stored>, StoreError> {
@@ -521,6 +604,75 @@ async fn upsert_summary(
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// Queues deliveries inside the caller's transaction, as the SQLite store does: a coalescing one first tries to
+/// take over an unattempted row with its key (a row being claimed is locked, and once claimed no longer matches);
+/// an event already queued for the endpoint is left alone.
+async fn queue_deliveries(
+    tx: &mut Transaction<'static, Postgres>,
+    deliveries: &[NewDelivery],
+) -> Result<(), StoreError> {
+    for d in deliveries {
+        if let Some(key) = &d.coalesce {
+            let merged = sqlx::query(
+                "UPDATE deliveries SET event_id = $3, payload = $4, next_attempt_at = $5
+                 WHERE endpoint = $1 AND coalesce_key = $2 AND state = 'pending' AND attempts = 0",
+            )
+            .bind(&d.endpoint)
+            .bind(key)
+            .bind(&d.event_id)
+            .bind(&d.payload)
+            .bind(to_micros(d.not_before))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            if merged.rows_affected() > 0 {
+                continue;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO deliveries (endpoint, event_id, kind, doc, coalesce_key, payload, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (endpoint, event_id) DO NOTHING",
+        )
+        .bind(&d.endpoint)
+        .bind(&d.event_id)
+        .bind(&d.kind)
+        .bind(&d.doc)
+        .bind(&d.coalesce)
+        .bind(&d.payload)
+        .bind(to_micros(d.not_before))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Reads a delivery log row selected as `id, event_id, kind, doc, state, attempts, created_at, next_attempt_at,
+/// last_attempt_at, last_status, last_error, delivered_at`.
+fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord, StoreError> {
+    let state: String = row.try_get(4).map_err(db_error)?;
+    let state = DeliveryState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("postgres: delivery state {state:?}")))?;
+    let attempts: i32 = row.try_get(5).map_err(db_error)?;
+    let status: Option<i32> = row.try_get(9).map_err(db_error)?;
+    let next: Option<DateTime<Utc>> = row.try_get(7).map_err(db_error)?;
+    Ok(DeliveryRecord {
+        id: row.try_get(0).map_err(db_error)?,
+        event_id: row.try_get(1).map_err(db_error)?,
+        kind: row.try_get(2).map_err(db_error)?,
+        incident: row.try_get(3).map_err(db_error)?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        created_at: row.try_get(6).map_err(db_error)?,
+        next_attempt_at: next.filter(|_| state == DeliveryState::Pending),
+        last_attempt_at: row.try_get(8).map_err(db_error)?,
+        last_status: status.and_then(|s| u16::try_from(s).ok()),
+        last_error: row.try_get(10).map_err(db_error)?,
+        delivered_at: row.try_get(11).map_err(db_error)?,
+        state,
+    })
 }
 
 /// Drops sub-microsecond digits the way the SQLite store does (towards the past), rather than leaving it

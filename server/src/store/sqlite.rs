@@ -40,6 +40,7 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord};
 use crate::auth::Scope;
 
@@ -97,6 +98,28 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL;",
+    // Version 2: the webhook outbox (`store/outbox.rs`), one row per event and endpoint, kept as the
+    // delivery log. Times in microseconds, as above.
+    "CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        coalesce_key TEXT,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_attempt_at INTEGER,
+        last_status INTEGER,
+        last_error TEXT,
+        delivered_at INTEGER,
+        UNIQUE (endpoint, event_id)
+    );
+    CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
+    CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint, id);",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -209,11 +232,12 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append(
+    async fn append_with(
         &self,
         doc: &str,
         chunk: Vec<u8>,
         summary: Option<IncidentSummary>,
+        deliveries: Vec<NewDelivery>,
     ) -> Result<ChunkId, StoreError> {
         super::refuse_foreign_summary(doc, summary.as_ref())?;
         let doc = doc.to_owned();
@@ -225,7 +249,102 @@ impl Store for SqliteStore {
             if let Some(summary) = &summary {
                 upsert_summary(conn, summary)?;
             }
+            queue_deliveries(conn, &deliveries)?;
             Ok(ChunkId(id))
+        })
+        .await
+    }
+
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), StoreError> {
+        self.write(move |conn| queue_deliveries(conn, &deliveries))
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |conn| {
+            // One writer: the select and the update cannot interleave with another claim.
+            let mut claim = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2
+                     WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?1
+                                  ORDER BY next_attempt_at, id LIMIT ?3)
+                     RETURNING id, endpoint, event_id, payload, attempts",
+                )
+                .map_err(db_error)?;
+            let rows = claim
+                .query_map(
+                    params![now.timestamp_micros(), lease_until.timestamp_micros(), limit],
+                    |row| {
+                        Ok(Delivery {
+                            id: row.get(0)?,
+                            endpoint: row.get(1)?,
+                            event_id: row.get(2)?,
+                            payload: row.get(3)?,
+                            attempts: row.get(4)?,
+                        })
+                    },
+                )
+                .map_err(db_error)?;
+            let mut claimed = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
+            claimed.sort_by_key(|d| d.id);
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_delivery(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError> {
+        let attempt = attempt.clone();
+        self.write(move |conn| {
+            let at = attempt.at.timestamp_micros();
+            let next = attempt.next_attempt_at().timestamp_micros();
+            let delivered = attempt.delivered_at().map(|t| t.timestamp_micros());
+            conn.prepare_cached(
+                "UPDATE deliveries SET state = ?2, next_attempt_at = ?3, last_attempt_at = ?4,
+                     last_status = ?5, last_error = ?6, delivered_at = ?7
+                 WHERE id = ?1",
+            )
+            .and_then(|mut update| {
+                update.execute(params![
+                    id,
+                    attempt.state().as_str(),
+                    next,
+                    at,
+                    attempt.status,
+                    attempt.error.as_deref().map(clip_error),
+                    delivered,
+                ])
+            })
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, event_id, kind, doc, state, attempts, created_at, next_attempt_at,
+                            last_attempt_at, last_status, last_error, delivered_at
+                     FROM deliveries WHERE endpoint = ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map(params![endpoint, limit], delivery_from_row)
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
         .await
     }
@@ -798,6 +917,81 @@ fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), St
     })
     .map_err(db_error)?;
     Ok(())
+}
+
+/// Queues deliveries inside the caller's transaction: a coalescing one first tries to take over an unattempted
+/// row with its key; an event already queued for the endpoint is left alone.
+fn queue_deliveries(conn: &Connection, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+    let now = Utc::now().timestamp_micros();
+    for d in deliveries {
+        if let Some(key) = &d.coalesce {
+            let merged = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET event_id = ?3, payload = ?4, next_attempt_at = ?5
+                     WHERE endpoint = ?1 AND coalesce_key = ?2 AND state = 'pending' AND attempts = 0",
+                )
+                .and_then(|mut update| {
+                    update.execute(params![
+                        d.endpoint,
+                        key,
+                        d.event_id,
+                        d.payload,
+                        d.not_before.timestamp_micros()
+                    ])
+                })
+                .map_err(db_error)?;
+            if merged > 0 {
+                continue;
+            }
+        }
+        conn.prepare_cached(
+            "INSERT INTO deliveries (endpoint, event_id, kind, doc, coalesce_key, payload, created_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (endpoint, event_id) DO NOTHING",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                d.endpoint,
+                d.event_id,
+                d.kind,
+                d.doc,
+                d.coalesce,
+                d.payload,
+                now,
+                d.not_before.timestamp_micros()
+            ])
+        })
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Reads a delivery log row selected as `id, event_id, kind, doc, state, attempts, created_at, next_attempt_at,
+/// last_attempt_at, last_status, last_error, delivered_at`.
+fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    let state: String = row.get(4)?;
+    let state = DeliveryState::parse(&state).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(4, Type::Text, format!("state {state:?}").into())
+    })?;
+    let time = |index: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        row.get::<_, Option<i64>>(index)?
+            .map(|micros| micros_to_time(index, micros))
+            .transpose()
+    };
+    Ok(DeliveryRecord {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        kind: row.get(2)?,
+        incident: row.get(3)?,
+        attempts: row.get(5)?,
+        created_at: time_column(row, 6)?,
+        next_attempt_at: time(7)?.filter(|_| state == DeliveryState::Pending),
+        last_attempt_at: time(8)?,
+        last_status: row.get(9)?,
+        last_error: row.get(10)?,
+        delivered_at: time(11)?,
+        state,
+    })
 }
 
 /// Reads an index row selected as `id, title, template, status, severity, number, created_at,

@@ -1,0 +1,250 @@
+//! What the world outside the document (chat, paging, status pages: webhook receivers) hears about an incident:
+//! a small snapshot of the facts they follow ([`Signals`]) and the [`Event`]s between two snapshots.
+//!
+//! The server takes a snapshot before and after each batch of changes, whichever way they arrived (typed
+//! operations over HTTP or raw Automerge changes over `/sync`), so events follow the document itself and not the
+//! API that changed it. Snapshots skip the timeline and most checklists, so taking two per batch stays cheap.
+
+use std::collections::BTreeMap;
+
+use automerge::ROOT;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::Incident;
+use crate::read::Reader;
+use crate::schema::{FieldKind, Role, Status, keys};
+use crate::view::{FieldValue, Headline, read_layout, read_value};
+
+/// The key of the field whose completion is "exit criteria all met" (every built-in template has it).
+pub const EXIT_CRITERIA_KEY: &str = "exitCriteria";
+
+/// The key of the field whose edits are "summary changed".
+pub const SUMMARY_KEY: &str = "summary";
+
+/// The facts webhook receivers follow, at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signals {
+    /// Title, number, status, severity, drill.
+    pub headline: Headline,
+    /// The summary field's text.
+    pub summary: String,
+    /// Who holds each role (assigned roles only).
+    pub roles: BTreeMap<Role, String>,
+    /// Pending handoffs: role → the person it is proposed to.
+    pub handoffs: BTreeMap<Role, String>,
+    /// The exit criteria checklist: (items, items done); `None` without such a field.
+    pub exit_criteria: Option<(usize, usize)>,
+}
+
+impl Signals {
+    /// Whether every exit criterion is met (and there is at least one).
+    pub fn exit_criteria_met(&self) -> bool {
+        matches!(self.exit_criteria, Some((total, done)) if total > 0 && done == total)
+    }
+}
+
+impl Incident {
+    /// The facts webhook receivers follow, as the document is now.
+    pub fn signals(&mut self) -> Signals {
+        let headline = self.headline();
+        let doc = self.doc();
+        let r = Reader::new(doc, None);
+        let layout = read_layout(&r);
+        let value = |pred: &dyn Fn(FieldKind, &str) -> bool| {
+            layout
+                .iter()
+                .find(|d| pred(d.kind, &d.key))
+                .map(|d| read_value(&r, d))
+        };
+        let summary = match value(&|k, key| k == FieldKind::Markdown && key == SUMMARY_KEY) {
+            Some(FieldValue::Text(t)) => t,
+            _ => String::new(),
+        };
+        let roles = match value(&|k, _| k == FieldKind::Roles) {
+            Some(FieldValue::Roles(roles)) => roles,
+            _ => BTreeMap::new(),
+        };
+        let exit_criteria =
+            match value(&|k, key| k == FieldKind::Checklist && key == EXIT_CRITERIA_KEY) {
+                Some(FieldValue::Checklist(items)) => {
+                    Some((items.len(), items.iter().filter(|i| i.done).count()))
+                }
+                _ => None,
+            };
+        let handoffs = r
+            .map(&ROOT, keys::HANDOFFS)
+            .map(|map| {
+                Role::ALL
+                    .iter()
+                    .filter_map(|role| {
+                        let handoff = r.map(&map, role.as_str())?;
+                        Some((*role, r.str(&handoff, "to")?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Signals {
+            headline,
+            summary,
+            roles,
+            handoffs,
+            exit_criteria,
+        }
+    }
+}
+
+/// Something that happened to an incident, as webhook receivers hear it. The JSON form is the `event` object of
+/// the webhook payload (`docs/integrations.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Event {
+    /// The incident was declared.
+    Declared,
+    /// The status moved (other than to `closed`, which is [`Event::Closed`]).
+    #[serde(rename_all = "camelCase")]
+    StatusChanged {
+        /// The status before.
+        from: Option<String>,
+        /// The status now.
+        to: String,
+    },
+    /// The severity changed.
+    #[serde(rename_all = "camelCase")]
+    SeverityChanged {
+        /// The severity before.
+        from: Option<String>,
+        /// The severity now.
+        to: Option<String>,
+    },
+    /// The summary was edited (the server debounces these).
+    #[serde(rename_all = "camelCase")]
+    SummaryChanged {
+        /// The summary now.
+        summary: String,
+    },
+    /// A role's handoff was proposed.
+    #[serde(rename_all = "camelCase")]
+    HandoffProposed {
+        /// The role.
+        role: Role,
+        /// Who is to take it.
+        to: String,
+        /// Who holds it now.
+        from: Option<String>,
+    },
+    /// A role changed hands through its handoff.
+    #[serde(rename_all = "camelCase")]
+    HandoffAccepted {
+        /// The role.
+        role: Role,
+        /// The new holder.
+        to: String,
+        /// Who held it.
+        from: Option<String>,
+    },
+    /// A field with a cadence was not refreshed in time.
+    #[serde(rename_all = "camelCase")]
+    FieldStale {
+        /// The field key.
+        field: String,
+        /// Its label.
+        label: String,
+        /// When it was due.
+        due_at: DateTime<Utc>,
+    },
+    /// Every exit criterion is checked.
+    ExitCriteriaMet,
+    /// The incident was closed.
+    Closed,
+}
+
+impl Event {
+    /// The event's type name, as in the JSON (`statusChanged`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Declared => "declared",
+            Event::StatusChanged { .. } => "statusChanged",
+            Event::SeverityChanged { .. } => "severityChanged",
+            Event::SummaryChanged { .. } => "summaryChanged",
+            Event::HandoffProposed { .. } => "handoffProposed",
+            Event::HandoffAccepted { .. } => "handoffAccepted",
+            Event::FieldStale { .. } => "fieldStale",
+            Event::ExitCriteriaMet => "exitCriteriaMet",
+            Event::Closed => "closed",
+        }
+    }
+
+    /// Every type name, for validating configuration.
+    pub const NAMES: [&'static str; 9] = [
+        "declared",
+        "statusChanged",
+        "severityChanged",
+        "summaryChanged",
+        "handoffProposed",
+        "handoffAccepted",
+        "fieldStale",
+        "exitCriteriaMet",
+        "closed",
+    ];
+}
+
+/// The events between two snapshots of one incident, in a fixed order.
+pub fn events(before: &Signals, after: &Signals) -> Vec<Event> {
+    let mut out = Vec::new();
+    let (was, is) = (&before.headline, &after.headline);
+    if was.status != is.status {
+        match is.status.as_deref() {
+            Some(s) if s == Status::Closed.as_str() => out.push(Event::Closed),
+            Some(s) => out.push(Event::StatusChanged {
+                from: was.status.clone(),
+                to: s.to_owned(),
+            }),
+            None => {}
+        }
+    }
+    if was.severity != is.severity {
+        out.push(Event::SeverityChanged {
+            from: was.severity.clone(),
+            to: is.severity.clone(),
+        });
+    }
+    if before.summary != after.summary {
+        out.push(Event::SummaryChanged {
+            summary: after.summary.clone(),
+        });
+    }
+    for (role, to) in &after.handoffs {
+        if before.handoffs.get(role) != Some(to) {
+            out.push(Event::HandoffProposed {
+                role: *role,
+                to: to.clone(),
+                from: holder(after, *role),
+            });
+        }
+    }
+    for (role, to) in &before.handoffs {
+        let taken = !after.handoffs.contains_key(role)
+            && holder(after, *role).as_deref() == Some(to.as_str());
+        if taken {
+            out.push(Event::HandoffAccepted {
+                role: *role,
+                to: to.clone(),
+                from: holder(before, *role),
+            });
+        }
+    }
+    if !before.exit_criteria_met() && after.exit_criteria_met() {
+        out.push(Event::ExitCriteriaMet);
+    }
+    out
+}
+
+/// Who holds `role`: its assignee, or the commander for the roles the commander holds by default.
+fn holder(signals: &Signals, role: Role) -> Option<String> {
+    signals.roles.get(&role).cloned().or_else(|| {
+        role.defaults_to_commander()
+            .then(|| signals.roles.get(&Role::Commander).cloned())
+            .flatten()
+    })
+}
