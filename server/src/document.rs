@@ -431,56 +431,43 @@ impl Actor {
             return;
         };
         peer.pending = true;
-        let before = self.incident.doc_mut().get_heads();
-        let result = sync::Message::decode(data)
-            .map_err(|e| e.to_string())
-            .and_then(|msg| {
-                self.incident
-                    .doc_mut()
-                    .sync()
-                    .receive_sync_message(&mut peer.state, msg)
-                    .map_err(|e| e.to_string())
-            });
-        if result.is_ok() {
-            // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a
-            // change of the server's that goes out with the answer, and the sender hears why.
-            let server = Editor::new(SERVER_EDITOR, Utc::now());
-            let violations = self.incident.enforce(&before, &peer.link.name, &server);
-            if !violations.is_empty() {
-                self.metrics.rule_violations.add(violations.len() as u64);
-                for violation in &violations {
-                    debug!(peer = %peer.link.peer_id, rule = ?violation.rule, "reverted a change");
-                    let frame = refusal(
-                        self.id,
-                        &self.server_id,
-                        &peer.link.peer_id,
-                        &violation.message,
-                    );
-                    let _ = peer.link.outbox.try_send(frame);
+        let server = Editor::new(SERVER_EDITOR, Utc::now());
+        match self
+            .incident
+            .receive_sync(&mut peer.state, data, &peer.link.name, &server)
+        {
+            Ok(received) => {
+                if !received.violations.is_empty() {
+                    self.metrics
+                        .rule_violations
+                        .add(received.violations.len() as u64);
+                    for violation in &received.violations {
+                        debug!(peer = %peer.link.peer_id, rule = ?violation.rule, "reverted a change");
+                        let frame = refusal(
+                            self.id,
+                            &self.server_id,
+                            &peer.link.peer_id,
+                            &violation.message,
+                        );
+                        let _ = peer.link.outbox.try_send(frame);
+                    }
                 }
+                peer.answers.extend(received.answers);
             }
-            while let Some(answer) = self
-                .incident
-                .doc_mut()
-                .sync()
-                .generate_sync_message(&mut peer.state)
-            {
-                peer.answers.push(answer.encode());
+            Err(e) => {
+                // A broken sync message is a protocol error: tell the client and cut it off; others carry on.
+                debug!(error = %e, "bad sync message");
+                self.metrics.protocol_errors.inc();
+                let frame = Message::error(format!(
+                    "invalid sync message for document {}: {e}",
+                    self.id
+                ))
+                .encode();
+                let _ = peer.link.outbox.try_send(frame);
+                peer.link.cancel.cancel();
+                self.peers.remove(&conn);
+                self.metrics.peers.dec();
             }
-        }
-        if let Err(e) = result {
-            // A broken sync message is a protocol error: tell the client and cut it off; others carry on.
-            debug!(error = %e, "bad sync message");
-            self.metrics.protocol_errors.inc();
-            let frame = Message::error(format!(
-                "invalid sync message for document {}: {e}",
-                self.id
-            ))
-            .encode();
-            let _ = peer.link.outbox.try_send(frame);
-            peer.link.cancel.cancel();
-            self.peers.remove(&conn);
-            self.metrics.peers.dec();
         }
     }
 
