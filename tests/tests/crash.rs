@@ -339,3 +339,13 @@ async fn sigterm_under_write_load_flushes_every_document_and_exits_0() -> anyhow
     server.stop().await;
     Ok(())
 }
+
+/// Regression: the signal handlers used to be installed only when the server first polled its shutdown future,
+/// after printing its address, so a SIGTERM right after startup killed it (exit by signal, no graceful stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_startup_is_a_graceful_stop() {
+    for _ in 0..5 {
+        // `stop` sends SIGTERM as soon as the address is printed and panics unless the process exits 0.
+        TestServer::start_process().await.stop().await;
+    }
+}
