@@ -15,9 +15,10 @@ use crate::{Editor, Incident};
 pub struct Received {
     /// What broke a command rule and was reverted (in one change by the server's editor), for the sender.
     pub violations: Vec<Violation>,
-    /// The encoded sync messages that answer the peer, generated right after the message as a sequential
-    /// Automerge peer would (see the document actor for why they must not wait for the end of a batch).
-    pub answers: Vec<Vec<u8>>,
+    /// The encoded sync message that answers the peer, if any, generated right after the message as a sequential
+    /// Automerge peer would (see the document actor for why it must not wait for the end of a batch). At most one:
+    /// see [`Incident::receive_sync`].
+    pub answer: Option<Vec<u8>>,
 }
 
 /// Why a sync message was refused; the document is unchanged.
@@ -52,14 +53,15 @@ impl Incident {
         // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a change
         // that goes out with the answer.
         let violations = self.enforce(&before, who, server);
-        let mut answers = Vec::new();
-        while let Some(answer) = self.doc_mut().sync().generate_sync_message(state) {
-            answers.push(answer.encode());
-        }
-        Ok(Received {
-            violations,
-            answers,
-        })
+        // One answer per message, as automerge-repo generates them, never "until there is nothing left to say":
+        // a peer whose `have` names a last sync we do not know gets a reset message from every call, forever (found
+        // by the `sync_message` fuzz target: one 74-byte frame hung the document actor).
+        let answer = self
+            .doc_mut()
+            .sync()
+            .generate_sync_message(state)
+            .map(sync::Message::encode);
+        Ok(Received { violations, answer })
     }
 }
 
@@ -111,7 +113,7 @@ mod tests {
                 .expect("a valid message");
             assert!(step.violations.is_empty());
             received += 1;
-            for answer in step.answers {
+            if let Some(answer) = step.answer {
                 let answer = sync::Message::decode(&answer).expect("our answer decodes");
                 peer.doc_mut()
                     .sync()
@@ -142,6 +144,36 @@ mod tests {
                 ),
                 "{bytes:?}: {result:?}"
             );
+        }
+        assert_eq!(server.doc_mut().get_heads(), heads);
+    }
+
+    /// A V2 sync message whose `have` claims a last sync at a change this replica never saw (and which sends no
+    /// changes): automerge answers it with a reset every time it is asked, so a loop that generated answers until
+    /// none was left never ended. Found by the `sync_message` fuzz target; kept in its corpus.
+    const UNKNOWN_LAST_SYNC: &[u8] =
+        include_bytes!("../../fuzz/corpus/sync_message/regression-unknown-last-sync");
+
+    #[test]
+    fn a_claimed_last_sync_we_never_saw_gets_one_reset_and_ends() {
+        let mut server = declared();
+        let heads = server.doc_mut().get_heads();
+        let mut state = sync::State::new();
+        for _ in 0..3 {
+            let step = server
+                .receive_sync(
+                    &mut state,
+                    UNKNOWN_LAST_SYNC,
+                    "mallory",
+                    &editor("commandpost"),
+                )
+                .expect("the message is valid");
+            let answer = step.answer.expect("the peer is told to start over");
+            let answer = sync::Message::decode(&answer).expect("the answer decodes");
+            assert_eq!(answer.heads, heads, "a reset carries our heads");
+            // A reset: our heads, an empty "have" (we share nothing with you), no changes.
+            assert!(answer.have.iter().all(|have| have.last_sync.is_empty()));
+            assert!(answer.changes.is_empty());
         }
         assert_eq!(server.doc_mut().get_heads(), heads);
     }

@@ -452,7 +452,7 @@ impl Actor {
                         let _ = peer.link.outbox.try_send(frame);
                     }
                 }
-                peer.answers.extend(received.answers);
+                peer.answers.extend(received.answer);
             }
             Err(e) => {
                 // A broken sync message is a protocol error: tell the client and cut it off; others carry on.
@@ -553,14 +553,17 @@ impl Actor {
                 continue;
             }
             peer.pending = false;
-            let mut answers = std::mem::take(&mut peer.answers).into_iter();
-            while let Some(data) = answers.next().or_else(|| {
-                self.incident
-                    .doc_mut()
-                    .sync()
-                    .generate_sync_message(&mut peer.state)
-                    .map(sync::Message::encode)
-            }) {
+            // The answers held for durability, then at most one message for what changed since: generating "until
+            // there is nothing left" never ends for a peer that automerge keeps telling to reset (see
+            // `Incident::receive_sync`).
+            let answers = std::mem::take(&mut peer.answers);
+            let update = self
+                .incident
+                .doc_mut()
+                .sync()
+                .generate_sync_message(&mut peer.state)
+                .map(sync::Message::encode);
+            for data in answers.into_iter().chain(update) {
                 let frame = Message::Sync {
                     sender_id: self.server_id.clone(),
                     target_id: peer.link.peer_id.clone(),
