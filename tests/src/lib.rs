@@ -8,6 +8,7 @@
 //! - [`Browser`]: a real headless Chromium driven over WebDriver, for end-to-end tests of the web client, and
 //!   [`Proxy`], a TCP proxy whose link a test cuts to take one browser offline.
 //! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
+//! - [`append_until_refused`]: an HTTP writer for crash and shutdown tests that returns exactly what was acknowledged.
 //! - [`eventually`] and [`markdown_section`]: waiting for a condition with a deadline instead of sleeping, and reading
 //!   one field back out of the Markdown export.
 
@@ -18,6 +19,7 @@ mod poll;
 mod proxy;
 mod sync_client;
 mod test_server;
+mod writers;
 
 pub use browser::{Browser, CHROMEDRIVER, CHROMIUM, Caret, WindowSize, artifacts_dir, target_dir};
 pub use database::TestDatabase;
@@ -26,6 +28,7 @@ pub use poll::eventually;
 pub use proxy::Proxy;
 pub use sync_client::SyncClient;
 pub use test_server::{DeclaredIncident, TestServer};
+pub use writers::append_until_refused;
 
 /// The WebSocket library the [`SyncClient`] uses, re-exported so tests can build raw frames (`ws::Message`) without
 /// depending on its exact version themselves.

@@ -16,6 +16,8 @@
 //! acknowledged change on every incident is there.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -24,9 +26,7 @@ use incident_doc::FieldValue;
 use incident_doc::schema::FieldKind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use tests::{DEADLINE, SyncClient, TestDatabase, TestServer};
+use tests::{DEADLINE, SyncClient, TestDatabase, TestServer, append_until_refused};
 use tokio::task::JoinHandle;
 
 /// Kills per run unless `COMMANDPOST_CRASH_KILLS` says otherwise: the issue asks for at least 20, and 20 keep one
@@ -57,7 +57,7 @@ struct Ledger {
 
 /// What one writer task got acknowledged before the kill ended it.
 enum Promised {
-    Entries(usize, Vec<String>),
+    Entries(usize, Vec<(String, String)>),
     Changes(usize, Vec<ChangeHash>),
 }
 
@@ -70,36 +70,6 @@ struct Figures {
 
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-/// Appends timeline entries until the server stops answering 201 (the kill); returns the ids it was promised.
-async fn http_writer(
-    http: reqwest::Client,
-    url: String,
-    token: String,
-    tag: String,
-) -> Vec<String> {
-    let mut promised = Vec::new();
-    for n in 0.. {
-        let sent = http
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&json!({ "text": format!("{tag} entry {n}") }))
-            .send()
-            .await;
-        let Ok(response) = sent else { break };
-        if response.status() != StatusCode::CREATED {
-            break;
-        }
-        let Ok(body) = response.json::<Value>().await else {
-            break;
-        };
-        match body["id"].as_str() {
-            Some(id) => promised.push(id.to_owned()),
-            None => break,
-        }
-    }
-    promised
 }
 
 /// Types into the summary, one change at a time, until the connection dies (the kill); returns the hashes of the
@@ -141,12 +111,12 @@ fn spawn_writers(
     let mut writers = Vec::new();
     for (i, id) in incidents.iter().enumerate() {
         for w in 0..HTTP_WRITERS {
-            let url = server.url(&format!("/api/incidents/{id}/timeline"));
-            let task = http_writer(
+            let task = append_until_refused(
                 server.http().clone(),
-                url,
+                server.url(&format!("/api/incidents/{id}/timeline")),
                 token.to_owned(),
                 format!("{tag} http {w}"),
+                Arc::new(AtomicUsize::new(0)),
             );
             writers.push(tokio::spawn(
                 async move { Promised::Entries(i, task.await) },
@@ -166,7 +136,9 @@ fn spawn_writers(
 async fn collect(writers: Vec<JoinHandle<Promised>>, ledgers: &mut [Ledger]) -> anyhow::Result<()> {
     for writer in writers {
         match writer.await.context("a writer panicked")? {
-            Promised::Entries(i, ids) => ledgers[i].entries.extend(ids),
+            Promised::Entries(i, entries) => ledgers[i]
+                .entries
+                .extend(entries.into_iter().map(|(id, _)| id)),
             Promised::Changes(i, hashes) => ledgers[i].changes.extend(hashes),
         }
     }
