@@ -17,6 +17,7 @@ pub mod history;
 mod incident;
 mod operation;
 mod read;
+mod receive;
 pub mod rules;
 pub mod schema;
 pub mod signals;
@@ -26,6 +27,7 @@ mod view;
 
 pub use incident::{Declaration, Incident, LoadError};
 pub use operation::{Applied, Editor, MAX_SHORT_CHARS, MAX_TEXT_CHARS, OpError, Operation};
+pub use receive::{ReceiveError, Received, SyncMemo};
 pub use template::{DEFAULT_TEMPLATE, Template, TemplateError};
 pub use view::{
     AuditEntry, Entry, FieldValue, FieldView, Handoff, Headline, IncidentView, Item, Pin, Stamp,

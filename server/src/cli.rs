@@ -203,6 +203,7 @@ where
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal().context("installing the SIGTERM and Ctrl-C handlers")?;
     let store = crate::open_store(&config)?;
     let listener =
         listen(config.listen).with_context(|| format!("listening on {}", config.listen))?;
@@ -218,7 +219,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("First run: created an admin token. Open the web UI with it:");
         println!("  http://{addr}/#token={token}");
     }
-    crate::run(listener, store, config, shutdown_signal()).await
+    crate::run(listener, store, config, shutdown).await
 }
 
 /// How many connections may wait to be accepted. After a restart every browser reconnects at once; the default
@@ -236,27 +237,28 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed here, before the server announces its address, not
+/// when the future is first polled: a SIGTERM that arrives in between (a supervisor stopping a server that just
+/// started) would otherwise hit the default action and kill the process without the graceful stop.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down: flushing documents");
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: flushing documents");
+    })
 }
 
 async fn token(command: TokenCommand) -> anyhow::Result<()> {

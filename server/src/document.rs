@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
-use automerge::sync::{self, SyncDoc};
+use automerge::sync;
 use chrono::Utc;
-use incident_doc::{Applied, Editor, Headline, Incident, OpError, Operation};
+use incident_doc::{Applied, Editor, Headline, Incident, OpError, Operation, SyncMemo};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -262,93 +262,6 @@ struct Actor {
     memo: SyncMemo,
     /// Webhook endpoints, which hear of this document's events.
     webhooks: Arc<Webhooks>,
-}
-
-/// Automerge's sync computations for one version of the document, shared between peers whose sync states are
-/// equal. Generating a message and receiving one that carries no changes are deterministic functions of the
-/// document and the peer's state (and the message), and in a war room hundreds of caught-up viewers are in the
-/// same state: each keystroke then costs one computation per distinct state instead of one per viewer, and the
-/// viewers' identical acknowledgements one history walk instead of one each (BENCHMARKS.md, "Where the time
-/// goes"). Everything here is forgotten when the document's heads move.
-#[derive(Default)]
-struct SyncMemo {
-    /// The heads the entries were computed at.
-    heads: Vec<ChangeHash>,
-    /// State before → (state after, the encoded message, if any) of `generate_sync_message`.
-    generated: HashMap<sync::State, (sync::State, Option<Vec<u8>>)>,
-    /// State before → (encoded message without changes, state after) of `receive_sync_message`.
-    received: HashMap<sync::State, Vec<(Vec<u8>, sync::State)>>,
-}
-
-/// Entries one memo holds at most, so peers in ever-different states cannot grow it without bound.
-const MEMO_ENTRIES: usize = 4096;
-
-impl SyncMemo {
-    /// Forgets everything if the document is no longer at the heads the entries were computed at.
-    fn at(&mut self, incident: &mut Incident) -> &mut Self {
-        let heads = incident.doc_mut().get_heads();
-        if heads != self.heads || self.generated.len() + self.received.len() > MEMO_ENTRIES {
-            self.heads = heads;
-            self.generated.clear();
-            self.received.clear();
-        }
-        self
-    }
-
-    /// `generate_sync_message` for `state`, encoded.
-    fn generate(
-        incident: &mut Incident,
-        memo: &mut SyncMemo,
-        state: &mut sync::State,
-    ) -> Option<Vec<u8>> {
-        let memo = memo.at(incident);
-        if let Some((after, message)) = memo.generated.get(state) {
-            *state = after.clone();
-            return message.clone();
-        }
-        let before = state.clone();
-        let message = incident
-            .doc_mut()
-            .sync()
-            .generate_sync_message(state)
-            .map(sync::Message::encode);
-        memo.generated
-            .insert(before, (state.clone(), message.clone()));
-        message
-    }
-
-    /// `receive_sync_message` of the encoded `data` into `state`. A message with changes changes the document,
-    /// so only messages without changes are shared.
-    fn receive(
-        incident: &mut Incident,
-        memo: &mut SyncMemo,
-        state: &mut sync::State,
-        data: &[u8],
-    ) -> Result<(), String> {
-        let memo = memo.at(incident);
-        if let Some((_, after)) = memo
-            .received
-            .get(state)
-            .and_then(|seen| seen.iter().find(|(message, _)| message == data))
-        {
-            *state = after.clone();
-            return Ok(());
-        }
-        let message = sync::Message::decode(data).map_err(|e| e.to_string())?;
-        let before = message.changes.is_empty().then(|| state.clone());
-        incident
-            .doc_mut()
-            .sync()
-            .receive_sync_message(state, message)
-            .map_err(|e| e.to_string())?;
-        if let Some(before) = before {
-            memo.received
-                .entry(before)
-                .or_default()
-                .push((data.to_vec(), state.clone()));
-        }
-        Ok(())
-    }
 }
 
 /// Starts the actor for a document just loaded from storage (`size` bytes of it); returns its handle.
@@ -604,45 +517,46 @@ impl Actor {
             return;
         };
         peer.pending = true;
-        let before = self.incident.doc_mut().get_heads();
-        let result = SyncMemo::receive(&mut self.incident, &mut self.memo, &mut peer.state, data);
-        if result.is_ok() {
-            // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a
-            // change of the server's that goes out with the answer, and the sender hears why.
-            let server = Editor::new(SERVER_EDITOR, Utc::now());
-            let violations = self.incident.enforce(&before, &peer.link.name, &server);
-            if !violations.is_empty() {
-                self.metrics.rule_violations.add(violations.len() as u64);
-                for violation in &violations {
-                    debug!(peer = %peer.link.peer_id, rule = ?violation.rule, "reverted a change");
-                    let frame = refusal(
-                        self.id,
-                        &self.server_id,
-                        &peer.link.peer_id,
-                        &violation.message,
-                    );
-                    let _ = peer.link.outbox.try_send(frame);
+        let server = Editor::new(SERVER_EDITOR, Utc::now());
+        match self.incident.receive_sync(
+            &mut self.memo,
+            &mut peer.state,
+            data,
+            &peer.link.name,
+            &server,
+        ) {
+            Ok(received) => {
+                if !received.violations.is_empty() {
+                    self.metrics
+                        .rule_violations
+                        .add(received.violations.len() as u64);
+                    for violation in &received.violations {
+                        debug!(peer = %peer.link.peer_id, rule = ?violation.rule, "reverted a change");
+                        let frame = refusal(
+                            self.id,
+                            &self.server_id,
+                            &peer.link.peer_id,
+                            &violation.message,
+                        );
+                        let _ = peer.link.outbox.try_send(frame);
+                    }
                 }
+                peer.answers.extend(received.answer);
             }
-            while let Some(answer) =
-                SyncMemo::generate(&mut self.incident, &mut self.memo, &mut peer.state)
-            {
-                peer.answers.push(answer);
+            Err(e) => {
+                // A broken sync message is a protocol error: tell the client and cut it off; others carry on.
+                debug!(error = %e, "bad sync message");
+                self.metrics.protocol_errors.inc();
+                let frame = Message::error(format!(
+                    "invalid sync message for document {}: {e}",
+                    self.id
+                ))
+                .encode();
+                let _ = peer.link.outbox.try_send(frame);
+                peer.link.cancel.cancel();
+                self.peers.remove(&conn);
+                self.metrics.peers.dec();
             }
-        }
-        if let Err(e) = result {
-            // A broken sync message is a protocol error: tell the client and cut it off; others carry on.
-            debug!(error = %e, "bad sync message");
-            self.metrics.protocol_errors.inc();
-            let frame = Message::error(format!(
-                "invalid sync message for document {}: {e}",
-                self.id
-            ))
-            .encode();
-            let _ = peer.link.outbox.try_send(frame);
-            peer.link.cancel.cancel();
-            self.peers.remove(&conn);
-            self.metrics.peers.dec();
         }
     }
 
@@ -788,11 +702,12 @@ impl Actor {
                 continue;
             }
             peer.pending = false;
-            let mut answers = std::mem::take(&mut peer.answers).into_iter();
-            while let Some(data) = answers
-                .next()
-                .or_else(|| SyncMemo::generate(&mut self.incident, &mut self.memo, &mut peer.state))
-            {
+            // The answers held for durability, then at most one message for what changed since: generating "until
+            // there is nothing left" never ends for a peer that automerge keeps telling to reset (see
+            // `Incident::receive_sync`).
+            let answers = std::mem::take(&mut peer.answers);
+            let update = self.incident.generate_sync(&mut self.memo, &mut peer.state);
+            for data in answers.into_iter().chain(update) {
                 let frame = Message::Sync {
                     sender_id: self.server_id.clone(),
                     target_id: peer.link.peer_id.clone(),
@@ -885,109 +800,5 @@ pub(crate) fn summary_row(id: DocumentId, headline: &Headline) -> IncidentSummar
         number: headline.number,
         created_at: headline.created_at.unwrap_or(now),
         updated_at: now,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use automerge::sync::{self, SyncDoc};
-    use incident_doc::{Declaration, Editor, Incident, Operation, template};
-
-    use super::SyncMemo;
-
-    fn incident() -> Incident {
-        let templates = template::builtin();
-        let declaration = Declaration {
-            name: "Memo".into(),
-            number: Some(1),
-        };
-        let editor = Editor::new("alice", chrono::Utc::now());
-        Incident::create(&templates[0], &declaration, &editor, None).expect("create")
-    }
-
-    /// Peers in equal states get exactly what automerge generates for each, from one computation; a change to
-    /// the document makes the memo compute afresh.
-    #[test]
-    fn equal_states_share_one_generation_until_the_document_changes() {
-        let mut doc = incident();
-        let mut memo = SyncMemo::default();
-        let (mut first, mut second) = (sync::State::new(), sync::State::new());
-        let mut direct = sync::State::new();
-        let expected = doc
-            .doc_mut()
-            .sync()
-            .generate_sync_message(&mut direct)
-            .map(sync::Message::encode);
-        assert!(expected.is_some());
-        assert_eq!(
-            SyncMemo::generate(&mut doc, &mut memo, &mut first),
-            expected
-        );
-        assert_eq!(
-            SyncMemo::generate(&mut doc, &mut memo, &mut second),
-            expected
-        );
-        assert_eq!((&first, &second), (&direct, &direct));
-        assert_eq!(memo.generated.len(), 1);
-
-        let edit = Operation::AddTimelineEntry {
-            text: "paged".into(),
-            at: None,
-        };
-        doc.apply(&edit, &Editor::new("alice", chrono::Utc::now()))
-            .expect("edit");
-        let mut third = sync::State::new();
-        let fresh = SyncMemo::generate(&mut doc, &mut memo, &mut third);
-        assert_ne!(fresh, expected);
-        assert_eq!(memo.generated.len(), 1);
-    }
-
-    /// Two peers acknowledging with the same message end in the state automerge itself would give each.
-    #[test]
-    fn equal_acknowledgements_share_one_receive() {
-        let mut server = incident();
-        let mut viewer = automerge::AutoCommit::new();
-        let mut memo = SyncMemo::default();
-        let (mut to_viewer, mut to_server) = (sync::State::new(), sync::State::new());
-        // Sync one viewer to completion, keeping the server's messages and the viewer's acknowledgements.
-        let mut acks = Vec::new();
-        for _ in 0..10 {
-            if let Some(message) = server
-                .doc_mut()
-                .sync()
-                .generate_sync_message(&mut to_viewer)
-            {
-                viewer
-                    .sync()
-                    .receive_sync_message(&mut to_server, message)
-                    .expect("viewer receives");
-            }
-            if let Some(ack) = viewer.sync().generate_sync_message(&mut to_server) {
-                let data = ack.encode();
-                server
-                    .doc_mut()
-                    .sync()
-                    .receive_sync_message(
-                        &mut to_viewer,
-                        sync::Message::decode(&data).expect("decode"),
-                    )
-                    .expect("server receives");
-                acks.push(data);
-            }
-        }
-        let ack = acks.last().expect("the viewer acknowledged").clone();
-        let base = to_viewer.clone();
-        let mut direct = base.clone();
-        server
-            .doc_mut()
-            .sync()
-            .receive_sync_message(&mut direct, sync::Message::decode(&ack).expect("decode"))
-            .expect("direct");
-        let (mut first, mut second) = (base.clone(), base);
-        SyncMemo::receive(&mut server, &mut memo, &mut first, &ack).expect("first");
-        SyncMemo::receive(&mut server, &mut memo, &mut second, &ack).expect("second");
-        assert_eq!((&first, &second), (&direct, &direct));
-        assert_eq!(memo.received.len(), 1);
-        assert_eq!(memo.received.values().map(Vec::len).sum::<usize>(), 1);
     }
 }

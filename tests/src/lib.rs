@@ -11,6 +11,7 @@
 //!   errors, and can go down and come back on the same port.
 //! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
 //! - [`hostile`]: user text that tries to run as code, and a check that an HTML page is inert.
+//! - [`append_until_refused`]: an HTTP writer for crash and shutdown tests that returns exactly what was acknowledged.
 //! - [`eventually`] and [`markdown_section`]: waiting for a condition with a deadline instead of sleeping, and reading
 //!   one field back out of the Markdown export.
 
@@ -23,6 +24,7 @@ mod proxy;
 mod receiver;
 mod sync_client;
 mod test_server;
+mod writers;
 
 pub use browser::{Browser, CHROMEDRIVER, CHROMIUM, Caret, WindowSize, artifacts_dir, target_dir};
 pub use database::TestDatabase;
@@ -32,6 +34,7 @@ pub use proxy::Proxy;
 pub use receiver::{Delivery, Receiver};
 pub use sync_client::SyncClient;
 pub use test_server::{DeclaredIncident, TestServer};
+pub use writers::append_until_refused;
 
 /// The WebSocket library the [`SyncClient`] uses, re-exported so tests can build raw frames (`ws::Message`) without
 /// depending on its exact version themselves.

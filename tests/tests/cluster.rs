@@ -7,12 +7,14 @@
 //!   says degraded instead of hanging, and the node recovers by itself when the database is back, with every
 //!   acknowledged write kept.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tests::{Proxy, SyncClient, TestDatabase, TestServer, eventually};
+use tests::{Proxy, SyncClient, TestDatabase, TestServer, append_until_refused, eventually};
 
 /// How long a cross-node edit may take before the test calls it lost. Not a performance bound: the measured
 /// figures are printed and kept in BENCHMARKS.md.
@@ -115,26 +117,13 @@ async fn killing_a_node_loses_nothing_it_acknowledged() -> anyhow::Result<()> {
     let incident = node1.declare(&writer, "Node loss drill").await;
 
     // A bot appends over HTTP to node 1 as fast as it can, recording what got a 201.
-    let http = reqwest::Client::new();
-    let url = node1.url(&format!("/api/incidents/{}/timeline", incident.id));
-    let bot_token = writer.clone();
-    let bot = tokio::spawn(async move {
-        let mut acknowledged = Vec::new();
-        for i in 0.. {
-            let text = format!("bot entry {i}");
-            let sent = http
-                .post(&url)
-                .bearer_auth(&bot_token)
-                .json(&json!({ "text": text }))
-                .send()
-                .await;
-            match sent {
-                Ok(response) if response.status() == StatusCode::CREATED => acknowledged.push(text),
-                _ => break,
-            }
-        }
-        acknowledged
-    });
+    let bot = tokio::spawn(append_until_refused(
+        reqwest::Client::new(),
+        node1.url(&format!("/api/incidents/{}/timeline", incident.id)),
+        writer.clone(),
+        "bot".to_owned(),
+        Arc::new(AtomicUsize::new(0)),
+    ));
 
     // A sync client edits through node 1 too; `splice` returns once node 1 acknowledged the edit.
     let mut a = SyncClient::connect(&node1.ws_url(&writer)).await?;
@@ -146,7 +135,12 @@ async fn killing_a_node_loses_nothing_it_acknowledged() -> anyhow::Result<()> {
         typed.push_str(&word);
     }
     node1.kill9();
-    let acknowledged = bot.await.context("the bot task")?;
+    let acknowledged: Vec<String> = bot
+        .await
+        .context("the bot task")?
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
     ensure!(
         !acknowledged.is_empty(),
         "the bot got no write acknowledged before the kill"

@@ -6,13 +6,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tests::{DEADLINE, SyncClient, TestServer, eventually, markdown_section};
+use tests::{DEADLINE, SyncClient, TestServer, append_until_refused, eventually, markdown_section};
 
 /// The timeline entries of the incident as the server reads it now: id → text.
 async fn timeline(
@@ -147,41 +147,15 @@ async fn every_acknowledged_append_survives_kill_9_in_the_middle_of_a_stream() -
     let id = server.declare(&token, "Killed mid-stream").await.id;
 
     let acked = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for writer in 0..WRITERS {
-        let http = server.http().clone();
-        let url = server.url(&format!("/api/incidents/{id}/timeline"));
-        let token = token.clone();
-        let acked = acked.clone();
-        let stop = stop.clone();
-        writers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            for n in 0.. {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let text = format!("writer {writer} entry {n}");
-                let sent = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"text": text}))
-                    .send()
-                    .await;
-                // A request the kill cut off may or may not have landed; only a 201 is a promise.
-                let Ok(response) = sent else { break };
-                if response.status() != StatusCode::CREATED {
-                    break;
-                }
-                let Ok(body) = response.json::<Value>().await else {
-                    break;
-                };
-                let entry = body["id"].as_str().unwrap_or_default().to_owned();
-                mine.push((entry, text));
-                acked.fetch_add(1, Ordering::SeqCst);
-            }
-            mine
-        }));
+        writers.push(tokio::spawn(append_until_refused(
+            server.http().clone(),
+            server.url(&format!("/api/incidents/{id}/timeline")),
+            token.clone(),
+            format!("writer {writer}"),
+            acked.clone(),
+        )));
     }
     eventually("enough acknowledged appends", DEADLINE, || {
         let acked = acked.load(Ordering::SeqCst);
@@ -189,7 +163,6 @@ async fn every_acknowledged_append_survives_kill_9_in_the_middle_of_a_stream() -
     })
     .await?;
     server.kill9();
-    stop.store(true, Ordering::SeqCst);
     let mut promised = Vec::new();
     for writer in writers {
         promised.extend(writer.await.context("a writer panicked")?);

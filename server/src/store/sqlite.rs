@@ -544,10 +544,20 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        // Through the writer: this proves the thread is alive, the queue moves and the database file is
-        // still in place and lockable. The empty transaction writes nothing, so it costs no fsync.
-        self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
-            .await
+        // Through the writer, and a real write: this proves the thread is alive, the queue moves, the database
+        // file is still in place, and a commit reaches the disk. A read-only probe passes while the files are
+        // unwritable (immutable, a read-only remount) and every append fails, so health would lie. It costs
+        // one row update that shares its fsync with whatever else is queued.
+        self.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES ('health_probe', 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            )
+            .and_then(|mut probe| probe.execute([]))
+            .map(|_| ())
+            .map_err(db_error)
+        })
+        .await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -839,6 +849,15 @@ fn open_writer(path: &Path, create: bool) -> Result<Connection, StoreError> {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let mut conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    // SQLite quietly opens a file it may not write read-only. Such a writer would keep failing each write on its
+    // own while its batches commit, so it would never be dropped and the store would not heal when the file
+    // becomes writable again: refuse it, and the next batch tries again.
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(db_error)? {
+        return Err(StoreError::Unavailable(format!(
+            "{} can only be opened read-only (an unwritable file or directory, or a read-only file system)",
+            path.display()
+        )));
+    }
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))

@@ -1,0 +1,41 @@
+//! Fuzzes what the server does with one Automerge sync message from a peer (`Incident::receive_sync`, the step the
+//! document actor runs for every `sync` and `request` frame): decode, merge, command-rule enforcement and the
+//! answers, on a replica with a commander whom the sender is not. It must refuse or accept, never panic; a refused
+//! message leaves the document as it was; an accepted one leaves a document that saves and loads again.
+
+#![no_main]
+
+use std::sync::OnceLock;
+
+use automerge::sync;
+use commandpost_fuzz::{PEER, SERVER, moment, server_replica};
+use incident_doc::{Editor, Incident, SyncMemo};
+use libfuzzer_sys::fuzz_target;
+
+/// The replica, saved once: loading it per input is much cheaper than declaring it anew.
+fn saved() -> &'static [u8] {
+    static SAVED: OnceLock<Vec<u8>> = OnceLock::new();
+    SAVED.get_or_init(|| server_replica().save())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut incident = Incident::load(saved()).expect("the replica loads");
+    let before = incident.doc_mut().get_heads();
+    let mut state = sync::State::new();
+    let server = Editor::new(SERVER, moment());
+    match incident.receive_sync(&mut SyncMemo::default(), &mut state, data, PEER, &server) {
+        Err(_) => assert_eq!(
+            incident.doc_mut().get_heads(),
+            before,
+            "a refused sync message changes nothing"
+        ),
+        Ok(received) => {
+            if let Some(answer) = &received.answer {
+                sync::Message::decode(answer).expect("our answers decode");
+            }
+            let bytes = incident.save();
+            Incident::load(&bytes).expect("the merged document loads again");
+            let _ = incident.view();
+        }
+    }
+});

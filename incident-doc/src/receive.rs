@@ -1,0 +1,379 @@
+//! What a server replica does with one Automerge sync message from a peer: decode it, merge it, hold the merged
+//! changes to the command rules, and generate the answers, as one pure step.
+//!
+//! The server's document actor runs this for every `sync`/`request` message a connection delivers; it is here,
+//! without IO, so that the fuzz target `sync_message` (in `fuzz/`) drives exactly the server's handling of hostile
+//! bytes, and so that the step's result (answers to send, violations to report) is plain data the actor acts on.
+
+use std::collections::HashMap;
+
+use automerge::ChangeHash;
+use automerge::sync::{self, SyncDoc};
+
+use crate::rules::Violation;
+use crate::{Editor, Incident};
+
+/// The outcome of one accepted sync message.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// What broke a command rule and was reverted (in one change by the server's editor), for the sender.
+    pub violations: Vec<Violation>,
+    /// The encoded sync message that answers the peer, if any, generated right after the message as a sequential
+    /// Automerge peer would (see the document actor for why it must not wait for the end of a batch). At most one:
+    /// see [`Incident::receive_sync`].
+    pub answer: Option<Vec<u8>>,
+}
+
+/// Why a sync message was refused; the document is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// The bytes are not an Automerge sync message.
+    #[error("not a sync message: {0}")]
+    Decode(String),
+    /// The message decoded but Automerge could not apply it (bad changes, missing dependencies it cannot wait for).
+    #[error("the sync message does not apply: {0}")]
+    Apply(String),
+}
+
+/// Automerge's sync computations for one version of the document, shared between peers whose sync states are
+/// equal. Generating a message, and receiving one that carries no changes, are deterministic functions of the
+/// document and the peer's state (and the message); in a war room hundreds of caught-up viewers are in the same
+/// state, so each keystroke costs one computation per distinct state instead of one per viewer, and the viewers'
+/// identical acknowledgements one history walk instead of one each (BENCHMARKS.md, "Where the time goes").
+/// Everything is forgotten when the document moves: new heads, or changes held back for a missing dependency
+/// (they change what we ask peers for).
+#[derive(Debug, Default)]
+pub struct SyncMemo {
+    /// The document version the entries were computed at: heads and missing dependencies.
+    version: (Vec<ChangeHash>, Vec<ChangeHash>),
+    /// State before → (state after, the encoded message, if any) of `generate_sync_message`.
+    generated: HashMap<sync::State, (sync::State, Option<Vec<u8>>)>,
+    /// State before → (encoded message without changes, state after) of `receive_sync_message`.
+    received: HashMap<sync::State, Vec<(Vec<u8>, sync::State)>>,
+}
+
+/// Entries one memo holds at most, so peers in ever-different states cannot grow it without bound.
+const MEMO_ENTRIES: usize = 4096;
+
+impl SyncMemo {
+    /// Forgets everything if the document is no longer at the version the entries were computed at.
+    fn at(&mut self, incident: &mut Incident) -> &mut Self {
+        let doc = incident.doc_mut();
+        let version = (doc.get_heads(), doc.get_missing_deps(&[]));
+        if version != self.version || self.generated.len() + self.received.len() > MEMO_ENTRIES {
+            self.version = version;
+            self.generated.clear();
+            self.received.clear();
+        }
+        self
+    }
+
+    /// How many distinct computations the memo holds (generated, received).
+    pub fn len(&self) -> (usize, usize) {
+        (
+            self.generated.len(),
+            self.received.values().map(Vec::len).sum(),
+        )
+    }
+
+    /// Whether the memo holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0)
+    }
+}
+
+impl Incident {
+    /// Receives one encoded sync message from a peer whose sync state is `state` and whose changes are `who`'s:
+    /// merges it, reverts what breaks the command rules (as [`Incident::enforce`], in a change by `server`), and
+    /// returns the answer to send once the merged changes are durable. `memo` shares the work with peers in the
+    /// same state.
+    pub fn receive_sync(
+        &mut self,
+        memo: &mut SyncMemo,
+        state: &mut sync::State,
+        data: &[u8],
+        who: &str,
+        server: &Editor,
+    ) -> Result<Received, ReceiveError> {
+        let shared = memo
+            .at(self)
+            .received
+            .get(state)
+            .and_then(|seen| seen.iter().find(|(message, _)| message == data))
+            .map(|(_, after)| after.clone());
+        let violations = match shared {
+            // A message without changes leaves the document as it is: nothing to enforce.
+            Some(after) => {
+                *state = after;
+                Vec::new()
+            }
+            None => {
+                let message =
+                    sync::Message::decode(data).map_err(|e| ReceiveError::Decode(e.to_string()))?;
+                let unchanged = message.changes.is_empty().then(|| state.clone());
+                let before = self.doc_mut().get_heads();
+                self.doc_mut()
+                    .sync()
+                    .receive_sync_message(state, message)
+                    .map_err(|e| ReceiveError::Apply(e.to_string()))?;
+                // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a
+                // change that goes out with the answer.
+                let violations = self.enforce(&before, who, server);
+                if let Some(key) = unchanged {
+                    memo.at(self)
+                        .received
+                        .entry(key)
+                        .or_default()
+                        .push((data.to_vec(), state.clone()));
+                }
+                violations
+            }
+        };
+        // One answer per message, as automerge-repo generates them, never "until there is nothing left to say":
+        // a peer whose `have` names a last sync we do not know gets a reset message from every call, forever (found
+        // by the `sync_message` fuzz target: one 74-byte frame hung the document actor).
+        let answer = self.generate_sync(memo, state);
+        Ok(Received { violations, answer })
+    }
+
+    /// The next sync message for a peer whose state is `state`, encoded, if it lacks anything; `memo` shares the
+    /// work with peers in the same state.
+    pub fn generate_sync(
+        &mut self,
+        memo: &mut SyncMemo,
+        state: &mut sync::State,
+    ) -> Option<Vec<u8>> {
+        let memo = memo.at(self);
+        if let Some((after, message)) = memo.generated.get(state) {
+            *state = after.clone();
+            return message.clone();
+        }
+        let before = state.clone();
+        let message = self
+            .doc_mut()
+            .sync()
+            .generate_sync_message(state)
+            .map(sync::Message::encode);
+        memo.generated
+            .insert(before, (state.clone(), message.clone()));
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::sync::{self, SyncDoc};
+    use chrono::{TimeZone, Utc};
+
+    use super::{ReceiveError, SyncMemo};
+    use crate::template::builtin;
+    use crate::{Declaration, Editor, Incident, Operation};
+
+    fn editor(name: &str) -> Editor {
+        Editor::new(name, Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap())
+    }
+
+    fn declared() -> Incident {
+        let template = builtin().into_iter().next().expect("a builtin template");
+        let declaration = Declaration {
+            name: "Checkout down".into(),
+            number: None,
+        };
+        Incident::create(&template, &declaration, &editor("alice"), None).expect("create")
+    }
+
+    #[test]
+    fn a_peer_edit_arrives_and_is_answered() {
+        let mut server = declared();
+        let mut peer = Incident::load(&server.save()).expect("load");
+        peer.apply(
+            &Operation::SpliceText {
+                field: "summary".into(),
+                pos: 0,
+                delete: 0,
+                insert: "Rolled back.".into(),
+            },
+            &editor("bob"),
+        )
+        .expect("edit");
+        let (mut ours, mut theirs) = (sync::State::new(), sync::State::new());
+        let mut received = 0;
+        // Rounds of the protocol until neither side has anything to say.
+        for _ in 0..10 {
+            let Some(message) = peer.doc_mut().sync().generate_sync_message(&mut theirs) else {
+                break;
+            };
+            let step = server
+                .receive_sync(
+                    &mut SyncMemo::default(),
+                    &mut ours,
+                    &message.encode(),
+                    "bob",
+                    &editor("commandpost"),
+                )
+                .expect("a valid message");
+            assert!(step.violations.is_empty());
+            received += 1;
+            if let Some(answer) = step.answer {
+                let answer = sync::Message::decode(&answer).expect("our answer decodes");
+                peer.doc_mut()
+                    .sync()
+                    .receive_sync_message(&mut theirs, answer)
+                    .expect("the peer applies our answer");
+            }
+        }
+        assert!(received > 0);
+        assert_eq!(server.doc_mut().get_heads(), peer.doc_mut().get_heads());
+    }
+
+    #[test]
+    fn garbage_is_refused_and_changes_nothing() {
+        let mut server = declared();
+        let heads = server.doc_mut().get_heads();
+        let mut state = sync::State::new();
+        for bytes in [
+            &b""[..],
+            b"\x42",
+            b"\x42\x00\x01garbage",
+            b"not a sync message at all",
+        ] {
+            let result = server.receive_sync(
+                &mut SyncMemo::default(),
+                &mut state,
+                bytes,
+                "mallory",
+                &editor("commandpost"),
+            );
+            assert!(
+                matches!(
+                    result,
+                    Err(ReceiveError::Decode(_) | ReceiveError::Apply(_))
+                ),
+                "{bytes:?}: {result:?}"
+            );
+        }
+        assert_eq!(server.doc_mut().get_heads(), heads);
+    }
+
+    /// A V2 sync message whose `have` claims a last sync at a change this replica never saw (and which sends no
+    /// changes): automerge answers it with a reset every time it is asked, so a loop that generated answers until
+    /// none was left never ended. Found by the `sync_message` fuzz target; kept in its corpus.
+    const UNKNOWN_LAST_SYNC: &[u8] =
+        include_bytes!("../../fuzz/corpus/sync_message/regression-unknown-last-sync");
+
+    #[test]
+    fn a_claimed_last_sync_we_never_saw_gets_one_reset_and_ends() {
+        let mut server = declared();
+        let heads = server.doc_mut().get_heads();
+        let mut state = sync::State::new();
+        let mut memo = SyncMemo::default();
+        for _ in 0..3 {
+            let step = server
+                .receive_sync(
+                    &mut memo,
+                    &mut state,
+                    UNKNOWN_LAST_SYNC,
+                    "mallory",
+                    &editor("commandpost"),
+                )
+                .expect("the message is valid");
+            let answer = step.answer.expect("the peer is told to start over");
+            let answer = sync::Message::decode(&answer).expect("the answer decodes");
+            assert_eq!(answer.heads, heads, "a reset carries our heads");
+            // A reset: our heads, an empty "have" (we share nothing with you), no changes.
+            assert!(answer.have.iter().all(|have| have.last_sync.is_empty()));
+            assert!(answer.changes.is_empty());
+        }
+        assert_eq!(server.doc_mut().get_heads(), heads);
+    }
+
+    /// Peers in equal states get exactly what automerge generates for each, from one computation; a change to
+    /// the document makes the memo compute afresh.
+    #[test]
+    fn equal_states_share_one_generation_until_the_document_changes() {
+        let mut doc = declared();
+        let mut memo = SyncMemo::default();
+        let (mut first, mut second, mut direct) =
+            (sync::State::new(), sync::State::new(), sync::State::new());
+        let expected = doc
+            .doc_mut()
+            .sync()
+            .generate_sync_message(&mut direct)
+            .map(sync::Message::encode);
+        assert!(expected.is_some());
+        assert_eq!(doc.generate_sync(&mut memo, &mut first), expected);
+        assert_eq!(doc.generate_sync(&mut memo, &mut second), expected);
+        assert_eq!((&first, &second), (&direct, &direct));
+        assert_eq!(memo.len(), (1, 0));
+
+        let entry = Operation::AddTimelineEntry {
+            text: "paged".into(),
+            at: None,
+        };
+        doc.apply(&entry, &editor("alice")).expect("edit");
+        let fresh = doc.generate_sync(&mut memo, &mut sync::State::new());
+        assert_ne!(fresh, expected);
+        assert_eq!(memo.len(), (1, 0));
+    }
+
+    /// Two peers acknowledging with the same message end in the state automerge itself would give each, from one
+    /// receive.
+    #[test]
+    fn equal_acknowledgements_share_one_receive() {
+        let mut server = declared();
+        let mut viewer = automerge::AutoCommit::new();
+        let (mut to_viewer, mut to_server) = (sync::State::new(), sync::State::new());
+        // Sync the viewer to completion, keeping its acknowledgements.
+        let mut acks = Vec::new();
+        for _ in 0..10 {
+            if let Some(message) = server
+                .doc_mut()
+                .sync()
+                .generate_sync_message(&mut to_viewer)
+            {
+                viewer
+                    .sync()
+                    .receive_sync_message(&mut to_server, message)
+                    .expect("the viewer receives");
+            }
+            if let Some(ack) = viewer.sync().generate_sync_message(&mut to_server) {
+                let data = ack.encode();
+                let ack = sync::Message::decode(&data).expect("decode");
+                server
+                    .doc_mut()
+                    .sync()
+                    .receive_sync_message(&mut to_viewer, ack)
+                    .expect("the server receives");
+                acks.push(data);
+            }
+        }
+        let ack = acks.last().expect("the viewer acknowledged").clone();
+        let mut direct = to_viewer.clone();
+        let decoded = sync::Message::decode(&ack).expect("decode");
+        server
+            .doc_mut()
+            .sync()
+            .receive_sync_message(&mut direct, decoded)
+            .expect("direct");
+        let mut memo = SyncMemo::default();
+        let (mut first, mut second) = (to_viewer.clone(), to_viewer);
+        let commandpost = editor("commandpost");
+        let a = server
+            .receive_sync(&mut memo, &mut first, &ack, "viewer", &commandpost)
+            .expect("first");
+        let b = server
+            .receive_sync(&mut memo, &mut second, &ack, "viewer", &commandpost)
+            .expect("second");
+        assert_eq!(a.answer, b.answer);
+        assert_eq!(first, second);
+        assert_eq!(memo.len().1, 1);
+        // What automerge itself makes of the acknowledgement, before the answer it generates.
+        let mut check = direct.clone();
+        let answer = server
+            .doc_mut()
+            .sync()
+            .generate_sync_message(&mut check)
+            .map(sync::Message::encode);
+        assert_eq!((answer, check), (a.answer, first));
+    }
+}
