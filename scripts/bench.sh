@@ -105,7 +105,7 @@ start_commandpost() {
     config=(--config "$dir/config.toml")
   fi
   : > "$dir/log"
-  env ${server_env:-} "$server_bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$dir/data" \
+  "$server_bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$dir/data" \
     >> "$dir/log" 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -145,9 +145,6 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 failures=()
 failed() { step "FAILED: $1 (its error is above)"; failures+=("$1"); }
 
-# commandpost's log filter without automerge's INFO spans.
-quiet_log="info,automerge=warn"
-
 # Runs scenario $1 against both servers: $2 names the result files, the rest are the scenario's arguments.
 both() {
   local scenario="$1" name="$2"; shift 2
@@ -163,15 +160,6 @@ both() {
   "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" --json "$out/$name.commandpost.json" \
     "${hooks[@]}" "$@" || failed "$name against commandpost"
   stop "$pid"
-  if [ "$name" = war-room ]; then
-    # The same with automerge's INFO-level tracing spans filtered out (see BENCHMARKS.md: the default filter
-    # formats the whole change graph into a span on every received change).
-    step "$scenario against commandpost with RUST_LOG=$quiet_log ($*)"
-    server_env="RUST_LOG=$quiet_log" start_commandpost
-    "$bench_bin" "$scenario" --url "$url" --token "$token" --server-pid "$pid" \
-      --json "$out/$name.commandpost-quiet.json" "$@" || failed "$name against commandpost (quiet log)"
-    stop "$pid"
-  fi
   step "$scenario against automerge-repo-sync-server ($*)"
   start_peer
   "$bench_bin" "$scenario" --url "$url" --kind automerge-repo --server-pid "$pid" --json "$out/$name.peer.json" \
@@ -216,11 +204,6 @@ step "writing $out/figures.md"
   done
   [ -f "$out/ack-cost.json" ] && files+=("$out/ack-cost.json")
   [ ${#files[@]} -gt 0 ] && "$bench_bin" report "${files[@]}"
-  if [ -f "$out/war-room.commandpost-quiet.json" ] && [ -f "$out/war-room.peer.json" ]; then
-    echo "#### War room, commandpost with RUST_LOG=$quiet_log"
-    echo
-    "$bench_bin" report "$out/war-room.commandpost-quiet.json" "$out/war-room.peer.json" | tail -n +3
-  fi
   sweep_files=()
   for viewers in "${sweep_viewers[@]}"; do
     for side in commandpost peer; do
