@@ -82,6 +82,42 @@ impl SyncMemo {
     }
 }
 
+/// Bloom filter parameters no honest peer exceeds (automerge writes 10 bits per entry and 7 probes).
+const MAX_BLOOM_PARAMETER: u64 = 64;
+
+/// Refuses `have` Bloom filters that Automerge 0.12 would panic or exhaust memory on when it next generates a
+/// message for the peer: zero bits per entry (a remainder by zero) or an absurd probe count (one allocation per
+/// probe). Found by the `sync_message` fuzz target. The filter is read from its encoding: its fields are private.
+fn check_blooms(message: &sync::Message) -> Result<(), ReceiveError> {
+    for have in &message.have {
+        let bytes = have.bloom.to_bytes();
+        let mut rest = bytes.as_slice();
+        let mut next = || {
+            let mut value: u64 = 0;
+            for shift in (0..64).step_by(7) {
+                let (&byte, tail) = rest.split_first()?;
+                rest = tail;
+                value |= u64::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
+                    return Some(value);
+                }
+            }
+            None
+        };
+        let Some(entries) = next() else {
+            continue;
+        };
+        let (bits, probes) = (next(), next());
+        let sane = |v: Option<u64>| v.is_some_and(|v| (1..=MAX_BLOOM_PARAMETER).contains(&v));
+        if entries > 0 && !(sane(bits) && sane(probes)) {
+            return Err(ReceiveError::Decode(format!(
+                "a Bloom filter with {bits:?} bits per entry and {probes:?} probes"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Incident {
     /// Receives one encoded sync message from a peer whose sync state is `state` and whose changes are `who`'s:
     /// merges it, reverts what breaks the command rules (as [`Incident::enforce`], in a change by `server`), and
@@ -110,6 +146,7 @@ impl Incident {
             None => {
                 let message =
                     sync::Message::decode(data).map_err(|e| ReceiveError::Decode(e.to_string()))?;
+                check_blooms(&message)?;
                 let unchanged = message.changes.is_empty().then(|| state.clone());
                 let before = self.doc_mut().get_heads();
                 self.doc_mut()
@@ -375,5 +412,25 @@ mod tests {
             .generate_sync_message(&mut check)
             .map(sync::Message::encode);
         assert_eq!((answer, check), (a.answer, first));
+    }
+
+    /// A `have` whose Bloom filter claims entries but zero bits per entry made Automerge divide by zero while
+    /// generating our answer: refused instead, and nothing changes. Found by the `sync_message` fuzz target; kept
+    /// in its corpus.
+    #[test]
+    fn a_bloom_filter_without_bits_is_refused() {
+        const ZERO_BITS: &[u8] =
+            include_bytes!("../../fuzz/corpus/sync_message/regression-bloom-without-bits");
+        let mut server = declared();
+        let heads = server.doc_mut().get_heads();
+        let result = server.receive_sync(
+            &mut SyncMemo::default(),
+            &mut sync::State::new(),
+            ZERO_BITS,
+            "mallory",
+            &editor("commandpost"),
+        );
+        assert!(matches!(result, Err(ReceiveError::Decode(_))), "{result:?}");
+        assert_eq!(server.doc_mut().get_heads(), heads);
     }
 }
