@@ -14,7 +14,8 @@ use crate::operation::{self, Applied, Editor, OpError, Operation};
 use crate::read::Reader;
 use crate::rules::{self, CommandState, Violation};
 use crate::schema::{
-    FieldDef, FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING, TITLE_KEY, keys,
+    EXIT_CRITERIA_KEY, FieldDef, FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING,
+    TITLE_KEY, keys,
 };
 use crate::template::{FieldDefault, Template};
 use crate::view::{
@@ -31,6 +32,11 @@ pub struct Incident {
     /// costs about a hundred Automerge lookups, and the layout is written once at creation, so it is read again
     /// only when that identity changes (another client replaced or extended it).
     layout: Option<(ObjId, usize, Vec<FieldDef>)>,
+    /// What the command rules read, as of the heads given, with or without the timeline: the `before` of the next
+    /// [`Incident::enforce`], which would otherwise read it at past heads, where every Automerge lookup first walks
+    /// the history to build a clock (most of a busy war room's CPU once, BENCHMARKS.md). Keyed by heads, so any
+    /// other change to the document (HTTP edits, other nodes' chunks) simply misses it.
+    governed: Option<(Vec<ChangeHash>, bool, CommandState)>,
 }
 
 /// What the declarer says when opening an incident.
@@ -69,7 +75,11 @@ impl Incident {
         if let Some(actor) = actor {
             doc.set_actor(actor);
         }
-        Incident { doc, layout: None }
+        Incident {
+            doc,
+            layout: None,
+            governed: None,
+        }
     }
 
     /// A new incident from `template`, declared by `editor`: one change that writes the layout, every field's
@@ -210,7 +220,11 @@ impl Incident {
         let doc =
             AutoCommit::load_with_options(bytes, LoadOptions::new().text_encoding(TEXT_ENCODING))
                 .map_err(|e| LoadError::Corrupt(e.to_string()))?;
-        Ok(Incident { doc, layout: None })
+        Ok(Incident {
+            doc,
+            layout: None,
+            governed: None,
+        })
     }
 
     /// Applies one operation as one Automerge change. On error nothing changes.
@@ -393,8 +407,25 @@ impl Incident {
             Some(keys::PINS.to_owned()),
         ];
         let timeline = key_of(FieldKind::Timeline).is_some_and(|k| touched.contains(&k));
-        let archived = operation::is_archived(&Reader::new(&self.doc, Some(before)), layout);
+        let known = self
+            .governed
+            .take()
+            .filter(|(heads, with_timeline, _)| heads == before && (*with_timeline || !timeline));
+        let archived = match &known {
+            Some((_, _, was)) => was.status == Some(Status::Closed),
+            None => operation::is_archived(&Reader::new(&self.doc, Some(before)), layout),
+        };
         if !archived && !timeline && !governed.iter().flatten().any(|k| touched.contains(k)) {
+            // What the rules read is as it was, unless the change touched the rest of it.
+            let read = [
+                key_of(FieldKind::Timeline),
+                Some(EXIT_CRITERIA_KEY.to_owned()),
+                Some(keys::CLOSE_OVERRIDE.to_owned()),
+            ];
+            if !read.iter().flatten().any(|k| touched.contains(k)) {
+                self.governed =
+                    known.map(|(_, with_timeline, was)| (after.to_vec(), with_timeline, was));
+            }
             return Vec::new();
         }
         let (violations, written) = if archived {
@@ -406,10 +437,20 @@ impl Incident {
                 .and_then(|()| self.audit(&violations, who, server.at));
             (violations, written)
         } else {
-            let was = CommandState::read(&self.doc, layout, Some(before), timeline);
+            let was = match known {
+                Some((_, _, mut was)) => {
+                    // Compared with a state read without the timeline, a remembered one must not have it either.
+                    if !timeline {
+                        was.entries.clear();
+                    }
+                    was
+                }
+                None => CommandState::read(&self.doc, layout, Some(before), timeline),
+            };
             let is = CommandState::read(&self.doc, layout, None, timeline);
             let violations = rules::check(&was, &is, who, server.at);
             if violations.is_empty() {
+                self.governed = Some((after.to_vec(), timeline, is));
                 return violations;
             }
             let written = rules::revert(&mut self.doc, layout, &was, &violations)

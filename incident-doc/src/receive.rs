@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use automerge::ChangeHash;
-use automerge::sync::{self, SyncDoc};
+use automerge::sync::{self, Capability, MessageFlags, SyncDoc};
 
 use crate::rules::Violation;
 use crate::{Editor, Incident};
@@ -18,9 +18,11 @@ use crate::{Editor, Incident};
 pub struct Received {
     /// What broke a command rule and was reverted (in one change by the server's editor), for the sender.
     pub violations: Vec<Violation>,
-    /// The encoded sync message that answers the peer, if any, generated right after the message as a sequential
-    /// Automerge peer would (see the document actor for why it must not wait for the end of a batch). At most one:
-    /// see [`Incident::receive_sync`].
+    /// The encoded sync message that answers a message which carried changes, generated right after it as a
+    /// sequential Automerge peer would (see the document actor for why it must not wait for the end of a batch).
+    /// At most one: see [`Incident::receive_sync`]. A message without changes gets none here: the caller's next
+    /// [`Incident::generate_sync`] for the peer answers it, from a state at least as recent, so in a war room a
+    /// viewer's acknowledgements cost no generation each, and a batch of them one at the end.
     pub answer: Option<Vec<u8>>,
 }
 
@@ -118,6 +120,47 @@ fn check_blooms(message: &sync::Message) -> Result<(), ReceiveError> {
     Ok(())
 }
 
+/// Automerge's `receive_sync_message` for the commonest message, an acknowledgement: no changes, and heads that
+/// are ours, now or as we last sent them to this peer. Automerge walks the whole history on every message to find
+/// which of the hashes it sent the peer the peer now holds (linear in the history, and most of a busy war room's
+/// CPU: BENCHMARKS.md); for these heads the answer needs no walk: all of them, since every hash we sent was in
+/// the document when we last sent heads, and so is an ancestor of those heads and of ours. The rest is
+/// automerge 0.12's receive, field by field; the test `acknowledgements_end_as_automerge_would` holds the two
+/// equal over whole conversations. Gives the message back, untouched, when it is not such a one.
+fn receive_acknowledgement(
+    our_heads: &[ChangeHash],
+    state: &mut sync::State,
+    message: sync::Message,
+) -> Result<(), sync::Message> {
+    let fits = message.changes.is_empty()
+        && !message.heads.is_empty()
+        && (message.heads == our_heads || message.heads == state.last_sent_heads)
+        && !message
+            .flags
+            .is_some_and(|flags| flags.contains(MessageFlags::SYNC_RESET));
+    if !fits {
+        return Err(message);
+    }
+    state.in_flight = false;
+    if let Some(flags) = message.flags {
+        let mut capabilities = vec![Capability::MessageV2];
+        if flags.contains(MessageFlags::SUPPORTS_SYNC_RESET) {
+            capabilities.push(Capability::SyncReset);
+        }
+        state.their_capabilities = Some(capabilities);
+        state.peer_read_only = flags.contains(MessageFlags::READ_ONLY);
+    }
+    state.sent_hashes.clear();
+    if message.heads == our_heads {
+        state.last_sent_heads.clone_from(&message.heads);
+    }
+    state.shared_heads.clone_from(&message.heads);
+    state.their_have = Some(message.have);
+    state.their_heads = Some(message.heads);
+    state.their_need = Some(message.need);
+    Ok(())
+}
+
 impl Incident {
     /// Receives one encoded sync message from a peer whose sync state is `state` and whose changes are `who`'s:
     /// merges it, reverts what breaks the command rules (as [`Incident::enforce`], in a change by `server`), and
@@ -137,22 +180,25 @@ impl Incident {
             .get(state)
             .and_then(|seen| seen.iter().find(|(message, _)| message == data))
             .map(|(_, after)| after.clone());
-        let violations = match shared {
+        let (violations, carried_changes) = match shared {
             // A message without changes leaves the document as it is: nothing to enforce.
             Some(after) => {
                 *state = after;
-                Vec::new()
+                (Vec::new(), false)
             }
             None => {
                 let message =
                     sync::Message::decode(data).map_err(|e| ReceiveError::Decode(e.to_string()))?;
                 check_blooms(&message)?;
-                let unchanged = message.changes.is_empty().then(|| state.clone());
+                let carried_changes = !message.changes.is_empty();
+                let unchanged = (!carried_changes).then(|| state.clone());
                 let before = self.doc_mut().get_heads();
-                self.doc_mut()
-                    .sync()
-                    .receive_sync_message(state, message)
-                    .map_err(|e| ReceiveError::Apply(e.to_string()))?;
+                if let Err(message) = receive_acknowledgement(&before, state, message) {
+                    self.doc_mut()
+                        .sync()
+                        .receive_sync_message(state, message)
+                        .map_err(|e| ReceiveError::Apply(e.to_string()))?;
+                }
                 // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a
                 // change that goes out with the answer.
                 let violations = self.enforce(&before, who, server);
@@ -163,13 +209,15 @@ impl Incident {
                         .or_default()
                         .push((data.to_vec(), state.clone()));
                 }
-                violations
+                (violations, carried_changes)
             }
         };
         // One answer per message, as automerge-repo generates them, never "until there is nothing left to say":
         // a peer whose `have` names a last sync we do not know gets a reset message from every call, forever (found
         // by the `sync_message` fuzz target: one 74-byte frame hung the document actor).
-        let answer = self.generate_sync(memo, state);
+        let answer = carried_changes
+            .then(|| self.generate_sync(memo, state))
+            .flatten();
         Ok(Received { violations, answer })
     }
 
@@ -234,15 +282,17 @@ mod tests {
         )
         .expect("edit");
         let (mut ours, mut theirs) = (sync::State::new(), sync::State::new());
+        let mut memo = SyncMemo::default();
         let mut received = 0;
         // Rounds of the protocol until neither side has anything to say.
         for _ in 0..10 {
             let Some(message) = peer.doc_mut().sync().generate_sync_message(&mut theirs) else {
                 break;
             };
+            let carries_changes = !message.changes.is_empty();
             let step = server
                 .receive_sync(
-                    &mut SyncMemo::default(),
+                    &mut memo,
                     &mut ours,
                     &message.encode(),
                     "bob",
@@ -250,8 +300,13 @@ mod tests {
                 )
                 .expect("a valid message");
             assert!(step.violations.is_empty());
+            assert_eq!(step.answer.is_some(), carries_changes);
             received += 1;
-            if let Some(answer) = step.answer {
+            // What the actor does at the end of its batch for a peer that spoke.
+            let answer = step
+                .answer
+                .or_else(|| server.generate_sync(&mut memo, &mut ours));
+            if let Some(answer) = answer {
                 let answer = sync::Message::decode(&answer).expect("our answer decodes");
                 peer.doc_mut()
                     .sync()
@@ -314,7 +369,13 @@ mod tests {
                     &editor("commandpost"),
                 )
                 .expect("the message is valid");
-            let answer = step.answer.expect("the peer is told to start over");
+            assert!(
+                step.answer.is_none(),
+                "no changes: the next generation answers"
+            );
+            let answer = server
+                .generate_sync(&mut memo, &mut state)
+                .expect("the peer is told to start over");
             let answer = sync::Message::decode(&answer).expect("the answer decodes");
             assert_eq!(answer.heads, heads, "a reset carries our heads");
             // A reset: our heads, an empty "have" (we share nothing with you), no changes.
@@ -401,9 +462,13 @@ mod tests {
         let b = server
             .receive_sync(&mut memo, &mut second, &ack, "viewer", &commandpost)
             .expect("second");
-        assert_eq!(a.answer, b.answer);
+        assert!(a.answer.is_none() && b.answer.is_none());
         assert_eq!(first, second);
         assert_eq!(memo.len().1, 1);
+        let a = server.generate_sync(&mut memo, &mut first);
+        let b = server.generate_sync(&mut memo, &mut second);
+        assert_eq!(a, b);
+        assert_eq!(first, second);
         // What automerge itself makes of the acknowledgement, before the answer it generates.
         let mut check = direct.clone();
         let answer = server
@@ -411,7 +476,127 @@ mod tests {
             .sync()
             .generate_sync_message(&mut check)
             .map(sync::Message::encode);
-        assert_eq!((answer, check), (a.answer, first));
+        assert_eq!((answer, check), (a, first));
+    }
+
+    /// Three writers and two viewers sync with a server replica while messages travel with random delays in both
+    /// directions, so acknowledgements arrive stale, crossed by other writers' changes; every message the server
+    /// receives without changes must leave the peer's state exactly as automerge's own receive would.
+    #[test]
+    fn acknowledgements_end_as_automerge_would() {
+        let mut server = declared();
+        let saved = server.save();
+        let mut memo = SyncMemo::default();
+        // Each peer: its replica, its sync state, the server's state for it, messages in flight each way.
+        struct Peer {
+            /// Writers type through the model; viewers hold a bare document.
+            writer: Option<Incident>,
+            doc: automerge::AutoCommit,
+            state: sync::State,
+            ours: sync::State,
+            to_server: std::collections::VecDeque<Vec<u8>>,
+            to_peer: std::collections::VecDeque<Vec<u8>>,
+        }
+        let mut peers: Vec<Peer> = (0..5)
+            .map(|i| Peer {
+                writer: (i < 3).then(|| Incident::load(&saved).expect("load")),
+                doc: automerge::AutoCommit::new(),
+                state: sync::State::new(),
+                ours: sync::State::new(),
+                to_server: Default::default(),
+                to_peer: Default::default(),
+            })
+            .collect();
+        let mut seed: u64 = 0x5eed;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let (mut compared, mut short_cut) = (0, 0);
+        let commandpost = editor("commandpost");
+        for _ in 0..12_000 {
+            let i = next(5) as usize;
+            let peer = &mut peers[i];
+            let doc = match &mut peer.writer {
+                Some(writer) => writer.doc_mut(),
+                None => &mut peer.doc,
+            };
+            match next(8) {
+                // A writer types a character.
+                0 => {
+                    let Some(writer) = &mut peer.writer else {
+                        continue;
+                    };
+                    writer
+                        .apply(
+                            &Operation::SpliceText {
+                                field: "summary".into(),
+                                pos: 0,
+                                delete: 0,
+                                insert: "x".into(),
+                            },
+                            &editor("bob"),
+                        )
+                        .expect("edit");
+                }
+                // The peer says what it has to say.
+                1 => {
+                    if let Some(message) = doc.sync().generate_sync_message(&mut peer.state) {
+                        peer.to_server.push_back(message.encode());
+                    }
+                }
+                // The server takes the peer's oldest message in flight, then answers.
+                2..=4 => {
+                    if let Some(data) = peer.to_server.pop_front() {
+                        let message = sync::Message::decode(&data).expect("decode");
+                        let expected = message.changes.is_empty().then(|| {
+                            let our_heads = server.doc_mut().get_heads();
+                            if message.heads == our_heads
+                                || message.heads == peer.ours.last_sent_heads
+                            {
+                                short_cut += 1;
+                            }
+                            let mut expected = peer.ours.clone();
+                            server
+                                .doc_mut()
+                                .sync()
+                                .receive_sync_message(&mut expected, message)
+                                .expect("automerge receives");
+                            expected
+                        });
+                        let step = server
+                            .receive_sync(&mut memo, &mut peer.ours, &data, "bob", &commandpost)
+                            .expect("the server receives");
+                        if let Some(expected) = expected {
+                            assert_eq!(peer.ours, expected);
+                            compared += 1;
+                        }
+                        let answer = step
+                            .answer
+                            .or_else(|| server.generate_sync(&mut memo, &mut peer.ours));
+                        peer.to_peer.extend(answer);
+                    }
+                }
+                // The peer takes the server's oldest message in flight and answers it, as automerge-repo does.
+                _ => {
+                    if let Some(data) = peer.to_peer.pop_front() {
+                        let message = sync::Message::decode(&data).expect("decode");
+                        doc.sync()
+                            .receive_sync_message(&mut peer.state, message)
+                            .expect("the peer receives");
+                        if let Some(message) = doc.sync().generate_sync_message(&mut peer.state) {
+                            peer.to_server.push_back(message.encode());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            compared > 500 && short_cut > 250,
+            "{compared} compared, {short_cut} short"
+        );
     }
 
     /// A `have` whose Bloom filter claims entries but zero bits per entry made Automerge divide by zero while

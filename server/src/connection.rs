@@ -468,7 +468,7 @@ async fn write(
             biased;
             frame = rx.recv() => {
                 let Some(frame) = frame else { break };
-                let sent = tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Binary(frame.into()))).await;
+                let sent = tokio::time::timeout(SEND_TIMEOUT, send_queued(&mut sink, frame, &mut rx)).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
@@ -494,6 +494,24 @@ async fn write(
     let _ = tokio::time::timeout(DRAIN_DEADLINE, sink.send(WsMessage::Close(None))).await;
     // The reader stops too when the writer gives up.
     cancel.cancel();
+}
+
+/// Frames written before one flush at most, so a long queue still leaves in bounded pieces.
+const FRAMES_PER_FLUSH: usize = 64;
+
+/// Writes `first` and whatever else is already queued behind it, then flushes once: a viewer that fell a few
+/// frames behind catches up in one system call instead of one per frame.
+async fn send_queued(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    first: Vec<u8>,
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+) -> Result<(), axum::Error> {
+    sink.feed(WsMessage::Binary(first.into())).await?;
+    for _ in 1..FRAMES_PER_FLUSH {
+        let Ok(frame) = rx.try_recv() else { break };
+        sink.feed(WsMessage::Binary(frame.into())).await?;
+    }
+    sink.flush().await
 }
 
 /// The `name` an ephemeral payload claims, when it is a CBOR map with a text `name` entry (the web client's
