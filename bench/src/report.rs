@@ -237,6 +237,9 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             Better::Lower,
             |r| Some(r.converge_s),
         );
+        t.row("viewers dropped by the server", 0, Better::Lower, |r| {
+            Some(f64::from(r.viewers_dropped))
+        });
         section(
             &mut out,
             "War room",

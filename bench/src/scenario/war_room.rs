@@ -62,8 +62,15 @@ pub struct Report {
     pub usage: Usages,
     /// Server CPU per delivered change, microseconds.
     pub server_cpu_us_per_delivered: Option<f64>,
-    /// Seconds from the end of typing until every editor and viewer held the same document.
+    /// Seconds from the end of typing until every editor and every viewer still connected held the same document.
     pub converge_s: f64,
+    /// Viewers whose connection the server closed during the run (a server that sheds slow readers does so under
+    /// overload), and the first reason given. They are reported, not waited for; the others must converge.
+    #[serde(default)]
+    pub viewers_dropped: u32,
+    /// Why the first dropped viewer was dropped.
+    #[serde(default)]
+    pub first_drop: Option<String>,
 }
 
 /// Runs a war room.
@@ -177,18 +184,25 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let changes = editors[0].changes_since(&base_heads);
     let _ = expected_tx.send(Some(Expected { heads, changes }));
     let mut witness = None;
-    let mut converged = 0;
+    let (mut converged, mut dropped, mut first_drop) = (0, 0, None);
     let limit = convergence_limit(duration);
     while let Some(joined) = tokio::time::timeout(limit, watching.join_next())
         .await
         .with_context(|| {
             format!(
-                "only {converged} of {} viewers converged within {limit:?} of the editors",
+                "only {converged} of {} viewers converged within {limit:?} of the editors ({dropped} dropped)",
                 settings.viewers
             )
         })?
     {
-        let viewer = joined.context("a viewer's task panicked")??;
+        let viewer = match joined.context("a viewer's task panicked")? {
+            Ok(viewer) => viewer,
+            Err(error) => {
+                dropped += 1;
+                first_drop.get_or_insert_with(|| format!("{error:#}"));
+                continue;
+            }
+        };
         converged += 1;
         if witness.is_none() {
             witness = viewer.witness().ok();
@@ -199,7 +213,8 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let usage = run.measured(window)?;
 
     if settings.viewers > 0 {
-        let witness = witness.context("the witness viewer kept what it received")?;
+        let witness =
+            witness.context("the witness viewer kept what it received (was it dropped?)")?;
         ensure!(
             serde_json::to_value(witness.view())?
                 == serde_json::to_value(editors[0].incident().view())?,
@@ -230,6 +245,8 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
             .map(|s| s.cpu_s * 1e6 / delivered as f64),
         usage,
         converge_s: (all_done - typing_ended).as_secs_f64(),
+        viewers_dropped: dropped,
+        first_drop,
         settings,
     })
 }
