@@ -417,12 +417,10 @@ impl Incident {
         };
         if !archived && !timeline && !governed.iter().flatten().any(|k| touched.contains(k)) {
             // What the rules read is as it was, unless the change touched the rest of it.
-            let read = [
-                key_of(FieldKind::Timeline),
-                Some(EXIT_CRITERIA_KEY.to_owned()),
-                Some(keys::CLOSE_OVERRIDE.to_owned()),
-            ];
-            if !read.iter().flatten().any(|k| touched.contains(k)) {
+            if ![EXIT_CRITERIA_KEY, keys::CLOSE_OVERRIDE]
+                .iter()
+                .any(|k| touched.contains(*k))
+            {
                 self.governed =
                     known.map(|(_, with_timeline, was)| (after.to_vec(), with_timeline, was));
             }

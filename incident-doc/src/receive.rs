@@ -205,8 +205,12 @@ impl Incident {
                         .map_err(|e| ReceiveError::Apply(e.to_string()))?;
                 }
                 // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a
-                // change that goes out with the answer.
-                let violations = self.enforce(&before, who, server);
+                // change that goes out with the answer. A message without changes changed nothing to judge.
+                let violations = if carried_changes {
+                    self.enforce(&before, who, server)
+                } else {
+                    Vec::new()
+                };
                 if let Some(key) = unchanged {
                     memo.at(self)
                         .received
