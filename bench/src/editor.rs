@@ -253,13 +253,13 @@ impl Editor {
         }
     }
 
-    /// Keeps syncing until we hold at least `changes` changes in all (every editor's) and the server's heads equal
-    /// ours: with no edits still being made, that is convergence.
+    /// Keeps syncing until we hold at least `changes` bench editors' changes (see [`Editor::editors_changes`]) and
+    /// the server's heads equal ours: with no edits still being made, that is convergence.
     pub async fn converge(&mut self, changes: usize, within: Duration) -> anyhow::Result<()> {
         let converged = tokio::time::timeout(within, async {
             loop {
                 self.flush().await?;
-                if self.in_step() && self.change_count() >= changes {
+                if self.in_step() && self.editors_changes() >= changes {
                     return anyhow::Ok(());
                 }
                 self.receive().await?;
@@ -269,18 +269,26 @@ impl Editor {
         match converged {
             Ok(result) => result,
             Err(_) => {
-                let held = self.change_count();
+                let held = self.editors_changes();
                 bail!(
-                    "{} did not converge within {within:?}: it holds {held} of {changes} changes",
+                    "{} did not converge within {within:?}: it holds {held} of the editors' {changes} changes",
                     self.name
                 )
             }
         }
     }
 
-    /// How many changes our replica holds.
-    pub fn change_count(&mut self) -> usize {
-        self.incident.doc_mut().get_changes_meta(&[]).len()
+    /// How many of the changes our replica holds were made by bench editors. The server's own changes (reverts of
+    /// edits its rules refuse, which come in any number under overload) are left out: once we hold every editor's
+    /// change and the server's last word on its heads equals ours, we hold its reverts too, since it makes them
+    /// while merging the edits they revert.
+    pub fn editors_changes(&mut self) -> usize {
+        self.incident
+            .doc_mut()
+            .get_changes_meta(&[])
+            .iter()
+            .filter(|change| crate::changes::is_bench_actor(&change.actor))
+            .count()
     }
 
     /// The changes this editor made.

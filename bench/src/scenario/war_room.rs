@@ -71,6 +71,11 @@ pub struct Report {
     /// Why the first dropped viewer was dropped.
     #[serde(default)]
     pub first_drop: Option<String>,
+    /// Changes the server made itself during the run: commandpost reverts edits its command rules refuse (a
+    /// timeline entry edited more than five minutes after it was written, which only a server minutes behind makes
+    /// happen here).
+    #[serde(default)]
+    pub server_changes: u64,
 }
 
 /// Runs a war room.
@@ -107,7 +112,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     })
     .await?;
     editors.extend(others);
-    let base_changes = editors[0].change_count();
+    let base_changes = editors[0].editors_changes();
     let base_heads = editors[0].heads();
 
     let connect_started = Instant::now();
@@ -247,6 +252,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
         converge_s: (all_done - typing_ended).as_secs_f64(),
         viewers_dropped: dropped,
         first_drop,
+        server_changes: changes.count.saturating_sub(made.count),
         settings,
     })
 }
