@@ -103,14 +103,6 @@ impl ChangeSet {
             *d ^= h;
         }
     }
-
-    /// Adds every change of `other` (disjoint from this set).
-    pub fn merge(&mut self, other: &ChangeSet) {
-        self.count += other.count;
-        for (d, h) in self.digest.iter_mut().zip(other.digest.iter()) {
-            *d ^= h;
-        }
-    }
 }
 
 /// The heads after `added` changes (with their `deps`) join a history whose heads were `heads`: sorted, as

@@ -240,6 +240,9 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
         t.row("viewers dropped by the server", 0, Better::Lower, |r| {
             Some(f64::from(r.viewers_dropped))
         });
+        t.row("editors dropped by the server", 0, Better::Lower, |r| {
+            Some(f64::from(r.editors_dropped))
+        });
         t.row("changes made by the server", 0, Better::Lower, |r| {
             Some(r.server_changes as f64)
         });

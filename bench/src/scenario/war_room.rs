@@ -43,7 +43,7 @@ pub struct Report {
     pub settings: Settings,
     /// Seconds to connect every viewer and sync the incident to it.
     pub connect_s: f64,
-    /// Keystrokes made (each one change).
+    /// Keystrokes that reached the server (each one change).
     pub keystrokes: u64,
     /// Keystrokes a second actually typed, all editors together.
     pub keystrokes_per_s: f64,
@@ -71,6 +71,14 @@ pub struct Report {
     /// Why the first dropped viewer was dropped.
     #[serde(default)]
     pub first_drop: Option<String>,
+    /// Editors whose connection failed during the run (a server sheds peers that stop reading, which editors
+    /// starved of CPU by the load generator's own work do), and the first reason. Their keystrokes that reached
+    /// the server count; the other editors and every viewer must still converge.
+    #[serde(default)]
+    pub editors_dropped: u32,
+    /// Why the first dropped editor was dropped.
+    #[serde(default)]
+    pub first_editor_drop: Option<String>,
     /// Changes the server made itself during the run: commandpost reverts edits its command rules refuse (a
     /// timeline entry edited more than five minutes after it was written, which only a server minutes behind makes
     /// happen here).
@@ -142,29 +150,56 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let typing_started = Instant::now();
     let stop_at = tokio::time::Instant::now() + duration;
     let typed = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(editors.len()));
     let count = editors.len() as u32;
     let mut typing = JoinSet::new();
     for (index, editor) in editors.into_iter().enumerate() {
-        let (typed, barrier) = (typed.clone(), barrier.clone());
+        let (typed, dropped, barrier) = (typed.clone(), dropped.clone(), barrier.clone());
         let rate = settings.rate;
         typing.spawn(async move {
             let mut editor = editor;
-            let lag = type_until(&mut editor, index as u32, count, rate, stop_at).await?;
-            let typed_end = Instant::now();
-            // Everyone's keystrokes reach the server, then everyone takes in everyone's.
-            typed.fetch_add(editor.made().count as usize, Ordering::Relaxed);
-            editor.settle().await?;
+            let typing = async {
+                let lag = type_until(&mut editor, index as u32, count, rate, stop_at).await?;
+                let typed_end = Instant::now();
+                // Everyone's keystrokes reach the server, then everyone takes in everyone's.
+                editor.settle().await?;
+                anyhow::Ok((lag, typed_end))
+            }
+            .await;
+            match &typing {
+                Ok(_) => typed.fetch_add(editor.made().count as usize, Ordering::Relaxed),
+                Err(_) => dropped.fetch_add(1, Ordering::Relaxed),
+            };
+            // A dropped editor still meets the others here, so they do not wait for it forever.
             barrier.wait().await;
+            let (lag, typed_end) = match typing {
+                Ok(typed) => typed,
+                Err(error) => return Ok(Err(error)),
+            };
+            // With an editor gone, nobody knows how many of its keystrokes reached the server: the others count
+            // only their own and otherwise trust the server's heads, which no one moves any more.
             let total = base_changes + typed.load(Ordering::Relaxed);
             editor.converge(total, convergence_limit(duration)).await?;
-            anyhow::Ok((editor, lag, typed_end))
+            anyhow::Ok(Ok((editor, lag, typed_end)))
         });
     }
     let mut done = Vec::new();
+    let (mut editors_dropped, mut first_editor_drop) = (0, None);
     while let Some(joined) = typing.join_next().await {
-        done.push(joined.context("an editor's task panicked")??);
+        match joined.context("an editor's task panicked")?? {
+            Ok(editor) => done.push(editor),
+            Err(error) => {
+                editors_dropped += 1;
+                first_editor_drop.get_or_insert_with(|| format!("{error:#}"));
+            }
+        }
     }
+    ensure!(
+        !done.is_empty(),
+        "every editor was dropped; the first: {}",
+        first_editor_drop.unwrap_or_default()
+    );
     let typing_ended = done
         .iter()
         .map(|(_, _, end)| *end)
@@ -178,15 +213,16 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let mut editors: Vec<Editor> = done.into_iter().map(|(editor, _, _)| editor).collect();
 
     let heads = editors[0].heads();
-    let mut made = crate::changes::ChangeSet::default();
     for editor in &mut editors {
         ensure!(
             editor.heads() == heads,
             "the editors' replicas differ after converging"
         );
-        made.merge(&editor.made());
     }
     let changes = editors[0].changes_since(&base_heads);
+    // Every keystroke that reached the server, dropped editors' too; whatever else is new is the server's own.
+    let keystrokes = (editors[0].editors_changes() - base_changes) as u64;
+    let server_changes = changes.count - keystrokes;
     let _ = expected_tx.send(Some(Expected { heads, changes }));
     let mut witness = None;
     let (mut converged, mut dropped, mut first_drop) = (0, 0, None);
@@ -236,8 +272,8 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     Ok(Report {
         target: run.target.name().into(),
         connect_s,
-        keystrokes: made.count,
-        keystrokes_per_s: made.count as f64 / (typing_ended - typing_started).as_secs_f64(),
+        keystrokes,
+        keystrokes_per_s: keystrokes as f64 / (typing_ended - typing_started).as_secs_f64(),
         typing_lag_ms: millis(typing_lag),
         delivered,
         delivered_per_s: delivered as f64 / span,
@@ -252,7 +288,9 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
         converge_s: (all_done - typing_ended).as_secs_f64(),
         viewers_dropped: dropped,
         first_drop,
-        server_changes: changes.count.saturating_sub(made.count),
+        editors_dropped,
+        first_editor_drop,
+        server_changes,
         settings,
     })
 }
