@@ -154,6 +154,8 @@ failed() { step "FAILED: $1 (its error is above)"; failures+=("$1"); }
 against_commandpost() {
   local scenario="$1" name="$2"; shift 2
   step "$scenario against commandpost ($*)"
+  # A run that fails writes no file: an older one left in --out must not stand in for it.
+  rm -f "$out/$name.commandpost.json"
   start_commandpost
   local hooks=()
   if $profile && [ "$name" = war-room ]; then
@@ -171,6 +173,7 @@ against_commandpost() {
 against_peer() {
   local scenario="$1" name="$2"; shift 2
   step "$scenario against automerge-repo-sync-server ($*)"
+  rm -f "$out/$name.peer.json"
   start_peer
   "$bench_bin" "$scenario" --url "$url" --kind automerge-repo --server-pid "$pid" --json "$out/$name.peer.json" \
     "$@" || failed "$name against the sync server"
@@ -182,7 +185,8 @@ both() {
   against_peer "$@"
 }
 
-# Whether result file $1 exists and its keystroke → viewer p99 is within 100 ms.
+# Whether result file $1 exists and its keystroke → viewer p99 is within 100 ms (the limit `report --sweep` applies,
+# SWEEP_P99_LIMIT_MS in bench/src/main.rs).
 carried() {
   [ -f "$1" ] && node -e 'process.exit(require(process.argv[1]).report.latency.p99_ms <= 100 ? 0 : 1)' "$1"
 }
