@@ -269,20 +269,15 @@ pub(crate) fn check(
             ),
         });
     }
-    // A handoff proposed (or changed) now names its proposer: the sender.
-    let forged_handoff = changed_handoffs.iter().any(|role| {
-        after.handoffs.contains_key(role)
-            && after.handoff_by.get(role).map(String::as_str) != Some(who)
-    });
+    // A handoff proposed (or changed) now names its proposer: the sender. (A refused change is put back anyway.)
+    let forged_handoff = refused_handoffs.is_empty()
+        && changed_handoffs.iter().any(|role| {
+            after.handoffs.contains_key(role)
+                && after.handoff_by.get(role).map(String::as_str) != Some(who)
+        });
 
-    let pinned = |state: &CommandState| {
-        state
-            .pins
-            .iter()
-            .map(|(k, _, _)| k.clone())
-            .collect::<Vec<_>>()
-    };
-    if pinned(before) != pinned(after) && !is_commander {
+    // Pins, whoever and whenever they name, are the commander's.
+    if before.pins != after.pins && !is_commander {
         violations.push(Violation {
             rule: Rule::Pins,
             message: format!(
@@ -291,11 +286,12 @@ pub(crate) fn check(
             ),
         });
     }
-    let forged_pin = after
-        .pins
-        .iter()
-        .filter(|pin| !before.pins.contains(pin))
-        .any(|(_, by, _)| by.as_deref() != Some(who));
+    let forged_pin = is_commander
+        && after
+            .pins
+            .iter()
+            .filter(|pin| !before.pins.contains(pin))
+            .any(|(_, by, _)| by.as_deref() != Some(who));
 
     if let (Some(from), Some(to)) = (before.status, after.status)
         && !lifecycle_allows(from, to)
