@@ -114,9 +114,16 @@ impl Incident {
     /// Switches, in a fresh transaction, to the actor this replica writes `name`'s changes with and records it
     /// under `authors` if it is not yet. Does nothing on a client's replica.
     fn speak_as(&mut self, name: &str) -> Result<(), automerge::AutomergeError> {
-        let Some(authority) = &mut self.authority else {
-            return Ok(());
-        };
+        match self.actor_for(name) {
+            Some(actor) => self.record_author(&actor, name),
+            None => Ok(()),
+        }
+    }
+
+    /// Switches to the actor this replica writes `name`'s changes with (a fresh one the first time) and returns
+    /// it, without writing anything yet; `None` on a client's replica.
+    fn actor_for(&mut self, name: &str) -> Option<ActorId> {
+        let authority = self.authority.as_mut()?;
         let actor = match authority.actors.get(name) {
             Some(actor) => actor.clone(),
             None => {
@@ -136,8 +143,17 @@ impl Incident {
         if self.doc.get_actor() != &actor {
             self.doc.set_actor(actor.clone());
         }
-        if author_of(&self.doc, &actor).as_deref() != Some(name) {
-            bind(&mut self.doc, &actor, name)?;
+        Some(actor)
+    }
+
+    /// Records `actor` as `name`'s in the open transaction, unless it already is.
+    fn record_author(
+        &mut self,
+        actor: &ActorId,
+        name: &str,
+    ) -> Result<(), automerge::AutomergeError> {
+        if author_of(&self.doc, actor).as_deref() != Some(name) {
+            bind(&mut self.doc, actor, name)?;
         }
         Ok(())
     }
@@ -604,26 +620,24 @@ impl Incident {
             };
             return violations;
         }
-        let written = self.speak_as(&server.name).and_then(|()| {
-            for actor in &unbound {
-                bind(&mut self.doc, actor, &sender.name)?;
-            }
-            if violations.is_empty() {
-                return Ok(());
-            }
-            if archived {
-                for key in &touched {
+        // The server's actor first (before anything is written), the record last: a restored `authors` must not
+        // drop what this change records.
+        let server_actor = self.actor_for(&server.name);
+        let written = (|| -> Result<(), automerge::AutomergeError> {
+            if !violations.is_empty() {
+                let restore: Vec<&String> = if archived {
+                    touched.iter().collect()
+                } else {
+                    foreign.clone()
+                };
+                for key in restore {
                     rules::restore_key(&mut self.doc, &ROOT, key, before)?;
                 }
-            } else {
-                for key in &foreign {
-                    rules::restore_key(&mut self.doc, &ROOT, key, before)?;
-                }
-                if !forged_stamps.is_empty() {
-                    if let Some(updated) = Reader::new(&self.doc, None).map(&ROOT, keys::UPDATED) {
-                        for key in &forged_stamps {
-                            rules::restore_key(&mut self.doc, &updated, key, before)?;
-                        }
+                if !forged_stamps.is_empty()
+                    && let Some(updated) = Reader::new(&self.doc, None).map(&ROOT, keys::UPDATED)
+                {
+                    for key in &forged_stamps {
+                        rules::restore_key(&mut self.doc, &updated, key, before)?;
                     }
                 }
                 if let Some((was, is, _)) = &states {
@@ -637,9 +651,16 @@ impl Incident {
                         &violations,
                     )?;
                 }
+                self.audit(&violations, &sender.name, server.at)?;
             }
-            self.audit(&violations, &sender.name, server.at)
-        });
+            if let Some(actor) = &server_actor {
+                self.record_author(actor, &server.name)?;
+            }
+            for actor in &unbound {
+                bind(&mut self.doc, actor, &sender.name)?;
+            }
+            Ok(())
+        })();
         match written {
             Ok(()) => {
                 let fields: Vec<String> = touched.into_iter().collect();
