@@ -32,6 +32,9 @@ pub struct Incident {
     layout: Option<Vec<FieldDef>>,
     /// Set on the server's replica: the actor it writes each person's changes with (see [`Incident::govern`]).
     authority: Option<Authority>,
+    /// Changes held back for a missing dependency whose actors the authorship record does not know yet: the actor
+    /// and who sent it, recorded when the change is applied (a record never names an actor with no change).
+    held_authors: HashMap<ChangeHash, (ActorId, String)>,
     /// What the command rules read, as of the heads given, with or without the timeline: the `before` of the next
     /// [`Incident::enforce`], which would otherwise read it at past heads, where every Automerge lookup first walks
     /// the history to build a clock (most of a busy war room's CPU once, BENCHMARKS.md). Keyed by heads, so any
@@ -91,6 +94,7 @@ impl Incident {
             doc,
             layout: None,
             authority: None,
+            held_authors: HashMap::new(),
             governed: None,
         }
     }
@@ -306,6 +310,7 @@ impl Incident {
             doc,
             layout: None,
             authority: None,
+            held_authors: HashMap::new(),
             governed: None,
         })
     }
@@ -476,14 +481,37 @@ impl Incident {
         self.enforce_recording(before, sender, server, &[])
     }
 
-    /// [`Incident::enforce`], recording `newcomers` (actors of the sender's changes the authorship record does not
-    /// know yet) as the sender's in the same change.
+    /// Of `newcomers` (changes `sender` just sent, under actors the record does not know), the actors whose changes
+    /// are now applied, with whose they are, and those of changes held back earlier that are applied now; the
+    /// rest is kept until their changes apply.
+    pub(crate) fn applied_authors(
+        &mut self,
+        newcomers: Vec<(ChangeHash, ActorId)>,
+        sender: &str,
+    ) -> Vec<(ActorId, String)> {
+        for (hash, actor) in newcomers {
+            self.held_authors.insert(hash, (actor, sender.to_owned()));
+        }
+        let doc = self.doc.document();
+        let mut applied = Vec::new();
+        self.held_authors.retain(|hash, (actor, name)| {
+            let done = doc.get_change_by_hash(hash).is_some();
+            if done && !applied.iter().any(|(a, _)| a == actor) {
+                applied.push((actor.clone(), name.clone()));
+            }
+            !done
+        });
+        applied
+    }
+
+    /// [`Incident::enforce`], recording `newcomers` (actors of applied changes the authorship record does not know
+    /// yet, with whose they are) in the same change.
     pub(crate) fn enforce_recording(
         &mut self,
         before: &[ChangeHash],
         sender: &Editor,
         server: &Editor,
-        newcomers: &[ActorId],
+        newcomers: &[(ActorId, String)],
     ) -> Vec<Violation> {
         let after = self.doc.get_heads();
         if after.as_slice() == before && newcomers.is_empty() {
@@ -502,7 +530,7 @@ impl Incident {
         after: &[ChangeHash],
         sender: &Editor,
         server: &Editor,
-        newcomers: &[ActorId],
+        newcomers: &[(ActorId, String)],
     ) -> Vec<Violation> {
         let key_of = |kind: FieldKind| {
             layout
@@ -608,9 +636,9 @@ impl Incident {
             // What the rules read is as it was: remember it at the new heads.
             unchanged_state = known.map(|(_, with_timeline, was)| (with_timeline, was));
         }
-        let unbound: Vec<&ActorId> = newcomers
+        let unbound: Vec<&(ActorId, String)> = newcomers
             .iter()
-            .filter(|actor| author_of(&self.doc, actor).is_none())
+            .filter(|(actor, _)| author_of(&self.doc, actor).is_none())
             .collect();
         if violations.is_empty() && unbound.is_empty() {
             self.governed = match (states, unchanged_state) {
@@ -656,8 +684,8 @@ impl Incident {
             if let Some(actor) = &server_actor {
                 self.record_author(actor, &server.name)?;
             }
-            for actor in &unbound {
-                bind(&mut self.doc, actor, &sender.name)?;
+            for (actor, name) in &unbound {
+                bind(&mut self.doc, actor, name)?;
             }
             Ok(())
         })();

@@ -268,6 +268,7 @@ impl Incident {
                 }
                 // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a
                 // change that goes out with the answer. A message without changes changed nothing to judge.
+                let newcomers = self.applied_authors(newcomers, &sender.name);
                 let violations = if carried_changes {
                     self.enforce_recording(&before, sender, server, &newcomers)
                 } else {
@@ -292,14 +293,14 @@ impl Incident {
         Ok(Received { violations, answer })
     }
 
-    /// The actors of the message's changes this replica does not hold yet that the authorship record does not
-    /// know (they become `sender`'s); refuses the message if one of them is someone else's.
+    /// The message's changes this replica does not hold yet whose actors the authorship record does not know
+    /// (they become `sender`'s once applied); refuses the message if one of them is someone else's.
     fn newcomers(
         &self,
         message: &sync::Message,
         sender: &str,
-    ) -> Result<Vec<automerge::ActorId>, ReceiveError> {
-        let mut newcomers: Vec<automerge::ActorId> = Vec::new();
+    ) -> Result<Vec<(ChangeHash, automerge::ActorId)>, ReceiveError> {
+        let mut newcomers: Vec<(ChangeHash, automerge::ActorId)> = Vec::new();
         let changes = message
             .changes
             .iter()
@@ -307,9 +308,7 @@ impl Incident {
             .collect::<Result<Vec<_>, _>>()?;
         for change in changes.iter().flatten() {
             let actor = change.actor_id();
-            if newcomers.contains(actor)
-                || ReadDoc::get_change_by_hash(self.doc(), &change.hash()).is_some()
-            {
+            if ReadDoc::get_change_by_hash(self.doc(), &change.hash()).is_some() {
                 continue;
             }
             match self.author_of(actor) {
@@ -320,7 +319,7 @@ impl Incident {
                     });
                 }
                 Some(_) => {}
-                None => newcomers.push(actor.clone()),
+                None => newcomers.push((change.hash(), actor.clone())),
             }
         }
         Ok(newcomers)

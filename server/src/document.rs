@@ -464,7 +464,7 @@ impl Actor {
                     }
                     // What it left held back cannot complete as its own any more.
                     if self.holders.remove(&conn) {
-                        self.isolate_held(None);
+                        self.drop_held();
                     }
                 }
                 Command::Apply { ops, editor, reply } => {
@@ -567,9 +567,13 @@ impl Actor {
     /// complete through its own sender's messages, where it is judged as theirs. Their clients resend the changes,
     /// with whatever they lacked, when they reconnect. Nothing is lost: a held change was never acknowledged.
     fn isolate_held(&mut self, source: Option<ConnId>) {
-        if self.holders.iter().all(|holder| Some(*holder) == source) {
-            return;
+        if !self.holders.iter().all(|holder| Some(*holder) == source) {
+            self.drop_held();
         }
+    }
+
+    /// Drops every change held back for a missing dependency and cuts off the peers that sent them.
+    fn drop_held(&mut self) {
         let holders: Vec<ConnId> = self.holders.drain().collect();
         self.orphan_bytes = self.orphan_bytes.max(1);
         self.drop_orphans();
