@@ -48,6 +48,9 @@ pub struct Received {
     pub changed: Option<(Vec<ChangeHash>, Vec<ChangeHash>)>,
     /// Presence or other ephemeral data from another peer: (sender, payload).
     pub ephemeral: Option<(PeerId, Vec<u8>)>,
+    /// An ephemeral payload from the server itself (a notice, such as a refusal): sent under the peer id the
+    /// server's `peer` answer on this connection named, which the server lets no other peer use.
+    pub notice: Option<Vec<u8>>,
 }
 
 /// One document's connection to the server.
@@ -179,7 +182,13 @@ impl Link {
                 document_id,
                 data,
                 ..
-            } if document_id == self.document => received.ephemeral = Some((sender_id, data)),
+            } if document_id == self.document => {
+                if self.server.as_ref() == Some(&sender_id) {
+                    received.notice = Some(data);
+                } else {
+                    received.ephemeral = Some((sender_id, data));
+                }
+            }
             Message::Error { message } => {
                 return Err(self.fail(format!("the server refused: {message}")));
             }

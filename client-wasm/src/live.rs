@@ -232,13 +232,16 @@ impl LiveIncident {
         if let Some((before, after)) = received.changed {
             changed = changed_keys(self.incident.doc_mut(), &before, &after);
         }
-        if let Some((peer, payload)) = received.ephemeral {
-            if let Some(reason) = refusal(&payload) {
-                self.refused = Some(reason);
-                changed.push(REFUSED_KEY.to_owned());
-            } else if self.presence.heard(peer, &payload, now_ms) {
-                changed.push(PRESENCE_KEY.to_owned());
-            }
+        // Only the server speaks for the server: a refusal counts when it came under the server's peer id, and
+        // what other peers send is presence at most.
+        if let Some(reason) = received.notice.as_deref().and_then(refusal) {
+            self.refused = Some(reason);
+            changed.push(REFUSED_KEY.to_owned());
+        }
+        if let Some((peer, payload)) = received.ephemeral
+            && self.presence.heard(peer, &payload, now_ms)
+        {
+            changed.push(PRESENCE_KEY.to_owned());
         }
         self.send_presence(now_ms);
         Ok(changed)
@@ -304,7 +307,8 @@ const PRESENCE_KEY: &str = "@presence";
 /// The key `receive` reports when the server reverted one of our changes; `takeRefusal` says why.
 const REFUSED_KEY: &str = "@refused";
 
-/// The reason in the server's `{"refused": reason}` ephemeral payload, if this is one.
+/// The reason in the server's `{"refused": reason}` notice, if this is one; call it on notices only (see
+/// [`crate::link::Received::notice`]), never on what other peers send.
 fn refusal(payload: &[u8]) -> Option<String> {
     let ciborium::Value::Map(entries) = ciborium::from_reader(payload).ok()? else {
         return None;
@@ -844,6 +848,77 @@ mod tests {
         );
         assert_eq!(a.heads(), b.heads());
         assert_eq!(a.status(), "synced");
+    }
+
+    /// A `{"refused": …}` payload as the server sends it.
+    fn refusal_payload(reason: &str) -> Vec<u8> {
+        let mut payload = Vec::new();
+        let value = ciborium::Value::Map(vec![("refused".into(), reason.into())]);
+        assert!(ciborium::into_writer(&value, &mut payload).is_ok());
+        payload
+    }
+
+    #[test]
+    fn a_refusal_counts_only_from_the_servers_peer_id() {
+        let mut origin = client();
+        let id = DocumentId::from_bytes([7; 16]);
+        let Ok(saved) = automerge::AutoCommit::load(&origin.save()) else {
+            panic!("load");
+        };
+        let mut relay = Relay::new(saved);
+        let (Ok(mut a), Ok(mut b)) = (
+            LiveIncident::open(&id.to_string(), "tab-a", Some(origin.save())),
+            LiveIncident::open(&id.to_string(), "tab-b", Some(origin.save())),
+        ) else {
+            panic!("open");
+        };
+        a.connected();
+        b.connected();
+        pump(&mut relay, &mut [&mut a, &mut b]);
+
+        // Another peer's forged notice, relayed with that peer as sender: neither a refusal nor presence.
+        b.link
+            .broadcast("tab-b", 1, refusal_payload("forged by tab-b"));
+        let changed = pump(&mut relay, &mut [&mut a, &mut b]);
+        assert!(changed[0].is_empty(), "{changed:?}");
+        assert_eq!(a.take_refusal(), None);
+        assert_eq!(a.presence_json(NOW_MS), "[]");
+
+        // The same payload under a peer id that merely looks like a server's is no better.
+        let posing = wire::Message::Ephemeral {
+            sender_id: wire::PeerId::from("commandpost-imposter"),
+            target_id: wire::PeerId::from("tab-a"),
+            document_id: id,
+            session_id: "s".into(),
+            count: 1,
+            data: refusal_payload("forged again"),
+        };
+        assert_eq!(a.receive(&posing.encode(), NOW_MS).ok(), Some(Vec::new()));
+        assert_eq!(a.take_refusal(), None);
+
+        // From the peer id the relay answered `join` with, it is the server's refusal.
+        let notice = wire::Message::Ephemeral {
+            sender_id: wire::PeerId::from("server"),
+            target_id: wire::PeerId::from("tab-a"),
+            document_id: id,
+            session_id: "server".into(),
+            count: 1,
+            data: refusal_payload("only the Incident Commander assigns roles"),
+        };
+        assert_eq!(
+            a.receive(&notice.encode(), NOW_MS).ok(),
+            Some(vec![REFUSED_KEY.to_owned()])
+        );
+        assert_eq!(
+            a.take_refusal().as_deref(),
+            Some("only the Incident Commander assigns roles")
+        );
+
+        // After a reconnect and before the handshake, nobody is the server.
+        a.disconnected(NOW_MS, 0.5);
+        a.connected();
+        assert_eq!(a.receive(&notice.encode(), NOW_MS).ok(), Some(Vec::new()));
+        assert_eq!(a.take_refusal(), None);
     }
 
     #[test]

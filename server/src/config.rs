@@ -43,6 +43,12 @@ pub struct Config {
     pub max_edits_per_sec: u32,
     /// How many change-carrying sync messages a connection may send in a burst above the sustained rate.
     pub edit_burst: u32,
+    /// Sustained rate of ephemeral messages (presence) one connection may send, per second (token bucket); a
+    /// faster sender gets an `error` and is disconnected. The web client sends one every 10 s and one per focus
+    /// change.
+    pub max_ephemeral_per_sec: u32,
+    /// How many ephemeral messages a connection may send in a burst above the sustained rate.
+    pub ephemeral_burst: u32,
     /// Outgoing webhook endpoints (`[[webhooks]]` tables; `docs/integrations.md`).
     pub webhooks: Vec<Endpoint>,
     /// Timing of webhook deliveries (`[webhook-delivery]`).
@@ -67,6 +73,8 @@ impl Default for Config {
             max_connections_per_token: 4096,
             max_edits_per_sec: 100,
             edit_burst: 200,
+            max_ephemeral_per_sec: 20,
+            ephemeral_burst: 50,
             webhooks: Vec::new(),
             webhook_delivery: DeliverySettings::default(),
             alertmanager_label: "incident".to_owned(),
@@ -109,6 +117,8 @@ impl Config {
             max_connections_per_token: self.max_connections_per_token.max(1),
             edits_per_sec: self.max_edits_per_sec.max(1),
             edit_burst: self.edit_burst.max(1),
+            ephemeral_per_sec: self.max_ephemeral_per_sec.max(1),
+            ephemeral_burst: self.ephemeral_burst.max(1),
         }
     }
 

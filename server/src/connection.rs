@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::auth::{Identity, Scope};
 use crate::document::{Command, ConnId, DocHandle, PeerLink, Registry};
+use crate::ephemeral::Presence;
 use crate::metrics::Metrics;
 use crate::sessions::{Session, Sessions};
 use crate::wire::{self, DocumentId, Message, PeerId, PeerMetadata};
@@ -39,7 +40,15 @@ pub struct SyncLimits {
     pub edits_per_sec: u32,
     /// Change-carrying sync messages a connection may send at once above the sustained rate.
     pub edit_burst: u32,
+    /// Sustained ephemeral messages (presence) per second per connection; a faster sender is cut off.
+    pub ephemeral_per_sec: u32,
+    /// Ephemeral messages a connection may send at once above the sustained rate.
+    pub ephemeral_burst: u32,
 }
+
+/// How every server peer id starts (`commandpost-` and random bytes). No client may join under such an id: a peer
+/// that did could send ephemeral messages that look, to other peers, as if the server sent them.
+pub const SERVER_PEER_PREFIX: &str = "commandpost-";
 
 /// What a connection needs from the server.
 #[derive(Clone)]
@@ -64,7 +73,8 @@ enum Stop {
     Closed,
     /// The client broke the protocol: tell it why, then close.
     Protocol(String),
-    /// A limit was exceeded (silence): tell the client which, then close. Counted where it is detected.
+    /// A limit was exceeded (silence, an ephemeral flood): tell the client which, then close. Counted where it is
+    /// detected.
     Limit(String),
     /// The connection's token was revoked: tell the client, then close.
     Revoked,
@@ -89,6 +99,7 @@ pub async fn serve(socket: WebSocket, identity: Identity, session: Session, ctx:
             cancel: cancel.clone(),
             revoked: session.revoked.clone(),
             edits: TokenBucket::new(ctx.limits.edits_per_sec, ctx.limits.edit_burst),
+            ephemerals: TokenBucket::new(ctx.limits.ephemeral_per_sec, ctx.limits.ephemeral_burst),
             peer: None,
             docs: HashMap::new(),
         };
@@ -140,6 +151,8 @@ struct Reader {
     revoked: CancellationToken,
     /// Paces change-carrying sync messages.
     edits: TokenBucket,
+    /// Bounds ephemeral messages: presence needs a few a second, so a sender beyond the bucket is flooding.
+    ephemerals: TokenBucket,
     /// The peer id bound at `join`; every later message must carry it as sender.
     peer: Option<PeerId>,
     /// Documents this connection syncs, with their actors.
@@ -245,6 +258,12 @@ impl Reader {
                     message.message_type()
                 )));
             };
+            if sender_id == self.ctx.server_id || sender_id.as_str().starts_with(SERVER_PEER_PREFIX)
+            {
+                return Some(Stop::Protocol(format!(
+                    "peer id {sender_id} is reserved: ids starting with {SERVER_PEER_PREFIX:?} are the server's"
+                )));
+            }
             let answer = self.answer_join(&sender_id, &supported_protocol_versions);
             if answer.is_none() {
                 self.peer = Some(sender_id);
@@ -270,30 +289,7 @@ impl Reader {
                 count,
                 data,
                 ..
-            } => {
-                // Presence names a person; it must be the person the token names, or anyone holding a token could
-                // appear in the war room as someone else.
-                if let Some(claimed) = presence_name(&data)
-                    && claimed != self.identity.name
-                {
-                    return Some(Stop::Protocol(format!(
-                        "presence names {claimed:?}, but this connection's token belongs to {:?}",
-                        self.identity.name
-                    )));
-                }
-                // Presence is relayed only among peers syncing the document, which the sender must be.
-                if let Some(handle) = self.docs.get(&document_id) {
-                    let _ = handle
-                        .send(Command::Ephemeral {
-                            conn: self.conn,
-                            session_id,
-                            count,
-                            data,
-                        })
-                        .await;
-                }
-                None
-            }
+            } => self.ephemeral(document_id, session_id, count, &data).await,
             Message::Join {
                 supported_protocol_versions,
                 ..
@@ -312,6 +308,54 @@ impl Reader {
             | Message::RemoteSubscriptionChange { .. }
             | Message::RemoteHeadsChanged { .. } => None,
         }
+    }
+
+    /// Checks one ephemeral message (the rate, then that it is presence naming this connection's person) and
+    /// hands the presence, re-encoded, to the document's actor to relay. Anything else ends the connection with an
+    /// `error`: ephemeral data reaches every peer of the document unstored and unchecked by them, so a payload the
+    /// server did not vet could pose as a server notice or as someone else.
+    async fn ephemeral(
+        &mut self,
+        id: DocumentId,
+        session_id: String,
+        count: u64,
+        data: &[u8],
+    ) -> Option<Stop> {
+        if !self.ephemerals.try_take(Instant::now()) {
+            self.ctx.metrics.rejected_ephemeral.inc();
+            return Some(Stop::Limit(format!(
+                "more than {} ephemeral messages per second (burst {}) on this connection",
+                self.ctx.limits.ephemeral_per_sec, self.ctx.limits.ephemeral_burst
+            )));
+        }
+        let presence = match Presence::decode(data) {
+            Ok(presence) => presence,
+            Err(e) => {
+                e.counter(&self.ctx.metrics).inc();
+                return Some(Stop::Protocol(e.to_string()));
+            }
+        };
+        // Presence names a person; it must be the person the token names, or anyone holding a token could appear
+        // in the war room as someone else.
+        if presence.name != self.identity.name {
+            self.ctx.metrics.ephemeral_refused_name.inc();
+            return Some(Stop::Protocol(format!(
+                "presence names {:?}, but this connection's token belongs to {:?}",
+                presence.name, self.identity.name
+            )));
+        }
+        // Presence is relayed only among peers syncing the document, which the sender must be.
+        if let Some(handle) = self.docs.get(&id) {
+            let _ = handle
+                .send(Command::Ephemeral {
+                    conn: self.conn,
+                    session_id,
+                    count,
+                    data: presence.encode(),
+                })
+                .await;
+        }
+        None
     }
 
     /// Hands a sync message to the document's actor, attaching this connection first if needed. Messages that
@@ -438,14 +482,30 @@ impl TokenBucket {
 
     /// Takes one edit at `now`; returns how long the caller must wait before the edit is due (zero if at once).
     fn take(&mut self, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - 1.0;
-        self.at = now;
+        self.refill(now);
+        self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
             Duration::from_secs_f64(-self.tokens / self.rate)
         }
+    }
+
+    /// Takes one token at `now` if the bucket has one; returns whether it had.
+    fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
+    /// Adds what the rate earned since the last call, up to the bucket's size.
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
     }
 }
 
@@ -515,22 +575,6 @@ async fn send_queued(
     sink.flush().await
 }
 
-/// The `name` an ephemeral payload claims, when it is a CBOR map with a text `name` entry (the web client's
-/// presence shape). Other payloads are an application's own business and pass untouched.
-fn presence_name(data: &[u8]) -> Option<String> {
-    let ciborium::Value::Map(entries) = ciborium::from_reader(data).ok()? else {
-        return None;
-    };
-    entries
-        .into_iter()
-        .find_map(|(key, value)| match (key, value) {
-            (ciborium::Value::Text(key), ciborium::Value::Text(name)) if key == "name" => {
-                Some(name)
-            }
-            _ => None,
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,5 +595,19 @@ mod tests {
             assert_eq!(bucket.take(later), Duration::ZERO);
         }
         assert!(bucket.take(later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn try_take_refuses_beyond_the_burst_and_takes_nothing_then() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(20, 2);
+        assert!(bucket.try_take(start));
+        assert!(bucket.try_take(start));
+        assert!(!bucket.try_take(start));
+        assert!(!bucket.try_take(start));
+        // 60 ms earn one token and a fifth, since the refusals took nothing.
+        let later = start + Duration::from_millis(60);
+        assert!(bucket.try_take(later));
+        assert!(!bucket.try_take(later));
     }
 }

@@ -99,7 +99,7 @@ pub enum Command {
         /// Bytes of changes it carries (the connection decoded it to pace edits), for the document size limit.
         change_bytes: usize,
     },
-    /// Ephemeral data (presence) to relay to the other peers.
+    /// Presence to relay to the other peers (the connection checked it).
     Ephemeral {
         /// Which connection sent it.
         conn: ConnId,
@@ -107,7 +107,7 @@ pub enum Command {
         session_id: String,
         /// The sender's sequence number in that session.
         count: u64,
-        /// The payload, relayed untouched.
+        /// The presence payload as the connection re-encoded it, relayed as it is.
         data: Vec<u8>,
     },
     /// The connection stopped syncing this document.
@@ -885,10 +885,12 @@ fn acknowledgements_last(commands: Vec<Command>) -> impl Iterator<Item = Command
 
 /// An `ephemeral` message telling one peer that the server reverted its change: a CBOR map
 /// `{"refused": message}`, so any automerge-repo client can show it (the JS `DocHandle` emits it as an
-/// `ephemeral-message` event); it is not stored, the audit trail in the document is the record.
+/// `ephemeral-message` event); it is not stored, the audit trail in the document is the record. It is sent under
+/// the server's peer id, which is how clients tell it from a peer's message (`crate::ephemeral`).
 fn refusal(doc: DocumentId, server: &PeerId, peer: &PeerId, message: &str) -> Vec<u8> {
     static COUNT: AtomicU64 = AtomicU64::new(1);
-    let payload = ciborium::Value::Map(vec![("refused".into(), message.into())]);
+    let payload =
+        ciborium::Value::Map(vec![(crate::ephemeral::REFUSED_KEY.into(), message.into())]);
     let mut data = Vec::new();
     // Writing CBOR into a Vec cannot fail.
     let _ = ciborium::into_writer(&payload, &mut data);

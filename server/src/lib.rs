@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod document;
+pub mod ephemeral;
 pub mod error;
 pub mod metrics;
 pub mod sessions;
@@ -71,7 +72,11 @@ pub async fn run(
     }
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
-    let server_id = PeerId::from(format!("commandpost-{}", wire::DocumentId::random()));
+    let server_id = PeerId::from(format!(
+        "{}{}",
+        connection::SERVER_PEER_PREFIX,
+        wire::DocumentId::random()
+    ));
     let webhooks = Arc::new(config.webhooks().context("the webhook configuration")?);
     let registry = Registry::new(
         store.clone(),

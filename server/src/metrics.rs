@@ -139,6 +139,14 @@ pub struct Metrics {
     pub edits_throttled: Counter,
     /// `/sync` connections closed because their token was revoked.
     pub revoked_disconnects: Counter,
+    /// `/sync` connections closed for sending ephemeral messages faster than their bucket allows.
+    pub rejected_ephemeral: Counter,
+    /// Ephemeral payloads refused for posing as a server notice (`{"refused": …}`).
+    pub ephemeral_refused_notice: Counter,
+    /// Ephemeral payloads refused for not being presence (tags, other keys, wrong types, texts too long).
+    pub ephemeral_refused_shape: Counter,
+    /// Presence refused for naming someone other than the connection's token.
+    pub ephemeral_refused_name: Counter,
 }
 
 impl Metrics {
@@ -233,6 +241,7 @@ impl Metrics {
             ("document", &self.rejected_documents),
             ("connections", &self.rejected_connections),
             ("body", &self.rejected_bodies),
+            ("ephemeral", &self.rejected_ephemeral),
         ];
         let name = "commandpost_limit_rejections_total";
         let _ = writeln!(
@@ -241,6 +250,18 @@ impl Metrics {
         );
         for (limit, counter) in limits {
             let _ = writeln!(out, "{name}{{limit=\"{limit}\"}} {}", counter.get());
+        }
+        let name = "commandpost_ephemeral_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Ephemeral payloads refused (and their connections closed): server notices forged by a peer, payloads that are not presence, presence naming someone else.\n# TYPE {name} counter"
+        );
+        for (reason, counter) in [
+            ("notice", &self.ephemeral_refused_notice),
+            ("shape", &self.ephemeral_refused_shape),
+            ("name", &self.ephemeral_refused_name),
+        ] {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", counter.get());
         }
         self.storage_append.render(
             &mut out,

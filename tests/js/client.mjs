@@ -13,6 +13,7 @@
 //   {"op":"put","path":["roles","commander"],"value":"bob"}           sets a value by path, as any JS app can
 //   {"op":"delete","path":["layout",5]}                               deletes a map key or a list item by path
 //   {"op":"waitValue","path":["roles","commander"],"equals":"alice"}  waits until the value at the path equals it
+//   {"op":"broadcast","message":{"name":"alice","field":"summary"}}   sends an ephemeral message (handle.broadcast)
 //
 // The client prints one JSON object per line on stdout, each with an "event":
 //   {"event":"ready","url":…,"peerId":…}            the document was found and synced; steps start now
@@ -20,7 +21,9 @@
 //   {"event":"spliced","field":…,"text":…}          a splice was applied locally; text is the result
 //   {"event":"seen","field":…,"text":…,"ms":…}      a wait step's string arrived, ms after the wait began
 //   {"event":"value","path":[…],"value":…}          a waitValue step's value arrived
-//   {"event":"ephemeral","message":…}               an ephemeral message for the document (presence, refusals)
+//   {"event":"ephemeral","message":…,"senderId":…,"fromServer":…}
+//                                                   an ephemeral message for the document (presence, refusals);
+//                                                   fromServer: its sender is the peer that answered our join
 //   {"event":"flushed","heads":[…]}                 the server acknowledged every local change (it has our heads)
 //   {"event":"done"}                                 every step ran; the repo is shut down and node exits 0
 //   {"event":"unavailable","message":…}             the server answered that the document does not exist (exit 2)
@@ -183,6 +186,9 @@ async function runStep(handle, step, author) {
       })
       return
     }
+    case "broadcast":
+      handle.broadcast(step.message)
+      return
     case "waitValue": {
       const read = () => step.path.reduce((value, key) => value?.[key], handle.doc())
       await until(handle, () => String(read()) === String(step.equals))
@@ -207,6 +213,10 @@ async function main() {
   setTimeout(() => fail("timeout", `not done after ${timeoutMs} ms`, EXIT_TIMEOUT), timeoutMs).unref()
 
   const adapter = new WebSocketClientAdapter(server)
+  // The server's peer id, from its answer to our join: a notice (`{"refused": …}`) is the server's only when it
+  // comes from this peer (docs/schema.md).
+  let serverPeerId
+  adapter.on("peer-candidate", ({ peerId }) => (serverPeerId = peerId))
   const repo = new Repo({ network: [adapter] })
   let handle
   try {
@@ -222,7 +232,9 @@ async function main() {
       throw err
     }
     emit("ready", { url: handle.url, peerId: repo.peerId })
-    handle.on("ephemeral-message", ({ message }) => emit("ephemeral", { message }))
+    handle.on("ephemeral-message", ({ message, senderId }) =>
+      emit("ephemeral", { message, senderId, fromServer: senderId === serverPeerId }),
+    )
 
     let edited = false
     for (const step of steps) {

@@ -32,7 +32,7 @@ pub use markdown::markdown_section;
 pub use poll::eventually;
 pub use proxy::Proxy;
 pub use receiver::{Delivery, Receiver};
-pub use sync_client::SyncClient;
+pub use sync_client::{Socket, SyncClient};
 pub use test_server::{DeclaredIncident, TestServer};
 pub use writers::append_until_refused;
 

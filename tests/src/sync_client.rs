@@ -24,7 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::DEADLINE;
 
 /// The socket type.
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A peer of the server: one WebSocket, one peer id, at most one document.
 pub struct SyncClient {
@@ -544,6 +544,12 @@ impl SyncClient {
                 Err(_) => bail!("the server kept the connection open after its error {text:?}"),
             }
         }
+    }
+
+    /// Gives up the client for its socket, joined (and attached to the document, if one was opened): for tests
+    /// that must write and read at once, as a flood does, with the socket split in two.
+    pub fn into_socket(self) -> Socket {
+        self.socket
     }
 
     /// Closes the connection politely (a close frame) and waits for the server's close.

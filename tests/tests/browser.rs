@@ -17,7 +17,8 @@
 //! - closing past open exit criteria asks for a reason, which ends up in the timeline (dismissing changes nothing);
 //! - hostile text (script tags, event handlers, `javascript:` links) in every field is shown as text and never runs;
 //! - the command post's addresses show as links, drills carry a badge, and the status update panel marks an update
-//!   sent.
+//!   sent;
+//! - the presence list shows each viewer with the roles the document gives them, not the role they claim.
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
 //! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).
@@ -1355,6 +1356,70 @@ async fn command_post_links_drill_badges_and_the_status_update_panel() -> anyhow
             .await?
             .is_none(),
         "only the drill has the badge"
+    );
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The presence list shows each viewer with the roles the document gives their name, not the role their presence
+/// claims: a writer who says they command is listed without it, the real commander's other tab with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_shows_the_roles_the_document_gives_not_those_claimed() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let mallory = server.token("mallory", "write").await;
+    let id = server.declare(&alice, "Who commands").await.id;
+    let page = open_signed_in(
+        "presence",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &alice,
+        &id,
+    )
+    .await?;
+    let claim = |name: &str, role: Option<&str>| {
+        let value = ciborium::Value::Map(vec![
+            ("name".into(), name.into()),
+            (
+                "role".into(),
+                role.map_or(ciborium::Value::Null, Into::into),
+            ),
+            ("field".into(), "summary".into()),
+        ]);
+        let mut out = Vec::new();
+        ciborium::into_writer(&value, &mut out).map(|()| out)
+    };
+    let mut peers = Vec::new();
+    for (token, name, role) in [
+        (&mallory, "mallory", Some("Incident Commander")),
+        (&alice, "alice", None),
+    ] {
+        let mut peer = SyncClient::connect(&server.ws_url(token)).await?;
+        peer.open(&id).await?;
+        peer.send(&server::wire::Message::Ephemeral {
+            sender_id: peer.peer_id().clone(),
+            target_id: peer.server_id().context("joined")?.clone(),
+            document_id: id.parse()?,
+            session_id: format!("session-{name}"),
+            count: 1,
+            data: claim(name, role)?,
+        })
+        .await?;
+        peers.push(peer);
+    }
+    let listed = page
+        .wait_until("both peers in the presence list", UI_TIMEOUT, || async {
+            let listed = page.texts("#presence li[data-peer]").await?;
+            Ok((listed.len() == 2).then_some(listed))
+        })
+        .await?;
+    ensure!(
+        listed[0].starts_with("alice (Incident Commander)")
+            && listed[1].starts_with("mallory")
+            && !listed[1].contains("Commander"),
+        "{listed:?}"
     );
     page.close().await?;
     server.stop().await;

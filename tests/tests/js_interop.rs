@@ -428,6 +428,10 @@ async fn js_client_cannot_seize_command() -> anyhow::Result<()> {
             .is_some_and(|r| r.contains("only the Incident Commander (alice)")),
         "the JS client was not told why: {refusal}"
     );
+    ensure!(
+        refusal["fromServer"] == true,
+        "the refusal did not come from the server's peer id: {refusal}"
+    );
     let value = js.expect("value").await?;
     ensure!(value["value"] == "alice", "{value}");
     js.expect("flushed").await?;

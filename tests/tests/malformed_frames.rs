@@ -6,8 +6,8 @@
 //!
 //! Two inputs are legal in form and get the protocol's own answer rather than an error: a change whose dependency
 //! the server never saw is held, not applied, and asked for (`need`), as automerge's sync protocol does for
-//! changes that arrive before their ancestors; and a flood of tiny valid frames is served at the pace the server
-//! reads, while others sync on.
+//! changes that arrive before their ancestors; and a flood of tiny valid frames the server ignores (heads gossip,
+//! subscription changes) is served at the pace the server reads, while others sync on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -495,21 +495,12 @@ async fn a_flood_of_tiny_frames_costs_only_its_sender() -> anyhow::Result<()> {
     bystander.open(&quiet).await?;
 
     let me = flooder.peer_id().clone();
-    let doc: DocumentId = flooded.parse()?;
+    // Ephemeral messages are not in the mix: they have a bucket of their own, which ends a flood with an error and
+    // a close (tests/tests/ephemeral.rs).
     let frames: Vec<Vec<u8>> = (0..FLOOD)
-        .map(|n| match n % 3 {
-            // Presence-like ephemeral data, relayed to nobody (the flooder is alone on the document).
-            0 => Message::Ephemeral {
-                sender_id: me.clone(),
-                target_id: PeerId::from("anyone"),
-                document_id: doc,
-                session_id: "flood".into(),
-                count: n as u64 + 1,
-                data: vec![0xa0],
-            }
-            .encode(),
+        .map(|n| match n % 2 {
             // Heads gossip the server ignores.
-            1 => cbor(&map(vec![
+            0 => cbor(&map(vec![
                 ("type", text("remote-heads-changed")),
                 ("senderId", text(me.as_str())),
                 ("targetId", text("x")),

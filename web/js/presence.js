@@ -4,7 +4,7 @@
  */
 
 import { h } from "./dom.js";
-import { fieldByKey } from "./model.js";
+import { fieldByKey, rolesHeldBy, rolesOf } from "./model.js";
 
 /** `{name, role, field}` as `setPresence` takes it: the field being edited is the section holding focus. */
 export function myPresence(name, role) {
@@ -13,7 +13,10 @@ export function myPresence(name, role) {
 }
 
 const describe = (peer, view) => {
-  const role = peer.role ? ` (${peer.role})` : "";
+  // The roles shown are those the document gives the peer's name (bound to its token by the server), not the
+  // `role` it claims about itself: anyone could claim to command.
+  const held = view ? rolesHeldBy(rolesOf(view), peer.name) : null;
+  const role = held ? ` (${held})` : "";
   const field = peer.field && view ? fieldByKey(view, peer.field) : null;
   return `${peer.name}${role}${field ? ` — editing ${field.label}` : ""}`;
 };

@@ -26,6 +26,12 @@ pub(super) struct LimitArgs {
     /// Burst of change-carrying sync messages above that rate [default: 200].
     #[arg(long, env = "COMMANDPOST_EDIT_BURST")]
     edit_burst: Option<u32>,
+    /// Sustained ephemeral messages (presence) per second per connection; faster is cut off [default: 20].
+    #[arg(long, env = "COMMANDPOST_MAX_EPHEMERAL_PER_SEC")]
+    max_ephemeral_per_sec: Option<u32>,
+    /// Burst of ephemeral messages above that rate [default: 50].
+    #[arg(long, env = "COMMANDPOST_EPHEMERAL_BURST")]
+    ephemeral_burst: Option<u32>,
     /// Seconds between server pings on /sync [default: 15].
     #[arg(long, env = "COMMANDPOST_PING_INTERVAL_SECS")]
     ping_interval_secs: Option<u64>,
@@ -44,6 +50,8 @@ impl LimitArgs {
             max_connections_per_token,
             max_edits_per_sec,
             edit_burst,
+            max_ephemeral_per_sec,
+            ephemeral_burst,
             ping_interval_secs,
             idle_timeout_secs,
         } = self;
@@ -56,6 +64,8 @@ impl LimitArgs {
         );
         set(&mut config.max_edits_per_sec, max_edits_per_sec);
         set(&mut config.edit_burst, edit_burst);
+        set(&mut config.max_ephemeral_per_sec, max_ephemeral_per_sec);
+        set(&mut config.ephemeral_burst, ephemeral_burst);
         set(&mut config.ping_interval_secs, ping_interval_secs);
         set(&mut config.idle_timeout_secs, idle_timeout_secs);
     }
@@ -81,8 +91,15 @@ mod tests {
 
     #[test]
     fn flags_override_only_what_they_name() {
-        let flags =
-            Flags::parse_from(["serve", "--max-document-bytes", "1000", "--edit-burst", "7"]);
+        let flags = Flags::parse_from([
+            "serve",
+            "--max-document-bytes",
+            "1000",
+            "--edit-burst",
+            "7",
+            "--ephemeral-burst",
+            "9",
+        ]);
         let mut config = Config {
             max_body_bytes: 42,
             ..Config::default()
@@ -90,10 +107,15 @@ mod tests {
         flags.limits.apply(&mut config);
         assert_eq!(config.max_document_bytes, 1000);
         assert_eq!(config.edit_burst, 7);
+        assert_eq!(config.ephemeral_burst, 9);
         assert_eq!(config.max_body_bytes, 42);
         assert_eq!(
             config.max_edits_per_sec,
             Config::default().max_edits_per_sec
+        );
+        assert_eq!(
+            config.max_ephemeral_per_sec,
+            Config::default().max_ephemeral_per_sec
         );
     }
 }

@@ -1,0 +1,327 @@
+//! What may ride in automerge-repo `ephemeral` messages through this server: presence from peers, notices from the
+//! server.
+//!
+//! Ephemeral messages are relayed, never stored, and every peer of a document reads them, so a payload is a claim
+//! made to everyone. The server therefore relays one shape only, [`Presence`] (`{name, role, field}`, the web
+//! client's and the documented shape for any other client, `docs/schema.md`), decoded strictly and re-encoded, so
+//! what peers read is exactly what was checked: no CBOR tags, no other keys, bounded texts. Whatever else a peer
+//! sends is refused with an `error` message. Notices (`{"refused": …}`, [`REFUSED_KEY`]) are the server's alone:
+//! it sends them under its own peer id, which no peer may take (`connection.rs`), and clients trust a notice only
+//! from the peer id their own handshake's `peer` answer named.
+
+use ciborium::Value;
+use serde::Serialize;
+
+use crate::metrics::{Counter, Metrics};
+
+/// The key of the server's refusal notice, `{"refused": reason}`: the server reverted a change of the receiver's.
+pub const REFUSED_KEY: &str = "refused";
+
+/// Longest name, role or field in characters: what the web client keeps of another peer's presence.
+pub const MAX_TEXT_CHARS: usize = 200;
+
+/// Largest presence payload in bytes: three texts at their longest (four bytes a character) and the map around
+/// them fit. Checked before decoding, so decoding allocates no more than this.
+pub const MAX_PAYLOAD_BYTES: usize = 4096;
+
+/// One peer's presence: who is viewing (their token's name), the roles they hold as their page phrases them, and
+/// the key of the field they are editing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Presence {
+    /// The sender's name; the connection checks it is its token's.
+    pub name: String,
+    /// The command roles the sender holds, as its page phrases them; `null` for none.
+    pub role: Option<String>,
+    /// The field the sender is editing; `null` for none.
+    pub field: Option<String>,
+}
+
+/// Why an ephemeral payload is not presence. The `Display` text goes to the sender in an `error` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EphemeralError {
+    /// The payload claims to be a server notice.
+    #[error(
+        "ephemeral messages may not carry {0:?}: notices are the server's, and only it sends them"
+    )]
+    Notice(String),
+    /// Larger than any presence can be.
+    #[error(
+        "an ephemeral payload of {0} bytes is larger than presence can be ({MAX_PAYLOAD_BYTES} bytes)"
+    )]
+    TooLarge(usize),
+    /// Not one well-formed CBOR item.
+    #[error("the ephemeral payload is not CBOR: {0}")]
+    NotCbor(String),
+    /// A CBOR tag anywhere: presence has none, and a tag would make peers' decoders disagree with ours.
+    #[error("the ephemeral payload carries a CBOR tag ({0}); presence has none")]
+    Tagged(u64),
+    /// Anything but a map with text keys.
+    #[error(
+        "the ephemeral payload is not a map with text keys; ephemeral messages carry presence only ({{name, role, field}})"
+    )]
+    NotMap,
+    /// A key presence does not have.
+    #[error(
+        "the ephemeral payload has key {0:?}; ephemeral messages carry presence only ({{name, role, field}})"
+    )]
+    UnknownKey(String),
+    /// A key twice.
+    #[error("the ephemeral payload has key {0:?} twice")]
+    DuplicateKey(String),
+    /// No `name`.
+    #[error("presence must have a name")]
+    MissingName,
+    /// A value of another type than the key takes (`name` text, `role` and `field` text or null).
+    #[error("presence {key:?} must be {expected}")]
+    WrongType {
+        /// The key.
+        key: &'static str,
+        /// What it takes.
+        expected: &'static str,
+    },
+    /// A text over [`MAX_TEXT_CHARS`].
+    #[error("presence {0:?} is longer than {MAX_TEXT_CHARS} characters")]
+    TooLong(&'static str),
+}
+
+impl EphemeralError {
+    /// The counter this refusal counts in: `commandpost_ephemeral_refused_total{reason="notice"}` for a forged
+    /// notice, `{reason="shape"}` for anything else that is not presence.
+    pub fn counter<'m>(&self, metrics: &'m Metrics) -> &'m Counter {
+        match self {
+            EphemeralError::Notice(_) => &metrics.ephemeral_refused_notice,
+            _ => &metrics.ephemeral_refused_shape,
+        }
+    }
+}
+
+impl Presence {
+    /// Decodes a payload that must be presence and nothing else.
+    pub fn decode(data: &[u8]) -> Result<Presence, EphemeralError> {
+        if data.len() > MAX_PAYLOAD_BYTES {
+            return Err(EphemeralError::TooLarge(data.len()));
+        }
+        let mut rest = data;
+        let value: Value =
+            ciborium::from_reader(&mut rest).map_err(|e| EphemeralError::NotCbor(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(EphemeralError::NotCbor(format!(
+                "{} bytes after the first item",
+                rest.len()
+            )));
+        }
+        let entries = match value {
+            Value::Map(entries) => entries,
+            Value::Tag(tag, _) => return Err(EphemeralError::Tagged(tag)),
+            _ => return Err(EphemeralError::NotMap),
+        };
+        let mut keys = Vec::with_capacity(entries.len());
+        for (key, _) in &entries {
+            match key {
+                Value::Text(key) => keys.push(key.as_str()),
+                Value::Tag(tag, _) => return Err(EphemeralError::Tagged(*tag)),
+                _ => return Err(EphemeralError::NotMap),
+            }
+        }
+        // A notice anywhere in the map is named as such, whatever else is wrong with it.
+        if keys.contains(&REFUSED_KEY) {
+            return Err(EphemeralError::Notice(REFUSED_KEY.to_owned()));
+        }
+        let mut presence = Presence {
+            name: String::new(),
+            role: None,
+            field: None,
+        };
+        let mut seen: Vec<&str> = Vec::with_capacity(3);
+        for ((_, value), key) in entries.iter().zip(keys) {
+            if seen.contains(&key) {
+                return Err(EphemeralError::DuplicateKey(key.to_owned()));
+            }
+            seen.push(key);
+            match key {
+                "name" => {
+                    presence.name = text("name", value)?.ok_or(EphemeralError::WrongType {
+                        key: "name",
+                        expected: "text",
+                    })?;
+                }
+                "role" => presence.role = text("role", value)?,
+                "field" => presence.field = text("field", value)?,
+                other => return Err(EphemeralError::UnknownKey(other.to_owned())),
+            }
+        }
+        if !seen.contains(&"name") {
+            return Err(EphemeralError::MissingName);
+        }
+        Ok(presence)
+    }
+
+    /// The payload relayed to peers: the server's own encoding of what it checked.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing CBOR into a Vec cannot fail.
+        let _ = ciborium::into_writer(self, &mut out);
+        out
+    }
+}
+
+/// A text of at most [`MAX_TEXT_CHARS`], or `None` for null (and CBOR `undefined`, which JavaScript's encoders
+/// write for a property set to `undefined`).
+fn text(key: &'static str, value: &Value) -> Result<Option<String>, EphemeralError> {
+    match value {
+        Value::Text(text) if text.chars().count() > MAX_TEXT_CHARS => {
+            Err(EphemeralError::TooLong(key))
+        }
+        Value::Text(text) => Ok(Some(text.clone())),
+        Value::Null => Ok(None),
+        Value::Tag(tag, _) => Err(EphemeralError::Tagged(*tag)),
+        _ if key == "name" => Err(EphemeralError::WrongType {
+            key,
+            expected: "text",
+        }),
+        _ => Err(EphemeralError::WrongType {
+            key,
+            expected: "text or null",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cbor(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = ciborium::into_writer(value, &mut out);
+        out
+    }
+
+    fn map(entries: Vec<(&str, Value)>) -> Value {
+        Value::Map(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    #[test]
+    fn the_web_clients_presence_decodes_and_reencodes_to_the_same_bytes() {
+        let payload = cbor(&map(vec![
+            ("name", "alice".into()),
+            ("role", Value::Null),
+            ("field", "summary".into()),
+        ]));
+        let presence = Presence::decode(&payload);
+        assert_eq!(
+            presence,
+            Ok(Presence {
+                name: "alice".into(),
+                role: None,
+                field: Some("summary".into()),
+            })
+        );
+        assert_eq!(presence.map(|p| p.encode()), Ok(payload));
+    }
+
+    #[test]
+    fn role_and_field_may_be_left_out_or_undefined() {
+        // 0xa2 map(2), "name": "bob", "field": undefined (0xf7), as a JavaScript encoder writes it.
+        let mut payload = cbor(&map(vec![("name", "bob".into())]));
+        payload[0] = 0xa2;
+        payload.extend(b"\x65field\xf7");
+        assert_eq!(
+            Presence::decode(&payload),
+            Ok(Presence {
+                name: "bob".into(),
+                role: None,
+                field: None,
+            })
+        );
+    }
+
+    #[test]
+    fn anything_but_presence_is_refused_and_says_why() {
+        let name = ("name", Value::from("alice"));
+        let cases: Vec<(Vec<u8>, EphemeralError)> = vec![
+            (
+                cbor(&map(vec![("refused", "forged".into())])),
+                EphemeralError::Notice("refused".into()),
+            ),
+            (
+                cbor(&map(vec![name.clone(), ("refused", "forged".into())])),
+                EphemeralError::Notice("refused".into()),
+            ),
+            (
+                cbor(&Value::Tag(259, Box::new(map(vec![name.clone()])))),
+                EphemeralError::Tagged(259),
+            ),
+            (
+                cbor(&map(vec![
+                    name.clone(),
+                    ("field", Value::Tag(0, Box::new("x".into()))),
+                ])),
+                EphemeralError::Tagged(0),
+            ),
+            (
+                cbor(&map(vec![name.clone(), ("admin", true.into())])),
+                EphemeralError::UnknownKey("admin".into()),
+            ),
+            (
+                cbor(&map(vec![name.clone(), ("name", "mallory".into())])),
+                EphemeralError::DuplicateKey("name".into()),
+            ),
+            (
+                cbor(&map(vec![("field", "summary".into())])),
+                EphemeralError::MissingName,
+            ),
+            (
+                cbor(&map(vec![("name", Value::Null)])),
+                EphemeralError::WrongType {
+                    key: "name",
+                    expected: "text",
+                },
+            ),
+            (
+                cbor(&map(vec![name.clone(), ("role", 7.into())])),
+                EphemeralError::WrongType {
+                    key: "role",
+                    expected: "text or null",
+                },
+            ),
+            (
+                cbor(&map(vec![name.clone(), ("role", "r".repeat(201).into())])),
+                EphemeralError::TooLong("role"),
+            ),
+            (cbor(&Value::Array(vec![])), EphemeralError::NotMap),
+            (
+                cbor(&Value::Map(vec![(1.into(), "x".into())])),
+                EphemeralError::NotMap,
+            ),
+            (
+                vec![0u8; MAX_PAYLOAD_BYTES + 1],
+                EphemeralError::TooLarge(4097),
+            ),
+        ];
+        for (payload, expected) in cases {
+            assert_eq!(Presence::decode(&payload), Err(expected));
+        }
+        let mut trailing = cbor(&map(vec![name]));
+        trailing.push(0);
+        assert!(matches!(
+            Presence::decode(&trailing),
+            Err(EphemeralError::NotCbor(_))
+        ));
+        assert!(matches!(
+            Presence::decode(b"\xff"),
+            Err(EphemeralError::NotCbor(_))
+        ));
+    }
+
+    #[test]
+    fn texts_up_to_the_bound_pass_counted_in_characters() {
+        let long = "é".repeat(MAX_TEXT_CHARS);
+        let payload = cbor(&map(vec![
+            ("name", "alice".into()),
+            ("role", long.clone().into()),
+            ("field", long.clone().into()),
+        ]));
+        assert!(payload.len() < MAX_PAYLOAD_BYTES);
+        assert!(Presence::decode(&payload).is_ok_and(|p| p.role == Some(long)));
+    }
+}
