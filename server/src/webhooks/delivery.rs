@@ -125,8 +125,16 @@ async fn round(
                     metrics.webhooks_given_up.inc();
                 }
             }
-            if let Some(error) = &attempt.error {
-                debug!(endpoint = %delivery.endpoint, event = %delivery.event_id, %error, "webhook delivery failed");
+            // The error is scrubbed of the endpoint's address (see `scrub`); a delivery given up is worth an
+            // operator's attention, each failed attempt before it is not.
+            match (&attempt.error, &attempt.next) {
+                (Some(error), Next::GiveUp) => {
+                    warn!(endpoint = %delivery.endpoint, event = %delivery.event_id, attempts = delivery.attempts, %error, "webhook delivery given up");
+                }
+                (Some(error), _) => {
+                    debug!(endpoint = %delivery.endpoint, event = %delivery.event_id, %error, "webhook delivery failed");
+                }
+                (None, _) => {}
             }
             if let Err(e) = store.finish_delivery(delivery.id, &attempt).await {
                 // The claim's lease runs out and the delivery is tried again: a repeat, never a loss.
@@ -168,10 +176,13 @@ async fn attempt(client: &reqwest::Client, webhooks: &Webhooks, delivery: &Deliv
             let text: String = text.chars().take(200).collect();
             (
                 Some(status.as_u16()),
-                Some(format!("HTTP {status}: {text}")),
+                Some(scrub(&format!("HTTP {status}: {text}"), &endpoint.url)),
             )
         }
-        Err(e) => (None, Some(error_chain(&e))),
+        Err(e) => (
+            None,
+            Some(scrub(&error_chain(&e.without_url()), &endpoint.url)),
+        ),
     };
     let next = match &error {
         None => Next::Done,
@@ -190,7 +201,8 @@ async fn attempt(client: &reqwest::Client, webhooks: &Webhooks, delivery: &Deliv
     }
 }
 
-/// An error and its causes on one line ("error sending request: connection refused").
+/// An error and its causes on one line ("error sending request: connection refused"). Give it the error
+/// [`reqwest::Error::without_url`] leaves, then [`scrub`] the line: it is stored and logged.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -200,6 +212,41 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `text` without the endpoint's address: the delivery log (admins read it) and the log keep what failed, never
+/// where to. Slack-style URLs carry their credential in the path and query, and an error of the HTTP client or a
+/// receiver's answer may quote the URL whole, or the path after a redirect, so every form is replaced by
+/// [`Endpoint::shown_url`](super::Endpoint::shown_url)'s `scheme://host/…`.
+fn scrub(text: &str, url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return text.replace(url, "…");
+    };
+    let shown = format!(
+        "{}://{}/…",
+        parsed.scheme(),
+        parsed.host_str().unwrap_or_default()
+    );
+    let tail = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    // The longest forms first, so a shorter one never leaves the rest of a longer one behind.
+    let mut forms = vec![url.to_owned(), parsed.to_string()];
+    if tail.len() > 1 {
+        forms.push(tail);
+    }
+    if parsed.path().len() > 1 {
+        forms.push(parsed.path().to_owned());
+    }
+    if let Some(query) = parsed.query().filter(|q| !q.is_empty()) {
+        forms.push(query.to_owned());
+    }
+    let mut out = text.to_owned();
+    for form in forms {
+        out = out.replace(&form, &shown);
+    }
+    out
 }
 
 /// Queues a `fieldStale` event for every field past its due time in the open incidents. Documents are read from
@@ -292,6 +339,51 @@ mod tests {
             .apply(&edit, &Editor::new("erin", t0 + Duration::minutes(20)))
             .expect("edit");
         incident
+    }
+
+    #[test]
+    fn scrubbed_errors_keep_what_failed_and_lose_where_to() {
+        let url = "https://hooks.slack.com/services/T0AB/B0CD/s3cr3tPath?token=q5ecret";
+        let echoed = format!(
+            "HTTP 404 Not Found: no hook at /services/T0AB/B0CD/s3cr3tPath?token=q5ecret ({url})"
+        );
+        let scrubbed = scrub(&echoed, url);
+        assert_eq!(
+            scrubbed,
+            "HTTP 404 Not Found: no hook at https://hooks.slack.com/… (https://hooks.slack.com/…)"
+        );
+        let path_only = scrub("redirected to /services/T0AB/B0CD/s3cr3tPath", url);
+        assert!(!path_only.contains("s3cr3t"), "{path_only}");
+        let query_only = scrub("bad token=q5ecret", url);
+        assert!(!query_only.contains("q5ecret"), "{query_only}");
+        assert_eq!(
+            scrub("error sending request: connection refused", url),
+            "error sending request: connection refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_errors_name_no_url() {
+        // A port nobody listens on: the connection is refused, and reqwest's error names the whole URL.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        drop(listener);
+        let url = format!("http://127.0.0.1:{port}/services/T0AB/B0CD/s3cr3tPath");
+        let error = reqwest::Client::new()
+            .post(&url)
+            .send()
+            .await
+            .expect_err("nobody listens");
+        assert!(
+            error_chain(&error).contains("s3cr3tPath"),
+            "the raw error names the URL"
+        );
+        let line = scrub(&error_chain(&error.without_url()), &url);
+        assert!(
+            !line.contains("s3cr3t") && !line.contains("/services"),
+            "{line}"
+        );
+        assert!(line.contains("error sending request"), "{line}");
     }
 
     #[tokio::test]
