@@ -693,7 +693,9 @@ async fn exports_load_nothing_remote_and_show_images_as_links() -> anyhow::Resul
     );
     let lower = page.to_lowercase();
     // As markup, not as text a responder typed (the timeline shows raw HTML escaped, as typed).
-    for load in ["<img", "<picture", "<source", "<video", "<audio", " srcset=", " poster="] {
+    for load in [
+        "<img", "<picture", "<source", "<video", "<audio", " srcset=", " poster=",
+    ] {
         ensure!(!lower.contains(load), "{load:?} in the export");
     }
     // Markdown images are links to their address, labelled with their description or the address itself.
