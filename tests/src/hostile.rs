@@ -68,8 +68,13 @@ const FORBIDDEN_TAGS: &[&str] = &[
 /// URL schemes that run code or render attacker HTML.
 const FORBIDDEN_SCHEMES: &[&str] = &["javascript:", "vbscript:", "data:"];
 
+/// Attributes that make a browser fetch something as the page loads (an image, a poster, a background): the
+/// export loads nothing, since a remote load opened from a saved file tells a tracker who read the incident.
+const LOADING_ATTRIBUTES: &[&str] = &["src", "srcset", "poster", "background", "lowsrc", "dynsrc"];
+
 /// Checks that `html` (a whole page) is inert: no forbidden tag, no event-handler, `style` or `http-equiv`
-/// attribute, no attribute holding a code-running URL, and no `<style>` but the page's own first one. Returns every problem.
+/// attribute (but a content security policy, which only takes permissions away), no attribute that loads anything,
+/// no attribute holding a code-running URL, and no `<style>` but the page's own first one. Returns every problem.
 pub fn inert(html: &str) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let mut styles = 0;
@@ -104,8 +109,11 @@ pub fn inert(html: &str) -> Result<(), Vec<String>> {
                 .filter(|c| !c.is_whitespace())
                 .collect();
             // `http-equiv` is how a `<meta>` refreshes to another URL; the page's own metas carry none.
+            let policy = key == "http-equiv" && value == "content-security-policy";
             if key.starts_with("on")
-                || ["style", "srcdoc", "formaction", "http-equiv"].contains(&key)
+                || ["style", "srcdoc", "formaction"].contains(&key)
+                || (key == "http-equiv" && !policy)
+                || LOADING_ATTRIBUTES.contains(&key)
             {
                 problems.push(format!("attribute {attribute} in <{tag}>"));
             }
@@ -157,6 +165,10 @@ mod tests {
     #[test]
     fn the_check_finds_what_it_is_meant_to_find() {
         assert!(inert("<style>own</style><p><a href=\"https://x\">ok</a></p>").is_ok());
+        assert!(
+            inert("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'\">")
+                .is_ok()
+        );
         for bad in [
             "<p><script>x</script></p>",
             "<img src=x onerror=\"y\">",
@@ -165,6 +177,9 @@ mod tests {
             "<style>a</style><style>b</style>",
             "<div style=\"x\">",
             "<meta http-equiv=\"refresh\" content=\"0\">",
+            "<img src=\"https://tracker.example/pixel.png\" alt=\"x\">",
+            "<video poster=\"https://tracker.example/p.png\"></video>",
+            "<img srcset=\"https://tracker.example/p.png 2x\">",
         ] {
             assert!(inert(bad).is_err(), "{bad}");
         }

@@ -294,9 +294,11 @@ async fn export_doc(
 }
 
 /// The content security policy of every export: a second wall behind the sanitizer, so that even markup that got
-/// through could run no script, load no frame or plugin and submit no form; the export's own inline stylesheet and
-/// pasted images stay allowed. With `nosniff`, no browser takes a Markdown or JSON export for HTML.
-const EXPORT_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; form-action 'none'; \
+/// through could run no script, load nothing (no image: a remote one is a tracking pixel that reports who read the
+/// incident), no frame or plugin, and submit no form; only the export's own inline stylesheet applies. With
+/// `nosniff`, no browser takes a Markdown or JSON export for HTML. The page carries the same policy in a `<meta>`
+/// (`export::HTML_POLICY`) for when it is saved and opened as a file.
+const EXPORT_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; \
      base-uri 'none'; frame-ancestors 'none'; sandbox";
 
 /// Body of `POST /api/incidents/{id}/timeline`.

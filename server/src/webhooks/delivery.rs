@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{DeliverySettings, Webhooks, signature};
+use super::{DeliverySettings, Endpoint, Webhooks, signature};
 use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, Delivery, NewDelivery, Next};
 use crate::store::{ListFilter, Store};
@@ -125,8 +125,16 @@ async fn round(
                     metrics.webhooks_given_up.inc();
                 }
             }
-            if let Some(error) = &attempt.error {
-                debug!(endpoint = %delivery.endpoint, event = %delivery.event_id, %error, "webhook delivery failed");
+            // The error is scrubbed of the endpoint's address (see `scrub`); a delivery given up is worth an
+            // operator's attention, each failed attempt before it is not.
+            match (&attempt.error, &attempt.next) {
+                (Some(error), Next::GiveUp) => {
+                    warn!(endpoint = %delivery.endpoint, event = %delivery.event_id, attempts = delivery.attempts, %error, "webhook delivery given up");
+                }
+                (Some(error), _) => {
+                    debug!(endpoint = %delivery.endpoint, event = %delivery.event_id, %error, "webhook delivery failed");
+                }
+                (None, _) => {}
             }
             if let Err(e) = store.finish_delivery(delivery.id, &attempt).await {
                 // The claim's lease runs out and the delivery is tried again: a repeat, never a loss.
@@ -168,10 +176,10 @@ async fn attempt(client: &reqwest::Client, webhooks: &Webhooks, delivery: &Deliv
             let text: String = text.chars().take(200).collect();
             (
                 Some(status.as_u16()),
-                Some(format!("HTTP {status}: {text}")),
+                Some(scrub(&format!("HTTP {status}: {text}"), endpoint)),
             )
         }
-        Err(e) => (None, Some(error_chain(&e))),
+        Err(e) => (None, Some(scrub(&error_chain(&e.without_url()), endpoint))),
     };
     let next = match &error {
         None => Next::Done,
@@ -190,7 +198,8 @@ async fn attempt(client: &reqwest::Client, webhooks: &Webhooks, delivery: &Deliv
     }
 }
 
-/// An error and its causes on one line ("error sending request: connection refused").
+/// An error and its causes on one line ("error sending request: connection refused"). Give it the error
+/// [`reqwest::Error::without_url`] leaves, then [`scrub`] the line: it is stored and logged.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -201,6 +210,49 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// `text` without the endpoint's address: the delivery log (admins read it) and the log keep what failed, never
+/// where to. Slack-style URLs carry their credential in the path and query, and an error of the HTTP client or a
+/// receiver's answer may quote the URL whole, its path (after a redirect, say) or a piece of it, so the URL, its
+/// path and query become [`Endpoint::shown_url`]'s `scheme://host/…`, and any other path segment or query value
+/// of [`SECRET_PIECE`] characters or more becomes `…`.
+fn scrub(text: &str, endpoint: &Endpoint) -> String {
+    let shown = endpoint.shown_url();
+    let Ok(url) = reqwest::Url::parse(&endpoint.url) else {
+        return text.replace(&endpoint.url, &shown);
+    };
+    let path = url.path();
+    let query = url.query().unwrap_or_default();
+    // Longest first, so a shorter form never leaves the rest of a longer one behind.
+    let mut forms: Vec<(String, &str)> = vec![
+        (endpoint.url.clone(), &shown),
+        (url.to_string(), &shown),
+        (format!("{path}?{query}"), &shown),
+        (path.to_owned(), &shown),
+        (query.to_owned(), &shown),
+    ];
+    let pieces = path.split('/').chain(
+        query
+            .split('&')
+            .map(|pair| pair.split_once('=').map_or(pair, |(_, v)| v)),
+    );
+    forms.extend(
+        pieces
+            .filter(|piece| piece.chars().count() >= SECRET_PIECE)
+            .map(|piece| (piece.to_owned(), "…")),
+    );
+    let mut out = text.to_owned();
+    for (form, replacement) in forms {
+        if form.len() > 1 && form != "/?" {
+            out = out.replace(&form, replacement);
+        }
+    }
+    out
+}
+
+/// The shortest path segment or query value [`scrub`] takes for a credential: Slack's hook ids (`T…`, `B…`) are 9
+/// to 11 characters, its secret 24, and shorter pieces (`/hooks`, `/api`) are words an error needs.
+const SECRET_PIECE: usize = 8;
 
 /// Queues a `fieldStale` event for every field past its due time in the open incidents. Documents are read from
 /// storage, off the async threads, not through their actors, so the sweep keeps no incident loaded.
@@ -268,7 +320,7 @@ mod tests {
 
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::webhooks::{Endpoint, Format};
+    use crate::webhooks::Format;
 
     /// A drill (30-minute cadence on the summary and detailed status) declared at `t0`, its summary refreshed 20
     /// minutes later.
@@ -292,6 +344,75 @@ mod tests {
             .apply(&edit, &Editor::new("erin", t0 + Duration::minutes(20)))
             .expect("edit");
         incident
+    }
+
+    /// A Slack-style endpoint at `url`.
+    fn chat(url: &str) -> Endpoint {
+        Endpoint {
+            name: "chat".into(),
+            url: url.into(),
+            secret: None,
+            format: Format::Slack,
+            events: None,
+            drills: true,
+        }
+    }
+
+    #[test]
+    fn scrubbed_errors_keep_what_failed_and_lose_where_to() {
+        let url =
+            "https://hooks.slack.com/services/T0AB12345/B0CD67890/s3cr3tPathXYZ?token=q5ecretValue";
+        let endpoint = chat(url);
+        let echoed = format!(
+            "HTTP 404 Not Found: no hook at /services/T0AB12345/B0CD67890/s3cr3tPathXYZ?token=q5ecretValue ({url})"
+        );
+        assert_eq!(
+            scrub(&echoed, &endpoint),
+            "HTTP 404 Not Found: no hook at https://hooks.slack.com/… (https://hooks.slack.com/…)"
+        );
+        for piece in [
+            "redirected to /services/T0AB12345/B0CD67890/s3cr3tPathXYZ",
+            "unknown hook B0CD67890/s3cr3tPathXYZ",
+            "bad token q5ecretValue",
+        ] {
+            let scrubbed = scrub(piece, &endpoint);
+            for secret in ["T0AB12345", "B0CD67890", "s3cr3tPathXYZ", "q5ecretValue"] {
+                assert!(!scrubbed.contains(secret), "{scrubbed}");
+            }
+        }
+        // Short words of the path stay: they are not credentials, and the error keeps its sense.
+        assert_eq!(
+            scrub("error sending request: connection refused", &endpoint),
+            "error sending request: connection refused"
+        );
+        assert_eq!(
+            scrub("HTTP 500: hook failed", &chat("http://127.0.0.1:8080/hook")),
+            "HTTP 500: hook failed"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_errors_name_no_url() {
+        // A port nobody listens on: the connection is refused, and reqwest's error names the whole URL.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        drop(listener);
+        let url = format!("http://127.0.0.1:{port}/services/T0AB12345/B0CD67890/s3cr3tPathXYZ");
+        let error = reqwest::Client::new()
+            .post(&url)
+            .send()
+            .await
+            .expect_err("nobody listens");
+        assert!(
+            error_chain(&error).contains("s3cr3tPathXYZ"),
+            "the raw error names the URL"
+        );
+        let line = scrub(&error_chain(&error.without_url()), &chat(&url));
+        assert!(
+            !line.contains("s3cr3t") && !line.contains("/services"),
+            "{line}"
+        );
+        assert!(line.contains("error sending request"), "{line}");
     }
 
     #[tokio::test]
