@@ -1,10 +1,19 @@
 //! Prometheus metrics: a few counters, gauges and one latency histogram, rendered as Prometheus text at
 //! `GET /metrics`. Hand-rolled on atomics: the set is small and fixed, and a metrics library would be the largest
 //! dependency of the server for it.
+//!
+//! A scrape reads only what is here (`/metrics` needs no token): the document actors keep these figures up to
+//! date, and no figure is computed by calling into an actor or reading a document.
 
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::wire::DocumentId;
 
 /// A value that only goes up.
 #[derive(Debug, Default)]
@@ -50,6 +59,40 @@ impl Gauge {
     /// Sets the value, for gauges measured at scrape time.
     pub fn set(&self, value: i64) {
         self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+/// When the fields of each loaded incident fall due, kept by the document actors after every change. Staleness
+/// depends on the clock, so no gauge can hold it: a scrape counts the due times already past.
+#[derive(Debug, Default)]
+pub struct DueTimes {
+    /// Per document, the actor generation that wrote the entry and its fields' due times. A std mutex: it is
+    /// held only to replace an entry or to count, never across an `.await`.
+    docs: Mutex<HashMap<DocumentId, (u64, Vec<DateTime<Utc>>)>>,
+}
+
+impl DueTimes {
+    /// Records the due times of document `doc` as its actor (incarnation `generation`) sees them now.
+    pub fn set(&self, doc: DocumentId, generation: u64, due: Vec<DateTime<Utc>>) {
+        let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        docs.insert(doc, (generation, due));
+    }
+
+    /// Forgets document `doc` as its actor unloads it, unless a newer actor already took over.
+    pub fn remove(&self, doc: DocumentId, generation: u64) {
+        let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        if docs.get(&doc).is_some_and(|(g, _)| *g == generation) {
+            docs.remove(&doc);
+        }
+    }
+
+    /// How many fields of loaded incidents are past their due time at `now`.
+    pub fn stale(&self, now: DateTime<Utc>) -> usize {
+        let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        docs.values()
+            .flat_map(|(_, due)| due)
+            .filter(|due| **due < now)
+            .count()
     }
 }
 
@@ -114,8 +157,8 @@ pub struct Metrics {
     pub slow_disconnects: Counter,
     /// Changes over `/sync` that broke a command rule and were reverted.
     pub rule_violations: Counter,
-    /// Fields of loaded incidents past their due time (measured at each scrape).
-    pub stale_fields: Gauge,
+    /// When the fields of loaded incidents fall due; a scrape counts the stale ones.
+    pub due: DueTimes,
     /// Webhook deliveries the endpoints accepted.
     pub webhooks_delivered: Counter,
     /// Webhook attempts that failed (each is retried until the delivery is given up).
@@ -139,6 +182,10 @@ pub struct Metrics {
     pub edits_throttled: Counter,
     /// `/sync` connections closed because their token was revoked.
     pub revoked_disconnects: Counter,
+    /// Heavy reads (history, exports, updates, the JSON view) computing now.
+    pub heavy_reads: Gauge,
+    /// Heavy reads refused because every place was taken (`max-heavy-reads`).
+    pub rejected_reads: Counter,
 }
 
 impl Metrics {
@@ -162,9 +209,14 @@ impl Metrics {
                 self.peers.get(),
             ),
             (
+                "commandpost_heavy_reads",
+                "Heavy reads (history, exports, status updates, the JSON view) computing now.",
+                self.heavy_reads.get(),
+            ),
+            (
                 "commandpost_stale_fields",
                 "Fields of loaded incidents past their due time (the template's cadence).",
-                self.stale_fields.get(),
+                i64::try_from(self.due.stale(Utc::now())).unwrap_or(i64::MAX),
             ),
         ];
         for (name, help, value) in gauges {
@@ -233,6 +285,7 @@ impl Metrics {
             ("document", &self.rejected_documents),
             ("connections", &self.rejected_connections),
             ("body", &self.rejected_bodies),
+            ("heavy_reads", &self.rejected_reads),
         ];
         let name = "commandpost_limit_rejections_total";
         let _ = writeln!(
@@ -254,6 +307,24 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_fields_are_counted_from_the_due_times_of_the_current_actors() {
+        let due = DueTimes::default();
+        let now = Utc::now();
+        let (a, b) = (DocumentId::random(), DocumentId::random());
+        let hour = chrono::Duration::hours(1);
+        due.set(a, 1, vec![now - hour, now + hour]);
+        due.set(b, 1, vec![now - hour, now - hour]);
+        assert_eq!(due.stale(now), 3);
+        // A newer actor of `a` took over before the old one's exit: the old one removes nothing.
+        due.set(a, 2, vec![now + hour]);
+        due.remove(a, 1);
+        assert_eq!(due.stale(now), 2);
+        due.remove(b, 1);
+        assert_eq!(due.stale(now), 0);
+        assert_eq!(due.stale(now + hour * 2), 1);
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
