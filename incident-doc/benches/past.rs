@@ -25,12 +25,12 @@ fn editor(name: &str, seconds: usize) -> Editor {
 /// One edit of a long incident: mostly keystrokes in the summary, a timeline entry every tenth change, the
 /// commander handed over every five hundredth.
 fn edit(i: usize) -> Operation {
-    if i % 500 == 0 {
+    if i.is_multiple_of(500) {
         Operation::AssignRole {
             role: Role::Commander,
             person: Some(format!("ic-{}", i / 500)),
         }
-    } else if i % 10 == 0 {
+    } else if i.is_multiple_of(10) {
         Operation::AddTimelineEntry {
             text: format!("Entry {i}: checked the dashboards"),
             at: None,
@@ -75,16 +75,16 @@ fn long_document(shape: Shape) -> (Incident, Vec<ChangeHash>) {
     for i in 1..CHANGES {
         // Only the commander hands the role over, so the handovers are the server's (replica `a`'s).
         let commander = format!("ic-{}", i / 500 - usize::from(i >= 500));
-        let (replica, name) = if i % 500 == 0 {
+        let (replica, name) = if i.is_multiple_of(500) {
             (&mut a, commander.as_str())
-        } else if i % 2 == 0 {
+        } else if i.is_multiple_of(2) {
             (&mut a, "alice")
         } else {
             (&mut b, "bob")
         };
         replica.apply(&edit(i), &editor(name, i)).expect("edit");
         match shape {
-            Shape::Merging if i % 50 == 0 => {
+            Shape::Merging if i.is_multiple_of(50) => {
                 a.doc_mut().merge(b.doc_mut()).expect("merge");
                 b.doc_mut().merge(a.doc_mut()).expect("merge");
             }
@@ -154,9 +154,7 @@ fn reads(
     group.bench_function("heads at a time", |b| {
         b.iter(|| incident.heads_at(editor("x", CHANGES / 2).at))
     });
-    group.bench_function("snapshot by clone", |b| {
-        b.iter(|| incident.doc().clone())
-    });
+    group.bench_function("snapshot by clone", |b| b.iter(|| incident.doc().clone()));
     group.bench_function("snapshot by save", |b| b.iter(|| incident.save()));
     let saved = incident.save();
     group.bench_function("load a saved snapshot", |b| {

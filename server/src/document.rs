@@ -570,7 +570,9 @@ impl Actor {
     /// alone and never calls into an actor.
     fn publish_due_times(&mut self) {
         let due = self.incident.due_times().into_iter().map(|(_, at)| at);
-        self.metrics.due.set(self.id, self.generation, due.collect());
+        self.metrics
+            .due
+            .set(self.id, self.generation, due.collect());
     }
 
     /// Merges the chunks storage holds beyond `seen` (other nodes' appends, and our own since the last

@@ -66,22 +66,31 @@ impl Gauge {
 /// depends on the clock, so no gauge can hold it: a scrape counts the due times already past.
 #[derive(Debug, Default)]
 pub struct DueTimes {
-    /// Per document, the actor generation that wrote the entry and its fields' due times. A std mutex: it is
-    /// held only to replace an entry or to count, never across an `.await`.
-    docs: Mutex<HashMap<DocumentId, (u64, Vec<DateTime<Utc>>)>>,
+    /// Per document, what its actor last published. A std mutex: it is held only to replace an entry or to
+    /// count, never across an `.await`.
+    docs: Mutex<HashMap<DocumentId, Published>>,
+}
+
+/// One actor's due times.
+#[derive(Debug)]
+struct Published {
+    /// The actor generation that published them, so an old actor's exit leaves its successor's in place.
+    generation: u64,
+    /// When each field with a cadence falls due.
+    due: Vec<DateTime<Utc>>,
 }
 
 impl DueTimes {
     /// Records the due times of document `doc` as its actor (incarnation `generation`) sees them now.
     pub fn set(&self, doc: DocumentId, generation: u64, due: Vec<DateTime<Utc>>) {
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
-        docs.insert(doc, (generation, due));
+        docs.insert(doc, Published { generation, due });
     }
 
     /// Forgets document `doc` as its actor unloads it, unless a newer actor already took over.
     pub fn remove(&self, doc: DocumentId, generation: u64) {
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
-        if docs.get(&doc).is_some_and(|(g, _)| *g == generation) {
+        if docs.get(&doc).is_some_and(|p| p.generation == generation) {
             docs.remove(&doc);
         }
     }
@@ -90,7 +99,7 @@ impl DueTimes {
     pub fn stale(&self, now: DateTime<Utc>) -> usize {
         let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
         docs.values()
-            .flat_map(|(_, due)| due)
+            .flat_map(|p| &p.due)
             .filter(|due| **due < now)
             .count()
     }

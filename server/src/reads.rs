@@ -95,3 +95,118 @@ impl HeavyReads {
         })?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use incident_doc::{Declaration, Editor, Operation, template};
+    use tokio::sync::oneshot;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::document::Registry;
+    use crate::store::sqlite::SqliteStore;
+    use crate::wire::{DocumentId, PeerId};
+
+    /// Far longer than anything here takes on a loaded machine: only a deadlock reaches it.
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    fn entry(text: &str) -> Operation {
+        Operation::AddTimelineEntry {
+            text: text.into(),
+            at: None,
+        }
+    }
+
+    fn markdown(incident: &mut Incident) -> String {
+        incident_doc::export::markdown(&incident.view())
+    }
+
+    /// A read that has not finished holds up neither its document's writers nor other documents, it reads the
+    /// document as it was when it started, and the reads past the limit and its queue are refused at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unfinished_read_holds_up_no_writer_and_the_overflow_is_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let metrics = Arc::new(Metrics::default());
+        let webhooks = Arc::new(Config::default().webhooks().expect("no webhooks"));
+        let registry = Registry::new(
+            store,
+            metrics.clone(),
+            PeerId::from("server".to_owned()),
+            Config::default().doc_config(webhooks),
+            CancellationToken::new(),
+        );
+        let template = template::builtin().into_iter().next().expect("a template");
+        let editor = || Editor::new("alice", Utc::now());
+        let declaration = Declaration {
+            name: "Slow reads".into(),
+            number: None,
+        };
+        let incident = Incident::create(&template, &declaration, &editor(), None).expect("declare");
+        let handle = registry
+            .create(DocumentId::random(), incident)
+            .await
+            .expect("create");
+        handle
+            .apply(vec![entry("before the read")], editor())
+            .await
+            .expect("edit");
+
+        let reads = HeavyReads::new(1, metrics.clone());
+        let (started, read_started) = oneshot::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let running = {
+            let (reads, handle) = (reads.clone(), handle.clone());
+            tokio::spawn(async move {
+                reads
+                    .run(&handle, move |incident| {
+                        let _ = started.send(());
+                        let _ = released.recv();
+                        Ok(markdown(incident))
+                    })
+                    .await
+            })
+        };
+        tokio::time::timeout(DEADLINE, read_started)
+            .await
+            .expect("the read starts")
+            .expect("the read runs");
+
+        // With the read stuck half way, the document still takes edits and answers them.
+        tokio::time::timeout(
+            DEADLINE,
+            handle.apply(vec![entry("during the read")], editor()),
+        )
+        .await
+        .expect("an edit completes while a read is unfinished")
+        .expect("the edit is applied");
+
+        // The one place to run is taken: the next read waits for it, and the one after finds no place at all.
+        let waiting = {
+            let (reads, handle) = (reads.clone(), handle.clone());
+            tokio::spawn(async move { reads.run(&handle, |i| Ok(markdown(i))).await })
+        };
+        while reads.inner.admitted.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = reads.run(&handle, |i| Ok(markdown(i))).await;
+        assert!(matches!(refused, Err(ApiError::Busy(1))), "{refused:?}");
+        assert_eq!(metrics.rejected_reads.get(), 1);
+
+        release.send(()).expect("the read is waiting");
+        let then = running.await.expect("no panic").expect("read");
+        assert!(
+            then.contains("before the read") && !then.contains("during the read"),
+            "the snapshot was taken before the edit:\n{then}"
+        );
+        let now = waiting.await.expect("no panic").expect("read");
+        assert!(now.contains("during the read"), "{now}");
+        assert_eq!(metrics.heavy_reads.get(), 0);
+    }
+}

@@ -29,6 +29,16 @@ struct Seen {
     wrong: std::sync::Mutex<Vec<String>>,
 }
 
+impl Seen {
+    /// Records an answer the test fails on.
+    fn wrong(&self, what: String) {
+        self.wrong
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what);
+    }
+}
+
 /// Reads `paths` in turn with `token` until `stop`, sorting the answers into `seen`.
 async fn read_until(
     server: Arc<TestServer>,
@@ -41,14 +51,10 @@ async fn read_until(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let response = match server
-            .request(Method::GET, path, Some(&token))
-            .send()
-            .await
-        {
+        let response = match server.request(Method::GET, path, Some(&token)).send().await {
             Ok(response) => response,
             Err(e) => {
-                seen.wrong.lock().unwrap().push(format!("{path}: {e}"));
+                seen.wrong(format!("{path}: {e}"));
                 continue;
             }
         };
@@ -72,12 +78,12 @@ async fn read_until(
                 {
                     seen.busy.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    seen.wrong.lock().unwrap().push(format!(
+                    seen.wrong(format!(
                         "{path}: 503 without Retry-After or the busy body: {error}"
                     ));
                 }
             }
-            other => seen.wrong.lock().unwrap().push(format!(
+            other => seen.wrong(format!(
                 "{path}: {other}: {}",
                 String::from_utf8_lossy(&body)
             )),
@@ -92,7 +98,7 @@ async fn long_document(server: &TestServer, token: &str) -> anyhow::Result<(Stri
     let mut writer = SyncClient::connect(&server.ws_url(token)).await?;
     writer.open(&id).await?;
     for i in 0..CHANGES {
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             writer.apply_local(Operation::AddTimelineEntry {
                 text: format!("Entry {i}: checked the dashboards"),
                 at: None,
@@ -171,7 +177,7 @@ async fn writers_are_acknowledged_while_read_tokens_saturate_heavy_reads() -> an
     for reader in readers {
         reader.await?;
     }
-    let wrong = seen.wrong.lock().unwrap().clone();
+    let wrong = std::mem::take(&mut *seen.wrong.lock().unwrap_or_else(|e| e.into_inner()));
     anyhow::ensure!(wrong.is_empty(), "unexpected answers: {wrong:#?}");
     anyhow::ensure!(
         seen.served.load(Ordering::Relaxed) > 0,
