@@ -527,6 +527,10 @@ impl Actor {
         };
         let queued = !deliveries.is_empty();
         let changed = self.persist(deliveries).await?;
+        // Before anyone hears of the changes, so a writer who got its answer finds them in `/metrics`.
+        if changed || caught_up {
+            self.publish_due_times();
+        }
         if queued && changed {
             self.webhooks.wake.notify_one();
         }
@@ -541,9 +545,6 @@ impl Actor {
             for reply in batch.snapshots {
                 let _ = reply.send(snapshot.clone());
             }
-        }
-        if changed || caught_up {
-            self.publish_due_times();
         }
         // Peers hear at the next fan-out, which `run` spaces out under load.
         self.changed_since_flush |= changed || caught_up;

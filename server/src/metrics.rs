@@ -315,7 +315,62 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use incident_doc::{Declaration, Editor, Incident, Operation, template};
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
+    use crate::config::Config;
+    use crate::document::Registry;
+    use crate::store::sqlite::SqliteStore;
+    use crate::wire::PeerId;
+
+    /// The actors keep the due times current: a scrape finds the fields of a day-old incident stale, and one fewer
+    /// as soon as an edit of one of them is answered.
+    #[tokio::test]
+    async fn document_actors_publish_their_due_times_as_they_change() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let metrics = Arc::new(Metrics::default());
+        let webhooks = Arc::new(Config::default().webhooks().expect("no webhooks"));
+        let registry = Registry::new(
+            store,
+            metrics.clone(),
+            PeerId::from("server".to_owned()),
+            Config::default().doc_config(webhooks),
+            CancellationToken::new(),
+        );
+        let template = template::builtin().into_iter().next().expect("a template");
+        let declared = Utc::now() - chrono::Duration::days(1);
+        let declaration = Declaration {
+            name: "Yesterday's".into(),
+            number: None,
+        };
+        let incident = Incident::create(
+            &template,
+            &declaration,
+            &Editor::new("alice", declared),
+            None,
+        )
+        .expect("declare");
+        let handle = registry
+            .create(DocumentId::random(), incident)
+            .await
+            .expect("create");
+        // The actor publishes as it starts; a snapshot is answered only once it runs.
+        handle.snapshot().await.expect("the actor runs");
+        assert_eq!(metrics.due.stale(Utc::now()), 2, "summary, detailed status");
+        let edit = Operation::SetText {
+            field: "summary".into(),
+            text: "Under control.".into(),
+        };
+        handle
+            .apply(vec![edit], Editor::new("alice", Utc::now()))
+            .await
+            .expect("edit");
+        assert_eq!(metrics.due.stale(Utc::now()), 1);
+    }
 
     #[test]
     fn stale_fields_are_counted_from_the_due_times_of_the_current_actors() {
