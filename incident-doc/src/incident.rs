@@ -517,6 +517,8 @@ impl Incident {
         let due = layout
             .2
             .iter()
+            // Only fields with a cadence have a due time: the others' stamps are not read.
+            .filter(|def| def.cadence(severity.as_deref()).is_some())
             .filter_map(|def| {
                 let updated = read_stamp(&r, stamps.as_ref(), &def.key);
                 let due = due_at(def, severity.as_deref(), updated.as_ref(), created)?;
