@@ -73,7 +73,8 @@ fn heads_at(
 /// Reading the document itself at past heads makes Automerge build a clock for every lookup, walking the history
 /// back from `heads` until it meets a change whose clock it cached; a writer that never merges the others' changes
 /// leaves no such change on its branch, and a view at past heads then walks that whole branch once per lookup
-/// (300 ms instead of 17 for 5,000 changes). The fork costs one walk, whatever the history's shape (BENCHMARKS.md).
+/// (300 ms instead of 19 for 5,000 changes). The fork costs one walk whatever the history's shape (47 ms there,
+/// BENCHMARKS.md).
 pub(crate) fn fork_at(incident: &mut Incident, heads: &[ChangeHash]) -> Result<Incident, ApiError> {
     let doc = incident.doc_mut().fork_at(heads).map_err(|e| {
         tracing::error!(error = %e, "forking a document at its own heads");
