@@ -736,24 +736,35 @@ impl Incident {
     }
 
     /// The keys of the fields past their due time at `now` (the template's cadence, counted from the field's last
-    /// update or the declaration): read from the stamps alone, cheap enough for every metrics scrape.
+    /// update or the declaration).
     pub fn stale_fields(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        self.due_times()
+            .into_iter()
+            .filter(|(_, due)| *due < now)
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// Each field with a cadence and when it falls due, read from the stamps alone: cheap enough for the server to
+    /// refresh after every change, so that counting stale fields later needs only the clock, not the document.
+    pub fn due_times(&mut self) -> Vec<(String, DateTime<Utc>)> {
         let layout = self.take_layout();
         let r = Reader::new(&self.doc, None);
         let stamps = r.map(&ROOT, keys::UPDATED);
         let created = r.time(&ROOT, keys::CREATED_AT);
         let severity = read_severity(&r, &layout);
-        let stale = layout
+        let due = layout
             .iter()
-            .filter(|def| {
+            // Only fields with a cadence have a due time: the others' stamps are not read.
+            .filter(|def| def.cadence(severity.as_deref()).is_some())
+            .filter_map(|def| {
                 let updated = read_stamp(&r, stamps.as_ref(), &def.key);
-                due_at(def, severity.as_deref(), updated.as_ref(), created)
-                    .is_some_and(|due| due < now)
+                let due = due_at(def, severity.as_deref(), updated.as_ref(), created)?;
+                Some((def.key.clone(), due))
             })
-            .map(|def| def.key.clone())
             .collect();
         self.keep_layout(layout);
-        stale
+        due
     }
 
     /// The document as plain data, now.

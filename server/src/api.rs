@@ -31,6 +31,7 @@ use crate::connection::{self, SyncContext};
 use crate::document::{ConnId, Registry};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::reads::HeavyReads;
 use crate::store::Store;
 use crate::webhooks::Webhooks;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub sync: SyncContext,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// The places for heavy reads, which run off the document actors.
+    pub reads: HeavyReads,
     /// The outgoing webhook endpoints, for their admin routes.
     pub webhooks: Arc<Webhooks>,
     /// The Alertmanager label naming the incident an alert belongs to.
@@ -186,21 +189,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: Prometheus text, from counters and gauges alone (it needs no token, so it must cost nothing
+/// that depends on the documents).
 async fn metrics(State(state): State<AppState>) -> Response {
-    // Staleness depends on the clock, so it is measured now, across the incidents in memory (the live ones).
-    let now = chrono::Utc::now();
-    let mut stale = 0;
-    for handle in state.registry.handles() {
-        let count = handle.read(move |incident| incident.stale_fields(now).len());
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), count).await {
-            stale += n;
-        }
-    }
-    state
-        .metrics
-        .stale_fields
-        .set(i64::try_from(stale).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

@@ -3,13 +3,17 @@
 //! Messages are for the caller; internal details (storage errors, paths) are logged, never returned.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use incident_doc::OpError;
 use serde_json::json;
 
 use crate::document::DocError;
 use crate::store::StoreError;
+
+/// The `Retry-After` of a busy answer, in seconds: a heavy read takes milliseconds to a fraction of a second, so
+/// places free up within one.
+const BUSY_RETRY_AFTER_SECS: &str = "1";
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,12 @@ pub enum ApiError {
     /// 503: storage is unavailable; nothing was changed, retry later.
     #[error("storage unavailable, retry later")]
     Unavailable,
+    /// 503 with `Retry-After`: every place for a heavy read (history, exports, the postmortem, the status update,
+    /// the JSON view) is taken; the number is the configured limit.
+    #[error(
+        "the server is busy with {0} heavy reads (history, exports, updates) and as many waiting; retry in a moment"
+    )]
+    Busy(usize),
     /// 500: a bug or corruption; details are in the log.
     #[error("internal error")]
     Internal,
@@ -65,7 +75,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +94,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::TooMany(_) => "too_many_requests",
             ApiError::Unavailable => "unavailable",
+            ApiError::Busy(_) => "busy",
             ApiError::Internal => "internal",
         }
     }
@@ -92,7 +103,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Busy(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 

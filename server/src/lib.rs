@@ -14,6 +14,7 @@ pub mod document;
 pub mod ephemeral;
 pub mod error;
 pub mod metrics;
+pub mod reads;
 pub mod sessions;
 pub mod store;
 pub mod web;
@@ -32,6 +33,7 @@ use crate::config::Config;
 use crate::connection::SyncContext;
 use crate::document::Registry;
 use crate::metrics::Metrics;
+use crate::reads::HeavyReads;
 use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
@@ -95,6 +97,7 @@ pub async fn run(
     }
     let sessions = Sessions::default();
     sessions.sweep(store.clone(), stop.clone());
+    let reads = HeavyReads::new(config.max_heavy_reads, metrics.clone());
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -109,6 +112,7 @@ pub async fn run(
             sessions,
         },
         max_body_bytes: config.max_body_bytes,
+        reads,
         webhooks,
         alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
     };

@@ -1,10 +1,19 @@
 //! Prometheus metrics: a few counters, gauges and one latency histogram, rendered as Prometheus text at
 //! `GET /metrics`. Hand-rolled on atomics: the set is small and fixed, and a metrics library would be the largest
 //! dependency of the server for it.
+//!
+//! A scrape reads only what is here (`/metrics` needs no token): the document actors keep these figures up to
+//! date, and no figure is computed by calling into an actor or reading a document.
 
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::wire::DocumentId;
 
 /// A value that only goes up.
 #[derive(Debug, Default)]
@@ -50,6 +59,49 @@ impl Gauge {
     /// Sets the value, for gauges measured at scrape time.
     pub fn set(&self, value: i64) {
         self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+/// When the fields of each loaded incident fall due, kept by the document actors after every change. Staleness
+/// depends on the clock, so no gauge can hold it: a scrape counts the due times already past.
+#[derive(Debug, Default)]
+pub struct DueTimes {
+    /// Per document, what its actor last published. A std mutex: it is held only to replace an entry or to
+    /// count, never across an `.await`.
+    docs: Mutex<HashMap<DocumentId, Published>>,
+}
+
+/// One actor's due times.
+#[derive(Debug)]
+struct Published {
+    /// The actor generation that published them, so an old actor's exit leaves its successor's in place.
+    generation: u64,
+    /// When each field with a cadence falls due.
+    due: Vec<DateTime<Utc>>,
+}
+
+impl DueTimes {
+    /// Records the due times of document `doc` as its actor (incarnation `generation`) sees them now.
+    pub fn set(&self, doc: DocumentId, generation: u64, due: Vec<DateTime<Utc>>) {
+        let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        docs.insert(doc, Published { generation, due });
+    }
+
+    /// Forgets document `doc` as its actor unloads it, unless a newer actor already took over.
+    pub fn remove(&self, doc: DocumentId, generation: u64) {
+        let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        if docs.get(&doc).is_some_and(|p| p.generation == generation) {
+            docs.remove(&doc);
+        }
+    }
+
+    /// How many fields of loaded incidents are past their due time at `now`.
+    pub fn stale(&self, now: DateTime<Utc>) -> usize {
+        let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        docs.values()
+            .flat_map(|p| &p.due)
+            .filter(|due| **due < now)
+            .count()
     }
 }
 
@@ -114,8 +166,8 @@ pub struct Metrics {
     pub slow_disconnects: Counter,
     /// Changes over `/sync` that broke a command rule and were reverted.
     pub rule_violations: Counter,
-    /// Fields of loaded incidents past their due time (measured at each scrape).
-    pub stale_fields: Gauge,
+    /// When the fields of loaded incidents fall due; a scrape counts the stale ones.
+    pub due: DueTimes,
     /// Webhook deliveries the endpoints accepted.
     pub webhooks_delivered: Counter,
     /// Webhook attempts that failed (each is retried until the delivery is given up).
@@ -147,6 +199,10 @@ pub struct Metrics {
     pub ephemeral_refused_shape: Counter,
     /// Presence refused for naming someone other than the connection's token.
     pub ephemeral_refused_name: Counter,
+    /// Heavy reads (history, exports, updates, the JSON view) computing now.
+    pub heavy_reads: Gauge,
+    /// Heavy reads refused because every place was taken (`max-heavy-reads`).
+    pub rejected_reads: Counter,
 }
 
 impl Metrics {
@@ -170,9 +226,14 @@ impl Metrics {
                 self.peers.get(),
             ),
             (
+                "commandpost_heavy_reads",
+                "Heavy reads (history, exports, status updates, the JSON view) computing now.",
+                self.heavy_reads.get(),
+            ),
+            (
                 "commandpost_stale_fields",
                 "Fields of loaded incidents past their due time (the template's cadence).",
-                self.stale_fields.get(),
+                i64::try_from(self.due.stale(Utc::now())).unwrap_or(i64::MAX),
             ),
         ];
         for (name, help, value) in gauges {
@@ -242,6 +303,7 @@ impl Metrics {
             ("connections", &self.rejected_connections),
             ("body", &self.rejected_bodies),
             ("ephemeral", &self.rejected_ephemeral),
+            ("heavy_reads", &self.rejected_reads),
         ];
         let name = "commandpost_limit_rejections_total";
         let _ = writeln!(
@@ -274,7 +336,80 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use incident_doc::{Declaration, Editor, Incident, Operation, template};
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
+    use crate::config::Config;
+    use crate::document::Registry;
+    use crate::store::sqlite::SqliteStore;
+    use crate::wire::PeerId;
+
+    /// The actors keep the due times current: a scrape finds the fields of a day-old incident stale, and one fewer
+    /// as soon as an edit of one of them is answered.
+    #[tokio::test]
+    async fn document_actors_publish_their_due_times_as_they_change() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let metrics = Arc::new(Metrics::default());
+        let webhooks = Arc::new(Config::default().webhooks().expect("no webhooks"));
+        let registry = Registry::new(
+            store,
+            metrics.clone(),
+            PeerId::from("server".to_owned()),
+            Config::default().doc_config(webhooks),
+            CancellationToken::new(),
+        );
+        let template = template::builtin().into_iter().next().expect("a template");
+        let declared = Utc::now() - chrono::Duration::days(1);
+        let declaration = Declaration {
+            name: "Yesterday's".into(),
+            number: None,
+        };
+        let incident = Incident::create(
+            &template,
+            &declaration,
+            &Editor::new("alice", declared),
+            None,
+        )
+        .expect("declare");
+        let handle = registry
+            .create(DocumentId::random(), incident)
+            .await
+            .expect("create");
+        // The actor publishes as it starts; a snapshot is answered only once it runs.
+        handle.snapshot().await.expect("the actor runs");
+        assert_eq!(metrics.due.stale(Utc::now()), 2, "summary, detailed status");
+        let edit = Operation::SetText {
+            field: "summary".into(),
+            text: "Under control.".into(),
+        };
+        handle
+            .apply(vec![edit], Editor::new("alice", Utc::now()))
+            .await
+            .expect("edit");
+        assert_eq!(metrics.due.stale(Utc::now()), 1);
+    }
+
+    #[test]
+    fn stale_fields_are_counted_from_the_due_times_of_the_current_actors() {
+        let due = DueTimes::default();
+        let now = Utc::now();
+        let (a, b) = (DocumentId::random(), DocumentId::random());
+        let hour = chrono::Duration::hours(1);
+        due.set(a, 1, vec![now - hour, now + hour]);
+        due.set(b, 1, vec![now - hour, now - hour]);
+        assert_eq!(due.stale(now), 3);
+        // A newer actor of `a` took over before the old one's exit: the old one removes nothing.
+        due.set(a, 2, vec![now + hour]);
+        due.remove(a, 1);
+        assert_eq!(due.stale(now), 2);
+        due.remove(b, 1);
+        assert_eq!(due.stale(now), 0);
+        assert_eq!(due.stale(now + hour * 2), 1);
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

@@ -45,7 +45,10 @@ async fn run(
     identity.require(Scope::Write, "change the command")?;
     let handle = handle(state, id).await?;
     handle.apply(ops, editor(identity)).await?;
-    let view = handle.read(|incident| incident.view()).await?;
+    let view = state
+        .reads
+        .run_waiting(&handle, |incident| Ok(incident.view()))
+        .await?;
     let roles = view
         .field_of_kind(incident_doc::schema::FieldKind::Roles)
         .map(|f| json!(f.value))
@@ -141,8 +144,11 @@ async fn pins(
     JsonBody(body): JsonBody<Pins>,
 ) -> Result<Json<Value>, ApiError> {
     let handle = handle(&state, &id).await?;
-    let current: Vec<String> = handle
-        .read(|incident| incident.view().pins.into_iter().map(|p| p.field).collect())
+    let current: Vec<String> = state
+        .reads
+        .run_waiting(&handle, |incident| {
+            Ok(incident.view().pins.into_iter().map(|p| p.field).collect())
+        })
         .await?;
     // Unpin everything, then pin in the order given: one change, so the order is exactly the one asked for.
     let ops = current

@@ -232,7 +232,10 @@ async fn read(
     identity.require(Scope::Read, "read incidents")?;
     let handle = handle(&state, &id).await?;
     let doc_id = handle.id;
-    let mut view = handle.read(|incident| incident.view()).await?;
+    let mut view = state
+        .reads
+        .run(&handle, |incident| Ok(incident.view()))
+        .await?;
     view.mark_stale(Utc::now());
     Ok(Json(with_ids(doc_id, &view)))
 }
@@ -272,9 +275,12 @@ async fn export_doc(
     let handle = handle(&state, &id).await?;
     let doc_id = handle.id;
     let kind = format.clone();
-    let body = handle
-        .read(move |incident| archive::render(incident, doc_id, &kind, at))
-        .await??;
+    let body = state
+        .reads
+        .run(&handle, move |incident| {
+            archive::render(incident, doc_id, &kind, at)
+        })
+        .await?;
     let extension = match format.as_str() {
         "markdown" => "md",
         "postmortem" => "postmortem.md",

@@ -13,6 +13,7 @@ use incident_doc::update::{UpdateFormat, status_update};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::archive;
 use super::incidents::{editor, handle};
 use super::{AppState, JsonBody};
 use crate::auth::{Identity, Scope};
@@ -56,22 +57,29 @@ async fn render(
     };
     let handle = handle(&state, &id).await?;
     let now = Utc::now();
-    let (body, heads) = handle
-        .read(move |incident| {
+    let (body, heads) = state
+        .reads
+        .run(&handle, move |incident| {
             let view = incident.view();
             let last = incident.last_update();
-            let then = last.as_ref().map(|last| {
-                // Heads recorded with the update, else the document as it was when it was marked sent.
-                let heads = if !last.heads.is_empty() && incident.has_heads(&last.heads) {
-                    Some(last.heads.clone())
-                } else {
-                    incident.heads_at(last.at)
-                };
-                heads.map_or_else(|| incident.view(), |h| incident.view_at(&h))
-            });
+            let then = match &last {
+                Some(last) => {
+                    // Heads recorded with the update, else the document as it was when it was marked sent.
+                    let heads = if !last.heads.is_empty() && incident.has_heads(&last.heads) {
+                        Some(last.heads.clone())
+                    } else {
+                        incident.heads_at(last.at)
+                    };
+                    Some(match heads {
+                        Some(heads) => archive::fork_at(incident, &heads)?.view(),
+                        None => view.clone(),
+                    })
+                }
+                None => None,
+            };
             let before = last.as_ref().zip(then.as_ref());
             let body = status_update(&view, before, now, format);
-            (body, incident.head_strings().join(","))
+            Ok((body, incident.head_strings().join(",")))
         })
         .await?;
     Ok((
@@ -116,6 +124,7 @@ async fn mark_sent(
                     })
                 })
                 .collect::<Result<_, _>>()?;
+            // Cheap (a lookup per head), so it runs in the actor, ordered after every edit queued before it.
             let known = handle
                 .read(move |incident| incident.has_heads(&parsed))
                 .await?;

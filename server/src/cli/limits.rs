@@ -38,6 +38,9 @@ pub(super) struct LimitArgs {
     /// Seconds of silence after which a /sync connection is closed [default: 60].
     #[arg(long, env = "COMMANDPOST_IDLE_TIMEOUT_SECS")]
     idle_timeout_secs: Option<u64>,
+    /// Heavy reads (history, exports, updates) computing at once; as many may wait [default: number of cores].
+    #[arg(long, env = "COMMANDPOST_MAX_HEAVY_READS")]
+    max_heavy_reads: Option<usize>,
 }
 
 impl LimitArgs {
@@ -54,6 +57,7 @@ impl LimitArgs {
             ephemeral_burst,
             ping_interval_secs,
             idle_timeout_secs,
+            max_heavy_reads,
         } = self;
         set(&mut config.max_frame_bytes, max_frame_bytes);
         set(&mut config.max_body_bytes, max_body_bytes);
@@ -68,6 +72,7 @@ impl LimitArgs {
         set(&mut config.ephemeral_burst, ephemeral_burst);
         set(&mut config.ping_interval_secs, ping_interval_secs);
         set(&mut config.idle_timeout_secs, idle_timeout_secs);
+        set(&mut config.max_heavy_reads, max_heavy_reads);
     }
 }
 

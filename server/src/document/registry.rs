@@ -69,10 +69,17 @@ impl Registry {
         let Some(stored) = self.inner.store.load(&id.to_string()).await? else {
             return Ok(None);
         };
-        let bytes: Vec<u8> = stored.chunks.concat();
-        let incident = Incident::load(&bytes)
-            .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
-        Ok(Some(self.install(id, incident, bytes.len(), stored.upto)))
+        // Loading a long document takes tens of milliseconds (BENCHMARKS.md): off the async workers, like the
+        // heavy reads, so that any token's first read of a stored incident holds up no connection.
+        let upto = stored.upto;
+        let (incident, size) = tokio::task::spawn_blocking(move || {
+            let bytes: Vec<u8> = stored.chunks.concat();
+            Incident::load(&bytes).map(|incident| (incident, bytes.len()))
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("document {id}: loading it panicked: {e}")))?
+        .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
+        Ok(Some(self.install(id, incident, size, upto)))
     }
 
     /// Stores a new document durably, then starts its actor.
