@@ -653,18 +653,29 @@ impl Incident {
         let server_actor = self.actor_for(&server.name);
         let written = (|| -> Result<(), automerge::AutomergeError> {
             if !violations.is_empty() {
+                let updated = Reader::new(&self.doc, None).map(&ROOT, keys::UPDATED);
+                // The stamps a change wrote are put back one by one in the map they live in (rebuilding the whole
+                // map from its past state would also rewrite every other field's stamp).
+                let stamps_in_place = updated.is_some()
+                    && updated == Reader::new(&self.doc, Some(before)).map(&ROOT, keys::UPDATED);
                 let restore: Vec<&String> = if archived {
-                    touched.iter().collect()
+                    touched
+                        .iter()
+                        .filter(|key| !(stamps_in_place && key.as_str() == keys::UPDATED))
+                        .collect()
                 } else {
                     foreign.clone()
                 };
                 for key in restore {
                     rules::restore_key(&mut self.doc, &ROOT, key, before)?;
                 }
-                if !forged_stamps.is_empty()
-                    && let Some(updated) = Reader::new(&self.doc, None).map(&ROOT, keys::UPDATED)
-                {
-                    for key in &forged_stamps {
+                let stamps_to_restore: Vec<&String> = if archived && stamps_in_place {
+                    stamps.iter().collect()
+                } else {
+                    forged_stamps.clone()
+                };
+                if let Some(updated) = updated.filter(|_| !stamps_to_restore.is_empty()) {
+                    for key in stamps_to_restore {
                         rules::restore_key(&mut self.doc, &updated, key, before)?;
                     }
                 }
