@@ -4,7 +4,8 @@
 //! document changes, the server appends the incremental chunk that Automerge produced (`save_after`), and
 //! once in a while it replaces the accumulated chunks with one compact snapshot. Next to the chunks each
 //! backend keeps a small index row per incident ([`IncidentSummary`]) so that listing incidents does not
-//! require loading every document, a counter for human-friendly incident numbers, and hashed API tokens.
+//! require loading every document, a counter for human-friendly incident numbers, hashed API tokens, and the hashed
+//! `/sync` tickets that stand for a token for a few seconds (`api/tickets.rs`).
 //!
 //! [`Store`] is the backend-neutral interface, used as `Arc<dyn Store>`. [`sqlite::SqliteStore`] is the
 //! embedded default; [`postgres::PostgresStore`], shared by several server nodes, implements the same
