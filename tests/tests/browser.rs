@@ -1384,8 +1384,10 @@ async fn wait_signed_in(browser: &Browser, token: &str, who: &str) -> anyhow::Re
             || async {
                 let url = browser.url().await?;
                 let (stored, shown) = signed_in_as(browser).await?;
-                Ok((!url.contains("token=") && stored.as_deref() == Some(token) && shown == who)
-                    .then_some(()))
+                Ok(
+                    (!url.contains("token=") && stored.as_deref() == Some(token) && shown == who)
+                        .then_some(()),
+                )
             },
         )
         .await
@@ -1413,7 +1415,10 @@ async fn a_sign_in_link_for_someone_else_asks_before_switching() -> anyhow::Resu
             !browser.url().await?.contains("token="),
             "the token left the address bar before anything else"
         );
-        let (to, from) = (browser.text("#switch-to").await?, browser.text("#switch-from").await?);
+        let (to, from) = (
+            browser.text("#switch-to").await?,
+            browser.text("#switch-from").await?,
+        );
         ensure!(
             to.as_deref() == Some("bob (read)") && from.as_deref() == Some("alice (write)"),
             "the question names both: {to:?} {from:?}"
@@ -1468,14 +1473,22 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
     let browser = Browser::open("insights", WindowSize::DESKTOP).await?;
     sign_in(&browser, &server.base_url, &analyst).await?;
     browser.click(r##"nav a[href="#/insights"]"##).await?;
-    browser.wait_for("#insights-frame[srcdoc]", UI_TIMEOUT).await?;
+    browser
+        .wait_for("#insights-frame[srcdoc]", UI_TIMEOUT)
+        .await?;
     ensure!(
         browser.attr("#insights-frame", "sandbox").await?.as_deref() == Some(""),
         "the charts page is sandboxed"
     );
     let heading = browser.text_in_frame(0, "h1").await?;
-    ensure!(heading.as_deref() == Some("Incident insights"), "{heading:?}");
-    let scope = browser.text_in_frame(0, "p.scope").await?.unwrap_or_default();
+    ensure!(
+        heading.as_deref() == Some("Incident insights"),
+        "{heading:?}"
+    );
+    let scope = browser
+        .text_in_frame(0, "p.scope")
+        .await?
+        .unwrap_or_default();
     ensure!(scope.contains("1 incident"), "{scope}");
 
     // A filter reloads the charts and lands in the address, without a token.
@@ -1489,17 +1502,27 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
         .await?;
     browser
         .wait_until("the charts of closed incidents", UI_TIMEOUT, || async {
-            let scope = browser.text_in_frame(0, "p.scope").await?.unwrap_or_default();
+            let scope = browser
+                .text_in_frame(0, "p.scope")
+                .await?
+                .unwrap_or_default();
             Ok((scope.contains("status closed") && scope.contains("0 incidents")).then_some(()))
         })
         .await?;
     let url = browser.url().await?;
-    ensure!(url.ends_with("#/insights?status=closed") && !url.contains("token"), "{url}");
+    ensure!(
+        url.ends_with("#/insights?status=closed") && !url.contains("token"),
+        "{url}"
+    );
 
     // The CSV: what the page hands the browser to save (the click on its download link is recorded instead of
     // saving, then the file read back from the page's object URL).
-    browser.goto(&format!("{}/#/insights", server.base_url)).await?;
-    browser.wait_for("#insights-frame[srcdoc]", UI_TIMEOUT).await?;
+    browser
+        .goto(&format!("{}/#/insights", server.base_url))
+        .await?;
+    browser
+        .wait_for("#insights-frame[srcdoc]", UI_TIMEOUT)
+        .await?;
     browser
         .execute(
             r#"window.__downloads = [];
@@ -1512,10 +1535,16 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
         .await?;
     browser.click(r#"button[data-download="csv"]"#).await?;
     let saved = browser
-        .wait_until("the CSV to be handed to the browser", UI_TIMEOUT, || async {
-            let saved = browser.execute("return window.__downloads;", vec![]).await?;
-            Ok((saved.as_array().map_or(0, Vec::len) == 2).then_some(saved))
-        })
+        .wait_until(
+            "the CSV to be handed to the browser",
+            UI_TIMEOUT,
+            || async {
+                let saved = browser
+                    .execute("return window.__downloads;", vec![])
+                    .await?;
+                Ok((saved.as_array().map_or(0, Vec::len) == 2).then_some(saved))
+            },
+        )
         .await?;
     ensure!(saved[0] == "incidents.csv", "{saved}");
     let csv = saved[1].as_str().unwrap_or_default();
