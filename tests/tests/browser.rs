@@ -17,7 +17,10 @@
 //! - closing past open exit criteria asks for a reason, which ends up in the timeline (dismissing changes nothing);
 //! - hostile text (script tags, event handlers, `javascript:` links) in every field is shown as text and never runs;
 //! - the command post's addresses show as links, drills carry a badge, and the status update panel marks an update
-//!   sent.
+//!   sent;
+//! - a sign-in link for another identity than the one signed in names both and asks before switching (a link for the
+//!   same identity, or with nobody signed in, signs in at once), and the token never stays in the address bar;
+//! - the insights page and the CSV rows are reached from the signed-in page with the token in the header.
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
 //! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).

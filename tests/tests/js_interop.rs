@@ -1,5 +1,6 @@
 //! Interop with the stock JavaScript client: `@automerge/automerge-repo` with its `WebSocketClientAdapter` (the
-//! versions pinned in `tests/js/package-lock.json`), run by Node from `tests/js/client.mjs`, against a real server.
+//! versions pinned in `tests/js/package-lock.json`), run by Node from `tests/js/client.mjs` (through
+//! `tests::js_client`, which connects with a sync ticket as a browser does), against a real server.
 //!
 //! - An incident declared over HTTP is found by the JS client through its `automerge:` URL, edited there (with
 //!   UTF-16 positions, an emoji included, and a JS `Date` stamp), and the server's Markdown export shows the edit.
