@@ -8,3 +8,4 @@ CREATE TABLE tickets (
     expires_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX tickets_by_expiry ON tickets (expires_at);
+CREATE INDEX tickets_by_token ON tickets (token_hash);

@@ -239,16 +239,19 @@ pub trait Store: Send + Sync + 'static {
     async fn token_count(&self) -> Result<u64, StoreError>;
 
     /// Records a `/sync` ticket: `hash` (of the ticket, hex) stands for the token whose hash is `token_hash`
-    /// until `expires_at`. Tickets that expired by `now` are deleted in the same write, so the table holds only
-    /// the tickets of the last few seconds. Stored rather than kept in one node's memory so that any node
-    /// sharing the store accepts a ticket another node issued (behind a load balancer without sticky sessions).
+    /// until `expires_at`, unless that token already has `limit` unexpired, unused tickets (then nothing is
+    /// written and the answer is `false`; nodes racing may pass the limit by the number of racers). Tickets that
+    /// expired by `now` are deleted in the same write, so the table holds only the tickets of the last few
+    /// seconds. Stored rather than kept in one node's memory so that any node sharing the store accepts a ticket
+    /// another node issued (behind a load balancer without sticky sessions).
     async fn create_ticket(
         &self,
         hash: &str,
         token_hash: &str,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+        limit: usize,
+    ) -> Result<bool, StoreError>;
 
     /// Takes the ticket with `hash`: deletes it and returns its token's hash if it had not expired at `now`,
     /// `None` if it is unknown, already taken or expired. Each ticket is returned once, to one caller, even
@@ -760,40 +763,42 @@ pub(crate) mod conformance {
     pub(crate) async fn sync_tickets_are_single_use_and_expire(store: &dyn Store) {
         let now = Utc::now();
         let later = now + Duration::seconds(30);
-        store
-            .create_ticket("t1", "aa11", now, later)
-            .await
-            .expect("create");
+        assert_eq!(
+            store.create_ticket("t1", "aa11", now, later, 8).await,
+            Ok(true)
+        );
         assert_eq!(store.take_ticket("t1", now).await, Ok(Some("aa11".into())));
         // Taken once: gone, whoever asks next.
         assert_eq!(store.take_ticket("t1", now).await, Ok(None));
         assert_eq!(store.take_ticket("unknown", now).await, Ok(None));
 
         // Past its expiry a ticket is refused, and taking it still spends it.
-        store
-            .create_ticket("t2", "aa11", now, later)
-            .await
-            .expect("create");
+        assert_eq!(
+            store.create_ticket("t2", "aa11", now, later, 8).await,
+            Ok(true)
+        );
         assert_eq!(store.take_ticket("t2", later).await, Ok(None));
         assert_eq!(store.take_ticket("t2", now).await, Ok(None));
 
         // Creating a ticket purges the expired ones: t3 is gone even for a caller whose clock says it is early.
-        store
-            .create_ticket("t3", "bb22", now, now + Duration::seconds(1))
-            .await
-            .expect("create");
-        store
-            .create_ticket("t4", "bb22", now + Duration::seconds(2), later)
-            .await
-            .expect("create");
+        let soon = now + Duration::seconds(1);
+        assert_eq!(
+            store.create_ticket("t3", "bb22", now, soon, 8).await,
+            Ok(true)
+        );
+        let after = now + Duration::seconds(2);
+        assert_eq!(
+            store.create_ticket("t4", "bb22", after, later, 8).await,
+            Ok(true)
+        );
         assert_eq!(store.take_ticket("t3", now).await, Ok(None));
         assert_eq!(store.take_ticket("t4", now).await, Ok(Some("bb22".into())));
 
         // Many callers racing for one ticket: exactly one gets it.
-        store
-            .create_ticket("t5", "cc33", now, later)
-            .await
-            .expect("create");
+        assert_eq!(
+            store.create_ticket("t5", "cc33", now, later, 8).await,
+            Ok(true)
+        );
         let takes = join_all((0..20).map(|_| store.take_ticket("t5", now))).await;
         let winners = takes
             .into_iter()
@@ -801,6 +806,30 @@ pub(crate) mod conformance {
             .filter(Option::is_some)
             .count();
         assert_eq!(winners, 1);
+
+        // At most `limit` unused tickets per token: one more is refused and stored nothing; taking one frees a
+        // place; other tokens are counted apart.
+        for n in 0..3 {
+            let hash = format!("d{n}");
+            assert_eq!(
+                store.create_ticket(&hash, "dd44", now, later, 3).await,
+                Ok(true)
+            );
+        }
+        assert_eq!(
+            store.create_ticket("d3", "dd44", now, later, 3).await,
+            Ok(false)
+        );
+        assert_eq!(store.take_ticket("d3", now).await, Ok(None));
+        assert_eq!(
+            store.create_ticket("e0", "ee55", now, later, 3).await,
+            Ok(true)
+        );
+        assert_eq!(store.take_ticket("d0", now).await, Ok(Some("dd44".into())));
+        assert_eq!(
+            store.create_ticket("d3", "dd44", now, later, 3).await,
+            Ok(true)
+        );
     }
 
     pub(crate) async fn list_filters_and_orders(store: &dyn Store) {

@@ -2,7 +2,8 @@
 //! WebSocket, open `/sync` with a ticket from `POST /api/sync-ticket`:
 //! - a ticket opens one connection, as its token (name and scope), counted against the token's connection cap and
 //!   closed when the token is revoked; used, expired, unknown tickets and the unused tickets of a revoked token get a
-//!   401 with our JSON error before any upgrade, and of two upgrades racing for one ticket exactly one wins;
+//!   401 with our JSON error before any upgrade, and of two upgrades racing for one ticket exactly one wins; a token
+//!   holds at most as many unused tickets as it may hold connections (429 past that);
 //! - a read token's ticket syncs read-only, as the token would;
 //! - `?token=` on `/sync`, `/insights` and `/api/analytics/incidents` is refused with 400 `token_in_url`, even
 //!   beside a valid header, and nothing is served;
@@ -142,23 +143,27 @@ async fn an_expired_ticket_is_refused() -> anyhow::Result<()> {
     })?;
     let now = Utc::now();
     let expired = "cpt_ExpiredTicketForTheTest";
-    store
+    let created = store
         .create_ticket(
             &hash_token(expired),
             &hash_token(&alice),
             now - TimeDelta::seconds(31),
             now - TimeDelta::seconds(1),
+            8,
         )
         .await?;
+    ensure!(created, "the expired ticket is stored");
     let fresh = "cpt_FreshTicketForTheTest";
-    store
+    let created = store
         .create_ticket(
             &hash_token(fresh),
             &hash_token(&alice),
             now,
             now + TimeDelta::seconds(30),
+            8,
         )
         .await?;
+    ensure!(created, "the fresh ticket is stored");
     expect_invalid_ticket(&server.ticket_url(expired), "an expired ticket").await?;
     // The same store, a ticket within its time: accepted, so the refusal above was the expiry.
     SyncClient::connect(&server.ticket_url(fresh)).await?;
@@ -191,7 +196,7 @@ async fn revoking_a_token_voids_its_tickets_and_closes_their_connections() -> an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ticket_connections_count_against_their_tokens_cap() -> anyhow::Result<()> {
+async fn tickets_and_their_connections_count_against_the_tokens_cap() -> anyhow::Result<()> {
     const MAX: usize = 2;
     let server = TestServer::start_with(|config| config.max_connections_per_token = MAX).await;
     let bot = server.token("busy-bot", "read").await;
@@ -202,6 +207,15 @@ async fn ticket_connections_count_against_their_tokens_cap() -> anyhow::Result<(
     ensure!(
         status == 429 && body["error"]["code"] == "too_many_requests",
         "a third connection, by ticket: {status} {body}"
+    );
+    // Unused tickets are capped the same way: as many as the token may hold connections.
+    for _ in 0..MAX {
+        server.sync_ticket(&bot).await;
+    }
+    let (status, body) = ask_ticket(&server, Some(&bot)).await?;
+    ensure!(
+        status == StatusCode::TOO_MANY_REQUESTS && body["error"]["code"] == "too_many_requests",
+        "a ticket past the cap: {status} {body}"
     );
     server.stop().await;
     Ok(())

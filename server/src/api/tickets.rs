@@ -41,10 +41,26 @@ async fn issue(
     let ticket = new_ticket();
     let now = chrono::Utc::now();
     let ttl = chrono::Duration::from_std(TICKET_TTL).map_err(|_| ApiError::Internal)?;
-    state
+    // As many unused tickets as the token may hold connections: enough for every page of a shared token to
+    // reconnect at once, and a bound on what a looping (or leaked read) token can make the server write.
+    let limit = state.sync.limits.max_connections_per_token;
+    let created = state
         .store
-        .create_ticket(&hash_token(&ticket), &hash_token(&token), now, now + ttl)
+        .create_ticket(
+            &hash_token(&ticket),
+            &hash_token(&token),
+            now,
+            now + ttl,
+            limit,
+        )
         .await?;
+    if !created {
+        state.metrics.rejected_connections.inc();
+        return Err(ApiError::TooMany(format!(
+            "this token already holds {limit} unused sync tickets, the limit; they expire within {} s",
+            TICKET_TTL.as_secs()
+        )));
+    }
     Ok(Json(
         json!({"ticket": ticket, "expiresIn": TICKET_TTL.as_secs()}),
     ))

@@ -508,19 +508,25 @@ impl Store for PostgresStore {
         token_hash: &str,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        // One statement: the purge, the count (of unexpired tickets, since the purge's deletions are not visible
+        // to it) and the insert, so nothing is written past the limit.
+        let inserted = sqlx::query(
             "WITH purged AS (DELETE FROM tickets WHERE expires_at <= $3)
-             INSERT INTO tickets (hash, token_hash, expires_at) VALUES ($1, $2, $4)",
+             INSERT INTO tickets (hash, token_hash, expires_at)
+             SELECT $1, $2, $4
+             WHERE (SELECT COUNT(*) FROM tickets WHERE token_hash = $2 AND expires_at > $3) < $5",
         )
         .bind(hash)
         .bind(token_hash)
         .bind(now)
         .bind(expires_at)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .execute(self.pool().await?)
         .await
         .map_err(db_error)?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
     }
 
     async fn take_ticket(

@@ -126,7 +126,8 @@ const MIGRATIONS: &[&str] = &[
         token_hash TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     );
-    CREATE INDEX tickets_by_expiry ON tickets (expires_at);",
+    CREATE INDEX tickets_by_expiry ON tickets (expires_at);
+    CREATE INDEX tickets_by_token ON tickets (token_hash);",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -556,13 +557,21 @@ impl Store for SqliteStore {
         token_hash: &str,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+        limit: usize,
+    ) -> Result<bool, StoreError> {
         let hash = hash.to_owned();
         let token_hash = token_hash.to_owned();
         self.write(move |conn| {
             conn.prepare_cached("DELETE FROM tickets WHERE expires_at <= ?1")
                 .and_then(|mut purge| purge.execute([now.timestamp_micros()]))
                 .map_err(db_error)?;
+            let held: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM tickets WHERE token_hash = ?1")
+                .and_then(|mut count| count.query_row([&token_hash], |row| row.get(0)))
+                .map_err(db_error)?;
+            if usize::try_from(held).unwrap_or(usize::MAX) >= limit {
+                return Ok(false);
+            }
             conn.prepare_cached(
                 "INSERT INTO tickets (hash, token_hash, expires_at) VALUES (?1, ?2, ?3)",
             )
@@ -570,7 +579,7 @@ impl Store for SqliteStore {
                 insert.execute(params![hash, token_hash, expires_at.timestamp_micros()])
             })
             .map_err(db_error)?;
-            Ok(())
+            Ok(true)
         })
         .await
     }
