@@ -21,6 +21,7 @@ fn conversation(edits: &[Operation]) -> Vec<Vec<u8>> {
     }
     let (mut ours, mut theirs) = (sync::State::new(), sync::State::new());
     let referee = Editor::new(SERVER, moment());
+    let sender = Editor::new(PEER, moment());
     let mut memo = SyncMemo::default();
     let mut sent = Vec::new();
     loop {
@@ -29,7 +30,7 @@ fn conversation(edits: &[Operation]) -> Vec<Vec<u8>> {
         };
         let bytes = message.encode();
         let received = server
-            .receive_sync(&mut memo, &mut ours, &bytes, PEER, &referee)
+            .receive_sync(&mut memo, &mut ours, &bytes, &sender, &referee)
             .expect("the server takes the peer's message");
         sent.push(bytes);
         let answer = received

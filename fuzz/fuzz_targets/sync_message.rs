@@ -20,11 +20,14 @@ fn saved() -> &'static [u8] {
 
 fuzz_target!(|data: &[u8]| {
     let mut incident = Incident::load(saved()).expect("the replica loads");
+    // As the server's document actor holds it: the authority over schema and authorship.
+    incident.govern();
     let before = incident.doc_mut().get_heads();
     let mut state = sync::State::new();
     let server = Editor::new(SERVER, moment());
+    let sender = Editor::new(PEER, moment());
     let mut memo = SyncMemo::default();
-    match incident.receive_sync(&mut memo, &mut state, data, PEER, &server) {
+    match incident.receive_sync(&mut memo, &mut state, data, &sender, &server) {
         Err(_) => assert_eq!(
             incident.doc_mut().get_heads(),
             before,

@@ -2,10 +2,12 @@
 //! the document as it was at a moment; who held which role from when to when.
 //!
 //! An Automerge document keeps every change it ever merged, each with its dependencies, its actor, a timestamp
-//! (whole seconds, the writer's clock) and an optional message. [`Incident`]'s operations write the message as JSON
-//! `{"by", "op", "fields"}`, which names the editor; changes from other Automerge clients (the stock JavaScript
-//! client, say) carry no such message, so their author is unknown and reads as `None`. Which fields a change
-//! touched is read from its operations, not from the message, so it is the same for every writer.
+//! (whole seconds, the writer's clock) and an optional message. Who made a change is what the server recorded for
+//! its actor under `authors` (the token a sync peer's changes arrived with, or the editor of an HTTP operation),
+//! never what the change says about itself: any client can write any commit message. A change whose actor the
+//! record does not name (a document from before the record, or imported) reads as unattributed. [`Incident`]'s
+//! operations still write `{"by", "op", "fields"}` messages, of which history shows only `op`. Which fields a change
+//! touched is read from its operations, so it is the same for every writer.
 //!
 //! Changes are ordered causally (a change after everything it depends on), and among changes that could come in
 //! either order, by timestamp then hash, so every replica lists the same history in the same order.
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::incident::Incident;
 use crate::read::Reader;
-use crate::schema::{FieldKind, Role, keys};
+use crate::schema::{FieldKind, Role, SERVER_NAME, keys};
 use crate::view::{FieldValue, IncidentView, read_layout, read_value};
 
 /// One change of the document, as the history lists it.
@@ -33,14 +35,15 @@ pub struct Change {
     pub at: Option<DateTime<Utc>>,
     /// The Automerge actor (hex): one replica or session of one client.
     pub actor: String,
-    /// Who made it, from commandpost's commit message; `None` for a change another client made without one.
+    /// Who made it: the person the server's authorship record names for its actor; `None` when it names nobody.
     pub by: Option<String>,
-    /// The operations it applied (`setText`, `addTimelineEntry,pin`, …), from the same message.
+    /// The operations it applied (`setText`, `addTimelineEntry,pin`, …), from its commit message: what the writer
+    /// says it did, informative only.
     pub op: Option<String>,
-    /// Whether commandpost's commit message named the author (`by` and `op` are set).
+    /// Whether the authorship record names its author (`by` is set).
     pub attributed: bool,
     /// The root keys it changed (template fields such as `summary`, and `pins`), sorted; the `updated` stamps,
-    /// which every edit writes, are left out.
+    /// and the authorship record, which edits write beside their fields, are left out.
     pub fields: Vec<String>,
 }
 
@@ -74,11 +77,11 @@ pub struct RoleSpan {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
-    /// Everyone commandpost's commit messages name as an editor, sorted.
+    /// Everyone the authorship record names as the author of a change, sorted (the server itself left out).
     pub editors: Vec<String>,
     /// How many changes there are in all.
     pub changes: usize,
-    /// How many of them name no author (made by other Automerge clients).
+    /// How many of them the authorship record names no author for.
     pub unattributed: usize,
     /// Explicit role assignments as intervals, in the order they began. An undelegated role is held by the
     /// commander without a span of its own.
@@ -126,11 +129,10 @@ impl Record {
     }
 }
 
-/// The commit message [`Incident`]'s operations write (see `Incident::commit`), read back.
+/// The commit message [`Incident`]'s operations write (see `Incident::commit`), read back for its operation names
+/// (its `by` is a claim, not a record).
 #[derive(Deserialize)]
 struct Message {
-    /// The editor's name.
-    by: String,
     /// The operations' names.
     op: String,
 }
@@ -144,6 +146,8 @@ struct Meta {
     /// For ordering: `time`, or for a change without one, the latest time among its dependencies.
     when: i64,
     actor: ActorId,
+    /// The author the record names for the actor.
+    by: Option<String>,
     message: Option<Message>,
 }
 
@@ -158,6 +162,7 @@ impl Meta {
 /// Every change, dependencies first; among changes free to go in either order, the earliest (then the lowest
 /// hash) first.
 fn ordered(doc: &Automerge) -> Vec<Meta> {
+    let authors = authors(doc);
     let metas: Vec<_> = doc.get_changes_meta(&[]);
     let index: HashMap<ChangeHash, usize> =
         metas.iter().enumerate().map(|(i, m)| (m.hash, i)).collect();
@@ -203,11 +208,27 @@ fn ordered(doc: &Automerge) -> Vec<Meta> {
                 time: m.timestamp,
                 when: when[i],
                 actor: m.actor.clone().into_owned(),
+                by: authors.get(m.actor.as_ref()).cloned(),
                 message: m
                     .message
                     .as_deref()
                     .and_then(|text| serde_json::from_str(text).ok()),
             }
+        })
+        .collect()
+}
+
+/// The authorship record: actor → person, as the server wrote it under `authors`.
+fn authors(doc: &Automerge) -> HashMap<ActorId, String> {
+    let r = Reader::new(doc, None);
+    let Some(map) = r.map(&automerge::ROOT, keys::AUTHORS) else {
+        return HashMap::new();
+    };
+    r.keys(&map)
+        .into_iter()
+        .filter_map(|hex| {
+            let actor = ActorId::try_from(hex.as_str()).ok()?;
+            Some((actor, r.str(&map, hex.as_str())?))
         })
         .collect()
 }
@@ -255,7 +276,7 @@ impl<'a> RootKeys<'a> {
         }
     }
 
-    /// The root keys `change` wrote under, without the `updated` stamps.
+    /// The root keys `change` wrote under, without the bookkeeping every edit writes (`updated` stamps, `authors`).
     fn touched(&mut self, change: &automerge::Change) -> Vec<String> {
         let mut keys = BTreeSet::new();
         for op in change.decode().operations {
@@ -267,6 +288,7 @@ impl<'a> RootKeys<'a> {
             keys.extend(key);
         }
         keys.remove(keys::UPDATED);
+        keys.remove(keys::AUTHORS);
         keys.into_iter().collect()
     }
 
@@ -337,9 +359,9 @@ impl Incident {
                 hash: m.hash.to_string(),
                 at: m.at(),
                 actor: m.actor.to_hex_string(),
-                by: m.message.as_ref().map(|msg| msg.by.clone()),
+                by: m.by.clone(),
                 op: m.message.as_ref().map(|msg| msg.op.clone()),
-                attributed: m.message.is_some(),
+                attributed: m.by.is_some(),
                 fields: full
                     .remove(&m.hash)
                     .map(|c| roots.touched(&c))
@@ -368,12 +390,13 @@ impl Incident {
             .find(|f| f.kind == FieldKind::Roles);
         let editors: BTreeSet<String> = metas
             .iter()
-            .filter_map(|m| m.message.as_ref().map(|msg| msg.by.clone()))
+            .filter_map(|m| m.by.clone())
+            .filter(|by| by != SERVER_NAME)
             .collect();
         let mut record = Record {
             editors: editors.into_iter().collect(),
             changes: metas.len(),
-            unattributed: metas.iter().filter(|m| m.message.is_none()).count(),
+            unattributed: metas.iter().filter(|m| m.by.is_none()).count(),
             roles: Vec::new(),
         };
         let Some(roles_def) = roles_def else {

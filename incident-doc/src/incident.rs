@@ -2,10 +2,10 @@
 //! [`Operation`]s.
 
 use automerge::transaction::{CommitOptions, Transactable};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use automerge::{
-    ActorId, AutoCommit, ChangeHash, LoadOptions, ObjId, ObjType, PatchAction, Prop, ROOT, ReadDoc,
+    ActorId, AutoCommit, ChangeHash, LoadOptions, ObjType, PatchAction, Prop, ROOT, ReadDoc,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -18,9 +18,7 @@ use crate::schema::{
     TITLE_KEY, keys,
 };
 use crate::template::{FieldDefault, Template};
-use crate::view::{
-    Headline, IncidentView, due_at, read_layout, read_severity, read_stamp, root_object,
-};
+use crate::view::{Headline, IncidentView, due_at, read_layout, read_severity, read_stamp};
 
 /// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
 /// while sync and storage still reach the raw document through [`Incident::doc_mut`].
@@ -28,15 +26,29 @@ use crate::view::{
 pub struct Incident {
     /// The CRDT; owned here so there is one place that knows the text encoding and commit conventions.
     doc: AutoCommit,
-    /// The layout as last read, with the identity (object id, length) of the list it was read from. Reading it
-    /// costs about a hundred Automerge lookups, and the layout is written once at creation, so it is read again
-    /// only when that identity changes (another client replaced or extended it).
-    layout: Option<(ObjId, usize, Vec<FieldDef>)>,
+    /// The layout, read once: creation writes it and the server refuses every later change to it, so the rules
+    /// find the keys they guard here, never in what a client may have just written (a change deleting `layout`
+    /// would otherwise blind them). Not kept while empty: a replica starts empty and receives it by sync.
+    layout: Option<Vec<FieldDef>>,
+    /// Set on the server's replica: the actor it writes each person's changes with (see [`Incident::govern`]).
+    authority: Option<Authority>,
     /// What the command rules read, as of the heads given, with or without the timeline: the `before` of the next
     /// [`Incident::enforce`], which would otherwise read it at past heads, where every Automerge lookup first walks
     /// the history to build a clock (most of a busy war room's CPU once, BENCHMARKS.md). Keyed by heads, so any
     /// other change to the document (HTTP edits, other nodes' chunks) simply misses it.
     governed: Option<(Vec<ChangeHash>, bool, CommandState)>,
+}
+
+/// The server's side of the authorship record: which Automerge actor this replica writes each person's changes
+/// with. One actor per person (per loaded replica), recorded under `authors`, so every change's author is a fact
+/// the server wrote rather than a claim the change makes about itself.
+#[derive(Debug)]
+struct Authority {
+    /// For reproducible documents (tests, golden files): each person's actor is this one followed by their name.
+    /// `None`: random actors, fresh for every loaded replica, so no two replicas ever share one.
+    base: Option<ActorId>,
+    /// Person → the actor this replica writes their changes with.
+    actors: HashMap<String, ActorId>,
 }
 
 /// What the declarer says when opening an incident.
@@ -78,8 +90,56 @@ impl Incident {
         Incident {
             doc,
             layout: None,
+            authority: None,
             governed: None,
         }
+    }
+
+    /// Makes this replica the authority over the document, as the server's is: every change it commits from now
+    /// on is written with an actor of its editor's own and recorded under `authors`, and the command rules read the
+    /// layout it holds. Clients' replicas never call this: they cannot write the authorship record.
+    pub fn govern(&mut self) {
+        let base = self.authority.take().and_then(|a| a.base);
+        self.authority = Some(Authority {
+            base,
+            actors: HashMap::new(),
+        });
+    }
+
+    /// The person the authorship record names for `actor`, if any.
+    pub fn author_of(&self, actor: &ActorId) -> Option<String> {
+        author_of(&self.doc, actor)
+    }
+
+    /// Switches, in a fresh transaction, to the actor this replica writes `name`'s changes with and records it
+    /// under `authors` if it is not yet. Does nothing on a client's replica.
+    fn speak_as(&mut self, name: &str) -> Result<(), automerge::AutomergeError> {
+        let Some(authority) = &mut self.authority else {
+            return Ok(());
+        };
+        let actor = match authority.actors.get(name) {
+            Some(actor) => actor.clone(),
+            None => {
+                let derived = authority.base.as_ref().map(|base| {
+                    let mut bytes = base.to_bytes().to_vec();
+                    bytes.extend_from_slice(name.as_bytes());
+                    ActorId::from(bytes)
+                });
+                // A derived actor someone else already holds (a client chose it) is not reused.
+                let actor = derived
+                    .filter(|actor| author_of(&self.doc, actor).is_none_or(|n| n == name))
+                    .unwrap_or_else(ActorId::random);
+                authority.actors.insert(name.to_owned(), actor.clone());
+                actor
+            }
+        };
+        if self.doc.get_actor() != &actor {
+            self.doc.set_actor(actor.clone());
+        }
+        if author_of(&self.doc, &actor).as_deref() != Some(name) {
+            bind(&mut self.doc, &actor, name)?;
+        }
+        Ok(())
     }
 
     /// A new incident from `template`, declared by `editor`: one change that writes the layout, every field's
@@ -100,7 +160,13 @@ impl Incident {
                 operation::MAX_SHORT_CHARS
             )));
         }
+        let base = actor.clone();
         let mut incident = Incident::empty(actor);
+        incident.authority = Some(Authority {
+            base,
+            actors: HashMap::new(),
+        });
+        incident.speak_as(&editor.name)?;
         incident.write_template(template, name, declaration.number, editor)?;
         incident.commit(editor, "create", &[]);
         Ok(incident)
@@ -223,6 +289,7 @@ impl Incident {
         Ok(Incident {
             doc,
             layout: None,
+            authority: None,
             governed: None,
         })
     }
@@ -240,12 +307,12 @@ impl Incident {
         editor: &Editor,
     ) -> Result<Vec<Applied>, OpError> {
         let layout = self.take_layout();
-        let result = if operation::is_archived(&Reader::new(&self.doc, None), &layout.2) {
-            self.apply_archived(&layout.2, ops, editor)
+        let result = if operation::is_archived(&Reader::new(&self.doc, None), &layout) {
+            self.apply_archived(&layout, ops, editor)
         } else {
-            self.apply_with(&layout.2, ops, editor)
+            self.apply_with(&layout, ops, editor)
         };
-        self.layout = Some(layout);
+        self.keep_layout(layout);
         result
     }
 
@@ -261,6 +328,7 @@ impl Incident {
         let [op @ Operation::Reopen { .. }] = ops else {
             return Err(OpError::Archived);
         };
+        self.speak_as(&editor.name)?;
         match operation::apply(&mut self.doc, layout, op, editor) {
             Ok((applied, fields)) => {
                 self.commit(editor, op.name(), &fields);
@@ -278,26 +346,44 @@ impl Incident {
     /// clients) asks this of the document as it was before them.
     pub fn archived(&mut self) -> bool {
         let layout = self.take_layout();
-        let archived = operation::is_archived(&Reader::new(&self.doc, None), &layout.2);
-        self.layout = Some(layout);
+        let archived = operation::is_archived(&Reader::new(&self.doc, None), &layout);
+        self.keep_layout(layout);
         archived
     }
 
-    /// The layout, from the cache when the stored list is still the one it was read from.
-    fn take_layout(&mut self) -> (ObjId, usize, Vec<FieldDef>) {
-        let list = root_object(&self.doc, keys::LAYOUT, ObjType::List).unwrap_or(ROOT);
-        let len = self.doc.length(&list);
-        match self.layout.take() {
-            Some(cached) if cached.0 == list && cached.1 == len => cached,
-            _ => (list, len, read_layout(&Reader::new(&self.doc, None))),
+    /// The layout: the one read before, or read now. A document whose layout was deleted before the server refused
+    /// such changes still has the one its creation wrote, in its first change.
+    fn take_layout(&mut self) -> Vec<FieldDef> {
+        if let Some(layout) = self.layout.take() {
+            return layout;
+        }
+        let now = read_layout(&Reader::new(&self.doc, None));
+        if !now.is_empty() {
+            return now;
+        }
+        match self
+            .doc
+            .get_changes(&[])
+            .first()
+            .map(automerge::Change::hash)
+        {
+            Some(first) => read_layout(&Reader::new(&self.doc, Some(&[first]))),
+            None => now,
+        }
+    }
+
+    /// Keeps the layout for the next call, unless it is still empty (a replica waiting for its first sync).
+    fn keep_layout(&mut self, layout: Vec<FieldDef>) {
+        if !layout.is_empty() {
+            self.layout = Some(layout);
         }
     }
 
     /// The few facts an index needs (title, status, severity, …), cheap enough to read after every change.
     pub fn headline(&mut self) -> Headline {
         let layout = self.take_layout();
-        let headline = Headline::read_with(&Reader::new(&self.doc, None), &layout.2);
-        self.layout = Some(layout);
+        let headline = Headline::read_with(&Reader::new(&self.doc, None), &layout);
+        self.keep_layout(layout);
         headline
     }
 
@@ -310,6 +396,7 @@ impl Incident {
         let before = self.doc.get_heads();
         let mut applied = Vec::with_capacity(ops.len());
         let mut touched: Vec<String> = Vec::new();
+        self.speak_as(&editor.name)?;
         for op in ops {
             match operation::apply(&mut self.doc, layout, op, editor) {
                 Ok((a, fields)) => {
@@ -332,7 +419,7 @@ impl Incident {
             .any(|op| matches!(op, Operation::EditTimelineEntry { .. }));
         let was = CommandState::read(&self.doc, layout, Some(&before), with_timeline);
         let is = CommandState::read(&self.doc, layout, None, with_timeline);
-        let violations = rules::check(&was, &is, &editor.name, editor.at);
+        let violations = rules::check(&was, &is, editor, editor.at);
         if !violations.is_empty() {
             self.doc.rollback();
             let messages: Vec<&str> = violations.iter().map(|v| v.message.as_str()).collect();
@@ -357,20 +444,38 @@ impl Incident {
         );
     }
 
-    /// Holds the changes merged since `before` (raw Automerge changes from one sync peer, made by `who`) to the
-    /// command rules: whatever breaks one is put back as it was in one change by `server`, each attempt is
-    /// appended to the audit trail, and the violations are returned (empty: the changes stand as they are).
+    /// Holds the changes merged since `before` (raw Automerge changes from one sync peer, sent by `sender`) to the
+    /// schema and the command rules: whatever breaks one is put back as it was in one change by `server`, each
+    /// attempt is appended to the audit trail, and the violations are returned (empty: the changes stand as they
+    /// are). [`Incident::receive_sync`] does this for every sync message, and records the sender's new actors.
     ///
     /// The rules only look at the parts they govern, and only when the changes touched them (the roles, handoffs,
-    /// pins, status and timeline keys), so ordinary typing costs one small diff.
-    pub fn enforce(&mut self, before: &[ChangeHash], who: &str, server: &Editor) -> Vec<Violation> {
+    /// pins, status and timeline keys, the stamps), so ordinary typing costs one small diff.
+    pub fn enforce(
+        &mut self,
+        before: &[ChangeHash],
+        sender: &Editor,
+        server: &Editor,
+    ) -> Vec<Violation> {
+        self.enforce_recording(before, sender, server, &[])
+    }
+
+    /// [`Incident::enforce`], recording `newcomers` (actors of the sender's changes the authorship record does not
+    /// know yet) as the sender's in the same change.
+    pub(crate) fn enforce_recording(
+        &mut self,
+        before: &[ChangeHash],
+        sender: &Editor,
+        server: &Editor,
+        newcomers: &[ActorId],
+    ) -> Vec<Violation> {
         let after = self.doc.get_heads();
-        if after.as_slice() == before {
+        if after.as_slice() == before && newcomers.is_empty() {
             return Vec::new();
         }
         let layout = self.take_layout();
-        let violations = self.enforce_with(&layout.2, before, &after, who, server);
-        self.layout = Some(layout);
+        let violations = self.enforce_with(&layout, before, &after, sender, server, newcomers);
+        self.keep_layout(layout);
         violations
     }
 
@@ -379,8 +484,9 @@ impl Incident {
         layout: &[FieldDef],
         before: &[ChangeHash],
         after: &[ChangeHash],
-        who: &str,
+        sender: &Editor,
         server: &Editor,
+        newcomers: &[ActorId],
     ) -> Vec<Violation> {
         let key_of = |kind: FieldKind| {
             layout
@@ -388,18 +494,10 @@ impl Incident {
                 .find(|f| f.kind == kind)
                 .map(|f| f.key.clone())
         };
-        let touched: BTreeSet<String> = self
-            .doc
-            .diff(before, after)
-            .into_iter()
-            .filter_map(|patch| match (patch.path.first(), patch.action) {
-                (Some((_, Prop::Map(key))), _) => Some(key.clone()),
-                (None, PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key }) => {
-                    Some(key)
-                }
-                _ => None,
-            })
-            .collect();
+        let Touched {
+            keys: touched,
+            stamps,
+        } = touched(&mut self.doc, before, after);
         let governed = [
             key_of(FieldKind::Roles),
             key_of(FieldKind::Status),
@@ -415,26 +513,64 @@ impl Incident {
             Some((_, _, was)) => was.status == Some(Status::Closed),
             None => operation::is_archived(&Reader::new(&self.doc, Some(before)), layout),
         };
-        if !archived && !timeline && !governed.iter().flatten().any(|k| touched.contains(k)) {
-            // What the rules read is as it was, unless the change touched the rest of it.
-            if ![EXIT_CRITERIA_KEY, keys::CLOSE_OVERRIDE]
+        // What the server owns, whatever else the change did.
+        let foreign: Vec<&String> = touched
+            .iter()
+            .filter(|key| !rules::client_writable(layout, key))
+            .collect();
+        let forged_stamps: Vec<&String> = {
+            let r = Reader::new(&self.doc, None);
+            let updated = r.map(&ROOT, keys::UPDATED);
+            stamps
                 .iter()
-                .any(|k| touched.contains(*k))
-            {
-                self.governed =
-                    known.map(|(_, with_timeline, was)| (after.to_vec(), with_timeline, was));
-            }
-            return Vec::new();
+                .filter(|key| {
+                    let by = updated
+                        .as_ref()
+                        .and_then(|map| r.map(map, key.as_str()))
+                        .and_then(|stamp| r.str(&stamp, "by"));
+                    by.as_deref() != Some(sender.name.as_str())
+                })
+                .collect()
+        };
+        let mut violations = Vec::new();
+        if !foreign.is_empty() && !archived {
+            violations.push(rules::Violation {
+                rule: rules::Rule::Schema,
+                message: format!(
+                    "{} may change the template's fields, stamps, pins and handoffs; {} {} the server's \
+                     (written at creation or only by the server) or not part of the schema",
+                    sender.name,
+                    foreign.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+                    if foreign.len() == 1 { "is" } else { "are" }
+                ),
+            });
         }
-        let (violations, written) = if archived {
-            // A closed incident is an archive: every part of the change is put back.
-            let violations = vec![rules::archived_violation(who)];
-            let written = touched
+        if !forged_stamps.is_empty() && !archived {
+            violations.push(rules::Violation {
+                rule: rules::Rule::Authorship,
+                message: format!(
+                    "a last-updated stamp {} writes names {} (the stamps of {} were put back)",
+                    sender.name,
+                    sender.name,
+                    forged_stamps
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        let touches_rules = timeline
+            || governed.iter().flatten().any(|k| touched.contains(k))
+            || [EXIT_CRITERIA_KEY, keys::CLOSE_OVERRIDE]
                 .iter()
-                .try_for_each(|key| rules::restore(&mut self.doc, key, before))
-                .and_then(|()| self.audit(&violations, who, server.at));
-            (violations, written)
-        } else {
+                .any(|k| touched.contains(*k));
+        let mut unchanged_state = None;
+        let mut states = None;
+        if archived {
+            // A closed incident is an archive: every part of the change is put back.
+            violations = vec![rules::archived_violation(&sender.name)];
+        } else if touches_rules {
             let was = match known {
                 Some((_, _, mut was)) => {
                     // Compared with a state read without the timeline, a remembered one must not have it either.
@@ -445,20 +581,74 @@ impl Incident {
                 }
                 None => CommandState::read(&self.doc, layout, Some(before), timeline),
             };
-            let is = CommandState::read(&self.doc, layout, None, timeline);
-            let violations = rules::check(&was, &is, who, server.at);
-            if violations.is_empty() {
-                self.governed = Some((after.to_vec(), timeline, is));
-                return violations;
+            let mut is = CommandState::read(&self.doc, layout, None, timeline);
+            if foreign.iter().any(|k| *k == keys::CLOSE_OVERRIDE) {
+                // A client's override is no override: only the server records one (HTTP `setStatus`).
+                is.close_override.clone_from(&was.close_override);
             }
-            let written = rules::revert(&mut self.doc, layout, &was, &violations)
-                .and_then(|()| self.audit(&violations, who, server.at));
-            (violations, written)
-        };
+            violations.extend(rules::check(&was, &is, sender, server.at));
+            states = Some((was, is, timeline));
+        } else {
+            // What the rules read is as it was: remember it at the new heads.
+            unchanged_state = known.map(|(_, with_timeline, was)| (with_timeline, was));
+        }
+        let unbound: Vec<&ActorId> = newcomers
+            .iter()
+            .filter(|actor| author_of(&self.doc, actor).is_none())
+            .collect();
+        if violations.is_empty() && unbound.is_empty() {
+            self.governed = match (states, unchanged_state) {
+                (Some((_, is, with_timeline)), _) => Some((after.to_vec(), with_timeline, is)),
+                (None, Some((with_timeline, was))) => Some((after.to_vec(), with_timeline, was)),
+                (None, None) => None,
+            };
+            return violations;
+        }
+        let written = self.speak_as(&server.name).and_then(|()| {
+            for actor in &unbound {
+                bind(&mut self.doc, actor, &sender.name)?;
+            }
+            if violations.is_empty() {
+                return Ok(());
+            }
+            if archived {
+                for key in &touched {
+                    rules::restore_key(&mut self.doc, &ROOT, key, before)?;
+                }
+            } else {
+                for key in &foreign {
+                    rules::restore_key(&mut self.doc, &ROOT, key, before)?;
+                }
+                if !forged_stamps.is_empty() {
+                    if let Some(updated) = Reader::new(&self.doc, None).map(&ROOT, keys::UPDATED) {
+                        for key in &forged_stamps {
+                            rules::restore_key(&mut self.doc, &updated, key, before)?;
+                        }
+                    }
+                }
+                if let Some((was, is, _)) = &states {
+                    rules::revert(
+                        &mut self.doc,
+                        layout,
+                        (was, is),
+                        before,
+                        sender,
+                        server.at,
+                        &violations,
+                    )?;
+                }
+            }
+            self.audit(&violations, &sender.name, server.at)
+        });
         match written {
             Ok(()) => {
                 let fields: Vec<String> = touched.into_iter().collect();
-                self.commit(server, "revert", &fields);
+                let op = if violations.is_empty() {
+                    "record authors"
+                } else {
+                    "revert"
+                };
+                self.commit(server, op, &fields);
             }
             // Not expected (the document accepted these shapes a moment ago); nothing is half-written.
             Err(_) => {
@@ -503,9 +693,8 @@ impl Incident {
         let r = Reader::new(&self.doc, None);
         let stamps = r.map(&ROOT, keys::UPDATED);
         let created = r.time(&ROOT, keys::CREATED_AT);
-        let severity = read_severity(&r, &layout.2);
+        let severity = read_severity(&r, &layout);
         let stale = layout
-            .2
             .iter()
             .filter(|def| {
                 let updated = read_stamp(&r, stamps.as_ref(), &def.key);
@@ -514,7 +703,7 @@ impl Incident {
             })
             .map(|def| def.key.clone())
             .collect();
-        self.layout = Some(layout);
+        self.keep_layout(layout);
         stale
     }
 
@@ -554,4 +743,62 @@ impl Incident {
             .iter()
             .all(|h| self.doc.get_change_by_hash(h).is_some())
     }
+}
+
+/// What a run of changes touched: root keys, and the fields whose last-updated stamps it wrote.
+struct Touched {
+    keys: BTreeSet<String>,
+    stamps: BTreeSet<String>,
+}
+
+/// Reads what changed between `before` and `after` from Automerge's diff: the root keys written (at the root or
+/// anywhere below them) and the stamps under `updated` (a stamp map written, or a field of one).
+fn touched(doc: &mut AutoCommit, before: &[ChangeHash], after: &[ChangeHash]) -> Touched {
+    let mut touched = Touched {
+        keys: BTreeSet::new(),
+        stamps: BTreeSet::new(),
+    };
+    for patch in doc.diff(before, after) {
+        let key_of_action = match &patch.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => Some(key.clone()),
+            _ => None,
+        };
+        match patch.path.as_slice() {
+            [] => touched.keys.extend(key_of_action),
+            [(_, Prop::Map(key)), rest @ ..] => {
+                if key == keys::UPDATED {
+                    match rest.first() {
+                        Some((_, Prop::Map(field))) => {
+                            touched.stamps.insert(field.clone());
+                        }
+                        Some(_) => {}
+                        None => touched.stamps.extend(key_of_action),
+                    }
+                }
+                touched.keys.insert(key.clone());
+            }
+            _ => {}
+        }
+    }
+    touched
+}
+
+/// The person `authors` names for `actor`, if any.
+fn author_of(doc: &AutoCommit, actor: &ActorId) -> Option<String> {
+    let r = Reader::new(doc, None);
+    let authors = r.map(&ROOT, keys::AUTHORS)?;
+    r.str(&authors, actor.to_hex_string().as_str())
+}
+
+/// Records `actor` as `name`'s in the open transaction.
+fn bind(
+    doc: &mut AutoCommit,
+    actor: &ActorId,
+    name: &str,
+) -> Result<(), automerge::AutomergeError> {
+    let authors = match doc.get(ROOT, keys::AUTHORS)? {
+        Some((automerge::Value::Object(ObjType::Map), map)) => map,
+        _ => doc.put_object(ROOT, keys::AUTHORS, ObjType::Map)?,
+    };
+    doc.put(&authors, actor.to_hex_string().as_str(), name)
 }

@@ -223,15 +223,24 @@ pub struct Editor {
     pub name: String,
     /// The moment of the edit (UTC); the caller's clock, so the model stays deterministic.
     pub at: DateTime<Utc>,
+    /// Whether the editor holds the administrator scope: an administrator may close an incident without being its
+    /// commander (to recover from an absent one).
+    pub admin: bool,
 }
 
 impl Editor {
-    /// An editor at a given moment.
+    /// An editor at a given moment, without administrator rights.
     pub fn new(name: impl Into<String>, at: DateTime<Utc>) -> Editor {
         Editor {
             name: name.into(),
             at,
+            admin: false,
         }
+    }
+
+    /// The same editor, with administrator rights if `admin`.
+    pub fn with_admin(self, admin: bool) -> Editor {
+        Editor { admin, ..self }
     }
 }
 

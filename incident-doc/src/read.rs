@@ -103,6 +103,18 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
         self.str(obj, prop)
     }
 
+    /// Any value rendered for comparison: a scalar as Automerge prints it, a Text as its content, another object
+    /// as its id (so replacing it reads as a change).
+    pub(crate) fn render(&self, obj: &ObjId, prop: impl Into<Prop>) -> String {
+        let prop = prop.into();
+        match self.get(obj, prop.clone()) {
+            None => String::new(),
+            Some((Value::Scalar(s), _)) => format!("{s:?}"),
+            Some((Value::Object(ObjType::Text), _)) => self.str(obj, prop).unwrap_or_default(),
+            Some((Value::Object(_), id)) => id.to_string(),
+        }
+    }
+
     /// The keys of a map, in order.
     pub(crate) fn keys(&self, map: &ObjId) -> Vec<String> {
         match self.heads {

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use automerge::ChangeHash;
 use automerge::sync::{self, Capability, MessageFlags, SyncDoc};
+use automerge::{ChangeHash, ReadDoc};
 
 use crate::rules::Violation;
 use crate::{Editor, Incident};
@@ -35,6 +35,17 @@ pub enum ReceiveError {
     /// The message decoded but Automerge could not apply it (bad changes, missing dependencies it cannot wait for).
     #[error("the sync message does not apply: {0}")]
     Apply(String),
+    /// The message carries changes under an Automerge actor the authorship record gives to someone else: the
+    /// sender is writing as another person. Nothing of it was applied.
+    #[error(
+        "the sync message carries changes of actor {actor}, which is {owner}'s, not the sender's; nothing was applied"
+    )]
+    Forged {
+        /// The actor (hex).
+        actor: String,
+        /// Whose it is.
+        owner: String,
+    },
 }
 
 /// Automerge's sync computations for one version of the document, shared between peers whose sync states are
@@ -125,6 +136,54 @@ fn check_blooms(message: &sync::Message) -> Result<(), ReceiveError> {
     Ok(())
 }
 
+/// The changes in one entry of a sync message's change list, without applying them: the entry is a sequence of
+/// Automerge storage chunks (usually one change; a whole document when automerge sends its document because the
+/// peer lacks more than a third of it, followed by any changes it holds back). Each chunk is `magic (4) checksum
+/// (4) type (1) length (LEB128) data`; a change chunk (type 1, or 2 compressed) parses alone, a document chunk
+/// (type 0) loads alone. Split here because loading the whole entry would hide its held-back changes, whose
+/// actors must be checked like any other's.
+fn chunk_changes(entry: &[u8]) -> Result<Vec<automerge::Change>, ReceiveError> {
+    const HEADER: usize = 9;
+    let bad = |why: &str| ReceiveError::Apply(format!("a change chunk {why}"));
+    let mut changes = Vec::new();
+    let mut rest = entry;
+    while !rest.is_empty() {
+        let header = rest.get(..HEADER).ok_or_else(|| bad("is truncated"))?;
+        let (mut length, mut shift, mut used) = (0usize, 0u32, 0usize);
+        loop {
+            let byte = *rest
+                .get(HEADER + used)
+                .ok_or_else(|| bad("has a truncated length"))?;
+            used += 1;
+            length |= usize::from(byte & 0x7f)
+                .checked_shl(shift)
+                .filter(|_| shift < 63)
+                .ok_or_else(|| bad("has an absurd length"))?;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = (HEADER + used)
+            .checked_add(length)
+            .filter(|end| *end <= rest.len())
+            .ok_or_else(|| bad("is longer than the message"))?;
+        let (chunk, tail) = rest.split_at(end);
+        if header[8] == 0 {
+            let doc = automerge::Automerge::load(chunk)
+                .map_err(|e| ReceiveError::Apply(e.to_string()))?;
+            changes.extend(doc.get_changes(&[]));
+        } else {
+            changes.push(
+                automerge::Change::try_from(chunk)
+                    .map_err(|e| ReceiveError::Apply(e.to_string()))?,
+            );
+        }
+        rest = tail;
+    }
+    Ok(changes)
+}
+
 /// Automerge's `receive_sync_message` for the commonest message, an acknowledgement: no changes, and heads that
 /// are ours, now or as we last sent them to this peer. Automerge walks the whole history on every message to find
 /// which of the hashes it sent the peer the peer now holds (linear in the history, and most of a busy war room's
@@ -167,16 +226,18 @@ fn receive_acknowledgement(
 }
 
 impl Incident {
-    /// Receives one encoded sync message from a peer whose sync state is `state` and whose changes are `who`'s:
-    /// merges it, reverts what breaks the command rules (as [`Incident::enforce`], in a change by `server`), and
-    /// returns the answer to send once the merged changes are durable. `memo` shares the work with peers in the
-    /// same state.
+    /// Receives one encoded sync message from a peer whose sync state is `state` and whose changes are `sender`'s:
+    /// checks that none of its new changes comes under an actor recorded as someone else's (refused whole if one
+    /// does), merges it, reverts what breaks the schema or the command rules (as [`Incident::enforce`], in a change
+    /// by `server`, which also records the sender's new actors, those of changes held back for a missing
+    /// dependency included), and returns the answer to send once the merged changes are durable. `memo` shares
+    /// the work with peers in the same state.
     pub fn receive_sync(
         &mut self,
         memo: &mut SyncMemo,
         state: &mut sync::State,
         data: &[u8],
-        who: &str,
+        sender: &Editor,
         server: &Editor,
     ) -> Result<Received, ReceiveError> {
         let shared = memo
@@ -195,6 +256,7 @@ impl Incident {
                 let message =
                     sync::Message::decode(data).map_err(|e| ReceiveError::Decode(e.to_string()))?;
                 check_blooms(&message)?;
+                let newcomers = self.newcomers(&message, &sender.name)?;
                 let carried_changes = !message.changes.is_empty();
                 let unchanged = (!carried_changes).then(|| state.clone());
                 let before = self.doc_mut().get_heads();
@@ -207,7 +269,7 @@ impl Incident {
                 // Raw changes cannot be refused once merged: what breaks a command rule is reverted at once, in a
                 // change that goes out with the answer. A message without changes changed nothing to judge.
                 let violations = if carried_changes {
-                    self.enforce(&before, who, server)
+                    self.enforce_recording(&before, sender, server, &newcomers)
                 } else {
                     Vec::new()
                 };
@@ -228,6 +290,40 @@ impl Incident {
             .then(|| self.generate_sync(memo, state))
             .flatten();
         Ok(Received { violations, answer })
+    }
+
+    /// The actors of the message's changes this replica does not hold yet that the authorship record does not
+    /// know (they become `sender`'s); refuses the message if one of them is someone else's.
+    fn newcomers(
+        &self,
+        message: &sync::Message,
+        sender: &str,
+    ) -> Result<Vec<automerge::ActorId>, ReceiveError> {
+        let mut newcomers: Vec<automerge::ActorId> = Vec::new();
+        let changes = message
+            .changes
+            .iter()
+            .map(chunk_changes)
+            .collect::<Result<Vec<_>, _>>()?;
+        for change in changes.iter().flatten() {
+            let actor = change.actor_id();
+            if newcomers.contains(actor)
+                || ReadDoc::get_change_by_hash(self.doc(), &change.hash()).is_some()
+            {
+                continue;
+            }
+            match self.author_of(actor) {
+                Some(owner) if owner != sender => {
+                    return Err(ReceiveError::Forged {
+                        actor: actor.to_hex_string(),
+                        owner,
+                    });
+                }
+                Some(_) => {}
+                None => newcomers.push(actor.clone()),
+            }
+        }
+        Ok(newcomers)
     }
 
     /// The next sync message for a peer whose state is `state`, encoded, if it lacks anything; `memo` shares the
@@ -304,7 +400,7 @@ mod tests {
                     &mut memo,
                     &mut ours,
                     &message.encode(),
-                    "bob",
+                    &editor("bob"),
                     &editor("commandpost"),
                 )
                 .expect("a valid message");
@@ -342,7 +438,7 @@ mod tests {
                 &mut SyncMemo::default(),
                 &mut state,
                 bytes,
-                "mallory",
+                &editor("mallory"),
                 &editor("commandpost"),
             );
             assert!(
@@ -374,7 +470,7 @@ mod tests {
                     &mut memo,
                     &mut state,
                     UNKNOWN_LAST_SYNC,
-                    "mallory",
+                    &editor("mallory"),
                     &editor("commandpost"),
                 )
                 .expect("the message is valid");
@@ -466,10 +562,16 @@ mod tests {
         let (mut first, mut second) = (to_viewer.clone(), to_viewer);
         let commandpost = editor("commandpost");
         let a = server
-            .receive_sync(&mut memo, &mut first, &ack, "viewer", &commandpost)
+            .receive_sync(&mut memo, &mut first, &ack, &editor("viewer"), &commandpost)
             .expect("first");
         let b = server
-            .receive_sync(&mut memo, &mut second, &ack, "viewer", &commandpost)
+            .receive_sync(
+                &mut memo,
+                &mut second,
+                &ack,
+                &editor("viewer"),
+                &commandpost,
+            )
             .expect("second");
         assert!(a.answer.is_none() && b.answer.is_none());
         assert_eq!(first, second);
@@ -576,7 +678,13 @@ mod tests {
                             expected
                         });
                         let step = server
-                            .receive_sync(&mut memo, &mut peer.ours, &data, "bob", &commandpost)
+                            .receive_sync(
+                                &mut memo,
+                                &mut peer.ours,
+                                &data,
+                                &editor("bob"),
+                                &commandpost,
+                            )
                             .expect("the server receives");
                         if let Some(expected) = expected {
                             assert_eq!(peer.ours, expected);
@@ -621,7 +729,7 @@ mod tests {
             &mut SyncMemo::default(),
             &mut sync::State::new(),
             ZERO_BITS,
-            "mallory",
+            &editor("mallory"),
             &editor("commandpost"),
         );
         assert!(matches!(result, Err(ReceiveError::Decode(_))), "{result:?}");

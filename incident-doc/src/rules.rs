@@ -5,10 +5,17 @@
 //!   propose or cancel its handoff.
 //! - The status moves forward along the lifecycle (declared → active → mitigated → resolved → closed), or back to
 //!   active when the impact returns; never out of closed.
-//! - Nobody edits another person's timeline entry once [`EDIT_GRACE`] has passed since it was written.
-//! - An incident closes only with every exit criterion DONE, or with an override whose reason is recorded
-//!   (the `closeOverride` root key, and a timeline entry when it is done through an operation).
+//! - The timeline is append-only: a new entry is its sender's (its `author`) and carries its own object id as `id`;
+//!   nobody changes an entry's `id`, `author` or `at`, and only its author rewords or removes it, within
+//!   [`EDIT_GRACE`] of its time.
+//! - Whatever names a person (a pin's `by`, a handoff's `by`, a timeline entry's `author`) names the sender.
+//! - Closing is a command decision: the commander (or an administrator) closes. It needs every exit criterion
+//!   DONE, or an override whose reason is recorded (the server writes the `closeOverride` root key, and a timeline
+//!   entry, for the `setStatus` operation's `overrideReason`).
 //! - A closed incident is an archive: no change at all (reopening is an administrator's action over HTTP).
+//! - The server owns the schema: what creation writes never changes, what only the server writes (the audit
+//!   trail, the authorship record, …) and root keys outside the schema are refused from clients
+//!   ([`client_writable`]).
 //!
 //! Typed operations (HTTP, the browser client) are checked before they commit and refused with
 //! [`OpError::Forbidden`](crate::OpError::Forbidden). Raw Automerge changes (any automerge-repo client over
@@ -24,7 +31,7 @@ use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarVal
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::operation::open_exit_criteria;
+use crate::operation::{Editor, open_exit_criteria};
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Role, Status, keys};
 
@@ -47,6 +54,24 @@ pub enum Rule {
     ExitCriteria,
     /// The incident is closed: its document is an archive and takes no edits (an admin reopens it over HTTP).
     Archived,
+    /// Someone other than the commander or an administrator closed the incident.
+    Closing,
+    /// A root key the server owns (written at creation or only by the server) or one outside the schema changed.
+    Schema,
+    /// Something written in a change names someone other than its sender (a stamp, pin, handoff, timeline entry),
+    /// or a change came under an Automerge actor the server recorded for someone else.
+    Authorship,
+}
+
+/// How far ahead of the server's clock a new timeline entry may be dated (clock skew of an honest client): an
+/// entry dated later would stretch its author's edit grace.
+pub const FUTURE_SKEW: Duration = Duration::minutes(5);
+
+/// The root keys a client may change: the template's fields and the three maps people edit beside them (stamps,
+/// pins, handoffs). Everything else is written at creation or only by the server, or is not part of the schema.
+pub fn client_writable(layout: &[FieldDef], key: &str) -> bool {
+    [keys::UPDATED, keys::PINS, keys::HANDOFFS].contains(&key)
+        || layout.iter().any(|f| f.key == key)
 }
 
 /// One broken rule, with words for the person who broke it.
@@ -65,16 +90,32 @@ pub(crate) struct CommandState {
     pub roles: BTreeMap<Role, String>,
     /// Role → the person a handoff of it is proposed to.
     pub handoffs: BTreeMap<Role, String>,
+    /// Role → who proposed its handoff, as written.
+    pub handoff_by: BTreeMap<Role, String>,
     /// Pins in pin order: (field key, who pinned it, when).
     pub pins: Vec<(String, Option<String>, Option<DateTime<Utc>>)>,
     /// The lifecycle state.
     pub status: Option<Status>,
-    /// Timeline entries by id: (author, time, text). Read only when the timeline changed.
-    pub entries: BTreeMap<String, (String, DateTime<Utc>, String)>,
+    /// Timeline entries by their Automerge object (the `id` field is the entry's to keep, not to trust). Read only
+    /// when the timeline changed.
+    pub entries: BTreeMap<ObjId, EntryState>,
     /// The exit criteria not yet DONE.
     pub open_exit_criteria: Vec<String>,
     /// The reason given for closing with exit criteria open, if the incident was closed that way.
     pub close_override: Option<String>,
+}
+
+/// One timeline entry as the rules see it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EntryState {
+    /// Its position in the list, to put a removed entry back where it was.
+    pub index: usize,
+    /// The `id`, `author` and `at` fields, which never change once written.
+    pub id: Option<String>,
+    pub author: Option<String>,
+    pub at: Option<DateTime<Utc>>,
+    /// Every other field (the text first of all), rendered for comparison: only the author changes them.
+    pub content: BTreeMap<String, String>,
 }
 
 impl CommandState {
@@ -94,6 +135,7 @@ impl CommandState {
         }
         if let Some(handoffs) = r.map(&ROOT, keys::HANDOFFS) {
             state.handoffs = read_roles(&r, &handoffs, Some("to"));
+            state.handoff_by = read_roles(&r, &handoffs, Some("by"));
         }
         if let Some(pins) = r.list(&ROOT, keys::PINS) {
             for pin in r.maps_in(&pins) {
@@ -118,15 +160,24 @@ impl CommandState {
             && let Some(list) =
                 field(FieldKind::Timeline).and_then(|def| r.list(&ROOT, def.key.as_str()))
         {
-            for entry in r.maps_in(&list) {
-                if let (Some(id), Some(author), Some(at)) = (
-                    r.str(&entry, "id"),
-                    r.str(&entry, "author"),
-                    r.time(&entry, "at"),
-                ) {
-                    let text = r.text(&entry, "text").unwrap_or_default();
-                    state.entries.insert(id, (author, at, text));
-                }
+            for (index, entry) in r.maps_in(&list).into_iter().enumerate() {
+                let content = r
+                    .keys(&entry)
+                    .into_iter()
+                    .filter(|key| !["id", "author", "at"].contains(&key.as_str()))
+                    .map(|key| {
+                        let value = r.render(&entry, key.as_str());
+                        (key, value)
+                    })
+                    .collect();
+                let state_of = EntryState {
+                    index,
+                    id: r.str(&entry, "id"),
+                    author: r.str(&entry, "author"),
+                    at: r.time(&entry, "at"),
+                    content,
+                };
+                state.entries.insert(entry, state_of);
             }
         }
         state
@@ -165,13 +216,14 @@ fn read_roles<D: ReadDoc>(
         .collect()
 }
 
-/// The rules `who` broke by turning `before` into `after` at `now`; empty when the change is allowed.
+/// The rules `sender` broke by turning `before` into `after` at `now`; empty when the change is allowed.
 pub(crate) fn check(
     before: &CommandState,
     after: &CommandState,
-    who: &str,
+    sender: &Editor,
     now: DateTime<Utc>,
 ) -> Vec<Violation> {
+    let who = sender.name.as_str();
     let mut violations = Vec::new();
     let commander = before.commander();
     // With nobody in command, anyone may take it: an incident must never be left without a way to assign roles.
@@ -185,7 +237,10 @@ pub(crate) fn check(
             && !after.handoffs.contains_key(role)
     };
     let changed_roles: BTreeSet<Role> = changed_keys(&before.roles, &after.roles);
-    let changed_handoffs: BTreeSet<Role> = changed_keys(&before.handoffs, &after.handoffs);
+    let changed_handoffs: BTreeSet<Role> = changed_keys(&before.handoffs, &after.handoffs)
+        .union(&changed_keys(&before.handoff_by, &after.handoff_by))
+        .copied()
+        .collect();
     let refused_roles: Vec<Role> = changed_roles
         .iter()
         .filter(|role| !is_commander && !accepting(role))
@@ -214,15 +269,15 @@ pub(crate) fn check(
             ),
         });
     }
+    // A handoff proposed (or changed) now names its proposer: the sender. (A refused change is put back anyway.)
+    let forged_handoff = refused_handoffs.is_empty()
+        && changed_handoffs.iter().any(|role| {
+            after.handoffs.contains_key(role)
+                && after.handoff_by.get(role).map(String::as_str) != Some(who)
+        });
 
-    let pinned = |state: &CommandState| {
-        state
-            .pins
-            .iter()
-            .map(|(k, _, _)| k.clone())
-            .collect::<Vec<_>>()
-    };
-    if pinned(before) != pinned(after) && !is_commander {
+    // Pins, whoever and whenever they name, are the commander's.
+    if before.pins != after.pins && !is_commander {
         violations.push(Violation {
             rule: Rule::Pins,
             message: format!(
@@ -231,6 +286,12 @@ pub(crate) fn check(
             ),
         });
     }
+    let forged_pin = is_commander
+        && after
+            .pins
+            .iter()
+            .filter(|pin| !before.pins.contains(pin))
+            .any(|(_, by, _)| by.as_deref() != Some(who));
 
     if let (Some(from), Some(to)) = (before.status, after.status)
         && !lifecycle_allows(from, to)
@@ -245,6 +306,15 @@ pub(crate) fn check(
     }
 
     let closing = after.status == Some(Status::Closed) && before.status != Some(Status::Closed);
+    if closing && !is_commander && !sender.admin {
+        violations.push(Violation {
+            rule: Rule::Closing,
+            message: format!(
+                "closing is the Incident Commander's decision ({}) or an administrator's; {who} may not close",
+                commander.unwrap_or("nobody yet")
+            ),
+        });
+    }
     let overridden =
         after.close_override.is_some() && after.close_override != before.close_override;
     if closing && !after.open_exit_criteria.is_empty() && !overridden {
@@ -258,19 +328,104 @@ pub(crate) fn check(
         });
     }
 
-    for (id, (author, at, text)) in &before.entries {
-        let reworded = after
-            .entries
-            .get(id)
-            .is_some_and(|(_, _, now_text)| now_text != text);
-        if reworded && author != who && now - *at > EDIT_GRACE {
-            violations.push(Violation {
-                rule: Rule::TimelineEdit,
-                message: format!(
-                    "the timeline entry {id} is {author}'s and older than {} minutes; add a new entry instead",
+    violations.extend(
+        check_timeline(before, after, who, now)
+            .into_iter()
+            .map(|(_, violation)| violation),
+    );
+    if forged_handoff || forged_pin {
+        violations.push(Violation {
+            rule: Rule::Authorship,
+            message: format!("a pin or handoff {who} writes names {who} as its author"),
+        });
+    }
+    violations
+}
+
+/// The timeline is append-only: new entries are the sender's, `id`/`author`/`at` never change, and only the
+/// author rewords or removes an entry, within the grace period. Each violation comes with the entry it concerns,
+/// for [`revert`].
+fn check_timeline(
+    before: &CommandState,
+    after: &CommandState,
+    who: &str,
+    now: DateTime<Utc>,
+) -> Vec<(ObjId, Violation)> {
+    let mut violations = Vec::new();
+    let label = |entry: &EntryState| entry.id.clone().unwrap_or_else(|| "without id".into());
+    let in_grace = |entry: &EntryState| {
+        entry.author.as_deref() == Some(who) && entry.at.is_some_and(|at| now - at <= EDIT_GRACE)
+    };
+    let refuse =
+        |violations: &mut Vec<(ObjId, Violation)>, obj: &ObjId, rule: Rule, message: String| {
+            violations.push((obj.clone(), Violation { rule, message }));
+        };
+    for (obj, was) in &before.entries {
+        match after.entries.get(obj) {
+            None if !in_grace(was) => refuse(
+                &mut violations,
+                obj,
+                Rule::TimelineEdit,
+                format!(
+                    "the timeline is append-only: the entry {} is {}'s and only its author removes it, within \
+                     {} minutes of its time",
+                    label(was),
+                    was.author.as_deref().unwrap_or("nobody"),
                     EDIT_GRACE.num_minutes()
                 ),
-            });
+            ),
+            None => {}
+            Some(is) if (&is.id, &is.author, is.at) != (&was.id, &was.author, was.at) => refuse(
+                &mut violations,
+                obj,
+                Rule::TimelineEdit,
+                format!(
+                    "the id, author and time of the timeline entry {} never change",
+                    label(was)
+                ),
+            ),
+            Some(is) if is.content != was.content && !in_grace(was) => refuse(
+                &mut violations,
+                obj,
+                Rule::TimelineEdit,
+                format!(
+                    "the timeline entry {} is {}'s; only its author rewords it, within {} minutes of its time; \
+                     add a new entry instead",
+                    label(was),
+                    was.author.as_deref().unwrap_or("nobody"),
+                    EDIT_GRACE.num_minutes()
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    for (obj, is) in &after.entries {
+        if before.entries.contains_key(obj) {
+            continue;
+        }
+        let own_id = is.id.as_deref() == Some(obj.to_string().as_str());
+        let dated = is.at.is_some_and(|at| at <= now + FUTURE_SKEW);
+        if is.author.as_deref() != Some(who) {
+            refuse(
+                &mut violations,
+                obj,
+                Rule::Authorship,
+                format!(
+                    "a timeline entry {who} adds names {who} as its author, not {}",
+                    is.author.as_deref().unwrap_or("nobody")
+                ),
+            );
+        } else if !own_id || !dated {
+            refuse(
+                &mut violations,
+                obj,
+                Rule::TimelineEdit,
+                format!(
+                    "a new timeline entry carries its own object id as id and a time no later than {} minutes \
+                     from now",
+                    FUTURE_SKEW.num_minutes()
+                ),
+            );
         }
     }
     violations
@@ -295,11 +450,15 @@ fn changed_keys<K: Ord + Copy, V: PartialEq>(
 }
 
 /// Puts back, in the open transaction of `doc`, what the violations changed: the roles and handoffs, the pins, the
-/// status, reworded entries' text, each as it was in `before`. Other parts of the same change stay.
+/// status, the timeline entries the rules protect (rewritten, put back where they were, or a forged new one
+/// removed), each as it was in `before` (the document at `heads`). Other parts of the same change stay.
 pub(crate) fn revert(
     doc: &mut AutoCommit,
     layout: &[FieldDef],
-    before: &CommandState,
+    (before, after): (&CommandState, &CommandState),
+    heads: &[ChangeHash],
+    sender: &Editor,
+    now: DateTime<Utc>,
     violations: &[Violation],
 ) -> Result<(), automerge::AutomergeError> {
     let field = |kind: FieldKind| {
@@ -309,9 +468,11 @@ pub(crate) fn revert(
             .map(|f| f.key.clone())
     };
     let rules: BTreeSet<Rule> = violations.iter().map(|v| v.rule).collect();
-    if rules.contains(&Rule::CommandHierarchy) {
+    if rules.contains(&Rule::CommandHierarchy) || rules.contains(&Rule::Authorship) {
         // Key by key in the existing maps, so that concurrent changes elsewhere in them survive.
-        if let Some(key) = field(FieldKind::Roles) {
+        if let Some(key) = field(FieldKind::Roles)
+            && rules.contains(&Rule::CommandHierarchy)
+        {
             let roles = map_at_root(doc, &key)?;
             for role in Role::ALL {
                 match before.roles.get(role) {
@@ -320,18 +481,25 @@ pub(crate) fn revert(
                 }
             }
         }
-        let handoffs = map_at_root(doc, keys::HANDOFFS)?;
-        for role in Role::ALL {
-            match before.handoffs.get(role) {
-                Some(to) => {
-                    let handoff = doc.put_object(&handoffs, role.as_str(), ObjType::Map)?;
-                    doc.put(&handoff, "to", to.as_str())?;
+        if before.handoffs != after.handoffs || before.handoff_by != after.handoff_by {
+            let handoffs = map_at_root(doc, keys::HANDOFFS)?;
+            for role in Role::ALL {
+                match before.handoffs.get(role) {
+                    Some(to) => {
+                        let handoff = doc.put_object(&handoffs, role.as_str(), ObjType::Map)?;
+                        doc.put(&handoff, "to", to.as_str())?;
+                        if let Some(by) = before.handoff_by.get(role) {
+                            doc.put(&handoff, "by", by.as_str())?;
+                        }
+                    }
+                    None => delete_if_present(doc, &handoffs, role.as_str())?,
                 }
-                None => delete_if_present(doc, &handoffs, role.as_str())?,
             }
         }
     }
-    if rules.contains(&Rule::Pins) {
+    if rules.contains(&Rule::Pins)
+        || (rules.contains(&Rule::Authorship) && before.pins != after.pins)
+    {
         let pins = match doc.get(ROOT, keys::PINS)? {
             Some((automerge::Value::Object(ObjType::List), pins)) => {
                 for i in (0..doc.length(&pins)).rev() {
@@ -352,21 +520,56 @@ pub(crate) fn revert(
             }
         }
     }
-    if (rules.contains(&Rule::Lifecycle) || rules.contains(&Rule::ExitCriteria))
+    if [Rule::Lifecycle, Rule::ExitCriteria, Rule::Closing]
+        .iter()
+        .any(|rule| rules.contains(rule))
         && let (Some(key), Some(status)) = (field(FieldKind::Status), before.status)
     {
         doc.put(ROOT, key.as_str(), status.as_str())?;
     }
-    if rules.contains(&Rule::TimelineEdit) {
-        for (id, (_, _, text)) in &before.entries {
-            if let Ok((entry, ObjType::Map)) = doc.import(id)
-                && let Ok(Some((automerge::Value::Object(ObjType::Text), t))) =
-                    doc.get(&entry, "text")
-                && doc.text(&t).is_ok_and(|now| now != *text)
-            {
-                doc.update_text(&t, text)?;
+    if let Some(key) = field(FieldKind::Timeline)
+        && let Some((automerge::Value::Object(ObjType::List), list)) =
+            doc.get(ROOT, key.as_str())?
+    {
+        let offenders: BTreeSet<ObjId> = check_timeline(before, after, &sender.name, now)
+            .into_iter()
+            .map(|(obj, _)| obj)
+            .collect();
+        for obj in offenders {
+            let position =
+                |doc: &AutoCommit| doc.list_range(&list, ..).position(|item| item.id() == obj);
+            match (before.entries.get(&obj), position(doc)) {
+                // Removed: a copy as it was, where it was.
+                (Some(was), None) => {
+                    let copy =
+                        doc.insert_object(&list, was.index.min(doc.length(&list)), ObjType::Map)?;
+                    copy_object(doc, &obj, &copy, ObjType::Map, heads)?;
+                }
+                // Changed: every field as it was.
+                (Some(_), Some(_)) => restore_fields(doc, &obj, heads)?,
+                // Forged: a new entry that is not its sender's, or misdated, goes.
+                (None, Some(index)) => doc.delete(&list, index)?,
+                (None, None) => {}
             }
         }
+    }
+    Ok(())
+}
+
+/// Puts every field of map `obj` back as it was at `heads` (fields added since are deleted); a Text field that is
+/// still the same object is updated in place, so carets anchored in it survive.
+pub(crate) fn restore_fields(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    heads: &[ChangeHash],
+) -> Result<(), automerge::AutomergeError> {
+    let then: BTreeSet<String> = doc.keys_at(obj, heads).collect();
+    let now: Vec<String> = doc.keys(obj).collect();
+    for key in now.iter().filter(|key| !then.contains(*key)) {
+        doc.delete(obj, key.as_str())?;
+    }
+    for key in then {
+        restore_key(doc, obj, &key, heads)?;
     }
     Ok(())
 }
@@ -400,18 +603,34 @@ pub(crate) fn archived_violation(who: &str) -> Violation {
     }
 }
 
-/// Puts root key `key` back to its value at `heads`, whatever it holds: a scalar as it was, an object rebuilt from
-/// its content then (the archive's content is what matters, not its object ids), an absent key deleted.
-pub(crate) fn restore(
+/// Puts key `key` of map `map` back to its value at `heads`, whatever it holds: a scalar as it was, the same Text
+/// object updated to its text then, any other object rebuilt from its content then (what matters is the content,
+/// not object ids), an absent key deleted.
+pub(crate) fn restore_key(
     doc: &mut AutoCommit,
+    map: &ObjId,
     key: &str,
     heads: &[ChangeHash],
 ) -> Result<(), automerge::AutomergeError> {
-    match doc.get_at(ROOT, key, heads)? {
-        None => delete_if_present(doc, &ROOT, key),
-        Some((automerge::Value::Scalar(value), _)) => doc.put(ROOT, key, value.into_owned()),
+    match doc.get_at(map, key, heads)? {
+        None => delete_if_present(doc, map, key),
+        Some((automerge::Value::Scalar(value), _)) => {
+            if doc
+                .get(map, key)?
+                .is_some_and(|(now, _)| now.as_scalar() == Some(&value))
+            {
+                return Ok(());
+            }
+            doc.put(map, key, value.into_owned())
+        }
+        Some((automerge::Value::Object(ObjType::Text), old))
+            if doc.get(map, key)?.is_some_and(|(_, now)| now == old) =>
+        {
+            let text = doc.text_at(&old, heads)?;
+            doc.update_text(&old, &text)
+        }
         Some((automerge::Value::Object(kind), old)) => {
-            let new = doc.put_object(ROOT, key, kind)?;
+            let new = doc.put_object(map, key, kind)?;
             copy_object(doc, &old, &new, kind, heads)
         }
     }

@@ -39,10 +39,18 @@ pub mod keys {
     pub const HANDOFFS: &str = "handoffs";
     /// List of maps `{at, by, rule, message}`: changes that broke a command rule and were reverted.
     pub const AUDIT: &str = "audit";
+    /// Map from Automerge actor id (hex) to the person the server received that actor's changes from (or made
+    /// them for): the authorship record. Written only by the server, once per actor; history and analytics read
+    /// authors here, never from what a change says about itself.
+    pub const AUTHORS: &str = "authors";
     /// Map `{reason, by, at}`: the commander closed the incident with exit criteria still open, and why. Deleted
     /// when the incident is reopened.
     pub const CLOSE_OVERRIDE: &str = "closeOverride";
 }
+
+/// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'
+/// bookkeeping): no token may carry it, so nobody else's changes can be recorded as the server's.
+pub const SERVER_NAME: &str = "commandpost";
 
 /// The key every template must have: the incident's title, `<name>: <date>`.
 pub const TITLE_KEY: &str = "title";

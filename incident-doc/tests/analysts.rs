@@ -344,10 +344,16 @@ fn history_names_authors_and_fields_and_says_when_it_cannot() {
             field: "summary".into(),
         },
     );
-    // Another Automerge client's change, with no commandpost message: its author is unknown.
+    // Another Automerge client's change, under an actor the authorship record does not know, claiming in its
+    // commit message to be bob's: its author is unknown, whatever it says.
     let doc = incident.doc_mut();
+    doc.set_actor(automerge::ActorId::random());
     doc.put(ROOT, "severity", "SEV1").expect("raw put");
-    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(at(3).timestamp()));
+    doc.commit_with(
+        automerge::transaction::CommitOptions::default()
+            .with_time(at(3).timestamp())
+            .with_message(r#"{"by":"bob","op":"setChoice","fields":[]}"#),
+    );
 
     let page = incident.history(0, 10);
     assert_eq!(page.total, 4);
@@ -358,7 +364,7 @@ fn history_names_authors_and_fields_and_says_when_it_cannot() {
         .collect();
     assert_eq!(summary[1], (Some("bob"), Some("setText"), "summary".into()));
     assert_eq!(summary[2], (Some("alice"), Some("pin"), "pins".into()));
-    assert_eq!(summary[3], (None, None, "severity".into()));
+    assert_eq!(summary[3], (None, Some("setChoice"), "severity".into()));
     assert!(!page.changes[3].attributed);
     assert_eq!(page.changes[3].at, Some(at(3)));
     assert_eq!(page.changes[0].op.as_deref(), Some("create"));

@@ -4,6 +4,7 @@
 use automerge::ReadDoc;
 use automerge::transaction::Transactable;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use incident_doc::rules::Rule;
 use incident_doc::schema::{Role, Status};
 use incident_doc::{Declaration, Editor, Incident, OpError, Operation, template};
 
@@ -88,7 +89,7 @@ fn raw_changes_that_break_a_rule_are_put_back_and_audited() {
         .expect("a summary");
     doc.splice_text(&summary, 0, 0, "kept. ").expect("splice");
     doc.commit();
-    let violations = incident.enforce(&before, "mallory", &at("commandpost", 5));
+    let violations = incident.enforce(&before, &at("mallory", 5), &at("commandpost", 5));
     assert_eq!(violations.len(), 1, "{violations:?}");
     assert_eq!(commander(&incident).as_deref(), Some("alice"));
     let view = incident.view();
@@ -104,7 +105,7 @@ fn raw_changes_that_break_a_rule_are_put_back_and_audited() {
     doc.commit();
     assert!(
         incident
-            .enforce(&before, "alice", &at("commandpost", 6))
+            .enforce(&before, &at("alice", 6), &at("commandpost", 6))
             .is_empty()
     );
     assert_eq!(incident.view().audit.len(), 1);
@@ -295,12 +296,15 @@ fn a_raw_close_with_open_exit_criteria_is_put_back() {
     let doc = incident.doc_mut();
     doc.put(automerge::ROOT, "status", "closed").expect("put");
     doc.commit();
-    let violations = incident.enforce(&before, "mallory", &at("commandpost", 5));
-    assert_eq!(violations.len(), 1, "{violations:?}");
+    let violations = incident.enforce(&before, &at("mallory", 5), &at("commandpost", 5));
+    let rules: Vec<_> = violations.iter().map(|v| v.rule).collect();
+    // Not the commander's decision, and not ready either.
+    assert_eq!(rules, [Rule::Closing, Rule::ExitCriteria], "{violations:?}");
     assert_eq!(incident.view().headline.status.as_deref(), Some("declared"));
-    assert_eq!(incident.view().audit[0].rule, "exitCriteria");
+    assert_eq!(incident.view().audit[0].rule, "closing");
 
-    // A raw close that records its override reason, as the document schema describes, stands.
+    // A raw close that writes its own override is refused too: only the server records an override (the
+    // `setStatus` operation over HTTP), so the reason cannot be forged or the record quietly rewritten.
     let before = incident.doc_mut().get_heads();
     let doc = incident.doc_mut();
     doc.put(automerge::ROOT, "status", "closed").expect("put");
@@ -309,9 +313,38 @@ fn a_raw_close_with_open_exit_criteria_is_put_back() {
         .expect("map");
     doc.put(&over, "reason", "drill over").expect("put");
     doc.commit();
+    let violations = incident.enforce(&before, &at("alice", 6), &at("commandpost", 6));
+    let rules: Vec<_> = violations.iter().map(|v| v.rule).collect();
+    assert_eq!(rules, [Rule::Schema, Rule::ExitCriteria], "{violations:?}");
+    assert_eq!(incident.view().headline.status.as_deref(), Some("declared"));
     assert!(
         incident
-            .enforce(&before, "alice", &at("commandpost", 6))
+            .doc()
+            .get(automerge::ROOT, "closeOverride")
+            .expect("read")
+            .is_none()
+    );
+
+    // The commander's raw close, with every exit criterion DONE, stands.
+    let criteria = match &incident.view().field("exitCriteria").expect("exit").value {
+        incident_doc::FieldValue::Checklist(items) => items.clone(),
+        other => panic!("exit criteria: {other:?}"),
+    };
+    for item in criteria {
+        let done = Operation::SetItemDone {
+            field: "exitCriteria".into(),
+            id: item.id,
+            done: true,
+        };
+        incident.apply(&done, &at("alice", 7)).expect("done");
+    }
+    let before = incident.doc_mut().get_heads();
+    let doc = incident.doc_mut();
+    doc.put(automerge::ROOT, "status", "closed").expect("put");
+    doc.commit();
+    assert!(
+        incident
+            .enforce(&before, &at("alice", 8), &at("commandpost", 8))
             .is_empty()
     );
     assert_eq!(incident.view().headline.status.as_deref(), Some("closed"));

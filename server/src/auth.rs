@@ -74,9 +74,11 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Token names become identities in the document, so they are short, printable and unambiguous.
+/// Token names become identities in the document, so they are short, printable and unambiguous, and never the
+/// server's own name (the authorship record would give a person's changes to the server).
 pub fn valid_token_name(name: &str) -> bool {
     !name.is_empty()
+        && !name.eq_ignore_ascii_case(incident_doc::schema::SERVER_NAME)
         && name.len() <= 64
         && name
             .chars()
@@ -106,5 +108,7 @@ mod tests {
         assert!(valid_token_name("alice.smith@oncall"));
         assert!(!valid_token_name("alice smith"));
         assert!(!valid_token_name(""));
+        assert!(!valid_token_name("commandpost"));
+        assert!(!valid_token_name("CommandPost"));
     }
 }

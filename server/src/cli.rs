@@ -272,7 +272,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
             TokenAction::Create(name, scope) => {
                 anyhow::ensure!(
                     auth::valid_token_name(&name),
-                    "a token name is 1-64 letters, digits or - _ . @"
+                    "a token name is 1-64 letters, digits or - _ . @, and not the server's own name (commandpost)"
                 );
                 let token = auth::new_token();
                 store

@@ -396,6 +396,7 @@ impl Reader {
             cancel: self.cancel.clone(),
             read_only: self.identity.scope < Scope::Write,
             name: self.identity.name.clone(),
+            admin: self.identity.scope == Scope::Admin,
         };
         if handle
             .send(Command::Attach {

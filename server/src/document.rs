@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use automerge::ChangeHash;
 use automerge::sync;
 use chrono::Utc;
+use incident_doc::schema::SERVER_NAME;
 use incident_doc::{Applied, Editor, Headline, Incident, OpError, Operation, SyncMemo};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -68,8 +69,10 @@ pub struct PeerLink {
     pub cancel: CancellationToken,
     /// Read-only peers get a read-only sync state: their changes are never applied.
     pub read_only: bool,
-    /// The token's name: whose changes this peer's are, for the command rules.
+    /// The token's name: whose changes this peer's are, for the command rules and the authorship record.
     pub name: String,
+    /// Whether the token is an administrator's: administrators may close an incident they do not command.
+    pub admin: bool,
 }
 
 /// Where an HTTP edit's outcome goes.
@@ -262,6 +265,11 @@ struct Actor {
     /// automerge keeps aside unapplied until the dependency arrives). They count toward the size limit, and are
     /// dropped when a peer detaches (see [`Actor::drop_orphans`]), so a peer cannot pile them up.
     orphan_bytes: usize,
+    /// The peers whose changes are held back. A held change is judged as its sender's when it completes, so it
+    /// may only complete through that sender's own messages: before anything else is merged (another peer's
+    /// changes, other nodes' chunks) they are dropped and their senders cut off, to resend them on reconnecting
+    /// (see [`Actor::isolate_held`]).
+    holders: HashSet<ConnId>,
     /// The document size limit.
     max_bytes: usize,
     peers: HashMap<ConnId, Peer>,
@@ -296,6 +304,7 @@ pub(crate) fn spawn(
     // on: the first batch catches up with them.
     let _ = tx.try_send(Command::Refresh);
     let mut incident = incident;
+    incident.govern();
     let saved_heads = incident.doc_mut().get_heads();
     let actor = Actor {
         id,
@@ -307,6 +316,7 @@ pub(crate) fn spawn(
         appended_since_seen: 0,
         unsaved_bytes: 0,
         orphan_bytes: 0,
+        holders: HashSet::new(),
         max_bytes: config.max_document_bytes,
         peers: HashMap::new(),
         store: registry.store(),
@@ -452,7 +462,10 @@ impl Actor {
                     if self.peers.remove(&conn).is_some() {
                         self.metrics.peers.dec();
                     }
-                    self.drop_orphans();
+                    // What it left held back cannot complete as its own any more.
+                    if self.holders.remove(&conn) {
+                        self.isolate_held(None);
+                    }
                 }
                 Command::Apply { ops, editor, reply } => {
                     if self.stored_bytes + self.unsaved_bytes >= self.max_bytes {
@@ -508,6 +521,8 @@ impl Actor {
         else {
             return Ok(false);
         };
+        // Other nodes' changes must not complete a peer's held-back ones unjudged (nor be saved as if stored).
+        self.isolate_held(None);
         let before = self.incident.doc_mut().get_heads();
         let merged: usize = stored.chunks.iter().map(Vec::len).sum();
         self.stored_bytes = self.stored_bytes.saturating_sub(self.appended_since_seen) + merged;
@@ -529,13 +544,45 @@ impl Actor {
             self.cut_off(conn, reason);
             return;
         }
+        if change_bytes > 0 {
+            self.isolate_held(Some(conn));
+            if !self.peers.contains_key(&conn) {
+                return;
+            }
+        }
         self.merge_sync(conn, data);
         if change_bytes > 0 {
             if self.incident.doc_mut().get_missing_deps(&[]).is_empty() {
                 self.orphan_bytes = 0;
+                self.holders.clear();
             } else {
                 self.orphan_bytes += change_bytes;
+                self.holders.insert(conn);
             }
+        }
+    }
+
+    /// Before changes from `source` (a peer; `None`: storage) are merged, drops the changes other peers left held
+    /// back for a missing dependency and cuts those peers off with an `error` saying why: a held change must
+    /// complete through its own sender's messages, where it is judged as theirs. Their clients resend the changes,
+    /// with whatever they lacked, when they reconnect. Nothing is lost: a held change was never acknowledged.
+    fn isolate_held(&mut self, source: Option<ConnId>) {
+        if self.holders.iter().all(|holder| Some(*holder) == source) {
+            return;
+        }
+        let holders: Vec<ConnId> = self.holders.drain().collect();
+        self.orphan_bytes = self.orphan_bytes.max(1);
+        self.drop_orphans();
+        for conn in holders {
+            self.cut_off(
+                conn,
+                format!(
+                    "changes you sent for document {} wait for a change this server does not have, and the \
+                     document moved on from another source; they were dropped: reconnect to send them again with \
+                     what they depend on",
+                    self.id
+                ),
+            );
         }
     }
 
@@ -546,14 +593,13 @@ impl Actor {
             return;
         };
         peer.pending = true;
-        let server = Editor::new(SERVER_EDITOR, Utc::now());
-        match self.incident.receive_sync(
-            &mut self.memo,
-            &mut peer.state,
-            data,
-            &peer.link.name,
-            &server,
-        ) {
+        let now = Utc::now();
+        let server = Editor::new(SERVER_NAME, now);
+        let sender = Editor::new(peer.link.name.as_str(), now).with_admin(peer.link.admin);
+        match self
+            .incident
+            .receive_sync(&mut self.memo, &mut peer.state, data, &sender, &server)
+        {
             Ok(received) => {
                 if !received.violations.is_empty() {
                     self.metrics
@@ -619,7 +665,8 @@ impl Actor {
             return;
         }
         match Incident::load(&self.incident.save()) {
-            Ok(fresh) => {
+            Ok(mut fresh) => {
+                fresh.govern();
                 debug!(
                     bytes = self.orphan_bytes,
                     "dropped changes held for missing dependencies"
@@ -831,9 +878,6 @@ fn acknowledgements_last(commands: Vec<Command>) -> impl Iterator<Item = Command
     );
     rest.into_iter().chain(acknowledgements)
 }
-
-/// The name the server's own changes (reverts of changes that broke a command rule) are made under.
-pub const SERVER_EDITOR: &str = "commandpost";
 
 /// An `ephemeral` message telling one peer that the server reverted its change: a CBOR map
 /// `{"refused": message}`, so any automerge-repo client can show it (the JS `DocHandle` emits it as an

@@ -17,6 +17,7 @@
 //   {"op":"splice","field":"summary","pos":0,"del":0,"text":"Hi. "}  edits the text (UTF-16 positions, as in JS)
 //   {"op":"wait","field":"summary","contains":"rolled back"}         waits until the text contains the string
 //   {"op":"put","path":["roles","commander"],"value":"bob"}           sets a value by path, as any JS app can
+//   {"op":"delete","path":["layout",5]}                               deletes a map key or a list item by path
 //   {"op":"waitValue","path":["roles","commander"],"equals":"alice"}  waits until the value at the path equals it
 //
 // The client prints one JSON object per line on stdout, each with an "event":
@@ -193,6 +194,17 @@ async function runStep(handle, step, author) {
         let target = doc
         for (const key of path.slice(0, -1)) target = target[key]
         target[path[path.length - 1]] = value
+      })
+      return
+    }
+    case "delete": {
+      const { path } = step
+      handle.change(doc => {
+        let target = doc
+        for (const key of path.slice(0, -1)) target = target[key]
+        const last = path[path.length - 1]
+        if (Array.isArray(target)) target.deleteAt(last)
+        else delete target[last]
       })
       return
     }

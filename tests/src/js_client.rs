@@ -121,6 +121,30 @@ impl JsClient {
 
     /// Reads the next event and fails unless it is `event`; returns the whole event object.
     pub async fn expect(&mut self, event: &str) -> anyhow::Result<Value> {
+        self.next_event(event, false).await
+    }
+
+    /// Reads events until one is `event` (skipping the others, which stay in the transcript); returns it.
+    pub async fn skip_to(&mut self, event: &str) -> anyhow::Result<Value> {
+        self.next_event(event, true).await
+    }
+
+    async fn next_event(&mut self, event: &str, skip_others: bool) -> anyhow::Result<Value> {
+        loop {
+            let value = self.read_event(event).await?;
+            if value["event"] == event {
+                return Ok(value);
+            }
+            if !skip_others {
+                return Err(self
+                    .failure(&format!("expected {event:?}, got {value}"))
+                    .await);
+            }
+        }
+    }
+
+    /// Reads one event line, whatever it is.
+    async fn read_event(&mut self, event: &str) -> anyhow::Result<Value> {
         let line = match tokio::time::timeout(LINE_TIMEOUT, self.stdout.next_line()).await {
             Ok(Ok(Some(line))) => line,
             Ok(Ok(None)) => {
@@ -152,11 +176,6 @@ impl JsClient {
             }
         };
         self.transcript.push(value.clone());
-        if value["event"] != event {
-            return Err(self
-                .failure(&format!("expected {event:?}, got {value}"))
-                .await);
-        }
         Ok(value)
     }
 

@@ -30,7 +30,9 @@ fn text_of(event: &Value) -> anyhow::Result<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_client_edit_reaches_the_markdown_export() -> anyhow::Result<()> {
     let server = TestServer::start().await;
-    let token = server.token("js-writer", "write").await;
+    // The client stamps its edits with its author, which must be the token's name: the server puts back stamps
+    // naming anyone else.
+    let token = server.token(JS_AUTHOR, "write").await;
     let incident = server.declare(&token, "Checkout errors").await;
 
     // "🚀" is two UTF-16 code units, so position 11 is just after it: JS counts "Checkout " (9) + 2.
@@ -283,6 +285,83 @@ async fn js_client_cannot_edit_an_archive() -> anyhow::Result<()> {
     ensure!(status.success(), "the JS client exited with {status}");
     let after = server.markdown(&token, &incident.id).await;
     ensure!(after == before, "the archive changed:\n{after}");
+    server.stop().await;
+    Ok(())
+}
+
+/// The stock JS client, used by someone who is not the commander, deletes what the document *is* with plain
+/// JavaScript (`delete d.layout`, `d.layout.deleteAt(i)`, keys the server owns, a key outside the schema): the
+/// server puts each back, every view still shows every field and the commander, and the attempts are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_cannot_rewrite_what_the_document_is() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let mallory = server.token(JS_AUTHOR, "write").await;
+    let incident = server.declare(&alice, "Schema drill").await;
+    let before = server.incident_json(&alice, &incident.id).await;
+    let fields = before["fields"]
+        .as_array()
+        .map(Vec::len)
+        .context("fields")?;
+    let roles_at = before["fields"]
+        .as_array()
+        .and_then(|f| f.iter().position(|f| f["kind"] == "roles"))
+        .context("a roles field")?;
+
+    let mut js = JsClient::spawn(
+        &server.ws_url(&mallory),
+        &incident.url,
+        json!([
+            {"op": "delete", "path": ["layout"]},
+            {"op": "waitValue", "path": ["layout", "length"], "equals": fields},
+            {"op": "delete", "path": ["layout", roles_at]},
+            {"op": "delete", "path": ["createdBy"]},
+            {"op": "put", "path": ["audit"], "value": []},
+            {"op": "put", "path": ["authors"], "value": {}},
+            {"op": "put", "path": ["mine"], "value": "a key of my own"},
+            {"op": "waitValue", "path": ["layout", "length"], "equals": fields},
+            {"op": "waitValue", "path": ["createdBy"], "equals": "alice"},
+        ]),
+    )
+    .await?;
+    js.expect("ready").await?;
+    let refusal = js.expect("ephemeral").await?;
+    ensure!(
+        refusal["message"]["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("`layout`")),
+        "the JS client was not told why: {refusal}"
+    );
+    js.skip_to("done").await?;
+    let status = js.exit().await?;
+    ensure!(status.success(), "the JS client exited with {status}");
+    let after = server.incident_json(&alice, &incident.id).await;
+    ensure!(
+        after["fields"].as_array().map(Vec::len) == Some(fields),
+        "every field shows: {after}"
+    );
+    ensure!(after["createdBy"] == "alice", "{after}");
+    let roles = after["fields"]
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["kind"] == "roles"))
+        .context("a roles field")?;
+    ensure!(roles["value"]["commander"] == "alice", "{roles}");
+    let audit = after["audit"].as_array().context("an audit trail")?;
+    ensure!(
+        audit
+            .iter()
+            .filter(|e| e["rule"] == "schema" && e["by"] == JS_AUTHOR)
+            .count()
+            >= 2,
+        "{audit:?}"
+    );
+    ensure!(
+        !server
+            .markdown(&alice, &incident.id)
+            .await
+            .contains("a key of my own"),
+        "the foreign key is gone"
+    );
     server.stop().await;
     Ok(())
 }

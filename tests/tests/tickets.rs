@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::auth::hash_token;
 use server::config::Config;
-use tests::js_client::JsClient;
+use tests::js_client::{JS_AUTHOR, JsClient};
 use tests::{DEADLINE, SyncClient, SyncTarget, TestDatabase, TestServer, ws};
 
 /// What the server answered to an upgrade it refused: the status and our JSON error body.
@@ -339,7 +339,8 @@ async fn tokens_in_urls_are_refused_and_the_header_still_works() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stock_js_client_syncs_over_a_ticket_and_not_with_a_spent_one() -> anyhow::Result<()> {
     let server = TestServer::start().await;
-    let alice = server.token("alice", "write").await;
+    // The client stamps its edits with its author, which must be the token's name.
+    let alice = server.token(JS_AUTHOR, "write").await;
     let incident = server.declare(&alice, "Stock client").await;
 
     // With the token in its environment, the client asks for a ticket and opens /sync?ticket=…

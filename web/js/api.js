@@ -107,3 +107,10 @@ export async function fetchUpdate(id) {
 /** Records that the update describing `heads` went out: a timeline entry, and the cadence starts again. */
 export const markUpdateSent = (id, heads) =>
   request(`/api/incidents/${encodeURIComponent(id)}/update/sent`, { method: "POST", body: { heads } });
+
+/**
+ * Applies typed operations on the server, for the edits only the server may write: closing with an override
+ * reason records `closeOverride`, which the server refuses from a replica's own changes.
+ */
+export const applyOperations = (id, operations) =>
+  request(`/api/incidents/${encodeURIComponent(id)}/operations`, { method: "POST", body: { operations } });

@@ -10,7 +10,7 @@
  * acceptance, and a new commander (whoever made the change) is announced to everyone for a while.
  */
 
-import { fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
+import { applyOperations, fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
 import { canWrite, session } from "./auth.js";
 import { h, showError, showMessage, timeEl } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
@@ -251,7 +251,12 @@ class IncidentPage {
           this.render(null);
           return false;
         }
-        op = { ...op, overrideReason: reason.trim() };
+        // The override is the server's to record: it closes over HTTP and the change arrives by sync.
+        applyOperations(this.id, [{ ...op, overrideReason: reason.trim() }]).catch((error) => {
+          showError(error);
+          this.render(null);
+        });
+        return true;
       }
     }
     try {

@@ -63,7 +63,7 @@ pub(super) async fn handle(state: &AppState, id: &str) -> Result<DocHandle, ApiE
 }
 
 pub(super) fn editor(identity: &Identity) -> Editor {
-    Editor::new(identity.name.clone(), Utc::now())
+    Editor::new(identity.name.clone(), Utc::now()).with_admin(identity.scope == Scope::Admin)
 }
 
 /// `POST /api/incidents` → 201 with the new incident's id and `automerge:` URL. The 201 means it is durable.

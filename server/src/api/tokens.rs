@@ -52,7 +52,7 @@ async fn create(
         .map_err(|e: auth::UnknownScope| ApiError::Unprocessable(e.to_string()))?;
     if !auth::valid_token_name(&body.name) {
         return Err(ApiError::Unprocessable(
-            "a token name is 1-64 letters, digits or - _ . @".into(),
+            "a token name is 1-64 letters, digits or - _ . @, and not the server's own name (commandpost)".into(),
         ));
     }
     let token = auth::new_token();
