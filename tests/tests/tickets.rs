@@ -227,7 +227,6 @@ async fn a_read_tokens_ticket_syncs_read_only() -> anyhow::Result<()> {
     let writer = server.token("writer", "write").await;
     let reader = server.token("reader", "read").await;
     let incident = server.declare(&writer, "Scopes").await;
-    let before = server.heads(&writer, &incident.id).await;
 
     let mut client =
         SyncClient::connect(&server.ticket_url(&server.sync_ticket(&reader).await)).await?;
@@ -236,13 +235,22 @@ async fn a_read_tokens_ticket_syncs_read_only() -> anyhow::Result<()> {
         client.server_is_read_only(),
         "the ticket carries the read scope"
     );
-    // Sent anyway, as a hostile client would: the server applies nothing.
+    // Sent anyway, as a hostile client would: the server applies none of it.
     client.ignore_read_only();
     client.splice("summary", 0, 0, "FORBIDDEN").await?;
+    let hostile = client.heads();
     client.round_trip().await?;
+    let mut stored = server.document(&writer, &incident.id).await;
     ensure!(
-        server.heads(&writer, &incident.id).await == before,
-        "the server's copy is unchanged"
+        hostile
+            .iter()
+            .all(|hash| stored.doc_mut().get_change_by_hash(hash).is_none()),
+        "the server holds none of the reader's changes"
+    );
+    let summary = tests::markdown_section(&server.markdown(&writer, &incident.id).await, "Summary");
+    ensure!(
+        !summary.unwrap_or_default().contains("FORBIDDEN"),
+        "the summary is unchanged"
     );
     // No ticket without a token, or with one the server never issued.
     for token in [None, Some("cp_NotATokenTheServerEverIssued")] {
@@ -261,7 +269,7 @@ async fn tokens_in_urls_are_refused_and_the_header_still_works() -> anyhow::Resu
     let server = TestServer::start().await;
     let alice = server.token("alice", "write").await;
     let incident = server.declare(&alice, "Query strings").await;
-    let before = server.heads(&alice, &incident.id).await;
+    let before = server.markdown(&alice, &incident.id).await;
 
     // In the query of /sync: refused before the upgrade, with or without a header or a ticket beside it.
     let bare = format!("ws://{}/sync?token={alice}", server.addr);
@@ -328,7 +336,7 @@ async fn tokens_in_urls_are_refused_and_the_header_still_works() -> anyhow::Resu
     let mut client = SyncClient::connect(&server.ws_url(&alice)).await?;
     client.open(&incident.id).await?;
     ensure!(
-        server.heads(&alice, &incident.id).await == before,
+        server.markdown(&alice, &incident.id).await == before,
         "no refused request changed anything"
     );
     client.splice("summary", 0, 0, "By header.").await?;
