@@ -20,6 +20,7 @@ const SHELL = [
   "/js/dom.js",
   "/js/fields.js",
   "/js/incident.js",
+  "/js/insights.js",
   "/js/list.js",
   "/js/model.js",
   "/js/patch.js",

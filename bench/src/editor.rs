@@ -13,7 +13,7 @@ use wire::{DocumentId, Message, PeerId};
 
 use crate::changes::{ChangeSet, bench_actor};
 use crate::latency::Clock;
-use crate::link::{Link, Traffic};
+use crate::link::{Endpoint, Link, Traffic};
 
 /// How many characters a timeline editor types into one entry before it starts the next.
 const ENTRY_CHARS: usize = 60;
@@ -67,7 +67,7 @@ impl Editor {
     /// `seed` (servers that create documents from their peers, such as automerge-repo's sync server), we bring
     /// the document ourselves: our first message is `sync`, carrying it. Without one, we `request` it.
     pub async fn open(
-        url: &str,
+        endpoint: &Endpoint,
         index: u32,
         document: DocumentId,
         seed: Option<Incident>,
@@ -75,7 +75,7 @@ impl Editor {
         traffic: Arc<Traffic>,
     ) -> anyhow::Result<Editor> {
         let me = PeerId::from(format!("bench-editor-{index}-{}", DocumentId::random()));
-        let link = Link::connect(url, me, traffic).await?;
+        let link = Link::connect(endpoint, me, traffic).await?;
         let request = seed.is_none();
         let mut incident = seed.unwrap_or_else(|| Incident::empty(None));
         incident.doc_mut().set_actor(bench_actor(index));

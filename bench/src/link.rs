@@ -8,8 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wire::{DocumentId, Message, PeerId, PeerMetadata};
 
@@ -30,6 +34,28 @@ pub struct Traffic {
     pub sent: AtomicU64,
 }
 
+/// Where a peer connects and as whom: the sync server's WebSocket URL and, for commandpost, the token sent in the
+/// `Authorization` header (never in the URL, which the server refuses).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The WebSocket URL.
+    pub url: String,
+    /// The token for `Authorization: Bearer`, if the server wants one.
+    pub bearer: Option<String>,
+}
+
+impl IntoClientRequest for &Endpoint {
+    fn into_client_request(self) -> Result<Request, WsError> {
+        let mut request = self.url.as_str().into_client_request()?;
+        if let Some(token) = &self.bearer {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| WsError::HttpFormat(e.into()))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        Ok(request)
+    }
+}
+
 /// A joined connection to a sync server.
 pub struct Link {
     /// The socket.
@@ -43,16 +69,20 @@ pub struct Link {
 }
 
 impl Link {
-    /// Connects to `url`, sends `join` as an ephemeral peer (as a browser tab does) and waits for `peer`.
-    pub async fn connect(url: &str, me: PeerId, traffic: Arc<Traffic>) -> anyhow::Result<Link> {
+    /// Connects to `endpoint`, sends `join` as an ephemeral peer (as a browser tab does) and waits for `peer`.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        me: PeerId,
+        traffic: Arc<Traffic>,
+    ) -> anyhow::Result<Link> {
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
         let (socket, _) = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(url, Some(config), true),
+            tokio_tungstenite::connect_async_with_config(endpoint, Some(config), true),
         )
         .await
         .context("connecting timed out")?
-        .with_context(|| format!("connecting to {url}"))?;
+        .with_context(|| format!("connecting to {}", endpoint.url))?;
         let mut link = Link {
             socket,
             server: PeerId::from(""),

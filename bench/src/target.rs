@@ -1,5 +1,5 @@
 //! The server under test and how to set a run up on it. commandpost creates incidents over its HTTP API and wants
-//! tokens on `/sync`; automerge-repo's sync server has no API and no auth, and takes documents from its peers: the
+//! tokens on `/sync` (in the `Authorization` header); automerge-repo's sync server has no API and no auth, and takes documents from its peers: the
 //! first editor brings a new incident (created locally from the same template) in its first `sync` message.
 
 use anyhow::{Context, bail};
@@ -7,6 +7,8 @@ use incident_doc::{Declaration, Editor as Author, Incident, Template};
 use serde::Deserialize;
 use serde_json::json;
 use wire::DocumentId;
+
+use crate::link::Endpoint;
 
 /// The kind of server, with what it takes to use it.
 #[derive(Debug, Clone)]
@@ -33,13 +35,13 @@ pub struct Target {
     http: reqwest::Client,
 }
 
-/// The sync URLs for the two kinds of peer: editors may write, viewers only read where the server knows scopes.
+/// Where the two kinds of peer connect: editors may write, viewers only read where the server knows scopes.
 #[derive(Debug, Clone)]
 pub struct Access {
     /// For editors.
-    pub editor_url: String,
+    pub editor: Endpoint,
     /// For viewers.
-    pub viewer_url: String,
+    pub viewer: Endpoint,
 }
 
 /// A new incident: its id, and for servers that take documents from peers, the document the first editor brings.
@@ -82,26 +84,29 @@ impl Target {
         }
     }
 
-    /// Sync URLs for editors and viewers: on commandpost, with a new write token and a new read token.
+    /// Endpoints for editors and viewers: on commandpost, with a new write token and a new read token.
     pub async fn access(&self) -> anyhow::Result<Access> {
         match &self.server {
             Server::Commandpost { .. } => {
                 let write = self.token("write").await?;
                 let read = self.token("read").await?;
                 Ok(Access {
-                    editor_url: self.with_token(&write),
-                    viewer_url: self.with_token(&read),
+                    editor: self.endpoint(Some(write)),
+                    viewer: self.endpoint(Some(read)),
                 })
             }
             Server::AutomergeRepo => Ok(Access {
-                editor_url: self.sync_url.clone(),
-                viewer_url: self.sync_url.clone(),
+                editor: self.endpoint(None),
+                viewer: self.endpoint(None),
             }),
         }
     }
 
-    fn with_token(&self, token: &str) -> String {
-        format!("{}?token={token}", self.sync_url)
+    fn endpoint(&self, bearer: Option<String>) -> Endpoint {
+        Endpoint {
+            url: self.sync_url.clone(),
+            bearer,
+        }
     }
 
     /// Creates a token of `scope` through `POST /api/tokens`.

@@ -21,7 +21,7 @@ use crate::changes::{
     ChangeSet, ChunkKind, advance_heads, chunk_kind, is_bench_actor, split_chunks,
 };
 use crate::latency::Latencies;
-use crate::link::{Link, Traffic};
+use crate::link::{Endpoint, Link, Traffic};
 
 /// What every viewer must end up holding: the editors' final heads and the changes they made during the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl Viewer {
     /// Connects as viewer `index`, asks for `document` (`request`, as a browser opening a link) and waits until it
     /// holds what the server holds. A `witness` keeps every chunk for [`Viewer::witness`].
     pub async fn open(
-        url: &str,
+        endpoint: &Endpoint,
         index: u32,
         document: DocumentId,
         latencies: Arc<Latencies>,
@@ -62,7 +62,7 @@ impl Viewer {
         witness: bool,
     ) -> anyhow::Result<Viewer> {
         let me = PeerId::from(format!("bench-viewer-{index}-{}", DocumentId::random()));
-        let mut link = Link::connect(url, me, traffic).await?;
+        let mut link = Link::connect(endpoint, me, traffic).await?;
         // The opening message of an empty replica, exactly as a stock Automerge peer words it.
         let first = AutoCommit::new()
             .sync()

@@ -1,18 +1,19 @@
 //! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, templates,
-//! session, the `/sync` upgrade). Incident and token routes live in their own modules.
+//! session, the `/sync` upgrade). Incident, token and ticket routes live in their own modules.
 
 mod analytics;
 pub(crate) mod archive;
 mod command;
 mod hooks;
 mod incidents;
+mod tickets;
 mod tokens;
 mod update;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
@@ -72,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .merge(archive::router())
         .merge(analytics::router())
         .merge(tokens::router())
+        .merge(tickets::router())
         .merge(hooks::router())
         .merge(update::router())
         // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
@@ -224,33 +226,46 @@ async fn templates(
     Ok(Json(json!({ "templates": list })))
 }
 
-/// Query of `/sync`: browsers cannot set headers on a WebSocket, so the token may come here.
+/// Query of `/sync`.
 #[derive(Deserialize)]
 struct SyncQuery {
-    /// The token, when not in the Authorization header.
+    /// A ticket from `POST /api/sync-ticket`: how browsers, which cannot set headers on a WebSocket, authenticate.
+    ticket: Option<String>,
+    /// Read only to be refused: a token in the URL reaches proxy and access logs.
     token: Option<String>,
 }
 
 /// The WebSocket read buffer and write batching threshold of each `/sync` connection.
 const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 
-/// `GET /sync`: upgrades to the automerge-repo protocol after checking the token.
+/// `GET /sync`: upgrades to the automerge-repo protocol after checking the ticket (`?ticket=`, browsers) or the
+/// token (`Authorization: Bearer`, other clients). A token in the query is refused, never used.
 async fn sync(
     State(state): State<AppState>,
-    Query(query): Query<SyncQuery>,
+    query: Result<Query<SyncQuery>, QueryRejection>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers)
-        .or(query.token)
-        .ok_or(ApiError::Unauthorized)?;
-    let identity = authenticate(&state, &token).await?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if query.token.is_some() {
+        return Err(ApiError::TokenInUrl);
+    }
+    let (identity, token_hash) = match (query.ticket, bearer(&headers)) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "send either a ticket or an Authorization header, not both".into(),
+            ));
+        }
+        (Some(ticket), None) => tickets::redeem(&state, &ticket).await?,
+        (None, Some(token)) => (authenticate(&state, &token).await?, hash_token(&token)),
+        (None, None) => return Err(ApiError::Unauthorized),
+    };
     let ctx = state.sync.clone();
     // Registered before the upgrade, so the cap answers a plain 429 and a revocation from now on closes it.
     let session = ctx
         .sessions
         .admit(
-            &hash_token(&token),
+            &token_hash,
             &identity.name,
             ConnId::next(),
             ctx.limits.max_connections_per_token,

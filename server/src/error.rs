@@ -21,9 +21,20 @@ pub enum ApiError {
     /// 400: the request is malformed (bad JSON, bad parameter).
     #[error("{0}")]
     BadRequest(String),
+    /// 400: a bearer token in the query string, where proxies and access logs keep it.
+    #[error(
+        "tokens are not accepted in URLs (proxies log them): send Authorization: Bearer …, or open /sync with a \
+         ticket from POST /api/sync-ticket"
+    )]
+    TokenInUrl,
     /// 401: no token, or an unknown or revoked one.
     #[error("a valid token is required (Authorization: Bearer …)")]
     Unauthorized,
+    /// 401: a `/sync` ticket that is unknown, used, expired, or whose token was revoked.
+    #[error(
+        "this sync ticket is unknown, used or expired: ask POST /api/sync-ticket for a new one"
+    )]
+    InvalidTicket,
     /// 403: the token's scope does not allow this.
     #[error("this token may not {0}")]
     Forbidden(&'static str),
@@ -66,8 +77,8 @@ impl ApiError {
     /// The status code answered.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) | ApiError::TokenInUrl => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized | ApiError::InvalidTicket => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::CommandRule(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -84,7 +95,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::TokenInUrl => "token_in_url",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidTicket => "invalid_ticket",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::CommandRule(_) => "command_rule",
             ApiError::NotFound => "not_found",

@@ -4,7 +4,8 @@
 //! document changes, the server appends the incremental chunk that Automerge produced (`save_after`), and
 //! once in a while it replaces the accumulated chunks with one compact snapshot. Next to the chunks each
 //! backend keeps a small index row per incident ([`IncidentSummary`]) so that listing incidents does not
-//! require loading every document, a counter for human-friendly incident numbers, and hashed API tokens.
+//! require loading every document, a counter for human-friendly incident numbers, hashed API tokens, and the hashed
+//! `/sync` tickets that stand for a token for a few seconds (`api/tickets.rs`).
 //!
 //! [`Store`] is the backend-neutral interface, used as `Arc<dyn Store>`. [`sqlite::SqliteStore`] is the
 //! embedded default; [`postgres::PostgresStore`], shared by several server nodes, implements the same
@@ -237,6 +238,30 @@ pub trait Store: Send + Sync + 'static {
     /// admin token.
     async fn token_count(&self) -> Result<u64, StoreError>;
 
+    /// Records a `/sync` ticket: `hash` (of the ticket, hex) stands for the token whose hash is `token_hash`
+    /// until `expires_at`, unless that token already has `limit` unexpired, unused tickets (then nothing is
+    /// written and the answer is `false`; nodes racing may pass the limit by the number of racers). Tickets that
+    /// expired by `now` are deleted in the same write, so the table holds only the tickets of the last few
+    /// seconds. Stored rather than kept in one node's memory so that any node sharing the store accepts a ticket
+    /// another node issued (behind a load balancer without sticky sessions).
+    async fn create_ticket(
+        &self,
+        hash: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes the ticket with `hash`: deletes it and returns its token's hash if it had not expired at `now`,
+    /// `None` if it is unknown, already taken or expired. Each ticket is returned once, to one caller, even
+    /// when callers on several nodes race for it.
+    async fn take_ticket(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError>;
+
     /// Checks that the database is reachable and the write path is alive, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -289,6 +314,7 @@ pub(crate) mod conformance {
                 concurrent_appends_are_all_kept,
                 incident_numbers_are_unique,
                 tokens_lifecycle,
+                sync_tickets_are_single_use_and_expire,
                 list_filters_and_orders,
                 summary_is_upserted_with_append,
                 mismatched_summary_writes_nothing,
@@ -732,6 +758,78 @@ pub(crate) mod conformance {
             ]
         );
         assert_eq!(store.token_count().await, Ok(2));
+    }
+
+    pub(crate) async fn sync_tickets_are_single_use_and_expire(store: &dyn Store) {
+        let now = Utc::now();
+        let later = now + Duration::seconds(30);
+        assert_eq!(
+            store.create_ticket("t1", "aa11", now, later, 8).await,
+            Ok(true)
+        );
+        assert_eq!(store.take_ticket("t1", now).await, Ok(Some("aa11".into())));
+        // Taken once: gone, whoever asks next.
+        assert_eq!(store.take_ticket("t1", now).await, Ok(None));
+        assert_eq!(store.take_ticket("unknown", now).await, Ok(None));
+
+        // Past its expiry a ticket is refused, and taking it still spends it.
+        assert_eq!(
+            store.create_ticket("t2", "aa11", now, later, 8).await,
+            Ok(true)
+        );
+        assert_eq!(store.take_ticket("t2", later).await, Ok(None));
+        assert_eq!(store.take_ticket("t2", now).await, Ok(None));
+
+        // Creating a ticket purges the expired ones: t3 is gone even for a caller whose clock says it is early.
+        let soon = now + Duration::seconds(1);
+        assert_eq!(
+            store.create_ticket("t3", "bb22", now, soon, 8).await,
+            Ok(true)
+        );
+        let after = now + Duration::seconds(2);
+        assert_eq!(
+            store.create_ticket("t4", "bb22", after, later, 8).await,
+            Ok(true)
+        );
+        assert_eq!(store.take_ticket("t3", now).await, Ok(None));
+        assert_eq!(store.take_ticket("t4", now).await, Ok(Some("bb22".into())));
+
+        // Many callers racing for one ticket: exactly one gets it.
+        assert_eq!(
+            store.create_ticket("t5", "cc33", now, later, 8).await,
+            Ok(true)
+        );
+        let takes = join_all((0..20).map(|_| store.take_ticket("t5", now))).await;
+        let winners = takes
+            .into_iter()
+            .map(|taken| taken.expect("take"))
+            .filter(Option::is_some)
+            .count();
+        assert_eq!(winners, 1);
+
+        // At most `limit` unused tickets per token: one more is refused and stored nothing; taking one frees a
+        // place; other tokens are counted apart.
+        for n in 0..3 {
+            let hash = format!("d{n}");
+            assert_eq!(
+                store.create_ticket(&hash, "dd44", now, later, 3).await,
+                Ok(true)
+            );
+        }
+        assert_eq!(
+            store.create_ticket("d3", "dd44", now, later, 3).await,
+            Ok(false)
+        );
+        assert_eq!(store.take_ticket("d3", now).await, Ok(None));
+        assert_eq!(
+            store.create_ticket("e0", "ee55", now, later, 3).await,
+            Ok(true)
+        );
+        assert_eq!(store.take_ticket("d0", now).await, Ok(Some("dd44".into())));
+        assert_eq!(
+            store.create_ticket("d3", "dd44", now, later, 3).await,
+            Ok(true)
+        );
     }
 
     pub(crate) async fn list_filters_and_orders(store: &dyn Store) {

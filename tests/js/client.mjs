@@ -3,8 +3,14 @@
 // against the server in both directions.
 //
 // Usage:
-//   node client.mjs --server ws://ADDR/sync?token=TOKEN --doc automerge:ID [--timeout-ms 30000]
+//   COMMANDPOST_TOKEN=TOKEN node client.mjs --server ws://ADDR/sync --doc automerge:ID [--timeout-ms 30000]
 //                   [--author js-interop] --steps '[STEP, ...]'
+//
+// Browsers cannot set headers on a WebSocket, and neither can the stock adapter, so the client authenticates as the
+// web UI does: it asks POST /api/sync-ticket (same origin, Authorization: Bearer $COMMANDPOST_TOKEN) for a one-use
+// ticket and opens /sync?ticket=…; the token never goes into a URL. Without COMMANDPOST_TOKEN it opens --server as
+// given (a test handing it a spent ticket, say). A ticket opens one connection: the adapter's reconnects reuse its
+// URL, so this client does not survive the server closing its socket.
 //
 // Each STEP is a JSON object, run in order once the document is ready:
 //   {"op":"print","field":"summary"}                                  prints the field's text
@@ -66,7 +72,7 @@ function parseCommandLine() {
     strict: true,
   })
   if (!values.server || !values.doc) {
-    throw new Error("usage: node client.mjs --server ws://…/sync?token=… --doc automerge:… [--steps JSON]")
+    throw new Error("usage: COMMANDPOST_TOKEN=… node client.mjs --server ws://…/sync --doc automerge:… [--steps JSON]")
   }
   const steps = JSON.parse(values.steps)
   if (!Array.isArray(steps)) {
@@ -77,6 +83,25 @@ function parseCommandLine() {
     throw new Error("--timeout-ms must be a positive number")
   }
   return { server: values.server, doc: values.doc, steps, timeoutMs, author: values.author }
+}
+
+/**
+ * The URL the adapter opens: with COMMANDPOST_TOKEN set, `server` with a ticket for that token from the server's
+ * POST /api/sync-ticket; otherwise `server` as it is.
+ */
+async function syncUrl(server) {
+  const token = process.env.COMMANDPOST_TOKEN
+  if (!token) return server
+  const url = new URL(server)
+  const api = new URL("/api/sync-ticket", url)
+  api.protocol = url.protocol === "wss:" ? "https:" : "http:"
+  const response = await fetch(api, { method: "POST", headers: { Authorization: `Bearer ${token}` } })
+  const body = await response.json().catch(() => null)
+  if (!response.ok || typeof body?.ticket !== "string") {
+    throw new Error(`POST /api/sync-ticket answered ${response.status}: ${JSON.stringify(body)}`)
+  }
+  url.searchParams.set("ticket", body.ticket)
+  return url.toString()
 }
 
 /** The text of a root field, or null when the document has no string there. */
@@ -212,7 +237,13 @@ async function main() {
   // One deadline for the whole run, so that a server that never answers cannot hang the test that drives us.
   setTimeout(() => fail("timeout", `not done after ${timeoutMs} ms`, EXIT_TIMEOUT), timeoutMs).unref()
 
-  const adapter = new WebSocketClientAdapter(server)
+  let url
+  try {
+    url = await syncUrl(server)
+  } catch (err) {
+    fail("error", err.message, EXIT_ERROR)
+  }
+  const adapter = new WebSocketClientAdapter(url)
   // The server's peer id, from its answer to our join: a notice (`{"refused": …}`) is the server's only when it
   // comes from this peer (docs/schema.md).
   let serverPeerId

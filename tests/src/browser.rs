@@ -385,6 +385,28 @@ impl Browser {
         Ok(value.as_str().map(str::to_owned))
     }
 
+    /// The rendered text of the first element matching `css` inside the page's `frame`th frame (0 is the first), or
+    /// `None` when there is none. Through WebDriver rather than a script of the page, which cannot look into a
+    /// sandboxed frame (an origin of its own); back in the page afterwards, whatever happened.
+    pub async fn text_in_frame(&self, frame: u16, css: &str) -> anyhow::Result<Option<String>> {
+        self.client
+            .enter_frame(frame)
+            .await
+            .with_context(|| format!("{}: entering frame {frame}", self.name))?;
+        let text = async {
+            match self.client.find_all(Locator::Css(css)).await?.first() {
+                Some(element) => element.text().await.map(Some),
+                None => Ok(None),
+            }
+        }
+        .await;
+        self.client
+            .enter_parent_frame()
+            .await
+            .with_context(|| format!("{}: leaving frame {frame}", self.name))?;
+        text.with_context(|| format!("{}: reading {css} in frame {frame}", self.name))
+    }
+
     /// The rendered text of every element matching `css`, in document order.
     pub async fn texts(&self, css: &str) -> anyhow::Result<Vec<String>> {
         let value = self

@@ -5,6 +5,8 @@
 //!   and restarts), with small HTTP helpers that speak the API the way a client would.
 //! - [`SyncClient`]: a Rust automerge-repo peer over a real WebSocket, speaking the same wire protocol as the stock
 //!   JavaScript client, with raw frame access for malformed-input tests.
+//! - [`js_client::JsClient`]: the stock JavaScript automerge-repo client run by Node, connecting with a ticket as a
+//!   browser does.
 //! - [`Browser`]: a real headless Chromium driven over WebDriver, for end-to-end tests of the web client, and
 //!   [`Proxy`], a TCP proxy whose link a test cuts to take one browser offline.
 //! - [`Receiver`]: a real HTTP server on a loopback port that records the webhook deliveries it gets, can answer
@@ -18,6 +20,7 @@
 mod browser;
 mod database;
 pub mod hostile;
+pub mod js_client;
 mod markdown;
 mod poll;
 mod proxy;
@@ -32,7 +35,7 @@ pub use markdown::markdown_section;
 pub use poll::eventually;
 pub use proxy::Proxy;
 pub use receiver::{Delivery, Receiver};
-pub use sync_client::{Socket, SyncClient};
+pub use sync_client::{Socket, SyncClient, SyncTarget};
 pub use test_server::{DeclaredIncident, TestServer};
 pub use writers::append_until_refused;
 

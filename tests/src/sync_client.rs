@@ -18,13 +18,46 @@ use futures_util::{SinkExt, StreamExt};
 use incident_doc::{Editor, Incident, Operation};
 use server::wire::{self, DocumentId, Message, PeerId, PeerMetadata};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::DEADLINE;
 
 /// The socket type.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where and as whom a client opens `/sync`: the URL (carrying `?ticket=…` for a ticket, as browsers open it) and
+/// the token sent in the `Authorization` header (how other clients open it). See [`crate::TestServer::ws_url`] and
+/// [`crate::TestServer::ticket_url`]; `tokio_tungstenite::connect_async` takes it as it is.
+#[derive(Debug, Clone)]
+pub struct SyncTarget {
+    /// `ws://ADDR/sync`, with a query when the test wants one.
+    pub url: String,
+    /// The token for `Authorization: Bearer`, if any.
+    pub bearer: Option<String>,
+}
+
+impl IntoClientRequest for &SyncTarget {
+    fn into_client_request(self) -> Result<Request, WsError> {
+        let mut request = self.url.as_str().into_client_request()?;
+        if let Some(token) = &self.bearer {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| WsError::HttpFormat(e.into()))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        Ok(request)
+    }
+}
+
+impl IntoClientRequest for SyncTarget {
+    fn into_client_request(self) -> Result<Request, WsError> {
+        (&self).into_client_request()
+    }
+}
 
 /// A peer of the server: one WebSocket, one peer id, at most one document.
 pub struct SyncClient {
@@ -54,18 +87,18 @@ pub struct SyncClient {
 }
 
 impl SyncClient {
-    /// Connects to `ws_url` (see [`crate::TestServer::ws_url`]) and completes the handshake: `join`, then waits for
+    /// Connects to `target` (see [`crate::TestServer::ws_url`]) and completes the handshake: `join`, then waits for
     /// the server's `peer`.
-    pub async fn connect(ws_url: &str) -> anyhow::Result<SyncClient> {
-        let mut client = SyncClient::connect_unjoined(ws_url).await?;
+    pub async fn connect(target: &SyncTarget) -> anyhow::Result<SyncClient> {
+        let mut client = SyncClient::connect_unjoined(target).await?;
         client.join().await?;
         Ok(client)
     }
 
     /// Opens the WebSocket without sending `join`, for tests of what the server does before the handshake.
-    pub async fn connect_unjoined(ws_url: &str) -> anyhow::Result<SyncClient> {
+    pub async fn connect_unjoined(target: &SyncTarget) -> anyhow::Result<SyncClient> {
         let (socket, _response) =
-            tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(ws_url))
+            tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(target))
                 .await
                 .context("connecting to /sync timed out")?
                 .context("connecting to /sync")?;

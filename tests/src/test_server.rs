@@ -24,6 +24,8 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::SyncTarget;
+
 /// How long a server may take to start, or to stop after being asked to.
 const START_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -173,9 +175,34 @@ impl TestServer {
         }
     }
 
-    /// The WebSocket URL of `/sync` with `token` in the query, as browsers must send it.
-    pub fn ws_url(&self, token: &str) -> String {
-        format!("ws://{}/sync?token={token}", self.addr)
+    /// `/sync` as `token`, sent in the `Authorization` header (how clients other than browsers connect).
+    pub fn ws_url(&self, token: &str) -> SyncTarget {
+        SyncTarget {
+            url: format!("ws://{}/sync", self.addr),
+            bearer: Some(token.to_owned()),
+        }
+    }
+
+    /// `/sync?ticket={ticket}`, without a header: how browsers connect.
+    pub fn ticket_url(&self, ticket: &str) -> SyncTarget {
+        SyncTarget {
+            url: format!("ws://{}/sync?ticket={ticket}", self.addr),
+            bearer: None,
+        }
+    }
+
+    /// A ticket for `token` from `POST /api/sync-ticket`; panics unless the server answers 200 with one.
+    pub async fn sync_ticket(&self, token: &str) -> String {
+        let response = self
+            .request(Method::POST, "/api/sync-ticket", Some(token))
+            .send()
+            .await
+            .expect("POST /api/sync-ticket");
+        let body = expect_status(response, StatusCode::OK, "asking for a sync ticket").await;
+        body["ticket"]
+            .as_str()
+            .expect("the ticket is in the answer")
+            .to_owned()
     }
 
     /// The full URL of `path` (which starts with `/`).

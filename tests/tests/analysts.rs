@@ -557,8 +557,8 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
     assert_eq!(lines[0]["time_to_mitigate_seconds"], 2400);
     assert_eq!(lines[0]["commanders"], json!(["alice", "bob"]));
 
-    // Tools that cannot send a header (a spreadsheet importing a URL) pass the token in the query.
-    let plain = server
+    // A token in the query (proxies log URLs) is refused with a clear error, not used.
+    let in_query = server
         .request(
             Method::GET,
             &format!("/api/analytics/incidents?token={alice}"),
@@ -567,7 +567,9 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
         .send()
         .await
         .expect("GET");
-    assert_eq!(plain.status(), StatusCode::OK);
+    assert_eq!(in_query.status(), StatusCode::BAD_REQUEST);
+    let refusal: Value = in_query.json().await.expect("a JSON error");
+    assert_eq!(refusal["error"]["code"], "token_in_url", "{refusal}");
     let unauthenticated = server
         .request(Method::GET, "/api/analytics/incidents", None)
         .send()
@@ -718,11 +720,7 @@ fn valid_svgs(page: &str) -> usize {
 async fn insights_page_renders_valid_svg_for_0_1_and_500_incidents() {
     let server = TestServer::start().await;
     let reader = server.token("viewer", "read").await;
-    let insights = |token: &str| {
-        server
-            .request(Method::GET, &format!("/insights?token={token}"), None)
-            .send()
-    };
+    let insights = |token: &str| server.request(Method::GET, "/insights", Some(token)).send();
     assert_eq!(
         server
             .request(Method::GET, "/insights", None)

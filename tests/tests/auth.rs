@@ -12,7 +12,7 @@ use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::webhooks::{Endpoint, Format};
-use tests::{SyncClient, TestServer, ws};
+use tests::{SyncClient, SyncTarget, TestServer, ws};
 
 /// The least a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,7 +30,7 @@ enum Needs {
 /// One caller of the table.
 #[derive(Debug, Clone, Copy)]
 enum Caller {
-    /// No Authorization header (and no `?token=` on `/sync`).
+    /// No Authorization header (and no ticket on `/sync`).
     Anonymous,
     /// A token the server never issued.
     Garbage,
@@ -58,6 +58,7 @@ enum Route {
     Metrics,
     WebUi,
     Sync,
+    SyncTicket,
     Templates,
     Declare,
     List,
@@ -88,11 +89,12 @@ enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 31] = [
+    const ALL: [Route; 32] = [
         Route::Healthz,
         Route::Metrics,
         Route::WebUi,
         Route::Sync,
+        Route::SyncTicket,
         Route::Templates,
         Route::Declare,
         Route::List,
@@ -126,6 +128,7 @@ impl Route {
         match self {
             Route::Healthz | Route::Metrics | Route::WebUi => Needs::Nothing,
             Route::Sync
+            | Route::SyncTicket
             | Route::Templates
             | Route::List
             | Route::Read
@@ -174,6 +177,7 @@ impl Route {
             Route::Healthz => ("GET", "/healthz"),
             Route::Metrics => ("GET", "/metrics"),
             Route::Sync => ("GET", "/sync"),
+            Route::SyncTicket => ("POST", "/api/sync-ticket"),
             Route::Templates => ("GET", "/api/templates"),
             Route::Declare => ("POST", "/api/incidents"),
             Route::List => ("GET", "/api/incidents"),
@@ -306,6 +310,7 @@ impl Fixture {
             // A file of the UI rather than `/`, which answers 503 on a server built without the wasm client.
             Route::WebUi => (Method::GET, "/js/app.js".into(), None),
             Route::Sync => (Method::GET, "/sync".into(), None),
+            Route::SyncTicket => (Method::POST, "/api/sync-ticket".into(), None),
             Route::History => (Method::GET, format!("/api/incidents/{id}/history"), None),
             Route::Analytics => (
                 Method::GET,
@@ -630,15 +635,15 @@ async fn the_session_names_the_token_and_its_scope() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Upgrades `/sync` as `caller` (the token in the query string, as browsers send it): 101 for a live token, else
-/// the status `want` with our error body.
+/// Upgrades `/sync` as `caller` (the token in the Authorization header; tickets have their own tests in
+/// `tickets.rs`): 101 for a live token, else the status `want` with our error body.
 async fn check_sync(fixture: &Fixture, caller: Caller, want: StatusCode) -> anyhow::Result<()> {
     let server = &fixture.server;
-    let url = match fixture.token(caller) {
-        Some(token) => server.ws_url(&token),
-        None => format!("ws://{}/sync", server.addr),
+    let target = SyncTarget {
+        url: format!("ws://{}/sync", server.addr),
+        bearer: fixture.token(caller),
     };
-    match tokio_tungstenite::connect_async(url.as_str()).await {
+    match tokio_tungstenite::connect_async(&target).await {
         Ok((socket, response)) => {
             anyhow::ensure!(
                 response.status() == want,
@@ -748,24 +753,18 @@ fn the_table_has_a_row_for_every_route_of_the_router() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_takes_the_token_in_the_query_or_the_header() -> anyhow::Result<()> {
+async fn every_live_scope_syncs_with_a_ticket_or_the_header() -> anyhow::Result<()> {
     let fixture = Fixture::new().await;
     let server = &fixture.server;
-    // Every live scope can sync (a read token read-only); the token may also come in the Authorization header.
+    // Every live scope can sync (a read token read-only), with the token in the Authorization header or with a
+    // ticket it asked for, as browsers do.
     for token in [&fixture.read, &fixture.write, &server.admin_token] {
         let mut client = SyncClient::connect(&server.ws_url(token)).await?;
         client.open(&fixture.incident).await?;
+        let ticket = server.sync_ticket(token).await;
+        let mut client = SyncClient::connect(&server.ticket_url(&ticket)).await?;
+        client.open(&fixture.incident).await?;
     }
-    let mut request =
-        ws::client::IntoClientRequest::into_client_request(format!("ws://{}/sync", server.addr))?;
-    request.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", fixture.write).parse()?,
-    );
-    let (socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .context("Bearer header on /sync")?;
-    drop(socket);
     fixture.server.stop().await;
     Ok(())
 }

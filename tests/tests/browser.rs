@@ -19,6 +19,9 @@
 //! - the command post's addresses show as links, drills carry a badge, and the status update panel marks an update
 //!   sent;
 //! - the presence list shows each viewer with the roles the document gives them, not the role they claim.
+//! - a sign-in link for another identity than the one signed in names both and asks before switching (a link for the
+//!   same identity, or with nobody signed in, signs in at once), and the token never stays in the address bar;
+//! - the insights page and the CSV rows are reached from the signed-in page with the token in the header.
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
 //! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).
@@ -1422,6 +1425,203 @@ async fn presence_shows_the_roles_the_document_gives_not_those_claimed() -> anyh
         "{listed:?}"
     );
     page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The token and the name the page's header shows, read together.
+async fn signed_in_as(browser: &Browser) -> anyhow::Result<(Option<String>, String)> {
+    let value = browser
+        .execute(
+            "return [localStorage.getItem('commandpost.token'), document.getElementById('who-name').textContent];",
+            vec![],
+        )
+        .await?;
+    Ok((
+        value[0].as_str().map(str::to_owned),
+        value[1].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+/// Waits until the page is signed in with `token` and its header names `who`, with no token left in the address.
+async fn wait_signed_in(browser: &Browser, token: &str, who: &str) -> anyhow::Result<()> {
+    browser
+        .wait_until(
+            &format!("the page to be signed in as {who}, no token in the address"),
+            UI_TIMEOUT,
+            || async {
+                let url = browser.url().await?;
+                let (stored, shown) = signed_in_as(browser).await?;
+                Ok(
+                    (!url.contains("token=") && stored.as_deref() == Some(token) && shown == who)
+                        .then_some(()),
+                )
+            },
+        )
+        .await
+}
+
+/// Signed in as alice, the page opens bob's sign-in link: it takes the token out of the address bar at once and
+/// asks, naming both. Staying keeps alice; opened again and accepted, the page is bob's. A link for the identity
+/// already signed in, or with a token the server does not know, asks nothing (the second changes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_link_for_someone_else_asks_before_switching() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "read").await;
+    let base = &server.base_url;
+    let browser = Browser::open("switch", WindowSize::DESKTOP).await?;
+    // Nobody signed in: the link signs in at once, as before.
+    sign_in(&browser, base, &alice).await?;
+    wait_signed_in(&browser, &alice, "alice (write)").await?;
+
+    for accept in [false, true] {
+        browser.goto(&format!("{base}/#token={bob}")).await?;
+        browser.wait_for("#switch-question", UI_TIMEOUT).await?;
+        ensure!(
+            !browser.url().await?.contains("token="),
+            "the token left the address bar before anything else"
+        );
+        let (to, from) = (
+            browser.text("#switch-to").await?,
+            browser.text("#switch-from").await?,
+        );
+        ensure!(
+            to.as_deref() == Some("bob (read)") && from.as_deref() == Some("alice (write)"),
+            "the question names both: {to:?} {from:?}"
+        );
+        ensure!(
+            signed_in_as(&browser).await?.0.as_deref() == Some(alice.as_str()),
+            "nothing switched while asking"
+        );
+        if accept {
+            browser.click("#switch-accept").await?;
+            wait_signed_in(&browser, &bob, "bob (read)").await?;
+        } else {
+            browser.click("#switch-stay").await?;
+            wait_signed_in(&browser, &alice, "alice (write)").await?;
+            ensure!(
+                browser.find("#switch-question").await?.is_none(),
+                "the question is gone"
+            );
+        }
+    }
+
+    // The identity already signed in: no question.
+    browser.goto(&format!("{base}/#/")).await?;
+    browser.goto(&format!("{base}/#token={bob}")).await?;
+    wait_signed_in(&browser, &bob, "bob (read)").await?;
+    browser.wait_for("#incident-list", UI_TIMEOUT).await?;
+    ensure!(
+        browser.find("#switch-question").await?.is_none(),
+        "no question for the same identity"
+    );
+    // A link the server does not know: said so, and bob stays.
+    browser
+        .goto(&format!("{base}/#token=cp_NotATokenTheServerEverIssued"))
+        .await?;
+    browser.wait_for("#switch-invalid", UI_TIMEOUT).await?;
+    wait_signed_in(&browser, &bob, "bob (read)").await?;
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The insights page and the CSV rows are reached from the signed-in page with the token in the Authorization
+/// header (the server refuses it in URLs): the charts show in a sandboxed frame, the filters reload them, and the
+/// CSV download carries the incidents' rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let analyst = server.token("analyst", "read").await;
+    let writer = server.token("writer", "write").await;
+    let id = server.declare(&writer, "Checkout errors").await.id;
+    let browser = Browser::open("insights", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &analyst).await?;
+    browser.click(r##"nav a[href="#/insights"]"##).await?;
+    browser
+        .wait_for("#insights-frame[srcdoc]", UI_TIMEOUT)
+        .await?;
+    ensure!(
+        browser.attr("#insights-frame", "sandbox").await?.as_deref() == Some(""),
+        "the charts page is sandboxed"
+    );
+    let heading = browser.text_in_frame(0, "h1").await?;
+    ensure!(
+        heading.as_deref() == Some("Incident insights"),
+        "{heading:?}"
+    );
+    let scope = browser
+        .text_in_frame(0, "p.scope")
+        .await?
+        .unwrap_or_default();
+    ensure!(scope.contains("1 incident"), "{scope}");
+
+    // A filter reloads the charts and lands in the address, without a token.
+    browser
+        .execute(
+            r#"const select = document.querySelector('form.filters select[name="status"]');
+               select.value = 'closed';
+               select.dispatchEvent(new Event('change', { bubbles: true }));"#,
+            vec![],
+        )
+        .await?;
+    browser
+        .wait_until("the charts of closed incidents", UI_TIMEOUT, || async {
+            let scope = browser
+                .text_in_frame(0, "p.scope")
+                .await?
+                .unwrap_or_default();
+            Ok((scope.contains("status closed") && scope.contains("0 incidents")).then_some(()))
+        })
+        .await?;
+    let url = browser.url().await?;
+    ensure!(
+        url.ends_with("#/insights?status=closed") && !url.contains("token"),
+        "{url}"
+    );
+
+    // The CSV: what the page hands the browser to save (the click on its download link is recorded instead of
+    // saving, then the file read back from the page's object URL).
+    browser
+        .goto(&format!("{}/#/insights", server.base_url))
+        .await?;
+    browser
+        .wait_for("#insights-frame[srcdoc]", UI_TIMEOUT)
+        .await?;
+    browser
+        .execute(
+            r#"window.__downloads = [];
+               HTMLAnchorElement.prototype.click = function () {
+                 window.__downloads.push(this.download);
+                 fetch(this.href).then(r => r.text()).then(text => window.__downloads.push(text));
+               };"#,
+            vec![],
+        )
+        .await?;
+    browser.click(r#"button[data-download="csv"]"#).await?;
+    let saved = browser
+        .wait_until(
+            "the CSV to be handed to the browser",
+            UI_TIMEOUT,
+            || async {
+                let saved = browser
+                    .execute("return window.__downloads;", vec![])
+                    .await?;
+                Ok((saved.as_array().map_or(0, Vec::len) == 2).then_some(saved))
+            },
+        )
+        .await?;
+    ensure!(saved[0] == "incidents.csv", "{saved}");
+    let csv = saved[1].as_str().unwrap_or_default();
+    ensure!(
+        csv.lines().count() == 2 && csv.contains(&id),
+        "a header and the incident's row: {csv}"
+    );
+    browser.screenshot("insights").await?;
+    browser.close().await?;
     server.stop().await;
     Ok(())
 }

@@ -26,7 +26,7 @@ use incident_doc::FieldValue;
 use incident_doc::schema::FieldKind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tests::{DEADLINE, SyncClient, TestDatabase, TestServer, append_until_refused};
+use tests::{DEADLINE, SyncClient, SyncTarget, TestDatabase, TestServer, append_until_refused};
 use tokio::task::JoinHandle;
 
 /// Kills per run unless `COMMANDPOST_CRASH_KILLS` says otherwise: the issue asks for at least 20, and 20 keep one
@@ -74,7 +74,7 @@ fn env_number(name: &str) -> Option<u64> {
 
 /// Types into the summary, one change at a time, until the connection dies (the kill); returns the hashes of the
 /// changes the server acknowledged. After a local change its hash is the document's only head.
-async fn sync_writer(ws_url: String, incident: String, tag: String) -> Vec<ChangeHash> {
+async fn sync_writer(ws_url: SyncTarget, incident: String, tag: String) -> Vec<ChangeHash> {
     let mut promised = Vec::new();
     let Ok(mut client) = SyncClient::connect(&ws_url).await else {
         return promised;

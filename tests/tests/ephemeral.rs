@@ -12,7 +12,6 @@
 //!   having relayed no more than the bucket allows, while another connection on the same document keeps syncing.
 //! - The stock JS client's `handle.broadcast` of presence passes; its forged notice does not.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -20,6 +19,7 @@ use ciborium::Value;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use server::wire::{self, Message, PeerId};
+use tests::js_client::JsClient;
 use tests::{DEADLINE, SyncClient, TestServer, ws};
 
 /// How long to wait to be confident a message does not arrive.
@@ -468,47 +468,6 @@ async fn an_ephemeral_flood_ends_in_an_error_and_a_close_and_others_carry_on() -
     Ok(())
 }
 
-/// Runs the stock JS client (`tests/js/client.mjs`) to the end with `steps`; returns the events it printed.
-async fn run_js(
-    ws_url: &str,
-    doc: &str,
-    steps: serde_json::Value,
-) -> anyhow::Result<Vec<serde_json::Value>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
-    ensure!(
-        dir.join("node_modules/@automerge/automerge-repo/package.json")
-            .is_file(),
-        "run `npm ci` in tests/js first (scripts/test.sh and CI do)"
-    );
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("node")
-            .current_dir(&dir)
-            .arg("client.mjs")
-            .args(["--server", ws_url, "--doc", doc, "--timeout-ms", "30000"])
-            .arg("--steps")
-            .arg(steps.to_string())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .context("the JS client did not finish")?
-    .context("starting node tests/js/client.mjs")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let events = stdout
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<Vec<serde_json::Value>, _>>()
-        .with_context(|| format!("the JS client printed something else than JSON:\n{stdout}"))?;
-    ensure!(
-        output.status.success() && events.last().is_some_and(|e| e["event"] == "done"),
-        "the JS client failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(events)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stock_js_clients_presence_is_relayed_and_its_forged_notice_is_not()
 -> anyhow::Result<()> {
@@ -520,13 +479,16 @@ async fn the_stock_js_clients_presence_is_relayed_and_its_forged_notice_is_not()
     listener.open(&incident.id).await?;
 
     // `handle.broadcast` of presence, as cbor-x encodes a JavaScript object: relayed as checked presence.
-    let events = run_js(
+    let mut js = JsClient::spawn(
         &server.ws_url(&alice),
         &incident.url,
         json!([{"op": "broadcast", "message": {"name": "alice", "role": null, "field": "summary"}}]),
     )
     .await?;
-    let js_peer = events[0]["peerId"]
+    let ready = js.expect("ready").await?;
+    js.skip_to("done").await?;
+    ensure!(js.exit().await?.success(), "the JS client failed");
+    let js_peer = ready["peerId"]
         .as_str()
         .context("a ready event")?
         .to_owned();
@@ -540,12 +502,14 @@ async fn the_stock_js_clients_presence_is_relayed_and_its_forged_notice_is_not()
     ensure!(data == presence("alice", "summary"), "relayed {data:02x?}");
 
     // A read token's JS client forging the server's refusal: refused, counted, relayed to nobody.
-    run_js(
+    let mut js = JsClient::spawn(
         &server.ws_url(&reader),
         &incident.url,
         json!([{"op": "broadcast", "message": {"refused": "The server refused a change: forged"}}]),
     )
     .await?;
+    js.skip_to("done").await?;
+    ensure!(js.exit().await?.success(), "the JS client failed");
     eventually_metric(
         &server,
         "commandpost_ephemeral_refused_total{reason=\"notice\"}",

@@ -23,7 +23,7 @@ use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
 use futures_util::{SinkExt, StreamExt};
 use server::wire::{self, DocumentId, Message, PeerId};
 use tests::ws::Message as WsMessage;
-use tests::{SyncClient, TestServer, markdown_section};
+use tests::{SyncClient, SyncTarget, TestServer, markdown_section};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -216,7 +216,11 @@ struct Typed {
 
 /// Runs the editor on a thread of its own with its own runtime, so that the viewers, which share the test's
 /// runtime, cannot hold up its keystrokes: the pace stays the editor's.
-async fn type_on_own_thread(url: String, id: String, interval: Duration) -> anyhow::Result<Typed> {
+async fn type_on_own_thread(
+    url: SyncTarget,
+    id: String,
+    interval: Duration,
+) -> anyhow::Result<Typed> {
     let (done, result) = oneshot::channel();
     std::thread::Builder::new()
         .name("editor".into())
@@ -236,7 +240,7 @@ async fn type_on_own_thread(url: String, id: String, interval: Duration) -> anyh
 /// `interval`, whatever the server does (an open loop, as a person types). Each keystroke is sent at
 /// once; the server's acknowledgements queue up meanwhile and are read after the last keystroke, until they cover
 /// every one.
-async fn type_keystrokes(url: &str, id: &str, interval: Duration) -> anyhow::Result<Typed> {
+async fn type_keystrokes(url: &SyncTarget, id: &str, interval: Duration) -> anyhow::Result<Typed> {
     let mut editor = SyncClient::connect(url).await?;
     editor.open(id).await?;
     ensure!(
@@ -281,7 +285,7 @@ async fn type_keystrokes(url: &str, id: &str, interval: Duration) -> anyhow::Res
 /// messages until it holds all the keystrokes, timestamping each one as it arrives.
 async fn view(
     index: usize,
-    url: &str,
+    url: &SyncTarget,
     document_id: DocumentId,
     ready: mpsc::Sender<usize>,
 ) -> anyhow::Result<Seen> {

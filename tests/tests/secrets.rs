@@ -1,8 +1,8 @@
 //! Tokens never reach the logs: the real binary runs with `RUST_LOG=trace` (every span and event of every crate),
-//! tokens are used every way the server accepts them (the `Authorization` header, `?token=` on `/sync` and on the
-//! analytics routes, a WebSocket upgrade with the header, a token created and revoked over HTTP while its
-//! connection is open, refused and malformed requests), and neither token appears anywhere in what the server
-//! wrote to stdout or stderr.
+//! tokens are used every way the server accepts them (the `Authorization` header on the API, the analytics routes
+//! and the `/sync` upgrade, a `/sync` ticket, a token created and revoked over HTTP while its connection is open)
+//! and sent where it refuses them (`?token=` on `/sync` and the analytics routes, refused and malformed requests),
+//! and neither token, nor the ticket, appears anywhere in what the server wrote to stdout or stderr.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use tests::{SyncClient, ws};
+use tests::{SyncClient, SyncTarget, ws};
 
 /// The real command line, built by this crate.
 const BINARY: &str = env!("CARGO_BIN_EXE_commandpost-under-test");
@@ -93,15 +93,18 @@ async fn tokens_appear_nowhere_in_the_servers_output_even_at_trace_level() -> an
         .as_str()
         .context("an incident id")?
         .to_owned();
-    // The query string, where browsers must put it.
+    // The analytics routes take the header; a token in their query string is refused, not used.
+    for path in ["/api/analytics/incidents?format=csv", "/insights"] {
+        anyhow::ensure!(
+            get(path, Some(&token)).send().await?.status().is_success(),
+            "{path}"
+        );
+    }
     for path in [
         format!("/api/analytics/incidents?format=csv&token={token}"),
         format!("/insights?token={token}"),
     ] {
-        anyhow::ensure!(
-            get(&path, None).send().await?.status().is_success(),
-            "{path}"
-        );
+        anyhow::ensure!(get(&path, None).send().await?.status() == 400, "{path}");
     }
     // Refusals and malformed requests that carry it.
     let wrong = format!("{token}x");
@@ -115,21 +118,39 @@ async fn tokens_appear_nowhere_in_the_servers_output_even_at_trace_level() -> an
         .await?;
     anyhow::ensure!(bad_json.status() == 400, "{}", bad_json.status());
 
-    // /sync with the token in the query: open, edit, then break the protocol.
-    let mut client = SyncClient::connect(&format!("ws://{addr}/sync?token={token}")).await?;
+    // /sync with a ticket: open, edit, then break the protocol; the ticket cannot be used twice.
+    let ticket: Value = http
+        .post(format!("{base}/api/sync-ticket"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ticket = ticket["ticket"].as_str().context("a ticket")?.to_owned();
+    let with_ticket = SyncTarget {
+        url: format!("ws://{addr}/sync?ticket={ticket}"),
+        bearer: None,
+    };
+    let mut client = SyncClient::connect(&with_ticket).await?;
     client.open(&id).await?;
     client.splice("summary", 0, 0, "synced").await?;
     client
         .send_raw(ws::Message::Text("not the protocol".into()))
         .await?;
     client.expect_error_then_close().await?;
+    anyhow::ensure!(SyncClient::connect(&with_ticket).await.is_err());
+    // /sync with the token in the query: refused.
+    let in_query = SyncTarget {
+        url: format!("ws://{addr}/sync?token={token}"),
+        bearer: None,
+    };
+    anyhow::ensure!(SyncClient::connect(&in_query).await.is_err());
     // /sync with the header.
-    let mut request =
-        ws::client::IntoClientRequest::into_client_request(format!("ws://{addr}/sync"))?;
-    request
-        .headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse()?);
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let with_header = SyncTarget {
+        url: format!("ws://{addr}/sync"),
+        bearer: Some(token.clone()),
+    };
+    let (socket, _) = tokio_tungstenite::connect_async(&with_header).await?;
     drop(socket);
 
     // A token made over HTTP, used on /sync, revoked while its connection is open.
@@ -145,7 +166,11 @@ async fn tokens_appear_nowhere_in_the_servers_output_even_at_trace_level() -> an
         .as_str()
         .context("the new token")?
         .to_owned();
-    let mut doomed = SyncClient::connect(&format!("ws://{addr}/sync?token={second}")).await?;
+    let as_second = SyncTarget {
+        url: format!("ws://{addr}/sync"),
+        bearer: Some(second.clone()),
+    };
+    let mut doomed = SyncClient::connect(&as_second).await?;
     doomed.open(&id).await?;
     let revoked = http
         .delete(format!("{base}/api/tokens/short-lived"))
@@ -154,11 +179,7 @@ async fn tokens_appear_nowhere_in_the_servers_output_even_at_trace_level() -> an
         .await?;
     anyhow::ensure!(revoked.status() == 204, "{}", revoked.status());
     doomed.expect_error_then_close().await?;
-    anyhow::ensure!(
-        SyncClient::connect(&format!("ws://{addr}/sync?token={second}"))
-            .await
-            .is_err()
-    );
+    anyhow::ensure!(SyncClient::connect(&as_second).await.is_err());
 
     // Give the last log lines a moment, then stop the server and read everything it wrote.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -174,9 +195,10 @@ async fn tokens_appear_nowhere_in_the_servers_output_even_at_trace_level() -> an
     for (what, secret) in [
         ("the CLI-made token", &token),
         ("the HTTP-made token", &second),
+        ("the sync ticket", &ticket),
     ] {
         // The random part alone, in case a log line cut or re-encoded the prefix.
-        let body = secret.trim_start_matches("cp_");
+        let body = secret.trim_start_matches("cp_").trim_start_matches("cpt_");
         if let Some(at) = output.find(body) {
             let from = output[..at].rfind('\n').map_or(0, |i| i + 1);
             let line = output[from..].lines().next().unwrap_or_default();

@@ -47,6 +47,33 @@ async function request(path, { method = "GET", body, raw = false } = {}) {
   throw new ApiError(response.status, message);
 }
 
+/** A one-use ticket for opening `/sync`: a WebSocket cannot carry the token in a header, and URLs are logged. */
+export const syncTicket = async () => (await request("/api/sync-ticket", { method: "POST" })).ticket;
+
+/**
+ * The answer to `GET path` as a `Response`, fetched with the token in the header: for the server's pages and files
+ * (the insights page, the CSV rows) that a plain link could only reach with the token in its URL.
+ */
+export const fetchAnswer = (path) => request(path, { raw: true });
+
+/**
+ * Who `other` (a token that is not the signed-in one, say from a sign-in link) belongs to, as `{name, scope}`, or
+ * null when the server does not know it or it was revoked. Signs nobody in or out; throws when the server cannot
+ * say (unreachable).
+ */
+export async function sessionOf(other) {
+  let response;
+  try {
+    response = await fetch("/api/session", { headers: { Authorization: `Bearer ${other}` }, cache: "no-store" });
+  } catch {
+    throw new ApiError(0, "The server cannot be reached. Check the connection and try again.");
+  }
+  if (response.status === 401) return null;
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, errorText(data) ?? `The server answered ${response.status}.`);
+  return { name: data.name, scope: data.scope };
+}
+
 /** Asks who the token is (`{name, scope}`) and caches the answer for offline use. */
 export async function fetchSession() {
   const session = await request("/api/session");

@@ -10,13 +10,16 @@ import { showDeclare } from "./declare.js";
 import { showIncident } from "./incident.js";
 import { showList } from "./list.js";
 import { startRouter } from "./router.js";
-import { showSignIn } from "./signin.js";
+import { showInsights } from "./insights.js";
+import { showSignIn, showSwitch } from "./signin.js";
 
 const ROUTES = [
   [/^\/$/, showList],
   [/^\/declare$/, showDeclare],
   [/^\/incidents\/([^/?]+)$/, showIncident],
+  [/^\/insights$/, showInsights],
   [/^\/sign-in$/, showSignIn],
+  [/^\/switch$/, showSwitch],
 ];
 
 function showWho() {
@@ -39,11 +42,13 @@ async function refreshSession() {
 }
 
 /**
- * Runs before every view: signs in from `#token=…`, re-checks the session (so a revoked token is noticed on the
- * next click), and sends everyone without a token to the sign-in page.
+ * Runs before every view: signs in from `#token=…` (or, when someone else is signed in, goes to the page that asks
+ * first), re-checks the session (so a revoked token is noticed on the next click), and sends everyone without a
+ * token to the sign-in page.
  */
 function redirect() {
-  takeTokenFromAddress();
+  const asking = takeTokenFromAddress();
+  if (asking) return asking;
   refreshSession();
   showWho();
   if (!token() && !location.hash.startsWith("#/sign-in")) return "#/sign-in";

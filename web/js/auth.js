@@ -50,14 +50,37 @@ export function canWrite() {
   return scope === "write" || scope === "admin";
 }
 
+/** A sign-in link's token waiting for the person to confirm the switch (`#/switch`); in memory only. */
+let pendingToken = null;
+
 /**
- * Takes a token from an address like `/#token=…` (the link the server prints), stores it and removes it from the
- * address bar and history, so it is neither bookmarked nor shown over someone's shoulder. Returns whether it did.
+ * Takes a token from an address like `/#token=…` (the link the server prints) and removes it from the address bar
+ * and history at once, so it is neither bookmarked nor shown over someone's shoulder. With nobody signed in, or
+ * the same token, it signs in as before and returns null; when another token is signed in, it keeps the link's
+ * token aside and returns `#/switch`, whose page asks before switching: a link must not silently change who the
+ * page acts as. Returns null too when the address has no token.
  */
 export function takeTokenFromAddress() {
   const match = /^#token=([^&]+)/.exec(location.hash);
-  if (!match) return false;
-  signIn(decodeURIComponent(match[1]));
+  if (!match) return null;
+  const linked = decodeURIComponent(match[1]);
   history.replaceState(null, "", `${location.pathname}${location.search}#/`);
-  return true;
+  const current = token();
+  if (current && current !== linked) {
+    pendingToken = linked;
+    return "#/switch";
+  }
+  if (!current) signIn(linked);
+  return null;
+}
+
+/** The sign-in link's token waiting for confirmation, if any. */
+export function pendingSwitch() {
+  return pendingToken;
+}
+
+/** Ends the wait: signs in with the link's token when `accept`, else forgets it. */
+export function settleSwitch(accept) {
+  if (accept && pendingToken) signIn(pendingToken);
+  pendingToken = null;
 }

@@ -11,7 +11,7 @@
  */
 
 import { applyOperations, fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
-import { canWrite, session, token } from "./auth.js";
+import { canWrite, session } from "./auth.js";
 import { h, showError, showMessage, timeEl } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
 import {
@@ -198,7 +198,7 @@ class IncidentPage {
     const flushSync = () => this.copy.flushSync();
     window.addEventListener("pagehide", flushSync);
 
-    this.sync = startSync(this.live, token(), {
+    this.sync = startSync(this.live, {
       frame: (bytes) => this.receive(bytes),
       after: () => this.showStatus(),
       failed: (error) => showMessage(`Sync stopped (${error.message}); reconnecting.`),

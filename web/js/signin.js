@@ -1,11 +1,12 @@
 /**
  * Signing in with an API token (`#/sign-in`). The token is checked against `GET /api/session` before it is kept,
- * so a typo is caught here rather than as a page that silently never syncs.
+ * so a typo is caught here rather than as a page that silently never syncs. A sign-in link opened while someone
+ * else is signed in asks first (`#/switch`).
  */
 
-import { fetchSession } from "./api.js";
-import { signIn, signOut, takeSignOutReason } from "./auth.js";
-import { h } from "./dom.js";
+import { fetchSession, sessionOf } from "./api.js";
+import { pendingSwitch, session, settleSwitch, signIn, signOut, takeSignOutReason, token } from "./auth.js";
+import { h, showError } from "./dom.js";
 
 export function showSignIn(main) {
   const reason = takeSignOutReason();
@@ -53,4 +54,80 @@ export function showSignIn(main) {
     form,
   );
   input.focus();
+}
+
+/** `name (scope)`, as the header shows who is signed in. */
+const who = (s) => `${s.name} (${s.scope})`;
+
+/**
+ * `#/switch`: a sign-in link (`#token=…`) was opened while another token is signed in. A link for the same
+ * identity (a new token of the same name) switches without asking; another identity is named beside the current
+ * one and switches only when the person says so; a link whose token the server does not know changes nothing.
+ */
+export async function showSwitch(main, _route, signal) {
+  const linked = pendingSwitch();
+  if (!linked) {
+    location.replace("#/");
+    return;
+  }
+  main.replaceChildren(h("p", { class: "loading" }, "Checking the sign-in link…"));
+  let theirs;
+  let mine;
+  try {
+    // Asked without side effects: a revoked current token means nobody is signed in, not a trip to sign-in that
+    // would lose the link. When only the current one cannot be checked, the cached session stands in.
+    [theirs, mine] = await Promise.all([sessionOf(linked), sessionOf(token()).catch(() => session())]);
+  } catch (error) {
+    if (signal.aborted) return;
+    settleSwitch(false);
+    showError(error);
+    location.replace("#/");
+    return;
+  }
+  if (signal.aborted) return;
+  const done = (accept) => {
+    settleSwitch(accept);
+    location.hash = "#/";
+  };
+  if (!theirs) {
+    settleSwitch(false);
+    main.replaceChildren(
+      h("h1", {}, "Sign-in link not valid"),
+      h(
+        "p",
+        { id: "switch-invalid" },
+        "The server does not know this link's token (revoked or mistyped). ",
+        mine ? `You are still signed in as ${who(mine)}.` : "",
+      ),
+      h("p", {}, h("a", { class: "button", href: "#/" }, "Continue")),
+    );
+    return;
+  }
+  if (!mine || mine.name === theirs.name) {
+    done(true);
+    return;
+  }
+  main.replaceChildren(
+    h("h1", {}, "Switch identity?"),
+    h(
+      "p",
+      { id: "switch-question" },
+      "This link signs you in as ",
+      h("strong", { id: "switch-to" }, who(theirs)),
+      ". You are signed in as ",
+      h("strong", { id: "switch-from" }, who(mine)),
+      ". Everything you do here is recorded under the name you are signed in with.",
+    ),
+    h(
+      "p",
+      { class: "actions" },
+      h(
+        "button",
+        { type: "button", id: "switch-accept", class: "primary", onclick: () => done(true) },
+        `Sign in as ${theirs.name}`,
+      ),
+      " ",
+      h("button", { type: "button", id: "switch-stay", onclick: () => done(false) }, `Stay ${mine.name}`),
+    ),
+  );
 }

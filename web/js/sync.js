@@ -2,7 +2,12 @@
  * The network half of sync. `LiveIncident` speaks automerge-repo's protocol but does no I/O; this module owns the
  * WebSocket to `/sync`, hands it every frame, sends whatever the model queued, and reconnects after the delay the
  * model computes (exponential backoff with jitter, so a restarted server is not stampeded).
+ *
+ * A WebSocket cannot carry the token in a header and URLs end up in proxy logs, so every (re)connection first asks
+ * the server for a one-use ticket (`POST /api/sync-ticket`, with the header) and opens `/sync?ticket=…`.
  */
+
+import { syncTicket } from "./api.js";
 
 /**
  * Connects `live` to the server. `hooks.frame(bytes)` passes one incoming frame to the model (the page wraps
@@ -10,7 +15,7 @@
  * exchange so the page can show the new status; `hooks.failed(error)` reports a refused frame.
  * Returns `{flush, stop}`: call `flush()` after every local call on `live`.
  */
-export function startSync(live, token, hooks) {
+export function startSync(live, hooks) {
   let socket = null;
   let retry = null;
   let stopped = false;
@@ -23,10 +28,26 @@ export function startSync(live, token, hooks) {
     hooks.after();
   };
 
-  const open = () => {
+  /** Tries again after the model's backoff, as after any lost connection. */
+  const retryLater = () => {
+    const delay = live.disconnected(Date.now(), Math.random());
+    flush();
+    retry = setTimeout(open, delay);
+  };
+
+  const open = async () => {
     retry = null;
+    let ticket;
+    try {
+      ticket = await syncTicket();
+    } catch {
+      // Offline, or the server is down: try again later. (A revoked token has already signed out, which stops us.)
+      if (!stopped) retryLater();
+      return;
+    }
+    if (stopped) return;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${scheme}://${location.host}/sync?token=${encodeURIComponent(token)}`);
+    const ws = new WebSocket(`${scheme}://${location.host}/sync?ticket=${encodeURIComponent(ticket)}`);
     ws.binaryType = "arraybuffer";
     socket = ws;
     ws.addEventListener("open", () => {
@@ -48,10 +69,7 @@ export function startSync(live, token, hooks) {
     ws.addEventListener("close", () => {
       if (socket !== ws) return;
       socket = null;
-      if (stopped) return;
-      const delay = live.disconnected(Date.now(), Math.random());
-      flush();
-      retry = setTimeout(open, delay);
+      if (!stopped) retryLater();
     });
     hooks.after();
   };

@@ -22,7 +22,7 @@ use wire::{DocumentId, Message, PeerId};
 use super::{Run, Usages};
 use crate::editor::Editor;
 use crate::latency::{Clock, Histogram, Summary};
-use crate::link::{Link, Traffic};
+use crate::link::{Endpoint, Link, Traffic};
 
 /// How long one client may take to get the document before the run fails.
 const CLIENT_LIMIT: Duration = Duration::from_secs(120);
@@ -63,7 +63,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let id = incident.id;
     let clock = Clock::start();
     let mut author = Editor::open(
-        &access.editor_url,
+        &access.editor,
         0,
         id,
         incident.seed,
@@ -81,7 +81,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let start = tokio::time::Instant::now();
     let mut joining = JoinSet::new();
     for index in 0..settings.clients {
-        let url = access.viewer_url.clone();
+        let url = access.viewer.clone();
         let (heads, checked, times, traffic) = (
             heads.clone(),
             checked.clone(),
@@ -128,14 +128,14 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
 /// One client: connects, asks for the document, and returns every chunk's bytes once a sync message brought it to
 /// `heads`.
 async fn join(
-    url: &str,
+    endpoint: &Endpoint,
     index: u32,
     document: DocumentId,
     heads: &[ChangeHash],
     traffic: Arc<Traffic>,
 ) -> anyhow::Result<Vec<u8>> {
     let me = PeerId::from(format!("bench-joiner-{index}-{}", DocumentId::random()));
-    let mut link = Link::connect(url, me, traffic).await?;
+    let mut link = Link::connect(endpoint, me, traffic).await?;
     let first = AutoCommit::new()
         .sync()
         .generate_sync_message(&mut sync::State::new())

@@ -169,7 +169,7 @@ pub async fn run(run: &Run, stored: &Stored, load: u32, viewers: u32) -> anyhow:
         .context("a declared id")?;
     let viewers = open_all(settings.viewers, |i| {
         let (url, traffic, latencies) = (
-            access.viewer_url.clone(),
+            access.viewer.clone(),
             run.traffic.clone(),
             latencies.clone(),
         );

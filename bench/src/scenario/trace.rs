@@ -140,7 +140,7 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
     ));
     let id = incident.id;
     let mut editor = Editor::open(
-        &access.editor_url,
+        &access.editor,
         0,
         id,
         incident.seed,
@@ -151,7 +151,7 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
     let start_heads = editor.heads();
     let viewers = open_all(settings.viewers, |i| {
         let (url, traffic, latencies) = (
-            access.viewer_url.clone(),
+            access.viewer.clone(),
             run.traffic.clone(),
             latencies.clone(),
         );

@@ -103,7 +103,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
 
     // The first editor brings the document where the server takes it from peers; the others then ask for it.
     let mut first = Editor::open(
-        &access.editor_url,
+        &access.editor,
         0,
         id,
         incident.seed,
@@ -115,7 +115,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     first.build_history(settings.history).await?;
     let mut editors = vec![first];
     let others = open_all(settings.editors - 1, |i| {
-        let (url, traffic) = (access.editor_url.clone(), run.traffic.clone());
+        let (url, traffic) = (access.editor.clone(), run.traffic.clone());
         async move { Editor::open(&url, i + 1, id, None, clock, traffic).await }
     })
     .await?;
@@ -126,7 +126,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let connect_started = Instant::now();
     let viewers = open_all(settings.viewers, |i| {
         let (url, traffic, latencies) = (
-            access.viewer_url.clone(),
+            access.viewer.clone(),
             run.traffic.clone(),
             latencies.clone(),
         );

@@ -81,7 +81,7 @@ struct AnalyticsQuery {
     /// Keep drills (left out by default).
     #[serde(default)]
     include_drills: bool,
-    /// The token, for callers that cannot send a header (see [`reader`]).
+    /// Read only to be refused with a clear error (see [`reader`]).
     token: Option<String>,
 }
 
@@ -212,22 +212,23 @@ async fn compute(state: &AppState, id: &str) -> Result<Option<Arc<Facts>>, ApiEr
     Ok(row)
 }
 
-/// The caller, from `Authorization: Bearer …` or else the `token` query parameter: both routes are meant to be
-/// opened by tools that cannot set headers (a browser following a link, a spreadsheet importing a URL).
+/// The caller, from `Authorization: Bearer …`. A `token` in the query is refused, not used: URLs reach proxy and
+/// access logs. The web UI fetches both routes with the header (and shows or saves the answer).
 async fn reader(
     state: &AppState,
     headers: &HeaderMap,
     query: &AnalyticsQuery,
 ) -> Result<Identity, ApiError> {
-    let token = bearer(headers)
-        .or_else(|| query.token.clone())
-        .ok_or(ApiError::Unauthorized)?;
+    if query.token.is_some() {
+        return Err(ApiError::TokenInUrl);
+    }
+    let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
     let identity = authenticate(state, &token).await?;
     identity.require(Scope::Read, "read incidents")?;
     Ok(identity)
 }
 
-/// `GET /api/analytics/incidents?format=csv|jsonl[&from=&to=&status=&template=&include_drills=&token=]`.
+/// `GET /api/analytics/incidents?format=csv|jsonl[&from=&to=&status=&template=&include_drills=]`.
 async fn rows(
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,
@@ -268,7 +269,7 @@ async fn rows(
         .into_response())
 }
 
-/// `GET /insights[?from=&to=&status=&template=&include_drills=&token=]`: the charts page.
+/// `GET /insights[?from=&to=&status=&template=&include_drills=]`: the charts page.
 async fn insights(
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,
@@ -292,7 +293,7 @@ async fn insights(
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            // The page may carry a token in its URL: keep it out of other sites' Referer headers.
+            // Its filters say what someone was looking into: keep them out of other sites' Referer headers.
             (header::REFERRER_POLICY, "no-referrer"),
         ],
         html,

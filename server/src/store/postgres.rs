@@ -502,6 +502,50 @@ impl Store for PostgresStore {
             .map_err(|_| StoreError::Corrupt(format!("negative token count {count}")))
     }
 
+    async fn create_ticket(
+        &self,
+        hash: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        // One statement: the purge, the count (of unexpired tickets, since the purge's deletions are not visible
+        // to it) and the insert, so nothing is written past the limit.
+        let inserted = sqlx::query(
+            "WITH purged AS (DELETE FROM tickets WHERE expires_at <= $3)
+             INSERT INTO tickets (hash, token_hash, expires_at)
+             SELECT $1, $2, $4
+             WHERE (SELECT COUNT(*) FROM tickets WHERE token_hash = $2 AND expires_at > $3) < $5",
+        )
+        .bind(hash)
+        .bind(token_hash)
+        .bind(now)
+        .bind(expires_at)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn take_ticket(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        // One DELETE … RETURNING: of nodes racing for the same row, exactly one deletes it.
+        let taken: Option<(String, DateTime<Utc>)> =
+            sqlx::query_as("DELETE FROM tickets WHERE hash = $1 RETURNING token_hash, expires_at")
+                .bind(hash)
+                .fetch_optional(self.pool().await?)
+                .await
+                .map_err(db_error)?;
+        Ok(taken
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(token_hash, _)| token_hash))
+    }
+
     fn subscribe(&self) -> Option<broadcast::Receiver<ChunkNotice>> {
         let (sender, receiver) = broadcast::channel(NOTICE_BUFFER);
         tokio::spawn(listen(self.pool.clone(), self.node.clone(), sender));
@@ -873,13 +917,13 @@ mod tests {
         assert_eq!(current, schema.name);
         let tables: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.tables
-             WHERE table_schema = $1 AND table_name IN ('chunks', 'incidents', 'counters', 'tokens')",
+             WHERE table_schema = $1 AND table_name IN ('chunks', 'incidents', 'counters', 'tokens', 'tickets')",
         )
         .bind(&schema.name)
         .fetch_one(&store.pool)
         .await
         .expect("count tables");
-        assert_eq!(tables, 4);
+        assert_eq!(tables, 5);
         // A second node finds the schema migrated and applies nothing.
         let other = schema.open();
         other.ping().await.expect("ping");

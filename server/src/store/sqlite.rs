@@ -120,6 +120,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
     CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint, id);",
+    // Version 3: `/sync` tickets (`api/tickets.rs`), by the hash of the ticket; rows live for seconds.
+    "CREATE TABLE tickets (
+        hash TEXT PRIMARY KEY NOT NULL,
+        token_hash TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX tickets_by_expiry ON tickets (expires_at);
+    CREATE INDEX tickets_by_token ON tickets (token_hash);",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -541,6 +549,66 @@ impl Store for SqliteStore {
             .await?;
         u64::try_from(count)
             .map_err(|_| StoreError::Corrupt(format!("negative token count {count}")))
+    }
+
+    async fn create_ticket(
+        &self,
+        hash: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        let hash = hash.to_owned();
+        let token_hash = token_hash.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM tickets WHERE expires_at <= ?1")
+                .and_then(|mut purge| purge.execute([now.timestamp_micros()]))
+                .map_err(db_error)?;
+            let held: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM tickets WHERE token_hash = ?1")
+                .and_then(|mut count| count.query_row([&token_hash], |row| row.get(0)))
+                .map_err(db_error)?;
+            if usize::try_from(held).unwrap_or(usize::MAX) >= limit {
+                return Ok(false);
+            }
+            conn.prepare_cached(
+                "INSERT INTO tickets (hash, token_hash, expires_at) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![hash, token_hash, expires_at.timestamp_micros()])
+            })
+            .map_err(db_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn take_ticket(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let hash = hash.to_owned();
+        // A write, so that the writer thread's order makes each ticket one caller's.
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM tickets WHERE hash = ?1 RETURNING token_hash, expires_at",
+            )
+            .and_then(|mut take| {
+                take.query_row([&hash], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()
+            })
+            .map(|taken| {
+                taken
+                    .filter(|(_, expires_at)| *expires_at > now.timestamp_micros())
+                    .map(|(token_hash, _)| token_hash)
+            })
+            .map_err(db_error)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
