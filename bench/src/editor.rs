@@ -85,7 +85,10 @@ impl Editor {
             incident,
             state: sync::State::new(),
             clock,
-            name: format!("editor-{index}"),
+            name: endpoint
+                .author
+                .clone()
+                .unwrap_or_else(|| format!("editor-{index}")),
             made: ChangeSet::default(),
             entry: None,
         };

@@ -42,6 +42,9 @@ pub struct Endpoint {
     pub url: String,
     /// The token for `Authorization: Bearer`, if the server wants one.
     pub bearer: Option<String>,
+    /// The token's name: the author an editor writes on its timeline entries, which commandpost requires to be
+    /// the sender's (it puts back entries naming anyone else).
+    pub author: Option<String>,
 }
 
 impl IntoClientRequest for &Endpoint {

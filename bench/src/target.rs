@@ -102,20 +102,22 @@ impl Target {
         }
     }
 
-    fn endpoint(&self, bearer: Option<String>) -> Endpoint {
+    fn endpoint(&self, token: Option<(String, String)>) -> Endpoint {
+        let (bearer, author) = token.unzip();
         Endpoint {
             url: self.sync_url.clone(),
             bearer,
+            author,
         }
     }
 
-    /// Creates a token of `scope` through `POST /api/tokens`.
-    async fn token(&self, scope: &str) -> anyhow::Result<String> {
+    /// Creates a token of `scope` through `POST /api/tokens`; returns it with its name.
+    async fn token(&self, scope: &str) -> anyhow::Result<(String, String)> {
         let name = format!("bench-{scope}-{}", DocumentId::random());
         let created: CreatedToken = self
             .api_post("/api/tokens", json!({"name": name, "scope": scope}))
             .await?;
-        Ok(created.token)
+        Ok((created.token, name))
     }
 
     /// A new incident titled `title`: declared over the HTTP API on commandpost, created locally from the default
