@@ -1584,7 +1584,8 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
     );
 
     // The CSV: what the page hands the browser to save (the click on its download link is recorded instead of
-    // saving, then the file read back from the page's object URL).
+    // saving, then the file read back from the Blob behind the page's object URL: the UI's content security policy
+    // rightly forbids fetching even a blob: URL).
     browser
         .goto(&format!("{}/#/insights", server.base_url))
         .await?;
@@ -1594,9 +1595,16 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
     browser
         .execute(
             r#"window.__downloads = [];
+               const blobs = new Map();
+               const create = URL.createObjectURL.bind(URL);
+               URL.createObjectURL = (blob) => {
+                 const url = create(blob);
+                 blobs.set(url, blob);
+                 return url;
+               };
                HTMLAnchorElement.prototype.click = function () {
                  window.__downloads.push(this.download);
-                 fetch(this.href).then(r => r.text()).then(text => window.__downloads.push(text));
+                 blobs.get(this.href).text().then(text => window.__downloads.push(text));
                };"#,
             vec![],
         )
