@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use automerge::sync;
 use commandpost_fuzz::{PEER, SERVER, moment, server_replica};
@@ -18,7 +18,16 @@ fn saved() -> &'static [u8] {
     SAVED.get_or_init(|| server_replica().save())
 }
 
+/// libfuzzer-sys aborts on every panic, even one the code under test catches; `receive_sync` catches automerge's
+/// panics on malformed change bytes (and refuses the message), so the default hook comes back. A panic nobody
+/// catches still aborts: libfuzzer-sys runs each input under `catch_unwind` and aborts when it unwinds.
+fn catchable_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| drop(std::panic::take_hook()));
+}
+
 fuzz_target!(|data: &[u8]| {
+    catchable_panics();
     let mut incident = Incident::load(saved()).expect("the replica loads");
     // As the server's document actor holds it: the authority over schema and authorship.
     incident.govern();

@@ -174,10 +174,15 @@ fn chunk_changes(entry: &[u8]) -> Result<Vec<automerge::Change>, ReceiveError> {
                 .map_err(|e| ReceiveError::Apply(e.to_string()))?;
             changes.extend(doc.get_changes(&[]));
         } else {
-            changes.push(
-                automerge::Change::try_from(chunk)
-                    .map_err(|e| ReceiveError::Apply(e.to_string()))?,
-            );
+            // automerge 0.12 parses a change's operations before it checks the checksum, and panics on some
+            // malformed ones (an operation counter past 32 bits, found by the `sync_message` fuzz target): hostile
+            // bytes must be an error, not a dead document actor.
+            let parsed = std::panic::catch_unwind(|| automerge::Change::try_from(chunk));
+            match parsed {
+                Ok(Ok(change)) => changes.push(change),
+                Ok(Err(e)) => return Err(ReceiveError::Apply(e.to_string())),
+                Err(_) => return Err(bad("is malformed")),
+            }
         }
         rest = tail;
     }
@@ -732,6 +737,27 @@ mod tests {
             &editor("commandpost"),
         );
         assert!(matches!(result, Err(ReceiveError::Decode(_))), "{result:?}");
+        assert_eq!(server.doc_mut().get_heads(), heads);
+    }
+
+    /// A change whose operation counter does not fit 32 bits made automerge's change parser panic while the server
+    /// checked the change's actor: refused instead, and nothing changes. Found by the `sync_message` fuzz target;
+    /// kept in its corpus.
+    #[test]
+    fn a_malformed_change_is_refused_not_a_panic() {
+        const MALFORMED: &[u8] =
+            include_bytes!("../../fuzz/corpus/sync_message/regression-op-counter-past-32-bits");
+        let mut server = declared();
+        server.govern();
+        let heads = server.doc_mut().get_heads();
+        let result = server.receive_sync(
+            &mut SyncMemo::default(),
+            &mut sync::State::new(),
+            MALFORMED,
+            &editor("mallory"),
+            &editor("commandpost"),
+        );
+        assert!(matches!(result, Err(ReceiveError::Apply(_))), "{result:?}");
         assert_eq!(server.doc_mut().get_heads(), heads);
     }
 }
