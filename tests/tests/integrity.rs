@@ -29,6 +29,19 @@ use tests::{SyncClient, TestDatabase, TestServer, eventually};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A sync client of `server` with `token`, stamping its edits as `author`, holding incident `id`.
+async fn open_as(
+    server: &TestServer,
+    token: &str,
+    author: &str,
+    id: &str,
+) -> anyhow::Result<SyncClient> {
+    let mut client = SyncClient::connect(&server.ws_url(token)).await?;
+    client.set_author(author);
+    client.open(id).await?;
+    Ok(client)
+}
+
 /// Polls `check` until it holds (a revert the server makes after acknowledging the change that caused it).
 async fn until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
 where
@@ -114,9 +127,7 @@ async fn what_creation_and_the_server_write_cannot_be_rewritten() -> anyhow::Res
     ensure!(fields >= 10, "the template has its fields: {before}");
     let keys_before = root_keys(&server.document(&alice, &id).await);
 
-    let mut m = SyncClient::connect(&server.ws_url(&mallory)).await?;
-    m.set_author("mallory");
-    m.open(&id).await?;
+    let mut m = open_as(&server, &mallory, "mallory", &id).await?;
     m.raw_change(|doc| {
         doc.delete(ROOT, "layout")?;
         doc.put(ROOT, "createdBy", "mallory")?;
@@ -228,14 +239,10 @@ async fn authorship_is_recorded_by_the_server_not_claimed_by_the_client() -> any
     let alice = server.token("alice", "write").await;
     let mallory = server.token("mallory", "write").await;
     let id = server.declare(&alice, "Authorship").await.id;
-    let mut a = SyncClient::connect(&server.ws_url(&alice)).await?;
-    a.set_author("alice");
-    a.open(&id).await?;
+    let mut a = open_as(&server, &alice, "alice", &id).await?;
     a.splice("summary", 0, 0, "alice was here. ").await?;
 
-    let mut m = SyncClient::connect(&server.ws_url(&mallory)).await?;
-    m.set_author("alice");
-    m.open(&id).await?;
+    let mut m = open_as(&server, &mallory, "alice", &id).await?;
     // A change whose commit message claims alice, with alice's stamp and a timeline entry in alice's name.
     m.raw_change(|doc| {
         let summary = root_object(doc, "summary")?;
@@ -365,9 +372,7 @@ async fn the_timeline_is_append_only() -> anyhow::Result<()> {
             (id.as_str() == Some(wanted)).then_some(entry)
         })
     };
-    let mut m = SyncClient::connect(&server.ws_url(&mallory)).await?;
-    m.set_author("mallory");
-    m.open(&id).await?;
+    let mut m = open_as(&server, &mallory, "mallory", &id).await?;
     // Mallory removes alice's fresh entry and renames the old one's id and author.
     m.raw_change(|doc| {
         let (_, timeline) = doc
@@ -397,9 +402,7 @@ async fn the_timeline_is_append_only() -> anyhow::Result<()> {
     .await?;
 
     // Alice may reword her own fresh entry (within the grace period), not the one dated 20 minutes ago.
-    let mut a = SyncClient::connect(&server.ws_url(&alice)).await?;
-    a.set_author("alice");
-    a.open(&id).await?;
+    let mut a = open_as(&server, &alice, "alice", &id).await?;
     a.raw_change(|doc| {
         let fresh_entry =
             entry_by_id(doc, &fresh).ok_or(automerge::AutomergeError::InvalidIndex(0))?;
@@ -472,9 +475,7 @@ async fn closing_is_a_command_decision() -> anyhow::Result<()> {
     let body: Value = response.json().await?;
     ensure!(body["error"]["code"] == "command_rule", "{body}");
 
-    let mut m = SyncClient::connect(&server.ws_url(&mallory)).await?;
-    m.set_author("mallory");
-    m.open(&id).await?;
+    let mut m = open_as(&server, &mallory, "mallory", &id).await?;
     m.raw_change(|doc| doc.put(ROOT, "status", "closed"))?;
     m.sync_until_acknowledged(DEADLINE).await?;
     until("mallory's close put back", || async {
@@ -499,9 +500,7 @@ async fn held_back_changes_complete_only_through_their_sender() -> anyhow::Resul
     let alice = server.token("alice", "write").await;
     let mallory = server.token("mallory", "write").await;
     let id = server.declare(&alice, "Held back").await.id;
-    let mut m = SyncClient::connect(&server.ws_url(&mallory)).await?;
-    m.set_author("mallory");
-    m.open(&id).await?;
+    let mut m = open_as(&server, &mallory, "mallory", &id).await?;
     // Change A (allowed) and change B on top of it (seizing command); the server gets only B.
     m.raw_change(|doc| {
         let summary = root_object(doc, "summary")?;
@@ -535,12 +534,19 @@ async fn held_back_changes_complete_only_through_their_sender() -> anyhow::Resul
         data: only_b.encode(),
     })
     .await?;
-    // Let the server take B (held back) before alice's edit arrives.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server holds B back and asks for A: only then does alice's edit arrive.
+    loop {
+        match m.recv_message(DEADLINE).await? {
+            Some(Message::Sync { data, .. }) if !sync::Message::decode(&data)?.need.is_empty() => {
+                break;
+            }
+            Some(Message::Error { message }) => anyhow::bail!("an error instead: {message}"),
+            Some(_) => {}
+            None => anyhow::bail!("the server closed the connection"),
+        }
+    }
 
-    let mut a = SyncClient::connect(&server.ws_url(&alice)).await?;
-    a.set_author("alice");
-    a.open(&id).await?;
+    let mut a = open_as(&server, &alice, "alice", &id).await?;
     a.splice("summary", 0, 0, "alice. ").await?;
     let error = m.expect_error_then_close().await?;
     ensure!(error.contains("reconnect"), "{error}");
@@ -552,9 +558,7 @@ async fn held_back_changes_complete_only_through_their_sender() -> anyhow::Resul
     ensure!(commander(&server.incident_json(&alice, &id).await).as_deref() == Some("alice"));
 
     // Mallory reconnects with both changes: B is judged as hers, and put back.
-    let mut again = SyncClient::connect(&server.ws_url(&mallory)).await?;
-    again.set_author("mallory");
-    again.open(&id).await?;
+    let mut again = open_as(&server, &mallory, "mallory", &id).await?;
     let mine = m.incident_mut().save();
     let theirs = again.incident_mut().doc_mut();
     theirs.merge(&mut automerge::AutoCommit::load(&mine)?)?;
@@ -585,12 +589,8 @@ async fn two_nodes_keep_the_record_whole() -> anyhow::Result<()> {
         .as_array()
         .map(Vec::len);
 
-    let mut viewer = SyncClient::connect(&node1.ws_url(&alice)).await?;
-    viewer.set_author("alice");
-    viewer.open(&id).await?;
-    let mut m = SyncClient::connect(&node2.ws_url(&mallory)).await?;
-    m.set_author("alice");
-    m.open(&id).await?;
+    let mut viewer = open_as(&node1, &alice, "alice", &id).await?;
+    let mut m = open_as(&node2, &mallory, "alice", &id).await?;
     m.raw_change(|doc| {
         doc.delete(ROOT, "layout")?;
         let roles = root_object(doc, "roles")?;
