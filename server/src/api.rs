@@ -29,9 +29,10 @@ use tower_http::compression::CompressionLayer;
 
 use crate::auth::{Identity, Scope, hash_token};
 use crate::connection::{self, SyncContext};
-use crate::document::{ConnId, Registry};
+use crate::document::Registry;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::peer::ConnId;
 use crate::reads::HeavyReads;
 use crate::store::Store;
 use crate::webhooks::Webhooks;

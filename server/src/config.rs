@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::connection::SyncLimits;
-use crate::document::DocConfig;
 use crate::webhooks::{DeliverySettings, Endpoint, WebhookError, Webhooks};
 
 /// Every setting of `commandpost serve`. In a config file, keys are written in kebab-case.
@@ -140,4 +138,40 @@ impl Config {
             webhooks,
         }
     }
+}
+
+/// Limits and timings of sync connections.
+#[derive(Debug, Clone)]
+pub struct SyncLimits {
+    /// Largest frame accepted; larger ones get an `error` message and a close.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one connection before it counts as not reading and is cut off.
+    pub outbox_frames: usize,
+    /// How often the server pings; the JavaScript server does so every 5 s, browsers answer automatically.
+    pub ping_interval: Duration,
+    /// A connection silent (no frame, no pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Live connections one token may hold.
+    pub max_connections_per_token: usize,
+    /// Sustained change-carrying sync messages per second per connection.
+    pub edits_per_sec: u32,
+    /// Change-carrying sync messages a connection may send at once above the sustained rate.
+    pub edit_burst: u32,
+    /// Sustained ephemeral messages (presence) per second per connection; a faster sender is cut off.
+    pub ephemeral_per_sec: u32,
+    /// Ephemeral messages a connection may send at once above the sustained rate.
+    pub ephemeral_burst: u32,
+}
+
+/// Settings of every document actor.
+#[derive(Debug, Clone)]
+pub struct DocConfig {
+    /// A document with no peers and no commands for this long is unloaded from memory.
+    pub idle_unload: Duration,
+    /// Capacity of each actor's command queue.
+    pub queue: usize,
+    /// Largest stored size of a document: what it loaded from, plus what it appended since (or its last snapshot).
+    pub max_document_bytes: usize,
+    /// The webhook endpoints: when there are any, each batch's events are queued with its changes.
+    pub webhooks: Arc<Webhooks>,
 }

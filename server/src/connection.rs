@@ -17,34 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::auth::{Identity, Scope};
-use crate::document::{Command, ConnId, DocHandle, PeerLink, Registry};
+use crate::config::SyncLimits;
+use crate::document::{Command, DocHandle, Registry};
 use crate::ephemeral::Presence;
 use crate::metrics::Metrics;
+use crate::peer::{ConnId, PeerLink};
 use crate::sessions::{Session, Sessions};
 use crate::wire::{self, DocumentId, Message, PeerId, PeerMetadata};
-
-/// Limits and timings of sync connections.
-#[derive(Debug, Clone)]
-pub struct SyncLimits {
-    /// Largest frame accepted; larger ones get an `error` message and a close.
-    pub max_frame_bytes: usize,
-    /// Frames queued for one connection before it counts as not reading and is cut off.
-    pub outbox_frames: usize,
-    /// How often the server pings; the JavaScript server does so every 5 s, browsers answer automatically.
-    pub ping_interval: Duration,
-    /// A connection silent (no frame, no pong) for this long is closed.
-    pub idle_timeout: Duration,
-    /// Live connections one token may hold.
-    pub max_connections_per_token: usize,
-    /// Sustained change-carrying sync messages per second per connection.
-    pub edits_per_sec: u32,
-    /// Change-carrying sync messages a connection may send at once above the sustained rate.
-    pub edit_burst: u32,
-    /// Sustained ephemeral messages (presence) per second per connection; a faster sender is cut off.
-    pub ephemeral_per_sec: u32,
-    /// Ephemeral messages a connection may send at once above the sustained rate.
-    pub ephemeral_burst: u32,
-}
 
 /// How every server peer id starts (`commandpost-` and random bytes). No client may join under such an id: a peer
 /// that did could send ephemeral messages that look, to other peers, as if the server sent them.

@@ -14,6 +14,7 @@ pub mod document;
 pub mod ephemeral;
 pub mod error;
 pub mod metrics;
+pub mod peer;
 pub mod reads;
 pub mod sessions;
 pub mod store;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::document::ConnId;
+use crate::peer::ConnId;
 use crate::store::Store;
 
 /// How often the sweeper asks storage whether the tokens of live connections are still valid. Half a second keeps

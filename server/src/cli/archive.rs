@@ -225,7 +225,7 @@ pub(super) async fn import(
         store.load(&id.to_string()).await?.is_none(),
         "incident {id} already exists; delete it first or import under another --id"
     );
-    let summary = summary_row(id, &incident.headline());
+    let summary = summary_row(id, &incident.headline(), chrono::Utc::now());
     store.append(&id.to_string(), bytes, Some(summary)).await?;
     Ok(id)
 }

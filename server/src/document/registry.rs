@@ -4,17 +4,20 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use incident_doc::Incident;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wire::{DocumentId, PeerId};
 
-use super::{DocConfig, DocHandle, spawn, summary_row};
+use super::core::{Context, Core};
+use super::handle::DocHandle;
+use super::shell::{commit, spawn};
+use crate::config::DocConfig;
 use crate::metrics::Metrics;
-use tokio::sync::broadcast;
-
 use crate::store::{ChunkNotice, Store, StoreError};
-use crate::wire::{DocumentId, PeerId};
 
 /// Shared by the HTTP handlers and every connection; clones are cheap.
 #[derive(Clone)]
@@ -79,35 +82,42 @@ impl Registry {
         .await
         .map_err(|e| StoreError::Corrupt(format!("document {id}: loading it panicked: {e}")))?
         .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
-        Ok(Some(self.install(id, incident, size, upto)))
+        let core = Core::loaded(id, incident, size, upto, self.context());
+        Ok(Some(self.install(core)))
     }
 
-    /// Stores a new document durably, then starts its actor.
+    /// Stores a new document durably (through the same path as every later change), then starts its actor.
     pub async fn create(
         &self,
         id: DocumentId,
-        mut incident: Incident,
+        incident: Incident,
     ) -> Result<DocHandle, StoreError> {
-        let bytes = incident.save();
-        let size = bytes.len();
-        let summary = summary_row(id, &incident.headline());
-        let webhooks = &self.inner.config.webhooks;
-        let deliveries = if webhooks.enabled() {
-            let event = [incident_doc::signals::Event::Declared];
-            webhooks.deliveries(id, &incident.signals(), &event, chrono::Utc::now())
-        } else {
-            Vec::new()
+        let mut core = Core::declared(id, incident, self.context());
+        let Some(append) = core.append(chrono::Utc::now()) else {
+            return Err(StoreError::Corrupt(format!(
+                "document {id}: a new incident without changes"
+            )));
         };
-        let queued = !deliveries.is_empty();
-        let chunk = self
-            .inner
-            .store
-            .append_with(&id.to_string(), bytes, Some(summary), deliveries)
-            .await?;
-        if queued {
-            webhooks.wake.notify_one();
+        let inner = &self.inner;
+        let (written, chunk) = commit(
+            &*inner.store,
+            &inner.metrics,
+            &inner.config.webhooks,
+            append,
+        )
+        .await?;
+        core.appended(written, chunk);
+        Ok(self.install(core))
+    }
+
+    /// What a new core needs from the server.
+    fn context(&self) -> Context {
+        Context {
+            config: self.inner.config.clone(),
+            metrics: self.inner.metrics.clone(),
+            server_id: self.inner.server_id.clone(),
+            now: Instant::now(),
         }
-        Ok(self.install(id, incident, size, chunk))
     }
 
     fn lookup(&self, id: DocumentId) -> Option<DocHandle> {
@@ -115,28 +125,15 @@ impl Registry {
         docs.get(&id).filter(|h| !h.is_closed()).cloned()
     }
 
-    /// Starts an actor unless another task loaded the same document meanwhile; then that one wins.
-    fn install(
-        &self,
-        id: DocumentId,
-        incident: Incident,
-        size: usize,
-        upto: crate::store::ChunkId,
-    ) -> DocHandle {
+    /// Starts an actor for `core` unless another task loaded the same document meanwhile; then that one wins.
+    fn install(&self, core: Core) -> DocHandle {
+        let id = core.id();
         let mut docs = self.inner.docs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = docs.get(&id).filter(|h| !h.is_closed()) {
             return existing.clone();
         }
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-        let handle = spawn(
-            id,
-            incident,
-            size,
-            upto,
-            generation,
-            &self.inner.config,
-            self.clone(),
-        );
+        let handle = spawn(core, generation, self.clone());
         docs.insert(id, handle.clone());
         handle
     }
@@ -220,11 +217,105 @@ impl Registry {
         self.inner.metrics.clone()
     }
 
-    pub(crate) fn server_id(&self) -> &PeerId {
-        &self.inner.server_id
+    pub(crate) fn config(&self) -> &DocConfig {
+        &self.inner.config
     }
 
     pub(crate) fn shutdown(&self) -> CancellationToken {
         self.inner.shutdown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use incident_doc::{Declaration, Editor, Operation, template};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Far longer than anything here takes on a loaded machine: only a deadlock reaches it.
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    fn registry(store: Arc<dyn Store>, idle_unload: Duration) -> Registry {
+        let webhooks = Arc::new(Config::default().webhooks().expect("no webhooks"));
+        let mut config = Config::default().doc_config(webhooks);
+        config.idle_unload = idle_unload;
+        Registry::new(
+            store,
+            Arc::new(Metrics::default()),
+            PeerId::from("commandpost-test"),
+            config,
+            CancellationToken::new(),
+        )
+    }
+
+    fn incident(name: &str) -> Incident {
+        let template = template::builtin().into_iter().next().expect("a template");
+        let declaration = Declaration {
+            name: name.into(),
+            number: None,
+        };
+        Incident::create(
+            &template,
+            &declaration,
+            &Editor::new("alice", Utc::now()),
+            None,
+        )
+        .expect("declare")
+    }
+
+    /// Concurrent first uses load a document once; an unknown id is not one; an actor that unloaded itself is
+    /// forgotten, and the next use loads what it made durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn documents_load_once_and_reload_what_was_durable_after_unloading() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let id = DocumentId::random();
+        let first = registry(store.clone(), Duration::from_secs(600));
+        first
+            .create(id, incident("Queue backlog"))
+            .await
+            .expect("create");
+        assert!(
+            first
+                .get(DocumentId::random())
+                .await
+                .expect("get")
+                .is_none()
+        );
+
+        // A second server process over the same store: two tasks asking at once share one actor.
+        let registry = registry(store, Duration::from_millis(50));
+        let (a, b) = tokio::join!(registry.get(id), registry.get(id));
+        let (a, b) = (
+            a.expect("load").expect("exists"),
+            b.expect("load").expect("exists"),
+        );
+        assert_eq!(a.generation(), b.generation());
+        let entry = Operation::AddTimelineEntry {
+            text: "drained the queue".into(),
+            at: None,
+        };
+        a.apply(vec![entry], Editor::new("alice", Utc::now()))
+            .await
+            .expect("edit");
+
+        let unloaded = tokio::time::timeout(DEADLINE, async {
+            while registry.loaded() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        unloaded.await.expect("the idle document unloads");
+        let again = registry.get(id).await.expect("reload").expect("exists");
+        assert_ne!(again.generation(), a.generation());
+        let markdown = again
+            .read(|incident| incident_doc::export::markdown(&incident.view()))
+            .await
+            .expect("read");
+        assert!(markdown.contains("drained the queue"));
     }
 }
