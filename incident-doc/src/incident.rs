@@ -10,7 +10,8 @@ use automerge::{
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::operation::{self, Applied, Editor, OpError, Operation};
+use crate::edit::{self, Applied, Editor, OpError};
+use crate::operation::{self, Operation};
 use crate::read::Reader;
 use crate::rules::{self, CommandState, Violation};
 use crate::schema::{
@@ -173,11 +174,11 @@ impl Incident {
         let name = declaration.name.trim();
         if name.is_empty()
             || name.contains(['\n', '\r'])
-            || name.chars().count() > operation::MAX_SHORT_CHARS
+            || name.chars().count() > edit::MAX_SHORT_CHARS
         {
             return Err(OpError::InvalidValue(format!(
                 "the incident name must be one non-empty line of at most {} characters",
-                operation::MAX_SHORT_CHARS
+                edit::MAX_SHORT_CHARS
             )));
         }
         let base = actor.clone();
@@ -203,7 +204,7 @@ impl Incident {
         doc.put(ROOT, keys::SCHEMA_VERSION, SCHEMA_VERSION)?;
         doc.put(ROOT, keys::TEMPLATE, template.id.as_str())?;
         doc.put(ROOT, keys::TEMPLATE_NAME, template.name.as_str())?;
-        doc.put(ROOT, keys::CREATED_AT, operation::timestamp(editor.at))?;
+        doc.put(ROOT, keys::CREATED_AT, edit::timestamp(editor.at))?;
         doc.put(ROOT, keys::CREATED_BY, editor.name.as_str())?;
         doc.put(ROOT, keys::DRILL, template.drill)?;
         if let Some(n) = number {
@@ -286,17 +287,13 @@ impl Incident {
                 }
                 FieldKind::Timestamps => {
                     let m = doc.put_object(ROOT, key, ObjType::Map)?;
-                    doc.put(
-                        &m,
-                        Stage::Declared.as_str(),
-                        operation::timestamp(editor.at),
-                    )?;
+                    doc.put(&m, Stage::Declared.as_str(), edit::timestamp(editor.at))?;
                 }
                 FieldKind::Questions => {
                     doc.put_object(ROOT, key, ObjType::Map)?;
                 }
             }
-            operation::stamp(doc, key, editor)?;
+            edit::stamp(doc, key, editor)?;
         }
         Ok(())
     }
@@ -328,7 +325,7 @@ impl Incident {
         editor: &Editor,
     ) -> Result<Vec<Applied>, OpError> {
         let layout = self.take_layout();
-        let result = if operation::is_archived(&Reader::new(&self.doc, None), &layout) {
+        let result = if edit::is_archived(&Reader::new(&self.doc, None), &layout) {
             self.apply_archived(&layout, ops, editor)
         } else {
             self.apply_with(&layout, ops, editor)
@@ -367,7 +364,7 @@ impl Incident {
     /// clients) asks this of the document as it was before them.
     pub fn archived(&mut self) -> bool {
         let layout = self.take_layout();
-        let archived = operation::is_archived(&Reader::new(&self.doc, None), &layout);
+        let archived = edit::is_archived(&Reader::new(&self.doc, None), &layout);
         self.keep_layout(layout);
         archived
     }
@@ -555,7 +552,7 @@ impl Incident {
             .filter(|(heads, with_timeline, _)| heads == before && (*with_timeline || !timeline));
         let archived = match &known {
             Some((_, _, was)) => was.status == Some(Status::Closed),
-            None => operation::is_archived(&Reader::new(&self.doc, Some(before)), layout),
+            None => edit::is_archived(&Reader::new(&self.doc, Some(before)), layout),
         };
         // What the server owns, whatever else the change did.
         let foreign: Vec<&String> = touched
@@ -733,7 +730,7 @@ impl Incident {
             let entry = self
                 .doc
                 .insert_object(&list, self.doc.length(&list), ObjType::Map)?;
-            self.doc.put(&entry, "at", operation::timestamp(at))?;
+            self.doc.put(&entry, "at", edit::timestamp(at))?;
             self.doc.put(&entry, "by", who)?;
             let rule = serde_json::to_value(violation.rule)
                 .ok()

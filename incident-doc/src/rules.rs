@@ -31,7 +31,7 @@ use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarVal
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::operation::{Editor, open_exit_criteria};
+use crate::edit::{Editor, open_exit_criteria};
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Role, Status, keys};
 
