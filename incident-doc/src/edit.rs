@@ -109,6 +109,11 @@ pub const MAX_SHORT_CHARS: usize = 200;
 /// What an operation produced, and the keys of the fields whose *last updated* stamps it moves.
 pub(crate) type Edited = (Applied, Vec<String>);
 
+/// What most operations produce: no new item, and the one field they edited to stamp.
+pub(crate) fn touched(def: &FieldDef) -> Edited {
+    (Applied::default(), vec![def.key.clone()])
+}
+
 /// Writes the stamps of everything `edited` touched. Every operation ends with it; an operation that makes another
 /// edit on its way (a timeline entry, a status change) stamps that one at once too, as the edit would be stamped on
 /// its own, so the document reads the same whichever way an edit came about.

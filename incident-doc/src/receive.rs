@@ -643,10 +643,7 @@ mod tests {
 
         /// The peer says what it has to say.
         fn speaks(&mut self) {
-            let doc = match &mut self.writer {
-                Some(writer) => writer.doc_mut(),
-                None => &mut self.doc,
-            };
+            let doc = replica(&mut self.writer, &mut self.doc);
             if let Some(message) = doc.sync().generate_sync_message(&mut self.state) {
                 self.to_server.push_back(message.encode());
             }
@@ -656,15 +653,24 @@ mod tests {
         fn hears(&mut self) {
             if let Some(data) = self.to_peer.pop_front() {
                 let message = sync::Message::decode(&data).expect("decode");
-                let doc = match &mut self.writer {
-                    Some(writer) => writer.doc_mut(),
-                    None => &mut self.doc,
-                };
+                let doc = replica(&mut self.writer, &mut self.doc);
                 doc.sync()
                     .receive_sync_message(&mut self.state, message)
                     .expect("the peer receives");
                 self.speaks();
             }
+        }
+    }
+
+    /// The document a peer syncs: a writer's, or a viewer's bare one. Takes the two fields rather than the peer, so
+    /// the peer's sync state can be borrowed alongside.
+    fn replica<'p>(
+        writer: &'p mut Option<Incident>,
+        doc: &'p mut automerge::AutoCommit,
+    ) -> &'p mut automerge::AutoCommit {
+        match writer {
+            Some(writer) => writer.doc_mut(),
+            None => doc,
         }
     }
 

@@ -6,7 +6,7 @@ use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue};
 
 use crate::edit::{
     Applied, Edited, OpError, check_short, check_text, field_of_kinds, find_item, item_index,
-    list_field, nested_text, put_id,
+    list_field, nested_text, put_id, touched,
 };
 use crate::schema::{FieldDef, FieldKind};
 
@@ -44,7 +44,7 @@ pub(super) fn edit(
     let item = find_item(doc, &def.key, id)?;
     let t = nested_text(doc, &item, &def.key)?;
     doc.update_text(&t, text)?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 pub(super) fn set_details(
@@ -58,7 +58,7 @@ pub(super) fn set_details(
     let def = checklist(layout, field)?;
     let item = find_item(doc, &def.key, id)?;
     put_details(doc, &item, owner, bug)?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 pub(super) fn set_done(
@@ -71,7 +71,7 @@ pub(super) fn set_done(
     let def = checklist(layout, field)?;
     let item = find_item(doc, &def.key, id)?;
     doc.put(&item, "done", done)?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 pub(super) fn remove(
@@ -87,7 +87,7 @@ pub(super) fn remove(
         id: id.to_owned(),
     })?;
     doc.delete(&list, index)?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 /// Inserts a checklist item at the end of `list`; returns its object and id. Also writes a template's default

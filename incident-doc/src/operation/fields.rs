@@ -8,8 +8,8 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT, ReadDoc, ScalarValue};
 
 use crate::edit::{
-    Applied, Edited, MAX_TEXT_CHARS, OpError, check_text, field_of_kinds, map_field, text_field,
-    too_long,
+    Edited, MAX_TEXT_CHARS, OpError, check_text, field_of_kinds, map_field, text_field, too_long,
+    touched,
 };
 use crate::schema::{FieldDef, FieldKind};
 
@@ -37,7 +37,7 @@ pub(super) fn splice_text(
         return Err(too_long());
     }
     doc.splice_text(&text, pos, delete as isize, insert)?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 /// A whole new text, diffed by Automerge so that concurrent edits elsewhere in it survive.
@@ -51,7 +51,7 @@ pub(super) fn set_text(
     check_text(text, def.kind)?;
     let obj = text_field(doc, &def.key)?;
     doc.update_text(&obj, text)?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 /// Only the field's own option keys are stored, so every reader can label the value.
@@ -73,7 +73,7 @@ pub(super) fn set_choice(
         }
         None => doc.put(ROOT, &def.key, ScalarValue::Null)?,
     }
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 pub(super) fn set_flag(
@@ -84,7 +84,7 @@ pub(super) fn set_flag(
 ) -> Result<Edited, OpError> {
     let def = field_of_kinds(layout, field, &[FieldKind::Flag], "flag")?;
     doc.put(ROOT, &def.key, value)?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 /// An unanswered question has no key at all, so clearing an answer deletes it.
@@ -106,5 +106,5 @@ pub(super) fn answer(
         Some(v) => doc.put(&map, question, v)?,
         None => doc.delete(&map, question)?,
     }
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }

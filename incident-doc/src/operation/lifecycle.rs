@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::edit::{
     Applied, Edited, Editor, OpError, field_by_kind, is_archived, map_field, open_exit_criteria,
-    stamped, timestamp,
+    stamped, timestamp, touched,
 };
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Stage, Status, keys};
@@ -84,7 +84,7 @@ pub(super) fn set_timestamp(
         Some(t) => doc.put(&map, stage.as_str(), timestamp(t))?,
         None => doc.delete(&map, stage.as_str())?,
     }
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 /// Reopens an archive into `status` (default resolved). The `closed` stamp and any close override go, so that the

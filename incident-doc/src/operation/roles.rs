@@ -8,7 +8,7 @@ use automerge::{AutoCommit, ObjId, ObjType, ReadDoc};
 
 use crate::edit::{
     Applied, Edited, Editor, OpError, check_short, field_by_kind, list_or_map_root, map_field,
-    timestamp,
+    timestamp, touched,
 };
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Role, keys};
@@ -31,7 +31,7 @@ pub(super) fn assign(
         }
         _ => doc.delete(&map, role.as_str())?,
     }
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 /// One pending handoff per role: a new proposal replaces the last.
@@ -55,7 +55,7 @@ pub(super) fn propose_handoff(
     doc.put(&handoff, "to", to)?;
     doc.put(&handoff, "by", editor.name.as_str())?;
     doc.put(&handoff, "at", timestamp(editor.at))?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 /// Only the proposed recipient may accept, so nobody is handed a role behind their back.
@@ -122,7 +122,7 @@ pub(super) fn cancel_handoff(
         )));
     }
     doc.delete(&handoffs, role.as_str())?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
 
 fn handoffs(doc: &mut AutoCommit) -> Result<ObjId, OpError> {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::edit::{
     Applied, Edited, Editor, OpError, check_text, field_by_kind, find_item, list_field,
-    nested_text, put_id, stamped, timestamp,
+    nested_text, put_id, stamped, timestamp, touched,
 };
 use crate::schema::{FieldDef, FieldKind};
 
@@ -74,5 +74,5 @@ pub(super) fn edit(
     let entry = find_item(doc, &def.key, id)?;
     let t = nested_text(doc, &entry, &def.key)?;
     doc.update_text(&t, text)?;
-    Ok((Applied::default(), vec![def.key.clone()]))
+    Ok(touched(def))
 }
