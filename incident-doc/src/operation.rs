@@ -207,7 +207,7 @@ pub enum Operation {
         at: DateTime<Utc>,
     },
     /// Record that the Communications lead sent a status update: `lastUpdate`, a timeline entry, and fresh stamps
-    /// on the Communications lead's fields with a cadence (see `update`).
+    /// on the Communications lead's fields with a cadence (see `update_sent`).
     MarkUpdateSent {
         /// The document heads the update described (hex), so the next one can say what changed since.
         #[serde(default)]

@@ -58,7 +58,7 @@ pub(super) fn propose_handoff(
     Ok(touched(def))
 }
 
-/// Only the proposed recipient may accept, so nobody is handed a role behind their back.
+/// Only the proposed recipient may accept: a role changes hands only when both sides agreed to it.
 pub(super) fn accept_handoff(
     doc: &mut AutoCommit,
     layout: &[FieldDef],
