@@ -115,8 +115,8 @@ pub(crate) fn touched(def: &FieldDef) -> Edited {
 }
 
 /// Writes the stamps of everything `edited` touched. Every operation ends with it; an operation that makes another
-/// edit on its way (a timeline entry, a status change) stamps that one at once too, as the edit would be stamped on
-/// its own, so the document reads the same whichever way an edit came about.
+/// edit on its way (a timeline entry, a status change) stamps that one at once too, exactly as that edit applied on
+/// its own would be stamped.
 pub(crate) fn stamped(
     doc: &mut AutoCommit,
     editor: &Editor,
