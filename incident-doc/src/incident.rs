@@ -10,7 +10,8 @@ use automerge::{
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::operation::{self, Applied, Editor, OpError, Operation};
+use crate::edit::{self, Applied, Editor, OpError};
+use crate::operation::{self, Operation};
 use crate::read::Reader;
 use crate::rules::{self, CommandState, Violation};
 use crate::schema::{
@@ -173,11 +174,11 @@ impl Incident {
         let name = declaration.name.trim();
         if name.is_empty()
             || name.contains(['\n', '\r'])
-            || name.chars().count() > operation::MAX_SHORT_CHARS
+            || name.chars().count() > edit::MAX_SHORT_CHARS
         {
             return Err(OpError::InvalidValue(format!(
                 "the incident name must be one non-empty line of at most {} characters",
-                operation::MAX_SHORT_CHARS
+                edit::MAX_SHORT_CHARS
             )));
         }
         let base = actor.clone();
@@ -203,7 +204,7 @@ impl Incident {
         doc.put(ROOT, keys::SCHEMA_VERSION, SCHEMA_VERSION)?;
         doc.put(ROOT, keys::TEMPLATE, template.id.as_str())?;
         doc.put(ROOT, keys::TEMPLATE_NAME, template.name.as_str())?;
-        doc.put(ROOT, keys::CREATED_AT, operation::timestamp(editor.at))?;
+        doc.put(ROOT, keys::CREATED_AT, edit::timestamp(editor.at))?;
         doc.put(ROOT, keys::CREATED_BY, editor.name.as_str())?;
         doc.put(ROOT, keys::DRILL, template.drill)?;
         if let Some(n) = number {
@@ -286,17 +287,13 @@ impl Incident {
                 }
                 FieldKind::Timestamps => {
                     let m = doc.put_object(ROOT, key, ObjType::Map)?;
-                    doc.put(
-                        &m,
-                        Stage::Declared.as_str(),
-                        operation::timestamp(editor.at),
-                    )?;
+                    doc.put(&m, Stage::Declared.as_str(), edit::timestamp(editor.at))?;
                 }
                 FieldKind::Questions => {
                     doc.put_object(ROOT, key, ObjType::Map)?;
                 }
             }
-            operation::stamp(doc, key, editor)?;
+            edit::stamp(doc, key, editor)?;
         }
         Ok(())
     }
@@ -328,7 +325,7 @@ impl Incident {
         editor: &Editor,
     ) -> Result<Vec<Applied>, OpError> {
         let layout = self.take_layout();
-        let result = if operation::is_archived(&Reader::new(&self.doc, None), &layout) {
+        let result = if edit::is_archived(&Reader::new(&self.doc, None), &layout) {
             self.apply_archived(&layout, ops, editor)
         } else {
             self.apply_with(&layout, ops, editor)
@@ -367,7 +364,7 @@ impl Incident {
     /// clients) asks this of the document as it was before them.
     pub fn archived(&mut self) -> bool {
         let layout = self.take_layout();
-        let archived = operation::is_archived(&Reader::new(&self.doc, None), &layout);
+        let archived = edit::is_archived(&Reader::new(&self.doc, None), &layout);
         self.keep_layout(layout);
         archived
     }
@@ -532,6 +529,63 @@ impl Incident {
         server: &Editor,
         newcomers: &[(ActorId, String)],
     ) -> Vec<Violation> {
+        let (verdict, unchanged_state) = self.judge(layout, before, after, sender, server);
+        let unbound: Vec<&(ActorId, String)> = newcomers
+            .iter()
+            .filter(|(actor, _)| author_of(&self.doc, actor).is_none())
+            .collect();
+        if verdict.violations.is_empty() && unbound.is_empty() {
+            self.governed = match (verdict.states, unchanged_state) {
+                (Some((_, is, with_timeline)), _) => Some((after.to_vec(), with_timeline, is)),
+                (None, Some((with_timeline, was))) => Some((after.to_vec(), with_timeline, was)),
+                (None, None) => None,
+            };
+            return verdict.violations;
+        }
+        // The server's actor first (before anything is written), the record last: a restored `authors` must not
+        // drop what this change records.
+        let server_actor = self.actor_for(&server.name);
+        let written = (|| -> Result<(), automerge::AutomergeError> {
+            if !verdict.violations.is_empty() {
+                self.put_back(layout, before, &verdict, sender, server)?;
+            }
+            if let Some(actor) = &server_actor {
+                self.record_author(actor, &server.name)?;
+            }
+            for (actor, name) in &unbound {
+                bind(&mut self.doc, actor, name)?;
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => {
+                let fields: Vec<String> = verdict.touched.into_iter().collect();
+                let op = if verdict.violations.is_empty() {
+                    "record authors"
+                } else {
+                    "revert"
+                };
+                self.commit(server, op, &fields);
+            }
+            // Not expected (the document accepted these shapes a moment ago); nothing is half-written.
+            Err(_) => {
+                self.doc.rollback();
+            }
+        }
+        verdict.violations
+    }
+
+    /// Judges the changes between `before` and `after` against the schema, the authorship of stamps and the command
+    /// rules, without writing anything. Besides the verdict, returns the command state to remember at `after` when
+    /// the changes left what the rules read as it was (with whether it holds the timeline).
+    fn judge(
+        &mut self,
+        layout: &[FieldDef],
+        before: &[ChangeHash],
+        after: &[ChangeHash],
+        sender: &Editor,
+        server: &Editor,
+    ) -> (Verdict, Option<(bool, CommandState)>) {
         let key_of = |kind: FieldKind| {
             layout
                 .iter()
@@ -555,55 +609,20 @@ impl Incident {
             .filter(|(heads, with_timeline, _)| heads == before && (*with_timeline || !timeline));
         let archived = match &known {
             Some((_, _, was)) => was.status == Some(Status::Closed),
-            None => operation::is_archived(&Reader::new(&self.doc, Some(before)), layout),
+            None => edit::is_archived(&Reader::new(&self.doc, Some(before)), layout),
         };
         // What the server owns, whatever else the change did.
-        let foreign: Vec<&String> = touched
+        let foreign: Vec<String> = touched
             .iter()
             .filter(|key| !rules::client_writable(layout, key))
+            .cloned()
             .collect();
-        let forged_stamps: Vec<&String> = {
-            let r = Reader::new(&self.doc, None);
-            let updated = r.map(&ROOT, keys::UPDATED);
-            stamps
-                .iter()
-                .filter(|key| {
-                    let by = updated
-                        .as_ref()
-                        .and_then(|map| r.map(map, key.as_str()))
-                        .and_then(|stamp| r.str(&stamp, "by"));
-                    by.as_deref() != Some(sender.name.as_str())
-                })
-                .collect()
+        let forged_stamps = self.forged_stamps(&stamps, &sender.name);
+        let mut violations = if archived {
+            Vec::new()
+        } else {
+            schema_violations(&sender.name, &foreign, &forged_stamps)
         };
-        let mut violations = Vec::new();
-        if !foreign.is_empty() && !archived {
-            violations.push(rules::Violation {
-                rule: rules::Rule::Schema,
-                message: format!(
-                    "{} may change the template's fields, stamps, pins and handoffs; {} {} the server's \
-                     (written at creation or only by the server) or not part of the schema",
-                    sender.name,
-                    foreign.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
-                    if foreign.len() == 1 { "is" } else { "are" }
-                ),
-            });
-        }
-        if !forged_stamps.is_empty() && !archived {
-            violations.push(rules::Violation {
-                rule: rules::Rule::Authorship,
-                message: format!(
-                    "a last-updated stamp {} writes names {} (the stamps of {} were put back)",
-                    sender.name,
-                    sender.name,
-                    forged_stamps
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
-        }
         let touches_rules = timeline
             || governed.iter().flatten().any(|k| touched.contains(k))
             || [EXIT_CRITERIA_KEY, keys::CLOSE_OVERRIDE]
@@ -626,7 +645,7 @@ impl Incident {
                 None => CommandState::read(&self.doc, layout, Some(before), timeline),
             };
             let mut is = CommandState::read(&self.doc, layout, None, timeline);
-            if foreign.iter().any(|k| *k == keys::CLOSE_OVERRIDE) {
+            if foreign.iter().any(|k| k == keys::CLOSE_OVERRIDE) {
                 // A client's override is no override: only the server records one (HTTP `setStatus`).
                 is.close_override.clone_from(&was.close_override);
             }
@@ -636,86 +655,84 @@ impl Incident {
             // What the rules read is as it was: remember it at the new heads.
             unchanged_state = known.map(|(_, with_timeline, was)| (with_timeline, was));
         }
-        let unbound: Vec<&(ActorId, String)> = newcomers
+        let verdict = Verdict {
+            touched,
+            stamps,
+            archived,
+            foreign,
+            forged_stamps,
+            states,
+            violations,
+        };
+        (verdict, unchanged_state)
+    }
+
+    /// The fields of `stamps` whose stamp now names someone other than `sender`, who wrote it.
+    fn forged_stamps(&self, stamps: &BTreeSet<String>, sender: &str) -> Vec<String> {
+        let r = Reader::new(&self.doc, None);
+        let updated = r.map(&ROOT, keys::UPDATED);
+        stamps
             .iter()
-            .filter(|(actor, _)| author_of(&self.doc, actor).is_none())
-            .collect();
-        if violations.is_empty() && unbound.is_empty() {
-            self.governed = match (states, unchanged_state) {
-                (Some((_, is, with_timeline)), _) => Some((after.to_vec(), with_timeline, is)),
-                (None, Some((with_timeline, was))) => Some((after.to_vec(), with_timeline, was)),
-                (None, None) => None,
-            };
-            return violations;
+            .filter(|key| {
+                let by = updated
+                    .as_ref()
+                    .and_then(|map| r.map(map, key.as_str()))
+                    .and_then(|stamp| r.str(&stamp, "by"));
+                by.as_deref() != Some(sender)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Puts back, in the open transaction, what `verdict` found broken, and appends its violations to the audit
+    /// trail.
+    fn put_back(
+        &mut self,
+        layout: &[FieldDef],
+        before: &[ChangeHash],
+        verdict: &Verdict,
+        sender: &Editor,
+        server: &Editor,
+    ) -> Result<(), automerge::AutomergeError> {
+        let updated = Reader::new(&self.doc, None).map(&ROOT, keys::UPDATED);
+        // The stamps a change wrote are put back one by one in the map they live in (rebuilding the whole map from
+        // its past state would also rewrite every other field's stamp).
+        let stamps_in_place = updated.is_some()
+            && updated == Reader::new(&self.doc, Some(before)).map(&ROOT, keys::UPDATED);
+        let restore: Vec<&String> = if verdict.archived {
+            verdict
+                .touched
+                .iter()
+                .filter(|key| !(stamps_in_place && key.as_str() == keys::UPDATED))
+                .collect()
+        } else {
+            verdict.foreign.iter().collect()
+        };
+        for key in restore {
+            rules::restore_key(&mut self.doc, &ROOT, key, before)?;
         }
-        // The server's actor first (before anything is written), the record last: a restored `authors` must not
-        // drop what this change records.
-        let server_actor = self.actor_for(&server.name);
-        let written = (|| -> Result<(), automerge::AutomergeError> {
-            if !violations.is_empty() {
-                let updated = Reader::new(&self.doc, None).map(&ROOT, keys::UPDATED);
-                // The stamps a change wrote are put back one by one in the map they live in (rebuilding the whole
-                // map from its past state would also rewrite every other field's stamp).
-                let stamps_in_place = updated.is_some()
-                    && updated == Reader::new(&self.doc, Some(before)).map(&ROOT, keys::UPDATED);
-                let restore: Vec<&String> = if archived {
-                    touched
-                        .iter()
-                        .filter(|key| !(stamps_in_place && key.as_str() == keys::UPDATED))
-                        .collect()
-                } else {
-                    foreign.clone()
-                };
-                for key in restore {
-                    rules::restore_key(&mut self.doc, &ROOT, key, before)?;
-                }
-                let stamps_to_restore: Vec<&String> = if archived && stamps_in_place {
-                    stamps.iter().collect()
-                } else {
-                    forged_stamps.clone()
-                };
-                if let Some(updated) = updated.filter(|_| !stamps_to_restore.is_empty()) {
-                    for key in stamps_to_restore {
-                        rules::restore_key(&mut self.doc, &updated, key, before)?;
-                    }
-                }
-                if let Some((was, is, _)) = &states {
-                    rules::revert(
-                        &mut self.doc,
-                        layout,
-                        (was, is),
-                        before,
-                        sender,
-                        server.at,
-                        &violations,
-                    )?;
-                }
-                self.audit(&violations, &sender.name, server.at)?;
-            }
-            if let Some(actor) = &server_actor {
-                self.record_author(actor, &server.name)?;
-            }
-            for (actor, name) in &unbound {
-                bind(&mut self.doc, actor, name)?;
-            }
-            Ok(())
-        })();
-        match written {
-            Ok(()) => {
-                let fields: Vec<String> = touched.into_iter().collect();
-                let op = if violations.is_empty() {
-                    "record authors"
-                } else {
-                    "revert"
-                };
-                self.commit(server, op, &fields);
-            }
-            // Not expected (the document accepted these shapes a moment ago); nothing is half-written.
-            Err(_) => {
-                self.doc.rollback();
+        let stamps_to_restore: Vec<&String> = if verdict.archived && stamps_in_place {
+            verdict.stamps.iter().collect()
+        } else {
+            verdict.forged_stamps.iter().collect()
+        };
+        if let Some(updated) = updated.filter(|_| !stamps_to_restore.is_empty()) {
+            for key in stamps_to_restore {
+                rules::restore_key(&mut self.doc, &updated, key, before)?;
             }
         }
-        violations
+        if let Some((was, is, _)) = &verdict.states {
+            rules::revert(
+                &mut self.doc,
+                layout,
+                (was, is),
+                before,
+                sender,
+                server.at,
+                &verdict.violations,
+            )?;
+        }
+        self.audit(&verdict.violations, &sender.name, server.at)
     }
 
     /// Appends the violations to the audit trail, in the open transaction.
@@ -733,7 +750,7 @@ impl Incident {
             let entry = self
                 .doc
                 .insert_object(&list, self.doc.length(&list), ObjType::Map)?;
-            self.doc.put(&entry, "at", operation::timestamp(at))?;
+            self.doc.put(&entry, "at", edit::timestamp(at))?;
             self.doc.put(&entry, "by", who)?;
             let rule = serde_json::to_value(violation.rule)
                 .ok()
@@ -814,6 +831,57 @@ impl Incident {
             .iter()
             .all(|h| self.doc.get_change_by_hash(h).is_some())
     }
+}
+
+/// How [`Incident::enforce`] judged a run of merged changes: what they touched, what of it breaks a rule, and
+/// what putting it back needs.
+struct Verdict {
+    /// The root keys the changes wrote.
+    touched: BTreeSet<String>,
+    /// The fields whose stamps they wrote.
+    stamps: BTreeSet<String>,
+    /// The incident was closed before them: all of it is put back.
+    archived: bool,
+    /// Root keys they wrote that no client may write.
+    foreign: Vec<String>,
+    /// Stamps they wrote that name someone other than their sender.
+    forged_stamps: Vec<String>,
+    /// The command states before and after, and whether they hold the timeline; `None` when the rules did not run.
+    states: Option<(CommandState, CommandState, bool)>,
+    /// Every rule broken.
+    violations: Vec<Violation>,
+}
+
+/// The violations of the schema (`foreign` root keys written) and of authorship (`forged_stamps`) by `sender`.
+fn schema_violations(sender: &str, foreign: &[String], forged_stamps: &[String]) -> Vec<Violation> {
+    let quoted = |keys: &[String]| {
+        keys.iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut violations = Vec::new();
+    if !foreign.is_empty() {
+        violations.push(rules::Violation {
+            rule: rules::Rule::Schema,
+            message: format!(
+                "{sender} may change the template's fields, stamps, pins and handoffs; {} {} the server's \
+                 (written at creation or only by the server) or not part of the schema",
+                quoted(foreign),
+                if foreign.len() == 1 { "is" } else { "are" }
+            ),
+        });
+    }
+    if !forged_stamps.is_empty() {
+        violations.push(rules::Violation {
+            rule: rules::Rule::Authorship,
+            message: format!(
+                "a last-updated stamp {sender} writes names {sender} (the stamps of {} were put back)",
+                quoted(forged_stamps)
+            ),
+        });
+    }
+    violations
 }
 
 /// What a run of changes touched: root keys, and the fields whose last-updated stamps it wrote.

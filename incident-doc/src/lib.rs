@@ -10,8 +10,8 @@
 //!
 //! Text positions everywhere count Unicode code points ([`schema::TEXT_ENCODING`]).
 
-mod alert;
 pub mod analytics;
+mod edit;
 pub mod export;
 pub mod history;
 mod incident;
@@ -25,8 +25,9 @@ pub mod template;
 pub mod update;
 mod view;
 
+pub use edit::{Applied, Editor, MAX_SHORT_CHARS, MAX_TEXT_CHARS, OpError};
 pub use incident::{Declaration, Incident, LoadError};
-pub use operation::{Applied, Editor, MAX_SHORT_CHARS, MAX_TEXT_CHARS, OpError, Operation};
+pub use operation::Operation;
 pub use receive::{ReceiveError, Received, SyncMemo};
 pub use template::{DEFAULT_TEMPLATE, Template, TemplateError};
 pub use view::{

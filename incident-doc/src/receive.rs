@@ -597,6 +597,122 @@ mod tests {
     /// Three writers and two viewers sync with a server replica while messages travel with random delays in both
     /// directions, so acknowledgements arrive stale, crossed by other writers' changes; every message the server
     /// receives without changes must leave the peer's state exactly as automerge's own receive would.
+    /// A peer in [`acknowledgements_end_as_automerge_would`]'s conversation: its replica, its sync state, the
+    /// server's state for it, messages in flight each way.
+    struct Peer {
+        /// Writers type through the model; viewers hold a bare document.
+        writer: Option<Incident>,
+        doc: automerge::AutoCommit,
+        state: sync::State,
+        ours: sync::State,
+        to_server: std::collections::VecDeque<Vec<u8>>,
+        to_peer: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    impl Peer {
+        /// A writer (loaded from `saved`, with actor `[i; 16]`) or, with `writer` false, a viewer.
+        fn new(saved: &[u8], i: u8, writer: bool) -> Peer {
+            Peer {
+                writer: writer.then(|| {
+                    let mut writer = Incident::load(saved).expect("load");
+                    writer
+                        .doc_mut()
+                        .set_actor(automerge::ActorId::from([i; 16]));
+                    writer
+                }),
+                doc: automerge::AutoCommit::new(),
+                state: sync::State::new(),
+                ours: sync::State::new(),
+                to_server: Default::default(),
+                to_peer: Default::default(),
+            }
+        }
+
+        /// A writer types a character.
+        fn types(&mut self) {
+            if let Some(writer) = &mut self.writer {
+                let typed = Operation::SpliceText {
+                    field: "summary".into(),
+                    pos: 0,
+                    delete: 0,
+                    insert: "x".into(),
+                };
+                writer.apply(&typed, &editor("bob")).expect("edit");
+            }
+        }
+
+        /// The peer says what it has to say.
+        fn speaks(&mut self) {
+            let doc = replica(&mut self.writer, &mut self.doc);
+            if let Some(message) = doc.sync().generate_sync_message(&mut self.state) {
+                self.to_server.push_back(message.encode());
+            }
+        }
+
+        /// The peer takes the server's oldest message in flight and answers it, as automerge-repo does.
+        fn hears(&mut self) {
+            if let Some(data) = self.to_peer.pop_front() {
+                let message = sync::Message::decode(&data).expect("decode");
+                let doc = replica(&mut self.writer, &mut self.doc);
+                doc.sync()
+                    .receive_sync_message(&mut self.state, message)
+                    .expect("the peer receives");
+                self.speaks();
+            }
+        }
+    }
+
+    /// The document a peer syncs: a writer's, or a viewer's bare one. Takes the two fields rather than the peer, so
+    /// the peer's sync state can be borrowed alongside.
+    fn replica<'p>(
+        writer: &'p mut Option<Incident>,
+        doc: &'p mut automerge::AutoCommit,
+    ) -> &'p mut automerge::AutoCommit {
+        match writer {
+            Some(writer) => writer.doc_mut(),
+            None => doc,
+        }
+    }
+
+    /// The server takes `peer`'s oldest message in flight, then answers. An acknowledgement is also received by
+    /// automerge itself, on a copy of the server's state for the peer, and both states must end equal. Returns
+    /// whether it was compared, and whether it was at the heads that allow the short cut.
+    fn server_hears(server: &mut Incident, memo: &mut SyncMemo, peer: &mut Peer) -> (bool, bool) {
+        let Some(data) = peer.to_server.pop_front() else {
+            return (false, false);
+        };
+        let message = sync::Message::decode(&data).expect("decode");
+        let mut short_cut = false;
+        let expected = message.changes.is_empty().then(|| {
+            let our_heads = server.doc_mut().get_heads();
+            short_cut = message.heads == our_heads || message.heads == peer.ours.last_sent_heads;
+            let mut expected = peer.ours.clone();
+            server
+                .doc_mut()
+                .sync()
+                .receive_sync_message(&mut expected, message)
+                .expect("automerge receives");
+            expected
+        });
+        let step = server
+            .receive_sync(
+                memo,
+                &mut peer.ours,
+                &data,
+                &editor("bob"),
+                &editor("commandpost"),
+            )
+            .expect("the server receives");
+        if let Some(expected) = &expected {
+            assert_eq!(&peer.ours, expected);
+        }
+        let answer = step
+            .answer
+            .or_else(|| server.generate_sync(memo, &mut peer.ours));
+        peer.to_peer.extend(answer);
+        (expected.is_some(), short_cut)
+    }
+
     #[test]
     fn acknowledgements_end_as_automerge_would() {
         // Fixed actors, so the run (and how many acknowledgements take the short cut) is the same every time.
@@ -614,32 +730,7 @@ mod tests {
         .expect("create");
         let saved = server.save();
         let mut memo = SyncMemo::default();
-        // Each peer: its replica, its sync state, the server's state for it, messages in flight each way.
-        struct Peer {
-            /// Writers type through the model; viewers hold a bare document.
-            writer: Option<Incident>,
-            doc: automerge::AutoCommit,
-            state: sync::State,
-            ours: sync::State,
-            to_server: std::collections::VecDeque<Vec<u8>>,
-            to_peer: std::collections::VecDeque<Vec<u8>>,
-        }
-        let mut peers: Vec<Peer> = (0..5)
-            .map(|i| Peer {
-                writer: (i < 3).then(|| {
-                    let mut writer = Incident::load(&saved).expect("load");
-                    writer
-                        .doc_mut()
-                        .set_actor(automerge::ActorId::from([i; 16]));
-                    writer
-                }),
-                doc: automerge::AutoCommit::new(),
-                state: sync::State::new(),
-                ours: sync::State::new(),
-                to_server: Default::default(),
-                to_peer: Default::default(),
-            })
-            .collect();
+        let mut peers: Vec<Peer> = (0..5).map(|i| Peer::new(&saved, i, i < 3)).collect();
         let mut seed: u64 = 0x5eed;
         let mut next = move |n: u64| {
             seed = seed
@@ -648,88 +739,17 @@ mod tests {
             (seed >> 33) % n
         };
         let (mut compared, mut short_cut) = (0, 0);
-        let commandpost = editor("commandpost");
         for _ in 0..12_000 {
-            let i = next(5) as usize;
-            let peer = &mut peers[i];
-            let doc = match &mut peer.writer {
-                Some(writer) => writer.doc_mut(),
-                None => &mut peer.doc,
-            };
+            let peer = &mut peers[next(5) as usize];
             match next(8) {
-                // A writer types a character.
-                0 => {
-                    let Some(writer) = &mut peer.writer else {
-                        continue;
-                    };
-                    writer
-                        .apply(
-                            &Operation::SpliceText {
-                                field: "summary".into(),
-                                pos: 0,
-                                delete: 0,
-                                insert: "x".into(),
-                            },
-                            &editor("bob"),
-                        )
-                        .expect("edit");
-                }
-                // The peer says what it has to say.
-                1 => {
-                    if let Some(message) = doc.sync().generate_sync_message(&mut peer.state) {
-                        peer.to_server.push_back(message.encode());
-                    }
-                }
-                // The server takes the peer's oldest message in flight, then answers.
+                0 => peer.types(),
+                1 => peer.speaks(),
                 2..=4 => {
-                    if let Some(data) = peer.to_server.pop_front() {
-                        let message = sync::Message::decode(&data).expect("decode");
-                        let expected = message.changes.is_empty().then(|| {
-                            let our_heads = server.doc_mut().get_heads();
-                            if message.heads == our_heads
-                                || message.heads == peer.ours.last_sent_heads
-                            {
-                                short_cut += 1;
-                            }
-                            let mut expected = peer.ours.clone();
-                            server
-                                .doc_mut()
-                                .sync()
-                                .receive_sync_message(&mut expected, message)
-                                .expect("automerge receives");
-                            expected
-                        });
-                        let step = server
-                            .receive_sync(
-                                &mut memo,
-                                &mut peer.ours,
-                                &data,
-                                &editor("bob"),
-                                &commandpost,
-                            )
-                            .expect("the server receives");
-                        if let Some(expected) = expected {
-                            assert_eq!(peer.ours, expected);
-                            compared += 1;
-                        }
-                        let answer = step
-                            .answer
-                            .or_else(|| server.generate_sync(&mut memo, &mut peer.ours));
-                        peer.to_peer.extend(answer);
-                    }
+                    let (was_compared, was_short) = server_hears(&mut server, &mut memo, peer);
+                    compared += usize::from(was_compared);
+                    short_cut += usize::from(was_short);
                 }
-                // The peer takes the server's oldest message in flight and answers it, as automerge-repo does.
-                _ => {
-                    if let Some(data) = peer.to_peer.pop_front() {
-                        let message = sync::Message::decode(&data).expect("decode");
-                        doc.sync()
-                            .receive_sync_message(&mut peer.state, message)
-                            .expect("the peer receives");
-                        if let Some(message) = doc.sync().generate_sync_message(&mut peer.state) {
-                            peer.to_server.push_back(message.encode());
-                        }
-                    }
-                }
+                _ => peer.hears(),
             }
         }
         assert!(

@@ -31,7 +31,7 @@ use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarVal
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::operation::{Editor, open_exit_criteria};
+use crate::edit::{Editor, open_exit_criteria};
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Role, Status, keys};
 
@@ -224,11 +224,54 @@ pub(crate) fn check(
     now: DateTime<Utc>,
 ) -> Vec<Violation> {
     let who = sender.name.as_str();
-    let mut violations = Vec::new();
     let commander = before.commander();
     // With nobody in command, anyone may take it: an incident must never be left without a way to assign roles.
     let is_commander = commander.is_none_or(|c| c == who);
+    let (mut violations, forged_handoff) = check_hierarchy(before, after, who, is_commander);
 
+    // Pins, whoever and whenever they name, are the commander's.
+    if before.pins != after.pins && !is_commander {
+        violations.push(Violation {
+            rule: Rule::Pins,
+            message: format!(
+                "only the Incident Commander ({}) pins fields; {who} may not",
+                commander.unwrap_or("nobody yet")
+            ),
+        });
+    }
+    let forged_pin = is_commander
+        && after
+            .pins
+            .iter()
+            .filter(|pin| !before.pins.contains(pin))
+            .any(|(_, by, _)| by.as_deref() != Some(who));
+
+    violations.extend(check_status(before, after, sender, is_commander));
+    violations.extend(
+        check_timeline(before, after, who, now)
+            .into_iter()
+            .map(|(_, violation)| violation),
+    );
+    if forged_handoff || forged_pin {
+        violations.push(Violation {
+            rule: Rule::Authorship,
+            message: format!("a pin or handoff {who} writes names {who} as its author"),
+        });
+    }
+    violations
+}
+
+/// The command hierarchy's rule: roles and handoffs change by the commander's hand, a holder proposing their own
+/// role's handoff, or the named recipient accepting. Also says whether a handoff that stands names someone other
+/// than `who` as its proposer.
+fn check_hierarchy(
+    before: &CommandState,
+    after: &CommandState,
+    who: &str,
+    is_commander: bool,
+) -> (Vec<Violation>, bool) {
+    let commander = before.commander();
+    let mut violations = Vec::new();
     // A role change is the commander's, or the named recipient accepting: the role becomes theirs and the
     // handoff addressed to them goes away.
     let accepting = |role: &Role| {
@@ -275,24 +318,20 @@ pub(crate) fn check(
             after.handoffs.contains_key(role)
                 && after.handoff_by.get(role).map(String::as_str) != Some(who)
         });
+    (violations, forged_handoff)
+}
 
-    // Pins, whoever and whenever they name, are the commander's.
-    if before.pins != after.pins && !is_commander {
-        violations.push(Violation {
-            rule: Rule::Pins,
-            message: format!(
-                "only the Incident Commander ({}) pins fields; {who} may not",
-                commander.unwrap_or("nobody yet")
-            ),
-        });
-    }
-    let forged_pin = is_commander
-        && after
-            .pins
-            .iter()
-            .filter(|pin| !before.pins.contains(pin))
-            .any(|(_, by, _)| by.as_deref() != Some(who));
-
+/// The lifecycle's rules: the status moves forward (or back to active), and closing is the commander's or an
+/// administrator's, with every exit criterion DONE or an override recorded.
+fn check_status(
+    before: &CommandState,
+    after: &CommandState,
+    sender: &Editor,
+    is_commander: bool,
+) -> Vec<Violation> {
+    let who = sender.name.as_str();
+    let commander = before.commander();
+    let mut violations = Vec::new();
     if let (Some(from), Some(to)) = (before.status, after.status)
         && !lifecycle_allows(from, to)
     {
@@ -325,18 +364,6 @@ pub(crate) fn check(
                  override reason for the timeline",
                 after.open_exit_criteria.join("; ")
             ),
-        });
-    }
-
-    violations.extend(
-        check_timeline(before, after, who, now)
-            .into_iter()
-            .map(|(_, violation)| violation),
-    );
-    if forged_handoff || forged_pin {
-        violations.push(Violation {
-            rule: Rule::Authorship,
-            message: format!("a pin or handoff {who} writes names {who} as its author"),
         });
     }
     violations

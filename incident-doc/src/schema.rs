@@ -46,6 +46,11 @@ pub mod keys {
     /// Map `{reason, by, at}`: the commander closed the incident with exit criteria still open, and why. Deleted
     /// when the incident is reopened.
     pub const CLOSE_OVERRIDE: &str = "closeOverride";
+    /// Map from an Alertmanager fingerprint to `{status, startsAt}`: the last state of that alert the timeline
+    /// recorded, so that a repeated notification adds nothing.
+    pub const ALERTS: &str = "alerts";
+    /// Map `{at, by, heads}`: the last status update sent, when, by whom, and the document heads it described.
+    pub const LAST_UPDATE: &str = "lastUpdate";
 }
 
 /// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'

@@ -110,6 +110,24 @@ struct Section {
     body: Range<usize>,
 }
 
+/// A field annotation's attributes, read and checked.
+struct Annotation {
+    /// The field key.
+    key: String,
+    /// The field kind.
+    kind: FieldKind,
+    /// `owner=…`: the role that keeps the field current.
+    owner: Option<Role>,
+    /// `cadence=…`, in minutes.
+    cadence: Option<i64>,
+    /// `cadence.<severity>=…`, in minutes.
+    cadence_by_severity: BTreeMap<String, i64>,
+    /// `stamp`: the field shows its *last updated* stamp.
+    stamp: bool,
+    /// `default=…`, which only choices and flags take.
+    default: Option<String>,
+}
+
 /// What a section body holds, split by meaning.
 #[derive(Default)]
 struct SectionBody {
@@ -498,16 +516,43 @@ impl<'a> TemplateParser<'a> {
                 ),
             ));
         };
+        let ann = self.annotation(annotation, *ann_at)?;
+        let (default, options) = self.default(&ann, &body, at, *ann_at)?;
+        let prompt = (!body.prompt.is_empty()).then(|| body.prompt.join(" "));
+        Ok(TemplateField {
+            def: FieldDef {
+                key: ann.key,
+                label: section.label.clone(),
+                kind: ann.kind,
+                owner: ann.owner,
+                cadence_minutes: ann.cadence,
+                cadence_by_severity: ann.cadence_by_severity,
+                stamp: ann.stamp,
+                prompt,
+                options,
+            },
+            default,
+        })
+    }
+
+    /// Reads the annotation's attributes in the order they are written, so the first bad one is the one reported.
+    fn annotation(&self, annotation: &str, ann_at: usize) -> Result<Annotation, TemplateError> {
         let mut key = None;
         let mut kind = None;
         let mut owner = None;
         let mut cadence = None;
         let mut cadence_by_severity = BTreeMap::new();
         let mut stamp = false;
-        let mut default_attr = None;
-        for (name, value) in self.attributes(annotation, *ann_at)? {
+        let mut default = None;
+        let bad_cadence = |v: &str| {
+            self.error(
+                ann_at,
+                format!("bad cadence {v:?}: expected minutes, hours or days like 30m, 4h, 1d"),
+            )
+        };
+        for (name, value) in self.attributes(annotation, ann_at)? {
             let need = |v: Option<String>| {
-                v.ok_or_else(|| self.error(*ann_at, format!("attribute {name:?} needs a value")))
+                v.ok_or_else(|| self.error(ann_at, format!("attribute {name:?} needs a value")))
             };
             match name.as_str() {
                 "key" => key = Some(need(value)?),
@@ -516,7 +561,7 @@ impl<'a> TemplateParser<'a> {
                     kind = Some(v.parse::<FieldKind>().map_err(|()| {
                         let all: Vec<_> = FieldKind::ALL.iter().map(|k| k.as_str()).collect();
                         self.error(
-                            *ann_at,
+                            ann_at,
                             format!("unknown kind {v:?} (expected one of {})", all.join(", ")),
                         )
                     })?);
@@ -526,7 +571,7 @@ impl<'a> TemplateParser<'a> {
                     owner = Some(v.parse::<Role>().map_err(|()| {
                         let all: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
                         self.error(
-                            *ann_at,
+                            ann_at,
                             format!(
                                 "unknown owner role {v:?} (expected one of {})",
                                 all.join(", ")
@@ -536,35 +581,25 @@ impl<'a> TemplateParser<'a> {
                 }
                 "cadence" => {
                     let v = need(value)?;
-                    cadence = Some(parse_cadence(&v).ok_or_else(|| {
-                        self.error(
-                            *ann_at,
-                            format!("bad cadence {v:?}: expected minutes, hours or days like 30m, 4h, 1d"),
-                        )
-                    })?);
+                    cadence = Some(parse_cadence(&v).ok_or_else(|| bad_cadence(&v))?);
                 }
                 severity_cadence if severity_cadence.starts_with("cadence.") => {
                     let severity = &severity_cadence["cadence.".len()..];
                     let v = need(value)?;
-                    let minutes = parse_cadence(&v).ok_or_else(|| {
-                        self.error(
-                            *ann_at,
-                            format!("bad cadence {v:?}: expected minutes, hours or days like 30m, 4h, 1d"),
-                        )
-                    })?;
+                    let minutes = parse_cadence(&v).ok_or_else(|| bad_cadence(&v))?;
                     if severity.is_empty() {
                         return Err(self.error(
-                            *ann_at,
+                            ann_at,
                             "a severity cadence names the severity: cadence.SEV1=1h",
                         ));
                     }
                     cadence_by_severity.insert(severity.to_owned(), minutes);
                 }
                 "stamp" if value.is_none() => stamp = true,
-                "default" => default_attr = Some(need(value)?),
+                "default" => default = Some(need(value)?),
                 other => {
                     return Err(self.error(
-                        *ann_at,
+                        ann_at,
                         format!(
                             "unknown attribute {other:?} (expected key, kind, owner, cadence, cadence.<severity>, stamp, default)"
                         ),
@@ -572,11 +607,11 @@ impl<'a> TemplateParser<'a> {
                 }
             }
         }
-        let key = key.ok_or_else(|| self.error(*ann_at, "annotation has no key=…"))?;
-        let kind = kind.ok_or_else(|| self.error(*ann_at, "annotation has no kind=…"))?;
+        let key = key.ok_or_else(|| self.error(ann_at, "annotation has no key=…"))?;
+        let kind = kind.ok_or_else(|| self.error(ann_at, "annotation has no kind=…"))?;
         if !is_field_key(&key) {
             return Err(self.error(
-                *ann_at,
+                ann_at,
                 format!(
                     "field key {key:?} must start with a letter and hold only letters and digits"
                 ),
@@ -584,18 +619,36 @@ impl<'a> TemplateParser<'a> {
         }
         if RESERVED_KEYS.contains(&key.as_str()) || key == keys::PINS {
             return Err(self.error(
-                *ann_at,
+                ann_at,
                 format!("field key {key:?} is reserved by the document schema"),
             ));
         }
+        Ok(Annotation {
+            key,
+            kind,
+            owner,
+            cadence,
+            cadence_by_severity,
+            stamp,
+            default,
+        })
+    }
+
+    /// The field's starting value and options, from the section body as the field's kind reads it: each kind
+    /// refuses what it would otherwise silently ignore.
+    fn default(
+        &self,
+        ann: &Annotation,
+        body: &SectionBody,
+        at: usize,
+        ann_at: usize,
+    ) -> Result<(FieldDefault, Vec<Choice>), TemplateError> {
+        let kind = ann.kind;
         let content = self.join(body.content.iter());
         let content_at = body.content.first().map_or(at, |r| r.start);
-        let prompt = (!body.prompt.is_empty()).then(|| body.prompt.join(" "));
-
-        let mut options = Vec::new();
         let default = match kind {
             FieldKind::Text | FieldKind::Markdown => {
-                self.no_default_attr(&default_attr, *ann_at, kind)?;
+                self.no_default_attr(&ann.default, ann_at, kind)?;
                 let mut blocks: Vec<&Range<usize>> =
                     body.content.iter().chain(&body.lists).collect();
                 blocks.sort_by_key(|r| r.start);
@@ -611,64 +664,33 @@ impl<'a> TemplateParser<'a> {
             }
             FieldKind::Choice | FieldKind::Questions => {
                 self.no_content(&content, content_at, kind)?;
-                for (marker, text, item_at) in &body.items {
-                    if marker.is_some() {
-                        return Err(self.error(
-                            *item_at,
-                            format!("{kind} options are plain list items, not tasks"),
-                        ));
-                    }
-                    let (k, label) = match text.split_once(':') {
-                        Some((k, label)) => (k.trim(), label.trim()),
-                        None => (text.as_str(), text.as_str()),
-                    };
-                    if !is_field_key(k) && kind == FieldKind::Questions {
-                        return Err(self.error(
-                            *item_at,
-                            format!("question key {k:?} must be letters and digits (write `- key: question`)"),
-                        ));
-                    }
-                    if k.is_empty() || options.iter().any(|o: &Choice| o.key == k) {
-                        return Err(
-                            self.error(*item_at, format!("empty or duplicate option {k:?}"))
-                        );
-                    }
-                    options.push(Choice {
-                        key: k.to_owned(),
-                        label: label.to_owned(),
-                    });
-                }
-                if options.is_empty() {
-                    return Err(self.error(
-                        at,
-                        format!("a {kind} field lists its options as `- key: label` items"),
-                    ));
-                }
-                match (kind, default_attr) {
+                let options = self.options(kind, body, at)?;
+                let default = match (kind, &ann.default) {
                     (FieldKind::Choice, Some(d)) => {
-                        if !options.iter().any(|o| o.key == d) {
+                        if !options.iter().any(|o| &o.key == d) {
                             return Err(self.error(
-                                *ann_at,
+                                ann_at,
                                 format!("default {d:?} is not one of the options"),
                             ));
                         }
-                        FieldDefault::Choice(d)
+                        FieldDefault::Choice(d.clone())
                     }
                     (FieldKind::Questions, Some(_)) => {
-                        return Err(self.error(*ann_at, "questions take no default"));
+                        return Err(self.error(ann_at, "questions take no default"));
                     }
                     _ => FieldDefault::Empty,
-                }
+                };
+                return Ok((default, options));
             }
             FieldKind::Flag => {
-                self.no_items(&body, kind)?;
+                self.no_items(body, kind)?;
                 self.no_content(&content, content_at, kind)?;
-                match default_attr.as_deref() {
+                match ann.default.as_deref() {
                     None | Some("no") => FieldDefault::Flag(false),
                     Some("yes") => FieldDefault::Flag(true),
                     Some(other) => {
                         return Err(self.error(
-                            *ann_at,
+                            ann_at,
                             format!("a flag's default is yes or no, not {other:?}"),
                         ));
                     }
@@ -676,7 +698,7 @@ impl<'a> TemplateParser<'a> {
             }
             FieldKind::Checklist => {
                 self.no_content(&content, content_at, kind)?;
-                self.no_default_attr(&default_attr, *ann_at, kind)?;
+                self.no_default_attr(&ann.default, ann_at, kind)?;
                 let mut items = Vec::new();
                 for (marker, text, item_at) in &body.items {
                     let Some(done) = marker else {
@@ -691,26 +713,58 @@ impl<'a> TemplateParser<'a> {
                 }
             }
             FieldKind::Status | FieldKind::Roles | FieldKind::Timeline | FieldKind::Timestamps => {
-                self.no_items(&body, kind)?;
+                self.no_items(body, kind)?;
                 self.no_content(&content, content_at, kind)?;
-                self.no_default_attr(&default_attr, *ann_at, kind)?;
+                self.no_default_attr(&ann.default, ann_at, kind)?;
                 FieldDefault::Empty
             }
         };
-        Ok(TemplateField {
-            def: FieldDef {
-                key,
-                label: section.label.clone(),
-                kind,
-                owner,
-                cadence_minutes: cadence,
-                cadence_by_severity,
-                stamp,
-                prompt,
-                options,
-            },
-            default,
-        })
+        Ok((default, Vec::new()))
+    }
+
+    /// The options of a choice or questions field: its plain list items, `- key: label` (or `- key` alone for a
+    /// choice). Question keys become document keys, so they must be field-key shaped.
+    fn options(
+        &self,
+        kind: FieldKind,
+        body: &SectionBody,
+        at: usize,
+    ) -> Result<Vec<Choice>, TemplateError> {
+        let mut options = Vec::new();
+        for (marker, text, item_at) in &body.items {
+            if marker.is_some() {
+                return Err(self.error(
+                    *item_at,
+                    format!("{kind} options are plain list items, not tasks"),
+                ));
+            }
+            let (k, label) = match text.split_once(':') {
+                Some((k, label)) => (k.trim(), label.trim()),
+                None => (text.as_str(), text.as_str()),
+            };
+            if !is_field_key(k) && kind == FieldKind::Questions {
+                return Err(self.error(
+                    *item_at,
+                    format!(
+                        "question key {k:?} must be letters and digits (write `- key: question`)"
+                    ),
+                ));
+            }
+            if k.is_empty() || options.iter().any(|o: &Choice| o.key == k) {
+                return Err(self.error(*item_at, format!("empty or duplicate option {k:?}")));
+            }
+            options.push(Choice {
+                key: k.to_owned(),
+                label: label.to_owned(),
+            });
+        }
+        if options.is_empty() {
+            return Err(self.error(
+                at,
+                format!("a {kind} field lists its options as `- key: label` items"),
+            ));
+        }
+        Ok(options)
     }
 
     /// The source of `blocks`, trimmed, separated by blank lines.

@@ -1,29 +1,26 @@
 //! The Communications lead's periodic status update: what stakeholders get by email or chat, rendered from the
-//! document ([`status_update`]), and the record that one was sent ([`Operation::MarkUpdateSent`]).
+//! document ([`status_update`]), and the record of the last one sent ([`Incident::last_update`]), which
+//! [`Operation::MarkUpdateSent`] writes.
 //!
-//! Marking an update as sent writes the root key `lastUpdate` (`{at, by, heads}`: when, by whom, and the document
-//! heads the update described) and a timeline entry, and refreshes the *last updated* stamps of the fields the
-//! Communications lead keeps on a cadence, so their next due time starts from the update. The next update's "what
-//! changed" compares the document with the one at those heads.
+//! That record is the root key `lastUpdate` (`{at, by, heads}`: when, by whom, and the document heads the update
+//! described). The next update's "what changed" compares the document with the one at those heads.
 //!
 //! [`Operation::MarkUpdateSent`]: crate::Operation::MarkUpdateSent
 
 use std::fmt::Write;
 
-use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ChangeHash, ObjType, ROOT, ReadDoc};
+use automerge::{ChangeHash, ROOT, ReadDoc};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::Incident;
 use crate::export::format_time;
-use crate::operation::{self, Applied, Editor, OpError, Operation};
 use crate::read::Reader;
-use crate::schema::{FieldDef, FieldKind, Role};
+use crate::schema::{FieldKind, Role, keys};
 use crate::view::{Entry, FieldValue, IncidentView};
 
 /// The root key of the last update's record.
-pub const LAST_UPDATE_KEY: &str = "lastUpdate";
+pub const LAST_UPDATE_KEY: &str = keys::LAST_UPDATE;
 
 /// Timeline entries listed under "what changed" at most; older ones are counted.
 const MAX_ENTRIES: usize = 15;
@@ -73,47 +70,6 @@ impl Incident {
             heads,
         })
     }
-}
-
-/// Applies [`Operation::MarkUpdateSent`]: records `lastUpdate`, writes the timeline entry, and returns the fields
-/// whose stamps move (the timeline and the Communications lead's fields with a cadence).
-pub(crate) fn mark_sent(
-    doc: &mut AutoCommit,
-    layout: &[FieldDef],
-    heads: &[String],
-    note: Option<&str>,
-    editor: &Editor,
-) -> Result<(Applied, Vec<String>), OpError> {
-    for head in heads {
-        head.parse::<ChangeHash>().map_err(|_| {
-            OpError::InvalidValue(format!("{head:?} is not a document head (64 hex digits)"))
-        })?;
-    }
-    let note = note.map(str::trim).filter(|n| !n.is_empty());
-    let text = match note {
-        Some(note) => format!("Status update sent: {note}"),
-        None => "Status update sent.".to_owned(),
-    };
-    let (applied, mut touched) = operation::apply(
-        doc,
-        layout,
-        &Operation::AddTimelineEntry { text, at: None },
-        editor,
-    )?;
-    let record = doc.put_object(ROOT, LAST_UPDATE_KEY, ObjType::Map)?;
-    doc.put(&record, "at", operation::timestamp(editor.at))?;
-    doc.put(&record, "by", editor.name.as_str())?;
-    let list = doc.put_object(&record, "heads", ObjType::List)?;
-    for (i, head) in heads.iter().enumerate() {
-        doc.insert(&list, i, head.as_str())?;
-    }
-    touched.extend(
-        layout
-            .iter()
-            .filter(|f| f.owner == Some(Role::Communications) && f.cadence_minutes.is_some())
-            .map(|f| f.key.clone()),
-    );
-    Ok((applied, touched))
 }
 
 /// How a status update is written.

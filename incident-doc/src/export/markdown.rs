@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::format_time;
+use super::time::format_time;
 use crate::schema::{FieldKind, Role, Stage, TITLE_KEY};
 use crate::view::{Entry, FieldValue, FieldView, IncidentView};
 

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use super::markdown::inline;
-use super::{format_duration as duration, format_time};
+use super::time::{format_duration as duration, format_time};
 use crate::analytics::TODOS_KEY;
 use crate::history::Record;
 use crate::schema::{FieldKind, Stage};

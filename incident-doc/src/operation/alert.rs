@@ -7,15 +7,16 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ROOT};
 use chrono::{DateTime, Utc};
 
-use crate::operation::{self, Applied, Editor, OpError, Operation};
+use crate::edit::{Applied, Edited, Editor, MAX_SHORT_CHARS, OpError, timestamp};
 use crate::read::Reader;
-use crate::schema::FieldDef;
+use crate::schema::{FieldDef, keys};
 
-/// The root key of the recorded alert states.
-pub const ALERTS_KEY: &str = "alerts";
+use super::timeline;
 
 /// One alert's notification, as [`Operation::RecordAlert`] carries it.
-pub(crate) struct Alert<'a> {
+///
+/// [`Operation::RecordAlert`]: crate::Operation::RecordAlert
+pub(super) struct Alert<'a> {
     /// Alertmanager's fingerprint of the alert's labels.
     pub fingerprint: &'a str,
     /// Firing, or resolved.
@@ -28,14 +29,14 @@ pub(crate) struct Alert<'a> {
     pub at: DateTime<Utc>,
 }
 
-/// Applies [`Operation::RecordAlert`]: a timeline entry `text` at `at`, unless the alert's fingerprint is recorded
-/// with this status and start already; then nothing changes and no entry id is returned.
-pub(crate) fn record(
+/// A timeline entry `text` at `at`, unless the alert's fingerprint is recorded with this status and start already;
+/// then nothing changes and no entry id is returned.
+pub(super) fn record(
     doc: &mut AutoCommit,
     layout: &[FieldDef],
     alert: Alert<'_>,
     editor: &Editor,
-) -> Result<(Applied, Vec<String>), OpError> {
+) -> Result<Edited, OpError> {
     let Alert {
         fingerprint,
         firing,
@@ -44,35 +45,27 @@ pub(crate) fn record(
         at,
     } = alert;
     let fingerprint = fingerprint.trim();
-    if fingerprint.is_empty() || fingerprint.chars().count() > crate::MAX_SHORT_CHARS {
+    if fingerprint.is_empty() || fingerprint.chars().count() > MAX_SHORT_CHARS {
         return Err(OpError::InvalidValue(
             "an alert needs a fingerprint of at most 200 characters".into(),
         ));
     }
     let status = if firing { "firing" } else { "resolved" };
     let r = Reader::new(&*doc, None);
-    if let Some(alerts) = r.map(&ROOT, ALERTS_KEY)
+    if let Some(alerts) = r.map(&ROOT, keys::ALERTS)
         && let Some(seen) = r.map(&alerts, fingerprint)
         && r.str(&seen, "status").as_deref() == Some(status)
         && r.time(&seen, "startsAt") == Some(starts_at)
     {
         return Ok((Applied::default(), Vec::new()));
     }
-    let (applied, touched) = operation::apply(
-        doc,
-        layout,
-        &Operation::AddTimelineEntry {
-            text: text.to_owned(),
-            at: Some(at),
-        },
-        editor,
-    )?;
-    let alerts = match Reader::new(&*doc, None).map(&ROOT, ALERTS_KEY) {
+    let (applied, touched) = timeline::add_stamped(doc, layout, text, Some(at), editor)?;
+    let alerts = match Reader::new(&*doc, None).map(&ROOT, keys::ALERTS) {
         Some(map) => map,
-        None => doc.put_object(ROOT, ALERTS_KEY, ObjType::Map)?,
+        None => doc.put_object(ROOT, keys::ALERTS, ObjType::Map)?,
     };
     let state = doc.put_object(&alerts, fingerprint, ObjType::Map)?;
     doc.put(&state, "status", status)?;
-    doc.put(&state, "startsAt", operation::timestamp(starts_at))?;
+    doc.put(&state, "startsAt", timestamp(starts_at))?;
     Ok((applied, touched))
 }

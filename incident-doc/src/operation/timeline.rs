@@ -1,0 +1,78 @@
+//! The timeline: entries added ([`Operation::AddTimelineEntry`]) and their text edited; and the entries other
+//! operations write on their way (a close with an override, a reopening, an accepted handoff, an alert, a status
+//! update sent).
+//!
+//! [`Operation::AddTimelineEntry`]: crate::Operation::AddTimelineEntry
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjType, ReadDoc};
+use chrono::{DateTime, Utc};
+
+use crate::edit::{
+    Applied, Edited, Editor, OpError, check_text, field_by_kind, find_item, list_field,
+    nested_text, put_id, stamped, timestamp, touched,
+};
+use crate::schema::{FieldDef, FieldKind};
+
+/// Adds an entry by `editor`; `at` backdates it (a bot reporting when an alert started). Returns its id.
+pub(super) fn add(
+    doc: &mut AutoCommit,
+    layout: &[FieldDef],
+    text: &str,
+    at: Option<DateTime<Utc>>,
+    editor: &Editor,
+) -> Result<Edited, OpError> {
+    let def = field_by_kind(layout, FieldKind::Timeline)?;
+    check_text(text, FieldKind::Markdown)?;
+    if text.trim().is_empty() {
+        return Err(OpError::InvalidValue("a timeline entry needs text".into()));
+    }
+    let id = write_entry(doc, def, at.unwrap_or(editor.at), editor, text)?;
+    Ok((Applied { id: Some(id) }, vec![def.key.clone()]))
+}
+
+/// [`add`] on behalf of another operation, stamped at once as an entry added on its own would be.
+pub(super) fn add_stamped(
+    doc: &mut AutoCommit,
+    layout: &[FieldDef],
+    text: &str,
+    at: Option<DateTime<Utc>>,
+    editor: &Editor,
+) -> Result<Edited, OpError> {
+    let added = add(doc, layout, text, at, editor)?;
+    stamped(doc, editor, added)
+}
+
+/// Appends the entry `{id, at, author, text}` to the timeline field `def`, without [`add`]'s checks: for text
+/// commandpost writes itself. Returns the entry's id.
+pub(super) fn write_entry(
+    doc: &mut AutoCommit,
+    def: &FieldDef,
+    at: DateTime<Utc>,
+    editor: &Editor,
+    text: &str,
+) -> Result<String, OpError> {
+    let list = list_field(doc, &def.key)?;
+    let entry = doc.insert_object(&list, doc.length(&list), ObjType::Map)?;
+    let id = put_id(doc, &entry)?;
+    doc.put(&entry, "at", timestamp(at))?;
+    doc.put(&entry, "author", editor.name.as_str())?;
+    let t = doc.put_object(&entry, "text", ObjType::Text)?;
+    doc.splice_text(&t, 0, 0, text)?;
+    Ok(id)
+}
+
+/// Replaces an entry's text; Automerge diffs it, so a concurrent edit of the same entry survives where it can.
+pub(super) fn edit(
+    doc: &mut AutoCommit,
+    layout: &[FieldDef],
+    id: &str,
+    text: &str,
+) -> Result<Edited, OpError> {
+    let def = field_by_kind(layout, FieldKind::Timeline)?;
+    check_text(text, FieldKind::Markdown)?;
+    let entry = find_item(doc, &def.key, id)?;
+    let t = nested_text(doc, &entry, &def.key)?;
+    doc.update_text(&t, text)?;
+    Ok(touched(def))
+}
