@@ -172,6 +172,16 @@ impl<'a, R> Table<'a, R> {
 /// The Markdown tables of `outcomes`, one per scenario, runs in the order given.
 pub fn markdown(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
+    war_room_table(outcomes, &mut out);
+    trace_table(outcomes, &mut out);
+    join_storm_table(outcomes, &mut out);
+    many_incidents_table(outcomes, &mut out);
+    ack_cost(outcomes, &mut out);
+    out
+}
+
+/// The `war-room` runs as a Markdown table, if there are any.
+fn war_room_table(outcomes: &[Outcome], out: &mut String) {
     let war: Vec<&war_room::Report> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -179,80 +189,80 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             _ => None,
         })
         .collect();
-    if !war.is_empty() {
-        let mut t = Table::new(&war);
-        t.row("editors", 0, Better::Neither, |r| {
-            Some(f64::from(r.settings.editors))
-        });
-        t.row("keystrokes/s per editor", 1, Better::Neither, |r| {
-            Some(r.settings.rate)
-        });
-        t.row("viewers", 0, Better::Neither, |r| {
-            Some(f64::from(r.settings.viewers))
-        });
-        t.row("typing (s)", 0, Better::Neither, |r| {
-            Some(r.settings.duration_s)
-        });
-        t.row("keystrokes of history before", 0, Better::Neither, |r| {
-            Some(r.settings.history as f64)
-        });
-        t.row(
-            "viewers connected and synced in (s)",
-            2,
-            Better::Lower,
-            |r| Some(r.connect_s),
-        );
-        t.row(
-            "keystrokes typed, all editors (/s)",
-            1,
-            Better::Neither,
-            |r| Some(r.keystrokes_per_s),
-        );
-        t.row(
-            "changes delivered to viewers (/s)",
-            0,
-            Better::Higher,
-            |r| Some(r.delivered_per_s),
-        );
-        t.latency("keystroke → viewer", |r| &r.latency);
-        t.row("p99 in the first window (ms)", 1, Better::Lower, |r| {
-            r.windows.first().map(|w| w.latency.p99_ms)
-        });
-        t.row("p99 in the last window (ms)", 1, Better::Lower, |r| {
-            r.windows.last().map(|w| w.latency.p99_ms)
-        });
-        t.row("worst window's p99 (ms)", 1, Better::Lower, |r| {
-            r.windows.iter().map(|w| w.latency.p99_ms).reduce(f64::max)
-        });
-        t.row(
-            "server CPU per delivered change (µs)",
-            1,
-            Better::Lower,
-            |r| r.server_cpu_us_per_delivered,
-        );
-        t.usage(|r| &r.usage);
-        t.row(
-            "all converged after typing stopped (s)",
-            2,
-            Better::Lower,
-            |r| Some(r.converge_s),
-        );
-        t.row("viewers dropped by the server", 0, Better::Lower, |r| {
-            Some(f64::from(r.viewers_dropped))
-        });
-        t.row("editors dropped by the server", 0, Better::Lower, |r| {
-            Some(f64::from(r.editors_dropped))
-        });
-        t.row("changes made by the server", 0, Better::Lower, |r| {
-            Some(r.server_changes as f64)
-        });
-        section(
-            &mut out,
-            "War room",
-            &t,
-            war.iter().map(|r| r.target.clone()),
-        );
+    if war.is_empty() {
+        return;
     }
+    let mut t = Table::new(&war);
+    t.row("editors", 0, Better::Neither, |r| {
+        Some(f64::from(r.settings.editors))
+    });
+    t.row("keystrokes/s per editor", 1, Better::Neither, |r| {
+        Some(r.settings.rate)
+    });
+    t.row("viewers", 0, Better::Neither, |r| {
+        Some(f64::from(r.settings.viewers))
+    });
+    t.row("typing (s)", 0, Better::Neither, |r| {
+        Some(r.settings.duration_s)
+    });
+    t.row("keystrokes of history before", 0, Better::Neither, |r| {
+        Some(r.settings.history as f64)
+    });
+    t.row(
+        "viewers connected and synced in (s)",
+        2,
+        Better::Lower,
+        |r| Some(r.connect_s),
+    );
+    t.row(
+        "keystrokes typed, all editors (/s)",
+        1,
+        Better::Neither,
+        |r| Some(r.keystrokes_per_s),
+    );
+    t.row(
+        "changes delivered to viewers (/s)",
+        0,
+        Better::Higher,
+        |r| Some(r.delivered_per_s),
+    );
+    t.latency("keystroke → viewer", |r| &r.latency);
+    t.row("p99 in the first window (ms)", 1, Better::Lower, |r| {
+        r.windows.first().map(|w| w.latency.p99_ms)
+    });
+    t.row("p99 in the last window (ms)", 1, Better::Lower, |r| {
+        r.windows.last().map(|w| w.latency.p99_ms)
+    });
+    t.row("worst window's p99 (ms)", 1, Better::Lower, |r| {
+        r.windows.iter().map(|w| w.latency.p99_ms).reduce(f64::max)
+    });
+    t.row(
+        "server CPU per delivered change (µs)",
+        1,
+        Better::Lower,
+        |r| r.server_cpu_us_per_delivered,
+    );
+    t.usage(|r| &r.usage);
+    t.row(
+        "all converged after typing stopped (s)",
+        2,
+        Better::Lower,
+        |r| Some(r.converge_s),
+    );
+    t.row("viewers dropped by the server", 0, Better::Lower, |r| {
+        Some(f64::from(r.viewers_dropped))
+    });
+    t.row("editors dropped by the server", 0, Better::Lower, |r| {
+        Some(f64::from(r.editors_dropped))
+    });
+    t.row("changes made by the server", 0, Better::Lower, |r| {
+        Some(r.server_changes as f64)
+    });
+    section(out, "War room", &t, war.iter().map(|r| r.target.clone()));
+}
+
+/// The `trace` runs as a Markdown table, if there are any.
+fn trace_table(outcomes: &[Outcome], out: &mut String) {
     let traces: Vec<&trace::Report> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -260,53 +270,58 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             _ => None,
         })
         .collect();
-    if !traces.is_empty() {
-        let mut t = Table::new(&traces);
-        t.row("keystrokes replayed", 0, Better::Neither, |r| {
-            Some(r.keystrokes as f64)
-        });
-        t.row("viewers", 0, Better::Neither, |r| {
-            Some(f64::from(r.settings.viewers))
-        });
-        t.row(
-            "Automerge alone, typing (keystrokes/s)",
-            0,
-            Better::Neither,
-            |r| Some(r.local_typing_per_s),
-        );
-        t.row(
-            "Automerge alone, applying the editor's batches (changes/s)",
-            0,
-            Better::Neither,
-            |r| Some(r.local_apply_per_s),
-        );
-        t.row(
-            "through the server to every viewer (keystrokes/s)",
-            0,
-            Better::Higher,
-            |r| Some(r.server_per_s),
-        );
-        t.row("server ÷ Automerge typing", 2, Better::Higher, |r| {
-            Some(r.ratio_to_local_typing)
-        });
-        t.row("server ÷ Automerge applying", 2, Better::Higher, |r| {
-            Some(r.ratio_to_local_apply)
-        });
-        t.row("sync messages from the editor", 0, Better::Neither, |r| {
-            Some(r.batches as f64)
-        });
-        t.latency("keystroke → viewer", |r| &r.latency);
-        t.row("server CPU per keystroke (µs)", 1, Better::Lower, |r| {
-            r.server_cpu_us_per_keystroke
-        });
-        t.usage(|r| &r.usage);
-        section(
-            &mut out,
-            "Trace replay",
-            &t,
-            traces.iter().map(|r| r.target.clone()),
-        );
+    if traces.is_empty() {
+        return;
     }
+    let mut t = Table::new(&traces);
+    t.row("keystrokes replayed", 0, Better::Neither, |r| {
+        Some(r.keystrokes as f64)
+    });
+    t.row("viewers", 0, Better::Neither, |r| {
+        Some(f64::from(r.settings.viewers))
+    });
+    t.row(
+        "Automerge alone, typing (keystrokes/s)",
+        0,
+        Better::Neither,
+        |r| Some(r.local_typing_per_s),
+    );
+    t.row(
+        "Automerge alone, applying the editor's batches (changes/s)",
+        0,
+        Better::Neither,
+        |r| Some(r.local_apply_per_s),
+    );
+    t.row(
+        "through the server to every viewer (keystrokes/s)",
+        0,
+        Better::Higher,
+        |r| Some(r.server_per_s),
+    );
+    t.row("server ÷ Automerge typing", 2, Better::Higher, |r| {
+        Some(r.ratio_to_local_typing)
+    });
+    t.row("server ÷ Automerge applying", 2, Better::Higher, |r| {
+        Some(r.ratio_to_local_apply)
+    });
+    t.row("sync messages from the editor", 0, Better::Neither, |r| {
+        Some(r.batches as f64)
+    });
+    t.latency("keystroke → viewer", |r| &r.latency);
+    t.row("server CPU per keystroke (µs)", 1, Better::Lower, |r| {
+        r.server_cpu_us_per_keystroke
+    });
+    t.usage(|r| &r.usage);
+    section(
+        out,
+        "Trace replay",
+        &t,
+        traces.iter().map(|r| r.target.clone()),
+    );
+}
+
+/// The `join-storm` runs as a Markdown table, if there are any.
+fn join_storm_table(outcomes: &[Outcome], out: &mut String) {
     let storms: Vec<&join_storm::Report> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -314,29 +329,34 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             _ => None,
         })
         .collect();
-    if !storms.is_empty() {
-        let mut t = Table::new(&storms);
-        t.row("clients", 0, Better::Neither, |r| {
-            Some(f64::from(r.settings.clients))
-        });
-        t.row("changes of history", 0, Better::Neither, |r| {
-            Some(r.settings.history as f64)
-        });
-        t.row("arriving over (s)", 0, Better::Neither, |r| {
-            Some(r.settings.over_s)
-        });
-        t.row("bytes to one client (KiB)", 0, Better::Lower, |r| {
-            Some(r.document_bytes as f64 / 1024.0)
-        });
-        t.latency("connect → complete document", |r| &r.time_to_document);
-        t.usage(|r| &r.usage);
-        section(
-            &mut out,
-            "Join storm",
-            &t,
-            storms.iter().map(|r| r.target.clone()),
-        );
+    if storms.is_empty() {
+        return;
     }
+    let mut t = Table::new(&storms);
+    t.row("clients", 0, Better::Neither, |r| {
+        Some(f64::from(r.settings.clients))
+    });
+    t.row("changes of history", 0, Better::Neither, |r| {
+        Some(r.settings.history as f64)
+    });
+    t.row("arriving over (s)", 0, Better::Neither, |r| {
+        Some(r.settings.over_s)
+    });
+    t.row("bytes to one client (KiB)", 0, Better::Lower, |r| {
+        Some(r.document_bytes as f64 / 1024.0)
+    });
+    t.latency("connect → complete document", |r| &r.time_to_document);
+    t.usage(|r| &r.usage);
+    section(
+        out,
+        "Join storm",
+        &t,
+        storms.iter().map(|r| r.target.clone()),
+    );
+}
+
+/// The `many-incidents` runs as a Markdown table, if there are any.
+fn many_incidents_table(outcomes: &[Outcome], out: &mut String) {
     let many: Vec<&many_incidents::Report> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -344,65 +364,64 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             _ => None,
         })
         .collect();
-    if !many.is_empty() {
-        let mut t = Table::new(&many);
-        t.row("incidents stored", 0, Better::Neither, |r| {
-            Some(f64::from(r.settings.store))
-        });
-        t.row(
-            "incidents declared (/s, each durable)",
-            0,
-            Better::Higher,
-            |r| Some(r.declared_per_s),
-        );
-        t.row("incidents loaded", 0, Better::Neither, |r| {
-            Some(f64::from(r.settings.load))
-        });
-        t.row("idle viewer connections", 0, Better::Neither, |r| {
-            Some(f64::from(r.settings.viewers))
-        });
-        t.row("server RSS, none loaded (MiB)", 1, Better::Lower, |r| {
-            Some(r.rss_none_loaded_mib)
-        });
-        t.row(
-            "server RSS, incidents loaded (MiB)",
-            1,
-            Better::Lower,
-            |r| Some(r.rss_loaded_mib),
-        );
-        t.row(
-            "server RSS, viewers connected (MiB)",
-            1,
-            Better::Lower,
-            |r| Some(r.rss_viewers_mib),
-        );
-        t.row(
-            "server RSS, all unloaded again (MiB)",
-            1,
-            Better::Lower,
-            |r| Some(r.rss_unloaded_mib),
-        );
-        t.row("per loaded idle incident (KiB)", 1, Better::Lower, |r| {
-            Some(r.kib_per_loaded_incident)
-        });
-        t.row("per idle viewer connection (KiB)", 1, Better::Lower, |r| {
-            Some(r.kib_per_viewer)
-        });
-        t.row(
-            "unloaded after the last viewer left (s)",
-            1,
-            Better::Lower,
-            |r| Some(r.unload_s),
-        );
-        section(
-            &mut out,
-            "Many incidents",
-            &t,
-            many.iter().map(|r| r.target.clone()),
-        );
+    if many.is_empty() {
+        return;
     }
-    ack_cost(outcomes, &mut out);
-    out
+    let mut t = Table::new(&many);
+    t.row("incidents stored", 0, Better::Neither, |r| {
+        Some(f64::from(r.settings.store))
+    });
+    t.row(
+        "incidents declared (/s, each durable)",
+        0,
+        Better::Higher,
+        |r| Some(r.declared_per_s),
+    );
+    t.row("incidents loaded", 0, Better::Neither, |r| {
+        Some(f64::from(r.settings.load))
+    });
+    t.row("idle viewer connections", 0, Better::Neither, |r| {
+        Some(f64::from(r.settings.viewers))
+    });
+    t.row("server RSS, none loaded (MiB)", 1, Better::Lower, |r| {
+        Some(r.rss_none_loaded_mib)
+    });
+    t.row(
+        "server RSS, incidents loaded (MiB)",
+        1,
+        Better::Lower,
+        |r| Some(r.rss_loaded_mib),
+    );
+    t.row(
+        "server RSS, viewers connected (MiB)",
+        1,
+        Better::Lower,
+        |r| Some(r.rss_viewers_mib),
+    );
+    t.row(
+        "server RSS, all unloaded again (MiB)",
+        1,
+        Better::Lower,
+        |r| Some(r.rss_unloaded_mib),
+    );
+    t.row("per loaded idle incident (KiB)", 1, Better::Lower, |r| {
+        Some(r.kib_per_loaded_incident)
+    });
+    t.row("per idle viewer connection (KiB)", 1, Better::Lower, |r| {
+        Some(r.kib_per_viewer)
+    });
+    t.row(
+        "unloaded after the last viewer left (s)",
+        1,
+        Better::Lower,
+        |r| Some(r.unload_s),
+    );
+    section(
+        out,
+        "Many incidents",
+        &t,
+        many.iter().map(|r| r.target.clone()),
+    );
 }
 
 /// The `ack-cost` points as a Markdown table, if there are any.
