@@ -16,14 +16,14 @@ use tokio::task::JoinHandle;
 use crate::SyncTarget;
 
 /// The JS client's own deadline for everything it does (`--timeout-ms`): after it, it reports `timeout` and exits.
-pub const JS_TIMEOUT: Duration = Duration::from_secs(30);
+pub const JS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the test waits for one line from the JS client: longer than [`JS_TIMEOUT`], so that a stuck client is
 /// normally reported by the client itself, with what it was waiting for.
-const LINE_TIMEOUT: Duration = Duration::from_secs(45);
+const LINE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long the JS client may take to exit after its last event.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The name the JS client stamps its edits with.
 pub const JS_AUTHOR: &str = "js-interop";

@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tests::{SyncClient, TestServer};
 
-const DEADLINE: Duration = Duration::from_secs(10);
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The command routes of one incident, called with a given token; each answers (status, JSON body).
 struct Command<'a> {

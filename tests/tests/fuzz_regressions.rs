@@ -15,7 +15,7 @@ const UNKNOWN_LAST_SYNC: &[u8] =
 
 /// How long the document may take to answer others after the hostile frame: it answers in milliseconds; before the
 /// fix it never did.
-const STILL_ANSWERS: Duration = Duration::from_secs(10);
+const STILL_ANSWERS: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claimed_last_sync_the_server_never_saw_does_not_hang_the_document() -> anyhow::Result<()>

@@ -9,7 +9,7 @@ use server::wire::{DocumentId, Message};
 use tests::{SyncClient, TestServer};
 
 /// How long to wait for a message that must arrive.
-const ARRIVES: Duration = Duration::from_secs(5);
+const ARRIVES: Duration = Duration::from_secs(20);
 /// How long to wait to be confident a message does not arrive.
 const QUIET: Duration = Duration::from_millis(400);
 

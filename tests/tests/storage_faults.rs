@@ -143,7 +143,7 @@ async fn drill<F>(
     client.splice_local("summary", 0, 0, "Sent during the fault. ")?;
     let mut outcomes = Vec::new();
     let outcome = client
-        .sync_until_acknowledged(Duration::from_secs(10))
+        .sync_until_acknowledged(Duration::from_secs(30))
         .await;
     if let Err(error) = &outcome {
         let error = format!("{error:#}");

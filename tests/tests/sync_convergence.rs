@@ -339,7 +339,7 @@ async fn a_change_followed_at_once_by_a_repeat_of_the_heads_is_still_acknowledge
                 .await?;
         }
         client
-            .sync_until_acknowledged(std::time::Duration::from_secs(5))
+            .sync_until_acknowledged(std::time::Duration::from_secs(30))
             .await
             .with_context(|| format!("round {round}"))?;
     }
