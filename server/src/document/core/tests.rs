@@ -455,3 +455,51 @@ fn a_declared_document_is_stored_whole_by_its_first_append() {
     assert_eq!(core.seen(), ChunkId(42));
     assert!(core.append(Utc::now()).is_none());
 }
+
+/// A batch of edits is one append: every edit in it is answered after that one write, in order.
+#[test]
+fn a_batch_of_edits_is_one_append_answered_after_it() {
+    let mut harness = Harness::new(1 << 20);
+    let mut stored = harness.client("probe").incident;
+    let mut replies = Vec::new();
+    let commands = (0..5)
+        .map(|n| {
+            let (reply, rx) = oneshot::channel();
+            replies.push(rx);
+            let op = Operation::AddTimelineEntry {
+                text: format!("step {n}"),
+                at: None,
+            };
+            Command::Apply {
+                ops: vec![op],
+                editor: editor("alice"),
+                reply,
+            }
+        })
+        .collect();
+    harness.core.apply(commands, Utc::now());
+    assert!(harness.core.take_effects().is_empty());
+    let append = harness.core.append(Utc::now()).expect("one chunk");
+    stored
+        .doc_mut()
+        .load_incremental(&append.chunk)
+        .expect("the chunk applies");
+    let markdown = incident_doc::export::markdown(&stored.view());
+    assert!((0..5).all(|n| markdown.contains(&format!("step {n}"))));
+    harness.core.appended(append.written, ChunkId(2));
+    assert!(
+        harness.core.append(Utc::now()).is_none(),
+        "nothing left to write"
+    );
+    harness.core.durable(harness.now);
+    let answers = harness.core.take_effects();
+    assert_eq!(answers.len(), 5);
+    for (effect, mut rx) in answers.into_iter().zip(replies) {
+        let Effect::Answer(reply, result) = effect else {
+            panic!("only answers");
+        };
+        assert!(result.is_ok());
+        let _ = reply.send(result);
+        assert!(rx.try_recv().is_ok(), "answers keep the order of the edits");
+    }
+}
