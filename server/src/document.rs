@@ -593,11 +593,7 @@ impl Actor {
     /// catch-up, which change nothing); returns whether the document changed. Call only when every change in
     /// memory is durable: what is merged is durable too, so the saved heads move with it.
     async fn catch_up(&mut self) -> Result<bool, StoreError> {
-        let Some(stored) = self
-            .store
-            .load_after(&self.id.to_string(), self.seen)
-            .await?
-        else {
+        let Some(stored) = self.store.load_after(self.id, self.seen).await? else {
             return Ok(false);
         };
         // Other nodes' changes must not complete a peer's held-back ones unjudged (nor be saved as if stored).
@@ -820,7 +816,7 @@ impl Actor {
         let started = Instant::now();
         let result = self
             .store
-            .append_with(&self.id.to_string(), chunk, Some(summary), deliveries)
+            .append_with(self.id, chunk, Some(summary), deliveries)
             .await;
         self.metrics.storage_append.observe(started.elapsed());
         result?;
@@ -836,11 +832,7 @@ impl Actor {
             self.catch_up().await?;
             let snapshot = self.incident.save();
             let snapshot_len = snapshot.len();
-            match self
-                .store
-                .compact(&self.id.to_string(), snapshot, self.seen)
-                .await
-            {
+            match self.store.compact(self.id, snapshot, self.seen).await {
                 Ok(()) => {
                     self.chunks_since_compact = 0;
                     self.stored_bytes = snapshot_len;
@@ -988,10 +980,10 @@ fn refusal(doc: DocumentId, server: &PeerId, peer: &PeerId, message: &str) -> Ve
 pub(crate) fn summary_row(id: DocumentId, headline: &Headline) -> IncidentSummary {
     let now = Utc::now();
     IncidentSummary {
-        id: id.to_string(),
+        id,
         title: headline.title.clone(),
         template: headline.template.clone(),
-        status: headline.status.clone().unwrap_or_default(),
+        status: headline.status.as_deref().and_then(|s| s.parse().ok()),
         severity: headline.severity.clone(),
         number: headline.number,
         created_at: headline.created_at.unwrap_or(now),

@@ -66,7 +66,7 @@ impl Registry {
         if let Some(handle) = self.lookup(id) {
             return Ok(Some(handle));
         }
-        let Some(stored) = self.inner.store.load(&id.to_string()).await? else {
+        let Some(stored) = self.inner.store.load(id).await? else {
             return Ok(None);
         };
         // Loading a long document takes tens of milliseconds (BENCHMARKS.md): off the async workers, like the
@@ -102,7 +102,7 @@ impl Registry {
         let chunk = self
             .inner
             .store
-            .append_with(&id.to_string(), bytes, Some(summary), deliveries)
+            .append_with(id, bytes, Some(summary), deliveries)
             .await?;
         if queued {
             webhooks.wake.notify_one();
@@ -177,7 +177,7 @@ impl Registry {
                 };
                 match notice {
                     Ok(ChunkNotice::Appended { doc, .. }) => {
-                        if let Some(handle) = doc.parse().ok().and_then(|id| registry.lookup(id)) {
+                        if let Some(handle) = registry.lookup(doc) {
                             handle.refresh();
                         }
                     }
