@@ -13,7 +13,7 @@ mod update;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
@@ -21,7 +21,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use incident_doc::Template;
+use incident_doc::schema::Status;
+use incident_doc::{OpError, Template};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -29,8 +30,9 @@ use tower_http::compression::CompressionLayer;
 
 use crate::auth::{Identity, Scope, hash_token};
 use crate::connection::{self, SyncContext};
-use crate::document::Registry;
+use crate::document::{DocError, Registry};
 use crate::error::ApiError;
+use crate::export::ExportError;
 use crate::metrics::Metrics;
 use crate::peer::ConnId;
 use crate::reads::HeavyReads;
@@ -145,6 +147,22 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// A query string whose rejection speaks our error format (400 with axum's explanation), as [`JsonBody`] does for
+/// bodies. Handlers that check the token's scope first take it as `Result<QueryParams<T>, ApiError>`, so a caller
+/// without the scope learns nothing about the parameters.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(QueryParams(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 /// Maps a JSON rejection to our error; `limit` is the body limit, named in the 413 message (and counted).
 fn json_error(rejection: JsonRejection, limit: usize, metrics: &Metrics) -> ApiError {
     match rejection {
@@ -158,6 +176,47 @@ fn json_error(rejection: JsonRejection, limit: usize, metrics: &Metrics) -> ApiE
             ApiError::TooLarge(limit)
         }
         other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+/// A `status=` filter: a lifecycle state's name, or 400 naming them all.
+fn status_filter(name: &str) -> Result<Status, ApiError> {
+    name.parse().map_err(|()| {
+        ApiError::BadRequest(format!(
+            "unknown status {name:?} (expected declared, active, mitigated, resolved or closed)"
+        ))
+    })
+}
+
+/// What a document's refusal means to an HTTP client. It lives here, in the layer that already calls the documents,
+/// so that `error.rs`, which lower layers (`reads`, `web`) use, depends on no document.
+impl From<DocError> for ApiError {
+    fn from(e: DocError) -> Self {
+        match e {
+            DocError::Refused(OpError::Forbidden(message)) => ApiError::CommandRule(message),
+            DocError::Refused(e @ (OpError::Archived | OpError::NotArchived)) => {
+                ApiError::Conflict(e.to_string())
+            }
+            DocError::Refused(op) => ApiError::Unprocessable(op.to_string()),
+            DocError::Storage(store) => store.into(),
+            DocError::Gone => ApiError::Unavailable,
+            e @ DocError::TooLarge(_) => ApiError::Unprocessable(e.to_string()),
+        }
+    }
+}
+
+/// An unknown format is the caller's mistake (400) and a moment before the incident existed one the incident cannot
+/// answer (422); the rest are bugs, logged and answered as such.
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::UnknownFormat(_) => ApiError::BadRequest(e.to_string()),
+            ExportError::NotYet { .. } => ApiError::Unprocessable(e.to_string()),
+            ExportError::Fork(_) | ExportError::Json(_) => {
+                tracing::error!(error = %e, "rendering an export");
+                ApiError::Internal
+            }
+        }
     }
 }
 
@@ -243,11 +302,11 @@ const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 /// token (`Authorization: Bearer`, other clients). A token in the query is refused, never used.
 async fn sync(
     State(state): State<AppState>,
-    query: Result<Query<SyncQuery>, QueryRejection>,
+    query: Result<QueryParams<SyncQuery>, ApiError>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let QueryParams(query) = query?;
     if query.token.is_some() {
         return Err(ApiError::TokenInUrl);
     }

@@ -49,7 +49,7 @@ enum Command {
         out: PathBuf,
         /// Formats, comma-separated: automerge (restorable with import), markdown, html, json, postmortem.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "automerge")]
-        format: Vec<archive::Format>,
+        format: Vec<crate::export::Format>,
         /// Only incidents declared on or after this date (YYYY-MM-DD, UTC) or RFC 3339 time.
         #[arg(long, value_parser = archive::parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,

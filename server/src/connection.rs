@@ -156,9 +156,11 @@ impl Reader {
                 }
                 Ok(None) => return Stop::Closed,
                 Ok(Some(Err(e))) => {
-                    let text = e.to_string();
                     // The socket library refuses frames over its hard limit before we see them.
-                    if text.contains("too long") || text.contains("Space limit") {
+                    if matches!(
+                        e.into_inner().downcast_ref::<tungstenite::Error>(),
+                        Some(tungstenite::Error::Capacity(_))
+                    ) {
                         self.ctx.metrics.rejected_frames.inc();
                         return Stop::Protocol(format!(
                             "frame larger than the limit of {} bytes",

@@ -5,10 +5,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use incident_doc::OpError;
 use serde_json::json;
 
-use crate::document::DocError;
 use crate::store::StoreError;
 
 /// The `Retry-After` of a busy answer, in seconds: a heavy read takes milliseconds to a fraction of a second, so
@@ -139,21 +137,6 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "storage corrupt");
                 ApiError::Internal
             }
-        }
-    }
-}
-
-impl From<DocError> for ApiError {
-    fn from(e: DocError) -> Self {
-        match e {
-            DocError::Refused(OpError::Forbidden(message)) => ApiError::CommandRule(message),
-            DocError::Refused(e @ (OpError::Archived | OpError::NotArchived)) => {
-                ApiError::Conflict(e.to_string())
-            }
-            DocError::Refused(op) => ApiError::Unprocessable(op.to_string()),
-            DocError::Storage(store) => store.into(),
-            DocError::Gone => ApiError::Unavailable,
-            e @ DocError::TooLarge(_) => ApiError::Unprocessable(e.to_string()),
         }
     }
 }

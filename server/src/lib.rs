@@ -13,6 +13,8 @@ pub mod connection;
 pub mod document;
 pub mod ephemeral;
 pub mod error;
+pub mod export;
+pub mod input;
 pub mod metrics;
 pub mod peer;
 pub mod reads;

@@ -209,6 +209,19 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        self.render_gauges(&mut out);
+        self.render_counters(&mut out);
+        self.render_refusals(&mut out);
+        self.storage_append.render(
+            &mut out,
+            "commandpost_storage_append_seconds",
+            "Latency of durable appends to storage.",
+        );
+        out
+    }
+
+    /// The gauges, one line each.
+    fn render_gauges(&self, out: &mut String) {
         let gauges = [
             (
                 "commandpost_connections",
@@ -242,6 +255,10 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+    }
+
+    /// The unlabelled counters, one line each.
+    fn render_counters(&self, out: &mut String) {
         let counters = [
             (
                 "commandpost_changes_applied_total",
@@ -296,6 +313,10 @@ impl Metrics {
                 counter.get()
             );
         }
+    }
+
+    /// The two counters labelled by why something was refused: a configured limit, a bad ephemeral payload.
+    fn render_refusals(&self, out: &mut String) {
         let limits = [
             ("frame", &self.rejected_frames),
             ("idle", &self.rejected_idle),
@@ -325,12 +346,6 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", counter.get());
         }
-        self.storage_append.render(
-            &mut out,
-            "commandpost_storage_append_seconds",
-            "Latency of durable appends to storage.",
-        );
-        out
     }
 }
 

@@ -17,9 +17,12 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use incident_doc::schema::Status;
+use incident_doc::{Incident, LoadError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
+use crate::wire::DocumentId;
 use outbox::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 
 /// Identifies one stored chunk, so that a compaction can say exactly which chunks its snapshot covers.
@@ -36,7 +39,7 @@ pub enum ChunkNotice {
     /// Another node appended chunk `id` to document `doc`.
     Appended {
         /// The document.
-        doc: String,
+        doc: DocumentId,
         /// The new chunk.
         id: ChunkId,
     },
@@ -55,6 +58,19 @@ pub struct Stored {
     pub upto: ChunkId,
 }
 
+impl Stored {
+    /// The incident these chunks hold, for the readers that work from storage rather than through a live document
+    /// (analytics, the CLI's export, the stale-field sweep), which would otherwise each join the chunks themselves.
+    pub fn incident(&self) -> Result<Incident, LoadError> {
+        Incident::load(&self.chunks.concat())
+    }
+
+    /// How many bytes the chunks take in storage, what the document size limit counts.
+    pub fn size(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+}
+
 /// The searchable facts about one incident, kept beside its chunks so that listings stay cheap.
 ///
 /// Backends keep the timestamps to the microsecond (PostgreSQL's precision), so a value read back may
@@ -62,13 +78,14 @@ pub struct Stored {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentSummary {
     /// The Automerge document id, which is also the incident's id in URLs.
-    pub id: String,
+    pub id: DocumentId,
     /// The incident's title, shown in listings.
     pub title: String,
     /// The template the incident was declared from, so listings can group or filter by kind.
     pub template: String,
-    /// The workflow status (for example `open` or `resolved`), the usual listing filter.
-    pub status: String,
+    /// The workflow status, the usual listing filter; `None` for a document that names none (or one this build
+    /// does not know).
+    pub status: Option<Status>,
     /// The severity, absent until someone sets one.
     pub severity: Option<String>,
     /// The human-friendly incident number from [`Store::next_incident_number`], absent for documents
@@ -80,11 +97,24 @@ pub struct IncidentSummary {
     pub updated_at: DateTime<Utc>,
 }
 
+impl IncidentSummary {
+    /// The status's name, `""` for none: how the index column has always held it and the incident list shows it.
+    pub fn status_name(&self) -> &'static str {
+        self.status.map_or("", Status::as_str)
+    }
+}
+
+/// Reads the index's status column back. A name this build does not know reads as none rather than failing every
+/// listing that includes the row: the column only mirrors the document, which stays the truth.
+fn status_from_column(name: &str) -> Option<Status> {
+    name.parse().ok()
+}
+
 /// Narrows [`Store::list`], so that common listings are answered by the index alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListFilter {
     /// Only incidents with exactly this status; `None` lists all of them.
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// Only incidents with exactly this severity; `None` lists all of them.
     pub severity: Option<String>,
     /// At most this many incidents (the newest); `None` means no limit.
@@ -135,7 +165,7 @@ pub trait Store: Send + Sync + 'static {
     /// A `summary` whose `id` is not `doc` is refused with [`StoreError::Conflict`] and nothing is written.
     async fn append(
         &self,
-        doc: &str,
+        doc: DocumentId,
         chunk: Vec<u8>,
         summary: Option<IncidentSummary>,
     ) -> Result<ChunkId, StoreError> {
@@ -146,7 +176,7 @@ pub trait Store: Send + Sync + 'static {
     /// transaction: the events are durable exactly when their changes are (see [`outbox`]).
     async fn append_with(
         &self,
-        doc: &str,
+        doc: DocumentId,
         chunk: Vec<u8>,
         summary: Option<IncidentSummary>,
         deliveries: Vec<NewDelivery>,
@@ -177,7 +207,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
 
     /// Returns all of the document's chunks in append order, or `None` if the document is unknown.
-    async fn load(&self, doc: &str) -> Result<Option<Stored>, StoreError> {
+    async fn load(&self, doc: DocumentId) -> Result<Option<Stored>, StoreError> {
         self.load_after(doc, ChunkId(i64::MIN)).await
     }
 
@@ -185,7 +215,11 @@ pub trait Store: Send + Sync + 'static {
     /// if there are none: how a node catches up with appends made by other nodes since it last read. The run
     /// has no gaps, as for [`Store::load`]; after a compaction it may start with the snapshot, which holds
     /// changes the reader already has, and that is harmless.
-    async fn load_after(&self, doc: &str, after: ChunkId) -> Result<Option<Stored>, StoreError>;
+    async fn load_after(
+        &self,
+        doc: DocumentId,
+        after: ChunkId,
+    ) -> Result<Option<Stored>, StoreError>;
 
     /// Notices of chunks appended by other server nodes sharing this store, for the nodes that hold the
     /// document live; `None` for a store only one node uses (the embedded one). A notice may be lost (a
@@ -202,16 +236,21 @@ pub trait Store: Send + Sync + 'static {
     /// Only what the snapshot covers is deleted, so compactions racing on several nodes never lose a
     /// change: one that comes after a compaction of a later `upto` finds nothing to replace and does
     /// nothing.
-    async fn compact(&self, doc: &str, snapshot: Vec<u8>, upto: ChunkId) -> Result<(), StoreError>;
+    async fn compact(
+        &self,
+        doc: DocumentId,
+        snapshot: Vec<u8>,
+        upto: ChunkId,
+    ) -> Result<(), StoreError>;
 
     /// Deletes the document's chunks and index row; returns whether anything existed.
     ///
     /// A later [`Store::append`] to the same id creates the document anew, so callers stop serving it
     /// first.
-    async fn delete(&self, doc: &str) -> Result<bool, StoreError>;
+    async fn delete(&self, doc: DocumentId) -> Result<bool, StoreError>;
 
     /// Returns the index row of one incident, `None` if it has none.
-    async fn summary(&self, doc: &str) -> Result<Option<IncidentSummary>, StoreError>;
+    async fn summary(&self, doc: DocumentId) -> Result<Option<IncidentSummary>, StoreError>;
 
     /// Lists index rows matching `filter`, newest `created_at` first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentSummary>, StoreError>;
@@ -273,11 +312,15 @@ pub trait Store: Send + Sync + 'static {
 
 /// Refuses a summary that names another document than the one appended to, as [`Store::append`]
 /// requires of every backend before it writes anything.
-fn refuse_foreign_summary(doc: &str, summary: Option<&IncidentSummary>) -> Result<(), StoreError> {
+fn refuse_foreign_summary(
+    doc: DocumentId,
+    summary: Option<&IncidentSummary>,
+) -> Result<(), StoreError> {
     match summary {
         Some(summary) if summary.id != doc => Err(StoreError::Conflict(format!(
-            "the summary is for incident {:?}, not {doc:?}",
-            summary.id
+            "the summary is for incident {:?}, not {:?}",
+            summary.id.to_string(),
+            doc.to_string()
         ))),
         _ => Ok(()),
     }
@@ -296,8 +339,12 @@ pub(crate) mod conformance {
     pub(crate) use super::outbox::cases::{
         outbox_claims_retries_and_logs, outbox_coalesces_unattempted_deliveries,
     };
+    use incident_doc::schema::Status;
+    use sha2::{Digest, Sha256};
+
     use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored};
     use crate::auth::Scope;
+    use crate::wire::DocumentId;
 
     /// Generates one `#[tokio::test]` per conformance case. `$open` is a function returning a fresh,
     /// empty store and a guard (such as a temporary directory) that must outlive it.
@@ -365,12 +412,20 @@ pub(crate) mod conformance {
             + Duration::minutes(minutes)
     }
 
-    fn summary(id: &str, status: &str, created_minutes: i64) -> IncidentSummary {
+    /// The id of the document the cases call `name`, the same for the same name, so that they read as before.
+    pub(crate) fn doc_id(name: &str) -> DocumentId {
+        let digest = Sha256::digest(name.as_bytes());
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        DocumentId::from_bytes(bytes)
+    }
+
+    fn summary(name: &str, status: Status, created_minutes: i64) -> IncidentSummary {
         IncidentSummary {
-            id: id.to_owned(),
-            title: format!("Incident {id}"),
+            id: doc_id(name),
+            title: format!("Incident {name}"),
             template: "outage".to_owned(),
-            status: status.to_owned(),
+            status: Some(status),
             severity: None,
             number: None,
             created_at: at(created_minutes),
@@ -378,7 +433,7 @@ pub(crate) mod conformance {
         }
     }
 
-    async fn must_load(store: &dyn Store, doc: &str) -> Stored {
+    async fn must_load(store: &dyn Store, doc: DocumentId) -> Stored {
         store
             .load(doc)
             .await
@@ -396,20 +451,20 @@ pub(crate) mod conformance {
         let third = doc.save_incremental();
 
         let a = store
-            .append("doc-a", first.clone(), None)
+            .append(doc_id("doc-a"), first.clone(), None)
             .await
             .expect("append");
         let b = store
-            .append("doc-a", second.clone(), None)
+            .append(doc_id("doc-a"), second.clone(), None)
             .await
             .expect("append");
         let c = store
-            .append("doc-a", third.clone(), None)
+            .append(doc_id("doc-a"), third.clone(), None)
             .await
             .expect("append");
         assert!(a < b && b < c, "chunk ids grow: {a:?} {b:?} {c:?}");
 
-        let stored = must_load(store, "doc-a").await;
+        let stored = must_load(store, doc_id("doc-a")).await;
         assert_eq!(stored.chunks, vec![first, second, third]);
         assert_eq!(stored.upto, c);
         let loaded = rebuild(&stored);
@@ -422,27 +477,27 @@ pub(crate) mod conformance {
         let mut other = AutoCommit::new();
         other.put(ROOT, "title", "Other").expect("setting a title");
         store
-            .append("doc-b", other.save(), None)
+            .append(doc_id("doc-b"), other.save(), None)
             .await
             .expect("append");
-        assert_eq!(must_load(store, "doc-a").await, stored);
+        assert_eq!(must_load(store, doc_id("doc-a")).await, stored);
         assert_eq!(
-            text(&rebuild(&must_load(store, "doc-b").await), "title").as_deref(),
+            text(&rebuild(&must_load(store, doc_id("doc-b")).await), "title").as_deref(),
             Some("Other")
         );
     }
 
     pub(crate) async fn unknown_document_is_none(store: &dyn Store) {
-        assert_eq!(store.load("missing").await, Ok(None));
-        assert_eq!(store.summary("missing").await, Ok(None));
-        assert_eq!(store.delete("missing").await, Ok(false));
+        assert_eq!(store.load(doc_id("missing")).await, Ok(None));
+        assert_eq!(store.summary(doc_id("missing")).await, Ok(None));
+        assert_eq!(store.delete(doc_id("missing")).await, Ok(false));
         assert_eq!(store.list(&ListFilter::default()).await, Ok(vec![]));
         // Compacting an unknown document does not invent it.
         store
-            .compact("missing", vec![1, 2, 3], ChunkId(i64::MAX))
+            .compact(doc_id("missing"), vec![1, 2, 3], ChunkId(i64::MAX))
             .await
             .expect("compact");
-        assert_eq!(store.load("missing").await, Ok(None));
+        assert_eq!(store.load(doc_id("missing")).await, Ok(None));
         store.ping().await.expect("ping");
     }
 
@@ -450,22 +505,25 @@ pub(crate) mod conformance {
         let mut doc = AutoCommit::new();
         for (key, value) in [("title", "DNS"), ("status", "open"), ("severity", "sev2")] {
             store
-                .append("d", change(&mut doc, key, value), None)
+                .append(doc_id("d"), change(&mut doc, key, value), None)
                 .await
                 .expect("append");
         }
-        let seen = must_load(store, "d").await;
+        let seen = must_load(store, doc_id("d")).await;
         let snapshot = rebuild(&seen).save();
 
         // Written by another node after the load above: the compaction must keep it.
         let late = change(&mut doc, "status", "resolved");
-        let late_id = store.append("d", late.clone(), None).await.expect("append");
+        let late_id = store
+            .append(doc_id("d"), late.clone(), None)
+            .await
+            .expect("append");
 
         store
-            .compact("d", snapshot.clone(), seen.upto)
+            .compact(doc_id("d"), snapshot.clone(), seen.upto)
             .await
             .expect("compact");
-        let after = must_load(store, "d").await;
+        let after = must_load(store, doc_id("d")).await;
         assert_eq!(after.chunks, vec![snapshot, late]);
         assert_eq!(after.upto, late_id);
         let loaded = rebuild(&after);
@@ -475,8 +533,11 @@ pub(crate) mod conformance {
 
         // Appending after a compaction still works and keeps the order.
         let more = change(&mut doc, "title", "DNS resolution failing");
-        store.append("d", more.clone(), None).await.expect("append");
-        let again = must_load(store, "d").await;
+        store
+            .append(doc_id("d"), more.clone(), None)
+            .await
+            .expect("append");
+        let again = must_load(store, doc_id("d")).await;
         assert_eq!(again.chunks.last(), Some(&more));
         assert_eq!(
             text(&rebuild(&again), "title").as_deref(),
@@ -492,15 +553,21 @@ pub(crate) mod conformance {
             let chunk = change(&mut doc, key, value);
             ids.push(
                 store
-                    .append("d", chunk.clone(), None)
+                    .append(doc_id("d"), chunk.clone(), None)
                     .await
                     .expect("append"),
             );
             chunks.push(chunk);
         }
         // Another document's appends never show up in this one's catch-up.
-        store.append("other", vec![7], None).await.expect("append");
-        let after_first = store.load_after("d", ids[0]).await.expect("load_after");
+        store
+            .append(doc_id("other"), vec![7], None)
+            .await
+            .expect("append");
+        let after_first = store
+            .load_after(doc_id("d"), ids[0])
+            .await
+            .expect("load_after");
         assert_eq!(
             after_first,
             Some(Stored {
@@ -508,16 +575,22 @@ pub(crate) mod conformance {
                 upto: ids[2],
             })
         );
-        assert_eq!(store.load_after("d", ids[2]).await, Ok(None));
-        assert_eq!(store.load_after("missing", ChunkId(0)).await, Ok(None));
+        assert_eq!(store.load_after(doc_id("d"), ids[2]).await, Ok(None));
+        assert_eq!(
+            store.load_after(doc_id("missing"), ChunkId(0)).await,
+            Ok(None)
+        );
 
         // After a compaction the catch-up starts with the snapshot, which covers what was asked for.
-        let snapshot = rebuild(&must_load(store, "d").await).save();
+        let snapshot = rebuild(&must_load(store, doc_id("d")).await).save();
         store
-            .compact("d", snapshot.clone(), ids[1])
+            .compact(doc_id("d"), snapshot.clone(), ids[1])
             .await
             .expect("compact");
-        let caught_up = store.load_after("d", ids[0]).await.expect("load_after");
+        let caught_up = store
+            .load_after(doc_id("d"), ids[0])
+            .await
+            .expect("load_after");
         let caught_up = caught_up.expect("chunks after the first");
         assert_eq!(caught_up.chunks.first(), Some(&snapshot));
         assert_eq!(caught_up.upto, ids[2]);
@@ -531,7 +604,7 @@ pub(crate) mod conformance {
     /// loaded after the first stage, node B after the second, and a third stage arrives afterwards.
     async fn two_node_history(
         store: &dyn Store,
-        id: &str,
+        id: DocumentId,
     ) -> ((Vec<u8>, ChunkId), (Vec<u8>, ChunkId)) {
         let mut doc = AutoCommit::new();
         store
@@ -575,32 +648,32 @@ pub(crate) mod conformance {
 
     pub(crate) async fn stale_compaction_loses_nothing(store: &dyn Store) {
         // B (the later load) compacts first; A's stale compaction then finds nothing to replace.
-        let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, "b-first").await;
+        let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, doc_id("b-first")).await;
         store
-            .compact("b-first", snap_b.clone(), upto_b)
+            .compact(doc_id("b-first"), snap_b.clone(), upto_b)
             .await
             .expect("compact");
         store
-            .compact("b-first", snap_a, upto_a)
+            .compact(doc_id("b-first"), snap_a, upto_a)
             .await
             .expect("compact");
-        let stored = must_load(store, "b-first").await;
+        let stored = must_load(store, doc_id("b-first")).await;
         assert_complete(&stored);
         assert_eq!(stored.chunks.len(), 2, "B's snapshot and the last change");
         assert_eq!(stored.chunks[0], snap_b);
 
         // A compacts first; B's compaction then replaces A's snapshot and the chunks it covers.
-        let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, "a-first").await;
+        let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, doc_id("a-first")).await;
         store
-            .compact("a-first", snap_a, upto_a)
+            .compact(doc_id("a-first"), snap_a, upto_a)
             .await
             .expect("compact");
-        assert_complete(&must_load(store, "a-first").await);
+        assert_complete(&must_load(store, doc_id("a-first")).await);
         store
-            .compact("a-first", snap_b.clone(), upto_b)
+            .compact(doc_id("a-first"), snap_b.clone(), upto_b)
             .await
             .expect("compact");
-        let stored = must_load(store, "a-first").await;
+        let stored = must_load(store, doc_id("a-first")).await;
         assert_complete(&stored);
         assert_eq!(stored.chunks.len(), 2, "B's snapshot and the last change");
         assert_eq!(stored.chunks[0], snap_b);
@@ -608,15 +681,15 @@ pub(crate) mod conformance {
 
     pub(crate) async fn racing_compactions_lose_nothing(store: &dyn Store) {
         for round in 0..5 {
-            let id = format!("race-{round}");
-            let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, &id).await;
+            let id = doc_id(&format!("race-{round}"));
+            let ((snap_a, upto_a), (snap_b, upto_b)) = two_node_history(store, id).await;
             let (a, b) = tokio::join!(
-                store.compact(&id, snap_a, upto_a),
-                store.compact(&id, snap_b, upto_b)
+                store.compact(id, snap_a, upto_a),
+                store.compact(id, snap_b, upto_b)
             );
             a.expect("compact");
             b.expect("compact");
-            let stored = must_load(store, &id).await;
+            let stored = must_load(store, id).await;
             assert_complete(&stored);
             assert_eq!(
                 stored.chunks.len(),
@@ -631,7 +704,7 @@ pub(crate) mod conformance {
         let mut base = AutoCommit::new();
         let base_chunk = change(&mut base, "title", "Many hands");
         store
-            .append("busy", base_chunk.clone(), None)
+            .append(doc_id("busy"), base_chunk.clone(), None)
             .await
             .expect("append");
         let heads = base.get_heads();
@@ -649,7 +722,7 @@ pub(crate) mod conformance {
         let results = join_all(
             chunks
                 .iter()
-                .map(|chunk| store.append("busy", chunk.clone(), None)),
+                .map(|chunk| store.append(doc_id("busy"), chunk.clone(), None)),
         )
         .await;
         let ids: Vec<ChunkId> = results
@@ -659,7 +732,7 @@ pub(crate) mod conformance {
         let distinct: BTreeSet<ChunkId> = ids.iter().copied().collect();
         assert_eq!(distinct.len(), WRITERS, "every append got its own id");
 
-        let stored = must_load(store, "busy").await;
+        let stored = must_load(store, doc_id("busy")).await;
         assert_eq!(stored.chunks.len(), WRITERS + 1);
         assert_eq!(stored.chunks[0], base_chunk);
         assert_eq!(Some(&stored.upto), distinct.last());
@@ -834,52 +907,53 @@ pub(crate) mod conformance {
 
     pub(crate) async fn list_filters_and_orders(store: &dyn Store) {
         for (id, status, minutes) in [
-            ("old", "resolved", 0),
-            ("mid", "open", 10),
-            ("new", "open", 20),
+            ("old", Status::Resolved, 0),
+            ("mid", Status::Active, 10),
+            ("new", Status::Active, 20),
         ] {
             let mut row = summary(id, status, minutes);
             row.severity = (id != "new").then(|| "SEV1".to_owned());
-            store.append(id, vec![1], Some(row)).await.expect("append");
+            store
+                .append(doc_id(id), vec![1], Some(row))
+                .await
+                .expect("append");
         }
         // A document without a summary is not listed.
         store
-            .append("unindexed", vec![9], None)
+            .append(doc_id("unindexed"), vec![9], None)
             .await
             .expect("append");
 
         let ids = |list: Vec<IncidentSummary>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
         let all = store.list(&ListFilter::default()).await.expect("list");
-        assert_eq!(all[2].status, "resolved");
+        assert_eq!(all[2].status, Some(Status::Resolved));
         assert_eq!(all[2].severity.as_deref(), Some("SEV1"));
-        assert_eq!(ids(all), ["new", "mid", "old"]);
+        let [new, mid, old] = ["new", "mid", "old"].map(doc_id);
+        assert_eq!(ids(all), [new, mid, old]);
         let open = ListFilter {
-            status: Some("open".into()),
+            status: Some(Status::Active),
             ..ListFilter::default()
         };
-        assert_eq!(ids(store.list(&open).await.expect("list")), ["new", "mid"]);
+        assert_eq!(ids(store.list(&open).await.expect("list")), [new, mid]);
         let newest = ListFilter {
             limit: Some(2),
             ..ListFilter::default()
         };
-        assert_eq!(
-            ids(store.list(&newest).await.expect("list")),
-            ["new", "mid"]
-        );
+        assert_eq!(ids(store.list(&newest).await.expect("list")), [new, mid]);
         let one_open = ListFilter {
-            status: Some("open".into()),
+            status: Some(Status::Active),
             limit: Some(1),
             ..ListFilter::default()
         };
-        assert_eq!(ids(store.list(&one_open).await.expect("list")), ["new"]);
+        assert_eq!(ids(store.list(&one_open).await.expect("list")), [new]);
         let open_sev1 = ListFilter {
-            status: Some("open".into()),
+            status: Some(Status::Active),
             severity: Some("SEV1".into()),
             ..ListFilter::default()
         };
-        assert_eq!(ids(store.list(&open_sev1).await.expect("list")), ["mid"]);
+        assert_eq!(ids(store.list(&open_sev1).await.expect("list")), [mid]);
         let none = ListFilter {
-            status: Some("declared".into()),
+            status: Some(Status::Declared),
             ..ListFilter::default()
         };
         assert_eq!(store.list(&none).await, Ok(vec![]));
@@ -891,29 +965,32 @@ pub(crate) mod conformance {
     }
 
     pub(crate) async fn summary_is_upserted_with_append(store: &dyn Store) {
-        let mut first = summary("inc", "open", 5);
+        let mut first = summary("inc", Status::Active, 5);
         first.number = Some(7);
         store
-            .append("inc", vec![1], Some(first.clone()))
+            .append(doc_id("inc"), vec![1], Some(first.clone()))
             .await
             .expect("append");
-        assert_eq!(store.summary("inc").await, Ok(Some(first.clone())));
+        assert_eq!(store.summary(doc_id("inc")).await, Ok(Some(first.clone())));
 
         // No summary: the index row is left alone.
-        store.append("inc", vec![2], None).await.expect("append");
-        assert_eq!(store.summary("inc").await, Ok(Some(first.clone())));
+        store
+            .append(doc_id("inc"), vec![2], None)
+            .await
+            .expect("append");
+        assert_eq!(store.summary(doc_id("inc")).await, Ok(Some(first.clone())));
 
         // Timestamps keep microseconds and drop nanoseconds, the same in every backend.
         let mut second = first.clone();
-        second.status = "resolved".into();
+        second.status = Some(Status::Resolved);
         second.severity = Some("sev3".into());
         second.updated_at = at(30) + Duration::nanoseconds(123_456_789);
         store
-            .append("inc", vec![3], Some(second.clone()))
+            .append(doc_id("inc"), vec![3], Some(second.clone()))
             .await
             .expect("append");
         let stored = store
-            .summary("inc")
+            .summary(doc_id("inc"))
             .await
             .expect("summary")
             .expect("indexed");
@@ -924,14 +1001,18 @@ pub(crate) mod conformance {
 
     pub(crate) async fn mismatched_summary_writes_nothing(store: &dyn Store) {
         let result = store
-            .append("real", vec![1], Some(summary("other", "open", 0)))
+            .append(
+                doc_id("real"),
+                vec![1],
+                Some(summary("other", Status::Active, 0)),
+            )
             .await;
         assert!(
             matches!(result, Err(StoreError::Conflict(_))),
             "got {result:?}"
         );
-        assert_eq!(store.load("real").await, Ok(None));
-        assert_eq!(store.summary("other").await, Ok(None));
+        assert_eq!(store.load(doc_id("real")).await, Ok(None));
+        assert_eq!(store.summary(doc_id("other")).await, Ok(None));
     }
 
     pub(crate) async fn failing_item_does_not_fail_its_batch(store: &dyn Store) {
@@ -940,7 +1021,7 @@ pub(crate) mod conformance {
             .await
             .expect("create");
         // Issued together so that a batching backend commits them in one transaction.
-        let appends = join_all((0..20u8).map(|i| store.append("mixed", vec![i], None)));
+        let appends = join_all((0..20u8).map(|i| store.append(doc_id("mixed"), vec![i], None)));
         let conflict = store.create_token("taken", Scope::Admin, "ff66");
         let fresh = store.create_token("fresh", Scope::Admin, "0077");
         let (appends, conflict, fresh) = tokio::join!(appends, conflict, fresh);
@@ -952,40 +1033,54 @@ pub(crate) mod conformance {
         for append in appends {
             append.expect("an independent append in the same batch succeeds");
         }
-        assert_eq!(must_load(store, "mixed").await.chunks.len(), 20);
+        assert_eq!(must_load(store, doc_id("mixed")).await.chunks.len(), 20);
         assert_eq!(store.token_by_hash("ff66").await, Ok(None));
         assert_eq!(store.token_count().await, Ok(2));
     }
 
     pub(crate) async fn delete_removes_chunks_and_index(store: &dyn Store) {
         store
-            .append("gone", vec![1], Some(summary("gone", "open", 0)))
+            .append(
+                doc_id("gone"),
+                vec![1],
+                Some(summary("gone", Status::Active, 0)),
+            )
             .await
             .expect("append");
-        store.append("gone", vec![2], None).await.expect("append");
         store
-            .append("kept", vec![3], Some(summary("kept", "open", 1)))
+            .append(doc_id("gone"), vec![2], None)
             .await
             .expect("append");
-        assert_eq!(store.delete("gone").await, Ok(true));
-        assert_eq!(store.delete("gone").await, Ok(false));
-        assert_eq!(store.load("gone").await, Ok(None));
-        assert_eq!(store.summary("gone").await, Ok(None));
+        store
+            .append(
+                doc_id("kept"),
+                vec![3],
+                Some(summary("kept", Status::Active, 1)),
+            )
+            .await
+            .expect("append");
+        assert_eq!(store.delete(doc_id("gone")).await, Ok(true));
+        assert_eq!(store.delete(doc_id("gone")).await, Ok(false));
+        assert_eq!(store.load(doc_id("gone")).await, Ok(None));
+        assert_eq!(store.summary(doc_id("gone")).await, Ok(None));
         let listed = store.list(&ListFilter::default()).await.expect("list");
-        assert_eq!(listed, vec![summary("kept", "open", 1)]);
-        assert_eq!(must_load(store, "kept").await.chunks, vec![vec![3]]);
+        assert_eq!(listed, vec![summary("kept", Status::Active, 1)]);
+        assert_eq!(must_load(store, doc_id("kept")).await.chunks, vec![vec![3]]);
     }
 
     pub(crate) async fn closed_store_is_unavailable(store: &dyn Store) {
-        store.append("before", vec![1], None).await.expect("append");
+        store
+            .append(doc_id("before"), vec![1], None)
+            .await
+            .expect("append");
         store.close().await.expect("close");
         store.close().await.expect("closing twice is harmless");
         assert!(matches!(
-            store.append("after", vec![2], None).await,
+            store.append(doc_id("after"), vec![2], None).await,
             Err(StoreError::Unavailable(_))
         ));
         assert!(matches!(
-            store.load("before").await,
+            store.load(doc_id("before")).await,
             Err(StoreError::Unavailable(_))
         ));
         assert!(matches!(

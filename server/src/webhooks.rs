@@ -247,7 +247,7 @@ impl Webhooks {
                 endpoint: e.name.clone(),
                 event_id: id.to_owned(),
                 kind: event.name().to_owned(),
-                doc: doc.to_string(),
+                doc,
                 payload: payload.clone(),
                 not_before,
                 coalesce: coalesce.clone(),

@@ -12,20 +12,21 @@ mod insights;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use chrono::{DateTime, NaiveDate, Utc};
-use incident_doc::Incident;
+use chrono::{DateTime, Utc};
 use incident_doc::analytics::{self, Facts, Filter};
 use serde::Deserialize;
 
-use super::{AppState, authenticate, bearer};
+use super::{AppState, QueryParams, authenticate, bearer, status_filter};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
+use crate::input::parse_moment;
 use crate::store::{IncidentSummary, ListFilter};
+use crate::wire::DocumentId;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -40,7 +41,7 @@ type Cached = (DateTime<Utc>, Arc<Facts>);
 /// Rows already computed, by incident id.
 #[derive(Default)]
 struct FactsCache {
-    rows: Mutex<HashMap<String, Cached>>,
+    rows: Mutex<HashMap<DocumentId, Cached>>,
 }
 
 impl FactsCache {
@@ -53,14 +54,14 @@ impl FactsCache {
 
     fn put(&self, summary: &IncidentSummary, facts: Arc<Facts>) {
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-        rows.insert(summary.id.clone(), (summary.updated_at, facts));
+        rows.insert(summary.id, (summary.updated_at, facts));
     }
 
     /// Forgets incidents that are no longer listed (deleted), so the cache stays as large as the index.
     fn retain(&self, listed: &[IncidentSummary]) {
-        let ids: std::collections::HashSet<&str> = listed.iter().map(|s| s.id.as_str()).collect();
+        let ids: std::collections::HashSet<DocumentId> = listed.iter().map(|s| s.id).collect();
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-        rows.retain(|id, _| ids.contains(id.as_str()));
+        rows.retain(|id, _| ids.contains(id));
     }
 }
 
@@ -87,13 +88,7 @@ struct AnalyticsQuery {
 
 impl AnalyticsQuery {
     fn filter(&self) -> Result<Filter, ApiError> {
-        if let Some(status) = &self.status
-            && status.parse::<incident_doc::schema::Status>().is_err()
-        {
-            return Err(ApiError::BadRequest(format!(
-                "unknown status {status:?} (expected declared, active, mitigated, resolved or closed)"
-            )));
-        }
+        let status = self.status.as_deref().map(status_filter).transpose()?;
         Ok(Filter {
             from: self
                 .from
@@ -101,7 +96,7 @@ impl AnalyticsQuery {
                 .map(|v| moment("from", v))
                 .transpose()?,
             to: self.to.as_deref().map(|v| moment("to", v)).transpose()?,
-            status: self.status.clone(),
+            status: status.map(|s| s.as_str().to_owned()),
             template: self.template.clone(),
             include_drills: self.include_drills,
         })
@@ -133,18 +128,11 @@ impl AnalyticsQuery {
 
 /// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC); 400 naming the parameter otherwise.
 fn moment(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "{name}={value:?} is neither an RFC 3339 time nor a date like 2026-11-25"
-            ))
-        })
+    parse_moment(value).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{name}={value:?} is neither an RFC 3339 time nor a date like 2026-11-25"
+        ))
+    })
 }
 
 /// The rows that pass `filter`, oldest declaration first (then by id), computing those not cached.
@@ -152,13 +140,16 @@ async fn facts(
     state: &AppState,
     cache: &FactsCache,
     filter: &Filter,
-) -> Result<Vec<Arc<Facts>>, ApiError> {
+) -> Result<Vec<Facts>, ApiError> {
     let listed = state.store.list(&ListFilter::default()).await?;
     cache.retain(&listed);
     let mut rows = Vec::new();
     for summary in &listed {
         // The index already knows these two; no need to read documents that fail them.
-        if filter.status.as_ref().is_some_and(|s| *s != summary.status)
+        if filter
+            .status
+            .as_deref()
+            .is_some_and(|s| s != summary.status_name())
             || filter
                 .template
                 .as_ref()
@@ -169,7 +160,7 @@ async fn facts(
         let row = match cache.get(summary) {
             Some(row) => row,
             None => {
-                let Some(row) = compute(state, &summary.id).await? else {
+                let Some(row) = compute(state, summary.id).await? else {
                     continue;
                 };
                 cache.put(summary, row.clone());
@@ -185,18 +176,17 @@ async fn facts(
             .cmp(&b.declared_at)
             .then_with(|| a.id.cmp(&b.id))
     });
-    Ok(rows)
+    Ok(rows.iter().map(|r| Facts::clone(r)).collect())
 }
 
 /// One incident's row from its stored document; `None` if it vanished meanwhile or cannot be read (logged: one
 /// damaged document must not hide every other incident from the analysis).
-async fn compute(state: &AppState, id: &str) -> Result<Option<Arc<Facts>>, ApiError> {
+async fn compute(state: &AppState, id: DocumentId) -> Result<Option<Arc<Facts>>, ApiError> {
     let Some(stored) = state.store.load(id).await? else {
         return Ok(None);
     };
-    let id = id.to_owned();
     let row = tokio::task::spawn_blocking(move || {
-        let mut incident = match Incident::load(&stored.chunks.concat()) {
+        let mut incident = match stored.incident() {
             Ok(incident) => incident,
             Err(e) => {
                 tracing::error!(incident = %id, error = %e, "left out of analytics: unreadable document");
@@ -205,7 +195,7 @@ async fn compute(state: &AppState, id: &str) -> Result<Option<Arc<Facts>>, ApiEr
         };
         let view = incident.view();
         let record = incident.record(None);
-        Some(Arc::new(Facts::new(&id, &view, &record)))
+        Some(Arc::new(Facts::new(&id.to_string(), &view, &record)))
     })
     .await
     .map_err(|_| ApiError::Internal)?;
@@ -233,9 +223,8 @@ async fn rows(
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,
     headers: HeaderMap,
-    query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     reader(&state, &headers, &query).await?;
     let filter = query.filter()?;
     let format = query.format.as_deref().unwrap_or("csv");
@@ -248,11 +237,7 @@ async fn rows(
             )));
         }
     };
-    let rows: Vec<Facts> = facts(&state, &cache, &filter)
-        .await?
-        .iter()
-        .map(|r| Facts::clone(r))
-        .collect();
+    let rows = facts(&state, &cache, &filter).await?;
     let body = if format == "csv" {
         analytics::csv(&rows)
     } else {
@@ -274,9 +259,8 @@ async fn insights(
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,
     headers: HeaderMap,
-    query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     reader(&state, &headers, &query).await?;
     if query.format.is_some() {
         return Err(ApiError::BadRequest(
@@ -284,11 +268,7 @@ async fn insights(
         ));
     }
     let filter = query.filter()?;
-    let rows: Vec<Facts> = facts(&state, &cache, &filter)
-        .await?
-        .iter()
-        .map(|r| Facts::clone(r))
-        .collect();
+    let rows = facts(&state, &cache, &filter).await?;
     let html = insights::page(&rows, &query.describe());
     Ok((
         [

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::incidents::{editor, handle};
-use super::{AppState, JsonBody};
+use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 
@@ -252,10 +252,10 @@ async fn deliveries(
     identity: Identity,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<QueryParams<LogQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(Scope::Admin, "read webhook deliveries")?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let QueryParams(query) = query?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest(

@@ -1,20 +1,22 @@
 //! Incident routes: declare, list, read, export (now or at a past moment), append to the timeline, apply typed
 //! operations, delete.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use incident_doc::{Declaration, Editor, Incident, IncidentView, Operation, Template};
+use incident_doc::{Declaration, Editor, Incident, Operation, Template};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, JsonBody, archive};
+use super::{AppState, JsonBody, QueryParams, status_filter};
 use crate::auth::{Identity, Scope};
 use crate::document::{Command, DocHandle};
 use crate::error::ApiError;
+use crate::export::{self, Format};
+use crate::input::parse_incident;
 use crate::store::{IncidentSummary, ListFilter};
 use crate::wire::DocumentId;
 
@@ -52,9 +54,7 @@ struct Declare {
 }
 
 fn parse_id(id: &str) -> Result<DocumentId, ApiError> {
-    id.parse::<DocumentId>()
-        .or_else(|_| DocumentId::parse_url(id))
-        .map_err(|_| ApiError::NotFound)
+    parse_incident(id).ok_or(ApiError::NotFound)
 }
 
 pub(super) async fn handle(state: &AppState, id: &str) -> Result<DocHandle, ApiError> {
@@ -168,18 +168,14 @@ struct ListQuery {
 /// A row of the list; `templates` tell drills apart (the drill flag comes from the template, and the index keeps
 /// the template id).
 fn list_row(s: &IncidentSummary, templates: &[Template]) -> Value {
-    let url =
-        s.id.parse::<DocumentId>()
-            .map(|d| d.url())
-            .unwrap_or_default();
     json!({
         "id": s.id,
-        "url": url,
+        "url": s.id.url(),
         "number": s.number,
         "title": s.title,
         "template": s.template,
         "drill": templates.iter().any(|t| t.id == s.template && t.drill),
-        "status": s.status,
+        "status": s.status_name(),
         "severity": s.severity,
         "createdAt": s.created_at,
         "updatedAt": s.updated_at,
@@ -190,21 +186,15 @@ fn list_row(s: &IncidentSummary, templates: &[Template]) -> Value {
 async fn list(
     identity: Identity,
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<QueryParams<ListQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(Scope::Read, "list incidents")?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    if let Some(status) = &query.status
-        && status.parse::<incident_doc::schema::Status>().is_err()
-    {
-        return Err(ApiError::BadRequest(format!(
-            "unknown status {status:?} (expected declared, active, mitigated, resolved or closed)"
-        )));
-    }
+    let QueryParams(query) = query?;
+    let status = query.status.as_deref().map(status_filter).transpose()?;
     let rows = state
         .store
         .list(&ListFilter {
-            status: query.status,
+            status,
             severity: query.severity,
             limit: query.limit,
         })
@@ -212,15 +202,6 @@ async fn list(
     Ok(Json(
         json!({"incidents": rows.iter().map(|row| list_row(row, &state.templates)).collect::<Vec<_>>() }),
     ))
-}
-
-pub(super) fn with_ids(id: DocumentId, view: &IncidentView) -> Value {
-    let mut value = serde_json::to_value(view).unwrap_or_else(|_| json!({}));
-    if let Some(map) = value.as_object_mut() {
-        map.insert("id".into(), json!(id.to_string()));
-        map.insert("url".into(), json!(id.url()));
-    }
-    value
 }
 
 /// `GET /api/incidents/{id}`: the JSON export plus id and URL.
@@ -237,7 +218,18 @@ async fn read(
         .run(&handle, |incident| Ok(incident.view()))
         .await?;
     view.mark_stale(Utc::now());
-    Ok(Json(with_ids(doc_id, &view)))
+    Ok(Json(export::with_ids(doc_id, &view)))
+}
+
+/// Parses the `at=` of an export: an RFC 3339 time, or 400 saying what is expected.
+fn parse_at(at: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(at)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "at={at:?} is not an RFC 3339 time such as 2026-11-25T04:00:00Z ({e})"
+            ))
+        })
 }
 
 /// Query of the export route.
@@ -255,41 +247,28 @@ async fn export_doc(
     identity: Identity,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<QueryParams<ExportQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Read, "export incidents")?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let format = query.format.unwrap_or_else(|| "markdown".into());
-    let content_type = match format.as_str() {
-        "markdown" | "postmortem" => "text/markdown; charset=utf-8",
-        "html" => "text/html; charset=utf-8",
-        "json" => "application/json",
-        "automerge" => "application/octet-stream",
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown format {other:?} (expected markdown, html, json, automerge or postmortem)"
-            )));
-        }
+    let QueryParams(query) = query?;
+    let format = match &query.format {
+        Some(name) => name.parse::<Format>()?,
+        None => Format::Markdown,
     };
-    let at = query.at.as_deref().map(archive::parse_at).transpose()?;
+    let at = query.at.as_deref().map(parse_at).transpose()?;
     let handle = handle(&state, &id).await?;
     let doc_id = handle.id;
-    let kind = format.clone();
     let body = state
         .reads
         .run(&handle, move |incident| {
-            archive::render(incident, doc_id, &kind, at)
+            Ok(export::render(incident, doc_id, format, at)?)
         })
         .await?;
-    let extension = match format.as_str() {
-        "markdown" => "md",
-        "postmortem" => "postmortem.md",
-        other => other,
-    };
+    let extension = format.extension();
     let disposition = format!("inline; filename=\"incident-{doc_id}.{extension}\"");
     Ok((
         [
-            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_TYPE, format.content_type().to_owned()),
             (header::CONTENT_DISPOSITION, disposition),
             (header::CONTENT_SECURITY_POLICY, EXPORT_POLICY.to_owned()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
@@ -303,7 +282,7 @@ async fn export_doc(
 /// through could run no script, load nothing (no image: a remote one is a tracking pixel that reports who read the
 /// incident), no frame or plugin, and submit no form; only the export's own inline stylesheet applies. With
 /// `nosniff`, no browser takes a Markdown or JSON export for HTML. The page carries the same policy in a `<meta>`
-/// (`export::HTML_POLICY`) for when it is saved and opened as a file.
+/// (`incident_doc::export::HTML_POLICY`) for when it is saved and opened as a file.
 const EXPORT_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; \
      base-uri 'none'; frame-ancestors 'none'; sandbox";
 
@@ -378,7 +357,7 @@ async fn delete(
     if let Some(handle) = state.registry.evict(doc_id) {
         let _ = handle.send(Command::Close).await;
     }
-    if state.store.delete(&doc_id.to_string()).await? {
+    if state.store.delete(doc_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)

@@ -2,7 +2,7 @@
 //! records that it went out (see `incident_doc::update`).
 
 use automerge::ChangeHash;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,11 +13,11 @@ use incident_doc::update::{UpdateFormat, status_update};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::archive;
 use super::incidents::{editor, handle};
-use super::{AppState, JsonBody};
+use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
+use crate::export;
 
 /// The response header listing the heads (comma-separated hex) an update describes; pass them back when marking
 /// it sent, so the next update's "what changed" starts exactly where this one ended.
@@ -42,10 +42,10 @@ async fn render(
     identity: Identity,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<UpdateQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<QueryParams<UpdateQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Read, "read incidents")?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let QueryParams(query) = query?;
     let (format, content_type) = match query.format.as_deref().unwrap_or("text") {
         "text" => (UpdateFormat::Text, "text/plain; charset=utf-8"),
         "markdown" => (UpdateFormat::Markdown, "text/markdown; charset=utf-8"),
@@ -71,7 +71,7 @@ async fn render(
                         incident.heads_at(last.at)
                     };
                     Some(match heads {
-                        Some(heads) => archive::fork_at(incident, &heads)?.view(),
+                        Some(heads) => export::fork_at(incident, &heads)?.view(),
                         None => view.clone(),
                     })
                 }

@@ -4,7 +4,7 @@
 //! incident number and the id comes back on import. The Automerge file is the whole document with its history:
 //! importing it stores exactly those bytes, so the restored incident has the same heads, and every point-in-time
 //! read and history listing works on it as before. The other formats are the HTTP exports, rendered by the same
-//! code.
+//! code (`crate::export`).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -12,63 +12,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, Utc};
-use clap::ValueEnum;
+use chrono::{DateTime, Utc};
 use incident_doc::Incident;
 use incident_doc::schema::Status;
 
-use crate::api::archive::render;
 use crate::document::summary_row;
+use crate::export::{Format, render};
+use crate::input::{parse_incident, parse_moment};
 use crate::store::{ListFilter, Store};
 use crate::wire::DocumentId;
 
-/// A file format of `commandpost export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(super) enum Format {
-    /// The Automerge document with its whole history (what `import` restores).
-    Automerge,
-    /// The Markdown export.
-    Markdown,
-    /// The HTML export.
-    Html,
-    /// The JSON read model.
-    Json,
-    /// The postmortem draft (Markdown).
-    Postmortem,
-}
-
-impl Format {
-    /// The `format=` name of the HTTP export, which renders the same bytes.
-    fn name(self) -> &'static str {
-        match self {
-            Format::Automerge => "automerge",
-            Format::Markdown => "markdown",
-            Format::Html => "html",
-            Format::Json => "json",
-            Format::Postmortem => "postmortem",
-        }
-    }
-
-    fn extension(self) -> &'static str {
-        match self {
-            Format::Automerge => "automerge",
-            Format::Markdown => "md",
-            Format::Html => "html",
-            Format::Json => "json",
-            Format::Postmortem => "postmortem.md",
-        }
-    }
-}
-
 /// `--since`: a date (midnight UTC) or an RFC 3339 time.
 pub(super) fn parse_since(value: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+    parse_moment(value)
         .ok_or_else(|| format!("{value:?} is neither a date like 2026-11-25 nor an RFC 3339 time"))
 }
 
@@ -90,7 +46,7 @@ pub(super) async fn export(
     request: &ExportRequest,
 ) -> anyhow::Result<usize> {
     let filter = ListFilter {
-        status: (!request.all).then(|| Status::Closed.as_str().to_owned()),
+        status: (!request.all).then_some(Status::Closed),
         ..ListFilter::default()
     };
     let mut listed = store.list(&filter).await?;
@@ -102,15 +58,13 @@ pub(super) async fn export(
     let mut written = 0;
     for summary in &listed {
         // Deleted since the listing: nothing to export.
-        let Some(stored) = store.load(&summary.id).await? else {
+        let id = summary.id;
+        let Some(stored) = store.load(id).await? else {
             progress.tick(0);
             continue;
         };
-        let id: DocumentId = summary
-            .id
-            .parse()
-            .map_err(|_| anyhow::anyhow!("the index holds an invalid id {:?}", summary.id))?;
-        let mut incident = Incident::load(&stored.chunks.concat())
+        let mut incident = stored
+            .incident()
             .with_context(|| format!("incident {id} cannot be read"))?;
         let stem = match summary.number {
             Some(n) => format!("{n:05}-{id}"),
@@ -118,7 +72,7 @@ pub(super) async fn export(
         };
         let mut bytes = 0;
         for format in &request.formats {
-            let body = render(&mut incident, id, format.name(), None)
+            let body = render(&mut incident, id, *format, None)
                 .with_context(|| format!("rendering incident {id} as {}", format.name()))?;
             let path = request.out.join(format!("{stem}.{}", format.extension()));
             write_atomically(&path, &body)?;
@@ -218,27 +172,21 @@ pub(super) async fn import(
         file.display()
     );
     let id = match id {
-        Some(id) => parse_id(id).with_context(|| format!("{id:?} is not a document id"))?,
+        Some(id) => parse_incident(id).with_context(|| format!("{id:?} is not a document id"))?,
         None => id_from_name(file).unwrap_or_else(DocumentId::random),
     };
     anyhow::ensure!(
-        store.load(&id.to_string()).await?.is_none(),
+        store.load(id).await?.is_none(),
         "incident {id} already exists; delete it first or import under another --id"
     );
     let summary = summary_row(id, &incident.headline(), chrono::Utc::now());
-    store.append(&id.to_string(), bytes, Some(summary)).await?;
+    store.append(id, bytes, Some(summary)).await?;
     Ok(id)
-}
-
-fn parse_id(text: &str) -> Option<DocumentId> {
-    text.parse()
-        .ok()
-        .or_else(|| DocumentId::parse_url(text).ok())
 }
 
 /// The id in `00465-<id>.automerge` or `incident-<id>.automerge`.
 fn id_from_name(file: &Path) -> Option<DocumentId> {
     let name = file.file_name()?.to_str()?;
     let stem = name.split('.').next()?;
-    parse_id(stem.rsplit('-').next()?)
+    parse_incident(stem.rsplit('-').next()?)
 }

@@ -276,8 +276,8 @@ impl Core {
         // Other nodes' changes must not complete a peer's held-back ones unjudged (nor be saved as if stored).
         self.isolate_held(None);
         let before = self.incident.doc_mut().get_heads();
-        let merged: usize = stored.chunks.iter().map(Vec::len).sum();
-        self.stored_bytes = self.stored_bytes.saturating_sub(self.appended_since_seen) + merged;
+        self.stored_bytes =
+            self.stored_bytes.saturating_sub(self.appended_since_seen) + stored.size();
         self.appended_since_seen = 0;
         for chunk in &stored.chunks {
             self.incident
@@ -809,10 +809,10 @@ pub(crate) fn summary_row(
     now: DateTime<Utc>,
 ) -> IncidentSummary {
     IncidentSummary {
-        id: id.to_string(),
+        id,
         title: headline.title.clone(),
         template: headline.template.clone(),
-        status: headline.status.clone().unwrap_or_default(),
+        status: headline.status.as_deref().and_then(|s| s.parse().ok()),
         severity: headline.severity.clone(),
         number: headline.number,
         created_at: headline.created_at.unwrap_or(now),

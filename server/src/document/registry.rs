@@ -69,15 +69,14 @@ impl Registry {
         if let Some(handle) = self.lookup(id) {
             return Ok(Some(handle));
         }
-        let Some(stored) = self.inner.store.load(&id.to_string()).await? else {
+        let Some(stored) = self.inner.store.load(id).await? else {
             return Ok(None);
         };
         // Loading a long document takes tens of milliseconds (BENCHMARKS.md): off the async workers, like the
         // heavy reads, so that any token's first read of a stored incident holds up no connection.
         let upto = stored.upto;
         let (incident, size) = tokio::task::spawn_blocking(move || {
-            let bytes: Vec<u8> = stored.chunks.concat();
-            Incident::load(&bytes).map(|incident| (incident, bytes.len()))
+            stored.incident().map(|incident| (incident, stored.size()))
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("document {id}: loading it panicked: {e}")))?
@@ -174,7 +173,7 @@ impl Registry {
                 };
                 match notice {
                     Ok(ChunkNotice::Appended { doc, .. }) => {
-                        if let Some(handle) = doc.parse().ok().and_then(|id| registry.lookup(id)) {
+                        if let Some(handle) = registry.lookup(doc) {
                             handle.refresh();
                         }
                     }

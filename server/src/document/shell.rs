@@ -60,7 +60,7 @@ pub(super) async fn commit(
     let queued = !deliveries.is_empty();
     let started = Instant::now();
     let result = store
-        .append_with(&doc.to_string(), chunk, Some(summary), deliveries)
+        .append_with(doc, chunk, Some(summary), deliveries)
         .await;
     metrics.storage_append.observe(started.elapsed());
     let chunk = result?;
@@ -206,7 +206,7 @@ impl Shell {
     async fn catch_up(&mut self) -> Result<bool, StoreError> {
         let stored = self
             .store
-            .load_after(&self.core.id().to_string(), self.core.seen())
+            .load_after(self.core.id(), self.core.seen())
             .await?;
         let changed = self.core.merge_stored(stored)?;
         self.deliver();
@@ -219,11 +219,7 @@ impl Shell {
         self.catch_up().await?;
         let (snapshot, upto) = self.core.compaction();
         let len = snapshot.len();
-        match self
-            .store
-            .compact(&self.core.id().to_string(), snapshot, upto)
-            .await
-        {
+        match self.store.compact(self.core.id(), snapshot, upto).await {
             Ok(()) => self.core.compacted(len),
             // Compaction is an optimisation: the chunks are still there, so a failure loses nothing.
             Err(e) => warn!(error = %e, "compaction failed"),

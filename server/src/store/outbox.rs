@@ -11,6 +11,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::wire::DocumentId;
+
 /// One event queued for one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDelivery {
@@ -21,7 +23,7 @@ pub struct NewDelivery {
     /// The event type (`incident.declared`, …), for the log.
     pub kind: String,
     /// The incident the event is about.
-    pub doc: String,
+    pub doc: DocumentId,
     /// The event as JSON; endpoints that want another shape get it rendered at delivery.
     pub payload: String,
     /// Not sent before this moment (debounced events wait for the edits to settle).
@@ -138,7 +140,7 @@ pub struct DeliveryRecord {
     /// The event type.
     pub kind: String,
     /// The incident.
-    pub incident: String,
+    pub incident: DocumentId,
     /// Where it stands.
     pub state: DeliveryState,
     /// Attempts started so far.
@@ -172,13 +174,14 @@ pub(crate) mod cases {
 
     use super::{Attempt, DeliveryState, NewDelivery, Next};
     use crate::store::Store;
+    use crate::store::conformance::doc_id;
 
     fn event(endpoint: &str, id: &str, minutes: i64) -> NewDelivery {
         NewDelivery {
             endpoint: endpoint.into(),
             event_id: id.into(),
             kind: "incident.statusChanged".into(),
-            doc: "doc-1".into(),
+            doc: doc_id("doc-1"),
             payload: format!("{{\"id\":\"{id}\"}}"),
             not_before: Utc
                 .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
@@ -197,7 +200,7 @@ pub(crate) mod cases {
             .expect("a valid time");
         store
             .append_with(
-                "doc-1",
+                doc_id("doc-1"),
                 vec![1, 2, 3],
                 None,
                 vec![

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
+use incident_doc::schema::Status;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
@@ -49,8 +50,10 @@ use tokio::sync::broadcast;
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
     ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord,
+    status_from_column,
 };
 use crate::auth::Scope;
+use crate::wire::DocumentId;
 
 /// The schema migrations of `server/migrations/`, embedded at compile time so the binary needs no files.
 static MIGRATOR: Migrator = sqlx::migrate!();
@@ -186,12 +189,15 @@ impl PostgresStore {
     ///
     /// Everything that writes a document's chunks starts here, before drawing a chunk id, so the writes to
     /// one document commit in the order of their ids (see the module documentation).
-    async fn lock_doc(&self, doc: &str) -> Result<Transaction<'static, Postgres>, StoreError> {
+    async fn lock_doc(
+        &self,
+        doc: DocumentId,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.pool().await?.begin().await.map_err(db_error)?;
         // A hash collision between two documents only makes their writes wait for each other.
         sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
             .bind(DOC_LOCK_CLASS)
-            .bind(doc)
+            .bind(doc.to_string())
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
@@ -203,7 +209,7 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn append_with(
         &self,
-        doc: &str,
+        doc: DocumentId,
         chunk: Vec<u8>,
         summary: Option<IncidentSummary>,
         deliveries: Vec<NewDelivery>,
@@ -212,7 +218,7 @@ impl Store for PostgresStore {
         let mut tx = self.lock_doc(doc).await?;
         let id: i64 =
             sqlx::query_scalar("INSERT INTO chunks (doc, data) VALUES ($1, $2) RETURNING id")
-                .bind(doc)
+                .bind(doc.to_string())
                 .bind(chunk)
                 .fetch_one(&mut *tx)
                 .await
@@ -311,12 +317,16 @@ impl Store for PostgresStore {
         rows.iter().map(delivery_from_row).collect()
     }
 
-    async fn load_after(&self, doc: &str, after: ChunkId) -> Result<Option<Stored>, StoreError> {
+    async fn load_after(
+        &self,
+        doc: DocumentId,
+        after: ChunkId,
+    ) -> Result<Option<Stored>, StoreError> {
         // One statement reads one snapshot, so `upto` matches `chunks` exactly; and since writes to a
         // document commit in id order, the snapshot holds a prefix of the document's chunks above `after`.
         let rows: Vec<(i64, Vec<u8>)> =
             sqlx::query_as("SELECT id, data FROM chunks WHERE doc = $1 AND id > $2 ORDER BY id")
-                .bind(doc)
+                .bind(doc.to_string())
                 .bind(after.0)
                 .fetch_all(self.pool().await?)
                 .await
@@ -342,11 +352,16 @@ impl Store for PostgresStore {
     /// - A compaction of an earlier load that runs after one of a later load finds nothing at or below
     ///   its `upto` (the later snapshot sits at a larger id) and does nothing; in the other order, the
     ///   later snapshot replaces the earlier one, which it covers.
-    async fn compact(&self, doc: &str, snapshot: Vec<u8>, upto: ChunkId) -> Result<(), StoreError> {
+    async fn compact(
+        &self,
+        doc: DocumentId,
+        snapshot: Vec<u8>,
+        upto: ChunkId,
+    ) -> Result<(), StoreError> {
         let mut tx = self.lock_doc(doc).await?;
         let newest_covered: Option<i64> =
             sqlx::query_scalar("SELECT MAX(id) FROM chunks WHERE doc = $1 AND id <= $2")
-                .bind(doc)
+                .bind(doc.to_string())
                 .bind(upto.0)
                 .fetch_one(&mut *tx)
                 .await
@@ -363,7 +378,7 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?;
         sqlx::query("DELETE FROM chunks WHERE doc = $1 AND id < $2")
-            .bind(doc)
+            .bind(doc.to_string())
             .bind(keep)
             .execute(&mut *tx)
             .await
@@ -371,16 +386,16 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn delete(&self, doc: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, doc: DocumentId) -> Result<bool, StoreError> {
         let mut tx = self.lock_doc(doc).await?;
         let chunks = sqlx::query("DELETE FROM chunks WHERE doc = $1")
-            .bind(doc)
+            .bind(doc.to_string())
             .execute(&mut *tx)
             .await
             .map_err(db_error)?
             .rows_affected();
         let index = sqlx::query("DELETE FROM incidents WHERE id = $1")
-            .bind(doc)
+            .bind(doc.to_string())
             .execute(&mut *tx)
             .await
             .map_err(db_error)?
@@ -389,12 +404,12 @@ impl Store for PostgresStore {
         Ok(chunks + index > 0)
     }
 
-    async fn summary(&self, doc: &str) -> Result<Option<IncidentSummary>, StoreError> {
+    async fn summary(&self, doc: DocumentId) -> Result<Option<IncidentSummary>, StoreError> {
         sqlx::query(
             "SELECT id, title, template, status, severity, number, created_at, updated_at
              FROM incidents WHERE id = $1",
         )
-        .bind(doc)
+        .bind(doc.to_string())
         .fetch_optional(self.pool().await?)
         .await
         .map_err(db_error)?
@@ -413,7 +428,7 @@ impl Store for PostgresStore {
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR severity = $2)
              ORDER BY created_at DESC, id LIMIT $3",
         )
-        .bind(&filter.status)
+        .bind(filter.status.map(Status::as_str))
         .bind(&filter.severity)
         .bind(limit)
         .fetch_all(self.pool().await?)
@@ -619,7 +634,7 @@ fn parse_notice(payload: &str, own_node: &str) -> Option<ChunkNotice> {
         return None;
     }
     Some(ChunkNotice::Appended {
-        doc: doc.to_owned(),
+        doc: doc.parse().ok()?,
         id: ChunkId(id.parse().ok()?),
     })
 }
@@ -636,10 +651,10 @@ async fn upsert_summary(
              severity = excluded.severity, number = excluded.number,
              created_at = excluded.created_at, updated_at = excluded.updated_at",
     )
-    .bind(&summary.id)
+    .bind(summary.id.to_string())
     .bind(&summary.title)
     .bind(&summary.template)
-    .bind(&summary.status)
+    .bind(summary.status_name())
     .bind(&summary.severity)
     .bind(summary.number)
     .bind(to_micros(summary.created_at))
@@ -683,7 +698,7 @@ async fn queue_deliveries(
         .bind(&d.endpoint)
         .bind(&d.event_id)
         .bind(&d.kind)
-        .bind(&d.doc)
+        .bind(d.doc.to_string())
         .bind(&d.coalesce)
         .bind(&d.payload)
         .bind(to_micros(d.not_before))
@@ -707,7 +722,7 @@ fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord, StoreError> {
         id: row.try_get(0).map_err(db_error)?,
         event_id: row.try_get(1).map_err(db_error)?,
         kind: row.try_get(2).map_err(db_error)?,
-        incident: row.try_get(3).map_err(db_error)?,
+        incident: id_column(row, 3).map_err(db_error)?,
         attempts: u32::try_from(attempts).unwrap_or(0),
         created_at: row.try_get(6).map_err(db_error)?,
         next_attempt_at: next.filter(|_| state == DeliveryState::Pending),
@@ -729,14 +744,23 @@ fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
 /// updated_at`.
 fn summary_from_row(row: &PgRow) -> Result<IncidentSummary, sqlx::Error> {
     Ok(IncidentSummary {
-        id: row.try_get(0)?,
+        id: id_column(row, 0)?,
         title: row.try_get(1)?,
         template: row.try_get(2)?,
-        status: row.try_get(3)?,
+        status: status_from_column(row.try_get(3)?),
         severity: row.try_get(4)?,
         number: row.try_get(5)?,
         created_at: row.try_get(6)?,
         updated_at: row.try_get(7)?,
+    })
+}
+
+/// Reads a document id stored as its text; text that is no id means corruption.
+fn id_column(row: &PgRow, index: usize) -> Result<DocumentId, sqlx::Error> {
+    let text: String = row.try_get(index)?;
+    text.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: index.to_string(),
+        source: Box::new(e),
     })
 }
 
@@ -807,6 +831,7 @@ mod tests {
     use sqlx::{AssertSqlSafe, PgConnection};
 
     use super::*;
+    use crate::store::conformance::doc_id;
 
     /// The database the tests use unless `COMMANDPOST_TEST_DATABASE_URL` names another: the local
     /// PostgreSQL of the development machines and CI, with trust authentication.
@@ -964,14 +989,14 @@ mod tests {
         let (a, schema) = fresh();
         let (a, b) = (Arc::new(a), Arc::new(schema.open()));
         for round in 0..ROUNDS {
-            let doc = format!("doc-{round}");
+            let doc = doc_id(&format!("doc-{round}"));
             let done = Arc::new(AtomicBool::new(false));
             let reader = {
-                let (a, done, doc) = (Arc::clone(&a), Arc::clone(&done), doc.clone());
+                let (a, done) = (Arc::clone(&a), Arc::clone(&done));
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
                     while !done.load(Ordering::Acquire) {
-                        if let Some(stored) = a.load(&doc).await.expect("load") {
+                        if let Some(stored) = a.load(doc).await.expect("load") {
                             seen.push(stored);
                         }
                     }
@@ -980,8 +1005,8 @@ mod tests {
             };
             let writes = |store: &Arc<PostgresStore>, node: u8| {
                 join_all((0..PER_NODE).map(|i| {
-                    let (store, doc) = (Arc::clone(store), doc.clone());
-                    async move { store.append(&doc, vec![node, i], None).await }
+                    let store = Arc::clone(store);
+                    async move { store.append(doc, vec![node, i], None).await }
                 }))
             };
             let (from_a, from_b) = tokio::join!(writes(&a, 0), writes(&b, 1));
@@ -990,7 +1015,7 @@ mod tests {
                 id.expect("append");
             }
             let seen = reader.await.expect("the reader task");
-            let last = a.load(&doc).await.expect("load").expect("stored");
+            let last = a.load(doc).await.expect("load").expect("stored");
             assert_eq!(last.chunks.len(), 2 * usize::from(PER_NODE));
             assert!(!seen.is_empty());
             // Every load saw the chunks that come first in the final order, with no gap: within a
@@ -1014,7 +1039,7 @@ mod tests {
         let (a, schema) = fresh();
         let (a, b) = (Arc::new(a), Arc::new(schema.open()));
         let mut doc = AutoCommit::new();
-        a.append("doc", change(&mut doc, "title", "race"), None)
+        a.append(doc_id("doc"), change(&mut doc, "title", "race"), None)
             .await
             .expect("append");
         let done = Arc::new(AtomicBool::new(false));
@@ -1025,10 +1050,14 @@ mod tests {
             tokio::spawn(async move {
                 let mut rounds = 0;
                 while !done.load(Ordering::Acquire) || rounds == 0 {
-                    let stored = store.load("doc").await.expect("load").expect("stored");
+                    let stored = store
+                        .load(doc_id("doc"))
+                        .await
+                        .expect("load")
+                        .expect("stored");
                     let snapshot = rebuild(&stored).save();
                     store
-                        .compact("doc", snapshot, stored.upto)
+                        .compact(doc_id("doc"), snapshot, stored.upto)
                         .await
                         .expect("compact");
                     rounds += 1;
@@ -1039,7 +1068,7 @@ mod tests {
         let compactors = [compactor(Arc::clone(&a)), compactor(Arc::clone(&b))];
         for i in 0..CHANGES {
             let node = if i % 2 == 0 { &a } else { &b };
-            node.append("doc", change(&mut doc, &format!("k{i}"), "v"), None)
+            node.append(doc_id("doc"), change(&mut doc, &format!("k{i}"), "v"), None)
                 .await
                 .expect("append");
         }
@@ -1047,7 +1076,7 @@ mod tests {
         for task in compactors {
             assert!(task.await.expect("a compactor") > 0);
         }
-        let stored = a.load("doc").await.expect("load").expect("stored");
+        let stored = a.load(doc_id("doc")).await.expect("load").expect("stored");
         let mut loaded = rebuild(&stored);
         for i in 0..CHANGES {
             assert!(
@@ -1065,7 +1094,7 @@ mod tests {
         // Nothing listens on port 1: connecting is refused, and retried until the acquire timeout.
         let store = PostgresStore::open("postgres://postgres@127.0.0.1:1/test").expect("open");
         let started = Instant::now();
-        let (ping, append) = tokio::join!(store.ping(), store.append("doc", vec![1], None));
+        let (ping, append) = tokio::join!(store.ping(), store.append(doc_id("doc"), vec![1], None));
         let elapsed = started.elapsed();
         assert!(matches!(ping, Err(StoreError::Unavailable(_))), "{ping:?}");
         assert!(
@@ -1107,7 +1136,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_killed_by_a_restart_are_replaced() {
         let (store, schema) = fresh();
-        store.append("doc", vec![1], None).await.expect("append");
+        store
+            .append(doc_id("doc"), vec![1], None)
+            .await
+            .expect("append");
         // The connection goes back to the pool in the background.
         tokio::time::timeout(Duration::from_secs(5), async {
             while store.pool.num_idle() == 0 {
@@ -1125,10 +1157,13 @@ mod tests {
         ))
         .expect("terminate the store's sessions");
         store.ping().await.expect("ping on a new connection");
-        store.append("doc", vec![2], None).await.expect("append");
+        store
+            .append(doc_id("doc"), vec![2], None)
+            .await
+            .expect("append");
         assert_eq!(
             store
-                .load("doc")
+                .load(doc_id("doc"))
                 .await
                 .expect("load")
                 .expect("stored")

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use incident_doc::schema::Status;
 use rusqlite::types::Type;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
@@ -41,8 +42,12 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
-use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord};
+use super::{
+    ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord,
+    status_from_column,
+};
 use crate::auth::Scope;
+use crate::wire::DocumentId;
 
 /// The database file's name inside the data directory.
 const DB_FILE: &str = "commandpost.db";
@@ -242,13 +247,13 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn append_with(
         &self,
-        doc: &str,
+        doc: DocumentId,
         chunk: Vec<u8>,
         summary: Option<IncidentSummary>,
         deliveries: Vec<NewDelivery>,
     ) -> Result<ChunkId, StoreError> {
         super::refuse_foreign_summary(doc, summary.as_ref())?;
-        let doc = doc.to_owned();
+        let doc = doc.to_string();
         self.write(move |conn| {
             let id = conn
                 .prepare_cached("INSERT INTO chunks (doc, data) VALUES (?1, ?2)")
@@ -357,8 +362,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn load_after(&self, doc: &str, after: ChunkId) -> Result<Option<Stored>, StoreError> {
-        let doc = doc.to_owned();
+    async fn load_after(
+        &self,
+        doc: DocumentId,
+        after: ChunkId,
+    ) -> Result<Option<Stored>, StoreError> {
+        let doc = doc.to_string();
         self.read(move |conn| {
             // One statement reads one consistent snapshot, so `upto` matches `chunks` exactly.
             let mut select = conn
@@ -383,8 +392,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn compact(&self, doc: &str, snapshot: Vec<u8>, upto: ChunkId) -> Result<(), StoreError> {
-        let doc = doc.to_owned();
+    async fn compact(
+        &self,
+        doc: DocumentId,
+        snapshot: Vec<u8>,
+        upto: ChunkId,
+    ) -> Result<(), StoreError> {
+        let doc = doc.to_string();
         self.write(move |conn| {
             let newest_covered: Option<i64> = conn
                 .prepare_cached("SELECT MAX(id) FROM chunks WHERE doc = ?1 AND id <= ?2")
@@ -407,8 +421,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete(&self, doc: &str) -> Result<bool, StoreError> {
-        let doc = doc.to_owned();
+    async fn delete(&self, doc: DocumentId) -> Result<bool, StoreError> {
+        let doc = doc.to_string();
         self.write(move |conn| {
             let chunks = conn
                 .execute("DELETE FROM chunks WHERE doc = ?1", [&doc])
@@ -421,8 +435,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn summary(&self, doc: &str) -> Result<Option<IncidentSummary>, StoreError> {
-        let doc = doc.to_owned();
+    async fn summary(&self, doc: DocumentId) -> Result<Option<IncidentSummary>, StoreError> {
+        let doc = doc.to_string();
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT id, title, template, status, severity, number, created_at, updated_at
@@ -435,7 +449,7 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentSummary>, StoreError> {
-        let status = filter.status.clone();
+        let status = filter.status.map(Status::as_str);
         let severity = filter.severity.clone();
         // SQLite reads a negative limit as "no limit".
         let limit = filter
@@ -992,10 +1006,10 @@ fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), St
     )
     .and_then(|mut upsert| {
         upsert.execute(params![
-            summary.id,
+            summary.id.to_string(),
             summary.title,
             summary.template,
-            summary.status,
+            summary.status_name(),
             summary.severity,
             summary.number,
             summary.created_at.timestamp_micros(),
@@ -1041,7 +1055,7 @@ fn queue_deliveries(conn: &Connection, deliveries: &[NewDelivery]) -> Result<(),
                 d.endpoint,
                 d.event_id,
                 d.kind,
-                d.doc,
+                d.doc.to_string(),
                 d.coalesce,
                 d.payload,
                 now,
@@ -1069,7 +1083,7 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         id: row.get(0)?,
         event_id: row.get(1)?,
         kind: row.get(2)?,
-        incident: row.get(3)?,
+        incident: id_column(row, 3)?,
         attempts: row.get(5)?,
         created_at: time_column(row, 6)?,
         next_attempt_at: time(7)?.filter(|_| state == DeliveryState::Pending),
@@ -1085,10 +1099,10 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
 /// updated_at`.
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
     Ok(IncidentSummary {
-        id: row.get(0)?,
+        id: id_column(row, 0)?,
         title: row.get(1)?,
         template: row.get(2)?,
-        status: row.get(3)?,
+        status: status_from_column(&row.get::<_, String>(3)?),
         severity: row.get(4)?,
         number: row.get(5)?,
         created_at: time_column(row, 6)?,
@@ -1110,6 +1124,13 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
             .map(|micros| micros_to_time(3, micros))
             .transpose()?,
     })
+}
+
+/// Reads a document id stored as its text; text that is no id means corruption.
+fn id_column(row: &Row<'_>, index: usize) -> rusqlite::Result<DocumentId> {
+    row.get::<_, String>(index)?
+        .parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
 }
 
 /// Reads a timestamp stored as microseconds since the Unix epoch.
@@ -1169,6 +1190,7 @@ mod tests {
     use tokio::time::timeout;
 
     use super::*;
+    use crate::store::conformance::doc_id;
 
     /// A fresh store in its own temporary directory, which must outlive it.
     fn fresh() -> (SqliteStore, TempDir) {
@@ -1223,16 +1245,13 @@ mod tests {
 
     fn spawn_appends(
         store: &Arc<SqliteStore>,
-        doc: &str,
+        doc: DocumentId,
         n: usize,
     ) -> Vec<TaskHandle<Result<ChunkId, StoreError>>> {
         (0..n)
             .map(|i| {
                 let store = Arc::clone(store);
-                let doc = doc.to_owned();
-                tokio::spawn(
-                    async move { store.append(&doc, i.to_le_bytes().to_vec(), None).await },
-                )
+                tokio::spawn(async move { store.append(doc, i.to_le_bytes().to_vec(), None).await })
             })
             .collect()
     }
@@ -1244,7 +1263,7 @@ mod tests {
         let before = store.commit_stats();
 
         let (release, parker) = park_writer(&store).await;
-        let appends = spawn_appends(&store, "shared", 300);
+        let appends = spawn_appends(&store, doc_id("shared"), 300);
         until_queued(&store, 300).await;
         release.send(()).expect("the writer is parked");
         parker
@@ -1265,7 +1284,7 @@ mod tests {
         assert_eq!(stats.failed_transactions, 0);
         assert_eq!(
             store
-                .load("shared")
+                .load(doc_id("shared"))
                 .await
                 .expect("load")
                 .expect("stored")
@@ -1286,14 +1305,14 @@ mod tests {
         let before = store.commit_stats();
 
         let (release, parker) = park_writer(&store).await;
-        let first = spawn_appends(&store, "doc", 10);
+        let first = spawn_appends(&store, doc_id("doc"), 10);
         until_queued(&store, 10).await;
         let conflicting = {
             let store = Arc::clone(&store);
             tokio::spawn(async move { store.create_token("taken", Scope::Admin, "bb").await })
         };
         until_queued(&store, 11).await;
-        let second = spawn_appends(&store, "doc", 10);
+        let second = spawn_appends(&store, doc_id("doc"), 10);
         until_queued(&store, 21).await;
         drop(release);
         parker
@@ -1321,7 +1340,7 @@ mod tests {
         assert_eq!(stats.operations - before.operations, 22);
         assert_eq!(
             store
-                .load("doc")
+                .load(doc_id("doc"))
                 .await
                 .expect("load")
                 .expect("stored")
@@ -1336,13 +1355,16 @@ mod tests {
     async fn reads_do_not_wait_for_the_writer() {
         let (store, _dir) = fresh();
         let store = Arc::new(store);
-        store.append("doc", vec![1], None).await.expect("append");
+        store
+            .append(doc_id("doc"), vec![1], None)
+            .await
+            .expect("append");
         let (release, parker) = park_writer(&store).await;
-        let pending = spawn_appends(&store, "doc", 1);
+        let pending = spawn_appends(&store, doc_id("doc"), 1);
         until_queued(&store, 1).await;
 
         // The writer holds a write transaction open; reads still answer, with the committed state.
-        let stored = timeout(Duration::from_secs(2), store.load("doc"))
+        let stored = timeout(Duration::from_secs(2), store.load(doc_id("doc")))
             .await
             .expect("a read does not wait for the writer")
             .expect("load")
@@ -1367,7 +1389,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
         let (release, parker) = park_writer(&store).await;
-        let appends = spawn_appends(&store, "doc", 50);
+        let appends = spawn_appends(&store, doc_id("doc"), 50);
         until_queued(&store, 50).await;
 
         let closer = Arc::clone(&store);
@@ -1380,7 +1402,10 @@ mod tests {
         })
         .await
         .expect("close takes effect");
-        assert_eq!(store.append("late", vec![1], None).await, Err(closed()));
+        assert_eq!(
+            store.append(doc_id("late"), vec![1], None).await,
+            Err(closed())
+        );
         assert!(!closing.is_finished(), "close waits for the queued writes");
 
         drop(release);
@@ -1399,7 +1424,7 @@ mod tests {
         let reopened = SqliteStore::open(dir.path()).expect("reopen");
         assert_eq!(
             reopened
-                .load("doc")
+                .load(doc_id("doc"))
                 .await
                 .expect("load")
                 .expect("stored")
@@ -1416,7 +1441,7 @@ mod tests {
         let thread = lock(&store.writer).take().expect("the writer thread");
         let (release, parker) = park_writer(&store).await;
         // Its caller gives up waiting, but the write is queued and still happens.
-        let abandoned = spawn_appends(&store, "doc", 1);
+        let abandoned = spawn_appends(&store, doc_id("doc"), 1);
         until_queued(&store, 1).await;
         for task in &abandoned {
             task.abort();
@@ -1432,7 +1457,7 @@ mod tests {
         let reopened = SqliteStore::open(dir.path()).expect("reopen");
         assert_eq!(
             reopened
-                .load("doc")
+                .load(doc_id("doc"))
                 .await
                 .expect("load")
                 .expect("stored")
@@ -1445,10 +1470,10 @@ mod tests {
     async fn data_survives_reopening() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let summary = IncidentSummary {
-            id: "inc-1".into(),
+            id: doc_id("inc-1"),
             title: "Payments failing".into(),
             template: "outage".into(),
-            status: "open".into(),
+            status: Some(Status::Active),
             severity: Some("sev1".into()),
             number: Some(1),
             created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456)
@@ -1461,28 +1486,38 @@ mod tests {
             assert_eq!(store.next_incident_number().await, Ok(1));
             assert_eq!(store.next_incident_number().await, Ok(2));
             store
-                .append("inc-1", vec![1, 2], Some(summary.clone()))
+                .append(doc_id("inc-1"), vec![1, 2], Some(summary.clone()))
                 .await
                 .expect("append");
-            let upto = store.append("inc-1", vec![3], None).await.expect("append");
-            store.append("inc-1", vec![4], None).await.expect("append");
+            let upto = store
+                .append(doc_id("inc-1"), vec![3], None)
+                .await
+                .expect("append");
             store
-                .compact("inc-1", vec![9, 9], upto)
+                .append(doc_id("inc-1"), vec![4], None)
+                .await
+                .expect("append");
+            store
+                .compact(doc_id("inc-1"), vec![9, 9], upto)
                 .await
                 .expect("compact");
             store
                 .create_token("ops", Scope::Admin, "abcd")
                 .await
                 .expect("create token");
-            let stored = store.load("inc-1").await.expect("load").expect("stored");
+            let stored = store
+                .load(doc_id("inc-1"))
+                .await
+                .expect("load")
+                .expect("stored");
             store.close().await.expect("close");
             stored
         };
         assert_eq!(stored.chunks, vec![vec![9, 9], vec![4]]);
 
         let store = SqliteStore::open(dir.path()).expect("reopen");
-        assert_eq!(store.load("inc-1").await, Ok(Some(stored)));
-        assert_eq!(store.summary("inc-1").await, Ok(Some(summary)));
+        assert_eq!(store.load(doc_id("inc-1")).await, Ok(Some(stored)));
+        assert_eq!(store.summary(doc_id("inc-1")).await, Ok(Some(summary)));
         assert_eq!(store.next_incident_number().await, Ok(3));
         let token = store
             .token_by_hash("abcd")
@@ -1492,12 +1527,15 @@ mod tests {
         assert_eq!((token.name.as_str(), token.scope), ("ops", Scope::Admin));
 
         // Without a clean close: an acknowledged write is on disk the moment it is acknowledged.
-        store.append("inc-2", vec![5], None).await.expect("append");
+        store
+            .append(doc_id("inc-2"), vec![5], None)
+            .await
+            .expect("append");
         drop(store);
         let store = SqliteStore::open(dir.path()).expect("reopen after drop");
         assert_eq!(
             store
-                .load("inc-2")
+                .load(doc_id("inc-2"))
                 .await
                 .expect("load")
                 .expect("stored")
@@ -1580,10 +1618,13 @@ mod tests {
         let data = root.path().join("data");
         let parked = root.path().join("parked");
         let store = SqliteStore::open(&data).expect("open");
-        store.append("doc", vec![1], None).await.expect("append");
+        store
+            .append(doc_id("doc"), vec![1], None)
+            .await
+            .expect("append");
         assert_eq!(
             store
-                .load("doc")
+                .load(doc_id("doc"))
                 .await
                 .expect("load")
                 .expect("stored")
@@ -1596,7 +1637,7 @@ mod tests {
         fs::rename(&data, &parked).expect("move the data directory away");
         fs::write(&data, b"not a directory").expect("put a file in its place");
         for attempt in 0..2 {
-            let result = store.append("doc", vec![2], None).await;
+            let result = store.append(doc_id("doc"), vec![2], None).await;
             assert!(
                 matches!(result, Err(StoreError::Unavailable(_))),
                 "attempt {attempt}: {result:?}"
@@ -1611,7 +1652,7 @@ mod tests {
             Err(StoreError::Unavailable(_))
         ));
         assert!(matches!(
-            store.load("doc").await,
+            store.load(doc_id("doc")).await,
             Err(StoreError::Unavailable(_))
         ));
         assert!(store.commit_stats().failed_transactions >= 4);
@@ -1621,13 +1662,13 @@ mod tests {
         fs::rename(&parked, &data).expect("restore the data directory");
         store.ping().await.expect("ping after recovery");
         store
-            .append("doc", vec![3], None)
+            .append(doc_id("doc"), vec![3], None)
             .await
             .expect("append after recovery");
         assert_eq!(store.next_incident_number().await, Ok(1));
         assert_eq!(
             store
-                .load("doc")
+                .load(doc_id("doc"))
                 .await
                 .expect("load")
                 .expect("stored")
@@ -1639,7 +1680,7 @@ mod tests {
         let reopened = SqliteStore::open(&data).expect("reopen");
         assert_eq!(
             reopened
-                .load("doc")
+                .load(doc_id("doc"))
                 .await
                 .expect("load")
                 .expect("stored")
@@ -1652,13 +1693,16 @@ mod tests {
     async fn a_deleted_database_is_not_recreated_behind_the_server() {
         let root = tempfile::tempdir().expect("a temporary directory");
         let store = SqliteStore::open(root.path()).expect("open");
-        store.append("doc", vec![1], None).await.expect("append");
+        store
+            .append(doc_id("doc"), vec![1], None)
+            .await
+            .expect("append");
         for suffix in ["", "-wal", "-shm"] {
             let path = root.path().join(format!("{DB_FILE}{suffix}"));
             fs::remove_file(&path).expect("delete a database file");
         }
         for attempt in 0..2 {
-            let result = store.append("doc", vec![2], None).await;
+            let result = store.append(doc_id("doc"), vec![2], None).await;
             assert!(
                 matches!(result, Err(StoreError::Unavailable(_))),
                 "attempt {attempt}: {result:?}"

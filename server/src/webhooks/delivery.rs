@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use incident_doc::Incident;
+use incident_doc::schema::Status;
 use incident_doc::signals::Event;
 use reqwest::header::CONTENT_TYPE;
 use tokio::task::JoinHandle;
@@ -23,7 +24,6 @@ use super::{DeliverySettings, Endpoint, Webhooks, signature};
 use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, Delivery, NewDelivery, Next};
 use crate::store::{ListFilter, Store};
-use crate::wire::DocumentId;
 
 /// How often the outbox is polled for retries that became due (new deliveries wake the task at once).
 const POLL: Duration = Duration::from_secs(1);
@@ -265,18 +265,16 @@ async fn sweep(
         .list(&ListFilter::default())
         .await?
         .into_iter()
-        .filter(|row| row.status != "closed")
+        .filter(|row| row.status != Some(Status::Closed))
         .collect();
     let mut queued: Vec<NewDelivery> = Vec::new();
     for row in open {
-        let Ok(doc) = row.id.parse::<DocumentId>() else {
-            continue;
-        };
-        let Some(stored) = store.load(&row.id).await? else {
+        let doc = row.id;
+        let Some(stored) = store.load(doc).await? else {
             continue;
         };
         let found = tokio::task::spawn_blocking(move || {
-            let mut incident = Incident::load(&stored.chunks.concat()).ok()?;
+            let mut incident = stored.incident().ok()?;
             let stale = stale_events(&incident, now);
             Some((incident.signals(), stale))
         })
@@ -321,6 +319,7 @@ mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
     use crate::webhooks::Format;
+    use crate::wire::DocumentId;
 
     /// A drill (30-minute cadence on the summary and detailed status) declared at `t0`, its summary refreshed 20
     /// minutes later.

@@ -319,38 +319,8 @@ fn per_week(out: &mut String, rows: &[Facts]) {
         all.dedup();
         all
     };
-    let weeks: Vec<chrono::NaiveDate> = match (counts.keys().next(), counts.keys().last()) {
-        (Some(first), Some(last)) => {
-            let mut all = Vec::new();
-            let mut week = *first;
-            while week <= *last {
-                all.push(week);
-                week = week + chrono::Days::new(7);
-            }
-            let skip = all.len().saturating_sub(MAX_WEEKS);
-            if skip > 0 {
-                let _ = writeln!(
-                    out,
-                    "<p class=\"pair\">Showing the latest {MAX_WEEKS} weeks of {}.</p>",
-                    all.len()
-                );
-            }
-            all.split_off(skip)
-        }
-        _ => Vec::new(),
-    };
-    if !severities.is_empty() {
-        out.push_str("<p class=\"stats\">");
-        for (i, severity) in severities.iter().enumerate() {
-            let _ = write!(
-                out,
-                "<span style=\"color:{}\">■</span> {} ",
-                PALETTE.get(i).copied().unwrap_or(OTHER),
-                escape(severity)
-            );
-        }
-        out.push_str("</p>\n");
-    }
+    let weeks = weeks_shown(out, &counts);
+    severity_legend(out, &severities);
     svg_open(out, "Stacked bars of incidents per week by severity");
     axes(out);
     let max = weeks
@@ -406,6 +376,50 @@ fn per_week(out: &mut String, rows: &[Facts]) {
         "week starting (UTC); y: incidents declared",
     );
     out.push_str("</svg>\n</figure>\n");
+}
+
+/// Every week from the first with a declaration to the last, empty ones included so that gaps show, at most the
+/// latest [`MAX_WEEKS`] (saying so in `out` when weeks are cut).
+fn weeks_shown<T>(
+    out: &mut String,
+    counts: &BTreeMap<chrono::NaiveDate, T>,
+) -> Vec<chrono::NaiveDate> {
+    match (counts.keys().next(), counts.keys().last()) {
+        (Some(first), Some(last)) => {
+            let mut all = Vec::new();
+            let mut week = *first;
+            while week <= *last {
+                all.push(week);
+                week = week + chrono::Days::new(7);
+            }
+            let skip = all.len().saturating_sub(MAX_WEEKS);
+            if skip > 0 {
+                let _ = writeln!(
+                    out,
+                    "<p class=\"pair\">Showing the latest {MAX_WEEKS} weeks of {}.</p>",
+                    all.len()
+                );
+            }
+            all.split_off(skip)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The colour key of the stacked bars, in the order the bars stack.
+fn severity_legend(out: &mut String, severities: &[&str]) {
+    if !severities.is_empty() {
+        out.push_str("<p class=\"stats\">");
+        for (i, severity) in severities.iter().enumerate() {
+            let _ = write!(
+                out,
+                "<span style=\"color:{}\">■</span> {} ",
+                PALETTE.get(i).copied().unwrap_or(OTHER),
+                escape(severity)
+            );
+        }
+        out.push_str("</p>\n");
+    }
 }
 
 /// Up to five round values from 0 to `max` for a count axis.
