@@ -23,7 +23,7 @@ use crate::ephemeral::Presence;
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, PeerLink};
 use crate::sessions::{Session, Sessions};
-use crate::wire::{self, DocumentId, Message, PeerId, PeerMetadata};
+use wire::{self, DocumentId, Message, PeerId, PeerMetadata};
 
 /// How every server peer id starts (`commandpost-` and random bytes). No client may join under such an id: a peer
 /// that did could send ephemeral messages that look, to other peers, as if the server sent them.

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use incident_doc::{Incident, IncidentView, export};
 use serde_json::{Value, json};
 
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 /// A file format of the export route (`format=`) and of `commandpost export` (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 /// The incident `text` names, by its id or its `automerge:` URL (what the UI shows and clients copy), or `None`:
 /// each caller words its own refusal.

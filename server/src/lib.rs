@@ -41,7 +41,7 @@ use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::wire::PeerId;
+use wire::PeerId;
 
 /// Opens the store the configuration names: PostgreSQL when a database URL is set, else the embedded store.
 ///

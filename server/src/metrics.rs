@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 /// A value that only goes up.
 #[derive(Debug, Default)]
@@ -360,7 +360,7 @@ mod tests {
     use crate::config::Config;
     use crate::document::Registry;
     use crate::store::sqlite::SqliteStore;
-    use crate::wire::PeerId;
+    use wire::PeerId;
 
     /// The actors keep the due times current: a scrape finds the fields of a day-old incident stale, and one fewer
     /// as soon as an edit of one of them is answered.

@@ -110,7 +110,7 @@ mod tests {
     use crate::config::Config;
     use crate::document::Registry;
     use crate::store::sqlite::SqliteStore;
-    use crate::wire::{DocumentId, PeerId};
+    use wire::{DocumentId, PeerId};
 
     /// Far longer than anything here takes on a loaded machine: only a deadlock reaches it.
     const DEADLINE: Duration = Duration::from_secs(30);

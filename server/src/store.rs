@@ -22,8 +22,8 @@ use incident_doc::{Incident, LoadError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
-use crate::wire::DocumentId;
 use outbox::{Attempt, Delivery, DeliveryRecord, NewDelivery};
+use wire::DocumentId;
 
 /// Identifies one stored chunk, so that a compaction can say exactly which chunks its snapshot covers.
 ///
@@ -344,7 +344,7 @@ pub(crate) mod conformance {
 
     use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored};
     use crate::auth::Scope;
-    use crate::wire::DocumentId;
+    use wire::DocumentId;
 
     /// Generates one `#[tokio::test]` per conformance case. `$open` is a function returning a fresh,
     /// empty store and a guard (such as a temporary directory) that must outlive it.

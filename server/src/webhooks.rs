@@ -20,7 +20,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 
 use crate::store::outbox::NewDelivery;
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 /// One receiver of webhooks, as configured under `[[webhooks]]`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

@@ -26,7 +26,7 @@ use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::input::parse_moment;
 use crate::store::{IncidentSummary, ListFilter};
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

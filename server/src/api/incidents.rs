@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::export::{self, Format};
 use crate::input::parse_incident;
 use crate::store::{IncidentSummary, ListFilter};
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -20,7 +20,7 @@ use crate::document::summary_row;
 use crate::export::{Format, render};
 use crate::input::{parse_incident, parse_moment};
 use crate::store::{ListFilter, Store};
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 /// `--since`: a date (midnight UTC) or an RFC 3339 time.
 pub(super) fn parse_since(value: &str) -> Result<DateTime<Utc>, String> {

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 /// One event queued for one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

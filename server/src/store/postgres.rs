@@ -53,7 +53,7 @@ use super::{
     status_from_column,
 };
 use crate::auth::Scope;
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 /// The schema migrations of `server/migrations/`, embedded at compile time so the binary needs no files.
 static MIGRATOR: Migrator = sqlx::migrate!();

@@ -47,7 +47,7 @@ use super::{
     status_from_column,
 };
 use crate::auth::Scope;
-use crate::wire::DocumentId;
+use wire::DocumentId;
 
 /// The database file's name inside the data directory.
 const DB_FILE: &str = "commandpost.db";

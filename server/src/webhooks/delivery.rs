@@ -319,7 +319,7 @@ mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
     use crate::webhooks::Format;
-    use crate::wire::DocumentId;
+    use wire::DocumentId;
 
     /// A drill (30-minute cadence on the summary and detailed status) declared at `t0`, its summary refreshed 20
     /// minutes later.
