@@ -173,38 +173,78 @@ async fn two_hundred_viewers_converge_on_one_editors_typing() -> anyhow::Result<
         pairs == VIEWERS * KEYSTROKES,
         "{pairs} latencies for {VIEWERS} viewers × {KEYSTROKES} keystrokes"
     );
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    println!(
-        "load smoke ({build} build): 1 editor + {VIEWERS} viewers, {KEYSTROKES} keystrokes every {interval:?}"
-    );
-    println!(
-        "  viewers connected and synced in {:.2} s; typing until the server acknowledged the last keystroke took {:.2} s; last viewer converged {:.2} s after the first keystroke",
-        connect_time.as_secs_f64(),
-        typed.took.as_secs_f64(),
-        all_done.as_secs_f64()
-    );
-    println!(
-        "  keystroke → viewer latency over {pairs} pairs: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        millis(percentile(&latencies, 50)),
-        millis(percentile(&latencies, 99)),
-        millis(latencies[pairs - 1])
-    );
-    println!(
-        "  CPU from the first keystroke to convergence: server {cpu_server:.2} s, test process (editor and viewers) {cpu_clients:.2} s"
-    );
-    println!(
-        "  server RSS: {:.1} MiB idle, {:.1} MiB with {VIEWERS} viewers (+{:.1} KiB per viewer), {:.1} MiB after typing, peak {:.1} MiB",
-        mib(rss_idle),
-        mib(rss_watched),
-        rss_watched.saturating_sub(rss_idle) as f64 / VIEWERS as f64,
-        mib(rss_after),
-        mib(rss_peak)
-    );
+    Figures {
+        interval,
+        connect_time,
+        typing: typed.took,
+        all_done,
+        latencies,
+        cpu_server,
+        cpu_clients,
+        rss_kib: [rss_idle, rss_watched, rss_after, rss_peak],
+    }
+    .print();
     Ok(())
+}
+
+/// What a run measured: the figures of `BENCHMARKS.md`.
+struct Figures {
+    /// The typing pace.
+    interval: Duration,
+    /// How long the viewers took to connect and sync.
+    connect_time: Duration,
+    /// From the first keystroke until the server acknowledged the last one.
+    typing: Duration,
+    /// From the first keystroke until the last viewer converged.
+    all_done: Duration,
+    /// Keystroke-to-viewer latencies, sorted, one per viewer and keystroke.
+    latencies: Vec<Duration>,
+    /// CPU seconds the server used from the first keystroke to convergence.
+    cpu_server: f64,
+    /// CPU seconds this process (the editor and the viewers) used meanwhile.
+    cpu_clients: f64,
+    /// The server's resident memory in KiB: idle, with the viewers, after typing, and its peak.
+    rss_kib: [u64; 4],
+}
+
+impl Figures {
+    /// Prints the figures, for `--nocapture` runs.
+    fn print(&self) {
+        let build = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        let (interval, pairs) = (self.interval, self.latencies.len());
+        let [rss_idle, rss_watched, rss_after, rss_peak] = self.rss_kib;
+        println!(
+            "load smoke ({build} build): 1 editor + {VIEWERS} viewers, {KEYSTROKES} keystrokes every {interval:?}"
+        );
+        println!(
+            "  viewers connected and synced in {:.2} s; typing until the server acknowledged the last keystroke took {:.2} s; last viewer converged {:.2} s after the first keystroke",
+            self.connect_time.as_secs_f64(),
+            self.typing.as_secs_f64(),
+            self.all_done.as_secs_f64()
+        );
+        println!(
+            "  keystroke → viewer latency over {pairs} pairs: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            millis(percentile(&self.latencies, 50)),
+            millis(percentile(&self.latencies, 99)),
+            millis(self.latencies[pairs - 1])
+        );
+        println!(
+            "  CPU from the first keystroke to convergence: server {:.2} s, test process (editor and viewers) {:.2} s",
+            self.cpu_server, self.cpu_clients
+        );
+        println!(
+            "  server RSS: {:.1} MiB idle, {:.1} MiB with {VIEWERS} viewers (+{:.1} KiB per viewer), {:.1} MiB after typing, peak {:.1} MiB",
+            mib(rss_idle),
+            mib(rss_watched),
+            rss_watched.saturating_sub(rss_idle) as f64 / VIEWERS as f64,
+            mib(rss_after),
+            mib(rss_peak)
+        );
+    }
 }
 
 /// What the editor did.
