@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use incident_doc::Incident;
-use wire::{DocumentId, Message, PeerId};
+use wire::peer::Event;
+use wire::{DocumentId, PeerId};
 
 use crate::changes::{ChangeSet, bench_actor};
 use crate::latency::Clock;
@@ -50,8 +50,6 @@ pub struct Editor {
     document: DocumentId,
     /// The replica; its actor is a bench actor so viewers time our changes.
     incident: Incident,
-    /// Automerge's record of what the server has.
-    state: sync::State,
     /// Stamps changes.
     clock: Clock,
     /// The name on timeline entries.
@@ -76,14 +74,12 @@ impl Editor {
     ) -> anyhow::Result<Editor> {
         let me = PeerId::from(format!("bench-editor-{index}-{}", DocumentId::random()));
         let link = Link::connect(endpoint, me, traffic).await?;
-        let request = seed.is_none();
         let mut incident = seed.unwrap_or_else(|| Incident::empty(None));
         incident.doc_mut().set_actor(bench_actor(index));
         let mut editor = Editor {
             link,
             document,
             incident,
-            state: sync::State::new(),
             clock,
             name: endpoint
                 .author
@@ -92,16 +88,7 @@ impl Editor {
             made: ChangeSet::default(),
             entry: None,
         };
-        let first = editor
-            .incident
-            .doc_mut()
-            .sync()
-            .generate_sync_message(&mut editor.state)
-            .context("a new sync state always has a first message")?;
-        editor
-            .link
-            .send_sync(document, first.encode(), request)
-            .await?;
+        // Our first message: `request` from an empty replica, `sync` carrying a seed (see `Peer::wrap`).
         editor.settle().await.context("opening the document")?;
         Ok(editor)
     }
@@ -121,7 +108,7 @@ impl Editor {
     /// Whether the server's last word on its heads equals ours (and we hold something).
     fn in_step(&mut self) -> bool {
         let ours = self.incident.doc_mut().get_heads();
-        !ours.is_empty() && self.state.their_heads.as_deref() == Some(ours.as_slice())
+        !ours.is_empty() && self.link.peer().their_heads(self.document) == Some(ours.as_slice())
     }
 
     /// Types one keystroke at our place: one change, stamped now, sent at once.
@@ -203,17 +190,9 @@ impl Editor {
 
     /// Sends the server whatever it lacks.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
-        while let Some(message) = self
-            .incident
-            .doc_mut()
-            .sync()
-            .generate_sync_message(&mut self.state)
-        {
-            self.link
-                .send_sync(self.document, message.encode(), false)
-                .await?;
-        }
-        Ok(())
+        self.link
+            .flush(self.document, self.incident.doc_mut())
+            .await
     }
 
     /// Waits for the next message from the server and applies it (other editors' keystrokes, acknowledgements).
@@ -233,24 +212,20 @@ impl Editor {
 
     /// The next message from the server, unapplied. Cancel-safe, unlike [`Editor::receive`], so it can race a
     /// timer in `select!`; hand what it returns to [`Editor::handle`].
-    pub async fn next_message(&mut self) -> anyhow::Result<Message> {
+    pub async fn next_message(&mut self) -> anyhow::Result<Event> {
         self.link.recv().await
     }
 
     /// Applies one message from the server and answers it.
-    pub async fn handle(&mut self, message: Message) -> anyhow::Result<()> {
-        match message {
-            Message::Sync { data, .. } => {
-                let message = sync::Message::decode(&data).context("decoding a sync message")?;
-                self.incident
-                    .doc_mut()
-                    .sync()
-                    .receive_sync_message(&mut self.state, message)
+    pub async fn handle(&mut self, event: Event) -> anyhow::Result<()> {
+        match event {
+            Event::Sync { document, message } if document == self.document => {
+                self.link
+                    .peer_mut()
+                    .apply(document, self.incident.doc_mut(), message)
                     .context("applying a sync message")?;
                 self.flush().await
             }
-            Message::DocUnavailable { .. } => bail!("the server says the document is unavailable"),
-            Message::Error { message } => bail!("the server sent an error: {message}"),
             // Presence and heads gossip are none of the benchmark's business.
             _ => Ok(()),
         }

@@ -1,13 +1,13 @@
 //! commandpost-bench: a load generator for automerge-repo sync servers, built to measure commandpost and to compare
 //! it with automerge-repo's own sync server on the same machine.
 //!
-//! Peers speak the automerge-repo protocol over real WebSockets through the shared [`wire`] codec: editors are full
-//! Automerge replicas ([`editor`]), viewers are lean peers that follow a document without holding one
-//! ([`viewer`]). The [`scenario`]s (war room, trace replay, join storm, many incidents) measure edit latency from
-//! an editor's commit to every viewer ([`latency`]), throughput, bytes, and the server's CPU and memory from
-//! `/proc` ([`process`]), and check that every replica converges. [`target`] hides how each kind of server wants
-//! documents created; [`report`] turns results into the tables of BENCHMARKS.md. [`ack_cost`] measures, with
-//! Automerge alone, what one acknowledgement costs a server replica as history grows.
+//! Peers speak the automerge-repo protocol over real WebSockets ([`link`]) through the shared client peer,
+//! [`wire::peer::Peer`]: editors are full Automerge replicas ([`editor`]), viewers are lean peers that follow a
+//! document without holding one ([`viewer`]). The [`scenario`]s (war room, trace replay, join storm, many
+//! incidents) measure edit latency from an editor's commit to every viewer ([`latency`]), throughput, bytes, and the
+//! server's CPU and memory from `/proc` ([`process`]), and check that every replica converges. [`target`] hides how
+//! each kind of server wants documents created; [`report`] turns results into the tables of BENCHMARKS.md.
+//! [`ack_cost`] measures, with Automerge alone, what one acknowledgement costs a server replica as history grows.
 
 pub mod ack_cost;
 pub mod changes;

@@ -1,11 +1,12 @@
-//! One peer's WebSocket to a sync server: the automerge-repo handshake, then frames in and out through the shared
-//! [`wire`] codec, with byte counts for the report.
+//! One peer's WebSocket to a sync server, speaking through the shared sans-IO peer ([`wire::peer::Peer`]: the
+//! handshake, sync state, what each frame means) and counting bytes for the report.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use automerge::AutoCommit;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -15,7 +16,8 @@ use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wire::{DocumentId, Message, PeerId, PeerMetadata};
+use wire::peer::{Event, Peer};
+use wire::{DocumentId, PeerId};
 
 /// How long connecting and the handshake may take. Generous: a join storm queues hundreds of handshakes on a
 /// two-core machine.
@@ -59,14 +61,12 @@ impl IntoClientRequest for &Endpoint {
     }
 }
 
-/// A joined connection to a sync server.
+/// A joined connection to a sync server: the socket, the shared protocol peer ([`Peer`]) and the byte counts.
 pub struct Link {
     /// The socket.
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Our peer id, the `senderId` of everything we send.
-    me: PeerId,
-    /// The server's peer id, from its `peer` answer.
-    server: PeerId,
+    /// The protocol: our peer id, the server's, and each document's sync state.
+    peer: Peer,
     /// Where byte counts go.
     traffic: Arc<Traffic>,
 }
@@ -88,33 +88,23 @@ impl Link {
         .with_context(|| format!("connecting to {}", endpoint.url))?;
         let mut link = Link {
             socket,
-            server: PeerId::from(""),
-            me,
+            peer: Peer::new(me),
             traffic,
         };
-        link.send(&Message::Join {
-            sender_id: link.me.clone(),
-            supported_protocol_versions: vec![wire::PROTOCOL_VERSION.to_owned()],
-            metadata: Some(PeerMetadata {
-                storage_id: None,
-                is_ephemeral: true,
-            }),
-        })
-        .await?;
+        let join = link.peer.join();
+        link.send(join).await?;
         let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.recv())
             .await
-            .context("no answer to join")??;
+            .context("no answer to join")?
+            .context("joining")?;
         match answer {
-            Message::Peer { sender_id, .. } => link.server = sender_id,
-            Message::Error { message } => bail!("the server refused the join: {message}"),
-            other => bail!("expected peer, got {}", other.message_type()),
+            Event::Joined => Ok(link),
+            other => bail!("expected peer, got {other:?}"),
         }
-        Ok(link)
     }
 
-    /// Sends one message in one binary frame.
-    pub async fn send(&mut self, message: &Message) -> anyhow::Result<()> {
-        let frame = message.encode();
+    /// Sends one frame.
+    async fn send(&mut self, frame: Vec<u8>) -> anyhow::Result<()> {
         self.traffic
             .sent
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -124,35 +114,46 @@ impl Link {
             .context("sending a frame")
     }
 
-    /// Sends an Automerge sync message about `document`: `request` when we do not hold it yet, else `sync`.
+    /// Sends the server whatever our copy `doc` of `document` has that it lacks (see [`Peer::sync`]).
+    pub async fn flush(
+        &mut self,
+        document: DocumentId,
+        doc: &mut AutoCommit,
+    ) -> anyhow::Result<()> {
+        while let Some(frame) = self.peer.sync(document, doc) {
+            self.send(frame).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends an encoded Automerge sync message about `document`, for peers that keep no replica: a `request` when
+    /// it is our first word about a document we do not hold yet, else `sync` (see [`Peer::wrap`]).
     pub async fn send_sync(
         &mut self,
         document: DocumentId,
         data: Vec<u8>,
-        request: bool,
+        holds_nothing: bool,
     ) -> anyhow::Result<()> {
-        let (sender_id, target_id) = (self.me.clone(), self.server.clone());
-        let message = if request {
-            Message::Request {
-                sender_id,
-                target_id,
-                document_id: document,
-                data,
-            }
-        } else {
-            Message::Sync {
-                sender_id,
-                target_id,
-                document_id: document,
-                data,
-            }
-        };
-        self.send(&message).await
+        let frame = self
+            .peer
+            .wrap(document, data, holds_nothing)
+            .context("sending before the handshake")?;
+        self.send(frame).await
     }
 
-    /// The next protocol message; pings and pongs are skipped (the socket library answers pings). A close is an
-    /// error: peers of a benchmark never expect one.
-    pub async fn recv(&mut self) -> anyhow::Result<Message> {
+    /// The protocol state: the server's heads.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The protocol state, to apply what [`Link::recv`] returned.
+    pub fn peer_mut(&mut self) -> &mut Peer {
+        &mut self.peer
+    }
+
+    /// What the server's next frame means; pings and pongs are skipped (the socket library answers pings).
+    /// Cancel-safe. A close, an `error` or `doc-unavailable` is an error: peers of a benchmark never expect one.
+    pub async fn recv(&mut self) -> anyhow::Result<Event> {
         loop {
             let frame = self
                 .socket
@@ -165,7 +166,12 @@ impl Link {
                     self.traffic
                         .received
                         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    return wire::decode(&bytes).context("decoding a frame");
+                    return match self.peer.receive(&bytes)? {
+                        Event::Unavailable(document) => {
+                            bail!("the server says document {document} is unavailable")
+                        }
+                        event => Ok(event),
+                    };
                 }
                 WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
                 WsMessage::Close(frame) => bail!("the server closed the connection: {frame:?}"),

@@ -1,5 +1,6 @@
 //! CPU time and memory of a process, from `/proc/<pid>/stat` and `/proc/<pid>/status` (Linux), for the server
-//! under test and for the load generator itself.
+//! under test and for the load generator itself; the integration tests' load smoke test and bulk export benchmark
+//! read them through here too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +53,11 @@ impl Process {
     /// Resident memory now, in KiB.
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         self.status_kib("VmRSS")
+    }
+
+    /// The largest resident memory over the process's life (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmHWM")
     }
 
     /// A `kB` line of `/proc/<pid>/status`.

@@ -15,7 +15,8 @@ use automerge::sync::{self, ChunkList, Have, MessageFlags, MessageVersion, SyncD
 use automerge::{AutoCommit, Automerge, Change, ChangeHash};
 use incident_doc::Incident;
 use tokio::sync::watch;
-use wire::{DocumentId, Message, PeerId};
+use wire::peer::Event;
+use wire::{DocumentId, PeerId};
 
 use crate::changes::{
     ChangeSet, ChunkKind, advance_heads, chunk_kind, is_bench_actor, split_chunks,
@@ -117,18 +118,17 @@ impl Viewer {
     }
 
     /// Handles one message; returns the heads the server announced in it, if it was a sync message.
-    async fn handle(&mut self, message: Message) -> anyhow::Result<Option<Vec<ChangeHash>>> {
-        match message {
-            Message::Sync { data, .. } => self.apply(&data).await.map(Some),
-            Message::DocUnavailable { .. } => bail!("the server says the document is unavailable"),
-            Message::Error { message } => bail!("the server sent an error: {message}"),
+    async fn handle(&mut self, event: Event) -> anyhow::Result<Option<Vec<ChangeHash>>> {
+        match event {
+            Event::Sync { document, message } if document == self.document => {
+                self.apply(message).await.map(Some)
+            }
             _ => Ok(None),
         }
     }
 
     /// Takes in one sync message: notes every change it carries, then acknowledges.
-    async fn apply(&mut self, data: &[u8]) -> anyhow::Result<Vec<ChangeHash>> {
-        let message = sync::Message::decode(data).context("decoding a sync message")?;
+    async fn apply(&mut self, message: sync::Message) -> anyhow::Result<Vec<ChangeHash>> {
         if message.changes.is_empty() {
             return Ok(message.heads);
         }

@@ -1,13 +1,14 @@
 //! [`Link`]: the browser's side of automerge-repo's protocol with the server, as a sans-IO state machine.
 //!
 //! The page owns the WebSocket and the timers; it tells the link when the socket opened or closed and hands it
-//! every frame, and sends whatever frames the link queues. Keeping the protocol here, in Rust, means the browser
-//! speaks it through the same codec as the server (`wire`), and the whole exchange is testable natively against
-//! an in-memory peer.
+//! every frame, and sends whatever frames the link queues. The protocol itself is the shared [`wire::peer::Peer`],
+//! the same peer the load generator and the tests speak through, over the same codec as the server; the link adds
+//! what only the page needs (an outbox, reconnect backoff, the "saved" status), and the whole exchange is testable
+//! natively against an in-memory server.
 
-use automerge::sync::{self, SyncDoc};
-use automerge::{AutoCommit, ChangeHash};
-use wire::{DocumentId, Message, PROTOCOL_VERSION, PeerId, PeerMetadata};
+use automerge::AutoCommit;
+use wire::peer::{Changed, Event, Peer};
+use wire::{DocumentId, PeerId};
 
 use crate::ClientError;
 
@@ -45,7 +46,7 @@ impl Status {
 #[derive(Debug, Default)]
 pub struct Received {
     /// Heads before and after, when a sync message changed the document.
-    pub changed: Option<(Vec<ChangeHash>, Vec<ChangeHash>)>,
+    pub changed: Option<Changed>,
     /// Presence or other ephemeral data from another peer: (sender, payload).
     pub ephemeral: Option<(PeerId, Vec<u8>)>,
     /// An ephemeral payload from the server itself (a notice, such as a refusal): sent under the peer id the
@@ -53,21 +54,17 @@ pub struct Received {
     pub notice: Option<Vec<u8>>,
 }
 
-/// One document's connection to the server.
+/// One document's connection to the server: the shared protocol peer ([`wire::peer::Peer`]) plus what the page
+/// needs around it (an outbox, reconnect backoff, the status and the last error).
 #[derive(Debug)]
 pub struct Link {
-    /// Our peer id: one per tab, so the server can tell two tabs of one person apart.
-    me: PeerId,
+    /// The protocol: our peer id (one per tab, so the server can tell two tabs of one person apart), the handshake
+    /// and the sync state, fresh for every connection as the server's is.
+    peer: Peer,
     /// The document this link syncs; the server keeps one actor per document.
     document: DocumentId,
-    /// The server's peer id, known once it answered `join`.
-    server: Option<PeerId>,
     /// Whether a socket is open (joined or not).
     open: bool,
-    /// Whether our first message about the document went out on this connection (`request` or `sync`).
-    announced: bool,
-    /// Automerge's record of what the server has; fresh for every connection, as the server's is.
-    sync: sync::State,
     /// Frames for the page to send, in order.
     outbox: Vec<Vec<u8>>,
     /// Failed connection attempts since the last successful handshake.
@@ -80,12 +77,9 @@ impl Link {
     /// A link for `document`, not yet connected.
     pub fn new(me: PeerId, document: DocumentId) -> Link {
         Link {
-            me,
+            peer: Peer::new(me),
             document,
-            server: None,
             open: false,
-            announced: false,
-            sync: sync::State::new(),
             outbox: Vec::new(),
             attempts: 0,
             last_error: None,
@@ -95,23 +89,9 @@ impl Link {
     /// The socket opened: start the handshake.
     pub fn connected(&mut self) {
         self.open = true;
-        self.server = None;
-        self.announced = false;
-        self.sync = sync::State::new();
         self.outbox.clear();
-        self.outbox.push(
-            Message::Join {
-                sender_id: self.me.clone(),
-                supported_protocol_versions: vec![PROTOCOL_VERSION.to_owned()],
-                // The page keeps its copy in IndexedDB but its sync state is per connection, so it says it is
-                // ephemeral: the server need not remember what this tab had.
-                metadata: Some(PeerMetadata {
-                    storage_id: None,
-                    is_ephemeral: true,
-                }),
-            }
-            .encode(),
-        );
+        let join = self.peer.join();
+        self.outbox.push(join);
     }
 
     /// The socket closed (or never opened): forget the connection and say how long to wait before the next try.
@@ -120,7 +100,7 @@ impl Link {
     /// network came back does not reconnect in the same millisecond.
     pub fn disconnected(&mut self, random01: f64) -> f64 {
         self.open = false;
-        self.server = None;
+        self.peer.disconnected();
         self.outbox.clear();
         let ceiling =
             (BACKOFF_BASE_MS * 2f64.powi(self.attempts.min(16) as i32)).min(BACKOFF_CAP_MS);
@@ -136,61 +116,41 @@ impl Link {
 
     /// Handles one binary frame from the server. On an error the page closes the socket; the document is unchanged.
     pub fn receive(&mut self, frame: &[u8], doc: &mut AutoCommit) -> Result<Received, ClientError> {
-        let message = wire::decode(frame)
-            .map_err(|e| self.fail(format!("bad frame from the server: {e}")))?;
+        let event = self
+            .peer
+            .receive(frame)
+            .map_err(|e| self.fail(e.to_string()))?;
         let mut received = Received::default();
-        match message {
-            Message::Peer {
-                sender_id,
-                target_id,
-                selected_protocol_version,
-                ..
-            } => {
-                if target_id != self.me || selected_protocol_version != PROTOCOL_VERSION {
-                    return Err(self.fail(format!(
-                        "the server answered join for {target_id} with protocol {selected_protocol_version:?}"
-                    )));
-                }
-                self.server = Some(sender_id);
+        match event {
+            Event::Joined => {
                 self.attempts = 0;
                 self.last_error = None;
                 self.flush(doc);
             }
-            Message::Sync {
-                document_id, data, ..
-            } if document_id == self.document => {
-                let message = sync::Message::decode(&data)
-                    .map_err(|e| self.fail(format!("bad sync message from the server: {e}")))?;
-                let before = doc.get_heads();
-                doc.sync()
-                    .receive_sync_message(&mut self.sync, message)
-                    .map_err(|e| self.fail(format!("the server's changes do not apply: {e}")))?;
-                let after = doc.get_heads();
-                if before != after {
-                    received.changed = Some((before, after));
-                }
+            Event::Sync { document, message } if document == self.document => {
+                received.changed = self
+                    .peer
+                    .apply(document, doc, message)
+                    .map_err(|e| self.fail(e.to_string()))?;
                 self.flush(doc);
             }
-            Message::DocUnavailable { document_id, .. } if document_id == self.document => {
+            Event::Unavailable(document) if document == self.document => {
                 return Err(self.fail(
                     "the server does not have this incident, or this token may not read it"
                         .to_owned(),
                 ));
             }
-            Message::Ephemeral {
-                sender_id,
-                document_id,
+            Event::Ephemeral {
+                document,
+                sender,
+                from_server,
                 data,
-                ..
-            } if document_id == self.document => {
-                if self.server.as_ref() == Some(&sender_id) {
+            } if document == self.document => {
+                if from_server {
                     received.notice = Some(data);
                 } else {
-                    received.ephemeral = Some((sender_id, data));
+                    received.ephemeral = Some((sender, data));
                 }
-            }
-            Message::Error { message } => {
-                return Err(self.fail(format!("the server refused: {message}")));
             }
             // Messages about other documents, heads gossip and goodbyes need nothing from a one-document link.
             _ => {}
@@ -200,50 +160,16 @@ impl Link {
 
     /// Queues a sync message if the server lacks something we have: call after every local edit.
     pub fn flush(&mut self, doc: &mut AutoCommit) {
-        let Some(server) = self.server.clone() else {
-            return;
-        };
-        let Some(message) = doc.sync().generate_sync_message(&mut self.sync) else {
-            return;
-        };
-        let data = message.encode();
-        // A replica that holds nothing yet asks for the document (the protocol's `request`), so the server may
-        // answer doc-unavailable instead of syncing an empty document into existence.
-        let frame = if !self.announced && doc.get_heads().is_empty() {
-            Message::Request {
-                sender_id: self.me.clone(),
-                target_id: server,
-                document_id: self.document,
-                data,
-            }
-        } else {
-            Message::Sync {
-                sender_id: self.me.clone(),
-                target_id: server,
-                document_id: self.document,
-                data,
-            }
-        };
-        self.announced = true;
-        self.outbox.push(frame.encode());
+        if let Some(frame) = self.peer.sync(self.document, doc) {
+            self.outbox.push(frame);
+        }
     }
 
     /// Queues an ephemeral message (presence) to every other peer of the document, if joined.
     pub fn broadcast(&mut self, session_id: &str, count: u64, data: Vec<u8>) {
-        let Some(server) = self.server.clone() else {
-            return;
-        };
-        self.outbox.push(
-            Message::Ephemeral {
-                sender_id: self.me.clone(),
-                target_id: server,
-                document_id: self.document,
-                session_id: session_id.to_owned(),
-                count,
-                data,
-            }
-            .encode(),
-        );
+        if let Some(frame) = self.peer.ephemeral(self.document, session_id, count, data) {
+            self.outbox.push(frame);
+        }
     }
 
     /// The frames to send now, in order.
@@ -253,12 +179,12 @@ impl Link {
 
     /// Our peer id.
     pub fn peer(&self) -> &PeerId {
-        &self.me
+        self.peer.me()
     }
 
     /// Whether the handshake is done, so ephemeral messages can go out.
     pub fn joined(&self) -> bool {
-        self.server.is_some()
+        self.peer.server().is_some()
     }
 
     /// Where the link stands. `Synced` needs the server's last word to show exactly our heads: the server answers
@@ -267,14 +193,14 @@ impl Link {
         if !self.open {
             return Status::Offline;
         }
-        if self.server.is_none() {
+        if self.peer.server().is_none() {
             return Status::Connecting;
         }
         let mut ours = doc.get_heads();
         ours.sort();
-        match &self.sync.their_heads {
+        match self.peer.their_heads(self.document) {
             Some(theirs) if self.outbox.is_empty() => {
-                let mut theirs = theirs.clone();
+                let mut theirs = theirs.to_vec();
                 theirs.sort();
                 if theirs == ours {
                     Status::Synced

@@ -5,6 +5,7 @@ use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
 use chrono::{DateTime, Utc};
 use incident_doc::{Editor, Incident, Operation, export};
 use wasm_bindgen::prelude::wasm_bindgen;
+use wire::peer::Changed;
 use wire::{DocumentId, PeerId};
 
 use crate::ClientError;
@@ -229,12 +230,16 @@ impl LiveIncident {
     pub fn receive(&mut self, frame: &[u8], now_ms: f64) -> Result<Vec<String>, ClientError> {
         let received = self.link.receive(frame, self.incident.doc_mut())?;
         let mut changed = Vec::new();
-        if let Some((before, after)) = received.changed {
+        if let Some(Changed { before, after }) = received.changed {
             changed = changed_keys(self.incident.doc_mut(), &before, &after);
         }
         // Only the server speaks for the server: a refusal counts when it came under the server's peer id, and
         // what other peers send is presence at most.
-        if let Some(reason) = received.notice.as_deref().and_then(refusal) {
+        if let Some(reason) = received
+            .notice
+            .as_deref()
+            .and_then(|notice| wire::map_text(notice, wire::REFUSED_KEY))
+        {
             self.refused = Some(reason);
             changed.push(REFUSED_KEY.to_owned());
         }
@@ -306,22 +311,6 @@ impl LiveIncident {
 const PRESENCE_KEY: &str = "@presence";
 /// The key `receive` reports when the server reverted one of our changes; `takeRefusal` says why.
 const REFUSED_KEY: &str = "@refused";
-
-/// The reason in the server's `{"refused": reason}` notice, if this is one; call it on notices only (see
-/// [`crate::link::Received::notice`]), never on what other peers send.
-fn refusal(payload: &[u8]) -> Option<String> {
-    let ciborium::Value::Map(entries) = ciborium::from_reader(payload).ok()? else {
-        return None;
-    };
-    entries
-        .into_iter()
-        .find_map(|(key, value)| match (key, value) {
-            (ciborium::Value::Text(key), ciborium::Value::Text(reason)) if key == "refused" => {
-                Some(reason)
-            }
-            _ => None,
-        })
-}
 
 impl LiveIncident {
     /// A live incident around a document already in memory (Rust callers and tests; JavaScript uses `open`).
@@ -853,7 +842,7 @@ mod tests {
     /// A `{"refused": …}` payload as the server sends it.
     fn refusal_payload(reason: &str) -> Vec<u8> {
         let mut payload = Vec::new();
-        let value = ciborium::Value::Map(vec![("refused".into(), reason.into())]);
+        let value = ciborium::Value::Map(vec![(wire::REFUSED_KEY.into(), reason.into())]);
         assert!(ciborium::into_writer(&value, &mut payload).is_ok());
         payload
     }

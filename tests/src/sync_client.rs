@@ -1,9 +1,10 @@
 //! [`SyncClient`]: a Rust automerge-repo peer over a real WebSocket.
 //!
 //! It speaks the wire protocol the stock JavaScript client speaks (a `join` with protocol version "1", then `request`
-//! and `sync` messages carrying Automerge sync messages, one CBOR map per binary frame), using the server's own
-//! sans-IO codec ([`server::wire`]) to encode and decode frames, and the shared document model
-//! ([`incident_doc::Incident`]) to edit, so its edits are exactly those of a browser. It holds one document.
+//! and `sync` messages carrying Automerge sync messages, one CBOR map per binary frame) through the one client-side
+//! peer the browser client and the load generator speak through too ([`wire::peer::Peer`]: the handshake, the sync
+//! state, what each frame means), and edits through the shared document model ([`incident_doc::Incident`]), so its
+//! edits are exactly those of a browser. It holds one document; this file adds only the socket and the test knobs.
 //!
 //! Nothing runs in the background: the client reads the socket only inside its async methods, so a test decides
 //! exactly when each side talks. Raw frame access ([`SyncClient::send_raw`], [`SyncClient::recv_raw`]) is there for
@@ -16,7 +17,6 @@ use automerge::sync::{self, MessageFlags, SyncDoc};
 use automerge::{ChangeHash, ObjType, ROOT, ReadDoc};
 use futures_util::{SinkExt, StreamExt};
 use incident_doc::{Editor, Incident, Operation};
-use server::wire::{self, DocumentId, Message, PeerId, PeerMetadata};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
@@ -24,6 +24,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wire::peer::{Event, Peer};
+use wire::{DocumentId, Message, PeerId};
 
 use crate::DEADLINE;
 
@@ -63,16 +65,13 @@ impl IntoClientRequest for SyncTarget {
 pub struct SyncClient {
     /// The connection to `/sync`.
     socket: Socket,
-    /// Our peer id, chosen at random and sent in `join`; every message carries it as `senderId`.
-    peer_id: PeerId,
-    /// The server's peer id, learned from its `peer` answer; `None` before the handshake.
-    server_id: Option<PeerId>,
+    /// The protocol: our peer id (chosen at random, the `senderId` of every message), the server's once it
+    /// answered `join`, and Automerge's record of what the server has, so each message carries only what it lacks.
+    peer: Peer,
     /// The document this client syncs, once [`SyncClient::open`] was called.
     document_id: Option<DocumentId>,
     /// Our copy of the document: empty until the server sends it.
     incident: Incident,
-    /// Automerge's record of what the server has, so each message carries only what it lacks.
-    state: sync::State,
     /// The name our edits are stamped with (the commit message and the field's *last updated by*).
     author: String,
     /// Our own changes that the server has not yet shown it holds (its advertised heads do not cover them).
@@ -106,11 +105,9 @@ impl SyncClient {
         Ok(SyncClient {
             socket,
             author: peer_id.to_string(),
-            peer_id,
-            server_id: None,
+            peer: Peer::new(peer_id),
             document_id: None,
             incident: Incident::empty(None),
-            state: sync::State::new(),
             unacknowledged: Vec::new(),
             ephemeral: Vec::new(),
             server_read_only: false,
@@ -121,49 +118,26 @@ impl SyncClient {
     /// Sends `join` (protocol version "1", an ephemeral peer without storage, as a browser tab) and waits for the
     /// server's `peer` answer; an `error` answer or a close is an `Err`.
     pub async fn join(&mut self) -> anyhow::Result<()> {
-        self.send(&Message::Join {
-            sender_id: self.peer_id.clone(),
-            supported_protocol_versions: vec![wire::PROTOCOL_VERSION.to_owned()],
-            metadata: Some(PeerMetadata {
-                storage_id: None,
-                is_ephemeral: true,
-            }),
-        })
-        .await?;
+        let join = self.peer.join();
+        self.send_frame(join).await?;
         // The first thing the server sends after a join is its answer.
-        match self.recv_message(DEADLINE).await? {
-            Some(Message::Peer {
-                sender_id,
-                target_id,
-                selected_protocol_version,
-                ..
-            }) => {
-                anyhow::ensure!(
-                    target_id == self.peer_id,
-                    "the peer answer is for {target_id}, not for us ({})",
-                    self.peer_id
-                );
-                anyhow::ensure!(
-                    selected_protocol_version == wire::PROTOCOL_VERSION,
-                    "the server selected protocol version {selected_protocol_version:?}"
-                );
-                self.server_id = Some(sender_id);
-                Ok(())
-            }
-            Some(Message::Error { message }) => bail!("the server refused the join: {message}"),
-            Some(other) => bail!("expected peer, got {other:?}"),
-            None => bail!("the server closed the connection during the handshake"),
+        let Some(answer) = self.recv_message(DEADLINE).await? else {
+            bail!("the server closed the connection during the handshake");
+        };
+        match self.peer.handle(answer).context("joining")? {
+            Event::Joined => Ok(()),
+            other => bail!("expected peer, got {other:?}"),
         }
     }
 
     /// Our peer id, as sent in every message.
     pub fn peer_id(&self) -> &PeerId {
-        &self.peer_id
+        self.peer.me()
     }
 
     /// The server's peer id, once joined.
     pub fn server_id(&self) -> Option<&PeerId> {
-        self.server_id.as_ref()
+        self.peer.server()
     }
 
     /// The document this client syncs, once opened.
@@ -189,16 +163,12 @@ impl SyncClient {
             "this client already syncs a document; connect another client"
         );
         self.document_id = Some(id);
+        // Our copy is empty, so the first message is a `request`.
         let first = self
-            .next_sync_data()
-            .context("a fresh sync state always has a first message")?;
-        self.send(&Message::Request {
-            sender_id: self.peer_id.clone(),
-            target_id: self.server_peer(),
-            document_id: id,
-            data: first,
-        })
-        .await?;
+            .peer
+            .sync(id, self.incident.doc_mut())
+            .context("join before opening a document")?;
+        self.send_frame(first).await?;
         self.sync_until(SyncClient::holds_document, DEADLINE)
             .await
             .with_context(|| format!("opening document {id}"))
@@ -206,7 +176,7 @@ impl SyncClient {
 
     /// Whether this client holds a copy of the document at least as new as the server's last advertised heads.
     pub fn holds_document(&self) -> bool {
-        let Some(theirs) = &self.state.their_heads else {
+        let Some(theirs) = self.their_heads() else {
             return false;
         };
         !theirs.is_empty()
@@ -253,10 +223,16 @@ impl SyncClient {
 
     /// The heads the server advertised in its last sync message, sorted; `None` before the first one.
     pub fn server_heads(&self) -> Option<Vec<ChangeHash>> {
-        self.state.their_heads.clone().map(|mut heads| {
+        self.their_heads().map(|heads| {
+            let mut heads = heads.to_vec();
             heads.sort();
             heads
         })
+    }
+
+    /// The heads the server advertised for our document in its last sync message, as it sent them.
+    fn their_heads(&self) -> Option<&[ChangeHash]> {
+        self.peer.their_heads(self.document_id?)
     }
 
     /// Whether the server said it will not apply our changes (its sync messages carry the read-only flag).
@@ -368,7 +344,7 @@ impl SyncClient {
                 bail!(
                     "sync condition not met within {timeout:?} (our heads {:?}, the server's {:?})",
                     self.incident.doc_mut().get_heads(),
-                    self.state.their_heads
+                    self.their_heads()
                 );
             }
             match self.recv_message(left).await {
@@ -393,13 +369,11 @@ impl SyncClient {
             .generate_sync_message(&mut sync::State::new())
             .context("a fresh sync state always has a first message")?
             .encode();
-        self.send(&Message::Request {
-            sender_id: self.peer_id.clone(),
-            target_id: self.server_peer(),
-            document_id: probe,
-            data,
-        })
-        .await?;
+        let request = self
+            .peer
+            .wrap(probe, data, true)
+            .context("join before a round trip")?;
+        self.send_frame(request).await?;
         let deadline = Instant::now() + DEADLINE;
         loop {
             match self.recv_message(remaining(deadline)?).await? {
@@ -415,21 +389,19 @@ impl SyncClient {
     /// The encoded sync message that would bring the server up to date, if any (advancing our sync state as if it
     /// were sent): for tests that send it in a frame of their own making.
     pub fn next_sync_data(&mut self) -> Option<Vec<u8>> {
+        let id = self.document_id?;
         if self.ignore_read_only {
-            self.state.peer_read_only = false;
+            self.peer.state_mut(id).peer_read_only = false;
         }
-        self.incident
-            .doc_mut()
-            .sync()
-            .generate_sync_message(&mut self.state)
-            .map(sync::Message::encode)
+        self.peer.sync_data(id, self.incident.doc_mut())
     }
 
     /// Automerge's sync state toward the server, for protocol tests that craft unusual but legal message sequences
     /// (clearing `in_flight` makes the next [`SyncClient::next_sync_data`] repeat our heads, as a client whose
-    /// retry timer fires does).
-    pub fn sync_state_mut(&mut self) -> &mut sync::State {
-        &mut self.state
+    /// retry timer fires does). `None` before [`SyncClient::open`].
+    pub fn sync_state_mut(&mut self) -> Option<&mut sync::State> {
+        let id = self.document_id?;
+        Some(self.peer.state_mut(id))
     }
 
     /// Sends every sync message the server needs now.
@@ -438,56 +410,40 @@ impl SyncClient {
             return Ok(());
         };
         while let Some(data) = self.next_sync_data() {
-            self.send(&Message::Sync {
-                sender_id: self.peer_id.clone(),
-                target_id: self.server_peer(),
-                document_id: id,
-                data,
-            })
-            .await?;
+            // Our first word about the document was `open`'s request, so this is always `sync`.
+            let frame = self.peer.wrap(id, data, false).context("not joined")?;
+            self.send_frame(frame).await?;
         }
         Ok(())
     }
 
     /// Applies one message from the server.
     fn handle(&mut self, message: Message) -> anyhow::Result<()> {
-        match message {
-            Message::Sync {
-                document_id, data, ..
-            } if Some(document_id) == self.document_id => {
-                let message =
-                    sync::Message::decode(&data).context("decoding the server's sync message")?;
+        match self.peer.handle(message)? {
+            Event::Sync { document, message } if Some(document) == self.document_id => {
                 self.server_read_only = message
                     .flags
                     .is_some_and(|f| f.contains(MessageFlags::READ_ONLY));
-                self.incident
-                    .doc_mut()
-                    .sync()
-                    .receive_sync_message(&mut self.state, message)
+                self.peer
+                    .apply(document, self.incident.doc_mut(), message)
                     .context("applying the server's sync message")?;
                 self.update_acknowledged();
-                Ok(())
             }
-            Message::DocUnavailable { document_id, .. }
-                if Some(document_id) == self.document_id =>
-            {
-                bail!("the server answered doc-unavailable for {document_id}")
+            Event::Unavailable(document) if Some(document) == self.document_id => {
+                bail!("the server answered doc-unavailable for {document}")
             }
-            Message::Error { message } => bail!("the server sent an error: {message}"),
-            Message::Ephemeral {
-                document_id, data, ..
-            } if Some(document_id) == self.document_id => {
+            Event::Ephemeral { document, data, .. } if Some(document) == self.document_id => {
                 self.ephemeral.push(data);
-                Ok(())
             }
             // Messages about other documents are not this client's business.
-            _ => Ok(()),
+            _ => {}
         }
+        Ok(())
     }
 
     /// Drops from the unacknowledged list every change that the server's advertised heads cover.
     fn update_acknowledged(&mut self) {
-        let Some(theirs) = self.state.their_heads.clone() else {
+        let Some(theirs) = self.their_heads().map(<[ChangeHash]>::to_vec) else {
             return;
         };
         let doc = self.incident.doc_mut();
@@ -504,15 +460,14 @@ impl SyncClient {
         self.unacknowledged.retain(|h| beyond.contains(h));
     }
 
-    /// The server's peer id, or an empty one before the handshake (frames of malformed-input tests).
-    fn server_peer(&self) -> PeerId {
-        self.server_id.clone().unwrap_or_else(|| PeerId::from(""))
-    }
-
     /// Encodes and sends one protocol message.
     pub async fn send(&mut self, message: &Message) -> anyhow::Result<()> {
-        self.send_raw(WsMessage::Binary(message.encode().into()))
-            .await
+        self.send_frame(message.encode()).await
+    }
+
+    /// Sends one binary frame the peer made.
+    async fn send_frame(&mut self, frame: Vec<u8>) -> anyhow::Result<()> {
+        self.send_raw(WsMessage::Binary(frame.into())).await
     }
 
     /// Sends one WebSocket frame as it is: for frames the protocol forbids.

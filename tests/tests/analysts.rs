@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use automerge::ChangeHash;
+use bench::process::Process;
 use chrono::{DateTime, TimeZone, Utc};
 use incident_doc::schema::{Role, Stage, Status};
 use incident_doc::{Declaration, Editor, Incident, Operation, template};
@@ -20,8 +21,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::config::Config;
 use server::store::{IncidentSummary, Store};
-use server::wire::DocumentId;
 use tests::{DeclaredIncident, TestServer};
+use wire::DocumentId;
 
 /// The real command line, built with the tests.
 const CLI: &str = env!("CARGO_BIN_EXE_commandpost-under-test");
@@ -948,18 +949,6 @@ fn incidents_in(formats: &str, files: usize) -> f64 {
     files as f64 / formats.split(',').count() as f64
 }
 
-/// Peak resident memory of a running process so far (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// The BENCHMARKS.md figure: 1,000 archived incidents, each with a short but real history, exported by the real
 /// command line in every format; wall time and the exporting process's peak memory.
 #[tokio::test]
@@ -1031,7 +1020,7 @@ async fn bulk_export_of_1000_archived_incidents() -> anyhow::Result<()> {
         let pid = child.id().context("a pid")?;
         let mut peak = 0;
         let status = loop {
-            if let Some(kib) = peak_rss_kib(pid) {
+            if let Ok(kib) = Process::pid(pid).peak_rss_kib() {
                 peak = peak.max(kib);
             }
             if let Some(status) = child.try_wait()? {

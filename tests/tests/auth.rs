@@ -830,7 +830,7 @@ async fn unknown_incident_ids_all_answer_the_same_404() -> anyhow::Result<()> {
         "deleting: {}",
         response.status()
     );
-    let well_formed = server::wire::DocumentId::random().to_string();
+    let well_formed = wire::DocumentId::random().to_string();
     let ids = [
         well_formed.clone(),
         format!("automerge:{well_formed}"),

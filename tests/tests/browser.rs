@@ -1401,7 +1401,7 @@ async fn presence_shows_the_roles_the_document_gives_not_those_claimed() -> anyh
     ] {
         let mut peer = SyncClient::connect(&server.ws_url(token)).await?;
         peer.open(&id).await?;
-        peer.send(&server::wire::Message::Ephemeral {
+        peer.send(&wire::Message::Ephemeral {
             sender_id: peer.peer_id().clone(),
             target_id: peer.server_id().context("joined")?.clone(),
             document_id: id.parse()?,

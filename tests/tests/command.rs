@@ -256,15 +256,7 @@ async fn rule_breaking_sync_changes_are_reverted_and_audited() -> anyhow::Result
     let refusals: Vec<String> = m
         .take_ephemeral()
         .iter()
-        .filter_map(|data| {
-            let value: ciborium::Value = ciborium::from_reader(data.as_slice()).ok()?;
-            let map = value.into_map().ok()?;
-            map.into_iter().find_map(|(k, v)| {
-                (k.as_text() == Some("refused"))
-                    .then(|| v.into_text().ok())
-                    .flatten()
-            })
-        })
+        .filter_map(|data| wire::map_text(data, wire::REFUSED_KEY))
         .collect();
     ensure!(
         refusals.len() == 2,

@@ -18,9 +18,9 @@ use anyhow::{Context, bail, ensure};
 use ciborium::Value;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use server::wire::{self, Message, PeerId};
 use tests::js_client::JsClient;
 use tests::{DEADLINE, SyncClient, TestServer, ws};
+use wire::{Message, PeerId};
 
 /// How long to wait to be confident a message does not arrive.
 const QUIET: Duration = Duration::from_millis(500);

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use server::wire::Message;
 use tests::{SyncClient, TestServer};
+use wire::Message;
 
 /// A sync message whose `have` claims a last sync at a change the server never saw. Automerge answers it with a
 /// reset each time it is asked, and the document actor used to ask until nothing was left: one 74-byte frame from

@@ -23,9 +23,9 @@ use incident_doc::Incident;
 use incident_doc::schema::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use server::wire::Message;
 use std::future::Future;
 use tests::{SyncClient, TestDatabase, TestServer, eventually};
+use wire::Message;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -93,14 +93,7 @@ fn refusals(client: &mut SyncClient) -> Vec<String> {
     client
         .take_ephemeral()
         .iter()
-        .filter_map(|data| {
-            let value: ciborium::Value = ciborium::from_reader(data.as_slice()).ok()?;
-            value.into_map().ok()?.into_iter().find_map(|(k, v)| {
-                (k.as_text() == Some("refused"))
-                    .then(|| v.into_text().ok())
-                    .flatten()
-            })
-        })
+        .filter_map(|data| wire::map_text(data, wire::REFUSED_KEY))
         .collect()
 }
 

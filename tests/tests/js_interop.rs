@@ -14,9 +14,9 @@
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
-use server::wire::DocumentId;
 use tests::js_client::{JS_AUTHOR, JS_TIMEOUT, JsClient};
 use tests::{SyncClient, TestServer, markdown_section};
+use wire::DocumentId;
 
 /// The `text` of an event, which must be a string.
 fn text_of(event: &Value) -> anyhow::Result<&str> {

@@ -194,7 +194,7 @@ async fn a_silent_connection_is_closed_and_one_that_answers_pings_stays() -> any
     // error is read, so the error's text is checked when it arrives and the close always.)
     loop {
         match silent.recv_message(tests::DEADLINE).await {
-            Ok(Some(server::wire::Message::Error { message })) => {
+            Ok(Some(wire::Message::Error { message })) => {
                 anyhow::ensure!(message.contains("idle"), "{message}");
             }
             Ok(Some(_)) => {}

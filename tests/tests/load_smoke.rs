@@ -4,9 +4,10 @@
 //! figures.
 //!
 //! The server is the real command line in a child process ([`TestServer::start_process`]), so that its memory can be
-//! read from `/proc/<pid>/status` apart from the clients'. The editor is the harness's [`SyncClient`]; the viewers are
-//! lean purpose-built peers (an Automerge document and a sync state over a raw WebSocket, speaking [`server::wire`]),
-//! so that 200 of them fit on a two-core machine and each can timestamp every change the moment it applies it.
+//! read from `/proc/<pid>/status` apart from the clients' (with the load generator's meter, `bench::process`). The
+//! editor is the harness's [`SyncClient`]; the viewers are lean purpose-built peers (an Automerge document and the
+//! shared [`wire::peer::Peer`] over a raw WebSocket), so that 200 of them fit on a two-core machine and each can
+//! timestamp every change the moment it applies it.
 //!
 //! As a benchmark with figures (the numbers in `BENCHMARKS.md` come from this):
 //!
@@ -18,14 +19,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
+use bench::process::{Process, mib};
 use futures_util::{SinkExt, StreamExt};
-use server::wire::{self, DocumentId, Message, PeerId};
 use tests::ws::Message as WsMessage;
 use tests::{SyncClient, SyncTarget, TestServer, markdown_section};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use wire::peer::{Event, Peer};
+use wire::{DocumentId, Message, PeerId};
 
 /// How many viewers watch the document.
 const VIEWERS: usize = 200;
@@ -69,7 +71,8 @@ async fn two_hundred_viewers_converge_on_one_editors_typing() -> anyhow::Result<
         .id
         .parse()
         .context("the declared id is a document id")?;
-    let rss_idle = rss_kib(pid)?;
+    let server_process = Process::pid(pid);
+    let rss_idle = server_process.rss_kib()?;
 
     // Every viewer connects, syncs the document and reports that it is ready before the editor types anything, so
     // that the latencies measure fan-out of edits rather than initial syncs.
@@ -103,9 +106,9 @@ async fn two_hundred_viewers_converge_on_one_editors_typing() -> anyhow::Result<
         }
     }
     let connect_time = connect_started.elapsed();
-    let rss_watched = rss_kib(pid)?;
+    let rss_watched = server_process.rss_kib()?;
 
-    let cpu_before = (cpu_seconds("self")?, cpu_seconds(&pid.to_string())?);
+    let cpu_before = (Process::me().cpu_seconds()?, server_process.cpu_seconds()?);
     let typing_started = Instant::now();
     let typed =
         match type_on_own_thread(server.ws_url(&editor_token), incident.id.clone(), interval).await
@@ -149,10 +152,10 @@ async fn two_hundred_viewers_converge_on_one_editors_typing() -> anyhow::Result<
         "{converged} of {VIEWERS} viewers converged"
     );
     let all_done = typing_started.elapsed();
-    let cpu_clients = cpu_seconds("self")? - cpu_before.0;
-    let cpu_server = cpu_seconds(&pid.to_string())? - cpu_before.1;
-    let rss_after = rss_kib(pid)?;
-    let rss_peak = status_kib(pid, "VmHWM")?;
+    let cpu_clients = Process::me().cpu_seconds()? - cpu_before.0;
+    let cpu_server = server_process.cpu_seconds()? - cpu_before.1;
+    let rss_after = server_process.rss_kib()?;
+    let rss_peak = server_process.peak_rss_kib()?;
 
     // What the server serves to everyone else must be the same text.
     let markdown = server.markdown(&editor_token, &incident.id).await;
@@ -170,38 +173,78 @@ async fn two_hundred_viewers_converge_on_one_editors_typing() -> anyhow::Result<
         pairs == VIEWERS * KEYSTROKES,
         "{pairs} latencies for {VIEWERS} viewers × {KEYSTROKES} keystrokes"
     );
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    println!(
-        "load smoke ({build} build): 1 editor + {VIEWERS} viewers, {KEYSTROKES} keystrokes every {interval:?}"
-    );
-    println!(
-        "  viewers connected and synced in {:.2} s; typing until the server acknowledged the last keystroke took {:.2} s; last viewer converged {:.2} s after the first keystroke",
-        connect_time.as_secs_f64(),
-        typed.took.as_secs_f64(),
-        all_done.as_secs_f64()
-    );
-    println!(
-        "  keystroke → viewer latency over {pairs} pairs: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        millis(percentile(&latencies, 50)),
-        millis(percentile(&latencies, 99)),
-        millis(latencies[pairs - 1])
-    );
-    println!(
-        "  CPU from the first keystroke to convergence: server {cpu_server:.2} s, test process (editor and viewers) {cpu_clients:.2} s"
-    );
-    println!(
-        "  server RSS: {:.1} MiB idle, {:.1} MiB with {VIEWERS} viewers (+{:.1} KiB per viewer), {:.1} MiB after typing, peak {:.1} MiB",
-        mib(rss_idle),
-        mib(rss_watched),
-        rss_watched.saturating_sub(rss_idle) as f64 / VIEWERS as f64,
-        mib(rss_after),
-        mib(rss_peak)
-    );
+    Figures {
+        interval,
+        connect_time,
+        typing: typed.took,
+        all_done,
+        latencies,
+        cpu_server,
+        cpu_clients,
+        rss_kib: [rss_idle, rss_watched, rss_after, rss_peak],
+    }
+    .print();
     Ok(())
+}
+
+/// What a run measured: the figures of `BENCHMARKS.md`.
+struct Figures {
+    /// The typing pace.
+    interval: Duration,
+    /// How long the viewers took to connect and sync.
+    connect_time: Duration,
+    /// From the first keystroke until the server acknowledged the last one.
+    typing: Duration,
+    /// From the first keystroke until the last viewer converged.
+    all_done: Duration,
+    /// Keystroke-to-viewer latencies, sorted, one per viewer and keystroke.
+    latencies: Vec<Duration>,
+    /// CPU seconds the server used from the first keystroke to convergence.
+    cpu_server: f64,
+    /// CPU seconds this process (the editor and the viewers) used meanwhile.
+    cpu_clients: f64,
+    /// The server's resident memory in KiB: idle, with the viewers, after typing, and its peak.
+    rss_kib: [u64; 4],
+}
+
+impl Figures {
+    /// Prints the figures, for `--nocapture` runs.
+    fn print(&self) {
+        let build = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        let (interval, pairs) = (self.interval, self.latencies.len());
+        let [rss_idle, rss_watched, rss_after, rss_peak] = self.rss_kib;
+        println!(
+            "load smoke ({build} build): 1 editor + {VIEWERS} viewers, {KEYSTROKES} keystrokes every {interval:?}"
+        );
+        println!(
+            "  viewers connected and synced in {:.2} s; typing until the server acknowledged the last keystroke took {:.2} s; last viewer converged {:.2} s after the first keystroke",
+            self.connect_time.as_secs_f64(),
+            self.typing.as_secs_f64(),
+            self.all_done.as_secs_f64()
+        );
+        println!(
+            "  keystroke → viewer latency over {pairs} pairs: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            millis(percentile(&self.latencies, 50)),
+            millis(percentile(&self.latencies, 99)),
+            millis(self.latencies[pairs - 1])
+        );
+        println!(
+            "  CPU from the first keystroke to convergence: server {:.2} s, test process (editor and viewers) {:.2} s",
+            self.cpu_server, self.cpu_clients
+        );
+        println!(
+            "  server RSS: {:.1} MiB idle, {:.1} MiB with {VIEWERS} viewers (+{:.1} KiB per viewer), {:.1} MiB after typing, peak {:.1} MiB",
+            mib(rss_idle),
+            mib(rss_watched),
+            rss_watched.saturating_sub(rss_idle) as f64 / VIEWERS as f64,
+            mib(rss_after),
+            mib(rss_peak)
+        );
+    }
 }
 
 /// What the editor did.
@@ -292,63 +335,40 @@ async fn view(
     let (mut socket, _) = tokio_tungstenite::connect_async(url)
         .await
         .context("connecting")?;
-    let me = PeerId::from(format!("load-viewer-{index}"));
-    let join = Message::Join {
-        sender_id: me.clone(),
-        supported_protocol_versions: vec![wire::PROTOCOL_VERSION.to_owned()],
-        metadata: None,
-    };
+    let mut peer = Peer::new(PeerId::from(format!("load-viewer-{index}")));
     socket
-        .send(WsMessage::Binary(join.encode().into()))
+        .send(WsMessage::Binary(peer.join().into()))
         .await
         .context("sending join")?;
-    let server_id = match next_message(&mut socket).await? {
-        Message::Peer { sender_id, .. } => sender_id,
+    match peer.receive(&next_frame(&mut socket).await?)? {
+        Event::Joined => {}
         other => bail!("expected peer, got {other:?}"),
-    };
-
+    }
+    // An empty replica: its first message is a `request`.
     let mut doc = AutoCommit::new();
-    let mut state = sync::State::new();
-    let first = doc
-        .sync()
-        .generate_sync_message(&mut state)
-        .context("an empty document still has a first sync message")?;
-    let request = Message::Request {
-        sender_id: me.clone(),
-        target_id: server_id.clone(),
-        document_id,
-        data: first.encode(),
-    };
-    socket
-        .send(WsMessage::Binary(request.encode().into()))
-        .await
-        .context("sending request")?;
+    while let Some(request) = peer.sync(document_id, &mut doc) {
+        socket
+            .send(WsMessage::Binary(request.into()))
+            .await
+            .context("sending request")?;
+    }
 
     let mut ready = Some(ready);
     let mut summary: Option<ObjId> = None;
     let mut arrivals = Vec::with_capacity(KEYSTROKES);
     while arrivals.len() < KEYSTROKES {
-        let data = match next_message(&mut socket).await? {
-            Message::Sync { data, .. } => data,
-            Message::DocUnavailable { .. } => bail!("the server says the document is unavailable"),
-            Message::Error { message } => bail!("the server sent an error: {message}"),
+        let (document, message) = match peer.receive(&next_frame(&mut socket).await?)? {
+            Event::Sync { document, message } => (document, message),
+            Event::Unavailable(_) => bail!("the server says the document is unavailable"),
             // Presence and heads gossip are none of a viewer's business.
             _ => continue,
         };
-        let message = sync::Message::decode(&data).context("decoding a sync message")?;
-        doc.sync()
-            .receive_sync_message(&mut state, message)
+        peer.apply(document, &mut doc, message)
             .context("applying a sync message")?;
         let now = Instant::now();
-        while let Some(reply) = doc.sync().generate_sync_message(&mut state) {
-            let reply = Message::Sync {
-                sender_id: me.clone(),
-                target_id: server_id.clone(),
-                document_id,
-                data: reply.encode(),
-            };
+        while let Some(reply) = peer.sync(document_id, &mut doc) {
             socket
-                .send(WsMessage::Binary(reply.encode().into()))
+                .send(WsMessage::Binary(reply.into()))
                 .await
                 .context("answering a sync message")?;
         }
@@ -383,8 +403,8 @@ async fn view(
     Ok(Seen { arrivals, text })
 }
 
-/// The next protocol message on the socket, skipping pings and pongs.
-async fn next_message<S>(socket: &mut S) -> anyhow::Result<Message>
+/// The next binary frame on the socket, skipping pings and pongs.
+async fn next_frame<S>(socket: &mut S) -> anyhow::Result<Vec<u8>>
 where
     S: futures_util::Stream<Item = Result<WsMessage, tests::ws::Error>> + Unpin,
 {
@@ -394,7 +414,7 @@ where
             .await
             .context("the server closed the connection")??
         {
-            WsMessage::Binary(bytes) => return wire::decode(&bytes).context("decoding a frame"),
+            WsMessage::Binary(bytes) => return Ok(bytes.to_vec()),
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
             other => bail!("unexpected frame {other:?}"),
         }
@@ -446,40 +466,6 @@ fn server_pid(data_dir: &Path) -> anyhow::Result<u32> {
     bail!("no child process serves {}", data_dir.display())
 }
 
-/// The resident set size of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    status_kib(pid, "VmRSS")
-}
-
-/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …), in KiB.
-fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|value| value.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse().ok())
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))
-}
-
-/// The CPU time (user and system) process `pid` (or `self`) has used so far, in seconds.
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // After the command name in parentheses come state, ppid, … and, as the 12th and 13th fields, utime and stime.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
-        bail!("no CPU times in /proc/{pid}/stat");
-    };
-    // /proc counts in USER_HZ, which Linux fixes at 100 per second for user space.
-    Ok((user + system) as f64 / 100.0)
-}
-
 /// The `p`-th percentile of sorted, non-empty `values` (nearest rank).
 fn percentile(values: &[Duration], p: usize) -> Duration {
     let rank = (values.len() * p).div_ceil(100).max(1);
@@ -488,8 +474,4 @@ fn percentile(values: &[Duration], p: usize) -> Duration {
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }

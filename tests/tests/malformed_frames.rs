@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Context;
 use ciborium::Value as Cbor;
-use server::wire::{DocumentId, Message, PeerId};
 use tests::{SyncClient, TestServer, ws};
+use wire::{DocumentId, Message, PeerId};
 
 /// The frame limit of the server under test, small so that oversized frames are cheap.
 const MAX_FRAME: usize = 64 * 1024;

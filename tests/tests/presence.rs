@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use server::wire::{DocumentId, Message};
 use tests::{SyncClient, TestServer};
+use wire::{DocumentId, Message};
 
 /// How long to wait for a message that must arrive.
 const ARRIVES: Duration = Duration::from_secs(20);

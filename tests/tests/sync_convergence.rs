@@ -321,16 +321,16 @@ async fn a_change_followed_at_once_by_a_repeat_of_the_heads_is_still_acknowledge
     let incident = server.declare(&token, "Batched sync messages").await;
     let mut client = SyncClient::connect(&server.ws_url(&token)).await?;
     client.open(&incident.id).await?;
-    let doc: server::wire::DocumentId = incident.id.parse()?;
+    let doc: wire::DocumentId = incident.id.parse()?;
     let server_id = client.server_id().context("joined")?.clone();
     for round in 0..30 {
         client.splice_local(FIELD, 0, 0, &format!("{round} "))?;
         let change = client.next_sync_data().context("a change to send")?;
-        client.sync_state_mut().in_flight = false;
+        client.sync_state_mut().context("opened")?.in_flight = false;
         let repeat = client.next_sync_data().context("a repeat of our heads")?;
         for data in [change, repeat] {
             client
-                .send(&server::wire::Message::Sync {
+                .send(&wire::Message::Sync {
                     sender_id: client.peer_id().clone(),
                     target_id: server_id.clone(),
                     document_id: doc,

@@ -7,6 +7,10 @@
 //! and back with [`Message::encode`]; it does no I/O, so the connection handler, the load generator
 //! and the tests can all share it.
 //!
+//! Behind the `peer` feature, [`peer::Peer`] is the client's side of the protocol on top of the codec (handshake,
+//! per-document Automerge sync state, `request` or `sync`), the one peer of the browser client, the load generator
+//! and the tests.
+//!
 //! Decoding is deliberately tolerant of what the real JS client sends (the handshake metadata under
 //! `peerMetadata` rather than the documented `metadata`, integers encoded as float64, `undefined`
 //! for absent values, unknown keys) and strict about everything else: every rejection is a
@@ -22,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 mod decode;
 mod encode;
+#[cfg(any(test, feature = "peer"))]
+pub mod peer;
 #[cfg(test)]
 mod tests;
 
@@ -410,6 +416,25 @@ pub fn answer_join(
              {PROTOCOL_VERSION:?}, the join offered {supported_protocol_versions:?}"
         )))
     }
+}
+
+/// The key of the server's refusal notice, `{"refused": reason}`: an `ephemeral` payload the server sends under its
+/// own peer id when it reverted one of the receiver's changes, so that any automerge-repo client can say why.
+pub const REFUSED_KEY: &str = "refused";
+
+/// The text under `key` in a CBOR map, such as an `ephemeral` payload (the reason in a [`REFUSED_KEY`] notice);
+/// `None` when the payload is not a CBOR map or holds no text there.
+///
+/// Lenient on purpose: a client reads what it understands of a payload and ignores the rest; refusing what peers
+/// may send is the server's business.
+pub fn map_text(payload: &[u8], key: &str) -> Option<String> {
+    let ciborium::Value::Map(entries) = ciborium::from_reader(payload).ok()? else {
+        return None;
+    };
+    entries.into_iter().find_map(|entry| match entry {
+        (ciborium::Value::Text(k), ciborium::Value::Text(text)) if k == key => Some(text),
+        _ => None,
+    })
 }
 
 /// Decodes one binary WebSocket frame into a [`Message`].

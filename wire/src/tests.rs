@@ -1069,3 +1069,23 @@ fn wire_decoding_mutated_frames_never_panics() {
     }
     assert!(decoded_ok > 0, "some mutations keep the frame valid");
 }
+
+#[test]
+fn map_text_reads_a_text_key_and_nothing_else() {
+    let notice = cbor(&map(&[
+        ("n", Value::Integer(1.into())),
+        (REFUSED_KEY, text("only the commander assigns roles")),
+    ]));
+    assert_eq!(
+        map_text(&notice, REFUSED_KEY).as_deref(),
+        Some("only the commander assigns roles")
+    );
+    assert_eq!(map_text(&notice, "n"), None, "not text");
+    assert_eq!(map_text(&notice, "absent"), None);
+    assert_eq!(
+        map_text(&cbor(&text("refused")), REFUSED_KEY),
+        None,
+        "not a map"
+    );
+    assert_eq!(map_text(b"\xff", REFUSED_KEY), None, "not CBOR");
+}

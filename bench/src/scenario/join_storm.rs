@@ -12,12 +12,13 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, Automerge, ChangeHash};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
-use wire::{DocumentId, Message, PeerId};
+use wire::peer::Event;
+use wire::{DocumentId, PeerId};
 
 use super::{Run, Usages};
 use crate::editor::Editor;
@@ -143,20 +144,16 @@ async fn join(
     link.send_sync(document, first.encode(), true).await?;
     let mut received = Vec::new();
     loop {
-        match link.recv().await? {
-            Message::Sync { data, .. } => {
-                let message = sync::Message::decode(&data).context("decoding a sync message")?;
-                for chunk in message.changes.iter() {
-                    received.extend_from_slice(chunk);
-                }
-                if !message.changes.is_empty() && message.heads == heads {
-                    link.close().await;
-                    return Ok(received);
-                }
-            }
-            Message::DocUnavailable { .. } => bail!("the server says the document is unavailable"),
-            Message::Error { message } => bail!("the server sent an error: {message}"),
-            _ => {}
+        // Presence and heads gossip are none of a joining client's business.
+        let Event::Sync { message, .. } = link.recv().await? else {
+            continue;
+        };
+        for chunk in message.changes.iter() {
+            received.extend_from_slice(chunk);
+        }
+        if !message.changes.is_empty() && message.heads == heads {
+            link.close().await;
+            return Ok(received);
         }
     }
 }
