@@ -14,8 +14,7 @@ use serde::Serialize;
 
 use crate::metrics::{Counter, Metrics};
 
-/// The key of the server's refusal notice, `{"refused": reason}`: the server reverted a change of the receiver's.
-pub const REFUSED_KEY: &str = "refused";
+pub use wire::REFUSED_KEY;
 
 /// Longest name, role or field in characters: what the web client keeps of another peer's presence.
 pub const MAX_TEXT_CHARS: usize = 200;

@@ -22,7 +22,6 @@ pub mod sessions;
 pub mod store;
 pub mod web;
 pub mod webhooks;
-pub use wire;
 
 use std::future::Future;
 use std::sync::Arc;
