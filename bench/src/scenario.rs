@@ -14,9 +14,11 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use crate::latency::Latencies;
 use crate::link::Traffic;
 use crate::process::{Meter, Process};
-use crate::target::Target;
+use crate::target::{Access, Target};
+use crate::viewer::{Expected, Viewer};
 
 /// How many peers connect at once while a scenario sets up. The servers' listen backlogs (128 for tokio's
 /// default, and Node's 511) drop SYNs beyond it, and a dropped SYN costs a one-second retransmission.
@@ -121,6 +123,44 @@ impl Run {
             load_average: window.load_average,
         })
     }
+}
+
+/// Viewers watching a document, each in a task of its own until it holds what it is told to expect.
+pub struct Watchers {
+    /// Tells every viewer what to expect once the editors are done.
+    pub expected: tokio::sync::watch::Sender<Option<Expected>>,
+    /// The viewers' tasks; each ends with its viewer once it holds the expected document.
+    pub tasks: JoinSet<anyhow::Result<Viewer>>,
+}
+
+/// Opens `count` viewers of document `id` that time every change they receive into `latencies` and follow it in
+/// tasks of their own. Viewer 0 is the witness: it keeps what it receives, to check the text itself at the end.
+pub async fn watch_document(
+    run: &Run,
+    access: &Access,
+    id: wire::DocumentId,
+    count: u32,
+    latencies: &Arc<Latencies>,
+) -> anyhow::Result<Watchers> {
+    let viewers = open_all(count, |i| {
+        let (url, traffic, latencies) = (
+            access.viewer.clone(),
+            run.traffic.clone(),
+            latencies.clone(),
+        );
+        async move { Viewer::open(&url, i, id, latencies, traffic, i == 0).await }
+    })
+    .await?;
+    let (expected, expected_rx) = tokio::sync::watch::channel(None);
+    let mut tasks = JoinSet::new();
+    for mut viewer in viewers {
+        let expected = expected_rx.clone();
+        tasks.spawn(async move {
+            viewer.follow(expected).await?;
+            anyhow::Ok(viewer)
+        });
+    }
+    Ok(Watchers { expected, tasks })
 }
 
 /// Runs `open(i)` for every `i` in `0..count`, at most [`CONNECT_AT_ONCE`] at a time; the results in index order.

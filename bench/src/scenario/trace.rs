@@ -13,13 +13,11 @@ use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT, ReadDoc, Value};
 use incident_doc::{Declaration, Editor as Author, Incident};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use super::{Run, Usages, open_all};
+use super::{Run, Usages, watch_document};
 use crate::editor::{Editor, field_text};
 use crate::latency::{Clock, Latencies, Summary};
-use crate::viewer::{Expected, Viewer};
+use crate::viewer::Expected;
 
 /// The field the trace is typed into.
 const FIELD: &str = "summary";
@@ -149,24 +147,7 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
     )
     .await?;
     let start_heads = editor.heads();
-    let viewers = open_all(settings.viewers, |i| {
-        let (url, traffic, latencies) = (
-            access.viewer.clone(),
-            run.traffic.clone(),
-            latencies.clone(),
-        );
-        async move { Viewer::open(&url, i, id, latencies, traffic, i == 0).await }
-    })
-    .await?;
-    let (expected_tx, expected_rx) = watch::channel(None);
-    let mut watching = JoinSet::new();
-    for mut viewer in viewers {
-        let expected = expected_rx.clone();
-        watching.spawn(async move {
-            viewer.follow(expected).await?;
-            anyhow::Ok(viewer)
-        });
-    }
+    let watchers = watch_document(run, &access, id, settings.viewers, &latencies).await?;
 
     let window = run.measure()?;
     let started = Instant::now();
@@ -193,11 +174,12 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
         editor.text(FIELD)? == expected_text,
         "the editor's text differs from the trace's"
     );
-    let _ = expected_tx.send(Some(Expected {
+    let _ = watchers.expected.send(Some(Expected {
         heads: editor.heads(),
         changes: editor.changes_since(&start_heads),
     }));
     let mut witness_text = None;
+    let mut watching = watchers.tasks;
     while let Some(joined) = watching.join_next().await {
         let viewer = joined.context("a viewer's task panicked")??;
         if witness_text.is_none()

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Barrier, watch};
+use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use super::{Run, Usages, open_all};
+use super::{Run, Usages, open_all, watch_document};
 use crate::editor::{Editor, PLACES, PROSE};
 use crate::latency::{Clock, Latencies, Summary, WindowSummary, millis};
 use crate::viewer::{Expected, Viewer};
+use incident_doc::Incident;
 
 /// The war room's shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,30 +125,97 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let base_heads = editors[0].heads();
 
     let connect_started = Instant::now();
-    let viewers = open_all(settings.viewers, |i| {
-        let (url, traffic, latencies) = (
-            access.viewer.clone(),
-            run.traffic.clone(),
-            latencies.clone(),
-        );
-        // Viewer 0 is the witness: it keeps what it receives, to check the text itself at the end.
-        async move { Viewer::open(&url, i, id, latencies, traffic, i == 0).await }
-    })
-    .await?;
+    let watchers = watch_document(run, &access, id, settings.viewers, &latencies).await?;
     let connect_s = connect_started.elapsed().as_secs_f64();
-
-    let (expected_tx, expected_rx) = watch::channel(None);
-    let mut watching = JoinSet::new();
-    for mut viewer in viewers {
-        let expected = expected_rx.clone();
-        watching.spawn(async move {
-            viewer.follow(expected).await?;
-            anyhow::Ok(viewer)
-        });
-    }
 
     let window = run.measure()?;
     let typing_started = Instant::now();
+    let typed = type_together(editors, settings.rate, duration, base_changes).await?;
+    let mut editors = typed.editors;
+    let heads = editors[0].heads();
+    for editor in &mut editors {
+        ensure!(
+            editor.heads() == heads,
+            "the editors' replicas differ after converging"
+        );
+    }
+    let changes = editors[0].changes_since(&base_heads);
+    // Every keystroke that reached the server, dropped editors' too; whatever else is new is the server's own.
+    let keystrokes = (editors[0].editors_changes() - base_changes) as u64;
+    let server_changes = changes.count - keystrokes;
+    let _ = watchers.expected.send(Some(Expected { heads, changes }));
+    let watched = gather_viewers(
+        watchers.tasks,
+        convergence_limit(duration),
+        settings.viewers,
+    )
+    .await?;
+    let all_done = Instant::now();
+    let usage = run.measured(window)?;
+
+    if settings.viewers > 0 {
+        let witness = watched
+            .witness
+            .context("the witness viewer kept what it received (was it dropped?)")?;
+        ensure!(
+            serde_json::to_value(witness.view())?
+                == serde_json::to_value(editors[0].incident().view())?,
+            "the witness viewer's document reads differently from the editors'"
+        );
+    }
+    for editor in editors {
+        editor.close().await;
+    }
+
+    let latency = latencies.total();
+    let delivered = latency.count();
+    let span = (all_done - typing_started).as_secs_f64();
+    Ok(Report {
+        target: run.target.name().into(),
+        connect_s,
+        keystrokes,
+        keystrokes_per_s: keystrokes as f64 / (typed.ended - typing_started).as_secs_f64(),
+        typing_lag_ms: millis(typed.lag),
+        delivered,
+        delivered_per_s: delivered as f64 / span,
+        latency: latency.summary(),
+        windows: latencies.windows(),
+        server_cpu_us_per_delivered: usage
+            .server
+            .as_ref()
+            .filter(|_| delivered > 0)
+            .map(|s| s.cpu_s * 1e6 / delivered as f64),
+        usage,
+        converge_s: (all_done - typed.ended).as_secs_f64(),
+        viewers_dropped: watched.dropped,
+        first_drop: watched.first_drop,
+        editors_dropped: typed.dropped,
+        first_editor_drop: typed.first_drop,
+        server_changes,
+        settings,
+    })
+}
+
+/// The editors after typing: those still connected, converged on one document.
+struct Typed {
+    editors: Vec<Editor>,
+    /// How far the slowest editor fell behind its schedule.
+    lag: Duration,
+    /// When the last editor stopped typing.
+    ended: Instant,
+    /// Editors the server dropped, and why the first one went.
+    dropped: u32,
+    first_drop: Option<String>,
+}
+
+/// Every editor types at `rate` until `duration` is over, then all of them converge. `base_changes` is how many
+/// editors' changes the document held before.
+async fn type_together(
+    editors: Vec<Editor>,
+    rate: f64,
+    duration: Duration,
+    base_changes: usize,
+) -> anyhow::Result<Typed> {
     let stop_at = tokio::time::Instant::now() + duration;
     let typed = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(editors.len()));
@@ -155,7 +223,6 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let mut typing = JoinSet::new();
     for (index, editor) in editors.into_iter().enumerate() {
         let (typed, barrier) = (typed.clone(), barrier.clone());
-        let rate = settings.rate;
         typing.spawn(async move {
             let mut editor = editor;
             let typing = async {
@@ -183,54 +250,60 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
         });
     }
     let mut done = Vec::new();
-    let (mut editors_dropped, mut first_editor_drop) = (0, None);
+    let (mut dropped, mut first_drop) = (0, None);
     while let Some(joined) = typing.join_next().await {
         match joined.context("an editor's task panicked")?? {
             Ok(editor) => done.push(editor),
             Err(error) => {
-                editors_dropped += 1;
-                first_editor_drop.get_or_insert_with(|| format!("{error:#}"));
+                dropped += 1;
+                first_drop.get_or_insert_with(|| format!("{error:#}"));
             }
         }
     }
     ensure!(
         !done.is_empty(),
         "every editor was dropped; the first: {}",
-        first_editor_drop.unwrap_or_default()
+        first_drop.unwrap_or_default()
     );
-    let typing_ended = done
+    let ended = done
         .iter()
         .map(|(_, _, end)| *end)
         .max()
         .unwrap_or_else(Instant::now);
-    let typing_lag = done
+    let lag = done
         .iter()
         .map(|(_, lag, _)| *lag)
         .max()
         .unwrap_or_default();
-    let mut editors: Vec<Editor> = done.into_iter().map(|(editor, _, _)| editor).collect();
+    Ok(Typed {
+        editors: done.into_iter().map(|(editor, _, _)| editor).collect(),
+        lag,
+        ended,
+        dropped,
+        first_drop,
+    })
+}
 
-    let heads = editors[0].heads();
-    for editor in &mut editors {
-        ensure!(
-            editor.heads() == heads,
-            "the editors' replicas differ after converging"
-        );
-    }
-    let changes = editors[0].changes_since(&base_heads);
-    // Every keystroke that reached the server, dropped editors' too; whatever else is new is the server's own.
-    let keystrokes = (editors[0].editors_changes() - base_changes) as u64;
-    let server_changes = changes.count - keystrokes;
-    let _ = expected_tx.send(Some(Expected { heads, changes }));
+/// The viewers at the end: the witness's document, and who was dropped.
+struct Watched {
+    witness: Option<Incident>,
+    dropped: u32,
+    first_drop: Option<String>,
+}
+
+/// Waits for every viewer to converge on what the editors hold (at most `limit`), closing each.
+async fn gather_viewers(
+    mut watching: JoinSet<anyhow::Result<Viewer>>,
+    limit: Duration,
+    viewers: u32,
+) -> anyhow::Result<Watched> {
     let mut witness = None;
     let (mut converged, mut dropped, mut first_drop) = (0, 0, None);
-    let limit = convergence_limit(duration);
     while let Some(joined) = tokio::time::timeout(limit, watching.join_next())
         .await
         .with_context(|| {
             format!(
-                "only {converged} of {} viewers converged within {limit:?} of the editors ({dropped} dropped)",
-                settings.viewers
+                "only {converged} of {viewers} viewers converged within {limit:?} of the editors ({dropped} dropped)"
             )
         })?
     {
@@ -248,48 +321,10 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
         }
         viewer.close().await;
     }
-    let all_done = Instant::now();
-    let usage = run.measured(window)?;
-
-    if settings.viewers > 0 {
-        let witness =
-            witness.context("the witness viewer kept what it received (was it dropped?)")?;
-        ensure!(
-            serde_json::to_value(witness.view())?
-                == serde_json::to_value(editors[0].incident().view())?,
-            "the witness viewer's document reads differently from the editors'"
-        );
-    }
-    for editor in editors {
-        editor.close().await;
-    }
-
-    let latency = latencies.total();
-    let delivered = latency.count();
-    let span = (all_done - typing_started).as_secs_f64();
-    Ok(Report {
-        target: run.target.name().into(),
-        connect_s,
-        keystrokes,
-        keystrokes_per_s: keystrokes as f64 / (typing_ended - typing_started).as_secs_f64(),
-        typing_lag_ms: millis(typing_lag),
-        delivered,
-        delivered_per_s: delivered as f64 / span,
-        latency: latency.summary(),
-        windows: latencies.windows(),
-        server_cpu_us_per_delivered: usage
-            .server
-            .as_ref()
-            .filter(|_| delivered > 0)
-            .map(|s| s.cpu_s * 1e6 / delivered as f64),
-        usage,
-        converge_s: (all_done - typing_ended).as_secs_f64(),
-        viewers_dropped: dropped,
+    Ok(Watched {
+        witness,
+        dropped,
         first_drop,
-        editors_dropped,
-        first_editor_drop,
-        server_changes,
-        settings,
     })
 }
 
