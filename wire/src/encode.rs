@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{DocumentId, Message, PeerMetadata, RemoteHeads};
+use super::{DocumentId, Message, PeerId, PeerMetadata, RemoteHeads};
 
 /// CBOR major type 0: an unsigned integer.
 const MAJOR_UNSIGNED: u8 = 0;
@@ -44,138 +44,105 @@ enum Item<'a> {
 impl Message {
     /// Encodes the message as the payload of one binary WebSocket frame.
     ///
-    /// `type` comes first, then the fields in the order of the protocol's description; the
-    /// handshake metadata goes under `peerMetadata`, the key the JS client reads.
+    /// `type` comes first, then the sender and the target, then the other fields in the order of the protocol's
+    /// description; the handshake metadata goes under `peerMetadata`, the key the JS client reads.
     pub fn encode(&self) -> Vec<u8> {
-        let message_type = Item::Text(self.message_type());
-        let entries: Vec<(&str, Item<'_>)> = match self {
+        let mut entries = vec![("type", Item::Text(self.message_type()))];
+        entries.extend(
+            self.sender_id()
+                .map(|id| ("senderId", Item::Text(id.as_str()))),
+        );
+        entries.extend(
+            self.target_id()
+                .map(|id| ("targetId", Item::Text(id.as_str()))),
+        );
+        entries.extend(self.body());
+        encode_map(&entries)
+    }
+
+    /// The peer the message is for; `join`, `leave` and `error` are for whoever reads them.
+    fn target_id(&self) -> Option<&PeerId> {
+        match self {
+            Self::Peer { target_id, .. }
+            | Self::Request { target_id, .. }
+            | Self::Sync { target_id, .. }
+            | Self::DocUnavailable { target_id, .. }
+            | Self::Ephemeral { target_id, .. }
+            | Self::RemoteSubscriptionChange { target_id, .. }
+            | Self::RemoteHeadsChanged { target_id, .. } => Some(target_id),
+            Self::Join { .. } | Self::Leave { .. } | Self::Error { .. } => None,
+        }
+    }
+
+    /// The fields after the addressing, in the protocol's order.
+    fn body(&self) -> Vec<(&'static str, Item<'_>)> {
+        match self {
             Self::Join {
-                sender_id,
                 supported_protocol_versions,
                 metadata,
+                ..
             } => {
-                let mut entries = vec![
-                    ("type", message_type),
-                    ("senderId", Item::Text(sender_id.as_str())),
-                    (
-                        "supportedProtocolVersions",
-                        Item::Texts(supported_protocol_versions),
-                    ),
-                ];
-                entries.extend(
-                    metadata
-                        .as_ref()
-                        .map(|m| ("peerMetadata", Item::Metadata(m))),
+                let versions = (
+                    "supportedProtocolVersions",
+                    Item::Texts(supported_protocol_versions),
                 );
-                entries
+                let metadata = metadata
+                    .as_ref()
+                    .map(|m| ("peerMetadata", Item::Metadata(m)));
+                std::iter::once(versions).chain(metadata).collect()
             }
             Self::Peer {
-                sender_id,
-                target_id,
                 selected_protocol_version,
                 metadata,
+                ..
             } => {
-                let mut entries = vec![
-                    ("type", message_type),
-                    ("senderId", Item::Text(sender_id.as_str())),
-                    ("targetId", Item::Text(target_id.as_str())),
-                    (
-                        "selectedProtocolVersion",
-                        Item::Text(selected_protocol_version),
-                    ),
-                ];
-                entries.extend(
-                    metadata
-                        .as_ref()
-                        .map(|m| ("peerMetadata", Item::Metadata(m))),
+                let version = (
+                    "selectedProtocolVersion",
+                    Item::Text(selected_protocol_version),
                 );
-                entries
+                let metadata = metadata
+                    .as_ref()
+                    .map(|m| ("peerMetadata", Item::Metadata(m)));
+                std::iter::once(version).chain(metadata).collect()
             }
             Self::Request {
-                sender_id,
-                target_id,
-                document_id,
-                data,
+                document_id, data, ..
             }
             | Self::Sync {
-                sender_id,
-                target_id,
-                document_id,
-                data,
-            } => {
-                vec![
-                    ("type", message_type),
-                    ("senderId", Item::Text(sender_id.as_str())),
-                    ("targetId", Item::Text(target_id.as_str())),
-                    ("documentId", Item::DocumentId(document_id)),
-                    ("data", Item::Bytes(data)),
-                ]
-            }
-            Self::DocUnavailable {
-                sender_id,
-                target_id,
-                document_id,
-            } => {
-                vec![
-                    ("type", message_type),
-                    ("senderId", Item::Text(sender_id.as_str())),
-                    ("targetId", Item::Text(target_id.as_str())),
-                    ("documentId", Item::DocumentId(document_id)),
-                ]
+                document_id, data, ..
+            } => vec![
+                ("documentId", Item::DocumentId(document_id)),
+                ("data", Item::Bytes(data)),
+            ],
+            Self::DocUnavailable { document_id, .. } => {
+                vec![("documentId", Item::DocumentId(document_id))]
             }
             Self::Ephemeral {
-                sender_id,
-                target_id,
                 document_id,
                 session_id,
                 count,
                 data,
-            } => {
-                vec![
-                    ("type", message_type),
-                    ("senderId", Item::Text(sender_id.as_str())),
-                    ("targetId", Item::Text(target_id.as_str())),
-                    ("documentId", Item::DocumentId(document_id)),
-                    ("sessionId", Item::Text(session_id)),
-                    ("count", Item::Number(*count)),
-                    ("data", Item::Bytes(data)),
-                ]
-            }
-            Self::Leave { sender_id } => vec![
-                ("type", message_type),
-                ("senderId", Item::Text(sender_id.as_str())),
-            ],
-            Self::Error { message } => {
-                vec![("type", message_type), ("message", Item::Text(message))]
-            }
-            Self::RemoteSubscriptionChange {
-                sender_id,
-                target_id,
-                add,
-                remove,
+                ..
             } => vec![
-                ("type", message_type),
-                ("senderId", Item::Text(sender_id.as_str())),
-                ("targetId", Item::Text(target_id.as_str())),
-                ("add", Item::Texts(add)),
-                ("remove", Item::Texts(remove)),
+                ("documentId", Item::DocumentId(document_id)),
+                ("sessionId", Item::Text(session_id)),
+                ("count", Item::Number(*count)),
+                ("data", Item::Bytes(data)),
             ],
+            Self::Leave { .. } => Vec::new(),
+            Self::Error { message } => vec![("message", Item::Text(message))],
+            Self::RemoteSubscriptionChange { add, remove, .. } => {
+                vec![("add", Item::Texts(add)), ("remove", Item::Texts(remove))]
+            }
             Self::RemoteHeadsChanged {
-                sender_id,
-                target_id,
                 document_id,
                 new_heads,
-            } => {
-                vec![
-                    ("type", message_type),
-                    ("senderId", Item::Text(sender_id.as_str())),
-                    ("targetId", Item::Text(target_id.as_str())),
-                    ("documentId", Item::DocumentId(document_id)),
-                    ("newHeads", Item::NewHeads(new_heads)),
-                ]
-            }
-        };
-        encode_map(&entries)
+                ..
+            } => vec![
+                ("documentId", Item::DocumentId(document_id)),
+                ("newHeads", Item::NewHeads(new_heads)),
+            ],
+        }
     }
 }
 
