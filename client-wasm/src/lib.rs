@@ -14,6 +14,7 @@
 //! exercises everything natively; `tests/web.rs` runs under `wasm-bindgen-test` to check the JavaScript boundary.
 
 mod error;
+mod history;
 mod interop;
 pub mod link;
 mod live;

@@ -9,6 +9,7 @@ use wire::peer::Changed;
 use wire::{DocumentId, PeerId};
 
 use crate::ClientError;
+use crate::history::{History, Splice};
 use crate::link::Link;
 use crate::presence::{Presence, PresenceInfo};
 use crate::utf16;
@@ -31,6 +32,8 @@ pub struct LiveIncident {
     presence: Presence,
     /// Why the server last reverted one of our changes (a command rule), until the page reads it.
     refused: Option<String>,
+    /// This tab's own text edits, for undo and redo.
+    history: History,
 }
 
 #[wasm_bindgen]
@@ -125,15 +128,53 @@ impl LiveIncident {
                 field: field.to_owned(),
                 source,
             })?;
-        let op = Operation::SpliceText {
-            field: field.to_owned(),
-            pos,
-            delete,
-            insert: insert.to_owned(),
-        };
-        self.incident.apply(&op, &editor)?;
+        let at = self.caret_cursor(field, pos)?;
+        let deleted: String = text.chars().skip(pos).take(delete).collect();
+        self.incident
+            .apply(&splice_op(field, pos, delete, insert), &editor)?;
         self.link.flush(self.incident.doc_mut());
+        let inserted = self.char_cursors(field, pos, insert.chars().count())?;
+        let splice = Splice {
+            at,
+            deleted,
+            inserted,
+        };
+        self.history.record(field, splice, now_ms);
         Ok(())
+    }
+
+    /// Undoes this tab's last step of edits in a text or markdown field (keystrokes typed in one go, or one
+    /// deletion): removes the characters it inserted that are still there and puts back what it deleted, leaving
+    /// everyone else's edits alone, made afresh by `editor_name` through the model like any edit. Returns where the
+    /// caret goes (a UTF-16 offset), or `undefined` when there is nothing to undo.
+    pub fn undo(
+        &mut self,
+        field: &str,
+        editor_name: &str,
+        now_ms: f64,
+    ) -> Result<Option<usize>, ClientError> {
+        let Some(step) = self.history.take_undo(field) else {
+            return Ok(None);
+        };
+        let (inverse, caret) = self.invert(field, step, &editor(editor_name, now_ms)?)?;
+        self.history.undone(field, inverse);
+        Ok(Some(caret))
+    }
+
+    /// Redoes the step [`LiveIncident::undo`] last undid in the field. Returns where the caret goes, or
+    /// `undefined` when there is nothing to redo (a new edit in the field forgets what was undone).
+    pub fn redo(
+        &mut self,
+        field: &str,
+        editor_name: &str,
+        now_ms: f64,
+    ) -> Result<Option<usize>, ClientError> {
+        let Some(step) = self.history.take_redo(field) else {
+            return Ok(None);
+        };
+        let (inverse, caret) = self.invert(field, step, &editor(editor_name, now_ms)?)?;
+        self.history.redone(field, inverse);
+        Ok(Some(caret))
     }
 
     /// The current text of a text or markdown field, read directly rather than through the whole view, since the
@@ -145,7 +186,10 @@ impl LiveIncident {
     }
 
     /// A stable address for the caret at UTF-16 offset `utf16_pos` of a text field: it follows its character
-    /// through remote edits, which is how the caret stays put while others type elsewhere in the field.
+    /// through remote edits, which is how the caret stays put while others type in the field. It is anchored to
+    /// the character before the caret (see [`utf16::caret_cursor`]), so text others type at the same spot goes
+    /// after it and our next keystroke stays with our own. Every caret and selection end the page keeps, restores
+    /// or shows to others is one of these.
     pub fn cursor(&self, field: &str, utf16_pos: usize) -> Result<String, ClientError> {
         let text = self.text(field)?;
         let pos = utf16::code_points_from_utf16(&text, utf16_pos).map_err(|source| {
@@ -154,26 +198,17 @@ impl LiveIncident {
                 source,
             }
         })?;
-        let (doc, obj) = self.text_obj(field)?;
-        let cursor = if pos >= text.chars().count() {
-            // The end stays the end: someone typing at the end keeps typing at the end.
-            doc.get_cursor(&obj, automerge::CursorPosition::End, None)
-        } else {
-            doc.get_cursor(&obj, pos, None)
-        };
-        cursor
-            .map(|c| c.to_string())
-            .map_err(|_| ClientError::NotText(field.to_owned()))
+        self.caret_cursor(field, pos).map(|c| c.to_string())
     }
 
-    /// Where a cursor from [`LiveIncident::cursor`] is now, as a UTF-16 offset. Throws on a cursor that is not one.
+    /// Where a cursor from [`LiveIncident::cursor`] (ours or another tab's) is now, as a UTF-16 offset. Throws on
+    /// a cursor that is not one of this field's, or names a change this replica has not received yet.
     #[wasm_bindgen(js_name = cursorPosition)]
     pub fn cursor_position(&self, field: &str, cursor: &str) -> Result<usize, ClientError> {
         let parsed = automerge::Cursor::try_from(cursor)
             .map_err(|_| ClientError::Cursor(cursor.to_owned()))?;
         let (doc, obj) = self.text_obj(field)?;
-        let pos = doc
-            .get_cursor_position(&obj, &parsed, None)
+        let pos = utf16::caret_position(doc, &obj, &parsed)
             .map_err(|_| ClientError::Cursor(cursor.to_owned()))?;
         Ok(utf16::utf16_from_code_points(&self.text(field)?, pos))
     }
@@ -320,6 +355,7 @@ impl LiveIncident {
             link: Link::new(PeerId::from(peer_id), document),
             presence: Presence::new(peer_id.to_owned()),
             refused: None,
+            history: History::default(),
         }
     }
 
@@ -341,6 +377,91 @@ impl LiveIncident {
         if let Some((session, count, payload)) = self.presence.due(now_ms) {
             self.link.broadcast(&session, count, payload);
         }
+    }
+
+    /// The caret cursor at code point `pos` of a text field.
+    fn caret_cursor(&self, field: &str, pos: usize) -> Result<automerge::Cursor, ClientError> {
+        let (doc, obj) = self.text_obj(field)?;
+        utf16::caret_cursor(doc, &obj, pos).map_err(|_| ClientError::NotText(field.to_owned()))
+    }
+
+    /// A cursor on each of the `count` characters from code point `pos` of a text field.
+    fn char_cursors(
+        &self,
+        field: &str,
+        pos: usize,
+        count: usize,
+    ) -> Result<Vec<automerge::Cursor>, ClientError> {
+        let (doc, obj) = self.text_obj(field)?;
+        (pos..pos + count)
+            .map(|i| doc.get_cursor(&obj, i, None))
+            .collect::<Result<_, _>>()
+            .map_err(|_| ClientError::NotText(field.to_owned()))
+    }
+
+    /// Applies the inverse of `step` (its splices undone last first): deletes the characters each inserted that are
+    /// still there and re-inserts what it deleted at its caret cursor. Returns the inverse's own record, for the
+    /// opposite stack, and where the caret goes (UTF-16).
+    fn invert(
+        &mut self,
+        field: &str,
+        step: Vec<Splice>,
+        editor: &Editor,
+    ) -> Result<(Vec<Splice>, usize), ClientError> {
+        let mut inverse = Vec::with_capacity(step.len());
+        let mut caret = 0;
+        for splice in step.into_iter().rev() {
+            let (doc, obj) = self.text_obj(field)?;
+            let text: Vec<char> = doc
+                .text(&obj)
+                .map_err(|_| ClientError::NotText(field.to_owned()))?
+                .chars()
+                .collect();
+            // Our characters still there, by their index now; someone else may have deleted some.
+            let mut ours = Vec::with_capacity(splice.inserted.len());
+            for cursor in &splice.inserted {
+                let index = doc.get_cursor_position(&obj, cursor, None).ok();
+                if let Some(index) = index.filter(|&i| {
+                    i < text.len() && doc.get_cursor(&obj, i, None).ok().as_ref() == Some(cursor)
+                }) {
+                    ours.push(index);
+                }
+            }
+            ours.sort_unstable();
+            let at = utf16::caret_position(doc, &obj, &splice.at)
+                .map_err(|_| ClientError::NotText(field.to_owned()))?;
+            let at = at - ours.iter().filter(|&&i| i < at).count();
+            let removed: String = ours.iter().map(|&i| text[i]).collect();
+            // Runs of adjacent indices, deleted from the last so the earlier indices still hold.
+            let mut ops = Vec::new();
+            let mut runs: Vec<(usize, usize)> = Vec::new();
+            for &i in &ours {
+                match runs.last_mut() {
+                    Some((start, len)) if *start + *len == i => *len += 1,
+                    _ => runs.push((i, 1)),
+                }
+            }
+            for &(pos, delete) in runs.iter().rev() {
+                ops.push(splice_op(field, pos, delete, ""));
+            }
+            if !splice.deleted.is_empty() {
+                ops.push(splice_op(field, at, 0, &splice.deleted));
+            }
+            if !ops.is_empty() {
+                self.incident.apply_all(&ops, editor)?;
+                self.link.flush(self.incident.doc_mut());
+            }
+            let reinserted = splice.deleted.chars().count();
+            inverse.push(Splice {
+                at: self.caret_cursor(field, at)?,
+                deleted: removed,
+                inserted: self.char_cursors(field, at, reinserted)?,
+            });
+            let now = self.text(field)?;
+            caret = utf16::utf16_from_code_points(&now, at + reinserted);
+        }
+        // Kept in the order made here: inverting it again takes the last made first.
+        Ok((inverse, caret))
     }
 
     /// The document and the Text object of a text or markdown field.
@@ -380,6 +501,16 @@ fn changed_keys(
     keys.sort();
     keys.dedup();
     keys
+}
+
+/// A `spliceText` operation at code-point positions.
+fn splice_op(field: &str, pos: usize, delete: usize, insert: &str) -> Operation {
+    Operation::SpliceText {
+        field: field.to_owned(),
+        pos,
+        delete,
+        insert: insert.to_owned(),
+    }
 }
 
 /// The editor of one call: the name the page passes and its clock, as an [`Editor`].
@@ -607,7 +738,8 @@ mod tests {
             Some("BIG \u{1F525} fire spreading!")
         );
         assert_eq!(a.cursor_position("summary", &mid).ok(), Some(12));
-        assert_eq!(a.cursor_position("summary", &end).ok(), Some(22));
+        // The caret at the end stays behind the last character it followed: Bob's "!" went after it.
+        assert_eq!(a.cursor_position("summary", &end).ok(), Some(21));
         assert!(matches!(
             a.cursor_position("summary", "garbage"),
             Err(ClientError::Cursor(_))
@@ -616,6 +748,83 @@ mod tests {
             a.cursor("summary", 5),
             Err(ClientError::Position { .. })
         ));
+    }
+
+    /// Types `text` at UTF-16 offset `pos`, one key every 100 ms from `start_ms`, as the page splices keystrokes.
+    fn type_at(c: &mut LiveIncident, who: &str, pos: usize, text: &str, start_ms: f64) {
+        for (i, key) in text.chars().enumerate() {
+            let done = c.splice_text_utf16(
+                "summary",
+                pos + i,
+                0,
+                &key.to_string(),
+                who,
+                start_ms + 100.0 * i as f64,
+            );
+            assert!(done.is_ok(), "{done:?}");
+        }
+    }
+
+    #[test]
+    fn undo_takes_back_only_our_own_edits_after_remote_ones_arrived() {
+        let mut a = client();
+        set_summary(&mut a, "Checkout errors.");
+        let id = DocumentId::from_bytes([7; 16]).to_string();
+        let Ok(mut b) = LiveIncident::open(&id, "tab-2", Some(a.save())) else {
+            panic!("open");
+        };
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(None));
+        // Alice types two words with a pause between them, and deletes "errors"; Bob types in between.
+        type_at(&mut a, "alice", 16, " alpha", NOW_MS);
+        type_at(&mut a, "alice", 22, " two", NOW_MS + 5_000.0);
+        assert!(
+            a.splice_text_utf16("summary", 9, 6, "", "alice", NOW_MS + 9_000.0)
+                .is_ok()
+        );
+        type_at(&mut b, "bob", 0, "bravo ", NOW_MS);
+        type_at(&mut b, "bob", 22, "!", NOW_MS);
+        let Ok(_) = a.incident.doc_mut().merge(b.incident.doc_mut()) else {
+            panic!("merge");
+        };
+        // Bob's "!" and Alice's words went after the same "."; the merge put his first, and hers stayed whole.
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("bravo Checkout .! alpha two")
+        );
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(Some(21)));
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("bravo Checkout errors.! alpha two")
+        );
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(Some(29)));
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("bravo Checkout errors.! alpha")
+        );
+        // The caret goes where the words were typed: after the "." they followed.
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(Some(22)));
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("bravo Checkout errors.!")
+        );
+        // Nothing of Bob's is ever undone.
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(None));
+        // Redone, each run goes back whole after the character it followed ("two" followed the "alpha" that the
+        // undo removed, so it follows what came after that: the end).
+        assert_eq!(a.redo("summary", "alice", NOW_MS).ok(), Some(Some(28)));
+        assert_eq!(a.redo("summary", "alice", NOW_MS).ok(), Some(Some(33)));
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("bravo Checkout errors. alpha! two")
+        );
+        // A new edit forgets what is left to redo.
+        type_at(&mut a, "alice", 0, ">", NOW_MS + 20_000.0);
+        assert_eq!(a.redo("summary", "alice", NOW_MS).ok(), Some(None));
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(Some(0)));
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("bravo Checkout errors. alpha! two")
+        );
     }
 
     /// The server's side of the protocol, reduced to what the link needs: answer `join`, keep one document, sync

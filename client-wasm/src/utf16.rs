@@ -9,6 +9,14 @@
 //! Only code points are converted, never grapheme clusters: `e` followed by U+0301 (combining acute) is two code
 //! points and two UTF-16 units, and an offset between them is valid in both. Keeping user-perceived characters
 //! together is the editor's business, as it is in the JavaScript client.
+//!
+//! It also owns the caret rule ([`caret_cursor`], [`caret_position`]): a caret is anchored to the character
+//! *before* it, the typist's own previous character, never to the one after it. Automerge inserts a character after
+//! the one before its position, so a caret that stays behind its own last character keeps each person's run of
+//! typing together when others type at the same spot; anchored to the character after it (or to the end), the
+//! caret jumps past a remote insertion there and the next keystroke lands after the other person's.
+
+use automerge::{AutoCommit, AutomergeError, Cursor, ObjId, ReadDoc};
 
 /// Why a UTF-16 offset has no code-point equivalent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,9 +78,111 @@ pub fn utf16_from_code_points(text: &str, index: usize) -> usize {
     text.chars().take(index).map(char::len_utf16).sum()
 }
 
+/// The stable address of a caret at code point `pos` of text `obj`: the character before it (Automerge's cursor
+/// on index `pos - 1`), or the start of the text. Every caret and selection end the client keeps or sends goes
+/// through here, so that the rule in this module's documentation holds in one place.
+pub fn caret_cursor(doc: &AutoCommit, obj: &ObjId, pos: usize) -> Result<Cursor, AutomergeError> {
+    match pos.checked_sub(1) {
+        None => Ok(Cursor::Start),
+        Some(before) => doc.get_cursor(obj, before, None),
+    }
+}
+
+/// Where a caret from [`caret_cursor`] is now, in code points: just after its character. When someone deleted
+/// that character, the caret sits before the next character that survives (Automerge resolves a cursor on a
+/// deleted character to the next visible one), which is where the deletion was.
+pub fn caret_position(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    cursor: &Cursor,
+) -> Result<usize, AutomergeError> {
+    let index = doc.get_cursor_position(obj, cursor, None)?;
+    let on_its_character = matches!(cursor, Cursor::Op(_))
+        && index < doc.length(obj)
+        && doc.get_cursor(obj, index, None)? == *cursor;
+    Ok(if on_its_character { index + 1 } else { index })
+}
+
 #[cfg(test)]
 mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT};
+
     use super::*;
+
+    /// A document whose `text` holds `content`, with its own actor `actor`.
+    fn text_doc(actor: u8, content: &str) -> (AutoCommit, ObjId) {
+        let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(vec![actor; 16]));
+        let Ok(obj) = doc.put_object(ROOT, "text", ObjType::Text) else {
+            panic!("put_object");
+        };
+        assert!(doc.splice_text(&obj, 0, 0, content).is_ok());
+        (doc, obj)
+    }
+
+    fn caret(doc: &AutoCommit, obj: &ObjId, pos: usize) -> Cursor {
+        match caret_cursor(doc, obj, pos) {
+            Ok(c) => c,
+            Err(e) => panic!("caret_cursor: {e}"),
+        }
+    }
+
+    fn at(doc: &AutoCommit, obj: &ObjId, cursor: &Cursor) -> usize {
+        match caret_position(doc, obj, cursor) {
+            Ok(p) => p,
+            Err(e) => panic!("caret_position: {e}"),
+        }
+    }
+
+    /// Two people append to the same text at once, one key at a time, each exchanging changes after every key and
+    /// putting their caret back through the caret rule: each person's words stay together.
+    #[test]
+    fn two_people_appending_at_once_keep_their_words_whole() {
+        let (mut alice, obj) = text_doc(1, "Checkout errors.");
+        let mut bob = alice
+            .fork()
+            .with_actor(automerge::ActorId::from(vec![2; 16]));
+        let (mut alices, mut bobs) = (caret(&alice, &obj, 16), caret(&bob, &obj, 16));
+        for (a, b) in " alpha".chars().zip(" bravo".chars()) {
+            for (doc, key, c) in [(&mut alice, a, &mut alices), (&mut bob, b, &mut bobs)] {
+                let pos = at(doc, &obj, c);
+                assert!(doc.splice_text(&obj, pos, 0, &key.to_string()).is_ok());
+                *c = caret(doc, &obj, pos + 1);
+            }
+            assert!(alice.merge(&mut bob).is_ok());
+            assert!(bob.merge(&mut alice).is_ok());
+        }
+        let (Ok(a), Ok(b)) = (alice.text(&obj), bob.text(&obj)) else {
+            panic!("text");
+        };
+        assert_eq!(a, b);
+        assert!(
+            a == "Checkout errors. alpha bravo" || a == "Checkout errors. bravo alpha",
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_caret_stays_behind_its_character_and_falls_back_when_it_is_deleted() {
+        let (mut doc, obj) = text_doc(1, "abcd");
+        let start = caret(&doc, &obj, 0);
+        let after_b = caret(&doc, &obj, 2);
+        let end = caret(&doc, &obj, 4);
+        // Insertions at the caret's own spot go after it, wherever they come from.
+        assert!(doc.splice_text(&obj, 2, 0, "XY").is_ok());
+        assert!(doc.splice_text(&obj, 0, 0, ">").is_ok());
+        assert_eq!(doc.text(&obj).ok().as_deref(), Some(">abXYcd"));
+        assert_eq!(at(&doc, &obj, &start), 0);
+        assert_eq!(at(&doc, &obj, &after_b), 3);
+        assert_eq!(at(&doc, &obj, &end), 7);
+        // Deleting "bX" takes the caret's character: it sits where the deletion was.
+        assert!(doc.splice_text(&obj, 2, 2, "").is_ok());
+        assert_eq!(doc.text(&obj).ok().as_deref(), Some(">aYcd"));
+        assert_eq!(at(&doc, &obj, &after_b), 2);
+        // Deleting everything leaves it at 0.
+        assert!(doc.splice_text(&obj, 0, 5, "").is_ok());
+        assert_eq!(at(&doc, &obj, &end), 0);
+    }
 
     #[test]
     fn ascii_offsets_are_unchanged() {
