@@ -317,7 +317,8 @@ impl LiveIncident {
         self.link.last_error().map(str::to_owned)
     }
 
-    /// Sets what this tab says about itself, `{"name", "role", "field"}` as JSON; sent now if connected, and
+    /// Sets what this tab says about itself, `{"name", "role", "field", "caret"?, "anchor"?}` as JSON (the caret
+    /// and the selection's other end as [`LiveIncident::cursor`]s of the field); sent now if connected, and
     /// repeated by [`LiveIncident::tick`].
     #[wasm_bindgen(js_name = setPresence)]
     pub fn set_presence(&mut self, json: &str, now_ms: f64) -> Result<(), ClientError> {

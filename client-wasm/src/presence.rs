@@ -1,7 +1,7 @@
-//! [`Presence`]: who else has the incident open, their role and the field they are editing.
+//! [`Presence`]: who else has the incident open, their role, the field they are editing and their caret in it.
 //!
 //! Presence travels in automerge-repo `ephemeral` messages, relayed by the server and never stored. The payload is
-//! a CBOR map `{name, role, field}` (CBOR because the JS `DocHandle.broadcast` encodes its payloads that way, so a
+//! a CBOR map `{name, role, field, caret?, anchor?}` (CBOR because the JS `DocHandle.broadcast` encodes its payloads that way, so a
 //! stock JS client can read ours and send its own). Peers that fall silent expire, so a tab that crashed or lost
 //! its network leaves the list on its own.
 
@@ -17,6 +17,9 @@ pub const HEARTBEAT_MS: f64 = 10_000.0;
 /// Longest name, role or field kept from another peer: presence is shown, not stored, but a hostile peer should not
 /// be able to fill the page.
 const MAX_TEXT: usize = 200;
+/// Longest caret cursor kept, as the server allows (`server/src/ephemeral.rs`): an Automerge cursor is a counter,
+/// `@` and a hex actor id.
+const MAX_CURSOR: usize = 100;
 
 /// What one tab says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,16 +32,25 @@ pub struct PresenceInfo {
     /// The key of the field they are editing, if any.
     #[serde(default)]
     pub field: Option<String>,
+    /// Their caret in that text field, as a `LiveIncident::cursor`, so it follows the text as anyone types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caret: Option<String>,
+    /// The other end of their selection there (a cursor too), when they have selected text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
 }
 
 impl PresenceInfo {
-    /// Clips every text to [`MAX_TEXT`] characters.
+    /// Clips every text to [`MAX_TEXT`] characters, and drops a cursor longer than any cursor is.
     fn clipped(self) -> PresenceInfo {
         let clip = |s: String| s.chars().take(MAX_TEXT).collect::<String>();
+        let cursor = |c: Option<String>| c.filter(|c| c.len() <= MAX_CURSOR);
         PresenceInfo {
             name: clip(self.name),
             role: self.role.map(clip),
             field: self.field.map(clip),
+            caret: cursor(self.caret),
+            anchor: cursor(self.anchor),
         }
     }
 }

@@ -2,8 +2,8 @@
 //! server.
 //!
 //! Ephemeral messages are relayed, never stored, and every peer of a document reads them, so a payload is a claim
-//! made to everyone. The server therefore relays one shape only, [`Presence`] (`{name, role, field}`, the web
-//! client's and the documented shape for any other client, `docs/schema.md`), decoded strictly and re-encoded, so
+//! made to everyone. The server therefore relays one shape only, [`Presence`] (`{name, role, field}` with an
+//! optional caret and selection, `caret` and `anchor`, as Automerge cursors; the web client's and the documented shape for any other client, `docs/schema.md`), decoded strictly and re-encoded, so
 //! what peers read is exactly what was checked: no CBOR tags, no other keys, bounded texts. Whatever else a peer
 //! sends is refused with an `error` message. Notices (`{"refused": …}`, [`REFUSED_KEY`]) are the server's alone:
 //! it sends them under its own peer id, which no peer may take (`connection.rs`), and clients trust a notice only
@@ -19,8 +19,12 @@ pub use wire::REFUSED_KEY;
 /// Longest name, role or field in characters: what the web client keeps of another peer's presence.
 pub const MAX_TEXT_CHARS: usize = 200;
 
-/// Largest presence payload in bytes: three texts at their longest (four bytes a character) and the map around
-/// them fit. Checked before decoding, so decoding allocates no more than this.
+/// Longest caret cursor in bytes: an Automerge cursor is `s`, `e`, or an optional `-`, a counter, `@` and a hex
+/// actor id (16 bytes, 32 digits, for the clients we know; Automerge allows up to 64 digits).
+pub const MAX_CURSOR_BYTES: usize = 100;
+
+/// Largest presence payload in bytes: three texts at their longest (four bytes a character), two cursors and the
+/// map around them fit. Checked before decoding, so decoding allocates no more than this.
 pub const MAX_PAYLOAD_BYTES: usize = 4096;
 
 /// One peer's presence: who is viewing (their token's name), the roles they hold as their page phrases them, and
@@ -33,6 +37,13 @@ pub struct Presence {
     pub role: Option<String>,
     /// The field the sender is editing; `null` for none.
     pub field: Option<String>,
+    /// The sender's caret in that field, as an Automerge cursor; absent for none (and then not re-encoded, so
+    /// presence without a caret reads as it always did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caret: Option<String>,
+    /// The other end of the sender's selection in that field, as an Automerge cursor; absent for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
 }
 
 /// Why an ephemeral payload is not presence. The `Display` text goes to the sender in an `error` message.
@@ -81,6 +92,14 @@ pub enum EphemeralError {
     /// A text over [`MAX_TEXT_CHARS`].
     #[error("presence {0:?} is longer than {MAX_TEXT_CHARS} characters")]
     TooLong(&'static str),
+    /// A `caret` or `anchor` that is not an Automerge cursor of at most [`MAX_CURSOR_BYTES`].
+    #[error(
+        "presence {0:?} must be an Automerge cursor (s, e or [-]counter@hex actor, at most {MAX_CURSOR_BYTES} bytes)"
+    )]
+    NotCursor(&'static str),
+    /// A caret or selection without the field it is in.
+    #[error("presence with a caret must name its field")]
+    CaretWithoutField,
 }
 
 impl EphemeralError {
@@ -130,8 +149,10 @@ impl Presence {
             name: String::new(),
             role: None,
             field: None,
+            caret: None,
+            anchor: None,
         };
-        let mut seen: Vec<&str> = Vec::with_capacity(3);
+        let mut seen: Vec<&str> = Vec::with_capacity(5);
         for ((_, value), key) in entries.iter().zip(keys) {
             if seen.contains(&key) {
                 return Err(EphemeralError::DuplicateKey(key.to_owned()));
@@ -146,11 +167,16 @@ impl Presence {
                 }
                 "role" => presence.role = text("role", value)?,
                 "field" => presence.field = text("field", value)?,
+                "caret" => presence.caret = cursor("caret", value)?,
+                "anchor" => presence.anchor = cursor("anchor", value)?,
                 other => return Err(EphemeralError::UnknownKey(other.to_owned())),
             }
         }
         if !seen.contains(&"name") {
             return Err(EphemeralError::MissingName);
+        }
+        if presence.field.is_none() && (presence.caret.is_some() || presence.anchor.is_some()) {
+            return Err(EphemeralError::CaretWithoutField);
         }
         Ok(presence)
     }
@@ -185,6 +211,35 @@ fn text(key: &'static str, value: &Value) -> Result<Option<String>, EphemeralErr
     }
 }
 
+/// An Automerge cursor (`automerge::Cursor`'s text form, checked here by its grammar so that what peers resolve is
+/// never anything else), or `None` for null.
+fn cursor(key: &'static str, value: &Value) -> Result<Option<String>, EphemeralError> {
+    let Some(text) = text(key, value)? else {
+        return Ok(None);
+    };
+    let is_cursor = |c: &str| {
+        if c == "s" || c == "e" {
+            return true;
+        }
+        let c = c.strip_prefix('-').unwrap_or(c);
+        c.split_once('@').is_some_and(|(counter, actor)| {
+            !counter.is_empty()
+                && counter.len() <= 20
+                && counter.bytes().all(|b| b.is_ascii_digit())
+                && !actor.is_empty()
+                && actor.len() % 2 == 0
+                && actor
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    };
+    if text.len() <= MAX_CURSOR_BYTES && is_cursor(&text) {
+        Ok(Some(text))
+    } else {
+        Err(EphemeralError::NotCursor(key))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,9 +268,69 @@ mod tests {
                 name: "alice".into(),
                 role: None,
                 field: Some("summary".into()),
+                caret: None,
+                anchor: None,
             })
         );
         assert_eq!(presence.map(|p| p.encode()), Ok(payload));
+    }
+
+    #[test]
+    fn a_caret_and_selection_are_automerge_cursors_in_a_named_field() {
+        let actor = "0123456789abcdef0123456789abcdef";
+        let payload = cbor(&map(vec![
+            ("name", "alice".into()),
+            ("role", Value::Null),
+            ("field", "summary".into()),
+            ("caret", format!("12@{actor}").into()),
+            ("anchor", "s".into()),
+        ]));
+        let presence = Presence::decode(&payload);
+        assert!(
+            presence
+                .as_ref()
+                .is_ok_and(|p| p.caret.as_deref() == Some(&format!("12@{actor}")[..])
+                    && p.anchor.as_deref() == Some("s")),
+            "{presence:?}"
+        );
+        assert_eq!(presence.map(|p| p.encode()), Ok(payload));
+        let with = |key: &str, value: Value| {
+            cbor(&map(vec![
+                ("name", "alice".into()),
+                ("field", "summary".into()),
+                (key, value),
+            ]))
+        };
+        assert!(Presence::decode(&with("caret", format!("-3@{actor}").into())).is_ok());
+        for bad in [
+            "",
+            "x",
+            "12@",
+            "@ab",
+            "12@abc",
+            "12@ABCD",
+            "1 2@ab",
+            "<b>@ab",
+            &format!("1@{}", "ab".repeat(50)),
+        ] {
+            assert_eq!(
+                Presence::decode(&with("caret", bad.into())),
+                Err(EphemeralError::NotCursor("caret")),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Presence::decode(&with("anchor", 5.into())),
+            Err(EphemeralError::WrongType {
+                key: "anchor",
+                expected: "text or null"
+            })
+        );
+        let fieldless = cbor(&map(vec![("name", "alice".into()), ("caret", "s".into())]));
+        assert_eq!(
+            Presence::decode(&fieldless),
+            Err(EphemeralError::CaretWithoutField)
+        );
     }
 
     #[test]
@@ -230,6 +345,8 @@ mod tests {
                 name: "bob".into(),
                 role: None,
                 field: None,
+                caret: None,
+                anchor: None,
             })
         );
     }

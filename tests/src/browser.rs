@@ -217,6 +217,8 @@ pub enum Caret {
     Start,
     /// After the last character.
     End,
+    /// After this many UTF-16 units (clamped to the end), as a click in the middle of the text puts it.
+    At(usize),
 }
 
 /// One headless Chromium with its own profile, driven over WebDriver.
@@ -476,17 +478,24 @@ impl Browser {
         .await
     }
 
-    /// Puts the caret at the start or end of the text field matching `css`, focusing it.
+    /// Puts the caret at the start, the end or an offset of the text field matching `css`, focusing it.
     pub async fn place_caret(&self, css: &str, caret: Caret) -> anyhow::Result<()> {
         let found = self
             .execute(
                 "const el = document.querySelector(arguments[0]);
                  if (!el) return false;
                  el.focus();
-                 const at = arguments[1] ? el.value.length : 0;
+                 const at = Math.min(arguments[1] ?? el.value.length, el.value.length);
                  el.setSelectionRange(at, at);
                  return true;",
-                vec![json!(css), json!(caret == Caret::End)],
+                vec![
+                    json!(css),
+                    match caret {
+                        Caret::Start => json!(0),
+                        Caret::End => Value::Null,
+                        Caret::At(at) => json!(at),
+                    },
+                ],
             )
             .await?;
         if found != json!(true) {
@@ -520,6 +529,44 @@ impl Browser {
             }
         }
         Ok(())
+    }
+
+    /// Types `text` as [`Browser::type_text`] does, one key every `interval`: a person typing at a steady pace, so
+    /// that two pages typing at once interleave their keys with the sync between them.
+    pub async fn type_paced(
+        &self,
+        css: &str,
+        text: &str,
+        interval: Duration,
+    ) -> anyhow::Result<()> {
+        let mut buf = [0; 4];
+        for ch in text.chars() {
+            let started = std::time::Instant::now();
+            self.type_text(css, ch.encode_utf8(&mut buf)).await?;
+            tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
+        }
+        Ok(())
+    }
+
+    /// Presses `key` with Control held (and Shift when `shift`) in the element matching `css`: Ctrl+Z and
+    /// Ctrl+Shift+Z.
+    pub async fn press_ctrl(&self, css: &str, key: char, shift: bool) -> anyhow::Result<()> {
+        let Some(element) = self.find(css).await? else {
+            return Err(self
+                .failure(&format!("no element matching {css} to press Ctrl+{key} in"))
+                .await);
+        };
+        let mut chord = String::from(char::from(fantoccini::key::Key::Control));
+        if shift {
+            chord.push(char::from(fantoccini::key::Key::Shift));
+        }
+        chord.push(key);
+        // WebDriver holds modifiers until the null key releases them.
+        chord.push(char::from(fantoccini::key::Key::Null));
+        element
+            .send_keys(&chord)
+            .await
+            .with_context(|| format!("{}: pressing Ctrl+{key} in {css}", self.name))
     }
 
     /// Presses a special key (Enter, Tab, …) in the element matching `css`.

@@ -3,14 +3,19 @@
 //! A browser that loads the app through the proxy's address reaches the server only through it, so
 //! [`Proxy::cut`] is "this browser's connection to the server is cut" (a laptop losing its network) while every
 //! other client keeps talking to the server directly. The proxy forwards bytes unchanged in both directions; it
-//! knows nothing of HTTP or WebSocket.
+//! knows nothing of HTTP or WebSocket. [`Proxy::start_with_delay`] holds every chunk back for a fixed time in each
+//! direction, as a slow network does (a 300 ms delay is 600 ms of round trip), keeping the byte order.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use anyhow::Context;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 
 /// A cuttable TCP proxy to one target address.
 pub struct Proxy {
@@ -35,6 +40,11 @@ struct Links {
 impl Proxy {
     /// Starts a proxy on `127.0.0.1:0` that forwards every connection to `target`.
     pub async fn start(target: SocketAddr) -> anyhow::Result<Proxy> {
+        Proxy::start_with_delay(target, Duration::ZERO).await
+    }
+
+    /// Starts a proxy that delivers every byte `delay` after it arrived, in each direction.
+    pub async fn start_with_delay(target: SocketAddr, delay: Duration) -> anyhow::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the proxy's loopback port")?;
@@ -42,7 +52,7 @@ impl Proxy {
             .local_addr()
             .context("reading the proxy's address")?;
         let links = Arc::new(Mutex::new(Links::default()));
-        let accept = tokio::spawn(accept_loop(listener, target, links.clone()));
+        let accept = tokio::spawn(accept_loop(listener, target, delay, links.clone()));
         Ok(Proxy {
             addr,
             links,
@@ -100,7 +110,12 @@ fn lock(links: &Mutex<Links>) -> MutexGuard<'_, Links> {
 }
 
 /// Accepts connections until the proxy is dropped, forwarding each unless the link is cut.
-async fn accept_loop(listener: TcpListener, target: SocketAddr, links: Arc<Mutex<Links>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    delay: Duration,
+    links: Arc<Mutex<Links>>,
+) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
             // Out of file descriptors or similar: let the client's connect fail, and try again.
@@ -113,20 +128,60 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, links: Arc<Mutex
             continue;
         }
         guard.forwarding.retain(|task| !task.is_finished());
-        let task = tokio::spawn(forward(client, target));
+        let task = tokio::spawn(forward(client, target, delay));
         guard.forwarding.push(task.abort_handle());
     }
 }
 
-/// Connects to `target` and copies bytes both ways until either side closes.
-async fn forward(mut client: TcpStream, target: SocketAddr) {
+/// Connects to `target` and copies bytes both ways until either side closes, `delay` late.
+async fn forward(mut client: TcpStream, target: SocketAddr, delay: Duration) {
     let Ok(mut server) = TcpStream::connect(target).await else {
         // The server is down: the client sees its connection closed, as it would see a refused one.
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    if delay.is_zero() {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        return;
+    }
+    let (client_read, client_write) = client.split();
+    let (server_read, server_write) = server.split();
+    // Both directions run in this task, so aborting it (a cut) drops every socket and every byte in flight.
+    tokio::join!(
+        delayed_copy(client_read, server_write, delay),
+        delayed_copy(server_read, client_write, delay),
+    );
+}
+
+/// Copies `from` to `to`, writing each chunk `delay` after it was read, until `from` ends or `to` fails.
+async fn delayed_copy(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    delay: Duration,
+) {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if sender
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, chunk)) = receiver.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
 
 #[cfg(test)]
@@ -201,6 +256,24 @@ mod tests {
         ensure!(round_trip(&mut again, b"back").await? == b"back");
         drop(proxy);
         expect_closed(&mut again).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_delayed_proxy_delivers_everything_late_in_order_and_still_cuts() -> anyhow::Result<()>
+    {
+        let echo = echo_server().await?;
+        let delay = Duration::from_millis(150);
+        let proxy = Proxy::start_with_delay(echo, delay).await?;
+        let mut socket = TcpStream::connect(proxy.addr).await?;
+        let started = std::time::Instant::now();
+        ensure!(round_trip(&mut socket, b"hello").await? == b"hello");
+        // There and back: twice the delay.
+        ensure!(started.elapsed() >= 2 * delay, "{:?}", started.elapsed());
+        let big: Vec<u8> = (0..300_000u32).map(|n| (n % 251) as u8).collect();
+        ensure!(round_trip(&mut socket, &big).await? == big);
+        proxy.cut();
+        expect_closed(&mut socket).await?;
         Ok(())
     }
 }

@@ -1633,3 +1633,285 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Co-editing: several people typing at the same spot of one field.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The summary the co-editing tests start from.
+const CHECKOUT: &str = "Checkout errors.";
+
+/// The pause between keys of a fast typist: about ten keys a second.
+const FAST_TYPIST: Duration = Duration::from_millis(100);
+
+/// The three spots where people meet in a field: the start, the middle ("Checkout |errors.") and the end.
+const SPOTS: [(&str, Caret); 3] = [
+    ("start", Caret::Start),
+    ("middle", Caret::At(9)),
+    ("end", Caret::End),
+];
+
+/// Declares an incident whose summary is [`CHECKOUT`] and opens it in one page per person of `people`, each
+/// signed in as themselves at the matching address of `base_urls` (the server, or a proxy in front of it).
+/// Returns the incident's id, the first person's token and the pages.
+async fn coediting(
+    server: &TestServer,
+    people: &[&str],
+    base_urls: &[String],
+) -> anyhow::Result<(String, String, Vec<Browser>)> {
+    let mut tokens = Vec::with_capacity(people.len());
+    for person in people {
+        tokens.push(server.token(person, "write").await);
+    }
+    let id = server.declare(&tokens[0], "Checkout errors").await.id;
+    set_summary(server, &tokens[0], &id, CHECKOUT).await?;
+    let names: Vec<String> = people.iter().map(|p| format!("coedit-{p}")).collect();
+    let pages =
+        futures_util::future::try_join_all(names.iter().zip(&tokens).zip(base_urls).map(
+            |((name, token), url)| open_signed_in(name, WindowSize::DESKTOP, url, token, &id),
+        ))
+        .await?;
+    Ok((id, tokens.swap_remove(0), pages))
+}
+
+/// Every page types its word at `caret` of the summary at the same moment, one key per [`FAST_TYPIST`]; waits
+/// until every page is synced and shows the same summary with every word, and checks that each word came out
+/// whole, the original text intact around them, and the server's Markdown export the same. Returns the text.
+async fn type_at_once(
+    server: &TestServer,
+    (id, token): (&str, &str),
+    pages: &[Browser],
+    words: &[String],
+    caret: Caret,
+) -> anyhow::Result<String> {
+    set_summary(server, token, id, CHECKOUT).await?;
+    let all: Vec<&Browser> = pages.iter().collect();
+    wait_all(
+        &all,
+        "every page to show the original summary",
+        UI_TIMEOUT,
+        |s| {
+            s.iter()
+                .all(|p| p.synced() && p.summary.as_deref() == Some(CHECKOUT))
+        },
+    )
+    .await?;
+    for page in pages {
+        page.place_caret(SUMMARY, caret).await?;
+    }
+    futures_util::future::try_join_all(
+        pages
+            .iter()
+            .zip(words)
+            .map(|(page, word)| page.type_paced(SUMMARY, word, FAST_TYPIST)),
+    )
+    .await?;
+    let states = wait_all(
+        &all,
+        "every page synced on one summary holding every word",
+        RECONNECT_TIMEOUT,
+        |s| {
+            s.iter().all(|p| p.synced() && p.summary == s[0].summary)
+                && s[0].summary.as_deref().is_some_and(|t| {
+                    t.len() == CHECKOUT.len() + words.iter().map(String::len).sum::<usize>()
+                })
+        },
+    )
+    .await?;
+    let converged = states[0].summary.clone().unwrap_or_default();
+    let mut rest = converged.clone();
+    for word in words {
+        ensure!(
+            rest.contains(word.as_str()),
+            "{word:?} is not whole in {converged:?}: people's typing was interleaved"
+        );
+        rest = rest.replacen(word.as_str(), "", 1);
+    }
+    ensure!(
+        rest == CHECKOUT,
+        "the words landed away from where they were typed: {converged:?}"
+    );
+    let markdown = server.markdown(token, id).await;
+    ensure!(
+        tests::markdown_section(&markdown, "Summary").as_deref() == Some(converged.as_str()),
+        "the server's Markdown export differs from the pages' {converged:?}:\n{markdown}"
+    );
+    Ok(converged)
+}
+
+/// Two people type into the summary at the same moment, about ten keys a second each, at its start, in its middle
+/// and at its end: every time both pages converge with each person's word whole (the bug of issue 19 interleaved
+/// two words appended at once letter by letter), and the server's export shows the same text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_typing_at_the_same_spot_keep_their_words_whole() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let url = server.base_url.clone();
+    let (id, token, pages) = coediting(&server, &["alice", "bob"], &[url.clone(), url]).await?;
+    for (spot, caret) in SPOTS {
+        let words = [
+            format!("(alpha-alice-{spot})"),
+            format!("(bravo-bob-{spot})"),
+        ];
+        let text = type_at_once(&server, (&id, &token), &pages, &words, caret).await?;
+        println!("{spot}: {text:?}");
+    }
+    for page in pages {
+        page.close().await?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// Three people on a slow network (each page behind its own proxy adding 300 ms each way) type at the same spot
+/// at once, at the start, the middle and the end: the result is what it is on loopback, every word whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_people_typing_at_once_over_a_slow_network_keep_their_words_whole()
+-> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let delay = Duration::from_millis(300);
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(Proxy::start_with_delay(server.addr, delay).await?);
+    }
+    let urls: Vec<String> = proxies.iter().map(Proxy::base_url).collect();
+    let (id, token, pages) = coediting(&server, &["alice", "bob", "carol"], &urls).await?;
+    for (spot, caret) in SPOTS {
+        let words = [
+            format!("(alpha-alice-{spot})"),
+            format!("(bravo-bob-{spot})"),
+            format!("(charlie-carol-{spot})"),
+        ];
+        let text = type_at_once(&server, (&id, &token), &pages, &words, caret).await?;
+        println!("{spot}: {text:?}");
+    }
+    for page in pages {
+        page.close().await?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// Alice types a word at the end while Bob types at the start; once Bob's word has arrived, Ctrl+Z in Alice's
+/// page takes back her word and nothing of Bob's (the textarea's own undo would have been emptied by the remote
+/// text), Ctrl+Shift+Z puts it back, and both pages and the server follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_and_redo_take_back_only_your_own_typing_after_a_remote_edit() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let url = server.base_url.clone();
+    let (id, token, pages) = coediting(&server, &["alice", "bob"], &[url.clone(), url]).await?;
+    let (a, b) = (&pages[0], &pages[1]);
+    a.place_caret(SUMMARY, Caret::End).await?;
+    a.type_paced(SUMMARY, " (alpha)", FAST_TYPIST).await?;
+    b.place_caret(SUMMARY, Caret::Start).await?;
+    b.type_paced(SUMMARY, "(bravo) ", FAST_TYPIST).await?;
+    let both = format!("(bravo) {CHECKOUT} (alpha)");
+    let same = |text: &str| {
+        let text = text.to_owned();
+        move |s: &[PageState]| {
+            s.iter()
+                .all(|p| p.synced() && p.summary.as_deref() == Some(text.as_str()))
+        }
+    };
+    wait_all(&[a, b], "both words on both pages", UI_TIMEOUT, same(&both)).await?;
+
+    a.press_ctrl(SUMMARY, 'z', false).await?;
+    let bobs = format!("(bravo) {CHECKOUT}");
+    wait_all(
+        &[a, b],
+        "Alice's undo on both pages",
+        UI_TIMEOUT,
+        same(&bobs),
+    )
+    .await?;
+    ensure!(server_summary(&server, &token, &id).await? == bobs);
+    // Nothing more of Alice's to undo: Bob's word stays.
+    a.press_ctrl(SUMMARY, 'z', false).await?;
+    a.press_ctrl(SUMMARY, 'z', true).await?;
+    wait_all(
+        &[a, b],
+        "Alice's redo on both pages",
+        UI_TIMEOUT,
+        same(&both),
+    )
+    .await?;
+    ensure!(server_summary(&server, &token, &id).await? == both);
+    // The caret is where the redone word ends, so typing carries on there.
+    a.type_paced(SUMMARY, "!", FAST_TYPIST).await?;
+    wait_all(
+        &[a, b],
+        "typing after the redo",
+        UI_TIMEOUT,
+        same(&format!("{both}!")),
+    )
+    .await?;
+    for page in pages {
+        page.close().await?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// The UTF-16 offset at which `page` shows `name`'s caret (`.remote-caret[data-name][data-pos]`), once it does.
+async fn remote_caret(page: &Browser, name: &str, at: usize) -> anyhow::Result<()> {
+    let css = format!(r#".remote-caret[data-name="{name}"]"#);
+    page.wait_until(
+        &format!("{name}'s caret at offset {at}"),
+        UI_TIMEOUT,
+        || async { Ok((page.attr(&css, "data-pos").await? == Some(at.to_string())).then_some(())) },
+    )
+    .await
+}
+
+/// Bob's caret sits in the middle of the summary; Alice sees it there, in his colour with his name, and as she
+/// types before it, it moves along with the text it follows, on her page. A selection shows too. Screenshots of
+/// both pages go to `target/test-artifacts/browser/coediting-*.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_caret_follows_the_text_typed_before_it() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let url = server.base_url.clone();
+    let (_, _, pages) = coediting(&server, &["alice", "bob"], &[url.clone(), url]).await?;
+    let (a, b) = (&pages[0], &pages[1]);
+    b.place_caret(SUMMARY, Caret::At(9)).await?;
+    remote_caret(a, "bob", 9).await?;
+    a.place_caret(SUMMARY, Caret::Start).await?;
+    a.type_paced(SUMMARY, "(alpha) ", FAST_TYPIST).await?;
+    remote_caret(a, "bob", 17).await?;
+    remote_caret(b, "alice", 8).await?;
+    ensure!(
+        a.attr(r#".remote-caret[data-name="bob"]"#, "class")
+            .await?
+            .is_some_and(|c| c.contains("presence-c")),
+        "the caret carries a presence colour"
+    );
+    ensure!(
+        a.text(r#".remote-caret[data-name="bob"] .remote-caret-name"#)
+            .await?
+            .as_deref()
+            == Some("bob")
+    );
+    // Bob selects "errors" (the end of the selection is its caret).
+    b.execute(
+        r#"const t = document.querySelector(arguments[0]); t.setSelectionRange(17, 23, "forward");
+           t.dispatchEvent(new Event("select", {bubbles: true}));"#,
+        vec![json!(SUMMARY)],
+    )
+    .await?;
+    remote_caret(a, "bob", 23).await?;
+    a.wait_for(".remote-selection", UI_TIMEOUT).await?;
+    let (shot_a, shot_b) = (
+        a.screenshot("coediting-alice").await?,
+        b.screenshot("coediting-bob").await?,
+    );
+    for shot in [shot_a, shot_b] {
+        read_png(&shot)?;
+    }
+    for page in pages {
+        page.close().await?;
+    }
+    server.stop().await;
+    Ok(())
+}

@@ -75,7 +75,9 @@ function textEditor(field, ctx, labelId) {
     onkeydown: field.kind === "text" ? (e) => e.key === "Enter" && e.preventDefault() : null,
   });
   ctx.wireText(textarea);
-  return field.kind === "markdown" ? [textarea, linksRow(field)] : textarea;
+  // Others' carets are drawn over the textarea (carets.js).
+  const box = h("div", { class: "coedit" }, textarea, h("div", { class: "remote-carets", "aria-hidden": "true" }));
+  return field.kind === "markdown" ? [box, linksRow(field)] : box;
 }
 
 /** A `<select>` over `[value, label]` options that calls `choose(value)` when changed. */

@@ -28,6 +28,7 @@ import {
   statusLabel,
 } from "./model.js";
 import { arrange, patch } from "./patch.js";
+import { renderCarets } from "./carets.js";
 import { myPresence, renderPresence } from "./presence.js";
 import { DeviceCopy, loadIncident } from "./store.js";
 import { startSync } from "./sync.js";
@@ -38,6 +39,11 @@ const COMPACT_EVERY = 200;
 const COMPACT_QUIET_MS = 5000;
 /** Presence expiry and heartbeats run on this clock; the model decides what is due. */
 const TICK_MS = 2000;
+/**
+ * Presence goes out at most this often while the caret moves: others see it follow typing, and a fast typist stays
+ * well inside the server's ephemeral rate limit (20 a second per connection).
+ */
+const PRESENCE_MIN_MS = 150;
 /** How long "bob is now the Incident Commander" stays up: long enough to notice, short enough not to go stale. */
 const COMMAND_BANNER_MS = 15_000;
 
@@ -166,6 +172,8 @@ class IncidentPage {
     this.keptSinceSnapshot = 0;
     this.compactTimer = null;
     this.presenceSent = null;
+    this.presenceSentAt = 0;
+    this.presenceTimer = null;
     this.commandBannerTimer = null;
     this.bannersEl = root.querySelector(".command-banners");
     this.auditEl = root.querySelector("#audit");
@@ -193,8 +201,10 @@ class IncidentPage {
     this.wireStatusUpdate();
     // Focus moves between controls of one field as a focusout then a focusin: settle first, send once.
     const presenceSoon = () => setTimeout(() => !signal.aborted && this.updatePresence(), 0);
-    this.fieldsEl.addEventListener("focusin", presenceSoon);
-    this.fieldsEl.addEventListener("focusout", presenceSoon);
+    // The caret moves with typing, clicks, arrow keys and selections: each may change what others see.
+    for (const event of ["focusin", "focusout", "input", "keyup", "mouseup", "select"]) {
+      this.fieldsEl.addEventListener(event, presenceSoon);
+    }
     const flushSync = () => this.copy.flushSync();
     window.addEventListener("pagehide", flushSync);
 
@@ -215,6 +225,7 @@ class IncidentPage {
       this.copy.flushSync();
       clearTimeout(this.compactTimer);
       clearTimeout(this.commandBannerTimer);
+      clearTimeout(this.presenceTimer);
       this.live.free();
     });
   }
@@ -415,15 +426,27 @@ class IncidentPage {
   }
 
   showPresence() {
-    renderPresence(this.presenceEl, this.fieldsEl, JSON.parse(this.live.presenceJson(Date.now())), this.view);
+    const peers = JSON.parse(this.live.presenceJson(Date.now()));
+    renderPresence(this.presenceEl, this.fieldsEl, peers, this.view);
+    if (this.view) renderCarets(this.fieldsEl, peers, this.live);
   }
 
-  /** Tells the others who we are and what we edit; sent only when that changed (the model repeats it). */
+  /**
+   * Tells the others who we are, what we edit and where our caret is; sent only when that changed (the model
+   * repeats it), and at most every `PRESENCE_MIN_MS` (the last change always goes out).
+   */
   updatePresence() {
     const role = this.view ? rolesHeldBy(rolesOf(this.view), this.name()) : null;
-    const presence = JSON.stringify(myPresence(this.name(), role));
+    const presence = JSON.stringify(myPresence(this.name(), role, this.live));
     if (presence === this.presenceSent) return;
+    const wait = this.presenceSentAt + PRESENCE_MIN_MS - Date.now();
+    clearTimeout(this.presenceTimer);
+    if (wait > 0) {
+      this.presenceTimer = setTimeout(() => this.updatePresence(), wait);
+      return;
+    }
     this.presenceSent = presence;
+    this.presenceSentAt = Date.now();
     this.live.setPresence(presence, Date.now());
     this.sync.flush();
   }

@@ -1,15 +1,32 @@
 /**
  * Who else has the incident open and what they are editing: the `#presence` list, and a badge on each field
- * someone else is editing, so two people do not rewrite the same status at once without knowing.
+ * someone else is editing, so two people do not rewrite the same status at once without knowing; inside text fields,
+ * their carets (carets.js).
  */
 
 import { h } from "./dom.js";
 import { fieldByKey, rolesHeldBy, rolesOf } from "./model.js";
 
-/** `{name, role, field}` as `setPresence` takes it: the field being edited is the section holding focus. */
-export function myPresence(name, role) {
-  const section = document.activeElement?.closest?.("section[data-field]");
-  return { name, role, field: section?.dataset.field ?? null };
+/**
+ * `{name, role, field, caret?, anchor?}` as `setPresence` takes it: the field being edited is the section holding
+ * focus; in a text field, the caret and the selection's other end as `live.cursor`s, so others see them follow the
+ * text.
+ */
+export function myPresence(name, role, live) {
+  const active = document.activeElement;
+  const section = active?.closest?.("section[data-field]");
+  const presence = { name, role, field: section?.dataset.field ?? null };
+  if (active?.matches?.("textarea[data-input]")) {
+    const { selectionStart, selectionEnd, selectionDirection } = active;
+    const [anchor, head] = selectionDirection === "backward" ? [selectionEnd, selectionStart] : [selectionStart, selectionEnd];
+    try {
+      presence.caret = live.cursor(active.dataset.input, head);
+      if (anchor !== head) presence.anchor = live.cursor(active.dataset.input, anchor);
+    } catch {
+      // A composition in progress holds text the model has not taken yet: the caret is sent once it has.
+    }
+  }
+  return presence;
 }
 
 const describe = (peer, view) => {

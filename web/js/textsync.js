@@ -10,22 +10,24 @@ const isHighSurrogate = (code) => code >= 0xd800 && code <= 0xdbff;
 const isLowSurrogate = (code) => code >= 0xdc00 && code <= 0xdfff;
 
 /**
- * The single splice `{pos, remove, insert}` that turns `before` into `after` (common prefix and suffix). It never
- * cuts a surrogate pair, which the model would refuse: an edited emoji is replaced whole.
+ * The single splice `{pos, remove, insert}` that turns `before` into `after`, where the edit ended at `caret` in
+ * `after` (the caret after an `input`). The common suffix may not reach left of the caret, so the splice sits where
+ * the person typed even when the text around repeats: typing "a" before "abc" is an insertion before that "a", not
+ * after it. That matters to the others: the model inserts after the character before the position, and a run of
+ * typing stays together only if each key goes after the typist's own previous key. It never cuts a surrogate pair,
+ * which the model would refuse: an edited emoji is replaced whole.
  */
-function diffText(before, after) {
-  const limit = Math.min(before.length, after.length);
-  let start = 0;
-  while (start < limit && before.charCodeAt(start) === after.charCodeAt(start)) start++;
-  if (start > 0 && isHighSurrogate(before.charCodeAt(start - 1))) start--;
+function diffText(before, after, caret) {
   let end = 0;
-  while (
-    end < limit - start &&
-    before.charCodeAt(before.length - 1 - end) === after.charCodeAt(after.length - 1 - end)
-  ) {
+  const suffixLimit = Math.min(before.length, after.length - caret);
+  while (end < suffixLimit && before.charCodeAt(before.length - 1 - end) === after.charCodeAt(after.length - 1 - end)) {
     end++;
   }
   if (end > 0 && isLowSurrogate(before.charCodeAt(before.length - end))) end--;
+  const prefixLimit = Math.min(before.length, after.length) - end;
+  let start = 0;
+  while (start < prefixLimit && before.charCodeAt(start) === after.charCodeAt(start)) start++;
+  if (start > 0 && isHighSurrogate(before.charCodeAt(start - 1))) start--;
   return { pos: start, remove: before.length - start - end, insert: after.slice(start, after.length - end) };
 }
 
@@ -36,8 +38,8 @@ function diffText(before, after) {
 const compositions = new WeakMap();
 
 /**
- * Makes `textarea` (`data-input` = field key) edit the model. `editor` is
- * `{live, name(), changed(field), refused(error)}`.
+ * Makes `textarea` (`data-input` = field key) edit the model, with undo and redo of the person's own edits.
+ * `editor` is `{live, name(), changed(field), refused(error)}`.
  */
 export function wireTextarea(textarea, editor) {
   const field = textarea.dataset.input;
@@ -46,7 +48,7 @@ export function wireTextarea(textarea, editor) {
   // Remote edits that arrived during a composition moved the model under it: diff against what the textarea showed
   // when it began, and shift the splice by however far the composition's start has moved since.
   const shifted = (composition) => {
-    const local = diffText(composition.before, textarea.value);
+    const local = diffText(composition.before, textarea.value, textarea.selectionEnd);
     const pos = live.cursorPosition(field, composition.anchor) + Math.max(0, local.pos - composition.start);
     return { ...local, pos };
   };
@@ -55,7 +57,7 @@ export function wireTextarea(textarea, editor) {
     const composition = compositions.get(textarea);
     compositions.delete(textarea);
     const stale = composition?.stale ?? false;
-    const splice = stale ? shifted(composition) : diffText(live.text(field), textarea.value);
+    const splice = stale ? shifted(composition) : diffText(live.text(field), textarea.value, textarea.selectionEnd);
     const edited = splice.remove > 0 || splice.insert !== "";
     if (edited) {
       try {
@@ -73,6 +75,37 @@ export function wireTextarea(textarea, editor) {
     }
     if (edited) editor.changed(field);
   };
+
+  // Undo and redo are the model's (`LiveIncident.undo`): the textarea's own stack is emptied whenever remote text
+  // is set into it, and would undo other people's typing. Shortcuts and the browser's Edit menu both end here.
+  const history = (which) => {
+    let caret;
+    try {
+      caret = which === "undo" ? live.undo(field, editor.name(), Date.now()) : live.redo(field, editor.name(), Date.now());
+    } catch (error) {
+      textarea.value = live.text(field);
+      editor.refused(error);
+      return;
+    }
+    if (caret === undefined) return;
+    textarea.value = live.text(field);
+    textarea.setSelectionRange(caret, caret);
+    editor.changed(field);
+  };
+  textarea.addEventListener("keydown", (event) => {
+    if (event.isComposing || event.altKey || !(event.ctrlKey || event.metaKey)) return;
+    const key = event.key.toLowerCase();
+    const which = key === "z" ? (event.shiftKey ? "redo" : "undo") : key === "y" && !event.shiftKey ? "redo" : null;
+    if (!which) return;
+    event.preventDefault();
+    history(which);
+  });
+  textarea.addEventListener("beforeinput", (event) => {
+    const which = { historyUndo: "undo", historyRedo: "redo" }[event.inputType];
+    if (!which) return;
+    event.preventDefault();
+    history(which);
+  });
 
   textarea.addEventListener("compositionstart", () => {
     const start = textarea.selectionStart;
