@@ -188,9 +188,16 @@ impl LiveIncident {
     /// A stable address for the caret at UTF-16 offset `utf16_pos` of a text field: it follows its character
     /// through remote edits, which is how the caret stays put while others type in the field. It is anchored to
     /// the character before the caret (see [`utf16::caret_cursor`]), so text others type at the same spot goes
-    /// after it and our next keystroke stays with our own. Every caret and selection end the page keeps, restores
-    /// or shows to others is one of these.
-    pub fn cursor(&self, field: &str, utf16_pos: usize) -> Result<String, ClientError> {
+    /// after it and our next keystroke stays with our own. With `selection_start` true, it is the start of a
+    /// non-empty selection instead, anchored to the first selected character
+    /// ([`utf16::selection_start_cursor`]), so that what others type at either end of a selection stays outside
+    /// it. Every caret and selection end the page keeps, restores or shows to others is one of these.
+    pub fn cursor(
+        &self,
+        field: &str,
+        utf16_pos: usize,
+        selection_start: Option<bool>,
+    ) -> Result<String, ClientError> {
         let text = self.text(field)?;
         let pos = utf16::code_points_from_utf16(&text, utf16_pos).map_err(|source| {
             ClientError::Position {
@@ -198,6 +205,12 @@ impl LiveIncident {
                 source,
             }
         })?;
+        if selection_start == Some(true) && pos < text.chars().count() {
+            let (doc, obj) = self.text_obj(field)?;
+            return utf16::selection_start_cursor(doc, &obj, pos)
+                .map(|c| c.to_string())
+                .map_err(|_| ClientError::NotText(field.to_owned()));
+        }
         self.caret_cursor(field, pos).map(|c| c.to_string())
     }
 
@@ -719,7 +732,8 @@ mod tests {
             panic!("open");
         };
         // A's caret sits before "spreading" (UTF-16 offset 8: the emoji is two units) and at the very end.
-        let (Ok(mid), Ok(end)) = (a.cursor("summary", 8), a.cursor("summary", 17)) else {
+        let (Ok(mid), Ok(end)) = (a.cursor("summary", 8, None), a.cursor("summary", 17, None))
+        else {
             panic!("cursors");
         };
         // B inserts at the start and appends at the end; A merges.
@@ -746,7 +760,7 @@ mod tests {
             Err(ClientError::Cursor(_))
         ));
         assert!(matches!(
-            a.cursor("summary", 5),
+            a.cursor("summary", 5, None),
             Err(ClientError::Position { .. })
         ));
     }
@@ -825,6 +839,47 @@ mod tests {
         assert_eq!(
             a.text("summary").ok().as_deref(),
             Some("bravo Checkout errors. alpha! two")
+        );
+    }
+
+    #[test]
+    fn replacing_a_selection_keeps_what_others_typed_at_its_ends() {
+        let mut a = client();
+        set_summary(&mut a, "Checkout errors.");
+        let id = DocumentId::from_bytes([7; 16]).to_string();
+        let Ok(mut b) = LiveIncident::open(&id, "tab-2", Some(a.save())) else {
+            panic!("open");
+        };
+        // Alice selects "errors" (9 to 15) as the page does before `receive`.
+        let (Ok(start), Ok(end)) = (
+            a.cursor("summary", 9, Some(true)),
+            a.cursor("summary", 15, None),
+        ) else {
+            panic!("cursors");
+        };
+        type_at(&mut b, "bob", 15, " 500", NOW_MS);
+        type_at(&mut b, "bob", 9, "HTTP ", NOW_MS);
+        let Ok(_) = a.incident.doc_mut().merge(b.incident.doc_mut()) else {
+            panic!("merge");
+        };
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("Checkout HTTP errors 500.")
+        );
+        let (Ok(from), Ok(to)) = (
+            a.cursor_position("summary", &start),
+            a.cursor_position("summary", &end),
+        ) else {
+            panic!("positions");
+        };
+        assert_eq!((from, to), (14, 20));
+        assert!(
+            a.splice_text_utf16("summary", from, to - from, "failures", "alice", NOW_MS)
+                .is_ok()
+        );
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("Checkout HTTP failures 500.")
         );
     }
 

@@ -14,9 +14,12 @@
 //! *before* it, the typist's own previous character, never to the one after it. Automerge inserts a character after
 //! the one before its position, so a caret that stays behind its own last character keeps each person's run of
 //! typing together when others type at the same spot; anchored to the character after it (or to the end), the
-//! caret jumps past a remote insertion there and the next keystroke lands after the other person's.
+//! caret jumps past a remote insertion there and the next keystroke lands after the other person's. The start of a
+//! selection is the one exception ([`selection_start_cursor`]): it is anchored to the first selected character,
+//! so that text others type just before or just after a selection stays outside it, and replacing the selection
+//! never deletes it.
 
-use automerge::{AutoCommit, AutomergeError, Cursor, ObjId, ReadDoc};
+use automerge::{AutoCommit, AutomergeError, Cursor, MoveCursor, ObjId, ReadDoc};
 
 /// Why a UTF-16 offset has no code-point equivalent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,14 +91,30 @@ pub fn caret_cursor(doc: &AutoCommit, obj: &ObjId, pos: usize) -> Result<Cursor,
     }
 }
 
-/// Where a caret from [`caret_cursor`] is now, in code points: just after its character. When someone deleted
-/// that character, the caret sits before the next character that survives (Automerge resolves a cursor on a
-/// deleted character to the next visible one), which is where the deletion was.
+/// The stable address of the start of a non-empty selection beginning at code point `pos`: its first character,
+/// marked as Automerge's "move before" cursor so that [`caret_position`] puts it *before* that character.
+pub fn selection_start_cursor(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    pos: usize,
+) -> Result<Cursor, AutomergeError> {
+    doc.get_cursor_moving(obj, pos, None, MoveCursor::Before)
+}
+
+/// Where a cursor from [`caret_cursor`] or [`selection_start_cursor`] is now, in code points: just after a
+/// caret's character, just before a selection start's. When someone deleted that character, it sits before the
+/// next character that survives (Automerge resolves a cursor on a deleted character to the next visible one),
+/// which is where the deletion was.
 pub fn caret_position(
     doc: &AutoCommit,
     obj: &ObjId,
     cursor: &Cursor,
 ) -> Result<usize, AutomergeError> {
+    let text = cursor.to_string();
+    if let Some(after) = text.strip_prefix('-') {
+        // A selection start: resolved as the same character's plain cursor, whose fallback is the next character.
+        return doc.get_cursor_position(obj, &Cursor::try_from(after)?, None);
+    }
     let index = doc.get_cursor_position(obj, cursor, None)?;
     let on_its_character = matches!(cursor, Cursor::Op(_))
         && index < doc.length(obj)
@@ -182,6 +201,24 @@ mod tests {
         // Deleting everything leaves it at 0.
         assert!(doc.splice_text(&obj, 0, 5, "").is_ok());
         assert_eq!(at(&doc, &obj, &end), 0);
+    }
+
+    #[test]
+    fn text_typed_at_either_end_of_a_selection_stays_outside_it() {
+        let (mut doc, obj) = text_doc(1, "Checkout errors.");
+        // "errors" is selected: from 9 to 15.
+        let Ok(start) = selection_start_cursor(&doc, &obj, 9) else {
+            panic!("selection_start_cursor");
+        };
+        let end = caret(&doc, &obj, 15);
+        assert!(start.to_string().starts_with('-'));
+        assert!(doc.splice_text(&obj, 15, 0, "]").is_ok());
+        assert!(doc.splice_text(&obj, 9, 0, "[").is_ok());
+        assert_eq!(doc.text(&obj).ok().as_deref(), Some("Checkout [errors]."));
+        assert_eq!((at(&doc, &obj, &start), at(&doc, &obj, &end)), (10, 16));
+        // The selected text deleted by someone else: both ends meet where it was.
+        assert!(doc.splice_text(&obj, 10, 6, "").is_ok());
+        assert_eq!((at(&doc, &obj, &start), at(&doc, &obj, &end)), (10, 10));
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn edits_save_and_reopen_inside_webassembly() {
     let mut live = LiveIncident::open(ID, "tab-1", Some(saved_incident())).expect("open");
     live.splice_text_utf16("summary", 0, 0, "\u{1F525} checkout", "bob", NOW_MS)
         .expect("splice");
-    let cursor = live.cursor("summary", 2).expect("cursor");
+    let cursor = live.cursor("summary", 2, None).expect("cursor");
     live.splice_text_utf16("summary", 0, 0, ">> ", "carol", NOW_MS)
         .expect("splice");
     assert_eq!(

@@ -20,8 +20,8 @@ export function myPresence(name, role, live) {
     const { selectionStart, selectionEnd, selectionDirection } = active;
     const [anchor, head] = selectionDirection === "backward" ? [selectionEnd, selectionStart] : [selectionStart, selectionEnd];
     try {
-      presence.caret = live.cursor(active.dataset.input, head);
-      if (anchor !== head) presence.anchor = live.cursor(active.dataset.input, anchor);
+      presence.caret = live.cursor(active.dataset.input, head, head < anchor);
+      if (anchor !== head) presence.anchor = live.cursor(active.dataset.input, anchor, anchor < head);
     } catch {
       // A composition in progress holds text the model has not taken yet: the caret is sent once it has.
     }

@@ -133,7 +133,8 @@ export function captureCaret(live, element) {
   return {
     textarea: element,
     field,
-    start: live.cursor(field, element.selectionStart),
+    // A selection's start sticks to its first character, so text others type at either end stays outside it.
+    start: live.cursor(field, element.selectionStart, element.selectionStart !== element.selectionEnd),
     end: live.cursor(field, element.selectionEnd),
     direction: element.selectionDirection,
   };
