@@ -16,6 +16,7 @@ const SHELL = [
   "/js/api.js",
   "/js/app.js",
   "/js/auth.js",
+  "/js/carets.js",
   "/js/declare.js",
   "/js/dom.js",
   "/js/fields.js",
