@@ -26,8 +26,25 @@ pub struct Splice {
     pub at: Cursor,
     /// The text it deleted.
     pub deleted: String,
+    /// A cursor on each character it deleted, in order: when undo puts them back as new characters, every
+    /// address that named the old ones moves onto the new ones ([`History::remap`]).
+    pub deleted_ids: Vec<Cursor>,
     /// One cursor per character it inserted, in order.
     pub inserted: Vec<Cursor>,
+}
+
+impl Splice {
+    /// Moves every address naming a character of `moved` onto its replacement.
+    pub fn remap(&mut self, moved: &[(Cursor, Cursor)]) {
+        let find = |c: &mut Cursor| {
+            if let Some((_, new)) = moved.iter().find(|(old, _)| old == c) {
+                *c = new.clone();
+            }
+        };
+        find(&mut self.at);
+        self.deleted_ids.iter_mut().for_each(find);
+        self.inserted.iter_mut().for_each(find);
+    }
 }
 
 /// Splices undone or redone together.
@@ -91,6 +108,16 @@ impl History {
             &mut self.fields.entry(field.to_owned()).or_default().redo,
             inverse,
         );
+    }
+
+    /// Characters put back by undo or redo are new characters: moves every address of `field`'s history that
+    /// named the old ones onto them, so that later steps still find their text and their place.
+    pub fn remap(&mut self, field: &str, moved: &[(Cursor, Cursor)]) {
+        if let Some(stacks) = self.fields.get_mut(field) {
+            for splice in stacks.undo.iter_mut().chain(&mut stacks.redo).flatten() {
+                splice.remap(moved);
+            }
+        }
     }
 
     /// Files the inverse of a redone step, for undo.

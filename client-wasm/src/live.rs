@@ -130,6 +130,7 @@ impl LiveIncident {
             })?;
         let at = self.caret_cursor(field, pos)?;
         let deleted: String = text.chars().skip(pos).take(delete).collect();
+        let deleted_ids = self.char_cursors(field, pos, delete)?;
         self.incident
             .apply(&splice_op(field, pos, delete, insert), &editor)?;
         self.link.flush(self.incident.doc_mut());
@@ -137,6 +138,7 @@ impl LiveIncident {
         let splice = Splice {
             at,
             deleted,
+            deleted_ids,
             inserted,
         };
         self.history.record(field, splice, now_ms);
@@ -422,9 +424,10 @@ impl LiveIncident {
         step: Vec<Splice>,
         editor: &Editor,
     ) -> Result<(Vec<Splice>, usize), ClientError> {
-        let mut inverse = Vec::with_capacity(step.len());
+        let mut step = step;
+        let mut inverse: Vec<Splice> = Vec::with_capacity(step.len());
         let mut caret = 0;
-        for splice in step.into_iter().rev() {
+        while let Some(splice) = step.pop() {
             let (doc, obj) = self.text_obj(field)?;
             let text: Vec<char> = doc
                 .text(&obj)
@@ -438,21 +441,21 @@ impl LiveIncident {
                 if let Some(index) = index.filter(|&i| {
                     i < text.len() && doc.get_cursor(&obj, i, None).ok().as_ref() == Some(cursor)
                 }) {
-                    ours.push(index);
+                    ours.push((index, cursor.clone()));
                 }
             }
-            ours.sort_unstable();
+            ours.sort_unstable_by_key(|(i, _)| *i);
             let at = utf16::caret_position(doc, &obj, &splice.at)
                 .map_err(|_| ClientError::NotText(field.to_owned()))?;
-            let at = at - ours.iter().filter(|&&i| i < at).count();
-            let removed: String = ours.iter().map(|&i| text[i]).collect();
+            let at = at - ours.iter().filter(|(i, _)| *i < at).count();
+            let removed: String = ours.iter().map(|(i, _)| text[*i]).collect();
             // Runs of adjacent indices, deleted from the last so the earlier indices still hold.
             let mut ops = Vec::new();
             let mut runs: Vec<(usize, usize)> = Vec::new();
-            for &i in &ours {
+            for (i, _) in &ours {
                 match runs.last_mut() {
-                    Some((start, len)) if *start + *len == i => *len += 1,
-                    _ => runs.push((i, 1)),
+                    Some((start, len)) if *start + *len == *i => *len += 1,
+                    _ => runs.push((*i, 1)),
                 }
             }
             for &(pos, delete) in runs.iter().rev() {
@@ -465,14 +468,23 @@ impl LiveIncident {
                 self.incident.apply_all(&ops, editor)?;
                 self.link.flush(self.incident.doc_mut());
             }
-            let reinserted = splice.deleted.chars().count();
+            let reinserted = self.char_cursors(field, at, splice.deleted.chars().count())?;
+            let moved: Vec<(automerge::Cursor, automerge::Cursor)> = splice
+                .deleted_ids
+                .into_iter()
+                .zip(reinserted.iter().cloned())
+                .collect();
+            self.history.remap(field, &moved);
+            for other in step.iter_mut().chain(&mut inverse) {
+                other.remap(&moved);
+            }
+            caret = utf16::utf16_from_code_points(&self.text(field)?, at + reinserted.len());
             inverse.push(Splice {
                 at: self.caret_cursor(field, at)?,
                 deleted: removed,
-                inserted: self.char_cursors(field, at, reinserted)?,
+                deleted_ids: ours.into_iter().map(|(_, c)| c).collect(),
+                inserted: reinserted,
             });
-            let now = self.text(field)?;
-            caret = utf16::utf16_from_code_points(&now, at + reinserted);
         }
         // Kept in the order made here: inverting it again takes the last made first.
         Ok((inverse, caret))
@@ -824,13 +836,12 @@ mod tests {
         );
         // Nothing of Bob's is ever undone.
         assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(None));
-        // Redone, each run goes back whole after the character it followed ("two" followed the "alpha" that the
-        // undo removed, so it follows what came after that: the end).
+        // Redone, each run goes back whole after the character it followed ("two" follows the "alpha" put back).
         assert_eq!(a.redo("summary", "alice", NOW_MS).ok(), Some(Some(28)));
-        assert_eq!(a.redo("summary", "alice", NOW_MS).ok(), Some(Some(33)));
+        assert_eq!(a.redo("summary", "alice", NOW_MS).ok(), Some(Some(32)));
         assert_eq!(
             a.text("summary").ok().as_deref(),
-            Some("bravo Checkout errors. alpha! two")
+            Some("bravo Checkout errors. alpha two!")
         );
         // A new edit forgets what is left to redo.
         type_at(&mut a, "alice", 0, ">", NOW_MS + 20_000.0);
@@ -838,7 +849,15 @@ mod tests {
         assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(Some(0)));
         assert_eq!(
             a.text("summary").ok().as_deref(),
-            Some("bravo Checkout errors. alpha! two")
+            Some("bravo Checkout errors. alpha two!")
+        );
+        // Undo again goes back through the redone steps (the deletion was forgotten with the redo stack).
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(Some(28)));
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(Some(22)));
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(None));
+        assert_eq!(
+            a.text("summary").ok().as_deref(),
+            Some("bravo Checkout errors.!")
         );
     }
 
