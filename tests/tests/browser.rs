@@ -21,7 +21,13 @@
 //! - the presence list shows each viewer with the roles the document gives them, not the role they claim.
 //! - a sign-in link for another identity than the one signed in names both and asks before switching (a link for the
 //!   same identity, or with nobody signed in, signs in at once), and the token never stays in the address bar;
-//! - the insights page and the CSV rows are reached from the signed-in page with the token in the header.
+//! - the insights page and the CSV rows are reached from the signed-in page with the token in the header;
+//! - co-editing: two pages, and three behind proxies adding 300 ms each way, typing about ten keys a second at the
+//!   same spot (the start, the middle, the end of the summary) converge with each person's words whole, as the
+//!   server exports them; a selection keeps its word while someone types at its ends, and replacing it keeps their
+//!   text; Ctrl+Z and Ctrl+Shift+Z undo and redo only the person's own typing after a remote edit; another
+//!   person's caret is drawn where they are and follows text typed before it (screenshots `coediting-*.png`);
+//! - ignored, a benchmark: five pages typing into one field for 30 s (BENCHMARKS.md).
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
 //! service worker being active and the incident's record in IndexedDB (`web/sw.js`, `web/js/store.js`).
@@ -1845,6 +1851,60 @@ async fn undo_and_redo_take_back_only_your_own_typing_after_a_remote_edit() -> a
         "typing after the redo",
         UI_TIMEOUT,
         same(&format!("{both}!")),
+    )
+    .await?;
+    for page in pages {
+        page.close().await?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// Alice has selected "errors" when Bob types just before and just after it; her selection keeps exactly the
+/// word, and typing over it replaces the word only: Bob's text at both ends stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selection_replaced_while_someone_types_at_its_ends_keeps_their_text()
+-> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let url = server.base_url.clone();
+    let (_, _, pages) = coediting(&server, &["alice", "bob"], &[url.clone(), url]).await?;
+    let (a, b) = (&pages[0], &pages[1]);
+    a.execute(
+        "const t = document.querySelector(arguments[0]); t.focus(); t.setSelectionRange(9, 15);",
+        vec![json!(SUMMARY)],
+    )
+    .await?;
+    b.place_caret(SUMMARY, Caret::At(15)).await?;
+    b.type_paced(SUMMARY, " 500", FAST_TYPIST).await?;
+    b.place_caret(SUMMARY, Caret::At(9)).await?;
+    b.type_paced(SUMMARY, "HTTP ", FAST_TYPIST).await?;
+    let bobs = "Checkout HTTP errors 500.";
+    wait_all(&[a, b], "Bob's words on both pages", UI_TIMEOUT, |s| {
+        s.iter()
+            .all(|p| p.synced() && p.summary.as_deref() == Some(bobs))
+    })
+    .await?;
+    let selected = a
+        .execute(
+            "const t = document.querySelector(arguments[0]); return t.value.slice(t.selectionStart, t.selectionEnd);",
+            vec![json!(SUMMARY)],
+        )
+        .await?;
+    ensure!(
+        selected == json!("errors"),
+        "Alice's selection became {selected}"
+    );
+    a.type_paced(SUMMARY, "failures", FAST_TYPIST).await?;
+    let replaced = "Checkout HTTP failures 500.";
+    wait_all(
+        &[a, b],
+        "the replaced word on both pages",
+        UI_TIMEOUT,
+        |s| {
+            s.iter()
+                .all(|p| p.synced() && p.summary.as_deref() == Some(replaced))
+        },
     )
     .await?;
     for page in pages {
