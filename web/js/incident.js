@@ -207,6 +207,9 @@ class IncidentPage {
     }
     const flushSync = () => this.copy.flushSync();
     window.addEventListener("pagehide", flushSync);
+    // Others' carets are placed in pixels: a new width rewraps the text under them.
+    const redrawCarets = () => this.showPresence();
+    window.addEventListener("resize", redrawCarets);
 
     this.sync = startSync(this.live, {
       frame: (bytes) => this.receive(bytes),
@@ -220,6 +223,7 @@ class IncidentPage {
     signal.addEventListener("abort", () => {
       clearInterval(ticker);
       window.removeEventListener("pagehide", flushSync);
+      window.removeEventListener("resize", redrawCarets);
       this.sync.stop();
       this.keep();
       this.copy.flushSync();
