@@ -1745,6 +1745,29 @@ async fn type_at_once(
     Ok(converged)
 }
 
+/// Each of `people` (a name and a word) opens the incident through their URL and types their word at every spot
+/// of the summary at once with the others; every time, the pages converge with each word whole.
+async fn type_at_every_spot(
+    server: &TestServer,
+    people: &[(&str, &str)],
+    base_urls: &[String],
+) -> anyhow::Result<()> {
+    let names: Vec<&str> = people.iter().map(|(name, _)| *name).collect();
+    let (id, token, pages) = coediting(server, &names, base_urls).await?;
+    for (spot, caret) in SPOTS {
+        let words: Vec<String> = people
+            .iter()
+            .map(|(name, word)| format!("({word}-{name}-{spot})"))
+            .collect();
+        let text = type_at_once(server, (&id, &token), &pages, &words, caret).await?;
+        println!("{spot}: {text:?}");
+    }
+    for page in pages {
+        page.close().await?;
+    }
+    Ok(())
+}
+
 /// Two people type into the summary at the same moment, about ten keys a second each, at its start, in its middle
 /// and at its end: every time both pages converge with each person's word whole (the bug of issue 19 interleaved
 /// two words appended at once letter by letter), and the server's export shows the same text.
@@ -1753,18 +1776,12 @@ async fn two_people_typing_at_the_same_spot_keep_their_words_whole() -> anyhow::
     let _shared = QUIET.read().await;
     let server = TestServer::start().await;
     let url = server.base_url.clone();
-    let (id, token, pages) = coediting(&server, &["alice", "bob"], &[url.clone(), url]).await?;
-    for (spot, caret) in SPOTS {
-        let words = [
-            format!("(alpha-alice-{spot})"),
-            format!("(bravo-bob-{spot})"),
-        ];
-        let text = type_at_once(&server, (&id, &token), &pages, &words, caret).await?;
-        println!("{spot}: {text:?}");
-    }
-    for page in pages {
-        page.close().await?;
-    }
+    type_at_every_spot(
+        &server,
+        &[("alice", "alpha"), ("bob", "bravo")],
+        &[url.clone(), url],
+    )
+    .await?;
     server.stop().await;
     Ok(())
 }
@@ -1782,19 +1799,8 @@ async fn three_people_typing_at_once_over_a_slow_network_keep_their_words_whole(
         proxies.push(Proxy::start_with_delay(server.addr, delay).await?);
     }
     let urls: Vec<String> = proxies.iter().map(Proxy::base_url).collect();
-    let (id, token, pages) = coediting(&server, &["alice", "bob", "carol"], &urls).await?;
-    for (spot, caret) in SPOTS {
-        let words = [
-            format!("(alpha-alice-{spot})"),
-            format!("(bravo-bob-{spot})"),
-            format!("(charlie-carol-{spot})"),
-        ];
-        let text = type_at_once(&server, (&id, &token), &pages, &words, caret).await?;
-        println!("{spot}: {text:?}");
-    }
-    for page in pages {
-        page.close().await?;
-    }
+    let people = [("alice", "alpha"), ("bob", "bravo"), ("carol", "charlie")];
+    type_at_every_spot(&server, &people, &urls).await?;
     server.stop().await;
     Ok(())
 }
