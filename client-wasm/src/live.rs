@@ -1,7 +1,7 @@
 //! [`LiveIncident`]: the one object the page holds per open incident: the document, its link to the server and
 //! presence.
 
-use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
+use automerge::{AutoCommit, ObjId, ROOT, ReadDoc};
 use chrono::{DateTime, Utc};
 use incident_doc::{Editor, Incident, Operation, export};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -20,6 +20,10 @@ use crate::utf16;
 ///
 /// The page passes the editor's name and `Date.now()` with every edit because the model reads no clock: that keeps
 /// the model deterministic, and makes the stamp say what the editor saw.
+///
+/// The text methods (`spliceTextUtf16`, `undo`, `redo`, `text`, `cursor`, `cursorPosition`) name their text by a
+/// *text address* in `field`: a text or markdown field's key, or `field/item` for the text of one checklist item,
+/// so an item's text is co-edited, anchored and undone exactly as a field's.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct LiveIncident {
@@ -107,7 +111,7 @@ impl LiveIncident {
         serde_json::to_string(&applied).map_err(ClientError::OperationJson)
     }
 
-    /// Splices a text or markdown field with positions in UTF-16 code units, as a `<textarea>` or `InputEvent`
+    /// Splices a text (a field's or a checklist item's) with positions in UTF-16 code units, as a `<textarea>` or `InputEvent`
     /// reports them: deletes `utf16_delete` units at `utf16_pos`, then inserts `insert`. The positions are converted
     /// to the model's code points against the field's current text, here and nowhere else (see [`utf16`]). Throws,
     /// changing nothing, when a position splits a surrogate pair or lies past the end.
@@ -145,7 +149,7 @@ impl LiveIncident {
         Ok(())
     }
 
-    /// Undoes this tab's last step of edits in a text or markdown field (keystrokes typed in one go, or one
+    /// Undoes this tab's last step of edits in a text (keystrokes typed in one go, or one
     /// deletion): removes the characters it inserted that are still there and puts back what it deleted, leaving
     /// everyone else's edits alone, made afresh by `editor_name` through the model like any edit. Returns where the
     /// caret goes (a UTF-16 offset), or `undefined` when there is nothing to undo.
@@ -179,7 +183,7 @@ impl LiveIncident {
         Ok(Some(caret))
     }
 
-    /// The current text of a text or markdown field, read directly rather than through the whole view, since the
+    /// The current text at a text address, read directly rather than through the whole view, since the
     /// page reads it per keystroke.
     pub fn text(&self, field: &str) -> Result<String, ClientError> {
         let (doc, obj) = self.text_obj(field)?;
@@ -490,13 +494,23 @@ impl LiveIncident {
         Ok((inverse, caret))
     }
 
-    /// The document and the Text object of a text or markdown field.
-    fn text_obj(&self, field: &str) -> Result<(&AutoCommit, ObjId), ClientError> {
-        let doc = self.incident.doc();
-        match doc.get(ROOT, field) {
-            Ok(Some((Value::Object(ObjType::Text), id))) => Ok((doc, id)),
-            _ => Err(ClientError::NotText(field.to_owned())),
-        }
+    /// The document and the Text object at a text address.
+    fn text_obj(&self, address: &str) -> Result<(&AutoCommit, ObjId), ClientError> {
+        let (field, item) = split_address(address);
+        self.incident
+            .text_object(field, item)
+            .map(|obj| (self.incident.doc(), obj))
+            .ok_or_else(|| ClientError::NotText(address.to_owned()))
+    }
+}
+
+/// Splits a text address, the name every text method here takes for the text it works on: a text or markdown
+/// field's key (`summary`), or `field/item` for the text of one item of a checklist field (`actions/7@4f…`).
+/// Field keys are letters and digits, so the first `/` ends the key.
+fn split_address(address: &str) -> (&str, Option<&str>) {
+    match address.split_once('/') {
+        Some((field, item)) => (field, Some(item)),
+        None => (address, None),
     }
 }
 
@@ -529,10 +543,12 @@ fn changed_keys(
     keys
 }
 
-/// A `spliceText` operation at code-point positions.
-fn splice_op(field: &str, pos: usize, delete: usize, insert: &str) -> Operation {
+/// A `spliceText` operation of the text at `address`, at code-point positions.
+fn splice_op(address: &str, pos: usize, delete: usize, insert: &str) -> Operation {
+    let (field, item) = split_address(address);
     Operation::SpliceText {
         field: field.to_owned(),
+        item: item.map(str::to_owned),
         pos,
         delete,
         insert: insert.to_owned(),

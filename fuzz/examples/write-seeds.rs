@@ -62,6 +62,7 @@ fn main() {
             "typing",
             vec![Operation::SpliceText {
                 field: "summary".to_owned(),
+                item: None,
                 pos: 9,
                 delete: 4,
                 insert: "are failing".to_owned(),

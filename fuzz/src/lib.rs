@@ -45,6 +45,7 @@ pub fn server_replica() -> Incident {
         },
         Operation::SpliceText {
             field: "summary".to_owned(),
+            item: None,
             pos: 0,
             delete: 0,
             insert: "Payments fail for 5% of users.".to_owned(),

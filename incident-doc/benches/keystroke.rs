@@ -39,6 +39,7 @@ fn benches(c: &mut Criterion) {
                     typed += 1;
                     let edit = Operation::SpliceText {
                         field: "summary".into(),
+                        item: None,
                         pos: 0,
                         delete: 0,
                         insert: "x".into(),

@@ -38,6 +38,7 @@ fn edit(i: usize) -> Operation {
     } else {
         Operation::SpliceText {
             field: "summary".into(),
+            item: None,
             pos: 0,
             delete: 0,
             insert: "x".into(),

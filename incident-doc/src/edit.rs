@@ -290,6 +290,15 @@ pub(crate) fn item_index(doc: &AutoCommit, list: &ObjId, id: &str) -> Option<(us
     })
 }
 
+/// The Text object a text edit addresses: the text or markdown field `key`, or with `item`, the text of that item
+/// of the checklist field `key`.
+pub(crate) fn text_of(doc: &AutoCommit, key: &str, item: Option<&str>) -> Result<ObjId, OpError> {
+    match item {
+        None => text_field(doc, key),
+        Some(id) => nested_text(doc, &find_item(doc, key, id)?, key),
+    }
+}
+
 /// The checklist item or timeline entry with this id in the list field `key`.
 pub(crate) fn find_item(doc: &AutoCommit, key: &str, id: &str) -> Result<ObjId, OpError> {
     let list = list_field(doc, key)?;

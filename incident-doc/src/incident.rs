@@ -805,6 +805,12 @@ impl Incident {
         IncidentView::read(&self.doc, Some(heads))
     }
 
+    /// The Text object that a `spliceText` of `field` (and `item`, for a checklist item's text) edits, for a
+    /// client that anchors carets and undo history to its characters; `None` when there is no such text.
+    pub fn text_object(&self, field: &str, item: Option<&str>) -> Option<automerge::ObjId> {
+        edit::text_of(&self.doc, field, item).ok()
+    }
+
     /// The raw document, for reading heads and history.
     pub fn doc(&self) -> &AutoCommit {
         &self.doc

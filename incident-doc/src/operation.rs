@@ -29,12 +29,15 @@ pub(crate) use checklist::insert_item;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Operation {
-    /// Delete `delete` characters at `pos` of a text or markdown field, then insert `insert` there.
-    /// Positions count Unicode code points.
+    /// Delete `delete` characters at `pos` of a text or markdown field, or of the text of one item of a checklist
+    /// field, then insert `insert` there. Positions count Unicode code points.
     #[serde(rename_all = "camelCase")]
     SpliceText {
         /// The field key.
         field: String,
+        /// The id of the checklist item whose text is edited; absent for the field's own text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<String>,
         /// Where, in code points from the start.
         pos: usize,
         /// How many code points to delete.
@@ -270,10 +273,18 @@ pub(crate) fn apply(
     let edited = match op {
         Operation::SpliceText {
             field,
+            item,
             pos,
             delete,
             insert,
-        } => fields::splice_text(doc, layout, field, *pos, *delete, insert),
+        } => {
+            let at = fields::TextAt {
+                field,
+                item: item.as_deref(),
+                pos: *pos,
+            };
+            fields::splice_text(doc, layout, at, *delete, insert)
+        }
         Operation::SetText { field, text } => fields::set_text(doc, layout, field, text),
         Operation::SetChoice { field, value } => {
             fields::set_choice(doc, layout, field, value.as_deref())

@@ -383,6 +383,7 @@ mod tests {
         peer.apply(
             &Operation::SpliceText {
                 field: "summary".into(),
+                item: None,
                 pos: 0,
                 delete: 0,
                 insert: "Rolled back.".into(),
@@ -633,6 +634,7 @@ mod tests {
             if let Some(writer) = &mut self.writer {
                 let typed = Operation::SpliceText {
                     field: "summary".into(),
+                    item: None,
                     pos: 0,
                     delete: 0,
                     insert: "x".into(),

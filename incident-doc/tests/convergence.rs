@@ -135,6 +135,7 @@ fn run(steps: &[Step]) -> [Incident; 3] {
                     replica,
                     Operation::SpliceText {
                         field: "summary".into(),
+                        item: None,
                         pos,
                         delete,
                         insert: text,

@@ -119,6 +119,7 @@ fn perform(writer: &mut Writer, act: &Act, at: DateTime<Utc>, actors: &[ActorId]
             let _ = writer.replica.apply(
                 &Operation::SpliceText {
                     field: "summary".into(),
+                    item: None,
                     pos: 0,
                     delete: 0,
                     insert: format!("{}{n} ", writer.name),

@@ -169,6 +169,7 @@ fn operations_stamp_fields_and_refusals_change_nothing() {
         5,
         Operation::SpliceText {
             field: "summary".into(),
+            item: None,
             pos: 0,
             delete: 0,
             insert: "Checkout fails for 30% of EU customers.".into(),
@@ -190,12 +191,14 @@ fn operations_stamp_fields_and_refusals_change_nothing() {
     let refusals = [
         Operation::SpliceText {
             field: "summary".into(),
+            item: None,
             pos: 1000,
             delete: 0,
             insert: "x".into(),
         },
         Operation::SpliceText {
             field: "nope".into(),
+            item: None,
             pos: 0,
             delete: 0,
             insert: "x".into(),

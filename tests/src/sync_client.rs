@@ -275,6 +275,7 @@ impl SyncClient {
     ) -> anyhow::Result<()> {
         self.apply_local(Operation::SpliceText {
             field: field.to_owned(),
+            item: None,
             pos,
             delete,
             insert: insert.to_owned(),

@@ -8,29 +8,42 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT, ReadDoc, ScalarValue};
 
 use crate::edit::{
-    Edited, MAX_TEXT_CHARS, OpError, check_text, field_of_kinds, map_field, text_field, too_long,
-    touched,
+    Edited, MAX_TEXT_CHARS, OpError, check_text, field_of_kinds, map_field, text_field, text_of,
+    too_long, touched,
 };
 use crate::schema::{FieldDef, FieldKind};
 
 const TEXTUAL: &[FieldKind] = &[FieldKind::Text, FieldKind::Markdown];
 
-/// One text edit as a client types it: positions in code points, checked against the text as it is now.
+/// Where a text edit happens: a text or markdown field's own text, or the text of one item of a checklist field.
+pub(super) struct TextAt<'a> {
+    pub field: &'a str,
+    pub item: Option<&'a str>,
+    /// In code points from the start.
+    pub pos: usize,
+}
+
+/// One text edit as a client types it: positions in code points, checked against the text as it is now. An
+/// item's text is one line, as `addItem` and `editItem` keep it.
 pub(super) fn splice_text(
     doc: &mut AutoCommit,
     layout: &[FieldDef],
-    field: &str,
-    pos: usize,
+    at: TextAt<'_>,
     delete: usize,
     insert: &str,
 ) -> Result<Edited, OpError> {
-    let def = field_of_kinds(layout, field, TEXTUAL, "text or markdown")?;
-    check_text(insert, def.kind)?;
-    let text = text_field(doc, &def.key)?;
+    let TextAt { field, item, pos } = at;
+    let def = match item {
+        None => field_of_kinds(layout, field, TEXTUAL, "text or markdown")?,
+        Some(_) => field_of_kinds(layout, field, &[FieldKind::Checklist], "checklist")?,
+    };
+    let kind = if item.is_some() { FieldKind::Text } else { def.kind };
+    check_text(insert, kind)?;
+    let text = text_of(doc, &def.key, item)?;
     let len = doc.length(&text);
     if pos > len || pos.saturating_add(delete) > len {
         return Err(OpError::InvalidValue(format!(
-            "splice at {pos} deleting {delete} is outside {field:?}, which is {len} characters long"
+            "splice at {pos} deleting {delete} is outside the text of {field:?}, which is {len} characters long"
         )));
     }
     if len - delete + insert.chars().count() > MAX_TEXT_CHARS {
