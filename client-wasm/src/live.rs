@@ -808,6 +808,66 @@ mod tests {
         }
     }
 
+    /// Two tabs append to the same checklist item's text at once, key by key, through its text address
+    /// (`todos/<id>`): each run stays whole, and undo takes back only the tab's own, as in a field.
+    #[test]
+    fn a_checklist_item_text_is_co_edited_and_undone_like_a_field() {
+        let mut a = client();
+        let add = r#"{"op": "addItem", "field": "todos", "text": "Roll back"}"#;
+        let applied: serde_json::Value = match a.apply(add, "alice", NOW_MS) {
+            Ok(json) => serde_json::from_str(&json).unwrap_or_default(),
+            Err(e) => panic!("addItem: {e}"),
+        };
+        let Some(item) = applied[0]["id"].as_str() else {
+            panic!("addItem gives the item's id: {applied}");
+        };
+        let address = format!("todos/{item}");
+        let id = DocumentId::from_bytes([7; 16]).to_string();
+        let Ok(mut b) = LiveIncident::open(&id, "tab-2", Some(a.save())) else {
+            panic!("open");
+        };
+        for (i, (x, y)) in " web"
+            .chars()
+            .zip(" db".chars().chain(Some('!')))
+            .enumerate()
+        {
+            let at = NOW_MS + 100.0 * i as f64;
+            let (x, y) = (x.to_string(), y.to_string());
+            assert!(
+                a.splice_text_utf16(&address, 9 + i, 0, &x, "alice", at)
+                    .is_ok()
+            );
+            assert!(
+                b.splice_text_utf16(&address, 9 + i, 0, &y, "bob", at)
+                    .is_ok()
+            );
+        }
+        let (Ok(_), Ok(_)) = (
+            a.incident.doc_mut().merge(b.incident.doc_mut()),
+            b.incident.doc_mut().merge(a.incident.doc_mut()),
+        ) else {
+            panic!("merge");
+        };
+        let merged = a.text(&address).unwrap_or_default();
+        assert_eq!(b.text(&address).ok().as_ref(), Some(&merged));
+        assert!(
+            ["Roll back web db!", "Roll back db! web"].contains(&merged.as_str()),
+            "each tab's run stays whole: {merged:?}"
+        );
+        assert_eq!(
+            a.undo(&address, "alice", NOW_MS).ok().map(|c| c.is_some()),
+            Some(true)
+        );
+        assert_eq!(a.text(&address).ok().as_deref(), Some("Roll back db!"));
+        // The summary's history is its own; an unknown item is no text.
+        assert_eq!(a.undo("summary", "alice", NOW_MS).ok(), Some(None));
+        assert!(matches!(a.text("todos/1@00"), Err(ClientError::NotText(_))));
+        assert!(matches!(
+            a.splice_text_utf16(&address, 0, 0, "a\nb", "alice", NOW_MS),
+            Err(ClientError::Operation(_))
+        ));
+    }
+
     #[test]
     fn undo_takes_back_only_our_own_edits_after_remote_ones_arrived() {
         let mut a = client();

@@ -257,6 +257,78 @@ fn operations_stamp_fields_and_refusals_change_nothing() {
     ));
 }
 
+/// A checklist item's text is spliced like a text field's, by its item id: stamped as the checklist's edit, one
+/// line long, and refused whole when the item, the field or the position is wrong.
+#[test]
+fn an_item_text_is_spliced_by_its_id_and_bad_splices_change_nothing() {
+    let mut incident = declare("aa");
+    let add = Operation::AddItem {
+        field: "todos".into(),
+        text: "Roll back".into(),
+        owner: None,
+        bug: None,
+    };
+    let id = apply(&mut incident, "alice", 1, add).expect("an item id");
+    let splice =
+        |field: &str, item: Option<&str>, pos, delete, insert: &str| Operation::SpliceText {
+            field: field.into(),
+            item: item.map(Into::into),
+            pos,
+            delete,
+            insert: insert.into(),
+        };
+    apply(
+        &mut incident,
+        "bob",
+        2,
+        splice("todos", Some(&id), 9, 0, " the web tier"),
+    );
+    apply(
+        &mut incident,
+        "bob",
+        3,
+        splice("todos", Some(&id), 0, 4, "Scale"),
+    );
+    let view = incident.view();
+    let todos = view.field("todos").expect("todos");
+    let Some(FieldValue::Checklist(items)) = Some(&todos.value) else {
+        panic!("todos is a checklist: {:?}", todos.value);
+    };
+    assert_eq!(items[0].text, "Scale back the web tier");
+    let stamp = todos.updated.as_ref().expect("stamped");
+    assert_eq!(stamp.by, "bob");
+    let json = serde_json::to_value(splice("todos", Some(&id), 0, 0, "x")).expect("json");
+    assert_eq!(json["item"], id.as_str());
+    assert!(
+        serde_json::to_value(splice("summary", None, 0, 0, "x"))
+            .expect("json")
+            .get("item")
+            .is_none()
+    );
+
+    let heads = incident.doc_mut().get_heads();
+    let refusals = [
+        splice("todos", Some("1@ff"), 0, 0, "x"),
+        splice("todos", Some(&id), 24, 0, "x"),
+        splice("todos", Some(&id), 20, 5, ""),
+        splice("todos", Some(&id), 0, 0, "two\nlines"),
+        splice("summary", Some(&id), 0, 0, "x"),
+        splice("exitCriteria", Some(&id), 0, 0, "x"),
+        splice("todos", None, 0, 0, "x"),
+    ];
+    for op in refusals {
+        let err = incident
+            .apply(&op, &editor("mallory", 4))
+            .expect_err("refused");
+        assert!(!err.to_string().is_empty());
+        assert_eq!(
+            incident.doc_mut().get_heads(),
+            heads,
+            "{op:?} changed the document"
+        );
+    }
+}
+
 #[test]
 fn status_changes_stamp_the_lifecycle_once() {
     let mut incident = declare("aa");

@@ -63,20 +63,36 @@ function linksRow(field) {
   );
 }
 
-function textEditor(field, ctx, labelId) {
+/**
+ * A textarea co-editing one text of the model (`data-input` = its text address: a field key, or `field/item` for a
+ * checklist item's text), with the overlay others' carets are drawn on (carets.js). A one-line text refuses
+ * Enter, which would add a newline the model refuses.
+ */
+function coeditBox(address, value, { oneLine, ...attributes }, ctx) {
   const textarea = h("textarea", {
-    "data-input": field.key,
-    class: field.kind,
-    rows: field.kind === "text" ? 1 : 3,
-    "aria-labelledby": labelId,
-    "aria-describedby": field.prompt ? `${labelId}-prompt` : null,
-    value: field.value,
-    // A text field is one line (the title); Enter would add a newline the model refuses.
-    onkeydown: field.kind === "text" ? (e) => e.key === "Enter" && e.preventDefault() : null,
+    ...attributes,
+    "data-input": address,
+    value,
+    rows: oneLine ? 1 : 3,
+    dir: "auto",
+    onkeydown: oneLine ? (e) => e.key === "Enter" && e.preventDefault() : null,
   });
   ctx.wireText(textarea);
-  // Others' carets are drawn over the textarea (carets.js).
-  const box = h("div", { class: "coedit" }, textarea, h("div", { class: "remote-carets", "aria-hidden": "true" }));
+  return h("div", { class: "coedit" }, textarea, h("div", { class: "remote-carets", "aria-hidden": "true" }));
+}
+
+function textEditor(field, ctx, labelId) {
+  const box = coeditBox(
+    field.key,
+    field.value,
+    {
+      oneLine: field.kind === "text",
+      class: field.kind,
+      "aria-labelledby": labelId,
+      "aria-describedby": field.prompt ? `${labelId}-prompt` : null,
+    },
+    ctx,
+  );
   return field.kind === "markdown" ? [box, linksRow(field)] : box;
 }
 
@@ -209,22 +225,20 @@ function rolesEditor(field, ctx) {
   );
 }
 
+/** Each item: its DONE box and its text, co-edited character by character as text fields are. */
 function checklistEditor(field, ctx) {
   const items = field.value.map((item) =>
     h(
       "li",
       { class: item.done ? "done" : null },
-      h(
-        "label",
-        {},
-        h("input", {
-          type: "checkbox",
-          "data-item-id": item.id,
-          checked: item.done,
-          onchange: (e) => ctx.act({ op: "setItemDone", field: field.key, id: item.id, done: e.target.checked }),
-        }),
-        h("span", { class: "item-text" }, item.text),
-      ),
+      h("input", {
+        type: "checkbox",
+        "data-item-id": item.id,
+        checked: item.done,
+        "aria-label": `Done: ${item.text}`,
+        onchange: (e) => ctx.act({ op: "setItemDone", field: field.key, id: item.id, done: e.target.checked }),
+      }),
+      coeditBox(`${field.key}/${item.id}`, item.text, { oneLine: true, class: "item-text", "aria-label": `${field.label} item` }, ctx),
       (item.owner || item.bug) && h("span", { class: "item-meta" }, [item.owner, item.bug].filter(Boolean).join(" · ")),
     ),
   );

@@ -18,6 +18,7 @@ import {
   changedKeys,
   commandOf,
   fieldByKey,
+  fieldOf,
   headlineKeys,
   renderOrder,
   roleLabel,
@@ -188,7 +189,7 @@ class IncidentPage {
         wireTextarea(textarea, {
           live,
           name: () => this.name(),
-          changed: (field) => this.changedLocally([field]),
+          changed: (address) => this.changedLocally([fieldOf(address)]),
           refused: showError,
         }),
     };
@@ -318,7 +319,7 @@ class IncidentPage {
     }
     arrange(this.fieldsEl, wanted);
     if (touched.has("updated")) refreshStamps(this.fieldsEl, view);
-    if (caret && (all || touched.has(caret.field))) restoreCaret(this.live, caret);
+    if (caret && (all || touched.has(fieldOf(caret.field)))) restoreCaret(this.live, caret);
     if (all || touched.has("handoffs")) this.renderHandoffBanner(command);
     if (all || touched.has("audit")) this.renderAudit(view.audit ?? []);
     // The first render is the state found, not a change; after that any change of commander is news to everyone.

@@ -53,6 +53,12 @@ const fieldOfKind = (view, kind) => view.fields.find((f) => f.kind === kind);
 
 export const fieldByKey = (view, key) => view.fields.find((f) => f.key === key);
 
+/**
+ * The field key of a text address (`LiveIncident`'s name for a text): a field key, or `field/item` for a checklist
+ * item's text. Presence names the text someone is in this way, so the field a caret belongs to is found here.
+ */
+export const fieldOf = (address) => address.split("/")[0];
+
 /** The roles field's value (role → person), empty when the template has none. */
 export const rolesOf = (view) => fieldOfKind(view, "roles")?.value ?? {};
 

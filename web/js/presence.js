@@ -5,18 +5,19 @@
  */
 
 import { h } from "./dom.js";
-import { fieldByKey, rolesHeldBy, rolesOf } from "./model.js";
+import { fieldByKey, fieldOf, rolesHeldBy, rolesOf } from "./model.js";
 
 /**
  * `{name, role, field, caret?, anchor?}` as `setPresence` takes it: the field being edited is the section holding
- * focus; in a text field, the caret and the selection's other end as `live.cursor`s, so others see them follow the
- * text.
+ * focus; in a text (a field's or a checklist item's), its text address and the caret and the selection's other end
+ * as `live.cursor`s of that text, so others see them follow it.
  */
 export function myPresence(name, role, live) {
   const active = document.activeElement;
   const section = active?.closest?.("section[data-field]");
   const presence = { name, role, field: section?.dataset.field ?? null };
   if (active?.matches?.("textarea[data-input]")) {
+    presence.field = active.dataset.input;
     const { selectionStart, selectionEnd, selectionDirection } = active;
     const [anchor, head] = selectionDirection === "backward" ? [selectionEnd, selectionStart] : [selectionStart, selectionEnd];
     try {
@@ -34,7 +35,7 @@ const describe = (peer, view) => {
   // `role` it claims about itself: anyone could claim to command.
   const held = view ? rolesHeldBy(rolesOf(view), peer.name) : null;
   const role = held ? ` (${held})` : "";
-  const field = peer.field && view ? fieldByKey(view, peer.field) : null;
+  const field = peer.field && view ? fieldByKey(view, fieldOf(peer.field)) : null;
   return `${peer.name}${role}${field ? ` — editing ${field.label}` : ""}`;
 };
 
@@ -45,7 +46,7 @@ const describe = (peer, view) => {
 export function renderPresence(list, fields, peers, view) {
   list.replaceChildren(...peers.map((peer) => h("li", { "data-peer": peer.peer }, describe(peer, view))));
   for (const section of fields.querySelectorAll("section[data-field]")) {
-    const editors = peers.filter((p) => p.field === section.dataset.field).map((p) => p.name);
+    const editors = peers.filter((p) => p.field && fieldOf(p.field) === section.dataset.field).map((p) => p.name);
     const badge = section.querySelector(".editing");
     badge.textContent = editors.length ? `${editors.join(", ")} ${editors.length > 1 ? "are" : "is"} editing` : "";
     badge.hidden = editors.length === 0;

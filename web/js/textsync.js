@@ -1,7 +1,7 @@
 /**
- * Character-by-character editing of text and markdown fields. Each `input` becomes one splice of the model (never
- * a whole-text replace, which would fight concurrent typists), and when other people's edits land in the field
- * being typed in, the caret follows its character instead of jumping.
+ * Character-by-character editing of text and markdown fields and of checklist items' texts. Each `input` becomes
+ * one splice of the model (never a whole-text replace, which would fight concurrent typists), and when other
+ * people's edits land in the text being typed in, the caret follows its character instead of jumping.
  *
  * All offsets here are UTF-16 code units, as `<textarea>` reports them; `LiveIncident` converts them.
  */
@@ -38,8 +38,9 @@ function diffText(before, after, caret) {
 const compositions = new WeakMap();
 
 /**
- * Makes `textarea` (`data-input` = field key) edit the model, with undo and redo of the person's own edits.
- * `editor` is `{live, name(), changed(field), refused(error)}`.
+ * Makes `textarea` (`data-input` = the text address: a field key, or `field/item` for a checklist item's text) edit
+ * the model, with undo and redo of the person's own edits. `editor` is `{live, name(), changed(address),
+ * refused(error)}`.
  */
 export function wireTextarea(textarea, editor) {
   const field = textarea.dataset.input;
