@@ -75,6 +75,8 @@ struct PageState {
     loaded: Option<String>,
     /// The summary editor's value.
     summary: Option<String>,
+    /// Every co-edited text's value by its text address (`textarea[data-input]`): fields and checklist items.
+    texts: std::collections::BTreeMap<String, String>,
     /// The timeline entries' texts, as shown (newest first).
     entries: Vec<String>,
     /// How many checklist done boxes the page shows.
@@ -113,6 +115,8 @@ async fn page_state(browser: &Browser) -> anyhow::Result<PageState> {
                  state: status ? status.getAttribute('data-state') : null,
                  loaded: incident ? incident.getAttribute('data-loaded') : null,
                  summary: summary ? summary.value : null,
+                 texts: Object.fromEntries(Array.from(document.querySelectorAll('textarea[data-input]'),
+                                                      t => [t.dataset.input, t.value])),
                  entries: Array.from(document.querySelectorAll('li[data-entry-id] .entry-text'),
                                      e => e.innerText.trim()),
                  checkboxes: document.querySelectorAll('input[type=checkbox][data-item-id]').length,
@@ -1680,51 +1684,112 @@ async fn coediting(
     Ok((id, tokens.swap_remove(0), pages))
 }
 
-/// Every page types its word at `caret` of the summary at the same moment, one key per [`FAST_TYPIST`]; waits
-/// until every page is synced and shows the same summary with every word, and checks that each word came out
-/// whole, the original text intact around them, and the server's Markdown export the same. Returns the text.
+/// A text the co-editing tests type into, named as the page names it (`textarea[data-input]`): a field's text,
+/// or with `item`, the text of that item of the checklist `field`.
+struct Coedited {
+    field: &'static str,
+    item: Option<String>,
+}
+
+impl Coedited {
+    const SUMMARY: Coedited = Coedited {
+        field: "summary",
+        item: None,
+    };
+
+    /// The text address: `field`, or `field/item`.
+    fn address(&self) -> String {
+        match &self.item {
+            Some(item) => format!("{}/{item}", self.field),
+            None => self.field.to_owned(),
+        }
+    }
+
+    fn css(&self) -> String {
+        format!(r#"textarea[data-input="{}"]"#, self.address())
+    }
+
+    /// Sets the whole text through the HTTP API.
+    async fn set(
+        &self,
+        server: &TestServer,
+        (id, token): (&str, &str),
+        text: &str,
+    ) -> anyhow::Result<()> {
+        let op = match &self.item {
+            Some(item) => json!({"op": "editItem", "field": self.field, "id": item, "text": text}),
+            None => json!({"op": "setText", "field": self.field, "text": text}),
+        };
+        apply(server, token, id, json!([op])).await
+    }
+
+    /// The text as the server reads it (`GET /api/incidents/{id}`).
+    async fn on_server(
+        &self,
+        server: &TestServer,
+        (id, token): (&str, &str),
+    ) -> anyhow::Result<String> {
+        let value = server_field(server, token, id, self.field).await?;
+        let text = match &self.item {
+            Some(item) => value
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i["id"] == item.as_str()))
+                .map(|i| i["text"].clone()),
+            None => Some(value.clone()),
+        };
+        text.and_then(|t| t.as_str().map(str::to_owned))
+            .with_context(|| format!("no text at {} in {value}", self.address()))
+    }
+}
+
+/// Every page types its word at `caret` of `text` at the same moment, one key per [`FAST_TYPIST`]; waits until
+/// every page is synced and shows the same text with every word, and checks that each word came out whole, the
+/// original text intact around them, and the server's JSON and Markdown exports the same. Returns the text.
 async fn type_at_once(
     server: &TestServer,
     (id, token): (&str, &str),
     pages: &[Browser],
+    (text, caret): (&Coedited, Caret),
     words: &[String],
-    caret: Caret,
 ) -> anyhow::Result<String> {
-    set_summary(server, token, id, CHECKOUT).await?;
+    text.set(server, (id, token), CHECKOUT).await?;
+    let address = text.address();
+    let css = text.css();
+    let shown = |p: &PageState| p.texts.get(&address).cloned();
     let all: Vec<&Browser> = pages.iter().collect();
     wait_all(
         &all,
-        "every page to show the original summary",
+        "every page to show the original text",
         UI_TIMEOUT,
         |s| {
             s.iter()
-                .all(|p| p.synced() && p.summary.as_deref() == Some(CHECKOUT))
+                .all(|p| p.synced() && shown(p).as_deref() == Some(CHECKOUT))
         },
     )
     .await?;
     for page in pages {
-        page.place_caret(SUMMARY, caret).await?;
+        page.place_caret(&css, caret).await?;
     }
     futures_util::future::try_join_all(
         pages
             .iter()
             .zip(words)
-            .map(|(page, word)| page.type_paced(SUMMARY, word, FAST_TYPIST)),
+            .map(|(page, word)| page.type_paced(&css, word, FAST_TYPIST)),
     )
     .await?;
     let states = wait_all(
         &all,
-        "every page synced on one summary holding every word",
+        "every page synced on one text holding every word",
         RECONNECT_TIMEOUT,
         |s| {
-            s.iter().all(|p| p.synced() && p.summary == s[0].summary)
-                && s[0].summary.as_deref().is_some_and(|t| {
+            s.iter().all(|p| p.synced() && shown(p) == shown(&s[0]))
+                && shown(&s[0]).is_some_and(|t| {
                     t.len() == CHECKOUT.len() + words.iter().map(String::len).sum::<usize>()
                 })
         },
     )
     .await?;
-    let converged = states[0].summary.clone().unwrap_or_default();
+    let converged = shown(&states[0]).unwrap_or_default();
     let mut rest = converged.clone();
     for word in words {
         ensure!(
@@ -1737,31 +1802,62 @@ async fn type_at_once(
         rest == CHECKOUT,
         "the words landed away from where they were typed: {converged:?}"
     );
+    let on_server = text.on_server(server, (id, token)).await?;
+    ensure!(
+        on_server == converged,
+        "the server reads {on_server:?}, the pages show {converged:?}"
+    );
     let markdown = server.markdown(token, id).await;
     ensure!(
-        tests::markdown_section(&markdown, "Summary").as_deref() == Some(converged.as_str()),
-        "the server's Markdown export differs from the pages' {converged:?}:\n{markdown}"
+        markdown.contains(&converged),
+        "the server's Markdown export lacks the pages' {converged:?}:\n{markdown}"
     );
     Ok(converged)
 }
 
 /// Each of `people` (a name and a word) opens the incident through their URL and types their word at every spot
-/// of the summary at once with the others; every time, the pages converge with each word whole.
+/// of one text at once with the others: the summary, or with `in_item`, the text of a new TODO item. Every time,
+/// the pages converge with each word whole. Returns the pages and the text, for more checks.
 async fn type_at_every_spot(
     server: &TestServer,
     people: &[(&str, &str)],
     base_urls: &[String],
-) -> anyhow::Result<()> {
+    in_item: bool,
+) -> anyhow::Result<(Vec<Browser>, Coedited)> {
     let names: Vec<&str> = people.iter().map(|(name, _)| *name).collect();
     let (id, token, pages) = coediting(server, &names, base_urls).await?;
+    let text = if in_item {
+        let response = server
+            .operations(
+                &token,
+                &id,
+                json!([{"op": "addItem", "field": "todos", "text": CHECKOUT}]),
+            )
+            .await;
+        let answer: Value = response.json().await?;
+        let item = answer["applied"][0]["id"]
+            .as_str()
+            .with_context(|| format!("addItem gives the item's id: {answer}"))?;
+        Coedited {
+            field: "todos",
+            item: Some(item.to_owned()),
+        }
+    } else {
+        Coedited::SUMMARY
+    };
     for (spot, caret) in SPOTS {
         let words: Vec<String> = people
             .iter()
             .map(|(name, word)| format!("({word}-{name}-{spot})"))
             .collect();
-        let text = type_at_once(server, (&id, &token), &pages, &words, caret).await?;
-        println!("{spot}: {text:?}");
+        let typed = type_at_once(server, (&id, &token), &pages, (&text, caret), &words).await?;
+        println!("{spot}: {typed:?}");
     }
+    Ok((pages, text))
+}
+
+/// Closes every page.
+async fn close_all(pages: Vec<Browser>) -> anyhow::Result<()> {
     for page in pages {
         page.close().await?;
     }
@@ -1776,12 +1872,25 @@ async fn two_people_typing_at_the_same_spot_keep_their_words_whole() -> anyhow::
     let _shared = QUIET.read().await;
     let server = TestServer::start().await;
     let url = server.base_url.clone();
-    type_at_every_spot(
-        &server,
-        &[("alice", "alpha"), ("bob", "bravo")],
-        &[url.clone(), url],
-    )
-    .await?;
+    let people = [("alice", "alpha"), ("bob", "bravo")];
+    let (pages, _) = type_at_every_spot(&server, &people, &[url.clone(), url], false).await?;
+    close_all(pages).await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The same in a checklist item's text (a TODO): two people typing at its start, middle and end at once keep
+/// their words whole, and each sees where the other's caret is in the item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_typing_in_one_checklist_item_keep_their_words_whole() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let url = server.base_url.clone();
+    let people = [("alice", "alpha"), ("bob", "bravo")];
+    let (pages, item) = type_at_every_spot(&server, &people, &[url.clone(), url], true).await?;
+    pages[1].place_caret(&item.css(), Caret::At(3)).await?;
+    remote_caret(&pages[0], "bob", 3).await?;
+    close_all(pages).await?;
     server.stop().await;
     Ok(())
 }
@@ -1800,7 +1909,8 @@ async fn three_people_typing_at_once_over_a_slow_network_keep_their_words_whole(
     }
     let urls: Vec<String> = proxies.iter().map(Proxy::base_url).collect();
     let people = [("alice", "alpha"), ("bob", "bravo"), ("carol", "charlie")];
-    type_at_every_spot(&server, &people, &urls).await?;
+    let (pages, _) = type_at_every_spot(&server, &people, &urls, false).await?;
+    close_all(pages).await?;
     server.stop().await;
     Ok(())
 }

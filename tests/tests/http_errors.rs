@@ -360,6 +360,14 @@ async fn operations_the_model_refuses_are_a_422_and_change_nothing() -> anyhow::
             "position past the end",
         ),
         (
+            json!([{"op": "spliceText", "field": "todos", "item": "1@00", "pos": 0, "insert": "x"}]),
+            "an item that does not exist",
+        ),
+        (
+            json!([{"op": "spliceText", "field": "summary", "item": "1@00", "pos": 0, "insert": "x"}]),
+            "an item of a field that is not a checklist",
+        ),
+        (
             json!([{"op": "editTimelineEntry", "id": "no-such-entry", "text": "x"}]),
             "unknown timeline entry",
         ),
