@@ -160,6 +160,22 @@ fn creation_follows_the_template_and_the_declarer_commands() {
     assert_eq!(stamps.get(&Stage::Declared), Some(&t0()));
 }
 
+/// Each of `refusals` is refused, with a message, and leaves the document as it was.
+fn refused_unchanged(incident: &mut Incident, refusals: &[Operation]) {
+    let heads = incident.doc_mut().get_heads();
+    for op in refusals {
+        let err = incident
+            .apply(op, &editor("mallory", 6))
+            .expect_err("refused");
+        assert!(!err.to_string().is_empty());
+        assert_eq!(
+            incident.doc_mut().get_heads(),
+            heads,
+            "{op:?} changed the document"
+        );
+    }
+}
+
 #[test]
 fn operations_stamp_fields_and_refusals_change_nothing() {
     let mut incident = declare("aa");
@@ -187,7 +203,6 @@ fn operations_stamp_fields_and_refusals_change_nothing() {
         ("bob", t0() + Duration::minutes(5))
     );
 
-    let heads = incident.doc_mut().get_heads();
     let refusals = [
         Operation::SpliceText {
             field: "summary".into(),
@@ -234,17 +249,7 @@ fn operations_stamp_fields_and_refusals_change_nothing() {
             person: Some("x".repeat(500)),
         },
     ];
-    for op in refusals {
-        let err = incident
-            .apply(&op, &editor("mallory", 6))
-            .expect_err("refused");
-        assert!(!err.to_string().is_empty());
-        assert_eq!(
-            incident.doc_mut().get_heads(),
-            heads,
-            "{op:?} changed the document"
-        );
-    }
+    refused_unchanged(&mut incident, &refusals);
     assert!(matches!(
         incident.apply(
             &Operation::SetFlag {
@@ -306,7 +311,6 @@ fn an_item_text_is_spliced_by_its_id_and_bad_splices_change_nothing() {
             .is_none()
     );
 
-    let heads = incident.doc_mut().get_heads();
     let refusals = [
         splice("todos", Some("1@ff"), 0, 0, "x"),
         splice("todos", Some(&id), 24, 0, "x"),
@@ -316,17 +320,7 @@ fn an_item_text_is_spliced_by_its_id_and_bad_splices_change_nothing() {
         splice("exitCriteria", Some(&id), 0, 0, "x"),
         splice("todos", None, 0, 0, "x"),
     ];
-    for op in refusals {
-        let err = incident
-            .apply(&op, &editor("mallory", 4))
-            .expect_err("refused");
-        assert!(!err.to_string().is_empty());
-        assert_eq!(
-            incident.doc_mut().get_heads(),
-            heads,
-            "{op:?} changed the document"
-        );
-    }
+    refused_unchanged(&mut incident, &refusals);
 }
 
 #[test]

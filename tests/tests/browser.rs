@@ -1880,7 +1880,8 @@ async fn two_people_typing_at_the_same_spot_keep_their_words_whole() -> anyhow::
 }
 
 /// The same in a checklist item's text (a TODO): two people typing at its start, middle and end at once keep
-/// their words whole, and each sees where the other's caret is in the item.
+/// their words whole, and each sees where the other's caret is in the item (screenshot
+/// `coediting-checklist-item.png`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_people_typing_in_one_checklist_item_keep_their_words_whole() -> anyhow::Result<()> {
     let _shared = QUIET.read().await;
@@ -1890,6 +1891,7 @@ async fn two_people_typing_in_one_checklist_item_keep_their_words_whole() -> any
     let (pages, item) = type_at_every_spot(&server, &people, &[url.clone(), url], true).await?;
     pages[1].place_caret(&item.css(), Caret::At(3)).await?;
     remote_caret(&pages[0], "bob", 3).await?;
+    pages[0].screenshot("coediting-checklist-item").await?;
     close_all(pages).await?;
     server.stop().await;
     Ok(())
