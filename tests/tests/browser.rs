@@ -23,10 +23,11 @@
 //!   same identity, or with nobody signed in, signs in at once), and the token never stays in the address bar;
 //! - the insights page and the CSV rows are reached from the signed-in page with the token in the header;
 //! - co-editing: two pages, and three behind proxies adding 300 ms each way, typing about ten keys a second at the
-//!   same spot (the start, the middle, the end of the summary) converge with each person's words whole, as the
-//!   server exports them; a selection keeps its word while someone types at its ends, and replacing it keeps their
+//!   same spot (the start, the middle, the end of the summary, and of a checklist item's text) converge with each
+//!   person's words whole, as the server exports them; a selection keeps its word while someone types at its ends, and replacing it keeps their
 //!   text; Ctrl+Z and Ctrl+Shift+Z undo and redo only the person's own typing after a remote edit; another
 //!   person's caret is drawn where they are and follows text typed before it (screenshots `coediting-*.png`);
+//! - a focused dropdown (severity, status) shows the value just chosen in it, and the value someone else chose;
 //! - ignored, a benchmark: five pages typing into one field for 30 s (BENCHMARKS.md).
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
@@ -2208,6 +2209,85 @@ async fn five_pages_typing_into_one_field_for_30_seconds() -> anyhow::Result<()>
     for page in pages {
         page.close().await?;
     }
+    server.stop().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The incident page's controls.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Chooses `value` in the dropdown matching `css` as the keyboard does: the dropdown keeps focus while its
+/// `change` is handled (and while the page re-renders the section around it).
+async fn choose_focused(page: &Browser, css: &str, value: &str) -> anyhow::Result<()> {
+    page.execute(
+        "const s = document.querySelector(arguments[0]);
+         s.focus();
+         s.value = arguments[1];
+         s.dispatchEvent(new Event('change'));",
+        vec![json!(css), json!(value)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until the dropdown matching `css` shows `value`.
+async fn shows_value(page: &Browser, css: &str, value: &str) -> anyhow::Result<()> {
+    page.wait_until(&format!("{css} to show {value:?}"), UI_TIMEOUT, || async {
+        Ok((page.value(css).await?.as_deref() == Some(value)).then_some(()))
+    })
+    .await
+}
+
+/// Severity and status chosen with the keyboard show the chosen value (issue 24: the dropdown said "Not set"
+/// while the server and the headline said SEV1), and a value someone else chooses while the dropdown has focus
+/// shows too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_focused_dropdown_shows_the_value_chosen_here_or_elsewhere() -> anyhow::Result<()> {
+    const SEVERITY: &str = r#"section[data-field="severity"] select"#;
+    const STATUS: &str = r#"section[data-field="status"] select"#;
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let id = server.declare(&alice, "Dropdowns").await.id;
+    let page = open_signed_in(
+        "dropdowns",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &alice,
+        &id,
+    )
+    .await?;
+
+    choose_focused(&page, SEVERITY, "SEV1").await?;
+    shows_value(&page, SEVERITY, "SEV1").await?;
+    choose_focused(&page, STATUS, "mitigated").await?;
+    shows_value(&page, STATUS, "mitigated").await?;
+    choose_focused(&page, STATUS, "active").await?;
+    shows_value(&page, STATUS, "active").await?;
+    let stored = server.incident_json(&alice, &id).await;
+    ensure!(
+        stored["status"] == "active"
+            && server_field(&server, &alice, &id, "severity").await? == "SEV1",
+        "the server holds {}",
+        stored["status"]
+    );
+
+    // Someone else changes the severity while Alice's dropdown has focus.
+    page.execute(
+        "document.querySelector(arguments[0]).focus();",
+        vec![json!(SEVERITY)],
+    )
+    .await?;
+    apply(
+        &server,
+        &alice,
+        &id,
+        json!([{"op": "setChoice", "field": "severity", "value": "SEV2"}]),
+    )
+    .await?;
+    shows_value(&page, SEVERITY, "SEV2").await?;
+    page.close().await?;
     server.stop().await;
     Ok(())
 }

@@ -20,8 +20,10 @@ function adoptState(kept, fresh) {
     kept.checked = fresh.checked;
     kept.indeterminate = fresh.indeterminate;
   } else if (kept.tagName === "SELECT") {
+    // Read before the options move: a `<select>` without options has the value "".
+    const { value } = fresh;
     kept.replaceChildren(...fresh.children);
-    kept.value = fresh.value;
+    kept.value = value;
   } else if (kept.tagName === "BUTTON") {
     kept.textContent = fresh.textContent;
   }
