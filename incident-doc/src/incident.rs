@@ -19,7 +19,7 @@ use crate::schema::{
     TITLE_KEY, keys,
 };
 use crate::template::{FieldDefault, Template};
-use crate::view::{Headline, IncidentView, due_at, read_layout, read_severity, read_stamp};
+use crate::view::{Cadences, Headline, IncidentView, read_layout, read_stamp};
 
 /// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
 /// while sync and storage still reach the raw document through [`Incident::doc_mut`].
@@ -779,15 +779,14 @@ impl Incident {
         let layout = self.take_layout();
         let r = Reader::new(&self.doc, None);
         let stamps = r.map(&ROOT, keys::UPDATED);
-        let created = r.time(&ROOT, keys::CREATED_AT);
-        let severity = read_severity(&r, &layout);
+        let cadences = Cadences::read(&r, &layout);
         let due = layout
             .iter()
             // Only fields with a cadence have a due time: the others' stamps are not read.
-            .filter(|def| def.cadence(severity.as_deref()).is_some())
+            .filter(|def| cadences.applies(def))
             .filter_map(|def| {
                 let updated = read_stamp(&r, stamps.as_ref(), &def.key);
-                let due = due_at(def, severity.as_deref(), updated.as_ref(), created)?;
+                let due = cadences.due_at(def, updated.as_ref())?;
                 Some((def.key.clone(), due))
             })
             .collect();

@@ -209,8 +209,9 @@ pub enum Operation {
         /// The entry's time: the alert's start when firing, its end when resolved.
         at: DateTime<Utc>,
     },
-    /// Record that the Communications lead sent a status update: `lastUpdate`, a timeline entry, and fresh stamps
-    /// on the Communications lead's fields with a cadence (see `update_sent`).
+    /// Record that the Communications lead sent a status update: `lastUpdate` and a timeline entry. The
+    /// Communications lead's fields with a cadence fall due again counted from it; their stamps stay (see
+    /// `update_sent`).
     MarkUpdateSent {
         /// The document heads the update described (hex), so the next one can say what changed since.
         #[serde(default)]

@@ -159,8 +159,7 @@ impl IncidentView {
         let r = Reader::new(doc, heads);
         let layout_defs = read_layout(&r);
         let stamps = r.map(&ROOT, keys::UPDATED);
-        let created_at = r.time(&ROOT, keys::CREATED_AT);
-        let severity = read_severity(&r, &layout_defs);
+        let cadences = Cadences::read(&r, &layout_defs);
         let fields: Vec<FieldView> = layout_defs
             .iter()
             .cloned()
@@ -168,7 +167,7 @@ impl IncidentView {
                 let updated = read_stamp(&r, stamps.as_ref(), &def.key);
                 FieldView {
                     value: read_value(&r, &def),
-                    due_at: due_at(&def, severity.as_deref(), updated.as_ref(), created_at),
+                    due_at: cadences.due_at(&def, updated.as_ref()),
                     def,
                     updated,
                     stale: false,
@@ -514,15 +513,41 @@ pub(crate) fn read_stamp<D: ReadDoc>(
     })
 }
 
-/// A field's next due time: its last stamp (or, never updated, the declaration) plus its cadence at the
-/// incident's current severity.
-pub(crate) fn due_at(
-    def: &FieldDef,
-    severity: Option<&str>,
-    updated: Option<&Stamp>,
+/// What a field's due time depends on besides its own stamp, read once per document.
+pub(crate) struct Cadences {
+    severity: Option<String>,
     created_at: Option<DateTime<Utc>>,
-) -> Option<DateTime<Utc>> {
-    let minutes = def.cadence(severity)?;
-    let since = updated.map(|s| s.at).or(created_at)?;
-    since.checked_add_signed(chrono::Duration::minutes(minutes))
+    /// When the last status update was marked sent. It restarts the cadence of the Communications lead's fields
+    /// (sending the update is how they are kept current) without restamping them: their *last updated* says who
+    /// last edited them, and the sender may not have.
+    update_sent_at: Option<DateTime<Utc>>,
+}
+
+impl Cadences {
+    pub(crate) fn read<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> Cadences {
+        Cadences {
+            severity: read_severity(r, layout),
+            created_at: r.time(&ROOT, keys::CREATED_AT),
+            update_sent_at: r
+                .map(&ROOT, keys::LAST_UPDATE)
+                .and_then(|sent| r.time(&sent, "at")),
+        }
+    }
+
+    /// Whether the field has a cadence at the incident's current severity.
+    pub(crate) fn applies(&self, def: &FieldDef) -> bool {
+        def.cadence(self.severity.as_deref()).is_some()
+    }
+
+    /// A field's next due time: its last stamp (or, never updated, the declaration), or for the Communications
+    /// lead's fields the last update sent if later, plus its cadence at the incident's current severity.
+    pub(crate) fn due_at(&self, def: &FieldDef, updated: Option<&Stamp>) -> Option<DateTime<Utc>> {
+        let minutes = def.cadence(self.severity.as_deref())?;
+        let edited = updated.map(|s| s.at).or(self.created_at)?;
+        let since = match self.update_sent_at {
+            Some(sent) if def.owner == Some(Role::Communications) => edited.max(sent),
+            _ => edited,
+        };
+        since.checked_add_signed(chrono::Duration::minutes(minutes))
+    }
 }

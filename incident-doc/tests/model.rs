@@ -715,6 +715,12 @@ fn marking_an_update_sent_restarts_the_communications_cadence() {
     let detailed = view.field("detailedStatus").expect("detailed status");
     // Edited at minute 20 by dave; the update at minute 30 restarts its 4-hour cadence.
     assert_eq!(detailed.due_at, Some(sent + Duration::hours(4)));
+    // Without claiming that erin edited it: dave's stamp stays (issue 24 found it restamped by the sender).
+    let stamp = detailed.updated.as_ref().expect("stamped");
+    assert_eq!(
+        (stamp.by.as_str(), stamp.at),
+        ("dave", t0() + Duration::minutes(20))
+    );
     let Some(FieldValue::Timeline(entries)) = view.field("timeline").map(|f| &f.value) else {
         panic!("timeline");
     };

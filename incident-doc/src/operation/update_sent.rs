@@ -1,6 +1,7 @@
 //! [`Operation::MarkUpdateSent`]: the record that the Communications lead sent a status update (root key
-//! `lastUpdate`), its timeline entry, and fresh stamps on the fields the Communications lead keeps on a cadence,
-//! so that their next due time starts from the update. Rendering the update is `update`'s.
+//! `lastUpdate`) and its timeline entry. The fields the Communications lead keeps on a cadence fall due again
+//! counted from the update (`view::Cadences`), but keep their *last updated* stamps: the sender did not edit them.
+//! Rendering the update is `update`'s.
 //!
 //! [`Operation::MarkUpdateSent`]: crate::Operation::MarkUpdateSent
 
@@ -8,12 +9,12 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjType, ROOT};
 
 use crate::edit::{Edited, Editor, OpError, timestamp};
-use crate::schema::{FieldDef, Role, keys};
+use crate::schema::{FieldDef, keys};
 
 use super::timeline;
 
 /// Records `lastUpdate` with the `heads` the update described, so the next update's "what changed" starts there.
-/// Returns the fields whose stamps move: the timeline and the Communications lead's fields with a cadence.
+/// Returns the timeline as the one field whose stamp moves.
 pub(super) fn mark_sent(
     doc: &mut AutoCommit,
     layout: &[FieldDef],
@@ -31,7 +32,7 @@ pub(super) fn mark_sent(
         Some(note) => format!("Status update sent: {note}"),
         None => "Status update sent.".to_owned(),
     };
-    let (applied, mut touched) = timeline::add_stamped(doc, layout, &text, None, editor)?;
+    let (applied, touched) = timeline::add_stamped(doc, layout, &text, None, editor)?;
     let record = doc.put_object(ROOT, keys::LAST_UPDATE, ObjType::Map)?;
     doc.put(&record, "at", timestamp(editor.at))?;
     doc.put(&record, "by", editor.name.as_str())?;
@@ -39,11 +40,5 @@ pub(super) fn mark_sent(
     for (i, head) in heads.iter().enumerate() {
         doc.insert(&list, i, head.as_str())?;
     }
-    touched.extend(
-        layout
-            .iter()
-            .filter(|f| f.owner == Some(Role::Communications) && f.cadence_minutes.is_some())
-            .map(|f| f.key.clone()),
-    );
     Ok((applied, touched))
 }
