@@ -994,6 +994,11 @@ async fn command_is_handed_over_on_acceptance_and_the_new_commander_pins() -> an
         b.attr(propose, "disabled").await?.is_some(),
         "Bob, neither commander nor holder, may hand command over"
     );
+    let why = b.attr(propose, "title").await?;
+    ensure!(
+        why.as_deref() == Some("Only the Incident Commander (alice) hands command over"),
+        "the disabled button says why: {why:?}"
+    );
 
     a.type_text(r#"input[data-handoff-to="commander"]"#, "bob")
         .await?;

@@ -89,10 +89,12 @@ export function commandOf(view, name) {
     assignRefusal: commands ? null : onlyCommander("assigns roles"),
     pinRefusal: commands ? null : onlyCommander("pins fields"),
     /** Why `name` may not hand `role` over (or withdraw its handoff): the commander and the role's holder may. */
-    handoffRefusal: (role) =>
-      commands || holder(roles, role)?.person === name
-        ? null
-        : onlyCommander(`or the ${roleLabel(role)} hands it over`),
+    handoffRefusal: (role) => {
+      if (commands || holder(roles, role)?.person === name) return null;
+      return role === "commander"
+        ? onlyCommander("hands command over")
+        : onlyCommander(`or the ${roleLabel(role)} hands it over`);
+    },
   };
 }
 
