@@ -713,7 +713,9 @@ async fn the_incident_page_at_desktop_and_phone_widths() -> anyhow::Result<()> {
             {"op": "setChoice", "field": "severity", "value": "SEV2"},
             {"op": "assignRole", "role": "commander", "person": "alice"},
             {"op": "assignRole", "role": "operations", "person": "bob"},
-            {"op": "setText", "field": "commandPost", "text": "Bridge: #inc-checkout, call link in the channel topic."},
+            {"op": "setText", "field": "commandPost", "text":
+                "Bridge: #inc-checkout, call link in the channel topic. Runbook: \
+                 https://runbooks.example.com/payments/checkout/provider-timeouts/escalation-procedure-eu-west-1-and-eu-central-1"},
             {"op": "addItem", "field": "todos", "text": "Add an alert on payment provider timeouts",
                 "owner": "bob", "bug": "BUG-1234"},
             {"op": "addItem", "field": "todos", "text": "Post-incident review on Thursday", "owner": "alice"},
@@ -1286,6 +1288,7 @@ async fn hostile_text_is_shown_as_text_and_never_runs() -> anyhow::Result<()> {
 /// panel: written by the server, marked sent from the page, after which it says what changed since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_post_links_drill_badges_and_the_status_update_panel() -> anyhow::Result<()> {
+    const WIKI: &str = "https://en.wikipedia.org/wiki/Foo_(bar)";
     let _shared = QUIET.read().await;
     let server = TestServer::start().await;
     let erin = server.token("erin", "write").await;
@@ -1295,7 +1298,7 @@ async fn command_post_links_drill_badges_and_the_status_update_panel() -> anyhow
         &erin,
         &id,
         json!([{"op": "setText", "field": "commandPost",
-                "text": "- Chat: [#inc-checkout](https://chat.example.com/inc-checkout)\n- Bridge: https://meet.example.com/42.\n- Not a link: [x](javascript:alert(1))"}]),
+                "text": "- Chat: [#inc-checkout](https://chat.example.com/inc-checkout)\n- Bridge: https://meet.example.com/42.\n- Not a link: [x](javascript:alert(1))\n- Wiki: [runbook](https://en.wikipedia.org/wiki/Foo_(bar)), (see https://en.wikipedia.org/wiki/Foo_(bar))."}]),
     )
     .await?;
     let (status, drill) = server
@@ -1327,9 +1330,24 @@ async fn command_post_links_drill_badges_and_the_status_update_panel() -> anyhow
         links
             == json!([
                 ["#inc-checkout", "https://chat.example.com/inc-checkout"],
-                ["https://meet.example.com/42", "https://meet.example.com/42"]
+                ["https://meet.example.com/42", "https://meet.example.com/42"],
+                ["runbook", WIKI],
+                [WIKI, WIKI]
             ]),
         "the command post's links: {links}"
+    );
+    // The HTML export links the same addresses, parentheses included.
+    let html = server
+        .http()
+        .get(server.url(&format!("/api/incidents/{id}/export?format=html")))
+        .bearer_auth(&erin)
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        html.matches(&format!(r#"href="{WIKI}""#)).count() == 2,
+        "the HTML export cuts the wiki links: {html}"
     );
 
     page.click("#status-update summary").await?;

@@ -40,14 +40,29 @@ const onEnter = (submit) => (event) => {
 };
 
 /**
- * The web addresses in Markdown text: `[label](url)` links and bare http(s) addresses (sentence punctuation left
- * out), so the chat channel and call bridge pasted into the command post are one click away.
+ * A bare address without the punctuation that ends the sentence around it (`.,;:!?`, and a `)` that closes no `(`
+ * of the address: `…/wiki/Foo_(bar)` keeps its own), as the HTML export's autolinker trims it.
+ */
+function trimAddress(url) {
+  const count = (c) => url.split(c).length - 1;
+  for (;;) {
+    const last = url.at(-1);
+    if ((last && ".,;:!?".includes(last)) || (last === ")" && count(")") > count("("))) url = url.slice(0, -1);
+    else return url;
+  }
+}
+
+/**
+ * The web addresses in Markdown text: `[label](url)` links (with balanced parentheses in the address, as
+ * CommonMark allows) and bare http(s) addresses, so the chat channel and call bridge pasted into the command post
+ * are one click away.
  */
 export function linksOf(text) {
-  const pattern = /\[([^\]\n]+)\]\(((?:https?:\/\/|mailto:)[^\s)]+)\)|(https?:\/\/[^\s<>"]+)/g;
+  const pattern =
+    /\[([^\]\n]+)\]\(((?:https?:\/\/|mailto:)(?:[^\s()]|\([^\s()]*\))+)\)|(https?:\/\/[^\s<>"]+)/g;
   return [...text.matchAll(pattern)].map((m) => {
     if (m[2]) return { label: m[1], href: m[2] };
-    const href = m[3].replace(/[.,;:!?)]+$/, "");
+    const href = trimAddress(m[3]);
     return { label: href, href };
   });
 }

@@ -7,7 +7,7 @@
 //! images become plain links, `<img>` is not on the sanitizer's allow-list, and the page carries its own
 //! [`POLICY`] in a `<meta>` for the saved file.
 
-use pulldown_cmark::{CowStr, Event, LinkType, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{CowStr, Event, LinkType, Options, Parser, Tag, TagEnd, TextMergeStream};
 
 use super::autolink::{Piece, pieces};
 use super::markdown;
@@ -41,7 +41,9 @@ fn body(md: &str) -> String {
     let mut in_link = 0usize;
     // For each open image: its address, and whether its description had any text.
     let mut images: Vec<(CowStr<'_>, bool)> = Vec::new();
-    let events = Parser::new_ext(md, options).flat_map(|event| match event {
+    // Merged first: the parser splits text at characters that might start markup (`_`, `(`, …), which would cut a
+    // bare address such as `…/wiki/Foo_(bar)` in two before the autolinker sees it.
+    let events = TextMergeStream::new(Parser::new_ext(md, options)).flat_map(|event| match event {
         Event::TaskListMarker(true) => vec![Event::Text("☑ ".into())],
         Event::TaskListMarker(false) => vec![Event::Text("☐ ".into())],
         Event::Start(Tag::Link { .. }) => {
