@@ -2314,3 +2314,66 @@ async fn a_focused_dropdown_shows_the_value_chosen_here_or_elsewhere() -> anyhow
     server.stop().await;
     Ok(())
 }
+
+/// Signing out in one tab of a browser stops every other tab of it from editing (issue 24: the other tab went on
+/// editing as "unknown", and those edits were uploaded stamped "unknown"): the incident tab goes to the sign-in
+/// page, and nothing is ever written by "unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_in_one_tab_stops_editing_in_the_others() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let id = server.declare(&alice, "Two tabs").await.id;
+    let page = open_signed_in(
+        "two-tabs",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &alice,
+        &id,
+    )
+    .await?;
+    page.place_caret(SUMMARY, Caret::End).await?;
+    let incident_tab = page.client().window().await?;
+    let other = page.client().new_window(true).await?;
+    page.client().switch_to_window(other.handle).await?;
+    page.goto(&format!("{}/#/", server.base_url)).await?;
+    page.wait_for("#sign-out:not([hidden])", UI_TIMEOUT).await?;
+    page.click("#sign-out").await?;
+    page.client().switch_to_window(incident_tab).await?;
+    // Typing goes on in the incident tab right away, before anything else it does could notice.
+    let shown = page
+        .execute(
+            "const t = document.querySelector(arguments[0]);
+             if (!t) return null;
+             t.value += '!';
+             t.dispatchEvent(new InputEvent('input', {inputType: 'insertText', data: '!'}));
+             return t.value;",
+            vec![json!(SUMMARY)],
+        )
+        .await?;
+    ensure!(
+        !shown.as_str().is_some_and(|v| v.contains('!')),
+        "the signed-out tab took an edit: {shown}"
+    );
+    page.wait_until(
+        "the incident tab to leave for the sign-in page",
+        UI_TIMEOUT,
+        || async {
+            let hash = page.execute("return location.hash;", vec![]).await?;
+            Ok((hash == json!("#/sign-in")).then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        page.find(SUMMARY).await?.is_none(),
+        "the signed-out tab still offers the summary for editing"
+    );
+    let stored = server.incident_json(&alice, &id).await;
+    ensure!(
+        !stored.to_string().contains("\"unknown\""),
+        "something was written by \"unknown\": {stored}"
+    );
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}

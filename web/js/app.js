@@ -4,7 +4,7 @@
  */
 
 import { fetchSession } from "./api.js";
-import { canWrite, session, signOut, takeTokenFromAddress, token } from "./auth.js";
+import { canWrite, onIdentityChange, session, signOut, takeTokenFromAddress, token } from "./auth.js";
 import { clearMessage } from "./dom.js";
 import { showDeclare } from "./declare.js";
 import { showIncident } from "./incident.js";
@@ -60,6 +60,12 @@ document.getElementById("sign-out").addEventListener("click", () => {
   location.hash = "#/sign-in";
 });
 document.querySelector("#banner button").addEventListener("click", clearMessage);
+// Another tab signed out (or in as someone else): this one must not go on acting as someone it no longer is. A new
+// identity starts the page afresh, as signing in here does.
+onIdentityChange(() => {
+  if (token()) location.reload();
+  else location.hash = "#/sign-in";
+});
 
 // Service workers need a secure context (https or localhost); without one the page simply works online only.
 navigator.serviceWorker?.register("/sw.js").catch(() => {});

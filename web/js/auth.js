@@ -31,6 +31,17 @@ export function takeSignOutReason() {
   return reason;
 }
 
+/**
+ * Calls `changed()` when another tab of this browser signs out or signs in as someone else: localStorage is shared
+ * by the tabs, so this tab's identity has just changed under it.
+ */
+export function onIdentityChange(changed) {
+  window.addEventListener("storage", (event) => {
+    // `key` is null when the whole storage was cleared.
+    if (event.key === null || event.key === TOKEN_KEY) changed();
+  });
+}
+
 /** The cached `{name, scope}` from `GET /api/session`, or null before the first answer. */
 export function session() {
   try {

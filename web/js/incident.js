@@ -188,7 +188,7 @@ class IncidentPage {
       wireText: (textarea) =>
         wireTextarea(textarea, {
           live,
-          name: () => this.name(),
+          name: () => this.editorName(),
           changed: (address) => this.changedLocally([fieldOf(address)]),
           refused: showError,
         }),
@@ -235,8 +235,16 @@ class IncidentPage {
     });
   }
 
+  /** The signed-in person, or null before the session is known or once another tab signed out. */
   name() {
-    return session()?.name ?? "unknown";
+    return session()?.name ?? null;
+  }
+
+  /** The name every edit is made under: the signed-in person's, never a placeholder; throws when there is none. */
+  editorName() {
+    const name = this.name();
+    if (!name) throw new Error("You are not signed in in this browser any more: sign in again to edit.");
+    return name;
   }
 
   /** One incoming frame: carets are anchored to their characters before the model moves them. */
@@ -276,7 +284,7 @@ class IncidentPage {
       }
     }
     try {
-      this.live.apply(JSON.stringify(op), this.name(), Date.now());
+      this.live.apply(JSON.stringify(op), this.editorName(), Date.now());
     } catch (error) {
       showError(error);
       this.render(null);
@@ -441,6 +449,8 @@ class IncidentPage {
    * repeats it), and at most every `PRESENCE_MIN_MS` (the last change always goes out).
    */
   updatePresence() {
+    // Presence names its sender, and the server closes a connection whose presence names someone else.
+    if (!this.name()) return;
     const role = this.view ? rolesHeldBy(rolesOf(this.view), this.name()) : null;
     const presence = JSON.stringify(myPresence(this.name(), role, this.live));
     if (presence === this.presenceSent) return;
