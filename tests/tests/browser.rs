@@ -2377,3 +2377,89 @@ async fn signing_out_in_one_tab_stops_editing_in_the_others() -> anyhow::Result<
     server.stop().await;
     Ok(())
 }
+
+/// How many controls in the incident's fields the person can use now.
+async fn enabled_controls(page: &Browser) -> anyhow::Result<u64> {
+    let count = page
+        .execute(
+            "return document.querySelectorAll(
+               '#fields input:enabled, #fields select:enabled, #fields textarea:enabled, #fields button:enabled'
+             ).length;",
+            vec![],
+        )
+        .await?;
+    count.as_u64().context("a count")
+}
+
+/// A closed incident is read-only in the page, with a banner that says so (issue 24: 57 controls stayed enabled
+/// and edits appeared, then reverted), and an admin reopens it from the page with a reason, which the timeline
+/// records; then the page is editable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_incident_is_read_only_and_an_admin_reopens_it_from_the_page() -> anyhow::Result<()>
+{
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let ada = server.token("ada", "admin").await;
+    let id = server.declare(&alice, "Closed for good").await.id;
+    apply(
+        &server,
+        &alice,
+        &id,
+        json!([{"op": "setStatus", "status": "closed", "overrideReason": "a duplicate of #1"}]),
+    )
+    .await?;
+    let url = &server.base_url;
+    let (a, admin) = tokio::try_join!(
+        open_signed_in("closed-alice", WindowSize::DESKTOP, url, &alice, &id),
+        open_signed_in("closed-ada", WindowSize::DESKTOP, url, &ada, &id),
+    )?;
+    for page in [&a, &admin] {
+        let banner = page
+            .wait_for("#archived-banner", UI_TIMEOUT)
+            .await?
+            .text()
+            .await?;
+        ensure!(banner.contains("closed"), "the banner: {banner:?}");
+        let enabled = enabled_controls(page).await?;
+        ensure!(
+            enabled == 0,
+            "{enabled} controls are enabled in a closed incident"
+        );
+    }
+    ensure!(
+        a.find("[data-reopen]").await?.is_none(),
+        "a writer is offered Reopen, which only admins may do"
+    );
+    a.screenshot("closed-incident").await?;
+
+    admin.click("[data-reopen]").await?;
+    prompt_text(&admin).await?;
+    let reason = "the duplicate was a different outage";
+    admin.client().send_alert_text(reason).await?;
+    admin.client().accept_alert().await?;
+    wait_all(
+        &[&a, &admin],
+        "both pages editable again with the reason in the timeline",
+        UI_TIMEOUT,
+        |s| {
+            s.iter()
+                .all(|p| p.synced() && p.entries.iter().any(|e| e.contains(reason)))
+        },
+    )
+    .await?;
+    for page in [&a, &admin] {
+        page.wait_until("the fields to be enabled", UI_TIMEOUT, || async {
+            Ok((enabled_controls(page).await? > 0
+                && page.find("#archived-banner").await?.is_none())
+            .then_some(()))
+        })
+        .await?;
+    }
+    let stored = server.incident_json(&alice, &id).await;
+    ensure!(stored["status"] == "resolved", "{}", stored["status"]);
+    a.close().await?;
+    admin.close().await?;
+    server.stop().await;
+    Ok(())
+}

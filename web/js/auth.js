@@ -55,6 +55,11 @@ export function rememberSession(value) {
   localStorage.setItem(SESSION_KEY, JSON.stringify({ name: value.name, scope: value.scope }));
 }
 
+/** Whether the session is an administrator's: reopening a closed incident is theirs alone. */
+export function isAdmin() {
+  return session()?.scope === "admin";
+}
+
 /** Whether the session may declare and edit (scopes are ordered read < write < admin). */
 export function canWrite() {
   const scope = session()?.scope;

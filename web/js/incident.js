@@ -11,7 +11,7 @@
  */
 
 import { applyOperations, fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
-import { canWrite, session } from "./auth.js";
+import { canWrite, isAdmin, session } from "./auth.js";
 import { h, showError, showMessage, timeEl } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
 import {
@@ -182,6 +182,7 @@ class IncidentPage {
     this.statusEl = root.querySelector("#sync-status");
     this.presenceEl = root.querySelector("#presence");
     this.fieldsEl = root.querySelector("#fields");
+    this.fieldsetEl = root.querySelector("fieldset.plain");
     this.loadingEl = root.querySelector(".loading");
     this.fieldCtx = {
       act: (op) => this.act(op),
@@ -328,6 +329,7 @@ class IncidentPage {
     arrange(this.fieldsEl, wanted);
     if (touched.has("updated")) refreshStamps(this.fieldsEl, view);
     if (caret && (all || touched.has(fieldOf(caret.field)))) restoreCaret(this.live, caret);
+    this.renderArchived(view);
     if (all || touched.has("handoffs")) this.renderHandoffBanner(command);
     if (all || touched.has("audit")) this.renderAudit(view.audit ?? []);
     // The first render is the state found, not a change; after that any change of commander is news to everyone.
@@ -378,6 +380,40 @@ class IncidentPage {
     );
     if (old) patch(old, fresh);
     else this.bannersEl.prepend(fresh);
+  }
+
+  /**
+   * A closed incident is the record: every control is disabled and a banner says so, so nobody types into what
+   * the server will undo. Admins get Reopen, which asks for the reason the timeline records (the server lets only
+   * admins reopen, over HTTP).
+   */
+  renderArchived(view) {
+    const closed = view.status === "closed";
+    this.fieldsetEl.disabled = closed || !canWrite();
+    this.root.querySelector('[data-update="sent"]').disabled = closed;
+    const old = this.bannersEl.querySelector("#archived-banner");
+    if (!closed) {
+      old?.remove();
+      return;
+    }
+    if (old) return;
+    const reopen =
+      isAdmin() && h("button", { type: "button", "data-reopen": "", onclick: () => this.reopen() }, "Reopen…");
+    this.bannersEl.prepend(
+      h(
+        "p",
+        { id: "archived-banner" },
+        "This incident is closed: its document is the record now and takes no edits.",
+        reopen && " ",
+        reopen,
+      ),
+    );
+  }
+
+  reopen() {
+    const reason = window.prompt("Why is the incident reopened? The reason goes into the timeline.");
+    if (!reason?.trim()) return;
+    applyOperations(this.id, [{ op: "reopen", reason: reason.trim() }]).catch(showError);
   }
 
   /** "bob is now the Incident Commander" for everyone, and the acknowledgment for bob himself; it fades out. */
