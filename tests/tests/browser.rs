@@ -2463,3 +2463,85 @@ async fn a_closed_incident_is_read_only_and_an_admin_reopens_it_from_the_page() 
     server.stop().await;
     Ok(())
 }
+
+/// Whether the element matching `css` is inside the window and on top at its centre (not covered by anything).
+async fn in_view(page: &Browser, css: &str) -> anyhow::Result<bool> {
+    let seen = page
+        .execute(
+            "const el = document.querySelector(arguments[0]);
+             if (!el) return false;
+             const r = el.getBoundingClientRect();
+             if (r.top < 0 || r.bottom > window.innerHeight || r.height === 0) return false;
+             const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+             return el.contains(top);",
+            vec![json!(css)],
+        )
+        .await?;
+    Ok(seen == json!(true))
+}
+
+/// At phone width, with the page scrolled down to the timeline (one tap on the section index away, or the `T`
+/// key), the sync state stays in view, and a handoff proposed meanwhile shows there too (issue 24: the timeline was
+/// 4,200 px down and the status scrolled away). Screenshots of the top and of the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_bar_stays_in_view_and_the_timeline_is_one_step_away() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = server.declare(&alice, "Long page").await.id;
+    let page = open_signed_in("sticky-bob", WindowSize::PHONE, &server.base_url, &bob, &id).await?;
+    page.screenshot_full_page("incident-phone-top").await?;
+    page.click(r#"[data-jump="timeline"]"#).await?;
+    page.wait_until(
+        "the timeline's add box to have focus",
+        UI_TIMEOUT,
+        || async {
+            let focused = page
+                .execute("return document.activeElement?.id ?? null;", vec![])
+                .await?;
+            Ok((focused == json!("timeline-add")).then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        in_view(&page, TIMELINE_ADD).await?,
+        "the add box is not in view after the jump"
+    );
+    ensure!(
+        in_view(&page, "#sync-status").await?,
+        "the sync state scrolled away"
+    );
+    page.screenshot("incident-phone-timeline").await?;
+
+    apply(
+        &server,
+        &alice,
+        &id,
+        json!([{"op": "proposeHandoff", "role": "commander", "to": "bob"}]),
+    )
+    .await?;
+    page.wait_for("#handoff-banner", UI_TIMEOUT).await?;
+    ensure!(
+        in_view(&page, "#handoff-banner button").await?,
+        "the handoff proposed to Bob is out of view"
+    );
+
+    // Back at the top, `T` (outside any text box) goes straight to the timeline again.
+    page.execute(
+        "document.activeElement.blur(); window.scrollTo(0, 0);",
+        vec![],
+    )
+    .await?;
+    page.type_text("body", "t").await?;
+    page.wait_until("T to focus the timeline's add box", UI_TIMEOUT, || async {
+        let focused = page
+            .execute("return document.activeElement?.id ?? null;", vec![])
+            .await?;
+        Ok((focused == json!("timeline-add")).then_some(()))
+    })
+    .await?;
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}

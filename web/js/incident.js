@@ -103,13 +103,15 @@ function openReplica(LiveIncident, id, kept) {
   return live;
 }
 
-function skeleton() {
-  const exportButton = (format, label) => h("button", { type: "button", "data-export": format, disabled: true }, label);
+/**
+ * The bar that stays at the top of the window while the page scrolls (`#page-bar`, beside the error banner): the
+ * sync state, who else is here, the command banners (a handoff waiting for you, a new commander, a closed
+ * incident) and an index of the sections, so that what everyone must see, and the timeline, are always in reach.
+ */
+function statusBar() {
   return h(
-    "article",
-    { id: "incident", "data-loaded": "false" },
-    h("div", { class: "command-banners", "aria-live": "polite" }),
-    h("header", { class: "headline" }),
+    "div",
+    { class: "incident-status" },
     h(
       "div",
       { class: "incident-bar" },
@@ -120,13 +122,24 @@ function skeleton() {
         h("span", { class: "label" }, "Connecting…"),
       ),
       h("ul", { id: "presence", "aria-label": "Others here" }),
-      h(
-        "div",
-        { class: "exports", role: "group", "aria-label": "Export" },
-        exportButton("markdown", "Markdown"),
-        exportButton("html", "HTML"),
-        exportButton("json", "JSON"),
-      ),
+    ),
+    h("div", { class: "command-banners", "aria-live": "polite" }),
+    h("nav", { class: "section-index", "aria-label": "Sections" }),
+  );
+}
+
+function skeleton() {
+  const exportButton = (format, label) => h("button", { type: "button", "data-export": format, disabled: true }, label);
+  return h(
+    "article",
+    { id: "incident", "data-loaded": "false" },
+    h("header", { class: "headline" }),
+    h(
+      "div",
+      { class: "exports", role: "group", "aria-label": "Export" },
+      exportButton("markdown", "Markdown"),
+      exportButton("html", "HTML"),
+      exportButton("json", "JSON"),
     ),
     h(
       "details",
@@ -161,8 +174,9 @@ function skeleton() {
 }
 
 class IncidentPage {
-  constructor(root, id, live) {
+  constructor(root, bar, id, live) {
     this.root = root;
+    this.bar = bar;
     this.id = id;
     this.live = live;
     this.view = null;
@@ -176,13 +190,14 @@ class IncidentPage {
     this.presenceSentAt = 0;
     this.presenceTimer = null;
     this.commandBannerTimer = null;
-    this.bannersEl = root.querySelector(".command-banners");
+    this.bannersEl = bar.querySelector(".command-banners");
     this.auditEl = root.querySelector("#audit");
     this.headlineEl = root.querySelector(".headline");
-    this.statusEl = root.querySelector("#sync-status");
-    this.presenceEl = root.querySelector("#presence");
+    this.statusEl = bar.querySelector("#sync-status");
+    this.presenceEl = bar.querySelector("#presence");
     this.fieldsEl = root.querySelector("#fields");
     this.fieldsetEl = root.querySelector("fieldset.plain");
+    this.indexEl = bar.querySelector(".section-index");
     this.loadingEl = root.querySelector(".loading");
     this.fieldCtx = {
       act: (op) => this.act(op),
@@ -209,6 +224,8 @@ class IncidentPage {
     }
     const flushSync = () => this.copy.flushSync();
     window.addEventListener("pagehide", flushSync);
+    const shortcut = (event) => this.shortcut(event);
+    document.addEventListener("keydown", shortcut);
     // Others' carets are placed in pixels: a new width rewraps the text under them.
     const redrawCarets = () => this.showPresence();
     window.addEventListener("resize", redrawCarets);
@@ -225,6 +242,8 @@ class IncidentPage {
     signal.addEventListener("abort", () => {
       clearInterval(ticker);
       window.removeEventListener("pagehide", flushSync);
+      document.removeEventListener("keydown", shortcut);
+      this.bar.remove();
       window.removeEventListener("resize", redrawCarets);
       this.sync.stop();
       this.keep();
@@ -327,6 +346,7 @@ class IncidentPage {
       }
     }
     arrange(this.fieldsEl, wanted);
+    if (all || this.indexEl.childElementCount !== wanted.length || touched.has("pins")) this.renderIndex(view);
     if (touched.has("updated")) refreshStamps(this.fieldsEl, view);
     if (caret && (all || touched.has(fieldOf(caret.field)))) restoreCaret(this.live, caret);
     this.renderArchived(view);
@@ -380,6 +400,48 @@ class IncidentPage {
     );
     if (old) patch(old, fresh);
     else this.bannersEl.prepend(fresh);
+  }
+
+  /** One button per section, in the order shown: a tap brings the section into view and its control into focus. */
+  renderIndex(view) {
+    this.indexEl.replaceChildren(
+      ...renderOrder(view).map((field) =>
+        h(
+          "button",
+          {
+            type: "button",
+            "data-jump": field.key,
+            "aria-keyshortcuts": field.kind === "timeline" ? "T" : null,
+            onclick: () => this.jumpTo(field.key),
+          },
+          field.kind === "timeline" ? "Timeline (T)" : field.label,
+        ),
+      ),
+    );
+  }
+
+  /** Scrolls the section into view below the status bar and focuses its first control (the timeline's add box). */
+  jumpTo(key) {
+    const section = this.sections.get(key);
+    if (!section) return;
+    const below = document.querySelector(".top-sticky")?.getBoundingClientRect().bottom ?? 0;
+    window.scrollBy(0, section.getBoundingClientRect().top - below - 8);
+    const control = section.querySelector("#timeline-add") ?? section.querySelector("textarea, input, select, button");
+    (control && !control.disabled ? control : section).focus({ preventScroll: true });
+  }
+
+  /**
+   * `T` anywhere but in a control that takes text jumps to the timeline's add box: during an outage the timeline
+   * is where most writing happens, and it is the last section of a long page.
+   */
+  shortcut(event) {
+    if (event.key !== "t" && event.key !== "T") return;
+    if (event.ctrlKey || event.metaKey || event.altKey || event.isComposing) return;
+    if (event.target.closest?.("input, textarea, select, [contenteditable]")) return;
+    const timeline = this.view?.fields.find((field) => field.kind === "timeline");
+    if (!timeline) return;
+    event.preventDefault();
+    this.jumpTo(timeline.key);
   }
 
   /**
@@ -465,6 +527,8 @@ class IncidentPage {
     // The model forgets other peers when the connection drops; the list must not show them as here.
     if (state !== this.statusEl.dataset.state) this.showPresence();
     this.statusEl.dataset.state = state;
+    // Shown where the person types, too (app.css): an edit made offline waits on this device.
+    this.root.dataset.sync = state;
     this.statusEl.querySelector(".label").textContent = STATUS_TEXT[state] ?? state;
     this.statusEl.title = this.live.lastError() ?? "";
     if (!this.view) {
@@ -603,7 +667,9 @@ export async function showIncident(main, { id }, signal) {
   }
   const root = skeleton();
   main.replaceChildren(root);
-  const page = new IncidentPage(root, id, live);
+  const bar = statusBar();
+  document.getElementById("page-bar").replaceChildren(bar);
+  const page = new IncidentPage(root, bar, id, live);
   page.start(signal);
   // Changes kept apart from the snapshot (a reload soon after typing) are folded in now that they are merged.
   if (keptChanges) page.compact();
