@@ -2545,3 +2545,50 @@ async fn the_status_bar_stays_in_view_and_the_timeline_is_one_step_away() -> any
     server.stop().await;
     Ok(())
 }
+
+/// Stepping through the status with the arrow keys changes nothing until Enter (issue 24: every keypress was an
+/// edit and a webhook); Enter commits the option reached, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrow_keys_in_a_dropdown_commit_only_on_enter() -> anyhow::Result<()> {
+    const STATUS: &str = r#"section[data-field="status"] select"#;
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let id = server.declare(&alice, "Stepping").await.id;
+    let page = open_signed_in(
+        "stepping",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &alice,
+        &id,
+    )
+    .await?;
+    page.press(STATUS, Key::Down).await?;
+    page.press(STATUS, Key::Down).await?;
+    shows_value(&page, STATUS, "mitigated").await?;
+    // Long enough for an edit to have reached the server, were one made.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stored = server.incident_json(&alice, &id).await;
+    ensure!(
+        stored["status"] == "declared",
+        "stepping changed the status to {}",
+        stored["status"]
+    );
+    page.press(STATUS, Key::Enter).await?;
+    page.wait_until(
+        "the server to hold the status chosen",
+        UI_TIMEOUT,
+        || async {
+            Ok((server.incident_json(&alice, &id).await["status"] == "mitigated").then_some(()))
+        },
+    )
+    .await?;
+    let lifecycle = server_field(&server, &alice, &id, "lifecycle").await?;
+    ensure!(
+        lifecycle.get("mitigated").is_some(),
+        "entering mitigated is stamped: {lifecycle}"
+    );
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}

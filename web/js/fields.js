@@ -111,13 +111,49 @@ function textEditor(field, ctx, labelId) {
   return field.kind === "markdown" ? [box, linksRow(field)] : box;
 }
 
-/** A `<select>` over `[value, label]` options that calls `choose(value)` when changed. */
-const select = (labelId, current, options, choose) =>
-  h(
+/** Keys that step a closed `<select>` through its options (and fire `change` at every step). */
+const isStep = (key) => ["ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"].includes(key) || key.length === 1;
+
+/**
+ * A `<select>` over `[value, label]` options that calls `choose(value)` on a deliberate choice: a pick with the
+ * mouse or a finger at once, but keys only step through the options until Enter or leaving the control (Escape
+ * puts the value back). Every `change` would otherwise be an edit, a stamp and a webhook per keypress.
+ */
+function select(labelId, current, options, choose) {
+  let before = null;
+  let pending = false;
+  const commit = (el) => {
+    const chosen = pending && el.value !== before;
+    before = null;
+    pending = false;
+    if (chosen) choose(el.value);
+  };
+  return h(
     "select",
-    { "aria-labelledby": labelId, value: current, onchange: (e) => choose(e.target.value) },
+    {
+      "aria-labelledby": labelId,
+      value: current,
+      onkeydown: (e) => {
+        if (e.key === "Enter" && before !== null) {
+          e.preventDefault();
+          commit(e.target);
+        } else if (e.key === "Escape" && before !== null) {
+          e.target.value = before;
+          before = null;
+          pending = false;
+        } else if (isStep(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey) {
+          before ??= e.target.value;
+        }
+      },
+      onchange: (e) => {
+        if (before === null) choose(e.target.value);
+        else pending = true;
+      },
+      onblur: (e) => commit(e.target),
+    },
     options.map(([value, label]) => h("option", { value }, label)),
   );
+}
 
 function statusEditor(field, ctx, labelId) {
   const options = field.value ? STATUSES : [["", "No status"], ...STATUSES];
