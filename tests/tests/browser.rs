@@ -2592,3 +2592,64 @@ async fn arrow_keys_in_a_dropdown_commit_only_on_enter() -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+/// The lifecycle shows and takes its moments in UTC as `YYYY-MM-DD HH:MM` (issue 24: the inputs labelled UTC
+/// showed the browser's locale format, `12/06/2026, 01:33 PM`); what cannot be read as such is refused with a
+/// message and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_times_are_shown_and_taken_in_utc() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let id = server.declare(&alice, "Times").await.id;
+    let page = open_signed_in(
+        "utc-times",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &alice,
+        &id,
+    )
+    .await?;
+    let lifecycle = server_field(&server, &alice, &id, "lifecycle").await?;
+    let declared = lifecycle["declared"]
+        .as_str()
+        .context("declared is stamped")?;
+    let shown = page.value(r#"input[data-stage="declared"]"#).await?;
+    ensure!(
+        shown.as_deref() == Some(&format!("{} {}", &declared[..10], &declared[11..16])),
+        "declared at {declared} shows as {shown:?}"
+    );
+    let mitigated = r#"input[data-stage="mitigated"]"#;
+    page.type_text(mitigated, "yesterday").await?;
+    page.press(mitigated, Key::Tab).await?;
+    page.wait_for("#banner:not([hidden])", UI_TIMEOUT).await?;
+    ensure!(
+        server_field(&server, &alice, &id, "lifecycle")
+            .await?
+            .get("mitigated")
+            .is_none(),
+        "an unreadable time changed the lifecycle"
+    );
+    page.execute(
+        "document.querySelector(arguments[0]).value = '';",
+        vec![json!(mitigated)],
+    )
+    .await?;
+    page.type_text(mitigated, "2026-11-24 09:40").await?;
+    page.press(mitigated, Key::Tab).await?;
+    page.wait_until(
+        "the server to hold the mitigated time",
+        UI_TIMEOUT,
+        || async {
+            let lifecycle = server_field(&server, &alice, &id, "lifecycle").await?;
+            Ok(lifecycle["mitigated"]
+                .as_str()
+                .is_some_and(|at| at.starts_with("2026-11-24T09:40:00"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}

@@ -2,7 +2,8 @@
  * One `<section data-field>` per template field: its label, owner and refresh cadence, the *last updated* stamp,
  * and an editor suited to its kind. Rendering is a pure function of the field (the page decides when to re-render
  * and keeps focused controls through `patch`); edits leave through `ctx.act(operation)`, which returns whether
- * the model accepted it, and text editors are wired by `ctx.wireText(textarea)`.
+ * the model accepted it, text editors are wired by `ctx.wireText(textarea)`, and input the page cannot read is
+ * explained by `ctx.refuse(message)`.
  */
 
 import { h, timeEl, utcTime } from "./dom.js";
@@ -332,8 +333,21 @@ function timelineEditor(field, ctx) {
 }
 
 /** `datetime-local` holds no zone; the page fills and reads it as UTC, and says so. */
-const toUtcInput = (iso) => (iso ? new Date(iso).toISOString().slice(0, 16) : "");
-const fromUtcInput = (value) => (value ? new Date(`${value}:00Z`).toISOString() : null);
+/** `2026-11-24 09:40`: how the lifecycle shows and takes a moment, in UTC like every time on the page. */
+const toUtcInput = (iso) => (iso ? new Date(iso).toISOString().slice(0, 16).replace("T", " ") : "");
+
+/**
+ * The moment written as `YYYY-MM-DD HH:MM` (UTC; a `T` between date and time is fine too): an ISO string, null
+ * for a cleared input, or undefined when it is not such a moment. A `datetime-local` input would show the
+ * browser's locale format (`12/06/2026, 01:33 PM`) next to a label that says UTC.
+ */
+function fromUtcInput(value) {
+  const text = value.trim();
+  if (!text) return null;
+  const match = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2})$/.exec(text);
+  const at = match && new Date(`${match[1]}T${match[2]}:00Z`);
+  return at && !Number.isNaN(at.getTime()) ? at.toISOString() : undefined;
+}
 
 function timestampsEditor(field, ctx) {
   return h(
@@ -351,10 +365,19 @@ function timestampsEditor(field, ctx) {
           {},
           h("input", {
             id,
-            type: "datetime-local",
+            type: "text",
+            inputmode: "numeric",
+            autocomplete: "off",
+            placeholder: "YYYY-MM-DD HH:MM",
             "data-stage": stage,
             value: toUtcInput(field.value[stage]),
-            onchange: (e) => setAt(fromUtcInput(e.target.value)),
+            onchange: (e) => {
+              const at = fromUtcInput(e.target.value);
+              if (at === undefined) {
+                e.target.value = toUtcInput(field.value[stage]);
+                ctx.refuse(`Write the ${label.toLowerCase()} time as YYYY-MM-DD HH:MM, in UTC.`);
+              } else setAt(at);
+            },
           }),
           h(
             "button",

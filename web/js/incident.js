@@ -201,6 +201,7 @@ class IncidentPage {
     this.loadingEl = root.querySelector(".loading");
     this.fieldCtx = {
       act: (op) => this.act(op),
+      refuse: (message) => showMessage(message),
       wireText: (textarea) =>
         wireTextarea(textarea, {
           live,
