@@ -310,6 +310,17 @@ pub(crate) fn find_item(doc: &AutoCommit, key: &str, id: &str) -> Result<ObjId, 
         })
 }
 
+/// Removes the checklist item or timeline entry with this id from the list field `key`.
+pub(crate) fn remove_listed(doc: &mut AutoCommit, key: &str, id: &str) -> Result<(), OpError> {
+    let list = list_field(doc, key)?;
+    let (index, _) = item_index(doc, &list, id).ok_or_else(|| OpError::UnknownItem {
+        field: key.to_owned(),
+        id: id.to_owned(),
+    })?;
+    doc.delete(&list, index)?;
+    Ok(())
+}
+
 /// The text object of an item or entry; `key` names the field in the error.
 pub(crate) fn nested_text(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<ObjId, OpError> {
     match doc.get(obj, "text")? {

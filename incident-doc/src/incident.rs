@@ -432,9 +432,12 @@ impl Incident {
             }
         }
         // The command rules see the whole batch at once, as they would see one change arriving over sync.
-        let with_timeline = ops
-            .iter()
-            .any(|op| matches!(op, Operation::EditTimelineEntry { .. }));
+        let with_timeline = ops.iter().any(|op| {
+            matches!(
+                op,
+                Operation::EditTimelineEntry { .. } | Operation::RemoveTimelineEntry { .. }
+            )
+        });
         let was = CommandState::read(&self.doc, layout, Some(&before), with_timeline);
         let is = CommandState::read(&self.doc, layout, None, with_timeline);
         let violations = rules::check(&was, &is, editor, editor.at);

@@ -109,6 +109,12 @@ pub enum Operation {
         /// The new text.
         text: String,
     },
+    /// Remove a timeline entry: only its author, within the grace period after its time (the command rules); the
+    /// timeline is otherwise append-only.
+    RemoveTimelineEntry {
+        /// The entry id.
+        id: String,
+    },
     /// Add an item to a checklist field.
     AddItem {
         /// The field key.
@@ -246,6 +252,7 @@ impl Operation {
             Operation::AssignRole { .. } => "assignRole",
             Operation::AddTimelineEntry { .. } => "addTimelineEntry",
             Operation::EditTimelineEntry { .. } => "editTimelineEntry",
+            Operation::RemoveTimelineEntry { .. } => "removeTimelineEntry",
             Operation::AddItem { .. } => "addItem",
             Operation::EditItem { .. } => "editItem",
             Operation::SetItemDetails { .. } => "setItemDetails",
@@ -314,6 +321,7 @@ pub(crate) fn apply(
         Operation::CancelHandoff { role } => roles::cancel_handoff(doc, layout, *role),
         Operation::AddTimelineEntry { text, at } => timeline::add(doc, layout, text, *at, editor),
         Operation::EditTimelineEntry { id, text } => timeline::edit(doc, layout, id, text),
+        Operation::RemoveTimelineEntry { id } => timeline::remove(doc, layout, id),
         Operation::AddItem {
             field,
             text,

@@ -349,3 +349,43 @@ fn a_raw_close_with_open_exit_criteria_is_put_back() {
     );
     assert_eq!(incident.view().headline.status.as_deref(), Some("closed"));
 }
+
+/// An entry's author corrects it soon after (rewords or removes it); nobody else does, and after the grace
+/// period not even the author: the timeline is the record.
+#[test]
+fn only_the_author_removes_a_timeline_entry_within_the_grace_period() {
+    let mut incident = declare();
+    let add = |text: &str| Operation::AddTimelineEntry {
+        text: text.into(),
+        at: None,
+    };
+    let remove = |id: &str| Operation::RemoveTimelineEntry { id: id.into() };
+    let typo = incident
+        .apply(&add("Rolled back teh release"), &at("bob", 10))
+        .expect("added")
+        .id;
+    let typo = typo.expect("an entry id");
+    let kept = incident
+        .apply(&add("Paged the database team"), &at("bob", 11))
+        .expect("added")
+        .id;
+    let kept = kept.expect("an entry id");
+    assert!(matches!(
+        incident.apply(&remove(&typo), &at("carol", 12)),
+        Err(OpError::Forbidden(_))
+    ));
+    assert!(incident.apply(&remove(&typo), &at("bob", 13)).is_ok());
+    assert!(matches!(
+        incident.apply(&remove(&kept), &at("bob", 30)),
+        Err(OpError::Forbidden(_))
+    ));
+    assert!(matches!(
+        incident.apply(&remove("1@00"), &at("bob", 13)),
+        Err(OpError::UnknownItem { .. })
+    ));
+    let md = markdown(&incident);
+    assert!(
+        !md.contains("teh release") && md.contains("Paged the database team"),
+        "{md}"
+    );
+}

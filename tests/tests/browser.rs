@@ -2653,3 +2653,146 @@ async fn lifecycle_times_are_shown_and_taken_in_utc() -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+/// Mistakes are corrected from the page (issue 24: the model allowed it, the page did not): the author rewords
+/// and deletes their own fresh timeline entries (others see no such buttons), an entry is backdated, and a TODO
+/// gets an owner and a bug reference, then is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_are_corrected_from_the_page() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = server.declare(&alice, "Corrections").await.id;
+    let url = &server.base_url;
+    let (a, b) = tokio::try_join!(
+        open_signed_in("correct-alice", WindowSize::DESKTOP, url, &alice, &id),
+        open_signed_in("correct-bob", WindowSize::DESKTOP, url, &bob, &id),
+    )?;
+    for text in ["Rolled back teh release", "Paged the wrong team"] {
+        a.type_text(TIMELINE_ADD, text).await?;
+        a.press(TIMELINE_ADD, Key::Enter).await?;
+    }
+    let earlier = (chrono::Utc::now() - chrono::Duration::minutes(90))
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    a.type_text("#timeline-at", &earlier).await?;
+    a.type_text(TIMELINE_ADD, "Error rate started rising")
+        .await?;
+    a.press(TIMELINE_ADD, Key::Enter).await?;
+    wait_all(
+        &[&a, &b],
+        "the three entries on both pages",
+        UI_TIMEOUT,
+        |s| s.iter().all(|p| p.synced() && p.entries.len() == 3),
+    )
+    .await?;
+    ensure!(
+        b.find("[data-edit-entry-button]").await?.is_none(),
+        "Bob may correct Alice's entries"
+    );
+
+    let entries = server_field(&server, &alice, &id, "timeline").await?;
+    let entry = |text: &str| {
+        entries
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["text"] == text))
+            .cloned()
+            .with_context(|| format!("no entry {text:?} in {entries}"))
+    };
+    let backdated = entry("Error rate started rising")?;
+    ensure!(
+        backdated["at"]
+            .as_str()
+            .is_some_and(|at| at.starts_with(&earlier.replace(' ', "T"))),
+        "backdated to {earlier}: {backdated}"
+    );
+    let typo = entry("Rolled back teh release")?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let wrong = entry("Paged the wrong team")?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    a.click(&format!(r#"[data-edit-entry-button="{typo}"]"#))
+        .await?;
+    let edit = format!(r#"input[data-edit-entry="{typo}"]"#);
+    a.execute(
+        "document.querySelector(arguments[0]).value = '';",
+        vec![json!(edit)],
+    )
+    .await?;
+    a.type_text(&edit, "Rolled back the release").await?;
+    a.press(&edit, Key::Enter).await?;
+    a.click(&format!(r#"[data-delete-entry="{wrong}"]"#))
+        .await?;
+    a.client().accept_alert().await?;
+    wait_all(
+        &[&a, &b],
+        "the corrected timeline on both pages",
+        UI_TIMEOUT,
+        |s| {
+            s.iter().all(|p| {
+                p.synced()
+                    && p.entries.len() == 2
+                    && p.has_entry("Rolled back the release")
+                    && !p.has_entry("Paged the wrong team")
+            })
+        },
+    )
+    .await?;
+
+    let response = server
+        .operations(
+            &alice,
+            &id,
+            json!([{"op": "addItem", "field": "todos", "text": "Alert on timeouts"}]),
+        )
+        .await;
+    let answer: Value = response.json().await?;
+    let item = answer["applied"][0]["id"]
+        .as_str()
+        .context("the item's id")?
+        .to_owned();
+    a.wait_for(&format!(r#"[data-item-owner="{item}"]"#), UI_TIMEOUT)
+        .await?;
+    a.execute(
+        "document.querySelector(arguments[0]).closest('details').open = true;",
+        vec![json!(format!(r#"[data-item-owner="{item}"]"#))],
+    )
+    .await?;
+    // Each box is saved when the person leaves it; the list is drawn again, so each is found afresh.
+    for (key, value) in [("owner", "bob"), ("bug", "BUG-77")] {
+        let input = format!(r#"[data-item-{key}="{item}"]"#);
+        a.type_text(&input, value).await?;
+        a.press(&input, Key::Tab).await?;
+        a.wait_until(
+            &format!("the server to hold the {key}"),
+            UI_TIMEOUT,
+            || async {
+                let todos = server_field(&server, &alice, &id, "todos").await?;
+                let done = todos
+                    .as_array()
+                    .and_then(|all| all.iter().find(|i| i["id"] == item.as_str()))
+                    .is_some_and(|i| i[key] == value);
+                Ok(done.then_some(()))
+            },
+        )
+        .await?;
+    }
+    a.click(&format!(r#"[data-remove-item="{item}"]"#)).await?;
+    a.client().accept_alert().await?;
+    a.wait_until("the server to drop the item", UI_TIMEOUT, || async {
+        let todos = server_field(&server, &alice, &id, "todos").await?;
+        Ok(todos
+            .as_array()
+            .is_some_and(|all| all.iter().all(|i| i["id"] != item.as_str()))
+            .then_some(()))
+    })
+    .await?;
+    a.close().await?;
+    b.close().await?;
+    server.stop().await;
+    Ok(())
+}

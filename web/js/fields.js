@@ -277,6 +277,45 @@ function rolesEditor(field, ctx) {
   );
 }
 
+/** An item's owner and bug reference (a blank one clears it), and its removal, folded away under the item. */
+function itemDetails(field, item, ctx) {
+  const save = (e) => {
+    const box = e.target.closest(".item-details");
+    const value = (name) => box.querySelector(`[data-item-${name}]`).value.trim() || null;
+    ctx.act({ op: "setItemDetails", field: field.key, id: item.id, owner: value("owner"), bug: value("bug") });
+  };
+  const remove = () =>
+    window.confirm(`Remove "${item.text}" from ${field.label}?`) &&
+    ctx.act({ op: "removeItem", field: field.key, id: item.id });
+  // Opened, it stays open through re-renders (someone else's edit of the list), until the person closes it.
+  return h(
+    "details",
+    {
+      class: "item-details",
+      open: ctx.openItems.has(item.id),
+      ontoggle: (e) => (e.target.open ? ctx.openItems.add(item.id) : ctx.openItems.delete(item.id)),
+    },
+    h("summary", {}, "Owner, bug, remove"),
+    h("input", {
+      type: "text",
+      "data-item-owner": item.id,
+      "aria-label": "Owner",
+      placeholder: "owner",
+      value: item.owner ?? "",
+      onchange: save,
+    }),
+    h("input", {
+      type: "text",
+      "data-item-bug": item.id,
+      "aria-label": "Bug reference",
+      placeholder: "bug, e.g. BUG-1234",
+      value: item.bug ?? "",
+      onchange: save,
+    }),
+    h("button", { type: "button", "data-remove-item": item.id, onclick: remove }, "Remove"),
+  );
+}
+
 /** Each item: its DONE box and its text, co-edited character by character as text fields are. */
 function checklistEditor(field, ctx) {
   const items = field.value.map((item) =>
@@ -292,6 +331,7 @@ function checklistEditor(field, ctx) {
       }),
       coeditBox(`${field.key}/${item.id}`, item.text, { oneLine: true, class: "item-text", "aria-label": `${field.label} item` }, ctx),
       (item.owner || item.bug) && h("span", { class: "item-meta" }, [item.owner, item.bug].filter(Boolean).join(" · ")),
+      itemDetails(field, item, ctx),
     ),
   );
   return [
@@ -307,16 +347,82 @@ function checklistEditor(field, ctx) {
   ];
 }
 
+/** How long after its time an entry's author may still reword or remove it (`EDIT_GRACE` in the model's rules). */
+const ENTRY_GRACE_MS = 5 * 60_000;
+
+/** An entry's text, or while its author rewords it, the box to do so (Enter saves, Escape leaves it as it was). */
+function entryText(entry, ctx) {
+  if (ctx.editingEntry !== entry.id) return h("p", { class: "entry-text", dir: "auto" }, entry.text);
+  return h("input", {
+    type: "text",
+    class: "entry-edit",
+    dir: "auto",
+    "data-edit-entry": entry.id,
+    "aria-label": "The entry's text",
+    value: entry.text,
+    onkeydown: (e) => {
+      if (e.key === "Escape") ctx.editEntry(null);
+      if (e.key !== "Enter" || e.isComposing) return;
+      e.preventDefault();
+      const text = e.target.value.trim();
+      if (text && ctx.act({ op: "editTimelineEntry", id: entry.id, text })) ctx.editEntry(null);
+    },
+  });
+}
+
+/** Edit and Delete on the signed-in person's own entries while the rules still let them correct them. */
+function entryActions(entry, ctx) {
+  const own = entry.author === ctx.command.name && Date.now() - Date.parse(entry.at) <= ENTRY_GRACE_MS;
+  if (!own) return null;
+  const remove = () =>
+    window.confirm(`Delete your entry "${entry.text}"? Only you can, for a few minutes after its time.`) &&
+    ctx.act({ op: "removeTimelineEntry", id: entry.id });
+  return h(
+    "p",
+    { class: "entry-actions" },
+    h("button", { type: "button", "data-edit-entry-button": entry.id, onclick: () => ctx.editEntry(entry.id) }, "Edit"),
+    h("button", { type: "button", "data-delete-entry": entry.id, onclick: remove }, "Delete"),
+  );
+}
+
+/**
+ * The add box (Enter adds; the time box beside it backdates the entry to something that happened earlier),
+ * then the entries, newest first.
+ */
 function timelineEditor(field, ctx) {
+  const add = (text) => {
+    const when = document.getElementById("timeline-at");
+    const at = fromUtcInput(when.value);
+    if (at === undefined) {
+      ctx.refuse("Write when it happened as YYYY-MM-DD HH:MM, in UTC, or leave it empty for now.");
+      return false;
+    }
+    const added = ctx.act({ op: "addTimelineEntry", text, ...(at ? { at } : {}) });
+    if (added) when.value = "";
+    return added;
+  };
   return [
-    h("input", {
-      id: "timeline-add",
-      type: "text",
-      class: "add",
-      placeholder: "What just happened? Enter adds it at the current time",
-      "aria-label": "Add a timeline entry",
-      onkeydown: onEnter((text) => ctx.act({ op: "addTimelineEntry", text })),
-    }),
+    h(
+      "div",
+      { class: "timeline-add" },
+      h("input", {
+        id: "timeline-add",
+        type: "text",
+        class: "add",
+        dir: "auto",
+        placeholder: "What just happened? Enter adds it",
+        "aria-label": "Add a timeline entry",
+        onkeydown: onEnter(add),
+      }),
+      h("input", {
+        id: "timeline-at",
+        type: "text",
+        inputmode: "numeric",
+        autocomplete: "off",
+        placeholder: "when, if earlier: YYYY-MM-DD HH:MM UTC",
+        "aria-label": "When it happened, if earlier (UTC, YYYY-MM-DD HH:MM)",
+      }),
+    ),
     h(
       "ol",
       { class: "timeline" },
@@ -325,14 +431,14 @@ function timelineEditor(field, ctx) {
           "li",
           { "data-entry-id": entry.id },
           h("p", { class: "entry-head" }, timeEl(entry.at), " ", h("span", { class: "entry-author" }, entry.author)),
-          h("p", { class: "entry-text" }, entry.text),
+          entryText(entry, ctx),
+          entryActions(entry, ctx),
         ),
       ),
     ),
   ];
 }
 
-/** `datetime-local` holds no zone; the page fills and reads it as UTC, and says so. */
 /** `2026-11-24 09:40`: how the lifecycle shows and takes a moment, in UTC like every time on the page. */
 const toUtcInput = (iso) => (iso ? new Date(iso).toISOString().slice(0, 16).replace("T", " ") : "");
 

@@ -181,6 +181,7 @@ class IncidentPage {
     this.live = live;
     this.view = null;
     this.sections = new Map();
+    this.editingEntry = null;
     this.copy = new DeviceCopy(id, {
       failed: (error) => showMessage(`This device could not keep a copy of the incident: ${error.message}`),
     });
@@ -201,7 +202,15 @@ class IncidentPage {
     this.loadingEl = root.querySelector(".loading");
     this.fieldCtx = {
       act: (op) => this.act(op),
+      // Checklist items whose details (owner, bug, remove) are open.
+      openItems: new Set(),
       refuse: (message) => showMessage(message),
+      // The entry being reworded survives re-renders (others add entries meanwhile) until saved or left.
+      editEntry: (id) => {
+        this.editingEntry = id;
+        this.render(null);
+        if (id) this.fieldsEl.querySelector(`[data-edit-entry="${CSS.escape(id)}"]`)?.focus();
+      },
       wireText: (textarea) =>
         wireTextarea(textarea, {
           live,
@@ -331,7 +340,7 @@ class IncidentPage {
     const touched = new Set(keys ?? []);
     if (all || [...headlineKeys(view)].some((key) => touched.has(key))) this.renderHeadline(view);
     const command = commandOf(view, this.name());
-    const ctx = { ...this.fieldCtx, command, severity: view.severity };
+    const ctx = { ...this.fieldCtx, command, severity: view.severity, editingEntry: this.editingEntry };
     const wanted = renderOrder(view).map((field) => {
       const old = this.sections.get(field.key);
       if (old && !all && !sectionKeys(view, field).some((key) => touched.has(key))) return old;

@@ -5,8 +5,8 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue};
 
 use crate::edit::{
-    Applied, Edited, OpError, check_short, check_text, field_of_kinds, find_item, item_index,
-    list_field, nested_text, put_id, touched,
+    Applied, Edited, OpError, check_short, check_text, field_of_kinds, find_item, list_field,
+    nested_text, put_id, remove_listed, touched,
 };
 use crate::schema::{FieldDef, FieldKind};
 
@@ -81,12 +81,7 @@ pub(super) fn remove(
     id: &str,
 ) -> Result<Edited, OpError> {
     let def = checklist(layout, field)?;
-    let list = list_field(doc, &def.key)?;
-    let (index, _) = item_index(doc, &list, id).ok_or_else(|| OpError::UnknownItem {
-        field: def.key.clone(),
-        id: id.to_owned(),
-    })?;
-    doc.delete(&list, index)?;
+    remove_listed(doc, &def.key, id)?;
     Ok(touched(def))
 }
 

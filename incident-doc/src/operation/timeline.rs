@@ -1,4 +1,5 @@
-//! The timeline: entries added ([`Operation::AddTimelineEntry`]) and their text edited; and the entries other
+//! The timeline: entries added ([`Operation::AddTimelineEntry`]), their text edited and, by their author soon
+//! after, removed (the command rules judge who and when); and the entries other
 //! operations write on their way (a close with an override, a reopening, an accepted handoff, an alert, a status
 //! update sent).
 //!
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::edit::{
     Applied, Edited, Editor, OpError, check_text, field_by_kind, find_item, list_field,
-    nested_text, put_id, stamped, timestamp, touched,
+    nested_text, put_id, remove_listed, stamped, timestamp, touched,
 };
 use crate::schema::{FieldDef, FieldKind};
 
@@ -74,5 +75,17 @@ pub(super) fn edit(
     let entry = find_item(doc, &def.key, id)?;
     let t = nested_text(doc, &entry, &def.key)?;
     doc.update_text(&t, text)?;
+    Ok(touched(def))
+}
+
+/// Removes an entry. Whether its sender may (its author, within the grace period) is the command rules' to say,
+/// as for a removal that arrives as a raw change.
+pub(super) fn remove(
+    doc: &mut AutoCommit,
+    layout: &[FieldDef],
+    id: &str,
+) -> Result<Edited, OpError> {
+    let def = field_by_kind(layout, FieldKind::Timeline)?;
+    remove_listed(doc, &def.key, id)?;
     Ok(touched(def))
 }
