@@ -37,7 +37,11 @@ pub(super) fn splice_text(
         None => field_of_kinds(layout, field, TEXTUAL, "text or markdown")?,
         Some(_) => field_of_kinds(layout, field, &[FieldKind::Checklist], "checklist")?,
     };
-    let kind = if item.is_some() { FieldKind::Text } else { def.kind };
+    let kind = if item.is_some() {
+        FieldKind::Text
+    } else {
+        def.kind
+    };
     check_text(insert, kind)?;
     let text = text_of(doc, &def.key, item)?;
     let len = doc.length(&text);
