@@ -134,6 +134,15 @@ impl PostgresStore {
         })
     }
 
+    /// Whether commandpost's tables exist in the schema the URL chooses, asked without applying the migrations
+    /// (which every other operation does first): a command that only reads must not create an empty store.
+    pub async fn is_set_up(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT to_regclass('incidents') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
     /// Returns the pool once the schema is up to date, applying the migrations on first use.
     async fn pool(&self) -> Result<&PgPool, StoreError> {
         if !self.migrated.load(Ordering::Acquire) {
@@ -585,7 +594,28 @@ impl Store for PostgresStore {
     }
 }
 
-/// Inserts or replaces an incident's index row inside the append's transaction.
+/// Where `url` points, in words for messages: the database, host, port and schema (the first of the search path
+/// the URL sets, where the tables are), never the user's password.
+pub fn location(url: &str) -> String {
+    let Ok(options) = PgConnectOptions::from_str(url) else {
+        return "PostgreSQL (the URL is not valid)".to_owned();
+    };
+    let schema = options
+        .get_options()
+        .and_then(|o| o.split_once("search_path=")?.1.split([' ', ',']).next())
+        .filter(|s| !s.is_empty())
+        .map_or_else(
+            || "the user's default schema".to_owned(),
+            |s| format!("schema {s}"),
+        );
+    format!(
+        "PostgreSQL database {} on {}:{}, {schema}",
+        options.get_database().unwrap_or(options.get_username()),
+        options.get_host(),
+        options.get_port()
+    )
+}
+
 /// Listens for other nodes' appends until the store closes or nobody subscribes any more; reconnects by itself
 /// and says [`ChunkNotice::Resync`] after each connection, since notices sent meanwhile are lost.
 async fn listen(pool: PgPool, node: String, notices: broadcast::Sender<ChunkNotice>) {
@@ -639,6 +669,7 @@ fn parse_notice(payload: &str, own_node: &str) -> Option<ChunkNotice> {
     })
 }
 
+/// Inserts or replaces an incident's index row inside the append's transaction.
 async fn upsert_summary(
     tx: &mut Transaction<'static, Postgres>,
     summary: &IncidentSummary,

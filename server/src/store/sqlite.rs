@@ -168,7 +168,7 @@ impl SqliteStore {
         let created = !dir.is_dir();
         fs::create_dir_all(dir)
             .map_err(|e| io_error(&format!("cannot create {}", dir.display()), &e))?;
-        let path = dir.join(DB_FILE);
+        let path = Self::file(dir);
         let conn = open_writer(&path, true)?;
         let identity = file_identity(&path)?;
         // Make the new directory entries durable too, or a crash could forget the whole database.
@@ -202,6 +202,11 @@ impl SqliteStore {
             readers,
             stats,
         })
+    }
+
+    /// The database file of the store in `dir`, which [`SqliteStore::open`] creates if it is missing.
+    pub fn file(dir: &Path) -> PathBuf {
+        dir.join(DB_FILE)
     }
 
     /// Returns the group-commit counters so far.

@@ -1,0 +1,166 @@
+//! The command line as an operator meets it, run as the real binary: every subcommand finds the store the way
+//! `serve` does (`--config`, `COMMANDPOST_CONFIG`, `--data-dir`, `--database-url` and their variables) and says on
+//! stderr which store it used; a command that reads or changes what is stored refuses to create a store where
+//! there is none, instead of reporting on an empty one.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use server::config::Config;
+use tests::TestDatabase;
+
+/// The real command line, built by this crate.
+const CLI: &str = env!("CARGO_BIN_EXE_commandpost-under-test");
+
+/// Runs the command line in `cwd` with `env` and none of the caller's `COMMANDPOST_*` variables.
+async fn commandpost(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(CLI);
+    command.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COMMANDPOST_")) {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command.output().await.expect("running the command line")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs a command that must succeed; returns its stdout and stderr.
+async fn succeeds(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> (String, String) {
+    let output = commandpost(cwd, env, args).await;
+    assert!(
+        output.status.success(),
+        "commandpost {args:?} failed: {}",
+        stderr(&output)
+    );
+    (stdout(&output), stderr(&output))
+}
+
+#[tokio::test]
+async fn reading_commands_refuse_to_create_a_store_and_name_the_one_they_looked_for() {
+    let cwd = tempfile::tempdir().expect("a directory");
+    let expected = cwd.path().join("data").join("commandpost.db");
+    for args in [
+        &["token", "list"][..],
+        &["token", "revoke", "alice"],
+        &["export", "--out", "exported", "--all"],
+    ] {
+        let output = commandpost(cwd.path(), &[], args).await;
+        let err = stderr(&output);
+        assert!(!output.status.success(), "{args:?} succeeded: {err}");
+        assert!(
+            err.contains(&format!("{}: no store there", expected.display())),
+            "{args:?} names the store it looked for: {err}"
+        );
+        assert_eq!(stdout(&output), "", "{args:?} printed a result");
+        let created: Vec<_> = std::fs::read_dir(cwd.path())
+            .expect("the directory")
+            .map(|e| e.expect("an entry").file_name())
+            .collect();
+        assert!(created.is_empty(), "{args:?} created {created:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_command_reads_the_config_file_and_says_which_store_it_used() {
+    let cwd = tempfile::tempdir().expect("a directory");
+    let store = cwd.path().join("elsewhere");
+    let config = cwd.path().join("commandpost.toml");
+    std::fs::write(
+        &config,
+        format!("data-dir = {:?}\n", store.display().to_string()),
+    )
+    .expect("writing the config");
+    let config = config.to_str().expect("utf-8");
+    let file = store.join("commandpost.db").display().to_string();
+
+    // The variable `serve` honours, then the flag: the token goes where the config says, and is listed there.
+    let (token, created) = succeeds(
+        cwd.path(),
+        &[("COMMANDPOST_CONFIG", config)],
+        &["token", "create", "--name", "alice", "--scope", "write"],
+    )
+    .await;
+    assert!(!token.trim().is_empty());
+    assert!(
+        created.contains("creating a new store") && created.contains(&file),
+        "{created}"
+    );
+    let (listed, used) = succeeds(cwd.path(), &[], &["token", "list", "--config", config]).await;
+    assert!(listed.starts_with("alice\twrite\t"), "{listed}");
+    assert!(
+        used.contains(&format!("using the embedded store {file}")),
+        "{used}"
+    );
+    let (_, exported) = succeeds(
+        cwd.path(),
+        &[("COMMANDPOST_CONFIG", config)],
+        &["export", "--out", "exported", "--all"],
+    )
+    .await;
+    assert!(exported.contains(&file), "{exported}");
+    succeeds(
+        cwd.path(),
+        &[("COMMANDPOST_CONFIG", config)],
+        &["token", "revoke", "alice"],
+    )
+    .await;
+    assert!(
+        !cwd.path().join("data").exists(),
+        "nothing used the default ./data"
+    );
+
+    // What the server itself opens with that config holds the token.
+    let settings = Config::from_file(Path::new(config)).expect("the config");
+    let opened = server::open_store(&settings).expect("the store");
+    let tokens = opened.list_tokens().await.expect("tokens");
+    opened.close().await.expect("close");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].name, "alice");
+    assert!(tokens[0].revoked_at.is_some(), "revoked in the same store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_reading_command_creates_no_tables_and_names_the_schema() {
+    let database = TestDatabase::create();
+    let cwd = tempfile::tempdir().expect("a directory");
+    let config = cwd.path().join("pg.toml");
+    std::fs::write(&config, format!("database-url = {:?}\n", database.url()))
+        .expect("writing the config");
+    let config = config.to_str().expect("utf-8");
+    let env = [("COMMANDPOST_CONFIG", config)];
+
+    let refused = commandpost(cwd.path(), &env, &["token", "list"]).await;
+    let err = stderr(&refused);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("PostgreSQL database test on 127.0.0.1:5432, schema cp_cluster_")
+            && err.contains("no store there"),
+        "{err}"
+    );
+    assert_eq!(
+        database.tables(),
+        Vec::<String>::new(),
+        "nothing was created"
+    );
+
+    succeeds(
+        cwd.path(),
+        &env,
+        &["token", "create", "--name", "bob", "--scope", "read"],
+    )
+    .await;
+    let (listed, used) = succeeds(cwd.path(), &env, &["token", "list"]).await;
+    assert!(listed.starts_with("bob\tread\t"), "{listed}");
+    assert!(used.contains("using PostgreSQL database test"), "{used}");
+    assert!(
+        !cwd.path().join("data").exists(),
+        "no embedded store either"
+    );
+}
