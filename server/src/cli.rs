@@ -103,13 +103,21 @@ struct SettingsArgs {
 
 impl SettingsArgs {
     /// The settings every command starts from: the config file's (or the defaults), the store flags over them.
+    /// A store flag replaces the file's store whichever kind it is, and two store flags are refused: otherwise a
+    /// database URL would win over a data directory without a word.
     fn load(self) -> anyhow::Result<Config> {
+        anyhow::ensure!(
+            self.data_dir.is_none() || self.database_url.is_none(),
+            "--data-dir (or COMMANDPOST_DATA_DIR) and --database-url (or COMMANDPOST_DATABASE_URL) name two \
+             different stores; give the one the server should use"
+        );
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
+            config.database_url = None;
         }
         if let Some(url) = self.database_url {
             config.database_url = Some(url);
@@ -217,20 +225,32 @@ where
     result
 }
 
+/// Checks everything before it binds or prints: the webhooks, then the store (PostgreSQL connected to and
+/// migrated), so that "listening" and a first-run token are printed only by a server that will keep running.
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("installing the SIGTERM and Ctrl-C handlers")?;
+    config.webhooks().context("the webhook configuration")?;
     let store = open_store(&config, IfMissing::Create).await?;
+    let tokens = store
+        .token_count()
+        .await
+        .with_context(|| crate::store_location(&config))?;
     let listener =
         listen(config.listen).with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    println!("commandpost listening on http://{addr}");
-    if store.token_count().await? == 0 {
-        // First run: without a token nobody could sign in, so make an admin one and show it once.
+    // First run: without a token nobody could sign in, so make an admin one and show it once, after the address.
+    let first_token = if tokens == 0 {
         let token = auth::new_token();
         store
             .create_token("admin", Scope::Admin, &auth::hash_token(&token))
             .await
             .context("creating the first admin token")?;
+        Some(token)
+    } else {
+        None
+    };
+    println!("commandpost listening on http://{addr}");
+    if let Some(token) = first_token {
         println!("First run: created an admin token. Open the web UI with it:");
         println!("  http://{addr}/#token={token}");
     }

@@ -1,10 +1,12 @@
 //! The command line as an operator meets it, run as the real binary: every subcommand finds the store the way
 //! `serve` does (`--config`, `COMMANDPOST_CONFIG`, `--data-dir`, `--database-url` and their variables) and says on
 //! stderr which store it used; a command that reads or changes what is stored refuses to create a store where
-//! there is none, instead of reporting on an empty one.
+//! there is none, instead of reporting on an empty one. `serve` checks its whole configuration and its storage before
+//! it binds or prints anything, and names the PostgreSQL host and schema it could not use.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use server::config::Config;
 use tests::TestDatabase;
@@ -12,15 +14,24 @@ use tests::TestDatabase;
 /// The real command line, built by this crate.
 const CLI: &str = env!("CARGO_BIN_EXE_commandpost-under-test");
 
-/// Runs the command line in `cwd` with `env` and none of the caller's `COMMANDPOST_*` variables.
-async fn commandpost(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+/// The command line in `cwd`, with none of the caller's `COMMANDPOST_*` variables and nothing on stdin.
+fn command(cwd: &Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(CLI);
-    command.args(args).current_dir(cwd).stdin(Stdio::null());
+    command.current_dir(cwd).stdin(Stdio::null());
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COMMANDPOST_")) {
         command.env_remove(name);
     }
-    command.envs(env.iter().copied());
-    command.output().await.expect("running the command line")
+    command
+}
+
+/// Runs the command line in `cwd` with `env` and `args`.
+async fn commandpost(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    command(cwd)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("running the command line")
 }
 
 fn stderr(output: &Output) -> String {
@@ -162,5 +173,113 @@ async fn on_postgresql_a_reading_command_creates_no_tables_and_names_the_schema(
     assert!(
         !cwd.path().join("data").exists(),
         "no embedded store either"
+    );
+}
+
+/// Runs `serve` on a loopback port in `cwd` and waits for it to exit: every case here must refuse to start. A
+/// server that started anyway is killed after a while and the case fails on what it printed.
+async fn serve_refused(cwd: &Path, args: &[&str]) -> String {
+    let child = command(cwd)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting serve");
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("serve {args:?} kept running"))
+        .expect("waiting for serve");
+    let err = stderr(&output);
+    assert!(!output.status.success(), "serve {args:?} exited 0: {err}");
+    assert_eq!(
+        stdout(&output),
+        "",
+        "serve {args:?} announced itself before refusing: {err}"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_checks_its_configuration_and_storage_before_it_announces_itself() {
+    let database = TestDatabase::create();
+    let cwd = tempfile::tempdir().expect("a directory");
+    let dir = |name: &str| cwd.path().join(name).display().to_string();
+    let write = |name: &str, toml: String| {
+        let path = cwd.path().join(name);
+        std::fs::write(&path, toml).expect("writing a config");
+        path.display().to_string()
+    };
+
+    // A webhook the deliverer could never send to: refused before the store is even opened.
+    let webhooks = write(
+        "webhooks.toml",
+        format!(
+            "data-dir = {:?}\n[[webhooks]]\nname = \"chat\"\nurl = \"ftp://chat.example/hook\"\n",
+            dir("hooked")
+        ),
+    );
+    let err = serve_refused(cwd.path(), &["--config", &webhooks]).await;
+    assert!(err.contains("webhook") && err.contains("chat"), "{err}");
+    assert!(!cwd.path().join("hooked").exists(), "no store was created");
+
+    // Not PostgreSQL, and never dialled as if it were.
+    let err = serve_refused(cwd.path(), &["--database-url", "mysql://root@127.0.0.1/x"]).await;
+    assert!(err.contains("not a PostgreSQL"), "{err}");
+
+    // Two stores named at once, by flags or in the file: neither is chosen silently.
+    let err = serve_refused(
+        cwd.path(),
+        &[
+            "--data-dir",
+            &dir("flagged"),
+            "--database-url",
+            &database.url(),
+        ],
+    )
+    .await;
+    assert!(
+        err.contains("--data-dir") && err.contains("--database-url"),
+        "{err}"
+    );
+    assert!(!cwd.path().join("flagged").exists(), "no store was created");
+    let both = write(
+        "both.toml",
+        format!(
+            "data-dir = {:?}\ndatabase-url = {:?}\n",
+            dir("filed"),
+            database.url()
+        ),
+    );
+    let err = serve_refused(cwd.path(), &["--config", &both]).await;
+    assert!(
+        err.contains("data-dir") && err.contains("database-url"),
+        "{err}"
+    );
+    assert!(!cwd.path().join("filed").exists(), "no store was created");
+
+    // A schema that does not exist, and a database that does not answer: named with host and schema.
+    let missing = database
+        .url()
+        .replace("search_path%3D", "search_path%3Dnowhere_");
+    let err = serve_refused(cwd.path(), &["--database-url", &missing]).await;
+    assert!(
+        err.contains("on 127.0.0.1:5432, schema nowhere_cp_cluster_") && err.contains("schema"),
+        "{err}"
+    );
+    let away = database
+        .url()
+        .replace("postgres@127.0.0.1:5432", "postgres:hunter2@127.0.0.1:1");
+    let err = serve_refused(cwd.path(), &["--database-url", &away]).await;
+    assert!(err.contains("on 127.0.0.1:1, schema cp_cluster_"), "{err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password is never shown: {err}"
+    );
+    assert_eq!(
+        database.tables(),
+        Vec::<String>::new(),
+        "nothing was created"
     );
 }

@@ -105,6 +105,13 @@ impl PostgresStore {
     /// and the first operation applies the schema migrations. Fails only if `url` cannot be parsed, or if
     /// called outside a tokio runtime (the pool runs its maintenance as tokio tasks).
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        // sqlx reads a URL of any scheme as PostgreSQL's: `mysql://…` would be dialled as a PostgreSQL server.
+        if !is_postgres(url) {
+            return Err(StoreError::Unavailable(
+                "the database URL is not a PostgreSQL one: it must start with postgres:// or postgresql://"
+                    .into(),
+            ));
+        }
         // The URL is not repeated in errors: it may carry a password.
         let mut options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Unavailable(format!("the PostgreSQL URL is not valid: {e}"))
@@ -182,12 +189,30 @@ impl PostgresStore {
     /// connection releases it in every case.
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?.detach();
-        // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler cannot
-        // prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
-        let outcome = MIGRATOR
-            .run_direct(None, &mut conn, false)
-            .await
-            .map_err(migrate_error);
+        // No schema of the search path exists: PostgreSQL would only say "no schema has been selected to create
+        // in" at some line of a migration.
+        let schema: Result<Option<String>, StoreError> =
+            sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(db_error);
+        let outcome = match schema {
+            Ok(Some(_)) => {
+                // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler
+                // cannot prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
+                MIGRATOR
+                    .run_direct(None, &mut conn, false)
+                    .await
+                    .map_err(migrate_error)
+            }
+            Ok(None) => Err(StoreError::Unavailable(
+                "postgres: no schema of the search path exists, so there is nowhere to create the tables: \
+                 create the schema (CREATE SCHEMA …) or name an existing one with \
+                 ?options=-c%20search_path%3Dname"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        };
         if let Err(error) = conn.close().await {
             tracing::debug!(%error, "closing the PostgreSQL migration connection failed");
         }
@@ -594,9 +619,24 @@ impl Store for PostgresStore {
     }
 }
 
+/// Whether `url` names a PostgreSQL database by its scheme.
+fn is_postgres(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
+    })
+}
+
 /// Where `url` points, in words for messages: the database, host, port and schema (the first of the search path
 /// the URL sets, where the tables are), never the user's password.
 pub fn location(url: &str) -> String {
+    if !is_postgres(url) {
+        return match url.split_once("://") {
+            Some((scheme, _)) => {
+                format!("the database URL {scheme}://…, which is not PostgreSQL's")
+            }
+            None => "a database URL that is not PostgreSQL's".to_owned(),
+        };
+    }
     let Ok(options) = PgConnectOptions::from_str(url) else {
         return "PostgreSQL (the URL is not valid)".to_owned();
     };
