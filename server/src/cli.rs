@@ -103,21 +103,24 @@ struct SettingsArgs {
 
 impl SettingsArgs {
     /// The settings every command starts from: the config file's (or the defaults), the store flags over them.
-    /// A store flag replaces the file's store whichever kind it is, and two store flags are refused: otherwise a
-    /// database URL would win over a data directory without a word.
+    /// The store is named once: a data directory and a database URL, from flags, variables or the file in any
+    /// mix, are refused, since whichever lost would be ignored without a word.
     fn load(self) -> anyhow::Result<Config> {
-        anyhow::ensure!(
-            self.data_dir.is_none() || self.database_url.is_none(),
-            "--data-dir (or COMMANDPOST_DATA_DIR) and --database-url (or COMMANDPOST_DATABASE_URL) name two \
-             different stores; give the one the server should use"
-        );
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        let file_dir = config.data_dir != Config::default().data_dir;
+        let dir = self.data_dir.is_some() || file_dir;
+        let url = self.database_url.is_some() || config.database_url.is_some();
+        anyhow::ensure!(
+            !(dir && url),
+            "the store is named twice: a data directory (--data-dir, COMMANDPOST_DATA_DIR or data-dir in the \
+             config file) and a database URL (--database-url, COMMANDPOST_DATABASE_URL or database-url); give \
+             the one the server should use"
+        );
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
-            config.database_url = None;
         }
         if let Some(url) = self.database_url {
             config.database_url = Some(url);

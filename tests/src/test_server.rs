@@ -567,12 +567,15 @@ async fn spawn_process(
         .open(dir.join("server.log"))
         .context("opening the server log")?;
     let mut command = Command::new(binary_path()?);
-    command
-        .arg("serve")
-        .arg("--listen")
-        .arg(listen.to_string())
-        .arg("--data-dir")
-        .arg(dir.join("data"));
+    command.arg("serve").arg("--listen").arg(listen.to_string());
+    // The harness's data directory, unless the config names a database: the server refuses a store named twice.
+    let database = match config {
+        Some(config) => Config::from_file(config)?.database_url.is_some(),
+        None => false,
+    };
+    if !database {
+        command.arg("--data-dir").arg(dir.join("data"));
+    }
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }

@@ -258,6 +258,14 @@ async fn serve_checks_its_configuration_and_storage_before_it_announces_itself()
         "{err}"
     );
     assert!(!cwd.path().join("filed").exists(), "no store was created");
+    let url_only = write("url.toml", format!("database-url = {:?}\n", database.url()));
+    let err = serve_refused(
+        cwd.path(),
+        &["--config", &url_only, "--data-dir", &dir("mixed")],
+    )
+    .await;
+    assert!(err.contains("named twice"), "{err}");
+    assert!(!cwd.path().join("mixed").exists(), "no store was created");
 
     // A schema that does not exist, and a database that does not answer: named with host and schema.
     let missing = database
