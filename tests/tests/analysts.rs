@@ -404,6 +404,16 @@ async fn postmortem_export_is_seeded_from_the_document() {
     assert!(begins < mitigated, "oldest first");
 }
 
+/// The analytics columns that hold times.
+const TIME_COLUMNS: [&str; 6] = [
+    "impact_started_at",
+    "detected_at",
+    "declared_at",
+    "mitigated_at",
+    "resolved_at",
+    "closed_at",
+];
+
 /// One analytics row as the CSV reader gives it: column name → cell.
 type Row = std::collections::HashMap<String, String>;
 
@@ -501,8 +511,8 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
     );
     assert_eq!(row["severity"], "SEV2");
     assert_eq!(row["status"], "closed");
-    assert_eq!(row["impact_started_at"], "2026-11-20T10:00:00Z");
-    assert_eq!(row["closed_at"], "2026-11-20T12:12:00Z");
+    assert_eq!(row["impact_started_at"], "2026-11-20T10:00:00.000Z");
+    assert_eq!(row["closed_at"], "2026-11-20T12:12:00.000Z");
     for (column, seconds) in [
         ("time_to_detect_seconds", "300"),
         ("time_to_declare_seconds", "720"),
@@ -538,6 +548,21 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
             .iter()
             .any(|r| r["id"] == drill.id && r["drill"] == "true")
     );
+    // One format for every time, whether people set it to the minute or the server stamped it to the millisecond:
+    // pandas' `to_datetime` refuses a column that mixes `…:51.630Z` and `…:00Z`.
+    let one_format = |cell: &str| {
+        cell.len() == 24
+            && cell.ends_with('Z')
+            && cell.as_bytes()[19] == b'.'
+            && DateTime::parse_from_rfc3339(cell).is_ok()
+    };
+    for row in &with_drills {
+        for column in TIME_COLUMNS {
+            let cell = row[column].as_str();
+            assert!(cell.is_empty() || one_format(cell), "{column}: {cell:?}");
+        }
+    }
+
     let closed = csv_rows(&server, &alice, "?status=closed").await;
     assert_eq!(closed.len(), 1);
     let window = csv_rows(&server, &alice, "?from=2026-11-21&to=2026-11-22").await;
@@ -555,6 +580,15 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     assert_eq!(lines.len(), 2);
+    for line in &lines {
+        for column in TIME_COLUMNS {
+            let cell = &line[column];
+            assert!(
+                cell.is_null() || cell.as_str().is_some_and(one_format),
+                "{column}: {cell}"
+            );
+        }
+    }
     assert_eq!(lines[0]["time_to_mitigate_seconds"], 2400);
     assert_eq!(lines[0]["commanders"], json!(["alice", "bob"]));
 
