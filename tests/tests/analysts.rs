@@ -618,6 +618,54 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
     }
 }
 
+#[tokio::test]
+async fn a_lifecycle_time_without_at_and_an_entry_dated_years_ahead_are_refused_and_change_nothing()
+{
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let incident = server.declare(&alice, "Checkout errors").await;
+    operate(
+        &server,
+        &alice,
+        &incident.id,
+        json!([{"op": "setTimestamp", "stage": "impactStarted", "at": "2026-11-20T10:00:00Z"}]),
+    )
+    .await;
+    let before = csv_rows(&server, &alice, "?format=csv").await;
+
+    let post = |path: String, body: Value| {
+        server
+            .request(Method::POST, &path, Some(&alice))
+            .json(&body)
+            .send()
+    };
+    let cleared = post(
+        format!("/api/incidents/{}/operations", incident.id),
+        json!({"operations": [{"op": "setTimestamp", "stage": "impactStarted"}]}),
+    )
+    .await
+    .expect("POST operations");
+    assert_eq!(cleared.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = cleared.json().await.expect("a JSON error");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("missing field `at`"), "{error}");
+
+    let ahead = post(
+        format!("/api/incidents/{}/timeline", incident.id),
+        json!({"text": "From the future.", "at": (Utc::now() + chrono::Duration::days(3 * 365)).to_rfc3339()}),
+    )
+    .await
+    .expect("POST timeline");
+    assert_eq!(ahead.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = ahead.json().await.expect("a JSON error");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("5 minutes"), "{error}");
+
+    let after = csv_rows(&server, &alice, "?format=csv").await;
+    assert_eq!(after[0]["impact_started_at"], "2026-11-20T10:00:00.000Z");
+    assert_eq!(after[0]["timeline_entries"], before[0]["timeline_entries"]);
+}
+
 /// An archived incident built outside the server: declared `day` at 09:00 by alice, impact `impact` minutes
 /// before, mitigated `mitigate` minutes after the impact, command handed over `handoffs` times, closed.
 fn archived(number: i64, day: u32, impact: i64, mitigate: i64, handoffs: usize) -> Incident {
