@@ -6,8 +6,8 @@
 //! duration is empty when either end is missing. The row is computed from the document and its history, so it is
 //! the same whichever server computes it.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::history::Record;
@@ -37,16 +37,22 @@ pub struct Facts {
     /// Whether it is a drill.
     pub drill: bool,
     /// Lifecycle: the outage began.
+    #[serde(serialize_with = "time")]
     pub impact_started_at: Option<DateTime<Utc>>,
     /// Lifecycle: someone or something noticed.
+    #[serde(serialize_with = "time")]
     pub detected_at: Option<DateTime<Utc>>,
     /// Lifecycle: declared (the creation time if the stamp was cleared).
+    #[serde(serialize_with = "time")]
     pub declared_at: Option<DateTime<Utc>>,
     /// Lifecycle: the impact stopped.
+    #[serde(serialize_with = "time")]
     pub mitigated_at: Option<DateTime<Utc>>,
     /// Lifecycle: the underlying problem was fixed.
+    #[serde(serialize_with = "time")]
     pub resolved_at: Option<DateTime<Utc>>,
     /// Lifecycle: the response ended.
+    #[serde(serialize_with = "time")]
     pub closed_at: Option<DateTime<Utc>>,
     /// detected − impact started, in seconds.
     pub time_to_detect_seconds: Option<i64>,
@@ -244,8 +250,19 @@ impl Filter {
     }
 }
 
+/// Every time of a row in one format: RFC 3339 in UTC with milliseconds and `Z` (`2026-11-25T03:41:00.000Z`).
+/// chrono's own form drops a fraction of zero, so a column mixed `…:51.630Z` (a time the server stamped) with
+/// `…:00Z` (one a person set to the minute), and readers that infer one format per column (pandas' `to_datetime`)
+/// refused it. Stored times are milliseconds, so nothing is rounded away.
+fn time<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The rows as CSV (RFC 4180: a header line, CRLF line ends, quotes where a cell needs them). Times are RFC 3339
-/// UTC, durations whole seconds, lists joined with `;`, absent values empty. Text that a spreadsheet would take
+/// UTC with milliseconds ([`time`]), durations whole seconds, lists joined with `;`, absent values empty. Text that a spreadsheet would take
 /// for a formula is neutralised ([`neutralise`]); numbers are written as they are, negative ones included.
 pub fn csv(rows: &[Facts]) -> String {
     let mut out = COLUMNS.join(",");
@@ -313,9 +330,9 @@ fn quote(cell: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn columns_are_the_serde_names_in_order() {
-        let row = Facts {
+    /// A row with nothing in it.
+    fn empty_row() -> Facts {
+        Facts {
             id: String::new(),
             number: None,
             title: String::new(),
@@ -346,7 +363,12 @@ mod tests {
             exit_criteria_done: 0,
             exit_criteria_met: false,
             tags: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn columns_are_the_serde_names_in_order() {
+        let row = empty_row();
         let value = serde_json::to_value(&row).expect("serializes");
         let keys: Vec<&str> = value
             .as_object()
@@ -391,6 +413,36 @@ mod tests {
             cell(&serde_json::json!(["alice", "=bob", "@carol"])),
             "alice;'=bob;'@carol"
         );
+    }
+
+    #[test]
+    fn every_time_has_one_format_with_milliseconds_and_z() {
+        let at = |text: &str| Some(text.parse::<DateTime<Utc>>().expect("a time"));
+        let row = Facts {
+            impact_started_at: at("2026-11-25T05:50:00Z"),
+            declared_at: at("2026-11-25T05:54:51.630Z"),
+            closed_at: at("2026-11-25T07:00:00.5+01:00"),
+            ..empty_row()
+        };
+        let csv = csv(std::slice::from_ref(&row));
+        let jsonl = jsonl(std::slice::from_ref(&row));
+        for (column, expected) in [
+            ("impact_started_at", "2026-11-25T05:50:00.000Z"),
+            ("declared_at", "2026-11-25T05:54:51.630Z"),
+            ("closed_at", "2026-11-25T06:00:00.500Z"),
+        ] {
+            assert!(
+                csv.contains(&format!(",{expected},")),
+                "{column} in CSV: {csv}"
+            );
+            assert!(
+                jsonl.contains(&format!("\"{column}\":\"{expected}\"")),
+                "{column} in JSON Lines: {jsonl}"
+            );
+        }
+        assert!(jsonl.contains("\"detected_at\":null"), "{jsonl}");
+        let back: Facts = serde_json::from_str(jsonl.trim()).expect("reads back");
+        assert_eq!(back, row);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ValueRef};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::read::Reader;
@@ -103,6 +103,11 @@ pub struct Applied {
 /// Longest text commandpost accepts in one operation, so one request cannot bloat a document without bound.
 pub const MAX_TEXT_CHARS: usize = 100_000;
 
+/// How far ahead of the server's clock a new timeline entry may be dated (clock skew of an honest client): an
+/// entry dated later would stretch its author's edit grace. The rules hold sync changes to it, and the typed
+/// operation refuses a later `at` before writing.
+pub const FUTURE_SKEW: Duration = Duration::minutes(5);
+
 /// Longest name, owner, bug reference or option value.
 pub const MAX_SHORT_CHARS: usize = 200;
 
@@ -131,17 +136,20 @@ pub(crate) fn stamped(
 /// Writes the *last updated* stamp as one new map, so a concurrent stamp never mixes one writer's time with the
 /// other's name.
 ///
-/// A stamp that would read the same (same person, same minute: exports show minutes) is not rewritten. Every
-/// overwrite of a map key stays in Automerge's history and makes later reads of that key slower, so restamping on
-/// every keystroke would make a busy field slower to edit the longer an incident runs.
+/// The stamp is current to the second: only a stamp by the same person within the same second is left as it is.
+/// Every overwrite of a map key stays in Automerge's history and makes later reads of that key slower, so
+/// restamping on every keystroke would make a busy field slower to edit the longer an incident runs; one stamp per
+/// field, person and second bounds that growth by time rather than by keystrokes (a person typing for an hour adds
+/// at most 3,600 stamps to a field), while `updated` and the due time it sets lag the last edit by under a second.
+/// (It used to be one per minute, which made them lag by up to 59 s.)
 pub(crate) fn stamp(doc: &mut AutoCommit, key: &str, editor: &Editor) -> Result<(), OpError> {
     let updated = list_or_map_root(doc, keys::UPDATED, ObjType::Map)?;
     let r = Reader::new(&*doc, None);
     if let Some(current) = r.map(&updated, key) {
-        let same_minute = r
+        let same_second = r
             .time(&current, "at")
-            .is_some_and(|at| at.timestamp() / 60 == editor.at.timestamp() / 60);
-        if same_minute && r.str(&current, "by").as_deref() == Some(editor.name.as_str()) {
+            .is_some_and(|at| at.timestamp() == editor.at.timestamp());
+        if same_second && r.str(&current, "by").as_deref() == Some(editor.name.as_str()) {
             return Ok(());
         }
     }

@@ -197,7 +197,9 @@ pub enum Operation {
     SetTimestamp {
         /// The stage.
         stage: Stage,
-        /// The moment, or `null` to clear.
+        /// The moment, or `null` to clear. Required: a forgotten field would otherwise read as `null` and erase
+        /// the stage's time.
+        #[serde(deserialize_with = "Option::deserialize")]
         at: Option<DateTime<Utc>>,
     },
     /// Record an alert notification (from the Alertmanager hook) in the timeline, once: a fingerprint already
@@ -319,7 +321,9 @@ pub(crate) fn apply(
         }
         Operation::AcceptHandoff { role } => roles::accept_handoff(doc, layout, *role, editor),
         Operation::CancelHandoff { role } => roles::cancel_handoff(doc, layout, *role),
-        Operation::AddTimelineEntry { text, at } => timeline::add(doc, layout, text, *at, editor),
+        Operation::AddTimelineEntry { text, at } => {
+            timeline::add_dated(doc, layout, text, *at, editor)
+        }
         Operation::EditTimelineEntry { id, text } => timeline::edit(doc, layout, id, text),
         Operation::RemoveTimelineEntry { id } => timeline::remove(doc, layout, id),
         Operation::AddItem {

@@ -31,6 +31,7 @@ use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarVal
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::edit::FUTURE_SKEW;
 use crate::edit::{Editor, open_exit_criteria};
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Role, Status, keys};
@@ -62,10 +63,6 @@ pub enum Rule {
     /// or a change came under an Automerge actor the server recorded for someone else.
     Authorship,
 }
-
-/// How far ahead of the server's clock a new timeline entry may be dated (clock skew of an honest client): an
-/// entry dated later would stretch its author's edit grace.
-pub const FUTURE_SKEW: Duration = Duration::minutes(5);
 
 /// The root keys a client may change: the template's fields and the three maps people edit beside them (stamps,
 /// pins, handoffs). Everything else is written at creation or only by the server, or is not part of the schema.

@@ -440,7 +440,7 @@ fn facts_measure_named_pairs_of_timestamps() {
     assert_eq!(lines.next(), Some(analytics::COLUMNS.join(",").as_str()));
     let row = lines.next().expect("one row");
     assert!(row.starts_with(
-        "doc1,465,Checkout errors: 2026-11-25,incident,SEV2,closed,false,2026-11-25T03:41:00Z,"
+        "doc1,465,Checkout errors: 2026-11-25,incident,SEV2,closed,false,2026-11-25T03:41:00.000Z,"
     ));
     assert!(row.contains(",2520,"), "time to mitigate in seconds: {row}");
     assert!(row.ends_with(",true,customerVisible"));

@@ -324,6 +324,103 @@ fn an_item_text_is_spliced_by_its_id_and_bad_splices_change_nothing() {
 }
 
 #[test]
+fn a_stamp_follows_every_edit_to_the_second() {
+    let mut incident = declare("aa");
+    let type_at = |incident: &mut Incident, who: &str, after: Duration| {
+        let edit = Operation::SpliceText {
+            field: "summary".into(),
+            item: None,
+            pos: 0,
+            delete: 0,
+            insert: "x".into(),
+        };
+        incident
+            .apply(&edit, &Editor::new(who, t0() + after))
+            .expect("the edit applies");
+        let view = incident.view();
+        let summary = view.field("summary").expect("summary");
+        let stamp = summary.updated.clone().expect("stamped");
+        (stamp.by, stamp.at, summary.due_at)
+    };
+    let (_, first, first_due) = type_at(&mut incident, "bob", Duration::minutes(5));
+    // The same person, 30 s later in the same minute: the stamp and the due time move with the edit.
+    let (by, at, due) = type_at(
+        &mut incident,
+        "bob",
+        Duration::minutes(5) + Duration::seconds(30),
+    );
+    assert_eq!((by.as_str(), at), ("bob", first + Duration::seconds(30)));
+    assert_eq!(
+        due.zip(first_due).map(|(due, first)| due - first),
+        first_due.map(|_| Duration::seconds(30))
+    );
+    // Within the same second the stamp is not rewritten: each rewrite stays in the document's history.
+    let (_, again, _) = type_at(
+        &mut incident,
+        "bob",
+        Duration::minutes(5) + Duration::milliseconds(30_400),
+    );
+    assert_eq!(again, at);
+    // Someone else's edit in that second is theirs.
+    let (by, _, _) = type_at(
+        &mut incident,
+        "carol",
+        Duration::minutes(5) + Duration::milliseconds(30_500),
+    );
+    assert_eq!(by, "carol");
+}
+
+#[test]
+fn set_timestamp_needs_an_explicit_at_and_null_clears() {
+    let missing = serde_json::from_value::<Operation>(
+        serde_json::json!({"op": "setTimestamp", "stage": "mitigated"}),
+    );
+    let error = missing.expect_err("a setTimestamp without at is refused");
+    assert!(error.to_string().contains("missing field `at`"), "{error}");
+    let clear: Operation = serde_json::from_value(
+        serde_json::json!({"op": "setTimestamp", "stage": "mitigated", "at": null}),
+    )
+    .expect("null clears");
+    assert_eq!(
+        clear,
+        Operation::SetTimestamp {
+            stage: Stage::Mitigated,
+            at: None
+        }
+    );
+}
+
+#[test]
+fn a_timeline_entry_is_dated_at_most_five_minutes_ahead() {
+    let mut incident = declare("aa");
+    let now = editor("bob", 10);
+    let entry = |ahead: Duration| Operation::AddTimelineEntry {
+        text: "Rolled back.".into(),
+        at: Some(now.at + ahead),
+    };
+    let heads = incident.doc_mut().get_heads();
+    for ahead in [
+        Duration::days(365 * 3),
+        Duration::minutes(5) + Duration::seconds(1),
+    ] {
+        match incident.apply(&entry(ahead), &now) {
+            Err(OpError::InvalidValue(message)) => {
+                assert!(message.contains("5 minutes"), "{message}")
+            }
+            other => panic!("{ahead}: expected InvalidValue, got {other:?}"),
+        }
+    }
+    assert_eq!(incident.doc_mut().get_heads(), heads, "nothing was written");
+    // Clock skew within the limit, and backdating (a bot reporting when an alert began), are fine.
+    incident
+        .apply(&entry(Duration::minutes(5)), &now)
+        .expect("five minutes ahead");
+    incident
+        .apply(&entry(-Duration::days(400)), &now)
+        .expect("backdated");
+}
+
+#[test]
 fn status_changes_stamp_the_lifecycle_once() {
     let mut incident = declare("aa");
     apply(

@@ -1,11 +1,12 @@
 //! The `commandpost` command line: `serve`, `token create|list|revoke`, and `export`/`import` of incidents, all
-//! against the same store.
+//! against the same store, found the same way (`--config`, `--data-dir`, `--database-url` and their variables).
 
 mod archive;
 mod limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -13,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::auth::{self, Scope};
 use crate::config::Config;
+use crate::store::Store;
 
 /// commandpost: live incident state documents.
 #[derive(Parser)]
@@ -20,20 +22,17 @@ use crate::config::Config;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Start the server (sync, HTTP API and web UI).
     Serve {
-        #[command(flatten)]
-        store: StoreArgs,
         /// Address to listen on [default: 127.0.0.1:7420].
         #[arg(long, env = "COMMANDPOST_LISTEN")]
         listen: Option<SocketAddr>,
-        /// Optional TOML config file; flags and environment variables win over it.
-        #[arg(long, env = "COMMANDPOST_CONFIG")]
-        config: Option<PathBuf>,
         #[command(flatten)]
         limits: limits::LimitArgs,
     },
@@ -56,8 +55,6 @@ enum Command {
         /// Open incidents too, not only closed ones.
         #[arg(long)]
         all: bool,
-        #[command(flatten)]
-        store: StoreArgs,
     },
     /// Restore an incident from an Automerge file (from export or the HTTP export), with its whole history.
     Import {
@@ -66,8 +63,6 @@ enum Command {
         /// The incident id to restore it under [default: the id in the file name, else a new one].
         #[arg(long)]
         id: Option<String>,
-        #[command(flatten)]
-        store: StoreArgs,
     },
 }
 
@@ -81,43 +76,67 @@ enum TokenCommand {
         /// read, write or admin.
         #[arg(long)]
         scope: Scope,
-        #[command(flatten)]
-        store: StoreArgs,
     },
     /// List tokens (names, scopes, dates; never the tokens).
-    List {
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+    List,
     /// Revoke the token with this name.
     Revoke {
         /// The token's name.
         name: String,
-        #[command(flatten)]
-        store: StoreArgs,
     },
 }
 
-/// Where the data lives; shared by every subcommand.
+/// Where the settings and the data are. Global, so every subcommand finds the store exactly as `serve` does:
+/// a token made or listed with other flags than the server's would live in a store the server never reads.
 #[derive(Args)]
-struct StoreArgs {
+struct SettingsArgs {
+    /// Optional TOML config file; flags and environment variables win over it.
+    #[arg(long, global = true, env = "COMMANDPOST_CONFIG")]
+    config: Option<PathBuf>,
     /// Directory of the embedded store [default: ./data].
-    #[arg(long, env = "COMMANDPOST_DATA_DIR")]
+    #[arg(long, global = true, env = "COMMANDPOST_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// PostgreSQL URL, instead of the embedded store.
-    #[arg(long, env = "COMMANDPOST_DATABASE_URL")]
+    #[arg(long, global = true, env = "COMMANDPOST_DATABASE_URL")]
     database_url: Option<String>,
 }
 
-impl StoreArgs {
-    fn apply(self, config: &mut Config) {
+impl SettingsArgs {
+    /// The settings every command starts from: the config file's (or the defaults), the store flags over them.
+    /// The store is named once: a data directory and a database URL, from flags, variables or the file in any
+    /// mix, are refused, since whichever lost would be ignored without a word.
+    fn load(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let file_dir = config.data_dir != Config::default().data_dir;
+        let dir = self.data_dir.is_some() || file_dir;
+        let url = self.database_url.is_some() || config.database_url.is_some();
+        anyhow::ensure!(
+            !(dir && url),
+            "the store is named twice: a data directory (--data-dir, COMMANDPOST_DATA_DIR or data-dir in the \
+             config file) and a database URL (--database-url, COMMANDPOST_DATABASE_URL or database-url); give \
+             the one the server should use"
+        );
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
         }
         if let Some(url) = self.database_url {
             config.database_url = Some(url);
         }
+        Ok(config)
     }
+}
+
+/// What a command does when the store it was given does not exist yet.
+#[derive(Clone, Copy, PartialEq)]
+enum IfMissing {
+    /// Commands that add data (`serve`, `token create`, `import`) start a new store.
+    Create,
+    /// Commands that read or change what is stored refuse: a new, empty store would only answer "nothing",
+    /// as if the server's store were empty.
+    Refuse,
 }
 
 /// The binary's entry point: parses arguments, runs the command, and exits non-zero with the error on failure.
@@ -131,13 +150,9 @@ pub fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = cli.settings.load()?;
     match cli.command {
-        Command::Serve {
-            store,
-            listen,
-            config,
-            limits,
-        } => {
+        Command::Serve { listen, limits } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -147,24 +162,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
-            let mut config = match config {
-                Some(path) => Config::from_file(&path)?,
-                None => Config::default(),
-            };
-            store.apply(&mut config);
             limits.apply(&mut config);
             if let Some(listen) = listen {
                 config.listen = listen;
             }
             serve(config).await
         }
-        Command::Token { command } => token(command).await,
+        Command::Token { command } => token(&config, command).await,
         Command::Export {
             out,
             format,
             since,
             all,
-            store,
         } => {
             let request = archive::ExportRequest {
                 out,
@@ -172,13 +181,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 since,
                 all,
             };
-            with_store(store, |store| async move {
+            with_store(&config, IfMissing::Refuse, |store| async move {
                 archive::export(&store, &request).await.map(|_| ())
             })
             .await
         }
-        Command::Import { file, id, store } => {
-            with_store(store, |store| async move {
+        Command::Import { file, id } => {
+            with_store(&config, IfMissing::Create, |store| async move {
                 let id = archive::import(&store, &file, id.as_deref()).await?;
                 println!("{id}");
                 Ok(())
@@ -188,34 +197,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Opens the store `config` names, saying on stderr which one it is, or refusing to create it.
+async fn open_store(config: &Config, if_missing: IfMissing) -> anyhow::Result<Arc<dyn Store>> {
+    let location = crate::store_location(config);
+    let exists = crate::store_exists(config)
+        .await
+        .with_context(|| format!("reaching {location}"))?;
+    if exists {
+        eprintln!("commandpost: using {location}");
+    } else {
+        anyhow::ensure!(
+            if_missing == IfMissing::Create,
+            "{location}: no store there, and this command does not create one; name the server's store with \
+             --config (or COMMANDPOST_CONFIG), --data-dir or --database-url"
+        );
+        eprintln!("commandpost: creating a new store: {location}");
+    }
+    crate::open_store(config).with_context(|| format!("opening {location}"))
+}
+
 /// Opens the store, runs `f` on it, and closes the store whether or not `f` succeeded.
-async fn with_store<F, Fut>(args: StoreArgs, f: F) -> anyhow::Result<()>
+async fn with_store<F, Fut>(config: &Config, if_missing: IfMissing, f: F) -> anyhow::Result<()>
 where
-    F: FnOnce(std::sync::Arc<dyn crate::store::Store>) -> Fut,
+    F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let mut config = Config::default();
-    args.apply(&mut config);
-    let store = crate::open_store(&config)?;
+    let store = open_store(config, if_missing).await?;
     let result = f(store.clone()).await;
     store.close().await?;
     result
 }
 
+/// Checks everything before it binds or prints: the webhooks, then the store (PostgreSQL connected to and
+/// migrated), so that "listening" and a first-run token are printed only by a server that will keep running.
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("installing the SIGTERM and Ctrl-C handlers")?;
-    let store = crate::open_store(&config)?;
+    config.webhooks().context("the webhook configuration")?;
+    let store = open_store(&config, IfMissing::Create).await?;
+    let tokens = store
+        .token_count()
+        .await
+        .with_context(|| crate::store_location(&config))?;
     let listener =
         listen(config.listen).with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    println!("commandpost listening on http://{addr}");
-    if store.token_count().await? == 0 {
-        // First run: without a token nobody could sign in, so make an admin one and show it once.
+    // First run: without a token nobody could sign in, so make an admin one and show it once, after the address.
+    let first_token = if tokens == 0 {
         let token = auth::new_token();
         store
             .create_token("admin", Scope::Admin, &auth::hash_token(&token))
             .await
             .context("creating the first admin token")?;
+        Some(token)
+    } else {
+        None
+    };
+    println!("commandpost listening on http://{addr}");
+    if let Some(token) = first_token {
         println!("First run: created an admin token. Open the web UI with it:");
         println!("  http://{addr}/#token={token}");
     }
@@ -261,13 +299,15 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-async fn token(command: TokenCommand) -> anyhow::Result<()> {
-    let (store_args, action) = match command {
-        TokenCommand::Create { name, scope, store } => (store, TokenAction::Create(name, scope)),
-        TokenCommand::List { store } => (store, TokenAction::List),
-        TokenCommand::Revoke { name, store } => (store, TokenAction::Revoke(name)),
+async fn token(config: &Config, command: TokenCommand) -> anyhow::Result<()> {
+    let (if_missing, action) = match command {
+        TokenCommand::Create { name, scope } => {
+            (IfMissing::Create, TokenAction::Create(name, scope))
+        }
+        TokenCommand::List => (IfMissing::Refuse, TokenAction::List),
+        TokenCommand::Revoke { name } => (IfMissing::Refuse, TokenAction::Revoke(name)),
     };
-    with_store(store_args, |store| async move {
+    with_store(config, if_missing, |store| async move {
         match action {
             TokenAction::Create(name, scope) => {
                 anyhow::ensure!(

@@ -102,7 +102,16 @@ impl Config {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| error(e.to_string()))
+        let config = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        // The store is one or the other; with both keys, one would be ignored without a word.
+        let keys: toml::Table = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        if keys.contains_key("data-dir") && keys.contains_key("database-url") {
+            return Err(error(
+                "data-dir and database-url name two different stores; keep the one the server should use"
+                    .into(),
+            ));
+        }
+        Ok(config)
     }
 
     /// Limits of `/sync` connections.

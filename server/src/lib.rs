@@ -60,6 +60,31 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// Where the configuration's data lives, in words for messages (never a password): the operator sees which
+/// store a command used, and an error names the database it could not reach.
+pub fn store_location(config: &Config) -> String {
+    match &config.database_url {
+        Some(url) => store::postgres::location(url),
+        None => {
+            let file = SqliteStore::file(&config.data_dir);
+            let file = std::path::absolute(&file).unwrap_or(file);
+            format!("the embedded store {}", file.display())
+        }
+    }
+}
+
+/// Whether the store the configuration names has been created, found out without creating it: commands that
+/// read what is stored refuse an empty new store rather than report on it.
+pub async fn store_exists(config: &Config) -> anyhow::Result<bool> {
+    let Some(url) = &config.database_url else {
+        return Ok(SqliteStore::file(&config.data_dir).is_file());
+    };
+    let store = PostgresStore::open(url)?;
+    let set_up = store.is_set_up().await;
+    store.close().await?;
+    Ok(set_up?)
+}
+
 /// Serves `listener` until `shutdown` completes; then stops accepting, lets every document finish its last
 /// durable write, and closes the store.
 pub async fn run(

@@ -43,6 +43,18 @@ impl TestDatabase {
         format!("{url}?options=-c%20search_path%3D{}", self.schema)
     }
 
+    /// The tables in the schema, sorted: whether anything created the store.
+    pub fn tables(&self) -> Vec<String> {
+        psql(&format!(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = '{}' ORDER BY 1",
+            self.schema
+        ))
+        .unwrap_or_else(|e| panic!("listing the tables of {}: {e}", self.schema))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
     /// The address of PostgreSQL itself, for a proxy to forward to.
     pub fn server_addr() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 5432))
@@ -57,15 +69,15 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Runs one SQL statement with the `psql` client.
-fn psql(sql: &str) -> Result<(), String> {
+/// Runs one SQL statement with the `psql` client; returns what it printed, unaligned, without headers.
+fn psql(sql: &str) -> Result<String, String> {
     let output = Command::new("psql")
         .arg(server_url())
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-At", "-c", sql])
         .output()
         .map_err(|e| format!("running psql: {e}"))?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }

@@ -404,6 +404,16 @@ async fn postmortem_export_is_seeded_from_the_document() {
     assert!(begins < mitigated, "oldest first");
 }
 
+/// The analytics columns that hold times.
+const TIME_COLUMNS: [&str; 6] = [
+    "impact_started_at",
+    "detected_at",
+    "declared_at",
+    "mitigated_at",
+    "resolved_at",
+    "closed_at",
+];
+
 /// One analytics row as the CSV reader gives it: column name → cell.
 type Row = std::collections::HashMap<String, String>;
 
@@ -501,8 +511,8 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
     );
     assert_eq!(row["severity"], "SEV2");
     assert_eq!(row["status"], "closed");
-    assert_eq!(row["impact_started_at"], "2026-11-20T10:00:00Z");
-    assert_eq!(row["closed_at"], "2026-11-20T12:12:00Z");
+    assert_eq!(row["impact_started_at"], "2026-11-20T10:00:00.000Z");
+    assert_eq!(row["closed_at"], "2026-11-20T12:12:00.000Z");
     for (column, seconds) in [
         ("time_to_detect_seconds", "300"),
         ("time_to_declare_seconds", "720"),
@@ -538,6 +548,21 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
             .iter()
             .any(|r| r["id"] == drill.id && r["drill"] == "true")
     );
+    // One format for every time, whether people set it to the minute or the server stamped it to the millisecond:
+    // pandas' `to_datetime` refuses a column that mixes `…:51.630Z` and `…:00Z`.
+    let one_format = |cell: &str| {
+        cell.len() == 24
+            && cell.ends_with('Z')
+            && cell.as_bytes()[19] == b'.'
+            && DateTime::parse_from_rfc3339(cell).is_ok()
+    };
+    for row in &with_drills {
+        for column in TIME_COLUMNS {
+            let cell = row[column].as_str();
+            assert!(cell.is_empty() || one_format(cell), "{column}: {cell:?}");
+        }
+    }
+
     let closed = csv_rows(&server, &alice, "?status=closed").await;
     assert_eq!(closed.len(), 1);
     let window = csv_rows(&server, &alice, "?from=2026-11-21&to=2026-11-22").await;
@@ -555,6 +580,15 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     assert_eq!(lines.len(), 2);
+    for line in &lines {
+        for column in TIME_COLUMNS {
+            let cell = &line[column];
+            assert!(
+                cell.is_null() || cell.as_str().is_some_and(one_format),
+                "{column}: {cell}"
+            );
+        }
+    }
     assert_eq!(lines[0]["time_to_mitigate_seconds"], 2400);
     assert_eq!(lines[0]["commanders"], json!(["alice", "bob"]));
 
@@ -582,6 +616,54 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
         let (status, body) = get(&server, &alice, &format!("/api/analytics/incidents{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
+}
+
+#[tokio::test]
+async fn a_lifecycle_time_without_at_and_an_entry_dated_years_ahead_are_refused_and_change_nothing()
+{
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let incident = server.declare(&alice, "Checkout errors").await;
+    operate(
+        &server,
+        &alice,
+        &incident.id,
+        json!([{"op": "setTimestamp", "stage": "impactStarted", "at": "2026-11-20T10:00:00Z"}]),
+    )
+    .await;
+    let before = csv_rows(&server, &alice, "?format=csv").await;
+
+    let post = |path: String, body: Value| {
+        server
+            .request(Method::POST, &path, Some(&alice))
+            .json(&body)
+            .send()
+    };
+    let cleared = post(
+        format!("/api/incidents/{}/operations", incident.id),
+        json!({"operations": [{"op": "setTimestamp", "stage": "impactStarted"}]}),
+    )
+    .await
+    .expect("POST operations");
+    assert_eq!(cleared.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = cleared.json().await.expect("a JSON error");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("missing field `at`"), "{error}");
+
+    let ahead = post(
+        format!("/api/incidents/{}/timeline", incident.id),
+        json!({"text": "From the future.", "at": (Utc::now() + chrono::Duration::days(3 * 365)).to_rfc3339()}),
+    )
+    .await
+    .expect("POST timeline");
+    assert_eq!(ahead.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = ahead.json().await.expect("a JSON error");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("5 minutes"), "{error}");
+
+    let after = csv_rows(&server, &alice, "?format=csv").await;
+    assert_eq!(after[0]["impact_started_at"], "2026-11-20T10:00:00.000Z");
+    assert_eq!(after[0]["timeline_entries"], before[0]["timeline_entries"]);
 }
 
 /// An archived incident built outside the server: declared `day` at 09:00 by alice, impact `impact` minutes
@@ -687,7 +769,7 @@ async fn put(store: &Arc<dyn Store>, mut incident: Incident) {
         .expect("append");
 }
 
-/// The store of a data directory, opened beside a running server (SQLite allows it).
+/// The store of a data directory no server has open.
 fn open_store(data_dir: &Path) -> Arc<dyn Store> {
     let config = Config {
         data_dir: data_dir.to_owned(),
@@ -746,7 +828,7 @@ async fn insights_page_renders_valid_svg_for_0_1_and_500_incidents() {
     assert_eq!(valid_svgs(&empty), 3);
     assert!(empty.contains("N = 0"), "{empty}");
 
-    let store = open_store(&server.data_dir());
+    let store = server.store();
     put(&store, archived(1, 2, 10, 35, 1)).await;
     let one = page(insights(&reader).await.expect("GET")).await;
     assert_eq!(valid_svgs(&one), 3);
@@ -785,7 +867,6 @@ async fn insights_page_renders_valid_svg_for_0_1_and_500_incidents() {
     assert!(many.contains("N = 500"), "{many}");
     assert!(!many.contains("Small sample"), "{many}");
     assert!(many.contains("p99"), "p99 from 100 incidents on");
-    store.close().await.expect("close");
 }
 
 /// Runs the real command line and returns its stdout and stderr; panics unless it succeeds.
@@ -815,7 +896,8 @@ fn sorted_heads(incident: &mut Incident) -> Vec<ChangeHash> {
 
 #[tokio::test]
 async fn export_then_import_round_trips_to_the_same_heads() {
-    let server = TestServer::start().await;
+    // A server process, stopped before the command line exports: a running server keeps its store to itself.
+    let mut server = TestServer::start_process().await;
     let alice = server.token("alice", "write").await;
     let mut closed = Vec::new();
     for title in ["Checkout errors", "Slow search"] {
@@ -838,6 +920,12 @@ async fn export_then_import_round_trips_to_the_same_heads() {
         closed.push(incident);
     }
     let open = server.declare(&alice, "Still burning").await;
+    let markdown = server.markdown(&alice, &closed[0].id).await;
+    let mut heads = Vec::new();
+    for incident in &closed {
+        heads.push(server.heads(&alice, &incident.id).await);
+    }
+    server.stop_process().await;
 
     let out = tempfile::tempdir().expect("a directory");
     let data = server.data_dir();
@@ -867,13 +955,13 @@ async fn export_then_import_round_trips_to_the_same_heads() {
         files.iter().all(|f| !f.contains(&open.id)),
         "open incidents are not archived: {files:?}"
     );
-    let markdown = files
+    let markdown_file = files
         .iter()
         .find(|f| f.ends_with(&format!("{}.md", closed[0].id)))
         .expect("markdown");
     assert_eq!(
-        std::fs::read_to_string(out.path().join(markdown)).expect("read"),
-        server.markdown(&alice, &closed[0].id).await,
+        std::fs::read_to_string(out.path().join(markdown_file)).expect("read"),
+        markdown,
         "the same bytes as the HTTP export"
     );
     let (_, all) = cli(&[
@@ -907,13 +995,13 @@ async fn export_then_import_round_trips_to_the_same_heads() {
         assert_eq!(stdout.trim(), incident.id, "restored under its own id");
     }
     let store = open_store(&restored_data);
-    for incident in &closed {
+    for (incident, heads) in closed.iter().zip(&heads) {
         let id: DocumentId = incident.id.parse().expect("a document id");
         let stored = store.load(id).await.expect("load").expect("imported");
         let mut copy = stored.incident().expect("loads");
         assert_eq!(
-            sorted_heads(&mut copy),
-            server.heads(&alice, &incident.id).await,
+            &sorted_heads(&mut copy),
+            heads,
             "{} round-trips to the same heads",
             incident.id
         );

@@ -10,8 +10,8 @@ use automerge::{AutoCommit, ObjType, ReadDoc};
 use chrono::{DateTime, Utc};
 
 use crate::edit::{
-    Applied, Edited, Editor, OpError, check_text, field_by_kind, find_item, list_field,
-    nested_text, put_id, remove_listed, stamped, timestamp, touched,
+    Applied, Edited, Editor, FUTURE_SKEW, OpError, check_text, field_by_kind, find_item,
+    list_field, nested_text, put_id, remove_listed, stamped, timestamp, touched,
 };
 use crate::schema::{FieldDef, FieldKind};
 
@@ -30,6 +30,32 @@ pub(super) fn add(
     }
     let id = write_entry(doc, def, at.unwrap_or(editor.at), editor, text)?;
     Ok((Applied { id: Some(id) }, vec![def.key.clone()]))
+}
+
+/// [`add`] for [`Operation::AddTimelineEntry`], whose `at` a person or bot chose: refused when later than
+/// [`FUTURE_SKEW`] from now, the limit the rules set for entries that arrive over sync. A typo'd year would put the
+/// entry above everything in a newest-first timeline, for good, and stretch its author's edit grace.
+/// (An alert's time is Alertmanager's and goes through [`add`] directly.)
+///
+/// [`Operation::AddTimelineEntry`]: crate::Operation::AddTimelineEntry
+pub(super) fn add_dated(
+    doc: &mut AutoCommit,
+    layout: &[FieldDef],
+    text: &str,
+    at: Option<DateTime<Utc>>,
+    editor: &Editor,
+) -> Result<Edited, OpError> {
+    if let Some(at) = at
+        && at > editor.at + FUTURE_SKEW
+    {
+        return Err(OpError::InvalidValue(format!(
+            "a timeline entry may be dated at most {} minutes ahead of now ({}), not {}",
+            FUTURE_SKEW.num_minutes(),
+            editor.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
+    add(doc, layout, text, at, editor)
 }
 
 /// [`add`] on behalf of another operation, stamped at once as an entry added on its own would be.

@@ -105,6 +105,13 @@ impl PostgresStore {
     /// and the first operation applies the schema migrations. Fails only if `url` cannot be parsed, or if
     /// called outside a tokio runtime (the pool runs its maintenance as tokio tasks).
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        // sqlx reads a URL of any scheme as PostgreSQL's: `mysql://…` would be dialled as a PostgreSQL server.
+        if !is_postgres(url) {
+            return Err(StoreError::Unavailable(
+                "the database URL is not a PostgreSQL one: it must start with postgres:// or postgresql://"
+                    .into(),
+            ));
+        }
         // The URL is not repeated in errors: it may carry a password.
         let mut options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Unavailable(format!("the PostgreSQL URL is not valid: {e}"))
@@ -132,6 +139,15 @@ impl PostgresStore {
             attempts: AtomicU64::new(0),
             migrating: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Whether commandpost's tables exist in the schema the URL chooses, asked without applying the migrations
+    /// (which every other operation does first): a command that only reads must not create an empty store.
+    pub async fn is_set_up(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT to_regclass('incidents') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
     }
 
     /// Returns the pool once the schema is up to date, applying the migrations on first use.
@@ -173,12 +189,30 @@ impl PostgresStore {
     /// connection releases it in every case.
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?.detach();
-        // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler cannot
-        // prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
-        let outcome = MIGRATOR
-            .run_direct(None, &mut conn, false)
-            .await
-            .map_err(migrate_error);
+        // No schema of the search path exists: PostgreSQL would only say "no schema has been selected to create
+        // in" at some line of a migration.
+        let schema: Result<Option<String>, StoreError> =
+            sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(db_error);
+        let outcome = match schema {
+            Ok(Some(_)) => {
+                // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler
+                // cannot prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
+                MIGRATOR
+                    .run_direct(None, &mut conn, false)
+                    .await
+                    .map_err(migrate_error)
+            }
+            Ok(None) => Err(StoreError::Unavailable(
+                "postgres: no schema of the search path exists, so there is nowhere to create the tables: \
+                 create the schema (CREATE SCHEMA …) or name an existing one with \
+                 ?options=-c%20search_path%3Dname"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        };
         if let Err(error) = conn.close().await {
             tracing::debug!(%error, "closing the PostgreSQL migration connection failed");
         }
@@ -585,7 +619,43 @@ impl Store for PostgresStore {
     }
 }
 
-/// Inserts or replaces an incident's index row inside the append's transaction.
+/// Whether `url` names a PostgreSQL database by its scheme.
+fn is_postgres(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
+    })
+}
+
+/// Where `url` points, in words for messages: the database, host, port and schema (the first of the search path
+/// the URL sets, where the tables are), never the user's password.
+pub fn location(url: &str) -> String {
+    if !is_postgres(url) {
+        return match url.split_once("://") {
+            Some((scheme, _)) => {
+                format!("the database URL {scheme}://…, which is not PostgreSQL's")
+            }
+            None => "a database URL that is not PostgreSQL's".to_owned(),
+        };
+    }
+    let Ok(options) = PgConnectOptions::from_str(url) else {
+        return "PostgreSQL (the URL is not valid)".to_owned();
+    };
+    let schema = options
+        .get_options()
+        .and_then(|o| o.split_once("search_path=")?.1.split([' ', ',']).next())
+        .filter(|s| !s.is_empty())
+        .map_or_else(
+            || "the user's default schema".to_owned(),
+            |s| format!("schema {s}"),
+        );
+    format!(
+        "PostgreSQL database {} on {}:{}, {schema}",
+        options.get_database().unwrap_or(options.get_username()),
+        options.get_host(),
+        options.get_port()
+    )
+}
+
 /// Listens for other nodes' appends until the store closes or nobody subscribes any more; reconnects by itself
 /// and says [`ChunkNotice::Resync`] after each connection, since notices sent meanwhile are lost.
 async fn listen(pool: PgPool, node: String, notices: broadcast::Sender<ChunkNotice>) {
@@ -639,6 +709,7 @@ fn parse_notice(payload: &str, own_node: &str) -> Option<ChunkNotice> {
     })
 }
 
+/// Inserts or replaces an incident's index row inside the append's transaction.
 async fn upsert_summary(
     tx: &mut Transaction<'static, Postgres>,
     summary: &IncidentSummary,
