@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,7 +18,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use server::auth::{self, Scope};
 use server::config::Config;
-use server::store::Store;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStdout, Command};
@@ -58,8 +56,6 @@ enum Runner {
         shutdown: Option<oneshot::Sender<()>>,
         /// The task running the server; `None` once awaited.
         task: Option<JoinHandle<anyhow::Result<()>>>,
-        /// The server's store, for tests that put data where the server keeps it.
-        store: Arc<dyn Store>,
     },
     /// The real command line in a child process.
     Process(Box<Process>),
@@ -113,7 +109,7 @@ impl TestServer {
             .await
             .expect("creating the admin token");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listener, store.clone(), config, async move {
+        let task = tokio::spawn(server::run(listener, store, config, async move {
             let _ = stop.await;
         }));
         TestServer {
@@ -125,7 +121,6 @@ impl TestServer {
             runner: Runner::InProcess {
                 shutdown: Some(shutdown),
                 task: Some(task),
-                store,
             },
         }
     }
@@ -424,15 +419,6 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
-    /// The store of a server started in this process, which the server closes when it stops. A second store
-    /// opened on the same data directory would wait for the server's exclusive lock and fail.
-    pub fn store(&self) -> Arc<dyn Store> {
-        match &self.runner {
-            Runner::InProcess { store, .. } => store.clone(),
-            Runner::Process(_) => panic!("store() needs a server started in this process"),
-        }
-    }
-
     /// Stops the server gracefully and waits for it: in process, the shutdown future completes and `run` must
     /// return `Ok`; as a process, SIGTERM and a zero exit status. Panics otherwise, since a server that cannot stop
     /// cleanly is a bug.
@@ -442,7 +428,7 @@ impl TestServer {
 
     async fn shutdown(&mut self) {
         match &mut self.runner {
-            Runner::InProcess { shutdown, task, .. } => {
+            Runner::InProcess { shutdown, task } => {
                 if let Some(shutdown) = shutdown.take() {
                     let _ = shutdown.send(());
                 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::webhooks::{Endpoint, Format};
-use tests::{SyncClient, SyncTarget, TestDatabase, TestServer, ws};
+use tests::{SyncClient, SyncTarget, TestServer, ws};
 
 /// The least a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -963,13 +963,9 @@ async fn revoking_a_token_over_http_closes_its_live_connections_within_a_second(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_token_from_the_command_line_closes_its_connections_within_a_second()
 -> anyhow::Result<()> {
-    // The real binary, so that the revocation comes from another process, as `commandpost token revoke` (or another
-    // node) does on a shared PostgreSQL database. An embedded store is the running server's alone: the command line
-    // is refused there until the server stops (cli.rs).
-    let database = TestDatabase::create();
-    let server =
-        TestServer::start_process_with_config(&format!("database-url = {:?}\n", database.url()))
-            .await;
+    // The real binary, so that the revocation comes from another process, as `commandpost token revoke` does on
+    // the server's machine (or another node does on a shared database).
+    let server = TestServer::start_process().await;
     let leaver = server.token("leaver", "write").await;
     let incident = server
         .declare(&server.admin_token, "Revocation by CLI")
@@ -977,15 +973,9 @@ async fn revoking_a_token_from_the_command_line_closes_its_connections_within_a_
         .id;
     let clients = live_clients(&server, &leaver, &incident).await?;
     let revoke = tokio::process::Command::new(env!("CARGO_BIN_EXE_commandpost-under-test"))
-        .args([
-            "token",
-            "revoke",
-            "leaver",
-            "--database-url",
-            &database.url(),
-        ])
-        .env_remove("COMMANDPOST_DATA_DIR")
-        .env_remove("COMMANDPOST_CONFIG")
+        .args(["token", "revoke", "leaver", "--data-dir"])
+        .arg(server.data_dir())
+        .env_remove("COMMANDPOST_DATABASE_URL")
         .output()
         .await?;
     let revoked_at = Instant::now();

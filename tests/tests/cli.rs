@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use server::config::Config;
-use tests::{TestDatabase, TestServer};
+use tests::TestDatabase;
 
 /// The real command line, built by this crate.
 const CLI: &str = env!("CARGO_BIN_EXE_commandpost-under-test");
@@ -290,28 +290,4 @@ async fn serve_checks_its_configuration_and_storage_before_it_announces_itself()
         Vec::<String>::new(),
         "nothing was created"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_servers_embedded_store_is_refused_to_the_command_line_by_name() {
-    let server = TestServer::start().await;
-    let cwd = tempfile::tempdir().expect("a directory");
-    let data = server.data_dir();
-    let output = commandpost(
-        cwd.path(),
-        &[],
-        &["token", "list", "--data-dir", data.to_str().expect("utf-8")],
-    )
-    .await;
-    let err = stderr(&output);
-    assert!(!output.status.success(), "{err}");
-    assert!(
-        err.contains(&format!(
-            "{} is in use by another process",
-            data.join("commandpost.db").display()
-        )),
-        "{err}"
-    );
-    assert_eq!(stdout(&output), "");
-    server.stop().await;
 }

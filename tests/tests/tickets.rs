@@ -16,6 +16,7 @@ use chrono::{Duration as TimeDelta, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::auth::hash_token;
+use server::config::Config;
 use tests::js_client::{JS_AUTHOR, JsClient};
 use tests::{DEADLINE, SyncClient, SyncTarget, TestDatabase, TestServer, ws};
 
@@ -136,7 +137,10 @@ async fn an_expired_ticket_is_refused() -> anyhow::Result<()> {
     let server = TestServer::start().await;
     let alice = server.token("alice", "write").await;
     // A ticket past its 30 s, put where the server keeps tickets (waiting 30 s would say the same, slowly).
-    let store = server.store();
+    let store = server::open_store(&Config {
+        data_dir: server.data_dir(),
+        ..Config::default()
+    })?;
     let now = Utc::now();
     let expired = "cpt_ExpiredTicketForTheTest";
     let created = store
@@ -163,6 +167,7 @@ async fn an_expired_ticket_is_refused() -> anyhow::Result<()> {
     expect_invalid_ticket(&server.ticket_url(expired), "an expired ticket").await?;
     // The same store, a ticket within its time: accepted, so the refusal above was the expiry.
     SyncClient::connect(&server.ticket_url(fresh)).await?;
+    store.close().await?;
     server.stop().await;
     Ok(())
 }
