@@ -27,6 +27,8 @@
 //!   person's words whole, as the server exports them; a selection keeps its word while someone types at its ends, and replacing it keeps their
 //!   text; Ctrl+Z and Ctrl+Shift+Z undo and redo only the person's own typing after a remote edit; another
 //!   person's caret is drawn where they are and follows text typed before it (screenshots `coediting-*.png`);
+//! - the accessibility check (axe-core, `Browser::axe_violations`) runs under the page's content security policy and
+//!   reports a violation planted in the page;
 //! - a focused dropdown (severity, status) shows the value just chosen in it, and the value someone else chose;
 //! - ignored, a benchmark: five pages typing into one field for 30 s (BENCHMARKS.md).
 //!
@@ -428,6 +430,45 @@ async fn chromium_types_at_the_caret_and_reaches_the_server_only_through_an_uncu
     ensure!(
         body.contains(r#""status":"ok""#),
         "/healthz after restoring the proxy: {body}"
+    );
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The accessibility check runs in the app's own page, under its content security policy, and finds what it should:
+/// a button without a name planted in the list is reported with its selector, and gone once removed. Without this,
+/// an axe that silently failed to run would pass every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accessibility_check_finds_a_planted_violation() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let reader = server.token("reader", "read").await;
+    let browser = Browser::open("axe-machinery", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &reader).await?;
+    browser.wait_for("#incident-list", UI_TIMEOUT).await?;
+    browser
+        .execute(
+            "const b = document.createElement('button'); b.id = 'planted'; document.querySelector('main').append(b);",
+            vec![],
+        )
+        .await?;
+    let found = browser.axe_violations().await?;
+    ensure!(
+        found
+            .iter()
+            .any(|v| v.id == "button-name" && v.targets == ["#planted"]),
+        "axe missed the unnamed button: {found:?}"
+    );
+    browser
+        .execute("document.getElementById('planted').remove();", vec![])
+        .await?;
+    let found = browser.axe_violations().await?;
+    ensure!(
+        !found
+            .iter()
+            .any(|v| v.targets.iter().any(|t| t.contains("planted"))),
+        "{found:?}"
     );
     browser.close().await?;
     server.stop().await;
