@@ -21,7 +21,9 @@
 //! - the presence list shows each viewer with the roles the document gives them, not the role they claim.
 //! - a sign-in link for another identity than the one signed in names both and asks before switching (a link for the
 //!   same identity, or with nobody signed in, signs in at once), and the token never stays in the address bar;
-//! - the insights page and the CSV rows are reached from the signed-in page with the token in the header;
+//! - the insights page and the CSV rows are reached from the signed-in page with the token in the header; `/insights`
+//!   opened from the address bar lands there, accessible and without sideways scrolling at phone width (screenshots
+//!   `insights-*.png`);
 //! - co-editing: two pages, and three behind proxies adding 300 ms each way, typing about ten keys a second at the
 //!   same spot (the start, the middle, the end of the summary, and of a checklist item's text) converge with each
 //!   person's words whole, as the server exports them; a selection keeps its word while someone types at its ends, and replacing it keeps their
@@ -2037,6 +2039,68 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
         "a header and the incident's row: {csv}"
     );
     browser.screenshot("insights").await?;
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// `/insights` opened from the address bar (a bookmark, a link pasted in chat) lands in the signed-in app's insights
+/// page with the same filters, charts fetched with the session's token, and the navigation leads back to the list.
+/// At laptop and phone widths: no serious or critical accessibility violations, no sideways scrolling on a phone.
+/// Screenshots: `insights-desktop.png`, `insights-phone.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_opened_from_a_bookmark_shows_in_the_signed_in_app_at_laptop_and_phone_widths()
+-> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let analyst = server.token("analyst", "read").await;
+    let writer = server.token("writer", "write").await;
+    let id = server.declare(&writer, "Checkout errors").await.id;
+    let browser = Browser::open("insights-bookmark", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &analyst).await?;
+    for (size, suffix) in [
+        (WindowSize::DESKTOP, "desktop"),
+        (WindowSize::PHONE, "phone"),
+    ] {
+        browser.resize(size).await?;
+        browser
+            .goto(&format!("{}/insights?status=declared", server.base_url))
+            .await?;
+        browser
+            .wait_until("the app's insights page", UI_TIMEOUT, || async {
+                let url = browser.url().await?;
+                Ok(url.ends_with("/#/insights?status=declared").then_some(()))
+            })
+            .await?;
+        browser
+            .wait_for("#insights-frame[srcdoc]", UI_TIMEOUT)
+            .await?;
+        let scope = browser
+            .text_in_frame(0, "p.scope")
+            .await?
+            .unwrap_or_default();
+        ensure!(
+            scope.contains("status declared") && scope.contains("1 incident"),
+            "{scope}"
+        );
+        ensure!(
+            browser
+                .attr(r##"nav a[href="#/insights"]"##, "aria-current")
+                .await?
+                .is_some(),
+            "the navigation marks Insights as the current page"
+        );
+        ensure_accessible(&browser, &format!("insights ({suffix})")).await?;
+        ensure!(
+            !scrolls_sideways(&browser).await?,
+            "insights scrolls sideways ({suffix})"
+        );
+        browser
+            .screenshot_full_page(&format!("insights-{suffix}"))
+            .await?;
+    }
+    browser.click(r##"nav a[href="#/"]"##).await?;
+    wait_for_rows(&browser, &[&id]).await?;
     browser.close().await?;
     server.stop().await;
     Ok(())
