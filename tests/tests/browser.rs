@@ -1700,7 +1700,11 @@ async fn the_list_shows_open_incidents_first_with_their_commander_and_age() -> a
         rows.iter().map(|r| r.open).eq([true, true, false]),
         "{rows:?}"
     );
-    for row in &rows {
+    for (row, title) in rows
+        .iter()
+        .zip(["Queue backlog", "Disk full", "Cache stampede"])
+    {
+        ensure!(row.title.starts_with(title), "{row:?}");
         ensure!(row.commander.contains("alice"), "{row:?}");
         ensure!(row.age.contains("min"), "the age in minutes: {row:?}");
     }
