@@ -33,10 +33,11 @@ function severities(templates) {
   return [...new Set(keys.map((o) => o.key))];
 }
 
-/** `12 min`, `3 h 5 min`, `2 d 4 h`: an age read at a glance, precise where it matters (the first hours). */
+/** `< 1 min`, `12 min`, `3 h 5 min`, `2 d 4 h`: an age read at a glance, precise where it matters (the first hours). */
 function age(iso, now = Date.now()) {
   const minutes = Math.max(0, Math.floor((now - new Date(iso).getTime()) / 60_000));
   if (Number.isNaN(minutes)) return "";
+  if (minutes < 1) return "< 1 min";
   if (minutes < 60) return `${minutes} min`;
   const hours = Math.floor(minutes / 60);
   if (hours < 24) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
@@ -77,7 +78,9 @@ function row(incident) {
       h(
         "span",
         { class: "facts" },
-        h("span", { class: "commander" }, incident.commander ? `IC ${incident.commander}` : "No commander named"),
+        // Absent both when command is vacant and for index rows written before the index kept the commander (they
+        // gain it on the incident's next change): saying "nobody" would be wrong for the second.
+        incident.commander && h("span", { class: "commander" }, `IC ${incident.commander}`),
         h(
           "span",
           { class: "age" },
