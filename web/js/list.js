@@ -34,8 +34,8 @@ function severities(templates) {
 }
 
 /** `< 1 min`, `12 min`, `3 h 5 min`, `2 d 4 h`: an age read at a glance, precise where it matters (the first hours). */
-function age(iso, now = Date.now()) {
-  const minutes = Math.max(0, Math.floor((now - new Date(iso).getTime()) / 60_000));
+function age(iso) {
+  const minutes = Math.max(0, Math.floor((Date.now() - new Date(iso).getTime()) / 60_000));
   if (Number.isNaN(minutes)) return "";
   if (minutes < 1) return "< 1 min";
   if (minutes < 60) return `${minutes} min`;
@@ -46,16 +46,20 @@ function age(iso, now = Date.now()) {
 }
 
 /**
- * Whether `incident` matches the search `text`: every word in its title (case aside), or the whole search naming
- * its number (`7` or `#7`), the way people quote incidents in chat.
+ * The incidents the search `text` finds. A number (`7`, `#7`) finds the incident of that number, the way people
+ * quote incidents in chat; only when none has it and no `#` was typed does it look in the titles, where the date
+ * every title ends with would match most numbers. Words find the titles holding every one of them, case aside.
  */
-function matches(incident, text) {
+function find(incidents, text) {
   const search = text.trim().toLowerCase();
-  if (!search) return true;
-  const number = /^#?(\d+)$/.exec(search);
-  if (number && incident.number === Number(number[1])) return true;
-  const title = (incident.title ?? "").toLowerCase();
-  return search.split(/\s+/).every((word) => title.includes(word));
+  if (!search) return incidents;
+  const number = /^(#?)(\d+)$/.exec(search);
+  if (number) {
+    const found = incidents.filter((incident) => incident.number === Number(number[2]));
+    if (found.length > 0 || number[1]) return found;
+  }
+  const words = search.split(/\s+/);
+  return incidents.filter((incident) => words.every((word) => (incident.title ?? "").toLowerCase().includes(word)));
 }
 
 function row(incident) {
@@ -136,7 +140,7 @@ export function showList(main, { query }, signal) {
   const render = () => {
     if (!incidents) return;
     const focused = document.activeElement?.closest?.("#incident-list li[data-incident-id]")?.dataset.incidentId;
-    const shown = incidents.filter((incident) => matches(incident, search));
+    const shown = find(incidents, search);
     open.show(shown.filter(isOpen));
     done.show(shown.filter((incident) => !isOpen(incident)));
     empty.hidden = shown.length > 0;
