@@ -1766,7 +1766,8 @@ async fn the_list_search_finds_incidents_by_title_or_number() -> anyhow::Result<
 }
 
 /// A SEV1 declared elsewhere (over HTTP, as a bot or another responder would) appears at the top of an open list
-/// without a reload, and a status change elsewhere moves a row to the closed group.
+/// without a reload (the keyboard focus stays on the row it was on), and a status change elsewhere moves a row to
+/// the closed group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_declared_elsewhere_appears_in_the_list_without_a_reload() -> anyhow::Result<()>
 {
@@ -1782,8 +1783,26 @@ async fn an_incident_declared_elsewhere_appears_in_the_list_without_a_reload() -
     browser
         .execute("window.__sameDocument = true;", vec![])
         .await?;
+    // Someone moving through the list with the keyboard keeps their place when it changes under them.
+    let first_link = format!(r#"#incident-list li[data-incident-id="{first}"] a"#);
+    browser
+        .execute(
+            "document.querySelector(arguments[0]).focus();",
+            vec![json!(first_link)],
+        )
+        .await?;
     let sev1 = declare_with_severity(&server, &bob, "Payments down", "SEV1").await?;
     let rows = wait_for_rows(&browser, &[&sev1, &first]).await?;
+    ensure!(
+        browser
+            .execute(
+                "return document.activeElement === document.querySelector(arguments[0]);",
+                vec![json!(first_link)],
+            )
+            .await?
+            == json!(true),
+        "the focus left the row it was on"
+    );
     ensure!(rows[0].commander.contains("bob"), "{rows:?}");
     ensure!(
         browser
