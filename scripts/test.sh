@@ -18,7 +18,8 @@ if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver
 fi
 
-# The JavaScript automerge-repo client used by the interop tests (versions pinned in tests/js/package-lock.json).
+# The JavaScript automerge-repo client used by the interop tests, and axe-core for the browser tests' accessibility
+# check (versions pinned in tests/js/package-lock.json).
 if ! command -v npm >/dev/null; then
   echo "npm is required for the JavaScript interop tests" >&2
   exit 1

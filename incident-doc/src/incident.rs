@@ -15,11 +15,13 @@ use crate::operation::{self, Operation};
 use crate::read::Reader;
 use crate::rules::{self, CommandState, Violation};
 use crate::schema::{
-    EXIT_CRITERIA_KEY, FieldDef, FieldKind, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING,
+    EXIT_CRITERIA_KEY, FieldDef, FieldKind, Role, SCHEMA_VERSION, Stage, Status, TEXT_ENCODING,
     TITLE_KEY, keys,
 };
 use crate::template::{FieldDefault, Template};
-use crate::view::{Cadences, Headline, IncidentView, read_layout, read_stamp};
+use crate::view::{
+    Cadences, FieldValue, Headline, IncidentView, read_layout, read_stamp, read_value,
+};
 
 /// A live incident document. Wraps the Automerge value so that every edit goes through the schema's operations,
 /// while sync and storage still reach the raw document through [`Incident::doc_mut`].
@@ -268,11 +270,7 @@ impl Incident {
                 FieldKind::Roles => {
                     let m = doc.put_object(ROOT, key, ObjType::Map)?;
                     // Whoever declares commands until they hand over.
-                    doc.put(
-                        &m,
-                        crate::schema::Role::Commander.as_str(),
-                        editor.name.as_str(),
-                    )?;
+                    doc.put(&m, Role::Commander.as_str(), editor.name.as_str())?;
                 }
                 FieldKind::Checklist => {
                     let list = doc.put_object(ROOT, key, ObjType::List)?;
@@ -403,6 +401,22 @@ impl Incident {
         let headline = Headline::read_with(&Reader::new(&self.doc, None), &layout);
         self.keep_layout(layout);
         headline
+    }
+
+    /// The Incident Commander now, if one is named: the incident list shows who to call on every row, so the index
+    /// keeps it beside the headline, read after every change as cheaply (the roles field alone).
+    pub fn commander(&mut self) -> Option<String> {
+        let layout = self.take_layout();
+        let r = Reader::new(&self.doc, None);
+        let commander = match layout.iter().find(|d| d.kind == FieldKind::Roles) {
+            Some(def) => match read_value(&r, def) {
+                FieldValue::Roles(mut roles) => roles.remove(&Role::Commander),
+                _ => None,
+            },
+            None => None,
+        };
+        self.keep_layout(layout);
+        commander
     }
 
     fn apply_with(

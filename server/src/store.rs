@@ -88,6 +88,9 @@ pub struct IncidentSummary {
     pub status: Option<Status>,
     /// The severity, absent until someone sets one.
     pub severity: Option<String>,
+    /// The Incident Commander, so a list tells whom to call without opening the incident; absent when nobody is
+    /// named, and for rows last written before the index kept it (until the incident next changes).
+    pub commander: Option<String>,
     /// The human-friendly incident number from [`Store::next_incident_number`], absent for documents
     /// created without one.
     pub number: Option<i64>,
@@ -427,6 +430,7 @@ pub(crate) mod conformance {
             template: "outage".to_owned(),
             status: Some(status),
             severity: None,
+            commander: Some(format!("commander of {name}")),
             number: None,
             created_at: at(created_minutes),
             updated_at: at(created_minutes),

@@ -9,6 +9,9 @@
 //! per character), and on failure say what the page showed: a screenshot saved under
 //! `target/test-artifacts/browser/`, the page's text, its URL and its console messages.
 //!
+//! [`Browser::axe_violations`] runs axe-core (pinned in `tests/js/package-lock.json`) in the page: the accessibility
+//! check any browser test can make.
+//!
 //! Debian's `chromium` and `chromium-driver` packages must be installed (`scripts/test.sh` installs them); without
 //! them every browser test fails and says so.
 
@@ -219,6 +222,38 @@ pub enum Caret {
     End,
     /// After this many UTF-16 units (clamped to the end), as a click in the middle of the text puts it.
     At(usize),
+}
+
+/// Where `npm ci` in `tests/js` puts axe-core's browser bundle.
+fn axe_script_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("js/node_modules/axe-core/axe.min.js")
+}
+
+/// One accessibility rule a page breaks, as [`Browser::axe_violations`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct AxeViolation {
+    /// axe's rule id (`color-contrast`, `label`, …), which names its documentation page.
+    pub id: String,
+    /// `serious` or `critical`.
+    pub impact: String,
+    /// What the rule asks for, in a sentence.
+    pub help: String,
+    /// A CSS selector of each offending element (through frames and shadow roots, joined by ` >>> `).
+    pub targets: Vec<String>,
+}
+
+impl std::fmt::Display for AxeViolation {
+    /// One line a failing test can print: the rule, how bad, what it asks, where.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {} at {}",
+            self.id,
+            self.impact,
+            self.help,
+            self.targets.join(", ")
+        )
+    }
 }
 
 /// One headless Chromium with its own profile, driven over WebDriver.
@@ -640,6 +675,36 @@ impl Browser {
         let shot = self.screenshot(name).await;
         self.resize(window).await?;
         shot
+    }
+
+    /// The page's accessibility violations of impact serious or critical, as axe-core finds them in the document as
+    /// it is now (`tests/js/node_modules/axe-core`, installed by `npm ci` in `tests/js`). Minor and moderate findings
+    /// are left out: the bar the browser tests hold every page to is "nothing that stops someone using it".
+    ///
+    /// axe is injected through WebDriver rather than by a `<script>` of the page: the page's content security policy
+    /// rightly allows scripts from its own origin only, and a WebDriver script is not subject to it.
+    pub async fn axe_violations(&self) -> anyhow::Result<Vec<AxeViolation>> {
+        let path = axe_script_path();
+        let axe = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {}: run `npm ci` in tests/js first (scripts/test.sh and CI do)",
+                path.display()
+            )
+        })?;
+        // Injected once per page: axe keeps its state on `window`, and a navigation to another document drops it.
+        let script = format!(
+            "if (!window.axe) {{\n{axe}\n}}\n\
+             const results = await window.axe.run(document, {{ resultTypes: ['violations'] }});\n\
+             return results.violations\n\
+               .filter((v) => v.impact === 'serious' || v.impact === 'critical')\n\
+               .map((v) => ({{ id: v.id, impact: v.impact, help: v.help,\n\
+                 targets: v.nodes.map((n) => n.target.flat(Infinity).join(' >>> ')) }}));"
+        );
+        let found = self
+            .execute(&format!("return (async () => {{ {script} }})();"), vec![])
+            .await
+            .context("running axe-core")?;
+        serde_json::from_value(found).context("reading axe-core's violations")
     }
 
     /// Every console message the page logged so far (`LEVEL message`), oldest first.

@@ -29,7 +29,9 @@ mod sync_client;
 mod test_server;
 mod writers;
 
-pub use browser::{Browser, CHROMEDRIVER, CHROMIUM, Caret, WindowSize, artifacts_dir, target_dir};
+pub use browser::{
+    AxeViolation, Browser, CHROMEDRIVER, CHROMIUM, Caret, WindowSize, artifacts_dir, target_dir,
+};
 pub use database::TestDatabase;
 pub use markdown::markdown_section;
 pub use poll::eventually;

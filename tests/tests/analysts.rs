@@ -759,6 +759,7 @@ async fn put(store: &Arc<dyn Store>, mut incident: Incident) {
         template: view.headline.template.clone(),
         status: view.headline.status.as_deref().and_then(|s| s.parse().ok()),
         severity: view.headline.severity.clone(),
+        commander: incident.commander(),
         number: view.headline.number,
         created_at: view.headline.created_at.unwrap_or_else(Utc::now),
         updated_at: Utc::now(),

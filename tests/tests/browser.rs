@@ -21,12 +21,20 @@
 //! - the presence list shows each viewer with the roles the document gives them, not the role they claim.
 //! - a sign-in link for another identity than the one signed in names both and asks before switching (a link for the
 //!   same identity, or with nobody signed in, signs in at once), and the token never stays in the address bar;
-//! - the insights page and the CSV rows are reached from the signed-in page with the token in the header;
+//! - the insights page and the CSV rows are reached from the signed-in page with the token in the header; `/insights`
+//!   opened from the address bar lands there, accessible and without sideways scrolling at phone width (screenshots
+//!   `insights-*.png`);
 //! - co-editing: two pages, and three behind proxies adding 300 ms each way, typing about ten keys a second at the
 //!   same spot (the start, the middle, the end of the summary, and of a checklist item's text) converge with each
 //!   person's words whole, as the server exports them; a selection keeps its word while someone types at its ends, and replacing it keeps their
 //!   text; Ctrl+Z and Ctrl+Shift+Z undo and redo only the person's own typing after a remote edit; another
 //!   person's caret is drawn where they are and follows text typed before it (screenshots `coediting-*.png`);
+//! - the accessibility check (axe-core, `Browser::axe_violations`) runs under the page's content security policy and
+//!   reports a violation planted in the page;
+//! - the incident list puts open incidents first, names each one's commander and age, finds incidents by title or
+//!   number, and shows incidents declared or resolved elsewhere without a reload; the list and declare pages have
+//!   no serious or critical accessibility violations and no sideways scrolling at phone width, and Declare stays in
+//!   view (screenshots `list-*.png`, `declare-*.png`);
 //! - a focused dropdown (severity, status) shows the value just chosen in it, and the value someone else chose;
 //! - ignored, a benchmark: five pages typing into one field for 30 s (BENCHMARKS.md).
 //!
@@ -428,6 +436,45 @@ async fn chromium_types_at_the_caret_and_reaches_the_server_only_through_an_uncu
     ensure!(
         body.contains(r#""status":"ok""#),
         "/healthz after restoring the proxy: {body}"
+    );
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The accessibility check runs in the app's own page, under its content security policy, and finds what it should:
+/// a button without a name planted in the list is reported with its selector, and gone once removed. Without this,
+/// an axe that silently failed to run would pass every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accessibility_check_finds_a_planted_violation() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let reader = server.token("reader", "read").await;
+    let browser = Browser::open("axe-machinery", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &reader).await?;
+    browser.wait_for("#incident-list", UI_TIMEOUT).await?;
+    browser
+        .execute(
+            "const b = document.createElement('button'); b.id = 'planted'; document.querySelector('main').append(b);",
+            vec![],
+        )
+        .await?;
+    let found = browser.axe_violations().await?;
+    ensure!(
+        found
+            .iter()
+            .any(|v| v.id == "button-name" && v.targets == ["#planted"]),
+        "axe missed the unnamed button: {found:?}"
+    );
+    browser
+        .execute("document.getElementById('planted').remove();", vec![])
+        .await?;
+    let found = browser.axe_violations().await?;
+    ensure!(
+        !found
+            .iter()
+            .any(|v| v.targets.iter().any(|t| t.contains("planted"))),
+        "{found:?}"
     );
     browser.close().await?;
     server.stop().await;
@@ -1562,6 +1609,361 @@ async fn a_sign_in_link_for_someone_else_asks_before_switching() -> anyhow::Resu
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// The incident list and the declare page.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One row of the incident list as shown (`#incident-list li[data-incident-id]`).
+#[derive(Debug, Clone, Deserialize)]
+struct ListRow {
+    /// `data-incident-id`.
+    id: String,
+    /// `data-open`: whether the row is in the open group.
+    open: bool,
+    /// The row's `.title`.
+    title: String,
+    /// The row's `.commander`.
+    commander: String,
+    /// The row's `.age`.
+    age: String,
+}
+
+/// The incident list's rows, in display order.
+async fn list_rows(browser: &Browser) -> anyhow::Result<Vec<ListRow>> {
+    let rows = browser
+        .execute(
+            r#"return Array.from(document.querySelectorAll('#incident-list li[data-incident-id]'), (li) => ({
+                 id: li.dataset.incidentId,
+                 open: li.dataset.open === 'true',
+                 title: li.querySelector('.title')?.innerText ?? '',
+                 commander: li.querySelector('.commander')?.innerText ?? '',
+                 age: li.querySelector('.age')?.innerText ?? '',
+               }));"#,
+            vec![],
+        )
+        .await?;
+    Ok(serde_json::from_value(rows)?)
+}
+
+/// Waits until the list shows exactly the incidents `ids`, in this order.
+async fn wait_for_rows(browser: &Browser, ids: &[&str]) -> anyhow::Result<Vec<ListRow>> {
+    browser
+        .wait_until(&format!("the list to show {ids:?}"), UI_TIMEOUT, || async {
+            let rows = list_rows(browser).await?;
+            Ok((rows.iter().map(|r| r.id.as_str()).eq(ids.iter().copied())).then_some(rows))
+        })
+        .await
+}
+
+/// Declares an incident of severity `severity` over HTTP, as someone elsewhere (a bot, another responder) does.
+async fn declare_with_severity(
+    server: &TestServer,
+    token: &str,
+    title: &str,
+    severity: &str,
+) -> anyhow::Result<String> {
+    let answer: Value = server
+        .request(reqwest::Method::POST, "/api/incidents", Some(token))
+        .json(&json!({"title": title, "severity": severity}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    answer["id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no id in {answer}"))
+}
+
+/// Open incidents come first (newest first among them), then resolved and closed ones, even when a resolved one is
+/// newer; every row names the commander and how long ago the incident was declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_shows_open_incidents_first_with_their_commander_and_age() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let disk = server.declare(&alice, "Disk full").await.id;
+    let cache = server.declare(&alice, "Cache stampede").await.id;
+    apply(
+        &server,
+        &alice,
+        &cache,
+        json!([{"op": "setStatus", "status": "resolved"}]),
+    )
+    .await?;
+    let queue = server.declare(&alice, "Queue backlog").await.id;
+    let browser = Browser::open("list-order", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &alice).await?;
+    let rows = wait_for_rows(&browser, &[&queue, &disk, &cache]).await?;
+    ensure!(
+        rows.iter().map(|r| r.open).eq([true, true, false]),
+        "{rows:?}"
+    );
+    for (row, title) in rows
+        .iter()
+        .zip(["Queue backlog", "Disk full", "Cache stampede"])
+    {
+        ensure!(row.title.starts_with(title), "{row:?}");
+        ensure!(row.commander.contains("alice"), "{row:?}");
+        ensure!(row.age.contains("min"), "the age in minutes: {row:?}");
+    }
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The search box narrows the list to incidents whose title holds the words typed, or to the one whose number is
+/// typed (`7` or `#7`, although the date in every title holds digits too), and puts the search in the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_search_finds_incidents_by_title_or_number() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let checkout = server.declare(&alice, "Checkout errors").await;
+    let login = server.declare(&alice, "Login latency").await;
+    let browser = Browser::open("list-search", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &alice).await?;
+    wait_for_rows(&browser, &[&login.id, &checkout.id]).await?;
+    browser.type_text("#incident-search", "CHECKOUT").await?;
+    wait_for_rows(&browser, &[&checkout.id]).await?;
+    let url = browser.url().await?;
+    ensure!(url.ends_with("#/?q=CHECKOUT"), "{url}");
+    // A number, bare or with `#`, finds that incident alone, though every title's date holds its digits.
+    let number = login.number.context("incidents are numbered")?;
+    for search in [format!("#{number}"), number.to_string()] {
+        browser
+            .execute(
+                "const box = document.getElementById('incident-search'); box.value = arguments[0]; \
+                 box.dispatchEvent(new Event('input', { bubbles: true }));",
+                vec![json!(search)],
+            )
+            .await?;
+        wait_for_rows(&browser, &[&login.id]).await?;
+    }
+    browser
+        .execute(
+            "const box = document.getElementById('incident-search'); box.value = 'no such incident'; \
+             box.dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![],
+        )
+        .await?;
+    wait_for_rows(&browser, &[]).await?;
+    ensure!(
+        browser.attr(".empty", "hidden").await?.is_none(),
+        "says that nothing matches"
+    );
+    // A reload keeps the search.
+    browser.reload().await?;
+    wait_for_rows(&browser, &[]).await?;
+    ensure!(
+        browser.value("#incident-search").await?.as_deref() == Some("no such incident"),
+        "the search survives a reload"
+    );
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// A SEV1 declared elsewhere (over HTTP, as a bot or another responder would) appears at the top of an open list
+/// without a reload (the keyboard focus stays on the row it was on), and a status change elsewhere moves a row to
+/// the closed group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_declared_elsewhere_appears_in_the_list_without_a_reload() -> anyhow::Result<()>
+{
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let first = server.declare(&alice, "Disk full").await.id;
+    let browser = Browser::open("list-live", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &alice).await?;
+    wait_for_rows(&browser, &[&first]).await?;
+    // A reload would lose this.
+    browser
+        .execute("window.__sameDocument = true;", vec![])
+        .await?;
+    // Someone moving through the list with the keyboard keeps their place when it changes under them.
+    let first_link = format!(r#"#incident-list li[data-incident-id="{first}"] a"#);
+    browser
+        .execute(
+            "document.querySelector(arguments[0]).focus();",
+            vec![json!(first_link)],
+        )
+        .await?;
+    let sev1 = declare_with_severity(&server, &bob, "Payments down", "SEV1").await?;
+    let rows = wait_for_rows(&browser, &[&sev1, &first]).await?;
+    ensure!(
+        browser
+            .execute(
+                "return document.activeElement === document.querySelector(arguments[0]);",
+                vec![json!(first_link)],
+            )
+            .await?
+            == json!(true),
+        "the focus left the row it was on"
+    );
+    ensure!(rows[0].commander.contains("bob"), "{rows:?}");
+    ensure!(
+        browser
+            .text(&format!(
+                r#"#incident-list li[data-incident-id="{sev1}"] .severity"#
+            ))
+            .await?
+            .as_deref()
+            == Some("SEV1"),
+        "the severity badge"
+    );
+    apply(
+        &server,
+        &alice,
+        &first,
+        json!([{"op": "setStatus", "status": "resolved"}]),
+    )
+    .await?;
+    browser
+        .wait_until(
+            "the resolved incident to move to the closed group",
+            UI_TIMEOUT,
+            || async {
+                let rows = list_rows(&browser).await?;
+                Ok(rows.iter().any(|r| r.id == first && !r.open).then_some(()))
+            },
+        )
+        .await?;
+    ensure!(
+        browser
+            .execute("return window.__sameDocument === true;", vec![])
+            .await?
+            == json!(true),
+        "the page reloaded"
+    );
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// Whether the page scrolls sideways: its content is wider than the window.
+async fn scrolls_sideways(browser: &Browser) -> anyhow::Result<bool> {
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await?;
+    Ok(overflow.as_i64().unwrap_or(0) > 0)
+}
+
+/// Fails with axe-core's findings when the page has serious or critical accessibility violations.
+async fn ensure_accessible(browser: &Browser, page: &str) -> anyhow::Result<()> {
+    let found = browser.axe_violations().await?;
+    if !found.is_empty() {
+        let list: Vec<String> = found.iter().map(ToString::to_string).collect();
+        return Err(browser
+            .failure(&format!(
+                "{page}: {} serious or critical accessibility violations:\n    {}",
+                found.len(),
+                list.join("\n    ")
+            ))
+            .await);
+    }
+    Ok(())
+}
+
+/// The list and the declare page at laptop and phone widths: no serious or critical accessibility violations
+/// (axe-core), no sideways scrolling on a phone, and the Declare button still in view after scrolling down a long
+/// list. Screenshots: `list-desktop.png`, `list-phone.png`, `declare-desktop.png`, `declare-phone.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_and_declare_pages_are_accessible_at_laptop_and_phone_widths() -> anyhow::Result<()>
+{
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let mut ids = Vec::new();
+    for (n, title) in [
+        "Checkout errors for customers paying with a card issued outside the European Union",
+        "Login latency",
+        "Search index stale",
+        "Webhook deliveries delayed",
+        "Disk full on the primary database",
+        "Cache stampede",
+        "Certificate expiry",
+        "DNS resolution failures",
+        "Queue backlog",
+        "Mobile push notifications missing",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let severity = ["SEV1", "SEV2", "SEV3", "SEV4"][n % 4];
+        ids.push(declare_with_severity(&server, &alice, title, severity).await?);
+    }
+    for (id, status) in ids
+        .iter()
+        .zip(["active", "mitigated", "resolved", "closed"])
+    {
+        let mut ops = vec![json!({"op": "setStatus", "status": status})];
+        if status == "closed" {
+            ops[0]["overrideReason"] = json!("Drill of the list");
+        }
+        apply(&server, &alice, id, Value::Array(ops)).await?;
+    }
+    let browser = Browser::open("list-a11y", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &alice).await?;
+    for (size, suffix) in [
+        (WindowSize::DESKTOP, "desktop"),
+        (WindowSize::PHONE, "phone"),
+    ] {
+        browser.resize(size).await?;
+        browser.goto(&format!("{}/#/", server.base_url)).await?;
+        browser
+            .wait_until("every incident listed", UI_TIMEOUT, || async {
+                Ok((list_rows(&browser).await?.len() == ids.len()).then_some(()))
+            })
+            .await?;
+        ensure_accessible(&browser, &format!("the list ({suffix})")).await?;
+        ensure!(
+            !scrolls_sideways(&browser).await?,
+            "the list scrolls sideways ({suffix})"
+        );
+        browser
+            .screenshot_full_page(&format!("list-{suffix}"))
+            .await?;
+        // Scrolled to the end of the list, the Declare button is still in view.
+        browser
+            .execute(
+                "window.scrollTo(0, document.documentElement.scrollHeight);",
+                vec![],
+            )
+            .await?;
+        let declare_in_view = browser
+            .execute(
+                "const r = document.querySelector('.page-head a[href=\"#/declare\"]').getBoundingClientRect(); \
+                 return r.top >= 0 && r.bottom <= window.innerHeight && r.width > 0;",
+                vec![],
+            )
+            .await?;
+        ensure!(
+            declare_in_view == json!(true),
+            "Declare out of view after scrolling ({suffix})"
+        );
+
+        browser.click(r##".page-head a[href="#/declare"]"##).await?;
+        browser.wait_for("form.declare", UI_TIMEOUT).await?;
+        ensure_accessible(&browser, &format!("the declare page ({suffix})")).await?;
+        ensure!(
+            !scrolls_sideways(&browser).await?,
+            "the declare page scrolls sideways ({suffix})"
+        );
+        browser
+            .screenshot_full_page(&format!("declare-{suffix}"))
+            .await?;
+    }
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
 /// The insights page and the CSV rows are reached from the signed-in page with the token in the Authorization
 /// header (the server refuses it in URLs): the charts show in a sandboxed frame, the filters reload them, and the
 /// CSV download carries the incidents' rows.
@@ -1663,6 +2065,68 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
         "a header and the incident's row: {csv}"
     );
     browser.screenshot("insights").await?;
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// `/insights` opened from the address bar (a bookmark, a link pasted in chat) lands in the signed-in app's insights
+/// page with the same filters, charts fetched with the session's token, and the navigation leads back to the list.
+/// At laptop and phone widths: no serious or critical accessibility violations, no sideways scrolling on a phone.
+/// Screenshots: `insights-desktop.png`, `insights-phone.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_opened_from_a_bookmark_shows_in_the_signed_in_app_at_laptop_and_phone_widths()
+-> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let analyst = server.token("analyst", "read").await;
+    let writer = server.token("writer", "write").await;
+    let id = server.declare(&writer, "Checkout errors").await.id;
+    let browser = Browser::open("insights-bookmark", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &analyst).await?;
+    for (size, suffix) in [
+        (WindowSize::DESKTOP, "desktop"),
+        (WindowSize::PHONE, "phone"),
+    ] {
+        browser.resize(size).await?;
+        browser
+            .goto(&format!("{}/insights?status=declared", server.base_url))
+            .await?;
+        browser
+            .wait_until("the app's insights page", UI_TIMEOUT, || async {
+                let url = browser.url().await?;
+                Ok(url.ends_with("/#/insights?status=declared").then_some(()))
+            })
+            .await?;
+        browser
+            .wait_for("#insights-frame[srcdoc]", UI_TIMEOUT)
+            .await?;
+        let scope = browser
+            .text_in_frame(0, "p.scope")
+            .await?
+            .unwrap_or_default();
+        ensure!(
+            scope.contains("status declared") && scope.contains("1 incident"),
+            "{scope}"
+        );
+        ensure!(
+            browser
+                .attr(r##"nav a[href="#/insights"]"##, "aria-current")
+                .await?
+                .is_some(),
+            "the navigation marks Insights as the current page"
+        );
+        ensure_accessible(&browser, &format!("insights ({suffix})")).await?;
+        ensure!(
+            !scrolls_sideways(&browser).await?,
+            "insights scrolls sideways ({suffix})"
+        );
+        browser
+            .screenshot_full_page(&format!("insights-{suffix}"))
+            .await?;
+    }
+    browser.click(r##"nav a[href="#/"]"##).await?;
+    wait_for_rows(&browser, &[&id]).await?;
     browser.close().await?;
     server.stop().await;
     Ok(())

@@ -6,7 +6,8 @@
 //!   moving the status backwards) are reverted by the server at once: every replica ends with the old values, the
 //!   sender hears why in an ephemeral message, the audit trail records the attempt and `/metrics` counts it;
 //! - closing waits for every exit criterion DONE, or an override reason given over HTTP;
-//! - the document's history answers "who was commander at T".
+//! - the document's history answers "who was commander at T";
+//! - the incident list names each incident's commander, and follows a handoff.
 
 use std::time::Duration;
 
@@ -459,5 +460,45 @@ async fn closing_waits_for_the_exit_criteria_over_http_and_sync() -> anyhow::Res
             .any(|e| e["text"].as_str().is_some_and(|t| t.ends_with(reason)))),
         "{timeline}"
     );
+    Ok(())
+}
+
+/// The commander of incident `id` as `GET /api/incidents` lists it.
+async fn listed_commander(server: &TestServer, token: &str, id: &str) -> anyhow::Result<Value> {
+    let list: Value = server
+        .request(Method::GET, "/api/incidents", Some(token))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let row = list["incidents"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["id"] == id))
+        .with_context(|| format!("{id} is not listed: {list}"))?;
+    Ok(row["commander"].clone())
+}
+
+/// The list names whom to call for each incident (the index keeps the commander), and the next commander once a
+/// handoff is accepted.
+#[tokio::test]
+async fn the_incident_list_names_the_commander_and_follows_a_handoff() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = server.declare(&alice, "Queue backlog").await.id;
+    let listed = listed_commander(&server, &bob, &id).await?;
+    ensure!(listed == "alice", "the declarer commands: {listed}");
+    let command = Command {
+        server: &server,
+        base: format!("/api/incidents/{id}"),
+    };
+    command.propose(&alice, "commander", "bob").await?;
+    let listed = listed_commander(&server, &bob, &id).await?;
+    ensure!(listed == "alice", "a proposal changes nothing: {listed}");
+    let (status, body) = command.accept(&bob, "commander").await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
+    let listed = listed_commander(&server, &bob, &id).await?;
+    ensure!(listed == "bob", "after the handoff: {listed}");
+    server.stop().await;
     Ok(())
 }

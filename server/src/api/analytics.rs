@@ -12,8 +12,8 @@ mod insights;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -254,13 +254,35 @@ async fn rows(
         .into_response())
 }
 
+/// Whether the request is a browser navigation: it asks for HTML and carries no token (a browser cannot add the
+/// header to a typed address or a bookmark).
+fn browser_navigation(headers: &HeaderMap) -> bool {
+    bearer(headers).is_none()
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
+}
+
 /// `GET /insights[?from=&to=&status=&template=&include_drills=]`: the charts page.
+///
+/// Opened in a browser's address bar (a bookmark, a link pasted in chat), it redirects to the app's insights page
+/// with the same filters: the app holds the signed-in session and fetches the charts with the header, where a bare
+/// 401 would leave the person stranded outside the app. A `token=` in the address is still refused first.
 async fn insights(
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,
     headers: HeaderMap,
+    RawQuery(raw): RawQuery,
     QueryParams(query): QueryParams<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
+    if query.token.is_none() && browser_navigation(&headers) {
+        let query = raw.map(|q| format!("?{q}")).unwrap_or_default();
+        // A query that is no valid header value (raw non-ASCII bytes) loses its filters rather than failing.
+        let location = HeaderValue::try_from(format!("/#/insights{query}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("/#/insights"));
+        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response());
+    }
     reader(&state, &headers, &query).await?;
     if query.format.is_some() {
         return Err(ApiError::BadRequest(

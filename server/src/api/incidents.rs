@@ -177,6 +177,7 @@ fn list_row(s: &IncidentSummary, templates: &[Template]) -> Value {
         "drill": templates.iter().any(|t| t.id == s.template && t.drill),
         "status": s.status_name(),
         "severity": s.severity,
+        "commander": s.commander,
         "createdAt": s.created_at,
         "updatedAt": s.updated_at,
     })

@@ -179,7 +179,7 @@ pub(super) async fn import(
         store.load(id).await?.is_none(),
         "incident {id} already exists; delete it first or import under another --id"
     );
-    let summary = summary_row(id, &incident.headline(), chrono::Utc::now());
+    let summary = summary_row(id, &mut incident, chrono::Utc::now());
     store.append(id, bytes, Some(summary)).await?;
     Ok(id)
 }

@@ -23,7 +23,7 @@ use automerge::{AutoCommit, ChangeHash};
 use chrono::{DateTime, Utc};
 use incident_doc::schema::SERVER_NAME;
 use incident_doc::signals::{Event, Signals};
-use incident_doc::{Applied, Editor, Headline, Incident, SyncMemo};
+use incident_doc::{Applied, Editor, Incident, SyncMemo};
 use tracing::{debug, warn};
 use wire::{DocumentId, Message, PeerId};
 
@@ -367,7 +367,7 @@ impl Core {
                 bytes: chunk.len(),
             },
             chunk,
-            summary: summary_row(self.id, &self.incident.headline(), now),
+            summary: summary_row(self.id, &mut self.incident, now),
             deliveries: self.deliveries(now),
         })
     }
@@ -802,18 +802,20 @@ fn refusal(doc: DocumentId, server: &PeerId, peer: &PeerId, message: &str) -> Ve
     .encode()
 }
 
-/// The index row for a document as of `now`.
+/// The index row for `incident` as of `now`.
 pub(crate) fn summary_row(
     id: DocumentId,
-    headline: &Headline,
+    incident: &mut Incident,
     now: DateTime<Utc>,
 ) -> IncidentSummary {
+    let headline = incident.headline();
     IncidentSummary {
         id,
         title: headline.title.clone(),
         template: headline.template.clone(),
         status: headline.status.as_deref().and_then(|s| s.parse().ok()),
         severity: headline.severity.clone(),
+        commander: incident.commander(),
         number: headline.number,
         created_at: headline.created_at.unwrap_or(now),
         updated_at: now,

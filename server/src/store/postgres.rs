@@ -440,7 +440,7 @@ impl Store for PostgresStore {
 
     async fn summary(&self, doc: DocumentId) -> Result<Option<IncidentSummary>, StoreError> {
         sqlx::query(
-            "SELECT id, title, template, status, severity, number, created_at, updated_at
+            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
              FROM incidents WHERE id = $1",
         )
         .bind(doc.to_string())
@@ -457,7 +457,7 @@ impl Store for PostgresStore {
         // PostgreSQL reads `LIMIT NULL` as "no limit".
         let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         let rows = sqlx::query(
-            "SELECT id, title, template, status, severity, number, created_at, updated_at
+            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
              FROM incidents
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR severity = $2)
              ORDER BY created_at DESC, id LIMIT $3",
@@ -715,12 +715,14 @@ async fn upsert_summary(
     summary: &IncidentSummary,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO incidents (id, title, template, status, severity, number, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO incidents
+             (id, title, template, status, severity, number, created_at, updated_at, commander)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, template = excluded.template, status = excluded.status,
              severity = excluded.severity, number = excluded.number,
-             created_at = excluded.created_at, updated_at = excluded.updated_at",
+             created_at = excluded.created_at, updated_at = excluded.updated_at,
+             commander = excluded.commander",
     )
     .bind(summary.id.to_string())
     .bind(&summary.title)
@@ -730,6 +732,7 @@ async fn upsert_summary(
     .bind(summary.number)
     .bind(to_micros(summary.created_at))
     .bind(to_micros(summary.updated_at))
+    .bind(&summary.commander)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
@@ -812,7 +815,7 @@ fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Reads an index row selected as `id, title, template, status, severity, number, created_at,
-/// updated_at`.
+/// updated_at, commander`.
 fn summary_from_row(row: &PgRow) -> Result<IncidentSummary, sqlx::Error> {
     Ok(IncidentSummary {
         id: id_column(row, 0)?,
@@ -820,6 +823,7 @@ fn summary_from_row(row: &PgRow) -> Result<IncidentSummary, sqlx::Error> {
         template: row.try_get(2)?,
         status: status_from_column(row.try_get(3)?),
         severity: row.try_get(4)?,
+        commander: row.try_get(8)?,
         number: row.try_get(5)?,
         created_at: row.try_get(6)?,
         updated_at: row.try_get(7)?,

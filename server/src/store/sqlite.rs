@@ -133,6 +133,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tickets_by_expiry ON tickets (expires_at);
     CREATE INDEX tickets_by_token ON tickets (token_hash);",
+    // Version 4: the Incident Commander in the index, for the incident list; rows gain it on their next change.
+    "ALTER TABLE incidents ADD COLUMN commander TEXT;",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -444,7 +446,7 @@ impl Store for SqliteStore {
         let doc = doc.to_string();
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT id, title, template, status, severity, number, created_at, updated_at
+                "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
                  FROM incidents WHERE id = ?1",
             )
             .and_then(|mut select| select.query_row([&doc], summary_from_row).optional())
@@ -463,7 +465,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut select = conn
                 .prepare_cached(
-                    "SELECT id, title, template, status, severity, number, created_at, updated_at
+                    "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
                      FROM incidents
                      WHERE (?1 IS NULL OR status = ?1) AND (?3 IS NULL OR severity = ?3)
                      ORDER BY created_at DESC, id LIMIT ?2",
@@ -1002,12 +1004,14 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// Inserts or replaces an incident's index row.
 fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO incidents (id, title, template, status, severity, number, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO incidents
+             (id, title, template, status, severity, number, created_at, updated_at, commander)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, template = excluded.template, status = excluded.status,
              severity = excluded.severity, number = excluded.number,
-             created_at = excluded.created_at, updated_at = excluded.updated_at",
+             created_at = excluded.created_at, updated_at = excluded.updated_at,
+             commander = excluded.commander",
     )
     .and_then(|mut upsert| {
         upsert.execute(params![
@@ -1019,6 +1023,7 @@ fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), St
             summary.number,
             summary.created_at.timestamp_micros(),
             summary.updated_at.timestamp_micros(),
+            summary.commander,
         ])
     })
     .map_err(db_error)?;
@@ -1101,7 +1106,7 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
 }
 
 /// Reads an index row selected as `id, title, template, status, severity, number, created_at,
-/// updated_at`.
+/// updated_at, commander`.
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
     Ok(IncidentSummary {
         id: id_column(row, 0)?,
@@ -1109,6 +1114,7 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
         template: row.get(2)?,
         status: status_from_column(&row.get::<_, String>(3)?),
         severity: row.get(4)?,
+        commander: row.get(8)?,
         number: row.get(5)?,
         created_at: time_column(row, 6)?,
         updated_at: time_column(row, 7)?,
@@ -1480,6 +1486,7 @@ mod tests {
             template: "outage".into(),
             status: Some(Status::Active),
             severity: Some("sev1".into()),
+            commander: Some("alice".into()),
             number: Some(1),
             created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456)
                 .expect("a valid time"),
