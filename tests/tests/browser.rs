@@ -840,6 +840,11 @@ async fn the_incident_page_at_desktop_and_phone_widths() -> anyhow::Result<()> {
             path.display()
         );
         println!("{}: {bytes} bytes", path.display());
+        ensure_accessible(&browser, name).await?;
+        // Scrolled down to the timeline, the status bar still shows at the top.
+        browser.click(r#"[data-jump="timeline"]"#).await?;
+        browser.screenshot(&format!("{name}-timeline")).await?;
+        browser.execute("window.scrollTo(0, 0);", vec![]).await?;
     }
     browser.close().await?;
     server.stop().await;

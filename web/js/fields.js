@@ -229,7 +229,7 @@ function handOver(role, label, ctx) {
       {
         type: "button",
         "data-propose-handoff": role,
-        "aria-label": `Propose handing the ${label} role over`,
+        "aria-label": `Hand over the ${label} role`,
         disabled: Boolean(refusal),
         title: refusal,
         // The input is found again at click time: a focused button survives re-renders (patch.js), its old sibling not.
