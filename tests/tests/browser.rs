@@ -1421,11 +1421,33 @@ async fn command_post_links_drill_badges_and_the_status_update_panel() -> anyhow
         text.contains("Command post:") && text.contains("https://meet.example.com/42"),
         "{text}"
     );
+    // Copy and Mark as sent each say what they did (issue 24: neither gave any feedback).
+    let feedback = |starts: &'static [&'static str]| {
+        let page = &page;
+        move || async move {
+            let said = page.text("#status-update .update-feedback").await?;
+            Ok(said.filter(|t| starts.iter().any(|s| t.starts_with(s))))
+        }
+    };
+    page.click(r#"[data-update="copy"]"#).await?;
+    // Headless Chromium may refuse the clipboard: the text is then left selected, and the page says so.
+    page.wait_until(
+        "Copy's feedback",
+        UI_TIMEOUT,
+        feedback(&["Copied", "Selected"]),
+    )
+    .await?;
     page.click(r#"[data-update="sent"]"#).await?;
     page.wait_until(
         "the next update",
         UI_TIMEOUT,
         update("Changes since the last update"),
+    )
+    .await?;
+    page.wait_until(
+        "Mark as sent's feedback",
+        UI_TIMEOUT,
+        feedback(&["Marked as sent at"]),
     )
     .await?;
     let timeline = server_timeline(&server, &erin, &id).await?;

@@ -12,7 +12,7 @@
 
 import { applyOperations, fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
 import { canWrite, isAdmin, session } from "./auth.js";
-import { h, showError, showMessage, timeEl } from "./dom.js";
+import { h, showError, showMessage, timeEl, utcTime } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
 import {
   changedKeys,
@@ -123,6 +123,8 @@ function statusBar() {
       ),
       h("ul", { id: "presence", "aria-label": "Others here" }),
     ),
+    !canWrite() &&
+      h("p", { class: "read-only", id: "read-only" }, "Read-only: you may view this incident but not edit it."),
     h("div", { class: "command-banners", "aria-live": "polite" }),
     h("nav", { class: "section-index", "aria-label": "Sections" }),
   );
@@ -157,10 +159,10 @@ function skeleton() {
         { class: "update-actions" },
         h("button", { type: "button", "data-update": "copy" }, "Copy"),
         h("button", { type: "button", "data-update": "sent", hidden: !canWrite() }, "Mark as sent"),
+        h("span", { class: "update-feedback", role: "status" }),
       ),
     ),
     h("p", { class: "loading" }, "Loading…"),
-    !canWrite() && h("p", { class: "read-only" }, "Read-only: this token may view the incident but not edit it."),
     // A disabled fieldset disables every control inside it: one switch for read-only tokens.
     h("fieldset", { class: "plain", disabled: !canWrite() }, h("div", { id: "fields" })),
     h(
@@ -620,21 +622,28 @@ class IncidentPage {
       }
     };
     panel.addEventListener("toggle", () => panel.open && load());
+    // Each action says what it did, next to its buttons: a click that seems to do nothing gets clicked again.
+    const feedback = panel.querySelector(".update-feedback");
     panel.querySelector('[data-update="copy"]').addEventListener("click", async () => {
       text.select();
       try {
         await navigator.clipboard.writeText(text.value);
+        feedback.textContent = "Copied: paste it into the email or the channel.";
       } catch {
         // Without clipboard access the text stays selected for Ctrl+C.
+        feedback.textContent = "Selected: press Ctrl+C (⌘C) to copy it.";
       }
     });
     panel.querySelector('[data-update="sent"]').addEventListener("click", async (e) => {
       const button = e.currentTarget;
       button.disabled = true;
+      feedback.textContent = "Marking as sent…";
       try {
         await markUpdateSent(this.id, heads);
+        feedback.textContent = `Marked as sent at ${utcTime(new Date().toISOString())}; the timeline records it.`;
         await load();
       } catch (error) {
+        feedback.textContent = "";
         showError(error);
       } finally {
         button.disabled = false;
