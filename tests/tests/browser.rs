@@ -614,6 +614,17 @@ async fn edits_made_offline_merge_with_edits_made_meanwhile() -> anyhow::Result<
     let alice_edits = async {
         a.place_caret(SUMMARY, Caret::Start).await?;
         a.type_text(SUMMARY, alices).await?;
+        // Where she types, the page says the edit waits on this device.
+        let hint = a
+            .execute(
+                "return getComputedStyle(document.querySelector(arguments[0]).parentElement, '::after').content;",
+                vec![json!(SUMMARY)],
+            )
+            .await?;
+        ensure!(
+            hint.as_str().is_some_and(|c| c.contains("Offline")),
+            "typing offline says nothing where Alice types: {hint}"
+        );
         a.type_text(TIMELINE_ADD, entry).await?;
         a.press(TIMELINE_ADD, Key::Enter).await
     };
@@ -2973,7 +2984,8 @@ async fn in_view(page: &Browser, css: &str) -> anyhow::Result<bool> {
 
 /// At phone width, with the page scrolled down to the timeline (one tap on the section index away, or the `T`
 /// key), the sync state stays in view, and a handoff proposed meanwhile shows there too (issue 24: the timeline was
-/// 4,200 px down and the status scrolled away). Screenshots of the top and of the timeline.
+/// 4,200 px down and the status scrolled away); a long section folds to its heading. Screenshots of the top and of
+/// the timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_bar_stays_in_view_and_the_timeline_is_one_step_away() -> anyhow::Result<()> {
     let _shared = QUIET.read().await;
@@ -3032,6 +3044,28 @@ async fn the_status_bar_stays_in_view_and_the_timeline_is_one_step_away() -> any
         Ok((focused == json!("timeline-add")).then_some(()))
     })
     .await?;
+    // A long section folds to its heading and back.
+    let criteria = r#"section[data-field="exitCriteria"] ul.checklist"#;
+    let shown = || async {
+        let visible = page
+            .execute(
+                "return document.querySelector(arguments[0]).offsetParent !== null;",
+                vec![json!(criteria)],
+            )
+            .await?;
+        anyhow::Ok(visible == json!(true))
+    };
+    page.click(r#"[data-jump="exitCriteria"]"#).await?;
+    page.click(r#"[data-collapse="exitCriteria"]"#).await?;
+    ensure!(
+        !shown().await?,
+        "the folded exit criteria still show their items"
+    );
+    page.click(r#"[data-collapse="exitCriteria"]"#).await?;
+    ensure!(
+        shown().await?,
+        "the unfolded exit criteria hide their items"
+    );
     page.close().await?;
     server.stop().await;
     Ok(())

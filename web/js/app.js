@@ -60,6 +60,11 @@ document.getElementById("sign-out").addEventListener("click", () => {
   location.hash = "#/sign-in";
 });
 document.querySelector("#banner button").addEventListener("click", clearMessage);
+// Whatever brings an element into view (a jump, Tab, find in page) leaves it below the bar that sticks to the top.
+const sticky = document.querySelector(".top-sticky");
+new ResizeObserver(() =>
+  document.documentElement.style.setProperty("--sticky-height", `${sticky.offsetHeight}px`),
+).observe(sticky);
 // Another tab signed out (or in as someone else): this one must not go on acting as someone it no longer is. A new
 // identity starts the page afresh, as signing in here does.
 onIdentityChange(() => {

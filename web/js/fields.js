@@ -547,6 +547,25 @@ function pinMark(pin) {
   return h("span", { class: "pin-mark" }, `Pinned by ${pin.by}`, pin.at && [" at ", timeEl(pin.at)]);
 }
 
+/** The kinds whose sections grow long; each can be folded to its heading to keep a long page short. */
+const LONG_KINDS = new Set(["markdown", "checklist", "questions", "timestamps"]);
+
+/** Hide/Show for one section; this page remembers it (`ctx.collapsed`) across re-renders, not across reloads. */
+function collapseButton(field, ctx, collapsed) {
+  return h(
+    "button",
+    {
+      type: "button",
+      class: "collapse",
+      "data-collapse": field.key,
+      "aria-expanded": String(!collapsed),
+      "aria-label": `${collapsed ? "Show" : "Hide"} ${field.label}`,
+      onclick: () => ctx.toggleCollapsed(field.key),
+    },
+    collapsed ? "Show" : "Hide",
+  );
+}
+
 /**
  * The section of `field`. `ctx.command` (`commandOf` in model.js) says whether it is pinned, by whom, and whether
  * the signed-in person may pin or unpin it; `ctx.severity` picks the field's cadence.
@@ -560,6 +579,7 @@ export function renderSection(field, ctx) {
   const owner = field.owner && `Kept current by the ${roleLabel(field.owner)}${cadence}`;
   const pin = ctx.command.pins.find((p) => p.field === field.key);
   const { pinRefusal } = ctx.command;
+  const collapsed = ctx.collapsed.has(field.key);
   return h(
     "section",
     {
@@ -567,6 +587,7 @@ export function renderSection(field, ctx) {
       "data-field": field.key,
       "data-kind": field.kind,
       "data-pinned": String(Boolean(pin)),
+      "data-collapsed": collapsed,
       "aria-labelledby": labelId,
     },
     h(
@@ -592,6 +613,7 @@ export function renderSection(field, ctx) {
         },
         pin ? "Unpin" : "Pin",
       ),
+      LONG_KINDS.has(field.kind) && collapseButton(field, ctx, collapsed),
     ),
     h("p", { class: "meta" }, stamp, owner && ` · ${owner}`),
     field.prompt && h("p", { class: "prompt", id: `${labelId}-prompt` }, field.prompt),

@@ -206,6 +206,13 @@ class IncidentPage {
       act: (op) => this.act(op),
       // Checklist items whose details (owner, bug, remove) are open.
       openItems: new Set(),
+      // Sections folded to their heading.
+      collapsed: new Set(),
+      toggleCollapsed: (key) => {
+        const { collapsed } = this.fieldCtx;
+        if (!collapsed.delete(key)) collapsed.add(key);
+        this.render([key]);
+      },
       refuse: (message) => showMessage(message),
       // The entry being reworded survives re-renders (others add entries meanwhile) until saved or left.
       editEntry: (id) => {
@@ -432,12 +439,14 @@ class IncidentPage {
     );
   }
 
-  /** Scrolls the section into view below the status bar and focuses its first control (the timeline's add box). */
+  /**
+   * Scrolls the section into view (below the status bar: `scroll-padding-top`, app.css) and focuses its first
+   * control (the timeline's add box).
+   */
   jumpTo(key) {
     const section = this.sections.get(key);
     if (!section) return;
-    const below = document.querySelector(".top-sticky")?.getBoundingClientRect().bottom ?? 0;
-    window.scrollBy(0, section.getBoundingClientRect().top - below - 8);
+    section.scrollIntoView({ block: "start" });
     const control = section.querySelector("#timeline-add") ?? section.querySelector("textarea, input, select, button");
     (control && !control.disabled ? control : section).focus({ preventScroll: true });
   }
