@@ -5,6 +5,8 @@
 //! - over `/sync`, raw Automerge changes that break a rule (a non-commander making themselves commander, pinning,
 //!   moving the status backwards) are reverted by the server at once: every replica ends with the old values, the
 //!   sender hears why in an ephemeral message, the audit trail records the attempt and `/metrics` counts it;
+//! - command changes hands only by an accepted handoff: the commander's typo is refused, and an administrator's
+//!   override over HTTP is the recorded way to recover from an absent commander;
 //! - closing waits for every exit criterion DONE, or an override reason given over HTTP;
 //! - the document's history answers "who was commander at T".
 
@@ -459,5 +461,77 @@ async fn closing_waits_for_the_exit_criteria_over_http_and_sync() -> anyhow::Res
             .any(|e| e["text"].as_str().is_some_and(|t| t.ends_with(reason)))),
         "{timeline}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_administrator_overrides_command_over_http_and_writers_cannot() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let root = server.token("root", "admin").await;
+    let id = server.declare(&alice, "Absent commander").await.id;
+    let command = Command {
+        server: &server,
+        base: format!("/api/incidents/{id}"),
+    };
+
+    // The commander's typo hands nothing over, and an administrator's assignment is no override either.
+    for token in [&alice, &root] {
+        let (status, body) = command.assign(token, "commander", "dvae").await?;
+        ensure!(
+            status == StatusCode::FORBIDDEN && body["error"]["code"] == "command_rule",
+            "assigning command outright: {status} {body}"
+        );
+    }
+    let (_, body) = command.assign(&alice, "commander", "dvae").await?;
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("accepted handoff")),
+        "{body}"
+    );
+
+    let over = |person: &str| json!([{"op": "overrideCommand", "person": person, "reason": "alice is unreachable"}]);
+    let refused = server.operations(&bob, &id, over("bob")).await;
+    let status = refused.status();
+    let body: Value = refused.json().await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN && body["error"]["code"] == "forbidden",
+        "a writer overrode command: {status} {body}"
+    );
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("override command")),
+        "{body}"
+    );
+
+    let done = server.operations(&root, &id, over("bob")).await;
+    ensure!(
+        done.status() == StatusCode::OK,
+        "the admin's override: {} {}",
+        done.status(),
+        done.text().await.unwrap_or_default()
+    );
+    let (_, view) = command.call(Method::GET, "", &alice, None).await?;
+    ensure!(commander(&view).as_deref() == Some("bob"), "{view}");
+    let text =
+        "bob is now the Incident Commander by root's override (was alice): alice is unreachable";
+    ensure!(
+        view["audit"].as_array().is_some_and(|audit| audit
+            .iter()
+            .any(|e| e["rule"] == "commandOverride" && e["by"] == "root" && e["message"] == text)),
+        "no override in the audit trail: {}",
+        view["audit"]
+    );
+    let markdown = server.markdown(&alice, &id).await;
+    ensure!(
+        markdown.contains(text),
+        "no override in the timeline:\n{markdown}"
+    );
+    // Bob commands now: he assigns roles.
+    let (status, body) = command.assign(&bob, "operations", "carol").await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
     Ok(())
 }
