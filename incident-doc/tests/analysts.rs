@@ -446,7 +446,10 @@ fn facts_measure_named_pairs_of_timestamps() {
         ),
         (2, 2, true)
     );
-    assert_eq!(facts.timeline_entries, 5, "three written, two handoffs");
+    assert_eq!(
+        facts.timeline_entries, 6,
+        "three written, two handoffs, the close"
+    );
     assert_eq!(facts.tags, ["customerVisible"]);
     assert_eq!(facts.severity.as_deref(), Some("SEV2"));
 

@@ -547,3 +547,29 @@ fn an_override_written_by_a_client_is_no_override() {
             .all(|entry| entry.rule != "commandOverride")
     );
 }
+
+#[test]
+fn a_normal_close_is_recorded_in_the_timeline_as_an_override_close_is() {
+    let mut incident = declare();
+    let criteria = match &incident.view().field("exitCriteria").expect("exit").value {
+        incident_doc::FieldValue::Checklist(items) => items.clone(),
+        other => panic!("exit criteria: {other:?}"),
+    };
+    for item in criteria {
+        let done = Operation::SetItemDone {
+            field: "exitCriteria".into(),
+            id: item.id,
+            done: true,
+        };
+        incident.apply(&done, &at("alice", 1)).expect("done");
+    }
+    incident
+        .apply(&close(None), &at("alice", 2))
+        .expect("close");
+    let entries = timeline_texts(&incident);
+    assert_eq!(
+        entries,
+        [("alice".to_owned(), "Closed by alice.".to_owned())],
+        "one entry, saying who closed it"
+    );
+}
