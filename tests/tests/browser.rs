@@ -28,6 +28,7 @@
 //!   text; Ctrl+Z and Ctrl+Shift+Z undo and redo only the person's own typing after a remote edit; another
 //!   person's caret is drawn where they are and follows text typed before it (screenshots `coediting-*.png`);
 //! - a focused dropdown (severity, status) shows the value just chosen in it, and the value someone else chose;
+//! - presence within a second or two: a newcomer lists who is there, and a closed tab leaves the others' lists;
 //! - ignored, a benchmark: five pages typing into one field for 30 s (BENCHMARKS.md).
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
@@ -2311,6 +2312,79 @@ async fn a_focused_dropdown_shows_the_value_chosen_here_or_elsewhere() -> anyhow
     .await?;
     shows_value(&page, SEVERITY, "SEV2").await?;
     page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Presence within a second or two: a newcomer hears who is there at once, a closed tab leaves at once
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Waits until `page`'s presence list names exactly `names` (sorted), and returns how long that took.
+async fn presence_becomes(
+    page: &Browser,
+    names: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    page.wait_until(
+        &format!("the presence list to name {names:?}"),
+        timeout,
+        || async {
+            let listed = page.texts("#presence li[data-peer]").await?;
+            let listed: Vec<&str> = listed
+                .iter()
+                .map(|l| l.split([' ', '(']).next().unwrap_or_default())
+                .collect();
+            Ok((listed == names).then_some(()))
+        },
+    )
+    .await?;
+    Ok(start.elapsed())
+}
+
+/// Bob opens the incident while Alice has it open: he lists her within 2 s of his page syncing (she answers his
+/// arrival instead of waiting for her 10 s heartbeat). Bob's tab goes away: Alice stops listing him within a few
+/// seconds (his page says it is leaving on `pagehide`, instead of expiring after 30 s of silence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_sees_who_is_there_at_once_and_a_closed_tab_leaves_at_once() -> anyhow::Result<()>
+{
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = server.declare(&alice, "Who is here").await.id;
+    let a = open_signed_in(
+        "presence-alice",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &alice,
+        &id,
+    )
+    .await?;
+    let b = open_signed_in(
+        "presence-bob",
+        WindowSize::DESKTOP,
+        &server.base_url,
+        &bob,
+        &id,
+    )
+    .await?;
+    let seen = presence_becomes(&b, &["alice"], UI_TIMEOUT).await?;
+    ensure!(
+        seen <= Duration::from_secs(2),
+        "bob saw alice {seen:?} after his page synced"
+    );
+    presence_becomes(&a, &["bob"], UI_TIMEOUT).await?;
+
+    b.goto("about:blank").await?;
+    let gone = presence_becomes(&a, &[], UI_TIMEOUT).await?;
+    ensure!(
+        gone <= Duration::from_secs(4),
+        "alice listed bob for {gone:?} after his tab went away"
+    );
+    a.close().await?;
+    b.close().await?;
     server.stop().await;
     Ok(())
 }

@@ -206,8 +206,17 @@ class IncidentPage {
     for (const event of ["focusin", "focusout", "input", "keyup", "mouseup", "select"]) {
       this.fieldsEl.addEventListener(event, presenceSoon);
     }
-    const flushSync = () => this.copy.flushSync();
-    window.addEventListener("pagehide", flushSync);
+    // A closing tab leaves the others' lists at once (they would list it until its presence expired) and keeps
+    // its copy; a page restored from the back-forward cache says it is here again at the next tick.
+    const leave = () => {
+      this.live.leave();
+      this.sync.flush();
+    };
+    const pagehide = () => {
+      leave();
+      this.copy.flushSync();
+    };
+    window.addEventListener("pagehide", pagehide);
     // Others' carets are placed in pixels: a new width rewraps the text under them.
     const redrawCarets = () => this.showPresence();
     window.addEventListener("resize", redrawCarets);
@@ -223,8 +232,9 @@ class IncidentPage {
 
     signal.addEventListener("abort", () => {
       clearInterval(ticker);
-      window.removeEventListener("pagehide", flushSync);
+      window.removeEventListener("pagehide", pagehide);
       window.removeEventListener("resize", redrawCarets);
+      leave();
       this.sync.stop();
       this.keep();
       this.copy.flushSync();
