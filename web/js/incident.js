@@ -11,7 +11,7 @@
  */
 
 import { applyOperations, fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
-import { canWrite, session } from "./auth.js";
+import { canWrite, isAdmin, session } from "./auth.js";
 import { h, showError, showMessage, timeEl } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
 import {
@@ -20,6 +20,7 @@ import {
   fieldByKey,
   fieldOf,
   headlineKeys,
+  knownPeople,
   renderOrder,
   roleLabel,
   rolesHeldBy,
@@ -120,6 +121,7 @@ function skeleton() {
         h("span", { class: "label" }, "Connecting…"),
       ),
       h("ul", { id: "presence", "aria-label": "Others here" }),
+      h("datalist", { id: "people" }),
       h(
         "div",
         { class: "exports", role: "group", "aria-label": "Export" },
@@ -154,7 +156,7 @@ function skeleton() {
       "section",
       { id: "audit", hidden: true, "aria-labelledby": "audit-title" },
       h("h2", { id: "audit-title" }, "Audit"),
-      h("p", { class: "prompt" }, "Changes the server undid because they broke a command rule, newest first."),
+      h("p", { class: "prompt" }, "Changes the server undid because they broke a command rule, and administrators' overrides of command, newest first."),
       h("ol"),
     ),
   );
@@ -181,10 +183,13 @@ class IncidentPage {
     this.headlineEl = root.querySelector(".headline");
     this.statusEl = root.querySelector("#sync-status");
     this.presenceEl = root.querySelector("#presence");
+    this.peopleEl = root.querySelector("#people");
     this.fieldsEl = root.querySelector("#fields");
     this.loadingEl = root.querySelector(".loading");
     this.fieldCtx = {
       act: (op) => this.act(op),
+      admin: isAdmin(),
+      overrideCommand: (person) => this.overrideCommand(person),
       wireText: (textarea) =>
         wireTextarea(textarea, {
           live,
@@ -443,7 +448,24 @@ class IncidentPage {
   showPresence() {
     const peers = JSON.parse(this.live.presenceJson(Date.now()));
     renderPresence(this.presenceEl, this.fieldsEl, peers, this.view);
-    if (this.view) renderCarets(this.fieldsEl, peers, this.live);
+    if (!this.view) return;
+    renderCarets(this.fieldsEl, peers, this.live);
+    const people = knownPeople(this.view, peers, this.name()).map((name) => h("option", { value: name }));
+    this.peopleEl.replaceChildren(...people);
+  }
+
+  /**
+   * An administrator makes `person` (asked for when empty) the commander without a handoff, to recover from an
+   * absent one. Only the server records an override, so it goes over HTTP; the change comes back by sync.
+   */
+  overrideCommand(person) {
+    const to = person || window.prompt("Who takes command? (their name as they sign in)")?.trim();
+    if (!to) return;
+    const reason = window.prompt(
+      `Make ${to} the Incident Commander without a handoff?\n\nThe reason goes into the timeline and the audit trail.`,
+    );
+    if (!reason?.trim()) return;
+    applyOperations(this.id, [{ op: "overrideCommand", person: to, reason: reason.trim() }]).catch(showError);
   }
 
   /**
