@@ -2407,7 +2407,7 @@ async fn server_commander(server: &TestServer, token: &str, id: &str) -> anyhow:
 
 /// Alice, the commander, types "dvae" over her own name in the commander box and tabs away: nothing changes hands
 /// (the box is not an assignment). Handing over is proposing: the hand-over box suggests the people the page knows
-/// of (bob, from the timeline), and command stays hers until bob accepts.
+/// of (bob, from the timeline; carol, whose token may take a role), and command stays hers until bob accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typo_in_the_commander_box_hands_nothing_over() -> anyhow::Result<()> {
     let _shared = QUIET.read().await;
@@ -2416,6 +2416,7 @@ async fn a_typo_in_the_commander_box_hands_nothing_over() -> anyhow::Result<()> 
     let bob = server.token("bob", "write").await;
     let id = server.declare(&alice, "Commander typo").await.id;
     server.append_timeline(&bob, &id, "On the bridge.").await;
+    server.token("carol", "write").await;
     let page = open_signed_in(
         "commander-typo",
         WindowSize::DESKTOP,
@@ -2451,7 +2452,7 @@ async fn a_typo_in_the_commander_box_hands_nothing_over() -> anyhow::Result<()> 
     );
 
     let suggested = page
-        .wait_until("the page to suggest bob", UI_TIMEOUT, || async {
+        .wait_until("the page to suggest bob and carol", UI_TIMEOUT, || async {
             let people = page
                 .execute(
                     "return Array.from(document.querySelectorAll('#people option'), o => o.value);",
@@ -2460,7 +2461,7 @@ async fn a_typo_in_the_commander_box_hands_nothing_over() -> anyhow::Result<()> 
                 .await?;
             Ok(people
                 .as_array()
-                .is_some_and(|p| p.contains(&json!("bob")))
+                .is_some_and(|p| p.contains(&json!("bob")) && p.contains(&json!("carol")))
                 .then_some(people))
         })
         .await?;

@@ -535,3 +535,37 @@ async fn an_administrator_overrides_command_over_http_and_writers_cannot() -> an
     ensure!(status == StatusCode::OK, "{status} {body}");
     Ok(())
 }
+
+#[tokio::test]
+async fn writers_list_the_names_of_those_who_may_take_a_role_and_nothing_more() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let root = server.token("root", "admin").await;
+    server.token("bob", "write").await;
+    server.token("reader", "read").await;
+    server.token("gone", "write").await;
+    let revoked = server
+        .request(Method::DELETE, "/api/tokens/gone", Some(&root))
+        .send()
+        .await?;
+    ensure!(
+        revoked.status() == StatusCode::NO_CONTENT,
+        "{}",
+        revoked.status()
+    );
+
+    let response = server
+        .request(Method::GET, "/api/people", Some(&alice))
+        .send()
+        .await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    let body: Value = response.json().await?;
+    // Read tokens cannot accept a handoff, and revoked ones are nobody: neither is suggested. Names only (`admin`
+    // is the harness's own token).
+    ensure!(
+        body == json!({"people": ["admin", "alice", "bob", "root"]}),
+        "{body}"
+    );
+    Ok(())
+}

@@ -10,7 +10,7 @@
  * acceptance, and a new commander (whoever made the change) is announced to everyone for a while.
  */
 
-import { applyOperations, fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
+import { applyOperations, fetchSession, fetchUpdate, listPeople, markUpdateSent } from "./api.js";
 import { canWrite, isAdmin, session } from "./auth.js";
 import { h, showError, showMessage, timeEl } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
@@ -184,6 +184,8 @@ class IncidentPage {
     this.statusEl = root.querySelector("#sync-status");
     this.presenceEl = root.querySelector("#presence");
     this.peopleEl = root.querySelector("#people");
+    /** The names of those who may take a role, from the server; empty until it answers (or offline). */
+    this.tokenNames = [];
     this.fieldsEl = root.querySelector("#fields");
     this.loadingEl = root.querySelector(".loading");
     this.fieldCtx = {
@@ -205,6 +207,16 @@ class IncidentPage {
       button.addEventListener("click", () => this.download(button.dataset.export));
     }
     this.wireStatusUpdate();
+    if (canWrite()) {
+      listPeople()
+        .then((names) => {
+          if (signal.aborted) return;
+          this.tokenNames = names;
+          this.showPresence();
+        })
+        // Offline, the suggestions are those the document and presence give.
+        .catch(() => {});
+    }
     // Focus moves between controls of one field as a focusout then a focusin: settle first, send once.
     const presenceSoon = () => setTimeout(() => !signal.aborted && this.updatePresence(), 0);
     // The caret moves with typing, clicks, arrow keys and selections: each may change what others see.
@@ -450,7 +462,8 @@ class IncidentPage {
     renderPresence(this.presenceEl, this.fieldsEl, peers, this.view);
     if (!this.view) return;
     renderCarets(this.fieldsEl, peers, this.live);
-    const people = knownPeople(this.view, peers, this.name()).map((name) => h("option", { value: name }));
+    const names = knownPeople(this.view, peers, this.tokenNames, this.name());
+    const people = names.map((name) => h("option", { value: name }));
     this.peopleEl.replaceChildren(...people);
   }
 

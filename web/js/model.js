@@ -101,11 +101,13 @@ export function commandOf(view, name) {
 
 /**
  * The people a handoff may name, so that nobody has to type a name from memory in the worst hour: those present
- * (`peers`, from presence), those holding or proposed a role, and the timeline's authors; sorted, without `me`.
+ * (`peers`, from presence), those the server says may take a role (`tokens`), those holding or proposed a role,
+ * and the timeline's authors; sorted, without `me`.
  */
-export function knownPeople(view, peers, me) {
+export function knownPeople(view, peers, tokens, me) {
   const names = [
     ...peers.map((peer) => peer.name),
+    ...tokens,
     ...Object.values(rolesOf(view)),
     ...Object.values(view.handoffs ?? {}).flatMap((handoff) => [handoff.to, handoff.by]),
     ...(fieldOfKind(view, "timeline")?.value ?? []).map((entry) => entry.author),
