@@ -226,7 +226,11 @@ function commanderHolder(id, ctx) {
     commander === null &&
       h(
         "button",
-        { type: "button", "data-take-command": "", onclick: () => ctx.act({ op: "assignRole", role: "commander", person: name }) },
+        {
+          type: "button",
+          "data-take-command": "",
+          onclick: () => ctx.act({ op: "assignRole", role: "commander", person: name }),
+        },
         "Take command",
       ),
     ctx.admin &&
@@ -245,7 +249,10 @@ function commanderHolder(id, ctx) {
           "data-override-command": "assign",
           title: "Makes the person in the hand-over box the commander without a handoff",
           // The hand-over box is found again at click time, as its own button does: it suggests known people.
-          onclick: (e) => ctx.overrideCommand(e.currentTarget.parentElement.querySelector("[data-handoff-to]").value.trim()),
+          onclick: (e) => {
+            const box = e.currentTarget.parentElement.querySelector("[data-handoff-to]");
+            ctx.overrideCommand(box.value.trim());
+          },
         },
         "Assign command (admin)",
       ),

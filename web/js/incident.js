@@ -156,7 +156,12 @@ function skeleton() {
       "section",
       { id: "audit", hidden: true, "aria-labelledby": "audit-title" },
       h("h2", { id: "audit-title" }, "Audit"),
-      h("p", { class: "prompt" }, "Changes the server undid because they broke a command rule, and administrators' overrides of command, newest first."),
+      h(
+        "p",
+        { class: "prompt" },
+        "Changes the server undid because they broke a command rule, and administrators' overrides of command, " +
+          "newest first.",
+      ),
       h("ol"),
     ),
   );
