@@ -347,6 +347,18 @@ impl LiveIncident {
         Ok(())
     }
 
+    /// The tab is closing (`pagehide`) or leaving the incident: queues the message that takes us off the other
+    /// tabs' lists at once, rather than after their expiry. Send it with [`LiveIncident::take_outgoing_js`] right
+    /// away, while the socket is still open.
+    pub fn leave(&mut self) {
+        if !self.link.joined() {
+            return;
+        }
+        if let Some((session, count, payload)) = self.presence.leave() {
+            self.link.broadcast(&session, count, payload);
+        }
+    }
+
     /// Periodic upkeep (every few seconds): repeats our presence when due and drops silent peers. Returns whether
     /// the presence list changed.
     pub fn tick(&mut self, now_ms: f64) -> bool {

@@ -8,7 +8,6 @@
 use automerge::{ActorId, ChangeHash};
 use chrono::{Duration, TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
-use incident_doc::schema::Role;
 use incident_doc::{Declaration, Editor, Incident, IncidentView, Operation, export, template};
 
 /// Changes in the long document.
@@ -22,13 +21,14 @@ fn editor(name: &str, seconds: usize) -> Editor {
     Editor::new(name, start + Duration::seconds(seconds as i64))
 }
 
-/// One edit of a long incident: mostly keystrokes in the summary, a timeline entry every tenth change, the
-/// commander handed over every five hundredth.
+/// One edit of a long incident: mostly keystrokes in the summary, a timeline entry every tenth change, command
+/// changing hands every five hundredth (by an administrator's override, the one way command changes in a single
+/// change).
 fn edit(i: usize) -> Operation {
     if i.is_multiple_of(500) {
-        Operation::AssignRole {
-            role: Role::Commander,
-            person: Some(format!("ic-{}", i / 500)),
+        Operation::OverrideCommand {
+            person: format!("ic-{}", i / 500),
+            reason: "shift change".into(),
         }
     } else if i.is_multiple_of(10) {
         Operation::AddTimelineEntry {
@@ -74,7 +74,7 @@ fn long_document(shape: Shape) -> (Incident, Vec<ChangeHash>) {
     b.doc_mut().set_actor(ActorId::from(&[2u8; 16][..]));
     let mut middle = Vec::new();
     for i in 1..CHANGES {
-        // Only the commander hands the role over, so the handovers are the server's (replica `a`'s).
+        // Command changes on the server's replica (`a`), as an administrator's override over HTTP would.
         let commander = format!("ic-{}", i / 500 - usize::from(i >= 500));
         let (replica, name) = if i.is_multiple_of(500) {
             (&mut a, commander.as_str())
@@ -83,7 +83,10 @@ fn long_document(shape: Shape) -> (Incident, Vec<ChangeHash>) {
         } else {
             (&mut b, "bob")
         };
-        replica.apply(&edit(i), &editor(name, i)).expect("edit");
+        let admin = i.is_multiple_of(500);
+        replica
+            .apply(&edit(i), &editor(name, i).with_admin(admin))
+            .expect("edit");
         match shape {
             Shape::Merging if i.is_multiple_of(50) => {
                 a.doc_mut().merge(b.doc_mut()).expect("merge");

@@ -159,6 +159,27 @@ pub(crate) fn stamp(doc: &mut AutoCommit, key: &str, editor: &Editor) -> Result<
     Ok(())
 }
 
+/// Appends `{at, by, rule, message}` to the audit trail (root key `audit`, which only the server writes): the
+/// record of what the server reverted and of the overrides an administrator made, kept beside the timeline because
+/// nobody may reword it.
+pub(crate) fn append_audit(
+    doc: &mut AutoCommit,
+    at: DateTime<Utc>,
+    by: &str,
+    rule: &str,
+    message: &str,
+) -> Result<(), automerge::AutomergeError> {
+    let list = match doc.get(ROOT, keys::AUDIT)? {
+        Some((automerge::Value::Object(ObjType::List), list)) => list,
+        _ => doc.put_object(ROOT, keys::AUDIT, ObjType::List)?,
+    };
+    let entry = doc.insert_object(&list, doc.length(&list), ObjType::Map)?;
+    doc.put(&entry, "at", timestamp(at))?;
+    doc.put(&entry, "by", by)?;
+    doc.put(&entry, "rule", rule)?;
+    doc.put(&entry, "message", message)
+}
+
 /// Times are stored as Automerge timestamps (milliseconds), which other Automerge clients read as dates.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> ScalarValue {
     ScalarValue::Timestamp(at.timestamp_millis())

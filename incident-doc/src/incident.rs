@@ -666,6 +666,10 @@ impl Incident {
                 // A client's override is no override: only the server records one (HTTP `setStatus`).
                 is.close_override.clone_from(&was.close_override);
             }
+            if foreign.iter().any(|k| k == keys::AUDIT) {
+                // Nor is an override of command a client writes into the audit trail (HTTP `overrideCommand`).
+                is.command_overrides = was.command_overrides;
+            }
             violations.extend(rules::check(&was, &is, sender, server.at));
             states = Some((was, is, timeline));
         } else {
@@ -759,23 +763,12 @@ impl Incident {
         who: &str,
         at: DateTime<Utc>,
     ) -> Result<(), automerge::AutomergeError> {
-        let list = match self.doc.get(ROOT, keys::AUDIT)? {
-            Some((automerge::Value::Object(ObjType::List), list)) => list,
-            _ => self.doc.put_object(ROOT, keys::AUDIT, ObjType::List)?,
-        };
         for violation in violations {
-            let entry = self
-                .doc
-                .insert_object(&list, self.doc.length(&list), ObjType::Map)?;
-            self.doc.put(&entry, "at", edit::timestamp(at))?;
-            self.doc.put(&entry, "by", who)?;
             let rule = serde_json::to_value(violation.rule)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            self.doc.put(&entry, "rule", rule.as_str())?;
-            self.doc
-                .put(&entry, "message", violation.message.as_str())?;
+            edit::append_audit(&mut self.doc, at, who, &rule, &violation.message)?;
         }
         Ok(())
     }

@@ -87,7 +87,9 @@ pub enum Operation {
         /// Yes, no, or `null` for unanswered.
         value: Option<bool>,
     },
-    /// Put a person in a role, or clear it (`null`).
+    /// Put a person in a role, or clear it (`null`). Not the Incident Commander's, which changes hands only by an
+    /// accepted handoff, by someone taking command while nobody holds it (recorded in the timeline), or by an
+    /// administrator's [`Operation::OverrideCommand`].
     AssignRole {
         /// The role.
         role: Role,
@@ -193,6 +195,15 @@ pub enum Operation {
         /// The role.
         role: Role,
     },
+    /// An administrator makes `person` (themselves or someone else) the Incident Commander without a handoff, to
+    /// recover from an absent commander: recorded in the timeline and in the audit trail, with the reason. Any
+    /// pending handoff of command is withdrawn. The server lets only admins send it, over HTTP.
+    OverrideCommand {
+        /// The new commander (a token name).
+        person: String,
+        /// Why command is taken without a handoff; recorded in the timeline and the audit trail.
+        reason: String,
+    },
     /// Set or clear a lifecycle timestamp.
     SetTimestamp {
         /// The stage.
@@ -266,6 +277,7 @@ impl Operation {
             Operation::ProposeHandoff { .. } => "proposeHandoff",
             Operation::AcceptHandoff { .. } => "acceptHandoff",
             Operation::CancelHandoff { .. } => "cancelHandoff",
+            Operation::OverrideCommand { .. } => "overrideCommand",
             Operation::RecordAlert { .. } => "recordAlert",
             Operation::MarkUpdateSent { .. } => "markUpdateSent",
         }
@@ -314,13 +326,16 @@ pub(crate) fn apply(
             lifecycle::reopen(doc, layout, reason, *status, editor)
         }
         Operation::AssignRole { role, person } => {
-            roles::assign(doc, layout, *role, person.as_deref())
+            roles::assign(doc, layout, *role, person.as_deref(), editor)
         }
         Operation::ProposeHandoff { role, to } => {
             roles::propose_handoff(doc, layout, *role, to, editor)
         }
         Operation::AcceptHandoff { role } => roles::accept_handoff(doc, layout, *role, editor),
         Operation::CancelHandoff { role } => roles::cancel_handoff(doc, layout, *role),
+        Operation::OverrideCommand { person, reason } => {
+            roles::override_command(doc, layout, person, reason, editor)
+        }
         Operation::AddTimelineEntry { text, at } => {
             timeline::add_dated(doc, layout, text, *at, editor)
         }

@@ -3,6 +3,10 @@
 //! - Only the current commander changes the command hierarchy (the roles field and planned handoffs) and the pins;
 //!   the one exception is the named recipient accepting a handoff addressed to them. The holder of a role may also
 //!   propose or cancel its handoff.
+//! - Command itself changes hands only by an accepted handoff, never by a keystroke: the commander cannot assign it
+//!   outright (a typo would lock everyone out). While nobody commands, anyone may take it for themselves; and an
+//!   administrator may override it, which the server alone records ([`COMMAND_OVERRIDE`] in the audit trail, for
+//!   the HTTP `overrideCommand` operation).
 //! - The status moves forward along the lifecycle (declared → active → mitigated → resolved → closed), or back to
 //!   active when the impact returns; never out of closed.
 //! - The timeline is append-only: a new entry is its sender's (its `author`) and carries its own object id as `id`;
@@ -64,6 +68,11 @@ pub enum Rule {
     Authorship,
 }
 
+/// The `rule` of the audit entry an administrator's override of command writes: not a broken rule but the record
+/// that lets command change hands without a handoff. Only the server writes the audit trail, so a client cannot
+/// claim one.
+pub const COMMAND_OVERRIDE: &str = "commandOverride";
+
 /// The root keys a client may change: the template's fields and the three maps people edit beside them (stamps,
 /// pins, handoffs). Everything else is written at creation or only by the server, or is not part of the schema.
 pub fn client_writable(layout: &[FieldDef], key: &str) -> bool {
@@ -100,6 +109,9 @@ pub(crate) struct CommandState {
     pub open_exit_criteria: Vec<String>,
     /// The reason given for closing with exit criteria open, if the incident was closed that way.
     pub close_override: Option<String>,
+    /// How many overrides of command the audit trail records: one more after a change is an administrator's
+    /// override, which may change the commander.
+    pub command_overrides: usize,
 }
 
 /// One timeline entry as the rules see it.
@@ -153,6 +165,12 @@ impl CommandState {
             .map(&ROOT, keys::CLOSE_OVERRIDE)
             .and_then(|over| r.str(&over, "reason"))
             .filter(|reason| !reason.trim().is_empty());
+        state.command_overrides = r.list(&ROOT, keys::AUDIT).map_or(0, |audit| {
+            r.maps_in(&audit)
+                .iter()
+                .filter(|entry| r.str(entry, "rule").as_deref() == Some(COMMAND_OVERRIDE))
+                .count()
+        });
         if with_timeline
             && let Some(list) =
                 field(FieldKind::Timeline).and_then(|def| r.list(&ROOT, def.key.as_str()))
@@ -224,7 +242,7 @@ pub(crate) fn check(
     let commander = before.commander();
     // With nobody in command, anyone may take it: an incident must never be left without a way to assign roles.
     let is_commander = commander.is_none_or(|c| c == who);
-    let (mut violations, forged_handoff) = check_hierarchy(before, after, who, is_commander);
+    let (mut violations, forged_handoff) = check_hierarchy(before, after, sender, is_commander);
 
     // Pins, whoever and whenever they name, are the commander's.
     if before.pins != after.pins && !is_commander {
@@ -259,16 +277,19 @@ pub(crate) fn check(
 }
 
 /// The command hierarchy's rule: roles and handoffs change by the commander's hand, a holder proposing their own
-/// role's handoff, or the named recipient accepting. Also says whether a handoff that stands names someone other
-/// than `who` as its proposer.
+/// role's handoff, or the named recipient accepting; command itself only by acceptance, by someone taking it while
+/// nobody holds it, or by an administrator's override. Also says whether a handoff that stands names someone other
+/// than the sender as its proposer.
 fn check_hierarchy(
     before: &CommandState,
     after: &CommandState,
-    who: &str,
+    sender: &Editor,
     is_commander: bool,
 ) -> (Vec<Violation>, bool) {
+    let who = sender.name.as_str();
     let commander = before.commander();
     let mut violations = Vec::new();
+    let overriding = sender.admin && after.command_overrides > before.command_overrides;
     // A role change is the commander's, or the named recipient accepting: the role becomes theirs and the
     // handoff addressed to them goes away.
     let accepting = |role: &Role| {
@@ -281,16 +302,33 @@ fn check_hierarchy(
         .union(&changed_keys(&before.handoff_by, &after.handoff_by))
         .copied()
         .collect();
+    let taking = commander.is_none() && after.commander() == Some(who);
+    let command_allowed = accepting(&Role::Commander) || taking || overriding;
+    // Not even the commander assigns command outright: a typo would hand it to nobody real and lock everyone out.
+    if is_commander && changed_roles.contains(&Role::Commander) && !command_allowed {
+        violations.push(Violation {
+            rule: Rule::CommandHierarchy,
+            message: format!(
+                "command changes hands only by an accepted handoff: {who} may not make {} the Incident Commander \
+                 outright (propose a handoff instead; an administrator can override command)",
+                after.commander().unwrap_or("nobody")
+            ),
+        });
+    }
     let refused_roles: Vec<Role> = changed_roles
         .iter()
-        .filter(|role| !is_commander && !accepting(role))
+        .filter(|role| match role {
+            Role::Commander => !is_commander && !command_allowed,
+            _ => !is_commander && !accepting(role),
+        })
         .copied()
         .collect();
     let refused_handoffs: Vec<Role> = changed_handoffs
         .iter()
         .filter(|role| {
             let proposer = before.holder(**role) == Some(who) && after.roles == before.roles;
-            !is_commander && !proposer && !accepting(role)
+            let overridden = overriding && **role == Role::Commander;
+            !is_commander && !proposer && !accepting(role) && !overridden
         })
         .copied()
         .collect();

@@ -81,9 +81,9 @@ pub enum UpdateFormat {
     Markdown,
 }
 
-/// The status update: headline, status, severity, commander, summary, what changed since the last update (the
-/// document `before` as it was then), the command post and when the next update is due. `written_at` is the
-/// moment printed on it.
+/// The status update: headline, status, severity, commander, summary, detailed status, what changed since the last
+/// update (the document `before` as it was then), the command post and when the next update is due. `written_at` is
+/// the moment printed on it.
 pub fn status_update(
     view: &IncidentView,
     before: Option<(&LastUpdate, &IncidentView)>,
@@ -152,9 +152,16 @@ pub fn status_update(
         })
         .collect();
     let _ = writeln!(out, "{}\n", facts.join(if md { " · " } else { "\n" }));
-    if let Some(summary) = text_of(view, "summary").filter(|s| !s.trim().is_empty()) {
-        heading(&mut out, "Summary");
-        let _ = writeln!(out, "{}\n", summary.trim());
+    // The Communications lead's two prose fields, under the template's labels: stakeholders read the summary
+    // first, and the detailed status is where the current state and the next steps are.
+    for key in ["summary", "detailedStatus"] {
+        if let Some(field) = view.field(key)
+            && let FieldValue::Text(text) = &field.value
+            && !text.trim().is_empty()
+        {
+            heading(&mut out, &field.def.label);
+            let _ = writeln!(out, "{}\n", text.trim());
+        }
     }
     match before {
         Some((last, _)) => heading(

@@ -53,11 +53,12 @@ pub struct Handoff {
 /// One reverted attempt to break a command rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
-    /// When the server reverted it.
+    /// When the server reverted it (or recorded the override).
     pub at: DateTime<Utc>,
-    /// Whose change it was (the token name of the connection it came from).
+    /// Whose change it was (the token name of the connection it came from), or the administrator who overrode.
     pub by: String,
-    /// The rule (`commandHierarchy`, `pins`, `lifecycle`, `timelineEdit`).
+    /// The rule (`commandHierarchy`, `pins`, `lifecycle`, `timelineEdit`, …), or `commandOverride` for an
+    /// administrator's override of command.
     pub rule: String,
     /// What was refused and why.
     pub message: String,

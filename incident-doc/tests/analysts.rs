@@ -70,6 +70,19 @@ fn assign(role: Role, person: &str) -> Operation {
     }
 }
 
+fn propose_command(to: &str) -> Operation {
+    Operation::ProposeHandoff {
+        role: Role::Commander,
+        to: to.into(),
+    }
+}
+
+fn accept_command() -> Operation {
+    Operation::AcceptHandoff {
+        role: Role::Commander,
+    }
+}
+
 /// A whole response, closed: impact 03:41, detected 03:49, declared 03:58, mitigated 04:23, resolved 05:10,
 /// closed 06:00; command passes alice → bob → carol.
 fn closed_incident() -> Incident {
@@ -123,7 +136,8 @@ fn closed_incident() -> Incident {
                 "Rolled back release 2026.11.24-3.\n\nWatching error rates.",
             ),
         ),
-        ("alice", 22, assign(Role::Commander, "bob")),
+        ("alice", 21, propose_command("bob")),
+        ("bob", 22, accept_command()),
         (
             "bob",
             24,
@@ -160,7 +174,8 @@ fn closed_incident() -> Incident {
                 bug: None,
             },
         ),
-        ("bob", 60, assign(Role::Commander, "carol")),
+        ("bob", 59, propose_command("carol")),
+        ("carol", 60, accept_command()),
         (
             "carol",
             72,
@@ -431,7 +446,10 @@ fn facts_measure_named_pairs_of_timestamps() {
         ),
         (2, 2, true)
     );
-    assert_eq!(facts.timeline_entries, 3);
+    assert_eq!(
+        facts.timeline_entries, 6,
+        "three written, two handoffs, the close"
+    );
     assert_eq!(facts.tags, ["customerVisible"]);
     assert_eq!(facts.severity.as_deref(), Some("SEV2"));
 

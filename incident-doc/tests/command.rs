@@ -389,3 +389,227 @@ fn only_the_author_removes_a_timeline_entry_within_the_grace_period() {
         "{md}"
     );
 }
+
+fn timeline_texts(incident: &Incident) -> Vec<(String, String)> {
+    match &incident.view().field("timeline").expect("timeline").value {
+        incident_doc::FieldValue::Timeline(entries) => entries
+            .iter()
+            .map(|e| (e.author.clone(), e.text.clone()))
+            .collect(),
+        other => panic!("timeline: {other:?}"),
+    }
+}
+
+fn assign_commander(person: Option<&str>) -> Operation {
+    Operation::AssignRole {
+        role: Role::Commander,
+        person: person.map(str::to_owned),
+    }
+}
+
+#[test]
+fn a_typo_in_the_commander_box_hands_over_nothing() {
+    let mut incident = declare();
+    // The commander types "dvae" for "dave": command must not leave her without anyone accepting it.
+    match incident.apply(&assign_commander(Some("dvae")), &at("alice", 1)) {
+        Err(OpError::Forbidden(message)) => {
+            assert!(message.contains("accepted handoff"), "{message}")
+        }
+        other => panic!("the commander assigning command outright: {other:?}"),
+    }
+    assert!(matches!(
+        incident.apply(&assign_commander(None), &at("alice", 2)),
+        Err(OpError::Forbidden(_))
+    ));
+    assert_eq!(commander(&incident).as_deref(), Some("alice"));
+    // Other roles are still the commander's to assign outright.
+    incident
+        .apply(
+            &Operation::AssignRole {
+                role: Role::Operations,
+                person: Some("bob".into()),
+            },
+            &at("alice", 3),
+        )
+        .expect("assign operations");
+
+    // The same typo as a raw change (any automerge-repo client) is put back and audited.
+    let before = incident.doc_mut().get_heads();
+    let doc = incident.doc_mut();
+    let (_, roles) = doc
+        .get(automerge::ROOT, "roles")
+        .expect("read")
+        .expect("a roles map");
+    doc.put(&roles, "commander", "dvae").expect("put");
+    doc.commit();
+    let violations = incident.enforce(&before, &at("alice", 4), &at("commandpost", 4));
+    assert_eq!(
+        violations.iter().map(|v| v.rule).collect::<Vec<_>>(),
+        [Rule::CommandHierarchy],
+        "{violations:?}"
+    );
+    assert_eq!(commander(&incident).as_deref(), Some("alice"));
+    assert_eq!(incident.view().audit[0].rule, "commandHierarchy");
+}
+
+#[test]
+fn with_nobody_in_command_anyone_takes_it_for_themselves_on_the_record() {
+    let mut incident = declare();
+    // A document whose commander was cleared (an older client, say): nobody commands.
+    let doc = incident.doc_mut();
+    let (_, roles) = doc
+        .get(automerge::ROOT, "roles")
+        .expect("read")
+        .expect("a roles map");
+    doc.delete(&roles, "commander").expect("delete");
+    doc.commit();
+    assert_eq!(commander(&incident), None);
+
+    assert!(matches!(
+        incident.apply(&assign_commander(Some("carol")), &at("bob", 1)),
+        Err(OpError::Forbidden(_))
+    ));
+    incident
+        .apply(&assign_commander(Some("bob")), &at("bob", 2))
+        .expect("bob takes command");
+    assert_eq!(commander(&incident).as_deref(), Some("bob"));
+    assert!(
+        timeline_texts(&incident)
+            .contains(&("bob".into(), "bob took command (nobody held it).".into())),
+        "{:?}",
+        timeline_texts(&incident)
+    );
+}
+
+#[test]
+fn an_administrator_overrides_command_on_the_record() {
+    let mut incident = declare();
+    incident
+        .apply(
+            &Operation::ProposeHandoff {
+                role: Role::Commander,
+                to: "dvae".into(),
+            },
+            &at("alice", 1),
+        )
+        .expect("propose");
+    let over = |person: &str| Operation::OverrideCommand {
+        person: person.into(),
+        reason: "alice is unreachable".into(),
+    };
+    // A writer cannot, however they phrase it.
+    assert!(matches!(
+        incident.apply(&over("bob"), &at("bob", 2)),
+        Err(OpError::Forbidden(_))
+    ));
+    assert!(matches!(
+        incident.apply(
+            &Operation::OverrideCommand {
+                person: "dave".into(),
+                reason: " ".into()
+            },
+            &at("carol", 2).with_admin(true)
+        ),
+        Err(OpError::InvalidValue(_))
+    ));
+    incident
+        .apply(&over("dave"), &at("carol", 3).with_admin(true))
+        .expect("an administrator overrides");
+    assert_eq!(commander(&incident).as_deref(), Some("dave"));
+    assert!(
+        incident.view().handoffs.is_empty(),
+        "the typo'd handoff is moot"
+    );
+    let text =
+        "dave is now the Incident Commander by carol's override (was alice): alice is unreachable";
+    assert!(
+        timeline_texts(&incident).contains(&("carol".into(), text.into())),
+        "{:?}",
+        timeline_texts(&incident)
+    );
+    let audit = incident.view().audit;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (
+            audit[0].by.as_str(),
+            audit[0].rule.as_str(),
+            audit[0].message.as_str()
+        ),
+        ("carol", "commandOverride", text)
+    );
+    // The new commander commands.
+    incident
+        .apply(
+            &Operation::Pin {
+                field: "summary".into(),
+            },
+            &at("dave", 4),
+        )
+        .expect("dave pins");
+}
+
+#[test]
+fn an_override_written_by_a_client_is_no_override() {
+    let mut incident = declare();
+    // An administrator's raw change: command to herself, with an audit entry claiming an override.
+    let before = incident.doc_mut().get_heads();
+    let doc = incident.doc_mut();
+    let (_, roles) = doc
+        .get(automerge::ROOT, "roles")
+        .expect("read")
+        .expect("a roles map");
+    doc.put(&roles, "commander", "carol").expect("put");
+    let audit = doc
+        .put_object(automerge::ROOT, "audit", automerge::ObjType::List)
+        .expect("list");
+    let entry = doc
+        .insert_object(&audit, 0, automerge::ObjType::Map)
+        .expect("map");
+    doc.put(&entry, "rule", "commandOverride").expect("put");
+    doc.put(&entry, "by", "carol").expect("put");
+    doc.commit();
+    let violations = incident.enforce(
+        &before,
+        &at("carol", 5).with_admin(true),
+        &at("commandpost", 5),
+    );
+    assert_eq!(
+        violations.iter().map(|v| v.rule).collect::<Vec<_>>(),
+        [Rule::Schema, Rule::CommandHierarchy],
+        "{violations:?}"
+    );
+    assert_eq!(commander(&incident).as_deref(), Some("alice"));
+    assert!(
+        incident
+            .view()
+            .audit
+            .iter()
+            .all(|entry| entry.rule != "commandOverride")
+    );
+}
+
+#[test]
+fn a_normal_close_is_recorded_in_the_timeline_as_an_override_close_is() {
+    let mut incident = declare();
+    let criteria = match &incident.view().field("exitCriteria").expect("exit").value {
+        incident_doc::FieldValue::Checklist(items) => items.clone(),
+        other => panic!("exit criteria: {other:?}"),
+    };
+    for item in criteria {
+        let done = Operation::SetItemDone {
+            field: "exitCriteria".into(),
+            id: item.id,
+            done: true,
+        };
+        incident.apply(&done, &at("alice", 1)).expect("done");
+    }
+    incident
+        .apply(&close(None), &at("alice", 2))
+        .expect("close");
+    let entries = timeline_texts(&incident);
+    assert_eq!(
+        entries,
+        [("alice".to_owned(), "Closed by alice.".to_owned())],
+        "one entry, saying who closed it"
+    );
+}

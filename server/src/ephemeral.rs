@@ -3,7 +3,9 @@
 //!
 //! Ephemeral messages are relayed, never stored, and every peer of a document reads them, so a payload is a claim
 //! made to everyone. The server therefore relays one shape only, [`Presence`] (`{name, role, field}` with an
-//! optional caret and selection, `caret` and `anchor`, as Automerge cursors; the web client's and the documented shape for any other client, `docs/schema.md`), decoded strictly and re-encoded, so
+//! optional caret and selection, `caret` and `anchor`, as Automerge cursors, and `leaving: true` from a closing tab;
+//! the web client's and the documented shape for any other client, `docs/schema.md`), decoded strictly and
+//! re-encoded, so
 //! what peers read is exactly what was checked: no CBOR tags, no other keys, bounded texts. Whatever else a peer
 //! sends is refused with an `error` message. Notices (`{"refused": …}`, [`REFUSED_KEY`]) are the server's alone:
 //! it sends them under its own peer id, which no peer may take (`connection.rs`), and clients trust a notice only
@@ -44,6 +46,10 @@ pub struct Presence {
     /// The other end of the sender's selection in that field, as an Automerge cursor; absent for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anchor: Option<String>,
+    /// The sender's tab is closing, so peers drop it at once instead of waiting for its presence to expire. Only
+    /// `true` is accepted (and re-encoded), so every leave reads the same to every client.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 /// Why an ephemeral payload is not presence. The `Display` text goes to the sender in an `error` message.
@@ -97,6 +103,9 @@ pub enum EphemeralError {
         "presence {0:?} must be an Automerge cursor (s, e or [-]counter@hex actor, at most {MAX_CURSOR_BYTES} bytes)"
     )]
     NotCursor(&'static str),
+    /// A `leaving` other than `true`.
+    #[error("presence \"leaving\" must be true when present")]
+    NotLeaving,
     /// A caret or selection without the field it is in.
     #[error("presence with a caret must name its field")]
     CaretWithoutField,
@@ -151,8 +160,9 @@ impl Presence {
             field: None,
             caret: None,
             anchor: None,
+            leaving: false,
         };
-        let mut seen: Vec<&str> = Vec::with_capacity(5);
+        let mut seen: Vec<&str> = Vec::with_capacity(6);
         for ((_, value), key) in entries.iter().zip(keys) {
             if seen.contains(&key) {
                 return Err(EphemeralError::DuplicateKey(key.to_owned()));
@@ -169,6 +179,11 @@ impl Presence {
                 "field" => presence.field = text("field", value)?,
                 "caret" => presence.caret = cursor("caret", value)?,
                 "anchor" => presence.anchor = cursor("anchor", value)?,
+                "leaving" => match value {
+                    Value::Bool(true) => presence.leaving = true,
+                    Value::Tag(tag, _) => return Err(EphemeralError::Tagged(*tag)),
+                    _ => return Err(EphemeralError::NotLeaving),
+                },
                 other => return Err(EphemeralError::UnknownKey(other.to_owned())),
             }
         }
@@ -270,6 +285,7 @@ mod tests {
                 field: Some("summary".into()),
                 caret: None,
                 anchor: None,
+                leaving: false,
             })
         );
         assert_eq!(presence.map(|p| p.encode()), Ok(payload));
@@ -334,6 +350,46 @@ mod tests {
     }
 
     #[test]
+    fn a_closing_tab_says_leaving_true_and_nothing_else_passes_for_it() {
+        let leaving = cbor(&map(vec![
+            ("name", "alice".into()),
+            ("role", Value::Null),
+            ("field", Value::Null),
+            ("leaving", true.into()),
+        ]));
+        let presence = Presence::decode(&leaving);
+        assert!(presence.as_ref().is_ok_and(|p| p.leaving), "{presence:?}");
+        assert_eq!(presence.map(|p| p.encode()), Ok(leaving));
+        let with = |value: Value| cbor(&map(vec![("name", "alice".into()), ("leaving", value)]));
+        for bad in [
+            false.into(),
+            Value::Null,
+            1.into(),
+            "true".into(),
+            Value::Map(vec![]),
+        ] {
+            assert_eq!(
+                Presence::decode(&with(bad.clone())),
+                Err(EphemeralError::NotLeaving),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Presence::decode(&with(Value::Tag(21, Box::new(true.into())))),
+            Err(EphemeralError::Tagged(21))
+        );
+        let twice = cbor(&map(vec![
+            ("name", "alice".into()),
+            ("leaving", true.into()),
+            ("leaving", true.into()),
+        ]));
+        assert_eq!(
+            Presence::decode(&twice),
+            Err(EphemeralError::DuplicateKey("leaving".into()))
+        );
+    }
+
+    #[test]
     fn role_and_field_may_be_left_out_or_undefined() {
         // 0xa2 map(2), "name": "bob", "field": undefined (0xf7), as a JavaScript encoder writes it.
         let mut payload = cbor(&map(vec![("name", "bob".into())]));
@@ -347,6 +403,7 @@ mod tests {
                 field: None,
                 caret: None,
                 anchor: None,
+                leaving: false,
             })
         );
     }

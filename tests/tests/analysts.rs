@@ -461,15 +461,30 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
             {"op": "setTimestamp", "stage": "closed", "at": "2026-11-20T12:12:00Z"},
             {"op": "addItem", "field": "todos", "text": "Alert, sooner", "owner": "bob"},
             {"op": "answer", "field": "declaration", "question": "customerVisible", "value": true},
-            {"op": "assignRole", "role": "commander", "person": "bob"}
+            {"op": "proposeHandoff", "role": "commander", "to": "bob"}
         ]),
+    )
+    .await;
+    // Command goes to bob and back, each time by an accepted handoff.
+    operate(
+        &server,
+        &bob,
+        &first.id,
+        json!([{"op": "acceptHandoff", "role": "commander"}]),
     )
     .await;
     operate(
         &server,
         &bob,
         &first.id,
-        json!([{"op": "assignRole", "role": "commander", "person": "alice"}]),
+        json!([{"op": "proposeHandoff", "role": "commander", "to": "alice"}]),
+    )
+    .await;
+    operate(
+        &server,
+        &alice,
+        &first.id,
+        json!([{"op": "acceptHandoff", "role": "commander"}]),
     )
     .await;
     server
@@ -527,8 +542,9 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
     assert_eq!(row["commanders"], "alice;bob");
     assert_eq!(row["responders"], "2");
     assert_eq!(row["responder_names"], "alice;bob");
-    // The entry written above, and the one that records why it closed with its exit criteria open.
-    assert_eq!(row["timeline_entries"], "2");
+    // The entry written above, the two handoffs' and the one that records why it closed with its exit criteria
+    // open.
+    assert_eq!(row["timeline_entries"], "4");
     assert_eq!(
         (row["todos_open"].as_str(), row["todos_done"].as_str()),
         ("1", "0")

@@ -77,6 +77,7 @@ enum Route {
     Analytics,
     Insights,
     ListTokens,
+    People,
     CreateToken,
     RevokeToken,
     Session,
@@ -89,7 +90,7 @@ enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 32] = [
+    const ALL: [Route; 33] = [
         Route::Healthz,
         Route::Metrics,
         Route::WebUi,
@@ -113,6 +114,7 @@ impl Route {
         Route::Analytics,
         Route::Insights,
         Route::ListTokens,
+        Route::People,
         Route::CreateToken,
         Route::RevokeToken,
         Route::Session,
@@ -148,7 +150,8 @@ impl Route {
             | Route::Pins
             | Route::UpdateSent
             | Route::AlertHook
-            | Route::AlertHookFor => Needs::Write,
+            | Route::AlertHookFor
+            | Route::People => Needs::Write,
             Route::Reopen
             | Route::DeleteIncident
             | Route::ListTokens
@@ -196,6 +199,7 @@ impl Route {
             Route::Analytics => ("GET", "/api/analytics/incidents"),
             Route::Insights => ("GET", "/insights"),
             Route::ListTokens => ("GET", "/api/tokens"),
+            Route::People => ("GET", "/api/people"),
             Route::CreateToken => ("POST", "/api/tokens"),
             Route::RevokeToken => ("DELETE", "/api/tokens/{name}"),
             Route::Session => ("GET", "/api/session"),
@@ -430,6 +434,7 @@ impl Fixture {
                 )
             }
             Route::ListTokens => (Method::GET, "/api/tokens".into(), None),
+            Route::People => (Method::GET, "/api/people".into(), None),
             Route::CreateToken => (
                 Method::POST,
                 "/api/tokens".into(),

@@ -5,6 +5,8 @@
 //! - over `/sync`, raw Automerge changes that break a rule (a non-commander making themselves commander, pinning,
 //!   moving the status backwards) are reverted by the server at once: every replica ends with the old values, the
 //!   sender hears why in an ephemeral message, the audit trail records the attempt and `/metrics` counts it;
+//! - command changes hands only by an accepted handoff: the commander's typo is refused, and an administrator's
+//!   override over HTTP is the recorded way to recover from an absent commander;
 //! - closing waits for every exit criterion DONE, or an override reason given over HTTP;
 //! - the document's history answers "who was commander at T";
 //! - the incident list names each incident's commander, and follows a handoff.
@@ -500,5 +502,111 @@ async fn the_incident_list_names_the_commander_and_follows_a_handoff() -> anyhow
     let listed = listed_commander(&server, &bob, &id).await?;
     ensure!(listed == "bob", "after the handoff: {listed}");
     server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_administrator_overrides_command_over_http_and_writers_cannot() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let root = server.token("root", "admin").await;
+    let id = server.declare(&alice, "Absent commander").await.id;
+    let command = Command {
+        server: &server,
+        base: format!("/api/incidents/{id}"),
+    };
+
+    // The commander's typo hands nothing over, and an administrator's assignment is no override either.
+    for token in [&alice, &root] {
+        let (status, body) = command.assign(token, "commander", "dvae").await?;
+        ensure!(
+            status == StatusCode::FORBIDDEN && body["error"]["code"] == "command_rule",
+            "assigning command outright: {status} {body}"
+        );
+    }
+    let (_, body) = command.assign(&alice, "commander", "dvae").await?;
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("accepted handoff")),
+        "{body}"
+    );
+
+    let over = |person: &str| json!([{"op": "overrideCommand", "person": person, "reason": "alice is unreachable"}]);
+    let refused = server.operations(&bob, &id, over("bob")).await;
+    let status = refused.status();
+    let body: Value = refused.json().await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN && body["error"]["code"] == "forbidden",
+        "a writer overrode command: {status} {body}"
+    );
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("override command")),
+        "{body}"
+    );
+
+    let done = server.operations(&root, &id, over("bob")).await;
+    ensure!(
+        done.status() == StatusCode::OK,
+        "the admin's override: {} {}",
+        done.status(),
+        done.text().await.unwrap_or_default()
+    );
+    let (_, view) = command.call(Method::GET, "", &alice, None).await?;
+    ensure!(commander(&view).as_deref() == Some("bob"), "{view}");
+    let text =
+        "bob is now the Incident Commander by root's override (was alice): alice is unreachable";
+    ensure!(
+        view["audit"].as_array().is_some_and(|audit| audit
+            .iter()
+            .any(|e| e["rule"] == "commandOverride" && e["by"] == "root" && e["message"] == text)),
+        "no override in the audit trail: {}",
+        view["audit"]
+    );
+    let markdown = server.markdown(&alice, &id).await;
+    ensure!(
+        markdown.contains(text),
+        "no override in the timeline:\n{markdown}"
+    );
+    // Bob commands now: he assigns roles.
+    let (status, body) = command.assign(&bob, "operations", "carol").await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn writers_list_the_names_of_those_who_may_take_a_role_and_nothing_more() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let root = server.token("root", "admin").await;
+    server.token("bob", "write").await;
+    server.token("reader", "read").await;
+    server.token("gone", "write").await;
+    let revoked = server
+        .request(Method::DELETE, "/api/tokens/gone", Some(&root))
+        .send()
+        .await?;
+    ensure!(
+        revoked.status() == StatusCode::NO_CONTENT,
+        "{}",
+        revoked.status()
+    );
+
+    let response = server
+        .request(Method::GET, "/api/people", Some(&alice))
+        .send()
+        .await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    let body: Value = response.json().await?;
+    // Read tokens cannot accept a handoff, and revoked ones are nobody: neither is suggested. Names only (`admin`
+    // is the harness's own token).
+    ensure!(
+        body == json!({"people": ["admin", "alice", "bob", "root"]}),
+        "{body}"
+    );
     Ok(())
 }

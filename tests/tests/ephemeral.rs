@@ -283,6 +283,14 @@ async fn ephemeral_payloads_must_be_exactly_presence_naming_the_token() -> anyho
             cbor(&map(vec![("name", "alice".into()), ("role", 1.into())])),
             "must be text or null",
         ),
+        (
+            "leaving, but false",
+            cbor(&map(vec![
+                ("name", "alice".into()),
+                ("leaving", false.into()),
+            ])),
+            "\"leaving\" must be true",
+        ),
         ("no name", cbor(&map(vec![])), "must have a name"),
         ("not CBOR", vec![0xff, 0x00], "not CBOR"),
         (
@@ -333,6 +341,20 @@ async fn ephemeral_payloads_must_be_exactly_presence_naming_the_token() -> anyho
             ])),
         "relayed {relayed:02x?}"
     );
+    // A closing tab's leave is relayed as it was said, so peers drop it at once.
+    let leaving = cbor(&map(vec![
+        ("name", "alice".into()),
+        ("role", Value::Null),
+        ("field", Value::Null),
+        ("leaving", true.into()),
+    ]));
+    honest
+        .send(&ephemeral(&honest, 2, leaving.clone())?)
+        .await?;
+    let Some((_, relayed)) = next_ephemeral(&mut listener, DEADLINE).await? else {
+        bail!("the leave was not relayed");
+    };
+    ensure!(relayed == leaving, "relayed {relayed:02x?}");
     server.stop().await;
     Ok(())
 }

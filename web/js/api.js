@@ -108,9 +108,13 @@ export async function fetchUpdate(id) {
 export const markUpdateSent = (id, heads) =>
   request(`/api/incidents/${encodeURIComponent(id)}/update/sent`, { method: "POST", body: { heads } });
 
+/** The names of the people who may take a role (write and admin tokens), for the hand-over suggestions. */
+export const listPeople = async () => (await request("/api/people")).people;
+
 /**
  * Applies typed operations on the server, for the edits only the server may write: closing with an override
- * reason records `closeOverride`, which the server refuses from a replica's own changes.
+ * reason records `closeOverride`, and an administrator's `overrideCommand` the audit trail, which the server
+ * refuses from a replica's own changes.
  */
 export const applyOperations = (id, operations) =>
   request(`/api/incidents/${encodeURIComponent(id)}/operations`, { method: "POST", body: { operations } });

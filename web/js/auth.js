@@ -66,6 +66,9 @@ export function canWrite() {
   return scope === "write" || scope === "admin";
 }
 
+/** Whether the session is an administrator's, who may override command (and reopen) over HTTP. */
+export const isAdmin = () => session()?.scope === "admin";
+
 /** A sign-in link's token waiting for the person to confirm the switch (`#/switch`); in memory only. */
 let pendingToken = null;
 

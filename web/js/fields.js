@@ -218,6 +218,9 @@ function handOver(role, label, ctx) {
       type: "text",
       "data-handoff-to": role,
       autocomplete: "off",
+      // Suggests the people the page knows of (`#people`, kept by the incident page): present, holding a role,
+      // writing in the timeline.
+      list: "people",
       placeholder: "hand over to…",
       "aria-label": `Hand the ${label} role over to`,
       disabled: Boolean(refusal),
@@ -241,8 +244,62 @@ function handOver(role, label, ctx) {
 }
 
 /**
+ * The Incident Commander, shown but never typed over: command changes hands only when the person proposed with
+ * "Hand over" accepts, so a typo in this box cannot hand it to nobody and lock everyone out. With nobody in
+ * command, anyone who may edit takes it; an administrator may take or assign it (`ctx.overrideCommand`, which asks
+ * for the reason the timeline and the audit trail record).
+ */
+function commanderHolder(id, ctx) {
+  const { commander, name } = ctx.command;
+  return [
+    h("input", {
+      id,
+      "data-role": "commander",
+      readonly: true,
+      value: commander ?? "",
+      placeholder: "nobody commands",
+      title: "Command changes hands with Hand over, once the person proposed accepts",
+    }),
+    commander === null &&
+      h(
+        "button",
+        {
+          type: "button",
+          "data-take-command": "",
+          onclick: () => ctx.act({ op: "assignRole", role: "commander", person: name }),
+        },
+        "Take command",
+      ),
+    ctx.admin &&
+      commander !== null &&
+      commander !== name &&
+      h(
+        "button",
+        { type: "button", "data-override-command": "take", onclick: () => ctx.overrideCommand(name) },
+        "Take command (admin)",
+      ),
+    ctx.admin &&
+      h(
+        "button",
+        {
+          type: "button",
+          "data-override-command": "assign",
+          title: "Makes the person in the hand-over box the commander without a handoff",
+          // The hand-over box is found again at click time, as its own button does: it suggests known people.
+          onclick: (e) => {
+            const box = e.currentTarget.parentElement.querySelector("[data-handoff-to]");
+            ctx.overrideCommand(box.value.trim());
+          },
+        },
+        "Assign command (admin)",
+      ),
+  ];
+}
+
+/**
  * Each role with its holder (an empty role shows who holds it by default, the commander), its pending handoff,
- * and the control to hand it over. Only the commander assigns directly; handoffs are how command changes hands.
+ * and the control to hand it over. The commander assigns the other roles directly; command itself changes hands
+ * only by a handoff (`commanderHolder`).
  */
 function rolesEditor(field, ctx) {
   const { assignRefusal, handoffs } = ctx.command;
@@ -259,16 +316,18 @@ function rolesEditor(field, ctx) {
         h(
           "dd",
           {},
-          h("input", {
-            id,
-            "data-role": role,
-            autocomplete: "off",
-            value: field.value[role] ?? "",
-            placeholder: held?.byDefault ? `${held.person} (commander)` : "unassigned",
-            disabled: Boolean(assignRefusal),
-            title: assignRefusal,
-            onchange: (e) => ctx.act({ op: "assignRole", role, person: e.target.value.trim() || null }),
-          }),
+          role === "commander"
+            ? commanderHolder(id, ctx)
+            : h("input", {
+                id,
+                "data-role": role,
+                autocomplete: "off",
+                value: field.value[role] ?? "",
+                placeholder: held?.byDefault ? `${held.person} (commander)` : "unassigned",
+                disabled: Boolean(assignRefusal),
+                title: assignRefusal,
+                onchange: (e) => ctx.act({ op: "assignRole", role, person: e.target.value.trim() || null }),
+              }),
           handOver(role, label, ctx),
           handoffs[role] && pendingHandoff(role, label, handoffs[role], ctx),
         ),

@@ -10,7 +10,7 @@
  * acceptance, and a new commander (whoever made the change) is announced to everyone for a while.
  */
 
-import { applyOperations, fetchSession, fetchUpdate, markUpdateSent } from "./api.js";
+import { applyOperations, fetchSession, fetchUpdate, listPeople, markUpdateSent } from "./api.js";
 import { canWrite, isAdmin, session } from "./auth.js";
 import { h, showError, showMessage, timeEl, utcTime } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
@@ -20,6 +20,7 @@ import {
   fieldByKey,
   fieldOf,
   headlineKeys,
+  knownPeople,
   renderOrder,
   roleLabel,
   rolesHeldBy,
@@ -136,6 +137,7 @@ function skeleton() {
     "article",
     { id: "incident", "data-loaded": "false" },
     h("header", { class: "headline" }),
+    h("datalist", { id: "people" }),
     h(
       "div",
       { class: "exports", role: "group", "aria-label": "Export" },
@@ -169,7 +171,12 @@ function skeleton() {
       "section",
       { id: "audit", hidden: true, "aria-labelledby": "audit-title" },
       h("h2", { id: "audit-title" }, "Audit"),
-      h("p", { class: "prompt" }, "Changes the server undid because they broke a command rule, newest first."),
+      h(
+        "p",
+        { class: "prompt" },
+        "Changes the server undid because they broke a command rule, and administrators' overrides of command, " +
+          "newest first.",
+      ),
       h("ol"),
     ),
   );
@@ -198,6 +205,9 @@ class IncidentPage {
     this.headlineEl = root.querySelector(".headline");
     this.statusEl = bar.querySelector("#sync-status");
     this.presenceEl = bar.querySelector("#presence");
+    this.peopleEl = root.querySelector("#people");
+    /** The names of those who may take a role, from the server; empty until it answers (or offline). */
+    this.tokenNames = [];
     this.fieldsEl = root.querySelector("#fields");
     this.fieldsetEl = root.querySelector("fieldset.plain");
     this.indexEl = bar.querySelector(".section-index");
@@ -220,6 +230,8 @@ class IncidentPage {
         this.render(null);
         if (id) this.fieldsEl.querySelector(`[data-edit-entry="${CSS.escape(id)}"]`)?.focus();
       },
+      admin: isAdmin(),
+      overrideCommand: (person) => this.overrideCommand(person),
       wireText: (textarea) =>
         wireTextarea(textarea, {
           live,
@@ -235,14 +247,33 @@ class IncidentPage {
       button.addEventListener("click", () => this.download(button.dataset.export));
     }
     this.wireStatusUpdate();
+    if (canWrite()) {
+      listPeople()
+        .then((names) => {
+          if (signal.aborted) return;
+          this.tokenNames = names;
+          this.showPresence();
+        })
+        // Offline, the suggestions are those the document and presence give.
+        .catch(() => {});
+    }
     // Focus moves between controls of one field as a focusout then a focusin: settle first, send once.
     const presenceSoon = () => setTimeout(() => !signal.aborted && this.updatePresence(), 0);
     // The caret moves with typing, clicks, arrow keys and selections: each may change what others see.
     for (const event of ["focusin", "focusout", "input", "keyup", "mouseup", "select"]) {
       this.fieldsEl.addEventListener(event, presenceSoon);
     }
-    const flushSync = () => this.copy.flushSync();
-    window.addEventListener("pagehide", flushSync);
+    // A closing tab leaves the others' lists at once (they would list it until its presence expired) and keeps
+    // its copy; a page restored from the back-forward cache says it is here again at the next tick.
+    const leave = () => {
+      this.live.leave();
+      this.sync.flush();
+    };
+    const pagehide = () => {
+      leave();
+      this.copy.flushSync();
+    };
+    window.addEventListener("pagehide", pagehide);
     const shortcut = (event) => this.shortcut(event);
     document.addEventListener("keydown", shortcut);
     // Others' carets are placed in pixels: a new width rewraps the text under them.
@@ -260,10 +291,11 @@ class IncidentPage {
 
     signal.addEventListener("abort", () => {
       clearInterval(ticker);
-      window.removeEventListener("pagehide", flushSync);
+      window.removeEventListener("pagehide", pagehide);
       document.removeEventListener("keydown", shortcut);
       this.bar.remove();
       window.removeEventListener("resize", redrawCarets);
+      leave();
       this.sync.stop();
       this.keep();
       this.copy.flushSync();
@@ -562,7 +594,25 @@ class IncidentPage {
   showPresence() {
     const peers = JSON.parse(this.live.presenceJson(Date.now()));
     renderPresence(this.presenceEl, this.fieldsEl, peers, this.view);
-    if (this.view) renderCarets(this.fieldsEl, peers, this.live);
+    if (!this.view) return;
+    renderCarets(this.fieldsEl, peers, this.live);
+    const names = knownPeople(this.view, peers, this.tokenNames, this.name());
+    const people = names.map((name) => h("option", { value: name }));
+    this.peopleEl.replaceChildren(...people);
+  }
+
+  /**
+   * An administrator makes `person` (asked for when empty) the commander without a handoff, to recover from an
+   * absent one. Only the server records an override, so it goes over HTTP; the change comes back by sync.
+   */
+  overrideCommand(person) {
+    const to = person || window.prompt("Who takes command? (their name as they sign in)")?.trim();
+    if (!to) return;
+    const reason = window.prompt(
+      `Make ${to} the Incident Commander without a handoff?\n\nThe reason goes into the timeline and the audit trail.`,
+    );
+    if (!reason?.trim()) return;
+    applyOperations(this.id, [{ op: "overrideCommand", person: to, reason: reason.trim() }]).catch(showError);
   }
 
   /**

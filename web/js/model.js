@@ -42,6 +42,7 @@ const RULES = {
   lifecycle: "Lifecycle",
   timelineEdit: "Timeline edit",
   archived: "Archived",
+  commandOverride: "Command overridden by an administrator",
 };
 
 export const statusLabel = (status) => STATUSES.find(([key]) => key === status)?.[1] ?? status ?? "No status";
@@ -96,6 +97,22 @@ export function commandOf(view, name) {
         : onlyCommander(`or the ${roleLabel(role)} hands it over`);
     },
   };
+}
+
+/**
+ * The people a handoff may name, so that nobody has to type a name from memory in the worst hour: those present
+ * (`peers`, from presence), those the server says may take a role (`tokens`), those holding or proposed a role,
+ * and the timeline's authors; sorted, without `me`.
+ */
+export function knownPeople(view, peers, tokens, me) {
+  const names = [
+    ...peers.map((peer) => peer.name),
+    ...tokens,
+    ...Object.values(rolesOf(view)),
+    ...Object.values(view.handoffs ?? {}).flatMap((handoff) => [handoff.to, handoff.by]),
+    ...(fieldOfKind(view, "timeline")?.value ?? []).map((entry) => entry.author),
+  ];
+  return [...new Set(names.filter((name) => typeof name === "string" && name && name !== me))].sort();
 }
 
 /** The labels of the roles explicitly given to `name`, joined, or null: what presence shows beside a name. */

@@ -17,8 +17,8 @@ use crate::schema::{FieldDef, FieldKind, Stage, Status, keys};
 use super::timeline;
 
 /// Entering a state stamps its stage only the first time, so a flapping status keeps the first moment it was
-/// mitigated or resolved. Closing over open exit criteria records the override and its reason (`closeOverride`
-/// and a timeline entry); whether the editor may close at all is the command rules' call.
+/// mitigated or resolved. Closing writes a timeline entry: who closed it or, over open exit criteria, the override
+/// and its reason (also kept in `closeOverride`); whether the editor may close at all is the command rules' call.
 pub(super) fn set_status(
     doc: &mut AutoCommit,
     layout: &[FieldDef],
@@ -29,6 +29,7 @@ pub(super) fn set_status(
     let def = field_by_kind(layout, FieldKind::Status)?;
     let mut applied = Applied::default();
     let mut touched = vec![def.key.clone()];
+    let mut recorded = false;
     if let Some(reason) = override_reason {
         if status != Status::Closed {
             return Err(OpError::InvalidValue(
@@ -55,7 +56,16 @@ pub(super) fn set_status(
             let (added, fields) = timeline::add_stamped(doc, layout, &text, None, editor)?;
             applied = added;
             touched.extend(fields);
+            recorded = true;
         }
+    }
+    // Closing ends the response: the timeline says who closed it, whichever way.
+    let closing = status == Status::Closed && !is_archived(&Reader::new(&*doc, None), layout);
+    if closing && !recorded {
+        let text = format!("Closed by {}.", editor.name);
+        let (added, fields) = timeline::add_stamped(doc, layout, &text, None, editor)?;
+        applied = added;
+        touched.extend(fields);
     }
     doc.put(ROOT, &def.key, status.as_str())?;
     if let (Some(stage), Ok(ts)) = (status.stage(), field_by_kind(layout, FieldKind::Timestamps)) {

@@ -67,7 +67,8 @@ struct Assign {
     person: Option<String>,
 }
 
-/// `PUT /api/incidents/{id}/roles/{role}` `{"person"}`: the commander assigns a role directly.
+/// `PUT /api/incidents/{id}/roles/{role}` `{"person"}`: the commander assigns a role directly (command itself only
+/// changes hands by a handoff, or is taken while nobody holds it: the model refuses the rest).
 async fn assign(
     identity: Identity,
     State(state): State<AppState>,

@@ -324,6 +324,16 @@ struct Operations {
     operations: Vec<Operation>,
 }
 
+/// What an operation does that only an administrator may do, if anything: reopening an archive, and taking command
+/// without a handoff. The model holds both to the rules too; this answers a writer with 403 before any work.
+fn admin_only(op: &Operation) -> Option<&'static str> {
+    match op {
+        Operation::Reopen { .. } => Some("reopen incidents"),
+        Operation::OverrideCommand { .. } => Some("override command"),
+        _ => None,
+    }
+}
+
 /// `POST /api/incidents/{id}/operations` → 200 `{"applied": [{"id"}…]}` once durable.
 async fn operations(
     identity: Identity,
@@ -332,12 +342,8 @@ async fn operations(
     JsonBody(body): JsonBody<Operations>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
-    if body
-        .operations
-        .iter()
-        .any(|op| matches!(op, Operation::Reopen { .. }))
-    {
-        identity.require(Scope::Admin, "reopen incidents")?;
+    for action in body.operations.iter().filter_map(admin_only) {
+        identity.require(Scope::Admin, action)?;
     }
     if body.operations.is_empty() {
         return Err(ApiError::BadRequest("operations must not be empty".into()));

@@ -1,4 +1,5 @@
 //! Token routes (admin): list, create, revoke. The same operations as `commandpost token …`, for a running server.
+//! And one for writers: the names of the people who may take a role, so that a handoff names someone real.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,6 +17,28 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/tokens", get(list).post(create))
         .route("/api/tokens/{name}", delete(revoke))
+        .route("/api/people", get(people))
+}
+
+/// `GET /api/people` (write) → `{"people": [names]}`: the live tokens that may accept a handoff (write and admin),
+/// sorted, so that the page suggests them rather than letting a typo name nobody. Names only: they already appear
+/// in every incident's timeline and history; scopes, dates and revoked tokens stay the admins'.
+async fn people(
+    identity: Identity,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require(Scope::Write, "list the people who may take a role")?;
+    let mut names: Vec<String> = state
+        .store
+        .list_tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none() && t.scope >= Scope::Write)
+        .map(|t| t.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(Json(json!({ "people": names })))
 }
 
 /// Body of `POST /api/tokens`.
