@@ -733,12 +733,20 @@ fn archived(number: i64, day: u32, impact: i64, mitigate: i64, handoffs: usize) 
         ),
     ];
     let people = ["alice", "bob", "carol"];
+    // Command changes hands as the practice says: proposed by the commander, accepted by the next one.
     for h in 0..handoffs {
+        let next = people[(h + 1) % 3];
         ops.push((
             people[h % 3].into(),
-            Operation::AssignRole {
+            Operation::ProposeHandoff {
                 role: Role::Commander,
-                person: Some(people[(h + 1) % 3].into()),
+                to: next.into(),
+            },
+        ));
+        ops.push((
+            next.into(),
+            Operation::AcceptHandoff {
+                role: Role::Commander,
             },
         ));
     }

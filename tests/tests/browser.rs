@@ -1067,6 +1067,12 @@ async fn command_is_handed_over_on_acceptance_and_the_new_commander_pins() -> an
         why.as_deref() == Some("Only the Incident Commander (alice) hands command over"),
         "the disabled button says why: {why:?}"
     );
+    // And in words on the page, which a touch screen shows (it has no tooltips).
+    let said = b.text("#roles-why").await?.unwrap_or_default();
+    ensure!(
+        said.starts_with("Only the Incident Commander (alice) assigns roles"),
+        "the roles section says why: {said:?}"
+    );
 
     a.type_text(r#"input[data-handoff-to="commander"]"#, "bob")
         .await?;

@@ -55,18 +55,13 @@ export function rememberSession(value) {
   localStorage.setItem(SESSION_KEY, JSON.stringify({ name: value.name, scope: value.scope }));
 }
 
-/** Whether the session is an administrator's: reopening a closed incident is theirs alone. */
-export function isAdmin() {
-  return session()?.scope === "admin";
-}
-
 /** Whether the session may declare and edit (scopes are ordered read < write < admin). */
 export function canWrite() {
   const scope = session()?.scope;
   return scope === "write" || scope === "admin";
 }
 
-/** Whether the session is an administrator's, who may override command (and reopen) over HTTP. */
+/** Whether the session is an administrator's, who may override command and reopen a closed incident over HTTP. */
 export const isAdmin = () => session()?.scope === "admin";
 
 /** A sign-in link's token waiting for the person to confirm the switch (`#/switch`); in memory only. */

@@ -303,7 +303,11 @@ function commanderHolder(id, ctx) {
  */
 function rolesEditor(field, ctx) {
   const { assignRefusal, handoffs } = ctx.command;
-  return h(
+  // Said in words on the page, not only in the disabled controls' tooltips, which a touch screen never shows.
+  const why =
+    assignRefusal &&
+    h("p", { class: "why", id: "roles-why" }, `${assignRefusal} and pins fields; whoever holds a role may hand it over.`);
+  const list = h(
     "dl",
     { class: "pairs roles" },
     ROLES.map(([role, label]) => {
@@ -326,6 +330,7 @@ function rolesEditor(field, ctx) {
                 placeholder: held?.byDefault ? `${held.person} (commander)` : "unassigned",
                 disabled: Boolean(assignRefusal),
                 title: assignRefusal,
+                "aria-describedby": assignRefusal ? "roles-why" : null,
                 onchange: (e) => ctx.act({ op: "assignRole", role, person: e.target.value.trim() || null }),
               }),
           handOver(role, label, ctx),
@@ -334,6 +339,7 @@ function rolesEditor(field, ctx) {
       );
     }),
   );
+  return [why, list];
 }
 
 /** An item's owner and bug reference (a blank one clears it), and its removal, folded away under the item. */
