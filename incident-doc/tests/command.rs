@@ -210,6 +210,22 @@ fn a_template_cadence_for_an_unknown_severity_is_refused() {
     assert!(error.to_string().contains("SEV9"), "{error}");
 }
 
+/// Alice marks every exit criterion DONE at minute `minute`.
+fn all_exit_criteria_done(incident: &mut Incident, minute: i64) {
+    let criteria = match &incident.view().field("exitCriteria").expect("exit").value {
+        incident_doc::FieldValue::Checklist(items) => items.clone(),
+        other => panic!("exit criteria: {other:?}"),
+    };
+    for item in criteria {
+        let done = Operation::SetItemDone {
+            field: "exitCriteria".into(),
+            id: item.id,
+            done: true,
+        };
+        incident.apply(&done, &at("alice", minute)).expect("done");
+    }
+}
+
 fn close(reason: Option<&str>) -> Operation {
     Operation::SetStatus {
         status: Status::Closed,
@@ -272,18 +288,7 @@ fn closing_waits_for_the_exit_criteria_or_a_reason() {
     ));
 
     // With every criterion DONE, closing needs no reason.
-    let criteria = match &incident.view().field("exitCriteria").expect("exit").value {
-        incident_doc::FieldValue::Checklist(items) => items.clone(),
-        other => panic!("exit criteria: {other:?}"),
-    };
-    for item in criteria {
-        let done = Operation::SetItemDone {
-            field: "exitCriteria".into(),
-            id: item.id,
-            done: true,
-        };
-        incident.apply(&done, &at("alice", 22)).expect("done");
-    }
+    all_exit_criteria_done(&mut incident, 22);
     incident
         .apply(&close(None), &at("alice", 23))
         .expect("close");
@@ -591,18 +596,7 @@ fn an_override_written_by_a_client_is_no_override() {
 #[test]
 fn a_normal_close_is_recorded_in_the_timeline_as_an_override_close_is() {
     let mut incident = declare();
-    let criteria = match &incident.view().field("exitCriteria").expect("exit").value {
-        incident_doc::FieldValue::Checklist(items) => items.clone(),
-        other => panic!("exit criteria: {other:?}"),
-    };
-    for item in criteria {
-        let done = Operation::SetItemDone {
-            field: "exitCriteria".into(),
-            id: item.id,
-            done: true,
-        };
-        incident.apply(&done, &at("alice", 1)).expect("done");
-    }
+    all_exit_criteria_done(&mut incident, 1);
     incident
         .apply(&close(None), &at("alice", 2))
         .expect("close");
