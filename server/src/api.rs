@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -304,8 +304,11 @@ async fn sync(
     State(state): State<AppState>,
     query: Result<QueryParams<SyncQuery>, ApiError>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // Checked first, and answered in the API's JSON rather than axum's plain text: whoever opened /sync without a
+    // WebSocket learns that before anything about tokens.
+    let upgrade = upgrade.map_err(|_| ApiError::NotWebSocket)?;
     let QueryParams(query) = query?;
     if query.token.is_some() {
         return Err(ApiError::TokenInUrl);

@@ -48,6 +48,12 @@ pub enum ApiError {
     /// 409: conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 426: `/sync` asked for without a WebSocket upgrade (a browser tab, curl).
+    #[error(
+        "/sync speaks the automerge-repo protocol over a WebSocket: connect with a WebSocket client (Upgrade: \
+         websocket); HTTP clients use /api"
+    )]
+    NotWebSocket,
     /// 413: the body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
@@ -81,6 +87,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotWebSocket => StatusCode::UPGRADE_REQUIRED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -101,6 +108,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::NotWebSocket => "upgrade_required",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::TooMany(_) => "too_many_requests",
@@ -115,11 +123,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, ApiError::Busy(_)) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
-            );
+        match self {
+            ApiError::Busy(_) => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
+                );
+            }
+            // RFC 9110: a 426 names the protocol to switch to.
+            ApiError::NotWebSocket => {
+                response
+                    .headers_mut()
+                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            }
+            _ => {}
         }
         response
     }

@@ -237,6 +237,21 @@ async fn unknown_ids_routes_formats_and_templates_are_refused() -> anyhow::Resul
         "not_found",
         "unknown route",
     )?;
+    // /sync opened as a web page answers in the API's JSON, as every other mistake does, naming the protocol.
+    for token in [Some(token.as_str()), None] {
+        let response = server.request(Method::GET, "/sync", token).send().await?;
+        let upgrade = response.headers().get("upgrade").cloned();
+        refused(
+            &answer(response).await?,
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "/sync without a WebSocket",
+        )?;
+        anyhow::ensure!(
+            upgrade.is_some_and(|u| u == "websocket"),
+            "a 426 names the protocol to switch to"
+        );
+    }
     refused(
         &get(format!("/api/incidents/{id}/export?format=pdf")).await?,
         StatusCode::BAD_REQUEST,
