@@ -147,8 +147,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// A query string whose rejection speaks our error format (400 with axum's explanation), as [`JsonBody`] does for
-/// bodies. Handlers that check the token's scope first take it as `Result<QueryParams<T>, ApiError>`, so a caller
+/// A query string whose rejection speaks our error format (422 with axum's explanation, as a body of the wrong shape
+/// gets from [`JsonBody`]: the URL was read, one of its values was not what the route takes). Handlers that check the token's scope first take it as `Result<QueryParams<T>, ApiError>`, so a caller
 /// without the scope learns nothing about the parameters.
 pub struct QueryParams<T>(pub T);
 
@@ -158,7 +158,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(QueryParams(value)),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+            Err(rejection) => Err(ApiError::Unprocessable(rejection.body_text())),
         }
     }
 }
@@ -179,13 +179,46 @@ fn json_error(rejection: JsonRejection, limit: usize, metrics: &Metrics) -> ApiE
     }
 }
 
-/// A `status=` filter: a lifecycle state's name, or 400 naming them all.
+/// A `status=` filter: a lifecycle state's name, or 422 naming them all.
 fn status_filter(name: &str) -> Result<Status, ApiError> {
     name.parse().map_err(|()| {
-        ApiError::BadRequest(format!(
+        ApiError::Unprocessable(format!(
             "unknown status {name:?} (expected declared, active, mitigated, resolved or closed)"
         ))
     })
+}
+
+/// A `severity=` filter: an option of some template's `severity` field, or 422 naming them all (an unknown one
+/// could only ever answer an empty list, which reads as "no such incidents").
+fn severity_filter(templates: &[Template], name: String) -> Result<String, ApiError> {
+    let mut known: Vec<&str> = templates
+        .iter()
+        .filter_map(|t| t.field("severity"))
+        .flat_map(|field| field.def.options.iter().map(|o| o.key.as_str()))
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    if known.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "unknown severity {name:?} (expected one of {})",
+            known.join(", ")
+        )))
+    }
+}
+
+/// A `template=` filter: a template's id, or 422 naming them all, for the same reason as [`severity_filter`].
+fn template_filter(templates: &[Template], id: String) -> Result<String, ApiError> {
+    if templates.iter().any(|t| t.id == id) {
+        Ok(id)
+    } else {
+        let known: Vec<&str> = templates.iter().map(|t| t.id.as_str()).collect();
+        Err(ApiError::Unprocessable(format!(
+            "unknown template {id:?} (expected one of {})",
+            known.join(", ")
+        )))
+    }
 }
 
 /// What a document's refusal means to an HTTP client. It lives here, in the layer that already calls the documents,
@@ -205,12 +238,12 @@ impl From<DocError> for ApiError {
     }
 }
 
-/// An unknown format is the caller's mistake (400) and a moment before the incident existed one the incident cannot
-/// answer (422); the rest are bugs, logged and answered as such.
+/// An unknown format and a moment before the incident existed are values the route cannot take (422, as every
+/// unknown name is); the rest are bugs, logged and answered as such.
 impl From<ExportError> for ApiError {
     fn from(e: ExportError) -> Self {
         match e {
-            ExportError::UnknownFormat(_) => ApiError::BadRequest(e.to_string()),
+            ExportError::UnknownFormat(_) => ApiError::Unprocessable(e.to_string()),
             ExportError::NotYet { .. } => ApiError::Unprocessable(e.to_string()),
             ExportError::Fork(_) | ExportError::Json(_) => {
                 tracing::error!(error = %e, "rendering an export");

@@ -60,7 +60,8 @@ enum Command {
     Import {
         /// The `.automerge` file.
         file: PathBuf,
-        /// The incident id to restore it under [default: the id in the file name, else a new one].
+        /// The incident id to restore it under: a document id as the API and the UI show it (base58, e.g.
+        /// 4NMNnkMhL8jXrdJ9jamS9Kq8kD3Y) or its automerge: URL [default: the id in the file name, else a new one].
         #[arg(long)]
         id: Option<String>,
     },
@@ -161,6 +162,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .unwrap_or_else(|_| "info,automerge=warn".into()),
                 )
                 .with_writer(std::io::stderr)
+                // Colour codes only for a person at a terminal: journald, files and pipes get plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             limits.apply(&mut config);
             if let Some(listen) = listen {

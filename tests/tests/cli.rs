@@ -291,3 +291,65 @@ async fn serve_checks_its_configuration_and_storage_before_it_announces_itself()
         "nothing was created"
     );
 }
+
+/// Starts `serve` on a loopback port with `args`, waits until it says it listens, stops it with SIGTERM, and returns
+/// everything it wrote to stderr (a pipe here, as under systemd or in a container).
+async fn serve_and_stop(cwd: &Path, args: &[&str]) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let mut child = command(cwd)
+        .env_remove("RUST_LOG")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting serve");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut stderr = child.stderr.take().expect("stderr");
+    let listening = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+        .await
+        .expect("serve announced itself")
+        .expect("reading stdout")
+        .expect("a line");
+    assert!(listening.contains("listening on"), "{listening}");
+    let pid = child.id().expect("running").to_string();
+    let signal = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(signal.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("serve stopped on SIGTERM")
+        .expect("waiting for serve");
+    assert!(status.success(), "serve exited with {status}");
+    let mut err = String::new();
+    stderr
+        .read_to_string(&mut err)
+        .await
+        .expect("reading stderr");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_plain_text_without_storage_chatter_on_every_start() {
+    let database = TestDatabase::create();
+    let cwd = tempfile::tempdir().expect("a directory");
+    let url = database.url();
+    for store in [["--data-dir", "data"], ["--database-url", url.as_str()]] {
+        // The first start creates the store; the second finds it and must have nothing to say about it.
+        let _ = serve_and_stop(cwd.path(), &store).await;
+        let err = serve_and_stop(cwd.path(), &store).await;
+        assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+        let noise: Vec<&str> = err
+            .lines()
+            .filter(|line| line.contains("INFO") && !line.contains("shutting down"))
+            .collect();
+        assert!(
+            noise.is_empty(),
+            "{store:?}: INFO lines on a normal start: {noise:#?}"
+        );
+        assert!(err.contains("using "), "it names the store it used: {err}");
+    }
+}

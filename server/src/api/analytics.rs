@@ -18,10 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use chrono::{DateTime, Utc};
+use incident_doc::Template;
 use incident_doc::analytics::{self, Facts, Filter};
 use serde::Deserialize;
 
-use super::{AppState, QueryParams, authenticate, bearer, status_filter};
+use super::{AppState, QueryParams, authenticate, bearer, status_filter, template_filter};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::input::parse_moment;
@@ -87,7 +88,7 @@ struct AnalyticsQuery {
 }
 
 impl AnalyticsQuery {
-    fn filter(&self) -> Result<Filter, ApiError> {
+    fn filter(&self, templates: &[Template]) -> Result<Filter, ApiError> {
         let status = self.status.as_deref().map(status_filter).transpose()?;
         Ok(Filter {
             from: self
@@ -97,7 +98,11 @@ impl AnalyticsQuery {
                 .transpose()?,
             to: self.to.as_deref().map(|v| moment("to", v)).transpose()?,
             status: status.map(|s| s.as_str().to_owned()),
-            template: self.template.clone(),
+            template: self
+                .template
+                .clone()
+                .map(|id| template_filter(templates, id))
+                .transpose()?,
             include_drills: self.include_drills,
         })
     }
@@ -126,10 +131,10 @@ impl AnalyticsQuery {
     }
 }
 
-/// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC); 400 naming the parameter otherwise.
+/// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC); 422 naming the parameter otherwise.
 fn moment(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     parse_moment(value).ok_or_else(|| {
-        ApiError::BadRequest(format!(
+        ApiError::Unprocessable(format!(
             "{name}={value:?} is neither an RFC 3339 time nor a date like 2026-11-25"
         ))
     })
@@ -226,13 +231,13 @@ async fn rows(
     QueryParams(query): QueryParams<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
     reader(&state, &headers, &query).await?;
-    let filter = query.filter()?;
+    let filter = query.filter(&state.templates)?;
     let format = query.format.as_deref().unwrap_or("csv");
     let content_type = match format {
         "csv" => "text/csv; charset=utf-8; header=present",
         "jsonl" => "application/jsonl; charset=utf-8",
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::Unprocessable(format!(
                 "unknown format {other:?} (expected csv or jsonl)"
             )));
         }
@@ -285,11 +290,11 @@ async fn insights(
     }
     reader(&state, &headers, &query).await?;
     if query.format.is_some() {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Unprocessable(
             "/insights is a page; for rows use /api/analytics/incidents?format=csv".into(),
         ));
     }
-    let filter = query.filter()?;
+    let filter = query.filter(&state.templates)?;
     let rows = facts(&state, &cache, &filter).await?;
     let html = insights::page(&rows, &query.describe());
     Ok((

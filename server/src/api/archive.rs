@@ -52,7 +52,7 @@ async fn history(
     let QueryParams(query) = query?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::Unprocessable(format!(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }

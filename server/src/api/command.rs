@@ -24,11 +24,11 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/incidents/{id}/pins", put(pins))
 }
 
-/// The role in a path, or a 404 naming the roles there are.
+/// The role in a path, or a 422 naming the roles there are (as an unknown role in a body is).
 fn role(name: &str) -> Result<Role, ApiError> {
     name.parse().map_err(|()| {
         let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
-        ApiError::BadRequest(format!(
+        ApiError::Unprocessable(format!(
             "unknown role {name:?} (expected one of {})",
             known.join(", ")
         ))

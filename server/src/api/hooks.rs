@@ -258,7 +258,7 @@ async fn deliveries(
     let QueryParams(query) = query?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Unprocessable(
             "limit must be between 1 and 1000".into(),
         ));
     }

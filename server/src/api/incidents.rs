@@ -11,7 +11,7 @@ use incident_doc::{Declaration, Editor, Incident, Operation, Template};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, JsonBody, QueryParams, status_filter};
+use super::{AppState, JsonBody, QueryParams, severity_filter, status_filter};
 use crate::auth::{Identity, Scope};
 use crate::document::{Command, DocHandle};
 use crate::error::ApiError;
@@ -196,7 +196,10 @@ async fn list(
         .store
         .list(&ListFilter {
             status,
-            severity: query.severity,
+            severity: query
+                .severity
+                .map(|name| severity_filter(&state.templates, name))
+                .transpose()?,
             limit: query.limit,
         })
         .await?;
@@ -222,12 +225,12 @@ async fn read(
     Ok(Json(export::with_ids(doc_id, &view)))
 }
 
-/// Parses the `at=` of an export: an RFC 3339 time, or 400 saying what is expected.
+/// Parses the `at=` of an export: an RFC 3339 time, or 422 saying what is expected.
 fn parse_at(at: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(at)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
-            ApiError::BadRequest(format!(
+            ApiError::Unprocessable(format!(
                 "at={at:?} is not an RFC 3339 time such as 2026-11-25T04:00:00Z ({e})"
             ))
         })
@@ -346,7 +349,9 @@ async fn operations(
         identity.require(Scope::Admin, action)?;
     }
     if body.operations.is_empty() {
-        return Err(ApiError::BadRequest("operations must not be empty".into()));
+        return Err(ApiError::Unprocessable(
+            "operations must not be empty".into(),
+        ));
     }
     let handle = handle(&state, &id).await?;
     let applied = handle.apply(body.operations, editor(&identity)).await?;

@@ -50,7 +50,7 @@ async fn render(
         "text" => (UpdateFormat::Text, "text/plain; charset=utf-8"),
         "markdown" => (UpdateFormat::Markdown, "text/markdown; charset=utf-8"),
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::Unprocessable(format!(
                 "unknown format {other:?} (expected text or markdown)"
             )));
         }

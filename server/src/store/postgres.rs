@@ -198,12 +198,20 @@ impl PostgresStore {
                 .map_err(db_error);
         let outcome = match schema {
             Ok(Some(_)) => {
-                // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler
-                // cannot prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
-                MIGRATOR
-                    .run_direct(None, &mut conn, false)
+                // sqlx's `CREATE TABLE IF NOT EXISTS _sqlx_migrations` draws a NOTICE ("already exists, skipping")
+                // that sqlx logs at INFO on every start; only warnings say something here.
+                match sqlx::query("SET client_min_messages TO warning")
+                    .execute(&mut conn)
                     .await
-                    .map_err(migrate_error)
+                {
+                    // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler
+                    // cannot prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
+                    Ok(_) => MIGRATOR
+                        .run_direct(None, &mut conn, false)
+                        .await
+                        .map_err(migrate_error),
+                    Err(e) => Err(db_error(e)),
+                }
             }
             Ok(None) => Err(StoreError::Unavailable(
                 "postgres: no schema of the search path exists, so there is nowhere to create the tables: \

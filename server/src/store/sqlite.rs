@@ -17,6 +17,14 @@
 //! keeps this affordable: the cost of an fsync is shared by every write that queued up during the
 //! previous one.
 //!
+//! SQLite maps the write-ahead log's index, `commandpost.db-shm`, into memory and writes to it on every transaction
+//! (readers too, to mark what they read). Once that file cannot be written (made immutable, its file system remounted
+//! read-only) a write to a mapped page is not an error SQLite could return but SIGBUS, which ends the process. So
+//! each batch and each read first asks the kernel whether the file may still be written (`access(2)`, which opens
+//! nothing: closing a descriptor of it would drop SQLite's locks) and is refused as [`StoreError::Unavailable`] if
+//! not, without closing any connection (closing the last one checkpoints, which writes to the index too). Only a
+//! fault that strikes between that check and the write, a window of microseconds, is still fatal.
+//!
 //! Failures do not latch: after a failed batch the writer drops its connection and reopens the
 //! database for the next batch, so the store recovers by itself once the disk has space again or the
 //! directory is writable again. Before each batch the writer also checks that the database file at
@@ -763,7 +771,10 @@ impl Writer {
 
     /// Runs one batch in one transaction and replies to every caller in it.
     fn commit(&mut self, mut batch: Vec<Box<dyn Job>>) {
-        let outcome = self.execute(&mut batch);
+        // An index that cannot be written is refused before the connection is touched, and is no reason to
+        // reopen: closing the connection would write to the index as well (see the module documentation).
+        let index = index_writable(&self.path);
+        let outcome = index.clone().and_then(|()| self.execute(&mut batch));
         match &outcome {
             Ok(()) => {
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
@@ -775,11 +786,15 @@ impl Writer {
                 self.stats
                     .failed_transactions
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, writes = batch.len(), "a SQLite write batch failed; reopening the database");
-                // Dropping the connection rolls back whatever is left of the transaction; the next batch
-                // starts from a fresh connection, and readers follow.
-                self.conn = None;
-                self.readers.invalidate();
+                if index.is_ok() {
+                    tracing::warn!(%error, writes = batch.len(), "a SQLite write batch failed; reopening the database");
+                    // Dropping the connection rolls back whatever is left of the transaction; the next batch
+                    // starts from a fresh connection, and readers follow.
+                    self.conn = None;
+                    self.readers.invalidate();
+                } else {
+                    tracing::warn!(%error, writes = batch.len(), "a SQLite write batch refused");
+                }
             }
         }
         for job in batch {
@@ -847,6 +862,7 @@ impl Readers {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
+        index_writable(&self.path)?;
         let generation = self.generation.load(Ordering::Acquire);
         let pooled = {
             let mut idle = lock(&self.idle);
@@ -914,6 +930,29 @@ fn file_identity(path: &Path) -> Result<FileId, StoreError> {
         device: 0,
         inode: 0,
     })
+}
+
+/// Refuses with `Unavailable` when the kernel would not let this process write the database's mapped index
+/// (`<db>-shm`), where a write would end the process with SIGBUS (see the module documentation). No index yet (it
+/// is created with the first connection) is fine.
+#[cfg(unix)]
+fn index_writable(db: &Path) -> Result<(), StoreError> {
+    let mut index = db.as_os_str().to_owned();
+    index.push("-shm");
+    match rustix::fs::access(index.as_os_str(), rustix::fs::Access::WRITE_OK) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(errno) => Err(StoreError::Unavailable(format!(
+            "{} cannot be written ({}); SQLite maps it, so the database is left alone until it can",
+            Path::new(&index).display(),
+            std::io::Error::from(errno)
+        ))),
+    }
+}
+
+/// Without `access(2)` nothing is checked; the platforms commandpost ships for are unix.
+#[cfg(not(unix))]
+fn index_writable(_db: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Fsyncs a directory so that the entries created in it survive a crash.
