@@ -61,7 +61,7 @@ enum Command {
         /// The `.automerge` file.
         file: PathBuf,
         /// The incident id to restore it under: a document id as the API and the UI show it (base58, e.g.
-        /// 4NMNnkMhL8jXrdJ9jamS9Kq8kD3Y) or its automerge: URL [default: the id in the file name, else a new one].
+        /// t3NSKfb4wJQdkb2QFC6ukUTpLFg) or its automerge: URL [default: the id in the file name, else a new one].
         #[arg(long)]
         id: Option<String>,
     },

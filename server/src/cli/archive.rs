@@ -175,7 +175,7 @@ pub(super) async fn import(
         Some(id) => parse_incident(id).with_context(|| {
             format!(
                 "{id:?} is not a document id: use the id the API and the UI show (base58, such as \
-                 4NMNnkMhL8jXrdJ9jamS9Kq8kD3Y) or its automerge: URL"
+                 t3NSKfb4wJQdkb2QFC6ukUTpLFg) or its automerge: URL"
             )
         })?,
         None => id_from_name(file).unwrap_or_else(DocumentId::random),
