@@ -342,6 +342,7 @@ mod tests {
             number: None,
             title: String::new(),
             template: String::new(),
+            template_version: None,
             severity: None,
             status: None,
             drill: false,

@@ -155,7 +155,7 @@ impl Catalog {
                     })
                     .unwrap_or_default();
                 by_id.insert(
-                    id,
+                    id.as_str(),
                     Loaded {
                         template: good.template.clone(),
                         source: good.source.clone(),
