@@ -391,12 +391,10 @@ impl Templates {
             }),
         };
         if let Some(dir) = &templates.inner.dir {
-            let sources = read_dir(dir.clone())
-                .await
-                .map_err(|error| DirError {
-                    dir: dir.display().to_string(),
-                    error,
-                })?;
+            let sources = read_dir(dir.clone()).await.map_err(|error| DirError {
+                dir: dir.display().to_string(),
+                error,
+            })?;
             templates.apply(|layers| layers.directory.update(sources));
         }
         if let Err(error) = templates.reload_store().await {
@@ -535,25 +533,43 @@ mod tests {
         let mut dir = Layer::new(Origin::Directory);
         assert!(dir.update(vec![source("payments", &template("Payments"))]));
         let good = Catalog::build(&[&built_in(), &dir]);
-        let version = good.get("payments").expect("served").template.version.clone();
+        let version = good
+            .get("payments")
+            .expect("served")
+            .template
+            .version
+            .clone();
 
         assert!(dir.update(vec![source("payments", BROKEN)]));
-        assert!(!dir.update(vec![source("payments", BROKEN)]), "unchanged text is not checked again");
+        assert!(
+            !dir.update(vec![source("payments", BROKEN)]),
+            "unchanged text is not checked again"
+        );
         let catalog = Catalog::build(&[&built_in(), &dir]);
         let served = catalog.get("payments").expect("still served");
         assert_eq!(served.template.version, version);
         assert_eq!(catalog.problems().len(), 1);
         let problem = &catalog.problems()[0];
-        assert_eq!(problem.error, "payments.md:4: unknown kind \"list\" (expected one of text, markdown, status, choice, flag, roles, checklist, timeline, timestamps, questions)");
+        assert_eq!(
+            problem.error,
+            "payments.md:4: unknown kind \"list\" (expected one of text, markdown, status, choice, flag, roles, checklist, timeline, timestamps, questions)"
+        );
         assert_eq!(problem.serving.as_ref().map(|s| &s.version), Some(&version));
 
         assert!(dir.update(vec![source("payments", &template("Payments v2"))]));
         let fixed = Catalog::build(&[&built_in(), &dir]);
         assert!(fixed.problems().is_empty());
-        assert_ne!(fixed.get("payments").expect("served").template.version, version);
+        assert_ne!(
+            fixed.get("payments").expect("served").template.version,
+            version
+        );
 
         assert!(dir.update(Vec::new()), "a removed file is dropped");
-        assert!(Catalog::build(&[&built_in(), &dir]).get("payments").is_none());
+        assert!(
+            Catalog::build(&[&built_in(), &dir])
+                .get("payments")
+                .is_none()
+        );
     }
 
     #[test]
@@ -562,13 +578,19 @@ mod tests {
         store.update(vec![source("incident", &template("Ours"))]);
         let catalog = Catalog::build(&[&built_in(), &Layer::new(Origin::Directory), &store]);
         let served = catalog.get("incident").expect("served");
-        assert_eq!((served.origin, served.template.name.as_str()), (Origin::Store, "Ours"));
+        assert_eq!(
+            (served.origin, served.template.name.as_str()),
+            (Origin::Store, "Ours")
+        );
         assert_eq!(served.overrides, [Origin::BuiltIn]);
 
         let mut never_good = Layer::new(Origin::Directory);
         never_good.update(vec![source("incident", BROKEN)]);
         let catalog = Catalog::build(&[&built_in(), &never_good]);
-        assert_eq!(catalog.get("incident").expect("served").origin, Origin::BuiltIn);
+        assert_eq!(
+            catalog.get("incident").expect("served").origin,
+            Origin::BuiltIn
+        );
         assert_eq!(
             catalog.problems()[0].serving.as_ref().map(|s| s.origin),
             Some(Origin::BuiltIn)

@@ -3629,7 +3629,9 @@ async fn a_team_template_is_previewed_declared_from_and_listed_for_admins() -> a
 
     let browser = Browser::open("team-template", WindowSize::DESKTOP).await?;
     sign_in(&browser, &server.base_url, &alice).await?;
-    browser.goto(&format!("{}/#/declare", server.base_url)).await?;
+    browser
+        .goto(&format!("{}/#/declare", server.base_url))
+        .await?;
     let radio = r#"input[name="template"][value="payments"]"#;
     browser.wait_for(radio, UI_TIMEOUT).await?;
     click_in_view(&browser, radio).await?;
@@ -3641,16 +3643,31 @@ async fn a_team_template_is_previewed_declared_from_and_listed_for_admins() -> a
             vec![json!(preview)],
         )
         .await?;
-    ensure!(fields == json!(["title", "status", "network", "summary"]), "{fields}");
-    let description = browser.text(&format!("{preview} .template-description")).await?;
-    ensure!(description.as_deref() == Some("For incidents in the payments path."), "{description:?}");
     ensure!(
-        browser.text(&format!("{preview} li[data-field=\"network\"]")).await?.is_some_and(|t| t.contains("Card network")),
+        fields == json!(["title", "status", "network", "summary"]),
+        "{fields}"
+    );
+    let description = browser
+        .text(&format!("{preview} .template-description"))
+        .await?;
+    ensure!(
+        description.as_deref() == Some("For incidents in the payments path."),
+        "{description:?}"
+    );
+    ensure!(
+        browser
+            .text(&format!("{preview} li[data-field=\"network\"]"))
+            .await?
+            .is_some_and(|t| t.contains("Card network")),
         "the field's label is shown"
     );
     ensure_accessible(&browser, "the declare page with a team template").await?;
-    browser.screenshot_full_page("declare-team-template").await?;
-    browser.type_text(r#"input[name="title"]"#, "Card declines").await?;
+    browser
+        .screenshot_full_page("declare-team-template")
+        .await?;
+    browser
+        .type_text(r#"input[name="title"]"#, "Card declines")
+        .await?;
     click_in_view(&browser, r#"form.declare button[type="submit"]"#).await?;
     let id = browser
         .wait_until("the new incident's page", UI_TIMEOUT, || async {
@@ -3659,7 +3676,10 @@ async fn a_team_template_is_previewed_declared_from_and_listed_for_admins() -> a
         })
         .await?;
     let view = server.incident_json(&alice, &id).await;
-    ensure!(view["template"] == "payments" && view["templateName"] == "Payments outage", "{view}");
+    ensure!(
+        view["template"] == "payments" && view["templateName"] == "Payments outage",
+        "{view}"
+    );
 
     browser.close().await?;
 
@@ -3668,23 +3688,36 @@ async fn a_team_template_is_previewed_declared_from_and_listed_for_admins() -> a
     sign_in(&browser, &server.base_url, &server.admin_token).await?;
     let nav = r##"nav a[href="#/templates"]"##;
     browser
-        .wait_until("the Templates menu entry for an admin", UI_TIMEOUT, || async {
-            Ok((browser.attr(nav, "hidden").await?.is_none()).then_some(()))
-        })
+        .wait_until(
+            "the Templates menu entry for an admin",
+            UI_TIMEOUT,
+            || async { Ok((browser.attr(nav, "hidden").await?.is_none()).then_some(())) },
+        )
         .await?;
     click_in_view(&browser, nav).await?;
     let entry = r#"li[data-template="payments"][data-origin="directory"]"#;
     browser.wait_for(entry, UI_TIMEOUT).await?;
-    ensure!(browser.find(r#"li[data-template="incident"][data-origin="built-in"]"#).await?.is_some());
-    let refused = browser.text(r#"#template-errors li[data-problem="broken"]"#).await?;
     ensure!(
-        refused.as_deref().is_some_and(|t| t.starts_with("broken.md:4: unknown kind \"list\"")),
+        browser
+            .find(r#"li[data-template="incident"][data-origin="built-in"]"#)
+            .await?
+            .is_some()
+    );
+    let refused = browser
+        .text(r#"#template-errors li[data-problem="broken"]"#)
+        .await?;
+    ensure!(
+        refused
+            .as_deref()
+            .is_some_and(|t| t.starts_with("broken.md:4: unknown kind \"list\"")),
         "{refused:?}"
     );
     click_in_view(&browser, &format!("{entry} summary")).await?;
     browser
         .wait_until("the template's source", UI_TIMEOUT, || async {
-            let source = browser.text(&format!("{entry} pre.template-source")).await?;
+            let source = browser
+                .text(&format!("{entry} pre.template-source"))
+                .await?;
             Ok(source.filter(|s| s.starts_with("# Payments outage")))
         })
         .await?;

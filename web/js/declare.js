@@ -41,12 +41,11 @@ function templatePreview(template) {
   );
 }
 
-/** The parts of the form that depend on the template: what it holds, its questions and its severities. */
+/** The parts of the form that depend on the template: its questions and its severities. */
 function templateParts(template) {
   const questions = questionsOf(template);
   const severity = severityOf(template);
   return [
-    templatePreview(template),
     questions.length > 0 &&
       h(
         "fieldset",
@@ -99,6 +98,7 @@ export async function showDeclare(main, _route, signal) {
   if (signal.aborted) return;
 
   const byId = (id) => templates.find((t) => t.id === id);
+  const preview = h("div", {}, templatePreview(templates[0]));
   const dependent = h("div", {}, templateParts(templates[0]));
   const submit = h("button", { type: "submit", class: "primary" }, "Declare");
   const form = h(
@@ -119,7 +119,12 @@ export async function showDeclare(main, _route, signal) {
     },
     h(
       "fieldset",
-      { onchange: (e) => dependent.replaceChildren(...templateParts(byId(e.target.value))) },
+      {
+        onchange: (e) => {
+          preview.replaceChildren(templatePreview(byId(e.target.value)));
+          dependent.replaceChildren(...templateParts(byId(e.target.value)));
+        },
+      },
       h("legend", {}, "Template"),
       templates.map((t, i) =>
         h(
@@ -135,6 +140,7 @@ export async function showDeclare(main, _route, signal) {
         ),
       ),
     ),
+    preview,
     h(
       "label",
       {},

@@ -16,10 +16,7 @@ use crate::templates::{Loaded, Source};
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/templates", get(list))
-        .route(
-            "/api/templates/{id}",
-            get(read).put(upload).delete(remove),
-        )
+        .route("/api/templates/{id}", get(read).put(upload).delete(remove))
 }
 
 /// A template as the API shows it: what the declare form needs (name, description, fields) and what the admin

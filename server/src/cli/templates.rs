@@ -12,8 +12,8 @@ use crate::templates::{Source, dir};
 /// Checks every template in `templates_dir` as `serve` would load it: prints one line per template that
 /// passes and each refusal as `path:line: reason` on stderr; fails if any is refused or there are none.
 pub fn check(templates_dir: &Path) -> anyhow::Result<()> {
-    let sources = dir::read(templates_dir)
-        .with_context(|| format!("reading {}", templates_dir.display()))?;
+    let sources =
+        dir::read(templates_dir).with_context(|| format!("reading {}", templates_dir.display()))?;
     anyhow::ensure!(
         !sources.is_empty(),
         "no templates (*.md other than README.md) in {}",
@@ -73,8 +73,13 @@ pub fn preview(file: &Path, name: &str) -> anyhow::Result<()> {
         name: name.to_owned(),
         number: None,
     };
-    let incident = Incident::create(&template, &declaration, &Editor::new("preview", Utc::now()), None)
-        .context("declaring an incident from it")?;
+    let incident = Incident::create(
+        &template,
+        &declaration,
+        &Editor::new("preview", Utc::now()),
+        None,
+    )
+    .context("declaring an incident from it")?;
     eprintln!(
         "commandpost: {} ({}), version {}",
         template.name, template.id, template.version

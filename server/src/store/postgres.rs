@@ -632,12 +632,11 @@ impl Store for PostgresStore {
     }
 
     async fn templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
-        let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT id, source, updated_by, updated_at FROM templates ORDER BY id",
-        )
-        .fetch_all(self.pool().await?)
-        .await
-        .map_err(db_error)?;
+        let rows: Vec<(String, String, String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT id, source, updated_by, updated_at FROM templates ORDER BY id")
+                .fetch_all(self.pool().await?)
+                .await
+                .map_err(db_error)?;
         Ok(rows
             .into_iter()
             .map(|(id, source, updated_by, updated_at)| StoredTemplate {

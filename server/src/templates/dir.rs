@@ -47,7 +47,10 @@ mod tests {
         }
         std::fs::create_dir(dir.path().join("sub.md")).expect("a directory named like a template");
         let sources = read(dir.path()).expect("read");
-        let files: Vec<_> = sources.iter().map(|s| (s.id.as_str(), s.file.as_str())).collect();
+        let files: Vec<_> = sources
+            .iter()
+            .map(|s| (s.id.as_str(), s.file.as_str()))
+            .collect();
         assert_eq!(files, [("a", "a.md"), ("b", "b.md")]);
         assert_eq!(sources[0].text, b"a.md");
     }
