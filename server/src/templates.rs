@@ -400,6 +400,7 @@ impl Templates {
         if let Err(error) = templates.reload_store().await {
             tracing::warn!(%error, "reading the stored templates; retrying every second");
         }
+        // Publishes the first snapshot even when only the built-in templates exist (nothing above changed).
         templates.apply(|_| true);
         Ok(templates)
     }
