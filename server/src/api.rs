@@ -1,11 +1,12 @@
-//! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, templates,
-//! session, the `/sync` upgrade). Incident, token and ticket routes live in their own modules.
+//! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, session, the
+//! `/sync` upgrade). Incident, template, token and ticket routes live in their own modules.
 
 mod analytics;
 pub(crate) mod archive;
 mod command;
 mod hooks;
 mod incidents;
+mod templates;
 mod tickets;
 mod tokens;
 mod update;
@@ -21,8 +22,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use incident_doc::OpError;
 use incident_doc::schema::Status;
-use incident_doc::{OpError, Template};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -37,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::peer::ConnId;
 use crate::reads::HeavyReads;
 use crate::store::Store;
+use crate::templates::Templates;
 use crate::webhooks::Webhooks;
 
 /// Everything a handler may need; cloned per request, so every field is a cheap handle.
@@ -46,8 +48,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The live documents.
     pub registry: Registry,
-    /// Templates offered for new incidents, default first.
-    pub templates: Arc<Vec<Template>>,
+    /// Templates offered for new incidents (built-in, `templates-dir`, stored), reloaded while running.
+    pub templates: Templates,
     /// Server metrics.
     pub metrics: Arc<Metrics>,
     /// What `/sync` connections need.
@@ -70,7 +72,6 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/sync", get(sync))
         .route("/api/session", get(session))
-        .route("/api/templates", get(templates))
         .merge(incidents::router())
         .merge(command::router())
         .merge(archive::router())
@@ -79,6 +80,7 @@ pub fn app(state: AppState) -> Router {
         .merge(tickets::router())
         .merge(hooks::router())
         .merge(update::router())
+        .merge(templates::router())
         // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
         // small and left alone.
         .fallback(
@@ -263,7 +265,9 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer.
+/// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer. Refused
+/// templates are detail (`templateErrors`, each `file:line: reason`): the server still serves, with the last good
+/// version of each, so they do not make it unhealthy.
 async fn healthz(State(state): State<AppState>) -> Response {
     let storage = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
     let (status, storage) = match storage {
@@ -275,11 +279,14 @@ async fn healthz(State(state): State<AppState>) -> Response {
     } else {
         "degraded"
     };
+    let templates = state.templates.current();
     let body = json!({
         "status": overall,
         "storage": storage,
         "documentsLoaded": state.registry.loaded(),
         "connections": state.metrics.connections.get(),
+        "templates": templates.templates().len(),
+        "templateErrors": templates.problems().iter().map(|p| &p.error).collect::<Vec<_>>(),
     });
     (status, Json(body)).into_response()
 }
@@ -300,23 +307,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// `GET /api/session`: who the token belongs to, for the UI's sign-in.
 async fn session(identity: Identity) -> Json<serde_json::Value> {
     Json(json!({"name": identity.name, "scope": identity.scope.as_str()}))
-}
-
-/// `GET /api/templates`: every template with its fields in order.
-async fn templates(
-    identity: Identity,
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    identity.require(Scope::Read, "read templates")?;
-    let list: Vec<_> = state
-        .templates
-        .iter()
-        .map(|t| {
-            let fields: Vec<_> = t.fields.iter().map(|f| &f.def).collect();
-            json!({"id": t.id, "name": t.name, "description": t.description, "drill": t.drill, "fields": fields})
-        })
-        .collect();
-    Ok(Json(json!({ "templates": list })))
 }
 
 /// Query of `/sync`.

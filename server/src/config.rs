@@ -58,6 +58,9 @@ pub struct Config {
     pub webhook_delivery: DeliverySettings,
     /// The alert label that names the incident in Alertmanager payloads (`/api/hooks/alertmanager`).
     pub alertmanager_label: String,
+    /// A directory of the team's own templates (`*.md`, `templates/README.md`), offered beside the built-in ones
+    /// and re-read every second; a file with a built-in's id overrides it.
+    pub templates_dir: Option<PathBuf>,
     /// Heavy reads (history, exports, the postmortem, the status update, the JSON view) computing at once; as many
     /// again may wait, and further ones get 503 with `Retry-After`. Defaults to the number of cores.
     pub max_heavy_reads: usize,
@@ -84,6 +87,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             webhook_delivery: DeliverySettings::default(),
             alertmanager_label: "incident".to_owned(),
+            templates_dir: None,
             max_heavy_reads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }

@@ -179,10 +179,11 @@ async fn slack_messages_carry_no_mentions_or_disguised_links_from_user_text() ->
 }
 
 /// The CSV's text columns (the others hold numbers, booleans and times).
-const TEXT_COLUMNS: [&str; 8] = [
+const TEXT_COLUMNS: [&str; 9] = [
     "id",
     "title",
     "template",
+    "template_version",
     "severity",
     "status",
     "commanders",

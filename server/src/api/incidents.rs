@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use incident_doc::{Declaration, Editor, Incident, Operation, Template};
+use incident_doc::{Declaration, Editor, Incident, Operation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::export::{self, Format};
 use crate::input::parse_incident;
 use crate::store::{IncidentSummary, ListFilter};
+use crate::templates::Catalog;
 use wire::DocumentId;
 
 pub(super) fn router() -> Router<AppState> {
@@ -77,11 +78,12 @@ async fn declare(
         .template
         .as_deref()
         .unwrap_or(incident_doc::DEFAULT_TEMPLATE);
-    let template = state
-        .templates
-        .iter()
-        .find(|t| t.id == template_id)
-        .ok_or_else(|| ApiError::Unprocessable(format!("unknown template {template_id:?}")))?;
+    // One snapshot for the whole declaration, so a reload meanwhile cannot mix two versions.
+    let catalog = state.templates.current();
+    let template = &catalog
+        .get(template_id)
+        .ok_or_else(|| ApiError::Unprocessable(format!("unknown template {template_id:?}")))?
+        .template;
     let mut starting = Vec::new();
     for (question, answer) in [
         ("secondTeam", body.second_team),
@@ -167,14 +169,14 @@ struct ListQuery {
 
 /// A row of the list; `templates` tell drills apart (the drill flag comes from the template, and the index keeps
 /// the template id).
-fn list_row(s: &IncidentSummary, templates: &[Template]) -> Value {
+fn list_row(s: &IncidentSummary, templates: &Catalog) -> Value {
     json!({
         "id": s.id,
         "url": s.id.url(),
         "number": s.number,
         "title": s.title,
         "template": s.template,
-        "drill": templates.iter().any(|t| t.id == s.template && t.drill),
+        "drill": templates.get(&s.template).is_some_and(|t| t.template.drill),
         "status": s.status_name(),
         "severity": s.severity,
         "commander": s.commander,
@@ -203,8 +205,9 @@ async fn list(
             limit: query.limit,
         })
         .await?;
+    let templates = state.templates.current();
     Ok(Json(
-        json!({"incidents": rows.iter().map(|row| list_row(row, &state.templates)).collect::<Vec<_>>() }),
+        json!({"incidents": rows.iter().map(|row| list_row(row, &templates)).collect::<Vec<_>>() }),
     ))
 }
 

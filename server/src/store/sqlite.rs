@@ -51,8 +51,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord,
-    status_from_column,
+    ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, StoredTemplate,
+    TEMPLATES_COUNTER, TokenRecord, status_from_column,
 };
 use crate::auth::Scope;
 use wire::DocumentId;
@@ -143,6 +143,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tickets_by_token ON tickets (token_hash);",
     // Version 4: the Incident Commander in the index, for the incident list; rows gain it on their next change.
     "ALTER TABLE incidents ADD COLUMN commander TEXT;",
+    // Version 5: templates uploaded through the admin API (`server/src/templates.rs`); the `counters` row
+    // `templates_revision` moves with every change, for nodes to poll.
+    "CREATE TABLE templates (
+        id TEXT PRIMARY KEY NOT NULL,
+        source TEXT NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -636,6 +644,71 @@ impl Store for SqliteStore {
                     .map(|(token_hash, _)| token_hash)
             })
             .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn put_template(&self, id: &str, source: &str, by: &str) -> Result<(), StoreError> {
+        let (id, source, by) = (id.to_owned(), source.to_owned(), by.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO templates (id, source, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET source = excluded.source, updated_by = excluded.updated_by,
+                 updated_at = excluded.updated_at",
+                params![id, source, by, Utc::now().timestamp_micros()],
+            )
+            .map_err(db_error)?;
+            bump_templates_revision(conn)
+        })
+        .await
+    }
+
+    async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let deleted = conn
+                .execute("DELETE FROM templates WHERE id = ?1", [&id])
+                .map_err(db_error)?;
+            if deleted > 0 {
+                bump_templates_revision(conn)?;
+            }
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
+        self.read(|conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, source, updated_by, updated_at FROM templates ORDER BY id",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map([], |row| {
+                    Ok(StoredTemplate {
+                        id: row.get(0)?,
+                        source: row.get(1)?,
+                        updated_by: row.get(2)?,
+                        updated_at: time_column(row, 3)?,
+                    })
+                })
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn templates_revision(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT value FROM counters WHERE name = ?1")
+                .and_then(|mut select| {
+                    select
+                        .query_row([TEMPLATES_COUNTER], |row| row.get(0))
+                        .optional()
+                })
+                .map(Option::unwrap_or_default)
+                .map_err(db_error)
         })
         .await
     }
@@ -1174,6 +1247,17 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
             .map(|micros| micros_to_time(3, micros))
             .transpose()?,
     })
+}
+
+/// Moves the templates' revision on, inside the write that changed them.
+fn bump_templates_revision(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, 1)
+         ON CONFLICT (name) DO UPDATE SET value = value + 1",
+        [TEMPLATES_COUNTER],
+    )
+    .map(|_| ())
+    .map_err(db_error)
 }
 
 /// Reads a document id stored as its text; text that is no id means corruption.
