@@ -38,7 +38,7 @@ use crate::metrics::Metrics;
 use crate::peer::ConnId;
 use crate::reads::HeavyReads;
 use crate::store::Store;
-use crate::templates::Templates;
+use crate::templates::{Catalog, Templates};
 use crate::webhooks::Webhooks;
 
 /// Everything a handler may need; cloned per request, so every field is a cheap handle.
@@ -192,10 +192,11 @@ fn status_filter(name: &str) -> Result<Status, ApiError> {
 
 /// A `severity=` filter: an option of some template's `severity` field, or 422 naming them all (an unknown one
 /// could only ever answer an empty list, which reads as "no such incidents").
-fn severity_filter(templates: &[Template], name: String) -> Result<String, ApiError> {
+fn severity_filter(templates: &Catalog, name: String) -> Result<String, ApiError> {
     let mut known: Vec<&str> = templates
+        .templates()
         .iter()
-        .filter_map(|t| t.field("severity"))
+        .filter_map(|t| t.template.field("severity"))
         .flat_map(|field| field.def.options.iter().map(|o| o.key.as_str()))
         .collect();
     known.sort_unstable();
@@ -211,11 +212,15 @@ fn severity_filter(templates: &[Template], name: String) -> Result<String, ApiEr
 }
 
 /// A `template=` filter: a template's id, or 422 naming them all, for the same reason as [`severity_filter`].
-fn template_filter(templates: &[Template], id: String) -> Result<String, ApiError> {
-    if templates.iter().any(|t| t.id == id) {
+fn template_filter(templates: &Catalog, id: String) -> Result<String, ApiError> {
+    if templates.get(&id).is_some() {
         Ok(id)
     } else {
-        let known: Vec<&str> = templates.iter().map(|t| t.id.as_str()).collect();
+        let known: Vec<&str> = templates
+            .templates()
+            .iter()
+            .map(|t| t.template.id.as_str())
+            .collect();
         Err(ApiError::Unprocessable(format!(
             "unknown template {id:?} (expected one of {})",
             known.join(", ")

@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use chrono::{DateTime, Utc};
-use incident_doc::Template;
 use incident_doc::analytics::{self, Facts, Filter};
 use serde::Deserialize;
 
@@ -27,6 +26,7 @@ use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::input::parse_moment;
 use crate::store::{IncidentSummary, ListFilter};
+use crate::templates::Catalog;
 use wire::DocumentId;
 
 pub(super) fn router() -> Router<AppState> {
@@ -88,7 +88,7 @@ struct AnalyticsQuery {
 }
 
 impl AnalyticsQuery {
-    fn filter(&self, templates: &[Template]) -> Result<Filter, ApiError> {
+    fn filter(&self, templates: &Catalog) -> Result<Filter, ApiError> {
         let status = self.status.as_deref().map(status_filter).transpose()?;
         Ok(Filter {
             from: self
@@ -231,7 +231,7 @@ async fn rows(
     QueryParams(query): QueryParams<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
     reader(&state, &headers, &query).await?;
-    let filter = query.filter(&state.templates)?;
+    let filter = query.filter(&state.templates.current())?;
     let format = query.format.as_deref().unwrap_or("csv");
     let content_type = match format {
         "csv" => "text/csv; charset=utf-8; header=present",
@@ -294,7 +294,7 @@ async fn insights(
             "/insights is a page; for rows use /api/analytics/incidents?format=csv".into(),
         ));
     }
-    let filter = query.filter(&state.templates)?;
+    let filter = query.filter(&state.templates.current())?;
     let rows = facts(&state, &cache, &filter).await?;
     let html = insights::page(&rows, &query.describe());
     Ok((

@@ -194,18 +194,18 @@ async fn list(
     identity.require(Scope::Read, "list incidents")?;
     let QueryParams(query) = query?;
     let status = query.status.as_deref().map(status_filter).transpose()?;
+    let templates = state.templates.current();
     let rows = state
         .store
         .list(&ListFilter {
             status,
             severity: query
                 .severity
-                .map(|name| severity_filter(&state.templates, name))
+                .map(|name| severity_filter(&templates, name))
                 .transpose()?,
             limit: query.limit,
         })
         .await?;
-    let templates = state.templates.current();
     Ok(Json(
         json!({"incidents": rows.iter().map(|row| list_row(row, &templates)).collect::<Vec<_>>() }),
     ))
