@@ -237,6 +237,9 @@ struct Layer {
     /// Why the whole origin could not be read, the last time it was tried (a directory gone or unreadable);
     /// its templates keep serving.
     unreadable: Option<String>,
+    /// Whether the origin has been read once: what it holds at start is logged at DEBUG (every start would
+    /// repeat it), what changes later at INFO.
+    read_once: bool,
 }
 
 impl Layer {
@@ -247,6 +250,7 @@ impl Layer {
             seen: BTreeMap::new(),
             refused: BTreeMap::new(),
             unreadable: None,
+            read_once: false,
         }
     }
 
@@ -267,13 +271,13 @@ impl Layer {
             changed = true;
             match source.parse() {
                 Ok(template) => {
-                    tracing::info!(
-                        template = %template.id,
-                        version = %template.version,
-                        origin = self.origin.as_str(),
-                        file = %source.file,
-                        "template loaded"
-                    );
+                    let (id, version, origin) =
+                        (&template.id, &template.version, self.origin.as_str());
+                    if self.read_once {
+                        tracing::info!(template = %id, %version, origin, file = %source.file, "template loaded");
+                    } else {
+                        tracing::debug!(template = %id, %version, origin, file = %source.file, "template loaded");
+                    }
                     self.refused.remove(&source.id);
                     self.good.insert(
                         source.id.clone(),
@@ -305,6 +309,7 @@ impl Layer {
             }
             self.seen.insert(source.id, source.text);
         }
+        self.read_once = true;
         changed
     }
 
