@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a fixture store with a given `commandpost` binary: the store an earlier release leaves behind.
 
-Usage: fixture-store.py BINARY OUT_DIR
+Usage: fixture-store.py BINARY OUT_DIR [DATABASE_URL SCHEMA]
 
 Starts BINARY on a fresh data directory, plays a short incident history over the HTTP API (three incidents from
 the three built-in templates, a drill among them; tokens, roles, a handoff proposed and accepted, timeline entries,
@@ -9,7 +9,9 @@ an Alertmanager alert, a status update marked sent, lifecycle stages, one incide
 every export of every incident as that release rendered it, stops the server (which checkpoints the write-ahead
 log into the database file) and keeps:
 
-    OUT_DIR/commandpost.db           the store
+    OUT_DIR/commandpost.db           the store (SQLite), or
+    OUT_DIR/postgres.sql             with DATABASE_URL (whose search path is SCHEMA), the store as `pg_dump --inserts`
+                                     wrote it, SCHEMA replaced by __SCHEMA__ and without the CREATE SCHEMA
     OUT_DIR/admin-token              the store's admin token (a test store: it guards nothing)
     OUT_DIR/exports/<id>.<format>    markdown, html, json, postmortem of each incident, as that release made them
 
@@ -31,10 +33,12 @@ FORMATS = ["markdown", "html", "json", "postmortem"]
 
 def main() -> None:
     binary, out = sys.argv[1], sys.argv[2]
+    postgres = sys.argv[3:5] if len(sys.argv) == 5 else None
     work = tempfile.mkdtemp(prefix="commandpost-fixture-")
     data = os.path.join(work, "data")
+    store = ["--database-url", postgres[0]] if postgres else ["--data-dir", data]
     server = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
+        [binary, "serve", "--listen", "127.0.0.1:0", *store],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -52,13 +56,35 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         if server.wait(timeout=60) != 0:
             sys.exit(f"the server exited with {server.returncode}")
-    for leftover in ("commandpost.db-wal", "commandpost.db-shm"):
-        if os.path.exists(os.path.join(data, leftover)) and os.path.getsize(os.path.join(data, leftover)) > 0:
-            sys.exit(f"{leftover} was left with content: the store is not whole in commandpost.db")
-    shutil.copyfile(os.path.join(data, "commandpost.db"), os.path.join(out, "commandpost.db"))
+    if postgres:
+        dump(postgres[0].split("?")[0], postgres[1], os.path.join(out, "postgres.sql"))
+    else:
+        for leftover in ("commandpost.db-wal", "commandpost.db-shm"):
+            if os.path.exists(os.path.join(data, leftover)) and os.path.getsize(os.path.join(data, leftover)) > 0:
+                sys.exit(f"{leftover} was left with content: the store is not whole in commandpost.db")
+        shutil.copyfile(os.path.join(data, "commandpost.db"), os.path.join(out, "commandpost.db"))
     with open(os.path.join(out, "admin-token"), "w") as f:
         f.write(admin + "\n")
     shutil.rmtree(work)
+
+
+def dump(url: str, schema: str, path: str) -> None:
+    """The schema's tables and rows as SQL a test replays into a schema of its own."""
+    sql = subprocess.run(
+        ["pg_dump", "--inserts", "--no-owner", "--no-privileges", "--schema", schema, url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    # Without the CREATE SCHEMA (the test has its own) and psql's meta-commands (newer pg_dumps wrap the dump in
+    # \restrict … \unrestrict), so any SQL client replays it.
+    lines = [
+        line
+        for line in sql.splitlines()
+        if not line.startswith(f"CREATE SCHEMA {schema};") and not line.startswith("\\")
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines).replace(f"{schema}.", "__SCHEMA__.") + "\n")
 
 
 def started(server: subprocess.Popen) -> tuple:

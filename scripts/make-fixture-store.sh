@@ -2,7 +2,9 @@
 # Writes tests/fixtures/stores/NAME/: a store written by the release at REV (a tag or commit of this repository),
 # with the exports that release rendered, for tests/tests/upgrades.rs to open with today's server.
 #
-#   bash scripts/make-fixture-store.sh REV NAME
+#   bash scripts/make-fixture-store.sh REV NAME [postgres]
+#
+# With `postgres`, the store is a schema of the local PostgreSQL (127.0.0.1:5432, database `test`), dumped as SQL.
 #
 # Builds REV's server in a temporary worktree (CARGO_TARGET_DIR is honoured: point it at a copy of a target
 # directory to reuse compiled dependencies), then runs scripts/fixture-store.py with it. Fixtures are written once
@@ -23,7 +25,16 @@ target="${CARGO_TARGET_DIR:-$src/target}"
 (cd "$src/tree" && CARGO_TARGET_DIR="$target" cargo build -p server --bin commandpost)
 
 mkdir -p "$out"
-python3 scripts/fixture-store.py "$target/debug/commandpost" "$out"
+if [ "${3:-}" = postgres ]; then
+  schema="fixture_$(date +%s)"
+  server="postgres://postgres@127.0.0.1:5432/test"
+  psql -q "$server" -c "CREATE SCHEMA $schema"
+  python3 scripts/fixture-store.py "$target/debug/commandpost" "$out" \
+    "$server?options=-c%20search_path%3D$schema" "$schema"
+  psql -q "$server" -c "DROP SCHEMA $schema CASCADE"
+else
+  python3 scripts/fixture-store.py "$target/debug/commandpost" "$out"
+fi
 cat >"$out/RELEASE" <<EOF
 commit $commit ($rev)
 written $(date -u +%Y-%m-%dT%H:%M:%SZ) by scripts/make-fixture-store.sh

@@ -55,6 +55,12 @@ impl TestDatabase {
         .collect()
     }
 
+    /// Replays `sql` (a fixture's dump, whose tables are qualified with `__SCHEMA__`) into this schema.
+    pub fn load(&self, sql: &str) {
+        let sql = sql.replace("__SCHEMA__", &self.schema);
+        psql(&sql).unwrap_or_else(|e| panic!("loading SQL into {}: {e}", self.schema));
+    }
+
     /// The address of PostgreSQL itself, for a proxy to forward to.
     pub fn server_addr() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 5432))

@@ -1,6 +1,7 @@
 //! Upgrades keep every incident: each fixture store in `tests/fixtures/stores/` was written by an earlier release
 //! of this repository (`scripts/make-fixture-store.sh`, which names the commit in the fixture's `RELEASE`), with the
-//! exports that release rendered. Today's server opens a copy, says it upgraded the store's schema, serves every
+//! exports that release rendered: a SQLite file, or a PostgreSQL schema dumped as SQL and replayed into a schema of
+//! the test's own. Today's server opens a copy, says it upgraded the store's schema, serves every
 //! incident with the same exports, and keeps serving the upgraded copy after a restart; a store from a newer release
 //! than this one is refused with a message saying so, and left as it was.
 
@@ -8,18 +9,22 @@ use std::path::{Path, PathBuf};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tests::TestServer;
+use tests::{TestDatabase, TestServer};
+
+/// A PostgreSQL fixture's dump.
+const POSTGRES: &str = "postgres.sql";
 
 /// Formats compared byte for byte. The JSON export is compared as JSON without `stale`, which says whether a field
 /// is overdue *now*, so it changes with the clock, not with the release.
 const EXACT: [&str; 3] = ["markdown", "html", "postmortem"];
 
+/// The fixture stores: directories holding a `commandpost.db` or a `postgres.sql`.
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stores");
     let mut stores: Vec<PathBuf> = std::fs::read_dir(&root)
         .expect("tests/fixtures/stores")
         .map(|entry| entry.expect("an entry").path())
-        .filter(|path| path.join("commandpost.db").is_file())
+        .filter(|path| path.join("commandpost.db").is_file() || path.join(POSTGRES).is_file())
         .collect();
     stores.sort();
     assert!(
@@ -115,15 +120,30 @@ async fn stores_written_by_earlier_releases_open_upgraded_with_every_incident() 
         let token = std::fs::read_to_string(fixture.join("admin-token"))
             .expect("the fixture's admin token");
         let token = token.trim();
-        let mut server = TestServer::start_process_on_copy(&fixture, token).await;
+        // Kept until the end of the case: dropping it drops the schema.
+        let mut database = None;
+        let (mut server, upgraded) = match std::fs::read_to_string(fixture.join(POSTGRES)) {
+            Ok(sql) => {
+                let db = database.insert(TestDatabase::create());
+                db.load(&sql);
+                let config = format!("database-url = {:?}\n", db.url());
+                let server = TestServer::start_node(&config, token).await;
+                (server, "upgraded the PostgreSQL schema")
+            }
+            Err(_) => (
+                TestServer::start_process_on_copy(&fixture, token).await,
+                "upgraded the SQLite store's schema",
+            ),
+        };
         serves_as_written(&server, token, &fixture).await;
         // Still whole after the upgrade was committed and the server restarted on it.
         server.restart().await;
         serves_as_written(&server, token, &fixture).await;
         server.stop_process().await;
         let log = server.log();
+        drop(database);
         assert_eq!(
-            log.matches("upgraded the SQLite store's schema").count(),
+            log.matches(upgraded).count(),
             1,
             "{}: the upgrade is said once, on the first start:\n{log}",
             fixture.display()
@@ -133,7 +153,10 @@ async fn stores_written_by_earlier_releases_open_upgraded_with_every_incident() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_from_a_newer_release_is_refused_and_left_as_it_was() {
-    let fixture = &fixtures()[0];
+    let fixture = fixtures()
+        .into_iter()
+        .find(|path| path.join("commandpost.db").is_file())
+        .expect("a SQLite fixture");
     let dir = tempfile::tempdir().expect("a directory");
     let db = dir.path().join("commandpost.db");
     std::fs::copy(fixture.join("commandpost.db"), &db).expect("copying the fixture");
