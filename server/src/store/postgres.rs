@@ -943,13 +943,20 @@ async fn run_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-    let before: Option<i64> = sqlx::query_scalar(
-        "SELECT CASE WHEN to_regclass('_sqlx_migrations') IS NULL THEN NULL
-                     ELSE (SELECT max(version) FROM _sqlx_migrations WHERE success) END",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    // Two statements: PostgreSQL resolves every table a statement names before running it, so one query could not
+    // read the migrations table only when it exists.
+    let existing: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let before: Option<i64> = if existing {
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?
+    } else {
+        None
+    };
     // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler cannot prove `Send`
     // inside an `async_trait` method (sqlx exposes it for exactly this).
     MIGRATOR
