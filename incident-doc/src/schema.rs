@@ -69,6 +69,7 @@ pub const EXIT_CRITERIA_KEY: &str = "exitCriteria";
 
 /// How a field's value is stored and edited. Serialized in lower case, as in templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FieldKind {
     /// One line of plain text in an Automerge Text (the title).
@@ -155,6 +156,7 @@ macro_rules! named_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }
@@ -286,6 +288,7 @@ impl Status {
 
 /// One option of a choice field or one question of a questions field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Choice {
     /// The stored value (choice) or answer key (questions).
     pub key: String,
@@ -295,6 +298,7 @@ pub struct Choice {
 
 /// One field of a document's layout: everything needed to render and edit it without its template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FieldDef {
     /// The root-map key holding the value; stable across template wording changes.

@@ -1,11 +1,13 @@
 //! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, templates,
-//! session, the `/sync` upgrade). Incident, token and ticket routes live in their own modules.
+//! session, the `/sync` upgrade, the OpenAPI description). Incident, token and ticket routes live in their own
+//! modules; every route is registered with its OpenAPI description (`openapi.rs`).
 
 mod analytics;
 pub(crate) mod archive;
 mod command;
 mod hooks;
 mod incidents;
+pub mod openapi;
 mod tickets;
 mod tokens;
 mod update;
@@ -21,17 +23,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use incident_doc::schema::Status;
+use incident_doc::schema::{FieldDef, Status};
 use incident_doc::{OpError, Template};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tower_http::compression::CompressionLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Identity, Scope, hash_token};
 use crate::connection::{self, SyncContext};
 use crate::document::{DocError, Registry};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::export::ExportError;
 use crate::metrics::Metrics;
 use crate::peer::ConnId;
@@ -62,15 +66,17 @@ pub struct AppState {
     pub alertmanager_label: Arc<str>,
 }
 
-/// The whole application as a router, so tests can drive it without a socket.
-pub fn app(state: AppState) -> Router {
-    let body_limit = state.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/sync", get(sync))
-        .route("/api/session", get(session))
-        .route("/api/templates", get(templates))
+/// Every route, each with its description: `routes!` takes a handler's method and path from its
+/// `#[utoipa::path]`, so what is routed and what is described are one list. Needs no state, so that the description
+/// can be built without a server.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(sync))
+        .routes(routes!(session))
+        .routes(routes!(templates))
+        .routes(routes!(openapi::openapi_json))
         .merge(incidents::router())
         .merge(command::router())
         .merge(archive::router())
@@ -79,6 +85,13 @@ pub fn app(state: AppState) -> Router {
         .merge(tickets::router())
         .merge(hooks::router())
         .merge(update::router())
+}
+
+/// The whole application as a router, so tests can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.max_body_bytes;
+    let (router, _) = routes().split_for_parts();
+    router
         // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
         // small and left alone.
         .fallback(
@@ -230,7 +243,33 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The answer of `/healthz`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    /// `ok`, or `degraded` when storage does not answer.
+    status: &'static str,
+    /// `ok` or `unavailable`.
+    storage: &'static str,
+    /// Incidents loaded as live documents on this node.
+    documents_loaded: usize,
+    /// Open `/sync` connections on this node.
+    connections: i64,
+}
+
 /// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer.
+///
+/// For load balancers and probes: needs no token and tells nothing about incidents.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    security(()),
+    responses(
+        (status = 200, description = "Serving, storage answers", body = Health),
+        (status = 503, description = "Storage does not answer within 2 s", body = Health),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> Response {
     let storage = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
     let (status, storage) = match storage {
@@ -242,17 +281,24 @@ async fn healthz(State(state): State<AppState>) -> Response {
     } else {
         "degraded"
     };
-    let body = json!({
-        "status": overall,
-        "storage": storage,
-        "documentsLoaded": state.registry.loaded(),
-        "connections": state.metrics.connections.get(),
-    });
+    let body = Health {
+        status: overall,
+        storage,
+        documents_loaded: state.registry.loaded(),
+        connections: state.metrics.connections.get(),
+    };
     (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text, from counters and gauges alone (it needs no token, so it must cost nothing
 /// that depends on the documents).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -264,34 +310,91 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /api/session`: who the token belongs to, for the UI's sign-in.
-async fn session(identity: Identity) -> Json<serde_json::Value> {
-    Json(json!({"name": identity.name, "scope": identity.scope.as_str()}))
+/// Who a token belongs to.
+#[derive(Serialize, ToSchema)]
+struct Session {
+    /// The token's name: the person or bot, as the timeline and history name them.
+    name: String,
+    /// `read`, `write` or `admin`.
+    scope: &'static str,
 }
 
-/// `GET /api/templates`: every template with its fields in order.
-async fn templates(
-    identity: Identity,
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+/// `GET /api/session`: who the token belongs to, for the UI's sign-in.
+#[utoipa::path(
+    get,
+    path = "/api/session",
+    tag = "meta",
+    responses(
+        (status = 200, body = Session),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
+async fn session(identity: Identity) -> Json<Session> {
+    Json(Session {
+        name: identity.name,
+        scope: identity.scope.as_str(),
+    })
+}
+
+/// The templates offered for new incidents.
+#[derive(Serialize, ToSchema)]
+struct Templates<'a> {
+    /// The default template first.
+    templates: Vec<TemplateRow<'a>>,
+}
+
+/// One template and the fields an incident declared from it has.
+#[derive(Serialize, ToSchema)]
+struct TemplateRow<'a> {
+    /// What `POST /api/incidents` names as `template`.
+    id: &'a str,
+    /// What people read.
+    name: &'a str,
+    /// What it is for.
+    description: &'a str,
+    /// Whether its incidents are drills (left out of analytics and webhooks by default).
+    drill: bool,
+    /// The fields, in the template's order.
+    fields: Vec<&'a FieldDef>,
+}
+
+/// `GET /api/templates` (read): every template with its fields in order.
+#[utoipa::path(
+    get,
+    path = "/api/templates",
+    tag = "meta",
+    responses(
+        (status = 200, body = Templates),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
+async fn templates(identity: Identity, State(state): State<AppState>) -> Result<Response, ApiError> {
     identity.require(Scope::Read, "read templates")?;
-    let list: Vec<_> = state
+    let templates = state
         .templates
         .iter()
-        .map(|t| {
-            let fields: Vec<_> = t.fields.iter().map(|f| &f.def).collect();
-            json!({"id": t.id, "name": t.name, "description": t.description, "drill": t.drill, "fields": fields})
+        .map(|t| TemplateRow {
+            id: &t.id,
+            name: &t.name,
+            description: &t.description,
+            drill: t.drill,
+            fields: t.fields.iter().map(|f| &f.def).collect(),
         })
         .collect();
-    Ok(Json(json!({ "templates": list })))
+    Ok(Json(Templates { templates }).into_response())
 }
 
 /// Query of `/sync`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SyncQuery {
     /// A ticket from `POST /api/sync-ticket`: how browsers, which cannot set headers on a WebSocket, authenticate.
     ticket: Option<String>,
     /// Read only to be refused: a token in the URL reaches proxy and access logs.
+    #[param(ignore)]
     token: Option<String>,
 }
 
@@ -300,6 +403,24 @@ const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 
 /// `GET /sync`: upgrades to the automerge-repo protocol after checking the ticket (`?ticket=`, browsers) or the
 /// token (`Authorization: Bearer`, other clients). A token in the query is refused, never used.
+///
+/// Only a WebSocket upgrade (`Connection: Upgrade`, `Upgrade: websocket`) is served; any other request is answered
+/// 426. The frames are automerge-repo's CBOR messages (docs/protocol.md).
+#[utoipa::path(
+    get,
+    path = "/sync",
+    tag = "sync",
+    params(SyncQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switched to the automerge-repo protocol over a WebSocket"),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, description = "No token or ticket, or an unknown, revoked, spent or expired one", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade (a browser tab, curl); answered before anything else", body = ErrorBody),
+        (status = 429, response = openapi::TooMany),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 async fn sync(
     State(state): State<AppState>,
     query: Result<QueryParams<SyncQuery>, ApiError>,
