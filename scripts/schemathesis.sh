@@ -60,15 +60,17 @@ TOKEN="$(sed -n 's/.*#token=\(.*\)$/\1/p' "$WORK/stdout")"
 
 step "schemathesis against $BASE/api/openapi.json"
 # Not checked: positive_data_acceptance, since valid input for an incident that does not exist (generated ids) is
-# rightly 404; everything else, including that invalid input is refused, is.
+# rightly 404; everything else, including that invalid input is refused, is. Not called: revoking a token, since
+# schemathesis follows the names `GET /api/tokens` lists to it and would revoke its own token (tests/tests/auth.rs
+# covers revocation).
 "$VENV/bin/st" run "$BASE/api/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \
   --checks all \
   --exclude-checks positive_data_acceptance \
+  --exclude-operation-id revoke_token \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" \
   --max-time "${SCHEMATHESIS_MAX_TIME:-150}" \
   --seed 25 \
   --generation-deterministic \
-  --generation-database none \
   --workers 1 \
   --no-color

@@ -151,9 +151,11 @@ impl FromStr for FieldKind {
     }
 }
 
-/// Generates a small string enum with its stored names, so roles, stages and states share one shape.
+/// Generates a small string enum with its stored names, so roles, stages and states share one shape. The names are
+/// `tt`, not `literal`: a `literal` fragment reaches derive macros wrapped in an invisible group, where utoipa's
+/// reading of `#[serde(rename)]` missed it and described `Commander` where the JSON says `commander`.
 macro_rules! named_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:tt,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -12,6 +12,7 @@ mod tickets;
 mod tokens;
 mod update;
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +26,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use incident_doc::schema::{FieldDef, Status};
 use incident_doc::{OpError, Template};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use tower_http::compression::CompressionLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -147,16 +149,42 @@ impl Identity {
 }
 
 /// A JSON body whose rejections speak our error format: 400 for bad JSON, 422 for wrong types, 413 for size.
+/// Every body is a JSON object, as the OpenAPI description says: an array is refused (422) rather than read
+/// field by field in order, as serde reads structs from sequences.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
+        match Json::<Object<T>>::from_request(req, state).await {
+            Ok(Json(Object(value))) => Ok(JsonBody(value)),
             Err(rejection) => Err(json_error(rejection, state.max_body_bytes, &state.metrics)),
         }
+    }
+}
+
+/// `T` read from a JSON object only.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ObjectVisitor(PhantomData))
+    }
+}
+
+/// Accepts a map and reads `T` from it; anything else is an "invalid type" error naming what was expected.
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = Object<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Object)
     }
 }
 
@@ -371,7 +399,10 @@ struct TemplateRow<'a> {
         (status = 503, response = openapi::Unavailable),
     )
 )]
-async fn templates(identity: Identity, State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn templates(
+    identity: Identity,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
     identity.require(Scope::Read, "read templates")?;
     let templates = state
         .templates

@@ -1,7 +1,8 @@
 //! How the HTTP API refuses bad requests: malformed JSON is a 400, well-formed JSON of the wrong shape a 422, a body
 //! over the limit a 413, an unknown id a 404, an unknown export format a 400, an unknown template a 422, and an
 //! operation the document model refuses a 422 that leaves the document exactly as it was (a batch of operations is
-//! all or nothing). Every refusal carries the `{"error": {"code", "message"}}` body.
+//! all or nothing); a body that is a JSON array, not an object, is a 422. Every refusal carries the
+//! `{"error": {"code", "message"}}` body.
 
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
@@ -86,6 +87,7 @@ async fn server_with_incident() -> (TestServer, String, String) {
 async fn malformed_json_is_a_400_and_the_wrong_shape_a_422() -> anyhow::Result<()> {
     let (server, token, id) = server_with_incident().await;
     let timeline = format!("/api/incidents/{id}/timeline");
+    let sent = format!("/api/incidents/{id}/update/sent");
     for (path, body, status, code) in [
         (
             "/api/incidents",
@@ -119,6 +121,20 @@ async fn malformed_json_is_a_400_and_the_wrong_shape_a_422() -> anyhow::Result<(
         ),
         (
             "/api/incidents",
+            r#"[]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        // serde reads a struct from an array, field by field in order: every body is an object (this one was
+        // declared as incident "Array", and `[]` below marked an update sent).
+        (
+            "/api/incidents",
+            r#"["incident", "Array"]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            &sent,
             r#"[]"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "unprocessable",

@@ -49,12 +49,24 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() -> anyhow
     let server = TestServer::start().await;
     let doc = description(&server).await?;
     anyhow::ensure!(
-        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
         "an OpenAPI 3.1 document: {}",
         doc["openapi"]
     );
     let paths = doc["paths"].as_object().context("paths")?;
     anyhow::ensure!(paths.len() >= 25, "only {} paths", paths.len());
+    // Client generators name their methods after operation ids, which OpenAPI requires to be unique.
+    let mut ids: Vec<&str> = paths
+        .values()
+        .flat_map(|item| item.as_object().into_iter().flat_map(|ops| ops.values()))
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    anyhow::ensure!(ids.len() == count, "operation ids repeat: {ids:?}");
     for (path, item) in paths {
         let url = fill(path);
         for method in METHODS {
@@ -138,7 +150,9 @@ async fn every_typed_operation_is_described_with_its_fields() -> anyhow::Result<
             .as_str()
             .with_context(|| format!("an `op` name in {variant}"))?;
         anyhow::ensure!(
-            variant["description"].as_str().is_some_and(|d| !d.is_empty()),
+            variant["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
             "{name} is described"
         );
         for (field, schema) in variant["properties"].as_object().context("properties")? {
@@ -150,9 +164,31 @@ async fn every_typed_operation_is_described_with_its_fields() -> anyhow::Result<
         names.push(name.to_owned());
     }
     // Spot checks, with the names users send.
-    for expected in ["spliceText", "setStatus", "setTimestamp", "recordAlert", "reopen"] {
-        anyhow::ensure!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    for expected in [
+        "spliceText",
+        "setStatus",
+        "setTimestamp",
+        "recordAlert",
+        "reopen",
+    ] {
+        anyhow::ensure!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
     }
+    // The enums they name, as their JSON spells them.
+    let roles = &doc["components"]["schemas"]["Role"]["enum"];
+    anyhow::ensure!(
+        *roles
+            == serde_json::json!([
+                "commander",
+                "operations",
+                "planning",
+                "communications",
+                "nextCommander"
+            ]),
+        "roles as JSON names them: {roles}"
+    );
     server.stop().await;
     Ok(())
 }

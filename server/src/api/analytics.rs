@@ -12,9 +12,9 @@ mod insights;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::Extension;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use incident_doc::analytics::{self, Facts, Filter};

@@ -1,10 +1,10 @@
 //! Incident routes: declare, list, read, export (now or at a past moment), append to the timeline, apply typed
 //! operations, delete.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use incident_doc::schema::Status;
 use incident_doc::{Applied, Declaration, Editor, Incident, Operation, Template};
@@ -267,6 +267,7 @@ fn list_row(s: &IncidentSummary, templates: &[Template]) -> ListRow {
 #[utoipa::path(
     get,
     path = "/api/incidents",
+    operation_id = "list_incidents",
     tag = "incidents",
     params(ListQuery),
     responses(
@@ -305,6 +306,7 @@ async fn list(
 #[utoipa::path(
     get,
     path = "/api/incidents/{id}",
+    operation_id = "read_incident",
     tag = "incidents",
     params(IncidentId),
     responses(
@@ -545,6 +547,7 @@ async fn operations(
 #[utoipa::path(
     delete,
     path = "/api/incidents/{id}",
+    operation_id = "delete_incident",
     tag = "incidents",
     params(IncidentId),
     responses(

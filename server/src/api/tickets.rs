@@ -56,7 +56,10 @@ struct Ticket {
         (status = 503, response = Unavailable),
     )
 )]
-async fn issue(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Ticket>, ApiError> {
+async fn issue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Ticket>, ApiError> {
     let token = bearer(&headers).ok_or(ApiError::Unauthorized)?;
     // Any scope: a read token syncs read-only, and the upgrade applies the token's scope.
     authenticate(&state, &token).await?;

@@ -1,9 +1,9 @@
 //! Token routes (admin): list, create, revoke. The same operations as `commandpost token …`, for a running server.
 //! And one for writers: the names of the people who may take a role, so that a handoff names someone real.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,10 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, JsonBody};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
 };
+use super::{AppState, JsonBody};
 use crate::auth::{self, Identity, Scope};
 use crate::error::ApiError;
 
@@ -100,6 +100,7 @@ struct TokenRow {
 #[utoipa::path(
     get,
     path = "/api/tokens",
+    operation_id = "list_tokens",
     tag = "tokens",
     responses(
         (status = 200, body = Tokens),
@@ -138,6 +139,7 @@ struct Created {
 #[utoipa::path(
     post,
     path = "/api/tokens",
+    operation_id = "create_token",
     tag = "tokens",
     request_body = NewToken,
     responses(
@@ -194,6 +196,7 @@ struct TokenName {
 #[utoipa::path(
     delete,
     path = "/api/tokens/{name}",
+    operation_id = "revoke_token",
     tag = "tokens",
     params(TokenName),
     responses(

@@ -2,9 +2,9 @@
 //! records that it went out (see `incident_doc::update`).
 
 use automerge::ChangeHash;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use incident_doc::Operation;
