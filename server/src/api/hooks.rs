@@ -37,13 +37,16 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase")]
 struct Notification {
     /// `"4"` for every current Alertmanager.
+    #[schema(pattern = "^4$")]
     version: String,
     /// The group's status: `firing` or `resolved`.
+    #[schema(pattern = "^(firing|resolved)$")]
     status: String,
     /// Labels every alert of the group shares.
     #[serde(default)]
     common_labels: BTreeMap<String, String>,
     /// The group's alerts.
+    #[schema(min_items = 1)]
     alerts: Vec<Alert>,
 }
 
@@ -52,6 +55,7 @@ struct Notification {
 #[serde(rename_all = "camelCase")]
 struct Alert {
     /// `firing` or `resolved`.
+    #[schema(pattern = "^(firing|resolved)$")]
     status: String,
     /// Identifying labels, `alertname` among them.
     #[serde(default)]

@@ -43,6 +43,7 @@ struct Declare {
     #[serde(default)]
     template: Option<String>,
     /// The incident's name; the title becomes `<name>: <date>`.
+    #[schema(pattern = "^[^\\r\\n]*\\S[^\\r\\n]*$", max_length = 200)]
     title: String,
     /// Declaration question: is a second team needed?
     #[serde(default)]

@@ -69,6 +69,7 @@ async fn people(
 #[serde(deny_unknown_fields)]
 struct NewToken {
     /// The person's or bot's name: 1-64 letters, digits or `- _ . @`, not `commandpost`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
     /// `read`, `write` or `admin`.
     #[schema(pattern = "^(read|write|admin)$")]
