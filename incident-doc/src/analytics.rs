@@ -30,6 +30,9 @@ pub struct Facts {
     pub title: String,
     /// The template id.
     pub template: String,
+    /// The template's version (a hash of its source) at declaration; empty for incidents declared before templates
+    /// had versions.
+    pub template_version: Option<String>,
     /// The severity, as the template names it.
     pub severity: Option<String>,
     /// The lifecycle state.
@@ -92,11 +95,12 @@ pub struct Facts {
 }
 
 /// The CSV columns, in order: exactly the serde names of [`Facts`].
-pub const COLUMNS: [&str; 30] = [
+pub const COLUMNS: [&str; 31] = [
     "id",
     "number",
     "title",
     "template",
+    "template_version",
     "severity",
     "status",
     "drill",
@@ -160,6 +164,7 @@ impl Facts {
             number: view.headline.number,
             title: view.headline.title.clone(),
             template: view.headline.template.clone(),
+            template_version: view.template_version.clone(),
             severity: view.headline.severity.clone(),
             status: view.headline.status.clone(),
             drill: view.headline.drill,
@@ -337,6 +342,7 @@ mod tests {
             number: None,
             title: String::new(),
             template: String::new(),
+            template_version: None,
             severity: None,
             status: None,
             drill: false,

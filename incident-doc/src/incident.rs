@@ -206,6 +206,7 @@ impl Incident {
         doc.put(ROOT, keys::SCHEMA_VERSION, SCHEMA_VERSION)?;
         doc.put(ROOT, keys::TEMPLATE, template.id.as_str())?;
         doc.put(ROOT, keys::TEMPLATE_NAME, template.name.as_str())?;
+        doc.put(ROOT, keys::TEMPLATE_VERSION, template.version.as_str())?;
         doc.put(ROOT, keys::CREATED_AT, edit::timestamp(editor.at))?;
         doc.put(ROOT, keys::CREATED_BY, editor.name.as_str())?;
         doc.put(ROOT, keys::DRILL, template.drill)?;

@@ -21,6 +21,10 @@ pub mod keys {
     pub const TEMPLATE: &str = "template";
     /// String: the display name of that template.
     pub const TEMPLATE_NAME: &str = "templateName";
+    /// String: the version of that template (a hash of its source, [`crate::template::version_of`]), so incidents
+    /// declared from different versions of one template can be told apart. Documents declared before templates
+    /// had versions lack it.
+    pub const TEMPLATE_VERSION: &str = "templateVersion";
     /// Timestamp: when the incident was declared in commandpost.
     pub const CREATED_AT: &str = "createdAt";
     /// String: who declared it.

@@ -20,6 +20,9 @@ pub struct Template {
     pub id: String,
     /// The `# Name` heading, shown in the template picker.
     pub name: String,
+    /// A hash of the source ([`version_of`]), stored in every document made from it: the same text always has the
+    /// same version, on every node, and any edit gives a new one.
+    pub version: String,
     /// The text under the name, shown in the template picker.
     pub description: String,
     /// Incidents from this template are drills (role-play), marked everywhere and left out of analytics by default.
@@ -68,10 +71,11 @@ pub struct TemplateError {
 const ANNOTATION_MARKER: &str = "commandpost";
 
 /// Root keys that templates may not use for fields, because the document stores its own data there.
-const RESERVED_KEYS: [&str; 9] = [
+const RESERVED_KEYS: [&str; 10] = [
     keys::SCHEMA_VERSION,
     keys::TEMPLATE,
     keys::TEMPLATE_NAME,
+    keys::TEMPLATE_VERSION,
     keys::CREATED_AT,
     keys::CREATED_BY,
     keys::NUMBER,
@@ -90,6 +94,22 @@ impl Template {
     pub fn field(&self, key: &str) -> Option<&TemplateField> {
         self.fields.iter().find(|f| f.def.key == key)
     }
+}
+
+/// How many hex digits of the source's SHA-256 a version keeps: 64 bits tell a team's versions apart while
+/// staying short enough to read in a CSV column.
+const VERSION_HEX_DIGITS: usize = 16;
+
+/// The version of a template's source: the first [`VERSION_HEX_DIGITS`] hex digits of its SHA-256. Computed from
+/// the exact bytes, so two nodes loading the same file agree without talking to each other.
+pub fn version_of(source: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(source.as_bytes());
+    let mut hex = String::with_capacity(VERSION_HEX_DIGITS);
+    for byte in digest.iter().take(VERSION_HEX_DIGITS / 2) {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
 }
 
 /// Holds what every error needs (file name and source for line numbers).
@@ -251,6 +271,7 @@ impl<'a> TemplateParser<'a> {
         Ok(Template {
             id: id.to_owned(),
             name,
+            version: version_of(self.source),
             description,
             drill,
             fields,

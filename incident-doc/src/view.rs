@@ -22,6 +22,10 @@ pub struct IncidentView {
     pub schema_version: i64,
     /// That template's display name.
     pub template_name: String,
+    /// That template's version (a hash of its source); absent in documents declared before templates had
+    /// versions, whose JSON export therefore stays as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<String>,
     /// Template, title, number, status, severity, drill flag, creation time: what lists and headers need.
     #[serde(flatten)]
     pub headline: Headline,
@@ -180,6 +184,7 @@ impl IncidentView {
         IncidentView {
             schema_version: r.int(&ROOT, keys::SCHEMA_VERSION).unwrap_or(0),
             template_name: r.str(&ROOT, keys::TEMPLATE_NAME).unwrap_or_default(),
+            template_version: r.str(&ROOT, keys::TEMPLATE_VERSION),
             headline: Headline::read_with(&r, &layout_defs),
             created_by: r.str(&ROOT, keys::CREATED_BY),
             pins: read_pins(&r, &fields),

@@ -457,9 +457,10 @@ fn facts_measure_named_pairs_of_timestamps() {
     let mut lines = csv.split("\r\n");
     assert_eq!(lines.next(), Some(analytics::COLUMNS.join(",").as_str()));
     let row = lines.next().expect("one row");
-    assert!(row.starts_with(
-        "doc1,465,Checkout errors: 2026-11-25,incident,SEV2,closed,false,2026-11-25T03:41:00.000Z,"
-    ));
+    let version = template("incident").version;
+    assert!(row.starts_with(&format!(
+        "doc1,465,Checkout errors: 2026-11-25,incident,{version},SEV2,closed,false,2026-11-25T03:41:00.000Z,"
+    )));
     assert!(row.contains(",2520,"), "time to mitigate in seconds: {row}");
     assert!(row.ends_with(",true,customerVisible"));
     let line = analytics::jsonl(std::slice::from_ref(&facts));

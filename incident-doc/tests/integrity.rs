@@ -328,6 +328,7 @@ fn check(
             keys::SCHEMA_VERSION,
             keys::TEMPLATE,
             keys::TEMPLATE_NAME,
+            keys::TEMPLATE_VERSION,
             keys::CREATED_AT,
             keys::CREATED_BY,
             keys::NUMBER,
@@ -414,7 +415,7 @@ proptest! {
         let layout: Vec<(String, String)> =
             server.view().fields.iter().map(|f| (f.def.key.clone(), f.def.kind.to_string())).collect();
         let creation: Vec<(String, String)> = [
-            keys::SCHEMA_VERSION, keys::TEMPLATE, keys::TEMPLATE_NAME, keys::CREATED_AT, keys::CREATED_BY,
+            keys::SCHEMA_VERSION, keys::TEMPLATE, keys::TEMPLATE_NAME, keys::TEMPLATE_VERSION, keys::CREATED_AT, keys::CREATED_BY,
             keys::NUMBER, keys::DRILL,
         ]
         .iter()

@@ -1026,3 +1026,35 @@ fn signals_name_the_events_between_two_moments() {
     );
     assert_eq!(got, vec![Event::Closed]);
 }
+
+#[test]
+fn incidents_carry_their_template_version_and_older_ones_read_without_it() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    use incident_doc::schema::keys;
+
+    let incident = declare("cafe");
+    let version = default_template().version;
+    assert_eq!(
+        version,
+        template::version_of(template::builtin_sources()[0].1)
+    );
+    assert_eq!(
+        incident.view().template_version.as_deref(),
+        Some(version.as_str())
+    );
+    assert!(
+        export::json(&incident.view()).contains(&format!("\"templateVersion\": \"{version}\""))
+    );
+
+    // A document declared before templates had versions: no key, so no version and a JSON export as before.
+    let mut older = declare("cafe");
+    older
+        .doc_mut()
+        .delete(ROOT, keys::TEMPLATE_VERSION)
+        .expect("removing the key");
+    let view = older.view();
+    assert_eq!(view.template_version, None);
+    assert!(!export::json(&view).contains("templateVersion"));
+    assert_eq!(view.template_name, "General incident");
+}

@@ -1,6 +1,6 @@
-//! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, templates,
-//! session, the `/sync` upgrade, the OpenAPI description). Incident, token and ticket routes live in their own
-//! modules; every route is registered with its OpenAPI description (`openapi.rs`).
+//! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, session, the
+//! `/sync` upgrade, the OpenAPI description). Incident, template, token and ticket routes live in their own modules;
+//! every route is registered with its OpenAPI description (`openapi.rs`).
 
 mod analytics;
 pub(crate) mod archive;
@@ -8,6 +8,7 @@ mod command;
 mod hooks;
 mod incidents;
 pub mod openapi;
+mod templates;
 mod tickets;
 mod tokens;
 mod update;
@@ -24,8 +25,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use incident_doc::schema::{FieldDef, Status};
-use incident_doc::{OpError, Template};
+use incident_doc::OpError;
+use incident_doc::schema::Status;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -43,6 +44,7 @@ use crate::metrics::Metrics;
 use crate::peer::ConnId;
 use crate::reads::HeavyReads;
 use crate::store::Store;
+use crate::templates::{Catalog, Templates};
 use crate::webhooks::Webhooks;
 
 /// Everything a handler may need; cloned per request, so every field is a cheap handle.
@@ -52,8 +54,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The live documents.
     pub registry: Registry,
-    /// Templates offered for new incidents, default first.
-    pub templates: Arc<Vec<Template>>,
+    /// Templates offered for new incidents (built-in, `templates-dir`, stored), reloaded while running.
+    pub templates: Templates,
     /// Server metrics.
     pub metrics: Arc<Metrics>,
     /// What `/sync` connections need.
@@ -77,7 +79,6 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
         .routes(routes!(sync))
         .routes(routes!(session))
-        .routes(routes!(templates))
         .routes(routes!(openapi::openapi_json))
         .merge(incidents::router())
         .merge(command::router())
@@ -87,6 +88,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(tickets::router())
         .merge(hooks::router())
         .merge(update::router())
+        .merge(templates::router())
 }
 
 /// The whole application as a router, so tests can drive it without a socket.
@@ -188,8 +190,8 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
     }
 }
 
-/// A query string whose rejection speaks our error format (400 with axum's explanation), as [`JsonBody`] does for
-/// bodies. Handlers that check the token's scope first take it as `Result<QueryParams<T>, ApiError>`, so a caller
+/// A query string whose rejection speaks our error format (422 with axum's explanation, as a body of the wrong shape
+/// gets from [`JsonBody`]: the URL was read, one of its values was not what the route takes). Handlers that check the token's scope first take it as `Result<QueryParams<T>, ApiError>`, so a caller
 /// without the scope learns nothing about the parameters.
 pub struct QueryParams<T>(pub T);
 
@@ -199,7 +201,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(QueryParams(value)),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+            Err(rejection) => Err(ApiError::Unprocessable(rejection.body_text())),
         }
     }
 }
@@ -220,13 +222,51 @@ fn json_error(rejection: JsonRejection, limit: usize, metrics: &Metrics) -> ApiE
     }
 }
 
-/// A `status=` filter: a lifecycle state's name, or 400 naming them all.
+/// A `status=` filter: a lifecycle state's name, or 422 naming them all.
 fn status_filter(name: &str) -> Result<Status, ApiError> {
     name.parse().map_err(|()| {
-        ApiError::BadRequest(format!(
+        ApiError::Unprocessable(format!(
             "unknown status {name:?} (expected declared, active, mitigated, resolved or closed)"
         ))
     })
+}
+
+/// A `severity=` filter: an option of some template's `severity` field, or 422 naming them all (an unknown one
+/// could only ever answer an empty list, which reads as "no such incidents").
+fn severity_filter(templates: &Catalog, name: String) -> Result<String, ApiError> {
+    let mut known: Vec<&str> = templates
+        .templates()
+        .iter()
+        .filter_map(|t| t.template.field("severity"))
+        .flat_map(|field| field.def.options.iter().map(|o| o.key.as_str()))
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    if known.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "unknown severity {name:?} (expected one of {})",
+            known.join(", ")
+        )))
+    }
+}
+
+/// A `template=` filter: a template's id, or 422 naming them all, for the same reason as [`severity_filter`].
+fn template_filter(templates: &Catalog, id: String) -> Result<String, ApiError> {
+    if templates.get(&id).is_some() {
+        Ok(id)
+    } else {
+        let known: Vec<&str> = templates
+            .templates()
+            .iter()
+            .map(|t| t.template.id.as_str())
+            .collect();
+        Err(ApiError::Unprocessable(format!(
+            "unknown template {id:?} (expected one of {})",
+            known.join(", ")
+        )))
+    }
 }
 
 /// What a document's refusal means to an HTTP client. It lives here, in the layer that already calls the documents,
@@ -246,12 +286,12 @@ impl From<DocError> for ApiError {
     }
 }
 
-/// An unknown format is the caller's mistake (400) and a moment before the incident existed one the incident cannot
-/// answer (422); the rest are bugs, logged and answered as such.
+/// An unknown format and a moment before the incident existed are values the route cannot take (422, as every
+/// unknown name is); the rest are bugs, logged and answered as such.
 impl From<ExportError> for ApiError {
     fn from(e: ExportError) -> Self {
         match e {
-            ExportError::UnknownFormat(_) => ApiError::BadRequest(e.to_string()),
+            ExportError::UnknownFormat(_) => ApiError::Unprocessable(e.to_string()),
             ExportError::NotYet { .. } => ApiError::Unprocessable(e.to_string()),
             ExportError::Fork(_) | ExportError::Json(_) => {
                 tracing::error!(error = %e, "rendering an export");
@@ -274,7 +314,7 @@ async fn method_not_allowed() -> ApiError {
 /// The answer of `/healthz`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Health {
+struct Health<'a> {
     /// `ok`, or `degraded` when storage does not answer.
     status: &'static str,
     /// `ok` or `unavailable`.
@@ -283,9 +323,15 @@ struct Health {
     documents_loaded: usize,
     /// Open `/sync` connections on this node.
     connections: i64,
+    /// Templates on offer.
+    templates: usize,
+    /// The refused templates, each `file:line: reason`.
+    template_errors: Vec<&'a str>,
 }
 
-/// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer.
+/// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer. Refused
+/// templates are detail (`templateErrors`, each `file:line: reason`): the server still serves, with the last good
+/// version of each, so they do not make it unhealthy.
 ///
 /// For load balancers and probes: needs no token and tells nothing about incidents.
 #[utoipa::path(
@@ -309,11 +355,18 @@ async fn healthz(State(state): State<AppState>) -> Response {
     } else {
         "degraded"
     };
+    let templates = state.templates.current();
     let body = Health {
         status: overall,
         storage,
         documents_loaded: state.registry.loaded(),
         connections: state.metrics.connections.get(),
+        templates: templates.templates().len(),
+        template_errors: templates
+            .problems()
+            .iter()
+            .map(|p| p.error.as_str())
+            .collect(),
     };
     (status, Json(body)).into_response()
 }
@@ -363,59 +416,6 @@ async fn session(identity: Identity) -> Json<Session> {
         name: identity.name,
         scope: identity.scope.as_str(),
     })
-}
-
-/// The templates offered for new incidents.
-#[derive(Serialize, ToSchema)]
-struct Templates<'a> {
-    /// The default template first.
-    templates: Vec<TemplateRow<'a>>,
-}
-
-/// One template and the fields an incident declared from it has.
-#[derive(Serialize, ToSchema)]
-struct TemplateRow<'a> {
-    /// What `POST /api/incidents` names as `template`.
-    id: &'a str,
-    /// What people read.
-    name: &'a str,
-    /// What it is for.
-    description: &'a str,
-    /// Whether its incidents are drills (left out of analytics and webhooks by default).
-    drill: bool,
-    /// The fields, in the template's order.
-    fields: Vec<&'a FieldDef>,
-}
-
-/// `GET /api/templates` (read): every template with its fields in order.
-#[utoipa::path(
-    get,
-    path = "/api/templates",
-    tag = "meta",
-    responses(
-        (status = 200, body = Templates),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 503, response = openapi::Unavailable),
-    )
-)]
-async fn templates(
-    identity: Identity,
-    State(state): State<AppState>,
-) -> Result<Response, ApiError> {
-    identity.require(Scope::Read, "read templates")?;
-    let templates = state
-        .templates
-        .iter()
-        .map(|t| TemplateRow {
-            id: &t.id,
-            name: &t.name,
-            description: &t.description,
-            drill: t.drill,
-            fields: t.fields.iter().map(|f| &f.def).collect(),
-        })
-        .collect();
-    Ok(Json(Templates { templates }).into_response())
 }
 
 /// Query of `/sync`.

@@ -1,8 +1,10 @@
 //! The `commandpost` command line: `serve`, `token create|list|revoke`, and `export`/`import` of incidents, all
-//! against the same store, found the same way (`--config`, `--data-dir`, `--database-url` and their variables).
+//! against the same store, found the same way (`--config`, `--data-dir`, `--database-url` and their variables);
+//! and `templates check|preview`, which need no store but find `templates-dir` as `serve` does.
 
 mod archive;
 mod limits;
+mod templates;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,9 +62,34 @@ enum Command {
     Import {
         /// The `.automerge` file.
         file: PathBuf,
-        /// The incident id to restore it under [default: the id in the file name, else a new one].
+        /// The incident id to restore it under: a document id as the API and the UI show it (base58, e.g.
+        /// t3NSKfb4wJQdkb2QFC6ukUTpLFg) or its automerge: URL [default: the id in the file name, else a new one].
         #[arg(long)]
         id: Option<String>,
+    },
+    /// Check a team's templates, or preview the incident one declares, without a server (for CI and editors).
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Check every template in a directory as the server would load it; exit non-zero if any is refused, with
+    /// `file:line: reason` for each.
+    Check {
+        /// The directory [default: the server's templates-dir, from --templates-dir,
+        /// COMMANDPOST_TEMPLATES_DIR or the config file].
+        dir: Option<PathBuf>,
+    },
+    /// Print, as Markdown, the incident a template file would declare.
+    Preview {
+        /// The template file (its name without `.md` is the id).
+        file: PathBuf,
+        /// The incident's name (the title becomes `<name>: <date>`).
+        #[arg(long, default_value = "Preview")]
+        name: String,
     },
 }
 
@@ -99,6 +126,10 @@ struct SettingsArgs {
     /// PostgreSQL URL, instead of the embedded store.
     #[arg(long, global = true, env = "COMMANDPOST_DATABASE_URL")]
     database_url: Option<String>,
+    /// Directory of the team's own templates, beside the built-in ones (`serve` re-reads it every second;
+    /// `templates check` checks it).
+    #[arg(long, global = true, env = "COMMANDPOST_TEMPLATES_DIR")]
+    templates_dir: Option<PathBuf>,
 }
 
 impl SettingsArgs {
@@ -124,6 +155,9 @@ impl SettingsArgs {
         }
         if let Some(url) = self.database_url {
             config.database_url = Some(url);
+        }
+        if let Some(dir) = self.templates_dir {
+            config.templates_dir = Some(dir);
         }
         Ok(config)
     }
@@ -161,6 +195,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .unwrap_or_else(|_| "info,automerge=warn".into()),
                 )
                 .with_writer(std::io::stderr)
+                // Colour codes only for a person at a terminal: journald, files and pipes get plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             limits.apply(&mut config);
             if let Some(listen) = listen {
@@ -194,6 +230,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Templates { command } => match command {
+            TemplatesCommand::Check { dir } => {
+                let dir = dir.or(config.templates_dir).context(
+                    "no directory to check: give one, or set templates-dir (--templates-dir, \
+                     COMMANDPOST_TEMPLATES_DIR or the config file)",
+                )?;
+                templates::check(&dir)
+            }
+            TemplatesCommand::Preview { file, name } => templates::preview(&file, &name),
+        },
     }
 }
 
@@ -228,11 +274,15 @@ where
     result
 }
 
-/// Checks everything before it binds or prints: the webhooks, then the store (PostgreSQL connected to and
+/// Checks everything before it binds or prints: the webhooks, the templates directory, then the store (PostgreSQL connected to and
 /// migrated), so that "listening" and a first-run token are printed only by a server that will keep running.
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("installing the SIGTERM and Ctrl-C handlers")?;
     config.webhooks().context("the webhook configuration")?;
+    if let Some(dir) = &config.templates_dir {
+        crate::templates::dir::read(dir)
+            .with_context(|| format!("reading templates-dir {}", dir.display()))?;
+    }
     let store = open_store(&config, IfMissing::Create).await?;
     let tokens = store
         .token_count()

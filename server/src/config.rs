@@ -19,9 +19,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// PostgreSQL URL; when set, it is used instead of the embedded store.
     pub database_url: Option<String>,
-    /// Largest `/sync` frame accepted, in bytes. A full Automerge document of a long incident must fit.
+    /// Largest `/sync` frame accepted, in bytes (a number, or a size such as `"16 MiB"`). A full Automerge document
+    /// of a long incident must fit.
+    #[serde(deserialize_with = "bytes")]
     pub max_frame_bytes: usize,
-    /// Largest HTTP request body, in bytes.
+    /// Largest HTTP request body, in bytes (a number, or a size such as `"1 MiB"`).
+    #[serde(deserialize_with = "bytes")]
     pub max_body_bytes: usize,
     /// Frames queued for one connection before it counts as not reading and is cut off.
     pub outbox_frames: usize,
@@ -32,7 +35,9 @@ pub struct Config {
     /// Seconds a document with no peers stays in memory.
     pub unload_after_secs: u64,
     /// Largest stored size of one document, in bytes: a sync message whose changes would take a document past it
-    /// is refused (nothing stored), and HTTP edits to a document at the limit get 422.
+    /// is refused (nothing stored), and HTTP edits to a document at the limit get 422. A number, or a size such as
+    /// `"64 MiB"`.
+    #[serde(deserialize_with = "bytes")]
     pub max_document_bytes: usize,
     /// Open `/sync` connections one token may have at once; the next upgrade gets 429.
     pub max_connections_per_token: usize,
@@ -53,6 +58,9 @@ pub struct Config {
     pub webhook_delivery: DeliverySettings,
     /// The alert label that names the incident in Alertmanager payloads (`/api/hooks/alertmanager`).
     pub alertmanager_label: String,
+    /// A directory of the team's own templates (`*.md`, `templates/README.md`), offered beside the built-in ones
+    /// and re-read every second; a file with a built-in's id overrides it.
+    pub templates_dir: Option<PathBuf>,
     /// Heavy reads (history, exports, the postmortem, the status update, the JSON view) computing at once; as many
     /// again may wait, and further ones get 503 with `Retry-After`. Defaults to the number of cores.
     pub max_heavy_reads: usize,
@@ -79,8 +87,50 @@ impl Default for Config {
             webhooks: Vec::new(),
             webhook_delivery: DeliverySettings::default(),
             alertmanager_label: "incident".to_owned(),
+            templates_dir: None,
             max_heavy_reads: std::thread::available_parallelism().map_or(1, usize::from),
         }
+    }
+}
+
+/// A size in bytes as people write it: `1048576`, `64 KiB`, `1MiB`, `2 GB`. Binary units (KiB, MiB, GiB: the ones
+/// the help and the docs print) and decimal ones (kB, MB, GB), any case, with or without a space.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || {
+        format!("{text:?} is not a size: write bytes (1048576) or a size such as 1 MiB or 64 KiB")
+    };
+    let number: usize = number.parse().map_err(|_| expected())?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(expected()),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is larger than this machine can count"))
+}
+
+/// A byte size in the config file: a number, or a string [`parse_bytes`] reads.
+fn bytes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(usize),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Number(n) => Ok(n),
+        Size::Text(text) => parse_bytes(&text).map_err(serde::de::Error::custom),
     }
 }
 
@@ -183,4 +233,95 @@ pub struct DocConfig {
     pub max_document_bytes: usize,
     /// The webhook endpoints: when there are any, each batch's events are queued with its changes.
     pub webhooks: Arc<Webhooks>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_read_in_the_units_the_help_prints() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("1 MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_bytes(" 64 kib "), Ok(64 << 10));
+        assert_eq!(parse_bytes("2 GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("10 B"), Ok(10));
+        for bad in ["", "MiB", "1.5 MiB", "1 MiBs", "-1", "1 PiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_bytes("99999999999999999999 GiB").is_err());
+    }
+
+    /// The keys serde reads for `T`: its field names as the config file spells them. Asked of `T`'s derived
+    /// `Deserialize` itself, so a new setting is listed without anyone remembering to.
+    fn keys<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+        struct Fields(Option<&'static [&'static str]>);
+        #[derive(Debug)]
+        struct Done;
+        impl std::fmt::Display for Done {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("fields read")
+            }
+        }
+        impl std::error::Error for Done {}
+        impl serde::de::Error for Done {
+            fn custom<M: std::fmt::Display>(_: M) -> Self {
+                Done
+            }
+        }
+        impl<'de> serde::Deserializer<'de> for &mut Fields {
+            type Error = Done;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Done> {
+                Err(Done)
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Done> {
+                self.0 = Some(fields);
+                Err(Done)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+                unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut fields = Fields(None);
+        let _ = T::deserialize(&mut fields);
+        fields.0.expect("a struct")
+    }
+
+    #[test]
+    fn every_config_key_is_in_the_reference() {
+        let reference = include_str!("../../docs/configuration.md");
+        let all = [
+            keys::<Config>(),
+            keys::<crate::webhooks::Endpoint>(),
+            keys::<DeliverySettings>(),
+        ];
+        assert!(all.iter().all(|k| k.len() > 1));
+        for key in all.concat() {
+            assert!(
+                reference.contains(&format!("| `{key}` |"))
+                    || reference.contains(&format!("| `[{key}]` |"))
+                    || reference.contains(&format!("| `[[{key}]]` |")),
+                "docs/configuration.md does not describe the config key {key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_config_file_takes_sizes_as_numbers_or_text() {
+        let config: Config =
+            toml::from_str("max-body-bytes = \"2 MiB\"\nmax-frame-bytes = 4096\n").expect("valid");
+        assert_eq!(config.max_body_bytes, 2 << 20);
+        assert_eq!(config.max_frame_bytes, 4096);
+        let error = toml::from_str::<Config>("max-document-bytes = \"lots\"\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("is not a size"), "{error}");
+    }
 }

@@ -36,7 +36,9 @@ pub struct ErrorDetail {
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 400: the request is malformed (bad JSON, bad parameter).
+    /// 400: the request cannot be read: a body that is not JSON or not sent as JSON, a token in the URL, a ticket
+    /// and a token at once. A request that reads but carries a value the route cannot take is a 422
+    /// ([`ApiError::Unprocessable`]), wherever the value is: path, query or body.
     #[error("{0}")]
     BadRequest(String),
     /// 400: a bearer token in the query string, where proxies and access logs keep it.
@@ -77,7 +79,8 @@ pub enum ApiError {
     /// 413: the body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
-    /// 422: well-formed but refused by the document's rules.
+    /// 422: readable, but a value is not one the route takes (an unknown role, status, severity, template or
+    /// format; a wrong type; a number out of range; a bad time) or the document's rules refuse the change.
     #[error("{0}")]
     Unprocessable(String),
     /// 429: a per-token limit (open `/sync` connections) is reached; retry once some close.

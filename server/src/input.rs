@@ -23,3 +23,16 @@ pub fn parse_moment(text: &str) -> Option<DateTime<Utc>> {
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example `commandpost import --help` and its refusal give must be an id the command takes.
+    #[test]
+    fn the_documented_example_id_is_an_id() {
+        let id = parse_incident("t3NSKfb4wJQdkb2QFC6ukUTpLFg").expect("the example parses");
+        assert_eq!(parse_incident(&id.url()), Some(id));
+        assert_eq!(parse_incident("00465"), None);
+    }
+}

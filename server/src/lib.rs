@@ -20,6 +20,7 @@ pub mod peer;
 pub mod reads;
 pub mod sessions;
 pub mod store;
+pub mod templates;
 pub mod web;
 pub mod webhooks;
 
@@ -40,6 +41,7 @@ use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::templates::Templates;
 use wire::PeerId;
 
 /// Opens the store the configuration names: PostgreSQL when a database URL is set, else the embedded store.
@@ -125,10 +127,12 @@ pub async fn run(
     let sessions = Sessions::default();
     sessions.sweep(store.clone(), stop.clone());
     let reads = HeavyReads::new(config.max_heavy_reads, metrics.clone());
+    let templates = Templates::load(config.templates_dir.clone(), store.clone()).await?;
+    templates.spawn_reloader(stop.clone());
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
-        templates: Arc::new(incident_doc::template::builtin()),
+        templates,
         metrics: metrics.clone(),
         sync: SyncContext {
             registry: registry.clone(),

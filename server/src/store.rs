@@ -154,6 +154,22 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A template uploaded through the admin API (`PUT /api/templates/{id}`), as stored: shared by every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTemplate {
+    /// The template id.
+    pub id: String,
+    /// The Markdown source.
+    pub source: String,
+    /// The token name that uploaded it.
+    pub updated_by: String,
+    /// When.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The `counters` row holding [`Store::templates_revision`], in both backends.
+const TEMPLATES_COUNTER: &str = "templates_revision";
+
 /// Storage for incident documents, their index, the incident counter and API tokens.
 ///
 /// Every method either completes or returns an error; no error is logged and dropped instead. A write
@@ -304,6 +320,20 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError>;
 
+    /// Stores `source` as the template `id` (replacing an earlier upload of that id), recorded as `by`'s, and
+    /// moves [`Store::templates_revision`] on, in one durable write. The caller has checked that it parses.
+    async fn put_template(&self, id: &str, source: &str, by: &str) -> Result<(), StoreError>;
+
+    /// Deletes the stored template `id`, moving the revision on; returns whether there was one.
+    async fn delete_template(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Every stored template, by id.
+    async fn templates(&self) -> Result<Vec<StoredTemplate>, StoreError>;
+
+    /// A number that changes whenever a stored template is put or deleted (0 before the first): what every node
+    /// polls, one cheap read, to learn that another node changed the templates.
+    async fn templates_revision(&self) -> Result<i64, StoreError>;
+
     /// Checks that the database is reachable and the write path is alive, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -371,6 +401,7 @@ pub(crate) mod conformance {
                 failing_item_does_not_fail_its_batch,
                 delete_removes_chunks_and_index,
                 closed_store_is_unavailable,
+                templates_are_stored_replaced_and_deleted,
                 outbox_claims_retries_and_logs,
                 outbox_coalesces_unattempted_deliveries,
             );
@@ -1070,6 +1101,35 @@ pub(crate) mod conformance {
         let listed = store.list(&ListFilter::default()).await.expect("list");
         assert_eq!(listed, vec![summary("kept", Status::Active, 1)]);
         assert_eq!(must_load(store, doc_id("kept")).await.chunks, vec![vec![3]]);
+    }
+
+    pub(crate) async fn templates_are_stored_replaced_and_deleted(store: &dyn Store) {
+        assert_eq!(store.templates_revision().await.expect("revision"), 0);
+        assert!(store.templates().await.expect("templates").is_empty());
+        store
+            .put_template("payments", "# Payments v1\n", "alice")
+            .await
+            .expect("put");
+        let first = store.templates_revision().await.expect("revision");
+        store
+            .put_template("payments", "# Payments v2\n", "bob")
+            .await
+            .expect("replace");
+        store
+            .put_template("db", "# Database\n", "alice")
+            .await
+            .expect("put another");
+        let second = store.templates_revision().await.expect("revision");
+        assert_ne!(first, second, "every put moves the revision");
+        let stored = store.templates().await.expect("templates");
+        let ids: Vec<_> = stored.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["db", "payments"]);
+        assert_eq!(stored[1].source, "# Payments v2\n");
+        assert_eq!(stored[1].updated_by, "bob");
+        assert!(store.delete_template("db").await.expect("delete"));
+        assert!(!store.delete_template("db").await.expect("delete again"));
+        assert_ne!(store.templates_revision().await.expect("revision"), second);
+        assert_eq!(store.templates().await.expect("templates").len(), 1);
     }
 
     pub(crate) async fn closed_store_is_unavailable(store: &dyn Store) {

@@ -257,10 +257,18 @@ impl Webhooks {
 }
 
 impl Endpoint {
-    /// The URL as admins and logs see it: scheme and host only, since chat tools put their credentials in the path.
+    /// The URL as admins and logs see it: scheme, host and port (two receivers on one host differ by port), not the
+    /// path, query or user info, since chat tools put their credentials there.
     pub fn shown_url(&self) -> String {
         reqwest::Url::parse(&self.url)
-            .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or_default()))
+            .map(|u| {
+                let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!(
+                    "{}://{}{port}/…",
+                    u.scheme(),
+                    u.host_str().unwrap_or_default()
+                )
+            })
             .unwrap_or_default()
     }
 

@@ -156,9 +156,9 @@ async fn a_bad_or_too_early_at_is_refused_clearly() {
     let export = |at: &str| format!("/api/incidents/{}/export?format=json&at={at}", incident.id);
     for bad in ["yesterday", "2026-13-01T00:00:00Z", "1700000000"] {
         let (status, body) = get(&server, &alice, &export(bad)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "at={bad}: {body}");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "at={bad}: {body}");
         let body: Value = serde_json::from_str(&body).expect("a JSON error");
-        assert_eq!(body["error"]["code"], "bad_request");
+        assert_eq!(body["error"]["code"], "unprocessable");
         assert!(
             body["error"]["message"]
                 .as_str()
@@ -248,7 +248,7 @@ async fn history_lists_changes_with_authors_and_fields_page_by_page() {
     assert_eq!(second["changes"][0], page["changes"][3]);
     assert_eq!(second["next"], Value::Null);
     let (status, _) = get(&server, &alice, &history("?limit=0")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]
@@ -628,9 +628,14 @@ async fn analytics_csv_parses_and_its_durations_match_hand_computed_fixtures() {
         .expect("GET");
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
 
-    for bad in ["?format=xlsx", "?from=last-week", "?status=open"] {
+    for bad in [
+        "?format=xlsx",
+        "?from=last-week",
+        "?status=open",
+        "?template=nosuch",
+    ] {
         let (status, body) = get(&server, &alice, &format!("/api/analytics/incidents{bad}")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
     }
 }
 

@@ -39,6 +39,8 @@
 //! - presence within a second or two: a newcomer lists who is there, and a closed tab leaves the others' lists;
 //! - a typo in the commander box hands nothing over, the hand-over box suggests known people, and an administrator
 //!   takes command from an absent commander with a reason the timeline and the audit trail keep;
+//! - a team's own template (`templates-dir`): the declare form shows its description and fields and declares from
+//!   it, and the admin's *Templates* page lists it with origin and source, and a broken one with its line;
 //! - ignored, a benchmark: five pages typing into one field for 30 s (BENCHMARKS.md).
 //!
 //! Besides the documented hooks, two of them wait for the page's own offline machinery before reloading: the
@@ -3587,6 +3589,141 @@ async fn an_administrator_takes_command_from_an_absent_commander() -> anyhow::Re
         json["handoffs"]
     );
     page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// Scrolls the element matching `css` to the middle of the window (clear of the sticky bar) and clicks it.
+async fn click_in_view(browser: &Browser, css: &str) -> anyhow::Result<()> {
+    browser
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});",
+            vec![json!(css)],
+        )
+        .await?;
+    browser.click(css).await
+}
+
+/// A team's own template, from `templates-dir`: the declare form shows its description and fields before anyone
+/// declares with it, and declares from it; the admin's *Templates* page lists it with its origin and source, and a
+/// broken file beside it with its line. Screenshots `declare-team-template.png`, `templates-admin.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_template_is_previewed_declared_from_and_listed_for_admins() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("payments.md"),
+        "# Payments outage\n\nFor incidents in the payments path.\n\n\
+         ## Title\n<!-- commandpost key=title kind=text -->\n\n\
+         ## Status\n<!-- commandpost key=status kind=status -->\n\n\
+         ## Card network\n<!-- commandpost key=network kind=choice -->\n- visa: Visa\n- mastercard: Mastercard\n\n\
+         ## Summary\n<!-- commandpost key=summary kind=markdown owner=communications -->\n",
+    )?;
+    std::fs::write(
+        dir.path().join("broken.md"),
+        "# Broken\n\n## Title\n<!-- commandpost key=title kind=list -->\n",
+    )?;
+    let templates_dir = dir.path().to_owned();
+    let server = TestServer::start_with(|c| c.templates_dir = Some(templates_dir)).await;
+    let alice = server.token("alice", "write").await;
+
+    let browser = Browser::open("team-template", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &alice).await?;
+    browser
+        .goto(&format!("{}/#/declare", server.base_url))
+        .await?;
+    let radio = r#"input[name="template"][value="payments"]"#;
+    browser.wait_for(radio, UI_TIMEOUT).await?;
+    click_in_view(&browser, radio).await?;
+    let preview = r#"section[data-template-preview="payments"]"#;
+    browser.wait_for(preview, UI_TIMEOUT).await?;
+    let fields = browser
+        .execute(
+            "return [...document.querySelectorAll(arguments[0] + ' li[data-field]')].map(li => li.dataset.field);",
+            vec![json!(preview)],
+        )
+        .await?;
+    ensure!(
+        fields == json!(["title", "status", "network", "summary"]),
+        "{fields}"
+    );
+    let description = browser
+        .text(&format!("{preview} .template-description"))
+        .await?;
+    ensure!(
+        description.as_deref() == Some("For incidents in the payments path."),
+        "{description:?}"
+    );
+    ensure!(
+        browser
+            .text(&format!("{preview} li[data-field=\"network\"]"))
+            .await?
+            .is_some_and(|t| t.contains("Card network")),
+        "the field's label is shown"
+    );
+    ensure_accessible(&browser, "the declare page with a team template").await?;
+    browser
+        .screenshot_full_page("declare-team-template")
+        .await?;
+    browser
+        .type_text(r#"input[name="title"]"#, "Card declines")
+        .await?;
+    click_in_view(&browser, r#"form.declare button[type="submit"]"#).await?;
+    let id = browser
+        .wait_until("the new incident's page", UI_TIMEOUT, || async {
+            let url = browser.url().await?;
+            Ok(url.split("#/incidents/").nth(1).map(str::to_owned))
+        })
+        .await?;
+    let view = server.incident_json(&alice, &id).await;
+    ensure!(
+        view["template"] == "payments" && view["templateName"] == "Payments outage",
+        "{view}"
+    );
+
+    browser.close().await?;
+
+    // The admin page: origins, the source, and the refused file with its line.
+    let browser = Browser::open("templates-admin", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &server.admin_token).await?;
+    let nav = r##"nav a[href="#/templates"]"##;
+    browser
+        .wait_until(
+            "the Templates menu entry for an admin",
+            UI_TIMEOUT,
+            || async { Ok((browser.attr(nav, "hidden").await?.is_none()).then_some(())) },
+        )
+        .await?;
+    click_in_view(&browser, nav).await?;
+    let entry = r#"li[data-template="payments"][data-origin="directory"]"#;
+    browser.wait_for(entry, UI_TIMEOUT).await?;
+    ensure!(
+        browser
+            .find(r#"li[data-template="incident"][data-origin="built-in"]"#)
+            .await?
+            .is_some()
+    );
+    let refused = browser
+        .text(r#"#template-errors li[data-problem="broken"]"#)
+        .await?;
+    ensure!(
+        refused
+            .as_deref()
+            .is_some_and(|t| t.starts_with("broken.md:4: unknown kind \"list\"")),
+        "{refused:?}"
+    );
+    click_in_view(&browser, &format!("{entry} summary")).await?;
+    browser
+        .wait_until("the template's source", UI_TIMEOUT, || async {
+            let source = browser
+                .text(&format!("{entry} pre.template-source"))
+                .await?;
+            Ok(source.filter(|s| s.starts_with("# Payments outage")))
+        })
+        .await?;
+    ensure_accessible(&browser, "the templates page").await?;
+    browser.screenshot_full_page("templates-admin").await?;
+    browser.close().await?;
     server.stop().await;
     Ok(())
 }

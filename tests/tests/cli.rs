@@ -2,7 +2,8 @@
 //! `serve` does (`--config`, `COMMANDPOST_CONFIG`, `--data-dir`, `--database-url` and their variables) and says on
 //! stderr which store it used; a command that reads or changes what is stored refuses to create a store where
 //! there is none, instead of reporting on an empty one. `serve` checks its whole configuration and its storage before
-//! it binds or prints anything, and names the PostgreSQL host and schema it could not use.
+//! it binds or prints anything, and names the PostgreSQL host and schema it could not use. Its logs are plain text
+//! when nobody reads them at a terminal, and a normal start says nothing about storage at INFO.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -176,17 +177,24 @@ async fn on_postgresql_a_reading_command_creates_no_tables_and_names_the_schema(
     );
 }
 
-/// Runs `serve` on a loopback port in `cwd` and waits for it to exit: every case here must refuse to start. A
-/// server that started anyway is killed after a while and the case fails on what it printed.
-async fn serve_refused(cwd: &Path, args: &[&str]) -> String {
-    let child = command(cwd)
+/// `serve` on a loopback port in `cwd` with `args`, its output piped (as under systemd or in a container) and the
+/// default log filter, killed if the test ends first.
+fn spawn_serve(cwd: &Path, args: &[&str]) -> tokio::process::Child {
+    command(cwd)
+        .env_remove("RUST_LOG")
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("starting serve");
+        .expect("starting serve")
+}
+
+/// Runs `serve` on a loopback port in `cwd` and waits for it to exit: every case here must refuse to start. A
+/// server that started anyway is killed after a while and the case fails on what it printed.
+async fn serve_refused(cwd: &Path, args: &[&str]) -> String {
+    let child = spawn_serve(cwd, args);
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("serve {args:?} kept running"))
@@ -290,4 +298,58 @@ async fn serve_checks_its_configuration_and_storage_before_it_announces_itself()
         Vec::<String>::new(),
         "nothing was created"
     );
+}
+
+/// Starts `serve` on a loopback port with `args`, waits until it says it listens, stops it with SIGTERM, and returns
+/// everything it wrote to stderr.
+async fn serve_and_stop(cwd: &Path, args: &[&str]) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let mut child = spawn_serve(cwd, args);
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut stderr = child.stderr.take().expect("stderr");
+    let listening = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+        .await
+        .expect("serve announced itself")
+        .expect("reading stdout")
+        .expect("a line");
+    assert!(listening.contains("listening on"), "{listening}");
+    let pid = child.id().expect("running").to_string();
+    let signal = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(signal.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("serve stopped on SIGTERM")
+        .expect("waiting for serve");
+    assert!(status.success(), "serve exited with {status}");
+    let mut err = String::new();
+    stderr
+        .read_to_string(&mut err)
+        .await
+        .expect("reading stderr");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_plain_text_without_storage_chatter_on_every_start() {
+    let database = TestDatabase::create();
+    let cwd = tempfile::tempdir().expect("a directory");
+    let url = database.url();
+    for store in [["--data-dir", "data"], ["--database-url", url.as_str()]] {
+        // The first start creates the store; the second finds it and must have nothing to say about it.
+        let _ = serve_and_stop(cwd.path(), &store).await;
+        let err = serve_and_stop(cwd.path(), &store).await;
+        assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+        let noise: Vec<&str> = err
+            .lines()
+            .filter(|line| line.contains("INFO") && !line.contains("shutting down"))
+            .collect();
+        assert!(
+            noise.is_empty(),
+            "{store:?}: INFO lines on a normal start: {noise:#?}"
+        );
+        assert!(err.contains("using "), "it names the store it used: {err}");
+    }
 }

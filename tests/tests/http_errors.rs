@@ -1,8 +1,8 @@
-//! How the HTTP API refuses bad requests: malformed JSON is a 400, well-formed JSON of the wrong shape a 422, a body
-//! over the limit a 413, an unknown id a 404, an unknown export format a 400, an unknown template a 422, and an
-//! operation the document model refuses a 422 that leaves the document exactly as it was (a batch of operations is
-//! all or nothing); a body that is a JSON array, not an object, is a 422. Every refusal carries the
-//! `{"error": {"code", "message"}}` body.
+//! How the HTTP API refuses bad requests: malformed JSON is a 400; well-formed JSON of the wrong shape, and any value a
+//! route does not take wherever it is (an unknown export format, status, severity, template or role, a bad time, a
+//! number out of range) a 422; a body over the limit a 413, an unknown id a 404, and an operation the document model
+//! refuses a 422 that leaves the document exactly as it was (a batch of operations is all or nothing); a body that is
+//! a JSON array, not an object, is a 422. Every refusal carries the `{"error": {"code", "message"}}` body.
 
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
@@ -268,30 +268,39 @@ async fn unknown_ids_routes_formats_and_templates_are_refused() -> anyhow::Resul
             "a 426 names the protocol to switch to"
         );
     }
-    refused(
-        &get(format!("/api/incidents/{id}/export?format=pdf")).await?,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "unknown export format",
-    )?;
-    refused(
-        &get(format!("/api/incidents/{id}/export?colour=red")).await?,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "unknown export parameter",
-    )?;
-    refused(
-        &get("/api/incidents?status=exploded".into()).await?,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "unknown status filter",
-    )?;
-    refused(
-        &get("/api/incidents?limit=many".into()).await?,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "non-numeric limit",
-    )?;
+    for (path, what) in [
+        (
+            format!("/api/incidents/{id}/export?format=pdf"),
+            "unknown export format",
+        ),
+        (
+            format!("/api/incidents/{id}/export?colour=red"),
+            "unknown export parameter",
+        ),
+        (
+            "/api/incidents?status=exploded".into(),
+            "unknown status filter",
+        ),
+        (
+            "/api/incidents?severity=SEV9".into(),
+            "unknown severity filter",
+        ),
+        ("/api/incidents?limit=many".into(), "non-numeric limit"),
+        (
+            "/api/analytics/incidents?template=nosuch".into(),
+            "unknown template filter",
+        ),
+    ] {
+        refused(
+            &get(path).await?,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            what,
+        )?;
+    }
+    // A known severity that no incident has is an empty list, not a refusal.
+    let sev1 = get("/api/incidents?severity=SEV1".into()).await?;
+    anyhow::ensure!(sev1.0 == StatusCode::OK, "a known severity: {sev1:?}");
     for (body, what) in [
         (
             json!({"title": "x", "template": "no-such-template"}),
@@ -427,7 +436,7 @@ async fn operations_the_model_refuses_are_a_422_and_change_nothing() -> anyhow::
             "{what}: the document changed"
         );
     }
-    // Operations that are not operations at all are a 422 from the JSON shape, an empty list a 400.
+    // Operations that are not operations at all, and an empty list, are 422s.
     let got = answer(
         server
             .operations(&token, &id, json!([{"op": "launchMissiles"}]))
@@ -443,8 +452,8 @@ async fn operations_the_model_refuses_are_a_422_and_change_nothing() -> anyhow::
     let got = answer(server.operations(&token, &id, json!([])).await).await?;
     refused(
         &got,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
         "no operations",
     )?;
 
@@ -534,7 +543,7 @@ fn hostile_requests(id: &str) -> Vec<Hostile> {
     ] {
         requests.push(get(
             format!("/api/incidents/{id}/export?format=json&at={at}"),
-            BAD,
+            WRONG_SHAPE,
         ));
     }
     // A well-formed time before the incident existed is a clear 422.
@@ -553,7 +562,7 @@ fn hostile_requests(id: &str) -> Vec<Hostile> {
     ] {
         requests.push(get(
             format!("/api/incidents/{id}/export?format={format}"),
-            BAD,
+            WRONG_SHAPE,
         ));
     }
     for query in [
@@ -566,7 +575,7 @@ fn hostile_requests(id: &str) -> Vec<Hostile> {
         "/api/analytics/incidents?from=garbage".to_owned(),
         "/api/analytics/incidents?include_drills=maybe".to_owned(),
     ] {
-        requests.push(get(query, BAD));
+        requests.push(get(query, WRONG_SHAPE));
     }
     for bad_id in [
         "not-an-id",

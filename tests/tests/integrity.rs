@@ -126,6 +126,7 @@ async fn what_creation_and_the_server_write_cannot_be_rewritten() -> anyhow::Res
         doc.put(ROOT, "createdBy", "mallory")?;
         doc.put(ROOT, "incidentNumber", 1)?;
         doc.put(ROOT, "template", "security")?;
+        doc.put(ROOT, "templateVersion", "0000000000000000")?;
         doc.put(ROOT, "audit", "nothing to see")?;
         doc.put(ROOT, "authors", "nobody")?;
         let over = doc.put_object(ROOT, "closeOverride", ObjType::Map)?;
@@ -161,6 +162,7 @@ async fn what_creation_and_the_server_write_cannot_be_rewritten() -> anyhow::Res
         "number",
         "template",
         "templateName",
+        "templateVersion",
         "schemaVersion",
     ] {
         ensure!(

@@ -179,10 +179,11 @@ async fn slack_messages_carry_no_mentions_or_disguised_links_from_user_text() ->
 }
 
 /// The CSV's text columns (the others hold numbers, booleans and times).
-const TEXT_COLUMNS: [&str; 8] = [
+const TEXT_COLUMNS: [&str; 9] = [
     "id",
     "title",
     "template",
+    "template_version",
     "severity",
     "status",
     "commanders",
@@ -402,9 +403,9 @@ async fn failed_deliveries_store_and_log_no_part_of_the_secret_url() -> anyhow::
         "{}",
         error("down")
     );
+    let shown = format!("no webhook at http://{echo}/…");
     ensure!(
-        error("echo").starts_with("HTTP 404")
-            && error("echo").contains("no webhook at http://127.0.0.1/…"),
+        error("echo").starts_with("HTTP 404") && error("echo").contains(&shown),
         "{}",
         error("echo")
     );

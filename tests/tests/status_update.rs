@@ -175,7 +175,7 @@ async fn drills_are_marked_in_updates_and_bad_requests_change_nothing() {
 
     let before = server.incident_json(&alice, id).await;
     let (status, _, body) = update(&server, &viewer, id, "pdf").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let cases = [
         (&viewer, json!({}), StatusCode::FORBIDDEN),
         (

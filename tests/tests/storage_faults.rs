@@ -1,9 +1,10 @@
 //! The embedded store failing under a running server, and healing without a restart. Two real faults, both of
 //! which work as root (these tests run as root, and root ignores file permissions, so `chmod` proves nothing):
 //!
-//! - **Unwritable**: `chattr +i` marks the database file, its write-ahead log and the data directory immutable.
-//!   Linux then refuses every write to them with EPERM, to root too and through file descriptors the server already
-//!   holds, as a disk gone read-only would. `chattr -i` clears it. Needs a file system with inode flags (ext4, xfs,
+//! - **Unwritable**: `chattr +i` marks the database file, its write-ahead log, the log's index (`-shm`, which
+//!   SQLite maps into memory: a write to it then raises SIGBUS instead of failing, so the server must see the fault
+//!   coming) and the data directory immutable. Linux then refuses every write to them with EPERM, to root too and
+//!   through file descriptors the server already holds, as a disk gone read-only would. `chattr -i` clears it. Needs a file system with inode flags (ext4, xfs,
 //!   btrfs; the temporary directory here is on ext4) and CAP_LINUX_IMMUTABLE.
 //! - **Full**: the data directory is moved onto a 16 MiB tmpfs, which a filler file then fills to the last byte
 //!   (ENOSPC); deleting the filler clears it. Needs CAP_SYS_ADMIN to mount. A full disk refuses only what needs new
@@ -38,9 +39,9 @@ struct Immutable {
 }
 
 impl Immutable {
-    /// Makes the database, its write-ahead log and the data directory itself immutable.
+    /// Makes the database, its write-ahead log, the log's mapped index and the data directory itself immutable.
     fn data_dir(dir: &Path) -> Immutable {
-        let paths: Vec<PathBuf> = ["commandpost.db", "commandpost.db-wal"]
+        let paths: Vec<PathBuf> = ["commandpost.db", "commandpost.db-wal", "commandpost.db-shm"]
             .iter()
             .map(|name| dir.join(name))
             .filter(|path| path.exists())

@@ -338,6 +338,9 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
         "{listed}"
     );
     assert_eq!(endpoints["endpoints"][0]["signed"], true);
+    // The port stays: two receivers on one host are told apart by it.
+    let shown = ops_receiver.url("/…");
+    assert_eq!(endpoints["endpoints"][0]["url"], shown.as_str(), "{listed}");
     let (status, log) = admin_get(&server, admin, "/api/webhooks/ops/deliveries").await;
     assert_eq!(status, StatusCode::OK);
     let rows = log["deliveries"].as_array().context("rows")?;
@@ -374,7 +377,7 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
     let (status, body) = admin_get(&server, admin, "/api/webhooks/ops/deliveries?limit=0").await;
     assert_eq!(
         (status, &body["error"]["code"]),
-        (StatusCode::BAD_REQUEST, &json!("bad_request"))
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("unprocessable"))
     );
     server.stop().await;
     Ok(())

@@ -21,16 +21,20 @@ function errorText(body) {
   return error?.message ?? null;
 }
 
-/** Calls the API; resolves to the JSON answer, or with `raw` to the `Response` itself (for text answers). */
-async function request(path, { method = "GET", body, raw = false } = {}) {
+/**
+ * Calls the API; resolves to the JSON answer, or with `raw` to the `Response` itself (for text answers). `body` is
+ * sent as JSON, `markdown` (a template's source) as it is.
+ */
+async function request(path, { method = "GET", body, markdown, raw = false } = {}) {
   const headers = { Authorization: `Bearer ${token() ?? ""}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (markdown !== undefined) headers["Content-Type"] = "text/markdown; charset=utf-8";
   let response;
   try {
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? markdown : JSON.stringify(body),
       cache: "no-store",
     });
   } catch {
@@ -81,8 +85,21 @@ export async function fetchSession() {
   return session;
 }
 
-/** `[{id, name, description, drill, fields}]`, default template first. */
+/** `[{id, name, description, drill, version, origin, file, overrides, fields}]`, default template first. */
 export const getTemplates = async () => (await request("/api/templates")).templates;
+
+/** The templates on offer and `errors`, the refused ones (`{id, origin, error, serving}`), for the admin page. */
+export const getTemplateCatalog = () => request("/api/templates");
+
+/** One template with its Markdown `source`. */
+export const getTemplate = (id) => request(`/api/templates/${encodeURIComponent(id)}`);
+
+/** Uploads a template's Markdown (admins); refused whole with `file:line: reason` if it does not parse. */
+export const putTemplate = (id, markdown) =>
+  request(`/api/templates/${encodeURIComponent(id)}`, { method: "PUT", markdown });
+
+/** Deletes an uploaded template (admins); its id falls back to the directory's or the built-in one. */
+export const deleteTemplate = (id) => request(`/api/templates/${encodeURIComponent(id)}`, { method: "DELETE" });
 
 /** Newest first; `filter` holds `status` and `severity`, empty values meaning "any". */
 export async function listIncidents(filter) {

@@ -4,7 +4,7 @@
  */
 
 import { fetchSession } from "./api.js";
-import { canWrite, onIdentityChange, session, signOut, takeTokenFromAddress, token } from "./auth.js";
+import { canWrite, isAdmin, onIdentityChange, session, signOut, takeTokenFromAddress, token } from "./auth.js";
 import { clearMessage } from "./dom.js";
 import { showDeclare } from "./declare.js";
 import { showIncident } from "./incident.js";
@@ -12,12 +12,14 @@ import { showList } from "./list.js";
 import { startRouter } from "./router.js";
 import { showInsights } from "./insights.js";
 import { showSignIn, showSwitch } from "./signin.js";
+import { showTemplates } from "./templates.js";
 
 const ROUTES = [
   [/^\/$/, showList],
   [/^\/declare$/, showDeclare],
   [/^\/incidents\/([^/?]+)$/, showIncident],
   [/^\/insights$/, showInsights],
+  [/^\/templates$/, showTemplates],
   [/^\/sign-in$/, showSignIn],
   [/^\/switch$/, showSwitch],
 ];
@@ -28,6 +30,7 @@ function showWho() {
   document.getElementById("sign-out").hidden = !token();
   // Declaring needs a write token; the session may arrive after the view that offers it was drawn.
   for (const el of document.querySelectorAll("[data-needs-write]")) el.hidden = !canWrite();
+  for (const el of document.querySelectorAll("[data-needs-admin]")) el.hidden = !isAdmin();
 }
 
 /** Refreshes the cached session; offline, the cached one stands (the incident page needs only the name). */

@@ -1,5 +1,5 @@
 /**
- * Declaring an incident (`#/declare`): pick a template, name it, answer the three declaration questions (a second
+ * Declaring an incident (`#/declare`): pick a template (its description and fields shown), name it, answer the three declaration questions (a second
  * team needed, customers can see it, unsolved after an hour of focused analysis: any yes means declare, and early
  * is better), optionally set severity and summary, then open the new incident's live page.
  */
@@ -18,6 +18,28 @@ const questionsOf = (template) =>
     .filter((q) => DECLARATION_QUESTIONS.includes(q.key));
 
 const severityOf = (template) => template.fields.find((f) => f.key === "severity" && f.kind === "choice");
+
+/** A field's kind and keeper, as the preview lists them. */
+const fieldNote = (field) => [field.kind, field.owner && `kept by ${field.owner}`].filter(Boolean).join(", ");
+
+/**
+ * What the chosen template's document will hold, before anyone declares with it: its description and its fields in
+ * order (a team's own template may differ from the one the responder knows).
+ */
+function templatePreview(template) {
+  return h(
+    "section",
+    { class: "template-preview", "data-template-preview": template.id, "aria-label": `${template.name}: fields` },
+    template.description && h("p", { class: "template-description" }, template.description),
+    h(
+      "ol",
+      { class: "template-fields" },
+      template.fields.map((f) =>
+        h("li", { "data-field": f.key }, h("strong", {}, f.label), h("span", { class: "hint" }, ` ${fieldNote(f)}`)),
+      ),
+    ),
+  );
+}
 
 /** The parts of the form that depend on the template: its questions and its severities. */
 function templateParts(template) {
@@ -76,6 +98,7 @@ export async function showDeclare(main, _route, signal) {
   if (signal.aborted) return;
 
   const byId = (id) => templates.find((t) => t.id === id);
+  const preview = h("div", {}, templatePreview(templates[0]));
   const dependent = h("div", {}, templateParts(templates[0]));
   const submit = h("button", { type: "submit", class: "primary" }, "Declare");
   const form = h(
@@ -96,17 +119,28 @@ export async function showDeclare(main, _route, signal) {
     },
     h(
       "fieldset",
-      { onchange: (e) => dependent.replaceChildren(...templateParts(byId(e.target.value))) },
+      {
+        onchange: (e) => {
+          preview.replaceChildren(templatePreview(byId(e.target.value)));
+          dependent.replaceChildren(...templateParts(byId(e.target.value)));
+        },
+      },
       h("legend", {}, "Template"),
       templates.map((t, i) =>
         h(
           "label",
           { class: "choice" },
           h("input", { type: "radio", name: "template", value: t.id, checked: i === 0 }),
-          h("span", {}, h("strong", {}, t.name), t.description && h("span", { class: "hint" }, t.description)),
+          h(
+            "span",
+            {},
+            h("strong", {}, t.name),
+            t.origin !== "built-in" && h("span", { class: "hint" }, ` (${t.origin === "store" ? "uploaded" : "team"})`),
+          ),
         ),
       ),
     ),
+    preview,
     h(
       "label",
       {},

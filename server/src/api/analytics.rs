@@ -24,12 +24,13 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{BadRequest, Forbidden, Unauthorized, Unavailable};
-use super::{AppState, QueryParams, authenticate, bearer, status_filter};
+use super::openapi::{BadRequest, Forbidden, Unauthorized, Unavailable, Unprocessable};
+use super::{AppState, QueryParams, authenticate, bearer, status_filter, template_filter};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::input::parse_moment;
 use crate::store::{IncidentSummary, ListFilter};
+use crate::templates::Catalog;
 use wire::DocumentId;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -95,7 +96,7 @@ struct AnalyticsQuery {
 }
 
 impl AnalyticsQuery {
-    fn filter(&self) -> Result<Filter, ApiError> {
+    fn filter(&self, templates: &Catalog) -> Result<Filter, ApiError> {
         let status = self.status.as_deref().map(status_filter).transpose()?;
         Ok(Filter {
             from: self
@@ -105,7 +106,11 @@ impl AnalyticsQuery {
                 .transpose()?,
             to: self.to.as_deref().map(|v| moment("to", v)).transpose()?,
             status: status.map(|s| s.as_str().to_owned()),
-            template: self.template.clone(),
+            template: self
+                .template
+                .clone()
+                .map(|id| template_filter(templates, id))
+                .transpose()?,
             include_drills: self.include_drills,
         })
     }
@@ -134,10 +139,10 @@ impl AnalyticsQuery {
     }
 }
 
-/// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC); 400 naming the parameter otherwise.
+/// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC); 422 naming the parameter otherwise.
 fn moment(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     parse_moment(value).ok_or_else(|| {
-        ApiError::BadRequest(format!(
+        ApiError::Unprocessable(format!(
             "{name}={value:?} is neither an RFC 3339 time nor a date like 2026-11-25"
         ))
     })
@@ -236,6 +241,7 @@ async fn reader(
         (status = 200, description = "One row of facts per incident, oldest declaration first (columns in docs/analytics.md)",
             content((String = "text/csv"), (String = "application/jsonl"))),
         (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 503, response = Unavailable),
@@ -248,13 +254,13 @@ async fn rows(
     QueryParams(query): QueryParams<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
     reader(&state, &headers, &query).await?;
-    let filter = query.filter()?;
+    let filter = query.filter(&state.templates.current())?;
     let format = query.format.as_deref().unwrap_or("csv");
     let content_type = match format {
         "csv" => "text/csv; charset=utf-8; header=present",
         "jsonl" => "application/jsonl; charset=utf-8",
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::Unprocessable(format!(
                 "unknown format {other:?} (expected csv or jsonl)"
             )));
         }
@@ -301,6 +307,7 @@ fn browser_navigation(headers: &HeaderMap) -> bool {
         (status = 303, description = "A browser's navigation (it asks for HTML and sends no token): to the app's insights page, same filters",
             headers(("location" = String))),
         (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 503, response = Unavailable),
@@ -322,11 +329,11 @@ async fn insights(
     }
     reader(&state, &headers, &query).await?;
     if query.format.is_some() {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Unprocessable(
             "/insights is a page; for rows use /api/analytics/incidents?format=csv".into(),
         ));
     }
-    let filter = query.filter()?;
+    let filter = query.filter(&state.templates.current())?;
     let rows = facts(&state, &cache, &filter).await?;
     let html = insights::page(&rows, &query.describe());
     Ok((

@@ -56,7 +56,7 @@ struct HistoryQuery {
     params(IncidentId, HistoryQuery),
     responses(
         (status = 200, description = "`{total, offset, changes, next}`: each change with its author, time, operations and the fields it touched (docs/schema.md)", body = Object),
-        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
@@ -73,7 +73,7 @@ async fn history(
     let QueryParams(query) = query?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::Unprocessable(format!(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }

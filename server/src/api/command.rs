@@ -37,7 +37,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 struct IncidentRole {
     /// The incident's id.
     id: String,
-    /// The role; any other name is 400.
+    /// The role; any other name is 422.
     #[param(value_type = Role)]
     role: String,
 }
@@ -54,11 +54,11 @@ struct CommandState {
     pins: Vec<Pin>,
 }
 
-/// The role in a path, or a 400 naming the roles there are.
+/// The role in a path, or a 422 naming the roles there are (as an unknown role in a body is).
 fn role(name: &str) -> Result<Role, ApiError> {
     name.parse().map_err(|()| {
         let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
-        ApiError::BadRequest(format!(
+        ApiError::Unprocessable(format!(
             "unknown role {name:?} (expected one of {})",
             known.join(", ")
         ))
@@ -218,7 +218,6 @@ async fn accept(
     params(IncidentRole),
     responses(
         (status = 200, body = CommandState),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),

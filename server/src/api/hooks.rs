@@ -363,7 +363,7 @@ struct Log {
     params(EndpointName, LogQuery),
     responses(
         (status = 200, body = Log),
-        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
@@ -380,7 +380,7 @@ async fn deliveries(
     let QueryParams(query) = query?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Unprocessable(
             "limit must be between 1 and 1000".into(),
         ));
     }

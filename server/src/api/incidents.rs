@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use incident_doc::schema::Status;
-use incident_doc::{Applied, Declaration, Editor, Incident, Operation, Template};
+use incident_doc::{Applied, Declaration, Editor, Incident, Operation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -17,13 +17,14 @@ use utoipa_axum::routes;
 use super::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
 };
-use super::{AppState, JsonBody, QueryParams, status_filter};
+use super::{AppState, JsonBody, QueryParams, severity_filter, status_filter};
 use crate::auth::{Identity, Scope};
 use crate::document::{Command, DocHandle};
 use crate::error::ApiError;
 use crate::export::{self, Format};
 use crate::input::parse_incident;
 use crate::store::{IncidentSummary, ListFilter};
+use crate::templates::Catalog;
 use wire::DocumentId;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -121,11 +122,12 @@ async fn declare(
         .template
         .as_deref()
         .unwrap_or(incident_doc::DEFAULT_TEMPLATE);
-    let template = state
-        .templates
-        .iter()
-        .find(|t| t.id == template_id)
-        .ok_or_else(|| ApiError::Unprocessable(format!("unknown template {template_id:?}")))?;
+    // One snapshot for the whole declaration, so a reload meanwhile cannot mix two versions.
+    let catalog = state.templates.current();
+    let template = &catalog
+        .get(template_id)
+        .ok_or_else(|| ApiError::Unprocessable(format!("unknown template {template_id:?}")))?
+        .template;
     let mut starting = Vec::new();
     for (question, answer) in [
         ("secondTeam", body.second_team),
@@ -248,14 +250,14 @@ struct ListRow {
 
 /// A row of the list; `templates` tell drills apart (the drill flag comes from the template, and the index keeps
 /// the template id).
-fn list_row(s: &IncidentSummary, templates: &[Template]) -> ListRow {
+fn list_row(s: &IncidentSummary, templates: &Catalog) -> ListRow {
     ListRow {
         id: s.id.to_string(),
         url: s.id.url(),
         number: s.number,
         title: s.title.clone(),
         template: s.template.clone(),
-        drill: templates.iter().any(|t| t.id == s.template && t.drill),
+        drill: templates.get(&s.template).is_some_and(|t| t.template.drill),
         status: s.status_name(),
         severity: s.severity.clone(),
         commander: s.commander.clone(),
@@ -273,7 +275,7 @@ fn list_row(s: &IncidentSummary, templates: &[Template]) -> ListRow {
     params(ListQuery),
     responses(
         (status = 200, body = IncidentList),
-        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 503, response = Unavailable),
@@ -287,19 +289,20 @@ async fn list(
     identity.require(Scope::Read, "list incidents")?;
     let QueryParams(query) = query?;
     let status = query.status.as_deref().map(status_filter).transpose()?;
+    let templates = state.templates.current();
     let rows = state
         .store
         .list(&ListFilter {
             status,
-            severity: query.severity,
+            severity: query
+                .severity
+                .map(|name| severity_filter(&templates, name))
+                .transpose()?,
             limit: query.limit,
         })
         .await?;
     Ok(Json(IncidentList {
-        incidents: rows
-            .iter()
-            .map(|row| list_row(row, &state.templates))
-            .collect(),
+        incidents: rows.iter().map(|row| list_row(row, &templates)).collect(),
     }))
 }
 
@@ -334,12 +337,12 @@ async fn read(
     Ok(Json(export::with_ids(doc_id, &view)))
 }
 
-/// Parses the `at=` of an export: an RFC 3339 time, or 400 saying what is expected.
+/// Parses the `at=` of an export: an RFC 3339 time, or 422 saying what is expected.
 fn parse_at(at: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(at)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
-            ApiError::BadRequest(format!(
+            ApiError::Unprocessable(format!(
                 "at={at:?} is not an RFC 3339 time such as 2026-11-25T04:00:00Z ({e})"
             ))
         })
@@ -379,11 +382,10 @@ struct ExportQuery {
             (Object = "application/json"),
             (Vec<u8> = "application/octet-stream"),
         )),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 422, description = "`at` is before the incident existed", body = crate::error::ErrorBody),
+        (status = 422, description = "An unknown format, an `at` that is no RFC 3339 time, or one before the incident existed", body = crate::error::ErrorBody),
         (status = 503, response = Unavailable),
     )
 )]
@@ -537,7 +539,9 @@ async fn operations(
         identity.require(Scope::Admin, action)?;
     }
     if body.operations.is_empty() {
-        return Err(ApiError::BadRequest("operations must not be empty".into()));
+        return Err(ApiError::Unprocessable(
+            "operations must not be empty".into(),
+        ));
     }
     let handle = handle(&state, &id).await?;
     let applied = handle.apply(body.operations, editor(&identity)).await?;

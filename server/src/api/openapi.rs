@@ -83,8 +83,8 @@ pub(super) async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
 }
 
-/// 400: a malformed request: a body that is not JSON or lacks `Content-Type: application/json`, an unknown query
-/// parameter, a value out of range, an unknown format or state.
+/// 400: a request that cannot be read: a body that is not JSON or lacks `Content-Type: application/json`, a token in
+/// the URL (`token_in_url`).
 #[derive(ToResponse)]
 pub struct BadRequest(pub ErrorBody);
 
@@ -110,8 +110,9 @@ pub struct Conflict(pub ErrorBody);
 #[derive(ToResponse)]
 pub struct TooLarge(pub ErrorBody);
 
-/// 422: well-formed JSON that does not fit: a missing or mistyped field, an unknown operation or field, a value
-/// the document's schema refuses.
+/// 422: a request that reads, with a value the route does not take wherever it is (a missing or mistyped field, an
+/// unknown operation, field, role, status, template, severity or format, a bad time, a number out of range), or a
+/// change the document's rules refuse.
 #[derive(ToResponse)]
 pub struct Unprocessable(pub ErrorBody);
 

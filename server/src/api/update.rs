@@ -53,7 +53,7 @@ struct UpdateQuery {
         (status = 200, description = "The status update: what changed since the last one sent, then the state now",
             content((String = "text/plain"), (String = "text/markdown")),
             headers(("commandpost-heads" = String, description = "The heads it describes (comma-separated hex), for `POST …/update/sent`"))),
-        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
@@ -72,7 +72,7 @@ async fn render(
         "text" => (UpdateFormat::Text, "text/plain; charset=utf-8"),
         "markdown" => (UpdateFormat::Markdown, "text/markdown; charset=utf-8"),
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::Unprocessable(format!(
                 "unknown format {other:?} (expected text or markdown)"
             )));
         }

@@ -172,7 +172,12 @@ pub(super) async fn import(
         file.display()
     );
     let id = match id {
-        Some(id) => parse_incident(id).with_context(|| format!("{id:?} is not a document id"))?,
+        Some(id) => parse_incident(id).with_context(|| {
+            format!(
+                "{id:?} is not a document id: use the id the API and the UI show (base58, such as \
+                 t3NSKfb4wJQdkb2QFC6ukUTpLFg) or its automerge: URL"
+            )
+        })?,
         None => id_from_name(file).unwrap_or_else(DocumentId::random),
     };
     anyhow::ensure!(

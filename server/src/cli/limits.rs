@@ -3,19 +3,19 @@
 
 use clap::Args;
 
-use crate::config::Config;
+use crate::config::{Config, parse_bytes};
 
 /// Limit flags of `serve`; unset flags leave the config file's (or the default) value.
 #[derive(Args, Debug, Default)]
 pub(super) struct LimitArgs {
-    /// Largest /sync frame, in bytes [default: 16 MiB].
-    #[arg(long, env = "COMMANDPOST_MAX_FRAME_BYTES")]
+    /// Largest /sync frame: bytes, or a size such as 16 MiB [default: 16 MiB].
+    #[arg(long, env = "COMMANDPOST_MAX_FRAME_BYTES", value_parser = parse_bytes)]
     max_frame_bytes: Option<usize>,
-    /// Largest HTTP request body, in bytes [default: 1 MiB].
-    #[arg(long, env = "COMMANDPOST_MAX_BODY_BYTES")]
+    /// Largest HTTP request body: bytes, or a size such as 1 MiB [default: 1 MiB].
+    #[arg(long, env = "COMMANDPOST_MAX_BODY_BYTES", value_parser = parse_bytes)]
     max_body_bytes: Option<usize>,
-    /// Largest stored size of one document, in bytes [default: 64 MiB].
-    #[arg(long, env = "COMMANDPOST_MAX_DOCUMENT_BYTES")]
+    /// Largest stored size of one document: bytes, or a size such as 64 MiB [default: 64 MiB].
+    #[arg(long, env = "COMMANDPOST_MAX_DOCUMENT_BYTES", value_parser = parse_bytes)]
     max_document_bytes: Option<usize>,
     /// Open /sync connections per token [default: 4096].
     #[arg(long, env = "COMMANDPOST_MAX_CONNECTIONS_PER_TOKEN")]
@@ -100,6 +100,8 @@ mod tests {
             "serve",
             "--max-document-bytes",
             "1000",
+            "--max-frame-bytes",
+            "2 MiB",
             "--edit-burst",
             "7",
             "--ephemeral-burst",
@@ -111,6 +113,7 @@ mod tests {
         };
         flags.limits.apply(&mut config);
         assert_eq!(config.max_document_bytes, 1000);
+        assert_eq!(config.max_frame_bytes, 2 << 20);
         assert_eq!(config.edit_burst, 7);
         assert_eq!(config.ephemeral_burst, 9);
         assert_eq!(config.max_body_bytes, 42);

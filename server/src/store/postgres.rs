@@ -49,8 +49,8 @@ use tokio::sync::broadcast;
 
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord,
-    status_from_column,
+    ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError, Stored, StoredTemplate,
+    TEMPLATES_COUNTER, TokenRecord, status_from_column,
 };
 use crate::auth::Scope;
 use wire::DocumentId;
@@ -198,12 +198,20 @@ impl PostgresStore {
                 .map_err(db_error);
         let outcome = match schema {
             Ok(Some(_)) => {
-                // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler
-                // cannot prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
-                MIGRATOR
-                    .run_direct(None, &mut conn, false)
+                // sqlx's `CREATE TABLE IF NOT EXISTS _sqlx_migrations` draws a NOTICE ("already exists, skipping")
+                // that sqlx logs at INFO on every start; only warnings say something here.
+                match sqlx::query("SET client_min_messages TO warning")
+                    .execute(&mut conn)
                     .await
-                    .map_err(migrate_error)
+                {
+                    // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler
+                    // cannot prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
+                    Ok(_) => MIGRATOR
+                        .run_direct(None, &mut conn, false)
+                        .await
+                        .map_err(migrate_error),
+                    Err(e) => Err(db_error(e)),
+                }
             }
             Ok(None) => Err(StoreError::Unavailable(
                 "postgres: no schema of the search path exists, so there is nowhere to create the tables: \
@@ -593,6 +601,68 @@ impl Store for PostgresStore {
         Ok(taken
             .filter(|(_, expires_at)| *expires_at > now)
             .map(|(token_hash, _)| token_hash))
+    }
+
+    async fn put_template(&self, id: &str, source: &str, by: &str) -> Result<(), StoreError> {
+        // One statement, so the template and the revision other nodes poll change together.
+        sqlx::query(
+            "WITH put AS (
+                 INSERT INTO templates (id, source, updated_by) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET source = excluded.source, updated_by = excluded.updated_by,
+                 updated_at = now()
+             )
+             INSERT INTO counters (name, value) VALUES ($4, 1)
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1",
+        )
+        .bind(id)
+        .bind(source)
+        .bind(by)
+        .bind(TEMPLATES_COUNTER)
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
+        let deleted: Option<i64> = sqlx::query_scalar(
+            "WITH deleted AS (DELETE FROM templates WHERE id = $1 RETURNING id)
+             INSERT INTO counters (name, value) SELECT $2, 1 FROM deleted
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1
+             RETURNING value",
+        )
+        .bind(id)
+        .bind(TEMPLATES_COUNTER)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(deleted.is_some())
+    }
+
+    async fn templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
+        let rows: Vec<(String, String, String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT id, source, updated_by, updated_at FROM templates ORDER BY id")
+                .fetch_all(self.pool().await?)
+                .await
+                .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, source, updated_by, updated_at)| StoredTemplate {
+                id,
+                source,
+                updated_by,
+                updated_at,
+            })
+            .collect())
+    }
+
+    async fn templates_revision(&self) -> Result<i64, StoreError> {
+        let value: Option<i64> = sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
+            .bind(TEMPLATES_COUNTER)
+            .fetch_optional(self.pool().await?)
+            .await
+            .map_err(db_error)?;
+        Ok(value.unwrap_or_default())
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<ChunkNotice>> {

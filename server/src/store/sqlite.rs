@@ -17,6 +17,14 @@
 //! keeps this affordable: the cost of an fsync is shared by every write that queued up during the
 //! previous one.
 //!
+//! SQLite maps the write-ahead log's index, `commandpost.db-shm`, into memory and writes to it on every transaction
+//! (readers too, to mark what they read). Once that file cannot be written (made immutable, its file system remounted
+//! read-only) a write to a mapped page is not an error SQLite could return but SIGBUS, which ends the process. So
+//! each batch and each read first asks the kernel whether the file may still be written (`access(2)`, which opens
+//! nothing: closing a descriptor of it would drop SQLite's locks) and is refused as [`StoreError::Unavailable`] if
+//! not, without closing any connection (closing the last one checkpoints, which writes to the index too). Only a
+//! fault that strikes between that check and the write, a window of microseconds, is still fatal.
+//!
 //! Failures do not latch: after a failed batch the writer drops its connection and reopens the
 //! database for the next batch, so the store recovers by itself once the disk has space again or the
 //! directory is writable again. Before each batch the writer also checks that the database file at
@@ -43,8 +51,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, TokenRecord,
-    status_from_column,
+    ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, StoredTemplate,
+    TEMPLATES_COUNTER, TokenRecord, status_from_column,
 };
 use crate::auth::Scope;
 use wire::DocumentId;
@@ -135,6 +143,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tickets_by_token ON tickets (token_hash);",
     // Version 4: the Incident Commander in the index, for the incident list; rows gain it on their next change.
     "ALTER TABLE incidents ADD COLUMN commander TEXT;",
+    // Version 5: templates uploaded through the admin API (`server/src/templates.rs`); the `counters` row
+    // `templates_revision` moves with every change, for nodes to poll.
+    "CREATE TABLE templates (
+        id TEXT PRIMARY KEY NOT NULL,
+        source TEXT NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -632,6 +648,71 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn put_template(&self, id: &str, source: &str, by: &str) -> Result<(), StoreError> {
+        let (id, source, by) = (id.to_owned(), source.to_owned(), by.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO templates (id, source, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET source = excluded.source, updated_by = excluded.updated_by,
+                 updated_at = excluded.updated_at",
+                params![id, source, by, Utc::now().timestamp_micros()],
+            )
+            .map_err(db_error)?;
+            bump_templates_revision(conn)
+        })
+        .await
+    }
+
+    async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let deleted = conn
+                .execute("DELETE FROM templates WHERE id = ?1", [&id])
+                .map_err(db_error)?;
+            if deleted > 0 {
+                bump_templates_revision(conn)?;
+            }
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
+        self.read(|conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, source, updated_by, updated_at FROM templates ORDER BY id",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map([], |row| {
+                    Ok(StoredTemplate {
+                        id: row.get(0)?,
+                        source: row.get(1)?,
+                        updated_by: row.get(2)?,
+                        updated_at: time_column(row, 3)?,
+                    })
+                })
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn templates_revision(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT value FROM counters WHERE name = ?1")
+                .and_then(|mut select| {
+                    select
+                        .query_row([TEMPLATES_COUNTER], |row| row.get(0))
+                        .optional()
+                })
+                .map(Option::unwrap_or_default)
+                .map_err(db_error)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         // Through the writer, and a real write: this proves the thread is alive, the queue moves, the database
         // file is still in place, and a commit reaches the disk. A read-only probe passes while the files are
@@ -763,7 +844,10 @@ impl Writer {
 
     /// Runs one batch in one transaction and replies to every caller in it.
     fn commit(&mut self, mut batch: Vec<Box<dyn Job>>) {
-        let outcome = self.execute(&mut batch);
+        // An index that cannot be written is refused before the connection is touched, and is no reason to
+        // reopen: closing the connection would write to the index as well (see the module documentation).
+        let index = index_writable(&self.path);
+        let outcome = index.clone().and_then(|()| self.execute(&mut batch));
         match &outcome {
             Ok(()) => {
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
@@ -775,11 +859,15 @@ impl Writer {
                 self.stats
                     .failed_transactions
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, writes = batch.len(), "a SQLite write batch failed; reopening the database");
-                // Dropping the connection rolls back whatever is left of the transaction; the next batch
-                // starts from a fresh connection, and readers follow.
-                self.conn = None;
-                self.readers.invalidate();
+                if index.is_ok() {
+                    tracing::warn!(%error, writes = batch.len(), "a SQLite write batch failed; reopening the database");
+                    // Dropping the connection rolls back whatever is left of the transaction; the next batch
+                    // starts from a fresh connection, and readers follow.
+                    self.conn = None;
+                    self.readers.invalidate();
+                } else {
+                    tracing::warn!(%error, writes = batch.len(), "a SQLite write batch refused");
+                }
             }
         }
         for job in batch {
@@ -847,6 +935,7 @@ impl Readers {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
+        index_writable(&self.path)?;
         let generation = self.generation.load(Ordering::Acquire);
         let pooled = {
             let mut idle = lock(&self.idle);
@@ -914,6 +1003,29 @@ fn file_identity(path: &Path) -> Result<FileId, StoreError> {
         device: 0,
         inode: 0,
     })
+}
+
+/// Refuses with `Unavailable` when the kernel would not let this process write the database's mapped index
+/// (`<db>-shm`), where a write would end the process with SIGBUS (see the module documentation). No index yet (it
+/// is created with the first connection) is fine.
+#[cfg(unix)]
+fn index_writable(db: &Path) -> Result<(), StoreError> {
+    let mut index = db.as_os_str().to_owned();
+    index.push("-shm");
+    match rustix::fs::access(index.as_os_str(), rustix::fs::Access::WRITE_OK) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(errno) => Err(StoreError::Unavailable(format!(
+            "{} cannot be written ({}); SQLite maps it, so the database is left alone until it can",
+            Path::new(&index).display(),
+            std::io::Error::from(errno)
+        ))),
+    }
+}
+
+/// Without `access(2)` nothing is checked; the platforms commandpost ships for are unix.
+#[cfg(not(unix))]
+fn index_writable(_db: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Fsyncs a directory so that the entries created in it survive a crash.
@@ -1135,6 +1247,17 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
             .map(|micros| micros_to_time(3, micros))
             .transpose()?,
     })
+}
+
+/// Moves the templates' revision on, inside the write that changed them.
+fn bump_templates_revision(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, 1)
+         ON CONFLICT (name) DO UPDATE SET value = value + 1",
+        [TEMPLATES_COUNTER],
+    )
+    .map(|_| ())
+    .map_err(db_error)
 }
 
 /// Reads a document id stored as its text; text that is no id means corruption.

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use incident_doc::Incident;
 use incident_doc::schema::Status;
 use incident_doc::signals::Event;
@@ -25,7 +25,8 @@ use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, Delivery, NewDelivery, Next};
 use crate::store::{ListFilter, Store};
 
-/// How often the outbox is polled for retries that became due (new deliveries wake the task at once).
+/// How often the outbox is polled for retries that became due (new deliveries wake the task at once, and a retry
+/// this node scheduled wakes it at its own time, so `retry-initial-ms` is kept to the millisecond, not to the poll).
 const POLL: Duration = Duration::from_secs(1);
 
 /// Deliveries claimed per round.
@@ -63,13 +64,14 @@ pub fn spawn(
         let sweep_every = Duration::from_secs(webhooks.settings.stale_check_secs.max(1));
         let mut next_sweep = tokio::time::Instant::now() + sweep_every;
         while !shutdown.is_cancelled() {
-            let full = match round(&*store, &webhooks, &metrics, &client, timeout).await {
-                Ok(sent) => sent == BATCH,
-                Err(e) => {
-                    debug!(error = %e, "webhook outbox unavailable");
-                    false
-                }
-            };
+            let (full, next_retry) =
+                match round(&*store, &webhooks, &metrics, &client, timeout).await {
+                    Ok(round) => (round.claimed == BATCH, round.next_retry),
+                    Err(e) => {
+                        debug!(error = %e, "webhook outbox unavailable");
+                        (false, None)
+                    }
+                };
             if tokio::time::Instant::now() >= next_sweep {
                 next_sweep = tokio::time::Instant::now() + sweep_every;
                 if webhooks.wants("fieldStale")
@@ -84,21 +86,35 @@ pub fn spawn(
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = webhooks.wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(pause(next_retry, Utc::now())) => {}
             }
         }
     })
 }
 
-/// Claims the due deliveries and sends them, each endpoint's in order, endpoints side by side; returns how many
-/// were claimed.
+/// How long the deliverer sleeps when nothing wakes it: until the earliest retry it scheduled, at most [`POLL`].
+fn pause(next_retry: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    next_retry.map_or(POLL, |at| {
+        (at - now).to_std().unwrap_or(Duration::ZERO).min(POLL)
+    })
+}
+
+/// What one round did.
+struct Round {
+    /// Deliveries claimed; a full batch means more may be waiting.
+    claimed: usize,
+    /// The earliest retry this round scheduled.
+    next_retry: Option<DateTime<Utc>>,
+}
+
+/// Claims the due deliveries and sends them, each endpoint's in order, endpoints side by side.
 async fn round(
     store: &dyn Store,
     webhooks: &Webhooks,
     metrics: &Metrics,
     client: &reqwest::Client,
     timeout: Duration,
-) -> Result<usize, crate::store::StoreError> {
+) -> Result<Round, crate::store::StoreError> {
     let now = Utc::now();
     // The lease outlasts an attempt, so only a node that died mid-attempt leaves a claim to expire.
     let lease = now + timeout * 3;
@@ -115,11 +131,15 @@ async fn round(
         }
     }
     let sends = by_endpoint.into_iter().map(|(_, deliveries)| async move {
+        let mut next_retry: Option<DateTime<Utc>> = None;
         for delivery in deliveries {
             let attempt = attempt(client, webhooks, &delivery).await;
             match attempt.next {
                 Next::Done => metrics.webhooks_delivered.inc(),
-                Next::RetryAt(_) => metrics.webhook_attempts_failed.inc(),
+                Next::RetryAt(at) => {
+                    metrics.webhook_attempts_failed.inc();
+                    next_retry = Some(next_retry.map_or(at, |earliest| earliest.min(at)));
+                }
                 Next::GiveUp => {
                     metrics.webhook_attempts_failed.inc();
                     metrics.webhooks_given_up.inc();
@@ -141,9 +161,17 @@ async fn round(
                 warn!(error = %e, "recording a webhook attempt failed");
             }
         }
+        next_retry
     });
-    futures_util::future::join_all(sends).await;
-    Ok(count)
+    let next_retry = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .flatten()
+        .min();
+    Ok(Round {
+        claimed: count,
+        next_retry,
+    })
 }
 
 /// One attempt at one delivery.
@@ -214,7 +242,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// `text` without the endpoint's address: the delivery log (admins read it) and the log keep what failed, never
 /// where to. Slack-style URLs carry their credential in the path and query, and an error of the HTTP client or a
 /// receiver's answer may quote the URL whole, its path (after a redirect, say) or a piece of it, so the URL, its
-/// path and query become [`Endpoint::shown_url`]'s `scheme://host/…`, and any other path segment or query value
+/// path and query become [`Endpoint::shown_url`]'s `scheme://host:port/…`, and any other path segment or query value
 /// of [`SECRET_PIECE`] characters or more becomes `…`.
 fn scrub(text: &str, endpoint: &Endpoint) -> String {
     let shown = endpoint.shown_url();
@@ -320,6 +348,21 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
     use crate::webhooks::Format;
     use wire::DocumentId;
+
+    #[test]
+    fn the_deliverer_wakes_for_its_own_retries_between_polls() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 4, 0, 0).unwrap();
+        assert_eq!(pause(None, now), POLL);
+        assert_eq!(
+            pause(Some(now + Duration::milliseconds(500)), now),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(pause(Some(now + Duration::seconds(30)), now), POLL);
+        assert_eq!(
+            pause(Some(now - Duration::seconds(1)), now),
+            std::time::Duration::ZERO
+        );
+    }
 
     /// A drill (30-minute cadence on the summary and detailed status) declared at `t0`, its summary refreshed 20
     /// minutes later.
