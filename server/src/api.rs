@@ -17,6 +17,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
@@ -166,6 +167,24 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// A body taken as it comes (a template's Markdown), refused in our error format as [`JsonBody`] is: 413 past the
+/// limit, not axum's plain text.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large(state.max_body_bytes, &state.metrics))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 /// `T` read from a JSON object only.
 struct Object<T>(T);
 
@@ -214,12 +233,15 @@ fn json_error(rejection: JsonRejection, limit: usize, metrics: &Metrics) -> ApiE
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::BadRequest("expected a JSON body with Content-Type: application/json".into())
         }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            metrics.rejected_bodies.inc();
-            ApiError::TooLarge(limit)
-        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(limit, metrics),
         other => ApiError::BadRequest(other.body_text()),
     }
+}
+
+/// A body over `limit`: counted, and answered naming the limit.
+fn too_large(limit: usize, metrics: &Metrics) -> ApiError {
+    metrics.rejected_bodies.inc();
+    ApiError::TooLarge(limit)
 }
 
 /// A `status=` filter: a lifecycle state's name, or 422 naming them all.

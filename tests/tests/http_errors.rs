@@ -230,6 +230,23 @@ async fn a_body_over_the_limit_is_a_413_and_changes_nothing() -> anyhow::Result<
     // Just under the limit is fine.
     let fits = "y".repeat(MAX_BODY - 100);
     server.append_timeline(&token, &id, &fits).await;
+    // A template's Markdown is not JSON, and is refused the same way (it was axum's plain text).
+    let response = server
+        .request(
+            Method::PUT,
+            "/api/templates/oversized",
+            Some(&server.admin_token),
+        )
+        .header("Content-Type", "text/markdown")
+        .body(format!("# Oversized\n\n{text}"))
+        .send()
+        .await?;
+    refused(
+        &answer(response).await?,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "oversized template",
+    )?;
     server.stop().await;
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! template's source, and the admin's uploads to the store, which every node sharing it picks up.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,8 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::openapi::{Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable};
+use super::openapi::{
+    BadRequest, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
+};
+use super::{AppState, RawBody};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::templates::{Loaded, Origin, Problem, Source};
@@ -150,6 +151,7 @@ async fn read(
     request_body(content = String, content_type = "text/markdown", description = "The template's Markdown (docs/schema.md)"),
     responses(
         (status = 200, description = "Stored and offered", body = Entry),
+        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 413, response = TooLarge),
@@ -161,7 +163,7 @@ async fn upload(
     identity: Identity,
     State(state): State<AppState>,
     Path(TemplateId { id }): Path<TemplateId>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Admin, "change templates")?;
     let source = Source {
