@@ -28,6 +28,7 @@ fn fill(path: &str) -> String {
         .replace("{name}", "x")
 }
 
+/// The description as served: without a token, as JSON.
 async fn description(server: &TestServer) -> anyhow::Result<Value> {
     let response = server
         .request(Method::GET, "/api/openapi.json", None)
@@ -103,6 +104,7 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() -> anyhow
 /// The ways axum adds a route without `routes!`, which would route what the description does not show.
 const UNDESCRIBED: [&str; 4] = [".route(", ".route_service(", ".nest(", ".nest_service("];
 
+/// Every Rust file under `dir`, so that a route added in a new module is found too.
 fn rust_files(dir: &Path, found: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
