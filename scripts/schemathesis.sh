@@ -63,6 +63,8 @@ step "schemathesis against $BASE/api/openapi.json"
 # rightly 404; everything else, including that invalid input is refused, is. Not called: revoking a token, since
 # schemathesis follows the names `GET /api/tokens` lists to it and would revoke its own token (tests/tests/auth.rs
 # covers revocation).
+# Run from the scratch directory: schemathesis keeps a `.schemathesis/` cache in the current one.
+cd "$WORK"
 "$VENV/bin/st" run "$BASE/api/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \
   --checks all \
