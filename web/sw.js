@@ -30,6 +30,7 @@ const SHELL = [
   "/js/signin.js",
   "/js/store.js",
   "/js/sync.js",
+  "/js/templates.js",
   "/js/textsync.js",
   "/pkg/client_wasm.js",
   "/pkg/client_wasm_bg.wasm",

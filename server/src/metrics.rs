@@ -203,6 +203,10 @@ pub struct Metrics {
     pub heavy_reads: Gauge,
     /// Heavy reads refused because every place was taken (`max-heavy-reads`).
     pub rejected_reads: Counter,
+    /// Closed incidents the retention policy deletes now (in a dry run: would delete).
+    pub retention_due: Gauge,
+    /// Closed incidents the retention policy deleted.
+    pub retention_deleted: Counter,
 }
 
 impl Metrics {
@@ -242,6 +246,11 @@ impl Metrics {
                 "commandpost_heavy_reads",
                 "Heavy reads (history, exports, status updates, the JSON view) computing now.",
                 self.heavy_reads.get(),
+            ),
+            (
+                "commandpost_retention_due",
+                "Closed incidents past the retention policy's age (deleted at once unless it is a dry run).",
+                self.retention_due.get(),
             ),
             (
                 "commandpost_stale_fields",
@@ -304,6 +313,11 @@ impl Metrics {
                 "commandpost_webhooks_given_up_total",
                 "Webhook deliveries given up after their last attempt.",
                 &self.webhooks_given_up,
+            ),
+            (
+                "commandpost_retention_deleted_total",
+                "Closed incidents deleted by the retention policy.",
+                &self.retention_deleted,
             ),
         ];
         for (name, help, counter) in counters {

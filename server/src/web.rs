@@ -109,3 +109,28 @@ fn not_built() -> Response {
     protect(response.headers_mut());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    /// The service worker caches the page's files for offline reloads by a list of its own: a module missing there
+    /// is fetched from a server that may be unreachable, and the page does not start offline.
+    #[test]
+    fn the_service_worker_caches_every_module_of_the_page() {
+        let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+        let worker = std::fs::read_to_string(web.join("sw.js")).expect("web/sw.js");
+        let modules = std::fs::read_dir(web.join("js")).expect("web/js");
+        let mut listed = 0;
+        for entry in modules {
+            let name = entry.expect("an entry").file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".js") {
+                assert!(
+                    worker.contains(&format!("\"/js/{name}\"")),
+                    "web/sw.js does not cache /js/{name}"
+                );
+                listed += 1;
+            }
+        }
+        assert!(listed > 10, "{listed} modules");
+    }
+}
