@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of commandpost: formatting, lints, unit, property, golden and integration tests (real server on
 # loopback, real JavaScript automerge-repo client, real headless Chromium against the web UI), the client's
-# wasm-bindgen tests in Node, and every fuzz target for a bounded time (COMMANDPOST_FUZZ_SECONDS per target, default
+# wasm-bindgen tests in Node, schemathesis against a real server (every operation of its OpenAPI description, for a
+# bounded time), and every fuzz target for a bounded time (COMMANDPOST_FUZZ_SECONDS per target, default
 # 45). Installs what it needs itself, so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,9 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/wasm-bindgen-$WB_VER/bin/wasm
 
 step "cargo test --workspace"
 cargo test --workspace
+
+step "schemathesis against a real server, from its OpenAPI description (scripts/schemathesis.sh)"
+bash scripts/schemathesis.sh
 
 step "fuzz targets, ${COMMANDPOST_FUZZ_SECONDS:-45}s each (scripts/fuzz.sh)"
 bash scripts/fuzz.sh "${COMMANDPOST_FUZZ_SECONDS:-45}"

@@ -95,6 +95,7 @@ impl From<automerge::AutomergeError> for OpError {
 
 /// What applying an operation produced.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Applied {
     /// The id of the item or entry the operation created, if it created one.
     pub id: Option<String>,

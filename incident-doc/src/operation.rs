@@ -27,6 +27,7 @@ pub(crate) use checklist::insert_item;
 
 /// One edit. The JSON form (`{"op": "spliceText", …}`) is what the HTTP API and the browser client send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Operation {
     /// Delete `delete` characters at `pos` of a text or markdown field, or of the text of one item of a checklist
@@ -211,6 +212,7 @@ pub enum Operation {
         /// The moment, or `null` to clear. Required: a forgotten field would otherwise read as `null` and erase
         /// the stage's time.
         #[serde(deserialize_with = "Option::deserialize")]
+        #[cfg_attr(feature = "openapi", schema(required = true))]
         at: Option<DateTime<Utc>>,
     },
     /// Record an alert notification (from the Alertmanager hook) in the timeline, once: a fingerprint already

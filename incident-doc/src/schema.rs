@@ -73,6 +73,7 @@ pub const EXIT_CRITERIA_KEY: &str = "exitCriteria";
 
 /// How a field's value is stored and edited. Serialized in lower case, as in templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FieldKind {
     /// One line of plain text in an Automerge Text (the title).
@@ -154,11 +155,14 @@ impl FromStr for FieldKind {
     }
 }
 
-/// Generates a small string enum with its stored names, so roles, stages and states share one shape.
+/// Generates a small string enum with its stored names, so roles, stages and states share one shape. The names are
+/// `tt`, not `literal`: a `literal` fragment reaches derive macros wrapped in an invisible group, where utoipa's
+/// reading of `#[serde(rename)]` missed it and described `Commander` where the JSON says `commander`.
 macro_rules! named_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:tt,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }
@@ -290,6 +294,7 @@ impl Status {
 
 /// One option of a choice field or one question of a questions field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Choice {
     /// The stored value (choice) or answer key (questions).
     pub key: String,
@@ -299,6 +304,7 @@ pub struct Choice {
 
 /// One field of a document's layout: everything needed to render and edit it without its template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FieldDef {
     /// The root-map key holding the value; stable across template wording changes.

@@ -45,6 +45,7 @@ pub struct IncidentView {
 
 /// A proposed handoff: the role goes to `to` once they accept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Handoff {
     /// Who is to take the role.
     pub to: String,
@@ -70,6 +71,7 @@ pub struct AuditEntry {
 
 /// A pinned field and who pinned it when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pin {
     /// The pinned field's key.
     pub field: String,

@@ -1,19 +1,23 @@
 //! The HTTP surface: the router, shared state, authentication and the small routes (health, metrics, session, the
-//! `/sync` upgrade). Incident, template, token and ticket routes live in their own modules.
+//! `/sync` upgrade, the OpenAPI description). Incident, template, token and ticket routes live in their own modules;
+//! every route is registered with its OpenAPI description (`openapi.rs`).
 
 mod analytics;
 pub(crate) mod archive;
 mod command;
 mod hooks;
 mod incidents;
+pub mod openapi;
 mod templates;
 mod tickets;
 mod tokens;
 mod update;
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
@@ -24,15 +28,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use incident_doc::OpError;
 use incident_doc::schema::Status;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use tower_http::compression::CompressionLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Identity, Scope, hash_token};
 use crate::connection::{self, SyncContext};
 use crate::document::{DocError, Registry};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::export::ExportError;
 use crate::metrics::Metrics;
 use crate::peer::ConnId;
@@ -64,14 +71,16 @@ pub struct AppState {
     pub alertmanager_label: Arc<str>,
 }
 
-/// The whole application as a router, so tests can drive it without a socket.
-pub fn app(state: AppState) -> Router {
-    let body_limit = state.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/sync", get(sync))
-        .route("/api/session", get(session))
+/// Every route, each with its description: `routes!` takes a handler's method and path from its
+/// `#[utoipa::path]`, so what is routed and what is described are one list. Needs no state, so that the description
+/// can be built without a server.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(sync))
+        .routes(routes!(session))
+        .routes(routes!(openapi::openapi_json))
         .merge(incidents::router())
         .merge(command::router())
         .merge(archive::router())
@@ -81,6 +90,13 @@ pub fn app(state: AppState) -> Router {
         .merge(hooks::router())
         .merge(update::router())
         .merge(templates::router())
+}
+
+/// The whole application as a router, so tests can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.max_body_bytes;
+    let (router, _) = routes().split_for_parts();
+    router
         // The UI's files are gzipped for the wire (the WebAssembly client shrinks to a third); API answers are
         // small and left alone.
         .fallback(
@@ -136,16 +152,60 @@ impl Identity {
 }
 
 /// A JSON body whose rejections speak our error format: 400 for bad JSON, 422 for wrong types, 413 for size.
+/// Every body is a JSON object, as the OpenAPI description says: an array is refused (422) rather than read
+/// field by field in order, as serde reads structs from sequences.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
+        match Json::<Object<T>>::from_request(req, state).await {
+            Ok(Json(Object(value))) => Ok(JsonBody(value)),
             Err(rejection) => Err(json_error(rejection, state.max_body_bytes, &state.metrics)),
         }
+    }
+}
+
+/// A body taken as it comes (a template's Markdown), refused in our error format as [`JsonBody`] is: 413 past the
+/// limit, not axum's plain text.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large(state.max_body_bytes, &state.metrics))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// `T` read from a JSON object only.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ObjectVisitor(PhantomData))
+    }
+}
+
+/// Accepts a map and reads `T` from it; anything else is an "invalid type" error naming what was expected.
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = Object<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Object)
     }
 }
 
@@ -173,12 +233,15 @@ fn json_error(rejection: JsonRejection, limit: usize, metrics: &Metrics) -> ApiE
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::BadRequest("expected a JSON body with Content-Type: application/json".into())
         }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            metrics.rejected_bodies.inc();
-            ApiError::TooLarge(limit)
-        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(limit, metrics),
         other => ApiError::BadRequest(other.body_text()),
     }
+}
+
+/// A body over `limit`: counted, and answered naming the limit.
+fn too_large(limit: usize, metrics: &Metrics) -> ApiError {
+    metrics.rejected_bodies.inc();
+    ApiError::TooLarge(limit)
 }
 
 /// A `status=` filter: a lifecycle state's name, or 422 naming them all.
@@ -270,9 +333,39 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The answer of `/healthz`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Health<'a> {
+    /// `ok`, or `degraded` when storage does not answer.
+    status: &'static str,
+    /// `ok` or `unavailable`.
+    storage: &'static str,
+    /// Incidents loaded as live documents on this node.
+    documents_loaded: usize,
+    /// Open `/sync` connections on this node.
+    connections: i64,
+    /// Templates on offer.
+    templates: usize,
+    /// The refused templates, each `file:line: reason`.
+    template_errors: Vec<&'a str>,
+}
+
 /// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded"}` when storage does not answer. Refused
 /// templates are detail (`templateErrors`, each `file:line: reason`): the server still serves, with the last good
 /// version of each, so they do not make it unhealthy.
+///
+/// For load balancers and probes: needs no token and tells nothing about incidents.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    security(()),
+    responses(
+        (status = 200, description = "Serving, storage answers", body = Health),
+        (status = 503, description = "Storage does not answer within 2 s", body = Health),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> Response {
     let storage = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
     let (status, storage) = match storage {
@@ -285,19 +378,30 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "degraded"
     };
     let templates = state.templates.current();
-    let body = json!({
-        "status": overall,
-        "storage": storage,
-        "documentsLoaded": state.registry.loaded(),
-        "connections": state.metrics.connections.get(),
-        "templates": templates.templates().len(),
-        "templateErrors": templates.problems().iter().map(|p| &p.error).collect::<Vec<_>>(),
-    });
+    let body = Health {
+        status: overall,
+        storage,
+        documents_loaded: state.registry.loaded(),
+        connections: state.metrics.connections.get(),
+        templates: templates.templates().len(),
+        template_errors: templates
+            .problems()
+            .iter()
+            .map(|p| p.error.as_str())
+            .collect(),
+    };
     (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text, from counters and gauges alone (it needs no token, so it must cost nothing
 /// that depends on the documents).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -309,17 +413,41 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Who a token belongs to.
+#[derive(Serialize, ToSchema)]
+struct Session {
+    /// The token's name: the person or bot, as the timeline and history name them.
+    name: String,
+    /// `read`, `write` or `admin`.
+    scope: &'static str,
+}
+
 /// `GET /api/session`: who the token belongs to, for the UI's sign-in.
-async fn session(identity: Identity) -> Json<serde_json::Value> {
-    Json(json!({"name": identity.name, "scope": identity.scope.as_str()}))
+#[utoipa::path(
+    get,
+    path = "/api/session",
+    tag = "meta",
+    responses(
+        (status = 200, body = Session),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
+async fn session(identity: Identity) -> Json<Session> {
+    Json(Session {
+        name: identity.name,
+        scope: identity.scope.as_str(),
+    })
 }
 
 /// Query of `/sync`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SyncQuery {
     /// A ticket from `POST /api/sync-ticket`: how browsers, which cannot set headers on a WebSocket, authenticate.
     ticket: Option<String>,
     /// Read only to be refused: a token in the URL reaches proxy and access logs.
+    #[param(ignore)]
     token: Option<String>,
 }
 
@@ -328,6 +456,24 @@ const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 
 /// `GET /sync`: upgrades to the automerge-repo protocol after checking the ticket (`?ticket=`, browsers) or the
 /// token (`Authorization: Bearer`, other clients). A token in the query is refused, never used.
+///
+/// Only a WebSocket upgrade (`Connection: Upgrade`, `Upgrade: websocket`) is served; any other request is answered
+/// 426. The frames are automerge-repo's CBOR messages (docs/protocol.md).
+#[utoipa::path(
+    get,
+    path = "/sync",
+    tag = "sync",
+    params(SyncQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switched to the automerge-repo protocol over a WebSocket"),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, description = "No token or ticket, or an unknown, revoked, spent or expired one", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade (a browser tab, curl); answered before anything else", body = ErrorBody),
+        (status = 429, response = openapi::TooMany),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 async fn sync(
     State(state): State<AppState>,
     query: Result<QueryParams<SyncQuery>, ApiError>,

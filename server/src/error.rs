@@ -5,13 +5,33 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
 /// The `Retry-After` of a busy answer, in seconds: a heavy read takes milliseconds to a fraction of a second, so
 /// places free up within one.
 const BUSY_RETRY_AFTER_SECS: &str = "1";
+
+/// The body of every error answer, as the OpenAPI description names it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The two parts of an error: one for programs, one for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code: `bad_request`, `token_in_url`, `unauthorized`, `invalid_ticket`,
+    /// `forbidden`, `command_rule`, `not_found`, `method_not_allowed`, `conflict`, `upgrade_required`, `too_large`,
+    /// `unprocessable`, `too_many_requests`, `unavailable`, `busy` or `internal`.
+    #[schema(example = "not_found")]
+    pub code: &'static str,
+    /// What to do about it, in words; it may change between versions.
+    pub message: String,
+}
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +144,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
         let mut response = (self.status(), Json(body)).into_response();
         match self {
             ApiError::Busy(_) => {

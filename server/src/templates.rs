@@ -30,7 +30,7 @@ use crate::store::{Store, StoreError};
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a template came from, in increasing precedence: an id defined by several is served from the last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
     /// Compiled into the binary (`templates/`).
@@ -94,7 +94,7 @@ pub struct Loaded {
 }
 
 /// A template that was refused, and what serves its id meanwhile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// The template id; none when the whole directory could not be read.
@@ -108,7 +108,7 @@ pub struct Problem {
 }
 
 /// The template that serves an id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Serving {
     /// Its origin.
     pub origin: Origin,

@@ -63,7 +63,7 @@ impl std::fmt::Debug for Endpoint {
 }
 
 /// The body of a delivery.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// The event as JSON (`docs/integrations.md`).

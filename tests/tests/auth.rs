@@ -1,9 +1,10 @@
 //! Who may do what: every route of the HTTP API and the `/sync` upgrade, called with no token, a garbage token, a
 //! revoked token and a token of each scope, answers 401 when the caller is unknown, 403 when the scope is too low and
-//! success otherwise (`/healthz`, `/metrics` and the web UI are open to all), always with the
+//! success otherwise (`/healthz`, `/metrics`, `/api/openapi.json` and the web UI are open to all), always with the
 //! `{"error": {"code", "message"}}` body on refusal; a refused call changes nothing. The table is checked against
-//! the router's source, so a new route without a row fails the test. Unknown incident ids, well-formed or not,
-//! answer the same 404. Revoking a token closes its live `/sync` connections within a second.
+//! the router's routes (its OpenAPI description), so a new route without a row fails the test. Unknown incident
+//! ids, well-formed or not, answer the same 404. Revoking a token closes its live `/sync` connections within a
+//! second.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -56,6 +57,7 @@ impl Caller {
 enum Route {
     Healthz,
     Metrics,
+    OpenApi,
     WebUi,
     Sync,
     SyncTicket,
@@ -90,9 +92,10 @@ enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 33] = [
+    const ALL: [Route; 34] = [
         Route::Healthz,
         Route::Metrics,
+        Route::OpenApi,
         Route::WebUi,
         Route::Sync,
         Route::SyncTicket,
@@ -128,7 +131,7 @@ impl Route {
 
     fn needs(self) -> Needs {
         match self {
-            Route::Healthz | Route::Metrics | Route::WebUi => Needs::Nothing,
+            Route::Healthz | Route::Metrics | Route::OpenApi | Route::WebUi => Needs::Nothing,
             Route::Sync
             | Route::SyncTicket
             | Route::Templates
@@ -179,6 +182,7 @@ impl Route {
             Route::WebUi => return None,
             Route::Healthz => ("GET", "/healthz"),
             Route::Metrics => ("GET", "/metrics"),
+            Route::OpenApi => ("GET", "/api/openapi.json"),
             Route::Sync => ("GET", "/sync"),
             Route::SyncTicket => ("POST", "/api/sync-ticket"),
             Route::Templates => ("GET", "/api/templates"),
@@ -311,6 +315,7 @@ impl Fixture {
         match route {
             Route::Healthz => (Method::GET, "/healthz".into(), None),
             Route::Metrics => (Method::GET, "/metrics".into(), None),
+            Route::OpenApi => (Method::GET, "/api/openapi.json".into(), None),
             // A file of the UI rather than `/`, which answers 503 on a server built without the wasm client.
             Route::WebUi => (Method::GET, "/js/app.js".into(), None),
             Route::Sync => (Method::GET, "/sync".into(), None),
@@ -675,71 +680,22 @@ async fn check_sync(fixture: &Fixture, caller: Caller, want: StatusCode) -> anyh
     Ok(())
 }
 
-/// Every `.route(path, method(…)…)` of the router's source (server/src/api.rs and server/src/api/), as
-/// (method, path) pairs.
-fn routes_in_source() -> anyhow::Result<Vec<(String, String)>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/src");
-    let mut files = vec![root.join("api.rs")];
-    let mut dirs = vec![root.join("api")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
-    }
+/// Every route of the router, as (method, path) pairs: the operations of its OpenAPI description, which the router
+/// is built from (`tests/tests/openapi.rs` holds the two together).
+fn routes_of_the_router() -> anyhow::Result<Vec<(String, String)>> {
+    let doc: Value = serde_json::from_str(server::api::openapi::document())?;
     let mut routes = Vec::new();
-    for file in files {
-        let source = std::fs::read_to_string(&file)?;
-        for (start, _) in source.match_indices(".route(") {
-            let call = balanced(&source[start + ".route".len()..]);
-            let path = call
-                .split('"')
-                .nth(1)
-                .with_context(|| format!("a path in {call}"))?;
-            let mut found = false;
-            for method in ["get", "post", "put", "delete", "patch"] {
-                let mentioned = call.match_indices(&format!("{method}(")).any(|(i, _)| {
-                    !call[..i]
-                        .chars()
-                        .next_back()
-                        .is_some_and(|c| c.is_alphanumeric() || c == '_')
-                });
-                if mentioned {
-                    routes.push((method.to_uppercase(), path.to_owned()));
-                    found = true;
-                }
-            }
-            anyhow::ensure!(found, "no method in {call} ({})", file.display());
+    for (path, item) in doc["paths"].as_object().context("paths")? {
+        for method in item.as_object().context("a path item")?.keys() {
+            routes.push((method.to_uppercase(), path.clone()));
         }
     }
     Ok(routes)
 }
 
-/// The text of a parenthesised call, from its `(` to the matching `)`.
-fn balanced(text: &str) -> &str {
-    let mut depth = 0;
-    for (i, c) in text.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return &text[..=i];
-                }
-            }
-            _ => {}
-        }
-    }
-    text
-}
-
 #[test]
 fn the_table_has_a_row_for_every_route_of_the_router() -> anyhow::Result<()> {
-    let mut router = routes_in_source()?;
+    let mut router = routes_of_the_router()?;
     router.sort();
     let mut table: Vec<(String, String)> = Route::ALL
         .iter()

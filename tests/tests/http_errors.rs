@@ -1,7 +1,8 @@
 //! How the HTTP API refuses bad requests: malformed JSON is a 400; well-formed JSON of the wrong shape, and any value a
 //! route does not take wherever it is (an unknown export format, status, severity, template or role, a bad time, a
-//! number out of range) a 422; a body over the limit a 413, an unknown id a 404, and an operation the document model refuses a 422 that leaves the document exactly as it was (a batch of operations is
-//! all or nothing). Every refusal carries the `{"error": {"code", "message"}}` body.
+//! number out of range) a 422; a body over the limit a 413, an unknown id a 404, and an operation the document model
+//! refuses a 422 that leaves the document exactly as it was (a batch of operations is all or nothing); a body that is
+//! a JSON array, not an object, is a 422. Every refusal carries the `{"error": {"code", "message"}}` body.
 
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
@@ -86,6 +87,7 @@ async fn server_with_incident() -> (TestServer, String, String) {
 async fn malformed_json_is_a_400_and_the_wrong_shape_a_422() -> anyhow::Result<()> {
     let (server, token, id) = server_with_incident().await;
     let timeline = format!("/api/incidents/{id}/timeline");
+    let sent = format!("/api/incidents/{id}/update/sent");
     for (path, body, status, code) in [
         (
             "/api/incidents",
@@ -119,6 +121,20 @@ async fn malformed_json_is_a_400_and_the_wrong_shape_a_422() -> anyhow::Result<(
         ),
         (
             "/api/incidents",
+            r#"[]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        // serde reads a struct from an array, field by field in order: every body is an object (this one was
+        // declared as incident "Array", and `[]` below marked an update sent).
+        (
+            "/api/incidents",
+            r#"["incident", "Array"]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            &sent,
             r#"[]"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "unprocessable",
@@ -214,6 +230,23 @@ async fn a_body_over_the_limit_is_a_413_and_changes_nothing() -> anyhow::Result<
     // Just under the limit is fine.
     let fits = "y".repeat(MAX_BODY - 100);
     server.append_timeline(&token, &id, &fits).await;
+    // A template's Markdown is not JSON, and is refused the same way (it was axum's plain text).
+    let response = server
+        .request(
+            Method::PUT,
+            "/api/templates/oversized",
+            Some(&server.admin_token),
+        )
+        .header("Content-Type", "text/markdown")
+        .body(format!("# Oversized\n\n{text}"))
+        .send()
+        .await?;
+    refused(
+        &answer(response).await?,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "oversized template",
+    )?;
     server.stop().await;
     Ok(())
 }

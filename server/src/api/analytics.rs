@@ -12,15 +12,19 @@ mod insights;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
 use chrono::{DateTime, Utc};
 use incident_doc::analytics::{self, Facts, Filter};
+use incident_doc::schema::Status;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{BadRequest, Forbidden, Unauthorized, Unavailable, Unprocessable};
 use super::{AppState, QueryParams, authenticate, bearer, status_filter, template_filter};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -29,10 +33,10 @@ use crate::store::{IncidentSummary, ListFilter};
 use crate::templates::Catalog;
 use wire::DocumentId;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/analytics/incidents", get(rows))
-        .route("/insights", get(insights))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(rows))
+        .routes(routes!(insights))
         .layer(Extension(Arc::new(FactsCache::default())))
 }
 
@@ -67,16 +71,19 @@ impl FactsCache {
 }
 
 /// Query of both routes.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AnalyticsQuery {
     /// `csv` (default) or `jsonl`; the analytics route only.
+    #[param(pattern = "^(csv|jsonl)$")]
     format: Option<String>,
     /// Declared at or after: RFC 3339, or a date (midnight UTC).
     from: Option<String>,
     /// Declared before: RFC 3339, or a date (midnight UTC, so `to=2026-12-01` ends with November).
     to: Option<String>,
     /// Only this lifecycle state.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only this template.
     template: Option<String>,
@@ -84,6 +91,7 @@ struct AnalyticsQuery {
     #[serde(default)]
     include_drills: bool,
     /// Read only to be refused with a clear error (see [`reader`]).
+    #[param(ignore)]
     token: Option<String>,
 }
 
@@ -223,7 +231,22 @@ async fn reader(
     Ok(identity)
 }
 
-/// `GET /api/analytics/incidents?format=csv|jsonl[&from=&to=&status=&template=&include_drills=]`.
+/// `GET /api/analytics/incidents?format=csv|jsonl[&from=&to=&status=&template=&include_drills=]` (read).
+#[utoipa::path(
+    get,
+    path = "/api/analytics/incidents",
+    tag = "analytics",
+    params(AnalyticsQuery),
+    responses(
+        (status = 200, description = "One row of facts per incident, oldest declaration first (columns in docs/analytics.md)",
+            content((String = "text/csv"), (String = "application/jsonl"))),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn rows(
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,
@@ -274,6 +297,22 @@ fn browser_navigation(headers: &HeaderMap) -> bool {
 /// Opened in a browser's address bar (a bookmark, a link pasted in chat), it redirects to the app's insights page
 /// with the same filters: the app holds the signed-in session and fetches the charts with the header, where a bare
 /// 401 would leave the person stranded outside the app. A `token=` in the address is still refused first.
+#[utoipa::path(
+    get,
+    path = "/insights",
+    tag = "analytics",
+    params(AnalyticsQuery),
+    responses(
+        (status = 200, description = "The charts page (self-contained HTML with inline SVG)", content_type = "text/html", body = String),
+        (status = 303, description = "A browser's navigation (it asks for HTML and sends no token): to the app's insights page, same filters",
+            headers(("location" = String))),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn insights(
     State(state): State<AppState>,
     Extension(cache): Extension<Arc<FactsCache>>,

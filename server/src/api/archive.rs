@@ -4,15 +4,20 @@
 //! A closed incident is archived: the model refuses every typed edit but a reopening (`Incident::apply_all`), and
 //! this module turns that refusal into 409. Reopening is an admin's decision, recorded in the timeline.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use incident_doc::Operation;
 use incident_doc::schema::Status;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::incidents::{editor, handle};
+use super::incidents::{IncidentId, editor, handle};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
+};
 use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -23,29 +28,45 @@ const MAX_PAGE: usize = 1000;
 /// History page size when the caller names none.
 const DEFAULT_PAGE: usize = 100;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/incidents/{id}/history", get(history))
-        .route("/api/incidents/{id}/reopen", post(reopen))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(history))
+        .routes(routes!(reopen))
 }
 
 /// Query of the history route.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
     /// The position of the first change (0: the creation).
     #[serde(default)]
     offset: usize,
-    /// How many changes, at most [`MAX_PAGE`].
+    /// How many changes (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-/// `GET /api/incidents/{id}/history[?offset=&limit=]`: the changes oldest first, `{total, offset, changes, next}`
-/// where `next` is the offset of the following page or `null`.
+/// `GET /api/incidents/{id}/history[?offset=&limit=]` (read): the changes oldest first, `{total, offset, changes,
+/// next}` where `next` is the offset of the following page or `null`.
+#[utoipa::path(
+    get,
+    path = "/api/incidents/{id}/history",
+    tag = "archive",
+    params(IncidentId, HistoryQuery),
+    responses(
+        (status = 200, description = "`{total, offset, changes, next}`: each change with its author, time, operations and the fields it touched (docs/schema.md)", body = Object),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn history(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     query: Result<QueryParams<HistoryQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(Scope::Read, "read incidents")?;
@@ -72,7 +93,7 @@ async fn history(
 }
 
 /// Body of `POST /api/incidents/{id}/reopen`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Reopen {
     /// Why; recorded in the timeline.
@@ -82,13 +103,40 @@ struct Reopen {
     status: Option<Status>,
 }
 
+/// What a reopening answers.
+#[derive(Serialize, ToSchema)]
+struct Reopened {
+    /// The state the incident is in now.
+    status: Status,
+    /// The id of the timeline entry recording the reopening.
+    entry: Option<String>,
+}
+
 /// `POST /api/incidents/{id}/reopen` (admin) → 200 `{status, entry}` once durable; 409 if it is not closed.
+#[utoipa::path(
+    post,
+    path = "/api/incidents/{id}/reopen",
+    tag = "archive",
+    params(IncidentId),
+    request_body = Reopen,
+    responses(
+        (status = 200, description = "Reopened and durable", body = Reopened),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn reopen(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<Reopen>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Reopened>, ApiError> {
     identity.require(Scope::Admin, "reopen incidents")?;
     let status = body.status.unwrap_or(Status::Resolved);
     let op = Operation::Reopen {
@@ -100,5 +148,5 @@ async fn reopen(
         .apply(vec![op], editor(&identity))
         .await?;
     let entry = applied.into_iter().next().and_then(|a| a.id);
-    Ok(Json(json!({"status": status, "entry": entry})))
+    Ok(Json(Reopened { status, entry }))
 }

@@ -2,26 +2,56 @@
 //! typed operations itself). Identity is the token's name; the command rules (`incident_doc::rules`) decide, so a
 //! refusal here is the same refusal a browser or a sync client gets: 403 with the rule's words.
 
-use axum::extract::{Path, State};
-use axum::routing::{delete, post, put};
-use axum::{Json, Router};
-use incident_doc::Operation;
-use incident_doc::schema::Role;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
-use super::incidents::{editor, handle};
+use axum::Json;
+use axum::extract::{Path, State};
+use incident_doc::schema::Role;
+use incident_doc::{Handoff, Operation, Pin};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::incidents::{IncidentId, editor, handle};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
+};
 use super::{AppState, JsonBody};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/incidents/{id}/roles/{role}", put(assign))
-        .route("/api/incidents/{id}/handoffs", post(propose))
-        .route("/api/incidents/{id}/handoffs/accept", post(accept))
-        .route("/api/incidents/{id}/handoffs/{role}", delete(cancel))
-        .route("/api/incidents/{id}/pins", put(pins))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(assign))
+        .routes(routes!(propose))
+        .routes(routes!(accept))
+        .routes(routes!(cancel))
+        .routes(routes!(pins))
+}
+
+/// An incident and one of its roles, in a path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct IncidentRole {
+    /// The incident's id.
+    id: String,
+    /// The role; any other name is 422.
+    #[param(value_type = Role)]
+    role: String,
+}
+
+/// The incident's command state after the change.
+#[derive(Serialize, ToSchema)]
+struct CommandState {
+    /// Role → the person holding it (a token name), or `null`.
+    #[schema(value_type = Object)]
+    roles: Value,
+    /// Pending handoffs by role.
+    handoffs: BTreeMap<Role, Handoff>,
+    /// The pinned fields, in order.
+    pins: Vec<Pin>,
 }
 
 /// The role in a path, or a 422 naming the roles there are (as an unknown role in a body is).
@@ -41,7 +71,7 @@ async fn run(
     state: &AppState,
     id: &str,
     ops: Vec<Operation>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommandState>, ApiError> {
     identity.require(Scope::Write, "change the command")?;
     let handle = handle(state, id).await?;
     handle.apply(ops, editor(identity)).await?;
@@ -51,30 +81,49 @@ async fn run(
         .await?;
     let roles = view
         .field_of_kind(incident_doc::schema::FieldKind::Roles)
-        .map(|f| json!(f.value))
+        .map(|f| serde_json::to_value(&f.value).unwrap_or(Value::Null))
         .unwrap_or(Value::Null);
-    Ok(Json(json!({
-        "roles": roles,
-        "handoffs": view.handoffs,
-        "pins": view.pins,
-    })))
+    Ok(Json(CommandState {
+        roles,
+        handoffs: view.handoffs,
+        pins: view.pins,
+    }))
 }
 
-#[derive(Deserialize)]
+/// Body of `PUT /api/incidents/{id}/roles/{role}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Assign {
     /// The person, or `null` to unassign.
     person: Option<String>,
 }
 
-/// `PUT /api/incidents/{id}/roles/{role}` `{"person"}`: the commander assigns a role directly (command itself only
-/// changes hands by a handoff, or is taken while nobody holds it: the model refuses the rest).
+/// `PUT /api/incidents/{id}/roles/{role}` `{"person"}` (write): the commander assigns a role directly (command
+/// itself only changes hands by a handoff, or is taken while nobody holds it: the model refuses the rest).
+#[utoipa::path(
+    put,
+    path = "/api/incidents/{id}/roles/{role}",
+    tag = "command",
+    params(IncidentRole),
+    request_body = Assign,
+    responses(
+        (status = 200, body = CommandState),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn assign(
     identity: Identity,
     State(state): State<AppState>,
-    Path((id, name)): Path<(String, String)>,
+    Path(IncidentRole { id, role: name }): Path<IncidentRole>,
     JsonBody(body): JsonBody<Assign>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommandState>, ApiError> {
     let op = Operation::AssignRole {
         role: role(&name)?,
         person: body.person,
@@ -82,20 +131,41 @@ async fn assign(
     run(&identity, &state, &id, vec![op]).await
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /api/incidents/{id}/handoffs`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Propose {
+    /// The role handed over.
     role: Role,
+    /// The person (a token name) who is to take it.
     to: String,
 }
 
-/// `POST /api/incidents/{id}/handoffs` `{"role", "to"}`: propose; nothing changes until `to` accepts.
+/// `POST /api/incidents/{id}/handoffs` `{"role", "to"}` (write): propose; nothing changes until `to` accepts.
+#[utoipa::path(
+    post,
+    path = "/api/incidents/{id}/handoffs",
+    tag = "command",
+    params(IncidentId),
+    request_body = Propose,
+    responses(
+        (status = 200, body = CommandState),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn propose(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<Propose>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommandState>, ApiError> {
     let op = Operation::ProposeHandoff {
         role: body.role,
         to: body.to,
@@ -103,47 +173,101 @@ async fn propose(
     run(&identity, &state, &id, vec![op]).await
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /api/incidents/{id}/handoffs/accept`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Accept {
+    /// The role proposed to the caller.
     role: Role,
 }
 
-/// `POST /api/incidents/{id}/handoffs/accept` `{"role"}`: the named recipient takes the role.
+/// `POST /api/incidents/{id}/handoffs/accept` `{"role"}` (write): the named recipient takes the role.
+#[utoipa::path(
+    post,
+    path = "/api/incidents/{id}/handoffs/accept",
+    tag = "command",
+    params(IncidentId),
+    request_body = Accept,
+    responses(
+        (status = 200, body = CommandState),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn accept(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<Accept>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommandState>, ApiError> {
     let op = Operation::AcceptHandoff { role: body.role };
     run(&identity, &state, &id, vec![op]).await
 }
 
-/// `DELETE /api/incidents/{id}/handoffs/{role}`: withdraw a pending handoff.
+/// `DELETE /api/incidents/{id}/handoffs/{role}` (write): withdraw a pending handoff.
+#[utoipa::path(
+    delete,
+    path = "/api/incidents/{id}/handoffs/{role}",
+    tag = "command",
+    params(IncidentRole),
+    responses(
+        (status = 200, body = CommandState),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn cancel(
     identity: Identity,
     State(state): State<AppState>,
-    Path((id, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+    Path(IncidentRole { id, role: name }): Path<IncidentRole>,
+) -> Result<Json<CommandState>, ApiError> {
     let op = Operation::CancelHandoff { role: role(&name)? };
     run(&identity, &state, &id, vec![op]).await
 }
 
-#[derive(Deserialize)]
+/// Body of `PUT /api/incidents/{id}/pins`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Pins {
     /// The field keys to pin, in order; every other field is unpinned.
     fields: Vec<String>,
 }
 
-/// `PUT /api/incidents/{id}/pins` `{"fields": […]}`: the commander sets the pinned fields and their order.
+/// `PUT /api/incidents/{id}/pins` `{"fields": […]}` (write): the commander sets the pinned fields and their order.
+#[utoipa::path(
+    put,
+    path = "/api/incidents/{id}/pins",
+    tag = "command",
+    params(IncidentId),
+    request_body = Pins,
+    responses(
+        (status = 200, body = CommandState),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn pins(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<Pins>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommandState>, ApiError> {
     let handle = handle(&state, &id).await?;
     let current: Vec<String> = state
         .reads

@@ -3,48 +3,59 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use incident_doc::Operation;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::incidents::{editor, handle};
+use super::incidents::{IncidentId, editor, handle};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
+};
 use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
+use crate::store::outbox::DeliveryRecord;
+use crate::webhooks::Format;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/hooks/alertmanager", post(alertmanager))
-        .route("/api/hooks/alertmanager/{id}", post(alertmanager_for))
-        .route("/api/webhooks", get(endpoints))
-        .route("/api/webhooks/{name}/deliveries", get(deliveries))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(alertmanager))
+        .routes(routes!(alertmanager_for))
+        .routes(routes!(endpoints))
+        .routes(routes!(deliveries))
 }
 
 /// Alertmanager's webhook payload (`version` 4), as its documentation gives it. Unused fields are accepted and
 /// ignored, so newer Alertmanagers keep working.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Notification {
     /// `"4"` for every current Alertmanager.
+    #[schema(pattern = "^4$")]
     version: String,
     /// The group's status: `firing` or `resolved`.
+    #[schema(pattern = "^(firing|resolved)$")]
     status: String,
     /// Labels every alert of the group shares.
     #[serde(default)]
     common_labels: BTreeMap<String, String>,
     /// The group's alerts.
+    #[schema(min_items = 1)]
     alerts: Vec<Alert>,
 }
 
 /// One alert of a notification.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Alert {
     /// `firing` or `resolved`.
+    #[schema(pattern = "^(firing|resolved)$")]
     status: String,
     /// Identifying labels, `alertname` among them.
     #[serde(default)]
@@ -64,23 +75,67 @@ struct Alert {
     fingerprint: String,
 }
 
+/// What a notification added.
+#[derive(Serialize, ToSchema)]
+struct Recorded {
+    /// Alerts recorded in a timeline.
+    recorded: usize,
+    /// Alerts already recorded in the same state (Alertmanager sends again), which added nothing.
+    duplicates: usize,
+}
+
 /// `POST /api/hooks/alertmanager` (write token): each alert goes to the incident its `incident` label (the
 /// configured label name) holds.
+#[utoipa::path(
+    post,
+    path = "/api/hooks/alertmanager",
+    tag = "integrations",
+    request_body = Notification,
+    responses(
+        (status = 200, body = Recorded),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "An alert's label names no incident", body = crate::error::ErrorBody),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn alertmanager(
     identity: Identity,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Notification>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Recorded>, ApiError> {
     record_alerts(identity, state, None, body).await
 }
 
 /// `POST /api/hooks/alertmanager/{id}` (write token): every alert goes to incident `id`.
+#[utoipa::path(
+    post,
+    path = "/api/hooks/alertmanager/{id}",
+    tag = "integrations",
+    params(IncidentId),
+    request_body = Notification,
+    responses(
+        (status = 200, body = Recorded),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn alertmanager_for(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<Notification>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Recorded>, ApiError> {
     record_alerts(identity, state, Some(id), body).await
 }
 
@@ -91,7 +146,7 @@ async fn record_alerts(
     state: AppState,
     incident: Option<String>,
     body: Notification,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Recorded>, ApiError> {
     identity.require(Scope::Write, "record alerts")?;
     if body.version != "4" {
         return Err(ApiError::Unprocessable(format!(
@@ -146,9 +201,10 @@ async fn record_alerts(
         recorded += added;
         duplicates += applied.len() - added;
     }
-    Ok(Json(
-        json!({"recorded": recorded, "duplicates": duplicates}),
-    ))
+    Ok(Json(Recorded {
+        recorded,
+        duplicates,
+    }))
 }
 
 fn alert_name(alert: &Alert) -> String {
@@ -214,46 +270,112 @@ fn operation(alert: &Alert, incident_label: &str) -> Result<Operation, ApiError>
     })
 }
 
+/// The configured webhook endpoints.
+#[derive(Serialize, ToSchema)]
+struct Endpoints<'a> {
+    /// In configuration order.
+    endpoints: Vec<EndpointRow<'a>>,
+}
+
+/// One endpoint, without its secret.
+#[derive(Serialize, ToSchema)]
+struct EndpointRow<'a> {
+    /// Its name, as the delivery log route takes it.
+    name: &'a str,
+    /// Scheme and host only: chat tools put their credentials in the path.
+    url: String,
+    /// The body sent.
+    format: Format,
+    /// The event types sent, or `null` for all.
+    events: Option<&'a [String]>,
+    /// Whether drills' events are sent.
+    drills: bool,
+    /// Whether deliveries carry an HMAC signature.
+    signed: bool,
+}
+
 /// `GET /api/webhooks` (admin): the configured endpoints, without secrets; URLs show scheme and host only, since
 /// chat tools put their credentials in the path.
+#[utoipa::path(
+    get,
+    path = "/api/webhooks",
+    tag = "integrations",
+    responses(
+        (status = 200, body = Endpoints),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn endpoints(
     identity: Identity,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     identity.require(Scope::Admin, "read the webhook configuration")?;
-    let list: Vec<Value> = state
+    let endpoints = state
         .webhooks
         .endpoints
         .iter()
-        .map(|e| {
-            json!({
-                "name": e.name,
-                "url": e.shown_url(),
-                "format": e.format,
-                "events": e.events,
-                "drills": e.drills,
-                "signed": e.secret.is_some(),
-            })
+        .map(|e| EndpointRow {
+            name: &e.name,
+            url: e.shown_url(),
+            format: e.format,
+            events: e.events.as_deref(),
+            drills: e.drills,
+            signed: e.secret.is_some(),
         })
         .collect();
-    Ok(Json(json!({ "endpoints": list })))
+    Ok(Json(Endpoints { endpoints }).into_response())
 }
 
 /// Query of the delivery log.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LogQuery {
-    /// At most this many deliveries, newest first (default 100, at most 1000).
+    /// At most this many deliveries, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+/// A webhook endpoint, by name, in a path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct EndpointName {
+    /// The endpoint's configured name.
+    name: String,
+}
+
+/// An endpoint's delivery log.
+#[derive(Serialize, ToSchema)]
+struct Log {
+    /// The endpoint's name.
+    endpoint: String,
+    /// Newest first.
+    deliveries: Vec<DeliveryRecord>,
+}
+
 /// `GET /api/webhooks/{name}/deliveries?limit=` (admin): the endpoint's delivery log, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/webhooks/{name}/deliveries",
+    tag = "integrations",
+    params(EndpointName, LogQuery),
+    responses(
+        (status = 200, body = Log),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn deliveries(
     identity: Identity,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(EndpointName { name }): Path<EndpointName>,
     query: Result<QueryParams<LogQuery>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Log>, ApiError> {
     identity.require(Scope::Admin, "read webhook deliveries")?;
     let QueryParams(query) = query?;
     let limit = query.limit.unwrap_or(100);
@@ -266,5 +388,8 @@ async fn deliveries(
         return Err(ApiError::NotFound);
     }
     let log = state.store.deliveries(&name, limit).await?;
-    Ok(Json(json!({ "endpoint": name, "deliveries": log })))
+    Ok(Json(Log {
+        endpoint: name,
+        deliveries: log,
+    }))
 }

@@ -1,16 +1,22 @@
 //! Incident routes: declare, list, read, export (now or at a past moment), append to the timeline, apply typed
 //! operations, delete.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use incident_doc::{Declaration, Editor, Incident, Operation};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use incident_doc::schema::Status;
+use incident_doc::{Applied, Declaration, Editor, Incident, Operation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
+};
 use super::{AppState, JsonBody, QueryParams, severity_filter, status_filter};
 use crate::auth::{Identity, Scope};
 use crate::document::{Command, DocHandle};
@@ -21,29 +27,32 @@ use crate::store::{IncidentSummary, ListFilter};
 use crate::templates::Catalog;
 use wire::DocumentId;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/incidents", post(declare).get(list))
-        .route("/api/incidents/{id}", get(read).delete(delete))
-        .route("/api/incidents/{id}/export", get(export_doc))
-        .route("/api/incidents/{id}/timeline", post(append_timeline))
-        .route("/api/incidents/{id}/operations", post(operations))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(declare, list))
+        .routes(routes!(read, delete))
+        .routes(routes!(export_doc))
+        .routes(routes!(append_timeline))
+        .routes(routes!(operations))
 }
 
 /// Body of `POST /api/incidents`. Anyone on call with a write token can declare, at once.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Declare {
     /// Template id; the default template when absent.
     #[serde(default)]
     template: Option<String>,
     /// The incident's name; the title becomes `<name>: <date>`.
+    #[schema(pattern = "^[^\\r\\n]*\\S[^\\r\\n]*$", max_length = 200)]
     title: String,
-    /// The three declaration answers, when given.
+    /// Declaration question: is a second team needed?
     #[serde(default)]
     second_team: Option<bool>,
+    /// Declaration question: do customers see it?
     #[serde(default)]
     customer_visible: Option<bool>,
+    /// Declaration question: still unsolved after an hour?
     #[serde(default)]
     unsolved_after_hour: Option<bool>,
     /// Starting severity, when known.
@@ -67,7 +76,42 @@ pub(super) fn editor(identity: &Identity) -> Editor {
     Editor::new(identity.name.clone(), Utc::now()).with_admin(identity.scope == Scope::Admin)
 }
 
-/// `POST /api/incidents` → 201 with the new incident's id and `automerge:` URL. The 201 means it is durable.
+/// A new incident, as `POST /api/incidents` answers it.
+#[derive(Serialize, ToSchema)]
+struct Declared {
+    /// The incident's id (bs58check), as the other routes take it.
+    id: String,
+    /// Its `automerge:` URL, for sync clients.
+    url: String,
+    /// Its number, counting up from 1.
+    number: i64,
+    /// `<name>: <date>`.
+    title: String,
+    /// The template it was declared from.
+    template: String,
+    /// Its lifecycle state (`declared`).
+    status: Option<String>,
+    /// Its severity, when given.
+    severity: Option<String>,
+}
+
+/// `POST /api/incidents` (write) → 201 with the new incident's id and `automerge:` URL. The 201 means it is durable.
+#[utoipa::path(
+    post,
+    path = "/api/incidents",
+    tag = "incidents",
+    request_body = Declare,
+    responses(
+        (status = 201, description = "Declared and durable", body = Declared,
+            headers(("location" = String, description = "/api/incidents/{id}"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 422, description = "A mistyped field, an unknown template, or a severity the template does not offer", body = crate::error::ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn declare(
     identity: Identity,
     State(state): State<AppState>,
@@ -138,15 +182,15 @@ async fn declare(
     let id = DocumentId::random();
     state.registry.create(id, incident).await?;
     let location = format!("/api/incidents/{id}");
-    let body = json!({
-        "id": id.to_string(),
-        "url": id.url(),
-        "number": number,
-        "title": view.headline.title,
-        "template": view.headline.template,
-        "status": view.headline.status,
-        "severity": view.headline.severity,
-    });
+    let body = Declared {
+        id: id.to_string(),
+        url: id.url(),
+        number,
+        title: view.headline.title,
+        template: view.headline.template,
+        status: view.headline.status,
+        severity: view.headline.severity,
+    };
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -156,10 +200,12 @@ async fn declare(
 }
 
 /// Query of `GET /api/incidents`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Only incidents in this lifecycle state.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only incidents of this severity (as the template names it, e.g. `SEV1`).
     severity: Option<String>,
@@ -167,30 +213,79 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-/// A row of the list; `templates` tell drills apart (the drill flag comes from the template, and the index keeps
-/// the template id).
-fn list_row(s: &IncidentSummary, templates: &Catalog) -> Value {
-    json!({
-        "id": s.id,
-        "url": s.id.url(),
-        "number": s.number,
-        "title": s.title,
-        "template": s.template,
-        "drill": templates.get(&s.template).is_some_and(|t| t.template.drill),
-        "status": s.status_name(),
-        "severity": s.severity,
-        "commander": s.commander,
-        "createdAt": s.created_at,
-        "updatedAt": s.updated_at,
-    })
+/// The incidents of `GET /api/incidents`.
+#[derive(Serialize, ToSchema)]
+struct IncidentList {
+    /// Newest first.
+    incidents: Vec<ListRow>,
 }
 
-/// `GET /api/incidents[?status=…&severity=…&limit=…]`: newest first.
+/// One incident of the list, from the index (no document is read).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ListRow {
+    /// The incident's id.
+    id: String,
+    /// Its `automerge:` URL.
+    url: String,
+    /// Its number.
+    number: Option<i64>,
+    /// Its title.
+    title: String,
+    /// The template it was declared from.
+    template: String,
+    /// Whether that template is a drill's.
+    drill: bool,
+    /// Its lifecycle state.
+    status: &'static str,
+    /// Its severity, if set.
+    severity: Option<String>,
+    /// Who holds command, if anyone.
+    commander: Option<String>,
+    /// When it was declared.
+    created_at: DateTime<Utc>,
+    /// When it last changed.
+    updated_at: DateTime<Utc>,
+}
+
+/// A row of the list; `templates` tell drills apart (the drill flag comes from the template, and the index keeps
+/// the template id).
+fn list_row(s: &IncidentSummary, templates: &Catalog) -> ListRow {
+    ListRow {
+        id: s.id.to_string(),
+        url: s.id.url(),
+        number: s.number,
+        title: s.title.clone(),
+        template: s.template.clone(),
+        drill: templates.get(&s.template).is_some_and(|t| t.template.drill),
+        status: s.status_name(),
+        severity: s.severity.clone(),
+        commander: s.commander.clone(),
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+    }
+}
+
+/// `GET /api/incidents[?status=…&severity=…&limit=…]` (read): newest first.
+#[utoipa::path(
+    get,
+    path = "/api/incidents",
+    operation_id = "list_incidents",
+    tag = "incidents",
+    params(ListQuery),
+    responses(
+        (status = 200, body = IncidentList),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn list(
     identity: Identity,
     State(state): State<AppState>,
     query: Result<QueryParams<ListQuery>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IncidentList>, ApiError> {
     identity.require(Scope::Read, "list incidents")?;
     let QueryParams(query) = query?;
     let status = query.status.as_deref().map(status_filter).transpose()?;
@@ -206,16 +301,30 @@ async fn list(
             limit: query.limit,
         })
         .await?;
-    Ok(Json(
-        json!({"incidents": rows.iter().map(|row| list_row(row, &templates)).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(IncidentList {
+        incidents: rows.iter().map(|row| list_row(row, &templates)).collect(),
+    }))
 }
 
-/// `GET /api/incidents/{id}`: the JSON export plus id and URL.
+/// `GET /api/incidents/{id}` (read): the JSON export plus id and URL.
+#[utoipa::path(
+    get,
+    path = "/api/incidents/{id}",
+    operation_id = "read_incident",
+    tag = "incidents",
+    params(IncidentId),
+    responses(
+        (status = 200, description = "The incident as the JSON export shows it (docs/schema.md), with `id` and `url`", body = Object),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn read(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(Scope::Read, "read incidents")?;
     let handle = handle(&state, &id).await?;
@@ -239,21 +348,51 @@ fn parse_at(at: &str) -> Result<DateTime<Utc>, ApiError> {
         })
 }
 
+/// The incident of a route: its id, or its `automerge:` URL (percent-encoded).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct IncidentId {
+    /// The incident's id, as `POST /api/incidents` answers it; anything else is not found.
+    pub(super) id: String,
+}
+
 /// Query of the export route.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
-    /// markdown, html, json, automerge or postmortem.
+    /// `markdown` (default), `html`, `json`, `automerge` (the document's bytes) or `postmortem` (a Markdown draft).
+    #[param(pattern = "^(markdown|html|json|automerge|postmortem)$")]
     format: Option<String>,
     /// An RFC 3339 time: the document as it was then.
+    #[param(format = DateTime)]
     at: Option<String>,
 }
 
-/// `GET /api/incidents/{id}/export?format=markdown|html|json|automerge|postmortem[&at=<RFC 3339>]`.
+/// `GET /api/incidents/{id}/export?format=markdown|html|json|automerge|postmortem[&at=<RFC 3339>]` (read).
+#[utoipa::path(
+    get,
+    path = "/api/incidents/{id}/export",
+    tag = "incidents",
+    params(IncidentId, ExportQuery),
+    responses(
+        (status = 200, description = "The export, with a filename in `Content-Disposition`", content(
+            (String = "text/markdown"),
+            (String = "text/html"),
+            (Object = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 422, description = "An unknown format, an `at` that is no RFC 3339 time, or one before the incident existed", body = crate::error::ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn export_doc(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     query: Result<QueryParams<ExportQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Read, "export incidents")?;
@@ -294,7 +433,7 @@ const EXPORT_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; form
      base-uri 'none'; frame-ancestors 'none'; sandbox";
 
 /// Body of `POST /api/incidents/{id}/timeline`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TimelineEntry {
     /// What happened (Markdown).
@@ -304,11 +443,30 @@ struct TimelineEntry {
     at: Option<DateTime<Utc>>,
 }
 
-/// `POST /api/incidents/{id}/timeline` → 201 `{"id"}`; author = the token's name. The 201 means it is durable.
+/// `POST /api/incidents/{id}/timeline` (write) → 201 `{"id"}`; author = the token's name. The 201 means it is
+/// durable.
+#[utoipa::path(
+    post,
+    path = "/api/incidents/{id}/timeline",
+    tag = "incidents",
+    params(IncidentId),
+    request_body = TimelineEntry,
+    responses(
+        (status = 201, description = "Added and durable", body = Applied),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn append_timeline(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<TimelineEntry>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
@@ -318,16 +476,24 @@ async fn append_timeline(
         at: body.at,
     };
     let applied = handle.apply(vec![op], editor(&identity)).await?;
-    let entry = applied.into_iter().next().and_then(|a| a.id);
-    Ok((StatusCode::CREATED, Json(json!({"id": entry}))).into_response())
+    let entry = applied.into_iter().next().unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
 /// Body of `POST /api/incidents/{id}/operations`: typed edits applied all together or not at all.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Operations {
-    /// The edits, in order (see `incident_doc::Operation` for their JSON form).
+    /// The edits, in order.
+    #[schema(min_items = 1)]
     operations: Vec<Operation>,
+}
+
+/// What `POST /api/incidents/{id}/operations` answers.
+#[derive(Serialize, ToSchema)]
+struct AppliedAll {
+    /// One per operation, in order: the id of the entry or item it created, if any.
+    applied: Vec<Applied>,
 }
 
 /// What an operation does that only an administrator may do, if anything: reopening an archive, and taking command
@@ -340,13 +506,34 @@ fn admin_only(op: &Operation) -> Option<&'static str> {
     }
 }
 
-/// `POST /api/incidents/{id}/operations` → 200 `{"applied": [{"id"}…]}` once durable.
+/// `POST /api/incidents/{id}/operations` (write) → 200 `{"applied": [{"id"}…]}` once durable.
+///
+/// Each operation is an object whose `op` names it; they apply in order, as one change, all or none. `reopen` and
+/// `overrideCommand` need an admin token.
+#[utoipa::path(
+    post,
+    path = "/api/incidents/{id}/operations",
+    tag = "incidents",
+    params(IncidentId),
+    request_body = Operations,
+    responses(
+        (status = 200, description = "Applied and durable", body = AppliedAll),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn operations(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<Operations>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AppliedAll>, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
     for action in body.operations.iter().filter_map(admin_only) {
         identity.require(Scope::Admin, action)?;
@@ -358,14 +545,28 @@ async fn operations(
     }
     let handle = handle(&state, &id).await?;
     let applied = handle.apply(body.operations, editor(&identity)).await?;
-    Ok(Json(json!({ "applied": applied })))
+    Ok(Json(AppliedAll { applied }))
 }
 
 /// `DELETE /api/incidents/{id}` (admin): removes the document and its history for good.
+#[utoipa::path(
+    delete,
+    path = "/api/incidents/{id}",
+    operation_id = "delete_incident",
+    tag = "incidents",
+    params(IncidentId),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn delete(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
 ) -> Result<StatusCode, ApiError> {
     identity.require(Scope::Admin, "delete incidents")?;
     let doc_id = parse_id(&id)?;

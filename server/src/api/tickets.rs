@@ -12,12 +12,15 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::post;
-use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{TooMany, Unauthorized, Unavailable};
 use super::{AppState, authenticate, bearer};
 use crate::auth::{Identity, hash_token};
 use crate::error::ApiError;
@@ -26,15 +29,37 @@ use crate::error::ApiError;
 /// 30 s leaves room for a slow network and for clocks of nodes sharing a store that differ by a few seconds.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/sync-ticket", post(issue))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(issue))
 }
 
-/// `POST /api/sync-ticket`: `{"ticket", "expiresIn"}` (seconds) for the token in the `Authorization` header.
+/// A ticket for one `/sync` upgrade.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Ticket {
+    /// Open `/sync?ticket=…` with it, once.
+    ticket: String,
+    /// Seconds it stays valid.
+    expires_in: u64,
+}
+
+/// `POST /api/sync-ticket` (any scope): `{"ticket", "expiresIn"}` (seconds) for the token in the `Authorization`
+/// header. It takes no body.
+#[utoipa::path(
+    post,
+    path = "/api/sync-ticket",
+    tag = "sync",
+    responses(
+        (status = 200, body = Ticket),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = TooMany),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn issue(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Ticket>, ApiError> {
     let token = bearer(&headers).ok_or(ApiError::Unauthorized)?;
     // Any scope: a read token syncs read-only, and the upgrade applies the token's scope.
     authenticate(&state, &token).await?;
@@ -61,9 +86,10 @@ async fn issue(
             TICKET_TTL.as_secs()
         )));
     }
-    Ok(Json(
-        json!({"ticket": ticket, "expiresIn": TICKET_TTL.as_secs()}),
-    ))
+    Ok(Json(Ticket {
+        ticket,
+        expires_in: TICKET_TTL.as_secs(),
+    }))
 }
 
 /// Spends `ticket` and returns who it stands for, with its token's hash (under which the connection registers,

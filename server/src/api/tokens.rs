@@ -1,32 +1,55 @@
 //! Token routes (admin): list, create, revoke. The same operations as `commandpost token …`, for a running server.
 //! And one for writers: the names of the people who may take a role, so that a handoff names someone real.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
+};
 use super::{AppState, JsonBody};
 use crate::auth::{self, Identity, Scope};
 use crate::error::ApiError;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/tokens", get(list).post(create))
-        .route("/api/tokens/{name}", delete(revoke))
-        .route("/api/people", get(people))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+        .routes(routes!(people))
+}
+
+/// The people who may take a role.
+#[derive(Serialize, ToSchema)]
+struct People {
+    /// Token names, sorted.
+    people: Vec<String>,
 }
 
 /// `GET /api/people` (write) → `{"people": [names]}`: the live tokens that may accept a handoff (write and admin),
 /// sorted, so that the page suggests them rather than letting a typo name nobody. Names only: they already appear
 /// in every incident's timeline and history; scopes, dates and revoked tokens stay the admins'.
+#[utoipa::path(
+    get,
+    path = "/api/people",
+    tag = "tokens",
+    responses(
+        (status = 200, body = People),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn people(
     identity: Identity,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<People>, ApiError> {
     identity.require(Scope::Write, "list the people who may take a role")?;
     let mut names: Vec<String> = state
         .store
@@ -38,31 +61,99 @@ async fn people(
         .collect();
     names.sort();
     names.dedup();
-    Ok(Json(json!({ "people": names })))
+    Ok(Json(People { people: names }))
 }
 
 /// Body of `POST /api/tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
-    /// The person's or bot's name.
+    /// The person's or bot's name: 1-64 letters, digits or `- _ . @`, not `commandpost`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
-    /// read, write or admin.
+    /// `read`, `write` or `admin`.
+    #[schema(pattern = "^(read|write|admin)$")]
     scope: String,
 }
 
-/// `GET /api/tokens`: names, scopes and dates; never the tokens themselves (only hashes are stored).
-async fn list(identity: Identity, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    identity.require(Scope::Admin, "manage tokens")?;
-    let tokens = state.store.list_tokens().await?;
-    let rows: Vec<_> = tokens
-        .iter()
-        .map(|t| json!({"name": t.name, "scope": t.scope.as_str(), "createdAt": t.created_at, "revokedAt": t.revoked_at}))
-        .collect();
-    Ok(Json(json!({ "tokens": rows })))
+/// The tokens, for admins.
+#[derive(Serialize, ToSchema)]
+struct Tokens {
+    /// Every token ever created, revoked ones too.
+    tokens: Vec<TokenRow>,
 }
 
-/// `POST /api/tokens` → 201 `{"name", "scope", "token"}`: the only time the token is shown.
+/// One token: never the token itself (only its hash is stored).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct TokenRow {
+    /// The person's or bot's name.
+    name: String,
+    /// `read`, `write` or `admin`.
+    scope: &'static str,
+    /// When it was created.
+    created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /api/tokens` (admin): names, scopes and dates; never the tokens themselves (only hashes are stored).
+#[utoipa::path(
+    get,
+    path = "/api/tokens",
+    operation_id = "list_tokens",
+    tag = "tokens",
+    responses(
+        (status = 200, body = Tokens),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn list(identity: Identity, State(state): State<AppState>) -> Result<Json<Tokens>, ApiError> {
+    identity.require(Scope::Admin, "manage tokens")?;
+    let tokens = state.store.list_tokens().await?;
+    let tokens = tokens
+        .into_iter()
+        .map(|t| TokenRow {
+            name: t.name,
+            scope: t.scope.as_str(),
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+        })
+        .collect();
+    Ok(Json(Tokens { tokens }))
+}
+
+/// A new token.
+#[derive(Serialize, ToSchema)]
+struct Created {
+    /// Its name.
+    name: String,
+    /// Its scope.
+    scope: &'static str,
+    /// The token (`cp_…`): shown this once, never again.
+    token: String,
+}
+
+/// `POST /api/tokens` (admin) → 201 `{"name", "scope", "token"}`: the only time the token is shown.
+#[utoipa::path(
+    post,
+    path = "/api/tokens",
+    operation_id = "create_token",
+    tag = "tokens",
+    request_body = NewToken,
+    responses(
+        (status = 201, body = Created),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn create(
     identity: Identity,
     State(state): State<AppState>,
@@ -85,16 +176,42 @@ async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"name": body.name, "scope": scope.as_str(), "token": token})),
+        Json(Created {
+            name: body.name,
+            scope: scope.as_str(),
+            token,
+        }),
     )
         .into_response())
 }
 
-/// `DELETE /api/tokens/{name}` → 204; the token stops working at once and its `/sync` connections close.
+/// A token, by name, in a path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct TokenName {
+    /// The token's name.
+    name: String,
+}
+
+/// `DELETE /api/tokens/{name}` (admin) → 204; the token stops working at once and its `/sync` connections close.
+#[utoipa::path(
+    delete,
+    path = "/api/tokens/{name}",
+    operation_id = "revoke_token",
+    tag = "tokens",
+    params(TokenName),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn revoke(
     identity: Identity,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(TokenName { name }): Path<TokenName>,
 ) -> Result<StatusCode, ApiError> {
     identity.require(Scope::Admin, "manage tokens")?;
     if state.store.revoke_token(&name).await? {

@@ -2,18 +2,22 @@
 //! records that it went out (see `incident_doc::update`).
 
 use automerge::ChangeHash;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use incident_doc::Operation;
 use incident_doc::update::{UpdateFormat, status_update};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::incidents::{editor, handle};
+use super::incidents::{IncidentId, editor, handle};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
+};
 use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -23,25 +27,43 @@ use crate::export;
 /// it sent, so the next update's "what changed" starts exactly where this one ended.
 pub const HEADS_HEADER: &str = "commandpost-heads";
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/incidents/{id}/update", get(render))
-        .route("/api/incidents/{id}/update/sent", post(mark_sent))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(render))
+        .routes(routes!(mark_sent))
 }
 
 /// Query of the update route.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UpdateQuery {
     /// `text` (default) or `markdown`.
+    #[param(pattern = "^(text|markdown)$")]
     format: Option<String>,
 }
 
-/// `GET /api/incidents/{id}/update?format=text|markdown`: the update, ready to paste.
+/// `GET /api/incidents/{id}/update?format=text|markdown` (read): the update, ready to paste.
+#[utoipa::path(
+    get,
+    path = "/api/incidents/{id}/update",
+    tag = "update",
+    params(IncidentId, UpdateQuery),
+    responses(
+        (status = 200, description = "The status update: what changed since the last one sent, then the state now",
+            content((String = "text/plain"), (String = "text/markdown")),
+            headers(("commandpost-heads" = String, description = "The heads it describes (comma-separated hex), for `POST …/update/sent`"))),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn render(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     query: Result<QueryParams<UpdateQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Read, "read incidents")?;
@@ -93,7 +115,7 @@ async fn render(
 }
 
 /// Body of `POST /api/incidents/{id}/update/sent`; both fields are optional.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Sent {
     /// The heads the update described (the `Commandpost-Heads` header of the GET); now when absent.
@@ -104,12 +126,39 @@ struct Sent {
     note: Option<String>,
 }
 
-/// `POST /api/incidents/{id}/update/sent` → 201 `{"id", "at"}`: the timeline records the update and the
+/// What marking an update sent answers.
+#[derive(Serialize, ToSchema)]
+struct MarkedSent {
+    /// The id of the timeline entry recording it.
+    id: Option<String>,
+    /// When it was recorded as sent.
+    at: DateTime<Utc>,
+}
+
+/// `POST /api/incidents/{id}/update/sent` (write) → 201 `{"id", "at"}`: the timeline records the update and the
 /// Communications lead's cadence starts again.
+#[utoipa::path(
+    post,
+    path = "/api/incidents/{id}/update/sent",
+    tag = "update",
+    params(IncidentId),
+    request_body = Sent,
+    responses(
+        (status = 201, description = "Recorded and durable", body = MarkedSent),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn mark_sent(
     identity: Identity,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<Sent>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
@@ -150,5 +199,5 @@ async fn mark_sent(
         )
         .await?;
     let entry = applied.into_iter().next().and_then(|a| a.id);
-    Ok((StatusCode::CREATED, Json(json!({"id": entry, "at": at}))).into_response())
+    Ok((StatusCode::CREATED, Json(MarkedSent { id: entry, at })).into_response())
 }

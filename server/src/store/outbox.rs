@@ -49,7 +49,7 @@ pub struct Delivery {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     /// Not delivered yet; it will be (re)tried.
@@ -130,7 +130,7 @@ impl Attempt {
 }
 
 /// One row of an endpoint's delivery log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryRecord {
     /// The row id.
@@ -140,6 +140,7 @@ pub struct DeliveryRecord {
     /// The event type.
     pub kind: String,
     /// The incident.
+    #[schema(value_type = String)]
     pub incident: DocumentId,
     /// Where it stands.
     pub state: DeliveryState,
