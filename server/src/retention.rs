@@ -16,7 +16,7 @@ use incident_doc::schema::Status;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::document::{Command, Registry};
+use crate::document::Registry;
 use crate::metrics::Metrics;
 use crate::store::{IncidentSummary, ListFilter, Store, StoreError};
 use crate::templates::Templates;
@@ -109,7 +109,7 @@ pub fn spawn(
                         .retention_due
                         .set(i64::try_from(due.len()).unwrap_or(i64::MAX));
                     if settings.delete {
-                        delete(&*store, &registry, &metrics, &due).await;
+                        delete(&registry, &metrics, &due).await;
                     } else {
                         let ids: Vec<String> = due.iter().map(|row| row.id.to_string()).collect();
                         if ids != last_due && !ids.is_empty() {
@@ -133,17 +133,9 @@ pub fn spawn(
     });
 }
 
-async fn delete(
-    store: &dyn Store,
-    registry: &Registry,
-    metrics: &Metrics,
-    due: &[IncidentSummary],
-) {
+async fn delete(registry: &Registry, metrics: &Metrics, due: &[IncidentSummary]) {
     for row in due {
-        if let Some(handle) = registry.evict(row.id) {
-            let _ = handle.send(Command::Close).await;
-        }
-        match store.delete(row.id).await {
+        match registry.delete(row.id).await {
             Ok(true) => {
                 metrics.retention_deleted.inc();
                 tracing::info!(

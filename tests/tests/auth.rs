@@ -62,6 +62,9 @@ enum Route {
     Sync,
     SyncTicket,
     Templates,
+    TemplateSource,
+    PutTemplate,
+    DeleteTemplate,
     Declare,
     List,
     Read,
@@ -92,7 +95,7 @@ enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 34] = [
+    const ALL: [Route; 37] = [
         Route::Healthz,
         Route::Metrics,
         Route::OpenApi,
@@ -127,6 +130,9 @@ impl Route {
         Route::AlertHook,
         Route::AlertHookFor,
         Route::WebhookDeliveries,
+        Route::TemplateSource,
+        Route::PutTemplate,
+        Route::DeleteTemplate,
     ];
 
     fn needs(self) -> Needs {
@@ -135,6 +141,7 @@ impl Route {
             Route::Sync
             | Route::SyncTicket
             | Route::Templates
+            | Route::TemplateSource
             | Route::List
             | Route::Read
             | Route::Export
@@ -161,7 +168,9 @@ impl Route {
             | Route::CreateToken
             | Route::RevokeToken
             | Route::Webhooks
-            | Route::WebhookDeliveries => Needs::Admin,
+            | Route::WebhookDeliveries
+            | Route::PutTemplate
+            | Route::DeleteTemplate => Needs::Admin,
         }
     }
 
@@ -171,7 +180,9 @@ impl Route {
             Route::Declare | Route::Timeline | Route::CreateToken | Route::UpdateSent => {
                 StatusCode::CREATED
             }
-            Route::DeleteIncident | Route::RevokeToken => StatusCode::NO_CONTENT,
+            Route::DeleteIncident | Route::RevokeToken | Route::DeleteTemplate => {
+                StatusCode::NO_CONTENT
+            }
             _ => StatusCode::OK,
         }
     }
@@ -186,6 +197,9 @@ impl Route {
             Route::Sync => ("GET", "/sync"),
             Route::SyncTicket => ("POST", "/api/sync-ticket"),
             Route::Templates => ("GET", "/api/templates"),
+            Route::TemplateSource => ("GET", "/api/templates/{id}"),
+            Route::PutTemplate => ("PUT", "/api/templates/{id}"),
+            Route::DeleteTemplate => ("DELETE", "/api/templates/{id}"),
             Route::Declare => ("POST", "/api/incidents"),
             Route::List => ("GET", "/api/incidents"),
             Route::Read => ("GET", "/api/incidents/{id}"),
@@ -403,6 +417,34 @@ impl Fixture {
                 )
             }
             Route::Templates => (Method::GET, "/api/templates".into(), None),
+            Route::TemplateSource => (Method::GET, "/api/templates/incident".into(), None),
+            // A string body is sent as the Markdown it is (see `markdown_or_json`).
+            Route::PutTemplate => (
+                Method::PUT,
+                format!("/api/templates/auth-{n}"),
+                Some(Value::String(team_template(n))),
+            ),
+            Route::DeleteTemplate => {
+                let template = format!("doomed-{n}");
+                let response = self
+                    .server
+                    .request(
+                        Method::PUT,
+                        &format!("/api/templates/{template}"),
+                        Some(&self.server.admin_token),
+                    )
+                    .header("content-type", "text/markdown")
+                    .body(team_template(n))
+                    .send()
+                    .await
+                    .expect("uploading a template to delete");
+                assert!(
+                    response.status().is_success(),
+                    "setup upload: {}",
+                    response.status()
+                );
+                (Method::DELETE, format!("/api/templates/{template}"), None)
+            }
             Route::Declare => (
                 Method::POST,
                 "/api/incidents".into(),
@@ -484,6 +526,21 @@ impl Fixture {
 /// The webhook endpoint the fixture's server is configured with.
 const ENDPOINT: &str = "audit";
 
+/// A team's template, numbered so each upload is its own.
+fn team_template(n: usize) -> String {
+    format!("# Auth table {n}\n\n## Title\n<!-- commandpost key=title kind=text -->\n")
+}
+
+/// `body` on `request`: a JSON string is a template's Markdown, sent as the text it is; anything else is JSON.
+fn markdown_or_json(request: reqwest::RequestBuilder, body: Value) -> reqwest::RequestBuilder {
+    match body {
+        Value::String(markdown) => request
+            .header("content-type", "text/markdown")
+            .body(markdown),
+        other => request.json(&other),
+    }
+}
+
 /// A firing Alertmanager notification (version 4) with one alert, naming the incident by label if `incident`.
 fn alert_notification(n: usize, incident: Option<&str>) -> Value {
     let mut labels = json!({"alertname": "AuthTable", "n": n.to_string()});
@@ -558,7 +615,7 @@ async fn every_route_answers_each_kind_of_caller_as_its_scope_allows() -> anyhow
                     .server
                     .request(method.clone(), &path, fixture.token(caller).as_deref());
             if let Some(body) = body {
-                request = request.json(&body);
+                request = markdown_or_json(request, body);
             }
             let response = request.send().await.context("sending the request")?;
             let status = response.status();

@@ -19,7 +19,7 @@ use super::openapi::{
 };
 use super::{AppState, JsonBody, QueryParams, severity_filter, status_filter};
 use crate::auth::{Identity, Scope};
-use crate::document::{Command, DocHandle};
+use crate::document::DocHandle;
 use crate::error::ApiError;
 use crate::export::{self, Format};
 use crate::input::parse_incident;
@@ -570,10 +570,7 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     identity.require(Scope::Admin, "delete incidents")?;
     let doc_id = parse_id(&id)?;
-    if let Some(handle) = state.registry.evict(doc_id) {
-        let _ = handle.send(Command::Close).await;
-    }
-    if state.store.delete(doc_id).await? {
+    if state.registry.delete(doc_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)

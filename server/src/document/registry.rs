@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use wire::{DocumentId, PeerId};
 
 use super::core::{Context, Core};
-use super::handle::DocHandle;
+use super::handle::{Command, DocHandle};
 use super::shell::{commit, spawn};
 use crate::config::DocConfig;
 use crate::metrics::Metrics;
@@ -145,10 +145,25 @@ impl Registry {
         }
     }
 
-    /// Removes a deleted document's actor; its peers are dropped when it stops.
-    pub fn evict(&self, id: DocumentId) -> Option<DocHandle> {
-        let mut docs = self.inner.docs.lock().unwrap_or_else(|e| e.into_inner());
-        docs.remove(&id)
+    /// Deletes a document for good: its actor stops (telling its peers it is gone), then its chunks and index row
+    /// go. A reader that loaded it again between the two would keep serving it from memory, so an actor found after
+    /// the deletion is stopped too. Returns whether there was anything to delete.
+    pub async fn delete(&self, id: DocumentId) -> Result<bool, StoreError> {
+        self.stop(id).await;
+        let deleted = self.inner.store.delete(id).await?;
+        self.stop(id).await;
+        Ok(deleted)
+    }
+
+    /// Removes a document's actor and tells it to close; its peers are dropped when it stops.
+    async fn stop(&self, id: DocumentId) {
+        let handle = {
+            let mut docs = self.inner.docs.lock().unwrap_or_else(|e| e.into_inner());
+            docs.remove(&id)
+        };
+        if let Some(handle) = handle {
+            let _ = handle.send(Command::Close).await;
+        }
     }
 
     /// How many documents are in memory.
