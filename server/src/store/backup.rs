@@ -311,8 +311,18 @@ pub fn check(path: &Path) -> Result<Report, StoreError> {
     };
     while let Some(row) = rows.next().map_err(sqlite::db_error)? {
         let doc: String = row.get(0).map_err(sqlite::db_error)?;
-        let data: Vec<u8> = row.get(2).map_err(sqlite::db_error)?;
         report.chunks += 1;
+        let data = match row.get(2).map_err(sqlite::db_error)? {
+            Value::Blob(data) => data,
+            other => {
+                let id: i64 = row.get(1).map_err(sqlite::db_error)?;
+                report.problems.push(format!(
+                    "incident {doc}: chunk {id} holds {} instead of bytes",
+                    other.data_type()
+                ));
+                Vec::new()
+            }
+        };
         match &mut current {
             Some((open, bytes)) if *open == doc => bytes.extend_from_slice(&data),
             _ => {

@@ -1,0 +1,384 @@
+//! `commandpost backup`, `restore` and `check`, run as the real binary against a real server's store: a backup taken
+//! while writers append over HTTP and `/sync` holds every write acknowledged before it started; the same backup
+//! format moves a store from SQLite to PostgreSQL and back with byte-identical exports; `check` finds damaged,
+//! missing and orphaned data; `restore` refuses a store that already holds data.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tests::{SyncClient, TestDatabase, TestServer};
+
+/// The real command line, built by this crate.
+const CLI: &str = env!("CARGO_BIN_EXE_commandpost-under-test");
+
+/// Runs the command line with `args` and none of the caller's `COMMANDPOST_*` variables.
+async fn commandpost(args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(CLI);
+    command.stdin(Stdio::null()).args(args);
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COMMANDPOST_")) {
+        command.env_remove(name);
+    }
+    command.output().await.expect("running the command line")
+}
+
+/// Runs a command that must succeed; returns its stdout.
+async fn succeeds(args: &[&str]) -> String {
+    let output = commandpost(args).await;
+    assert!(
+        output.status.success(),
+        "commandpost {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn text(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// Every incident of a store exported in every restorable and readable format, by file name.
+async fn exports(store: &[&str], scratch: &Path) -> BTreeMap<String, Vec<u8>> {
+    let out = scratch.join(format!("export-{}", rand::random::<u32>()));
+    let mut args = vec![
+        "export",
+        "--all",
+        "--format",
+        "automerge,markdown,json",
+        "--out",
+        text(&out),
+    ];
+    args.extend_from_slice(store);
+    succeeds(&args).await;
+    std::fs::read_dir(&out)
+        .expect("the export directory")
+        .map(|entry| {
+            let path = entry.expect("an entry").path();
+            let name = path
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read(&path).expect("an exported file"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_taken_while_writers_append_holds_every_acknowledged_write() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await;
+    let token = server.admin_token.clone();
+    let by_http = server.declare(&token, "written over HTTP").await;
+    let by_sync = server.declare(&token, "written over sync").await;
+    let scratch = tempfile::tempdir()?;
+
+    // Each writer records what the server acknowledged, with when.
+    let stop = Arc::new(AtomicBool::new(false));
+    let http_writer = {
+        let (server_url, stop) = (server.base_url.clone(), Arc::clone(&stop));
+        let (id, token) = (by_http.id.clone(), token.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut acknowledged = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let entry = format!("http entry {n:06}");
+                let response = http
+                    .post(format!("{server_url}/api/incidents/{id}/timeline"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"text": entry}))
+                    .send()
+                    .await
+                    .expect("POST …/timeline");
+                assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+                acknowledged.push((Instant::now(), entry));
+            }
+            acknowledged
+        })
+    };
+    let sync_writer = {
+        let stop = Arc::clone(&stop);
+        let mut client = SyncClient::connect(&server.ws_url(&token)).await?;
+        client.open(&by_sync.id).await?;
+        tokio::spawn(async move {
+            let mut typed = String::new();
+            let mut acknowledged = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let word = format!("w{n} ");
+                client
+                    .splice("summary", typed.chars().count(), 0, &word)
+                    .await
+                    .expect("a splice the server acknowledges");
+                typed.push_str(&word);
+                acknowledged.push((Instant::now(), typed.clone()));
+            }
+            acknowledged
+        })
+    };
+
+    // Let both writers get going, then back up while they keep writing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backup = scratch.path().join("store.backup");
+    let data_dir = server.data_dir();
+    let started = Instant::now();
+    succeeds(&[
+        "backup",
+        "--data-dir",
+        text(&data_dir),
+        "--out",
+        text(&backup),
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let http_writes = http_writer.await?;
+    let sync_writes = sync_writer.await?;
+    assert!(
+        http_writes.iter().any(|(at, _)| *at > started)
+            && sync_writes.iter().any(|(at, _)| *at > started),
+        "both writers kept writing during the backup"
+    );
+
+    let restored = scratch.path().join("restored");
+    succeeds(&["restore", text(&backup), "--data-dir", text(&restored)]).await;
+    succeeds(&["check", "--data-dir", text(&restored)]).await;
+    let files = exports(&["--data-dir", text(&restored)], scratch.path()).await;
+    let markdown = |id: &str| {
+        let (_, bytes) = files
+            .iter()
+            .find(|(name, _)| name.contains(id) && name.ends_with(".md"))
+            .unwrap_or_else(|| panic!("incident {id} is restored"));
+        String::from_utf8_lossy(bytes).into_owned()
+    };
+    let http_markdown = markdown(&by_http.id);
+    for (_, entry) in http_writes.iter().filter(|(at, _)| *at < started) {
+        assert!(http_markdown.contains(entry), "{entry} is restored");
+    }
+    let sync_markdown = markdown(&by_sync.id);
+    if let Some((_, typed)) = sync_writes.iter().rev().find(|(at, _)| *at < started) {
+        assert!(
+            sync_markdown.contains(typed.trim_end()),
+            "the summary typed before the backup is restored"
+        );
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// A store with some history: incidents with several edits each (so several chunks), a token revoked, a template.
+async fn populated() -> (TestServer, Vec<String>) {
+    let server = TestServer::start().await;
+    let token = server.admin_token.clone();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let incident = server.declare(&token, &format!("incident {n}")).await;
+        for entry in 0..3 {
+            server
+                .append_timeline(
+                    &token,
+                    &incident.id,
+                    &format!("entry {entry} of incident {n}"),
+                )
+                .await;
+        }
+        ids.push(incident.id);
+    }
+    server.token("someone", "write").await;
+    server.revoke("someone").await;
+    (server, ids)
+}
+
+#[tokio::test]
+async fn sqlite_to_postgres_and_back_gives_identical_exports() {
+    let (server, _) = populated().await;
+    let scratch = tempfile::tempdir().expect("a directory");
+    let original_dir = server.data_dir();
+    let original = ["--data-dir", text(&original_dir)];
+    let database = TestDatabase::create();
+    let url = database.url();
+    let postgres = ["--database-url", url.as_str()];
+    let returned_dir = scratch.path().join("returned");
+    let returned = ["--data-dir", text(&returned_dir)];
+
+    let first = scratch.path().join("from-sqlite.backup");
+    succeeds(&[&["backup", "--out", text(&first)][..], &original].concat()).await;
+    succeeds(&[&["restore", text(&first)][..], &postgres].concat()).await;
+    succeeds(&[&["check"][..], &postgres].concat()).await;
+    let second = scratch.path().join("from-postgres.backup");
+    succeeds(&[&["backup", "--out", text(&second)][..], &postgres].concat()).await;
+    succeeds(&[&["restore", text(&second)][..], &returned].concat()).await;
+    succeeds(&[&["check"][..], &returned].concat()).await;
+
+    let before = exports(&original, scratch.path()).await;
+    assert_eq!(before.len(), 4 * 3, "every incident in three formats");
+    assert!(
+        before == exports(&postgres, scratch.path()).await,
+        "PostgreSQL serves the same exports"
+    );
+    assert!(
+        before == exports(&returned, scratch.path()).await,
+        "back in SQLite, the same exports"
+    );
+    let tokens = succeeds(&[&["token", "list"][..], &original].concat()).await;
+    assert_eq!(
+        tokens,
+        succeeds(&[&["token", "list"][..], &postgres].concat()).await
+    );
+    assert_eq!(
+        tokens,
+        succeeds(&[&["token", "list"][..], &returned].concat()).await
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn check_finds_a_corrupted_chunk_a_missing_chunk_and_orphaned_rows() {
+    let (server, ids) = populated().await;
+    let scratch = tempfile::tempdir().expect("a directory");
+    let backup = scratch.path().join("store.backup");
+    succeeds(&[
+        "backup",
+        "--data-dir",
+        text(&server.data_dir()),
+        "--out",
+        text(&backup),
+    ])
+    .await;
+    server.stop().await;
+    let damaged = scratch.path().join("damaged");
+    succeeds(&["restore", text(&backup), "--data-dir", text(&damaged)]).await;
+    succeeds(&["check", "--data-dir", text(&damaged)]).await;
+
+    let db = rusqlite::Connection::open(damaged.join("commandpost.db")).expect("the store's file");
+    let chunk = |doc: &str, nth: i64| -> i64 {
+        db.query_row(
+            "SELECT id FROM chunks WHERE doc = ?1 ORDER BY id LIMIT 1 OFFSET ?2",
+            rusqlite::params![doc, nth],
+            |row| row.get(0),
+        )
+        .expect("the document has that many chunks")
+    };
+    // One byte of a change's contents flipped, past its header: its checksum no longer matches.
+    db.execute(
+        "UPDATE chunks SET data = CAST(substr(data, 1, length(data) - 3) || x'ff' || substr(data, length(data) - 1) AS BLOB) WHERE id = ?1",
+        [chunk(&ids[0], 1)],
+    )
+    .expect("corrupting a chunk");
+    db.execute("DELETE FROM chunks WHERE id = ?1", [chunk(&ids[1], 1)])
+        .expect("removing a chunk");
+    db.execute("DELETE FROM chunks WHERE doc = ?1", [&ids[2]])
+        .expect("removing a document");
+    db.execute("DELETE FROM incidents WHERE id = ?1", [&ids[3]])
+        .expect("removing an index row");
+    drop(db);
+
+    let output = commandpost(&["check", "--data-dir", text(&damaged)]).await;
+    let report = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && err.contains("4 problems"),
+        "check fails on a damaged store with 4 problems: {report}{err}"
+    );
+    for (id, problem) in [
+        (&ids[0], "does not load"),
+        (&ids[1], "missing"),
+        (&ids[2], "an index row without a document"),
+        (&ids[3], "a document without an index row"),
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|line| line.contains(id.as_str()) && line.contains(problem)),
+            "the report names {id}: {problem}: {report}"
+        );
+    }
+    assert_eq!(
+        report.lines().count(),
+        4,
+        "nothing else is reported: {report}"
+    );
+}
+
+#[tokio::test]
+async fn restore_refuses_a_store_with_data_unless_forced() {
+    let (server, _) = populated().await;
+    let scratch = tempfile::tempdir().expect("a directory");
+    let backup = scratch.path().join("store.backup");
+    let source = server.data_dir();
+    succeeds(&[
+        "backup",
+        "--data-dir",
+        text(&source),
+        "--out",
+        text(&backup),
+    ])
+    .await;
+    let target = scratch.path().join("target");
+    succeeds(&[
+        "token",
+        "create",
+        "--name",
+        "bob",
+        "--scope",
+        "read",
+        "--data-dir",
+        text(&target),
+    ])
+    .await;
+
+    let output = commandpost(&["restore", text(&backup), "--data-dir", text(&target)]).await;
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "restore into a store with data succeeded: {err}"
+    );
+    assert!(
+        err.contains("not empty") && err.contains("--force"),
+        "{err}"
+    );
+    let tokens = succeeds(&["token", "list", "--data-dir", text(&target)]).await;
+    assert!(
+        tokens.starts_with("bob\t") && tokens.lines().count() == 1,
+        "nothing was restored: {tokens}"
+    );
+
+    succeeds(&[
+        "restore",
+        text(&backup),
+        "--force",
+        "--data-dir",
+        text(&target),
+    ])
+    .await;
+    assert_eq!(
+        exports(&["--data-dir", text(&target)], scratch.path()).await,
+        exports(&["--data-dir", text(&source)], scratch.path()).await
+    );
+    let tokens = succeeds(&["token", "list", "--data-dir", text(&target)]).await;
+    assert!(
+        !tokens.contains("bob\t"),
+        "--force replaced the store: {tokens}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn restore_refuses_a_file_that_is_no_backup() {
+    let scratch = tempfile::tempdir().expect("a directory");
+    let file = scratch.path().join("notes.txt");
+    std::fs::write(&file, "not a backup").expect("writing a file");
+    let target = scratch.path().join("target");
+    let output = commandpost(&["restore", text(&file), "--data-dir", text(&target)]).await;
+    assert!(!output.status.success());
+    let output = commandpost(&["check", "--backup", text(&file)]).await;
+    assert!(!output.status.success());
+}
