@@ -382,3 +382,71 @@ async fn restore_refuses_a_file_that_is_no_backup() {
     let output = commandpost(&["check", "--backup", text(&file)]).await;
     assert!(!output.status.success());
 }
+
+/// The figures of BENCHMARKS.md's "Backups": 10,000 incidents (each declared and given a timeline entry over the
+/// API), then the time and size of a backup of each store, a restore into PostgreSQL and a check. Ignored: it takes
+/// minutes; run it with `cargo test -p tests --test backup -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: minutes of declaring incidents"]
+async fn backup_figures_at_10000_incidents() {
+    use futures_util::StreamExt;
+    const INCIDENTS: usize = 10_000;
+    let server = TestServer::start().await;
+    let token = server.admin_token.clone();
+    let started = Instant::now();
+    futures_util::stream::iter(0..INCIDENTS)
+        .for_each_concurrent(16, |n| {
+            let (server, token) = (&server, &token);
+            async move {
+                let incident = server.declare(token, &format!("incident {n}")).await;
+                server
+                    .append_timeline(token, &incident.id, "paged the on-call engineer")
+                    .await;
+            }
+        })
+        .await;
+    println!(
+        "declared {INCIDENTS} incidents in {:.1?}",
+        started.elapsed()
+    );
+
+    let scratch = tempfile::tempdir().expect("a directory");
+    let data_dir = server.data_dir();
+    let sqlite = ["--data-dir", text(&data_dir)];
+    let database = TestDatabase::create();
+    let url = database.url();
+    let postgres = ["--database-url", url.as_str()];
+    let store_size = std::fs::metadata(data_dir.join("commandpost.db")).map_or(0, |m| m.len());
+    let timed = |what: &'static str, args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        succeeds(&args).await;
+        println!("{what}: {:.2?}", started.elapsed());
+    };
+    let owned = |parts: &[&[&str]]| parts.concat().iter().map(|s| s.to_string()).collect();
+    let from_sqlite = scratch.path().join("sqlite.backup");
+    timed(
+        "backup of the SQLite store",
+        owned(&[&["backup", "--out", text(&from_sqlite)], &sqlite]),
+    )
+    .await;
+    timed("check of the SQLite store", owned(&[&["check"], &sqlite])).await;
+    timed(
+        "restore into PostgreSQL",
+        owned(&[&["restore", text(&from_sqlite)], &postgres]),
+    )
+    .await;
+    let from_postgres = scratch.path().join("postgres.backup");
+    timed(
+        "backup of the PostgreSQL store",
+        owned(&[&["backup", "--out", text(&from_postgres)], &postgres]),
+    )
+    .await;
+    let size = |path: &Path| std::fs::metadata(path).expect("the backup").len();
+    println!(
+        "SQLite store file {store_size} bytes (plus its WAL); backups: {} bytes from SQLite, {} bytes from PostgreSQL",
+        size(&from_sqlite),
+        size(&from_postgres)
+    );
+    server.stop().await;
+}
