@@ -38,6 +38,8 @@ enum Command {
         listen: Option<SocketAddr>,
         #[command(flatten)]
         limits: limits::LimitArgs,
+        #[command(flatten)]
+        backups: backup::ScheduleArgs,
     },
     /// Manage API tokens.
     Token {
@@ -208,7 +210,11 @@ pub fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = cli.settings.load()?;
     match cli.command {
-        Command::Serve { listen, limits } => {
+        Command::Serve {
+            listen,
+            limits,
+            backups,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -221,6 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             limits.apply(&mut config);
+            backups.apply(&mut config);
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -320,6 +327,7 @@ where
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("installing the SIGTERM and Ctrl-C handlers")?;
     config.webhooks().context("the webhook configuration")?;
+    crate::backups::Schedule::from_config(&config).context("the scheduled backups")?;
     if let Some(dir) = &config.templates_dir {
         crate::templates::dir::read(dir)
             .with_context(|| format!("reading templates-dir {}", dir.display()))?;

@@ -4,10 +4,10 @@
 //! missing and orphaned data; `restore` refuses a store that already holds data.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tests::{SyncClient, TestDatabase, TestServer};
@@ -18,7 +18,7 @@ const CLI: &str = env!("CARGO_BIN_EXE_commandpost-under-test");
 /// Runs the command line with `args` and none of the caller's `COMMANDPOST_*` variables.
 async fn commandpost(args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(CLI);
-    command.stdin(Stdio::null()).args(args);
+    command.stdin(Stdio::null()).args(args).kill_on_drop(true);
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COMMANDPOST_")) {
         command.env_remove(name);
     }
@@ -76,10 +76,15 @@ async fn a_backup_taken_while_writers_append_holds_every_acknowledged_write() ->
     let by_sync = server.declare(&token, "written over sync").await;
     let scratch = tempfile::tempdir()?;
 
-    // Each writer records what the server acknowledged, with when.
+    // Each writer records what the server acknowledged, with when, and counts it.
     let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let http_writer = {
-        let (server_url, stop) = (server.base_url.clone(), Arc::clone(&stop));
+        let (server_url, stop, counts) = (
+            server.base_url.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&counts),
+        );
         let (id, token) = (by_http.id.clone(), token.clone());
         tokio::spawn(async move {
             let http = reqwest::Client::new();
@@ -98,12 +103,13 @@ async fn a_backup_taken_while_writers_append_holds_every_acknowledged_write() ->
                     .expect("POST …/timeline");
                 assert_eq!(response.status(), reqwest::StatusCode::CREATED);
                 acknowledged.push((Instant::now(), entry));
+                counts[0].fetch_add(1, Ordering::SeqCst);
             }
             acknowledged
         })
     };
     let sync_writer = {
-        let stop = Arc::clone(&stop);
+        let (stop, counts) = (Arc::clone(&stop), Arc::clone(&counts));
         let mut client = SyncClient::connect(&server.ws_url(&token)).await?;
         client.open(&by_sync.id).await?;
         tokio::spawn(async move {
@@ -120,16 +126,27 @@ async fn a_backup_taken_while_writers_append_holds_every_acknowledged_write() ->
                     .expect("a splice the server acknowledges");
                 typed.push_str(&word);
                 acknowledged.push((Instant::now(), typed.clone()));
+                counts[1].fetch_add(1, Ordering::SeqCst);
             }
             acknowledged
         })
     };
 
-    // Let both writers get going, then back up while they keep writing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both writers get going, then the backup runs while they keep writing.
+    let written = || {
+        [
+            counts[0].load(Ordering::SeqCst),
+            counts[1].load(Ordering::SeqCst),
+        ]
+    };
+    tests::eventually("both writers writing", Duration::from_secs(60), || async {
+        written().iter().all(|&n| n >= 3).then_some(())
+    })
+    .await?;
     let backup = scratch.path().join("store.backup");
     let data_dir = server.data_dir();
     let started = Instant::now();
+    let before = written();
     succeeds(&[
         "backup",
         "--data-dir",
@@ -138,7 +155,18 @@ async fn a_backup_taken_while_writers_append_holds_every_acknowledged_write() ->
         text(&backup),
     ])
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tests::eventually(
+        "both writers writing after the backup started",
+        Duration::from_secs(60),
+        || async {
+            written()
+                .iter()
+                .zip(before)
+                .all(|(&now, then)| now > then)
+                .then_some(())
+        },
+    )
+    .await?;
     stop.store(true, Ordering::Relaxed);
     let http_writes = http_writer.await?;
     let sync_writes = sync_writer.await?;
@@ -449,4 +477,92 @@ async fn backup_figures_at_10000_incidents() {
         size(&from_postgres)
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn scheduled_backups_are_written_kept_and_shown_in_metrics() {
+    let backups = tempfile::tempdir().expect("a directory");
+    let dir = backups.path().join("scheduled");
+    let server = TestServer::start_with(|config| {
+        config.backup_dir = Some(dir.clone());
+        config.backup_every = Some(Duration::from_millis(200));
+        config.backup_keep = 2;
+    })
+    .await;
+    let incident = server
+        .declare(&server.admin_token, "backed up on schedule")
+        .await;
+    let listing = || -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|entries| entries.map(|e| e.expect("an entry").path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    tests::eventually(
+        "four scheduled backups",
+        Duration::from_secs(60),
+        || async {
+            (server
+                .metric("commandpost_backups_written_total")
+                .await
+                .ok()?
+                >= 4)
+                .then_some(())
+        },
+    )
+    .await
+    .expect("backups are written");
+    let files = listing();
+    assert_eq!(files.len(), 2, "only the newest two are kept: {files:?}");
+    assert_eq!(
+        server
+            .metric("commandpost_backups_failed_total")
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        server
+            .metric("commandpost_backup_size_bytes")
+            .await
+            .unwrap()
+            > 0
+    );
+    let last = server
+        .metric("commandpost_backup_last_success_timestamp_seconds")
+        .await
+        .unwrap();
+    assert!(
+        last.abs_diff(chrono::Utc::now().timestamp() as u64) < 60,
+        "{last}"
+    );
+    server.stop().await;
+    let newest = files.last().expect("a backup");
+    succeeds(&["check", "--backup", text(newest)]).await;
+    let restored = backups.path().join("restored");
+    succeeds(&["restore", text(newest), "--data-dir", text(&restored)]).await;
+    let exported = exports(&["--data-dir", text(&restored)], backups.path()).await;
+    assert!(exported.keys().any(|name| name.contains(&incident.id)));
+}
+
+#[tokio::test]
+async fn serve_refuses_backup_every_without_a_directory() {
+    let scratch = tempfile::tempdir().expect("a directory");
+    let data = scratch.path().join("data");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        text(&data),
+        "--backup-every",
+        "6h",
+    ];
+    let output = tokio::time::timeout(Duration::from_secs(60), commandpost(&args))
+        .await
+        .expect("serve refuses at once instead of serving");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("backup-dir"), "{err}");
 }

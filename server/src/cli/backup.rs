@@ -4,8 +4,39 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::Args;
 
+use crate::config::{Config, parse_duration};
 use crate::store::{Store, StoreError, backup};
+
+/// The scheduled-backup flags of `serve`, each overriding the config file's key of the same name.
+#[derive(Args, Debug, Default)]
+pub(super) struct ScheduleArgs {
+    /// Where scheduled backups go (created if missing).
+    #[arg(long, env = "COMMANDPOST_BACKUP_DIR")]
+    backup_dir: Option<PathBuf>,
+    /// Back the store up into --backup-dir this often: 6h, 30m, 1d, 90s, or seconds [default: never].
+    #[arg(long, env = "COMMANDPOST_BACKUP_EVERY", value_parser = parse_duration)]
+    backup_every: Option<std::time::Duration>,
+    /// How many scheduled backups to keep [default: 7].
+    #[arg(long, env = "COMMANDPOST_BACKUP_KEEP")]
+    backup_keep: Option<usize>,
+}
+
+impl ScheduleArgs {
+    /// Writes every flag that was given over `config`.
+    pub(super) fn apply(self, config: &mut Config) {
+        if let Some(dir) = self.backup_dir {
+            config.backup_dir = Some(dir);
+        }
+        if let Some(every) = self.backup_every {
+            config.backup_every = Some(every);
+        }
+        if let Some(keep) = self.backup_keep {
+            config.backup_keep = keep;
+        }
+    }
+}
 
 /// Writes a backup of `store` to `out` and says how large it is.
 pub async fn backup(store: &dyn Store, out: &Path) -> anyhow::Result<()> {
