@@ -96,6 +96,9 @@ enum Command {
         #[command(subcommand)]
         command: TemplatesCommand,
     },
+    /// List the closed incidents the [retention] policy deletes now (a dry run: nothing is deleted here; a server
+    /// with `delete = true` deletes them).
+    Retention,
 }
 
 #[derive(Subcommand)]
@@ -288,6 +291,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             TemplatesCommand::Preview { file, name } => templates::preview(&file, &name),
         },
+        Command::Retention => {
+            anyhow::ensure!(
+                config.retention.enabled(),
+                "no retention policy: set closed-after-days (and drills-after-days) under [retention] in the \
+                 config file"
+            );
+            let (dir, policy) = (config.templates_dir.clone(), config.retention.clone());
+            with_store(&config, IfMissing::Refuse, |store| async move {
+                let templates = crate::templates::Templates::load(dir, store.clone()).await?;
+                let due = crate::retention::due_now(&*store, &policy, &templates).await?;
+                for row in &due {
+                    let number = row.number.map(|n| format!("#{n}")).unwrap_or_default();
+                    println!(
+                        "{number}\t{}\tlast changed {}\t{}",
+                        row.id,
+                        row.updated_at.format("%Y-%m-%d %H:%M UTC"),
+                        row.title
+                    );
+                }
+                let action = if policy.delete {
+                    "the server deletes them"
+                } else {
+                    "a dry run: set delete = true under [retention] for the server to delete them"
+                };
+                eprintln!("commandpost: {} closed incidents due; {action}", due.len());
+                Ok(())
+            })
+            .await
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::retention::RetentionSettings;
 use crate::webhooks::{DeliverySettings, Endpoint, WebhookError, Webhooks};
 
 /// Every setting of `commandpost serve`. In a config file, keys are written in kebab-case.
@@ -61,6 +62,8 @@ pub struct Config {
     /// A directory of the team's own templates (`*.md`, `templates/README.md`), offered beside the built-in ones
     /// and re-read every second; a file with a built-in's id overrides it.
     pub templates_dir: Option<PathBuf>,
+    /// How long closed incidents are kept (`[retention]`); without it, for ever.
+    pub retention: RetentionSettings,
     /// Heavy reads (history, exports, the postmortem, the status update, the JSON view) computing at once; as many
     /// again may wait, and further ones get 503 with `Retry-After`. Defaults to the number of cores.
     pub max_heavy_reads: usize,
@@ -96,6 +99,7 @@ impl Default for Config {
             webhook_delivery: DeliverySettings::default(),
             alertmanager_label: "incident".to_owned(),
             templates_dir: None,
+            retention: RetentionSettings::default(),
             max_heavy_reads: std::thread::available_parallelism().map_or(1, usize::from),
             backup_dir: None,
             backup_every: None,
@@ -356,6 +360,7 @@ mod tests {
             keys::<Config>(),
             keys::<crate::webhooks::Endpoint>(),
             keys::<DeliverySettings>(),
+            keys::<RetentionSettings>(),
         ];
         assert!(all.iter().all(|k| k.len() > 1));
         for key in all.concat() {

@@ -19,6 +19,7 @@ pub mod input;
 pub mod metrics;
 pub mod peer;
 pub mod reads;
+pub mod retention;
 pub mod sessions;
 pub mod store;
 pub mod templates;
@@ -132,6 +133,16 @@ pub async fn run(
     let reads = HeavyReads::new(config.max_heavy_reads, metrics.clone());
     let templates = Templates::load(config.templates_dir.clone(), store.clone()).await?;
     templates.spawn_reloader(stop.clone());
+    if config.retention.enabled() {
+        retention::spawn(
+            store.clone(),
+            registry.clone(),
+            templates.clone(),
+            config.retention.clone(),
+            metrics.clone(),
+            stop.clone(),
+        );
+    }
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),

@@ -211,6 +211,10 @@ pub struct Metrics {
     pub backup_last_success: Gauge,
     /// The size of the last scheduled backup in bytes.
     pub backup_bytes: Gauge,
+    /// Closed incidents the retention policy deletes now (in a dry run: would delete).
+    pub retention_due: Gauge,
+    /// Closed incidents the retention policy deleted.
+    pub retention_deleted: Counter,
 }
 
 impl Metrics {
@@ -260,6 +264,11 @@ impl Metrics {
                 "commandpost_backup_size_bytes",
                 "The size of the last scheduled backup.",
                 self.backup_bytes.get(),
+            ),
+            (
+                "commandpost_retention_due",
+                "Closed incidents past the retention policy's age (deleted at once unless it is a dry run).",
+                self.retention_due.get(),
             ),
             (
                 "commandpost_stale_fields",
@@ -332,6 +341,11 @@ impl Metrics {
                 "commandpost_webhooks_given_up_total",
                 "Webhook deliveries given up after their last attempt.",
                 &self.webhooks_given_up,
+            ),
+            (
+                "commandpost_retention_deleted_total",
+                "Closed incidents deleted by the retention policy.",
+                &self.retention_deleted,
             ),
         ];
         for (name, help, counter) in counters {

@@ -128,23 +128,46 @@ impl TestServer {
     /// Starts the real command line (`commandpost serve --listen 127.0.0.1:0 --data-dir …`) in a child process, and
     /// reads the bound address and the first-run admin token from its stdout.
     pub async fn start_process() -> TestServer {
-        TestServer::start_process_inner(None, None).await
+        TestServer::start_process_inner(None, None, None).await
+    }
+
+    /// The real command line on a copy of the store in `seed` (its `commandpost.db*` files: a fixture store written
+    /// by an earlier release, say), whose admin token is `admin_token`; the copy is the server's, `seed` stays as
+    /// it was.
+    pub async fn start_process_on_copy(seed: &Path, admin_token: &str) -> TestServer {
+        TestServer::start_process_inner(None, Some(admin_token.to_owned()), Some(seed)).await
     }
 
     /// Like [`TestServer::start_process`], with a TOML config file (kebab-case keys of [`Config`], such as
     /// `unload-after-secs = 1`) passed with `--config`.
     pub async fn start_process_with_config(toml: &str) -> TestServer {
-        TestServer::start_process_inner(Some(toml), None).await
+        TestServer::start_process_inner(Some(toml), None, None).await
     }
 
     /// Another node of a cluster: like [`TestServer::start_process_with_config`] on a database the first node
     /// already set up, so no first-run token is printed; `admin_token` is the first node's.
     pub async fn start_node(toml: &str, admin_token: &str) -> TestServer {
-        TestServer::start_process_inner(Some(toml), Some(admin_token.to_owned())).await
+        TestServer::start_process_inner(Some(toml), Some(admin_token.to_owned()), None).await
     }
 
-    async fn start_process_inner(toml: Option<&str>, admin_token: Option<String>) -> TestServer {
+    async fn start_process_inner(
+        toml: Option<&str>,
+        admin_token: Option<String>,
+        seed: Option<&Path>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("creating a temporary data directory");
+        if let Some(seed) = seed {
+            let data = dir.path().join("data");
+            std::fs::create_dir(&data).expect("creating the data directory");
+            for entry in std::fs::read_dir(seed).expect("reading the seed directory") {
+                let path = entry.expect("a seed entry").path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                if name.is_some_and(|n| n.starts_with("commandpost.db")) {
+                    std::fs::copy(&path, data.join(path.file_name().expect("a file name")))
+                        .expect("copying the seed");
+                }
+            }
+        }
         let config = toml.map(|text| {
             let path = dir.path().join("commandpost.toml");
             std::fs::write(&path, text).expect("writing the config file");

@@ -45,8 +45,9 @@ use futures_util::TryStreamExt;
 use incident_doc::schema::Status;
 use rusqlite::types::Value;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::PgArguments;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow,
+};
 use sqlx::query::Query;
 use sqlx::{Connection, Postgres, Row, Transaction};
 
@@ -203,22 +204,7 @@ impl PostgresStore {
                 .await
                 .map_err(db_error);
         let outcome = match schema {
-            Ok(Some(_)) => {
-                // sqlx's `CREATE TABLE IF NOT EXISTS _sqlx_migrations` draws a NOTICE ("already exists, skipping")
-                // that sqlx logs at INFO on every start; only warnings say something here.
-                match sqlx::query("SET client_min_messages TO warning")
-                    .execute(&mut conn)
-                    .await
-                {
-                    // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler
-                    // cannot prove `Send` inside an `async_trait` method (sqlx exposes it for exactly this).
-                    Ok(_) => MIGRATOR
-                        .run_direct(None, &mut conn, false)
-                        .await
-                        .map_err(migrate_error),
-                    Err(e) => Err(db_error(e)),
-                }
-            }
+            Ok(Some(_)) => run_migrations(&mut conn).await,
             Ok(None) => Err(StoreError::Unavailable(
                 "postgres: no schema of the search path exists, so there is nowhere to create the tables: \
                  create the schema (CREATE SCHEMA …) or name an existing one with \
@@ -1179,6 +1165,42 @@ fn db_error(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Applies the missing migrations on `conn` and says so when it upgraded an existing schema (never on an ordinary
+/// start: an operator upgrading wants to see it happened, and nobody wants it every time).
+async fn run_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
+    // sqlx's `CREATE TABLE IF NOT EXISTS _sqlx_migrations` draws a NOTICE ("already exists, skipping") that sqlx
+    // logs at INFO on every start; only warnings say something here.
+    sqlx::query("SET client_min_messages TO warning")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    // Two statements: PostgreSQL resolves every table a statement names before running any of it, so one
+    // statement reading `_sqlx_migrations` fails on a fresh schema whatever CASE guards it.
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let before: Option<i64> = if migrated {
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?
+    } else {
+        None
+    };
+    // `run_direct` is `Migrator::run` without the generic `Acquire`, whose future the compiler cannot prove `Send`
+    // inside an `async_trait` method (sqlx exposes it for exactly this).
+    MIGRATOR
+        .run_direct(None, &mut *conn, false)
+        .await
+        .map_err(migrate_error)?;
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(from) = before.filter(|&from| from < latest) {
+        tracing::info!(from, to = latest, "upgraded the PostgreSQL schema");
+    }
+    Ok(())
+}
+
 /// Classifies a migration failure. A database migrated by a newer commandpost is refused like the SQLite
 /// store refuses a newer file: nothing is touched, and upgrading commandpost fixes it.
 fn migrate_error(error: MigrateError) -> StoreError {
@@ -1205,7 +1227,7 @@ mod tests {
     use automerge::transaction::Transactable;
     use automerge::{AutoCommit, ROOT, ReadDoc};
     use futures_util::future::join_all;
-    use sqlx::{AssertSqlSafe, PgConnection};
+    use sqlx::AssertSqlSafe;
 
     use super::*;
     use crate::store::conformance::doc_id;

@@ -1134,7 +1134,16 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
         .map_err(db_error)?;
-    tx.commit().map_err(db_error)
+    tx.commit().map_err(db_error)?;
+    // Once per store and release, never on an ordinary start: an operator upgrading wants to see it happened.
+    if applied > 0 {
+        tracing::info!(
+            from = applied,
+            to = MIGRATIONS.len(),
+            "upgraded the SQLite store's schema"
+        );
+    }
+    Ok(())
 }
 
 /// Copies the database at `source` into a new file `scratch` with `VACUUM INTO`: one read transaction on a
