@@ -489,7 +489,7 @@ async fn backup_figures_at_10000_incidents() {
 }
 
 #[tokio::test]
-async fn scheduled_backups_are_written_kept_and_shown_in_metrics() {
+async fn scheduled_backups_are_written_kept_and_shown_in_metrics() -> anyhow::Result<()> {
     let backups = tempfile::tempdir().expect("a directory");
     let dir = backups.path().join("scheduled");
     let server = TestServer::start_with(|config| {
@@ -501,13 +501,6 @@ async fn scheduled_backups_are_written_kept_and_shown_in_metrics() {
     let incident = server
         .declare(&server.admin_token, "backed up on schedule")
         .await;
-    let listing = || -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|entries| entries.map(|e| e.expect("an entry").path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        files
-    };
     tests::eventually(
         "four scheduled backups",
         Duration::from_secs(60),
@@ -522,37 +515,29 @@ async fn scheduled_backups_are_written_kept_and_shown_in_metrics() {
     )
     .await
     .expect("backups are written");
-    let files = listing();
-    assert_eq!(files.len(), 2, "only the newest two are kept: {files:?}");
-    assert_eq!(
-        server
-            .metric("commandpost_backups_failed_total")
-            .await
-            .unwrap(),
-        0
-    );
-    assert!(
-        server
-            .metric("commandpost_backup_size_bytes")
-            .await
-            .unwrap()
-            > 0
-    );
+    assert_eq!(server.metric("commandpost_backups_failed_total").await?, 0);
+    assert!(server.metric("commandpost_backup_size_bytes").await? > 0);
     let last = server
         .metric("commandpost_backup_last_success_timestamp_seconds")
-        .await
-        .unwrap();
+        .await?;
     assert!(
         last.abs_diff(chrono::Utc::now().timestamp() as u64) < 60,
         "{last}"
     );
+    // Stopping waits for a backup under way (and its pruning), so the directory holds what the schedule keeps.
     server.stop().await;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    assert_eq!(files.len(), 2, "only the newest two are kept: {files:?}");
     let newest = files.last().expect("a backup");
     succeeds(&["check", "--backup", text(newest)]).await;
     let restored = backups.path().join("restored");
     succeeds(&["restore", text(newest), "--data-dir", text(&restored)]).await;
     let exported = exports(&["--data-dir", text(&restored)], backups.path()).await;
     assert!(exported.keys().any(|name| name.contains(&incident.id)));
+    Ok(())
 }
 
 #[tokio::test]
