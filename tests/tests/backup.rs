@@ -316,20 +316,26 @@ async fn check_finds_a_corrupted_chunk_a_missing_chunk_and_orphaned_rows() {
         .expect("removing a document");
     db.execute("DELETE FROM incidents WHERE id = ?1", [&ids[3]])
         .expect("removing an index row");
+    db.execute(
+        "UPDATE tokens SET scope = 'emperor' WHERE name = 'admin'",
+        [],
+    )
+    .expect("damaging a token");
     drop(db);
 
     let output = commandpost(&["check", "--data-dir", text(&damaged)]).await;
     let report = String::from_utf8_lossy(&output.stdout);
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
-        !output.status.success() && err.contains("4 problems"),
-        "check fails on a damaged store with 4 problems: {report}{err}"
+        !output.status.success() && err.contains("5 problems"),
+        "check fails on a damaged store with 5 problems: {report}{err}"
     );
     for (id, problem) in [
         (&ids[0], "does not load"),
         (&ids[1], "missing"),
         (&ids[2], "an index row without a document"),
         (&ids[3], "a document without an index row"),
+        (&"admin".to_owned(), "token admin: unreadable"),
     ] {
         assert!(
             report
@@ -340,7 +346,7 @@ async fn check_finds_a_corrupted_chunk_a_missing_chunk_and_orphaned_rows() {
     }
     assert_eq!(
         report.lines().count(),
-        4,
+        5,
         "nothing else is reported: {report}"
     );
 }

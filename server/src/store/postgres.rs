@@ -237,6 +237,60 @@ impl PostgresStore {
             .map_err(db_error)?;
         Ok(tx)
     }
+
+    /// Copies every table, read in one REPEATABLE READ transaction (one snapshot, which writers do not wait
+    /// for), into a new backup file at `scratch`, and returns the file's connection.
+    async fn copy_out(&self, scratch: &Path) -> Result<rusqlite::Connection, StoreError> {
+        let mut tx = self.pool().await?.begin().await.map_err(db_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let path = scratch.to_owned();
+        let mut sink = blocking(move || {
+            let conn = backup::create(&path)?;
+            conn.execute_batch("BEGIN").map_err(sqlite_error)?;
+            Ok(conn)
+        })
+        .await?;
+        for table in backup::TABLES {
+            let sql = format!(
+                "SELECT {} FROM {} ORDER BY {}",
+                table.column_list(),
+                table.name,
+                table.columns[0].0
+            );
+            let mut rows = sqlx::query(table_sql(sql)).fetch(&mut *tx);
+            let mut batch = Vec::with_capacity(backup::BATCH);
+            loop {
+                let row = rows.try_next().await.map_err(db_error)?;
+                if let Some(row) = &row {
+                    let values = table
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, kind))| read_value(row, i, *kind))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(db_error)?;
+                    batch.push(values);
+                }
+                if batch.len() == backup::BATCH || (row.is_none() && !batch.is_empty()) {
+                    let rows = std::mem::take(&mut batch);
+                    sink = blocking(move || backup::insert(&sink, table, &rows).map(|()| sink))
+                        .await?;
+                }
+                if row.is_none() {
+                    break;
+                }
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        blocking(move || {
+            sink.execute_batch("COMMIT").map_err(sqlite_error)?;
+            Ok(sink)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -1011,62 +1065,6 @@ fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
         created_at: row.try_get(2).map_err(db_error)?,
         revoked_at: row.try_get(3).map_err(db_error)?,
     })
-}
-
-impl PostgresStore {
-    /// Copies every table, read in one REPEATABLE READ transaction (one snapshot, which writers do not wait
-    /// for), into a new backup file at `scratch`, and returns the file's connection.
-    async fn copy_out(&self, scratch: &Path) -> Result<rusqlite::Connection, StoreError> {
-        let mut tx = self.pool().await?.begin().await.map_err(db_error)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let path = scratch.to_owned();
-        let mut sink = blocking(move || {
-            let conn = backup::create(&path)?;
-            conn.execute_batch("BEGIN").map_err(sqlite_error)?;
-            Ok(conn)
-        })
-        .await?;
-        for table in backup::TABLES {
-            let sql = format!(
-                "SELECT {} FROM {} ORDER BY {}",
-                table.column_list(),
-                table.name,
-                table.columns[0].0
-            );
-            let mut rows = sqlx::query(table_sql(sql)).fetch(&mut *tx);
-            let mut batch = Vec::with_capacity(backup::BATCH);
-            loop {
-                let row = rows.try_next().await.map_err(db_error)?;
-                if let Some(row) = &row {
-                    let values = table
-                        .columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (_, kind))| read_value(row, i, *kind))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(db_error)?;
-                    batch.push(values);
-                }
-                if batch.len() == backup::BATCH || (row.is_none() && !batch.is_empty()) {
-                    let rows = std::mem::take(&mut batch);
-                    sink = blocking(move || backup::insert(&sink, table, &rows).map(|()| sink))
-                        .await?;
-                }
-                if row.is_none() {
-                    break;
-                }
-            }
-        }
-        tx.commit().await.map_err(db_error)?;
-        blocking(move || {
-            sink.execute_batch("COMMIT").map_err(sqlite_error)?;
-            Ok(sink)
-        })
-        .await
-    }
 }
 
 /// A statement of a backup or restore, built only from the constant table and column names of

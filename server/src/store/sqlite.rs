@@ -1246,12 +1246,12 @@ pub(super) fn unreadable_rows(conn: &Connection) -> Result<Vec<String>, StoreErr
         let mut rows = select.query([]).map_err(db_error)?;
         while let Some(row) = rows.next().map_err(db_error)? {
             if let Err(e) = read(row) {
-                let key: rusqlite::Result<String> =
-                    row.get::<_, Value>(0).map(|v| format!("{v:?}"));
-                problems.push(format!(
-                    "{what} {}: unreadable: {e}",
-                    key.unwrap_or_default()
-                ));
+                let key = match row.get::<_, Value>(0) {
+                    Ok(Value::Integer(n)) => n.to_string(),
+                    Ok(Value::Text(text)) => text,
+                    _ => "?".to_owned(),
+                };
+                problems.push(format!("{what} {key}: unreadable: {e}"));
             }
         }
         Ok::<(), StoreError>(())
