@@ -1,8 +1,9 @@
-//! The `commandpost` command line: `serve`, `token create|list|revoke`, and `export`/`import` of incidents, all
-//! against the same store, found the same way (`--config`, `--data-dir`, `--database-url` and their variables);
+//! The `commandpost` command line: `serve`, `token create|list|revoke`, `export`/`import` of incidents and
+//! `backup`/`restore`/`check` of the whole store, all against the same store, found the same way (`--config`, `--data-dir`, `--database-url` and their variables);
 //! and `templates check|preview`, which need no store but find `templates-dir` as `serve` does.
 
 mod archive;
+mod backup;
 mod limits;
 mod templates;
 
@@ -37,6 +38,8 @@ enum Command {
         listen: Option<SocketAddr>,
         #[command(flatten)]
         limits: limits::LimitArgs,
+        #[command(flatten)]
+        backups: backup::ScheduleArgs,
     },
     /// Manage API tokens.
     Token {
@@ -66,6 +69,27 @@ enum Command {
         /// t3NSKfb4wJQdkb2QFC6ukUTpLFg) or its automerge: URL [default: the id in the file name, else a new one].
         #[arg(long)]
         id: Option<String>,
+    },
+    /// Write a consistent copy of the whole store to one file, while the server runs (restorable into either store).
+    Backup {
+        /// The backup file to write (replaced atomically if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fill an empty store (data directory or database) from a backup file.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace everything the store holds instead of refusing a store that is not empty.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check that the store (or a backup file) is whole: every document loads, the index agrees with the documents,
+    /// tokens, outbox, tickets and templates read back; exit non-zero if anything is wrong.
+    Check {
+        /// Check this backup file instead of the store.
+        #[arg(long)]
+        backup: Option<PathBuf>,
     },
     /// Check a team's templates, or preview the incident one declares, without a server (for CI and editors).
     Templates {
@@ -189,7 +213,11 @@ pub fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = cli.settings.load()?;
     match cli.command {
-        Command::Serve { listen, limits } => {
+        Command::Serve {
+            listen,
+            limits,
+            backups,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -202,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             limits.apply(&mut config);
+            backups.apply(&mut config);
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -230,6 +259,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let id = archive::import(&store, &file, id.as_deref()).await?;
                 println!("{id}");
                 Ok(())
+            })
+            .await
+        }
+        Command::Backup { out } => {
+            with_store(&config, IfMissing::Refuse, |store| async move {
+                backup::backup(store.as_ref(), &out).await
+            })
+            .await
+        }
+        Command::Restore { file, force } => {
+            with_store(&config, IfMissing::Create, |store| async move {
+                backup::restore(store.as_ref(), &file, force).await
+            })
+            .await
+        }
+        Command::Check { backup: Some(file) } => backup::check_file(&file).await,
+        Command::Check { backup: None } => {
+            with_store(&config, IfMissing::Refuse, |store| async move {
+                backup::check_store(store.as_ref()).await
             })
             .await
         }
@@ -311,6 +359,7 @@ where
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("installing the SIGTERM and Ctrl-C handlers")?;
     config.webhooks().context("the webhook configuration")?;
+    crate::backups::Schedule::from_config(&config).context("the scheduled backups")?;
     if let Some(dir) = &config.templates_dir {
         crate::templates::dir::read(dir)
             .with_context(|| format!("reading templates-dir {}", dir.display()))?;

@@ -67,6 +67,14 @@ pub struct Config {
     /// Heavy reads (history, exports, the postmortem, the status update, the JSON view) computing at once; as many
     /// again may wait, and further ones get 503 with `Retry-After`. Defaults to the number of cores.
     pub max_heavy_reads: usize,
+    /// Where scheduled backups (`backup-every`) are written; created if missing.
+    pub backup_dir: Option<PathBuf>,
+    /// How often the server backs its store up into `backup-dir` (`6h`, `30m`, `1d`, `90s`, `500ms`, or seconds);
+    /// none by default, since many teams schedule `commandpost backup` themselves.
+    #[serde(deserialize_with = "optional_duration")]
+    pub backup_every: Option<Duration>,
+    /// How many scheduled backups stay in `backup-dir`: older ones are deleted after each successful backup.
+    pub backup_keep: usize,
 }
 
 impl Default for Config {
@@ -93,6 +101,9 @@ impl Default for Config {
             templates_dir: None,
             retention: RetentionSettings::default(),
             max_heavy_reads: std::thread::available_parallelism().map_or(1, usize::from),
+            backup_dir: None,
+            backup_every: None,
+            backup_keep: 7,
         }
     }
 }
@@ -136,6 +147,50 @@ fn bytes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<usize, D::
         Size::Number(n) => Ok(n),
         Size::Text(text) => parse_bytes(&text).map_err(serde::de::Error::custom),
     }
+}
+
+/// A period as people write it: `6h`, `30m`, `1d`, `90s`, `500ms`, or a number of seconds; never zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || format!("{text:?} is not a period: write 6h, 30m, 1d, 90s, 500ms or seconds");
+    let number: u64 = number.parse().map_err(|_| expected())?;
+    let duration = match unit.trim() {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        "d" => Duration::from_secs(number.saturating_mul(86_400)),
+        _ => return Err(expected()),
+    };
+    if duration.is_zero() {
+        return Err(format!(
+            "{text:?} is no period: it must be longer than zero"
+        ));
+    }
+    Ok(duration)
+}
+
+/// An optional period in the config file: a number of seconds, or a string [`parse_duration`] reads.
+fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Period {
+        Seconds(u64),
+        Text(String),
+    }
+    let text = match Period::deserialize(deserializer)? {
+        Period::Seconds(n) => n.to_string(),
+        Period::Text(text) => text,
+    };
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// A config file that cannot be read or parsed.
@@ -315,6 +370,20 @@ mod tests {
                     || reference.contains(&format!("| `[[{key}]]` |")),
                 "docs/configuration.md does not describe the config key {key:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_config_file_takes_periods_as_seconds_or_text() {
+        let config: Config =
+            toml::from_str("backup-every = \"6h\"\nbackup-dir = \"b\"\n").expect("valid");
+        assert_eq!(config.backup_every, Some(Duration::from_secs(6 * 3600)));
+        let config: Config = toml::from_str("backup-every = 90\n").expect("valid");
+        assert_eq!(config.backup_every, Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        for wrong in ["0s", "soon", "6 weeks", "-1h"] {
+            assert!(parse_duration(wrong).is_err(), "{wrong} is refused");
         }
     }
 

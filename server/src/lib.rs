@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backups;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -122,6 +123,8 @@ pub async fn run(
         let (store, webhooks) = (store.clone(), webhooks.clone());
         webhooks::delivery::spawn(store, webhooks, metrics.clone(), stop.clone())
     });
+    let backups = backups::Schedule::from_config(&config)?
+        .map(|schedule| backups::spawn(store.clone(), schedule, metrics.clone(), stop.clone()));
     if let Some(notices) = store.subscribe() {
         registry.follow(notices);
     }
@@ -173,6 +176,10 @@ pub async fn run(
     if let Some(deliverer) = deliverer {
         // It finishes the attempts under way and records them before the store closes.
         let _ = deliverer.await;
+    }
+    if let Some(backups) = backups {
+        // A backup under way finishes before the store closes.
+        let _ = backups.await;
     }
     store.close().await.context("closing the store")?;
     Ok(())

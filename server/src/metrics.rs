@@ -203,6 +203,14 @@ pub struct Metrics {
     pub heavy_reads: Gauge,
     /// Heavy reads refused because every place was taken (`max-heavy-reads`).
     pub rejected_reads: Counter,
+    /// Scheduled backups written.
+    pub backups_written: Counter,
+    /// Scheduled backups that failed.
+    pub backups_failed: Counter,
+    /// When the last scheduled backup was written, in seconds since the Unix epoch; 0 before the first.
+    pub backup_last_success: Gauge,
+    /// The size of the last scheduled backup in bytes.
+    pub backup_bytes: Gauge,
     /// Closed incidents the retention policy deletes now (in a dry run: would delete).
     pub retention_due: Gauge,
     /// Closed incidents the retention policy deleted.
@@ -246,6 +254,16 @@ impl Metrics {
                 "commandpost_heavy_reads",
                 "Heavy reads (history, exports, status updates, the JSON view) computing now.",
                 self.heavy_reads.get(),
+            ),
+            (
+                "commandpost_backup_last_success_timestamp_seconds",
+                "When the last scheduled backup was written (Unix time); 0 before the first.",
+                self.backup_last_success.get(),
+            ),
+            (
+                "commandpost_backup_size_bytes",
+                "The size of the last scheduled backup.",
+                self.backup_bytes.get(),
             ),
             (
                 "commandpost_retention_due",
@@ -308,6 +326,16 @@ impl Metrics {
                 "commandpost_webhook_attempts_failed_total",
                 "Webhook attempts that failed and are retried or given up.",
                 &self.webhook_attempts_failed,
+            ),
+            (
+                "commandpost_backups_written_total",
+                "Scheduled backups written.",
+                &self.backups_written,
+            ),
+            (
+                "commandpost_backups_failed_total",
+                "Scheduled backups that failed.",
+                &self.backups_failed,
             ),
             (
                 "commandpost_webhooks_given_up_total",

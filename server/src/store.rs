@@ -11,6 +11,7 @@
 //! embedded default; [`postgres::PostgresStore`], shared by several server nodes, implements the same
 //! trait, which is why the contracts below are phrased so that they hold for several writers at once.
 
+pub mod backup;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
@@ -336,6 +337,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database is reachable and the write path is alive, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Writes a consistent copy of every table, as of one moment, to the backup file `out` in the portable format of
+    /// [`backup`], replacing `out` atomically. Writers carry on meanwhile: the copy reads one snapshot.
+    async fn backup(&self, out: &std::path::Path) -> Result<(), StoreError>;
+
+    /// Fills the store with the backup file `from`, all of it or nothing. A store holding any row is refused with
+    /// [`StoreError::Conflict`] unless `replace`, which empties it in the same transaction: restoring over data
+    /// would mix two histories. Meant for a store no server is using.
+    async fn restore(&self, from: &std::path::Path, replace: bool) -> Result<(), StoreError>;
 
     /// Stops accepting operations, finishes the writes already queued and releases the database, for a
     /// graceful shutdown. Afterwards every operation fails with [`StoreError::Unavailable`]; closing

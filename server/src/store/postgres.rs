@@ -34,19 +34,26 @@
 //! reached, every operation fails with [`StoreError::Unavailable`] after at most [`ACQUIRE_TIMEOUT`]
 //! (the API answers 503 and `/healthz` reports degraded), and nothing was written.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::TryStreamExt;
 use incident_doc::schema::Status;
+use rusqlite::types::Value;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow,
+};
+use sqlx::query::Query;
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use tokio::sync::broadcast;
 
+use super::backup::{self, Kind};
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
     ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError, Stored, StoredTemplate,
@@ -229,6 +236,60 @@ impl PostgresStore {
             .await
             .map_err(db_error)?;
         Ok(tx)
+    }
+
+    /// Copies every table, read in one REPEATABLE READ transaction (one snapshot, which writers do not wait
+    /// for), into a new backup file at `scratch`, and returns the file's connection.
+    async fn copy_out(&self, scratch: &Path) -> Result<rusqlite::Connection, StoreError> {
+        let mut tx = self.pool().await?.begin().await.map_err(db_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let path = scratch.to_owned();
+        let mut sink = blocking(move || {
+            let conn = backup::create(&path)?;
+            conn.execute_batch("BEGIN").map_err(sqlite_error)?;
+            Ok(conn)
+        })
+        .await?;
+        for table in backup::TABLES {
+            let sql = format!(
+                "SELECT {} FROM {} ORDER BY {}",
+                table.column_list(),
+                table.name,
+                table.columns[0].0
+            );
+            let mut rows = sqlx::query(table_sql(sql)).fetch(&mut *tx);
+            let mut batch = Vec::with_capacity(backup::BATCH);
+            loop {
+                let row = rows.try_next().await.map_err(db_error)?;
+                if let Some(row) = &row {
+                    let values = table
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, kind))| read_value(row, i, *kind))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(db_error)?;
+                    batch.push(values);
+                }
+                if batch.len() == backup::BATCH || (row.is_none() && !batch.is_empty()) {
+                    let rows = std::mem::take(&mut batch);
+                    sink = blocking(move || backup::insert(&sink, table, &rows).map(|()| sink))
+                        .await?;
+                }
+                if row.is_none() {
+                    break;
+                }
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        blocking(move || {
+            sink.execute_batch("COMMIT").map_err(sqlite_error)?;
+            Ok(sink)
+        })
+        .await
     }
 }
 
@@ -666,6 +727,105 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn backup(&self, out: &Path) -> Result<(), StoreError> {
+        let scratch = backup::scratch_for(out);
+        let result = self.copy_out(&scratch).await;
+        let result = match result {
+            Ok(conn) => {
+                let (scratch, out) = (scratch.clone(), out.to_owned());
+                blocking(move || backup::seal(conn, &scratch, &out)).await
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_file(&scratch);
+        }
+        result
+    }
+
+    async fn restore(&self, from: &Path, replace: bool) -> Result<(), StoreError> {
+        let from = from.to_owned();
+        let mut source = Some(blocking(move || backup::open(&from)).await?);
+        let mut tx = self.pool().await?.begin().await.map_err(db_error)?;
+        // No writer may slip a row in between the emptiness check and the copy.
+        let names: Vec<&str> = backup::TABLES.iter().map(|t| t.name).collect();
+        let names = names.join(", ");
+        sqlx::query(table_sql(format!(
+            "LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if replace {
+            sqlx::query(table_sql(format!("TRUNCATE {names}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        for table in backup::TABLES {
+            let filled: bool = sqlx::query_scalar(table_sql(format!(
+                "SELECT EXISTS (SELECT 1 FROM {})",
+                table.name
+            )))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if filled {
+                return Err(StoreError::Conflict(format!(
+                    "the store is not empty (its {} table has rows)",
+                    table.name
+                )));
+            }
+            let overriding = if table.identity {
+                "OVERRIDING SYSTEM VALUE"
+            } else {
+                ""
+            };
+            let marks: Vec<String> = (1..=table.columns.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "INSERT INTO {} ({}) {overriding} VALUES ({})",
+                table.name,
+                table.column_list(),
+                marks.join(", ")
+            );
+            let mut after = i64::MIN;
+            loop {
+                let conn = source
+                    .take()
+                    .expect("the backup connection is returned after each batch");
+                let ((rows, last), conn) = blocking(move || {
+                    let batch = backup::read_batch(&conn, "main", table, after);
+                    batch.map(|batch| (batch, conn))
+                })
+                .await?;
+                source = Some(conn);
+                if rows.is_empty() {
+                    break;
+                }
+                after = last;
+                for row in rows {
+                    let mut query = sqlx::query(table_sql(sql.clone()));
+                    for (value, (_, kind)) in row.into_iter().zip(table.columns) {
+                        query = bind(query, value, *kind)?;
+                    }
+                    query.execute(&mut *tx).await.map_err(db_error)?;
+                }
+            }
+            if table.identity {
+                let first = table.columns[0].0;
+                sqlx::query(table_sql(format!(
+                    "SELECT setval(pg_get_serial_sequence('{name}', '{first}'), \
+                     COALESCE(MAX({first}), 0) + 1, false) FROM {name}",
+                    name = table.name
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            }
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         // Waits for the connections in use, so the operations under way finish; later ones fail with
         // `PoolClosed`, which maps to `Unavailable`. Closing a closed pool returns at once.
@@ -907,6 +1067,77 @@ fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
+/// A statement of a backup or restore, built only from the constant table and column names of
+/// [`backup::TABLES`], never from input.
+fn table_sql(sql: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql)
+}
+
+/// Runs file and SQLite work of a backup or restore on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a backup task failed: {e}")))?
+}
+
+/// An error of the backup file's SQLite.
+fn sqlite_error(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("the backup file: {error}"))
+}
+
+/// Column `index` of `row`, of type `kind`, as the backup file holds it.
+fn read_value(row: &PgRow, index: usize, kind: Kind) -> Result<Value, sqlx::Error> {
+    Ok(match kind {
+        Kind::Int4 => row
+            .try_get::<Option<i32>, _>(index)?
+            .map_or(Value::Null, |v| Value::Integer(v.into())),
+        Kind::Int8 => row
+            .try_get::<Option<i64>, _>(index)?
+            .map_or(Value::Null, Value::Integer),
+        Kind::Text => row
+            .try_get::<Option<String>, _>(index)?
+            .map_or(Value::Null, Value::Text),
+        Kind::Blob => row
+            .try_get::<Option<Vec<u8>>, _>(index)?
+            .map_or(Value::Null, Value::Blob),
+        Kind::Time => row
+            .try_get::<Option<DateTime<Utc>>, _>(index)?
+            .map_or(Value::Null, |t| Value::Integer(t.timestamp_micros())),
+    })
+}
+
+/// Binds a backup file's value to a column of type `kind`; a value of another type means a damaged backup.
+fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    value: Value,
+    kind: Kind,
+) -> Result<Query<'q, Postgres, PgArguments>, StoreError> {
+    let wrong = |value: &Value| {
+        StoreError::Corrupt(format!(
+            "the backup holds {value:?} where a {kind:?} belongs"
+        ))
+    };
+    Ok(match (kind, value) {
+        (Kind::Int4, Value::Null) => query.bind(None::<i32>),
+        (Kind::Int8, Value::Null) => query.bind(None::<i64>),
+        (Kind::Text, Value::Null) => query.bind(None::<String>),
+        (Kind::Blob, Value::Null) => query.bind(None::<Vec<u8>>),
+        (Kind::Time, Value::Null) => query.bind(None::<DateTime<Utc>>),
+        (Kind::Int4, Value::Integer(v)) => {
+            query.bind(i32::try_from(v).map_err(|_| wrong(&Value::Integer(v)))?)
+        }
+        (Kind::Int8, Value::Integer(v)) => query.bind(v),
+        (Kind::Text, Value::Text(v)) => query.bind(v),
+        (Kind::Blob, Value::Blob(v)) => query.bind(v),
+        (Kind::Time, Value::Integer(v)) => query.bind(
+            DateTime::<Utc>::from_timestamp_micros(v).ok_or_else(|| wrong(&Value::Integer(v)))?,
+        ),
+        (_, value) => return Err(wrong(&value)),
+    })
+}
+
 /// Classifies a PostgreSQL error: constraint violations are conflicts, damaged data and unreadable
 /// values are corruption, and everything else (no connection, timeouts, a restart, a missing schema,
 /// the store closed) is unavailability.
@@ -932,8 +1163,6 @@ fn db_error(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// Classifies a migration failure. A database migrated by a newer commandpost is refused like the SQLite
-/// store refuses a newer file: nothing is touched, and upgrading commandpost fixes it.
 /// Applies the missing migrations on `conn` and says so when it upgraded an existing schema (never on an ordinary
 /// start: an operator upgrading wants to see it happened, and nobody wants it every time).
 async fn run_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
@@ -970,6 +1199,8 @@ async fn run_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Classifies a migration failure. A database migrated by a newer commandpost is refused like the SQLite
+/// store refuses a newer file: nothing is touched, and upgrading commandpost fixes it.
 fn migrate_error(error: MigrateError) -> StoreError {
     match error {
         MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => db_error(e),

@@ -43,7 +43,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use incident_doc::schema::Status;
-use rusqlite::types::Type;
+use rusqlite::types::{Type, Value};
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
@@ -75,7 +75,7 @@ const MAX_IDLE_READERS: usize = 4;
 
 /// The schema migrations in order; `PRAGMA user_version` records how many have been applied. A
 /// released migration is never edited: changes are new entries.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // Version 1. Chunk ids come from AUTOINCREMENT so that they are never reused, even after the
     // newest chunk is deleted: compaction relies on an id meaning the same chunk forever. Timestamps
     // are microseconds since the Unix epoch. A token name is unique among unrevoked tokens only, so a
@@ -730,6 +730,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn backup(&self, out: &Path) -> Result<(), StoreError> {
+        let source = self.readers.path.clone();
+        let out = out.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let scratch = super::backup::scratch_for(&out);
+            let result = vacuum_into(&source, &scratch)
+                .and_then(|conn| super::backup::seal(conn, &scratch, &out));
+            if result.is_err() {
+                let _ = fs::remove_file(&scratch);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the backup task failed: {e}")))?
+    }
+
+    async fn restore(&self, from: &Path, replace: bool) -> Result<(), StoreError> {
+        let path = self.readers.path.clone();
+        let from = from.to_owned();
+        tokio::task::spawn_blocking(move || restore_into(&path, &from, replace))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the restore task failed: {e}")))?
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         self.readers.close();
         // Dropping the last sender lets the writer finish what is queued and then stop.
@@ -1087,7 +1111,7 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 
 /// Applies the migrations the database lacks, in one transaction so that two processes opening the
 /// same database cannot both apply them.
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_error)?;
@@ -1120,6 +1144,151 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         );
     }
     Ok(())
+}
+
+/// Copies the database at `source` into a new file `scratch` with `VACUUM INTO`: one read transaction on a
+/// connection of its own, which in WAL mode writers neither wait for nor disturb. Returns a connection to the copy.
+fn vacuum_into(source: &Path, scratch: &Path) -> Result<Connection, StoreError> {
+    let conn =
+        Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(db_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
+    let target = scratch.to_str().ok_or_else(|| {
+        StoreError::Unavailable(format!("{} is not a UTF-8 path", scratch.display()))
+    })?;
+    conn.execute("VACUUM INTO ?1", [target]).map_err(db_error)?;
+    drop(conn);
+    Connection::open(scratch).map_err(db_error)
+}
+
+/// Fills the store at `path` with the backup `from` in one transaction, on a connection of its own: refused with
+/// `Conflict` if the store holds any row, unless `replace`, which empties it first.
+fn restore_into(path: &Path, from: &Path, replace: bool) -> Result<(), StoreError> {
+    let conn = open_writer(path, false)?;
+    let name = from.to_str().ok_or_else(|| {
+        StoreError::Unavailable(format!("{} is not a UTF-8 path", from.display()))
+    })?;
+    // Opened read-only first, so that a missing or foreign file is refused before SQLite would create one.
+    drop(super::backup::open(from)?);
+    conn.execute("ATTACH DATABASE ?1 AS backup", [name])
+        .map_err(db_error)?;
+    let result = (|| {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+        let filled = fill(&conn, replace);
+        match filled {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(db_error),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    })();
+    let _ = conn.execute_batch("DETACH DATABASE backup");
+    result
+}
+
+/// The body of [`restore_into`]'s transaction.
+fn fill(conn: &Connection, replace: bool) -> Result<(), StoreError> {
+    for table in super::backup::TABLES {
+        if replace {
+            conn.execute(&format!("DELETE FROM main.{}", table.name), [])
+                .map_err(db_error)?;
+        } else {
+            let rows: bool = conn
+                .query_row(
+                    &format!("SELECT EXISTS (SELECT 1 FROM main.{})", table.name),
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(db_error)?;
+            if rows {
+                return Err(StoreError::Conflict(format!(
+                    "the store is not empty (its {} table has rows)",
+                    table.name
+                )));
+            }
+        }
+        let columns = table.column_list();
+        conn.execute(
+            &format!(
+                "INSERT INTO main.{name} ({columns}) SELECT {columns} FROM backup.{name} ORDER BY rowid",
+                name = table.name
+            ),
+            [],
+        )
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// The index rows of a backup (or store) by document id, for the integrity check.
+pub(super) fn read_index(conn: &Connection) -> Result<super::backup::Index, StoreError> {
+    let mut select = conn
+        .prepare(
+            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
+             FROM incidents",
+        )
+        .map_err(db_error)?;
+    let mut rows = select.query([]).map_err(db_error)?;
+    let mut index = super::backup::Index::new();
+    while let Some(row) = rows.next().map_err(db_error)? {
+        let id: String = row.get(0).map_err(db_error)?;
+        index.insert(id, summary_from_row(row).map_err(|e| e.to_string()));
+    }
+    Ok(index)
+}
+
+/// Reads back every row of the tables besides the documents and the index as the store would, and describes each
+/// that cannot be.
+pub(super) fn unreadable_rows(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    let mut each = |what: &str, sql: &str, read: &dyn Fn(&Row<'_>) -> rusqlite::Result<()>| {
+        let mut select = conn.prepare(sql).map_err(db_error)?;
+        let mut rows = select.query([]).map_err(db_error)?;
+        while let Some(row) = rows.next().map_err(db_error)? {
+            if let Err(e) = read(row) {
+                let key = match row.get::<_, Value>(0) {
+                    Ok(Value::Integer(n)) => n.to_string(),
+                    Ok(Value::Text(text)) => text,
+                    _ => "?".to_owned(),
+                };
+                problems.push(format!("{what} {key}: unreadable: {e}"));
+            }
+        }
+        Ok::<(), StoreError>(())
+    };
+    each(
+        "token",
+        "SELECT name, scope, created_at, revoked_at FROM tokens",
+        &|row| token_from_row(row).map(drop),
+    )?;
+    each(
+        "delivery",
+        "SELECT id, event_id, kind, doc, state, attempts, created_at, next_attempt_at,
+                last_attempt_at, last_status, last_error, delivered_at
+         FROM deliveries",
+        &|row| delivery_from_row(row).map(drop),
+    )?;
+    each(
+        "ticket",
+        "SELECT hash, token_hash, expires_at FROM tickets",
+        &|row| {
+            let _: (String, String) = (row.get(0)?, row.get(1)?);
+            time_column(row, 2).map(drop)
+        },
+    )?;
+    each(
+        "template",
+        "SELECT id, source, updated_by, updated_at FROM templates",
+        &|row| {
+            let _: (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            time_column(row, 3).map(drop)
+        },
+    )?;
+    each("counter", "SELECT name, value FROM counters", &|row| {
+        let _: (String, i64) = (row.get(0)?, row.get(1)?);
+        Ok(())
+    })?;
+    Ok(problems)
 }
 
 /// Inserts or replaces an incident's index row.
@@ -1289,7 +1458,7 @@ fn micros_to_time(index: usize, micros: i64) -> rusqlite::Result<DateTime<Utc>> 
 
 /// Classifies a SQLite error: constraint violations are conflicts, damaged files and unreadable values
 /// are corruption, and everything else (I/O, full disk, locks, read-only files) is unavailability.
-fn db_error(error: rusqlite::Error) -> StoreError {
+pub(super) fn db_error(error: rusqlite::Error) -> StoreError {
     let message = format!("sqlite: {error}");
     match &error {
         rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
