@@ -2,8 +2,8 @@
 //! of this repository (`scripts/make-fixture-store.sh`, which names the commit in the fixture's `RELEASE`), with the
 //! exports that release rendered: a SQLite file, or a PostgreSQL schema dumped as SQL and replayed into a schema of
 //! the test's own. Today's server opens a copy, says it upgraded the store's schema, serves every
-//! incident with the same exports, and keeps serving the upgraded copy after a restart; a store from a newer release
-//! than this one is refused with a message saying so, and left as it was.
+//! incident with the same exports, keeps serving the upgraded copy after a restart, and `commandpost check` finds it
+//! whole; a store from a newer release than this one is refused with a message saying so, and left as it was.
 
 use std::path::{Path, PathBuf};
 
@@ -141,6 +141,27 @@ async fn stores_written_by_earlier_releases_open_upgraded_with_every_incident() 
         serves_as_written(&server, token, &fixture).await;
         server.stop_process().await;
         let log = server.log();
+        // And whole by `commandpost check`: every document loads and agrees with its index row.
+        let store = match &database {
+            Some(db) => ["--database-url".to_owned(), db.url()],
+            None => [
+                "--data-dir".to_owned(),
+                server.data_dir().display().to_string(),
+            ],
+        };
+        let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_commandpost-under-test"))
+            .arg("check")
+            .args(&store)
+            .output()
+            .await
+            .expect("running commandpost check");
+        assert!(
+            check.status.success() && check.stdout.is_empty(),
+            "{}: check found problems:\n{}{}",
+            fixture.display(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
         drop(database);
         assert_eq!(
             log.matches(upgraded).count(),
