@@ -24,7 +24,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{BadRequest, Forbidden, Unauthorized, Unavailable, Unprocessable};
+use super::openapi::{BadRequest, Refusals, Unprocessable};
 use super::{AppState, QueryParams, authenticate, bearer, status_filter, template_filter};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -242,9 +242,7 @@ async fn reader(
             content((String = "text/csv"), (String = "application/jsonl"))),
         (status = 400, response = BadRequest),
         (status = 422, response = Unprocessable),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable),
+        Refusals,
     )
 )]
 async fn rows(
@@ -308,9 +306,7 @@ fn browser_navigation(headers: &HeaderMap) -> bool {
             headers(("location" = String))),
         (status = 400, response = BadRequest),
         (status = 422, response = Unprocessable),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable),
+        Refusals,
     )
 )]
 async fn insights(

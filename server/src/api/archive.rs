@@ -15,9 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::incidents::{IncidentId, editor, handle};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
-};
+use super::openapi::{ReadRefusals, Unprocessable, WriteRefusals};
 use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -57,10 +55,7 @@ struct HistoryQuery {
     responses(
         (status = 200, description = "`{total, offset, changes, next}`: each change with its author, time, operations and the fields it touched (docs/schema.md)", body = Object),
         (status = 422, response = Unprocessable),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 async fn history(
@@ -121,14 +116,7 @@ struct Reopened {
     request_body = Reopen,
     responses(
         (status = 200, description = "Reopened and durable", body = Reopened),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn reopen(

@@ -15,9 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::incidents::{IncidentId, editor, handle};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
-};
+use super::openapi::{Conflict, ReadRefusals, Unprocessable, WriteRefusals};
 use super::{AppState, JsonBody};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -108,14 +106,7 @@ struct Assign {
     request_body = Assign,
     responses(
         (status = 200, body = CommandState),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn assign(
@@ -150,14 +141,7 @@ struct Propose {
     request_body = Propose,
     responses(
         (status = 200, body = CommandState),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn propose(
@@ -190,14 +174,7 @@ struct Accept {
     request_body = Accept,
     responses(
         (status = 200, body = CommandState),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn accept(
@@ -218,12 +195,9 @@ async fn accept(
     params(IncidentRole),
     responses(
         (status = 200, body = CommandState),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
+        ReadRefusals,
         (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
     )
 )]
 async fn cancel(
@@ -252,14 +226,7 @@ struct Pins {
     request_body = Pins,
     responses(
         (status = 200, body = CommandState),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn pins(

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::incidents::{IncidentId, editor, handle};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
+    BadRequest, Conflict, ReadRefusals, Refusals, TooLarge, Unprocessable, WriteRefusals,
 };
 use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
@@ -94,13 +94,11 @@ struct Recorded {
     responses(
         (status = 200, body = Recorded),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        Refusals,
         (status = 404, description = "An alert's label names no incident", body = crate::error::ErrorBody),
         (status = 409, response = Conflict),
         (status = 413, response = TooLarge),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
     )
 )]
 async fn alertmanager(
@@ -120,14 +118,7 @@ async fn alertmanager(
     request_body = Notification,
     responses(
         (status = 200, body = Recorded),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn alertmanager_for(
@@ -302,9 +293,7 @@ struct EndpointRow<'a> {
     tag = "integrations",
     responses(
         (status = 200, body = Endpoints),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable),
+        Refusals,
     )
 )]
 async fn endpoints(
@@ -364,10 +353,7 @@ struct Log {
     responses(
         (status = 200, body = Log),
         (status = 422, response = Unprocessable),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 async fn deliveries(

@@ -14,9 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
-};
+use super::openapi::{BadRequest, ReadRefusals, Refusals, TooLarge, Unprocessable, WriteRefusals};
 use super::{AppState, JsonBody, QueryParams, severity_filter, status_filter};
 use crate::auth::{Identity, Scope};
 use crate::document::DocHandle;
@@ -105,11 +103,9 @@ struct Declared {
         (status = 201, description = "Declared and durable", body = Declared,
             headers(("location" = String, description = "/api/incidents/{id}"))),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        Refusals,
         (status = 413, response = TooLarge),
         (status = 422, description = "A mistyped field, an unknown template, or a severity the template does not offer", body = crate::error::ErrorBody),
-        (status = 503, response = Unavailable),
     )
 )]
 async fn declare(
@@ -276,9 +272,7 @@ fn list_row(s: &IncidentSummary, templates: &Catalog) -> ListRow {
     responses(
         (status = 200, body = IncidentList),
         (status = 422, response = Unprocessable),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable),
+        Refusals,
     )
 )]
 async fn list(
@@ -315,10 +309,7 @@ async fn list(
     params(IncidentId),
     responses(
         (status = 200, description = "The incident as the JSON export shows it (docs/schema.md), with `id` and `url`", body = Object),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 async fn read(
@@ -382,11 +373,8 @@ struct ExportQuery {
             (Object = "application/json"),
             (Vec<u8> = "application/octet-stream"),
         )),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
+        ReadRefusals,
         (status = 422, description = "An unknown format, an `at` that is no RFC 3339 time, or one before the incident existed", body = crate::error::ErrorBody),
-        (status = 503, response = Unavailable),
     )
 )]
 async fn export_doc(
@@ -453,14 +441,7 @@ struct TimelineEntry {
     request_body = TimelineEntry,
     responses(
         (status = 201, description = "Added and durable", body = Applied),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn append_timeline(
@@ -518,14 +499,7 @@ fn admin_only(op: &Operation) -> Option<&'static str> {
     request_body = Operations,
     responses(
         (status = 200, description = "Applied and durable", body = AppliedAll),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn operations(
@@ -557,10 +531,7 @@ async fn operations(
     params(IncidentId),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 async fn delete(

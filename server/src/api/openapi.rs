@@ -6,12 +6,14 @@
 //! `tests/tests/openapi.rs` checks that no route was added around it. This module holds what the handlers share:
 //! the document's header, the bearer scheme, and the error answers (all [`ErrorBody`]) they refer to.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToResponse};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoResponses, Modify, OpenApi, ToResponse};
 
 use crate::error::ErrorBody;
 
@@ -124,3 +126,59 @@ pub struct TooMany(pub ErrorBody);
 /// `Retry-After`); retry later.
 #[derive(ToResponse)]
 pub struct Unavailable(pub ErrorBody);
+
+/// 401, 403 and 503: what every route behind a token may answer (no or a bad token, too small a scope, storage
+/// away). Routes list their refusals by what they are, through these sets, and add only what is theirs alone.
+pub struct Refusals;
+
+/// [`Refusals`] and 404: routes that name a thing by id (an incident, a token, an endpoint, a template).
+pub struct ReadRefusals;
+
+/// [`ReadRefusals`] and 400, 409, 413, 422: routes that change an incident with a JSON body (unreadable, archived,
+/// too large, or not a change it takes).
+pub struct WriteRefusals;
+
+/// The components named in `names`, by their status codes.
+fn refer(names: &[(u16, &str)]) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    names
+        .iter()
+        .map(|(status, name)| {
+            (
+                status.to_string(),
+                RefOr::Ref(Ref::from_response_name(*name)),
+            )
+        })
+        .collect()
+}
+
+const REFUSALS: [(u16, &str); 3] = [
+    (401, "Unauthorized"),
+    (403, "Forbidden"),
+    (503, "Unavailable"),
+];
+const NOT_FOUND: (u16, &str) = (404, "NotFound");
+
+impl IntoResponses for Refusals {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        refer(&REFUSALS)
+    }
+}
+
+impl IntoResponses for ReadRefusals {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        refer(&[REFUSALS[0], REFUSALS[1], REFUSALS[2], NOT_FOUND])
+    }
+}
+
+impl IntoResponses for WriteRefusals {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let mut all = ReadRefusals::responses();
+        all.append(&mut refer(&[
+            (400, "BadRequest"),
+            (409, "Conflict"),
+            (413, "TooLarge"),
+            (422, "Unprocessable"),
+        ]));
+        all
+    }
+}

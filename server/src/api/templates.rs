@@ -11,9 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{
-    BadRequest, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
-};
+use super::openapi::{BadRequest, ReadRefusals, Refusals, TooLarge, Unprocessable};
 use super::{AppState, RawBody};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -94,9 +92,7 @@ struct TemplateId {
     operation_id = "list_templates",
     responses(
         (status = 200, body = Offered),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable),
+        Refusals,
     )
 )]
 async fn list(identity: Identity, State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -119,10 +115,7 @@ async fn list(identity: Identity, State(state): State<AppState>) -> Result<Respo
     params(TemplateId),
     responses(
         (status = 200, body = Entry),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 async fn read(
@@ -152,11 +145,9 @@ async fn read(
     responses(
         (status = 200, description = "Stored and offered", body = Entry),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        Refusals,
         (status = 413, response = TooLarge),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
     )
 )]
 async fn upload(
@@ -197,10 +188,7 @@ async fn upload(
     params(TemplateId),
     responses(
         (status = 204, description = "Deleted; the id falls back to a lower origin's template, if any"),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 async fn remove(

@@ -11,9 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
-};
+use super::openapi::{BadRequest, Conflict, ReadRefusals, Refusals, TooLarge, Unprocessable};
 use super::{AppState, JsonBody};
 use crate::auth::{self, Identity, Scope};
 use crate::error::ApiError;
@@ -41,9 +39,7 @@ struct People {
     tag = "tokens",
     responses(
         (status = 200, body = People),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable),
+        Refusals,
     )
 )]
 async fn people(
@@ -105,9 +101,7 @@ struct TokenRow {
     tag = "tokens",
     responses(
         (status = 200, body = Tokens),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable),
+        Refusals,
     )
 )]
 async fn list(identity: Identity, State(state): State<AppState>) -> Result<Json<Tokens>, ApiError> {
@@ -146,12 +140,10 @@ struct Created {
     responses(
         (status = 201, body = Created),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        Refusals,
         (status = 409, response = Conflict),
         (status = 413, response = TooLarge),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
     )
 )]
 async fn create(
@@ -202,10 +194,7 @@ struct TokenName {
     params(TokenName),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 async fn revoke(

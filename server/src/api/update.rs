@@ -15,9 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::incidents::{IncidentId, editor, handle};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable,
-};
+use super::openapi::{ReadRefusals, Unprocessable, WriteRefusals};
 use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -54,10 +52,7 @@ struct UpdateQuery {
             content((String = "text/plain"), (String = "text/markdown")),
             headers(("commandpost-heads" = String, description = "The heads it describes (comma-separated hex), for `POST …/update/sent`"))),
         (status = 422, response = Unprocessable),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 async fn render(
@@ -145,14 +140,7 @@ struct MarkedSent {
     request_body = Sent,
     responses(
         (status = 201, description = "Recorded and durable", body = MarkedSent),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 413, response = TooLarge),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
+        WriteRefusals,
     )
 )]
 async fn mark_sent(
