@@ -303,23 +303,28 @@ impl TestServer {
         serde_json::from_value(body).expect("the declaration answer has id and url")
     }
 
-    /// The incident's Markdown export (`GET /api/incidents/{id}/export?format=markdown`); panics unless 200.
-    pub async fn markdown(&self, token: &str, id: &str) -> String {
+    /// An export of the incident (`GET /api/incidents/{id}/export?format=…`), byte for byte; panics unless 200.
+    pub async fn export(&self, token: &str, id: &str, format: &str) -> Vec<u8> {
         let response = self
             .request(
                 Method::GET,
-                &format!("/api/incidents/{id}/export?format=markdown"),
+                &format!("/api/incidents/{id}/export?format={format}"),
                 Some(token),
             )
             .send()
             .await
-            .expect("GET …/export?format=markdown");
+            .expect("GET …/export");
         assert_eq!(
             response.status(),
             StatusCode::OK,
-            "exporting incident {id} as Markdown"
+            "exporting incident {id} as {format}"
         );
-        response.text().await.expect("reading the Markdown export")
+        response.bytes().await.expect("reading the export").to_vec()
+    }
+
+    /// The incident's Markdown export; panics unless 200.
+    pub async fn markdown(&self, token: &str, id: &str) -> String {
+        String::from_utf8(self.export(token, id, "markdown").await).expect("Markdown is UTF-8")
     }
 
     /// The incident as the JSON read model (`GET /api/incidents/{id}`); panics unless 200.

@@ -60,20 +60,6 @@ fn without_stale(value: &mut Value) {
     }
 }
 
-async fn export(server: &TestServer, token: &str, id: &str, format: &str) -> Vec<u8> {
-    let response = server
-        .request(
-            Method::GET,
-            &format!("/api/incidents/{id}/export?format={format}"),
-            Some(token),
-        )
-        .send()
-        .await
-        .expect("GET export");
-    assert_eq!(response.status(), StatusCode::OK, "{id} {format}");
-    response.bytes().await.expect("the export").to_vec()
-}
-
 /// Every incident of `fixture` is listed and exports exactly as the release that wrote it exported it.
 async fn serves_as_written(server: &TestServer, token: &str, fixture: &Path) {
     let ids = exported_ids(fixture);
@@ -94,7 +80,7 @@ async fn serves_as_written(server: &TestServer, token: &str, fixture: &Path) {
         for format in EXACT {
             let then = std::fs::read(fixture.join(format!("exports/{id}.{format}")))
                 .expect("saved export");
-            let now = export(server, token, id, format).await;
+            let now = server.export(token, id, format).await;
             assert!(
                 then == now,
                 "{}: {id}.{format} differs:\n--- then\n{}\n--- now\n{}",
@@ -107,7 +93,7 @@ async fn serves_as_written(server: &TestServer, token: &str, fixture: &Path) {
             std::fs::read(fixture.join(format!("exports/{id}.json"))).expect("saved export");
         let mut then: Value = serde_json::from_slice(&saved).expect("saved JSON");
         let mut now: Value =
-            serde_json::from_slice(&export(server, token, id, "json").await).expect("JSON");
+            serde_json::from_slice(&server.export(token, id, "json").await).expect("JSON");
         without_stale(&mut then);
         without_stale(&mut now);
         assert_eq!(then, now, "{}: {id}.json", fixture.display());
