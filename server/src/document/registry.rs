@@ -30,6 +30,8 @@ struct Inner {
     docs: Mutex<HashMap<DocumentId, DocHandle>>,
     /// Numbers actor incarnations, so an old actor's exit never removes its successor.
     next_generation: AtomicU64,
+    /// Counts deletions, so a load that a deletion overtook is read again rather than installed (see [`Registry::get`]).
+    deletions: AtomicU64,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// This server's peer id in the sync protocol.
@@ -39,6 +41,16 @@ struct Inner {
     shutdown: CancellationToken,
     /// Tracks actor tasks so shutdown can wait for the last batch to be durable.
     tasks: TaskTracker,
+}
+
+/// What [`Registry::load`] found.
+enum Loaded {
+    /// An actor already runs the document.
+    Live(DocHandle),
+    /// Read from storage, not yet running (boxed: a core is large, and this is the rare path).
+    Found(Box<Core>),
+    /// No such document.
+    Missing,
 }
 
 impl Registry {
@@ -54,6 +66,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 docs: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
+                deletions: AtomicU64::new(0),
                 store,
                 metrics,
                 server_id,
@@ -65,12 +78,31 @@ impl Registry {
     }
 
     /// The actor of document `id`, loading it from storage if needed; `None` if no such document exists.
+    ///
+    /// A document deleted while it was being read from storage must not come back to life in memory, serving what is
+    /// gone: a load during which any deletion happened is read again (and then finds nothing).
     pub async fn get(&self, id: DocumentId) -> Result<Option<DocHandle>, StoreError> {
+        loop {
+            let deletions = self.inner.deletions.load(Ordering::Acquire);
+            match self.load(id).await? {
+                Loaded::Missing => return Ok(None),
+                Loaded::Found(core) => {
+                    if let Some(handle) = self.install_loaded(*core, deletions) {
+                        return Ok(Some(handle));
+                    }
+                }
+                Loaded::Live(handle) => return Ok(Some(handle)),
+            }
+        }
+    }
+
+    /// The live actor of `id`, or its core read from storage, or nothing.
+    async fn load(&self, id: DocumentId) -> Result<Loaded, StoreError> {
         if let Some(handle) = self.lookup(id) {
-            return Ok(Some(handle));
+            return Ok(Loaded::Live(handle));
         }
         let Some(stored) = self.inner.store.load(id).await? else {
-            return Ok(None);
+            return Ok(Loaded::Missing);
         };
         // Loading a long document takes tens of milliseconds (BENCHMARKS.md): off the async workers, like the
         // heavy reads, so that any token's first read of a stored incident holds up no connection.
@@ -81,8 +113,13 @@ impl Registry {
         .await
         .map_err(|e| StoreError::Corrupt(format!("document {id}: loading it panicked: {e}")))?
         .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
-        let core = Core::loaded(id, incident, size, upto, self.context());
-        Ok(Some(self.install(core)))
+        Ok(Loaded::Found(Box::new(Core::loaded(
+            id,
+            incident,
+            size,
+            upto,
+            self.context(),
+        ))))
     }
 
     /// Stores a new document durably (through the same path as every later change), then starts its actor.
@@ -126,8 +163,23 @@ impl Registry {
 
     /// Starts an actor for `core` unless another task loaded the same document meanwhile; then that one wins.
     fn install(&self, core: Core) -> DocHandle {
-        let id = core.id();
         let mut docs = self.inner.docs.lock().unwrap_or_else(|e| e.into_inner());
+        self.install_locked(&mut docs, core)
+    }
+
+    /// [`Registry::install`] for a core read from storage when the deletion count was `deletions`: `None` (read it
+    /// again) if a deletion happened since. Checked under the map's lock, which [`Registry::delete`]'s second stop
+    /// also takes.
+    fn install_loaded(&self, core: Core, deletions: u64) -> Option<DocHandle> {
+        let mut docs = self.inner.docs.lock().unwrap_or_else(|e| e.into_inner());
+        if deletions != self.inner.deletions.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.install_locked(&mut docs, core))
+    }
+
+    fn install_locked(&self, docs: &mut HashMap<DocumentId, DocHandle>, core: Core) -> DocHandle {
+        let id = core.id();
         if let Some(existing) = docs.get(&id).filter(|h| !h.is_closed()) {
             return existing.clone();
         }
@@ -151,6 +203,9 @@ impl Registry {
     pub async fn delete(&self, id: DocumentId) -> Result<bool, StoreError> {
         self.stop(id).await;
         let deleted = self.inner.store.delete(id).await?;
+        // A load that read the chunks before they went installs nothing now (see `get`), and one that installed
+        // before this count moved is stopped just below.
+        self.inner.deletions.fetch_add(1, Ordering::AcqRel);
         self.stop(id).await;
         Ok(deleted)
     }
