@@ -266,9 +266,10 @@ fn time<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::O
     }
 }
 
-/// The rows as CSV (RFC 4180: a header line, CRLF line ends, quotes where a cell needs them). Times are RFC 3339
-/// UTC with milliseconds ([`time`]), durations whole seconds, lists joined with `;`, absent values empty. Text that a spreadsheet would take
-/// for a formula is neutralised ([`neutralise`]); numbers are written as they are, negative ones included.
+/// The rows as CSV (RFC 4180: a header line, CRLF line ends, quotes where a cell needs them). Times are RFC 3339 UTC
+/// with milliseconds ([`time`]), durations whole seconds, lists joined with `;`, absent values empty. Text that a
+/// spreadsheet would take for a formula is neutralised ([`neutralise`]); numbers are written as they are, negative ones
+/// included.
 pub fn csv(rows: &[Facts]) -> String {
     let mut out = COLUMNS.join(",");
     out.push_str("\r\n");

@@ -210,8 +210,9 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
 }
 
 /// A query string whose rejection speaks our error format (422 with axum's explanation, as a body of the wrong shape
-/// gets from [`JsonBody`]: the URL was read, one of its values was not what the route takes). Handlers that check the token's scope first take it as `Result<QueryParams<T>, ApiError>`, so a caller
-/// without the scope learns nothing about the parameters.
+/// gets from [`JsonBody`]: the URL was read, one of its values was not what the route takes). Handlers that check
+/// the token's scope first take it as `Result<QueryParams<T>, ApiError>`, so a caller without the scope learns
+/// nothing about the parameters.
 pub struct QueryParams<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {

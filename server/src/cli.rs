@@ -354,8 +354,9 @@ where
     result
 }
 
-/// Checks everything before it binds or prints: the webhooks, the templates directory, then the store (PostgreSQL connected to and
-/// migrated), so that "listening" and a first-run token are printed only by a server that will keep running.
+/// Checks everything before it binds or prints: the webhooks, the templates directory, then the store (PostgreSQL
+/// connected to and migrated), so that "listening" and a first-run token are printed only by a server that will keep
+/// running.
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("installing the SIGTERM and Ctrl-C handlers")?;
     config.webhooks().context("the webhook configuration")?;

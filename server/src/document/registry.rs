@@ -30,7 +30,8 @@ struct Inner {
     docs: Mutex<HashMap<DocumentId, DocHandle>>,
     /// Numbers actor incarnations, so an old actor's exit never removes its successor.
     next_generation: AtomicU64,
-    /// Counts deletions, so a load that a deletion overtook is read again rather than installed (see [`Registry::get`]).
+    /// Counts deletions, so a load that a deletion overtook is read again rather than installed (see
+    /// [`Registry::get`]).
     deletions: AtomicU64,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
