@@ -21,6 +21,7 @@ pub mod peer;
 pub mod reads;
 pub mod retention;
 pub mod sessions;
+pub mod sso;
 pub mod store;
 pub mod templates;
 pub mod web;
@@ -128,8 +129,15 @@ pub async fn run(
     if let Some(notices) = store.subscribe() {
         registry.follow(notices);
     }
+    let sso = config
+        .oidc
+        .clone()
+        .map(sso::Sso::new)
+        .transpose()
+        .context("the single sign-on configuration")?
+        .map(Arc::new);
     let sessions = Sessions::default();
-    sessions.sweep(store.clone(), stop.clone());
+    sessions.sweep(store.clone(), sso.clone(), stop.clone());
     let reads = HeavyReads::new(config.max_heavy_reads, metrics.clone());
     let templates = Templates::load(config.templates_dir.clone(), store.clone()).await?;
     templates.spawn_reloader(stop.clone());
@@ -160,6 +168,7 @@ pub async fn run(
         reads,
         webhooks,
         alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
+        sso,
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -167,7 +176,9 @@ pub async fn run(
         signal.cancel();
     });
     let graceful = stop.clone();
-    axum::serve(listener, api::app(state))
+    // With each connection's peer address, which sign-ins and sessions record ("from where").
+    let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { graceful.cancelled().await })
         .await
         .context("serving HTTP")?;
