@@ -15,6 +15,7 @@ const SHELL = [
   "/app.css",
   "/js/api.js",
   "/js/app.js",
+  "/js/audit.js",
   "/js/auth.js",
   "/js/carets.js",
   "/js/declare.js",

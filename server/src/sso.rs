@@ -195,13 +195,21 @@ pub enum Refusal {
     #[error(
         "your account is not allowed to use this server (no group or role gives access): ask an administrator"
     )]
-    NoAccess,
+    NoAccess(String),
     /// Storage failed.
     #[error("storage unavailable, try again")]
     Storage(#[from] StoreError),
 }
 
 impl Refusal {
+    /// Who was refused, when the ID token was good enough to say (for the audit log).
+    pub fn person(&self) -> Option<&str> {
+        match self {
+            Refusal::NoAccess(name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// A short stable reason, for the audit record and metrics.
     pub fn code(&self) -> &'static str {
         match self {
@@ -211,7 +219,7 @@ impl Refusal {
             Refusal::IdToken(_) => "id_token",
             Refusal::Name(_) => "name_claim",
             Refusal::UnverifiedEmail => "email_unverified",
-            Refusal::NoAccess => "no_access",
+            Refusal::NoAccess(_) => "no_access",
             Refusal::Storage(_) => "storage",
         }
     }
@@ -485,7 +493,7 @@ impl Sso {
         };
         Ok(Person {
             name: name.to_owned(),
-            scope: scope.ok_or(Refusal::NoAccess)?,
+            scope: scope.ok_or_else(|| Refusal::NoAccess(name.to_owned()))?,
         })
     }
 
@@ -671,7 +679,7 @@ mod tests {
         let bob = person(serde_json::json!({"preferred_username": "bob", "groups": "eng"}));
         assert_eq!(bob.map(|p| p.scope).ok(), Some(Scope::Write));
         let carol = person(serde_json::json!({"preferred_username": "carol", "groups": []}));
-        assert!(matches!(carol, Err(Refusal::NoAccess)));
+        assert!(matches!(carol, Err(Refusal::NoAccess(_))));
         let nameless = person(serde_json::json!({"groups": ["sre"]}));
         assert!(matches!(nameless, Err(Refusal::Name(_))));
         let server =
@@ -694,7 +702,7 @@ mod tests {
             Some(Scope::Write)
         );
         let other = serde_json::json!({"email": "dan@example.com.evil", "email_verified": true});
-        assert!(matches!(sso.person(&other), Err(Refusal::NoAccess)));
+        assert!(matches!(sso.person(&other), Err(Refusal::NoAccess(_))));
         let unverified = serde_json::json!({"email": "dan@example.com", "email_verified": false});
         assert!(matches!(
             sso.person(&unverified),

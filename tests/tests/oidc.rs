@@ -68,6 +68,21 @@ async fn session_id(server: &TestServer, name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{name}'s live session in {list}"))
 }
 
+/// The audit log's entries of `action`, newest first, as an admin reads them.
+async fn audited(server: &TestServer, action: &str) -> anyhow::Result<Vec<Value>> {
+    let page: Value = server
+        .request(
+            Method::GET,
+            &format!("/api/audit?action={action}"),
+            Some(&server.admin_token),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(page["entries"].as_array().context("entries")?.clone())
+}
+
 /// A `/sync` connection of the client's session, through a ticket asked for with the cookie.
 async fn session_sync(
     client: &SsoClient,
@@ -164,6 +179,13 @@ async fn people_who_match_no_rule_are_refused_when_the_default_says_so() -> anyh
     }
     anyhow::ensure!(carol.session_cookie(&server).is_none(), "no session cookie");
     anyhow::ensure!(carol.whoami(&server).await?.0 == StatusCode::UNAUTHORIZED);
+    let refused = audited(&server, "signin.refused").await?;
+    anyhow::ensure!(
+        refused.len() == 1
+            && refused[0]["actor"] == "carol"
+            && refused[0]["detail"]["reason"] == "no_access",
+        "{refused:?}"
+    );
     // A matching rule still wins.
     let bob = SsoClient::new();
     bob.signed_in(&server, "bob").await?;
@@ -210,6 +232,14 @@ async fn wrong_expired_tampered_and_replayed_id_tokens_are_refused() -> anyhow::
     // Every refusal was counted, and no session was opened by them.
     anyhow::ensure!(server.metric("commandpost_sso_refusals_total").await? == 5);
     anyhow::ensure!(server.metric("commandpost_sso_sign_ins_total").await? == 1);
+    let refused = audited(&server, "signin.refused").await?;
+    anyhow::ensure!(
+        refused.len() == 5
+            && refused
+                .iter()
+                .all(|e| e["detail"]["reason"] == "id_token" && e["actor"] == "anonymous"),
+        "{refused:?}"
+    );
     server.stop().await;
     Ok(())
 }
@@ -278,8 +308,9 @@ async fn sessions_end_when_idle_and_at_their_lifetime_however_used() -> anyhow::
     .await?;
     // Idle: bob signs in and does nothing; an admin's list (which does not touch it) sees it end.
     let bob = SsoClient::new();
-    bob.signed_in(&server, "bob").await?;
+    // Taken before the sign-in, so it is no later than the session's last use: a lower bound of its idle time.
     let signed_in = Instant::now();
+    bob.signed_in(&server, "bob").await?;
     let id = session_id(&server, "bob").await?;
     eventually("bob's idle session to end", PATIENCE, || async {
         let list: Value = server
@@ -306,8 +337,8 @@ async fn sessions_end_when_idle_and_at_their_lifetime_however_used() -> anyhow::
     anyhow::ensure!(bob.whoami(&server).await?.0 == StatusCode::UNAUTHORIZED);
     // Lifetime: carol uses her session all the time, which renews it, until its absolute end.
     let carol = SsoClient::new();
-    carol.signed_in(&server, "carol").await?;
     let signed_in = Instant::now();
+    carol.signed_in(&server, "carol").await?;
     eventually(
         "carol's session to reach its lifetime",
         PATIENCE,
@@ -376,6 +407,21 @@ async fn an_admin_ends_a_session_and_its_live_sync_closes_within_a_second() -> a
         closed.as_millis()
     );
     anyhow::ensure!(bob.whoami(&server).await?.0 == StatusCode::UNAUTHORIZED);
+    let revocations = audited(&server, "session.revoked").await?;
+    anyhow::ensure!(
+        revocations.len() == 1
+            && revocations[0]["actor"] == "alice"
+            && revocations[0]["target"] == id
+            && revocations[0]["detail"]["name"] == "bob",
+        "{revocations:?}"
+    );
+    let created = audited(&server, "session.created").await?;
+    anyhow::ensure!(
+        created
+            .iter()
+            .any(|e| e["actor"] == "bob" && e["detail"]["scope"] == "write"),
+        "{created:?}"
+    );
     // Ending it again, or an unknown one, is a 404; a write session may not list or end sessions.
     let again = alice
         .request(&server, Method::DELETE, &format!("/api/sessions/{id}"))
@@ -438,6 +484,11 @@ async fn signing_out_ends_the_session_and_clears_the_cookie() -> anyhow::Result<
         .send()
         .await?;
     anyhow::ensure!(old.status() == StatusCode::UNAUTHORIZED, "{}", old.status());
+    let signed_out = audited(&server, "session.signed_out").await?;
+    anyhow::ensure!(
+        signed_out.len() == 1 && signed_out[0]["actor"] == "bob",
+        "{signed_out:?}"
+    );
     // A token is not signed out.
     let token = server
         .request(

@@ -2,11 +2,8 @@
 //! browser navigations answered with redirects or a plain page that says why a sign-in was refused), signing out,
 //! and admins' list and revocation of sessions. The flow and sessions themselves are `sso.rs`.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -17,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::openapi::{ReadRefusals, Refusals, Unprocessable};
 use super::{AppState, QueryParams, registry_name};
+use crate::audit::{self, ClientAddr};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::sso::{Refusal, STATE_COOKIE, cookie_value};
@@ -29,30 +27,6 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sign_out))
         .routes(routes!(list))
         .routes(routes!(revoke))
-}
-
-/// Where a request came from, for the session's record: the peer's address, and the `X-Forwarded-For` a proxy in
-/// front added (as given: it is recorded, never trusted for a decision).
-struct From(Option<String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for From {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(200).collect::<String>());
-        Ok(From(match (peer, forwarded) {
-            (Some(peer), Some(forwarded)) => Some(format!("{peer} (for {forwarded})")),
-            (peer, forwarded) => peer.or(forwarded),
-        }))
-    }
 }
 
 /// The ways to sign in besides a token.
@@ -173,7 +147,7 @@ struct CallbackQuery {
 async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
-    From(from): From,
+    ClientAddr(from): ClientAddr,
     QueryParams(query): QueryParams<CallbackQuery>,
 ) -> Result<Response, ApiError> {
     let sso = state.sso.as_ref().ok_or(ApiError::NotFound)?;
@@ -199,18 +173,34 @@ async fn callback(
         Err(refusal) => {
             state.metrics.sso_refusals.inc();
             tracing::warn!(reason = refusal.code(), error = %refusal, from = ?from, "single sign-in refused");
+            let event = audit::Event {
+                actor: refusal.person().unwrap_or(ANONYMOUS),
+                action: "signin.refused",
+                target: "",
+                detail: serde_json::json!({"reason": refusal.code(), "message": refusal.to_string()}),
+                from,
+            };
+            audit::record(&*state.store, &state.metrics, event).await;
             let mut page = refused_page(&refusal);
             page.headers_mut()
                 .append(header::SET_COOKIE, sso.clear_state_cookie());
             return Ok(page);
         }
     };
-    let (secret, record) = match sso.open_session(&*state.store, &person, from).await {
+    let (secret, record) = match sso.open_session(&*state.store, &person, from.clone()).await {
         Ok(opened) => opened,
         Err(e) => return Ok(refused_page(&Refusal::Storage(e))),
     };
     state.metrics.sso_sign_ins.inc();
     tracing::info!(name = %record.name, scope = %record.scope, session = %record.id, "signed in");
+    let event = audit::Event {
+        actor: &record.name,
+        action: "session.created",
+        target: &record.id,
+        detail: serde_json::json!({"scope": record.scope.as_str(), "expiresAt": record.expires_at}),
+        from,
+    };
+    audit::record(&*state.store, &state.metrics, event).await;
     let mut response = redirect(&next);
     let cookies = response.headers_mut();
     cookies.append(header::SET_COOKIE, sso.session_cookie(&secret));
@@ -230,7 +220,11 @@ async fn callback(
         (status = 422, response = Unprocessable),
     )
 )]
-async fn sign_out(identity: Identity, State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn sign_out(
+    identity: Identity,
+    State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
+) -> Result<Response, ApiError> {
     let (Some(sso), Some(id)) = (&state.sso, &identity.session) else {
         return Err(ApiError::Unprocessable(
             "signing out ends a browser session; a token is revoked by an admin (DELETE /api/tokens/{name})".into(),
@@ -239,6 +233,14 @@ async fn sign_out(identity: Identity, State(state): State<AppState>) -> Result<R
     state.store.revoke_session(id).await?;
     state.sync.sessions.revoke_name(&registry_name(&identity));
     tracing::info!(name = %identity.name, session = %id, "signed out");
+    let event = audit::Event {
+        actor: &identity.name,
+        action: "session.signed_out",
+        target: id,
+        detail: serde_json::Value::Null,
+        from,
+    };
+    audit::record(&*state.store, &state.metrics, event).await;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
@@ -340,9 +342,17 @@ struct SessionId {
 async fn revoke(
     identity: Identity,
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     Path(SessionId { id }): Path<SessionId>,
 ) -> Result<StatusCode, ApiError> {
     identity.require(Scope::Admin, "manage sessions")?;
+    let whose = state
+        .store
+        .list_sessions()
+        .await?
+        .into_iter()
+        .find(|s| s.id == id)
+        .map(|s| s.name);
     if state.store.revoke_session(&id).await? {
         // Its connections on this node close now; other nodes' sweepers find them within a second.
         state
@@ -350,11 +360,22 @@ async fn revoke(
             .sessions
             .revoke_name(&format!("{}{id}", crate::sessions::SESSION_KEY_PREFIX));
         tracing::info!(session = %id, by = %identity.name, "session revoked");
+        let event = audit::Event {
+            actor: &identity.name,
+            action: "session.revoked",
+            target: &id,
+            detail: serde_json::json!({"name": whose}),
+            from,
+        };
+        audit::record(&*state.store, &state.metrics, event).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)
     }
 }
+
+/// The actor of a refused sign-in whose person is not known (the state or the ID token was refused).
+const ANONYMOUS: &str = "anonymous";
 
 /// A 303 to `location`.
 fn redirect(location: &str) -> Response {
@@ -376,7 +397,7 @@ fn refused_page(refusal: &Refusal) -> Response {
         | Refusal::IdToken(_)
         | Refusal::Name(_)
         | Refusal::UnverifiedEmail
-        | Refusal::NoAccess => StatusCode::FORBIDDEN,
+        | Refusal::NoAccess(_) => StatusCode::FORBIDDEN,
     };
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in refused · commandpost</title>\
