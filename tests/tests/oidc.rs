@@ -1,5 +1,5 @@
 //! Single sign-on against a real OpenID Connect provider (npm `oidc-provider` on loopback, `tests/src/oidc.rs`):
-//! the flow as a browser follows it (cookies, the provider's own login page, redirects), the mapping of groups to
+//! in headless Chromium through the provider's own login page, then over HTTP: the flow as a browser follows it (cookies, the provider's own login page, redirects), the mapping of groups to
 //! scopes, every refusal (an account that matches nothing, a name that cannot be one, wrong audience, expired,
 //! tampered and replayed ID tokens, a replayed `state`), sessions that end when idle and at their lifetime, an
 //! admin ending a session (its live `/sync` closes within a second), signing out, cross-site requests carrying the
@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tests::oidc::{OidcProvider, SignIn, SsoClient};
-use tests::{SyncClient, TestDatabase, TestServer, eventually};
+use tests::{Browser, SyncClient, TestDatabase, TestServer, WindowSize, eventually};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -672,5 +672,96 @@ async fn two_nodes_on_one_postgresql_share_sessions() -> anyhow::Result<()> {
     anyhow::ensure!(carol.whoami(&node1).await?.0 == StatusCode::UNAUTHORIZED);
     node2.stop().await;
     node1.stop().await;
+    Ok(())
+}
+
+/// How long the browser test waits for the page.
+const UI_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_with_the_provider_in_a_browser_and_signs_out() -> anyhow::Result<()> {
+    let (provider, server) = server_with(|_| {}).await?;
+    let browser = Browser::open("sso-sign-in", WindowSize::DESKTOP).await?;
+    browser.goto(&server.url("/")).await?;
+    // The sign-in page offers the provider beside the token form.
+    browser.wait_for("#sso-sign-in", UI_TIMEOUT).await?;
+    let label = browser.text("#sso-sign-in").await?.unwrap_or_default();
+    anyhow::ensure!(label == "Sign in with Test IdP", "{label}");
+    anyhow::ensure!(
+        browser.find("input[name=token]").await?.is_some(),
+        "token sign-in stays"
+    );
+    browser.click("#sso-sign-in").await?;
+    // The provider's own login page, on its own origin.
+    browser.wait_for("input[name=login]", UI_TIMEOUT).await?;
+    anyhow::ensure!(
+        browser.url().await?.starts_with(&provider.issuer),
+        "at the provider"
+    );
+    browser.type_text("input[name=login]", "alice").await?;
+    browser
+        .type_text("input[name=password]", "any password")
+        .await?;
+    browser.click("button[type=submit]").await?;
+    // Back in the app, signed in as alice with her group's scope, and no token kept by the page.
+    browser
+        .wait_until("the header to name alice (admin)", UI_TIMEOUT, || async {
+            let who = browser.text("#who-name").await?.unwrap_or_default();
+            let url = browser.url().await?;
+            Ok((who == "alice (admin)" && url.ends_with("#/")).then_some(()))
+        })
+        .await?;
+    let stored = browser
+        .execute(
+            "return [localStorage.getItem('commandpost.token'), document.cookie];",
+            vec![],
+        )
+        .await?;
+    anyhow::ensure!(
+        stored == json!([null, ""]),
+        "no token in localStorage and no cookie readable by scripts: {stored}"
+    );
+    // The page offers what her scope allows.
+    browser
+        .wait_until("the Declare link to show", UI_TIMEOUT, || async {
+            let hidden = browser
+                .execute(
+                    "return document.querySelector(\"a[href='#/declare']\").hidden;",
+                    vec![],
+                )
+                .await?;
+            Ok((hidden == json!(false)).then_some(()))
+        })
+        .await?;
+    let id = session_id(&server, "alice").await?;
+    // Signing out ends the session on the server and returns to the sign-in page.
+    browser.click("#sign-out").await?;
+    browser.wait_for("#sso-sign-in", UI_TIMEOUT).await?;
+    eventually("alice's session to end on the server", PATIENCE, || async {
+        let list: Value = server
+            .request(Method::GET, "/api/sessions", Some(&server.admin_token))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let row = list["sessions"]
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == id.as_str())?
+            .clone();
+        (row["live"] == false && row["revokedAt"].is_string()).then_some(())
+    })
+    .await?;
+    let whoami = browser
+        .execute(
+            "return fetch('/api/session').then((r) => r.status);",
+            vec![],
+        )
+        .await?;
+    anyhow::ensure!(whoami == json!(401), "signed out: {whoami}");
+    browser.close().await?;
+    server.stop().await;
     Ok(())
 }
