@@ -9,6 +9,7 @@ mod command;
 mod hooks;
 mod incidents;
 pub mod openapi;
+mod sso;
 mod templates;
 mod tickets;
 mod tokens;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// The Alertmanager label naming the incident an alert belongs to.
     pub alertmanager_label: Arc<str>,
+    /// Single sign-on, when `[oidc]` is configured; without it the session cookie is ignored.
+    pub sso: Option<Arc<crate::sso::Sso>>,
 }
 
 /// Every route, each with its description: `routes!` takes a handler's method and path from its
@@ -87,6 +90,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(archive::router())
         .merge(analytics::router())
         .merge(tokens::router())
+        .merge(sso::router())
         .merge(tickets::router())
         .merge(hooks::router())
         .merge(update::router())
@@ -111,7 +115,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The token from `Authorization: Bearer …`, checked against storage.
+/// The token from `Authorization: Bearer …`, or the single sign-on session of the cookie, checked against storage.
+/// A request that may change something (any method but GET, HEAD and OPTIONS) carrying the cookie must come from
+/// the server's own pages ([`sso::same_origin`](crate::sso::same_origin)).
 impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
@@ -119,8 +125,11 @@ impl FromRequestParts<AppState> for Identity {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        authenticate(state, &token).await
+        let changes = !matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        );
+        Ok(credential(state, &parts.headers, changes).await?.0)
     }
 }
 
@@ -132,11 +141,48 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
+/// Who is calling, and the key their `/sync` connections register under (`sessions.rs`): the bearer token if
+/// there is one (a token wins over a cookie, so scripts are never judged by a browser's cookie), else the session
+/// cookie. `changes`: the request may change something, so a cookie must come from the server's own origin.
+pub(super) async fn credential(
+    state: &AppState,
+    headers: &HeaderMap,
+    changes: bool,
+) -> Result<(Identity, String), ApiError> {
+    if let Some(token) = bearer(headers) {
+        return Ok((authenticate(state, &token).await?, hash_token(&token)));
+    }
+    let (Some(sso), Some(secret)) = (
+        &state.sso,
+        crate::sso::cookie_value(headers, crate::sso::SESSION_COOKIE),
+    ) else {
+        return Err(ApiError::Unauthorized);
+    };
+    if changes && !crate::sso::same_origin(headers, Some(sso.public_origin())) {
+        state.metrics.rejected_cross_origin.inc();
+        return Err(ApiError::CrossOrigin);
+    }
+    let hash = hash_token(&secret);
+    let record = sso
+        .session(&*state.store, &hash)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    Ok((
+        Identity {
+            name: record.name,
+            scope: record.scope,
+            session: Some(record.id),
+        },
+        format!("{}{hash}", crate::sessions::SESSION_KEY_PREFIX),
+    ))
+}
+
 pub(super) async fn authenticate(state: &AppState, token: &str) -> Result<Identity, ApiError> {
     match state.store.token_by_hash(&hash_token(token)).await? {
         Some(record) if record.revoked_at.is_none() => Ok(Identity {
             name: record.name,
             scope: record.scope,
+            session: None,
         }),
         _ => Err(ApiError::Unauthorized),
     }
@@ -425,16 +471,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Who a token belongs to.
+/// Who is calling.
 #[derive(Serialize, ToSchema)]
 struct Session {
-    /// The token's name: the person or bot, as the timeline and history name them.
+    /// The token's name, or the signed-in person's: the person or bot, as the timeline and history name them.
     name: String,
     /// `read`, `write` or `admin`.
     scope: &'static str,
+    /// `token` (a bearer token) or `session` (signed in through single sign-on, with the cookie).
+    #[schema(pattern = "^(token|session)$")]
+    kind: &'static str,
 }
 
-/// `GET /api/session`: who the token belongs to, for the UI's sign-in.
+/// `GET /api/session`: who the token or the signed-in session belongs to, for the UI's sign-in.
 #[utoipa::path(
     get,
     path = "/api/session",
@@ -447,6 +496,11 @@ struct Session {
 )]
 async fn session(identity: Identity) -> Json<Session> {
     Json(Session {
+        kind: if identity.session.is_some() {
+            "session"
+        } else {
+            "token"
+        },
         name: identity.name,
         scope: identity.scope.as_str(),
     })
@@ -463,11 +517,20 @@ struct SyncQuery {
     token: Option<String>,
 }
 
+/// The name a connection registers under in `sessions.rs`, by which this node closes it at once: the token's name,
+/// or `session:<id>` (no token name has a colon).
+pub(super) fn registry_name(identity: &Identity) -> String {
+    match &identity.session {
+        Some(id) => format!("{}{id}", crate::sessions::SESSION_KEY_PREFIX),
+        None => identity.name.clone(),
+    }
+}
+
 /// The WebSocket read buffer and write batching threshold of each `/sync` connection.
 const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 
-/// `GET /sync`: upgrades to the automerge-repo protocol after checking the ticket (`?ticket=`, browsers) or the
-/// token (`Authorization: Bearer`, other clients). A token in the query is refused, never used.
+/// `GET /sync`: upgrades to the automerge-repo protocol after checking the ticket (`?ticket=`, browsers), the
+/// token (`Authorization: Bearer`, other clients) or the session cookie (from the server's own origin only). A token in the query is refused, never used.
 ///
 /// Only a WebSocket upgrade (`Connection: Upgrade`, `Upgrade: websocket`) is served; any other request is answered
 /// 426. The frames are automerge-repo's CBOR messages (docs/protocol.md).
@@ -480,7 +543,8 @@ const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
     responses(
         (status = 101, description = "Switched to the automerge-repo protocol over a WebSocket"),
         (status = 400, response = openapi::BadRequest),
-        (status = 401, description = "No token or ticket, or an unknown, revoked, spent or expired one", body = ErrorBody),
+        (status = 401, description = "No token, ticket or session, or an unknown, revoked, spent or expired one", body = ErrorBody),
+        (status = 403, response = openapi::Forbidden),
         (status = 426, description = "Not a WebSocket upgrade (a browser tab, curl); answered before anything else", body = ErrorBody),
         (status = 429, response = openapi::TooMany),
         (status = 503, response = openapi::Unavailable),
@@ -506,8 +570,9 @@ async fn sync(
             ));
         }
         (Some(ticket), None) => tickets::redeem(&state, &ticket).await?,
-        (None, Some(token)) => (authenticate(&state, &token).await?, hash_token(&token)),
-        (None, None) => return Err(ApiError::Unauthorized),
+        // The token, or the session cookie, which a WebSocket upgrade carries from any site's page: only the
+        // server's own origin may use it (cross-site WebSocket hijacking).
+        (None, _) => credential(&state, &headers, true).await?,
     };
     let ctx = state.sync.clone();
     // Registered before the upgrade, so the cap answers a plain 429 and a revocation from now on closes it.
@@ -515,7 +580,7 @@ async fn sync(
         .sessions
         .admit(
             &token_hash,
-            &identity.name,
+            &registry_name(&identity),
             ConnId::next(),
             ctx.limits.max_connections_per_token,
         )

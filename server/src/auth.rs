@@ -49,13 +49,16 @@ impl FromStr for Scope {
     }
 }
 
-/// Who is calling, as established by their token.
+/// Who is calling, as established by their token or single sign-on session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The token's name: the person's or bot's identity in stamps and the timeline.
+    /// The token's name, or the name the provider's claim gave the session: the person's or bot's identity in
+    /// stamps and the timeline. Tokens and sessions share this name space.
     pub name: String,
-    /// What the token allows.
+    /// What the token or session allows.
     pub scope: Scope,
+    /// The session's id when the caller signed in through the provider; `None` for a token.
+    pub session: Option<String>,
 }
 
 /// Prefix of every token, so a leaked one is recognisable in logs and secret scanners.

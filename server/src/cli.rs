@@ -30,6 +30,56 @@ struct Cli {
     settings: SettingsArgs,
 }
 
+/// The single sign-on settings a deployment most often gives outside the file (the secret above all); each
+/// overrides the `[oidc]` key of the same name, and giving any of them turns single sign-on on.
+#[derive(clap::Args, Debug, Default)]
+struct OidcArgs {
+    /// The OpenID Connect provider's issuer URL.
+    #[arg(long, env = "COMMANDPOST_OIDC_ISSUER_URL")]
+    oidc_issuer_url: Option<String>,
+    /// The client id registered at the provider.
+    #[arg(long, env = "COMMANDPOST_OIDC_CLIENT_ID")]
+    oidc_client_id: Option<String>,
+    /// The client secret.
+    #[arg(long, env = "COMMANDPOST_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    oidc_client_secret: Option<String>,
+    /// This server's callback as registered: https://<address>/auth/oidc/callback.
+    #[arg(long, env = "COMMANDPOST_OIDC_REDIRECT_URL")]
+    oidc_redirect_url: Option<String>,
+}
+
+impl OidcArgs {
+    /// Writes every flag that was given over `config`'s `[oidc]` table (creating it with defaults).
+    fn apply(self, config: &mut Config) {
+        let OidcArgs {
+            oidc_issuer_url,
+            oidc_client_id,
+            oidc_client_secret,
+            oidc_redirect_url,
+        } = self;
+        if oidc_issuer_url.is_none()
+            && oidc_client_id.is_none()
+            && oidc_client_secret.is_none()
+            && oidc_redirect_url.is_none()
+        {
+            return;
+        }
+        let oidc = config.oidc.get_or_insert_with(Default::default);
+        if let Some(url) = oidc_issuer_url {
+            oidc.issuer_url = url;
+        }
+        if let Some(id) = oidc_client_id {
+            oidc.client_id = id;
+        }
+        if oidc_client_secret.is_some() {
+            oidc.client_secret = oidc_client_secret;
+        }
+        if let Some(url) = oidc_redirect_url {
+            oidc.redirect_url = url;
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start the server (sync, HTTP API and web UI).
@@ -41,6 +91,8 @@ enum Command {
         limits: limits::LimitArgs,
         #[command(flatten)]
         backups: backup::ScheduleArgs,
+        #[command(flatten)]
+        oidc: OidcArgs,
     },
     /// Manage API tokens.
     Token {
@@ -218,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             limits,
             backups,
+            oidc,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -232,6 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .init();
             limits.apply(&mut config);
             backups.apply(&mut config);
+            oidc.apply(&mut config);
             if let Some(listen) = listen {
                 config.listen = listen;
             }

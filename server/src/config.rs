@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::retention::RetentionSettings;
+use crate::sso::OidcSettings;
 use crate::webhooks::{DeliverySettings, Endpoint, WebhookError, Webhooks};
 
 /// Every setting of `commandpost serve`. In a config file, keys are written in kebab-case.
@@ -75,6 +76,8 @@ pub struct Config {
     pub backup_every: Option<Duration>,
     /// How many scheduled backups stay in `backup-dir`: older ones are deleted after each successful backup.
     pub backup_keep: usize,
+    /// Single sign-on with an OpenID Connect provider (`[oidc]`, docs/security.md); without it, tokens only.
+    pub oidc: Option<OidcSettings>,
 }
 
 impl Default for Config {
@@ -104,6 +107,7 @@ impl Default for Config {
             backup_dir: None,
             backup_every: None,
             backup_keep: 7,
+            oidc: None,
         }
     }
 }
@@ -191,6 +195,13 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(
     parse_duration(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
+}
+
+/// A period in the config file: a number of seconds, or a string [`parse_duration`] reads.
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    optional_duration(deserializer)?.ok_or_else(|| serde::de::Error::custom("a period is required"))
 }
 
 /// A config file that cannot be read or parsed.
@@ -361,6 +372,7 @@ mod tests {
             keys::<crate::webhooks::Endpoint>(),
             keys::<DeliverySettings>(),
             keys::<RetentionSettings>(),
+            keys::<OidcSettings>(),
         ];
         assert!(all.iter().all(|k| k.len() > 1));
         for key in all.concat() {

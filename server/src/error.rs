@@ -25,7 +25,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable machine-readable code: `bad_request`, `token_in_url`, `unauthorized`, `invalid_ticket`,
-    /// `forbidden`, `command_rule`, `not_found`, `method_not_allowed`, `conflict`, `upgrade_required`, `too_large`,
+    /// `forbidden`, `cross_origin`, `command_rule`, `not_found`, `method_not_allowed`, `conflict`, `upgrade_required`, `too_large`,
     /// `unprocessable`, `too_many_requests`, `unavailable`, `busy` or `internal`.
     #[schema(example = "not_found")]
     pub code: &'static str,
@@ -47,8 +47,8 @@ pub enum ApiError {
          ticket from POST /api/sync-ticket"
     )]
     TokenInUrl,
-    /// 401: no token, or an unknown or revoked one.
-    #[error("a valid token is required (Authorization: Bearer …)")]
+    /// 401: no token or session, or an unknown, revoked or expired one.
+    #[error("a valid token (Authorization: Bearer …) or a signed-in session is required")]
     Unauthorized,
     /// 401: a `/sync` ticket that is unknown, used, expired, or whose token was revoked.
     #[error(
@@ -58,6 +58,14 @@ pub enum ApiError {
     /// 403: the token's scope does not allow this.
     #[error("this token may not {0}")]
     Forbidden(&'static str),
+    /// 403: a request carrying the session cookie whose `Origin` (or `Sec-Fetch-Site`) is not this server's: a
+    /// page of another site made the browser send it (cross-site request forgery). Bearer tokens are never refused
+    /// this way, since browsers do not attach them by themselves.
+    #[error(
+        "this request came from another site's page (Origin or Sec-Fetch-Site) and carries the session cookie: \
+         refused; the server's own pages, and clients sending Authorization: Bearer, are not affected"
+    )]
+    CrossOrigin,
     /// 403: a command rule forbids this person this change (only the commander changes the command hierarchy, …).
     #[error("{0}")]
     CommandRule(String),
@@ -106,7 +114,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::TokenInUrl => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::InvalidTicket => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::CommandRule(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::CrossOrigin | ApiError::CommandRule(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -127,6 +137,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidTicket => "invalid_ticket",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::CrossOrigin => "cross_origin",
             ApiError::CommandRule(_) => "command_rule",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",

@@ -22,6 +22,7 @@ pub mod peer;
 pub mod reads;
 pub mod retention;
 pub mod sessions;
+pub mod sso;
 pub mod store;
 pub mod templates;
 pub mod web;
@@ -129,8 +130,15 @@ pub async fn run(
     if let Some(notices) = store.subscribe() {
         registry.follow(notices);
     }
+    let sso = config
+        .oidc
+        .clone()
+        .map(sso::Sso::new)
+        .transpose()
+        .context("the single sign-on configuration")?
+        .map(Arc::new);
     let sessions = Sessions::default();
-    sessions.sweep(store.clone(), stop.clone());
+    sessions.sweep(store.clone(), sso.clone(), stop.clone());
     let reads = HeavyReads::new(config.max_heavy_reads, metrics.clone());
     let templates = Templates::load(config.templates_dir.clone(), store.clone()).await?;
     templates.spawn_reloader(stop.clone());
@@ -161,6 +169,7 @@ pub async fn run(
         reads,
         webhooks,
         alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
+        sso,
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -168,7 +177,7 @@ pub async fn run(
         signal.cancel();
     });
     let graceful = stop.clone();
-    // The peer's address reaches handlers for the audit log's "from where".
+    // The peer's address reaches handlers for the audit log's and sessions' "from where".
     let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { graceful.cancelled().await })

@@ -193,6 +193,12 @@ pub struct Metrics {
     pub edits_throttled: Counter,
     /// `/sync` connections closed because their token was revoked.
     pub revoked_disconnects: Counter,
+    /// Requests carrying the session cookie refused because they came from another site's page.
+    pub rejected_cross_origin: Counter,
+    /// Single sign-ins that opened a session.
+    pub sso_sign_ins: Counter,
+    /// Single sign-ins refused (any reason: state, ID token, no access, …).
+    pub sso_refusals: Counter,
     /// `/sync` connections closed for sending ephemeral messages faster than their bucket allows.
     pub rejected_ephemeral: Counter,
     /// Ephemeral payloads refused for posing as a server notice (`{"refused": …}`).
@@ -323,6 +329,21 @@ impl Metrics {
                 "commandpost_revoked_disconnects_total",
                 "Sync connections closed because their token was revoked.",
                 &self.revoked_disconnects,
+            ),
+            (
+                "commandpost_cross_origin_rejections_total",
+                "Requests with the session cookie refused for coming from another site's page.",
+                &self.rejected_cross_origin,
+            ),
+            (
+                "commandpost_sso_sign_ins_total",
+                "Single sign-ins that opened a session.",
+                &self.sso_sign_ins,
+            ),
+            (
+                "commandpost_sso_refusals_total",
+                "Single sign-ins refused (state, ID token, claims, no access).",
+                &self.sso_refusals,
             ),
             (
                 "commandpost_webhooks_delivered_total",

@@ -1,8 +1,10 @@
-//! The live `/sync` connections of each token: what caps connections per token and what closes a revoked token's
-//! connections within a second.
+//! The live `/sync` connections of each token and single sign-on session: what caps connections per token and what
+//! closes a revoked token's or ended session's connections within a second.
 //!
-//! Every connection registers under its token's hash (the hash, not the name: a name can be reused by a new token
-//! after the old one was revoked). Revocation reaches the connections two ways: `DELETE /api/tokens/{name}` on this
+//! Every connection registers under its credential's key: a token's hash (the hash, not the name: a name can be
+//! reused by a new token after the old one was revoked), or [`SESSION_KEY_PREFIX`] and a session's hash. Sessions
+//! register under the name `session:<id>`, which no token name can be, so that ending a session by id on this
+//! node closes exactly its connections. Revocation reaches the connections two ways: `DELETE /api/tokens/{name}` on this
 //! node cancels them at once ([`Sessions::revoke_name`]), and a sweeper re-checks every token with live connections
 //! against storage every [`SWEEP_INTERVAL`], which covers `commandpost token revoke` run from the command line and
 //! revocations made through another node sharing the database.
@@ -14,7 +16,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::peer::ConnId;
+use crate::sso::Sso;
 use crate::store::Store;
+
+/// The start of the registry key (and of a `/sync` ticket's credential) of a single sign-on session.
+pub const SESSION_KEY_PREFIX: &str = "session:";
 
 /// How often the sweeper asks storage whether the tokens of live connections are still valid. Half a second keeps
 /// revocation by another process under one second including the query, at one indexed lookup per live token.
@@ -131,10 +137,11 @@ impl Sessions {
         }
     }
 
-    /// Re-checks, every [`SWEEP_INTERVAL`] until `shutdown`, that the token of each live connection is still
-    /// valid in `store`, and closes the connections of tokens that were revoked (or deleted) elsewhere. A storage
-    /// error keeps the connections: an outage is not a revocation.
-    pub fn sweep(&self, store: Arc<dyn Store>, shutdown: CancellationToken) {
+    /// Re-checks, every [`SWEEP_INTERVAL`] until `shutdown`, that the token or session of each live connection
+    /// is still valid in `store`, and closes the connections of tokens that were revoked (or deleted) and of
+    /// sessions that were ended or reached their lifetime, on any node. A live connection is use: it renews its
+    /// session's idle timeout. A storage error keeps the connections: an outage is not a revocation.
+    pub fn sweep(&self, store: Arc<dyn Store>, sso: Option<Arc<Sso>>, shutdown: CancellationToken) {
         let sessions = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
@@ -146,6 +153,16 @@ impl Sessions {
                 }
                 let hashes: Vec<String> = sessions.lock().keys().cloned().collect();
                 for hash in hashes {
+                    if let Some(session) = hash.strip_prefix(SESSION_KEY_PREFIX) {
+                        let live = match &sso {
+                            Some(sso) => sso.session(&*store, session).await.map(|s| s.is_some()),
+                            None => Ok(false),
+                        };
+                        if let Ok(false) = live {
+                            sessions.revoke_hash(&hash);
+                        }
+                        continue;
+                    }
                     match store.token_by_hash(&hash).await {
                         Ok(Some(record)) if record.revoked_at.is_none() => {}
                         Ok(_) => sessions.revoke_hash(&hash),

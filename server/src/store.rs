@@ -139,6 +139,28 @@ pub struct TokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A browser's single sign-on session as the store knows it (`sso.rs`); the session's secret is never stored, only
+/// its hash, as for tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The public id admins list and revoke it by; knowing it grants nothing.
+    pub id: String,
+    /// The person's name from the provider's claim: their identity in stamps and the timeline.
+    pub name: String,
+    /// The scope the provider's claims mapped to at sign-in.
+    pub scope: Scope,
+    /// When the person signed in.
+    pub created_at: DateTime<Utc>,
+    /// When the session was last used (to within the touch interval): the idle timeout runs from here.
+    pub last_used_at: DateTime<Utc>,
+    /// The absolute end of the session, however much it is used.
+    pub expires_at: DateTime<Utc>,
+    /// The address the sign-in came from (the peer and any `X-Forwarded-For`), for admins.
+    pub created_from: Option<String>,
+    /// When it was ended (signed out or revoked); kept so that a revoked session is told apart from an unknown one.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// Why a storage operation failed; callers map these to retries, HTTP statuses or alerts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -374,6 +396,42 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError>;
 
+    /// Stores a new single sign-on session under `hash` (of its secret, hex). Sessions whose absolute expiry
+    /// passed by `session.created_at` are deleted in the same write, so the table holds live sessions and the
+    /// ended ones that have not yet reached their expiry.
+    async fn create_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// The session whose secret has this hash, ended or not; the caller judges expiry.
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Records that session `id` was used at `at` (never moving `last_used_at` back).
+    async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Every stored session, oldest first.
+    async fn list_sessions(&self) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Ends session `id` now; returns whether it was live (known and not already ended).
+    async fn revoke_session(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records a sign-in in progress: `hash` (of its OAuth `state`, hex) stands for `data` (the nonce, the PKCE
+    /// verifier and where to go after) until `expires_at`. Sign-ins that expired by `now` are deleted in the same
+    /// write. In the store rather than one node's memory, so the provider may send the browser back to any node.
+    async fn create_login(
+        &self,
+        hash: &str,
+        data: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Takes the sign-in with `hash`: deletes it and returns its data if it had not expired at `now`; `None` if
+    /// unknown, taken or expired. Each is returned once, to one caller, so a replayed `state` finds nothing.
+    async fn take_login(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError>;
+
     /// Stores `source` as the template `id` (replacing an earlier upload of that id), recorded as `by`'s, and
     /// moves [`Store::templates_revision`] on, in one durable write. The caller has checked that it parses.
     async fn put_template(&self, id: &str, source: &str, by: &str) -> Result<(), StoreError>;
@@ -444,7 +502,9 @@ pub(crate) mod conformance {
     use incident_doc::schema::Status;
     use sha2::{Digest, Sha256};
 
-    use super::{AuditFilter, ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored};
+    use super::{
+        AuditFilter, ChunkId, IncidentSummary, ListFilter, SessionRecord, Store, StoreError, Stored,
+    };
     use crate::auth::Scope;
     use wire::DocumentId;
 
@@ -464,6 +524,8 @@ pub(crate) mod conformance {
                 incident_numbers_are_unique,
                 tokens_lifecycle,
                 sync_tickets_are_single_use_and_expire,
+                sessions_lifecycle,
+                logins_are_single_use_and_expire,
                 list_filters_and_orders,
                 summary_is_upserted_with_append,
                 mismatched_summary_writes_nothing,
@@ -936,6 +998,96 @@ pub(crate) mod conformance {
             ]
         );
         assert_eq!(store.token_count().await, Ok(2));
+    }
+
+    pub(crate) async fn sessions_lifecycle(store: &dyn Store) {
+        let now = Utc::now();
+        let session = |id: &str, name: &str, expires_at| SessionRecord {
+            id: id.into(),
+            name: name.into(),
+            scope: Scope::Write,
+            created_at: now,
+            last_used_at: now,
+            expires_at,
+            created_from: Some("127.0.0.1".into()),
+            revoked_at: None,
+        };
+        let alice = session("s1", "alice", now + Duration::hours(1));
+        store.create_session("h1", &alice).await.expect("create");
+        let stored = store.session_by_hash("h1").await.expect("read");
+        assert_eq!(stored.as_ref().map(|s| s.name.as_str()), Some("alice"));
+        assert_eq!(stored.map(|s| s.scope), Some(Scope::Write));
+        assert_eq!(store.session_by_hash("unknown").await, Ok(None));
+        // Touching moves the last use forward only.
+        let later = now + Duration::minutes(5);
+        store.touch_session("s1", later).await.expect("touch");
+        store.touch_session("s1", now).await.expect("touch");
+        let touched = store
+            .session_by_hash("h1")
+            .await
+            .expect("read")
+            .expect("there");
+        assert_eq!(
+            touched.last_used_at.timestamp_millis(),
+            later.timestamp_millis()
+        );
+        // An expired session is purged by the next creation; an ended one is listed until its expiry.
+        let old = session("s2", "bob", now - Duration::seconds(1));
+        store.create_session("h2", &old).await.expect("create");
+        store
+            .create_session("h3", &session("s3", "carol", now + Duration::hours(1)))
+            .await
+            .expect("create");
+        assert_eq!(store.session_by_hash("h2").await, Ok(None));
+        assert_eq!(store.revoke_session("s3").await, Ok(true));
+        assert_eq!(store.revoke_session("s3").await, Ok(false));
+        assert_eq!(store.revoke_session("unknown").await, Ok(false));
+        let listed: Vec<(String, bool)> = store
+            .list_sessions()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|s| (s.id, s.revoked_at.is_some()))
+            .collect();
+        assert_eq!(listed, vec![("s1".into(), false), ("s3".into(), true)]);
+        // Two sessions cannot share a secret.
+        assert!(matches!(
+            store
+                .create_session("h1", &session("s4", "dave", now + Duration::hours(1)))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    pub(crate) async fn logins_are_single_use_and_expire(store: &dyn Store) {
+        let now = Utc::now();
+        let later = now + Duration::minutes(10);
+        store
+            .create_login("l1", "{\"a\":1}", now, later)
+            .await
+            .expect("create");
+        assert_eq!(
+            store.take_login("l1", now).await,
+            Ok(Some("{\"a\":1}".into()))
+        );
+        assert_eq!(store.take_login("l1", now).await, Ok(None));
+        store
+            .create_login("l2", "x", now, later)
+            .await
+            .expect("create");
+        assert_eq!(store.take_login("l2", later).await, Ok(None));
+        assert_eq!(store.take_login("l2", now).await, Ok(None));
+        store
+            .create_login("l3", "y", now, later)
+            .await
+            .expect("create");
+        let takes = join_all((0..10).map(|_| store.take_login("l3", now))).await;
+        let winners = takes
+            .into_iter()
+            .map(|taken| taken.expect("take"))
+            .filter(Option::is_some)
+            .count();
+        assert_eq!(winners, 1);
     }
 
     pub(crate) async fn sync_tickets_are_single_use_and_expire(store: &dyn Store) {

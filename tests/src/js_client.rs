@@ -29,12 +29,12 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const JS_AUTHOR: &str = "js-interop";
 
 /// The directory of the JS client and its `node_modules`.
-fn js_dir() -> PathBuf {
+pub(crate) fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
 }
 
 /// The `node` executable on `PATH`.
-fn node() -> anyhow::Result<PathBuf> {
+pub(crate) fn node() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join("node"))
@@ -43,7 +43,7 @@ fn node() -> anyhow::Result<PathBuf> {
 }
 
 /// Fails unless `npm ci` has installed the pinned client in `tests/js/node_modules`.
-fn require_node_modules() -> anyhow::Result<()> {
+pub(crate) fn require_node_modules() -> anyhow::Result<()> {
     let dir = js_dir();
     for package in [
         "@automerge/automerge-repo",

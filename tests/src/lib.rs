@@ -12,6 +12,8 @@
 //! - [`Receiver`]: a real HTTP server on a loopback port that records the webhook deliveries it gets, can answer
 //!   errors, and can go down and come back on the same port.
 //! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
+//! - [`oidc`]: a real OpenID Connect provider (npm `oidc-provider`) on loopback, and a cookie-keeping client that
+//!   signs in through it as a browser does.
 //! - [`hostile`]: user text that tries to run as code, and a check that an HTML page is inert.
 //! - [`append_until_refused`]: an HTTP writer for crash and shutdown tests that returns exactly what was acknowledged.
 //! - [`eventually`] and [`markdown_section`]: waiting for a condition with a deadline instead of sleeping, and reading
@@ -22,6 +24,7 @@ mod database;
 pub mod hostile;
 pub mod js_client;
 mod markdown;
+pub mod oidc;
 mod poll;
 mod proxy;
 mod receiver;

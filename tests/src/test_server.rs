@@ -93,21 +93,38 @@ impl TestServer {
     /// Like [`TestServer::start`], after letting `configure` change the configuration (small frame or body limits,
     /// a short unload delay, …). The listen address and data directory are the harness's own.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().expect("creating a temporary data directory");
-        let mut config = Config::default();
-        configure(&mut config);
-        config.data_dir = dir.path().join("data");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding a loopback port");
+        TestServer::start_on(listener, configure, None).await
+    }
+
+    /// Like [`TestServer::start_with`], on a `listener` the test bound already (so that settings elsewhere, such as
+    /// an OpenID provider's redirect URLs, can name the server's address before it starts). With `admin_token`, the
+    /// server is another node of a shared database whose admin token exists already, and none is created.
+    pub async fn start_on(
+        listener: TcpListener,
+        configure: impl FnOnce(&mut Config),
+        admin_token: Option<&str>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("creating a temporary data directory");
         let addr = listener.local_addr().expect("reading the bound address");
+        let mut config = Config::default();
+        configure(&mut config);
+        config.data_dir = dir.path().join("data");
         config.listen = addr;
         let store = server::open_store(&config).expect("opening the store");
-        let admin_token = auth::new_token();
-        store
-            .create_token("admin", Scope::Admin, &auth::hash_token(&admin_token))
-            .await
-            .expect("creating the admin token");
+        let admin_token = match admin_token {
+            Some(token) => token.to_owned(),
+            None => {
+                let token = auth::new_token();
+                store
+                    .create_token("admin", Scope::Admin, &auth::hash_token(&token))
+                    .await
+                    .expect("creating the admin token");
+                token
+            }
+        };
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(listener, store, config, async move {
             let _ = stop.await;

@@ -1,7 +1,9 @@
 //! Who may do what: every route of the HTTP API and the `/sync` upgrade, called with no token, a garbage token, a
 //! revoked token and a token of each scope, answers 401 when the caller is unknown, 403 when the scope is too low and
 //! success otherwise (`/healthz`, `/metrics`, `/api/openapi.json` and the web UI are open to all), always with the
-//! `{"error": {"code", "message"}}` body on refusal; a refused call changes nothing. The table is checked against
+//! `{"error": {"code", "message"}}` body on refusal; a refused call changes nothing. A single sign-on session of a
+//! write person (the cookie, sent from the server's own origin, through a real OpenID provider) is one more caller,
+//! answered as a write token is, except that it signs out where a token may not. The table is checked against
 //! the router's routes (its OpenAPI description), so a new route without a row fails the test. Unknown incident
 //! ids, well-formed or not, answer the same 404. Revoking a token closes its live `/sync` connections within a
 //! second.
@@ -13,7 +15,9 @@ use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::webhooks::{Endpoint, Format};
+use tests::oidc::{OidcProvider, SsoClient};
 use tests::{SyncClient, SyncTarget, TestServer, ws};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The least a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,10 +43,13 @@ enum Caller {
     Revoked,
     /// A live token of this scope.
     Scoped(Needs),
+    /// The session cookie of a person the provider's groups make a writer, from the server's own origin.
+    Session,
 }
 
 impl Caller {
-    const ALL: [Caller; 6] = [
+    const ALL: [Caller; 7] = [
+        Caller::Session,
         Caller::Anonymous,
         Caller::Garbage,
         Caller::Revoked,
@@ -93,10 +100,22 @@ enum Route {
     AlertHookFor,
     WebhookDeliveries,
     Audit,
+    AuthProviders,
+    OidcLogin,
+    OidcCallback,
+    SignOut,
+    ListSessions,
+    RevokeSession,
 }
 
 impl Route {
-    const ALL: [Route; 38] = [
+    const ALL: [Route; 44] = [
+        Route::AuthProviders,
+        Route::OidcLogin,
+        Route::OidcCallback,
+        Route::SignOut,
+        Route::ListSessions,
+        Route::RevokeSession,
         Route::Healthz,
         Route::Metrics,
         Route::OpenApi,
@@ -139,7 +158,13 @@ impl Route {
 
     fn needs(self) -> Needs {
         match self {
-            Route::Healthz | Route::Metrics | Route::OpenApi | Route::WebUi => Needs::Nothing,
+            Route::Healthz
+            | Route::Metrics
+            | Route::OpenApi
+            | Route::WebUi
+            | Route::AuthProviders
+            | Route::OidcLogin
+            | Route::OidcCallback => Needs::Nothing,
             Route::Sync
             | Route::SyncTicket
             | Route::Templates
@@ -151,6 +176,7 @@ impl Route {
             | Route::Analytics
             | Route::Insights
             | Route::Session
+            | Route::SignOut
             | Route::StatusUpdate => Needs::Read,
             Route::Declare
             | Route::Timeline
@@ -171,6 +197,8 @@ impl Route {
             | Route::RevokeToken
             | Route::Webhooks
             | Route::Audit
+            | Route::ListSessions
+            | Route::RevokeSession
             | Route::WebhookDeliveries
             | Route::PutTemplate
             | Route::DeleteTemplate => Needs::Admin,
@@ -183,9 +211,16 @@ impl Route {
             Route::Declare | Route::Timeline | Route::CreateToken | Route::UpdateSent => {
                 StatusCode::CREATED
             }
-            Route::DeleteIncident | Route::RevokeToken | Route::DeleteTemplate => {
-                StatusCode::NO_CONTENT
-            }
+            Route::DeleteIncident
+            | Route::RevokeToken
+            | Route::DeleteTemplate
+            | Route::RevokeSession
+            | Route::SignOut => StatusCode::NO_CONTENT,
+            // To the provider.
+            Route::OidcLogin => StatusCode::SEE_OTHER,
+            // Without a sign-in to finish (no state, no code), the page that says so: a real sign-in is
+            // `oidc.rs`'s.
+            Route::OidcCallback => StatusCode::BAD_REQUEST,
             _ => StatusCode::OK,
         }
     }
@@ -231,6 +266,12 @@ impl Route {
             Route::Webhooks => ("GET", "/api/webhooks"),
             Route::Audit => ("GET", "/api/audit"),
             Route::WebhookDeliveries => ("GET", "/api/webhooks/{name}/deliveries"),
+            Route::AuthProviders => ("GET", "/api/auth/providers"),
+            Route::OidcLogin => ("GET", "/auth/oidc/login"),
+            Route::OidcCallback => ("GET", "/auth/oidc/callback"),
+            Route::SignOut => ("POST", "/api/session/signout"),
+            Route::ListSessions => ("GET", "/api/sessions"),
+            Route::RevokeSession => ("DELETE", "/api/sessions/{id}"),
         })
     }
 }
@@ -238,6 +279,15 @@ impl Route {
 /// What the table runs against: a server, its tokens, and an incident every call may touch.
 struct Fixture {
     server: TestServer,
+    /// The OpenID provider the server signs people in with; runs as long as the fixture.
+    _provider: OidcProvider,
+    /// bob's session cookie (`name=value`): the provider puts him in `eng`, a writer.
+    session: String,
+    /// A write token named bob: sessions and tokens share the names of people, so incidents declared with it are
+    /// commanded by the bob of the session, whose calls then pass the command rules.
+    bob: String,
+    /// Follows no redirect, so that a redirect is what the table sees.
+    direct: reqwest::Client,
     read: String,
     write: String,
     revoked: String,
@@ -249,18 +299,39 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a loopback port");
+        let addr = listener.local_addr().expect("the bound address");
+        let provider = OidcProvider::start(&[addr])
+            .await
+            .expect("starting the OpenID provider");
+        let oidc = provider.settings(addr);
         // One webhook endpoint, so that its delivery log exists; nothing listens there and nothing needs to.
-        let server = TestServer::start_with(|config| {
-            config.webhooks = vec![Endpoint {
-                name: ENDPOINT.into(),
-                url: "http://127.0.0.1:9/hook".into(),
-                secret: None,
-                format: Format::Json,
-                events: Some(vec!["closed".into()]),
-                drills: false,
-            }]
-        })
+        let server = TestServer::start_on(
+            listener,
+            |config| {
+                config.oidc = Some(oidc);
+                config.webhooks = vec![Endpoint {
+                    name: ENDPOINT.into(),
+                    url: "http://127.0.0.1:9/hook".into(),
+                    secret: None,
+                    format: Format::Json,
+                    events: Some(vec!["closed".into()]),
+                    drills: false,
+                }]
+            },
+            None,
+        )
         .await;
+        let bob = SsoClient::new();
+        bob.signed_in(&server, "bob").await.expect("bob signs in");
+        let session = format!(
+            "{}={}",
+            server::sso::SESSION_COOKIE,
+            bob.session_cookie(&server).expect("bob's session cookie")
+        );
+        let bob_token = server.token("bob", "write").await;
         let read = server.token("reader", "read").await;
         let write = server.token("writer", "write").await;
         let revoked = server.token("former-admin", "admin").await;
@@ -268,6 +339,14 @@ impl Fixture {
         let incident = server.declare(&write, "Auth table").await.id;
         Fixture {
             server,
+            _provider: provider,
+            session,
+            bob: bob_token,
+            direct: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client"),
             read,
             write,
             revoked,
@@ -284,6 +363,40 @@ impl Fixture {
             Caller::Scoped(Needs::Read) => Some(self.read.clone()),
             Caller::Scoped(Needs::Write) => Some(self.write.clone()),
             Caller::Scoped(_) => Some(self.server.admin_token.clone()),
+            Caller::Session => None,
+        }
+    }
+
+    /// A request of the table as `caller`: its token, or the session cookie with the server's own `Origin`; no
+    /// redirect followed. Signing out ends the session that sends it, so the session caller signs out a fresh
+    /// one of its own.
+    async fn request(
+        &self,
+        route: Route,
+        caller: Caller,
+        method: Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = self.direct.request(method, self.server.url(path));
+        match (caller, self.token(caller)) {
+            (_, Some(token)) => request.bearer_auth(token),
+            (Caller::Session, None) => {
+                let cookie = if route == Route::SignOut {
+                    let throwaway = SsoClient::new();
+                    throwaway
+                        .signed_in(&self.server, "bob")
+                        .await
+                        .expect("bob signs in again");
+                    let value = throwaway.session_cookie(&self.server).expect("a cookie");
+                    format!("{}={value}", server::sso::SESSION_COOKIE)
+                } else {
+                    self.session.clone()
+                };
+                request
+                    .header("cookie", cookie)
+                    .header("origin", format!("http://{}", self.server.addr))
+            }
+            (_, None) => request,
         }
     }
 
@@ -292,6 +405,8 @@ impl Fixture {
     fn actor(&self, caller: Caller) -> (&str, &str) {
         match caller {
             Caller::Scoped(Needs::Admin) => (&self.server.admin_token, "admin"),
+            // Commanded by bob, so that his session's calls pass the command rules.
+            Caller::Session => (&self.bob, "bob"),
             _ => (&self.write, "writer"),
         }
     }
@@ -524,6 +639,35 @@ impl Fixture {
                 format!("/api/webhooks/{ENDPOINT}/deliveries"),
                 None,
             ),
+            Route::AuthProviders => (Method::GET, "/api/auth/providers".into(), None),
+            Route::OidcLogin => (Method::GET, "/auth/oidc/login".into(), None),
+            Route::OidcCallback => (Method::GET, "/auth/oidc/callback".into(), None),
+            Route::SignOut => (Method::POST, "/api/session/signout".into(), None),
+            Route::ListSessions => (Method::GET, "/api/sessions".into(), None),
+            Route::RevokeSession => {
+                // A fresh session of carol's for each call, found by an admin.
+                let carol = SsoClient::new();
+                carol
+                    .signed_in(&self.server, "carol")
+                    .await
+                    .expect("carol signs in");
+                let list: Value = self
+                    .server
+                    .request(Method::GET, "/api/sessions", Some(&self.server.admin_token))
+                    .send()
+                    .await
+                    .expect("listing sessions")
+                    .json()
+                    .await
+                    .expect("a list");
+                let id = list["sessions"]
+                    .as_array()
+                    .and_then(|all| all.iter().rev().find(|s| s["name"] == "carol"))
+                    .and_then(|s| s["id"].as_str())
+                    .expect("carol's session")
+                    .to_owned();
+                (Method::DELETE, format!("/api/sessions/{id}"), None)
+            }
         }
     }
 }
@@ -575,6 +719,12 @@ fn alert_notification(n: usize, incident: Option<&str>) -> Value {
 
 /// The status a caller must get from a route.
 fn expected(route: Route, caller: Caller) -> StatusCode {
+    match (route, caller) {
+        (Route::SignOut, Caller::Session) => return StatusCode::NO_CONTENT,
+        (Route::SignOut, Caller::Scoped(_)) => return StatusCode::UNPROCESSABLE_ENTITY,
+        (_, Caller::Session) => return expected(route, Caller::Scoped(Needs::Write)),
+        _ => {}
+    }
     match (route.needs(), caller) {
         (Needs::Nothing, _) => route.success(),
         (_, Caller::Anonymous | Caller::Garbage | Caller::Revoked) => StatusCode::UNAUTHORIZED,
@@ -615,10 +765,7 @@ async fn every_route_answers_each_kind_of_caller_as_its_scope_allows() -> anyhow
                 }
                 continue;
             }
-            let mut request =
-                fixture
-                    .server
-                    .request(method.clone(), &path, fixture.token(caller).as_deref());
+            let mut request = fixture.request(route, caller, method.clone(), &path).await;
             if let Some(body) = body {
                 request = markdown_or_json(request, body);
             }
@@ -633,6 +780,7 @@ async fn every_route_answers_each_kind_of_caller_as_its_scope_allows() -> anyhow
             let checked = match status {
                 StatusCode::UNAUTHORIZED => check_error_body(&text, "unauthorized", &what),
                 StatusCode::FORBIDDEN => check_error_body(&text, "forbidden", &what),
+                StatusCode::UNPROCESSABLE_ENTITY => check_error_body(&text, "unprocessable", &what),
                 _ => Ok(()),
             };
             if let Err(e) = checked {
@@ -660,11 +808,11 @@ async fn every_route_answers_each_kind_of_caller_as_its_scope_allows() -> anyhow
         .iter()
         .filter_map(|e| e["author"].as_str())
         .collect();
-    // Four routes append an entry (timeline, update sent, and both alert hooks), once for each of the two.
+    // Four routes append an entry (timeline, update sent, and both alert hooks), once for each of the three.
     let by = |who: &str| authors.iter().filter(|a| **a == who).count();
     anyhow::ensure!(
-        authors.len() == 8 && by("writer") == 4 && by("admin") == 4,
-        "only the write and admin calls appended: {authors:?}"
+        authors.len() == 12 && by("writer") == 4 && by("admin") == 4 && by("bob") == 4,
+        "only the write, admin and session calls appended: {authors:?}"
     );
     fixture.server.stop().await;
     Ok(())
@@ -686,7 +834,7 @@ async fn the_session_names_the_token_and_its_scope() -> anyhow::Result<()> {
             .json()
             .await?;
         anyhow::ensure!(
-            session == json!({"name": name, "scope": scope}),
+            session == json!({"name": name, "scope": scope, "kind": "token"}),
             "session {session}"
         );
     }
@@ -715,7 +863,17 @@ async fn check_sync(fixture: &Fixture, caller: Caller, want: StatusCode) -> anyh
         url: format!("ws://{}/sync", server.addr),
         bearer: fixture.token(caller),
     };
-    match tokio_tungstenite::connect_async(&target).await {
+    let mut request = (&target).into_client_request()?;
+    if let Caller::Session = caller {
+        // A WebSocket upgrade carries the cookie as any request does; from the server's own page.
+        request
+            .headers_mut()
+            .insert("cookie", fixture.session.parse()?);
+        request
+            .headers_mut()
+            .insert("origin", format!("http://{}", server.addr).parse()?);
+    }
+    match tokio_tungstenite::connect_async(request).await {
         Ok((socket, response)) => {
             anyhow::ensure!(
                 response.status() == want,

@@ -1,5 +1,6 @@
 /**
- * The HTTP API as the page uses it: Bearer authentication, JSON in and out, and the server's error text carried
+ * The HTTP API as the page uses it: Bearer authentication (or, signed in through single sign-on, the session cookie
+ * the browser sends by itself to its own origin), JSON in and out, and the server's error text carried
  * to the user unchanged (its messages are written for people).
  */
 
@@ -26,7 +27,8 @@ function errorText(body) {
  * sent as JSON, `markdown` (a template's source) as it is.
  */
 async function request(path, { method = "GET", body, markdown, raw = false } = {}) {
-  const headers = { Authorization: `Bearer ${token() ?? ""}` };
+  const current = token();
+  const headers = current ? { Authorization: `Bearer ${current}` } : {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (markdown !== undefined) headers["Content-Type"] = "text/markdown; charset=utf-8";
   let response;
@@ -83,6 +85,22 @@ export async function sessionOf(other) {
   if (!response.ok) throw new ApiError(response.status, errorText(data) ?? `The server answered ${response.status}.`);
   return { name: data.name, scope: data.scope };
 }
+
+/**
+ * The ways to sign in besides a token: `{name, login}` of the single sign-on provider, or null when there is none
+ * or the server cannot be reached (the token form still works then).
+ */
+export async function ssoProvider() {
+  try {
+    const response = await fetch("/api/auth/providers", { cache: "no-store" });
+    return response.ok ? ((await response.json()).oidc ?? null) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Ends this browser's single sign-on session on the server (its live connections close, the cookie is cleared). */
+export const endSession = () => request("/api/session/signout", { method: "POST" });
 
 /** Asks who the token is (`{name, scope}`) and caches the answer for offline use. */
 export async function fetchSession() {

@@ -3,16 +3,25 @@
  * service worker, and routes between the views.
  */
 
-import { fetchSession } from "./api.js";
+import { endSession, fetchSession } from "./api.js";
 import { showAudit } from "./audit.js";
-import { canWrite, isAdmin, onIdentityChange, session, signOut, takeTokenFromAddress, token } from "./auth.js";
+import {
+  canWrite,
+  isAdmin,
+  onIdentityChange,
+  session,
+  signedIn,
+  signOut,
+  takeTokenFromAddress,
+  viaSession,
+} from "./auth.js";
 import { clearMessage } from "./dom.js";
 import { showDeclare } from "./declare.js";
 import { showIncident } from "./incident.js";
 import { showList } from "./list.js";
 import { startRouter } from "./router.js";
 import { showInsights } from "./insights.js";
-import { showSignIn, showSwitch } from "./signin.js";
+import { showSignedIn, showSignIn, showSwitch } from "./signin.js";
 import { showTemplates } from "./templates.js";
 
 const ROUTES = [
@@ -23,13 +32,14 @@ const ROUTES = [
   [/^\/templates$/, showTemplates],
   [/^\/audit$/, showAudit],
   [/^\/sign-in$/, showSignIn],
+  [/^\/signed-in$/, showSignedIn],
   [/^\/switch$/, showSwitch],
 ];
 
 function showWho() {
   const who = session();
   document.getElementById("who-name").textContent = who ? `${who.name} (${who.scope})` : "";
-  document.getElementById("sign-out").hidden = !token();
+  document.getElementById("sign-out").hidden = !signedIn();
   // Declaring needs a write token; the session may arrive after the view that offers it was drawn.
   for (const el of document.querySelectorAll("[data-needs-write]")) el.hidden = !canWrite();
   for (const el of document.querySelectorAll("[data-needs-admin]")) el.hidden = !isAdmin();
@@ -37,7 +47,7 @@ function showWho() {
 
 /** Refreshes the cached session; offline, the cached one stands (the incident page needs only the name). */
 async function refreshSession() {
-  if (!token()) return;
+  if (!signedIn()) return;
   try {
     await fetchSession();
   } catch {
@@ -56,11 +66,15 @@ function redirect() {
   if (asking) return asking;
   refreshSession();
   showWho();
-  if (!token() && !location.hash.startsWith("#/sign-in")) return "#/sign-in";
+  const signingIn = location.hash.startsWith("#/sign-in") || location.hash.startsWith("#/signed-in");
+  if (!signedIn() && !signingIn) return "#/sign-in";
   return null;
 }
 
-document.getElementById("sign-out").addEventListener("click", () => {
+document.getElementById("sign-out").addEventListener("click", async () => {
+  // A single sign-on session ends on the server too (the cookie is cleared); offline, it ends here and expires
+  // there.
+  if (viaSession()) await endSession().catch(() => {});
   signOut();
   location.hash = "#/sign-in";
 });
@@ -73,7 +87,7 @@ new ResizeObserver(() =>
 // Another tab signed out (or in as someone else): this one must not go on acting as someone it no longer is. A new
 // identity starts the page afresh, as signing in here does.
 onIdentityChange(() => {
-  if (token()) location.reload();
+  if (signedIn()) location.reload();
   else location.hash = "#/sign-in";
 });
 

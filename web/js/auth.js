@@ -1,10 +1,13 @@
 /**
  * Who is signed in: the API token and the session it belongs to, both kept in localStorage so that a reload (even
- * with the server down) still knows the editor's name for stamps and presence.
+ * with the server down) still knows the editor's name for stamps and presence. Signed in through single sign-on,
+ * the page holds no token at all: the server's HttpOnly cookie carries the session, and localStorage only marks
+ * that the page is signed in that way (and caches who it is, as for a token).
  */
 
 const TOKEN_KEY = "commandpost.token";
 const SESSION_KEY = "commandpost.session";
+const SSO_KEY = "commandpost.sso";
 
 /** Why the last sign-out happened, for the sign-in page to explain; only this page load needs it. */
 let signOutReason = null;
@@ -16,11 +19,26 @@ export function token() {
 export function signIn(newToken) {
   localStorage.setItem(TOKEN_KEY, newToken);
   localStorage.removeItem(SESSION_KEY);
+  localStorage.removeItem(SSO_KEY);
 }
+
+/** Marks the page as signed in by the single sign-on session the server's cookie carries. */
+export function signInWithSession() {
+  localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(SESSION_KEY);
+  localStorage.setItem(SSO_KEY, "1");
+}
+
+/** Whether anyone is signed in: a token, or a single sign-on session. */
+export const signedIn = () => Boolean(token()) || viaSession();
+
+/** Whether the page is signed in by a single sign-on session (the cookie) rather than a token. */
+export const viaSession = () => !token() && localStorage.getItem(SSO_KEY) === "1";
 
 export function signOut(reason = null) {
   localStorage.removeItem(TOKEN_KEY);
   localStorage.removeItem(SESSION_KEY);
+  localStorage.removeItem(SSO_KEY);
   signOutReason = reason;
 }
 
@@ -38,7 +56,7 @@ export function takeSignOutReason() {
 export function onIdentityChange(changed) {
   window.addEventListener("storage", (event) => {
     // `key` is null when the whole storage was cleared.
-    if (event.key === null || event.key === TOKEN_KEY) changed();
+    if (event.key === null || event.key === TOKEN_KEY || event.key === SSO_KEY) changed();
   });
 }
 

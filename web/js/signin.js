@@ -1,11 +1,21 @@
 /**
- * Signing in with an API token (`#/sign-in`). The token is checked against `GET /api/session` before it is kept,
- * so a typo is caught here rather than as a page that silently never syncs. A sign-in link opened while someone
- * else is signed in asks first (`#/switch`).
+ * Signing in (`#/sign-in`): with the single sign-on provider when the server has one ("Sign in with …", which
+ * comes back to `#/signed-in`), or with an API token, for bots, scripts and servers without single sign-on. The
+ * token is checked against `GET /api/session` before it is kept, so a typo is caught here rather than as a page
+ * that silently never syncs. A sign-in link opened while someone else is signed in asks first (`#/switch`).
  */
 
-import { fetchSession, sessionOf } from "./api.js";
-import { pendingSwitch, session, settleSwitch, signIn, signOut, takeSignOutReason, token } from "./auth.js";
+import { fetchSession, sessionOf, ssoProvider } from "./api.js";
+import {
+  pendingSwitch,
+  session,
+  settleSwitch,
+  signIn,
+  signInWithSession,
+  signOut,
+  takeSignOutReason,
+  token,
+} from "./auth.js";
 import { h, showError } from "./dom.js";
 
 export function showSignIn(main) {
@@ -54,6 +64,34 @@ export function showSignIn(main) {
     form,
   );
   input.focus();
+  ssoProvider().then((provider) => {
+    if (!provider || !main.contains(form)) return;
+    // Back to `#/signed-in`, which learns who the cookie's session is.
+    const login = `${provider.login}?next=${encodeURIComponent("/#/signed-in")}`;
+    main.querySelector("h1").after(
+      h(
+        "p",
+        { class: "sso" },
+        h("a", { id: "sso-sign-in", class: "button primary", href: login }, `Sign in with ${provider.name}`),
+      ),
+      h("p", {}, "Bots and scripts sign in with an API token instead:"),
+    );
+  });
+}
+
+/**
+ * `#/signed-in`: where single sign-on lands. The browser now holds the session cookie; asking who it is signs the
+ * page in (a refused or expired session goes back to the sign-in page with the server's reason).
+ */
+export async function showSignedIn(main) {
+  main.replaceChildren(h("p", { class: "loading" }, "Signing in…"));
+  signInWithSession();
+  try {
+    await fetchSession();
+    location.replace("#/");
+  } catch (error) {
+    showError(error);
+  }
 }
 
 /** `name (scope)`, as the header shows who is signed in. */
@@ -76,7 +114,12 @@ export async function showSwitch(main, _route, signal) {
   try {
     // Asked without side effects: a revoked current token means nobody is signed in, not a trip to sign-in that
     // would lose the link. When only the current one cannot be checked, the cached session stands in.
-    [theirs, mine] = await Promise.all([sessionOf(linked), sessionOf(token()).catch(() => session())]);
+    // Signed in through single sign-on, there is no token to ask about: the cached session is who it is.
+    const current = token();
+    [theirs, mine] = await Promise.all([
+      sessionOf(linked),
+      current ? sessionOf(current).catch(() => session()) : session(),
+    ]);
   } catch (error) {
     if (signal.aborted) return;
     settleSwitch(false);

@@ -25,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::{BadRequest, Refusals, Unprocessable};
-use super::{AppState, QueryParams, authenticate, bearer, moment, status_filter, template_filter};
+use super::{AppState, QueryParams, bearer, credential, moment, status_filter, template_filter};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::store::{IncidentSummary, ListFilter};
@@ -205,7 +205,7 @@ async fn compute(state: &AppState, id: DocumentId) -> Result<Option<Arc<Facts>>,
     Ok(row)
 }
 
-/// The caller, from `Authorization: Bearer …`. A `token` in the query is refused, not used: URLs reach proxy and
+/// The caller, from `Authorization: Bearer …` or the session cookie. A `token` in the query is refused, not used: URLs reach proxy and
 /// access logs. The web UI fetches both routes with the header (and shows or saves the answer).
 async fn reader(
     state: &AppState,
@@ -215,8 +215,7 @@ async fn reader(
     if query.token.is_some() {
         return Err(ApiError::TokenInUrl);
     }
-    let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
-    let identity = authenticate(state, &token).await?;
+    let (identity, _) = credential(state, headers, false).await?;
     identity.require(Scope::Read, "read incidents")?;
     Ok(identity)
 }

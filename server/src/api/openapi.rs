@@ -90,12 +90,13 @@ pub(super) async fn openapi_json() -> Response {
 #[derive(ToResponse)]
 pub struct BadRequest(pub ErrorBody);
 
-/// 401: no `Authorization: Bearer` token, or an unknown or revoked one.
+/// 401: no `Authorization: Bearer` token or session cookie, or an unknown, revoked or expired one.
 #[derive(ToResponse)]
 pub struct Unauthorized(pub ErrorBody);
 
-/// 403: the token's scope does not allow this, or a command rule forbids this person this change (only the
-/// commander changes the command hierarchy, …).
+/// 403: the token's scope does not allow this, a command rule forbids this person this change (only the
+/// commander changes the command hierarchy, …), or a request carrying the session cookie came from another site's
+/// page (`cross_origin`).
 #[derive(ToResponse)]
 pub struct Forbidden(pub ErrorBody);
 

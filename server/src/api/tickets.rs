@@ -20,10 +20,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{TooMany, Unauthorized, Unavailable};
-use super::{AppState, authenticate, bearer};
+use super::openapi::{Forbidden, TooMany, Unauthorized, Unavailable};
+use super::{AppState, credential};
 use crate::auth::{Identity, hash_token};
 use crate::error::ApiError;
+use crate::sessions::SESSION_KEY_PREFIX;
 
 /// How long a ticket may wait for its upgrade: a page asks for one right before it connects, so seconds would do;
 /// 30 s leaves room for a slow network and for clocks of nodes sharing a store that differ by a few seconds.
@@ -44,7 +45,7 @@ struct Ticket {
 }
 
 /// `POST /api/sync-ticket` (any scope): `{"ticket", "expiresIn"}` (seconds) for the token in the `Authorization`
-/// header. It takes no body.
+/// header, or the signed-in session of the cookie (from the server's own pages only). It takes no body.
 #[utoipa::path(
     post,
     path = "/api/sync-ticket",
@@ -52,6 +53,7 @@ struct Ticket {
     responses(
         (status = 200, body = Ticket),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 429, response = TooMany),
         (status = 503, response = Unavailable),
     )
@@ -60,9 +62,8 @@ async fn issue(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Ticket>, ApiError> {
-    let token = bearer(&headers).ok_or(ApiError::Unauthorized)?;
     // Any scope: a read token syncs read-only, and the upgrade applies the token's scope.
-    authenticate(&state, &token).await?;
+    let (_, key) = credential(&state, &headers, true).await?;
     let ticket = new_ticket();
     let now = chrono::Utc::now();
     let ttl = chrono::Duration::from_std(TICKET_TTL).map_err(|_| ApiError::Internal)?;
@@ -71,13 +72,7 @@ async fn issue(
     let limit = state.sync.limits.max_connections_per_token;
     let created = state
         .store
-        .create_ticket(
-            &hash_token(&ticket),
-            &hash_token(&token),
-            now,
-            now + ttl,
-            limit,
-        )
+        .create_ticket(&hash_token(&ticket), &key, now, now + ttl, limit)
         .await?;
     if !created {
         state.metrics.rejected_connections.inc();
@@ -92,23 +87,40 @@ async fn issue(
     }))
 }
 
-/// Spends `ticket` and returns who it stands for, with its token's hash (under which the connection registers,
-/// so the per-token connection cap counts it and revoking the token closes it). Unknown, spent and expired
+/// Spends `ticket` and returns who it stands for, with its credential's key (under which the connection registers,
+/// so the per-token connection cap counts it and revoking the token or ending the session closes it). Unknown, spent and expired
 /// tickets, and tickets of a token revoked since, are all the same 401.
 pub(super) async fn redeem(state: &AppState, ticket: &str) -> Result<(Identity, String), ApiError> {
     let now = chrono::Utc::now();
-    let token_hash = state
+    let key = state
         .store
         .take_ticket(&hash_token(ticket), now)
         .await?
         .ok_or(ApiError::InvalidTicket)?;
-    match state.store.token_by_hash(&token_hash).await? {
+    if let Some(session) = key.strip_prefix(SESSION_KEY_PREFIX) {
+        let Some(sso) = &state.sso else {
+            return Err(ApiError::InvalidTicket);
+        };
+        return match sso.session(&*state.store, session).await? {
+            Some(record) => Ok((
+                Identity {
+                    name: record.name,
+                    scope: record.scope,
+                    session: Some(record.id),
+                },
+                key,
+            )),
+            None => Err(ApiError::InvalidTicket),
+        };
+    }
+    match state.store.token_by_hash(&key).await? {
         Some(record) if record.revoked_at.is_none() => Ok((
             Identity {
                 name: record.name,
                 scope: record.scope,
+                session: None,
             },
-            token_hash,
+            key,
         )),
         _ => Err(ApiError::InvalidTicket),
     }

@@ -137,6 +137,30 @@ pub(super) const TABLES: &[Table] = &[
         identity: false,
     },
     Table {
+        name: "sessions",
+        columns: &[
+            ("id", Kind::Text),
+            ("hash", Kind::Text),
+            ("name", Kind::Text),
+            ("scope", Kind::Text),
+            ("created_at", Kind::Time),
+            ("last_used_at", Kind::Time),
+            ("expires_at", Kind::Time),
+            ("created_from", Kind::Text),
+            ("revoked_at", Kind::Time),
+        ],
+        identity: false,
+    },
+    Table {
+        name: "logins",
+        columns: &[
+            ("hash", Kind::Text),
+            ("data", Kind::Text),
+            ("expires_at", Kind::Time),
+        ],
+        identity: false,
+    },
+    Table {
         name: "templates",
         columns: &[
             ("id", Kind::Text),

@@ -56,8 +56,9 @@ use tokio::sync::broadcast;
 use super::backup::{self, Kind};
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    AuditFilter, AuditRecord, ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError,
-    Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail, status_from_column,
+    AuditFilter, AuditRecord, ChunkId, ChunkNotice, IncidentSummary, ListFilter, SessionRecord,
+    Store, StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail,
+    status_from_column,
 };
 use crate::audit;
 use crate::auth::Scope;
@@ -650,6 +651,110 @@ impl Store for PostgresStore {
             .map(|(token_hash, _)| token_hash))
     }
 
+    async fn create_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH purged AS (DELETE FROM sessions WHERE expires_at <= $5)
+             INSERT INTO sessions (id, hash, name, scope, created_at, last_used_at, expires_at, created_from)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&session.id)
+        .bind(hash)
+        .bind(&session.name)
+        .bind(session.scope.as_str())
+        .bind(session.created_at)
+        .bind(session.last_used_at)
+        .bind(session.expires_at)
+        .bind(&session.created_from)
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1"
+        )))
+        .bind(hash)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+    }
+
+    async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2")
+            .bind(id)
+            .bind(at)
+            .execute(self.pool().await?)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, id"
+        )))
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    async fn revoke_session(&self, id: &str) -> Result<bool, StoreError> {
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(revoked.rows_affected() > 0)
+    }
+
+    async fn create_login(
+        &self,
+        hash: &str,
+        data: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH purged AS (DELETE FROM logins WHERE expires_at <= $3)
+             INSERT INTO logins (hash, data, expires_at) VALUES ($1, $2, $4)",
+        )
+        .bind(hash)
+        .bind(data)
+        .bind(now)
+        .bind(expires_at)
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn take_login(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        // One DELETE … RETURNING: of nodes racing for the same row, exactly one deletes it.
+        let taken: Option<(String, DateTime<Utc>)> =
+            sqlx::query_as("DELETE FROM logins WHERE hash = $1 RETURNING data, expires_at")
+                .bind(hash)
+                .fetch_optional(self.pool().await?)
+                .await
+                .map_err(db_error)?;
+        Ok(taken
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(data, _)| data))
+    }
+
     async fn put_template(&self, id: &str, source: &str, by: &str) -> Result<(), StoreError> {
         // One statement, so the template and the revision other nodes poll change together.
         sqlx::query(
@@ -1120,6 +1225,26 @@ fn id_column(row: &PgRow, index: usize) -> Result<DocumentId, sqlx::Error> {
 }
 
 /// Reads a token selected as `name, scope, created_at, revoked_at`.
+/// The columns [`session_from_row`] reads, in its order.
+const SESSION_COLUMNS: &str =
+    "id, name, scope, created_at, last_used_at, expires_at, created_from, revoked_at";
+
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
+    let scope: String = row.try_get(2).map_err(db_error)?;
+    Ok(SessionRecord {
+        id: row.try_get(0).map_err(db_error)?,
+        name: row.try_get(1).map_err(db_error)?,
+        scope: scope
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("postgres: session scope: {e}")))?,
+        created_at: row.try_get(3).map_err(db_error)?,
+        last_used_at: row.try_get(4).map_err(db_error)?,
+        expires_at: row.try_get(5).map_err(db_error)?,
+        created_from: row.try_get(6).map_err(db_error)?,
+        revoked_at: row.try_get(7).map_err(db_error)?,
+    })
+}
+
 fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
     let scope: String = row.try_get(1).map_err(db_error)?;
     Ok(TokenRecord {

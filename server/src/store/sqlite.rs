@@ -51,8 +51,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    AuditFilter, AuditRecord, ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored,
-    StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail, status_from_column,
+    AuditFilter, AuditRecord, ChunkId, IncidentSummary, ListFilter, SessionRecord, Store,
+    StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail,
+    status_from_column,
 };
 use crate::audit;
 use crate::auth::Scope;
@@ -164,6 +165,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
     CREATE INDEX audit_log_by_target ON audit_log (target, id);",
+    // Version 7: single sign-on (`sso.rs`): sessions by the hash of their secret, and sign-ins in progress by the
+    // hash of their OAuth state (rows live for minutes). Times in microseconds, as above.
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        created_from TEXT,
+        revoked_at INTEGER
+    );
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+    CREATE TABLE logins (
+        hash TEXT PRIMARY KEY NOT NULL,
+        data TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX logins_by_expiry ON logins (expires_at);",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -657,6 +678,134 @@ impl Store for SqliteStore {
                     .map(|(token_hash, _)| token_hash)
             })
             .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn create_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        let session = session.clone();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")
+                .and_then(|mut purge| purge.execute([session.created_at.timestamp_micros()]))
+                .map_err(db_error)?;
+            conn.prepare_cached(
+                "INSERT INTO sessions (id, hash, name, scope, created_at, last_used_at, expires_at, created_from)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    session.id,
+                    hash,
+                    session.name,
+                    session.scope.as_str(),
+                    session.created_at.timestamp_micros(),
+                    session.last_used_at.timestamp_micros(),
+                    session.expires_at.timestamp_micros(),
+                    session.created_from,
+                ])
+            })
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let hash = hash.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = ?1"
+            ))
+            .and_then(|mut select| select.query_row([&hash], session_from_row).optional())
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE sessions SET last_used_at = ?2 WHERE id = ?1 AND last_used_at < ?2",
+            )
+            .and_then(|mut touch| touch.execute(params![id, at.timestamp_micros()]))
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read(|conn| {
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, id"
+                ))
+                .map_err(db_error)?;
+            let rows = select.query_map([], session_from_row).map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let revoked = conn
+                .execute(
+                    "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, Utc::now().timestamp_micros()],
+                )
+                .map_err(db_error)?;
+            Ok(revoked > 0)
+        })
+        .await
+    }
+
+    async fn create_login(
+        &self,
+        hash: &str,
+        data: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (hash, data) = (hash.to_owned(), data.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM logins WHERE expires_at <= ?1")
+                .and_then(|mut purge| purge.execute([now.timestamp_micros()]))
+                .map_err(db_error)?;
+            conn.prepare_cached("INSERT INTO logins (hash, data, expires_at) VALUES (?1, ?2, ?3)")
+                .and_then(|mut insert| {
+                    insert.execute(params![hash, data, expires_at.timestamp_micros()])
+                })
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_login(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let hash = hash.to_owned();
+        // A write, so that the writer thread's order gives each sign-in to one caller.
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM logins WHERE hash = ?1 RETURNING data, expires_at")
+                .and_then(|mut take| {
+                    take.query_row([&hash], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .optional()
+                })
+                .map(|taken| {
+                    taken
+                        .filter(|(_, expires_at)| *expires_at > now.timestamp_micros())
+                        .map(|(data, _)| data)
+                })
+                .map_err(db_error)
         })
         .await
     }
@@ -1357,6 +1506,19 @@ pub(super) fn unreadable_rows(conn: &Connection) -> Result<Vec<String>, StoreErr
         },
     )?;
     each(
+        "session",
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions"),
+        &|row| session_from_row(row).map(drop),
+    )?;
+    each(
+        "login",
+        "SELECT hash, data, expires_at FROM logins",
+        &|row| {
+            let _: (String, String) = (row.get(0)?, row.get(1)?);
+            time_column(row, 2).map(drop)
+        },
+    )?;
+    each(
         "template",
         "SELECT id, source, updated_by, updated_at FROM templates",
         &|row| {
@@ -1492,6 +1654,29 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
 }
 
 /// Reads a token selected as `name, scope, created_at, revoked_at`.
+/// The columns [`session_from_row`] reads, in its order.
+const SESSION_COLUMNS: &str =
+    "id, name, scope, created_at, last_used_at, expires_at, created_from, revoked_at";
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let scope: String = row.get(2)?;
+    Ok(SessionRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        scope: scope
+            .parse()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, Type::Text, Box::new(e)))?,
+        created_at: time_column(row, 3)?,
+        last_used_at: time_column(row, 4)?,
+        expires_at: time_column(row, 5)?,
+        created_from: row.get(6)?,
+        revoked_at: row
+            .get::<_, Option<i64>>(7)?
+            .map(|micros| micros_to_time(7, micros))
+            .transpose()?,
+    })
+}
+
 fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     let scope: String = row.get(1)?;
     Ok(TokenRecord {
