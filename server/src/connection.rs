@@ -404,7 +404,21 @@ impl Reader {
         }
     }
 
+    /// The document's actor with this connection attached, or `None` for an unknown document and for a restricted
+    /// one this connection's person may not see (the same `doc-unavailable`, so nobody learns it exists; decided
+    /// from the index as HTTP routes do, and re-checked by the actor after every change).
     async fn attach(&mut self, peer: &PeerId, id: DocumentId) -> Result<Option<DocHandle>, Stop> {
+        let admin = self.identity.scope == Scope::Admin;
+        match self.ctx.registry.store().summary(id).await {
+            Ok(Some(row)) if !row.visible_to(&self.identity.name, admin) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, document = %id, "could not read the index row");
+                return Err(Stop::Protocol(
+                    "storage unavailable, reconnect later".into(),
+                ));
+            }
+        }
         let handle = match self.ctx.registry.get(id).await {
             Ok(Some(handle)) => handle,
             Ok(None) => return Ok(None),

@@ -191,6 +191,8 @@ pub struct Metrics {
     pub edits_throttled: Counter,
     /// `/sync` connections closed because their token was revoked.
     pub revoked_disconnects: Counter,
+    /// `/sync` connections closed because their person may no longer see a restricted incident they synced.
+    pub access_disconnects: Counter,
     /// `/sync` connections closed for sending ephemeral messages faster than their bucket allows.
     pub rejected_ephemeral: Counter,
     /// Ephemeral payloads refused for posing as a server notice (`{"refused": …}`).
@@ -316,6 +318,11 @@ impl Metrics {
                 "commandpost_revoked_disconnects_total",
                 "Sync connections closed because their token was revoked.",
                 &self.revoked_disconnects,
+            ),
+            (
+                "commandpost_access_disconnects_total",
+                "Sync connections closed because their person may no longer see a restricted incident.",
+                &self.access_disconnects,
             ),
             (
                 "commandpost_webhooks_delivered_total",

@@ -254,6 +254,7 @@ impl Fixture {
                 format: Format::Json,
                 events: Some(vec!["closed".into()]),
                 drills: false,
+                restricted: false,
             }]
         })
         .await;

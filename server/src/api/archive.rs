@@ -73,7 +73,7 @@ async fn history(
         )));
     }
     let offset = query.offset;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let page = state
         .reads
         .run(&handle, move |incident| Ok(incident.history(offset, limit)))
@@ -131,7 +131,7 @@ async fn reopen(
         reason: body.reason,
         status: Some(status),
     };
-    let applied = handle(&state, &id)
+    let applied = handle(&state, &identity, &id)
         .await?
         .apply(vec![op], editor(&identity))
         .await?;

@@ -59,15 +59,48 @@ struct Declare {
     /// Starting summary, when known.
     #[serde(default)]
     summary: Option<String>,
+    /// Whether only members (the declarer, role holders, people the commander adds) and admins may see it; the
+    /// template's default when absent (the `security` template declares restricted).
+    #[serde(default)]
+    restricted: Option<bool>,
 }
 
 fn parse_id(id: &str) -> Result<DocumentId, ApiError> {
     parse_incident(id).ok_or(ApiError::NotFound)
 }
 
-pub(super) async fn handle(state: &AppState, id: &str) -> Result<DocHandle, ApiError> {
+/// The actor of incident `id` for `identity`. A restricted incident `identity` is not a member of is answered
+/// exactly as an unknown id (404, the same body), so nobody learns that it exists.
+pub(super) async fn handle(
+    state: &AppState,
+    identity: &Identity,
+    id: &str,
+) -> Result<DocHandle, ApiError> {
     let id = parse_id(id)?;
+    visible(state, identity, id).await?;
     state.registry.get(id).await?.ok_or(ApiError::NotFound)
+}
+
+/// Refuses with 404 when incident `id` is restricted and `identity` is neither a member nor an admin. Decided from
+/// the index row, which commits with every change on any node, so a restriction made on another node counts at
+/// once. An incident without a row is left to the registry (unknown: 404 there too).
+pub(super) async fn visible(
+    state: &AppState,
+    identity: &Identity,
+    id: DocumentId,
+) -> Result<(), ApiError> {
+    if identity.scope == Scope::Admin {
+        return Ok(());
+    }
+    match state.store.summary(id).await? {
+        Some(row) if !row.visible_to(&identity.name, false) => Err(ApiError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+/// What a listing shows `identity`: everything for admins, else open incidents and those they are a member of.
+pub(super) fn viewer(identity: &Identity) -> Option<String> {
+    (identity.scope != Scope::Admin).then(|| identity.name.clone())
 }
 
 pub(super) fn editor(identity: &Identity) -> Editor {
@@ -155,6 +188,10 @@ async fn declare(
             field: "summary".into(),
             text: summary,
         });
+    }
+    // Only a choice other than the template's is written (and recorded in the timeline).
+    if let Some(restricted) = body.restricted.filter(|r| *r != template.restricted) {
+        starting.push(Operation::SetRestricted { restricted });
     }
     let editor = editor(&identity);
     // A refused declaration after this point leaves a gap in the numbers, which the store allows.
@@ -293,6 +330,7 @@ async fn list(
                 .map(|name| severity_filter(&templates, name))
                 .transpose()?,
             limit: query.limit,
+            viewer: viewer(&identity),
         })
         .await?;
     Ok(Json(IncidentList {
@@ -318,7 +356,7 @@ async fn read(
     Path(IncidentId { id }): Path<IncidentId>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(Scope::Read, "read incidents")?;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let doc_id = handle.id;
     let mut view = state
         .reads
@@ -390,7 +428,7 @@ async fn export_doc(
         None => Format::Markdown,
     };
     let at = query.at.as_deref().map(parse_at).transpose()?;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let doc_id = handle.id;
     let body = state
         .reads
@@ -451,7 +489,7 @@ async fn append_timeline(
     JsonBody(body): JsonBody<TimelineEntry>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let op = Operation::AddTimelineEntry {
         text: body.text,
         at: body.at,
@@ -517,7 +555,7 @@ async fn operations(
             "operations must not be empty".into(),
         ));
     }
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let applied = handle.apply(body.operations, editor(&identity)).await?;
     Ok(Json(AppliedAll { applied }))
 }

@@ -198,6 +198,9 @@ pub(crate) struct Core {
     /// The last snapshot handed out and the heads it was taken at: readers of the same heads share it. Weak, so a
     /// snapshot nobody reads any more does not keep a second copy of the document in memory.
     snapshot: Option<(Vec<ChangeHash>, Weak<AutoCommit>)>,
+    /// The heads at which every attached peer was last found allowed to see the document; `None` after a peer
+    /// attached. Saves reading who may see it after batches that changed nothing (acknowledgements, presence).
+    access_checked: Option<Vec<ChangeHash>>,
     /// What the current batch holds back until it is durable.
     held: Held,
     /// Effects not yet taken by the shell.
@@ -237,6 +240,7 @@ impl Core {
             last_flush: context.now,
             last_batch: context.now,
             snapshot: None,
+            access_checked: None,
             held: Held::default(),
             effects: Vec::new(),
         }
@@ -309,6 +313,7 @@ impl Core {
                 Command::Attach { conn, link } => {
                     self.peers.insert(conn, Peer::new(&link));
                     self.metrics.peers.inc();
+                    self.access_checked = None;
                 }
                 Command::Sync {
                     conn,
@@ -440,6 +445,7 @@ impl Core {
                 self.effects.push(Effect::Snapshot(reply, snapshot.clone()));
             }
         }
+        self.cut_off_outsiders();
         // Peers hear at the next fan-out, which the shell spaces out under load.
         self.changed_since_flush |= held.caught_up;
         self.flush_wanted |= self.changed_since_flush || self.peers.values().any(|p| p.pending);
@@ -708,6 +714,32 @@ impl Core {
         }
     }
 
+    /// Disconnects the peers who may no longer see the document: it was restricted, or they were removed from its
+    /// members or lost the role that made them one, by this node or (merged in a catch-up) another. Connections
+    /// checked the index when they attached; this covers everything after, whichever way the change arrived, before
+    /// the next fan-out could show them anything more. The `error` says no more than an unknown document would.
+    fn cut_off_outsiders(&mut self) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let heads = self.incident.doc_mut().get_heads();
+        if self.access_checked.as_ref() == Some(&heads) {
+            return;
+        }
+        let access = self.incident.access();
+        let outsiders: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| !access.allows(&peer.name, peer.admin))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in outsiders {
+            self.metrics.access_disconnects.inc();
+            self.cut_off(conn, format!("document {} is unavailable", self.id));
+        }
+        self.access_checked = Some(heads);
+    }
+
     /// Tells one peer why with an `error` message and disconnects it; the document and other peers carry on.
     fn cut_off(&mut self, conn: ConnId, reason: String) {
         if self.peers.remove(&conn).is_some() {
@@ -809,6 +841,7 @@ pub(crate) fn summary_row(
     now: DateTime<Utc>,
 ) -> IncidentSummary {
     let headline = incident.headline();
+    let access = incident.access();
     IncidentSummary {
         id,
         title: headline.title.clone(),
@@ -819,6 +852,8 @@ pub(crate) fn summary_row(
         number: headline.number,
         created_at: headline.created_at.unwrap_or(now),
         updated_at: now,
+        restricted: access.restricted,
+        members: access.members,
     }
 }
 
