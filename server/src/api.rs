@@ -4,6 +4,7 @@
 
 mod analytics;
 pub(crate) mod archive;
+mod audit;
 mod command;
 mod hooks;
 mod incidents;
@@ -90,6 +91,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(hooks::router())
         .merge(update::router())
         .merge(templates::router())
+        .merge(audit::router())
 }
 
 /// The whole application as a router, so tests can drive it without a socket.
@@ -224,6 +226,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
             Err(rejection) => Err(ApiError::Unprocessable(rejection.body_text())),
         }
     }
+}
+
+/// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC) in query parameter `name`; 422 naming it otherwise.
+fn moment(name: &str, value: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    crate::input::parse_moment(value).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "{name}={value:?} is neither an RFC 3339 time nor a date like 2026-11-25"
+        ))
+    })
 }
 
 /// Maps a JSON rejection to our error; `limit` is the body limit, named in the 413 message (and counted).

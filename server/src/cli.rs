@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::{TcpListener, TcpSocket};
 
+use crate::audit;
 use crate::auth::{self, Scope};
 use crate::config::Config;
 use crate::store::Store;
@@ -380,6 +381,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .create_token("admin", Scope::Admin, &auth::hash_token(&token))
             .await
             .context("creating the first admin token")?;
+        let detail = serde_json::json!({"scope": "admin", "first": true});
+        audit::record_local(
+            &*store,
+            audit::SERVER_ACTOR,
+            "token.created",
+            "admin",
+            detail,
+        )
+        .await;
         Some(token)
     } else {
         None
@@ -450,6 +460,8 @@ async fn token(config: &Config, command: TokenCommand) -> anyhow::Result<()> {
                 store
                     .create_token(&name, scope, &auth::hash_token(&token))
                     .await?;
+                let detail = serde_json::json!({"scope": scope.as_str()});
+                audit::record_local(&*store, audit::CLI_ACTOR, "token.created", &name, detail).await;
                 println!("{token}");
                 Ok(())
             }
@@ -473,6 +485,8 @@ async fn token(config: &Config, command: TokenCommand) -> anyhow::Result<()> {
                     store.revoke_token(&name).await?,
                     "no active token named {name:?}"
                 );
+                let detail = serde_json::Value::Null;
+                audit::record_local(&*store, audit::CLI_ACTOR, "token.revoked", &name, detail).await;
                 Ok(())
             }
         }

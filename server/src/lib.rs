@@ -6,6 +6,7 @@
 //! it, the tests on port 0.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod backups;
 pub mod cli;
@@ -167,7 +168,9 @@ pub async fn run(
         signal.cancel();
     });
     let graceful = stop.clone();
-    axum::serve(listener, api::app(state))
+    // The peer's address reaches handlers for the audit log's "from where".
+    let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { graceful.cancelled().await })
         .await
         .context("serving HTTP")?;

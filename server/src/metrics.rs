@@ -187,6 +187,8 @@ pub struct Metrics {
     pub rejected_connections: Counter,
     /// HTTP requests refused for a body over the limit.
     pub rejected_bodies: Counter,
+    /// Audit log entries that could not be written (`crate::audit`): actions went unrecorded.
+    pub audit_failures: Counter,
     /// Change-carrying sync messages that had to wait for the connection's edit bucket.
     pub edits_throttled: Counter,
     /// `/sync` connections closed because their token was revoked.
@@ -298,6 +300,11 @@ impl Metrics {
                 "commandpost_protocol_errors_total",
                 "Sync protocol violations.",
                 &self.protocol_errors,
+            ),
+            (
+                "commandpost_audit_failures_total",
+                "Audit log entries that could not be written (the actions happened unrecorded).",
+                &self.audit_failures,
             ),
             (
                 "commandpost_slow_disconnects_total",

@@ -16,6 +16,7 @@ use incident_doc::schema::Status;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit;
 use crate::document::Registry;
 use crate::metrics::Metrics;
 use crate::store::{IncidentSummary, ListFilter, Store, StoreError};
@@ -109,7 +110,7 @@ pub fn spawn(
                         .retention_due
                         .set(i64::try_from(due.len()).unwrap_or(i64::MAX));
                     if settings.delete {
-                        delete(&registry, &metrics, &due).await;
+                        delete(&*store, &registry, &metrics, &due).await;
                     } else {
                         let ids: Vec<String> = due.iter().map(|row| row.id.to_string()).collect();
                         if ids != last_due && !ids.is_empty() {
@@ -133,11 +134,29 @@ pub fn spawn(
     });
 }
 
-async fn delete(registry: &Registry, metrics: &Metrics, due: &[IncidentSummary]) {
+async fn delete(
+    store: &dyn Store,
+    registry: &Registry,
+    metrics: &Metrics,
+    due: &[IncidentSummary],
+) {
     for row in due {
         match registry.delete(row.id).await {
             Ok(true) => {
                 metrics.retention_deleted.inc();
+                let event = audit::Event {
+                    actor: audit::SERVER_ACTOR,
+                    action: "incident.deleted",
+                    target: &row.id.to_string(),
+                    detail: serde_json::json!({
+                        "reason": "retention",
+                        "number": row.number,
+                        "title": row.title,
+                        "lastChanged": row.updated_at,
+                    }),
+                    from: None,
+                };
+                audit::record(store, metrics, event).await;
                 tracing::info!(
                     number = row.number,
                     id = %row.id,

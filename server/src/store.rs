@@ -192,6 +192,59 @@ pub struct StoredTemplate {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One entry of the audit log, as stored: who did what to what, when and from where (`crate::audit`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// Increases with every entry, on every node: the order of the log and the cursor of its pages.
+    pub id: i64,
+    /// When the store wrote it.
+    pub at: DateTime<Utc>,
+    /// The person, token or process that acted (`commandpost` for the server itself, `cli` for a local command).
+    pub actor: String,
+    /// What happened, a dotted name such as `token.revoked` (the list is in docs/security.md).
+    pub action: String,
+    /// What it happened to: a token or person's name, an incident id; empty when nothing more is named.
+    pub target: String,
+    /// The facts of this kind of action (a scope, a reason), a JSON object.
+    pub detail: serde_json::Value,
+    /// Where the request came from: the peer's address and any `X-Forwarded-For` it sent, or the local user.
+    pub from: Option<String>,
+}
+
+/// Narrows [`Store::audit`]; every condition given must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this action, or, ending in `.`, every action under it (`session.`).
+    pub action: Option<String>,
+    /// Only entries about this target.
+    pub target: Option<String>,
+    /// Only entries written at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only entries written before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only entries older than this id: the next page after one whose last entry had it.
+    pub before: Option<i64>,
+    /// At most this many entries, the newest first.
+    pub limit: u32,
+}
+
+impl AuditFilter {
+    /// Whether [`AuditFilter::action`] names a family of actions (`session.`) rather than one.
+    fn action_is_prefix(&self) -> bool {
+        self.action.as_deref().is_some_and(|a| a.ends_with('.'))
+    }
+}
+
+/// An event's detail as the `detail` column holds it: a JSON object's text, `{}` for nothing.
+fn audit_detail(detail: &serde_json::Value) -> String {
+    match detail {
+        serde_json::Value::Null => "{}".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// The `counters` row holding [`Store::templates_revision`], in both backends.
 const TEMPLATES_COUNTER: &str = "templates_revision";
 
@@ -359,6 +412,12 @@ pub trait Store: Send + Sync + 'static {
     /// polls, one cheap read, to learn that another node changed the templates.
     async fn templates_revision(&self) -> Result<i64, StoreError>;
 
+    /// Appends `event` to the audit log, durably, stamped with the store's clock.
+    async fn record_audit(&self, event: &crate::audit::Event<'_>) -> Result<(), StoreError>;
+
+    /// The audit log's entries that `filter` selects, the newest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
     /// Checks that the database is reachable and the write path is alive, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -409,7 +468,7 @@ pub(crate) mod conformance {
     use incident_doc::schema::Status;
     use sha2::{Digest, Sha256};
 
-    use super::{ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored};
+    use super::{AuditFilter, ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored};
     use crate::auth::Scope;
     use wire::DocumentId;
 
@@ -437,6 +496,7 @@ pub(crate) mod conformance {
                 delete_removes_chunks_and_index,
                 closed_store_is_unavailable,
                 templates_are_stored_replaced_and_deleted,
+                audit_log_appends_and_filters,
                 outbox_claims_retries_and_logs,
                 outbox_coalesces_unattempted_deliveries,
             );
@@ -1198,6 +1258,115 @@ pub(crate) mod conformance {
         assert!(!store.delete_template("db").await.expect("delete again"));
         assert_ne!(store.templates_revision().await.expect("revision"), second);
         assert_eq!(store.templates().await.expect("templates").len(), 1);
+    }
+
+    pub(crate) async fn audit_log_appends_and_filters(store: &dyn Store) {
+        let all = AuditFilter {
+            actor: None,
+            action: None,
+            target: None,
+            since: None,
+            until: None,
+            before: None,
+            limit: 100,
+        };
+        assert!(store.audit(&all).await.expect("empty log").is_empty());
+        let start = Utc::now() - Duration::seconds(1);
+        let events = [
+            (
+                "alice",
+                "token.created",
+                "ci",
+                serde_json::json!({"scope": "write"}),
+            ),
+            ("alice", "session.created", "bob", serde_json::Value::Null),
+            (
+                "bob",
+                "session.revoked",
+                "bob",
+                serde_json::json!({"by": "bob"}),
+            ),
+            ("alice", "sessionx.created", "x", serde_json::Value::Null),
+        ];
+        for (actor, action, target, detail) in events {
+            let event = crate::audit::Event {
+                actor,
+                action,
+                target,
+                detail,
+                from: Some("127.0.0.1:4000".into()),
+            };
+            store.record_audit(&event).await.expect("record");
+        }
+        let entries = store.audit(&all).await.expect("log");
+        let actions: Vec<_> = entries.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "sessionx.created",
+                "session.revoked",
+                "session.created",
+                "token.created"
+            ],
+            "newest first"
+        );
+        assert!(entries.windows(2).all(|w| w[0].id > w[1].id));
+        assert_eq!(entries[3].detail, serde_json::json!({"scope": "write"}));
+        assert_eq!(
+            entries[2].detail,
+            serde_json::json!({}),
+            "no detail is an empty object"
+        );
+        assert_eq!(entries[3].from.as_deref(), Some("127.0.0.1:4000"));
+        assert!(entries[3].at >= start && entries[3].at <= Utc::now());
+        let only = |f: AuditFilter| async move {
+            let got = store.audit(&f).await.expect("filtered");
+            got.into_iter().map(|e| e.action).collect::<Vec<_>>()
+        };
+        let kind = AuditFilter {
+            action: Some("session.".into()),
+            ..all.clone()
+        };
+        assert_eq!(
+            only(kind).await,
+            ["session.revoked", "session.created"],
+            "a kind is a prefix up to its dot"
+        );
+        let exact = AuditFilter {
+            action: Some("session.created".into()),
+            ..all.clone()
+        };
+        assert_eq!(only(exact).await, ["session.created"]);
+        let actor = AuditFilter {
+            actor: Some("bob".into()),
+            ..all.clone()
+        };
+        assert_eq!(only(actor).await, ["session.revoked"]);
+        let target = AuditFilter {
+            target: Some("bob".into()),
+            ..all.clone()
+        };
+        assert_eq!(only(target).await, ["session.revoked", "session.created"]);
+        let page = AuditFilter {
+            limit: 2,
+            ..all.clone()
+        };
+        let first = store.audit(&page).await.expect("page");
+        let next = AuditFilter {
+            before: Some(first[1].id),
+            ..page
+        };
+        assert_eq!(only(next).await, ["session.created", "token.created"]);
+        let later = AuditFilter {
+            since: Some(Utc::now() + Duration::seconds(60)),
+            ..all.clone()
+        };
+        assert!(only(later).await.is_empty());
+        let earlier = AuditFilter {
+            until: Some(start),
+            ..all
+        };
+        assert!(only(earlier).await.is_empty());
     }
 
     pub(crate) async fn closed_store_is_unavailable(store: &dyn Store) {

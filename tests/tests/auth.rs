@@ -97,10 +97,11 @@ enum Route {
     AlertHook,
     AlertHookFor,
     WebhookDeliveries,
+    Audit,
 }
 
 impl Route {
-    const ALL: [Route; 37] = [
+    const ALL: [Route; 38] = [
         Route::Healthz,
         Route::Metrics,
         Route::OpenApi,
@@ -131,6 +132,7 @@ impl Route {
         Route::Session,
         Route::StatusUpdate,
         Route::Webhooks,
+        Route::Audit,
         Route::UpdateSent,
         Route::AlertHook,
         Route::AlertHookFor,
@@ -173,6 +175,7 @@ impl Route {
             | Route::CreateToken
             | Route::RevokeToken
             | Route::Webhooks
+            | Route::Audit
             | Route::WebhookDeliveries
             | Route::PutTemplate
             | Route::DeleteTemplate => Needs::Admin,
@@ -231,6 +234,7 @@ impl Route {
             Route::AlertHook => ("POST", "/api/hooks/alertmanager"),
             Route::AlertHookFor => ("POST", "/api/hooks/alertmanager/{id}"),
             Route::Webhooks => ("GET", "/api/webhooks"),
+            Route::Audit => ("GET", "/api/audit"),
             Route::WebhookDeliveries => ("GET", "/api/webhooks/{name}/deliveries"),
         })
     }
@@ -581,6 +585,7 @@ impl Fixture {
                 None,
             ),
             Route::Webhooks => (Method::GET, "/api/webhooks".into(), None),
+            Route::Audit => (Method::GET, "/api/audit?action=token.".into(), None),
             Route::UpdateSent => (
                 Method::POST,
                 format!("/api/incidents/{id}/update/sent"),

@@ -25,10 +25,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::{BadRequest, Refusals, Unprocessable};
-use super::{AppState, QueryParams, authenticate, bearer, status_filter, template_filter};
+use super::{AppState, QueryParams, authenticate, bearer, moment, status_filter, template_filter};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
-use crate::input::parse_moment;
 use crate::store::{IncidentSummary, ListFilter};
 use crate::templates::Catalog;
 use wire::DocumentId;
@@ -137,15 +136,6 @@ impl AnalyticsQuery {
         });
         parts.join(", ")
     }
-}
-
-/// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC); 422 naming the parameter otherwise.
-fn moment(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    parse_moment(value).ok_or_else(|| {
-        ApiError::Unprocessable(format!(
-            "{name}={value:?} is neither an RFC 3339 time nor a date like 2026-11-25"
-        ))
-    })
 }
 
 /// The rows that pass `filter` among the incidents `identity` may see, oldest declaration first (then by id),

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use super::incidents::{IncidentId, editor, handle};
 use super::openapi::{ReadRefusals, Unprocessable, WriteRefusals};
 use super::{AppState, JsonBody, QueryParams};
+use crate::audit::{self, ClientAddr};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 
@@ -123,18 +124,26 @@ async fn reopen(
     identity: Identity,
     State(state): State<AppState>,
     Path(IncidentId { id }): Path<IncidentId>,
+    ClientAddr(from): ClientAddr,
     JsonBody(body): JsonBody<Reopen>,
 ) -> Result<Json<Reopened>, ApiError> {
     identity.require(Scope::Admin, "reopen incidents")?;
     let status = body.status.unwrap_or(Status::Resolved);
+    let detail = serde_json::json!({"reason": body.reason, "status": status});
     let op = Operation::Reopen {
         reason: body.reason,
         status: Some(status),
     };
-    let applied = handle(&state, &identity, &id)
-        .await?
-        .apply(vec![op], editor(&identity))
-        .await?;
+    let handle = handle(&state, &identity, &id).await?;
+    let applied = handle.apply(vec![op], editor(&identity)).await?;
+    let event = audit::Event {
+        actor: &identity.name,
+        action: "incident.reopened",
+        target: &handle.id.to_string(),
+        detail,
+        from,
+    };
+    audit::record(&*state.store, &state.metrics, event).await;
     let entry = applied.into_iter().next().and_then(|a| a.id);
     Ok(Json(Reopened { status, entry }))
 }

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::openapi::{BadRequest, ReadRefusals, Refusals, TooLarge, Unprocessable, WriteRefusals};
 use super::{AppState, JsonBody, QueryParams, severity_filter, status_filter};
+use crate::audit::{self, ClientAddr};
 use crate::auth::{Identity, Scope};
 use crate::document::DocHandle;
 use crate::error::ApiError;
@@ -576,10 +577,24 @@ async fn delete(
     identity: Identity,
     State(state): State<AppState>,
     Path(IncidentId { id }): Path<IncidentId>,
+    ClientAddr(from): ClientAddr,
 ) -> Result<StatusCode, ApiError> {
     identity.require(Scope::Admin, "delete incidents")?;
     let doc_id = parse_id(&id)?;
+    // Read before it goes, so the log says what was deleted.
+    let summary = state.store.summary(doc_id).await?;
     if state.registry.delete(doc_id).await? {
+        let detail = summary.map_or(serde_json::Value::Null, |s| {
+            serde_json::json!({"number": s.number, "title": s.title, "status": s.status_name()})
+        });
+        let event = audit::Event {
+            actor: &identity.name,
+            action: "incident.deleted",
+            target: &doc_id.to_string(),
+            detail,
+            from,
+        };
+        audit::record(&*state.store, &state.metrics, event).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)

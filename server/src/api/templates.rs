@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::openapi::{BadRequest, ReadRefusals, Refusals, TooLarge, Unprocessable};
 use super::{AppState, RawBody};
+use crate::audit::{self, ClientAddr};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::templates::{Loaded, Origin, Problem, Source};
@@ -154,6 +155,7 @@ async fn upload(
     identity: Identity,
     State(state): State<AppState>,
     Path(TemplateId { id }): Path<TemplateId>,
+    ClientAddr(from): ClientAddr,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Admin, "change templates")?;
@@ -172,6 +174,14 @@ async fn upload(
         .put_template(&template.id, &text, &identity.name)
         .await?;
     tracing::info!(template = %template.id, version = %template.version, by = %identity.name, "template uploaded");
+    let event = audit::Event {
+        actor: &identity.name,
+        action: "template.uploaded",
+        target: &template.id,
+        detail: serde_json::json!({"version": template.version}),
+        from,
+    };
+    audit::record(&*state.store, &state.metrics, event).await;
     state.templates.reload_store().await?;
     let catalog = state.templates.current();
     let loaded = catalog.get(&template.id).ok_or(ApiError::Internal)?;
@@ -195,12 +205,21 @@ async fn remove(
     identity: Identity,
     State(state): State<AppState>,
     Path(TemplateId { id }): Path<TemplateId>,
+    ClientAddr(from): ClientAddr,
 ) -> Result<StatusCode, ApiError> {
     identity.require(Scope::Admin, "change templates")?;
     if !state.store.delete_template(&id).await? {
         return Err(ApiError::NotFound);
     }
     tracing::info!(template = %id, by = %identity.name, "uploaded template deleted");
+    let event = audit::Event {
+        actor: &identity.name,
+        action: "template.deleted",
+        target: &id,
+        detail: serde_json::Value::Null,
+        from,
+    };
+    audit::record(&*state.store, &state.metrics, event).await;
     state.templates.reload_store().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::openapi::{BadRequest, Conflict, ReadRefusals, Refusals, TooLarge, Unprocessable};
 use super::{AppState, JsonBody};
+use crate::audit::{self, ClientAddr};
 use crate::auth::{self, Identity, Scope};
 use crate::error::ApiError;
 
@@ -149,6 +150,7 @@ struct Created {
 async fn create(
     identity: Identity,
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     JsonBody(body): JsonBody<NewToken>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Admin, "manage tokens")?;
@@ -166,6 +168,14 @@ async fn create(
         .store
         .create_token(&body.name, scope, &auth::hash_token(&token))
         .await?;
+    let event = audit::Event {
+        actor: &identity.name,
+        action: "token.created",
+        target: &body.name,
+        detail: serde_json::json!({"scope": scope.as_str()}),
+        from,
+    };
+    audit::record(&*state.store, &state.metrics, event).await;
     Ok((
         StatusCode::CREATED,
         Json(Created {
@@ -201,11 +211,20 @@ async fn revoke(
     identity: Identity,
     State(state): State<AppState>,
     Path(TokenName { name }): Path<TokenName>,
+    ClientAddr(from): ClientAddr,
 ) -> Result<StatusCode, ApiError> {
     identity.require(Scope::Admin, "manage tokens")?;
     if state.store.revoke_token(&name).await? {
         // Its live connections close now; the sweeper would find them within a second anyway.
         state.sync.sessions.revoke_name(&name);
+        let event = audit::Event {
+            actor: &identity.name,
+            action: "token.revoked",
+            target: &name,
+            detail: serde_json::Value::Null,
+            from,
+        };
+        audit::record(&*state.store, &state.metrics, event).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)

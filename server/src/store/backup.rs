@@ -148,6 +148,19 @@ pub(super) const TABLES: &[Table] = &[
         ],
         identity: false,
     },
+    Table {
+        name: "audit_log",
+        columns: &[
+            ("id", Kind::Int8),
+            ("at", Kind::Time),
+            ("actor", Kind::Text),
+            ("action", Kind::Text),
+            ("target", Kind::Text),
+            ("detail", Kind::Text),
+            ("origin", Kind::Text),
+        ],
+        identity: true,
+    },
 ];
 
 /// A new, empty backup file at `path` (which must not exist), with the schema and marks of the format.

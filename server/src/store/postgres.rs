@@ -56,9 +56,10 @@ use tokio::sync::broadcast;
 use super::backup::{self, Kind};
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError, Stored, StoredTemplate,
-    TEMPLATES_COUNTER, TokenRecord, status_from_column,
+    AuditFilter, AuditRecord, ChunkId, ChunkNotice, IncidentSummary, ListFilter, Store, StoreError,
+    Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail, status_from_column,
 };
+use crate::audit;
 use crate::auth::Scope;
 use wire::DocumentId;
 
@@ -719,6 +720,70 @@ impl Store for PostgresStore {
         let (sender, receiver) = broadcast::channel(NOTICE_BUFFER);
         tokio::spawn(listen(self.pool.clone(), self.node.clone(), sender));
         Some(receiver)
+    }
+
+    async fn record_audit(&self, event: &audit::Event<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log (actor, action, target, detail, origin) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event.actor)
+        .bind(event.action)
+        .bind(event.target)
+        .bind(audit_detail(&event.detail))
+        .bind(event.from.as_deref())
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        type Row = (
+            i64,
+            DateTime<Utc>,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, at, actor, action, target, detail, origin FROM audit_log
+             WHERE ($1::text IS NULL OR actor = $1)
+               AND ($2::text IS NULL OR action = $2 OR ($3 AND left(action, length($2)) = $2))
+               AND ($4::text IS NULL OR target = $4)
+               AND ($5::timestamptz IS NULL OR at >= $5) AND ($6::timestamptz IS NULL OR at < $6)
+               AND ($7::bigint IS NULL OR id < $7)
+             ORDER BY id DESC LIMIT $8",
+        )
+        .bind(filter.actor.as_deref())
+        .bind(filter.action.as_deref())
+        .bind(filter.action_is_prefix())
+        .bind(filter.target.as_deref())
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.before)
+        .bind(i64::from(filter.limit))
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|(id, at, actor, action, target, detail, from)| {
+                Ok(AuditRecord {
+                    id,
+                    at,
+                    actor,
+                    action,
+                    target,
+                    detail: serde_json::from_str(&detail).map_err(|e| {
+                        StoreError::Corrupt(format!(
+                            "audit log entry {id}: detail is not JSON: {e}"
+                        ))
+                    })?,
+                    from,
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -51,9 +51,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored, StoredTemplate,
-    TEMPLATES_COUNTER, TokenRecord, status_from_column,
+    AuditFilter, AuditRecord, ChunkId, IncidentSummary, ListFilter, Store, StoreError, Stored,
+    StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail, status_from_column,
 };
+use crate::audit;
 use crate::auth::Scope;
 use wire::DocumentId;
 
@@ -151,7 +152,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
         updated_by TEXT NOT NULL,
         updated_at INTEGER NOT NULL
     );",
-    // Restricted incidents (`IncidentSummary::restricted`, `members`): whether only members may see the incident,
+    // Version 6: the audit log (`crate::audit`), append-only; `detail` is a JSON object as text.
+    "CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        origin TEXT
+    );
+    CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
+    CREATE INDEX audit_log_by_target ON audit_log (target, id);",
+    // Version 7: restricted incidents (`IncidentSummary::restricted`, `members`): whether only members may see the incident,
     // and its members as a JSON array of names, so listings filter without loading documents. Rows stay open until
     // their incident next changes (an incident is restricted only by a change, which rewrites its row).
     "ALTER TABLE incidents ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0;
@@ -719,6 +732,73 @@ impl Store for SqliteStore {
                 })
                 .map(Option::unwrap_or_default)
                 .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn record_audit(&self, event: &audit::Event<'_>) -> Result<(), StoreError> {
+        let row = (
+            event.actor.to_owned(),
+            event.action,
+            event.target.to_owned(),
+            audit_detail(&event.detail),
+            event.from.clone(),
+        );
+        self.write(move |conn| {
+            let (actor, action, target, detail, origin) = &row;
+            conn.execute(
+                "INSERT INTO audit_log (at, actor, action, target, detail, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![Utc::now().timestamp_micros(), actor, action, target, detail, origin],
+            )
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, at, actor, action, target, detail, origin FROM audit_log
+                     WHERE (?1 IS NULL OR actor = ?1)
+                       AND (?2 IS NULL OR action = ?2 OR (?3 AND substr(action, 1, length(?2)) = ?2))
+                       AND (?4 IS NULL OR target = ?4)
+                       AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6)
+                       AND (?7 IS NULL OR id < ?7)
+                     ORDER BY id DESC LIMIT ?8",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map(
+                    params![
+                        filter.actor,
+                        filter.action,
+                        filter.action_is_prefix(),
+                        filter.target,
+                        filter.since.map(|t| t.timestamp_micros()),
+                        filter.until.map(|t| t.timestamp_micros()),
+                        filter.before,
+                        filter.limit,
+                    ],
+                    |row| {
+                        let detail: String = row.get(5)?;
+                        Ok(AuditRecord {
+                            id: row.get(0)?,
+                            at: time_column(row, 1)?,
+                            actor: row.get(2)?,
+                            action: row.get(3)?,
+                            target: row.get(4)?,
+                            detail: serde_json::from_str(&detail).map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(5, Type::Text, Box::new(e))
+                            })?,
+                            from: row.get(6)?,
+                        })
+                    },
+                )
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
         .await
     }
