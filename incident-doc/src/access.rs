@@ -50,6 +50,13 @@ pub(crate) fn read_access<D: ReadDoc>(r: &Reader<'_, D>) -> (bool, Vec<String>) 
 }
 
 impl Incident {
+    /// Whether the incident is restricted and whom the commander added, as written: what changes only by the
+    /// commander's or an administrator's hand, and what the server's audit log records changes of. One lookup of a
+    /// root key for an open incident.
+    pub fn restriction(&self) -> (bool, Vec<String>) {
+        read_access(&Reader::new(self.doc(), None))
+    }
+
     /// Who may see the incident now: cheap enough to read after every change (a few keys), which is how the server
     /// keeps its index and its live connections in step with the document.
     pub fn access(&mut self) -> Access {

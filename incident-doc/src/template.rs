@@ -923,7 +923,11 @@ mod tests {
     fn the_restricted_attribute_makes_incidents_restricted_by_default() {
         let src = "# T\n<!-- commandpost restricted -->\n\n## Title\n<!-- commandpost key=title kind=text -->\n";
         assert!(Template::parse("t", "t.md", src).expect("valid").restricted);
-        assert!(!Template::parse("t", "t.md", MINIMAL).expect("valid").restricted);
+        assert!(
+            !Template::parse("t", "t.md", MINIMAL)
+                .expect("valid")
+                .restricted
+        );
         let security = builtin()
             .into_iter()
             .find(|t| t.id == "security")

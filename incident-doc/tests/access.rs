@@ -72,12 +72,18 @@ fn members_are_the_declarer_the_role_holders_and_the_added() {
     assert_eq!(access.added, vec!["bob".to_owned()]);
     assert_eq!(access.members, vec!["alice", "bob", "olga"]);
     let md = timeline(&incident);
-    assert_eq!(md.matches("alice added bob to the incident's members.").count(), 1);
+    assert_eq!(
+        md.matches("alice added bob to the incident's members.")
+            .count(),
+        1
+    );
 
     let remove = |person: &str| Operation::RemoveMember {
         person: person.into(),
     };
-    incident.apply(&remove("bob"), &at("alice", 4)).expect("remove");
+    incident
+        .apply(&remove("bob"), &at("alice", 4))
+        .expect("remove");
     assert!(!incident.access().allows("bob", false));
     assert!(timeline(&incident).contains("alice removed bob from the incident's members."));
     // A role holder is a member by the role, not by being added.
@@ -107,11 +113,16 @@ fn only_the_commander_or_an_administrator_changes_access() {
     assert!(!incident.access().restricted);
     let mut admin = at("root", 2);
     admin.admin = true;
-    incident.apply(&restrict, &admin).expect("an admin restricts");
+    incident
+        .apply(&restrict, &admin)
+        .expect("an admin restricts");
     assert!(incident.access().restricted);
     assert!(timeline(&incident).contains("root restricted the incident to its members"));
     incident
-        .apply(&Operation::SetRestricted { restricted: false }, &at("alice", 3))
+        .apply(
+            &Operation::SetRestricted { restricted: false },
+            &at("alice", 3),
+        )
         .expect("the commander opens it");
     assert!(timeline(&incident).contains("alice opened the incident to everyone."));
 }

@@ -61,7 +61,13 @@ enum Stop {
 
 /// Serves one upgraded socket until it closes; `session` is its registration under its token, which closes it when
 /// the token is revoked.
-pub async fn serve(socket: WebSocket, identity: Identity, session: Session, ctx: SyncContext) {
+pub async fn serve(
+    socket: WebSocket,
+    identity: Identity,
+    session: Session,
+    ctx: SyncContext,
+    from: Option<String>,
+) {
     let conn = session.conn();
     let span = info_span!("connection", conn = conn.0, token = %identity.name);
     async move {
@@ -81,6 +87,7 @@ pub async fn serve(socket: WebSocket, identity: Identity, session: Session, ctx:
             ephemerals: TokenBucket::new(ctx.limits.ephemeral_per_sec, ctx.limits.ephemeral_burst),
             peer: None,
             docs: HashMap::new(),
+            from,
         };
         let stop = reader.run(stream).await;
         let farewell = match stop {
@@ -136,6 +143,8 @@ struct Reader {
     peer: Option<PeerId>,
     /// Documents this connection syncs, with their actors.
     docs: HashMap<DocumentId, DocHandle>,
+    /// Where the connection came from, for the audit log.
+    from: Option<String>,
 }
 
 impl Reader {
@@ -435,7 +444,8 @@ impl Reader {
             cancel: self.cancel.clone(),
             read_only: self.identity.scope < Scope::Write,
             name: self.identity.name.clone(),
-            admin: self.identity.scope == Scope::Admin,
+            admin,
+            from: self.from.clone(),
         };
         if handle
             .send(Command::Attach {

@@ -1105,7 +1105,11 @@ pub(crate) mod conformance {
             .await
             .expect("append");
         store
-            .append(doc_id("open"), vec![1], Some(summary("open", Status::Active, 1)))
+            .append(
+                doc_id("open"),
+                vec![1],
+                Some(summary("open", Status::Active, 1)),
+            )
             .await
             .expect("append");
         assert_eq!(store.summary(doc_id("secret")).await, Ok(Some(secret)));

@@ -1205,7 +1205,9 @@ async fn restricted_incidents_answer_non_members_exactly_as_unknown_ids() -> any
                         ));
                     }
                     if status == StatusCode::NOT_FOUND && text != unknown {
-                        failures.push(format!("{what}: {text:?} is not the unknown id's {unknown:?}"));
+                        failures.push(format!(
+                            "{what}: {text:?} is not the unknown id's {unknown:?}"
+                        ));
                     }
                     continue;
                 }
@@ -1260,10 +1262,7 @@ impl Fixture {
     ) -> anyhow::Result<(StatusCode, String)> {
         let unknown = wire::DocumentId::random().to_string();
         let (path, body) = match route {
-            Route::AlertHook => (
-                path.to_owned(),
-                Some(alert_notification(0, Some(&unknown))),
-            ),
+            Route::AlertHook => (path.to_owned(), Some(alert_notification(0, Some(&unknown)))),
             _ => {
                 let (_, rest) = path
                     .split_once("/api/incidents/")
@@ -1274,9 +1273,9 @@ impl Fixture {
                 (path.replace(id, &unknown), body)
             }
         };
-        let mut request =
-            self.server
-                .request(method.clone(), &path, self.token(caller).as_deref());
+        let mut request = self
+            .server
+            .request(method.clone(), &path, self.token(caller).as_deref());
         if let Some(body) = body {
             request = markdown_or_json(request, body);
         }
@@ -1299,7 +1298,10 @@ async fn check_restricted_sync(
         opened.context("opening the incident")?;
         return Ok(());
     }
-    let refused = format!("{:#}", opened.err().context("opening a hidden incident fails")?);
+    let refused = format!(
+        "{:#}",
+        opened.err().context("opening a hidden incident fails")?
+    );
     let unknown = wire::DocumentId::random().to_string();
     let mut other = SyncClient::connect(&fixture.server.ws_url(&token)).await?;
     let unknown_refused = format!(

@@ -41,7 +41,12 @@ async fn declare(
 /// The status `token` gets reading the incident.
 async fn read_status(server: &TestServer, token: &str, id: &str) -> StatusCode {
     server
-        .call(Method::GET, &format!("/api/incidents/{id}"), Some(token), None)
+        .call(
+            Method::GET,
+            &format!("/api/incidents/{id}"),
+            Some(token),
+            None,
+        )
         .await
         .0
 }
@@ -78,8 +83,14 @@ async fn the_security_template_declares_restricted_unless_the_declaration_says_o
         } else {
             StatusCode::OK
         };
-        ensure!(read_status(&server, &carol, id).await == want, "{id} for carol");
-        ensure!(read_status(&server, &alice, id).await == StatusCode::OK, "{id} for alice");
+        ensure!(
+            read_status(&server, &carol, id).await == want,
+            "{id} for carol"
+        );
+        ensure!(
+            read_status(&server, &alice, id).await == StatusCode::OK,
+            "{id} for alice"
+        );
         ensure!(
             read_status(&server, &server.admin_token, id).await == StatusCode::OK,
             "{id} for the admin"
@@ -95,7 +106,10 @@ async fn the_security_template_declares_restricted_unless_the_declaration_says_o
         .iter()
         .filter_map(|row| row["id"].as_str())
         .collect();
-    ensure!(ids == [ordinary.as_str(), opened.as_str()], "carol lists {ids:?}");
+    ensure!(
+        ids == [ordinary.as_str(), opened.as_str()],
+        "carol lists {ids:?}"
+    );
     // The declaration's choice is recorded; the template's default needs no entry.
     ensure!(
         server
@@ -104,9 +118,21 @@ async fn the_security_template_declares_restricted_unless_the_declaration_says_o
             .contains("alice opened the incident to everyone.")
     );
     // Adding carol lets her in, removing her shuts her out again.
-    op(&server, &alice, &secret, json!({"op": "addMember", "person": "carol"})).await;
+    op(
+        &server,
+        &alice,
+        &secret,
+        json!({"op": "addMember", "person": "carol"}),
+    )
+    .await;
     ensure!(read_status(&server, &carol, &secret).await == StatusCode::OK);
-    op(&server, &alice, &secret, json!({"op": "removeMember", "person": "carol"})).await;
+    op(
+        &server,
+        &alice,
+        &secret,
+        json!({"op": "removeMember", "person": "carol"}),
+    )
+    .await;
     ensure!(read_status(&server, &carol, &secret).await == StatusCode::NOT_FOUND);
     server.stop().await;
     Ok(())
@@ -119,7 +145,13 @@ async fn only_the_commander_or_an_admin_changes_who_may_see_an_incident() -> any
     let bob = server.token("bob", "write").await;
     let carol = server.token("carol", "read").await;
     let id = declare(&server, &alice, "Leaked key", "security", None).await;
-    op(&server, &alice, &id, json!({"op": "addMember", "person": "bob"})).await;
+    op(
+        &server,
+        &alice,
+        &id,
+        json!({"op": "addMember", "person": "bob"}),
+    )
+    .await;
 
     // Bob is a member, not the commander: his typed operations are refused by the command rules.
     for attempt in [
@@ -133,9 +165,21 @@ async fn only_the_commander_or_an_admin_changes_who_may_see_an_incident() -> any
         ensure!(body["error"]["code"] == "command_rule", "{body}");
     }
     // An admin may, as with overrides.
-    op(&server, &server.admin_token, &id, json!({"op": "addMember", "person": "carol"})).await;
+    op(
+        &server,
+        &server.admin_token,
+        &id,
+        json!({"op": "addMember", "person": "carol"}),
+    )
+    .await;
     ensure!(read_status(&server, &carol, &id).await == StatusCode::OK);
-    op(&server, &server.admin_token, &id, json!({"op": "removeMember", "person": "carol"})).await;
+    op(
+        &server,
+        &server.admin_token,
+        &id,
+        json!({"op": "removeMember", "person": "carol"}),
+    )
+    .await;
 
     // Bob's raw change over /sync, opening the incident and adding carol, is put back.
     let mut client = SyncClient::connect(&server.ws_url(&bob)).await?;
@@ -150,7 +194,9 @@ async fn only_the_commander_or_an_admin_changes_who_may_see_an_incident() -> any
         let len = doc.length(&members);
         doc.insert(&members, len, "carol")
     })?;
-    client.sync_until_acknowledged(Duration::from_secs(10)).await?;
+    client
+        .sync_until_acknowledged(Duration::from_secs(10))
+        .await?;
     client
         .sync_until(
             |c| {
@@ -165,7 +211,9 @@ async fn only_the_commander_or_an_admin_changes_who_may_see_an_incident() -> any
     let view = server.incident_json(&alice, &id).await;
     let audit = view["audit"].as_array().context("audit")?;
     ensure!(
-        audit.iter().any(|a| a["rule"] == "access" && a["by"] == "bob"),
+        audit
+            .iter()
+            .any(|a| a["rule"] == "access" && a["by"] == "bob"),
         "{audit:?}"
     );
     server.stop().await;
@@ -214,23 +262,47 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
     let bob = server.token("bob", "write").await;
     let carol = server.token("carol", "read").await;
     let id = declare(&server, &alice, "Checkout errors", "incident", None).await;
-    op(&server, &alice, &id, json!({"op": "addMember", "person": "bob"})).await;
+    op(
+        &server,
+        &alice,
+        &id,
+        json!({"op": "addMember", "person": "bob"}),
+    )
+    .await;
     let mut commander = connected(&server, &alice, &id).await?;
     let member = connected(&server, &bob, &id).await?;
     let outsider = connected(&server, &carol, &id).await?;
 
     // Restricting the open incident closes carol's connection; bob, a member, stays.
     let started = Instant::now();
-    op(&server, &alice, &id, json!({"op": "setRestricted", "restricted": true})).await;
+    op(
+        &server,
+        &alice,
+        &id,
+        json!({"op": "setRestricted", "restricted": true}),
+    )
+    .await;
     let took = closed_after(outsider, started).await?;
-    ensure!(took < WITHIN, "carol's connection closed {took:?} after the restriction");
+    ensure!(
+        took < WITHIN,
+        "carol's connection closed {took:?} after the restriction"
+    );
     println!("restricting: the non-member's connection closed within {took:?}");
 
     // Removing bob closes his.
     let started = Instant::now();
-    op(&server, &alice, &id, json!({"op": "removeMember", "person": "bob"})).await;
+    op(
+        &server,
+        &alice,
+        &id,
+        json!({"op": "removeMember", "person": "bob"}),
+    )
+    .await;
     let took = closed_after(member, started).await?;
-    ensure!(took < WITHIN, "bob's connection closed {took:?} after his removal");
+    ensure!(
+        took < WITHIN,
+        "bob's connection closed {took:?} after his removal"
+    );
     println!("removing a member: their connection closed within {took:?}");
 
     // The commander carries on, and bob cannot come back.
@@ -238,10 +310,16 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
     let mut again = SyncClient::connect(&server.ws_url(&bob)).await?;
     let refused = again.open(&id).await;
     ensure!(
-        format!("{:#}", refused.as_ref().err().context("bob reopening")?).contains("doc-unavailable"),
+        format!("{:#}", refused.as_ref().err().context("bob reopening")?)
+            .contains("doc-unavailable"),
         "{refused:?}"
     );
-    ensure!(server.metric("commandpost_access_disconnects_total").await? == 2);
+    ensure!(
+        server
+            .metric("commandpost_access_disconnects_total")
+            .await?
+            == 2
+    );
     server.stop().await;
     Ok(())
 }
@@ -276,7 +354,13 @@ async fn webhooks_hear_of_restricted_incidents_only_where_an_endpoint_opts_in() 
     let secret = declare(&server, &alice, "Leaked key", "security", None).await;
     let open = declare(&server, &alice, "Checkout errors", "incident", None).await;
     for id in [&secret, &open] {
-        op(&server, &alice, id, json!({"op": "setStatus", "status": "active"})).await;
+        op(
+            &server,
+            &alice,
+            id,
+            json!({"op": "setStatus", "status": "active"}),
+        )
+        .await;
     }
     let about = |deliveries: Vec<tests::Delivery>| -> Vec<String> {
         deliveries
@@ -291,12 +375,19 @@ async fn webhooks_hear_of_restricted_incidents_only_where_an_endpoint_opts_in() 
             })
             .collect()
     };
-    let heard = eventually("four events at the opted-in endpoint", Duration::from_secs(20), || {
-        let got = about(everything.accepted());
-        async move { (got.len() == 4).then_some(got) }
-    })
+    let heard = eventually(
+        "four events at the opted-in endpoint",
+        Duration::from_secs(20),
+        || {
+            let got = about(everything.accepted());
+            async move { (got.len() == 4).then_some(got) }
+        },
+    )
     .await?;
-    ensure!(heard.iter().filter(|e| e.starts_with(&secret)).count() == 2, "{heard:?}");
+    ensure!(
+        heard.iter().filter(|e| e.starts_with(&secret)).count() == 2,
+        "{heard:?}"
+    );
     let public_heard = eventually("two events at the other", Duration::from_secs(20), || {
         let got = about(public.accepted());
         async move { (got.len() == 2).then_some(got) }
@@ -321,7 +412,8 @@ async fn webhooks_hear_of_restricted_incidents_only_where_an_endpoint_opts_in() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_restriction_through_one_postgres_node_counts_on_the_other_at_once() -> anyhow::Result<()> {
+async fn a_restriction_through_one_postgres_node_counts_on_the_other_at_once() -> anyhow::Result<()>
+{
     let db = TestDatabase::create();
     let config = format!("database-url = \"{}\"\n", db.url());
     let node1 = TestServer::start_process_with_config(&config).await;
@@ -333,7 +425,13 @@ async fn a_restriction_through_one_postgres_node_counts_on_the_other_at_once() -
     ensure!(read_status(&node2, &carol, &id).await == StatusCode::OK);
 
     let started = Instant::now();
-    op(&node1, &alice, &id, json!({"op": "setRestricted", "restricted": true})).await;
+    op(
+        &node1,
+        &alice,
+        &id,
+        json!({"op": "setRestricted", "restricted": true}),
+    )
+    .await;
     // The index row committed with the change: node 2 answers from it at once, no waiting.
     ensure!(read_status(&node2, &carol, &id).await == StatusCode::NOT_FOUND);
     let (_, list) = node2
@@ -341,19 +439,116 @@ async fn a_restriction_through_one_postgres_node_counts_on_the_other_at_once() -
         .await;
     ensure!(!list.to_string().contains(&id), "{list}");
     let took = closed_after(outsider, started).await?;
-    ensure!(took < WITHIN, "carol's connection to node 2 closed {took:?} after the restriction");
-    println!("restricting through node 1: the non-member's connection to node 2 closed within {took:?}");
+    ensure!(
+        took < WITHIN,
+        "carol's connection to node 2 closed {took:?} after the restriction"
+    );
+    println!(
+        "restricting through node 1: the non-member's connection to node 2 closed within {took:?}"
+    );
 
     // Adding her through node 2 lets her in through node 1.
-    op(&node2, &alice, &id, json!({"op": "addMember", "person": "carol"})).await;
+    op(
+        &node2,
+        &alice,
+        &id,
+        json!({"op": "addMember", "person": "carol"}),
+    )
+    .await;
     ensure!(read_status(&node1, &carol, &id).await == StatusCode::OK);
     let member = connected(&node1, &carol, &id).await?;
     let started = Instant::now();
-    op(&node2, &alice, &id, json!({"op": "removeMember", "person": "carol"})).await;
+    op(
+        &node2,
+        &alice,
+        &id,
+        json!({"op": "removeMember", "person": "carol"}),
+    )
+    .await;
     let took = closed_after(member, started).await?;
-    ensure!(took < WITHIN, "carol's connection to node 1 closed {took:?} after her removal");
+    ensure!(
+        took < WITHIN,
+        "carol's connection to node 1 closed {took:?} after her removal"
+    );
     println!("removing a member through node 2: their connection to node 1 closed within {took:?}");
     node2.stop().await;
     node1.stop().await;
+    Ok(())
+}
+
+/// The audit log's entries about incident `id`, oldest first, as `actor action detail`.
+async fn audited(server: &TestServer, id: &str) -> anyhow::Result<Vec<String>> {
+    let (status, page) = server
+        .call(
+            Method::GET,
+            &format!("/api/audit?target={id}&action=incident."),
+            Some(&server.admin_token),
+            None,
+        )
+        .await;
+    ensure!(status == StatusCode::OK, "{status} {page}");
+    let mut entries: Vec<String> = page["entries"]
+        .as_array()
+        .context("entries")?
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["actor"].as_str().unwrap_or_default(),
+                e["action"].as_str().unwrap_or_default(),
+                e["detail"]
+            )
+        })
+        .collect();
+    entries.reverse();
+    Ok(entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_of_access_are_audited_whichever_way_they_arrive() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let bob = server.token("bob", "write").await;
+    let id = declare(&server, &alice, "Leaked key", "security", None).await;
+    op(
+        &server,
+        &alice,
+        &id,
+        json!({"op": "addMember", "person": "bob"}),
+    )
+    .await;
+    // Bob's raw attempt is put back: nothing changed, nothing to audit.
+    let mut intruder = SyncClient::connect(&server.ws_url(&bob)).await?;
+    intruder.set_author("bob");
+    intruder.open(&id).await?;
+    intruder.raw_change(|doc| {
+        let (_, access) = doc.get(automerge::ROOT, "access")?.expect("access");
+        doc.put(&access, "restricted", false)
+    })?;
+    intruder
+        .sync_until_acknowledged(Duration::from_secs(10))
+        .await?;
+    // The commander's own change over /sync is recorded as hers.
+    let mut commander = SyncClient::connect(&server.ws_url(&alice)).await?;
+    commander.set_author("alice");
+    commander.open(&id).await?;
+    commander.apply_local(incident_doc::Operation::RemoveMember {
+        person: "bob".into(),
+    })?;
+    commander
+        .sync_until_acknowledged(Duration::from_secs(10))
+        .await?;
+    let want = [
+        r#"alice incident.restriction_changed {"restricted":true,"via":"declaration"}"#,
+        r#"alice incident.member_added {"person":"bob","via":"http"}"#,
+        r#"alice incident.member_removed {"person":"bob","via":"sync"}"#,
+    ];
+    let entries = eventually("the three entries", Duration::from_secs(10), || async {
+        let entries = audited(&server, &id).await.ok()?;
+        (entries.len() >= want.len()).then_some(entries)
+    })
+    .await?;
+    ensure!(entries == want, "{entries:#?}");
+    server.stop().await;
     Ok(())
 }

@@ -82,7 +82,10 @@ pub(super) fn remove_member(
         )));
     };
     doc.delete(&members, index)?;
-    let text = format!("{} removed {person} from the incident's members.", editor.name);
+    let text = format!(
+        "{} removed {person} from the incident's members.",
+        editor.name
+    );
     record(doc, layout, editor, &text)
 }
 

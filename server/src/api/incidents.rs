@@ -145,6 +145,7 @@ struct Declared {
 async fn declare(
     identity: Identity,
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     JsonBody(body): JsonBody<Declare>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Write, "declare incidents")?;
@@ -213,8 +214,19 @@ async fn declare(
             .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     }
     let view = incident.view();
+    let restricted = incident.restriction().0;
     let id = DocumentId::random();
     state.registry.create(id, incident).await?;
+    if restricted {
+        let event = audit::Event {
+            actor: &identity.name,
+            action: "incident.restriction_changed",
+            target: &id.to_string(),
+            detail: serde_json::json!({"restricted": true, "via": "declaration"}),
+            from,
+        };
+        audit::record(&*state.store, &state.metrics, event).await;
+    }
     let location = format!("/api/incidents/{id}");
     let body = Declared {
         id: id.to_string(),
@@ -545,6 +557,7 @@ async fn operations(
     identity: Identity,
     State(state): State<AppState>,
     Path(IncidentId { id }): Path<IncidentId>,
+    ClientAddr(from): ClientAddr,
     JsonBody(body): JsonBody<Operations>,
 ) -> Result<Json<AppliedAll>, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
@@ -557,7 +570,10 @@ async fn operations(
         ));
     }
     let handle = handle(&state, &identity, &id).await?;
-    let applied = handle.apply(body.operations, editor(&identity)).await?;
+    // The actor records any change of who may see the incident in the audit log, with where it came from.
+    let applied = handle
+        .apply_from(body.operations, editor(&identity), from)
+        .await?;
     Ok(Json(AppliedAll { applied }))
 }
 

@@ -60,6 +60,61 @@ pub(crate) enum Effect {
     Answer(ApplyReply, Result<Vec<Applied>, DocError>),
     /// A snapshot for a heavy read.
     Snapshot(SnapshotReply, Snapshot),
+    /// An entry for the audit log, about changes that are durable.
+    Audit(AccessChange),
+}
+
+/// A change of who may see the incident (the restriction, or a member the commander added or removed), for the
+/// audit log: recorded by the node the change arrived on, over HTTP or `/sync`, once it is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AccessChange {
+    /// Who made the change.
+    pub actor: String,
+    /// `incident.restriction_changed`, `incident.member_added` or `incident.member_removed`.
+    pub action: &'static str,
+    /// The incident.
+    pub doc: DocumentId,
+    /// The facts: `restricted` or `person`, and `via` (`http` or `sync`).
+    pub detail: serde_json::Value,
+    /// Where the request or connection came from.
+    pub from: Option<String>,
+}
+
+/// The audit entries for the restriction and added members going from `before` to `after`.
+fn access_changes(
+    doc: DocumentId,
+    (before, after): (&(bool, Vec<String>), &(bool, Vec<String>)),
+    actor: &str,
+    via: &str,
+    from: &Option<String>,
+) -> Vec<AccessChange> {
+    let change = |action: &'static str, detail: serde_json::Value| AccessChange {
+        actor: actor.to_owned(),
+        action,
+        doc,
+        detail,
+        from: from.clone(),
+    };
+    let mut changes = Vec::new();
+    if before.0 != after.0 {
+        changes.push(change(
+            "incident.restriction_changed",
+            serde_json::json!({"restricted": after.0, "via": via}),
+        ));
+    }
+    for person in after.1.iter().filter(|p| !before.1.contains(p)) {
+        changes.push(change(
+            "incident.member_added",
+            serde_json::json!({"person": person, "via": via}),
+        ));
+    }
+    for person in before.1.iter().filter(|p| !after.1.contains(p)) {
+        changes.push(change(
+            "incident.member_removed",
+            serde_json::json!({"person": person, "via": via}),
+        ));
+    }
+    changes
 }
 
 /// One chunk to append, with the index row and the webhook deliveries that must commit with it.
@@ -94,6 +149,8 @@ struct Peer {
     name: String,
     /// Administrators may close an incident they do not command.
     admin: bool,
+    /// Where the connection came from, for the audit log.
+    from: Option<String>,
     /// Read-only peers get a read-only sync state: their changes are never applied.
     read_only: bool,
     /// Automerge's record of what this peer has, so each message carries only what it lacks.
@@ -120,6 +177,7 @@ impl Peer {
             peer_id: link.peer_id.clone(),
             name: link.name.clone(),
             admin: link.admin,
+            from: link.from.clone(),
             read_only: link.read_only,
             state,
             pending: true,
@@ -142,6 +200,8 @@ struct Held {
     signals: Option<Signals>,
     /// A new document's declaration, whose event goes with its first chunk.
     declared: bool,
+    /// Changes of who may see the incident made in this batch, for the audit log once durable.
+    access_changes: Vec<AccessChange>,
     /// The document changed in this batch through other nodes' chunks.
     caught_up: bool,
 }
@@ -319,7 +379,22 @@ impl Core {
                     conn,
                     data,
                     change_bytes,
-                } => self.receive_sync(conn, &data, change_bytes, now),
+                } => {
+                    // Only a message carrying changes can change anything: acknowledgements cost no read.
+                    let before = (change_bytes > 0).then(|| self.incident.restriction());
+                    self.receive_sync(conn, &data, change_bytes, now);
+                    if let (Some(before), Some(peer)) = (before, self.peers.get(&conn)) {
+                        let after = self.incident.restriction();
+                        let changes = access_changes(
+                            self.id,
+                            (&before, &after),
+                            &peer.name,
+                            "sync",
+                            &peer.from,
+                        );
+                        self.held.access_changes.extend(changes);
+                    }
+                }
                 Command::Ephemeral {
                     conn,
                     session_id,
@@ -327,15 +402,32 @@ impl Core {
                     data,
                 } => self.relay_ephemeral(conn, session_id, count, data),
                 Command::Detach { conn } => self.detach(conn),
-                Command::Apply { ops, editor, reply } => {
+                Command::Apply {
+                    ops,
+                    editor,
+                    from,
+                    reply,
+                } => {
                     if self.stored_bytes + self.unsaved_bytes >= self.max_bytes {
                         self.metrics.rejected_documents.inc();
                         let refused = Err(DocError::TooLarge(self.max_bytes));
                         self.effects.push(Effect::Answer(reply, refused));
                         continue;
                     }
+                    let before = self.incident.restriction();
                     match self.incident.apply_all(&ops, &editor) {
-                        Ok(applied) => self.held.replies.push((reply, applied)),
+                        Ok(applied) => {
+                            let after = self.incident.restriction();
+                            let changes = access_changes(
+                                self.id,
+                                (&before, &after),
+                                &editor.name,
+                                "http",
+                                &from,
+                            );
+                            self.held.access_changes.extend(changes);
+                            self.held.replies.push((reply, applied));
+                        }
                         Err(e) => self.effects.push(Effect::Answer(reply, Err(e.into()))),
                     }
                 }
@@ -435,6 +527,9 @@ impl Core {
         let held = std::mem::take(&mut self.held);
         for (reply, applied) in held.replies {
             self.effects.push(Effect::Answer(reply, Ok(applied)));
+        }
+        for change in held.access_changes {
+            self.effects.push(Effect::Audit(change));
         }
         for read in held.reads {
             read(&mut self.incident);
