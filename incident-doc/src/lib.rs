@@ -33,5 +33,6 @@ pub use operation::Operation;
 pub use receive::{ReceiveError, Received, SyncMemo};
 pub use template::{DEFAULT_TEMPLATE, Template, TemplateError};
 pub use view::{
-    AuditEntry, Entry, FieldValue, FieldView, Handoff, Headline, IncidentView, Item, Pin, Stamp,
+    AccessView, AuditEntry, Entry, FieldValue, FieldView, Handoff, Headline, IncidentView, Item,
+    Pin, Stamp,
 };
