@@ -60,7 +60,7 @@ export function renderAccess(view, ctx) {
           "li",
           { "data-member": member.name },
           h("strong", {}, member.name),
-          h("span", { class: "hint" }, ` (${member.reason})`),
+          h("span", { class: "hint" }, ` (${member.reason}) `),
           ctx.manage &&
             member.added &&
             h(
