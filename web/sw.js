@@ -13,6 +13,7 @@ const CACHE = "commandpost-shell-v1";
 const SHELL = [
   "/",
   "/app.css",
+  "/js/access.js",
   "/js/api.js",
   "/js/app.js",
   "/js/audit.js",

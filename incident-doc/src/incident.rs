@@ -210,6 +210,11 @@ impl Incident {
         doc.put(ROOT, keys::CREATED_AT, edit::timestamp(editor.at))?;
         doc.put(ROOT, keys::CREATED_BY, editor.name.as_str())?;
         doc.put(ROOT, keys::DRILL, template.drill)?;
+        if template.restricted {
+            let access = doc.put_object(ROOT, keys::ACCESS, ObjType::Map)?;
+            doc.put(&access, "restricted", true)?;
+            doc.put_object(&access, "members", ObjType::List)?;
+        }
         if let Some(n) = number {
             doc.put(ROOT, keys::NUMBER, n)?;
         }
@@ -370,7 +375,7 @@ impl Incident {
 
     /// The layout: the one read before, or read now. A document whose layout was deleted before the server refused
     /// such changes still has the one its creation wrote, in its first change.
-    fn take_layout(&mut self) -> Vec<FieldDef> {
+    pub(crate) fn take_layout(&mut self) -> Vec<FieldDef> {
         if let Some(layout) = self.layout.take() {
             return layout;
         }
@@ -390,7 +395,7 @@ impl Incident {
     }
 
     /// Keeps the layout for the next call, unless it is still empty (a replica waiting for its first sync).
-    fn keep_layout(&mut self, layout: Vec<FieldDef>) {
+    pub(crate) fn keep_layout(&mut self, layout: Vec<FieldDef>) {
         if !layout.is_empty() {
             self.layout = Some(layout);
         }
@@ -619,6 +624,7 @@ impl Incident {
             key_of(FieldKind::Status),
             Some(keys::HANDOFFS.to_owned()),
             Some(keys::PINS.to_owned()),
+            Some(keys::ACCESS.to_owned()),
         ];
         let timeline = key_of(FieldKind::Timeline).is_some_and(|k| touched.contains(&k));
         let known = self

@@ -10,6 +10,7 @@
 //!
 //! Text positions everywhere count Unicode code points ([`schema::TEXT_ENCODING`]).
 
+mod access;
 pub mod analytics;
 mod edit;
 pub mod export;
@@ -25,11 +26,13 @@ pub mod template;
 pub mod update;
 mod view;
 
+pub use access::Access;
 pub use edit::{Applied, Editor, MAX_SHORT_CHARS, MAX_TEXT_CHARS, OpError};
 pub use incident::{Declaration, Incident, LoadError};
 pub use operation::Operation;
 pub use receive::{ReceiveError, Received, SyncMemo};
 pub use template::{DEFAULT_TEMPLATE, Template, TemplateError};
 pub use view::{
-    AuditEntry, Entry, FieldValue, FieldView, Handoff, Headline, IncidentView, Item, Pin, Stamp,
+    AccessView, AuditEntry, Entry, FieldValue, FieldView, Handoff, Headline, IncidentView, Item,
+    Pin, Stamp,
 };

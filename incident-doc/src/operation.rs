@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::edit::{Edited, Editor, OpError, stamped};
 use crate::schema::{FieldDef, Role, Stage, Status};
 
+mod access;
 mod alert;
 mod checklist;
 mod fields;
@@ -241,6 +242,26 @@ pub enum Operation {
         #[serde(default)]
         note: Option<String>,
     },
+    /// Restrict the incident to its members (the declarer, the role holders, the people the commander added, and
+    /// administrators), or open it to everyone again. Only the commander or an administrator; recorded in the
+    /// timeline. Everyone else is answered as if the incident did not exist.
+    SetRestricted {
+        /// Whether only members may see the incident.
+        restricted: bool,
+    },
+    /// Add a person (a token name) to the members of the incident. Only the commander or an administrator;
+    /// recorded in the timeline. Adding someone already added changes nothing.
+    AddMember {
+        /// The person.
+        person: String,
+    },
+    /// Remove a person the commander added from the members; their live connections to a restricted incident
+    /// close. Only the commander or an administrator; recorded in the timeline. The declarer and role holders stay
+    /// members by their role.
+    RemoveMember {
+        /// The person.
+        person: String,
+    },
     /// Reopen a closed (archived) incident: the one edit an archived document accepts, alone in its batch. Moves
     /// the status to `status` (default `resolved`), clears the `closed` lifecycle stamp so that the next close
     /// records its own moment, and writes the reason to the timeline. The server lets only admins send it.
@@ -282,6 +303,9 @@ impl Operation {
             Operation::OverrideCommand { .. } => "overrideCommand",
             Operation::RecordAlert { .. } => "recordAlert",
             Operation::MarkUpdateSent { .. } => "markUpdateSent",
+            Operation::SetRestricted { .. } => "setRestricted",
+            Operation::AddMember { .. } => "addMember",
+            Operation::RemoveMember { .. } => "removeMember",
         }
     }
 }
@@ -381,6 +405,11 @@ pub(crate) fn apply(
         Operation::MarkUpdateSent { heads, note } => {
             update_sent::mark_sent(doc, layout, heads, note.as_deref(), editor)
         }
+        Operation::SetRestricted { restricted } => {
+            access::set_restricted(doc, layout, *restricted, editor)
+        }
+        Operation::AddMember { person } => access::add_member(doc, layout, person, editor),
+        Operation::RemoveMember { person } => access::remove_member(doc, layout, person, editor),
     }?;
     stamped(doc, editor, edited)
 }

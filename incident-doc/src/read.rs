@@ -115,6 +115,15 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
         }
     }
 
+    /// The strings of a list (Text items read as their content), skipping anything else.
+    pub(crate) fn strings_in(&self, list: &ObjId) -> Vec<String> {
+        let len = match self.heads {
+            Some(heads) => self.doc.length_at(list, heads),
+            None => self.doc.length(list),
+        };
+        (0..len).filter_map(|i| self.str(list, i)).collect()
+    }
+
     /// The keys of a map, in order.
     pub(crate) fn keys(&self, map: &ObjId) -> Vec<String> {
         match self.heads {

@@ -16,6 +16,8 @@
 //! - Closing is a command decision: the commander (or an administrator) closes. It needs every exit criterion
 //!   DONE, or an override whose reason is recorded (the server writes the `closeOverride` root key, and a timeline
 //!   entry, for the `setStatus` operation's `overrideReason`).
+//! - Who may see a restricted incident (root key `access`: the restriction and the members the commander added) is
+//!   the commander's or an administrator's to change.
 //! - A closed incident is an archive: no change at all (reopening is an administrator's action over HTTP).
 //! - The server owns the schema: what creation writes never changes, what only the server writes (the audit
 //!   trail, the authorship record, …) and root keys outside the schema are refused from clients
@@ -66,6 +68,8 @@ pub enum Rule {
     /// Something written in a change names someone other than its sender (a stamp, pin, handoff, timeline entry),
     /// or a change came under an Automerge actor the server recorded for someone else.
     Authorship,
+    /// The restriction or the added members changed, by someone other than the commander or an administrator.
+    Access,
 }
 
 /// The `rule` of the audit entry an administrator's override of command writes: not a broken rule but the record
@@ -73,10 +77,10 @@ pub enum Rule {
 /// claim one.
 pub const COMMAND_OVERRIDE: &str = "commandOverride";
 
-/// The root keys a client may change: the template's fields and the three maps people edit beside them (stamps,
-/// pins, handoffs). Everything else is written at creation or only by the server, or is not part of the schema.
+/// The root keys a client may change: the template's fields and the maps people edit beside them (stamps, pins,
+/// handoffs, access; the command rules judge who). Everything else is written at creation or only by the server, or is not part of the schema.
 pub fn client_writable(layout: &[FieldDef], key: &str) -> bool {
-    [keys::UPDATED, keys::PINS, keys::HANDOFFS].contains(&key)
+    [keys::UPDATED, keys::PINS, keys::HANDOFFS, keys::ACCESS].contains(&key)
         || layout.iter().any(|f| f.key == key)
 }
 
@@ -112,6 +116,8 @@ pub(crate) struct CommandState {
     /// How many overrides of command the audit trail records: one more after a change is an administrator's
     /// override, which may change the commander.
     pub command_overrides: usize,
+    /// Whether the incident is restricted, and the members the commander added, as written.
+    pub access: (bool, Vec<String>),
 }
 
 /// One timeline entry as the rules see it.
@@ -171,6 +177,7 @@ impl CommandState {
                 .filter(|entry| r.str(entry, "rule").as_deref() == Some(COMMAND_OVERRIDE))
                 .count()
         });
+        state.access = crate::access::read_access(&r);
         if with_timeline
             && let Some(list) =
                 field(FieldKind::Timeline).and_then(|def| r.list(&ROOT, def.key.as_str()))
@@ -262,6 +269,16 @@ pub(crate) fn check(
             .any(|(_, by, _)| by.as_deref() != Some(who));
 
     violations.extend(check_status(before, after, sender, is_commander));
+    if before.access != after.access && !is_commander && !sender.admin {
+        violations.push(Violation {
+            rule: Rule::Access,
+            message: format!(
+                "only the Incident Commander ({}) or an administrator changes who may see this incident; {who} \
+                 may not",
+                commander.unwrap_or("nobody yet")
+            ),
+        });
+    }
     violations.extend(
         check_timeline(before, after, who, now)
             .into_iter()
@@ -588,6 +605,9 @@ pub(crate) fn revert(
         && let (Some(key), Some(status)) = (field(FieldKind::Status), before.status)
     {
         doc.put(ROOT, key.as_str(), status.as_str())?;
+    }
+    if rules.contains(&Rule::Access) {
+        restore_key(doc, &ROOT, keys::ACCESS, heads)?;
     }
     if let Some(key) = field(FieldKind::Timeline)
         && let Some((automerge::Value::Object(ObjType::List), list)) =

@@ -55,6 +55,11 @@ pub mod keys {
     pub const ALERTS: &str = "alerts";
     /// Map `{at, by, heads}`: the last status update sent, when, by whom, and the document heads it described.
     pub const LAST_UPDATE: &str = "lastUpdate";
+    /// Map `{restricted, members}`: whether only the incident's members may see it (boolean), and the people the
+    /// commander added to them (list of names) beside the declarer and the role holders, who are members anyway.
+    /// Written at declaration when restricted; changed only by the commander or an administrator (the command
+    /// rules). Absent: open, nobody added.
+    pub const ACCESS: &str = "access";
 }
 
 /// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'

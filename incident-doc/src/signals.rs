@@ -35,6 +35,8 @@ pub struct Signals {
     pub handoffs: BTreeMap<Role, String>,
     /// The exit criteria checklist: (items, items done); `None` without such a field.
     pub exit_criteria: Option<(usize, usize)>,
+    /// Whether the incident is restricted to its members: only endpoints that opt in hear of it.
+    pub restricted: bool,
 }
 
 impl Signals {
@@ -84,12 +86,14 @@ impl Incident {
                     .collect()
             })
             .unwrap_or_default();
+        let restricted = crate::access::read_access(&r).0;
         Signals {
             headline,
             summary,
             roles,
             handoffs,
             exit_criteria,
+            restricted,
         }
     }
 }

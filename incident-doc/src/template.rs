@@ -27,6 +27,9 @@ pub struct Template {
     pub description: String,
     /// Incidents from this template are drills (role-play), marked everywhere and left out of analytics by default.
     pub drill: bool,
+    /// Incidents from this template are restricted to their members unless the declaration says otherwise: a
+    /// security or HR incident must not be visible to everyone even for the minute before someone restricts it.
+    pub restricted: bool,
     /// The fields in template order.
     pub fields: Vec<TemplateField>,
 }
@@ -196,14 +199,18 @@ impl<'a> TemplateParser<'a> {
         }
         let pre = self.body(preamble.clone())?;
         let mut drill = false;
+        let mut restricted = false;
         if let Some((text, at)) = &pre.annotation {
             for (attr, value) in self.attributes(text, *at)? {
                 match (attr.as_str(), value) {
                     ("drill", None) => drill = true,
+                    ("restricted", None) => restricted = true,
                     (other, _) => {
                         return Err(self.error(
                             *at,
-                            format!("unknown template attribute {other:?} (expected drill)"),
+                            format!(
+                                "unknown template attribute {other:?} (expected drill or restricted)"
+                            ),
                         ));
                     }
                 }
@@ -274,6 +281,7 @@ impl<'a> TemplateParser<'a> {
             version: version_of(self.source),
             description,
             drill,
+            restricted,
             fields,
         })
     }
@@ -638,7 +646,7 @@ impl<'a> TemplateParser<'a> {
                 ),
             ));
         }
-        if RESERVED_KEYS.contains(&key.as_str()) || key == keys::PINS {
+        if RESERVED_KEYS.contains(&key.as_str()) || key == keys::PINS || key == keys::ACCESS {
             return Err(self.error(
                 ann_at,
                 format!("field key {key:?} is reserved by the document schema"),
@@ -912,6 +920,24 @@ mod tests {
     }
 
     #[test]
+    fn the_restricted_attribute_makes_incidents_restricted_by_default() {
+        let src = "# T\n<!-- commandpost restricted -->\n\n## Title\n<!-- commandpost key=title kind=text -->\n";
+        assert!(Template::parse("t", "t.md", src).expect("valid").restricted);
+        assert!(
+            !Template::parse("t", "t.md", MINIMAL)
+                .expect("valid")
+                .restricted
+        );
+        let security = builtin()
+            .into_iter()
+            .find(|t| t.id == "security")
+            .expect("the security template");
+        assert!(security.restricted);
+        let e = err("# T\n\n## Access\n<!-- commandpost key=access kind=flag -->\n");
+        assert!(e.reason.contains("reserved"), "{e}");
+    }
+
+    #[test]
     fn parses_a_minimal_template() {
         let t = Template::parse("minimal", "minimal.md", MINIMAL).expect("valid");
         assert_eq!(t.name, "Minimal");
@@ -929,6 +955,7 @@ mod tests {
 ## Exit\n<!-- commandpost key=exit kind=checklist -->\n- [ ] Within SLO\n- [x] Paged\n";
         let t = Template::parse("t", "t.md", src).expect("valid");
         assert!(t.drill);
+        assert!(!t.restricted);
         let summary = t.field("summary").expect("summary");
         assert_eq!(summary.def.prompt.as_deref(), Some("What is broken."));
         assert_eq!(summary.def.owner, Some(Role::Communications));

@@ -41,6 +41,20 @@ pub struct IncidentView {
     /// Changes that broke a command rule and were reverted by the server, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<AuditEntry>,
+    /// Who may see the incident, when it was ever restricted or someone was added: absent for an incident that was
+    /// always open, so such incidents' exports are what they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessView>,
+}
+
+/// The restriction and the people the commander added (the declarer and role holders are members anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccessView {
+    /// Whether only members (and administrators) may see the incident.
+    pub restricted: bool,
+    /// The people added to the members, in the order they were added.
+    pub members: Vec<String>,
 }
 
 /// A proposed handoff: the role goes to `to` once they accept.
@@ -191,6 +205,13 @@ impl IncidentView {
             fields,
             handoffs: read_handoffs(&r),
             audit: read_audit(&r),
+            access: r.map(&ROOT, keys::ACCESS).map(|_| {
+                let (restricted, members) = crate::access::read_access(&r);
+                AccessView {
+                    restricted,
+                    members,
+                }
+            }),
         }
     }
 

@@ -554,6 +554,7 @@ async fn sync(
     State(state): State<AppState>,
     query: Result<QueryParams<SyncQuery>, ApiError>,
     headers: HeaderMap,
+    crate::audit::ClientAddr(from): crate::audit::ClientAddr,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // Checked first, and answered in the API's JSON rather than axum's plain text: whoever opened /sync without a
@@ -599,5 +600,5 @@ async fn sync(
         .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| connection::serve(socket, identity, session, ctx)))
+        .on_upgrade(move |socket| connection::serve(socket, identity, session, ctx, from)))
 }

@@ -61,7 +61,13 @@ enum Stop {
 
 /// Serves one upgraded socket until it closes; `session` is its registration under its token, which closes it when
 /// the token is revoked.
-pub async fn serve(socket: WebSocket, identity: Identity, session: Session, ctx: SyncContext) {
+pub async fn serve(
+    socket: WebSocket,
+    identity: Identity,
+    session: Session,
+    ctx: SyncContext,
+    from: Option<String>,
+) {
     let conn = session.conn();
     let span = info_span!("connection", conn = conn.0, token = %identity.name);
     async move {
@@ -81,6 +87,7 @@ pub async fn serve(socket: WebSocket, identity: Identity, session: Session, ctx:
             ephemerals: TokenBucket::new(ctx.limits.ephemeral_per_sec, ctx.limits.ephemeral_burst),
             peer: None,
             docs: HashMap::new(),
+            from,
         };
         let stop = reader.run(stream).await;
         let farewell = match stop {
@@ -136,6 +143,8 @@ struct Reader {
     peer: Option<PeerId>,
     /// Documents this connection syncs, with their actors.
     docs: HashMap<DocumentId, DocHandle>,
+    /// Where the connection came from, for the audit log.
+    from: Option<String>,
 }
 
 impl Reader {
@@ -404,7 +413,21 @@ impl Reader {
         }
     }
 
+    /// The document's actor with this connection attached, or `None` for an unknown document and for a restricted
+    /// one this connection's person may not see (the same `doc-unavailable`, so nobody learns it exists; decided
+    /// from the index as HTTP routes do, and re-checked by the actor after every change).
     async fn attach(&mut self, peer: &PeerId, id: DocumentId) -> Result<Option<DocHandle>, Stop> {
+        let admin = self.identity.scope == Scope::Admin;
+        match self.ctx.registry.store().summary(id).await {
+            Ok(Some(row)) if !row.visible_to(&self.identity.name, admin) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, document = %id, "could not read the index row");
+                return Err(Stop::Protocol(
+                    "storage unavailable, reconnect later".into(),
+                ));
+            }
+        }
         let handle = match self.ctx.registry.get(id).await {
             Ok(Some(handle)) => handle,
             Ok(None) => return Ok(None),
@@ -421,7 +444,8 @@ impl Reader {
             cancel: self.cancel.clone(),
             read_only: self.identity.scope < Scope::Write,
             name: self.identity.name.clone(),
-            admin: self.identity.scope == Scope::Admin,
+            admin,
+            from: self.from.clone(),
         };
         if handle
             .send(Command::Attach {

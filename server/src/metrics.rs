@@ -199,6 +199,8 @@ pub struct Metrics {
     pub sso_sign_ins: Counter,
     /// Single sign-ins refused (any reason: state, ID token, no access, …).
     pub sso_refusals: Counter,
+    /// `/sync` connections closed because their person may no longer see a restricted incident they synced.
+    pub access_disconnects: Counter,
     /// `/sync` connections closed for sending ephemeral messages faster than their bucket allows.
     pub rejected_ephemeral: Counter,
     /// Ephemeral payloads refused for posing as a server notice (`{"refused": …}`).
@@ -344,6 +346,11 @@ impl Metrics {
                 "commandpost_sso_refusals_total",
                 "Single sign-ins refused (state, ID token, claims, no access).",
                 &self.sso_refusals,
+            ),
+            (
+                "commandpost_access_disconnects_total",
+                "Sync connections closed because their person may no longer see a restricted incident.",
+                &self.access_disconnects,
             ),
             (
                 "commandpost_webhooks_delivered_total",

@@ -34,4 +34,6 @@ pub struct PeerLink {
     pub name: String,
     /// Whether the token is an administrator's: administrators may close an incident they do not command.
     pub admin: bool,
+    /// Where the connection came from (`audit::ClientAddr`), for the audit log of what its changes did.
+    pub from: Option<String>,
 }

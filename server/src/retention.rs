@@ -197,6 +197,8 @@ mod tests {
             commander: None,
             created_at: now - chrono::Duration::days(days_ago + 1),
             updated_at: now - chrono::Duration::days(days_ago),
+            restricted: false,
+            members: Vec::new(),
         }
     }
 

@@ -99,6 +99,12 @@ pub struct IncidentSummary {
     pub created_at: DateTime<Utc>,
     /// When the incident last changed, so listings can show staleness.
     pub updated_at: DateTime<Utc>,
+    /// Whether only members (and admins) may see the incident: everyone else is answered as if it did not exist.
+    /// Kept here so that every route and every node decides from one committed row, without loading the document.
+    pub restricted: bool,
+    /// The members (the declarer, the role holders and the people the commander added), sorted; what
+    /// [`ListFilter::viewer`] and [`IncidentSummary::visible_to`] match against.
+    pub members: Vec<String>,
 }
 
 impl IncidentSummary {
@@ -106,6 +112,21 @@ impl IncidentSummary {
     pub fn status_name(&self) -> &'static str {
         self.status.map_or("", Status::as_str)
     }
+
+    /// Whether `name` (an administrator when `admin`) may know the incident exists.
+    pub fn visible_to(&self, name: &str, admin: bool) -> bool {
+        !self.restricted || admin || self.members.iter().any(|m| m == name)
+    }
+}
+
+/// The members as the index column holds them (a JSON array of names), the same text in both backends.
+fn members_column(members: &[String]) -> String {
+    serde_json::to_string(members).unwrap_or_else(|_| "[]".into())
+}
+
+/// Reads the members column back.
+fn members_from_column(text: &str) -> Result<Vec<String>, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
 /// Reads the index's status column back. A name this build does not know reads as none rather than failing every
@@ -123,6 +144,9 @@ pub struct ListFilter {
     pub severity: Option<String>,
     /// At most this many incidents (the newest); `None` means no limit.
     pub limit: Option<usize>,
+    /// Only incidents this person may see: open ones and restricted ones they are a member of. `None` lists
+    /// every incident (administrators, the operator's commands).
+    pub viewer: Option<String>,
 }
 
 /// An API token as the store knows it; the secret itself is never stored, only its hash.
@@ -527,6 +551,7 @@ pub(crate) mod conformance {
                 sessions_lifecycle,
                 logins_are_single_use_and_expire,
                 list_filters_and_orders,
+                restricted_incidents_are_listed_to_members_only,
                 summary_is_upserted_with_append,
                 mismatched_summary_writes_nothing,
                 failing_item_does_not_fail_its_batch,
@@ -597,6 +622,8 @@ pub(crate) mod conformance {
             number: None,
             created_at: at(created_minutes),
             updated_at: at(created_minutes),
+            restricted: false,
+            members: Vec::new(),
         }
     }
 
@@ -1219,6 +1246,41 @@ pub(crate) mod conformance {
             ..ListFilter::default()
         };
         assert_eq!(store.list(&zero).await, Ok(vec![]));
+    }
+
+    pub(crate) async fn restricted_incidents_are_listed_to_members_only(store: &dyn Store) {
+        let mut secret = summary("secret", Status::Active, 0);
+        secret.restricted = true;
+        secret.members = vec!["alice".into(), "bob \"b\"".into()];
+        store
+            .append(doc_id("secret"), vec![1], Some(secret.clone()))
+            .await
+            .expect("append");
+        store
+            .append(
+                doc_id("open"),
+                vec![1],
+                Some(summary("open", Status::Active, 1)),
+            )
+            .await
+            .expect("append");
+        assert_eq!(store.summary(doc_id("secret")).await, Ok(Some(secret)));
+        let seen_by = |viewer: &str| ListFilter {
+            viewer: Some(viewer.into()),
+            ..ListFilter::default()
+        };
+        let ids = |list: Vec<IncidentSummary>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let [secret, open] = ["secret", "open"].map(doc_id);
+        for member in ["alice", "bob \"b\""] {
+            let list = store.list(&seen_by(member)).await.expect("list");
+            assert_eq!(ids(list), [open, secret], "{member}");
+        }
+        for outsider in ["carol", "ali", "", "%"] {
+            let list = store.list(&seen_by(outsider)).await.expect("list");
+            assert_eq!(ids(list), [open], "{outsider:?}");
+        }
+        let all = store.list(&ListFilter::default()).await.expect("list");
+        assert_eq!(ids(all), [open, secret]);
     }
 
     pub(crate) async fn summary_is_upserted_with_append(store: &dyn Store) {

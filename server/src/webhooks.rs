@@ -42,6 +42,10 @@ pub struct Endpoint {
     /// Whether drills are sent too (marked as drills); `true` by default.
     #[serde(default = "yes")]
     pub drills: bool,
+    /// Whether restricted incidents are sent too; `false` by default, since a receiver (a chat channel) is seen by
+    /// people who are not the incident's members.
+    #[serde(default)]
+    pub restricted: bool,
 }
 
 fn yes() -> bool {
@@ -58,6 +62,7 @@ impl std::fmt::Debug for Endpoint {
             .field("format", &self.format)
             .field("events", &self.events)
             .field("drills", &self.drills)
+            .field("restricted", &self.restricted)
             .finish()
     }
 }
@@ -242,7 +247,11 @@ impl Webhooks {
         let payload = payload(doc, signals, event, id, now).to_string();
         self.endpoints
             .iter()
-            .filter(|e| e.accepts(event.name()) && (e.drills || !signals.headline.drill))
+            .filter(|e| {
+                e.accepts(event.name())
+                    && (e.drills || !signals.headline.drill)
+                    && (e.restricted || !signals.restricted)
+            })
             .map(|e| NewDelivery {
                 endpoint: e.name.clone(),
                 event_id: id.to_owned(),
@@ -453,6 +462,7 @@ mod tests {
             format,
             events: None,
             drills: true,
+            restricted: false,
         };
         let payload =
             json!({"id": "evt_1", "text": "#1 <!channel> down: declared (SEV1)"}).to_string();
@@ -485,6 +495,7 @@ mod tests {
             format: Format::Json,
             events,
             drills: true,
+            restricted: false,
         };
         let bad = [
             vec![endpoint("a", "ftp://x", None)],

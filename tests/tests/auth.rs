@@ -6,7 +6,9 @@
 //! answered as a write token is, except that it signs out where a token may not. The table is checked against
 //! the router's routes (its OpenAPI description), so a new route without a row fails the test. Unknown incident
 //! ids, well-formed or not, answer the same 404. Revoking a token closes its live `/sync` connections within a
-//! second.
+//! second. Restricted incidents add a dimension: open and restricted incidents × members and non-members × every
+//! route and `/sync` × each scope; a non-member gets exactly what an unknown id gets, and lists, analytics and
+//! insights leave the incident out for them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +47,9 @@ enum Caller {
     Scoped(Needs),
     /// The session cookie of a person the provider's groups make a writer, from the server's own origin.
     Session,
+    /// A live token of this scope whose person is no member of the fixture's incidents (never declared one, holds
+    /// no role, was never added).
+    Outsider(Needs),
 }
 
 impl Caller {
@@ -274,7 +279,46 @@ impl Route {
             Route::RevokeSession => ("DELETE", "/api/sessions/{id}"),
         })
     }
+
+    /// Whether the route is a command decision on an incident the call's setup makes its caller command.
+    fn commands(self) -> bool {
+        matches!(
+            self,
+            Route::AssignRole
+                | Route::ProposeHandoff
+                | Route::AcceptHandoff
+                | Route::WithdrawHandoff
+                | Route::Pins
+        )
+    }
+
+    /// Whether the route names an incident (in its path, or in an alert's label).
+    fn names_incident(self) -> bool {
+        matches!(
+            self,
+            Route::Sync
+                | Route::Read
+                | Route::Export
+                | Route::History
+                | Route::Timeline
+                | Route::Operations
+                | Route::AssignRole
+                | Route::ProposeHandoff
+                | Route::AcceptHandoff
+                | Route::WithdrawHandoff
+                | Route::Pins
+                | Route::Reopen
+                | Route::DeleteIncident
+                | Route::StatusUpdate
+                | Route::UpdateSent
+                | Route::AlertHook
+                | Route::AlertHookFor
+        )
+    }
 }
+
+/// The members the restricted fixture adds to every incident it declares: its read and write tokens' people.
+const MEMBERS: [&str; 2] = ["reader", "writer"];
 
 /// What the table runs against: a server, its tokens, and an incident every call may touch.
 struct Fixture {
@@ -290,6 +334,11 @@ struct Fixture {
     direct: reqwest::Client,
     read: String,
     write: String,
+    /// Tokens whose people are members of no incident of the fixture.
+    outsider_read: String,
+    outsider_write: String,
+    /// Whether every incident the fixture declares is restricted (with [`MEMBERS`] added).
+    restricted: bool,
     revoked: String,
     /// The incident read, exported and edited by the calls.
     incident: String,
@@ -299,6 +348,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with(false).await
+    }
+
+    async fn with(restricted: bool) -> Fixture {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding a loopback port");
@@ -319,6 +372,7 @@ impl Fixture {
                     format: Format::Json,
                     events: Some(vec!["closed".into()]),
                     drills: false,
+                    restricted: false,
                 }]
             },
             None,
@@ -334,10 +388,11 @@ impl Fixture {
         let bob_token = server.token("bob", "write").await;
         let read = server.token("reader", "read").await;
         let write = server.token("writer", "write").await;
+        let outsider_read = server.token("outsider-reader", "read").await;
+        let outsider_write = server.token("outsider-writer", "write").await;
         let revoked = server.token("former-admin", "admin").await;
         server.revoke("former-admin").await;
-        let incident = server.declare(&write, "Auth table").await.id;
-        Fixture {
+        let mut fixture = Fixture {
             server,
             _provider: provider,
             session,
@@ -349,10 +404,43 @@ impl Fixture {
                 .expect("an HTTP client"),
             read,
             write,
+            outsider_read,
+            outsider_write,
+            restricted,
             revoked,
-            incident,
+            incident: String::new(),
             counter: AtomicUsize::new(0),
+        };
+        fixture.incident = fixture.declare(&fixture.write, "Auth table").await;
+        fixture
+    }
+
+    /// Declares an incident as `token`: restricted with [`MEMBERS`] added (by the admin) when the fixture is.
+    async fn declare(&self, token: &str, title: &str) -> String {
+        let response = self
+            .server
+            .request(Method::POST, "/api/incidents", Some(token))
+            .json(&json!({"title": title, "restricted": self.restricted}))
+            .send()
+            .await
+            .expect("declaring");
+        assert_eq!(response.status(), StatusCode::CREATED, "declaring {title}");
+        let body: Value = response.json().await.expect("the declaration answer");
+        let id = body["id"].as_str().expect("an id").to_owned();
+        if self.restricted {
+            let add: Vec<Value> = MEMBERS
+                .iter()
+                .map(|m| json!({"op": "addMember", "person": m}))
+                .collect();
+            self.setup(
+                &self.server.admin_token,
+                &id,
+                "operations",
+                json!({"operations": add}),
+            )
+            .await;
         }
+        id
     }
 
     fn token(&self, caller: Caller) -> Option<String> {
@@ -362,7 +450,11 @@ impl Fixture {
             Caller::Revoked => Some(self.revoked.clone()),
             Caller::Scoped(Needs::Read) => Some(self.read.clone()),
             Caller::Scoped(Needs::Write) => Some(self.write.clone()),
-            Caller::Scoped(_) => Some(self.server.admin_token.clone()),
+            Caller::Scoped(_) | Caller::Outsider(Needs::Admin) => {
+                Some(self.server.admin_token.clone())
+            }
+            Caller::Outsider(Needs::Write) => Some(self.outsider_write.clone()),
+            Caller::Outsider(_) => Some(self.outsider_read.clone()),
             Caller::Session => None,
         }
     }
@@ -413,10 +505,7 @@ impl Fixture {
 
     /// An incident declared by `token`, so that its holder is the commander.
     async fn commanded_by(&self, token: &str, n: usize) -> String {
-        self.server
-            .declare(token, &format!("Commanded {n}"))
-            .await
-            .id
+        self.declare(token, &format!("Commanded {n}")).await
     }
 
     /// Sends the command operation `op` as `token`, which must succeed (setup of a call).
@@ -589,15 +678,8 @@ impl Fixture {
                 ),
             ),
             Route::DeleteIncident => {
-                let doomed = self
-                    .server
-                    .declare(&self.write, &format!("Doomed {n}"))
-                    .await;
-                (
-                    Method::DELETE,
-                    format!("/api/incidents/{}", doomed.id),
-                    None,
-                )
+                let doomed = self.declare(&self.write, &format!("Doomed {n}")).await;
+                (Method::DELETE, format!("/api/incidents/{doomed}"), None)
             }
             Route::ListTokens => (Method::GET, "/api/tokens".into(), None),
             Route::People => (Method::GET, "/api/people".into(), None),
@@ -728,7 +810,9 @@ fn expected(route: Route, caller: Caller) -> StatusCode {
     match (route.needs(), caller) {
         (Needs::Nothing, _) => route.success(),
         (_, Caller::Anonymous | Caller::Garbage | Caller::Revoked) => StatusCode::UNAUTHORIZED,
-        (needs, Caller::Scoped(scope)) if scope < needs => StatusCode::FORBIDDEN,
+        (needs, Caller::Scoped(scope) | Caller::Outsider(scope)) if scope < needs => {
+            StatusCode::FORBIDDEN
+        }
         _ => route.success(),
     }
 }
@@ -1172,5 +1256,224 @@ async fn revoking_a_token_from_the_command_line_closes_its_connections_within_a_
     );
     println!("revocation from the command line: every connection closed within {slowest:?}");
     server.stop().await;
+    Ok(())
+}
+
+/// The callers of the restricted dimension: the members (read and write), the admin, and non-members of each scope
+/// below admin (an admin sees every incident).
+const MEMBERSHIP_CALLERS: [Caller; 5] = [
+    Caller::Scoped(Needs::Read),
+    Caller::Scoped(Needs::Write),
+    Caller::Scoped(Needs::Admin),
+    Caller::Outsider(Needs::Read),
+    Caller::Outsider(Needs::Write),
+];
+
+/// The answer every unknown incident id gets (`unknown_incident_ids_all_answer_the_same_404` checks they agree).
+async fn unknown_incident_body(server: &TestServer) -> anyhow::Result<String> {
+    let unknown = wire::DocumentId::random();
+    let response = server
+        .request(
+            Method::GET,
+            &format!("/api/incidents/{unknown}"),
+            Some(&server.admin_token),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == StatusCode::NOT_FOUND);
+    Ok(response.text().await?)
+}
+
+/// Whether the incident `id` is in `route`'s answer `text` (the list's ids, the analytics rows' ids); `None` for
+/// routes whose answer does not list incidents.
+fn lists(route: Route, text: &str, id: &str) -> Option<bool> {
+    match route {
+        Route::List => {
+            let list: Value = serde_json::from_str(text).ok()?;
+            Some(
+                list["incidents"]
+                    .as_array()?
+                    .iter()
+                    .any(|row| row["id"] == id),
+            )
+        }
+        Route::Analytics => Some(text.contains(id)),
+        _ => None,
+    }
+}
+
+/// How many incidents the insights page counts (`· N incidents`).
+fn insights_count(page: &str) -> Option<usize> {
+    let (_, rest) = page.split_once("<p class=\"scope\">")?;
+    let (_, rest) = rest.split_once(" · ")?;
+    rest.split_once(' ')?.0.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_incidents_answer_non_members_exactly_as_unknown_ids() -> anyhow::Result<()> {
+    let mut failures = Vec::new();
+    for restricted in [false, true] {
+        let fixture = Fixture::with(restricted).await;
+        let unknown = unknown_incident_body(&fixture.server).await?;
+        for route in Route::ALL {
+            for caller in MEMBERSHIP_CALLERS {
+                let hidden = restricted && matches!(caller, Caller::Outsider(_));
+                let (method, path, body) = fixture.call(route, caller).await;
+                let what = format!(
+                    "{method} {path} as {caller:?} ({})",
+                    if restricted { "restricted" } else { "open" }
+                );
+                let scoped = expected(route, caller);
+                // The command routes act on incidents the setup's person commands: anyone else is refused by the
+                // command rules.
+                let want = if matches!(caller, Caller::Outsider(_))
+                    && route.commands()
+                    && scoped.is_success()
+                {
+                    StatusCode::FORBIDDEN
+                } else {
+                    scoped
+                };
+                if route == Route::Sync {
+                    if let Err(e) = check_restricted_sync(&fixture, caller, !hidden).await {
+                        failures.push(format!("{what}: {e:#}"));
+                    }
+                    continue;
+                }
+                let mut request =
+                    fixture
+                        .server
+                        .request(method.clone(), &path, fixture.token(caller).as_deref());
+                if let Some(body) = body {
+                    request = markdown_or_json(request, body);
+                }
+                let response = request.send().await.context("sending the request")?;
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                if hidden && route.names_incident() {
+                    // Exactly what the same call with an unknown id gets, status and body.
+                    let (status_unknown, text_unknown) =
+                        fixture.unknown_twin(route, caller, &method, &path).await?;
+                    if (status, &text) != (status_unknown, &text_unknown)
+                        || status.is_success()
+                        || ![StatusCode::NOT_FOUND, StatusCode::FORBIDDEN].contains(&status)
+                    {
+                        failures.push(format!(
+                            "{what}: {status} {text:?}, an unknown id gets {status_unknown} {text_unknown:?}"
+                        ));
+                    }
+                    if status == StatusCode::NOT_FOUND && text != unknown {
+                        failures.push(format!(
+                            "{what}: {text:?} is not the unknown id's {unknown:?}"
+                        ));
+                    }
+                    continue;
+                }
+                if status != want {
+                    let text: String = text.chars().take(200).collect();
+                    failures.push(format!("{what}: {status}, expected {want} ({text})"));
+                    continue;
+                }
+                if let Some(listed) = lists(route, &text, &fixture.incident)
+                    && listed == hidden
+                {
+                    failures.push(format!("{what}: the incident is listed: {listed}"));
+                }
+                if route == Route::Insights {
+                    let (_, list, _) = fixture.call(Route::List, caller).await;
+                    let visible: Value = fixture
+                        .server
+                        .request(Method::GET, &list, fixture.token(caller).as_deref())
+                        .send()
+                        .await?
+                        .json()
+                        .await?;
+                    let listed = visible["incidents"].as_array().map(Vec::len);
+                    if insights_count(&text) != listed {
+                        failures.push(format!(
+                            "{what}: insights count {:?}, the list {listed:?}",
+                            insights_count(&text)
+                        ));
+                    }
+                }
+            }
+        }
+        fixture.server.stop().await;
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "wrong answers:\n{}",
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+impl Fixture {
+    /// The status and body of the call of `route` by `caller` at `path` with its incident replaced by an unknown
+    /// id (a fresh body: the call's own may have consumed something).
+    async fn unknown_twin(
+        &self,
+        route: Route,
+        caller: Caller,
+        method: &Method,
+        path: &str,
+    ) -> anyhow::Result<(StatusCode, String)> {
+        let unknown = wire::DocumentId::random().to_string();
+        let (path, body) = match route {
+            Route::AlertHook => (path.to_owned(), Some(alert_notification(0, Some(&unknown)))),
+            _ => {
+                let (_, rest) = path
+                    .split_once("/api/incidents/")
+                    .or_else(|| path.split_once("/api/hooks/alertmanager/"))
+                    .context("a path naming an incident")?;
+                let id = rest.split(['/', '?']).next().context("an id")?;
+                let (_, _, body) = self.call(route, caller).await;
+                (path.replace(id, &unknown), body)
+            }
+        };
+        let mut request = self
+            .server
+            .request(method.clone(), &path, self.token(caller).as_deref());
+        if let Some(body) = body {
+            request = markdown_or_json(request, body);
+        }
+        let response = request.send().await?;
+        Ok((response.status(), response.text().await?))
+    }
+}
+
+/// Opens the fixture's incident over `/sync` as `caller`: it syncs when `visible`, else it is `doc-unavailable`,
+/// exactly as an unknown document.
+async fn check_restricted_sync(
+    fixture: &Fixture,
+    caller: Caller,
+    visible: bool,
+) -> anyhow::Result<()> {
+    let token = fixture.token(caller).context("a token")?;
+    let mut client = SyncClient::connect(&fixture.server.ws_url(&token)).await?;
+    let opened = client.open(&fixture.incident).await;
+    if visible {
+        opened.context("opening the incident")?;
+        return Ok(());
+    }
+    let refused = format!(
+        "{:#}",
+        opened.err().context("opening a hidden incident fails")?
+    );
+    let unknown = wire::DocumentId::random().to_string();
+    let mut other = SyncClient::connect(&fixture.server.ws_url(&token)).await?;
+    let unknown_refused = format!(
+        "{:#}",
+        other
+            .open(&unknown)
+            .await
+            .err()
+            .context("opening an unknown document fails")?
+    );
+    anyhow::ensure!(
+        refused.contains("doc-unavailable")
+            && refused.replace(&fixture.incident, "ID") == unknown_refused.replace(&unknown, "ID"),
+        "{refused} vs an unknown document's {unknown_refused}"
+    );
     Ok(())
 }

@@ -51,6 +51,7 @@ fn endpoint(name: &str, url: String, format: Format) -> Endpoint {
         format,
         events: None,
         drills: true,
+        restricted: false,
     }
 }
 

@@ -105,6 +105,7 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
                 format: Format::Json,
                 events: None,
                 drills: true,
+                restricted: false,
             },
             Endpoint {
                 name: "chat".into(),
@@ -113,6 +114,7 @@ async fn signed_events_arrive_once_each_whichever_way_the_change_came() -> anyho
                 format: Format::Slack,
                 events: Some(vec!["declared".into(), "closed".into()]),
                 drills: false,
+                restricted: false,
             },
         ];
         config.webhook_delivery = DeliverySettings {

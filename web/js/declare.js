@@ -41,11 +41,25 @@ function templatePreview(template) {
   );
 }
 
-/** The parts of the form that depend on the template: its questions and its severities. */
+/**
+ * Who may see the incident: the template's default (the security template restricts), which the declarer may
+ * change. Restricted, only the declarer, the role holders, the people the commander adds and admins see it.
+ */
+function restrictedBox(template) {
+  return h(
+    "label",
+    { class: "check" },
+    h("input", { type: "checkbox", name: "restricted", checked: Boolean(template.restricted) }),
+    " Restricted: only its members (you, the role holders, the people the commander adds) and admins can see it",
+  );
+}
+
+/** The parts of the form that depend on the template: who may see it, its questions and its severities. */
 function templateParts(template) {
   const questions = questionsOf(template);
   const severity = severityOf(template);
   return [
+    restrictedBox(template),
     questions.length > 0 &&
       h(
         "fieldset",
@@ -75,6 +89,7 @@ function requestBody(form, template) {
   const data = new FormData(form);
   const body = { template: template.id, title: data.get("title").trim() };
   for (const q of questionsOf(template)) body[q.key] = data.has(q.key);
+  body.restricted = data.has("restricted");
   const severity = data.get("severity");
   const summary = data.get("summary").trim();
   if (severity) body.severity = severity;

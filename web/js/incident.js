@@ -10,6 +10,7 @@
  * acceptance, and a new commander (whoever made the change) is announced to everyone for a while.
  */
 
+import { renderAccess } from "./access.js";
 import { applyOperations, fetchSession, fetchUpdate, listPeople, markUpdateSent } from "./api.js";
 import { canWrite, isAdmin, session } from "./auth.js";
 import { h, saveBlob, showError, showMessage, timeEl, utcTime } from "./dom.js";
@@ -138,6 +139,7 @@ function skeleton() {
     { id: "incident", "data-loaded": "false" },
     h("header", { class: "headline" }),
     h("datalist", { id: "people" }),
+    h("section", { id: "access" }),
     h(
       "div",
       { class: "exports", role: "group", "aria-label": "Export" },
@@ -402,6 +404,8 @@ class IncidentPage {
     if (caret && (all || touched.has(fieldOf(caret.field)))) restoreCaret(this.live, caret);
     this.renderArchived(view);
     if (all || touched.has("handoffs")) this.renderHandoffBanner(command);
+    const roles = view.fields.find((field) => field.kind === "roles")?.key;
+    if (all || touched.has("access") || touched.has(roles) || touched.has("status")) this.renderAccess(view, command);
     if (all || touched.has("audit")) this.renderAudit(view.audit ?? []);
     // The first render is the state found, not a change; after that any change of commander is news to everyone.
     if (this.view && command.commander && command.commander !== rolesOf(this.view).commander) {
@@ -411,6 +415,27 @@ class IncidentPage {
     if (this.root.dataset.loaded !== "true") this.markLoaded();
     this.showPresence();
     this.updatePresence();
+  }
+
+  /**
+   * Who can see the incident, and for its commander (or an admin) the controls that change it. The commander's
+   * changes go through the model like any edit; an admin who does not command sends them over HTTP, where the
+   * server knows the admin scope (as with overriding command).
+   */
+  renderAccess(view, command) {
+    const name = this.name();
+    const commands = command.commander === null || command.commander === name;
+    const manage = canWrite() && view.status !== "closed" && (commands || isAdmin());
+    const change = (op) => {
+      if (commands) return this.act(op);
+      applyOperations(this.id, [op]).catch((error) => {
+        showError(error);
+        this.render(null);
+      });
+      return true;
+    };
+    const old = this.root.querySelector("#access");
+    patch(old, renderAccess(view, { manage, change }));
   }
 
   markLoaded() {

@@ -43,6 +43,7 @@ const RULES = {
   timelineEdit: "Timeline edit",
   archived: "Archived",
   commandOverride: "Command overridden by an administrator",
+  access: "Who can see it",
 };
 
 export const statusLabel = (status) => STATUSES.find(([key]) => key === status)?.[1] ?? status ?? "No status";
@@ -145,10 +146,10 @@ export function headlineKeys(view) {
 }
 
 /** Top-level document keys outside the fields that the view carries, under the same names. */
-const ROOT_KEYS = ["pins", "handoffs", "audit"];
+const ROOT_KEYS = ["pins", "handoffs", "audit", "access"];
 
 /**
- * The field keys (and `pins`, `handoffs`, `audit`) whose value, stamp or pin differ between two views: what a local
+ * The field keys (and `pins`, `handoffs`, `audit`, `access`) whose value, stamp or pin differ between two views: what a local
  * operation touched, since `apply` reports ids rather than keys.
  */
 export function changedKeys(before, after) {

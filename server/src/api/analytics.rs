@@ -138,16 +138,23 @@ impl AnalyticsQuery {
     }
 }
 
-/// The rows that pass `filter`, oldest declaration first (then by id), computing those not cached.
+/// The rows that pass `filter` among the incidents `identity` may see, oldest declaration first (then by id),
+/// computing those not cached. The cache keeps every incident's row whoever asks, so it is pruned by the whole
+/// index and the restricted incidents are left out afterwards.
 async fn facts(
     state: &AppState,
     cache: &FactsCache,
     filter: &Filter,
+    identity: &Identity,
 ) -> Result<Vec<Facts>, ApiError> {
     let listed = state.store.list(&ListFilter::default()).await?;
     cache.retain(&listed);
     let mut rows = Vec::new();
-    for summary in &listed {
+    let admin = identity.scope == Scope::Admin;
+    for summary in listed
+        .iter()
+        .filter(|row| row.visible_to(&identity.name, admin))
+    {
         // The index already knows these two; no need to read documents that fail them.
         if filter
             .status
@@ -240,7 +247,7 @@ async fn rows(
     headers: HeaderMap,
     QueryParams(query): QueryParams<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
-    reader(&state, &headers, &query).await?;
+    let identity = reader(&state, &headers, &query).await?;
     let filter = query.filter(&state.templates.current())?;
     let format = query.format.as_deref().unwrap_or("csv");
     let content_type = match format {
@@ -252,7 +259,7 @@ async fn rows(
             )));
         }
     };
-    let rows = facts(&state, &cache, &filter).await?;
+    let rows = facts(&state, &cache, &filter, &identity).await?;
     let body = if format == "csv" {
         analytics::csv(&rows)
     } else {
@@ -312,14 +319,14 @@ async fn insights(
             .unwrap_or_else(|_| HeaderValue::from_static("/#/insights"));
         return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response());
     }
-    reader(&state, &headers, &query).await?;
+    let identity = reader(&state, &headers, &query).await?;
     if query.format.is_some() {
         return Err(ApiError::Unprocessable(
             "/insights is a page; for rows use /api/analytics/incidents?format=csv".into(),
         ));
     }
     let filter = query.filter(&state.templates.current())?;
-    let rows = facts(&state, &cache, &filter).await?;
+    let rows = facts(&state, &cache, &filter, &identity).await?;
     let html = insights::page(&rows, &query.describe());
     Ok((
         [

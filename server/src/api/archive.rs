@@ -74,7 +74,7 @@ async fn history(
         )));
     }
     let offset = query.offset;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let page = state
         .reads
         .run(&handle, move |incident| Ok(incident.history(offset, limit)))
@@ -134,7 +134,7 @@ async fn reopen(
         reason: body.reason,
         status: Some(status),
     };
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let applied = handle.apply(vec![op], editor(&identity)).await?;
     let event = audit::Event {
         actor: &identity.name,

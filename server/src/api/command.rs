@@ -71,7 +71,7 @@ async fn run(
     ops: Vec<Operation>,
 ) -> Result<Json<CommandState>, ApiError> {
     identity.require(Scope::Write, "change the command")?;
-    let handle = handle(state, id).await?;
+    let handle = handle(state, identity, id).await?;
     handle.apply(ops, editor(identity)).await?;
     let view = state
         .reads
@@ -235,7 +235,7 @@ async fn pins(
     Path(IncidentId { id }): Path<IncidentId>,
     JsonBody(body): JsonBody<Pins>,
 ) -> Result<Json<CommandState>, ApiError> {
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let current: Vec<String> = state
         .reads
         .run_waiting(&handle, |incident| {

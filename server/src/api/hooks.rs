@@ -183,7 +183,7 @@ async fn record_alerts(
     }
     let mut handles = Vec::with_capacity(batches.len());
     for (id, ops) in batches {
-        handles.push((handle(&state, &id).await?, ops));
+        handles.push((handle(&state, &identity, &id).await?, ops));
     }
     let (mut recorded, mut duplicates) = (0, 0);
     for (handle, ops) in handles {
@@ -281,6 +281,8 @@ struct EndpointRow<'a> {
     events: Option<&'a [String]>,
     /// Whether drills' events are sent.
     drills: bool,
+    /// Whether restricted incidents' events are sent.
+    restricted: bool,
     /// Whether deliveries carry an HMAC signature.
     signed: bool,
 }
@@ -311,6 +313,7 @@ async fn endpoints(
             format: e.format,
             events: e.events.as_deref(),
             drills: e.drills,
+            restricted: e.restricted,
             signed: e.secret.is_some(),
         })
         .collect();

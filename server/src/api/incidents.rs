@@ -60,15 +60,48 @@ struct Declare {
     /// Starting summary, when known.
     #[serde(default)]
     summary: Option<String>,
+    /// Whether only members (the declarer, role holders, people the commander adds) and admins may see it; the
+    /// template's default when absent (the `security` template declares restricted).
+    #[serde(default)]
+    restricted: Option<bool>,
 }
 
 fn parse_id(id: &str) -> Result<DocumentId, ApiError> {
     parse_incident(id).ok_or(ApiError::NotFound)
 }
 
-pub(super) async fn handle(state: &AppState, id: &str) -> Result<DocHandle, ApiError> {
+/// The actor of incident `id` for `identity`. A restricted incident `identity` is not a member of is answered
+/// exactly as an unknown id (404, the same body), so nobody learns that it exists.
+pub(super) async fn handle(
+    state: &AppState,
+    identity: &Identity,
+    id: &str,
+) -> Result<DocHandle, ApiError> {
     let id = parse_id(id)?;
+    visible(state, identity, id).await?;
     state.registry.get(id).await?.ok_or(ApiError::NotFound)
+}
+
+/// Refuses with 404 when incident `id` is restricted and `identity` is neither a member nor an admin. Decided from
+/// the index row, which commits with every change on any node, so a restriction made on another node counts at
+/// once. An incident without a row is left to the registry (unknown: 404 there too).
+pub(super) async fn visible(
+    state: &AppState,
+    identity: &Identity,
+    id: DocumentId,
+) -> Result<(), ApiError> {
+    if identity.scope == Scope::Admin {
+        return Ok(());
+    }
+    match state.store.summary(id).await? {
+        Some(row) if !row.visible_to(&identity.name, false) => Err(ApiError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+/// What a listing shows `identity`: everything for admins, else open incidents and those they are a member of.
+pub(super) fn viewer(identity: &Identity) -> Option<String> {
+    (identity.scope != Scope::Admin).then(|| identity.name.clone())
 }
 
 pub(super) fn editor(identity: &Identity) -> Editor {
@@ -112,6 +145,7 @@ struct Declared {
 async fn declare(
     identity: Identity,
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     JsonBody(body): JsonBody<Declare>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Write, "declare incidents")?;
@@ -157,6 +191,10 @@ async fn declare(
             text: summary,
         });
     }
+    // Only a choice other than the template's is written (and recorded in the timeline).
+    if let Some(restricted) = body.restricted.filter(|r| *r != template.restricted) {
+        starting.push(Operation::SetRestricted { restricted });
+    }
     let editor = editor(&identity);
     // A refused declaration after this point leaves a gap in the numbers, which the store allows.
     let number = state.store.next_incident_number().await?;
@@ -176,8 +214,19 @@ async fn declare(
             .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     }
     let view = incident.view();
+    let restricted = incident.restriction().0;
     let id = DocumentId::random();
     state.registry.create(id, incident).await?;
+    if restricted {
+        let event = audit::Event {
+            actor: &identity.name,
+            action: "incident.restriction_changed",
+            target: &id.to_string(),
+            detail: serde_json::json!({"restricted": true, "via": "declaration"}),
+            from,
+        };
+        audit::record(&*state.store, &state.metrics, event).await;
+    }
     let location = format!("/api/incidents/{id}");
     let body = Declared {
         id: id.to_string(),
@@ -294,6 +343,7 @@ async fn list(
                 .map(|name| severity_filter(&templates, name))
                 .transpose()?,
             limit: query.limit,
+            viewer: viewer(&identity),
         })
         .await?;
     Ok(Json(IncidentList {
@@ -319,7 +369,7 @@ async fn read(
     Path(IncidentId { id }): Path<IncidentId>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(Scope::Read, "read incidents")?;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let doc_id = handle.id;
     let mut view = state
         .reads
@@ -391,7 +441,7 @@ async fn export_doc(
         None => Format::Markdown,
     };
     let at = query.at.as_deref().map(parse_at).transpose()?;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let doc_id = handle.id;
     let body = state
         .reads
@@ -452,7 +502,7 @@ async fn append_timeline(
     JsonBody(body): JsonBody<TimelineEntry>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let op = Operation::AddTimelineEntry {
         text: body.text,
         at: body.at,
@@ -507,6 +557,7 @@ async fn operations(
     identity: Identity,
     State(state): State<AppState>,
     Path(IncidentId { id }): Path<IncidentId>,
+    ClientAddr(from): ClientAddr,
     JsonBody(body): JsonBody<Operations>,
 ) -> Result<Json<AppliedAll>, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
@@ -518,8 +569,11 @@ async fn operations(
             "operations must not be empty".into(),
         ));
     }
-    let handle = handle(&state, &id).await?;
-    let applied = handle.apply(body.operations, editor(&identity)).await?;
+    let handle = handle(&state, &identity, &id).await?;
+    // The actor records any change of who may see the incident in the audit log, with where it came from.
+    let applied = handle
+        .apply_from(body.operations, editor(&identity), from)
+        .await?;
     Ok(Json(AppliedAll { applied }))
 }
 

@@ -36,6 +36,8 @@ struct Entry<'a> {
     description: &'a str,
     /// Whether its incidents are drills (left out of analytics and webhooks by default).
     drill: bool,
+    /// Whether its incidents are restricted to their members unless the declaration says otherwise.
+    restricted: bool,
     /// A digest of its text: incidents record the version they were declared from.
     version: &'a str,
     /// Where it came from.
@@ -58,6 +60,7 @@ fn entry(loaded: &Loaded) -> Entry<'_> {
         name: &t.name,
         description: &t.description,
         drill: t.drill,
+        restricted: t.restricted,
         version: &t.version,
         origin: loaded.origin,
         file: &loaded.file,

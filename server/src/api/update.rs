@@ -72,7 +72,7 @@ async fn render(
             )));
         }
     };
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let now = Utc::now();
     let (body, heads) = state
         .reads
@@ -150,7 +150,7 @@ async fn mark_sent(
     JsonBody(body): JsonBody<Sent>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
-    let handle = handle(&state, &id).await?;
+    let handle = handle(&state, &identity, &id).await?;
     let heads = match body.heads {
         Some(heads) => {
             let parsed: Vec<ChangeHash> = heads

@@ -60,6 +60,61 @@ pub(crate) enum Effect {
     Answer(ApplyReply, Result<Vec<Applied>, DocError>),
     /// A snapshot for a heavy read.
     Snapshot(SnapshotReply, Snapshot),
+    /// An entry for the audit log, about changes that are durable.
+    Audit(AccessChange),
+}
+
+/// A change of who may see the incident (the restriction, or a member the commander added or removed), for the
+/// audit log: recorded by the node the change arrived on, over HTTP or `/sync`, once it is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AccessChange {
+    /// Who made the change.
+    pub actor: String,
+    /// `incident.restriction_changed`, `incident.member_added` or `incident.member_removed`.
+    pub action: &'static str,
+    /// The incident.
+    pub doc: DocumentId,
+    /// The facts: `restricted` or `person`, and `via` (`http` or `sync`).
+    pub detail: serde_json::Value,
+    /// Where the request or connection came from.
+    pub from: Option<String>,
+}
+
+/// The audit entries for the restriction and added members going from `before` to `after`.
+fn access_changes(
+    doc: DocumentId,
+    (before, after): (&(bool, Vec<String>), &(bool, Vec<String>)),
+    actor: &str,
+    via: &str,
+    from: &Option<String>,
+) -> Vec<AccessChange> {
+    let change = |action: &'static str, detail: serde_json::Value| AccessChange {
+        actor: actor.to_owned(),
+        action,
+        doc,
+        detail,
+        from: from.clone(),
+    };
+    let mut changes = Vec::new();
+    if before.0 != after.0 {
+        changes.push(change(
+            "incident.restriction_changed",
+            serde_json::json!({"restricted": after.0, "via": via}),
+        ));
+    }
+    for person in after.1.iter().filter(|p| !before.1.contains(p)) {
+        changes.push(change(
+            "incident.member_added",
+            serde_json::json!({"person": person, "via": via}),
+        ));
+    }
+    for person in before.1.iter().filter(|p| !after.1.contains(p)) {
+        changes.push(change(
+            "incident.member_removed",
+            serde_json::json!({"person": person, "via": via}),
+        ));
+    }
+    changes
 }
 
 /// One chunk to append, with the index row and the webhook deliveries that must commit with it.
@@ -94,6 +149,8 @@ struct Peer {
     name: String,
     /// Administrators may close an incident they do not command.
     admin: bool,
+    /// Where the connection came from, for the audit log.
+    from: Option<String>,
     /// Read-only peers get a read-only sync state: their changes are never applied.
     read_only: bool,
     /// Automerge's record of what this peer has, so each message carries only what it lacks.
@@ -120,6 +177,7 @@ impl Peer {
             peer_id: link.peer_id.clone(),
             name: link.name.clone(),
             admin: link.admin,
+            from: link.from.clone(),
             read_only: link.read_only,
             state,
             pending: true,
@@ -142,6 +200,8 @@ struct Held {
     signals: Option<Signals>,
     /// A new document's declaration, whose event goes with its first chunk.
     declared: bool,
+    /// Changes of who may see the incident made in this batch, for the audit log once durable.
+    access_changes: Vec<AccessChange>,
     /// The document changed in this batch through other nodes' chunks.
     caught_up: bool,
 }
@@ -198,6 +258,9 @@ pub(crate) struct Core {
     /// The last snapshot handed out and the heads it was taken at: readers of the same heads share it. Weak, so a
     /// snapshot nobody reads any more does not keep a second copy of the document in memory.
     snapshot: Option<(Vec<ChangeHash>, Weak<AutoCommit>)>,
+    /// The heads at which every attached peer was last found allowed to see the document; `None` after a peer
+    /// attached. Saves reading who may see it after batches that changed nothing (acknowledgements, presence).
+    access_checked: Option<Vec<ChangeHash>>,
     /// What the current batch holds back until it is durable.
     held: Held,
     /// Effects not yet taken by the shell.
@@ -237,6 +300,7 @@ impl Core {
             last_flush: context.now,
             last_batch: context.now,
             snapshot: None,
+            access_checked: None,
             held: Held::default(),
             effects: Vec::new(),
         }
@@ -309,12 +373,28 @@ impl Core {
                 Command::Attach { conn, link } => {
                     self.peers.insert(conn, Peer::new(&link));
                     self.metrics.peers.inc();
+                    self.access_checked = None;
                 }
                 Command::Sync {
                     conn,
                     data,
                     change_bytes,
-                } => self.receive_sync(conn, &data, change_bytes, now),
+                } => {
+                    // Only a message carrying changes can change anything: acknowledgements cost no read.
+                    let before = (change_bytes > 0).then(|| self.incident.restriction());
+                    self.receive_sync(conn, &data, change_bytes, now);
+                    if let (Some(before), Some(peer)) = (before, self.peers.get(&conn)) {
+                        let after = self.incident.restriction();
+                        let changes = access_changes(
+                            self.id,
+                            (&before, &after),
+                            &peer.name,
+                            "sync",
+                            &peer.from,
+                        );
+                        self.held.access_changes.extend(changes);
+                    }
+                }
                 Command::Ephemeral {
                     conn,
                     session_id,
@@ -322,15 +402,32 @@ impl Core {
                     data,
                 } => self.relay_ephemeral(conn, session_id, count, data),
                 Command::Detach { conn } => self.detach(conn),
-                Command::Apply { ops, editor, reply } => {
+                Command::Apply {
+                    ops,
+                    editor,
+                    from,
+                    reply,
+                } => {
                     if self.stored_bytes + self.unsaved_bytes >= self.max_bytes {
                         self.metrics.rejected_documents.inc();
                         let refused = Err(DocError::TooLarge(self.max_bytes));
                         self.effects.push(Effect::Answer(reply, refused));
                         continue;
                     }
+                    let before = self.incident.restriction();
                     match self.incident.apply_all(&ops, &editor) {
-                        Ok(applied) => self.held.replies.push((reply, applied)),
+                        Ok(applied) => {
+                            let after = self.incident.restriction();
+                            let changes = access_changes(
+                                self.id,
+                                (&before, &after),
+                                &editor.name,
+                                "http",
+                                &from,
+                            );
+                            self.held.access_changes.extend(changes);
+                            self.held.replies.push((reply, applied));
+                        }
                         Err(e) => self.effects.push(Effect::Answer(reply, Err(e.into()))),
                     }
                 }
@@ -431,6 +528,9 @@ impl Core {
         for (reply, applied) in held.replies {
             self.effects.push(Effect::Answer(reply, Ok(applied)));
         }
+        for change in held.access_changes {
+            self.effects.push(Effect::Audit(change));
+        }
         for read in held.reads {
             read(&mut self.incident);
         }
@@ -440,6 +540,7 @@ impl Core {
                 self.effects.push(Effect::Snapshot(reply, snapshot.clone()));
             }
         }
+        self.cut_off_outsiders();
         // Peers hear at the next fan-out, which the shell spaces out under load.
         self.changed_since_flush |= held.caught_up;
         self.flush_wanted |= self.changed_since_flush || self.peers.values().any(|p| p.pending);
@@ -708,6 +809,32 @@ impl Core {
         }
     }
 
+    /// Disconnects the peers who may no longer see the document: it was restricted, or they were removed from its
+    /// members or lost the role that made them one, by this node or (merged in a catch-up) another. Connections
+    /// checked the index when they attached; this covers everything after, whichever way the change arrived, before
+    /// the next fan-out could show them anything more. The `error` says no more than an unknown document would.
+    fn cut_off_outsiders(&mut self) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let heads = self.incident.doc_mut().get_heads();
+        if self.access_checked.as_ref() == Some(&heads) {
+            return;
+        }
+        let access = self.incident.access();
+        let outsiders: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| !access.allows(&peer.name, peer.admin))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in outsiders {
+            self.metrics.access_disconnects.inc();
+            self.cut_off(conn, format!("document {} is unavailable", self.id));
+        }
+        self.access_checked = Some(heads);
+    }
+
     /// Tells one peer why with an `error` message and disconnects it; the document and other peers carry on.
     fn cut_off(&mut self, conn: ConnId, reason: String) {
         if self.peers.remove(&conn).is_some() {
@@ -809,6 +936,7 @@ pub(crate) fn summary_row(
     now: DateTime<Utc>,
 ) -> IncidentSummary {
     let headline = incident.headline();
+    let access = incident.access();
     IncidentSummary {
         id,
         title: headline.title.clone(),
@@ -819,6 +947,8 @@ pub(crate) fn summary_row(
         number: headline.number,
         created_at: headline.created_at.unwrap_or(now),
         updated_at: now,
+        restricted: access.restricted,
+        members: access.members,
     }
 }
 

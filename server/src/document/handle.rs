@@ -81,6 +81,8 @@ pub enum Command {
         ops: Vec<Operation>,
         /// Who makes them and when.
         editor: Editor,
+        /// Where the request came from (`audit::ClientAddr`), for the audit log of access changes.
+        from: Option<String>,
         /// Answered once the changes are durable, or with the first refusal (then nothing was applied).
         reply: ApplyReply,
     },
@@ -135,10 +137,26 @@ impl DocHandle {
         ops: Vec<Operation>,
         editor: Editor,
     ) -> Result<Vec<Applied>, DocError> {
+        self.apply_from(ops, editor, None).await
+    }
+
+    /// [`DocHandle::apply`] for a request from `from`, which the audit log records with any change of who may see
+    /// the incident.
+    pub async fn apply_from(
+        &self,
+        ops: Vec<Operation>,
+        editor: Editor,
+        from: Option<String>,
+    ) -> Result<Vec<Applied>, DocError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Apply { ops, editor, reply })
-            .await
-            .map_err(|_| DocError::Gone)?;
+        self.send(Command::Apply {
+            ops,
+            editor,
+            from,
+            reply,
+        })
+        .await
+        .map_err(|_| DocError::Gone)?;
         rx.await.map_err(|_| DocError::Gone)?
     }
 

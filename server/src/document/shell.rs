@@ -253,6 +253,21 @@ impl Shell {
                 Effect::Snapshot(reply, snapshot) => {
                     let _ = reply.send(snapshot);
                 }
+                // Off the actor: recording never holds up the document, and never fails it (`audit::record`).
+                Effect::Audit(change) => {
+                    let (store, metrics) = (self.store.clone(), self.metrics.clone());
+                    tokio::spawn(async move {
+                        let target = change.doc.to_string();
+                        let event = crate::audit::Event {
+                            actor: &change.actor,
+                            action: change.action,
+                            target: &target,
+                            detail: change.detail,
+                            from: change.from,
+                        };
+                        crate::audit::record(&*store, &metrics, event).await;
+                    });
+                }
             }
         }
     }

@@ -86,6 +86,8 @@ pub(super) const TABLES: &[Table] = &[
             ("created_at", Kind::Time),
             ("updated_at", Kind::Time),
             ("commander", Kind::Text),
+            ("restricted", Kind::Int4),
+            ("members", Kind::Text),
         ],
         identity: false,
     },
@@ -440,6 +442,11 @@ fn check_document(
     // Rows written before the index kept the commander have none until the incident next changes.
     if row.commander.is_some() && row.commander != commander {
         differ.push("commander");
+    }
+    // Rows written before the index kept access are open, as every incident then was.
+    let access = incident.access();
+    if row.restricted != access.restricted || (row.restricted && row.members != access.members) {
+        differ.push("access");
     }
     if !differ.is_empty() {
         report.problems.push(format!(

@@ -496,7 +496,8 @@ impl Store for PostgresStore {
 
     async fn summary(&self, doc: DocumentId) -> Result<Option<IncidentSummary>, StoreError> {
         sqlx::query(
-            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
+            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
+                    restricted, members
              FROM incidents WHERE id = $1",
         )
         .bind(doc.to_string())
@@ -513,14 +514,17 @@ impl Store for PostgresStore {
         // PostgreSQL reads `LIMIT NULL` as "no limit".
         let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         let rows = sqlx::query(
-            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
+            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
+                    restricted, members
              FROM incidents
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR severity = $2)
+               AND ($4::text IS NULL OR restricted = 0 OR members::jsonb ? $4)
              ORDER BY created_at DESC, id LIMIT $3",
         )
         .bind(filter.status.map(Status::as_str))
         .bind(&filter.severity)
         .bind(limit)
+        .bind(&filter.viewer)
         .fetch_all(self.pool().await?)
         .await
         .map_err(db_error)?;
@@ -1101,13 +1105,14 @@ async fn upsert_summary(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO incidents
-             (id, title, template, status, severity, number, created_at, updated_at, commander)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             (id, title, template, status, severity, number, created_at, updated_at, commander, restricted,
+              members)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, template = excluded.template, status = excluded.status,
              severity = excluded.severity, number = excluded.number,
              created_at = excluded.created_at, updated_at = excluded.updated_at,
-             commander = excluded.commander",
+             commander = excluded.commander, restricted = excluded.restricted, members = excluded.members",
     )
     .bind(summary.id.to_string())
     .bind(&summary.title)
@@ -1118,6 +1123,8 @@ async fn upsert_summary(
     .bind(to_micros(summary.created_at))
     .bind(to_micros(summary.updated_at))
     .bind(&summary.commander)
+    .bind(i32::from(summary.restricted))
+    .bind(super::members_column(&summary.members))
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
@@ -1200,9 +1207,15 @@ fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Reads an index row selected as `id, title, template, status, severity, number, created_at,
-/// updated_at, commander`.
+/// updated_at, commander, restricted, members`.
 fn summary_from_row(row: &PgRow) -> Result<IncidentSummary, sqlx::Error> {
+    let members: String = row.try_get(10)?;
     Ok(IncidentSummary {
+        restricted: row.try_get::<i32, _>(9)? != 0,
+        members: super::members_from_column(&members).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "members".into(),
+            source: e.into(),
+        })?,
         id: id_column(row, 0)?,
         title: row.try_get(1)?,
         template: row.try_get(2)?,

@@ -185,6 +185,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     CREATE INDEX logins_by_expiry ON logins (expires_at);",
+    // Version 8: restricted incidents (`IncidentSummary::restricted`, `members`): whether only members may see the incident,
+    // and its members as a JSON array of names, so listings filter without loading documents. Rows stay open until
+    // their incident next changes (an incident is restricted only by a change, which rewrites its row).
+    "ALTER TABLE incidents ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE incidents ADD COLUMN members TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -496,7 +501,8 @@ impl Store for SqliteStore {
         let doc = doc.to_string();
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
+                "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
+                        restricted, members
                  FROM incidents WHERE id = ?1",
             )
             .and_then(|mut select| select.query_row([&doc], summary_from_row).optional())
@@ -508,6 +514,7 @@ impl Store for SqliteStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentSummary>, StoreError> {
         let status = filter.status.map(Status::as_str);
         let severity = filter.severity.clone();
+        let viewer = filter.viewer.clone();
         // SQLite reads a negative limit as "no limit".
         let limit = filter
             .limit
@@ -515,14 +522,17 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut select = conn
                 .prepare_cached(
-                    "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
+                    "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
+                        restricted, members
                      FROM incidents
                      WHERE (?1 IS NULL OR status = ?1) AND (?3 IS NULL OR severity = ?3)
+                       AND (?4 IS NULL OR restricted = 0
+                            OR EXISTS (SELECT 1 FROM json_each(members) WHERE value = ?4))
                      ORDER BY created_at DESC, id LIMIT ?2",
                 )
                 .map_err(db_error)?;
             let rows = select
-                .query_map(params![status, limit, severity], summary_from_row)
+                .query_map(params![status, limit, severity, viewer], summary_from_row)
                 .map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
@@ -1453,7 +1463,8 @@ fn fill(conn: &Connection, replace: bool) -> Result<(), StoreError> {
 pub(super) fn read_index(conn: &Connection) -> Result<super::backup::Index, StoreError> {
     let mut select = conn
         .prepare(
-            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander
+            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
+                        restricted, members
              FROM incidents",
         )
         .map_err(db_error)?;
@@ -1537,13 +1548,14 @@ pub(super) fn unreadable_rows(conn: &Connection) -> Result<Vec<String>, StoreErr
 fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO incidents
-             (id, title, template, status, severity, number, created_at, updated_at, commander)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             (id, title, template, status, severity, number, created_at, updated_at, commander, restricted,
+              members)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, template = excluded.template, status = excluded.status,
              severity = excluded.severity, number = excluded.number,
              created_at = excluded.created_at, updated_at = excluded.updated_at,
-             commander = excluded.commander",
+             commander = excluded.commander, restricted = excluded.restricted, members = excluded.members",
     )
     .and_then(|mut upsert| {
         upsert.execute(params![
@@ -1556,6 +1568,8 @@ fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), St
             summary.created_at.timestamp_micros(),
             summary.updated_at.timestamp_micros(),
             summary.commander,
+            summary.restricted,
+            super::members_column(&summary.members),
         ])
     })
     .map_err(db_error)?;
@@ -1638,9 +1652,14 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
 }
 
 /// Reads an index row selected as `id, title, template, status, severity, number, created_at,
-/// updated_at, commander`.
+/// updated_at, commander, restricted, members`.
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
+    let members: String = row.get(10)?;
     Ok(IncidentSummary {
+        restricted: row.get(9)?,
+        members: super::members_from_column(&members).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
+        })?,
         id: id_column(row, 0)?,
         title: row.get(1)?,
         template: row.get(2)?,
@@ -2058,6 +2077,8 @@ mod tests {
                 .expect("a valid time"),
             updated_at: DateTime::from_timestamp_micros(1_700_000_100_000_001)
                 .expect("a valid time"),
+            restricted: true,
+            members: vec!["alice".into()],
         };
         let stored = {
             let store = SqliteStore::open(dir.path()).expect("open");

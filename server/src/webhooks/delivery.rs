@@ -397,6 +397,7 @@ mod tests {
             format: Format::Slack,
             events: None,
             drills: true,
+            restricted: false,
         }
     }
 
@@ -487,6 +488,7 @@ mod tests {
             format: Format::Json,
             events: Some(vec!["fieldStale".into()]),
             drills: true,
+            restricted: false,
         };
         let webhooks = Webhooks::new(vec![endpoint], DeliverySettings::default()).expect("valid");
         let dir = tempfile::tempdir().expect("temporary directory");

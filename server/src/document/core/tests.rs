@@ -91,6 +91,7 @@ impl Harness {
             read_only: false,
             name: name.into(),
             admin: false,
+            from: None,
         };
         self.batch(vec![Command::Attach { conn, link }]);
         conn
@@ -277,6 +278,7 @@ fn http_edits_are_answered_once_durable_and_never_after_a_storage_failure() {
         let command = Command::Apply {
             ops: vec![op],
             editor: editor("alice"),
+            from: None,
             reply,
         };
         (command, rx)
@@ -330,6 +332,7 @@ fn fan_outs_are_spaced_by_the_number_of_peers() {
         harness.batch(vec![Command::Apply {
             ops: vec![op],
             editor: editor("alice"),
+            from: None,
             reply,
         }]);
     };
@@ -473,6 +476,7 @@ fn a_batch_of_edits_is_one_append_answered_after_it() {
             Command::Apply {
                 ops: vec![op],
                 editor: editor("alice"),
+                from: None,
                 reply,
             }
         })
@@ -502,4 +506,78 @@ fn a_batch_of_edits_is_one_append_answered_after_it() {
         let _ = reply.send(result);
         assert!(rx.try_recv().is_ok(), "answers keep the order of the edits");
     }
+}
+
+#[test]
+fn restricting_cuts_off_the_peers_no_longer_allowed_and_audits_the_change() {
+    let mut harness = Harness::new(1 << 20);
+    let commander = harness.attach(1, "alice");
+    let member = harness.attach(2, "bob");
+    let outsider = harness.attach(3, "carol");
+    let apply = |ops: Vec<Operation>| {
+        let (reply, _) = oneshot::channel();
+        Command::Apply {
+            ops,
+            editor: editor("alice"),
+            from: Some("192.0.2.1:5000".into()),
+            reply,
+        }
+    };
+    let effects = harness.batch(vec![apply(vec![
+        Operation::AddMember {
+            person: "bob".into(),
+        },
+        Operation::SetRestricted { restricted: true },
+    ])]);
+    let cut: Vec<ConnId> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CutOff(conn) => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cut, [outsider]);
+    let audited: Vec<(&str, String)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Audit(change) => Some((change.action, change.detail.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            (
+                "incident.restriction_changed",
+                r#"{"restricted":true,"via":"http"}"#.to_owned()
+            ),
+            (
+                "incident.member_added",
+                r#"{"person":"bob","via":"http"}"#.to_owned()
+            ),
+        ]
+    );
+    assert_eq!(harness.metrics.access_disconnects.get(), 1);
+
+    // Removing bob cuts him off too; the commander stays.
+    let effects = harness.batch(vec![apply(vec![Operation::RemoveMember {
+        person: "bob".into(),
+    }])]);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::CutOff(c) if *c == member))
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::CutOff(c) if *c == commander))
+    );
+    // A batch that changes nothing reads nothing and cuts nobody.
+    assert!(
+        !harness
+            .batch(Vec::new())
+            .iter()
+            .any(|e| matches!(e, Effect::CutOff(_)))
+    );
 }
