@@ -792,6 +792,8 @@ async fn put(store: &Arc<dyn Store>, mut incident: Incident) {
         number: view.headline.number,
         created_at: view.headline.created_at.unwrap_or_else(Utc::now),
         updated_at: Utc::now(),
+        restricted: false,
+        members: Vec::new(),
     };
     store
         .append(id, incident.save(), Some(summary))

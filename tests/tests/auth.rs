@@ -803,7 +803,9 @@ fn alert_notification(n: usize, incident: Option<&str>) -> Value {
 fn expected(route: Route, caller: Caller) -> StatusCode {
     match (route, caller) {
         (Route::SignOut, Caller::Session) => return StatusCode::NO_CONTENT,
-        (Route::SignOut, Caller::Scoped(_)) => return StatusCode::UNPROCESSABLE_ENTITY,
+        (Route::SignOut, Caller::Scoped(_) | Caller::Outsider(_)) => {
+            return StatusCode::UNPROCESSABLE_ENTITY;
+        }
         (_, Caller::Session) => return expected(route, Caller::Scoped(Needs::Write)),
         _ => {}
     }
@@ -1340,10 +1342,7 @@ async fn restricted_incidents_answer_non_members_exactly_as_unknown_ids() -> any
                     }
                     continue;
                 }
-                let mut request =
-                    fixture
-                        .server
-                        .request(method.clone(), &path, fixture.token(caller).as_deref());
+                let mut request = fixture.request(route, caller, method.clone(), &path).await;
                 if let Some(body) = body {
                     request = markdown_or_json(request, body);
                 }
