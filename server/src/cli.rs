@@ -91,8 +91,9 @@ enum Command {
         limits: limits::LimitArgs,
         #[command(flatten)]
         backups: backup::ScheduleArgs,
+        /// Boxed: four optional strings would make every other command's value as large.
         #[command(flatten)]
-        oidc: OidcArgs,
+        oidc: Box<OidcArgs>,
     },
     /// Manage API tokens.
     Token {
