@@ -80,10 +80,13 @@ pub(crate) struct AccessChange {
     pub from: Option<String>,
 }
 
+/// The restriction and the added members, as `Incident::restriction` reads them.
+type Restriction = (bool, Vec<String>);
+
 /// The audit entries for the restriction and added members going from `before` to `after`.
 fn access_changes(
     doc: DocumentId,
-    (before, after): (&(bool, Vec<String>), &(bool, Vec<String>)),
+    (before, after): (&Restriction, &Restriction),
     actor: &str,
     via: &str,
     from: &Option<String>,
