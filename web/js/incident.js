@@ -592,6 +592,7 @@ class IncidentPage {
         h("span", { class: `status status-${view.status ?? "none"}` }, statusLabel(view.status)),
         view.severity && h("span", { class: `severity severity-${view.severity.toLowerCase()}` }, view.severity),
         view.drill && h("span", { class: "drill" }, "Drill"),
+        view.access?.restricted && h("span", { class: "restricted" }, "Restricted"),
         commander && h("span", { class: "commander" }, `Commander: ${commander}`),
       ),
       h("h1", {}, view.title || "Untitled incident"),
