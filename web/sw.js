@@ -16,6 +16,7 @@ const SHELL = [
   "/js/access.js",
   "/js/api.js",
   "/js/app.js",
+  "/js/audit.js",
   "/js/auth.js",
   "/js/carets.js",
   "/js/declare.js",

@@ -3727,3 +3727,57 @@ async fn a_team_template_is_previewed_declared_from_and_listed_for_admins() -> a
     server.stop().await;
     Ok(())
 }
+
+/// The admin's *Audit log* page: the log's entries (who, what, target, from where), a filter that is kept in the
+/// address, and nothing for a kind nobody did. Screenshot `audit-log.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reads_the_audit_log() -> anyhow::Result<()> {
+    let _shared = QUIET.read().await;
+    let server = TestServer::start().await;
+    server.token("oncall-bot", "write").await;
+    server.revoke("oncall-bot").await;
+    let browser = Browser::open("audit-log", WindowSize::DESKTOP).await?;
+    sign_in(&browser, &server.base_url, &server.admin_token).await?;
+    let nav = r##"nav a[href="#/audit"]"##;
+    browser
+        .wait_until(
+            "the Audit log menu entry for an admin",
+            UI_TIMEOUT,
+            || async { Ok((browser.attr(nav, "hidden").await?.is_none()).then_some(())) },
+        )
+        .await?;
+    click_in_view(&browser, nav).await?;
+    let rows = browser
+        .wait_until("both entries", UI_TIMEOUT, || async {
+            let rows = browser.texts("table.audit-log tbody tr").await?;
+            Ok((rows.len() == 2).then_some(rows))
+        })
+        .await?;
+    ensure!(
+        rows[0].contains("token.revoked")
+            && rows[0].contains("oncall-bot")
+            && rows[0].contains("127.0.0.1:"),
+        "newest first, with where it came from: {rows:?}"
+    );
+    ensure!(
+        rows[1].contains("token.created") && rows[1].contains(r#"{"scope":"write"}"#),
+        "{rows:?}"
+    );
+    ensure_accessible(&browser, "the audit log").await?;
+    browser.screenshot_full_page("audit-log").await?;
+    // A kind nobody did: the filter from the address is applied and kept in the form.
+    browser
+        .goto(&format!("{}/#/audit?action=template.", server.base_url))
+        .await?;
+    browser
+        .wait_until("an empty log for templates", UI_TIMEOUT, || async {
+            let empty = browser.attr("main p.hint", "hidden").await?.is_none();
+            let rows = browser.texts("table.audit-log tbody tr").await?;
+            Ok((empty && rows.is_empty()).then_some(()))
+        })
+        .await?;
+    ensure!(browser.value(r#"select[name="action"]"#).await?.as_deref() == Some("template."));
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}

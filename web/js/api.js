@@ -51,6 +51,12 @@ async function request(path, { method = "GET", body, markdown, raw = false } = {
   throw new ApiError(response.status, message);
 }
 
+/** The query string (`?a=1&b=2`, or nothing) of `filter` and `extra` parameters, empty values left out. */
+export function queryOf(filter, extra = {}) {
+  const params = new URLSearchParams(Object.entries({ ...filter, ...extra }).filter(([, v]) => v));
+  return params.size ? `?${params}` : "";
+}
+
 /** A one-use ticket for opening `/sync`: a WebSocket cannot carry the token in a header, and URLs are logged. */
 export const syncTicket = async () => (await request("/api/sync-ticket", { method: "POST" })).ticket;
 
@@ -86,6 +92,9 @@ export async function fetchSession() {
 }
 
 /** `[{id, name, description, drill, version, origin, file, overrides, fields}]`, default template first. */
+/** A page of the audit log (`{entries, nextBefore}`), newest first, for `filter` (admins). */
+export const getAudit = (filter) => request(`/api/audit${queryOf(filter)}`);
+
 export const getTemplates = async () => (await request("/api/templates")).templates;
 
 /** The templates on offer and `errors`, the refused ones (`{id, origin, error, serving}`), for the admin page. */

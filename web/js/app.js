@@ -4,6 +4,7 @@
  */
 
 import { fetchSession } from "./api.js";
+import { showAudit } from "./audit.js";
 import { canWrite, isAdmin, onIdentityChange, session, signOut, takeTokenFromAddress, token } from "./auth.js";
 import { clearMessage } from "./dom.js";
 import { showDeclare } from "./declare.js";
@@ -20,6 +21,7 @@ const ROUTES = [
   [/^\/incidents\/([^/?]+)$/, showIncident],
   [/^\/insights$/, showInsights],
   [/^\/templates$/, showTemplates],
+  [/^\/audit$/, showAudit],
   [/^\/sign-in$/, showSignIn],
   [/^\/switch$/, showSwitch],
 ];

@@ -42,6 +42,14 @@ export function timeEl(iso) {
   return h("time", { datetime: iso, title: iso }, utcTime(iso));
 }
 
+/** Hands `blob` to the browser as a download named `name` (exports, CSV rows, the audit log). */
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  h("a", { href: url, download: name }).click();
+  // Browsers read the blob after `click` returns; give them ample time before letting it go.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 const banner = () => document.getElementById("banner");
 
 /** Shows `message` in the banner; it stays until dismissed or the page changes, so nobody misses it. */

@@ -13,7 +13,7 @@
 import { renderAccess } from "./access.js";
 import { applyOperations, fetchSession, fetchUpdate, listPeople, markUpdateSent } from "./api.js";
 import { canWrite, isAdmin, session } from "./auth.js";
-import { h, showError, showMessage, timeEl, utcTime } from "./dom.js";
+import { h, saveBlob, showError, showMessage, timeEl, utcTime } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
 import {
   changedKeys,
@@ -739,11 +739,8 @@ class IncidentPage {
   /** Downloads an export made by the model itself, so it works offline and matches the server byte for byte. */
   download(format) {
     const { extension, type } = EXPORTS[format];
-    const url = URL.createObjectURL(new Blob([this.live.exportDoc(format)], { type: `${type};charset=utf-8` }));
-    const name = `incident-${this.view?.number ?? this.id}.${extension}`;
-    h("a", { href: url, download: name }).click();
-    // Browsers read the blob after `click` returns; give them ample time before letting it go.
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    const blob = new Blob([this.live.exportDoc(format)], { type: `${type};charset=utf-8` });
+    saveBlob(blob, `incident-${this.view?.number ?? this.id}.${extension}`);
   }
 }
 

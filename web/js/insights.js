@@ -8,8 +8,8 @@
  * origin of its own), so whatever it holds can neither run nor reach this page or the token.
  */
 
-import { fetchAnswer } from "./api.js";
-import { h, showError } from "./dom.js";
+import { fetchAnswer, queryOf } from "./api.js";
+import { h, saveBlob, showError } from "./dom.js";
 import { STATUSES } from "./model.js";
 
 /** The downloads offered, by the analytics route's `format`. */
@@ -17,20 +17,6 @@ const DOWNLOADS = [
   ["csv", "Download CSV"],
   ["jsonl", "Download JSON Lines"],
 ];
-
-/** The analytics query for `filter`, with `extra` parameters, empty values left out. */
-function queryOf(filter, extra = {}) {
-  const params = new URLSearchParams(Object.entries({ ...filter, ...extra }).filter(([, v]) => v));
-  return params.size ? `?${params}` : "";
-}
-
-/** Hands `blob` to the browser as a download named `name`, as the incident page's exports do. */
-function save(blob, name) {
-  const url = URL.createObjectURL(blob);
-  h("a", { href: url, download: name }).click();
-  // Browsers read the blob after `click` returns; give them ample time before letting it go.
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
-}
 
 export function showInsights(main, { query }, signal) {
   const filter = {
@@ -72,7 +58,7 @@ export function showInsights(main, { query }, signal) {
   const download = async (format) => {
     try {
       const answer = await fetchAnswer(`/api/analytics/incidents${queryOf(filter, { format })}`);
-      if (!signal.aborted) save(await answer.blob(), `incidents.${format}`);
+      if (!signal.aborted) saveBlob(await answer.blob(), `incidents.${format}`);
     } catch (error) {
       showError(error);
     }
