@@ -305,6 +305,21 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
     );
     println!("removing a member: their connection closed within {took:?}");
 
+    // A role makes its holder a member; losing it (not added otherwise) shuts them out.
+    let dave = server.token("dave", "write").await;
+    let role =
+        |person: Option<&str>| json!({"op": "assignRole", "role": "operations", "person": person});
+    op(&server, &alice, &id, role(Some("dave"))).await;
+    let holder = connected(&server, &dave, &id).await?;
+    let started = Instant::now();
+    op(&server, &alice, &id, role(None)).await;
+    let took = closed_after(holder, started).await?;
+    ensure!(
+        took < WITHIN,
+        "dave's connection closed {took:?} after he lost his role"
+    );
+    ensure!(read_status(&server, &dave, &id).await == StatusCode::NOT_FOUND);
+
     // The commander carries on, and bob cannot come back.
     commander.splice("summary", 0, 0, "still here ").await?;
     let mut again = SyncClient::connect(&server.ws_url(&bob)).await?;
@@ -318,7 +333,7 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
         server
             .metric("commandpost_access_disconnects_total")
             .await?
-            == 2
+            == 3
     );
     server.stop().await;
     Ok(())
