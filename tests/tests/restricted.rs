@@ -1,7 +1,8 @@
 //! Restricted incidents end to end: the `security` template declares restricted (and a declaration may say
 //! otherwise); only the commander or an admin changes who may see an incident, by typed operation (others get 403
-//! `command_rule`) or raw `/sync` change (put back); people removed from the members, or outside an incident that
-//! becomes restricted, lose their live connections within a second; webhooks hear nothing of restricted incidents
+//! `command_rule`) or raw `/sync` change (put back); people removed from the members, losing the role that made them
+//! one, or outside an incident that becomes restricted, lose their live connections within a second; the audit log
+//! records each change of access whichever way it arrived; webhooks hear nothing of restricted incidents
 //! unless an endpoint opts in; and on two PostgreSQL nodes a restriction made through one hides the incident on the
 //! other at once and closes that node's non-member connections within a second. (The authorization table of every
 //! route is in `auth.rs`; the browser in `browser_restricted.rs`.)
