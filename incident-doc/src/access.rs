@@ -1,6 +1,6 @@
 //! Who may see an incident: an incident is open to everyone who may read incidents, or restricted to its members
-//! (root key [`keys::ACCESS`]). The members are the declarer, whoever holds a role, and the people the commander
-//! added; administrators see every incident. The server answers everyone else as if the incident did not exist,
+//! (root key [`keys::ACCESS`]). The members are the declarer, whoever holds a role (or is being handed one: they
+//! must see the incident to accept), and the people the commander added; administrators see every incident. The server answers everyone else as if the incident did not exist,
 //! and keeps [`Access::members`] in its index so that listings filter without loading documents.
 //!
 //! The restriction and the added members change only through the commander's (or an administrator's) typed
@@ -25,7 +25,8 @@ pub struct Access {
     pub restricted: bool,
     /// The people the commander added, in the order they were added.
     pub added: Vec<String>,
-    /// Everyone who is a member: the declarer, the role holders and the added people, sorted, each once.
+    /// Everyone who is a member: the declarer, the role holders, the recipients of pending handoffs and the added
+    /// people, sorted, each once.
     pub members: Vec<String>,
 }
 
@@ -69,6 +70,12 @@ impl Incident {
             && let FieldValue::Roles(roles) = read_value(&r, def)
         {
             members.extend(roles.into_values());
+        }
+        // Whoever a role is being handed to must see the incident to accept it.
+        if let Some(handoffs) = r.map(&ROOT, keys::HANDOFFS) {
+            for role in r.keys(&handoffs) {
+                members.extend(r.map(&handoffs, role.as_str()).and_then(|h| r.str(&h, "to")));
+            }
         }
         self.keep_layout(layout);
         Access {

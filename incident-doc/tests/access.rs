@@ -68,9 +68,15 @@ fn members_are_the_declarer_the_role_holders_and_the_added() {
     incident.apply(&add, &at("alice", 2)).expect("add");
     // Adding twice changes nothing.
     incident.apply(&add, &at("alice", 3)).expect("add again");
+    let propose = Operation::ProposeHandoff {
+        role: Role::Communications,
+        to: "carol".into(),
+    };
+    incident.apply(&propose, &at("alice", 3)).expect("propose");
     let access = incident.access();
     assert_eq!(access.added, vec!["bob".to_owned()]);
-    assert_eq!(access.members, vec!["alice", "bob", "olga"]);
+    // Carol is being handed a role: she must see the incident to accept it.
+    assert_eq!(access.members, vec!["alice", "bob", "carol", "olga"]);
     let md = timeline(&incident);
     assert_eq!(
         md.matches("alice added bob to the incident's members.")

@@ -782,6 +782,7 @@ fn archived(number: i64, day: u32, impact: i64, mitigate: i64, handoffs: usize) 
 async fn put(store: &Arc<dyn Store>, mut incident: Incident) {
     let id = DocumentId::random();
     let view = incident.view();
+    let access = incident.access();
     let summary = IncidentSummary {
         id,
         title: view.headline.title.clone(),
@@ -792,8 +793,8 @@ async fn put(store: &Arc<dyn Store>, mut incident: Incident) {
         number: view.headline.number,
         created_at: view.headline.created_at.unwrap_or_else(Utc::now),
         updated_at: Utc::now(),
-        restricted: false,
-        members: Vec::new(),
+        restricted: access.restricted,
+        members: access.members,
     };
     store
         .append(id, incident.save(), Some(summary))

@@ -1,7 +1,8 @@
 //! Restricted incidents in a real headless Chromium (the harness of `tests/src/browser.rs`): the declare form ticks
 //! *Restricted* for the `security` template and not for the general one; on the incident page the commander adds a
-//! member, restricts the incident and removes the member again, through the *Who can see it* section, and the
-//! server then hides the incident from the removed member and closes their live page's connection.
+//! member, restricts the incident (both pages show the *Restricted* badge) and removes the member again, through the
+//! *Who can see it* section, and the server then hides the incident from the removed member and closes their live
+//! page's connection.
 
 use std::time::Duration;
 
@@ -146,6 +147,11 @@ async fn the_commander_restricts_an_incident_and_removes_a_member_on_the_inciden
     commander.click("[data-set-restricted]").await?;
     wait_access(&commander, true, &["alice", "bob"]).await?;
     wait_access(&member, true, &["alice", "bob"]).await?;
+    let badge = member.text(".headline .restricted").await?;
+    ensure!(
+        badge.as_deref() == Some("Restricted"),
+        "the headline's badge: {badge:?}"
+    );
     let carol = server.token("carol", "read").await;
     eventually("the restriction to reach the server", DEADLINE, || async {
         (read_status(&server, &carol, &id).await == StatusCode::NOT_FOUND).then_some(())

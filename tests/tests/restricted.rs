@@ -1,7 +1,8 @@
 //! Restricted incidents end to end: the `security` template declares restricted (and a declaration may say
 //! otherwise); only the commander or an admin changes who may see an incident, by typed operation (others get 403
-//! `command_rule`) or raw `/sync` change (put back); people removed from the members, or outside an incident that
-//! becomes restricted, lose their live connections within a second; webhooks hear nothing of restricted incidents
+//! `command_rule`) or raw `/sync` change (put back); people removed from the members, losing the role that made them
+//! one, or outside an incident that becomes restricted, lose their live connections within a second; the audit log
+//! records each change of access whichever way it arrived; webhooks hear nothing of restricted incidents
 //! unless an endpoint opts in; and on two PostgreSQL nodes a restriction made through one hides the incident on the
 //! other at once and closes that node's non-member connections within a second. (The authorization table of every
 //! route is in `auth.rs`; the browser in `browser_restricted.rs`.)
@@ -305,6 +306,21 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
     );
     println!("removing a member: their connection closed within {took:?}");
 
+    // A role makes its holder a member; losing it (not added otherwise) shuts them out.
+    let dave = server.token("dave", "write").await;
+    let role =
+        |person: Option<&str>| json!({"op": "assignRole", "role": "operations", "person": person});
+    op(&server, &alice, &id, role(Some("dave"))).await;
+    let holder = connected(&server, &dave, &id).await?;
+    let started = Instant::now();
+    op(&server, &alice, &id, role(None)).await;
+    let took = closed_after(holder, started).await?;
+    ensure!(
+        took < WITHIN,
+        "dave's connection closed {took:?} after he lost his role"
+    );
+    ensure!(read_status(&server, &dave, &id).await == StatusCode::NOT_FOUND);
+
     // The commander carries on, and bob cannot come back.
     commander.splice("summary", 0, 0, "still here ").await?;
     let mut again = SyncClient::connect(&server.ws_url(&bob)).await?;
@@ -318,7 +334,7 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
         server
             .metric("commandpost_access_disconnects_total")
             .await?
-            == 2
+            == 3
     );
     server.stop().await;
     Ok(())

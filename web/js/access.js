@@ -1,8 +1,9 @@
 /**
  * Who can see the incident (`#access` on the incident page): open to everyone with a token, or restricted to its
- * members (the declarer, the role holders, the people the commander added) and admins. The commander (or an admin)
- * restricts or opens it and adds or removes people; the model refuses anyone else, as the server does. Rendering is
- * a pure function of the view; edits leave through `ctx.change(op)`, which returns whether the change was taken.
+ * members (the declarer, the role holders and those being handed a role, the people the commander added) and
+ * admins. The commander (or an admin) restricts or opens it and adds or removes people; the model refuses anyone
+ * else, as the server does. Rendering is a pure function of the view; edits leave through `ctx.change(op)`, which
+ * returns whether the change was taken.
  */
 
 import { h } from "./dom.js";
@@ -15,6 +16,10 @@ function membersOf(view) {
   add(view.createdBy, "declared it");
   const roles = rolesOf(view);
   for (const [role, label] of ROLES) add(roles[role], label);
+  // Whoever a role is being handed to sees the incident, to accept it.
+  for (const [role, handoff] of ROLES.map(([key, label]) => [label, view.handoffs?.[key]])) {
+    add(handoff?.to, `being handed ${role}`);
+  }
   const added = view.access?.members ?? [];
   return [
     ...[...reasons].filter(([name]) => !added.includes(name)).map(([name, reason]) => ({ name, reason })),

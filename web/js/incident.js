@@ -405,7 +405,9 @@ class IncidentPage {
     this.renderArchived(view);
     if (all || touched.has("handoffs")) this.renderHandoffBanner(command);
     const roles = view.fields.find((field) => field.kind === "roles")?.key;
-    if (all || touched.has("access") || touched.has(roles) || touched.has("status")) this.renderAccess(view, command);
+    if (all || ["access", roles, "handoffs", "status"].some((key) => touched.has(key))) {
+      this.renderAccess(view, command);
+    }
     if (all || touched.has("audit")) this.renderAudit(view.audit ?? []);
     // The first render is the state found, not a change; after that any change of commander is news to everyone.
     if (this.view && command.commander && command.commander !== rolesOf(this.view).commander) {
@@ -592,6 +594,7 @@ class IncidentPage {
         h("span", { class: `status status-${view.status ?? "none"}` }, statusLabel(view.status)),
         view.severity && h("span", { class: `severity severity-${view.severity.toLowerCase()}` }, view.severity),
         view.drill && h("span", { class: "drill" }, "Drill"),
+        view.access?.restricted && h("span", { class: "restricted" }, "Restricted"),
         commander && h("span", { class: "commander" }, `Commander: ${commander}`),
       ),
       h("h1", {}, view.title || "Untitled incident"),

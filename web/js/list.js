@@ -75,6 +75,7 @@ function row(incident) {
         "span",
         { class: "badges" },
         incident.drill && h("span", { class: "drill" }, "Drill"),
+        incident.restricted && h("span", { class: "restricted" }, "Restricted"),
         h("span", { class: `status status-${incident.status || "none"}` }, statusLabel(incident.status || null)),
         incident.severity &&
           h("span", { class: `severity severity-${incident.severity.toLowerCase()}` }, incident.severity),

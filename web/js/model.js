@@ -142,7 +142,7 @@ export function sectionKeys(view, field) {
 /** Document keys the headline shows, so it is redrawn only when one of them changes. */
 export function headlineKeys(view) {
   const byKind = ["status", "roles"].map((kind) => fieldOfKind(view, kind)?.key);
-  return new Set(["title", "summary", "severity", "incidentNumber", "drill", ...byKind].filter(Boolean));
+  return new Set(["title", "summary", "severity", "incidentNumber", "drill", "access", ...byKind].filter(Boolean));
 }
 
 /** Top-level document keys outside the fields that the view carries, under the same names. */

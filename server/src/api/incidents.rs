@@ -282,6 +282,8 @@ struct ListRow {
     template: String,
     /// Whether that template is a drill's.
     drill: bool,
+    /// Whether only its members and admins may see it (the caller is one, or it would not be listed).
+    restricted: bool,
     /// Its lifecycle state.
     status: &'static str,
     /// Its severity, if set.
@@ -304,6 +306,7 @@ fn list_row(s: &IncidentSummary, templates: &Catalog) -> ListRow {
         title: s.title.clone(),
         template: s.template.clone(),
         drill: templates.get(&s.template).is_some_and(|t| t.template.drill),
+        restricted: s.restricted,
         status: s.status_name(),
         severity: s.severity.clone(),
         commander: s.commander.clone(),

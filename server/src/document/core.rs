@@ -80,10 +80,13 @@ pub(crate) struct AccessChange {
     pub from: Option<String>,
 }
 
+/// The restriction and the added members, as `Incident::restriction` reads them.
+type Restriction = (bool, Vec<String>);
+
 /// The audit entries for the restriction and added members going from `before` to `after`.
 fn access_changes(
     doc: DocumentId,
-    (before, after): (&(bool, Vec<String>), &(bool, Vec<String>)),
+    (before, after): (&Restriction, &Restriction),
     actor: &str,
     via: &str,
     from: &Option<String>,
@@ -819,6 +822,11 @@ impl Core {
         }
         let heads = self.incident.doc_mut().get_heads();
         if self.access_checked.as_ref() == Some(&heads) {
+            return;
+        }
+        // An open incident keeps everyone: one lookup of a root key, the common case after every keystroke.
+        if !self.incident.restriction().0 {
+            self.access_checked = Some(heads);
             return;
         }
         let access = self.incident.access();
