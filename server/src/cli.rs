@@ -91,8 +91,9 @@ enum Command {
         limits: limits::LimitArgs,
         #[command(flatten)]
         backups: backup::ScheduleArgs,
+        /// Boxed: the strings of four flags would make every command as large as `serve`.
         #[command(flatten)]
-        oidc: OidcArgs,
+        oidc: Box<OidcArgs>,
     },
     /// Manage API tokens.
     Token {
@@ -285,7 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .init();
             limits.apply(&mut config);
             backups.apply(&mut config);
-            oidc.apply(&mut config);
+            (*oidc).apply(&mut config);
             if let Some(listen) = listen {
                 config.listen = listen;
             }
