@@ -148,6 +148,17 @@ async fn groups_map_to_scopes_and_the_name_comes_from_the_claim() -> anyhow::Res
         incident.to_string().contains("\"bob\""),
         "bob is named: {incident}"
     );
+    // Signed-in writers may take roles, so the page suggests them for handoffs; carol only reads.
+    let people: Value = server
+        .request(Method::GET, "/api/people", Some(&server.admin_token))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        people["people"] == json!(["admin", "alice", "bob"]),
+        "{people}"
+    );
     // dave's preferred_username ("dave smith") cannot be a name: refused, with a page saying why.
     match SsoClient::new().sign_in(&server, "dave").await? {
         SignIn::Refused { status, code, page } => {
