@@ -702,6 +702,11 @@ async fn a_person_signs_in_with_the_provider_in_a_browser_and_signs_out() -> any
         browser.find("input[name=token]").await?.is_some(),
         "token sign-in stays"
     );
+    let violations = browser.axe_violations().await?;
+    anyhow::ensure!(
+        violations.is_empty(),
+        "the sign-in page is accessible: {violations:?}"
+    );
     browser.click("#sso-sign-in").await?;
     // The provider's own login page, on its own origin.
     browser.wait_for("input[name=login]", UI_TIMEOUT).await?;
