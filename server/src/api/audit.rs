@@ -108,14 +108,14 @@ fn valid_action(action: &str) -> bool {
 #[serde(rename_all = "camelCase")]
 struct AuditPage {
     /// The entries, newest first.
-    entries: Vec<Entry>,
+    entries: Vec<AuditEntry>,
     /// The `before` that asks for the next (older) page; absent on the last page.
     next_before: Option<i64>,
 }
 
 /// One entry of the log.
 #[derive(Serialize, ToSchema)]
-struct Entry {
+struct AuditEntry {
     /// Increases with every entry.
     id: i64,
     /// When it was written.
@@ -133,9 +133,9 @@ struct Entry {
     detail: serde_json::Value,
 }
 
-impl From<AuditRecord> for Entry {
+impl From<AuditRecord> for AuditEntry {
     fn from(record: AuditRecord) -> Self {
-        Entry {
+        AuditEntry {
             id: record.id,
             at: record.at,
             actor: record.actor,
@@ -185,7 +185,7 @@ async fn audit_log(
     let next_before = (records.len() == filter.limit as usize)
         .then(|| records.last().map(|r| r.id))
         .flatten();
-    let entries: Vec<Entry> = records.into_iter().map(Entry::from).collect();
+    let entries: Vec<AuditEntry> = records.into_iter().map(AuditEntry::from).collect();
     if csv {
         return Ok((
             [
