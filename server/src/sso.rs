@@ -769,6 +769,33 @@ mod tests {
     }
 
     #[test]
+    fn cookies_are_http_only_lax_and_secure_behind_https() {
+        let https = sso(|_| {}).session_cookie("cps_secret");
+        let https = https.to_str().expect("ASCII");
+        assert!(
+            https.starts_with("commandpost_session=cps_secret; Path=/; Max-Age=43200"),
+            "{https}"
+        );
+        assert!(
+            https.contains("; HttpOnly; SameSite=Lax; Secure"),
+            "{https}"
+        );
+        let plain = sso(|s| s.redirect_url = "http://127.0.0.1:7420/auth/oidc/callback".into());
+        let cleared = plain.clear_session_cookie();
+        let cleared = cleared.to_str().expect("ASCII");
+        assert!(
+            cleared.contains("Max-Age=0") && !cleared.contains("Secure"),
+            "{cleared}"
+        );
+        assert_eq!(plain.public_origin(), "http://127.0.0.1:7420");
+        let state = plain.state_cookie("st");
+        assert!(
+            state.to_str().expect("ASCII").contains("Path=/auth/oidc;"),
+            "{state:?}"
+        );
+    }
+
+    #[test]
     fn the_client_secret_stays_out_of_debug_output() {
         let settings = OidcSettings {
             client_secret: Some("hunter2-client-secret".into()),
