@@ -672,6 +672,11 @@ async fn two_nodes_on_one_postgresql_share_sessions() -> anyhow::Result<()> {
         closed.as_millis()
     );
     anyhow::ensure!(bob.whoami(&node2).await?.0 == StatusCode::UNAUTHORIZED);
+    // A sign-in started on node 2 is finished by node 1 (the provider sends everyone to the public callback): the
+    // sign-in in progress is in the shared store.
+    let alice = SsoClient::new();
+    alice.signed_in(&node2, "alice").await?;
+    anyhow::ensure!(alice.whoami(&node1).await?.1["scope"] == "admin");
     // Signing out on node 2 ends a session node 1 opened.
     let carol = SsoClient::new();
     carol.signed_in(&node1, "carol").await?;
