@@ -91,7 +91,7 @@ enum Command {
         limits: limits::LimitArgs,
         #[command(flatten)]
         backups: backup::ScheduleArgs,
-        /// Boxed: four optional strings would make every other command's value as large.
+        /// Boxed: the strings of four flags would make every command as large as `serve`.
         #[command(flatten)]
         oidc: Box<OidcArgs>,
     },
@@ -286,7 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .init();
             limits.apply(&mut config);
             backups.apply(&mut config);
-            oidc.apply(&mut config);
+            (*oidc).apply(&mut config);
             if let Some(listen) = listen {
                 config.listen = listen;
             }

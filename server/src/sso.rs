@@ -58,7 +58,7 @@ const LOGIN_TTL: Duration = Duration::from_secs(600);
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
 /// The `[oidc]` table: the provider, the client registered there, and who gets which scope.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OidcSettings {
     /// The provider's issuer URL; its discovery document is `<issuer>/.well-known/openid-configuration`.
@@ -113,6 +113,28 @@ impl Default for OidcSettings {
             session_lifetime: Duration::from_secs(12 * 3600),
             session_idle: Duration::from_secs(3600),
         }
+    }
+}
+
+/// Like the derived form, with the client secret left out: configurations end up in logs and panics.
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer_url", &self.issuer_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "…"))
+            .field("redirect_url", &self.redirect_url)
+            .field("scopes", &self.scopes)
+            .field("display_name", &self.display_name)
+            .field("name_claim", &self.name_claim)
+            .field("role_claim", &self.role_claim)
+            .field("admin", &self.admin)
+            .field("write", &self.write)
+            .field("read", &self.read)
+            .field("default_scope", &self.default_scope)
+            .field("session_lifetime", &self.session_lifetime)
+            .field("session_idle", &self.session_idle)
+            .finish()
     }
 }
 
@@ -744,6 +766,46 @@ mod tests {
         ] {
             assert!(Sso::new(broken).is_err());
         }
+    }
+
+    #[test]
+    fn cookies_are_http_only_lax_and_secure_behind_https() {
+        let https = sso(|_| {}).session_cookie("cps_secret");
+        let https = https.to_str().expect("ASCII");
+        assert!(
+            https.starts_with("commandpost_session=cps_secret; Path=/; Max-Age=43200"),
+            "{https}"
+        );
+        assert!(
+            https.contains("; HttpOnly; SameSite=Lax; Secure"),
+            "{https}"
+        );
+        let plain = sso(|s| s.redirect_url = "http://127.0.0.1:7420/auth/oidc/callback".into());
+        let cleared = plain.clear_session_cookie();
+        let cleared = cleared.to_str().expect("ASCII");
+        assert!(
+            cleared.contains("Max-Age=0") && !cleared.contains("Secure"),
+            "{cleared}"
+        );
+        assert_eq!(plain.public_origin(), "http://127.0.0.1:7420");
+        let state = plain.state_cookie("st");
+        assert!(
+            state.to_str().expect("ASCII").contains("Path=/auth/oidc;"),
+            "{state:?}"
+        );
+    }
+
+    #[test]
+    fn the_client_secret_stays_out_of_debug_output() {
+        let settings = OidcSettings {
+            client_secret: Some("hunter2-client-secret".into()),
+            ..OidcSettings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("client_secret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -148,6 +148,17 @@ async fn groups_map_to_scopes_and_the_name_comes_from_the_claim() -> anyhow::Res
         incident.to_string().contains("\"bob\""),
         "bob is named: {incident}"
     );
+    // Signed-in writers may take roles, so the page suggests them for handoffs; carol only reads.
+    let people: Value = server
+        .request(Method::GET, "/api/people", Some(&server.admin_token))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        people["people"] == json!(["admin", "alice", "bob"]),
+        "{people}"
+    );
     // dave's preferred_username ("dave smith") cannot be a name: refused, with a page saying why.
     match SsoClient::new().sign_in(&server, "dave").await? {
         SignIn::Refused { status, code, page } => {
@@ -661,6 +672,11 @@ async fn two_nodes_on_one_postgresql_share_sessions() -> anyhow::Result<()> {
         closed.as_millis()
     );
     anyhow::ensure!(bob.whoami(&node2).await?.0 == StatusCode::UNAUTHORIZED);
+    // A sign-in started on node 2 is finished by node 1 (the provider sends everyone to the public callback): the
+    // sign-in in progress is in the shared store.
+    let alice = SsoClient::new();
+    alice.signed_in(&node2, "alice").await?;
+    anyhow::ensure!(alice.whoami(&node1).await?.1["scope"] == "admin");
     // Signing out on node 2 ends a session node 1 opened.
     let carol = SsoClient::new();
     carol.signed_in(&node1, "carol").await?;
@@ -690,6 +706,11 @@ async fn a_person_signs_in_with_the_provider_in_a_browser_and_signs_out() -> any
     anyhow::ensure!(
         browser.find("input[name=token]").await?.is_some(),
         "token sign-in stays"
+    );
+    let violations = browser.axe_violations().await?;
+    anyhow::ensure!(
+        violations.is_empty(),
+        "the sign-in page is accessible: {violations:?}"
     );
     browser.click("#sso-sign-in").await?;
     // The provider's own login page, on its own origin.

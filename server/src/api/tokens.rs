@@ -31,8 +31,8 @@ struct People {
     people: Vec<String>,
 }
 
-/// `GET /api/people` (write) → `{"people": [names]}`: the live tokens that may accept a handoff (write and admin),
-/// sorted, so that the page suggests them rather than letting a typo name nobody. Names only: they already appear
+/// `GET /api/people` (write) → `{"people": [names]}`: the live tokens and single sign-on sessions that may accept a
+/// handoff (write and admin), sorted, so that the page suggests them rather than letting a typo name nobody. Names only: they already appear
 /// in every incident's timeline and history; scopes, dates and revoked tokens stay the admins'.
 #[utoipa::path(
     get,
@@ -56,6 +56,17 @@ async fn people(
         .filter(|t| t.revoked_at.is_none() && t.scope >= Scope::Write)
         .map(|t| t.name)
         .collect();
+    // People who signed in through single sign-on may take roles too, while their session lasts.
+    let now = chrono::Utc::now();
+    names.extend(
+        state
+            .store
+            .list_sessions()
+            .await?
+            .into_iter()
+            .filter(|s| s.revoked_at.is_none() && s.expires_at > now && s.scope >= Scope::Write)
+            .map(|s| s.name),
+    );
     names.sort();
     names.dedup();
     Ok(Json(People { people: names }))
