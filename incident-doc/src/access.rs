@@ -74,7 +74,10 @@ impl Incident {
         // Whoever a role is being handed to must see the incident to accept it.
         if let Some(handoffs) = r.map(&ROOT, keys::HANDOFFS) {
             for role in r.keys(&handoffs) {
-                members.extend(r.map(&handoffs, role.as_str()).and_then(|h| r.str(&h, "to")));
+                members.extend(
+                    r.map(&handoffs, role.as_str())
+                        .and_then(|h| r.str(&h, "to")),
+                );
             }
         }
         self.keep_layout(layout);
