@@ -92,7 +92,7 @@ async fn timeline_entries_survive_a_graceful_restart() -> anyhow::Result<()> {
         .json()
         .await?;
     anyhow::ensure!(
-        session == json!({"name": "admin", "scope": "admin"}),
+        session == json!({"kind": "token", "name": "admin", "scope": "admin"}),
         "{session}"
     );
     loads(&server, &token, &id).await?;
