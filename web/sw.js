@@ -29,6 +29,7 @@ const SHELL = [
   "/js/patch.js",
   "/js/presence.js",
   "/js/router.js",
+  "/js/sessions.js",
   "/js/signin.js",
   "/js/store.js",
   "/js/sync.js",

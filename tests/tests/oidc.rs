@@ -755,6 +755,47 @@ async fn a_person_signs_in_with_the_provider_in_a_browser_and_signs_out() -> any
         })
         .await?;
     let id = session_id(&server, "alice").await?;
+    // As an admin she sees the sessions and ends bob's, whose own requests then fail.
+    let bob = SsoClient::new();
+    bob.signed_in(&server, "bob").await?;
+    let bobs = session_id(&server, "bob").await?;
+    browser.goto(&server.url("/#/sessions")).await?;
+    let end = format!("button[data-end=\"{bobs}\"]");
+    browser.wait_for(&end, UI_TIMEOUT).await?;
+    let rows = browser.texts("table.sessions tbody tr").await?;
+    anyhow::ensure!(
+        rows.len() == 2
+            && rows
+                .iter()
+                .any(|r| r.starts_with("alice") && r.contains("admin"))
+            && rows
+                .iter()
+                .any(|r| r.starts_with("bob") && r.contains("write")),
+        "both sessions listed with their scopes: {rows:?}"
+    );
+    let violations = browser.axe_violations().await?;
+    anyhow::ensure!(
+        violations.is_empty(),
+        "the sessions page is accessible: {violations:?}"
+    );
+    browser
+        .execute("window.confirm = () => true;", vec![])
+        .await?;
+    browser.click(&end).await?;
+    browser
+        .wait_until("bob's session to show as ended", UI_TIMEOUT, || async {
+            let gone = browser.find(&end).await?.is_none();
+            let ended = browser
+                .attr(&format!("tr[data-session=\"{bobs}\"]"), "class")
+                .await?;
+            Ok((gone && ended.as_deref() == Some("ended")).then_some(()))
+        })
+        .await?;
+    let (status, _) = bob.whoami(&server).await?;
+    anyhow::ensure!(
+        status == StatusCode::UNAUTHORIZED,
+        "bob's session ended: {status}"
+    );
     // Signing out ends the session on the server and returns to the sign-in page.
     browser.click("#sign-out").await?;
     browser.wait_for("#sso-sign-in", UI_TIMEOUT).await?;

@@ -102,6 +102,12 @@ export async function ssoProvider() {
 /** Ends this browser's single sign-on session on the server (its live connections close, the cookie is cleared). */
 export const endSession = () => request("/api/session/signout", { method: "POST" });
 
+/** The single sign-on sessions, for admins: `[{id, name, scope, createdAt, lastUsedAt, expiresAt, from, revokedAt, live}]`. */
+export const listSessions = async () => (await request("/api/sessions")).sessions;
+
+/** Ends someone's session (admins): it stops working and its live `/sync` connections close. */
+export const endSessionOf = (id) => request(`/api/sessions/${encodeURIComponent(id)}`, { method: "DELETE" });
+
 /** Asks who the token is (`{name, scope}`) and caches the answer for offline use. */
 export async function fetchSession() {
   const session = await request("/api/session");

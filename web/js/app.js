@@ -22,6 +22,7 @@ import { showList } from "./list.js";
 import { startRouter } from "./router.js";
 import { showInsights } from "./insights.js";
 import { showSignedIn, showSignIn, showSwitch } from "./signin.js";
+import { showSessions } from "./sessions.js";
 import { showTemplates } from "./templates.js";
 
 const ROUTES = [
@@ -31,6 +32,7 @@ const ROUTES = [
   [/^\/insights$/, showInsights],
   [/^\/templates$/, showTemplates],
   [/^\/audit$/, showAudit],
+  [/^\/sessions$/, showSessions],
   [/^\/sign-in$/, showSignIn],
   [/^\/signed-in$/, showSignedIn],
   [/^\/switch$/, showSwitch],
