@@ -352,6 +352,24 @@ impl Browser {
         Ok(())
     }
 
+    /// Opens `base_url/#token=…`, as a sign-in link does, and waits until the page has stored the token
+    /// (localStorage `commandpost.token`) and taken it out of the address bar.
+    pub async fn sign_in(&self, base_url: &str, token: &str) -> anyhow::Result<()> {
+        self.goto(&format!("{base_url}/#token={token}")).await?;
+        self.wait_until(
+            "the token to be stored (localStorage commandpost.token) and stripped from the address bar",
+            crate::DEADLINE,
+            || async {
+                let url = self.url().await?;
+                let stored = self
+                    .execute("return localStorage.getItem('commandpost.token');", vec![])
+                    .await?;
+                Ok((!url.contains("token=") && stored == serde_json::json!(token)).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// Navigates to `url` and waits for the load (for a change of `#fragment` only, for the hash change).
     pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
         self.client

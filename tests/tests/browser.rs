@@ -185,24 +185,6 @@ async fn wait_all(
     }
 }
 
-/// Opens `base_url/#token=…` and waits until the page has stored the token and taken it out of the address bar.
-async fn sign_in(browser: &Browser, base_url: &str, token: &str) -> anyhow::Result<()> {
-    browser.goto(&format!("{base_url}/#token={token}")).await?;
-    browser
-        .wait_until(
-            "the token to be stored (localStorage commandpost.token) and stripped from the address bar",
-            UI_TIMEOUT,
-            || async {
-                let url = browser.url().await?;
-                let stored = browser
-                    .execute("return localStorage.getItem('commandpost.token');", vec![])
-                    .await?;
-                Ok((!url.contains("token=") && stored == json!(token)).then_some(()))
-            },
-        )
-        .await
-}
-
 /// Navigates a signed-in page to the incident and waits until it shows it, fully synced.
 async fn open_incident(browser: &Browser, base_url: &str, id: &str) -> anyhow::Result<PageState> {
     browser
@@ -227,7 +209,7 @@ async fn open_signed_in(
     id: &str,
 ) -> anyhow::Result<Browser> {
     let browser = Browser::open(name, size).await?;
-    sign_in(&browser, base_url, token).await?;
+    browser.sign_in(base_url, token).await?;
     open_incident(&browser, base_url, id).await?;
     Ok(browser)
 }
@@ -456,7 +438,7 @@ async fn the_accessibility_check_finds_a_planted_violation() -> anyhow::Result<(
     let server = TestServer::start().await;
     let reader = server.token("reader", "read").await;
     let browser = Browser::open("axe-machinery", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &reader).await?;
+    browser.sign_in(&server.base_url, &reader).await?;
     browser.wait_for("#incident-list", UI_TIMEOUT).await?;
     browser
         .execute(
@@ -1302,7 +1284,7 @@ async fn hostile_text_is_shown_as_text_and_never_runs() -> anyhow::Result<()> {
     .await?;
     let reader = server.token("reader", "read").await;
     let browser = Browser::open("hostile", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &reader).await?;
+    browser.sign_in(&server.base_url, &reader).await?;
     // The list shows the title.
     browser.goto(&format!("{}/#/", server.base_url)).await?;
     browser
@@ -1603,7 +1585,7 @@ async fn a_sign_in_link_for_someone_else_asks_before_switching() -> anyhow::Resu
     let base = &server.base_url;
     let browser = Browser::open("switch", WindowSize::DESKTOP).await?;
     // Nobody signed in: the link signs in at once, as before.
-    sign_in(&browser, base, &alice).await?;
+    browser.sign_in(base, &alice).await?;
     wait_signed_in(&browser, &alice, "alice (write)").await?;
 
     for accept in [false, true] {
@@ -1743,7 +1725,7 @@ async fn the_list_shows_open_incidents_first_with_their_commander_and_age() -> a
     .await?;
     let queue = server.declare(&alice, "Queue backlog").await.id;
     let browser = Browser::open("list-order", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &alice).await?;
+    browser.sign_in(&server.base_url, &alice).await?;
     let rows = wait_for_rows(&browser, &[&queue, &disk, &cache]).await?;
     ensure!(
         rows.iter().map(|r| r.open).eq([true, true, false]),
@@ -1772,7 +1754,7 @@ async fn the_list_search_finds_incidents_by_title_or_number() -> anyhow::Result<
     let checkout = server.declare(&alice, "Checkout errors").await;
     let login = server.declare(&alice, "Login latency").await;
     let browser = Browser::open("list-search", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &alice).await?;
+    browser.sign_in(&server.base_url, &alice).await?;
     wait_for_rows(&browser, &[&login.id, &checkout.id]).await?;
     browser.type_text("#incident-search", "CHECKOUT").await?;
     wait_for_rows(&browser, &[&checkout.id]).await?;
@@ -1826,7 +1808,7 @@ async fn an_incident_declared_elsewhere_appears_in_the_list_without_a_reload() -
     let bob = server.token("bob", "write").await;
     let first = server.declare(&alice, "Disk full").await.id;
     let browser = Browser::open("list-live", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &alice).await?;
+    browser.sign_in(&server.base_url, &alice).await?;
     wait_for_rows(&browser, &[&first]).await?;
     // A reload would lose this.
     browser
@@ -1958,7 +1940,7 @@ async fn the_list_and_declare_pages_are_accessible_at_laptop_and_phone_widths() 
         apply(&server, &alice, id, Value::Array(ops)).await?;
     }
     let browser = Browser::open("list-a11y", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &alice).await?;
+    browser.sign_in(&server.base_url, &alice).await?;
     for (size, suffix) in [
         (WindowSize::DESKTOP, "desktop"),
         (WindowSize::PHONE, "phone"),
@@ -2024,7 +2006,7 @@ async fn insights_and_csv_come_from_the_signed_in_page() -> anyhow::Result<()> {
     let writer = server.token("writer", "write").await;
     let id = server.declare(&writer, "Checkout errors").await.id;
     let browser = Browser::open("insights", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &analyst).await?;
+    browser.sign_in(&server.base_url, &analyst).await?;
     browser.click(r##"nav a[href="#/insights"]"##).await?;
     browser
         .wait_for("#insights-frame[srcdoc]", UI_TIMEOUT)
@@ -2132,7 +2114,7 @@ async fn insights_opened_from_a_bookmark_shows_in_the_signed_in_app_at_laptop_an
     let writer = server.token("writer", "write").await;
     let id = server.declare(&writer, "Checkout errors").await.id;
     let browser = Browser::open("insights-bookmark", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &analyst).await?;
+    browser.sign_in(&server.base_url, &analyst).await?;
     for (size, suffix) in [
         (WindowSize::DESKTOP, "desktop"),
         (WindowSize::PHONE, "phone"),
@@ -3628,7 +3610,7 @@ async fn a_team_template_is_previewed_declared_from_and_listed_for_admins() -> a
     let alice = server.token("alice", "write").await;
 
     let browser = Browser::open("team-template", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &alice).await?;
+    browser.sign_in(&server.base_url, &alice).await?;
     browser
         .goto(&format!("{}/#/declare", server.base_url))
         .await?;
@@ -3685,7 +3667,9 @@ async fn a_team_template_is_previewed_declared_from_and_listed_for_admins() -> a
 
     // The admin page: origins, the source, and the refused file with its line.
     let browser = Browser::open("templates-admin", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &server.admin_token).await?;
+    browser
+        .sign_in(&server.base_url, &server.admin_token)
+        .await?;
     let nav = r##"nav a[href="#/templates"]"##;
     browser
         .wait_until(
@@ -3737,7 +3721,9 @@ async fn an_admin_reads_the_audit_log() -> anyhow::Result<()> {
     server.token("oncall-bot", "write").await;
     server.revoke("oncall-bot").await;
     let browser = Browser::open("audit-log", WindowSize::DESKTOP).await?;
-    sign_in(&browser, &server.base_url, &server.admin_token).await?;
+    browser
+        .sign_in(&server.base_url, &server.admin_token)
+        .await?;
     let nav = r##"nav a[href="#/audit"]"##;
     browser
         .wait_until(

@@ -11,24 +11,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tests::{Browser, DEADLINE, TestServer, WindowSize, eventually};
 
-/// Signs `browser` in at `base_url` with `token`, as a sign-in link does.
-async fn sign_in(browser: &Browser, base_url: &str, token: &str) -> anyhow::Result<()> {
-    browser.goto(&format!("{base_url}/#token={token}")).await?;
-    browser
-        .wait_until(
-            "the token to be stored and stripped from the address",
-            DEADLINE,
-            || async {
-                let url = browser.url().await?;
-                let stored = browser
-                    .execute("return localStorage.getItem('commandpost.token');", vec![])
-                    .await?;
-                Ok((!url.contains("token=") && stored == json!(token)).then_some(()))
-            },
-        )
-        .await
-}
-
 /// Opens incident `id` and waits until it is loaded and synced.
 async fn open_incident(browser: &Browser, base_url: &str, id: &str) -> anyhow::Result<()> {
     browser
@@ -101,7 +83,7 @@ async fn the_commander_restricts_an_incident_and_removes_a_member_on_the_inciden
     let bob = server.token("bob", "write").await;
 
     let commander = Browser::open("restricted-commander", WindowSize::DESKTOP).await?;
-    sign_in(&commander, base, &alice).await?;
+    commander.sign_in(base, &alice).await?;
 
     // The declare form follows the chosen template's default.
     commander.goto(&format!("{base}/#/declare")).await?;
@@ -135,7 +117,7 @@ async fn the_commander_restricts_an_incident_and_removes_a_member_on_the_inciden
     open_incident(&commander, base, &id).await?;
     wait_access(&commander, false, &["alice"]).await?;
     let member = Browser::open("restricted-member", WindowSize::DESKTOP).await?;
-    sign_in(&member, base, &bob).await?;
+    member.sign_in(base, &bob).await?;
     open_incident(&member, base, &id).await?;
 
     // Add bob, then restrict: bob still sees it, his page stays synced.

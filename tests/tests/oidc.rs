@@ -52,20 +52,32 @@ async fn refusal(response: reqwest::Response) -> anyhow::Result<(StatusCode, Str
 
 /// The id of `name`'s live session, as an admin lists them.
 async fn session_id(server: &TestServer, name: &str) -> anyhow::Result<String> {
+    let list = sessions(server).await?;
+    list.iter()
+        .find(|s| s["name"] == name && s["live"] == true)
+        .and_then(|s| s["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{name}'s live session in {list:?}"))
+}
+
+/// The sessions as an admin lists them (`GET /api/sessions`).
+async fn sessions(server: &TestServer) -> anyhow::Result<Vec<Value>> {
     let list: Value = server
         .request(Method::GET, "/api/sessions", Some(&server.admin_token))
         .send()
         .await?
         .json()
         .await?;
-    list["sessions"]
-        .as_array()
-        .context("a list")?
-        .iter()
-        .find(|s| s["name"] == name && s["live"] == true)
-        .and_then(|s| s["id"].as_str())
-        .map(str::to_owned)
-        .with_context(|| format!("{name}'s live session in {list}"))
+    list["sessions"].as_array().cloned().context("a list")
+}
+
+/// Session `id` as an admin lists it, if it is listed.
+async fn session_row(server: &TestServer, id: &str) -> Option<Value> {
+    sessions(server)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|s| s["id"] == id)
 }
 
 /// The audit log's entries of `action`, newest first, as an admin reads them.
@@ -324,19 +336,7 @@ async fn sessions_end_when_idle_and_at_their_lifetime_however_used() -> anyhow::
     bob.signed_in(&server, "bob").await?;
     let id = session_id(&server, "bob").await?;
     eventually("bob's idle session to end", PATIENCE, || async {
-        let list: Value = server
-            .request(Method::GET, "/api/sessions", Some(&server.admin_token))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let row = list["sessions"]
-            .as_array()?
-            .iter()
-            .find(|s| s["id"] == id.as_str())?
-            .clone();
+        let row = session_row(&server, &id).await?;
         (row["live"] == false).then_some(())
     })
     .await?;
@@ -800,19 +800,7 @@ async fn a_person_signs_in_with_the_provider_in_a_browser_and_signs_out() -> any
     browser.click("#sign-out").await?;
     browser.wait_for("#sso-sign-in", UI_TIMEOUT).await?;
     eventually("alice's session to end on the server", PATIENCE, || async {
-        let list: Value = server
-            .request(Method::GET, "/api/sessions", Some(&server.admin_token))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let row = list["sessions"]
-            .as_array()?
-            .iter()
-            .find(|s| s["id"] == id.as_str())?
-            .clone();
+        let row = session_row(&server, &id).await?;
         (row["live"] == false && row["revokedAt"].is_string()).then_some(())
     })
     .await?;

@@ -63,6 +63,40 @@ async fn op(server: &TestServer, token: &str, id: &str, op: Value) {
     );
 }
 
+/// A server, alice (write) who declared incident `id` and added bob (write) as a member, and carol (read), who is
+/// none.
+struct Cast {
+    server: TestServer,
+    alice: String,
+    bob: String,
+    carol: String,
+    id: String,
+}
+
+impl Cast {
+    async fn declare(title: &str, template: &str) -> Cast {
+        let server = TestServer::start().await;
+        let alice = server.token("alice", "write").await;
+        let bob = server.token("bob", "write").await;
+        let carol = server.token("carol", "read").await;
+        let id = declare(&server, &alice, title, template, None).await;
+        op(
+            &server,
+            &alice,
+            &id,
+            json!({"op": "addMember", "person": "bob"}),
+        )
+        .await;
+        Cast {
+            server,
+            alice,
+            bob,
+            carol,
+            id,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_security_template_declares_restricted_unless_the_declaration_says_otherwise()
 -> anyhow::Result<()> {
@@ -141,18 +175,13 @@ async fn the_security_template_declares_restricted_unless_the_declaration_says_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_commander_or_an_admin_changes_who_may_see_an_incident() -> anyhow::Result<()> {
-    let server = TestServer::start().await;
-    let alice = server.token("alice", "write").await;
-    let bob = server.token("bob", "write").await;
-    let carol = server.token("carol", "read").await;
-    let id = declare(&server, &alice, "Leaked key", "security", None).await;
-    op(
-        &server,
-        &alice,
-        &id,
-        json!({"op": "addMember", "person": "bob"}),
-    )
-    .await;
+    let Cast {
+        server,
+        alice,
+        bob,
+        carol,
+        id,
+    } = Cast::declare("Leaked key", "security").await;
 
     // Bob is a member, not the commander: his typed operations are refused by the command rules.
     for attempt in [
@@ -249,27 +278,26 @@ async fn connected(server: &TestServer, token: &str, id: &str) -> anyhow::Result
     Ok(client)
 }
 
-/// Waits for the `error` and the close on `client`; returns how long after `since` it came.
-async fn closed_after(mut client: SyncClient, since: Instant) -> anyhow::Result<Duration> {
+/// Waits for the `error` ("unavailable") and the close on `client` (`what`), which must come within [`WITHIN`] of
+/// `since`; prints how long it took, the figure of the note.
+async fn closed_within(mut client: SyncClient, since: Instant, what: &str) -> anyhow::Result<()> {
     let message = client.expect_error_then_close().await?;
     ensure!(message.contains("unavailable"), "{message}");
-    Ok(since.elapsed())
+    let took = since.elapsed();
+    ensure!(took < WITHIN, "{what}: closed {took:?} after the change");
+    println!("{what}: closed within {took:?}");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::Result<()> {
-    let server = TestServer::start().await;
-    let alice = server.token("alice", "write").await;
-    let bob = server.token("bob", "write").await;
-    let carol = server.token("carol", "read").await;
-    let id = declare(&server, &alice, "Checkout errors", "incident", None).await;
-    op(
-        &server,
-        &alice,
-        &id,
-        json!({"op": "addMember", "person": "bob"}),
-    )
-    .await;
+    let Cast {
+        server,
+        alice,
+        bob,
+        carol,
+        id,
+    } = Cast::declare("Checkout errors", "incident").await;
     let mut commander = connected(&server, &alice, &id).await?;
     let member = connected(&server, &bob, &id).await?;
     let outsider = connected(&server, &carol, &id).await?;
@@ -283,12 +311,12 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
         json!({"op": "setRestricted", "restricted": true}),
     )
     .await;
-    let took = closed_after(outsider, started).await?;
-    ensure!(
-        took < WITHIN,
-        "carol's connection closed {took:?} after the restriction"
-    );
-    println!("restricting: the non-member's connection closed within {took:?}");
+    closed_within(
+        outsider,
+        started,
+        "carol's connection, after the restriction",
+    )
+    .await?;
 
     // Removing bob closes his.
     let started = Instant::now();
@@ -299,12 +327,7 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
         json!({"op": "removeMember", "person": "bob"}),
     )
     .await;
-    let took = closed_after(member, started).await?;
-    ensure!(
-        took < WITHIN,
-        "bob's connection closed {took:?} after his removal"
-    );
-    println!("removing a member: their connection closed within {took:?}");
+    closed_within(member, started, "bob's connection, after his removal").await?;
 
     // A role makes its holder a member; losing it (not added otherwise) shuts them out.
     let dave = server.token("dave", "write").await;
@@ -314,11 +337,7 @@ async fn people_no_longer_allowed_are_disconnected_within_a_second() -> anyhow::
     let holder = connected(&server, &dave, &id).await?;
     let started = Instant::now();
     op(&server, &alice, &id, role(None)).await;
-    let took = closed_after(holder, started).await?;
-    ensure!(
-        took < WITHIN,
-        "dave's connection closed {took:?} after he lost his role"
-    );
+    closed_within(holder, started, "dave's connection, after he lost his role").await?;
     ensure!(read_status(&server, &dave, &id).await == StatusCode::NOT_FOUND);
 
     // The commander carries on, and bob cannot come back.
@@ -454,14 +473,12 @@ async fn a_restriction_through_one_postgres_node_counts_on_the_other_at_once() -
         .call(Method::GET, "/api/incidents", Some(&carol), None)
         .await;
     ensure!(!list.to_string().contains(&id), "{list}");
-    let took = closed_after(outsider, started).await?;
-    ensure!(
-        took < WITHIN,
-        "carol's connection to node 2 closed {took:?} after the restriction"
-    );
-    println!(
-        "restricting through node 1: the non-member's connection to node 2 closed within {took:?}"
-    );
+    closed_within(
+        outsider,
+        started,
+        "carol's connection to node 2, after the restriction",
+    )
+    .await?;
 
     // Adding her through node 2 lets her in through node 1.
     op(
@@ -481,12 +498,12 @@ async fn a_restriction_through_one_postgres_node_counts_on_the_other_at_once() -
         json!({"op": "removeMember", "person": "carol"}),
     )
     .await;
-    let took = closed_after(member, started).await?;
-    ensure!(
-        took < WITHIN,
-        "carol's connection to node 1 closed {took:?} after her removal"
-    );
-    println!("removing a member through node 2: their connection to node 1 closed within {took:?}");
+    closed_within(
+        member,
+        started,
+        "carol's connection to node 1, after her removal",
+    )
+    .await?;
     node2.stop().await;
     node1.stop().await;
     Ok(())
@@ -522,17 +539,13 @@ async fn audited(server: &TestServer, id: &str) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_of_access_are_audited_whichever_way_they_arrive() -> anyhow::Result<()> {
-    let server = TestServer::start().await;
-    let alice = server.token("alice", "write").await;
-    let bob = server.token("bob", "write").await;
-    let id = declare(&server, &alice, "Leaked key", "security", None).await;
-    op(
-        &server,
-        &alice,
-        &id,
-        json!({"op": "addMember", "person": "bob"}),
-    )
-    .await;
+    let Cast {
+        server,
+        alice,
+        bob,
+        id,
+        ..
+    } = Cast::declare("Leaked key", "security").await;
     // Bob's raw attempt is put back: nothing changed, nothing to audit.
     let mut intruder = SyncClient::connect(&server.ws_url(&bob)).await?;
     intruder.set_author("bob");
