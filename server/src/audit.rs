@@ -24,20 +24,8 @@ pub const SERVER_ACTOR: &str = incident_doc::schema::SERVER_NAME;
 /// token names it; the entry's `from` says which user ran it.
 pub const CLI_ACTOR: &str = "cli";
 
-/// One thing to record.
-#[derive(Debug, Clone)]
-pub struct Event<'a> {
-    /// Who acted: a token's or person's name, [`SERVER_ACTOR`] or [`CLI_ACTOR`].
-    pub actor: &'a str,
-    /// What happened, `noun.verb` (`token.created`); docs/security.md lists every action.
-    pub action: &'static str,
-    /// What it happened to (a token name, an incident id), or empty.
-    pub target: &'a str,
-    /// The facts of this kind of action, a JSON object (`Value::Null` stores `{}`).
-    pub detail: Value,
-    /// Where the request came from ([`ClientAddr`]) or who ran the command.
-    pub from: Option<String>,
-}
+/// One thing to record: the store's type, named here where callers build it.
+pub use crate::store::AuditEvent as Event;
 
 /// Appends `event` to the log; a failure is logged and counted, never returned (see the module documentation).
 pub async fn record(store: &dyn Store, metrics: &Metrics, event: Event<'_>) {

@@ -41,7 +41,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Scope, hash_token, valid_token_name};
-use crate::config::duration;
+use crate::config::OidcSettings;
 use crate::store::{SessionRecord, Store, StoreError};
 
 /// The cookie that carries a session's secret.
@@ -56,87 +56,6 @@ const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// How long the provider's discovery document and keys are used before they are read again, so that a rotated
 /// signing key is picked up without a restart.
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
-
-/// The `[oidc]` table: the provider, the client registered there, and who gets which scope.
-#[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct OidcSettings {
-    /// The provider's issuer URL; its discovery document is `<issuer>/.well-known/openid-configuration`.
-    pub issuer_url: String,
-    /// The client id registered at the provider.
-    pub client_id: String,
-    /// The client secret (confidential client); better given as `COMMANDPOST_OIDC_CLIENT_SECRET` than in a file.
-    pub client_secret: Option<String>,
-    /// This server's callback as registered at the provider: `https://<public address>/auth/oidc/callback`. Its
-    /// origin is the server's public origin (cookie `Secure` flag, cross-site checks).
-    pub redirect_url: String,
-    /// Scopes asked for; `openid` is always asked.
-    pub scopes: Vec<String>,
-    /// The provider's name on the sign-in button ("Sign in with …").
-    pub display_name: String,
-    /// The claim whose value is the person's name in documents (checked like a token name).
-    pub name_claim: String,
-    /// The claim the scope rules read: a string or a list of strings (groups, roles, email).
-    pub role_claim: String,
-    /// Values of `role-claim` that give `admin`; a value starting with `@` matches the end of the claim (an email
-    /// domain).
-    pub admin: Vec<String>,
-    /// Values that give `write`.
-    pub write: Vec<String>,
-    /// Values that give `read`.
-    pub read: Vec<String>,
-    /// The scope of people who match no rule: `read`, `write`, `admin` or `refused`.
-    pub default_scope: String,
-    /// The absolute lifetime of a session, however much it is used.
-    #[serde(deserialize_with = "duration")]
-    pub session_lifetime: Duration,
-    /// A session unused for this long ends (every use renews it).
-    #[serde(deserialize_with = "duration")]
-    pub session_idle: Duration,
-}
-
-impl Default for OidcSettings {
-    fn default() -> Self {
-        OidcSettings {
-            issuer_url: String::new(),
-            client_id: String::new(),
-            client_secret: None,
-            redirect_url: String::new(),
-            scopes: vec!["openid".into(), "profile".into(), "email".into()],
-            display_name: "single sign-on".into(),
-            name_claim: "preferred_username".into(),
-            role_claim: "groups".into(),
-            admin: Vec::new(),
-            write: Vec::new(),
-            read: Vec::new(),
-            default_scope: "refused".into(),
-            session_lifetime: Duration::from_secs(12 * 3600),
-            session_idle: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// Like the derived form, with the client secret left out: configurations end up in logs and panics.
-impl std::fmt::Debug for OidcSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcSettings")
-            .field("issuer_url", &self.issuer_url)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "…"))
-            .field("redirect_url", &self.redirect_url)
-            .field("scopes", &self.scopes)
-            .field("display_name", &self.display_name)
-            .field("name_claim", &self.name_claim)
-            .field("role_claim", &self.role_claim)
-            .field("admin", &self.admin)
-            .field("write", &self.write)
-            .field("read", &self.read)
-            .field("default_scope", &self.default_scope)
-            .field("session_lifetime", &self.session_lifetime)
-            .field("session_idle", &self.session_idle)
-            .finish()
-    }
-}
 
 /// Every claim of a verified ID token beyond the standard ones (groups, roles, …), for the scope rules.
 #[derive(Debug, Clone, Serialize, Deserialize)]

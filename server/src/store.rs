@@ -214,6 +214,21 @@ pub struct StoredTemplate {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One thing to record in the audit log (`crate::audit::Event` where it is built).
+#[derive(Debug, Clone)]
+pub struct AuditEvent<'a> {
+    /// Who acted: a token's or person's name, `commandpost` (the server) or `cli` (a local command).
+    pub actor: &'a str,
+    /// What happened, `noun.verb` (`token.created`); docs/security.md lists every action.
+    pub action: &'static str,
+    /// What it happened to (a token name, an incident id), or empty.
+    pub target: &'a str,
+    /// The facts of this kind of action, a JSON object (`Value::Null` stores `{}`).
+    pub detail: serde_json::Value,
+    /// Where the request came from (`audit::ClientAddr`) or who ran the command.
+    pub from: Option<String>,
+}
+
 /// One entry of the audit log, as stored: who did what to what, when and from where (`crate::audit`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRecord {
@@ -471,7 +486,7 @@ pub trait Store: Send + Sync + 'static {
     async fn templates_revision(&self) -> Result<i64, StoreError>;
 
     /// Appends `event` to the audit log, durably, stamped with the store's clock.
-    async fn record_audit(&self, event: &crate::audit::Event<'_>) -> Result<(), StoreError>;
+    async fn record_audit(&self, event: &AuditEvent<'_>) -> Result<(), StoreError>;
 
     /// The audit log's entries that `filter` selects, the newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
@@ -1445,7 +1460,7 @@ pub(crate) mod conformance {
             ("alice", "sessionx.created", "x", serde_json::Value::Null),
         ];
         for (actor, action, target, detail) in events {
-            let event = crate::audit::Event {
+            let event = super::AuditEvent {
                 actor,
                 action,
                 target,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use reqwest::cookie::Jar;
 use reqwest::{Method, StatusCode, Url};
-use server::sso::OidcSettings;
+use server::config::OidcSettings;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

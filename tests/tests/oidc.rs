@@ -26,7 +26,7 @@ async fn listener() -> anyhow::Result<TcpListener> {
 
 /// A provider and one server signing in through it, its settings changed by `configure`.
 async fn server_with(
-    configure: impl FnOnce(&mut server::sso::OidcSettings),
+    configure: impl FnOnce(&mut server::config::OidcSettings),
 ) -> anyhow::Result<(OidcProvider, TestServer)> {
     let listener = listener().await?;
     let addr = listener.local_addr()?;

@@ -50,7 +50,7 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() -> anyhow
     // With single sign-on configured, so its routes are served (without it they are the fallback's 404); the
     // provider is a port nothing listens on, which the sign-in routes answer as documented (502, 400).
     let server = TestServer::start_with(|config| {
-        config.oidc = Some(server::sso::OidcSettings {
+        config.oidc = Some(server::config::OidcSettings {
             issuer_url: "http://127.0.0.1:9".into(),
             client_id: "commandpost".into(),
             redirect_url: "http://127.0.0.1:9/auth/oidc/callback".into(),

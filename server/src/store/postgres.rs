@@ -56,11 +56,10 @@ use tokio::sync::broadcast;
 use super::backup::{self, Kind};
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    AuditFilter, AuditRecord, ChunkId, ChunkNotice, IncidentSummary, ListFilter, SessionRecord,
-    Store, StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail,
-    status_from_column,
+    AuditEvent, AuditFilter, AuditRecord, ChunkId, ChunkNotice, IncidentSummary, ListFilter,
+    SessionRecord, Store, StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord,
+    audit_detail, status_from_column,
 };
-use crate::audit;
 use crate::auth::Scope;
 use wire::DocumentId;
 
@@ -827,7 +826,7 @@ impl Store for PostgresStore {
         Some(receiver)
     }
 
-    async fn record_audit(&self, event: &audit::Event<'_>) -> Result<(), StoreError> {
+    async fn record_audit(&self, event: &AuditEvent<'_>) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_log (actor, action, target, detail, origin) VALUES ($1, $2, $3, $4, $5)",
         )

@@ -51,11 +51,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
 use super::{
-    AuditFilter, AuditRecord, ChunkId, IncidentSummary, ListFilter, SessionRecord, Store,
-    StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail,
+    AuditEvent, AuditFilter, AuditRecord, ChunkId, IncidentSummary, ListFilter, SessionRecord,
+    Store, StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail,
     status_from_column,
 };
-use crate::audit;
 use crate::auth::Scope;
 use wire::DocumentId;
 
@@ -885,7 +884,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_audit(&self, event: &audit::Event<'_>) -> Result<(), StoreError> {
+    async fn record_audit(&self, event: &AuditEvent<'_>) -> Result<(), StoreError> {
         let row = (
             event.actor.to_owned(),
             event.action,
