@@ -164,6 +164,14 @@ async fn admin_actions_over_http_are_recorded_with_who_what_and_from_where() {
     assert!(entries(&server, "actor=nobody").await.is_empty());
     assert!(entries(&server, "since=2999-01-01").await.is_empty());
     assert_eq!(entries(&server, "until=2999-01-01").await.len(), 6);
+    assert_eq!(
+        entries(&server, "from=2000-01-01&to=2999-01-01")
+            .await
+            .len(),
+        6,
+        "the analytics' names"
+    );
+    assert!(entries(&server, "to=2000-01-01").await.is_empty());
 
     // Pages of two, following nextBefore, give the whole log once.
     let mut seen = Vec::new();
@@ -195,6 +203,20 @@ async fn admin_actions_over_http_are_recorded_with_who_what_and_from_where() {
             .is_ok_and(|t| t.starts_with("text/csv"))
     );
     let csv = response.text().await.expect("CSV text");
+    let negotiated = server
+        .request(
+            Method::GET,
+            "/api/audit?action=token.created",
+            Some(&server.admin_token),
+        )
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .expect("CSV by Accept")
+        .text()
+        .await
+        .expect("CSV text");
+    assert_eq!(negotiated, csv, "Accept: text/csv answers the same CSV");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "id,at,actor,action,target,from,detail");
     assert_eq!(lines.len(), 2, "{csv}");

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -33,7 +33,7 @@ const COLUMNS: [&str; 7] = ["id", "at", "actor", "action", "target", "from", "de
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
-    /// `json` (default) or `csv`.
+    /// `json` or `csv`; without it, CSV when the request accepts `text/csv` and not JSON, JSON otherwise.
     #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
     /// Only what this person, token or process did (`commandpost` for the server, `cli` for local commands).
@@ -43,9 +43,11 @@ struct AuditQuery {
     action: Option<String>,
     /// Only entries about this target (a token or person's name, an incident id).
     target: Option<String>,
-    /// Written at or after: RFC 3339, or a date (midnight UTC).
+    /// Written at or after: RFC 3339, or a date (midnight UTC). `from` is taken too, as the analytics route names it.
+    #[serde(alias = "from")]
     since: Option<String>,
-    /// Written before: RFC 3339, or a date (midnight UTC).
+    /// Written before: RFC 3339, or a date (midnight UTC). `to` is taken too, as the analytics route names it.
+    #[serde(alias = "to")]
     until: Option<String>,
     /// Only entries older than this id: the `nextBefore` of the previous page.
     #[param(minimum = 1)]
@@ -167,11 +169,12 @@ impl From<AuditRecord> for AuditEntry {
 async fn audit_log(
     identity: Identity,
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<QueryParams<AuditQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Admin, "read the audit log")?;
     let QueryParams(query) = query?;
-    let csv = match query.format.as_deref().unwrap_or("json") {
+    let csv = match query.format.as_deref().unwrap_or(negotiated(&headers)) {
         "json" => false,
         "csv" => true,
         other => {
@@ -207,6 +210,20 @@ async fn audit_log(
         next_before,
     })
     .into_response())
+}
+
+/// The format an `Accept` header asks for: `csv` when it names `text/csv` and not JSON (a spreadsheet's or a SIEM
+/// collector's request), `json` otherwise.
+fn negotiated(headers: &HeaderMap) -> &'static str {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if accept.contains("text/csv") && !accept.contains("json") {
+        "csv"
+    } else {
+        "json"
+    }
 }
 
 #[cfg(test)]
