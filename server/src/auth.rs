@@ -66,8 +66,14 @@ const TOKEN_PREFIX: &str = "cp_";
 
 /// A new random token (256 bits) to hand out once; only its hash is stored.
 pub fn new_token() -> String {
+    random_secret(TOKEN_PREFIX)
+}
+
+/// 256 random bits in base58 after `prefix`: every secret the server hands out (tokens, sync tickets, sessions) is
+/// made here, so none can be guessed and each kind is recognisable by its prefix.
+pub fn random_secret(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::random();
-    format!("{TOKEN_PREFIX}{}", bs58::encode(bytes).into_string())
+    format!("{prefix}{}", bs58::encode(bytes).into_string())
 }
 
 /// The stored form of a token: tokens are long and random, so a plain SHA-256 is enough (no salt or slow hash

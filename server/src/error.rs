@@ -196,3 +196,17 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// An error and its causes on one line ("error sending request: connection refused"), for messages that say what
+/// actually failed. A webhook's error is given as [`reqwest::Error::without_url`] leaves it and scrubbed after: the
+/// line is stored and logged.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

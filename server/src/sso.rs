@@ -40,8 +40,9 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Scope, hash_token, valid_token_name};
+use crate::auth::{Scope, hash_token, random_secret, valid_token_name};
 use crate::config::OidcSettings;
+use crate::error::error_chain;
 use crate::store::{SessionRecord, Store, StoreError};
 
 /// The cookie that carries a session's secret.
@@ -445,12 +446,12 @@ impl Sso {
         person: &Person,
         from: Option<String>,
     ) -> Result<(String, SessionRecord), StoreError> {
-        let secret = random_id("cps_");
+        let secret = random_secret("cps_");
         let now = Utc::now();
         let lifetime =
             chrono::Duration::from_std(self.settings.session_lifetime).unwrap_or_default();
         let record = SessionRecord {
-            id: random_id("s_"),
+            id: random_secret("s_"),
             name: person.name.clone(),
             scope: person.scope,
             created_at: now,
@@ -540,24 +541,6 @@ fn safe_next(next: &str) -> &str {
     } else {
         "/"
     }
-}
-
-/// 256 random bits in base58 after `prefix`.
-fn random_id(prefix: &str) -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("{prefix}{}", bs58::encode(bytes).into_string())
-}
-
-/// An error with its sources, for messages that say what actually failed.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

@@ -128,6 +128,5 @@ pub(super) async fn redeem(state: &AppState, ticket: &str) -> Result<(Identity, 
 
 /// A new ticket: 256 random bits, so it cannot be guessed within its lifetime; only its hash is stored.
 fn new_ticket() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("cpt_{}", bs58::encode(bytes).into_string())
+    crate::auth::random_secret("cpt_")
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{DeliverySettings, Endpoint, Webhooks, signature};
+use crate::error::error_chain;
 use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, Delivery, NewDelivery, Next};
 use crate::store::{ListFilter, Store};
@@ -224,19 +225,6 @@ async fn attempt(client: &reqwest::Client, webhooks: &Webhooks, delivery: &Deliv
         error,
         next,
     }
-}
-
-/// An error and its causes on one line ("error sending request: connection refused"). Give it the error
-/// [`reqwest::Error::without_url`] leaves, then [`scrub`] the line: it is stored and logged.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `text` without the endpoint's address: the delivery log (admins read it) and the log keep what failed, never
