@@ -23,7 +23,7 @@ use incident_doc::{Incident, LoadError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
-use outbox::{Attempt, Delivery, DeliveryRecord, NewDelivery};
+use outbox::{Attempt, Delivery, DeliveryRecord, NewDelivery, Sink};
 use wire::DocumentId;
 
 /// Identifies one stored chunk, so that a compaction can say exactly which chunks its snapshot covers.
@@ -325,6 +325,7 @@ pub trait Store: Send + Sync + 'static {
     /// claimers, on this node or others, never get the same row.
     async fn claim_deliveries(
         &self,
+        sink: Sink,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -536,7 +537,8 @@ pub(crate) mod conformance {
     use futures_util::future::join_all;
 
     pub(crate) use super::outbox::cases::{
-        outbox_claims_retries_and_logs, outbox_coalesces_unattempted_deliveries,
+        outbox_claims_by_sink, outbox_claims_retries_and_logs,
+        outbox_coalesces_unattempted_deliveries,
     };
     use incident_doc::schema::Status;
     use sha2::{Digest, Sha256};
@@ -576,6 +578,7 @@ pub(crate) mod conformance {
                 audit_log_appends_and_filters,
                 outbox_claims_retries_and_logs,
                 outbox_coalesces_unattempted_deliveries,
+                outbox_claims_by_sink,
             );
         };
         (@cases $open:path; $($case:ident),* $(,)?) => {

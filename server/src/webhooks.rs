@@ -19,7 +19,7 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::store::outbox::NewDelivery;
+use crate::store::outbox::{NewDelivery, Sink};
 use wire::DocumentId;
 
 /// One receiver of webhooks, as configured under `[[webhooks]]`.
@@ -260,6 +260,7 @@ impl Webhooks {
                 payload: payload.clone(),
                 not_before,
                 coalesce: coalesce.clone(),
+                sink: Sink::Webhook,
             })
             .collect()
     }

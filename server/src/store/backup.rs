@@ -126,6 +126,7 @@ pub(super) const TABLES: &[Table] = &[
             ("last_status", Kind::Int4),
             ("last_error", Kind::Text),
             ("delivered_at", Kind::Time),
+            ("sink", Kind::Text),
         ],
         identity: true,
     },

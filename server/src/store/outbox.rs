@@ -31,6 +31,34 @@ pub struct NewDelivery {
     /// Debounces: a delivery with the same key on the same endpoint that has not been attempted yet takes this
     /// one's payload and `not_before` instead of a new row being queued.
     pub coalesce: Option<String>,
+    /// Who sends it.
+    pub sink: Sink,
+}
+
+/// Who sends a delivery. Each sender claims only its own rows: webhooks and mail from any node, a chat network's
+/// lines only from the node that holds its bot connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sink {
+    /// The webhook deliverer (`webhooks/delivery.rs`): the endpoint is a `[[webhooks]]` name.
+    Webhook,
+    /// The mailer: the endpoint is a mailing list.
+    Mail,
+    /// The IRC bot: the endpoint is a channel.
+    Irc,
+    /// The Slack bot: the endpoint is a channel id.
+    Slack,
+}
+
+impl Sink {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sink::Webhook => "webhook",
+            Sink::Mail => "mail",
+            Sink::Irc => "irc",
+            Sink::Slack => "slack",
+        }
+    }
 }
 
 /// A delivery claimed for sending.
@@ -173,7 +201,7 @@ pub fn clip_error(message: &str) -> String {
 pub(crate) mod cases {
     use chrono::{Duration, TimeZone, Utc};
 
-    use super::{Attempt, DeliveryState, NewDelivery, Next};
+    use super::{Attempt, DeliveryState, NewDelivery, Next, Sink};
     use crate::store::Store;
     use crate::store::conformance::doc_id;
 
@@ -190,6 +218,7 @@ pub(crate) mod cases {
                 .expect("a valid time")
                 + Duration::minutes(minutes),
             coalesce: None,
+            sink: Sink::Webhook,
         }
     }
 
@@ -218,7 +247,10 @@ pub(crate) mod cases {
             .await
             .expect("enqueue");
         let lease = t0 + Duration::seconds(30);
-        let claimed = store.claim_deliveries(t0, lease, 10).await.expect("claim");
+        let claimed = store
+            .claim_deliveries(Sink::Webhook, t0, lease, 10)
+            .await
+            .expect("claim");
         let mut ids: Vec<_> = claimed
             .iter()
             .map(|d| (d.endpoint.as_str(), d.event_id.as_str(), d.attempts))
@@ -228,7 +260,7 @@ pub(crate) mod cases {
         // Claimed rows are leased: nobody else gets them meanwhile.
         assert!(
             store
-                .claim_deliveries(t0, lease, 10)
+                .claim_deliveries(Sink::Webhook, t0, lease, 10)
                 .await
                 .expect("the store answers")
                 .is_empty()
@@ -248,7 +280,7 @@ pub(crate) mod cases {
             store.finish_delivery(d.id, &outcome).await.expect("finish");
         }
         let retry = store
-            .claim_deliveries(t0 + Duration::seconds(3), lease, 10)
+            .claim_deliveries(Sink::Webhook, t0 + Duration::seconds(3), lease, 10)
             .await
             .expect("the store answers");
         assert_eq!(retry.len(), 1);
@@ -284,6 +316,32 @@ pub(crate) mod cases {
         );
     }
 
+    /// Each sender claims only its own rows: a chat bot never takes a webhook's delivery, nor the reverse.
+    pub(crate) async fn outbox_claims_by_sink(store: &dyn Store) {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+            .single()
+            .expect("a valid time");
+        let lease = t0 + Duration::minutes(10);
+        let mail = NewDelivery {
+            sink: Sink::Mail,
+            ..event("oncall@example.com", "u1", 0)
+        };
+        store
+            .enqueue(vec![event("hook", "e1", 0), mail])
+            .await
+            .expect("the store answers");
+        let claim = |sink| store.claim_deliveries(sink, t0, lease, 10);
+        assert!(claim(Sink::Irc).await.expect("claim").is_empty());
+        let webhook = claim(Sink::Webhook).await.expect("claim");
+        assert_eq!(webhook.len(), 1);
+        assert_eq!(webhook[0].endpoint, "hook");
+        let mail = claim(Sink::Mail).await.expect("claim");
+        assert_eq!(mail.len(), 1);
+        assert_eq!(mail[0].endpoint, "oncall@example.com");
+        assert!(claim(Sink::Mail).await.expect("claim").is_empty());
+    }
+
     /// A coalescing delivery replaces the payload of one not yet attempted, and never one already attempted.
     pub(crate) async fn outbox_coalesces_unattempted_deliveries(store: &dyn Store) {
         let t0 = Utc
@@ -304,14 +362,19 @@ pub(crate) mod cases {
             .expect("the store answers");
         assert!(
             store
-                .claim_deliveries(t0 + Duration::seconds(90), t0, 10)
+                .claim_deliveries(Sink::Webhook, t0 + Duration::seconds(90), t0, 10)
                 .await
                 .expect("the store answers")
                 .is_empty(),
             "the second edit pushed the delivery back"
         );
         let claimed = store
-            .claim_deliveries(t0 + Duration::minutes(2), t0 + Duration::minutes(3), 10)
+            .claim_deliveries(
+                Sink::Webhook,
+                t0 + Duration::minutes(2),
+                t0 + Duration::minutes(3),
+                10,
+            )
             .await
             .expect("the store answers");
         assert_eq!(claimed.len(), 1);

@@ -54,7 +54,9 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 use tokio::sync::broadcast;
 
 use super::backup::{self, Kind};
-use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
+use super::outbox::{
+    Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
+};
 use super::{
     AuditEvent, AuditFilter, AuditRecord, ChunkId, ChunkNotice, IncidentSummary, ListFilter,
     SessionRecord, Store, StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord,
@@ -334,6 +336,7 @@ impl Store for PostgresStore {
 
     async fn claim_deliveries(
         &self,
+        sink: Sink,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -341,13 +344,14 @@ impl Store for PostgresStore {
         // SKIP LOCKED: nodes claiming at the same moment take different rows instead of waiting for each other.
         let rows = sqlx::query(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $2
-             WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= $1
-                          ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             WHERE id IN (SELECT id FROM deliveries WHERE sink = $4 AND state = 'pending'
+                          AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
              RETURNING id, endpoint, event_id, payload, attempts",
         )
         .bind(to_micros(now))
         .bind(to_micros(lease_until))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(sink.as_str())
         .fetch_all(self.pool().await?)
         .await
         .map_err(db_error)?;
@@ -1156,8 +1160,8 @@ async fn queue_deliveries(
             }
         }
         sqlx::query(
-            "INSERT INTO deliveries (endpoint, event_id, kind, doc, coalesce_key, payload, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO deliveries (endpoint, event_id, kind, doc, coalesce_key, payload, next_attempt_at, sink)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (endpoint, event_id) DO NOTHING",
         )
         .bind(&d.endpoint)
@@ -1167,6 +1171,7 @@ async fn queue_deliveries(
         .bind(&d.coalesce)
         .bind(&d.payload)
         .bind(to_micros(d.not_before))
+        .bind(d.sink.as_str())
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;

@@ -49,7 +49,9 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::outbox::{Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, clip_error};
+use super::outbox::{
+    Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
+};
 use super::{
     AuditEvent, AuditFilter, AuditRecord, ChunkId, IncidentSummary, ListFilter, SessionRecord,
     Store, StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail,
@@ -189,6 +191,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // their incident next changes (an incident is restricted only by a change, which rewrites its row).
     "ALTER TABLE incidents ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE incidents ADD COLUMN members TEXT NOT NULL DEFAULT '[]';",
+    // Version 9: who sends a delivery (`outbox::Sink`): the webhook deliverer, the mailer or a chat bot, each
+    // claiming only its own rows (a chat network's rows only on the node holding its connection).
+    "ALTER TABLE deliveries ADD COLUMN sink TEXT NOT NULL DEFAULT 'webhook';
+    CREATE INDEX deliveries_due_by_sink ON deliveries (sink, state, next_attempt_at);",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -336,6 +342,7 @@ impl Store for SqliteStore {
 
     async fn claim_deliveries(
         &self,
+        sink: Sink,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -346,14 +353,19 @@ impl Store for SqliteStore {
             let mut claim = conn
                 .prepare_cached(
                     "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2
-                     WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?1
-                                  ORDER BY next_attempt_at, id LIMIT ?3)
+                     WHERE id IN (SELECT id FROM deliveries WHERE sink = ?4 AND state = 'pending'
+                                  AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?3)
                      RETURNING id, endpoint, event_id, payload, attempts",
                 )
                 .map_err(db_error)?;
             let rows = claim
                 .query_map(
-                    params![now.timestamp_micros(), lease_until.timestamp_micros(), limit],
+                    params![
+                        now.timestamp_micros(),
+                        lease_until.timestamp_micros(),
+                        limit,
+                        sink.as_str()
+                    ],
                     |row| {
                         Ok(Delivery {
                             id: row.get(0)?,
@@ -1601,8 +1613,9 @@ fn queue_deliveries(conn: &Connection, deliveries: &[NewDelivery]) -> Result<(),
             }
         }
         conn.prepare_cached(
-            "INSERT INTO deliveries (endpoint, event_id, kind, doc, coalesce_key, payload, created_at, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO deliveries (endpoint, event_id, kind, doc, coalesce_key, payload, created_at, next_attempt_at,
+                                     sink)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (endpoint, event_id) DO NOTHING",
         )
         .and_then(|mut insert| {
@@ -1614,7 +1627,8 @@ fn queue_deliveries(conn: &Connection, deliveries: &[NewDelivery]) -> Result<(),
                 d.coalesce,
                 d.payload,
                 now,
-                d.not_before.timestamp_micros()
+                d.not_before.timestamp_micros(),
+                d.sink.as_str()
             ])
         })
         .map_err(db_error)?;

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 use super::{DeliverySettings, Endpoint, Webhooks, signature};
 use crate::error::error_chain;
 use crate::metrics::Metrics;
-use crate::store::outbox::{Attempt, Delivery, NewDelivery, Next};
+use crate::store::outbox::{Attempt, Delivery, NewDelivery, Next, Sink};
 use crate::store::{ListFilter, Store};
 
 /// How often the outbox is polled for retries that became due (new deliveries wake the task at once, and a retry
@@ -119,7 +119,9 @@ async fn round(
     let now = Utc::now();
     // The lease outlasts an attempt, so only a node that died mid-attempt leaves a claim to expire.
     let lease = now + timeout * 3;
-    let claimed = store.claim_deliveries(now, lease, BATCH).await?;
+    let claimed = store
+        .claim_deliveries(Sink::Webhook, now, lease, BATCH)
+        .await?;
     let count = claimed.len();
     let mut by_endpoint: Vec<(String, Vec<Delivery>)> = Vec::new();
     for delivery in claimed {
