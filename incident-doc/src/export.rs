@@ -9,7 +9,7 @@ mod markdown;
 mod postmortem;
 mod time;
 
-pub use html::{POLICY as HTML_POLICY, escape as escape_html, html};
+pub use html::{POLICY as HTML_POLICY, body as markdown_html, escape as escape_html, html};
 pub use markdown::markdown;
 pub use postmortem::postmortem;
 pub use time::{format_duration, format_time};

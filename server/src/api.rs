@@ -8,6 +8,7 @@ mod audit;
 mod command;
 mod hooks;
 mod incidents;
+mod mail;
 pub mod openapi;
 mod sso;
 mod templates;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub alertmanager_label: Arc<str>,
     /// Single sign-on, when `[oidc]` is configured; without it the session cookie is ignored.
     pub sso: Option<Arc<crate::sso::Sso>>,
+    /// Status updates by email, when `[mail]` is configured.
+    pub mail: Option<Arc<crate::mail::Mail>>,
 }
 
 /// Every route, each with its description: `routes!` takes a handler's method and path from its
@@ -94,6 +97,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(tickets::router())
         .merge(hooks::router())
         .merge(update::router())
+        .merge(mail::router())
         .merge(templates::router())
         .merge(audit::router())
 }

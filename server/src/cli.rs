@@ -416,6 +416,9 @@ where
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("installing the SIGTERM and Ctrl-C handlers")?;
     config.webhooks().context("the webhook configuration")?;
+    if let Some(mail) = &config.mail {
+        crate::mail::Mail::new(mail, config.webhook_delivery.clone())?;
+    }
     crate::backups::Schedule::from_config(&config).context("the scheduled backups")?;
     if let Some(dir) = &config.templates_dir {
         crate::templates::dir::read(dir)

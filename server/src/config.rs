@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mail::MailSettings;
 use crate::retention::RetentionSettings;
 use crate::webhooks::{DeliverySettings, Endpoint, WebhookError, Webhooks};
 
@@ -77,6 +78,9 @@ pub struct Config {
     pub backup_keep: usize,
     /// Single sign-on with an OpenID Connect provider (`[oidc]`, docs/security.md); without it, tokens only.
     pub oidc: Option<OidcSettings>,
+    /// Status updates by email (`[mail]`: the SMTP relay, the sender, `[[mail.lists]]`; docs/integrations.md);
+    /// without it, updates are copied and marked as sent by hand.
+    pub mail: Option<MailSettings>,
 }
 
 impl Default for Config {
@@ -107,6 +111,7 @@ impl Default for Config {
             backup_every: None,
             backup_keep: 7,
             oidc: None,
+            mail: None,
         }
     }
 }
@@ -453,6 +458,8 @@ mod tests {
             keys::<DeliverySettings>(),
             keys::<RetentionSettings>(),
             keys::<OidcSettings>(),
+            keys::<MailSettings>(),
+            keys::<crate::mail::MailList>(),
         ];
         assert!(all.iter().all(|k| k.len() > 1));
         for key in all.concat() {

@@ -17,6 +17,7 @@ pub mod ephemeral;
 pub mod error;
 pub mod export;
 pub mod input;
+pub mod mail;
 pub mod metrics;
 pub mod peer;
 pub mod reads;
@@ -125,6 +126,15 @@ pub async fn run(
         let (store, webhooks) = (store.clone(), webhooks.clone());
         webhooks::delivery::spawn(store, webhooks, metrics.clone(), stop.clone())
     });
+    let mail = config
+        .mail
+        .as_ref()
+        .map(|settings| mail::Mail::new(settings, config.webhook_delivery.clone()))
+        .transpose()?
+        .map(Arc::new);
+    let mailer = mail
+        .clone()
+        .map(|mail| mail::sender::spawn(store.clone(), mail, metrics.clone(), stop.clone()));
     let backups = backups::Schedule::from_config(&config)?
         .map(|schedule| backups::spawn(store.clone(), schedule, metrics.clone(), stop.clone()));
     if let Some(notices) = store.subscribe() {
@@ -170,6 +180,7 @@ pub async fn run(
         webhooks,
         alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
         sso,
+        mail,
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -188,6 +199,10 @@ pub async fn run(
     if let Some(deliverer) = deliverer {
         // It finishes the attempts under way and records them before the store closes.
         let _ = deliverer.await;
+    }
+    if let Some(mailer) = mailer {
+        // The message under way is sent and recorded before the store closes.
+        let _ = mailer.await;
     }
     if let Some(backups) = backups {
         // A backup under way finishes before the store closes.

@@ -170,6 +170,12 @@ pub struct Metrics {
     pub due: DueTimes,
     /// Webhook deliveries the endpoints accepted.
     pub webhooks_delivered: Counter,
+    /// Status update emails the SMTP server accepted.
+    pub mail_sent: Counter,
+    /// Email attempts that failed and will be tried again (a relay down, a 4xx answer).
+    pub mail_retried: Counter,
+    /// Emails given up: a permanent refusal (5xx) or the last attempt failed.
+    pub mail_failed: Counter,
     /// Webhook attempts that failed (each is retried until the delivery is given up).
     pub webhook_attempts_failed: Counter,
     /// Webhook deliveries given up after their last attempt.
@@ -361,6 +367,21 @@ impl Metrics {
                 "commandpost_webhook_attempts_failed_total",
                 "Webhook attempts that failed and are retried or given up.",
                 &self.webhook_attempts_failed,
+            ),
+            (
+                "commandpost_mail_sent_total",
+                "Status update emails accepted by the SMTP server.",
+                &self.mail_sent,
+            ),
+            (
+                "commandpost_mail_retried_total",
+                "Status update email attempts that failed and are tried again.",
+                &self.mail_retried,
+            ),
+            (
+                "commandpost_mail_failed_total",
+                "Status update emails given up (refused for good, or out of attempts).",
+                &self.mail_failed,
             ),
             (
                 "commandpost_backups_written_total",

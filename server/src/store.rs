@@ -23,7 +23,7 @@ use incident_doc::{Incident, LoadError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
-use outbox::{Attempt, Delivery, DeliveryRecord, NewDelivery, Sink};
+use outbox::{Attempt, Carried, Delivery, DeliveryRecord, NewDelivery, Sink};
 use wire::DocumentId;
 
 /// Identifies one stored chunk, so that a compaction can say exactly which chunks its snapshot covers.
@@ -341,6 +341,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
 
+    /// One incident's deliveries of one sink, oldest first, with their payloads: the mail thread of an incident
+    /// (which messages went, in which order, and how each fared).
+    async fn deliveries_of(&self, doc: DocumentId, sink: Sink) -> Result<Vec<Carried>, StoreError>;
+
     /// Returns all of the document's chunks in append order, or `None` if the document is unknown.
     async fn load(&self, doc: DocumentId) -> Result<Option<Stored>, StoreError> {
         self.load_after(doc, ChunkId(i64::MIN)).await
@@ -538,7 +542,7 @@ pub(crate) mod conformance {
 
     pub(crate) use super::outbox::cases::{
         outbox_claims_by_sink, outbox_claims_retries_and_logs,
-        outbox_coalesces_unattempted_deliveries,
+        outbox_coalesces_unattempted_deliveries, outbox_lists_an_incidents_deliveries_by_sink,
     };
     use incident_doc::schema::Status;
     use sha2::{Digest, Sha256};
@@ -579,6 +583,7 @@ pub(crate) mod conformance {
                 outbox_claims_retries_and_logs,
                 outbox_coalesces_unattempted_deliveries,
                 outbox_claims_by_sink,
+                outbox_lists_an_incidents_deliveries_by_sink,
             );
         };
         (@cases $open:path; $($case:ident),* $(,)?) => {

@@ -31,8 +31,9 @@ pub fn html(view: &IncidentView) -> String {
     )
 }
 
-/// The page's body: `md` rendered and sanitized.
-fn body(md: &str) -> String {
+/// The page's body: `md` rendered and sanitized. Also the HTML part of a status update's email, which must be as
+/// inert as an export (mail clients run no script, but some fetch images).
+pub fn body(md: &str) -> String {
     let options =
         Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
     // Checkboxes become characters: the export is read, not edited, and it keeps `<input>` off the allow-list.

@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use incident_doc::Operation;
 use incident_doc::update::{UpdateFormat, status_update};
+use incident_doc::{Incident, Operation};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -18,6 +18,7 @@ use super::incidents::{IncidentId, editor, handle};
 use super::openapi::{ReadRefusals, Unprocessable, WriteRefusals};
 use super::{AppState, JsonBody, QueryParams};
 use crate::auth::{Identity, Scope};
+use crate::document::DocHandle;
 use crate::error::ApiError;
 use crate::export;
 
@@ -77,25 +78,8 @@ async fn render(
     let (body, heads) = state
         .reads
         .run(&handle, move |incident| {
-            let view = incident.view();
-            let last = incident.last_update();
-            let then = match &last {
-                Some(last) => {
-                    // Heads recorded with the update, else the document as it was when it was marked sent.
-                    let heads = if !last.heads.is_empty() && incident.has_heads(&last.heads) {
-                        Some(last.heads.clone())
-                    } else {
-                        incident.heads_at(last.at)
-                    };
-                    Some(match heads {
-                        Some(heads) => export::fork_at(incident, &heads)?.view(),
-                        None => view.clone(),
-                    })
-                }
-                None => None,
-            };
-            let before = last.as_ref().zip(then.as_ref());
-            let body = status_update(&view, before, now, format);
+            let mut written = write_updates(incident, now, &[format])?;
+            let body = written.pop().unwrap_or_default();
             Ok((body, incident.head_strings().join(",")))
         })
         .await?;
@@ -107,6 +91,64 @@ async fn render(
         body,
     )
         .into_response())
+}
+
+/// The update of `incident` as of now, in each of `formats`: what changed since the last one sent (the document at
+/// the heads recorded with it, else as it was when it was marked sent), then the state now.
+pub(super) fn write_updates(
+    incident: &mut Incident,
+    now: DateTime<Utc>,
+    formats: &[UpdateFormat],
+) -> Result<Vec<String>, ApiError> {
+    let view = incident.view();
+    let last = incident.last_update();
+    let then = match &last {
+        Some(last) => {
+            let heads = if !last.heads.is_empty() && incident.has_heads(&last.heads) {
+                Some(last.heads.clone())
+            } else {
+                incident.heads_at(last.at)
+            };
+            Some(match heads {
+                Some(heads) => export::fork_at(incident, &heads)?.view(),
+                None => view.clone(),
+            })
+        }
+        None => None,
+    };
+    let before = last.as_ref().zip(then.as_ref());
+    Ok(formats
+        .iter()
+        .map(|format| status_update(&view, before, now, *format))
+        .collect())
+}
+
+/// The heads an update describes: those the client saw (checked to be this incident's, in the actor, ordered after
+/// every edit queued before), else the document's heads now.
+pub(super) async fn update_heads(
+    handle: &DocHandle,
+    heads: Option<Vec<String>>,
+) -> Result<Vec<String>, ApiError> {
+    let Some(heads) = heads else {
+        return Ok(handle.read(|incident| incident.head_strings()).await?);
+    };
+    let parsed: Vec<ChangeHash> = heads
+        .iter()
+        .map(|h| {
+            h.parse()
+                .map_err(|_| ApiError::Unprocessable(format!("{h:?} is not a document head")))
+        })
+        .collect::<Result<_, _>>()?;
+    let known = handle
+        .read(move |incident| incident.has_heads(&parsed))
+        .await?;
+    if !known {
+        return Err(ApiError::Unprocessable(
+            "the heads are not this incident's (take them from the update's Commandpost-Heads header)"
+                .into(),
+        ));
+    }
+    Ok(heads)
 }
 
 /// Body of `POST /api/incidents/{id}/update/sent`; both fields are optional.
@@ -151,30 +193,7 @@ async fn mark_sent(
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Write, "edit incidents")?;
     let handle = handle(&state, &identity, &id).await?;
-    let heads = match body.heads {
-        Some(heads) => {
-            let parsed: Vec<ChangeHash> = heads
-                .iter()
-                .map(|h| {
-                    h.parse().map_err(|_| {
-                        ApiError::Unprocessable(format!("{h:?} is not a document head"))
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            // Cheap (a lookup per head), so it runs in the actor, ordered after every edit queued before it.
-            let known = handle
-                .read(move |incident| incident.has_heads(&parsed))
-                .await?;
-            if !known {
-                return Err(ApiError::Unprocessable(
-                    "the heads are not this incident's (take them from the update's Commandpost-Heads header)"
-                        .into(),
-                ));
-            }
-            heads
-        }
-        None => handle.read(|incident| incident.head_strings()).await?,
-    };
+    let heads = update_heads(&handle, body.heads).await?;
     let editor = editor(&identity);
     let at = editor.at;
     let applied = handle

@@ -207,6 +207,8 @@ struct Held {
     access_changes: Vec<AccessChange>,
     /// The document changed in this batch through other nodes' chunks.
     caught_up: bool,
+    /// Deliveries HTTP edits carried (a status update's email), queued with this batch's chunk.
+    carried: Vec<NewDelivery>,
 }
 
 /// The document actor's state: the document and everything that must change together with it.
@@ -409,6 +411,7 @@ impl Core {
                     ops,
                     editor,
                     from,
+                    deliveries,
                     reply,
                 } => {
                     if self.stored_bytes + self.unsaved_bytes >= self.max_bytes {
@@ -429,6 +432,7 @@ impl Core {
                                 &from,
                             );
                             self.held.access_changes.extend(changes);
+                            self.held.carried.extend(deliveries);
                             self.held.replies.push((reply, applied));
                         }
                         Err(e) => self.effects.push(Effect::Answer(reply, Err(e.into()))),
@@ -472,8 +476,16 @@ impl Core {
         })
     }
 
-    /// The webhook deliveries of this batch: the events between the signals before it and now.
+    /// The deliveries of this batch: those its HTTP edits carried, then the webhook events between the signals
+    /// before it and now.
     fn deliveries(&mut self, now: DateTime<Utc>) -> Vec<NewDelivery> {
+        let mut deliveries = std::mem::take(&mut self.held.carried);
+        deliveries.extend(self.webhook_deliveries(now));
+        deliveries
+    }
+
+    /// The webhook deliveries of this batch: the events between the signals before it and now.
+    fn webhook_deliveries(&mut self, now: DateTime<Utc>) -> Vec<NewDelivery> {
         if std::mem::take(&mut self.held.declared) {
             if !self.webhooks.enabled() {
                 return Vec::new();

@@ -10,6 +10,7 @@ use wire::DocumentId;
 
 use crate::peer::{ConnId, PeerLink};
 use crate::store::StoreError;
+use crate::store::outbox::NewDelivery;
 
 /// Where an HTTP edit's outcome goes.
 pub type ApplyReply = oneshot::Sender<Result<Vec<Applied>, DocError>>;
@@ -83,6 +84,9 @@ pub enum Command {
         editor: Editor,
         /// Where the request came from (`audit::ClientAddr`), for the audit log of access changes.
         from: Option<String>,
+        /// Deliveries to queue with the edits' chunk, in its transaction, if the edits apply (a status update's
+        /// email: queued exactly when the update is recorded, never without it).
+        deliveries: Vec<NewDelivery>,
         /// Answered once the changes are durable, or with the first refusal (then nothing was applied).
         reply: ApplyReply,
     },
@@ -148,11 +152,24 @@ impl DocHandle {
         editor: Editor,
         from: Option<String>,
     ) -> Result<Vec<Applied>, DocError> {
+        self.apply_with(ops, editor, from, Vec::new()).await
+    }
+
+    /// [`DocHandle::apply_from`] that also queues `deliveries` in the same transaction as the edits' changes, only
+    /// if every edit applies: "send the status update" records it and queues its email as one durable unit.
+    pub async fn apply_with(
+        &self,
+        ops: Vec<Operation>,
+        editor: Editor,
+        from: Option<String>,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<Vec<Applied>, DocError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Apply {
             ops,
             editor,
             from,
+            deliveries,
             reply,
         })
         .await

@@ -188,6 +188,18 @@ pub struct DeliveryRecord {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// One delivery about an incident with what it carried: the mail thread of an incident is read from these (its
+/// messages' ids and recipients live in the payload), so the thread needs no table of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carried {
+    /// Where it goes (for mail, `mail`).
+    pub endpoint: String,
+    /// What it carries, as queued.
+    pub payload: String,
+    /// Its log row.
+    pub record: DeliveryRecord,
+}
+
 /// Longest error text kept in the log, so an endpoint answering with a huge page does not bloat the table.
 pub const MAX_ERROR_CHARS: usize = 500;
 
@@ -340,6 +352,60 @@ pub(crate) mod cases {
         assert_eq!(mail.len(), 1);
         assert_eq!(mail[0].endpoint, "oncall@example.com");
         assert!(claim(Sink::Mail).await.expect("claim").is_empty());
+    }
+
+    /// An incident's deliveries of one sink come back in queueing order with their payloads and states, and no
+    /// other incident's or sink's.
+    pub(crate) async fn outbox_lists_an_incidents_deliveries_by_sink(store: &dyn Store) {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+            .single()
+            .expect("a valid time");
+        let mail = |id: &str, doc: &str| NewDelivery {
+            sink: Sink::Mail,
+            doc: doc_id(doc),
+            endpoint: "mail".into(),
+            ..event("mail", id, 0)
+        };
+        store
+            .enqueue(vec![
+                mail("m1", "doc-1"),
+                event("hook", "e1", 0),
+                mail("other", "doc-2"),
+                mail("m2", "doc-1"),
+            ])
+            .await
+            .expect("the store answers");
+        let claimed = store
+            .claim_deliveries(Sink::Mail, t0, t0 + Duration::minutes(1), 1)
+            .await
+            .expect("claim");
+        let attempt = Attempt {
+            at: t0,
+            status: Some(550),
+            error: Some("550 no such list".into()),
+            next: Next::GiveUp,
+        };
+        store
+            .finish_delivery(claimed[0].id, &attempt)
+            .await
+            .expect("finish");
+        let thread = store
+            .deliveries_of(doc_id("doc-1"), Sink::Mail)
+            .await
+            .expect("the store answers");
+        let ids: Vec<&str> = thread.iter().map(|c| c.record.event_id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        assert_eq!(thread[0].payload, "{\"id\":\"m1\"}");
+        assert_eq!(thread[0].endpoint, "mail");
+        assert_eq!(thread[0].record.state, DeliveryState::Failed);
+        assert_eq!(thread[0].record.last_status, Some(550));
+        assert_eq!(thread[1].record.state, DeliveryState::Pending);
+        let none = store
+            .deliveries_of(doc_id("doc-1"), Sink::Slack)
+            .await
+            .expect("the store answers");
+        assert!(none.is_empty());
     }
 
     /// A coalescing delivery replaces the payload of one not yet attempted, and never one already attempted.

@@ -55,7 +55,7 @@ use tokio::sync::broadcast;
 
 use super::backup::{self, Kind};
 use super::outbox::{
-    Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
+    Attempt, Carried, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
 };
 use super::{
     AuditEvent, AuditFilter, AuditRecord, ChunkId, ChunkNotice, IncidentSummary, ListFilter,
@@ -408,6 +408,28 @@ impl Store for PostgresStore {
         .await
         .map_err(db_error)?;
         rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn deliveries_of(&self, doc: DocumentId, sink: Sink) -> Result<Vec<Carried>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event_id, kind, doc, state, attempts, created_at, next_attempt_at,
+                    last_attempt_at, last_status, last_error, delivered_at, endpoint, payload
+             FROM deliveries WHERE doc = $1 AND sink = $2 ORDER BY id",
+        )
+        .bind(doc.to_string())
+        .bind(sink.as_str())
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Carried {
+                    record: delivery_from_row(row)?,
+                    endpoint: row.try_get(12).map_err(db_error)?,
+                    payload: row.try_get(13).map_err(db_error)?,
+                })
+            })
+            .collect()
     }
 
     async fn load_after(

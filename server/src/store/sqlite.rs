@@ -50,7 +50,7 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{
-    Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
+    Attempt, Carried, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
 };
 use super::{
     AuditEvent, AuditFilter, AuditRecord, ChunkId, IncidentSummary, ListFilter, SessionRecord,
@@ -195,6 +195,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // claiming only its own rows (a chat network's rows only on the node holding its connection).
     "ALTER TABLE deliveries ADD COLUMN sink TEXT NOT NULL DEFAULT 'webhook';
     CREATE INDEX deliveries_due_by_sink ON deliveries (sink, state, next_attempt_at);",
+    // Version 12 on main (the mail branch's one entry; 10 and 11 belong to the chat work): one incident's
+    // deliveries of one sink in order, for its mail thread (`Store::deliveries_of`).
+    "CREATE INDEX deliveries_by_doc ON deliveries (doc, sink, id);",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -429,6 +432,30 @@ impl Store for SqliteStore {
                 .map_err(db_error)?;
             let rows = select
                 .query_map(params![endpoint, limit], delivery_from_row)
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn deliveries_of(&self, doc: DocumentId, sink: Sink) -> Result<Vec<Carried>, StoreError> {
+        let doc = doc.to_string();
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, event_id, kind, doc, state, attempts, created_at, next_attempt_at,
+                            last_attempt_at, last_status, last_error, delivered_at, endpoint, payload
+                     FROM deliveries WHERE doc = ?1 AND sink = ?2 ORDER BY id",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map(params![doc, sink.as_str()], |row| {
+                    Ok(Carried {
+                        record: delivery_from_row(row)?,
+                        endpoint: row.get(12)?,
+                        payload: row.get(13)?,
+                    })
+                })
                 .map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })

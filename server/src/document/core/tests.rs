@@ -279,6 +279,7 @@ fn http_edits_are_answered_once_durable_and_never_after_a_storage_failure() {
             ops: vec![op],
             editor: editor("alice"),
             from: None,
+            deliveries: Vec::new(),
             reply,
         };
         (command, rx)
@@ -333,6 +334,7 @@ fn fan_outs_are_spaced_by_the_number_of_peers() {
             ops: vec![op],
             editor: editor("alice"),
             from: None,
+            deliveries: Vec::new(),
             reply,
         }]);
     };
@@ -477,6 +479,7 @@ fn a_batch_of_edits_is_one_append_answered_after_it() {
                 ops: vec![op],
                 editor: editor("alice"),
                 from: None,
+                deliveries: Vec::new(),
                 reply,
             }
         })
@@ -520,6 +523,7 @@ fn restricting_cuts_off_the_peers_no_longer_allowed_and_audits_the_change() {
             ops,
             editor: editor("alice"),
             from: Some("192.0.2.1:5000".into()),
+            deliveries: Vec::new(),
             reply,
         }
     };
