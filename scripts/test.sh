@@ -27,6 +27,22 @@ if ! command -v npm >/dev/null; then
 fi
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
+# A real SMTP server for the mail tests (tests/py/smtp_server.py): aiosmtpd, pinned, in a virtual environment of its
+# own under the tools cache, where tests/src/smtp.rs looks for it.
+TOOLS="${COMMANDPOST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/commandpost/tools}"
+AIOSMTPD_VER=1.4.6
+if ! [ -x "$TOOLS/aiosmtpd-$AIOSMTPD_VER/bin/python" ]; then
+  step "installing aiosmtpd $AIOSMTPD_VER"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3 python3-venv
+  fi
+  python3 -m venv "$TOOLS/aiosmtpd-$AIOSMTPD_VER"
+  "$TOOLS/aiosmtpd-$AIOSMTPD_VER/bin/pip" install -q "aiosmtpd==$AIOSMTPD_VER"
+fi
+
 # The browser client, which the server serves and the browser tests load (installs its toolchain once).
 bash scripts/build-wasm.sh
 

@@ -28,6 +28,7 @@ pub mod oidc;
 mod poll;
 mod proxy;
 mod receiver;
+pub mod smtp;
 mod sync_client;
 mod test_server;
 mod writers;
