@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use server::mail::{MailList, MailSettings};
 use server::webhooks::{Endpoint, Format};
 use tests::oidc::{OidcProvider, SsoClient};
 use tests::{SyncClient, SyncTarget, TestServer, ws};
@@ -101,6 +102,8 @@ enum Route {
     StatusUpdate,
     Webhooks,
     UpdateSent,
+    SendUpdate,
+    MailThread,
     AlertHook,
     AlertHookFor,
     WebhookDeliveries,
@@ -114,7 +117,7 @@ enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 44] = [
+    const ALL: [Route; 46] = [
         Route::AuthProviders,
         Route::OidcLogin,
         Route::OidcCallback,
@@ -153,6 +156,8 @@ impl Route {
         Route::Webhooks,
         Route::Audit,
         Route::UpdateSent,
+        Route::SendUpdate,
+        Route::MailThread,
         Route::AlertHook,
         Route::AlertHookFor,
         Route::WebhookDeliveries,
@@ -182,7 +187,8 @@ impl Route {
             | Route::Insights
             | Route::Session
             | Route::SignOut
-            | Route::StatusUpdate => Needs::Read,
+            | Route::StatusUpdate
+            | Route::MailThread => Needs::Read,
             Route::Declare
             | Route::Timeline
             | Route::Operations
@@ -192,6 +198,7 @@ impl Route {
             | Route::WithdrawHandoff
             | Route::Pins
             | Route::UpdateSent
+            | Route::SendUpdate
             | Route::AlertHook
             | Route::AlertHookFor
             | Route::People => Needs::Write,
@@ -213,9 +220,11 @@ impl Route {
     fn success(self) -> StatusCode {
         match self {
             Route::Sync => StatusCode::SWITCHING_PROTOCOLS,
-            Route::Declare | Route::Timeline | Route::CreateToken | Route::UpdateSent => {
-                StatusCode::CREATED
-            }
+            Route::Declare
+            | Route::Timeline
+            | Route::CreateToken
+            | Route::UpdateSent
+            | Route::SendUpdate => StatusCode::CREATED,
             Route::DeleteIncident
             | Route::RevokeToken
             | Route::DeleteTemplate
@@ -266,6 +275,8 @@ impl Route {
             Route::Session => ("GET", "/api/session"),
             Route::StatusUpdate => ("GET", "/api/incidents/{id}/update"),
             Route::UpdateSent => ("POST", "/api/incidents/{id}/update/sent"),
+            Route::SendUpdate => ("POST", "/api/incidents/{id}/update/send"),
+            Route::MailThread => ("GET", "/api/incidents/{id}/mail"),
             Route::AlertHook => ("POST", "/api/hooks/alertmanager"),
             Route::AlertHookFor => ("POST", "/api/hooks/alertmanager/{id}"),
             Route::Webhooks => ("GET", "/api/webhooks"),
@@ -311,6 +322,8 @@ impl Route {
                 | Route::DeleteIncident
                 | Route::StatusUpdate
                 | Route::UpdateSent
+                | Route::SendUpdate
+                | Route::MailThread
                 | Route::AlertHook
                 | Route::AlertHookFor
         )
@@ -373,7 +386,19 @@ impl Fixture {
                     events: Some(vec!["closed".into()]),
                     drills: false,
                     restricted: false,
-                }]
+                }];
+                // A mailing list for every incident, so that sending succeeds (the relay is never reached).
+                config.mail = Some(MailSettings {
+                    host: "127.0.0.1".into(),
+                    port: Some(9),
+                    from: "incidents@example.com".into(),
+                    lists: vec![MailList {
+                        address: "ops@example.com".into(),
+                        templates: Vec::new(),
+                        severities: Vec::new(),
+                    }],
+                    ..MailSettings::default()
+                });
             },
             None,
         )
@@ -706,6 +731,12 @@ impl Fixture {
                 format!("/api/incidents/{id}/update/sent"),
                 Some(json!({})),
             ),
+            Route::SendUpdate => (
+                Method::POST,
+                format!("/api/incidents/{id}/update/send"),
+                Some(json!({})),
+            ),
+            Route::MailThread => (Method::GET, format!("/api/incidents/{id}/mail"), None),
             Route::AlertHook => (
                 Method::POST,
                 "/api/hooks/alertmanager".into(),
@@ -894,10 +925,11 @@ async fn every_route_answers_each_kind_of_caller_as_its_scope_allows() -> anyhow
         .iter()
         .filter_map(|e| e["author"].as_str())
         .collect();
-    // Four routes append an entry (timeline, update sent, and both alert hooks), once for each of the three.
+    // Five routes append an entry (timeline, update sent, update mailed, and both alert hooks), once for each of
+    // the three.
     let by = |who: &str| authors.iter().filter(|a| **a == who).count();
     anyhow::ensure!(
-        authors.len() == 12 && by("writer") == 4 && by("admin") == 4 && by("bob") == 4,
+        authors.len() == 15 && by("writer") == 5 && by("admin") == 5 && by("bob") == 5,
         "only the write, admin and session calls appended: {authors:?}"
     );
     fixture.server.stop().await;
