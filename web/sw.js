@@ -25,6 +25,7 @@ const SHELL = [
   "/js/incident.js",
   "/js/insights.js",
   "/js/list.js",
+  "/js/mail.js",
   "/js/model.js",
   "/js/patch.js",
   "/js/presence.js",

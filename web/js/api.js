@@ -158,6 +158,16 @@ export async function fetchUpdate(id) {
 export const markUpdateSent = (id, heads) =>
   request(`/api/incidents/${encodeURIComponent(id)}/update/sent`, { method: "POST", body: { heads } });
 
+/**
+ * Mails the update describing `heads` to the incident's lists and records it as `markUpdateSent` does; resolves to
+ * `{id, at, messageId, to}` once both are durable (the mailer sends it after).
+ */
+export const sendUpdate = (id, heads) =>
+  request(`/api/incidents/${encodeURIComponent(id)}/update/send`, { method: "POST", body: { heads } });
+
+/** The incident's mail thread: `{configured, to, messages}`, the lists an update would go to and each one mailed. */
+export const fetchMailThread = (id) => request(`/api/incidents/${encodeURIComponent(id)}/mail`);
+
 /** The names of the people who may take a role (write and admin tokens), for the hand-over suggestions. */
 export const listPeople = async () => (await request("/api/people")).people;
 

@@ -11,7 +11,15 @@
  */
 
 import { renderAccess } from "./access.js";
-import { applyOperations, fetchSession, fetchUpdate, listPeople, markUpdateSent } from "./api.js";
+import {
+  applyOperations,
+  fetchMailThread,
+  fetchSession,
+  fetchUpdate,
+  listPeople,
+  markUpdateSent,
+  sendUpdate,
+} from "./api.js";
 import { canWrite, isAdmin, session } from "./auth.js";
 import { h, saveBlob, showError, showMessage, timeEl, utcTime } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
@@ -32,6 +40,7 @@ import {
 } from "./model.js";
 import { arrange, patch } from "./patch.js";
 import { renderCarets } from "./carets.js";
+import { pending, renderMailThread, sendLabel } from "./mail.js";
 import { myPresence, renderPresence } from "./presence.js";
 import { DeviceCopy, loadIncident } from "./store.js";
 import { startSync } from "./sync.js";
@@ -154,8 +163,9 @@ function skeleton() {
       h(
         "p",
         { class: "prompt" },
-        "The update for stakeholders, ready to paste into email or chat. Marking it sent records it in the " +
-          "timeline and restarts the Communications lead's cadence.",
+        "The update for stakeholders, ready to paste into email or chat, or to send to the incident's mailing " +
+          "lists where the server has them. Sending it, or marking it sent, records it in the timeline and " +
+          "restarts the Communications lead's cadence.",
       ),
       h("textarea", { readonly: true, rows: 14, "aria-label": "Status update text" }),
       h(
@@ -165,6 +175,7 @@ function skeleton() {
         h("button", { type: "button", "data-update": "sent", hidden: !canWrite() }, "Mark as sent"),
         h("span", { class: "update-feedback", role: "status" }),
       ),
+      h("section", { class: "mail-state", hidden: true, "aria-live": "polite" }),
     ),
     h("p", { class: "loading" }, "Loading…"),
     // A disabled fieldset disables every control inside it: one switch for read-only tokens.
@@ -698,17 +709,32 @@ class IncidentPage {
   wireStatusUpdate() {
     const panel = this.root.querySelector("#status-update");
     const text = panel.querySelector("textarea");
+    const record = panel.querySelector('[data-update="sent"]');
+    const mailState = panel.querySelector(".mail-state");
     let heads = [];
+    // Where the incident's template and severity have mailing lists, the button sends the update to them.
+    let mailTo = [];
+    let refresh;
+    const loadThread = async () => {
+      clearTimeout(refresh);
+      const thread = await fetchMailThread(this.id);
+      mailTo = thread.configured ? thread.to : [];
+      record.textContent = sendLabel(thread);
+      renderMailThread(mailState, thread);
+      // While the relay has not taken every message, the states are asked again, as long as the panel is open.
+      if (pending(thread)) refresh = setTimeout(() => panel.open && loadThread().catch(() => {}), 5000);
+    };
     const load = async () => {
       try {
-        const update = await fetchUpdate(this.id);
+        // The thread is the panel's second part: its failure is shown, and the update still loads.
+        const [update] = await Promise.all([fetchUpdate(this.id), loadThread().catch(showError)]);
         text.value = update.text;
         heads = update.heads;
       } catch (error) {
         showError(error);
       }
     };
-    panel.addEventListener("toggle", () => panel.open && load());
+    panel.addEventListener("toggle", () => (panel.open ? load() : clearTimeout(refresh)));
     // Each action says what it did, next to its buttons: a click that seems to do nothing gets clicked again.
     const feedback = panel.querySelector(".update-feedback");
     panel.querySelector('[data-update="copy"]').addEventListener("click", async () => {
@@ -721,13 +747,19 @@ class IncidentPage {
         feedback.textContent = "Selected: press Ctrl+C (⌘C) to copy it.";
       }
     });
-    panel.querySelector('[data-update="sent"]').addEventListener("click", async (e) => {
+    record.addEventListener("click", async (e) => {
       const button = e.currentTarget;
       button.disabled = true;
-      feedback.textContent = "Marking as sent…";
+      const mailing = mailTo.length > 0;
+      feedback.textContent = mailing ? "Sending…" : "Marking as sent…";
       try {
-        await markUpdateSent(this.id, heads);
-        feedback.textContent = `Marked as sent at ${utcTime(new Date().toISOString())}; the timeline records it.`;
+        if (mailing) {
+          const sent = await sendUpdate(this.id, heads);
+          feedback.textContent = `Sent to ${sent.to.join(", ")} at ${utcTime(sent.at)}; the timeline records it.`;
+        } else {
+          await markUpdateSent(this.id, heads);
+          feedback.textContent = `Marked as sent at ${utcTime(new Date().toISOString())}; the timeline records it.`;
+        }
         await load();
       } catch (error) {
         feedback.textContent = "";
