@@ -16,6 +16,7 @@ use crate::config::DocConfig;
 use crate::document::{Command, DocError};
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, PeerLink};
+use crate::store::outbox::{NewDelivery, Sink};
 use crate::store::{ChunkId, StoreError};
 use crate::webhooks::Webhooks;
 
@@ -313,6 +314,72 @@ fn http_edits_are_answered_once_durable_and_never_after_a_storage_failure() {
             .iter()
             .any(|effect| matches!(effect, Effect::Answer(_, Ok(_))))
     );
+}
+
+/// Deliveries an HTTP edit carries (a status update's email) go with the chunk of its changes, and only if every
+/// operation applied: a refused edit queues nothing.
+#[test]
+fn carried_deliveries_commit_with_their_edit_and_never_without_it() {
+    let mut harness = Harness::new(1 << 20);
+    let mail = |id: &str| NewDelivery {
+        endpoint: "mail".into(),
+        event_id: id.into(),
+        kind: "update.mailed".into(),
+        doc: DocumentId::random(),
+        payload: "{}".into(),
+        not_before: Utc::now(),
+        coalesce: None,
+        sink: Sink::Mail,
+    };
+    let apply = |ops: Vec<Operation>, id: &str| {
+        let (reply, _) = oneshot::channel();
+        Command::Apply {
+            ops,
+            editor: editor("alice"),
+            from: None,
+            deliveries: vec![mail(id)],
+            reply,
+        }
+    };
+    let refused = apply(
+        vec![
+            Operation::MarkUpdateSent {
+                heads: Vec::new(),
+                note: None,
+            },
+            Operation::SetChoice {
+                field: "severity".into(),
+                value: Some("SEV9".into()),
+            },
+        ],
+        "refused",
+    );
+    let sent = apply(
+        vec![Operation::MarkUpdateSent {
+            heads: Vec::new(),
+            note: None,
+        }],
+        "sent",
+    );
+    harness.core.apply(vec![refused, sent], Utc::now());
+    let append = harness.core.append(Utc::now()).expect("a chunk to append");
+    let queued: Vec<&str> = append
+        .deliveries
+        .iter()
+        .map(|d| d.event_id.as_str())
+        .collect();
+    assert_eq!(queued, ["sent"]);
+    assert_eq!(append.deliveries[0].sink, Sink::Mail);
+    harness.core.appended(append.written, ChunkId(1_000));
+    // Queued once: the next chunk carries nothing more.
+    harness.batch(vec![apply(
+        vec![Operation::AddTimelineEntry {
+            text: "later".into(),
+            at: None,
+        }],
+        "later",
+    )]);
+    assert!(harness.core.append(Utc::now()).is_none());
 }
 
 /// Fan-outs of changes are spaced by 50 µs per attached peer, at most 50 ms; a peer that only spoke is answered
