@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::mail::MailSettings;
 use crate::retention::RetentionSettings;
 use crate::webhooks::{DeliverySettings, Endpoint, WebhookError, Webhooks};
 
@@ -390,6 +389,117 @@ impl std::fmt::Debug for OidcSettings {
     }
 }
 
+/// How the connection to the relay is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Plain connection upgraded with STARTTLS, which the relay must offer: a relay (or a machine in the middle)
+    /// that does not is refused, so credentials and updates never travel in clear.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No TLS at all: only for a relay on the loopback interface (a local MTA).
+    None,
+}
+
+impl Security {
+    /// The port the relay listens on by convention for this kind of connection.
+    pub(crate) fn default_port(self) -> u16 {
+        match self {
+            Security::Starttls => 587,
+            Security::Tls => 465,
+            Security::None => 25,
+        }
+    }
+}
+
+/// The `[mail]` table: where status updates are sent from, through which relay, to which lists (checked and put to
+/// work by `crate::mail::Mail`).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MailSettings {
+    /// The SMTP relay's host name (checked against its certificate).
+    pub host: String,
+    /// The relay's port; 587 for `starttls`, 465 for `tls`, 25 for `none` when absent.
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none` (loopback only).
+    pub security: Security,
+    /// The relay login (AUTH PLAIN or LOGIN), with `password`.
+    pub username: Option<String>,
+    /// The relay password.
+    pub password: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's, for a relay with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// The sender (`From:`), such as `Incident updates <incidents@example.com>`.
+    pub from: String,
+    /// The domain of the messages' `Message-ID`s; the sender's domain when absent.
+    pub message_id_domain: Option<String>,
+    /// Seconds one attempt (connect, TLS, AUTH, DATA) may take.
+    pub timeout_secs: u64,
+    /// The mailing lists (`[[mail.lists]]`) and which incidents each receives.
+    pub lists: Vec<MailList>,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        MailSettings {
+            host: String::new(),
+            port: None,
+            security: Security::default(),
+            username: None,
+            password: None,
+            ca_file: None,
+            from: String::new(),
+            message_id_domain: None,
+            timeout_secs: 30,
+            lists: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("ca_file", &self.ca_file)
+            .field("from", &self.from)
+            .field("message_id_domain", &self.message_id_domain)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("lists", &self.lists)
+            .finish()
+    }
+}
+
+/// One mailing list and the incidents it hears about: those of the listed templates (all when empty) at the
+/// listed severities (all when empty). `severities = ["SEV1"]` is the executive list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MailList {
+    /// The list's address (`ops@example.com` or `Ops <ops@example.com>`).
+    pub address: String,
+    /// Template ids whose incidents it receives; every template when empty.
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// Severities at which it receives them; every severity when empty.
+    #[serde(default)]
+    pub severities: Vec<String>,
+}
+
+impl MailList {
+    /// Whether an incident of `template` at `severity` goes to this list.
+    pub(crate) fn receives(&self, template: &str, severity: Option<&str>) -> bool {
+        let template_ok = self.templates.is_empty() || self.templates.iter().any(|t| t == template);
+        let severity_ok = self.severities.is_empty()
+            || severity.is_some_and(|s| self.severities.iter().any(|want| want == s));
+        template_ok && severity_ok
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,7 +569,7 @@ mod tests {
             keys::<RetentionSettings>(),
             keys::<OidcSettings>(),
             keys::<MailSettings>(),
-            keys::<crate::mail::MailList>(),
+            keys::<MailList>(),
         ];
         assert!(all.iter().all(|k| k.len() > 1));
         for key in all.concat() {
