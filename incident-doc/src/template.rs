@@ -32,6 +32,49 @@ pub struct Template {
     pub restricted: bool,
     /// The fields in template order.
     pub fields: Vec<TemplateField>,
+    /// Mailing lists this template's status updates go to (`mail-to=ops@example.com`), and those added at a
+    /// severity (`mail-to.SEV1=exec@example.com`), besides the server's `[[mail.lists]]`.
+    pub mail_to: Vec<MailTo>,
+}
+
+/// One mailing list of a template (`mail-to=…` or `mail-to.<severity>=…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailTo {
+    /// The severity at which it receives updates; every severity when `None`.
+    pub severity: Option<String>,
+    /// The list's address (`local@domain`), checked when the template is parsed.
+    pub address: String,
+}
+
+/// Whether `address` is a bare mail address a template may name: `local@domain`, with no space, control
+/// character, quote, bracket, comma or semicolon (nothing that could end a header or add a recipient), and a
+/// domain of letters, digits, dots and hyphens.
+pub fn is_mail_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local.chars().all(|c| {
+            c.is_ascii_graphic()
+                && !matches!(
+                    c,
+                    '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '@' | '[' | '\\' | ']'
+                )
+        })
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let domain_ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.contains('.')
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    local_ok && domain_ok
 }
 
 /// One field of a template: its definition and the value a new document starts with.
@@ -200,16 +243,42 @@ impl<'a> TemplateParser<'a> {
         let pre = self.body(preamble.clone())?;
         let mut drill = false;
         let mut restricted = false;
+        let mut mail_to = Vec::new();
         if let Some((text, at)) = &pre.annotation {
             for (attr, value) in self.attributes(text, *at)? {
                 match (attr.as_str(), value) {
                     ("drill", None) => drill = true,
                     ("restricted", None) => restricted = true,
+                    (mail, Some(addresses))
+                        if mail == "mail-to" || mail.starts_with("mail-to.") =>
+                    {
+                        let severity = mail.strip_prefix("mail-to.").map(str::to_owned);
+                        if severity.as_deref() == Some("") {
+                            return Err(self.error(
+                                *at,
+                                "a severity's mailing list names the severity: mail-to.SEV1=exec@example.com",
+                            ));
+                        }
+                        for address in addresses.split(',').map(str::trim) {
+                            if !is_mail_address(address) {
+                                return Err(self.error(
+                                    *at,
+                                    format!(
+                                        "{mail}: {address:?} is not a mail address (list@example.com; several separated by commas)"
+                                    ),
+                                ));
+                            }
+                            mail_to.push(MailTo {
+                                severity: severity.clone(),
+                                address: address.to_owned(),
+                            });
+                        }
+                    }
                     (other, _) => {
                         return Err(self.error(
                             *at,
                             format!(
-                                "unknown template attribute {other:?} (expected drill or restricted)"
+                                "unknown template attribute {other:?} (expected drill, restricted, mail-to=… or mail-to.<severity>=…)"
                             ),
                         ));
                     }
@@ -283,6 +352,7 @@ impl<'a> TemplateParser<'a> {
             drill,
             restricted,
             fields,
+            mail_to,
         })
     }
 
@@ -935,6 +1005,59 @@ mod tests {
         assert!(security.restricted);
         let e = err("# T\n\n## Access\n<!-- commandpost key=access kind=flag -->\n");
         assert!(e.reason.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn mailing_lists_are_read_and_their_addresses_checked() {
+        let src = "# T\n<!-- commandpost mail-to=ops@example.com,sre@example.com mail-to.SEV1=exec@example.com -->\n\n\
+                   ## Title\n<!-- commandpost key=title kind=text -->\n";
+        let t = Template::parse("t", "t.md", src).expect("valid");
+        let lists: Vec<(Option<&str>, &str)> = t
+            .mail_to
+            .iter()
+            .map(|m| (m.severity.as_deref(), m.address.as_str()))
+            .collect();
+        assert_eq!(
+            lists,
+            [
+                (None, "ops@example.com"),
+                (None, "sre@example.com"),
+                (Some("SEV1"), "exec@example.com")
+            ]
+        );
+        assert!(
+            Template::parse("t", "t.md", MINIMAL)
+                .expect("valid")
+                .mail_to
+                .is_empty()
+        );
+        for bad in [
+            "mail-to=ops",
+            "mail-to=ops@example.com,",
+            "mail-to=\"Ops <ops@example.com>\"",
+            "mail-to=ops@example.com;bcc@evil.example",
+            "mail-to=ops@exa\u{0}mple.com",
+            "mail-to=ops@-example.com",
+            "mail-to.=exec@example.com",
+            "mail-to",
+        ] {
+            let e = err(&format!(
+                "# T\n<!-- commandpost {bad} -->\n\n## Title\n<!-- commandpost key=title kind=text -->\n"
+            ));
+            assert_eq!(e.line, 2, "{bad}: {e}");
+        }
+        assert!(is_mail_address("first.last+tag@mail.example.co.uk"));
+        for bad in [
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@exam_ple.com",
+            ".a@example.com",
+            "a\r\n@example.com",
+        ] {
+            assert!(!is_mail_address(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
+use incident_doc::template::MailTo;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -195,12 +196,27 @@ impl Mail {
         })
     }
 
-    /// The lists an incident of `template` at `severity` goes to, each once, in configuration order.
-    pub fn recipients(&self, template: &str, severity: Option<&str>) -> Vec<String> {
+    /// The lists an incident of `template` at `severity` goes to, each once: the `[[mail.lists]]` that take it, in
+    /// configuration order, then the template's own (`mail-to=…`, `mail-to.<severity>=…`; `template_lists`).
+    pub fn recipients(
+        &self,
+        template: &str,
+        template_lists: &[MailTo],
+        severity: Option<&str>,
+    ) -> Vec<String> {
+        let configured = self
+            .lists
+            .iter()
+            .filter(|l| l.receives(template, severity))
+            .map(|l| &l.address);
+        let own = template_lists
+            .iter()
+            .filter(|m| m.severity.is_none() || m.severity.as_deref() == severity)
+            .map(|m| &m.address);
         let mut to: Vec<String> = Vec::new();
-        for list in self.lists.iter().filter(|l| l.receives(template, severity)) {
-            if !to.contains(&list.address) {
-                to.push(list.address.clone());
+        for address in configured.chain(own) {
+            if !to.contains(address) {
+                to.push(address.clone());
             }
         }
         to
@@ -397,20 +413,51 @@ mod tests {
         )
         .expect("valid settings");
         assert_eq!(
-            mail.recipients("default", Some("SEV3")),
+            mail.recipients("default", &[], Some("SEV3")),
             ["ops@example.com"]
         );
         assert_eq!(
-            mail.recipients("default", Some("SEV1")),
+            mail.recipients("default", &[], Some("SEV1")),
             ["ops@example.com", "exec@example.com"]
         );
         assert_eq!(
-            mail.recipients("default", Some("SEV2")),
+            mail.recipients("default", &[], Some("SEV2")),
             ["ops@example.com"]
         );
         assert_eq!(
-            mail.recipients("security", None),
+            mail.recipients("security", &[], None),
             ["ops@example.com", "security@example.com"]
+        );
+        // The template's own lists come after, each address once.
+        let own = [
+            MailTo {
+                severity: None,
+                address: "payments@example.com".into(),
+            },
+            MailTo {
+                severity: Some("SEV1".into()),
+                address: "exec@example.com".into(),
+            },
+            MailTo {
+                severity: Some("SEV2".into()),
+                address: "payments-leads@example.com".into(),
+            },
+        ];
+        assert_eq!(
+            mail.recipients("default", &own, Some("SEV1")),
+            [
+                "ops@example.com",
+                "exec@example.com",
+                "payments@example.com"
+            ]
+        );
+        assert_eq!(
+            mail.recipients("default", &own, Some("SEV2")),
+            [
+                "ops@example.com",
+                "payments@example.com",
+                "payments-leads@example.com"
+            ]
         );
         assert_eq!(mail.domain, "example.com");
     }

@@ -311,6 +311,70 @@ async fn updates_are_one_thread_with_both_parts_to_the_lists_of_their_severity()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_templates_own_lists_receive_its_incidents_by_severity() {
+    let ca = TestCa::new();
+    let smtp = SmtpServer::start(&ca, SmtpMode::StartTls, Some((USER, PASSWORD)), false, 0).await;
+    let port = smtp.port;
+    let templates = tempfile::tempdir().expect("a templates directory");
+    std::fs::write(
+        templates.path().join("payments.md"),
+        "# Payments\n<!-- commandpost mail-to=payments@example.com mail-to.SEV1=cfo@example.com -->\n\n\
+         Payments incidents.\n\n## Title\n<!-- commandpost key=title kind=text -->\n\n\
+         ## Severity\n<!-- commandpost key=severity kind=choice default=SEV3 -->\n- SEV1: Critical\n- SEV3: Minor\n\n## Timeline\n<!-- commandpost key=timeline kind=timeline -->\n",
+    )
+    .expect("writing the template");
+    let dir = templates.path().to_owned();
+    let server = TestServer::start_with(|c| {
+        let mut mail = settings(&ca, port, Security::Starttls);
+        mail.lists.clear();
+        c.mail = Some(mail);
+        c.templates_dir = Some(dir);
+    })
+    .await;
+    let alice = server.token("alice", "write").await;
+    let (status, declared) = server
+        .call(
+            Method::POST,
+            "/api/incidents",
+            Some(&alice),
+            Some(&json!({"title": "Card payments declined", "template": "payments"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{declared}");
+    let id = declared["id"].as_str().expect("an id");
+    assert_eq!(
+        thread(&server, &alice, id).await["to"],
+        json!(["payments@example.com"])
+    );
+    let (status, first) = send(&server, &alice, id).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let response = server
+        .operations(
+            &alice,
+            id,
+            json!([{"op": "setChoice", "field": "severity", "value": "SEV1"}]),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, second) = send(&server, &alice, id).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    assert_eq!(
+        second["to"],
+        json!(["payments@example.com", "cfo@example.com"])
+    );
+    let messages = smtp.wait_for(2).await;
+    assert_eq!(recipients(&messages[0]), ["payments@example.com"]);
+    assert_eq!(
+        recipients(&messages[1]),
+        ["cfo@example.com", "payments@example.com"]
+    );
+    // Incidents of other templates have no list here: sending is refused, marking as sent still works.
+    let other = server.declare(&alice, "Elsewhere").await;
+    let (status, _) = send(&server, &alice, &other.id).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_titles_stay_in_the_subject_and_scripts_stay_out_of_the_html() {
     let ca = TestCa::new();
     let smtp = SmtpServer::start(&ca, SmtpMode::Tls, Some((USER, PASSWORD)), false, 0).await;

@@ -23,7 +23,7 @@ use super::{AppState, JsonBody};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
 use crate::export;
-use crate::mail::{self, Outgoing, SubjectParts};
+use crate::mail::{self, Mail, Outgoing, SubjectParts};
 use crate::store::outbox::{DeliveryState, NewDelivery, Sink};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -117,7 +117,7 @@ async fn send(
             Ok((text, markdown, Headline::read(then.doc())))
         })
         .await?;
-    let to = mail.recipients(&headline.template, headline.severity.as_deref());
+    let to = recipients(&state, &mail, &headline);
     if to.is_empty() {
         return Err(ApiError::Conflict(format!(
             "no mailing list receives incidents of template {:?} at severity {}: copy the update and mark it as sent",
@@ -178,6 +178,16 @@ async fn send(
         }),
     )
         .into_response())
+}
+
+/// The lists an update of the incident goes to now: the configured ones that take its template and severity, and
+/// its template's own (`mail-to=…`), read from the template as the server offers it now.
+fn recipients(state: &AppState, mail: &Mail, headline: &Headline) -> Vec<String> {
+    let catalog = state.templates.current();
+    let own = catalog
+        .get(&headline.template)
+        .map_or(&[][..], |loaded| &loaded.template.mail_to[..]);
+    mail.recipients(&headline.template, own, headline.severity.as_deref())
 }
 
 /// An incident's mail thread.
@@ -242,9 +252,10 @@ async fn thread(
     let headline = handle
         .read(|incident| Headline::read(incident.doc()))
         .await?;
-    let to = state.mail.as_ref().map_or_else(Vec::new, |mail| {
-        mail.recipients(&headline.template, headline.severity.as_deref())
-    });
+    let to = state
+        .mail
+        .as_ref()
+        .map_or_else(Vec::new, |mail| recipients(&state, mail, &headline));
     let messages = state
         .store
         .deliveries_of(handle.id, Sink::Mail)
