@@ -265,14 +265,37 @@ impl Mail {
             .map_err(|e| format!("the message cannot be built: {e}"))
     }
 
-    /// Sends one message through the relay.
-    pub async fn send(
-        &self,
-        message: Message,
-    ) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    /// Sends one message through the relay, in at most twice `timeout-secs` in all (each SMTP step has
+    /// `timeout-secs`; a relay answering every step slowly is cut off too), so the mailer's lease always outlasts it.
+    /// Answers the relay's reply code on acceptance.
+    pub async fn send(&self, message: Message) -> Result<u16, Failure> {
         use lettre::AsyncTransport;
-        self.transport.send(message).await
+        let limit = self.timeout * 2;
+        match tokio::time::timeout(limit, self.transport.send(message)).await {
+            Ok(Ok(response)) => Ok(u16::from(response.code())),
+            Ok(Err(e)) => Err(Failure {
+                permanent: e.is_permanent(),
+                status: e.status().map(u16::from),
+                error: crate::error::error_chain(&e),
+            }),
+            Err(_) => Err(Failure {
+                permanent: false,
+                status: None,
+                error: format!("the relay took longer than {} s", limit.as_secs()),
+            }),
+        }
     }
+}
+
+/// Why the relay did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The relay refused it for good (5xx): sending it again gets the same answer.
+    pub permanent: bool,
+    /// The relay's reply code, if it answered.
+    pub status: Option<u16>,
+    /// What failed, for the delivery log.
+    pub error: String,
 }
 
 /// `text` on one line: control characters (CR, LF, tabs) become spaces, so an incident title can never start a

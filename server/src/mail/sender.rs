@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Mail, Outgoing};
-use crate::error::error_chain;
 use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, Delivery, Next, Sink, clip_error};
 use crate::store::{Store, StoreError};
@@ -24,8 +23,9 @@ use crate::store::{Store, StoreError};
 /// wake the task at once).
 const POLL: Duration = Duration::from_secs(1);
 
-/// Rows claimed per round; messages go one after the other, each over its own connection.
-const BATCH: usize = 16;
+/// Rows claimed per round: one, so each claim's lease covers one bounded attempt (a node that dies mid-send holds
+/// up only that message, for three attempt times); the mailer claims again at once while rows are due.
+const BATCH: usize = 1;
 
 /// Starts the mailer; it stops when `shutdown` is cancelled, after the message under way.
 pub fn spawn(
@@ -68,8 +68,8 @@ async fn round(
     metrics: &Metrics,
 ) -> Result<(usize, Option<DateTime<Utc>>), StoreError> {
     let now = Utc::now();
-    // The lease outlasts every attempt of the batch, so only a node that died mid-round leaves claims to expire.
-    let lease = now + mail.timeout * (BATCH as u32 + 2);
+    // The lease outlasts the attempt (bounded by `Mail::send`), so only a node that died mid-send leaves it to expire.
+    let lease = now + mail.timeout * 3;
     let claimed = store
         .claim_deliveries(Sink::Mail, now, lease, BATCH)
         .await?;
@@ -114,16 +114,14 @@ async fn attempt(mail: &Mail, delivery: &Delivery) -> Attempt {
         Err(e) => return give_up(e),
     };
     match mail.send(message).await {
-        Ok(response) => Attempt {
+        Ok(code) => Attempt {
             at: Utc::now(),
-            status: Some(u16::from(response.code())),
+            status: Some(code),
             error: None,
             next: Next::Done,
         },
-        Err(e) => {
-            let status = e.status().map(u16::from);
-            let error = clip_error(&error_chain(&e));
-            let next = if e.is_permanent() || delivery.attempts >= mail.retry.max_attempts {
+        Err(failure) => {
+            let next = if failure.permanent || delivery.attempts >= mail.retry.max_attempts {
                 Next::GiveUp
             } else {
                 let delay = chrono::Duration::from_std(mail.retry.backoff(delivery.attempts))
@@ -132,8 +130,8 @@ async fn attempt(mail: &Mail, delivery: &Delivery) -> Attempt {
             };
             Attempt {
                 at: Utc::now(),
-                status,
-                error: Some(error),
+                status: failure.status,
+                error: Some(clip_error(&failure.error)),
                 next,
             }
         }
