@@ -573,6 +573,28 @@ async fn a_relay_that_does_not_offer_starttls_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_relay_takes_plain_smtp_when_configured_so() {
+    // A local MTA on 127.0.0.1 without TLS (`security = "none"`, refused for any other host at start-up).
+    let ca = TestCa::new();
+    let smtp = SmtpServer::start(&ca, SmtpMode::Plain, None, false, 0).await;
+    let port = smtp.port;
+    let server = TestServer::start_with(|c| {
+        let mut mail = settings(&ca, port, Security::None);
+        mail.username = None;
+        mail.password = None;
+        c.mail = Some(mail);
+    })
+    .await;
+    let alice = server.token("alice", "write").await;
+    let incident = server.declare(&alice, "Local relay").await;
+    let (status, body) = send(&server, &alice, &incident.id).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let message = &smtp.wait_for(1).await[0];
+    assert_eq!(message["tls"], false);
+    assert_eq!(header(message, "Message-ID"), body["messageId"].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sending_refuses_what_it_cannot_mail() {
     // No [mail]: 409, and the thread says mail is off.
     let plain = TestServer::start().await;
