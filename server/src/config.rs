@@ -488,11 +488,23 @@ pub struct MailList {
     /// Severities at which it receives them; every severity when empty.
     #[serde(default)]
     pub severities: Vec<String>,
+    /// Whether updates of restricted incidents go to it too. Off by default, as for webhooks: a restricted incident's
+    /// updates go only to lists that say so and to its template's own (`mail-to=`), never to a list meant for all.
+    #[serde(default)]
+    pub restricted: bool,
 }
 
 impl MailList {
-    /// Whether an incident of `template` at `severity` goes to this list.
-    pub(crate) fn receives(&self, template: &str, severity: Option<&str>) -> bool {
+    /// Whether an incident of `template` at `severity` (restricted or not) goes to this list.
+    pub(crate) fn receives(
+        &self,
+        template: &str,
+        severity: Option<&str>,
+        restricted: bool,
+    ) -> bool {
+        if restricted && !self.restricted {
+            return false;
+        }
         let template_ok = self.templates.is_empty() || self.templates.iter().any(|t| t == template);
         let severity_ok = self.severities.is_empty()
             || severity.is_some_and(|s| self.severities.iter().any(|want| want == s));

@@ -197,17 +197,19 @@ impl Mail {
     }
 
     /// The lists an incident of `template` at `severity` goes to, each once: the `[[mail.lists]]` that take it, in
-    /// configuration order, then the template's own (`mail-to=…`, `mail-to.<severity>=…`; `template_lists`).
+    /// configuration order (only those with `restricted = true` for a restricted incident), then the template's own
+    /// (`mail-to=…`, `mail-to.<severity>=…`; `template_lists`).
     pub fn recipients(
         &self,
         template: &str,
         template_lists: &[MailTo],
         severity: Option<&str>,
+        restricted: bool,
     ) -> Vec<String> {
         let configured = self
             .lists
             .iter()
-            .filter(|l| l.receives(template, severity))
+            .filter(|l| l.receives(template, severity, restricted))
             .map(|l| &l.address);
         let own = template_lists
             .iter()
@@ -430,26 +432,47 @@ mod tests {
                 templates = ["security"]
                 [[lists]]
                 address = "ops@example.com"
-                severities = ["SEV2"]"#,
+                severities = ["SEV2"]
+                [[lists]]
+                address = "incident-response@example.com"
+                templates = ["security"]
+                restricted = true"#,
             ),
             DeliverySettings::default(),
         )
         .expect("valid settings");
         assert_eq!(
-            mail.recipients("default", &[], Some("SEV3")),
+            mail.recipients("default", &[], Some("SEV3"), false),
             ["ops@example.com"]
         );
         assert_eq!(
-            mail.recipients("default", &[], Some("SEV1")),
+            mail.recipients("default", &[], Some("SEV1"), false),
             ["ops@example.com", "exec@example.com"]
         );
         assert_eq!(
-            mail.recipients("default", &[], Some("SEV2")),
+            mail.recipients("default", &[], Some("SEV2"), false),
             ["ops@example.com"]
         );
         assert_eq!(
-            mail.recipients("security", &[], None),
-            ["ops@example.com", "security@example.com"]
+            mail.recipients("security", &[], None, false),
+            [
+                "ops@example.com",
+                "security@example.com",
+                "incident-response@example.com"
+            ]
+        );
+        // A restricted incident's updates go only to the lists that opt in, and to its template's own.
+        assert_eq!(
+            mail.recipients("security", &[], None, true),
+            ["incident-response@example.com"]
+        );
+        let own_list = [MailTo {
+            severity: None,
+            address: "ciso@example.com".into(),
+        }];
+        assert_eq!(
+            mail.recipients("security", &own_list, Some("SEV1"), true),
+            ["incident-response@example.com", "ciso@example.com"]
         );
         // The template's own lists come after, each address once.
         let own = [
@@ -467,7 +490,7 @@ mod tests {
             },
         ];
         assert_eq!(
-            mail.recipients("default", &own, Some("SEV1")),
+            mail.recipients("default", &own, Some("SEV1"), false),
             [
                 "ops@example.com",
                 "exec@example.com",
@@ -475,7 +498,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            mail.recipients("default", &own, Some("SEV2")),
+            mail.recipients("default", &own, Some("SEV2"), false),
             [
                 "ops@example.com",
                 "payments@example.com",

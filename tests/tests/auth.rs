@@ -396,6 +396,8 @@ impl Fixture {
                         address: "ops@example.com".into(),
                         templates: Vec::new(),
                         severities: Vec::new(),
+                        // The fixture's incidents are restricted in one dimension of the table.
+                        restricted: true,
                     }],
                     ..MailSettings::default()
                 });

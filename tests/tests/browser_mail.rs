@@ -30,6 +30,7 @@ async fn the_panel_sends_the_update_to_the_lists_and_shows_it_delivered() -> any
                 address: "ops@example.com".into(),
                 templates: Vec::new(),
                 severities: Vec::new(),
+                restricted: false,
             }],
             ..MailSettings::default()
         });

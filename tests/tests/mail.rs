@@ -21,6 +21,7 @@ fn lists() -> Vec<MailList> {
         address: address.into(),
         templates: templates.iter().map(|s| s.to_string()).collect(),
         severities: severities.iter().map(|s| s.to_string()).collect(),
+        restricted: false,
     };
     vec![
         list("Ops <ops@example.com>", &[], &[]),

@@ -102,7 +102,7 @@ async fn send(
     }
     let now = Utc::now();
     let at_heads: Vec<ChangeHash> = heads.iter().filter_map(|h| h.parse().ok()).collect();
-    let (text, markdown, headline) = state
+    let (text, markdown, headline, restricted) = state
         .reads
         .run_waiting(&handle, move |incident| {
             // The update as the sender read it, even if the incident moved on since.
@@ -114,10 +114,11 @@ async fn send(
             )?;
             let markdown = written.pop().unwrap_or_default();
             let text = written.pop().unwrap_or_default();
-            Ok((text, markdown, Headline::read(then.doc())))
+            let restricted = then.restriction().0;
+            Ok((text, markdown, Headline::read(then.doc()), restricted))
         })
         .await?;
-    let to = recipients(&state, &mail, &headline);
+    let to = recipients(&state, &mail, &headline, restricted);
     if to.is_empty() {
         return Err(ApiError::Conflict(format!(
             "no mailing list receives incidents of template {:?} at severity {}: copy the update and mark it as sent",
@@ -180,14 +181,20 @@ async fn send(
         .into_response())
 }
 
-/// The lists an update of the incident goes to now: the configured ones that take its template and severity, and
-/// its template's own (`mail-to=…`), read from the template as the server offers it now.
-fn recipients(state: &AppState, mail: &Mail, headline: &Headline) -> Vec<String> {
+/// The lists an update of the incident goes to now: the configured ones that take its template and severity (and,
+/// for a restricted incident, opted in to restricted ones), and its template's own (`mail-to=…`), read from the
+/// template as the server offers it now.
+fn recipients(state: &AppState, mail: &Mail, headline: &Headline, restricted: bool) -> Vec<String> {
     let catalog = state.templates.current();
     let own = catalog
         .get(&headline.template)
         .map_or(&[][..], |loaded| &loaded.template.mail_to[..]);
-    mail.recipients(&headline.template, own, headline.severity.as_deref())
+    mail.recipients(
+        &headline.template,
+        own,
+        headline.severity.as_deref(),
+        restricted,
+    )
 }
 
 /// An incident's mail thread.
@@ -249,13 +256,12 @@ async fn thread(
 ) -> Result<Response, ApiError> {
     identity.require(Scope::Read, "read incidents")?;
     let handle = handle(&state, &identity, &id).await?;
-    let headline = handle
-        .read(|incident| Headline::read(incident.doc()))
+    let (headline, restricted) = handle
+        .read(|incident| (Headline::read(incident.doc()), incident.restriction().0))
         .await?;
-    let to = state
-        .mail
-        .as_ref()
-        .map_or_else(Vec::new, |mail| recipients(&state, mail, &headline));
+    let to = state.mail.as_ref().map_or_else(Vec::new, |mail| {
+        recipients(&state, mail, &headline, restricted)
+    });
     let messages = state
         .store
         .deliveries_of(handle.id, Sink::Mail)
