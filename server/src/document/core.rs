@@ -957,6 +957,7 @@ pub(crate) fn summary_row(
         updated_at: now,
         restricted: access.restricted,
         members: access.members,
+        channel: incident.channel(),
     }
 }
 
