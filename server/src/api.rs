@@ -5,6 +5,7 @@
 mod analytics;
 pub(crate) mod archive;
 mod audit;
+mod chat;
 mod command;
 mod hooks;
 mod incidents;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub alertmanager_label: Arc<str>,
     /// Single sign-on, when `[oidc]` is configured; without it the session cookie is ignored.
     pub sso: Option<Arc<crate::sso::Sso>>,
+    /// The chat core: what lines said in bound channels do (the Slack routes and the IRC bot hand them over).
+    pub chat: Arc<crate::chat::Chat>,
 }
 
 /// Every route, each with its description: `routes!` takes a handler's method and path from its
@@ -93,6 +96,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(sso::router())
         .merge(tickets::router())
         .merge(hooks::router())
+        .merge(chat::router())
         .merge(update::router())
         .merge(templates::router())
         .merge(audit::router())

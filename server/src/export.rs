@@ -180,3 +180,32 @@ pub fn with_ids(id: DocumentId, view: &IncidentView) -> Value {
     }
     value
 }
+
+/// The status update of `incident` written at `now` ("what changed" measured from the last update sent), and the
+/// heads it describes, comma-separated: what `GET /api/incidents/{id}/update` answers and `!update` says in chat.
+pub fn status_update(
+    incident: &mut Incident,
+    now: DateTime<Utc>,
+    format: incident_doc::update::UpdateFormat,
+) -> Result<(String, String), ExportError> {
+    let view = incident.view();
+    let last = incident.last_update();
+    let then = match &last {
+        Some(last) => {
+            // Heads recorded with the update, else the document as it was when it was marked sent.
+            let heads = if !last.heads.is_empty() && incident.has_heads(&last.heads) {
+                Some(last.heads.clone())
+            } else {
+                incident.heads_at(last.at)
+            };
+            Some(match heads {
+                Some(heads) => fork_at(incident, &heads)?.view(),
+                None => view.clone(),
+            })
+        }
+        None => None,
+    };
+    let before = last.as_ref().zip(then.as_ref());
+    let body = incident_doc::update::status_update(&view, before, now, format);
+    Ok((body, incident.head_strings().join(",")))
+}

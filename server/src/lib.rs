@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -152,6 +153,15 @@ pub async fn run(
             stop.clone(),
         );
     }
+    let chat = Arc::new(
+        chat::Chat::new(
+            store.clone(),
+            registry.clone(),
+            reads.clone(),
+            &config.chat.clone().unwrap_or_default(),
+        )
+        .context("the chat configuration")?,
+    );
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -170,6 +180,7 @@ pub async fn run(
         webhooks,
         alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
         sso,
+        chat,
     };
     let signal = stop.clone();
     tokio::spawn(async move {

@@ -420,7 +420,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 }
 
 /// 16 random bytes in hex: event ids nobody can guess or collide with.
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 

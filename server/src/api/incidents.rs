@@ -573,10 +573,12 @@ async fn operations(
         ));
     }
     let handle = handle(&state, &identity, &id).await?;
+    super::chat::check_channels(&state, handle.id, &body.operations).await?;
     // The actor records any change of who may see the incident in the audit log, with where it came from.
     let applied = handle
-        .apply_from(body.operations, editor(&identity), from)
+        .apply_from(body.operations.clone(), editor(&identity), from)
         .await?;
+    super::chat::channels_changed(&state, &body.operations);
     Ok(Json(AppliedAll { applied }))
 }
 

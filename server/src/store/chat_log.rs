@@ -78,7 +78,7 @@ pub(super) fn channel_from_column(text: Option<String>) -> Option<Channel> {
 /// The channels of the index's column texts, each once (two incidents may name one channel, closed and open).
 pub(super) fn distinct_channels(texts: Vec<Option<String>>) -> Vec<Channel> {
     let mut channels: Vec<Channel> = Vec::new();
-    for channel in texts.into_iter().filter_map(|t| channel_from_column(t)) {
+    for channel in texts.into_iter().filter_map(channel_from_column) {
         let key = channel_key(channel.network, channel.address());
         if !channels
             .iter()
