@@ -10,6 +10,7 @@ mod command;
 mod hooks;
 mod incidents;
 pub mod openapi;
+mod slack;
 mod sso;
 mod templates;
 mod tickets;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub sso: Option<Arc<crate::sso::Sso>>,
     /// The chat core: what lines said in bound channels do (the Slack routes and the IRC bot hand them over).
     pub chat: Arc<crate::chat::Chat>,
+    /// The Slack app, when `[slack]` is configured; without it `/api/slack/…` answers 404.
+    pub slack: Option<Arc<crate::chat::slack::SlackApp>>,
 }
 
 /// Every route, each with its description: `routes!` takes a handler's method and path from its
@@ -97,6 +100,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(tickets::router())
         .merge(hooks::router())
         .merge(chat::router())
+        .merge(slack::router())
         .merge(update::router())
         .merge(templates::router())
         .merge(audit::router())

@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod people;
 pub mod posts;
+pub mod slack;
 
 use std::sync::Arc;
 
@@ -143,14 +144,82 @@ impl Chat {
             Ok(None) => return Ok(Vec::new()),
             Err(refusal) => return Ok(vec![refusal]),
         };
-        Ok(self.run(&incident, &heard, person, command).await)
+        Ok(self.run(&incident, &heard.speaker, person, command).await)
+    }
+
+    /// Runs a command given outside the channel's conversation (a Slack slash command: `/incident sev SEV1` is
+    /// `sev SEV1`), for the incident bound to `channel`, without logging it. Returns the answer's lines.
+    pub async fn command(
+        &self,
+        network: Network,
+        channel: &str,
+        speaker: &Speaker,
+        text: &str,
+    ) -> Vec<String> {
+        let incident = match self.store.incident_by_channel(network, channel).await {
+            Ok(Some(incident)) => incident,
+            Ok(None) => {
+                return vec![
+                    "this channel is bound to no open incident: bind it on the incident's page"
+                        .to_owned(),
+                ];
+            }
+            Err(e) => {
+                return vec![format!(
+                    "commandpost could not do that just now ({e}); try again"
+                )];
+            }
+        };
+        let line = format!("!{}", text.trim());
+        let command = match commands::parse(&line, &self.prefix) {
+            Ok(Some(command)) => command,
+            Ok(None) => return vec![commands::help(&self.prefix)],
+            Err(refusal) => return vec![refusal],
+        };
+        let person = self.people.find(network, speaker);
+        self.run(&incident, speaker, person, command).await
+    }
+
+    /// Makes the logged line `line_id` of `channel` a timeline entry by the person `reactor` speaks for (a Slack
+    /// reaction), dated when the line was said and naming who said it. Returns what to say in the channel.
+    pub async fn promote(
+        &self,
+        network: Network,
+        channel: &str,
+        line_id: &str,
+        reactor: &Speaker,
+    ) -> Vec<String> {
+        let found = async {
+            let Some(incident) = self.store.incident_by_channel(network, channel).await? else {
+                return Ok(None);
+            };
+            let line = self
+                .store
+                .chat_line(incident.id, network, channel, line_id)
+                .await?;
+            Ok::<_, StoreError>(line.map(|line| (incident, line)))
+        }
+        .await;
+        let (incident, line) = match found {
+            Ok(Some(found)) => found,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                return vec![format!(
+                    "commandpost could not do that just now ({e}); try again"
+                )];
+            }
+        };
+        let who = line.person.as_deref().unwrap_or(&line.speaker);
+        let command = Command::Entry(format!("{who} (in chat): {}", line.text), line.at);
+        let person = self.people.find(network, reactor);
+        self.run(&incident, reactor, person, command).await
     }
 
     /// Carries out one command for `person` (the speaker's mapping) in `incident`'s channel.
     async fn run(
         &self,
         incident: &IncidentSummary,
-        heard: &Heard,
+        speaker: &Speaker,
         person: Option<&Person>,
         command: Command,
     ) -> Vec<String> {
@@ -160,7 +229,7 @@ impl Chat {
         let Some(person) = person else {
             return vec![format!(
                 "I don't know who you are: ask an admin to map {} in [[chat.people]]",
-                heard.speaker.name
+                speaker.name
             )];
         };
         let admin = person.scope == Scope::Admin;
@@ -206,6 +275,10 @@ impl Chat {
         let (op, said) = match command {
             Command::Timeline(text) => (
                 Operation::AddTimelineEntry { text, at: None },
+                Some("noted in the timeline".to_owned()),
+            ),
+            Command::Entry(text, at) => (
+                Operation::AddTimelineEntry { text, at: Some(at) },
                 Some("noted in the timeline".to_owned()),
             ),
             Command::Summary(text) => (

@@ -162,6 +162,22 @@ pub async fn run(
         )
         .context("the chat configuration")?,
     );
+    let slack = config
+        .slack
+        .clone()
+        .map(chat::slack::SlackApp::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    let slack_sender = slack.as_ref().map(|app| {
+        chat::slack::spawn(
+            store.clone(),
+            app.api.clone(),
+            metrics.clone(),
+            app.wake.clone(),
+            stop.clone(),
+        )
+    });
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -181,6 +197,7 @@ pub async fn run(
         alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
         sso,
         chat,
+        slack,
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -199,6 +216,10 @@ pub async fn run(
     if let Some(deliverer) = deliverer {
         // It finishes the attempts under way and records them before the store closes.
         let _ = deliverer.await;
+    }
+    if let Some(sender) = slack_sender {
+        // The post under way is recorded before the store closes.
+        let _ = sender.await;
     }
     if let Some(backups) = backups {
         // A backup under way finishes before the store closes.

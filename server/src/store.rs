@@ -334,6 +334,15 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ChatLine>, StoreError>;
 
+    /// The line of `doc`'s log with the network id `line_id` in `channel`, if logged.
+    async fn chat_line(
+        &self,
+        doc: DocumentId,
+        network: Network,
+        channel: &str,
+        line_id: &str,
+    ) -> Result<Option<ChatLine>, StoreError>;
+
     /// The open (not closed) incident bound to the channel `address` of `network` (IRC name, compared
     /// case-insensitively; Slack id), the newest if several.
     async fn incident_by_channel(

@@ -11,6 +11,8 @@ use incident_doc::schema::{Role, Status};
 pub enum Command {
     /// A timeline entry with this text.
     Timeline(String),
+    /// A timeline entry with this text, dated (a line promoted by a reaction, at the time it was said).
+    Entry(String, chrono::DateTime<chrono::Utc>),
     /// `!status`: say the incident's state; with a state, move to it.
     Status(Option<Status>),
     /// `!summary <text>`: replace the summary.

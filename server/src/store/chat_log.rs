@@ -154,6 +154,20 @@ pub(crate) mod cases {
             1
         );
 
+        let by_id = store
+            .chat_line(doc, Network::Slack, "C0123ABCD", "1531420618.000200")
+            .await
+            .expect("lookup")
+            .expect("logged");
+        assert_eq!(by_id.text, line(doc, 100, None).text);
+        assert_eq!(
+            store
+                .chat_line(doc, Network::Irc, "C0123ABCD", "1531420618.000200")
+                .await
+                .expect("lookup"),
+            None
+        );
+
         // The index finds an open incident by its channel, case-insensitively, and lists each network's channels.
         let mut bound = summary_of("chat", Status::Active, 1);
         bound.id = doc;

@@ -872,16 +872,7 @@ impl Store for PostgresStore {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ChatLine>, StoreError> {
-        type Row = (
-            i64,
-            String,
-            String,
-            String,
-            Option<String>,
-            String,
-            DateTime<Utc>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<ChatRow> = sqlx::query_as(
             "SELECT id, network, channel, speaker, person, text, at FROM chat_lines
              WHERE doc = $1 AND ($2::bigint IS NULL OR id < $2)
              ORDER BY id DESC LIMIT $3",
@@ -892,21 +883,28 @@ impl Store for PostgresStore {
         .fetch_all(self.pool().await?)
         .await
         .map_err(db_error)?;
-        rows.into_iter()
-            .map(|(id, network, channel, speaker, person, text, at)| {
-                Ok(ChatLine {
-                    id,
-                    network: network
-                        .parse()
-                        .map_err(|e: String| StoreError::Corrupt(format!("chat line {id}: {e}")))?,
-                    channel,
-                    speaker,
-                    person,
-                    text,
-                    at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(chat_line).collect()
+    }
+
+    async fn chat_line(
+        &self,
+        doc: DocumentId,
+        network: Network,
+        channel: &str,
+        line_id: &str,
+    ) -> Result<Option<ChatLine>, StoreError> {
+        let row: Option<ChatRow> = sqlx::query_as(
+            "SELECT id, network, channel, speaker, person, text, at FROM chat_lines
+             WHERE doc = $1 AND network = $2 AND channel = $3 AND line_id = $4",
+        )
+        .bind(doc.to_string())
+        .bind(network.as_str())
+        .bind(channel)
+        .bind(line_id)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        row.map(chat_line).transpose()
     }
 
     async fn incident_by_channel(
@@ -1317,6 +1315,33 @@ fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord, StoreError> {
         last_error: row.try_get(10).map_err(db_error)?,
         delivered_at: row.try_get(11).map_err(db_error)?,
         state,
+    })
+}
+
+/// A chat line as selected: `id, network, channel, speaker, person, text, at`.
+type ChatRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    DateTime<Utc>,
+);
+
+fn chat_line(
+    (id, network, channel, speaker, person, text, at): ChatRow,
+) -> Result<ChatLine, StoreError> {
+    Ok(ChatLine {
+        id,
+        network: network
+            .parse()
+            .map_err(|e: String| StoreError::Corrupt(format!("chat line {id}: {e}")))?,
+        channel,
+        speaker,
+        person,
+        text,
+        at,
     })
 }
 

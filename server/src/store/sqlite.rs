@@ -968,22 +968,37 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_error)?;
             let rows = select
-                .query_map(params![doc, before, limit], |row| {
-                    let network: String = row.get(1)?;
-                    Ok(ChatLine {
-                        id: row.get(0)?,
-                        network: network.parse().map_err(|e: String| {
-                            rusqlite::Error::FromSqlConversionFailure(1, Type::Text, e.into())
-                        })?,
-                        channel: row.get(2)?,
-                        speaker: row.get(3)?,
-                        person: row.get(4)?,
-                        text: row.get(5)?,
-                        at: time_column(row, 6)?,
-                    })
-                })
+                .query_map(params![doc, before, limit], chat_line_from_row)
                 .map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn chat_line(
+        &self,
+        doc: DocumentId,
+        network: Network,
+        channel: &str,
+        line_id: &str,
+    ) -> Result<Option<ChatLine>, StoreError> {
+        let args = (
+            doc.to_string(),
+            network.as_str(),
+            channel.to_owned(),
+            line_id.to_owned(),
+        );
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, network, channel, speaker, person, text, at FROM chat_lines
+                 WHERE doc = ?1 AND network = ?2 AND channel = ?3 AND line_id = ?4",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_row(params![args.0, args.1, args.2, args.3], chat_line_from_row)
+                    .optional()
+            })
+            .map_err(db_error)
         })
         .await
     }
@@ -1817,6 +1832,22 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
         number: row.get(5)?,
         created_at: time_column(row, 6)?,
         updated_at: time_column(row, 7)?,
+    })
+}
+
+/// Reads a chat line selected as `id, network, channel, speaker, person, text, at`.
+fn chat_line_from_row(row: &Row<'_>) -> rusqlite::Result<ChatLine> {
+    let network: String = row.get(1)?;
+    Ok(ChatLine {
+        id: row.get(0)?,
+        network: network.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(1, Type::Text, e.into())
+        })?,
+        channel: row.get(2)?,
+        speaker: row.get(3)?,
+        person: row.get(4)?,
+        text: row.get(5)?,
+        at: time_column(row, 6)?,
     })
 }
 
