@@ -129,9 +129,9 @@ impl Chat {
             network: heard.network,
             channel: heard.channel.clone(),
             line_id: heard.id.clone(),
-            speaker: heard.speaker.name.clone(),
+            speaker: loggable(&heard.speaker.name),
             person: person.map(|p| p.name.clone()),
-            text: heard.text.clone(),
+            text: loggable(&heard.text),
             at: heard.at,
         };
         let added = self.store.append_chat(vec![line]).await?;
@@ -398,6 +398,18 @@ impl Chat {
     pub fn person(&self, network: Network, speaker: &Speaker) -> Option<&Person> {
         self.people.find(network, speaker)
     }
+}
+
+/// The longest line logged, in characters (Slack's own message limit; an IRC line is far shorter).
+pub const MAX_LINE_CHARS: usize = 40_000;
+
+/// Text as the log keeps it: as said, but without NUL (which PostgreSQL's text cannot hold; shown as U+FFFD) and
+/// cut to [`MAX_LINE_CHARS`].
+fn loggable(text: &str) -> String {
+    text.chars()
+        .take(MAX_LINE_CHARS)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// A refused command in one line: the rule's own words for a refusal, a plain word for the rest.
