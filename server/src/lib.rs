@@ -162,6 +162,10 @@ pub async fn run(
         )
         .context("the chat configuration")?,
     );
+    if config.chat_posts() {
+        let every = std::time::Duration::from_secs(config.webhook_delivery.stale_check_secs.max(1));
+        chat::posts::spawn_stale_sweep(store.clone(), every, stop.clone());
+    }
     let slack = config
         .slack
         .clone()
