@@ -94,6 +94,15 @@ async fn say(server: &TestServer, channel: &str, user: &str, text: &str, ts: &st
     .0
 }
 
+/// The Markdown export without its channel log: the document itself.
+async fn document_md(server: &TestServer, token: &str, id: &str) -> String {
+    let md = server.markdown(token, id).await;
+    md.split("\n## Channel log")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 async fn chat_log(server: &TestServer, token: &str, id: &str) -> Vec<Value> {
     let (status, page) = server
         .call(
@@ -181,8 +190,7 @@ async fn the_channel_works(server: TestServer, slack: SlackStandIn) {
         StatusCode::OK
     );
     assert_eq!(
-        server
-            .markdown(&alice, &id)
+        document_md(&server, &alice, &id)
             .await
             .matches("rolled back deploy 4411")
             .count(),
@@ -294,6 +302,43 @@ async fn the_channel_works(server: TestServer, slack: SlackStandIn) {
         Some((SECRET, now())),
     )
     .await;
+
+    // The log is exported with the incident: a section in Markdown and HTML (inert), `chatLog` in JSON, an
+    // appendix in the postmortem draft.
+    let md = String::from_utf8(server.export(&alice, &id, "markdown").await).expect("UTF-8");
+    let section = md
+        .split("## Channel log")
+        .nth(1)
+        .expect("a Channel log section");
+    assert!(
+        section.contains(&format!(
+            "{MALLORY}: looking at the <!channel> dashboards & graphs"
+        )),
+        "{section}"
+    );
+    assert!(
+        section.contains("alice (U0ALICE001): !sev SEV1"),
+        "{section}"
+    );
+    let html = String::from_utf8(server.export(&alice, &id, "html").await).expect("UTF-8");
+    assert!(html.contains("<h2>Channel log</h2>"));
+    assert!(html.contains("looking at the &lt;!channel&gt; dashboards &amp; graphs"));
+    assert!(!html.contains("<!channel>"));
+    let json: Value =
+        serde_json::from_slice(&server.export(&alice, &id, "json").await).expect("JSON");
+    let exported = json["chatLog"].as_array().expect("chatLog");
+    assert_eq!(exported.len(), chat_log(&server, &alice, &id).await.len());
+    assert_eq!(exported[0]["text"], json!("!tl rolled back deploy 4411"));
+    let postmortem =
+        String::from_utf8(server.export(&alice, &id, "postmortem").await).expect("UTF-8");
+    assert!(
+        postmortem.contains("## Appendix: channel log"),
+        "{postmortem}"
+    );
+    assert!(
+        postmortem.contains("in C0000000001 (Slack)"),
+        "{postmortem}"
+    );
 
     // The slash command, form-encoded; `status` is said in the channel.
     let form = format!(

@@ -446,10 +446,15 @@ async fn export_doc(
     let at = query.at.as_deref().map(parse_at).transpose()?;
     let handle = handle(&state, &identity, &id).await?;
     let doc_id = handle.id;
+    let log = match format {
+        Format::Automerge => Vec::new(),
+        _ => export::chat_log(&*state.store, doc_id).await?,
+    };
     let body = state
         .reads
         .run(&handle, move |incident| {
-            Ok(export::render(incident, doc_id, format, at)?)
+            let body = export::render(incident, doc_id, format, at)?;
+            Ok(export::with_chat_log(body, format, &log, at)?)
         })
         .await?;
     let extension = format.extension();
