@@ -552,3 +552,97 @@ async fn without_slack_the_routes_are_not_found() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+/// The general template with a channel naming rule instead of its plain annotation, under another id.
+fn template_with(id: &str, rule: &str) -> (String, String) {
+    let source = include_str!("../../templates/incident.md").replacen(
+        "<!-- commandpost -->",
+        &format!("<!-- commandpost {rule} -->"),
+        1,
+    );
+    (format!("{id}.md"), source)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn templates_bind_a_channel_at_declaration() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, source) in [
+        template_with("irc-room", "channel.irc=#inc-{slug}"),
+        template_with("slack-room", "channel.slack=inc-{number}-{slug}"),
+    ] {
+        std::fs::write(dir.path().join(file), source).expect("write");
+    }
+    let templates = dir.path().to_owned();
+    let server = TestServer::start_with(|c| {
+        configure(c, &slack);
+        c.templates_dir = Some(templates);
+    })
+    .await;
+    let alice = server.token("alice", "write").await;
+    let declare = |template: &'static str| {
+        let server = &server;
+        let alice = alice.clone();
+        async move {
+            let (status, answer) = server
+                .call(
+                    Method::POST,
+                    "/api/incidents",
+                    Some(&alice),
+                    Some(&json!({"title": "Checkout errors!", "template": template})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
+            let id = answer["id"].as_str().expect("id").to_owned();
+            let view = server.incident_json(&alice, &id).await;
+            (id, view, answer["number"].as_i64().expect("a number"))
+        }
+    };
+    // IRC: the rule's name, then a suffix while an open incident holds it.
+    let (_, first, _) = declare("irc-room").await;
+    let (_, second, _) = declare("irc-room").await;
+    let text = |view: &Value| view.to_string();
+    assert!(
+        text(&first).contains("#inc-checkout-errors (IRC)"),
+        "{first}"
+    );
+    assert!(
+        text(&second).contains("#inc-checkout-errors-2 (IRC)"),
+        "{second}"
+    );
+
+    // Slack: the channel is created; a name already taken gets a suffix; the declaration is said there.
+    let (_, view, number) = declare("slack-room").await;
+    let name = format!("inc-{number}-checkout-errors");
+    assert!(
+        slack.channels().values().any(|n| *n == name),
+        "{:?}",
+        slack.channels()
+    );
+    slack.add_channel(&format!("inc-{}-checkout-errors", number + 1));
+    let (_, taken, _) = declare("slack-room").await;
+    let suffixed = format!("inc-{}-checkout-errors-2", number + 1);
+    let (id, _) = slack
+        .channels()
+        .into_iter()
+        .find(|(_, n)| *n == suffixed)
+        .expect("the suffixed channel");
+    assert!(
+        text(&taken).contains(&format!(
+            "#{suffixed} (Slack): https://slack.com/app_redirect?channel={id}"
+        )),
+        "{taken}"
+    );
+    assert!(text(&view).contains(&name));
+    wait_for_post(&slack, &id, "declared (SEV3)").await;
+    assert!(
+        slack
+            .calls()
+            .iter()
+            .filter(|c| *c == "conversations.create")
+            .count()
+            >= 3
+    );
+    assert_eq!(slack.problems(), Vec::<String>::new());
+    server.stop().await;
+}
