@@ -250,13 +250,16 @@ struct LogQuery {
 /// A page of the channel log.
 #[derive(Serialize, ToSchema)]
 struct ChatLog {
+    /// The channel bound to the incident now, if any.
+    channel: Option<Channel>,
     /// The lines, newest first.
     lines: Vec<ChatLine>,
     /// The `before` of the next (older) page, or `null` at the start of the log.
     next: Option<i64>,
 }
 
-/// `GET /api/incidents/{id}/chat[?before=&limit=]` (read) → `{lines, next}`: the channel log, newest first.
+/// `GET /api/incidents/{id}/chat[?before=&limit=]` (read) → `{channel, lines, next}`: the bound channel and its
+/// log, newest first.
 #[utoipa::path(
     get,
     path = "/api/incidents/{id}/chat",
@@ -292,5 +295,14 @@ async fn log(
     let next = (lines.len() == limit)
         .then(|| lines.last().map(|l| l.id))
         .flatten();
-    Ok(Json(ChatLog { lines, next }))
+    let channel = state
+        .store
+        .summary(handle.id)
+        .await?
+        .and_then(|s| s.channel);
+    Ok(Json(ChatLog {
+        channel,
+        lines,
+        next,
+    }))
 }
