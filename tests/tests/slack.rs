@@ -646,3 +646,95 @@ async fn templates_bind_a_channel_at_declaration() {
     assert_eq!(slack.problems(), Vec::<String>::new());
     server.stop().await;
 }
+
+/// Two nodes on one PostgreSQL database, each with the Slack app: Slack's retry of an event reaching the other
+/// node (here: the same event sent to both at once) logs the line once, runs its command once and answers once;
+/// each post goes out once though both nodes send the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_log_and_post_each_line_once() {
+    let slack = SlackStandIn::start().await;
+    let db = TestDatabase::create();
+    let url = db.url();
+    let node1 = TestServer::start_with(|c| {
+        configure(c, &slack);
+        c.database_url = Some(url.clone());
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let node2 = TestServer::start_on(
+        listener,
+        |c| {
+            configure(c, &slack);
+            c.database_url = Some(url.clone());
+        },
+        Some(&node1.admin_token),
+    )
+    .await;
+    let alice = node1.token("alice", "write").await;
+    let id = node1.declare(&alice, "Checkout errors").await.id;
+    let channel = slack.add_channel("inc-1-checkout");
+    let (status, _) = node1
+        .call(
+            Method::PUT,
+            &format!("/api/incidents/{id}/channel"),
+            Some(&alice),
+            Some(&json!({"network": "slack", "name": "inc-1-checkout", "id": channel})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for n in 0..5 {
+        let ts = format!("1764000{n:03}.000100");
+        let text = format!("!tl step {n} done");
+        let (a, b) = tokio::join!(
+            say(&node1, &channel, ALICE, &text, &ts),
+            say(&node2, &channel, ALICE, &text, &ts)
+        );
+        assert_eq!((a, b), (StatusCode::OK, StatusCode::OK));
+    }
+    say(&node2, &channel, ALICE, "!sev SEV2", "1764000100.000100").await;
+    wait_for_post(&slack, &channel, "severity SEV3 → SEV2").await;
+    until("five acknowledgements", || async {
+        slack
+            .texts(&channel)
+            .iter()
+            .filter(|t| *t == "noted in the timeline")
+            .count()
+            >= 5
+    })
+    .await;
+    let lines = chat_log(&node2, &alice, &id).await;
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let md = document_md(&node1, &alice, &id).await;
+    for n in 0..5 {
+        assert_eq!(md.matches(&format!("step {n} done")).count(), 1, "{md}");
+    }
+    // Give both senders a moment to (wrongly) repeat anything, then count.
+    let settled = slack.posts().len();
+    until("the outbox to settle", || async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        slack.posts().len() == settled
+    })
+    .await;
+    let texts = slack.texts(&channel);
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| *t == "noted in the timeline")
+            .count(),
+        5,
+        "{texts:?}"
+    );
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("severity SEV3 → SEV2"))
+            .count(),
+        1,
+        "{texts:?}"
+    );
+    assert_eq!(slack.problems(), Vec::<String>::new());
+    node2.stop().await;
+    node1.stop().await;
+}
