@@ -161,6 +161,11 @@ async fn the_channel_works(server: TestServer, slack: SlackStandIn) {
         "this channel is now the incident's command post",
     )
     .await;
+    let view = server.incident_json(&alice, &id).await;
+    assert_eq!(
+        view["channel"],
+        json!({"network": "slack", "name": "inc-1-checkout", "id": channel})
+    );
 
     // A line with the timeline prefix, from alice.
     assert_eq!(
