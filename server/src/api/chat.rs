@@ -83,13 +83,8 @@ pub(super) async fn declared_channel(
         Network::Irc => {
             let mut found = None;
             for n in 1..=9 {
-                let candidate = if n == 1 {
-                    name.clone()
-                } else {
-                    let suffix = format!("-{n}");
-                    let keep = incident_doc::channel::IRC_MAX - suffix.len();
-                    format!("{}{suffix}", name.chars().take(keep).collect::<String>())
-                };
+                let candidate =
+                    incident_doc::channel::suffixed(&name, n, incident_doc::channel::IRC_MAX);
                 match state.store.incident_by_channel(network, &candidate).await {
                     Ok(None) => {
                         found = Channel::new(network, &candidate, None).ok();
