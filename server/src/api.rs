@@ -5,11 +5,13 @@
 mod analytics;
 pub(crate) mod archive;
 mod audit;
+mod chat;
 mod command;
 mod hooks;
 mod incidents;
 mod mail;
 pub mod openapi;
+mod slack;
 mod sso;
 mod templates;
 mod tickets;
@@ -76,6 +78,10 @@ pub struct AppState {
     pub sso: Option<Arc<crate::sso::Sso>>,
     /// Status updates by email, when `[mail]` is configured.
     pub mail: Option<Arc<crate::mail::Mail>>,
+    /// The chat core: what lines said in bound channels do (the Slack routes and the IRC bot hand them over).
+    pub chat: Arc<crate::chat::Chat>,
+    /// The Slack app, when `[slack]` is configured; without it `/api/slack/…` answers 404.
+    pub slack: Option<Arc<crate::chat::slack::SlackApp>>,
 }
 
 /// Every route, each with its description: `routes!` takes a handler's method and path from its
@@ -96,6 +102,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(sso::router())
         .merge(tickets::router())
         .merge(hooks::router())
+        .merge(chat::router())
+        .merge(slack::router())
         .merge(update::router())
         .merge(mail::router())
         .merge(templates::router())

@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -162,6 +163,35 @@ pub async fn run(
             stop.clone(),
         );
     }
+    let chat = Arc::new(
+        chat::Chat::new(
+            store.clone(),
+            registry.clone(),
+            reads.clone(),
+            &config.chat.clone().unwrap_or_default(),
+        )
+        .context("the chat configuration")?,
+    );
+    if config.chat_posts() {
+        let every = std::time::Duration::from_secs(config.webhook_delivery.stale_check_secs.max(1));
+        chat::posts::spawn_stale_sweep(store.clone(), every, stop.clone());
+    }
+    let slack = config
+        .slack
+        .clone()
+        .map(chat::slack::SlackApp::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    let slack_sender = slack.as_ref().map(|app| {
+        chat::slack::spawn(
+            store.clone(),
+            app.api.clone(),
+            metrics.clone(),
+            app.wake.clone(),
+            stop.clone(),
+        )
+    });
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -181,6 +211,8 @@ pub async fn run(
         alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
         sso,
         mail,
+        chat,
+        slack,
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -203,6 +235,10 @@ pub async fn run(
     if let Some(mailer) = mailer {
         // The message under way is sent and recorded before the store closes.
         let _ = mailer.await;
+    }
+    if let Some(sender) = slack_sender {
+        // The post under way is recorded before the store closes.
+        let _ = sender.await;
     }
     if let Some(backups) = backups {
         // A backup under way finishes before the store closes.

@@ -11,6 +11,8 @@
 //!   [`Proxy`], a TCP proxy whose link a test cuts to take one browser offline.
 //! - [`Receiver`]: a real HTTP server on a loopback port that records the webhook deliveries it gets, can answer
 //!   errors, and can go down and come back on the same port.
+//! - [`slack::SlackStandIn`]: the Slack Web API calls commandpost makes, on loopback, checking each request against
+//!   Slack's documented shapes.
 //! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
 //! - [`oidc`]: a real OpenID Connect provider (npm `oidc-provider`) on loopback, and a cookie-keeping client that
 //!   signs in through it as a browser does.
@@ -28,6 +30,7 @@ pub mod oidc;
 mod poll;
 mod proxy;
 mod receiver;
+pub mod slack;
 pub mod smtp;
 mod sync_client;
 mod test_server;

@@ -35,6 +35,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(operations))
 }
 
+/// The key of the command post field, where a channel bound at declaration is written.
+const COMMAND_POST_KEY: &str = "commandPost";
+
 /// Body of `POST /api/incidents`. Anyone on call with a write token can declare, at once.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -198,6 +201,16 @@ async fn declare(
     let editor = editor(&identity);
     // A refused declaration after this point leaves a gap in the numbers, which the store allows.
     let number = state.store.next_incident_number().await?;
+    let name = body.title.clone();
+    if let Some((network, rule)) = &template.channel {
+        let has_post = template
+            .fields
+            .iter()
+            .any(|f| f.def.key == COMMAND_POST_KEY);
+        starting.extend(
+            super::chat::declared_channel(&state, *network, rule, number, &name, has_post).await,
+        );
+    }
     let mut incident = Incident::create(
         template,
         &Declaration {
@@ -217,6 +230,7 @@ async fn declare(
     let restricted = incident.restriction().0;
     let id = DocumentId::random();
     state.registry.create(id, incident).await?;
+    super::chat::channels_changed(&state, &starting);
     if restricted {
         let event = audit::Event {
             actor: &identity.name,
@@ -446,10 +460,15 @@ async fn export_doc(
     let at = query.at.as_deref().map(parse_at).transpose()?;
     let handle = handle(&state, &identity, &id).await?;
     let doc_id = handle.id;
+    let log = match format {
+        Format::Automerge => Vec::new(),
+        _ => export::chat_log(&*state.store, doc_id).await?,
+    };
     let body = state
         .reads
         .run(&handle, move |incident| {
-            Ok(export::render(incident, doc_id, format, at)?)
+            let body = export::render(incident, doc_id, format, at)?;
+            Ok(export::with_chat_log(body, format, &log, at)?)
         })
         .await?;
     let extension = format.extension();
@@ -573,10 +592,12 @@ async fn operations(
         ));
     }
     let handle = handle(&state, &identity, &id).await?;
+    super::chat::check_channels(&state, handle.id, &body.operations).await?;
     // The actor records any change of who may see the incident in the audit log, with where it came from.
     let applied = handle
-        .apply_from(body.operations, editor(&identity), from)
+        .apply_from(body.operations.clone(), editor(&identity), from)
         .await?;
+    super::chat::channels_changed(&state, &body.operations);
     Ok(Json(AppliedAll { applied }))
 }
 

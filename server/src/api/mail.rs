@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use super::incidents::{IncidentId, editor, handle};
 use super::openapi::{ReadRefusals, WriteRefusals};
-use super::update::{update_heads, write_updates};
+use super::update::update_heads;
 use super::{AppState, JsonBody};
 use crate::auth::{Identity, Scope};
 use crate::error::ApiError;
@@ -107,7 +107,7 @@ async fn send(
         .run_waiting(&handle, move |incident| {
             // The update as the sender read it, even if the incident moved on since.
             let mut then = export::fork_at(incident, &at_heads)?;
-            let mut written = write_updates(
+            let mut written = export::status_updates(
                 &mut then,
                 now,
                 &[UpdateFormat::Text, UpdateFormat::Markdown],

@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use incident_doc::update::{UpdateFormat, status_update};
-use incident_doc::{Incident, Operation};
+use incident_doc::Operation;
+use incident_doc::update::UpdateFormat;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -78,9 +78,7 @@ async fn render(
     let (body, heads) = state
         .reads
         .run(&handle, move |incident| {
-            let mut written = write_updates(incident, now, &[format])?;
-            let body = written.pop().unwrap_or_default();
-            Ok((body, incident.head_strings().join(",")))
+            Ok(export::status_update(incident, now, format)?)
         })
         .await?;
     Ok((
@@ -91,36 +89,6 @@ async fn render(
         body,
     )
         .into_response())
-}
-
-/// The update of `incident` as of now, in each of `formats`: what changed since the last one sent (the document at
-/// the heads recorded with it, else as it was when it was marked sent), then the state now.
-pub(super) fn write_updates(
-    incident: &mut Incident,
-    now: DateTime<Utc>,
-    formats: &[UpdateFormat],
-) -> Result<Vec<String>, ApiError> {
-    let view = incident.view();
-    let last = incident.last_update();
-    let then = match &last {
-        Some(last) => {
-            let heads = if !last.heads.is_empty() && incident.has_heads(&last.heads) {
-                Some(last.heads.clone())
-            } else {
-                incident.heads_at(last.at)
-            };
-            Some(match heads {
-                Some(heads) => export::fork_at(incident, &heads)?.view(),
-                None => view.clone(),
-            })
-        }
-        None => None,
-    };
-    let before = last.as_ref().zip(then.as_ref());
-    Ok(formats
-        .iter()
-        .map(|format| status_update(&view, before, now, *format))
-        .collect())
 }
 
 /// The heads an update describes: those the client saw (checked to be this incident's, in the actor, ordered after
