@@ -12,6 +12,7 @@
 //! trait, which is why the contracts below are phrased so that they hold for several writers at once.
 
 pub mod backup;
+pub mod lease;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
@@ -492,6 +493,23 @@ pub trait Store: Send + Sync + 'static {
     /// The audit log's entries that `filter` selects, the newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Takes the lease `name` for `holder` until `now + ttl` if it is free, expired or already `holder`'s (a
+    /// renewal), and returns its epoch (fencing token): the same while `holder` keeps renewing it in time, greater
+    /// whenever it was taken after expiring. `None` when another holder has it. Atomic across nodes: of callers
+    /// racing for a free lease exactly one gets it (`store/lease.rs`). Used so that one node of a cluster holds
+    /// each chat bot's connection.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Gives the lease `name` up if `holder` has it (nothing otherwise), so another node takes it at once rather
+    /// than after it expires: on a graceful shutdown.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
     /// Checks that the database is reachable and the write path is alive, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -536,6 +554,9 @@ pub(crate) mod conformance {
     use chrono::{DateTime, Duration, TimeZone, Utc};
     use futures_util::future::join_all;
 
+    pub(crate) use super::lease::cases::{
+        leases_fence_their_holders, racing_holders_get_one_lease,
+    };
     pub(crate) use super::outbox::cases::{
         outbox_claims_by_sink, outbox_claims_retries_and_logs,
         outbox_coalesces_unattempted_deliveries,
@@ -579,6 +600,8 @@ pub(crate) mod conformance {
                 outbox_claims_retries_and_logs,
                 outbox_coalesces_unattempted_deliveries,
                 outbox_claims_by_sink,
+                leases_fence_their_holders,
+                racing_holders_get_one_lease,
             );
         };
         (@cases $open:path; $($case:ident),* $(,)?) => {

@@ -54,6 +54,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 use tokio::sync::broadcast;
 
 use super::backup::{self, Kind};
+use super::lease;
 use super::outbox::{
     Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
 };
@@ -656,6 +657,38 @@ impl Store for PostgresStore {
         Ok(taken
             .filter(|(_, expires_at)| *expires_at > now)
             .map(|(token_hash, _)| token_hash))
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        // One upsert: racing inserts conflict on the key, and the update's condition is judged on the row as the
+        // winner left it, so exactly one caller gets a free lease.
+        sqlx::query_scalar(sqlx::AssertSqlSafe(lease::acquire_statement(
+            "$1", "$2", "$3", "$4",
+        )))
+        .bind(name)
+        .bind(holder)
+        .bind(now)
+        .bind(now + ttl)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .bind(lease::released())
+            .execute(self.pool().await?)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     async fn create_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError> {

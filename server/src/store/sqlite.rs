@@ -49,6 +49,7 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::lease;
 use super::outbox::{
     Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
 };
@@ -195,6 +196,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // claiming only its own rows (a chat network's rows only on the node holding its connection).
     "ALTER TABLE deliveries ADD COLUMN sink TEXT NOT NULL DEFAULT 'webhook';
     CREATE INDEX deliveries_due_by_sink ON deliveries (sink, state, next_attempt_at);",
+    // Version 11 (assigned to leases; the chat log's version 10 comes from its own branch, and this entry moves to
+    // stay the 11th when both are merged): leases (`store/lease.rs`), which node holds a cluster-wide role such as a
+    // chat bot's one connection; `epoch` is the fencing token.
+    "CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -699,6 +709,49 @@ impl Store for SqliteStore {
                     .map(|(token_hash, _)| token_hash)
             })
             .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let expires = now + ttl;
+        // A write, so that the writer thread's order makes a free lease one caller's.
+        self.write(move |conn| {
+            conn.prepare_cached(&lease::acquire_statement("?1", "?2", "?3", "?4"))
+                .and_then(|mut acquire| {
+                    acquire
+                        .query_row(
+                            params![
+                                name,
+                                holder,
+                                now.timestamp_micros(),
+                                expires.timestamp_micros()
+                            ],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .optional()
+                })
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE leases SET expires_at = ?3 WHERE name = ?1 AND holder = ?2")
+                .and_then(|mut release| {
+                    release.execute(params![name, holder, lease::released().timestamp_micros()])
+                })
+                .map(drop)
+                .map_err(db_error)
         })
         .await
     }
