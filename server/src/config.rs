@@ -77,6 +77,8 @@ pub struct Config {
     pub backup_keep: usize,
     /// Single sign-on with an OpenID Connect provider (`[oidc]`, docs/security.md); without it, tokens only.
     pub oidc: Option<OidcSettings>,
+    /// The IRC bot's network (`[irc]`, docs/integrations.md); without it, no IRC bot.
+    pub irc: Option<IrcSettings>,
 }
 
 impl Default for Config {
@@ -107,6 +109,7 @@ impl Default for Config {
             backup_every: None,
             backup_keep: 7,
             oidc: None,
+            irc: None,
         }
     }
 }
@@ -304,6 +307,88 @@ pub struct DocConfig {
     pub webhooks: Arc<Webhooks>,
 }
 
+/// The `[irc]` table: the IRC network the bot connects to (one connection per cluster), who it is there, and how
+/// fast it may talk.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IrcSettings {
+    /// The server's host name (checked against its certificate with TLS) or address.
+    pub server: String,
+    /// The server's port; by default 6697 with TLS, 6667 without.
+    pub port: Option<u16>,
+    /// Whether to connect with TLS, verifying the server's certificate (on by default).
+    pub tls: bool,
+    /// A PEM file of CA certificates trusted besides the system's, for a network with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// The bot's nick; `_` is appended while it is taken.
+    pub nick: String,
+    /// The user name (ident) the bot registers with.
+    pub user: String,
+    /// The real name (gecos) the bot registers with.
+    pub real_name: String,
+    /// The server password (`PASS`), for networks or bouncers that want one.
+    pub password: Option<String>,
+    /// The services account to log in with by SASL PLAIN (with `sasl-password`), when the server offers SASL.
+    pub sasl_user: Option<String>,
+    /// The SASL password.
+    pub sasl_password: Option<String>,
+    /// Identify to NickServ with this password after connecting, when SASL is not used.
+    pub nickserv_password: Option<String>,
+    /// Lines the bot may send at once before flood control spaces them out.
+    pub flood_burst: u32,
+    /// Lines per second the bot sends at most, sustained (a token bucket refilled at this rate; posts queue up).
+    pub flood_rate: f64,
+}
+
+impl Default for IrcSettings {
+    fn default() -> Self {
+        IrcSettings {
+            server: String::new(),
+            port: None,
+            tls: true,
+            ca_file: None,
+            nick: "commandpost".into(),
+            user: "commandpost".into(),
+            real_name: "commandpost incident bot".into(),
+            password: None,
+            sasl_user: None,
+            sasl_password: None,
+            nickserv_password: None,
+            flood_burst: 5,
+            flood_rate: 1.0,
+        }
+    }
+}
+
+impl IrcSettings {
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls { 6697 } else { 6667 })
+    }
+}
+
+/// Like the derived form, with the passwords left out: configurations end up in logs and panics.
+impl std::fmt::Debug for IrcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "…");
+        f.debug_struct("IrcSettings")
+            .field("server", &self.server)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("nick", &self.nick)
+            .field("user", &self.user)
+            .field("real_name", &self.real_name)
+            .field("password", &hidden(&self.password))
+            .field("sasl_user", &self.sasl_user)
+            .field("sasl_password", &hidden(&self.sasl_password))
+            .field("nickserv_password", &hidden(&self.nickserv_password))
+            .field("flood_burst", &self.flood_burst)
+            .field("flood_rate", &self.flood_rate)
+            .finish()
+    }
+}
+
 /// The `[oidc]` table: the provider, the client registered there, and who gets which scope.
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -453,6 +538,7 @@ mod tests {
             keys::<DeliverySettings>(),
             keys::<RetentionSettings>(),
             keys::<OidcSettings>(),
+            keys::<IrcSettings>(),
         ];
         assert!(all.iter().all(|k| k.len() > 1));
         for key in all.concat() {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod connection;
