@@ -192,8 +192,8 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// A connection's byte stream, plain or TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 /// Opens the TCP connection and, with `tls`, the verified TLS session over it.
 async fn open(settings: &IrcSettings) -> anyhow::Result<Box<dyn Io>> {
@@ -292,7 +292,7 @@ async fn session(bot: &Bot) -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow::anyhow!("connecting timed out"))??;
     let (reader, writer) = tokio::io::split(stream);
-    let mut reader = BufReader::new(reader);
+    let mut lines = Lines::new(reader);
     let now = Instant::now();
     let mut conn = Conn {
         bot,
@@ -322,13 +322,12 @@ async fn session(bot: &Bot) -> anyhow::Result<()> {
     ))
     .await?;
     let registering = Instant::now() + CONNECT_TIMEOUT;
-    let mut buf = Vec::new();
     let mut recheck = tokio::time::interval(RECHECK);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         let flood_wait = conn.next_send();
         tokio::select! {
-            read = read_line(&mut reader, &mut buf) => {
+            read = lines.next() => {
                 let Some(read) = read? else { return Ok(()) };
                 conn.last_read = Instant::now();
                 conn.pinged = false;
@@ -360,36 +359,55 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400)
 }
 
-/// Reads one line (up to LF) into a string, bytes that are not UTF-8 replaced; `Ok(None)` at the end of the
-/// stream, `Ok(Some(None))` for a line over [`protocol::MAX_READ`], which is skipped whole without being buffered.
-async fn read_line<R: AsyncRead + Unpin>(
-    reader: &mut BufReader<R>,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<Option<String>>> {
-    buf.clear();
-    let mut overlong = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(None);
+/// Reads the server's lines. Cancellation-safe (the session's `select!` drops [`Lines::next`] whenever another
+/// branch fires): a partial line stays in `buf` until the rest arrives.
+struct Lines<R> {
+    /// The read half.
+    reader: BufReader<R>,
+    /// The line read so far.
+    buf: Vec<u8>,
+    /// Whether the current line passed [`protocol::MAX_READ`] (it is skipped whole, never buffered).
+    overlong: bool,
+}
+
+impl<R: AsyncRead + Unpin> Lines<R> {
+    /// Reads lines from `reader`.
+    fn new(reader: R) -> Lines<R> {
+        Lines {
+            reader: BufReader::new(reader),
+            buf: Vec::new(),
+            overlong: false,
         }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(end) => (&available[..=end], true),
-            None => (available, false),
-        };
-        let used = chunk.len();
-        if buf.len() + used > protocol::MAX_READ {
-            overlong = true;
-            buf.clear();
-        } else if !overlong {
-            buf.extend_from_slice(chunk);
-        }
-        reader.consume(used);
-        if done {
-            if overlong {
-                return Ok(Some(None));
+    }
+
+    /// The next line (up to LF), bytes that are not UTF-8 replaced; `Ok(None)` at the end of the stream,
+    /// `Ok(Some(None))` for a line over [`protocol::MAX_READ`].
+    async fn next(&mut self) -> std::io::Result<Option<Option<String>>> {
+        loop {
+            // The only await: nothing below it is interrupted, so a dropped call loses nothing.
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(None);
             }
-            return Ok(Some(Some(String::from_utf8_lossy(buf).into_owned())));
+            let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(end) => (&available[..=end], true),
+                None => (available, false),
+            };
+            let used = chunk.len();
+            if self.buf.len() + used > protocol::MAX_READ {
+                self.overlong = true;
+                self.buf.clear();
+            } else if !self.overlong {
+                self.buf.extend_from_slice(chunk);
+            }
+            self.reader.consume(used);
+            if done {
+                let line =
+                    (!self.overlong).then(|| String::from_utf8_lossy(&self.buf).into_owned());
+                self.buf.clear();
+                self.overlong = false;
+                return Ok(Some(line));
+            }
         }
     }
 }
@@ -824,10 +842,10 @@ mod tests {
         input.extend_from_slice(b"PING :a\r\n");
         input.extend(std::iter::repeat_n(b'x', protocol::MAX_READ * 3));
         input.extend_from_slice(b"\r\nPING :b\r\n\xff\xfe\r\n");
-        let mut reader = BufReader::with_capacity(64, &input[..]);
-        let mut buf = Vec::new();
+        let mut reader = Lines::new(&input[..]);
+        reader.reader = BufReader::with_capacity(64, &input[..]);
         let mut lines = Vec::new();
-        while let Some(line) = read_line(&mut reader, &mut buf).await.expect("reads") {
+        while let Some(line) = reader.next().await.expect("reads") {
             lines.push(line);
         }
         assert_eq!(
