@@ -350,7 +350,7 @@ async fn posts_arrive_complete_in_order_without_flooding_out() {
         .await
         .expect("every post arrives");
     let expected: Vec<String> = (0..30).map(|n| format!("post {n}")).collect();
-    assert_eq!(said[..30], expected[..]);
+    assert_eq!(said[..30], expected[..], "ngircd: {}", ircd.log());
     assert_eq!(said[30..32], ["two".to_owned(), "lines".to_owned()]);
     // The long post comes as several lines, each under the limit, rejoining to its text.
     let mut pieces: Vec<String> = Vec::new();

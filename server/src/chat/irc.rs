@@ -466,21 +466,31 @@ impl Conn<'_> {
         self.refilled = now;
     }
 
-    /// Sends the queued lines flood control allows now; records the posts they finish.
+    /// Sends the queued lines flood control allows now. A post's last line is recorded delivered just before it
+    /// is written (and put back to be retried if the write fails), so a node killed after saying it does not leave
+    /// it to be said again by the next holder.
     async fn flush(&mut self) -> anyhow::Result<()> {
         self.refill();
         while self.tokens >= 1.0 {
             let Some(out) = self.queue.pop_front() else {
                 break;
             };
-            if !out.line.is_empty() {
-                self.send(&out.line).await?;
-                self.tokens -= 1.0;
-                self.bot.metrics.irc_lines_said.inc();
-            }
             if let Some(id) = out.finishes {
                 self.finish(id, Next::Done, None).await;
             }
+            if out.line.is_empty() {
+                continue;
+            }
+            if let Err(error) = self.send(&out.line).await {
+                if let Some(id) = out.finishes {
+                    let retry = Next::RetryAt(Utc::now() + chrono::TimeDelta::seconds(1));
+                    self.finish(id, retry, Some(format!("the connection failed: {error}")))
+                        .await;
+                }
+                return Err(error.into());
+            }
+            self.tokens -= 1.0;
+            self.bot.metrics.irc_lines_said.inc();
         }
         Ok(())
     }
