@@ -625,6 +625,7 @@ impl Incident {
             Some(keys::HANDOFFS.to_owned()),
             Some(keys::PINS.to_owned()),
             Some(keys::ACCESS.to_owned()),
+            Some(keys::CHAT_CHANNEL.to_owned()),
         ];
         let timeline = key_of(FieldKind::Timeline).is_some_and(|k| touched.contains(&k));
         let known = self

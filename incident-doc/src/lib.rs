@@ -12,6 +12,7 @@
 
 mod access;
 pub mod analytics;
+pub mod channel;
 mod edit;
 pub mod export;
 pub mod history;

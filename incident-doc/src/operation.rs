@@ -11,11 +11,13 @@ use automerge::AutoCommit;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::channel::Network;
 use crate::edit::{Edited, Editor, OpError, stamped};
 use crate::schema::{FieldDef, Role, Stage, Status};
 
 mod access;
 mod alert;
+mod channel;
 mod checklist;
 mod fields;
 mod lifecycle;
@@ -262,6 +264,21 @@ pub enum Operation {
         /// The person.
         person: String,
     },
+    /// Bind the incident to a chat channel (replacing any other): the server's bots log its traffic with the
+    /// incident and post the incident's events there. Only the commander or an administrator; recorded in the
+    /// timeline. The server refuses a channel another open incident is bound to.
+    BindChannel {
+        /// The network.
+        network: Network,
+        /// IRC: the channel (`#inc-465-checkout`); Slack: the channel's name.
+        name: String,
+        /// Slack: the channel id (`C0123ABCD`); absent on IRC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Unbind the incident from its channel: the bots stop logging and posting there. Only the commander or an
+    /// administrator; recorded in the timeline.
+    UnbindChannel {},
     /// Reopen a closed (archived) incident: the one edit an archived document accepts, alone in its batch. Moves
     /// the status to `status` (default `resolved`), clears the `closed` lifecycle stamp so that the next close
     /// records its own moment, and writes the reason to the timeline. The server lets only admins send it.
@@ -306,6 +323,8 @@ impl Operation {
             Operation::SetRestricted { .. } => "setRestricted",
             Operation::AddMember { .. } => "addMember",
             Operation::RemoveMember { .. } => "removeMember",
+            Operation::BindChannel { .. } => "bindChannel",
+            Operation::UnbindChannel {} => "unbindChannel",
         }
     }
 }
@@ -410,6 +429,10 @@ pub(crate) fn apply(
         }
         Operation::AddMember { person } => access::add_member(doc, layout, person, editor),
         Operation::RemoveMember { person } => access::remove_member(doc, layout, person, editor),
+        Operation::BindChannel { network, name, id } => {
+            channel::bind(doc, layout, *network, name, id.as_deref(), editor)
+        }
+        Operation::UnbindChannel {} => channel::unbind(doc, layout, editor),
     }?;
     stamped(doc, editor, edited)
 }

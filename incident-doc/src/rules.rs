@@ -18,6 +18,8 @@
 //!   entry, for the `setStatus` operation's `overrideReason`).
 //! - Who may see a restricted incident (root key `access`: the restriction and the members the commander added) is
 //!   the commander's or an administrator's to change.
+//! - The chat channel bound to the incident (root key `chatChannel`) is the commander's or an administrator's to
+//!   change.
 //! - A closed incident is an archive: no change at all (reopening is an administrator's action over HTTP).
 //! - The server owns the schema: what creation writes never changes, what only the server writes (the audit
 //!   trail, the authorship record, …) and root keys outside the schema are refused from clients
@@ -70,6 +72,8 @@ pub enum Rule {
     Authorship,
     /// The restriction or the added members changed, by someone other than the commander or an administrator.
     Access,
+    /// The chat channel changed, by someone other than the commander or an administrator.
+    Channel,
 }
 
 /// The `rule` of the audit entry an administrator's override of command writes: not a broken rule but the record
@@ -118,6 +122,8 @@ pub(crate) struct CommandState {
     pub command_overrides: usize,
     /// Whether the incident is restricted, and the members the commander added, as written.
     pub access: (bool, Vec<String>),
+    /// The chat channel bound to the incident.
+    pub channel: Option<crate::channel::Channel>,
 }
 
 /// One timeline entry as the rules see it.
@@ -178,6 +184,7 @@ impl CommandState {
                 .count()
         });
         state.access = crate::access::read_access(&r);
+        state.channel = crate::channel::read_channel(&r);
         if with_timeline
             && let Some(list) =
                 field(FieldKind::Timeline).and_then(|def| r.list(&ROOT, def.key.as_str()))
@@ -275,6 +282,15 @@ pub(crate) fn check(
             message: format!(
                 "only the Incident Commander ({}) or an administrator changes who may see this incident; {who} \
                  may not",
+                commander.unwrap_or("nobody yet")
+            ),
+        });
+    }
+    if before.channel != after.channel && !is_commander && !sender.admin {
+        violations.push(Violation {
+            rule: Rule::Channel,
+            message: format!(
+                "only the Incident Commander ({}) or an administrator binds the incident to a channel; {who} may not",
                 commander.unwrap_or("nobody yet")
             ),
         });
@@ -608,6 +624,9 @@ pub(crate) fn revert(
     }
     if rules.contains(&Rule::Access) {
         restore_key(doc, &ROOT, keys::ACCESS, heads)?;
+    }
+    if rules.contains(&Rule::Channel) {
+        restore_key(doc, &ROOT, keys::CHAT_CHANNEL, heads)?;
     }
     if let Some(key) = field(FieldKind::Timeline)
         && let Some((automerge::Value::Object(ObjType::List), list)) =

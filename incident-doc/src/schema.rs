@@ -60,6 +60,10 @@ pub mod keys {
     /// Written at declaration when restricted; changed only by the commander or an administrator (the command
     /// rules). Absent: open, nobody added.
     pub const ACCESS: &str = "access";
+    /// Map `{network, name, id?}`: the chat channel bound to the incident (`crate::channel`). Written only by the
+    /// `bindChannel`/`unbindChannel` operations, which the command rules let the commander or an administrator
+    /// send; absent: no channel.
+    pub const CHAT_CHANNEL: &str = "chatChannel";
 }
 
 /// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'

@@ -37,6 +37,11 @@ pub struct Signals {
     pub exit_criteria: Option<(usize, usize)>,
     /// Whether the incident is restricted to its members: only endpoints that opt in hear of it.
     pub restricted: bool,
+    /// The chat channel bound to the incident, where the server posts these events too.
+    pub channel: Option<crate::channel::Channel>,
+    /// The alerts recorded: fingerprint → (status and start, the timeline's text), so that a channel hears each
+    /// alert as it is recorded.
+    pub alerts: BTreeMap<String, (String, String)>,
 }
 
 impl Signals {
@@ -87,6 +92,27 @@ impl Incident {
             })
             .unwrap_or_default();
         let restricted = crate::access::read_access(&r).0;
+        let channel = crate::channel::read_channel(&r);
+        let alerts = r
+            .map(&ROOT, keys::ALERTS)
+            .map(|map| {
+                r.keys(&map)
+                    .into_iter()
+                    .filter_map(|fingerprint| {
+                        let state = r.map(&map, fingerprint.as_str())?;
+                        let seen = format!(
+                            "{} {}",
+                            r.str(&state, "status").unwrap_or_default(),
+                            r.time(&state, "startsAt")
+                                .map(|t| t.timestamp_millis())
+                                .unwrap_or_default()
+                        );
+                        let text = r.str(&state, "text").unwrap_or_default();
+                        Some((fingerprint, (seen, text)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Signals {
             headline,
             summary,
@@ -94,6 +120,8 @@ impl Incident {
             handoffs,
             exit_criteria,
             restricted,
+            channel,
+            alerts,
         }
     }
 }
@@ -159,6 +187,15 @@ pub enum Event {
     },
     /// Every exit criterion is checked.
     ExitCriteriaMet,
+    /// An alert was recorded in the timeline (firing or resolved). Posted to the incident's chat channel; webhook
+    /// receivers, which get the Alertmanager notification themselves, do not hear it.
+    #[serde(rename_all = "camelCase")]
+    AlertRecorded {
+        /// Alertmanager's fingerprint.
+        fingerprint: String,
+        /// The timeline's text of the alert.
+        text: String,
+    },
     /// The incident was closed.
     Closed,
 }
@@ -175,6 +212,7 @@ impl Event {
             Event::HandoffAccepted { .. } => "handoffAccepted",
             Event::FieldStale { .. } => "fieldStale",
             Event::ExitCriteriaMet => "exitCriteriaMet",
+            Event::AlertRecorded { .. } => "alertRecorded",
             Event::Closed => "closed",
         }
     }
@@ -240,6 +278,14 @@ pub fn events(before: &Signals, after: &Signals) -> Vec<Event> {
     }
     if !before.exit_criteria_met() && after.exit_criteria_met() {
         out.push(Event::ExitCriteriaMet);
+    }
+    for (fingerprint, (seen, text)) in &after.alerts {
+        if before.alerts.get(fingerprint).map(|(was, _)| was) != Some(seen) {
+            out.push(Event::AlertRecorded {
+                fingerprint: fingerprint.clone(),
+                text: text.clone(),
+            });
+        }
     }
     out
 }

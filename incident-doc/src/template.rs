@@ -74,7 +74,7 @@ pub struct TemplateError {
 const ANNOTATION_MARKER: &str = "commandpost";
 
 /// Root keys that templates may not use for fields, because the document stores its own data there.
-const RESERVED_KEYS: [&str; 10] = [
+const RESERVED_KEYS: [&str; 11] = [
     keys::SCHEMA_VERSION,
     keys::TEMPLATE,
     keys::TEMPLATE_NAME,
@@ -85,6 +85,7 @@ const RESERVED_KEYS: [&str; 10] = [
     keys::DRILL,
     keys::LAYOUT,
     keys::UPDATED,
+    keys::CHAT_CHANNEL,
 ];
 
 impl Template {

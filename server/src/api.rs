@@ -5,10 +5,12 @@
 mod analytics;
 pub(crate) mod archive;
 mod audit;
+mod chat;
 mod command;
 mod hooks;
 mod incidents;
 pub mod openapi;
+mod slack;
 mod sso;
 mod templates;
 mod tickets;
@@ -73,6 +75,10 @@ pub struct AppState {
     pub alertmanager_label: Arc<str>,
     /// Single sign-on, when `[oidc]` is configured; without it the session cookie is ignored.
     pub sso: Option<Arc<crate::sso::Sso>>,
+    /// The chat core: what lines said in bound channels do (the Slack routes and the IRC bot hand them over).
+    pub chat: Arc<crate::chat::Chat>,
+    /// The Slack app, when `[slack]` is configured; without it `/api/slack/…` answers 404.
+    pub slack: Option<Arc<crate::chat::slack::SlackApp>>,
 }
 
 /// Every route, each with its description: `routes!` takes a handler's method and path from its
@@ -93,6 +99,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(sso::router())
         .merge(tickets::router())
         .merge(hooks::router())
+        .merge(chat::router())
+        .merge(slack::router())
         .merge(update::router())
         .merge(templates::router())
         .merge(audit::router())

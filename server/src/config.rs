@@ -79,6 +79,11 @@ pub struct Config {
     pub oidc: Option<OidcSettings>,
     /// The IRC bot's network (`[irc]`, docs/integrations.md); without it, no IRC bot.
     pub irc: Option<IrcSettings>,
+    /// Chat channels bound to incidents (`[chat]`: the timeline prefix and `[[chat.people]]`, who is who in chat;
+    /// docs/integrations.md). With it (or `[slack]`), document actors post incidents' events to their channels.
+    pub chat: Option<ChatSettings>,
+    /// The Slack app (`[slack]`): its bot token, signing secret and API address.
+    pub slack: Option<SlackSettings>,
 }
 
 impl Default for Config {
@@ -110,6 +115,8 @@ impl Default for Config {
             backup_keep: 7,
             oidc: None,
             irc: None,
+            chat: None,
+            slack: None,
         }
     }
 }
@@ -267,7 +274,14 @@ impl Config {
             queue: 1024,
             max_document_bytes: self.max_document_bytes,
             webhooks,
+            chat_posts: self.chat_posts(),
         }
+    }
+
+    /// Whether document actors post incidents' events to their bound channels: when a chat network or `[chat]`
+    /// is configured.
+    pub fn chat_posts(&self) -> bool {
+        self.chat.is_some() || self.slack.is_some() || self.irc.is_some()
     }
 }
 
@@ -305,6 +319,86 @@ pub struct DocConfig {
     pub max_document_bytes: usize,
     /// The webhook endpoints: when there are any, each batch's events are queued with its changes.
     pub webhooks: Arc<Webhooks>,
+    /// Whether each batch's events are posted to the incident's chat channel (queued with its changes too).
+    pub chat_posts: bool,
+}
+
+/// The `[chat]` table: how channel lines become timeline entries and who the people in chat are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ChatSettings {
+    /// A line starting with this becomes a timeline entry (the rest of the line); `!tl ` by default.
+    pub timeline_prefix: String,
+    /// Who is who in chat (`[[chat.people]]`): the commandpost person (and scope) an IRC mask or account or a Slack
+    /// user id speaks for. Commands from anyone else are refused in the channel; their lines are still logged.
+    pub people: Vec<ChatPerson>,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            timeline_prefix: "!tl ".to_owned(),
+            people: Vec::new(),
+        }
+    }
+}
+
+/// One `[[chat.people]]` entry: a commandpost person and the chat identities that speak for them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ChatPerson {
+    /// The person's name, as their token names them (what the timeline and the roles say).
+    pub name: String,
+    /// What they may do from chat: `read`, `write` (the default) or `admin`, as a token's scope.
+    #[serde(default = "write_scope")]
+    pub scope: String,
+    /// IRC `nick!user@host` masks (`*` and `?` wildcards; a bare nick `alice` means `alice!*@*`). Nicks are easily
+    /// taken on networks without services: prefer `irc-account` where the network has accounts.
+    #[serde(default)]
+    pub irc: Vec<String>,
+    /// The services account (IRCv3 `account-tag`) that speaks for the person.
+    pub irc_account: Option<String>,
+    /// The Slack user id (`U024BE7LH`) that speaks for the person.
+    pub slack: Option<String>,
+}
+
+fn write_scope() -> String {
+    "write".to_owned()
+}
+
+/// The `[slack]` table: the Slack app commandpost runs as.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlackSettings {
+    /// The bot token (`xoxb-…`) `chat.postMessage` and `conversations.create` are called with. Keep the config
+    /// file readable by the server's user only.
+    pub bot_token: String,
+    /// The app's signing secret, which every request from Slack is verified with.
+    pub signing_secret: String,
+    /// The Web API's address (a test's stand-in, or a proxy).
+    pub api_url: String,
+    /// The reaction (emoji name) that makes the line it is added to a timeline entry.
+    pub reaction: String,
+}
+
+impl Default for SlackSettings {
+    fn default() -> Self {
+        SlackSettings {
+            bot_token: String::new(),
+            signing_secret: String::new(),
+            api_url: "https://slack.com/api".to_owned(),
+            reaction: "pushpin".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SlackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackSettings")
+            .field("api_url", &self.api_url)
+            .field("reaction", &self.reaction)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The `[irc]` table: the IRC network the bot connects to (one connection per cluster), who it is there, and how
@@ -539,6 +633,9 @@ mod tests {
             keys::<RetentionSettings>(),
             keys::<OidcSettings>(),
             keys::<IrcSettings>(),
+            keys::<ChatSettings>(),
+            keys::<ChatPerson>(),
+            keys::<SlackSettings>(),
         ];
         assert!(all.iter().all(|k| k.len() > 1));
         for key in all.concat() {

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// 401: no token or session, or an unknown, revoked or expired one.
     #[error("a valid token (Authorization: Bearer …) or a signed-in session is required")]
     Unauthorized,
+    /// 401: a request to `/api/slack/…` that is not Slack's: no, a forged or a stale signature (a replay).
+    #[error("{0}")]
+    BadSignature(String),
     /// 401: a `/sync` ticket that is unknown, used, expired, or whose token was revoked.
     #[error(
         "this sync ticket is unknown, used or expired: ask POST /api/sync-ticket for a new one"
@@ -113,7 +116,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::TokenInUrl => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::InvalidTicket => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidTicket | ApiError::BadSignature(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) | ApiError::CrossOrigin | ApiError::CommandRule(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -136,6 +141,7 @@ impl ApiError {
             ApiError::TokenInUrl => "token_in_url",
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidTicket => "invalid_ticket",
+            ApiError::BadSignature(_) => "bad_signature",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::CrossOrigin => "cross_origin",
             ApiError::CommandRule(_) => "command_rule",

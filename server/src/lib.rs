@@ -153,6 +153,45 @@ pub async fn run(
             stop.clone(),
         );
     }
+    let chat = Arc::new(
+        chat::Chat::new(
+            store.clone(),
+            registry.clone(),
+            reads.clone(),
+            &config.chat.clone().unwrap_or_default(),
+        )
+        .context("the chat configuration")?,
+    );
+    if config.chat_posts() {
+        let every = std::time::Duration::from_secs(config.webhook_delivery.stale_check_secs.max(1));
+        chat::posts::spawn_stale_sweep(store.clone(), every, stop.clone());
+    }
+    let slack = config
+        .slack
+        .clone()
+        .map(chat::slack::SlackApp::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    let slack_sender = slack.as_ref().map(|app| {
+        chat::slack::spawn(
+            store.clone(),
+            app.api.clone(),
+            metrics.clone(),
+            app.wake.clone(),
+            stop.clone(),
+        )
+    });
+    if let Some(settings) = config.irc.clone() {
+        let bot = chat::irc::Bot {
+            settings,
+            store: store.clone(),
+            chat: chat.clone(),
+            metrics: metrics.clone(),
+            holder: format!("{server_id}-{:016x}", rand::random::<u64>()),
+        };
+        tokio::spawn(chat::irc::run(bot, stop.clone()));
+    }
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -171,6 +210,8 @@ pub async fn run(
         webhooks,
         alertmanager_label: Arc::from(config.alertmanager_label.as_str()),
         sso,
+        chat,
+        slack,
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -189,6 +230,10 @@ pub async fn run(
     if let Some(deliverer) = deliverer {
         // It finishes the attempts under way and records them before the store closes.
         let _ = deliverer.await;
+    }
+    if let Some(sender) = slack_sender {
+        // The post under way is recorded before the store closes.
+        let _ = sender.await;
     }
     if let Some(backups) = backups {
         // A backup under way finishes before the store closes.

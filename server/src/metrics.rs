@@ -174,6 +174,12 @@ pub struct Metrics {
     pub webhook_attempts_failed: Counter,
     /// Webhook deliveries given up after their last attempt.
     pub webhooks_given_up: Counter,
+    /// Posts Slack accepted (`chat.postMessage` answered `ok`).
+    pub slack_posts_delivered: Counter,
+    /// Slack posts that failed (an `ok: false` error, a 429, no answer) and are retried or given up.
+    pub slack_posts_failed: Counter,
+    /// Requests to `/api/slack/…` refused: a bad or missing signature, or a timestamp outside the replay window.
+    pub slack_requests_refused: Counter,
     /// Latency of durable appends.
     pub storage_append: Histogram,
     /// `/sync` frames over the frame limit (the connection is closed).
@@ -404,6 +410,21 @@ impl Metrics {
                 "commandpost_webhooks_given_up_total",
                 "Webhook deliveries given up after their last attempt.",
                 &self.webhooks_given_up,
+            ),
+            (
+                "commandpost_slack_posts_delivered_total",
+                "Posts to Slack channels that chat.postMessage accepted.",
+                &self.slack_posts_delivered,
+            ),
+            (
+                "commandpost_slack_posts_failed_total",
+                "Posts to Slack channels that failed (retried with backoff, or given up).",
+                &self.slack_posts_failed,
+            ),
+            (
+                "commandpost_slack_requests_refused_total",
+                "Requests to /api/slack refused for their signature or timestamp.",
+                &self.slack_requests_refused,
             ),
             (
                 "commandpost_retention_deleted_total",

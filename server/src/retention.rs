@@ -199,6 +199,7 @@ mod tests {
             updated_at: now - chrono::Duration::days(days_ago),
             restricted: false,
             members: Vec::new(),
+            channel: None,
         }
     }
 

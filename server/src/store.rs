@@ -12,6 +12,7 @@
 //! trait, which is why the contracts below are phrased so that they hold for several writers at once.
 
 pub mod backup;
+pub mod chat_log;
 pub mod lease;
 pub mod outbox;
 pub mod postgres;
@@ -24,6 +25,8 @@ use incident_doc::{Incident, LoadError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
+use chat_log::{ChatLine, NewChatLine};
+use incident_doc::channel::{Channel, Network};
 use outbox::{Attempt, Delivery, DeliveryRecord, NewDelivery, Sink};
 use wire::DocumentId;
 
@@ -106,6 +109,9 @@ pub struct IncidentSummary {
     /// The members (the declarer, the role holders and the people the commander added), sorted; what
     /// [`ListFilter::viewer`] and [`IncidentSummary::visible_to`] match against.
     pub members: Vec<String>,
+    /// The chat channel bound to the incident, so that a line heard in a channel finds its incident (and the bots
+    /// their channels) without loading documents.
+    pub channel: Option<Channel>,
 }
 
 impl IncidentSummary {
@@ -316,6 +322,38 @@ pub trait Store: Send + Sync + 'static {
         summary: Option<IncidentSummary>,
         deliveries: Vec<NewDelivery>,
     ) -> Result<ChunkId, StoreError>;
+
+    /// Logs chat lines said in incidents' channels ([`chat_log`]), in one write; a line whose network id is
+    /// already logged for its incident and channel is skipped. Returns how many were new.
+    async fn append_chat(&self, lines: Vec<NewChatLine>) -> Result<usize, StoreError>;
+
+    /// An incident's channel log, newest first: up to `limit` lines logged before line `before` (all when `None`).
+    async fn chat_log(
+        &self,
+        doc: DocumentId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatLine>, StoreError>;
+
+    /// The line of `doc`'s log with the network id `line_id` in `channel`, if logged.
+    async fn chat_line(
+        &self,
+        doc: DocumentId,
+        network: Network,
+        channel: &str,
+        line_id: &str,
+    ) -> Result<Option<ChatLine>, StoreError>;
+
+    /// The open (not closed) incident bound to the channel `address` of `network` (IRC name, compared
+    /// case-insensitively; Slack id), the newest if several.
+    async fn incident_by_channel(
+        &self,
+        network: Network,
+        address: &str,
+    ) -> Result<Option<IncidentSummary>, StoreError>;
+
+    /// The channels of `network` bound to open incidents, each once, sorted by address.
+    async fn bound_channels(&self, network: Network) -> Result<Vec<Channel>, StoreError>;
 
     /// Queues deliveries not caused by a change (a field gone stale). A delivery whose `(endpoint, event id)` is
     /// already queued adds nothing, so nodes may queue the same event concurrently.
@@ -554,6 +592,7 @@ pub(crate) mod conformance {
     use chrono::{DateTime, Duration, TimeZone, Utc};
     use futures_util::future::join_all;
 
+    pub(crate) use super::chat_log::cases::chat_log_pages_and_dedupes;
     pub(crate) use super::lease::cases::{
         leases_fence_their_holders, racing_holders_get_one_lease,
     };
@@ -602,6 +641,7 @@ pub(crate) mod conformance {
                 outbox_claims_by_sink,
                 leases_fence_their_holders,
                 racing_holders_get_one_lease,
+                chat_log_pages_and_dedupes,
             );
         };
         (@cases $open:path; $($case:ident),* $(,)?) => {
@@ -652,6 +692,11 @@ pub(crate) mod conformance {
         DocumentId::from_bytes(bytes)
     }
 
+    /// An index row for the incident `name`, for other modules' cases.
+    pub(crate) fn summary_of(name: &str, status: Status, created_minutes: i64) -> IncidentSummary {
+        summary(name, status, created_minutes)
+    }
+
     fn summary(name: &str, status: Status, created_minutes: i64) -> IncidentSummary {
         IncidentSummary {
             id: doc_id(name),
@@ -665,6 +710,7 @@ pub(crate) mod conformance {
             updated_at: at(created_minutes),
             restricted: false,
             members: Vec::new(),
+            channel: None,
         }
     }
 

@@ -203,7 +203,11 @@ impl Webhooks {
         now: DateTime<Utc>,
     ) -> Vec<NewDelivery> {
         let mut out = Vec::new();
-        for event in events {
+        // Receivers hear of alerts from Alertmanager itself; the incident's channel hears them from us.
+        for event in events
+            .iter()
+            .filter(|e| !matches!(e, Event::AlertRecorded { .. }))
+        {
             let id = format!("evt_{}", random_hex());
             let (not_before, coalesce) = match event {
                 Event::SummaryChanged { .. } => (
@@ -396,6 +400,7 @@ pub fn text(signals: &Signals, event: &Event) -> String {
             incident_doc::export::format_time(*due_at)
         ),
         Event::ExitCriteriaMet => "all exit criteria are met".to_owned(),
+        Event::AlertRecorded { text, .. } => format!("alert: {}", text.trim()),
         Event::Closed => "closed".to_owned(),
     };
     format!("{name}: {what}")
@@ -415,7 +420,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 }
 
 /// 16 random bytes in hex: event ids nobody can guess or collide with.
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 

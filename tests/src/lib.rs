@@ -13,6 +13,8 @@
 //!   errors, and can go down and come back on the same port.
 //! - [`Ircd`]: a real IRC server (Debian's ngircd) on loopback, with TLS on request, restartable; [`IrcClient`], a
 //!   raw IRC client that joins, says lines (hostile ones too), kicks and reads what the bot says.
+//! - [`slack::SlackStandIn`]: the Slack Web API calls commandpost makes, on loopback, checking each request against
+//!   Slack's documented shapes.
 //! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
 //! - [`oidc`]: a real OpenID Connect provider (npm `oidc-provider`) on loopback, and a cookie-keeping client that
 //!   signs in through it as a browser does.
@@ -32,6 +34,7 @@ pub mod oidc;
 mod poll;
 mod proxy;
 mod receiver;
+pub mod slack;
 mod sync_client;
 mod test_server;
 mod writers;

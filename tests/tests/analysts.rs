@@ -795,6 +795,7 @@ async fn put(store: &Arc<dyn Store>, mut incident: Incident) {
         updated_at: Utc::now(),
         restricted: access.restricted,
         members: access.members,
+        channel: incident.channel(),
     };
     store
         .append(id, incident.save(), Some(summary))

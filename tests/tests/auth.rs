@@ -111,10 +111,20 @@ enum Route {
     SignOut,
     ListSessions,
     RevokeSession,
+    BindChannel,
+    UnbindChannel,
+    ChatLog,
+    SlackEvents,
+    SlackCommands,
 }
 
 impl Route {
-    const ALL: [Route; 44] = [
+    const ALL: [Route; 49] = [
+        Route::BindChannel,
+        Route::UnbindChannel,
+        Route::ChatLog,
+        Route::SlackEvents,
+        Route::SlackCommands,
         Route::AuthProviders,
         Route::OidcLogin,
         Route::OidcCallback,
@@ -169,7 +179,9 @@ impl Route {
             | Route::WebUi
             | Route::AuthProviders
             | Route::OidcLogin
-            | Route::OidcCallback => Needs::Nothing,
+            | Route::OidcCallback
+            | Route::SlackEvents
+            | Route::SlackCommands => Needs::Nothing,
             Route::Sync
             | Route::SyncTicket
             | Route::Templates
@@ -182,6 +194,7 @@ impl Route {
             | Route::Insights
             | Route::Session
             | Route::SignOut
+            | Route::ChatLog
             | Route::StatusUpdate => Needs::Read,
             Route::Declare
             | Route::Timeline
@@ -194,6 +207,8 @@ impl Route {
             | Route::UpdateSent
             | Route::AlertHook
             | Route::AlertHookFor
+            | Route::BindChannel
+            | Route::UnbindChannel
             | Route::People => Needs::Write,
             Route::Reopen
             | Route::DeleteIncident
@@ -220,7 +235,11 @@ impl Route {
             | Route::RevokeToken
             | Route::DeleteTemplate
             | Route::RevokeSession
+            | Route::UnbindChannel
             | Route::SignOut => StatusCode::NO_CONTENT,
+            // Slack's routes authenticate by Slack's signature, not a token (`slack.rs` tests them); without a
+            // `[slack]` table, as here, they are not found for anyone.
+            Route::SlackEvents | Route::SlackCommands => StatusCode::NOT_FOUND,
             // To the provider.
             Route::OidcLogin => StatusCode::SEE_OTHER,
             // Without a sign-in to finish (no state, no code), the page that says so: a real sign-in is
@@ -277,6 +296,11 @@ impl Route {
             Route::SignOut => ("POST", "/api/session/signout"),
             Route::ListSessions => ("GET", "/api/sessions"),
             Route::RevokeSession => ("DELETE", "/api/sessions/{id}"),
+            Route::BindChannel => ("PUT", "/api/incidents/{id}/channel"),
+            Route::UnbindChannel => ("DELETE", "/api/incidents/{id}/channel"),
+            Route::ChatLog => ("GET", "/api/incidents/{id}/chat"),
+            Route::SlackEvents => ("POST", "/api/slack/events"),
+            Route::SlackCommands => ("POST", "/api/slack/commands"),
         })
     }
 
@@ -289,6 +313,8 @@ impl Route {
                 | Route::AcceptHandoff
                 | Route::WithdrawHandoff
                 | Route::Pins
+                | Route::BindChannel
+                | Route::UnbindChannel
         )
     }
 
@@ -313,6 +339,9 @@ impl Route {
                 | Route::UpdateSent
                 | Route::AlertHook
                 | Route::AlertHookFor
+                | Route::BindChannel
+                | Route::UnbindChannel
+                | Route::ChatLog
         )
     }
 }
@@ -549,6 +578,37 @@ impl Fixture {
                 None,
             ),
             Route::Insights => (Method::GET, "/insights".into(), None),
+            Route::BindChannel => {
+                let own = self.commanded_by(actor, n).await;
+                (
+                    Method::PUT,
+                    format!("/api/incidents/{own}/channel"),
+                    Some(json!({"network": "irc", "name": format!("#auth-{n}")})),
+                )
+            }
+            Route::UnbindChannel => {
+                let own = self.commanded_by(actor, n).await;
+                // Bound by an admin, so that unbinding changes something for the command rules to judge.
+                self.setup(
+                    &self.server.admin_token,
+                    &own,
+                    "operations",
+                    json!({"operations": [{"op": "bindChannel", "network": "irc", "name": format!("#unbind-{n}")}]}),
+                )
+                .await;
+                (
+                    Method::DELETE,
+                    format!("/api/incidents/{own}/channel"),
+                    None,
+                )
+            }
+            Route::ChatLog => (Method::GET, format!("/api/incidents/{id}/chat"), None),
+            Route::SlackEvents => (
+                Method::POST,
+                "/api/slack/events".into(),
+                Some(json!({"type": "url_verification", "challenge": "c"})),
+            ),
+            Route::SlackCommands => (Method::POST, "/api/slack/commands".into(), None),
             Route::AssignRole => {
                 let own = self.commanded_by(actor, n).await;
                 (

@@ -48,14 +48,21 @@ async fn description(server: &TestServer) -> anyhow::Result<Value> {
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_no_other_method_is() -> anyhow::Result<()> {
     // With single sign-on configured, so its routes are served (without it they are the fallback's 404); the
-    // provider is a port nothing listens on, which the sign-in routes answer as documented (502, 400).
+    // provider is a port nothing listens on, which the sign-in routes answer as documented (502, 400). With a
+    // Slack app too, whose routes answer an unsigned request 401.
     let server = TestServer::start_with(|config| {
         config.oidc = Some(server::config::OidcSettings {
             issuer_url: "http://127.0.0.1:9".into(),
             client_id: "commandpost".into(),
             redirect_url: "http://127.0.0.1:9/auth/oidc/callback".into(),
             ..Default::default()
-        })
+        });
+        config.slack = Some(server::config::SlackSettings {
+            bot_token: "xoxb-test".into(),
+            signing_secret: "secret".into(),
+            api_url: "http://127.0.0.1:9/api".into(),
+            ..Default::default()
+        });
     })
     .await;
     let doc = description(&server).await?;

@@ -5,9 +5,9 @@
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjId, ObjType};
 
-use crate::edit::{Applied, Edited, Editor, OpError, check_short, field_by_kind, list_or_map_root};
+use crate::edit::{Applied, Edited, Editor, OpError, check_short, list_or_map_root};
 use crate::read::Reader;
-use crate::schema::{FieldDef, FieldKind, keys};
+use crate::schema::{FieldDef, keys};
 
 use super::timeline;
 
@@ -44,7 +44,7 @@ pub(super) fn set_restricted(
     } else {
         format!("{} opened the incident to everyone.", editor.name)
     };
-    record(doc, layout, editor, &text)
+    timeline::record(doc, layout, editor, &text)
 }
 
 /// Adds `person` to the members; someone already added is left as they are.
@@ -62,7 +62,7 @@ pub(super) fn add_member(
     }
     doc.insert(&members, added.len(), person)?;
     let text = format!("{} added {person} to the incident's members.", editor.name);
-    record(doc, layout, editor, &text)
+    timeline::record(doc, layout, editor, &text)
 }
 
 /// Removes `person` from the added members. The declarer and the role holders stay members by what they are, so
@@ -86,7 +86,7 @@ pub(super) fn remove_member(
         "{} removed {person} from the incident's members.",
         editor.name
     );
-    record(doc, layout, editor, &text)
+    timeline::record(doc, layout, editor, &text)
 }
 
 fn valid_person(person: &str) -> Result<&str, OpError> {
@@ -96,20 +96,4 @@ fn valid_person(person: &str) -> Result<&str, OpError> {
         return Err(OpError::InvalidValue("a member needs a name".into()));
     }
     Ok(person)
-}
-
-/// The timeline entry of a change of access, if the template has a timeline; its key is what the change touched.
-fn record(
-    doc: &mut AutoCommit,
-    layout: &[FieldDef],
-    editor: &Editor,
-    text: &str,
-) -> Result<Edited, OpError> {
-    match field_by_kind(layout, FieldKind::Timeline) {
-        Ok(def) => {
-            timeline::write_entry(doc, def, editor.at, editor, text)?;
-            Ok((Applied::default(), vec![def.key.clone()]))
-        }
-        Err(_) => Ok((Applied::default(), Vec::new())),
-    }
 }

@@ -1,6 +1,6 @@
 //! Alerts from monitoring (Prometheus Alertmanager, through the server's hook) recorded in the timeline, once
 //! each: the root key `alerts` maps an alert's fingerprint to the last state recorded for it (`{status,
-//! startsAt}`), so a payload sent again (Alertmanager repeats notifications) adds nothing, while the same alert
+//! startsAt, text}`), so a payload sent again (Alertmanager repeats notifications) adds nothing, while the same alert
 //! resolving, or firing again later (a new `startsAt`), adds its entry.
 
 use automerge::transaction::Transactable;
@@ -67,5 +67,7 @@ pub(super) fn record(
     let state = doc.put_object(&alerts, fingerprint, ObjType::Map)?;
     doc.put(&state, "status", status)?;
     doc.put(&state, "startsAt", timestamp(starts_at))?;
+    // What the timeline said, so that the channel bound to the incident can say it too.
+    doc.put(&state, "text", text)?;
     Ok((applied, touched))
 }

@@ -89,6 +89,23 @@ pub(super) fn write_entry(
     Ok(id)
 }
 
+/// The timeline entry of a command decision that touches no field (who may see the incident, its channel), if the
+/// template has a timeline; its key is what the change touched.
+pub(super) fn record(
+    doc: &mut AutoCommit,
+    layout: &[FieldDef],
+    editor: &Editor,
+    text: &str,
+) -> Result<Edited, OpError> {
+    match field_by_kind(layout, FieldKind::Timeline) {
+        Ok(def) => {
+            write_entry(doc, def, editor.at, editor, text)?;
+            Ok((Applied::default(), vec![def.key.clone()]))
+        }
+        Err(_) => Ok((Applied::default(), Vec::new())),
+    }
+}
+
 /// Replaces an entry's text; Automerge diffs it, so a concurrent edit of the same entry survives where it can.
 pub(super) fn edit(
     doc: &mut AutoCommit,

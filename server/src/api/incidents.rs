@@ -446,10 +446,15 @@ async fn export_doc(
     let at = query.at.as_deref().map(parse_at).transpose()?;
     let handle = handle(&state, &identity, &id).await?;
     let doc_id = handle.id;
+    let log = match format {
+        Format::Automerge => Vec::new(),
+        _ => export::chat_log(&*state.store, doc_id).await?,
+    };
     let body = state
         .reads
         .run(&handle, move |incident| {
-            Ok(export::render(incident, doc_id, format, at)?)
+            let body = export::render(incident, doc_id, format, at)?;
+            Ok(export::with_chat_log(body, format, &log, at)?)
         })
         .await?;
     let extension = format.extension();
@@ -573,10 +578,12 @@ async fn operations(
         ));
     }
     let handle = handle(&state, &identity, &id).await?;
+    super::chat::check_channels(&state, handle.id, &body.operations).await?;
     // The actor records any change of who may see the incident in the audit log, with where it came from.
     let applied = handle
-        .apply_from(body.operations, editor(&identity), from)
+        .apply_from(body.operations.clone(), editor(&identity), from)
         .await?;
+    super::chat::channels_changed(&state, &body.operations);
     Ok(Json(AppliedAll { applied }))
 }
 

@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use incident_doc::Operation;
-use incident_doc::update::{UpdateFormat, status_update};
+use incident_doc::update::UpdateFormat;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -77,26 +77,7 @@ async fn render(
     let (body, heads) = state
         .reads
         .run(&handle, move |incident| {
-            let view = incident.view();
-            let last = incident.last_update();
-            let then = match &last {
-                Some(last) => {
-                    // Heads recorded with the update, else the document as it was when it was marked sent.
-                    let heads = if !last.heads.is_empty() && incident.has_heads(&last.heads) {
-                        Some(last.heads.clone())
-                    } else {
-                        incident.heads_at(last.at)
-                    };
-                    Some(match heads {
-                        Some(heads) => export::fork_at(incident, &heads)?.view(),
-                        None => view.clone(),
-                    })
-                }
-                None => None,
-            };
-            let before = last.as_ref().zip(then.as_ref());
-            let body = status_update(&view, before, now, format);
-            Ok((body, incident.head_strings().join(",")))
+            Ok(export::status_update(incident, now, format)?)
         })
         .await?;
     Ok((

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::{Heard, Network, Speaker};
+use super::{Chat, Heard, Network, Speaker};
 use crate::config::IrcSettings;
 use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, Delivery, Next, Sink};
@@ -78,6 +78,22 @@ pub trait Listener: Send + Sync + 'static {
     async fn channels(&self) -> Result<Vec<String>, StoreError>;
     /// Woken when a channel of this node was bound or unbound.
     fn changed(&self) -> &Notify;
+}
+
+/// The chat core is what a server's bot listens for.
+#[async_trait]
+impl Listener for Chat {
+    async fn hear(&self, heard: Heard) -> Vec<String> {
+        Chat::hear(self, heard).await
+    }
+
+    async fn channels(&self) -> Result<Vec<String>, StoreError> {
+        Chat::channels(self, Network::Irc).await
+    }
+
+    fn changed(&self) -> &Notify {
+        &self.changed
+    }
 }
 
 /// Everything the bot runs with.

@@ -71,8 +71,10 @@ pub(super) async fn export(
             None => format!("incident-{id}"),
         };
         let mut bytes = 0;
+        let log = crate::export::chat_log(&**store, id).await?;
         for format in &request.formats {
             let body = render(&mut incident, id, *format, None)
+                .and_then(|body| crate::export::with_chat_log(body, *format, &log, None))
                 .with_context(|| format!("rendering incident {id} as {}", format.name()))?;
             let path = request.out.join(format!("{stem}.{}", format.extension()));
             write_atomically(&path, &body)?;

@@ -250,6 +250,8 @@ pub(crate) struct Core {
     memo: SyncMemo,
     /// Webhook endpoints, which hear of this document's events.
     webhooks: Arc<Webhooks>,
+    /// Whether the events are posted to the incident's chat channel too.
+    chat_posts: bool,
     /// The document changed since the last fan-out: every peer hears at the next one.
     changed_since_flush: bool,
     /// A fan-out is owed: the document changed or a peer spoke (its `pending` flag is set).
@@ -298,6 +300,7 @@ impl Core {
             server_id: context.server_id,
             memo: SyncMemo::default(),
             webhooks: context.config.webhooks.clone(),
+            chat_posts: context.config.chat_posts,
             changed_since_flush: false,
             flush_wanted: false,
             last_flush: context.now,
@@ -364,7 +367,7 @@ impl Core {
     /// [`Core::durable`]; refusals and cut-offs are effects at once.
     pub(crate) fn apply(&mut self, commands: Vec<Command>, now: DateTime<Utc>) {
         // Taken after the catch-up: other nodes' changes are theirs to report.
-        if self.webhooks.enabled()
+        if (self.webhooks.enabled() || self.chat_posts)
             && commands
                 .iter()
                 .any(|c| matches!(c, Command::Apply { .. } | Command::Sync { .. }))
@@ -472,23 +475,35 @@ impl Core {
         })
     }
 
-    /// The webhook deliveries of this batch: the events between the signals before it and now.
+    /// The webhook deliveries and chat posts of this batch: the events between the signals before it and now.
     fn deliveries(&mut self, now: DateTime<Utc>) -> Vec<NewDelivery> {
-        if std::mem::take(&mut self.held.declared) {
-            if !self.webhooks.enabled() {
+        let (before, events) = if std::mem::take(&mut self.held.declared) {
+            if !self.webhooks.enabled() && !self.chat_posts {
                 return Vec::new();
             }
-            let signals = self.incident.signals();
-            return self
-                .webhooks
-                .deliveries(self.id, &signals, &[Event::Declared], now);
-        }
-        let Some(before) = self.held.signals.take() else {
-            return Vec::new();
+            (None, vec![Event::Declared])
+        } else {
+            let Some(before) = self.held.signals.take() else {
+                return Vec::new();
+            };
+            (Some(before), Vec::new())
         };
         let after = self.incident.signals();
-        let events = incident_doc::signals::events(&before, &after);
-        self.webhooks.deliveries(self.id, &after, &events, now)
+        let events = match &before {
+            Some(before) => incident_doc::signals::events(before, &after),
+            None => events,
+        };
+        let mut out = self.webhooks.deliveries(self.id, &after, &events, now);
+        if self.chat_posts {
+            out.extend(crate::chat::posts::posts(
+                self.id,
+                before.as_ref(),
+                &after,
+                &events,
+                now,
+            ));
+        }
+        out
     }
 
     /// The last [`Append`] is durable as chunk `chunk`; returns whether a compaction is due.
@@ -957,6 +972,7 @@ pub(crate) fn summary_row(
         updated_at: now,
         restricted: access.restricted,
         members: access.members,
+        channel: incident.channel(),
     }
 }
 

@@ -42,6 +42,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::TryStreamExt;
+use incident_doc::channel::{Channel, Network};
 use incident_doc::schema::Status;
 use rusqlite::types::Value;
 use sqlx::migrate::{MigrateError, Migrator};
@@ -54,6 +55,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 use tokio::sync::broadcast;
 
 use super::backup::{self, Kind};
+use super::chat_log::{ChatLine, NewChatLine};
 use super::lease;
 use super::outbox::{
     Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
@@ -494,6 +496,11 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?
             .rows_affected();
+        sqlx::query("DELETE FROM chat_lines WHERE doc = $1")
+            .bind(doc.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(chunks + index > 0)
     }
@@ -501,7 +508,7 @@ impl Store for PostgresStore {
     async fn summary(&self, doc: DocumentId) -> Result<Option<IncidentSummary>, StoreError> {
         sqlx::query(
             "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
-                    restricted, members
+                    restricted, members, channel
              FROM incidents WHERE id = $1",
         )
         .bind(doc.to_string())
@@ -519,7 +526,7 @@ impl Store for PostgresStore {
         let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         let rows = sqlx::query(
             "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
-                    restricted, members
+                    restricted, members, channel
              FROM incidents
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR severity = $2)
                AND ($4::text IS NULL OR restricted = 0 OR members::jsonb ? $4)
@@ -863,6 +870,109 @@ impl Store for PostgresStore {
         Some(receiver)
     }
 
+    async fn append_chat(&self, lines: Vec<NewChatLine>) -> Result<usize, StoreError> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool().await?.begin().await.map_err(db_error)?;
+        let mut added = 0;
+        for line in &lines {
+            added += sqlx::query(
+                "INSERT INTO chat_lines (doc, network, channel, line_id, speaker, person, text, at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (doc, network, channel, line_id) DO NOTHING",
+            )
+            .bind(line.doc.to_string())
+            .bind(line.network.as_str())
+            .bind(&line.channel)
+            .bind(&line.line_id)
+            .bind(&line.speaker)
+            .bind(&line.person)
+            .bind(&line.text)
+            .bind(to_micros(line.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(usize::try_from(added).unwrap_or(usize::MAX))
+    }
+
+    async fn chat_log(
+        &self,
+        doc: DocumentId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatLine>, StoreError> {
+        let rows: Vec<ChatRow> = sqlx::query_as(
+            "SELECT id, network, channel, speaker, person, text, at FROM chat_lines
+             WHERE doc = $1 AND ($2::bigint IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(doc.to_string())
+        .bind(before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter().map(chat_line).collect()
+    }
+
+    async fn chat_line(
+        &self,
+        doc: DocumentId,
+        network: Network,
+        channel: &str,
+        line_id: &str,
+    ) -> Result<Option<ChatLine>, StoreError> {
+        let row: Option<ChatRow> = sqlx::query_as(
+            "SELECT id, network, channel, speaker, person, text, at FROM chat_lines
+             WHERE doc = $1 AND network = $2 AND channel = $3 AND line_id = $4",
+        )
+        .bind(doc.to_string())
+        .bind(network.as_str())
+        .bind(channel)
+        .bind(line_id)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        row.map(chat_line).transpose()
+    }
+
+    async fn incident_by_channel(
+        &self,
+        network: Network,
+        address: &str,
+    ) -> Result<Option<IncidentSummary>, StoreError> {
+        sqlx::query(
+            "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
+                    restricted, members, channel
+             FROM incidents WHERE channel_key = $1 AND status <> 'closed'
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(super::chat_log::channel_key(network, address))
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(summary_from_row)
+        .transpose()
+        .map_err(db_error)
+    }
+
+    async fn bound_channels(&self, network: Network) -> Result<Vec<Channel>, StoreError> {
+        let texts: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT channel FROM incidents
+             WHERE channel_key LIKE $1 AND status <> 'closed' ORDER BY channel_key",
+        )
+        .bind(super::chat_log::network_pattern(network))
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(super::chat_log::distinct_channels(texts))
+    }
+
     async fn record_audit(&self, event: &AuditEvent<'_>) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_log (actor, action, target, detail, origin) VALUES ($1, $2, $3, $4, $5)",
@@ -1139,16 +1249,18 @@ async fn upsert_summary(
     tx: &mut Transaction<'static, Postgres>,
     summary: &IncidentSummary,
 ) -> Result<(), StoreError> {
+    let (channel, channel_key) = super::chat_log::channel_column(summary.channel.as_ref());
     sqlx::query(
         "INSERT INTO incidents
              (id, title, template, status, severity, number, created_at, updated_at, commander, restricted,
-              members)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+              members, channel, channel_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, template = excluded.template, status = excluded.status,
              severity = excluded.severity, number = excluded.number,
              created_at = excluded.created_at, updated_at = excluded.updated_at,
-             commander = excluded.commander, restricted = excluded.restricted, members = excluded.members",
+             commander = excluded.commander, restricted = excluded.restricted, members = excluded.members,
+             channel = excluded.channel, channel_key = excluded.channel_key",
     )
     .bind(summary.id.to_string())
     .bind(&summary.title)
@@ -1161,6 +1273,8 @@ async fn upsert_summary(
     .bind(&summary.commander)
     .bind(i32::from(summary.restricted))
     .bind(super::members_column(&summary.members))
+    .bind(channel)
+    .bind(channel_key)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
@@ -1237,6 +1351,33 @@ fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
+/// A chat line as selected: `id, network, channel, speaker, person, text, at`.
+type ChatRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    DateTime<Utc>,
+);
+
+fn chat_line(
+    (id, network, channel, speaker, person, text, at): ChatRow,
+) -> Result<ChatLine, StoreError> {
+    Ok(ChatLine {
+        id,
+        network: network
+            .parse()
+            .map_err(|e: String| StoreError::Corrupt(format!("chat line {id}: {e}")))?,
+        channel,
+        speaker,
+        person,
+        text,
+        at,
+    })
+}
+
 /// Drops sub-microsecond digits the way the SQLite store does (towards the past), rather than leaving it
 /// to the driver, which rounds times before 2000 towards 2000.
 fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -1244,10 +1385,11 @@ fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Reads an index row selected as `id, title, template, status, severity, number, created_at,
-/// updated_at, commander, restricted, members`.
+/// updated_at, commander, restricted, members, channel`.
 fn summary_from_row(row: &PgRow) -> Result<IncidentSummary, sqlx::Error> {
     let members: String = row.try_get(10)?;
     Ok(IncidentSummary {
+        channel: super::chat_log::channel_from_column(row.try_get(11)?),
         restricted: row.try_get::<i32, _>(9)? != 0,
         members: super::members_from_column(&members).map_err(|e| sqlx::Error::ColumnDecode {
             index: "members".into(),

@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use incident_doc::channel::{Channel, Network};
 use incident_doc::schema::Status;
 use rusqlite::types::{Type, Value};
 use rusqlite::{
@@ -49,6 +50,7 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::chat_log::{ChatLine, NewChatLine};
 use super::lease;
 use super::outbox::{
     Attempt, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
@@ -196,6 +198,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // claiming only its own rows (a chat network's rows only on the node holding its connection).
     "ALTER TABLE deliveries ADD COLUMN sink TEXT NOT NULL DEFAULT 'webhook';
     CREATE INDEX deliveries_due_by_sink ON deliveries (sink, state, next_attempt_at);",
+    // Version 10: chat channels bound to incidents (`IncidentSummary::channel`, JSON, and `channel_key`, the
+    // network and lowercased address a heard line is looked up by) and the channel log (`store::chat_log`): lines
+    // with a network id are unique per incident and channel, so a repeated Slack event logs nothing twice.
+    "ALTER TABLE incidents ADD COLUMN channel TEXT;
+    ALTER TABLE incidents ADD COLUMN channel_key TEXT;
+    CREATE INDEX incidents_by_channel ON incidents (channel_key);
+    CREATE TABLE chat_lines (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc TEXT NOT NULL,
+        network TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        line_id TEXT,
+        speaker TEXT NOT NULL,
+        person TEXT,
+        text TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX chat_lines_once ON chat_lines (doc, network, channel, line_id);
+    CREATE INDEX chat_lines_by_doc ON chat_lines (doc, id);",
     // Version 11 (assigned to leases; the chat log's version 10 comes from its own branch, and this entry moves to
     // stay the 11th when both are merged): leases (`store/lease.rs`), which node holds a cluster-wide role such as a
     // chat bot's one connection; `epoch` is the fencing token.
@@ -513,6 +534,8 @@ impl Store for SqliteStore {
             let index = conn
                 .execute("DELETE FROM incidents WHERE id = ?1", [&doc])
                 .map_err(db_error)?;
+            conn.execute("DELETE FROM chat_lines WHERE doc = ?1", [&doc])
+                .map_err(db_error)?;
             Ok(chunks + index > 0)
         })
         .await
@@ -523,7 +546,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
-                        restricted, members
+                        restricted, members, channel
                  FROM incidents WHERE id = ?1",
             )
             .and_then(|mut select| select.query_row([&doc], summary_from_row).optional())
@@ -544,7 +567,7 @@ impl Store for SqliteStore {
             let mut select = conn
                 .prepare_cached(
                     "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
-                        restricted, members
+                        restricted, members, channel
                      FROM incidents
                      WHERE (?1 IS NULL OR status = ?1) AND (?3 IS NULL OR severity = ?3)
                        AND (?4 IS NULL OR restricted = 0
@@ -947,6 +970,128 @@ impl Store for SqliteStore {
                 .map_err(db_error)
         })
         .await
+    }
+
+    async fn append_chat(&self, lines: Vec<NewChatLine>) -> Result<usize, StoreError> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |conn| {
+            let mut insert = conn
+                .prepare_cached(
+                    "INSERT INTO chat_lines (doc, network, channel, line_id, speaker, person, text, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (doc, network, channel, line_id) DO NOTHING",
+                )
+                .map_err(db_error)?;
+            let mut added = 0;
+            for line in &lines {
+                added += insert
+                    .execute(params![
+                        line.doc.to_string(),
+                        line.network.as_str(),
+                        line.channel,
+                        line.line_id,
+                        line.speaker,
+                        line.person,
+                        line.text,
+                        line.at.timestamp_micros(),
+                    ])
+                    .map_err(db_error)?;
+            }
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn chat_log(
+        &self,
+        doc: DocumentId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatLine>, StoreError> {
+        let doc = doc.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, network, channel, speaker, person, text, at FROM chat_lines
+                     WHERE doc = ?1 AND (?2 IS NULL OR id < ?2)
+                     ORDER BY id DESC LIMIT ?3",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map(params![doc, before, limit], chat_line_from_row)
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn chat_line(
+        &self,
+        doc: DocumentId,
+        network: Network,
+        channel: &str,
+        line_id: &str,
+    ) -> Result<Option<ChatLine>, StoreError> {
+        let args = (
+            doc.to_string(),
+            network.as_str(),
+            channel.to_owned(),
+            line_id.to_owned(),
+        );
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, network, channel, speaker, person, text, at FROM chat_lines
+                 WHERE doc = ?1 AND network = ?2 AND channel = ?3 AND line_id = ?4",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_row(params![args.0, args.1, args.2, args.3], chat_line_from_row)
+                    .optional()
+            })
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn incident_by_channel(
+        &self,
+        network: Network,
+        address: &str,
+    ) -> Result<Option<IncidentSummary>, StoreError> {
+        let key = super::chat_log::channel_key(network, address);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
+                        restricted, members, channel
+                 FROM incidents WHERE channel_key = ?1 AND status <> 'closed'
+                 ORDER BY created_at DESC LIMIT 1",
+            )
+            .and_then(|mut select| select.query_row([&key], summary_from_row).optional())
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn bound_channels(&self, network: Network) -> Result<Vec<Channel>, StoreError> {
+        let pattern = super::chat_log::network_pattern(network);
+        let texts: Vec<Option<String>> = self
+            .read(move |conn| {
+                let mut select = conn
+                    .prepare_cached(
+                        "SELECT channel FROM incidents
+                         WHERE channel_key LIKE ?1 AND status <> 'closed' ORDER BY channel_key",
+                    )
+                    .map_err(db_error)?;
+                let rows = select
+                    .query_map([&pattern], |row| row.get(0))
+                    .map_err(db_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+            })
+            .await?;
+        Ok(super::chat_log::distinct_channels(texts))
     }
 
     async fn record_audit(&self, event: &AuditEvent<'_>) -> Result<(), StoreError> {
@@ -1528,7 +1673,7 @@ pub(super) fn read_index(conn: &Connection) -> Result<super::backup::Index, Stor
     let mut select = conn
         .prepare(
             "SELECT id, title, template, status, severity, number, created_at, updated_at, commander,
-                        restricted, members
+                        restricted, members, channel
              FROM incidents",
         )
         .map_err(db_error)?;
@@ -1613,15 +1758,17 @@ fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), St
     conn.prepare_cached(
         "INSERT INTO incidents
              (id, title, template, status, severity, number, created_at, updated_at, commander, restricted,
-              members)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+              members, channel, channel_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, template = excluded.template, status = excluded.status,
              severity = excluded.severity, number = excluded.number,
              created_at = excluded.created_at, updated_at = excluded.updated_at,
-             commander = excluded.commander, restricted = excluded.restricted, members = excluded.members",
+             commander = excluded.commander, restricted = excluded.restricted, members = excluded.members,
+             channel = excluded.channel, channel_key = excluded.channel_key",
     )
     .and_then(|mut upsert| {
+        let (channel, channel_key) = super::chat_log::channel_column(summary.channel.as_ref());
         upsert.execute(params![
             summary.id.to_string(),
             summary.title,
@@ -1634,6 +1781,8 @@ fn upsert_summary(conn: &Connection, summary: &IncidentSummary) -> Result<(), St
             summary.commander,
             summary.restricted,
             super::members_column(&summary.members),
+            channel,
+            channel_key,
         ])
     })
     .map_err(db_error)?;
@@ -1718,10 +1867,11 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
 }
 
 /// Reads an index row selected as `id, title, template, status, severity, number, created_at,
-/// updated_at, commander, restricted, members`.
+/// updated_at, commander, restricted, members, channel`.
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
     let members: String = row.get(10)?;
     Ok(IncidentSummary {
+        channel: super::chat_log::channel_from_column(row.get(11)?),
         restricted: row.get(9)?,
         members: super::members_from_column(&members).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
@@ -1735,6 +1885,22 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
         number: row.get(5)?,
         created_at: time_column(row, 6)?,
         updated_at: time_column(row, 7)?,
+    })
+}
+
+/// Reads a chat line selected as `id, network, channel, speaker, person, text, at`.
+fn chat_line_from_row(row: &Row<'_>) -> rusqlite::Result<ChatLine> {
+    let network: String = row.get(1)?;
+    Ok(ChatLine {
+        id: row.get(0)?,
+        network: network.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(1, Type::Text, e.into())
+        })?,
+        channel: row.get(2)?,
+        speaker: row.get(3)?,
+        person: row.get(4)?,
+        text: row.get(5)?,
+        at: time_column(row, 6)?,
     })
 }
 
@@ -2145,6 +2311,7 @@ mod tests {
                 .expect("a valid time"),
             restricted: true,
             members: vec!["alice".into()],
+            channel: None,
         };
         let stored = {
             let store = SqliteStore::open(dir.path()).expect("open");

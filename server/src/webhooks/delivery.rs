@@ -279,30 +279,10 @@ async fn sweep(
     webhooks: &Webhooks,
 ) -> Result<(), crate::store::StoreError> {
     let now = Utc::now();
-    let open: Vec<_> = store
-        .list(&ListFilter::default())
-        .await?
-        .into_iter()
-        .filter(|row| row.status != Some(Status::Closed))
-        .collect();
     let mut queued: Vec<NewDelivery> = Vec::new();
-    for row in open {
-        let doc = row.id;
-        let Some(stored) = store.load(doc).await? else {
-            continue;
-        };
-        let found = tokio::task::spawn_blocking(move || {
-            let mut incident = stored.incident().ok()?;
-            let stale = stale_events(&incident, now);
-            Some((incident.signals(), stale))
-        })
-        .await
-        .ok()
-        .flatten();
-        if let Some((signals, stale)) = found {
-            for event in &stale {
-                queued.extend(webhooks.stale(doc, &signals, event, now));
-            }
+    for stale in stale_incidents(store, now, false).await? {
+        for (event, _) in &stale.events {
+            queued.extend(webhooks.stale(stale.doc, &stale.signals, event, now));
         }
     }
     if !queued.is_empty() {
@@ -312,19 +292,91 @@ async fn sweep(
     Ok(())
 }
 
-/// The `fieldStale` events of an incident at `now`: one per field past its due time.
-fn stale_events(incident: &Incident, now: chrono::DateTime<Utc>) -> Vec<Event> {
+/// An open incident with fields gone stale.
+pub(crate) struct Stale {
+    /// The incident.
+    pub doc: wire::DocumentId,
+    /// Its signals now.
+    pub signals: incident_doc::signals::Signals,
+    /// One `fieldStale` event per stale field, with whoever holds the field's owner role (if the field has one).
+    pub events: Vec<(Event, Option<String>)>,
+}
+
+/// The open incidents with fields past their due time at `now` (only those bound to a chat channel when
+/// `bound_only`). Documents are read from storage, off the async threads, not through their actors.
+pub(crate) async fn stale_incidents(
+    store: &Arc<dyn Store>,
+    now: DateTime<Utc>,
+    bound_only: bool,
+) -> Result<Vec<Stale>, crate::store::StoreError> {
+    let open: Vec<_> = store
+        .list(&ListFilter::default())
+        .await?
+        .into_iter()
+        .filter(|row| row.status != Some(Status::Closed))
+        .filter(|row| !bound_only || row.channel.is_some())
+        .collect();
+    let mut out = Vec::new();
+    for row in open {
+        let doc = row.id;
+        let Some(stored) = store.load(doc).await? else {
+            continue;
+        };
+        let found = tokio::task::spawn_blocking(move || {
+            let mut incident = stored.incident().ok()?;
+            let signals = incident.signals();
+            let events = stale_events(&incident, &signals, now);
+            Some((signals, events))
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some((signals, events)) = found
+            && !events.is_empty()
+        {
+            out.push(Stale {
+                doc,
+                signals,
+                events,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The `fieldStale` events of an incident at `now`: one per field past its due time, with the holder of the
+/// field's owner role (its assignee, or the commander for a role nobody else holds).
+fn stale_events(
+    incident: &Incident,
+    signals: &incident_doc::signals::Signals,
+    now: chrono::DateTime<Utc>,
+) -> Vec<(Event, Option<String>)> {
     let mut view = incident.view();
     view.mark_stale(now);
     view.fields
         .iter()
         .filter(|f| f.stale)
         .filter_map(|f| {
-            Some(Event::FieldStale {
-                field: f.def.key.clone(),
-                label: f.def.label.clone(),
-                due_at: f.due_at?,
-            })
+            let holder = f.def.owner.and_then(|role| {
+                signals.roles.get(&role).cloned().or_else(|| {
+                    role.defaults_to_commander()
+                        .then(|| {
+                            signals
+                                .roles
+                                .get(&incident_doc::schema::Role::Commander)
+                                .cloned()
+                        })
+                        .flatten()
+                })
+            });
+            Some((
+                Event::FieldStale {
+                    field: f.def.key.clone(),
+                    label: f.def.label.clone(),
+                    due_at: f.due_at?,
+                },
+                holder,
+            ))
         })
         .collect()
 }
@@ -455,18 +507,22 @@ mod tests {
             .single()
             .expect("a valid time");
         let mut incident = drill(t0);
+        let signals = incident.signals();
         let due = |minutes| t0 + Duration::minutes(minutes);
-        assert!(stale_events(&incident, due(29)).is_empty());
-        let at_40: Vec<String> = stale_events(&incident, due(40))
+        assert!(stale_events(&incident, &signals, due(29)).is_empty());
+        let at_40: Vec<String> = stale_events(&incident, &signals, due(40))
             .iter()
-            .map(|e| match e {
-                Event::FieldStale { field, due_at, .. } => format!("{field} {due_at}"),
+            .map(|(e, holder)| match e {
+                Event::FieldStale { field, due_at, .. } => {
+                    format!("{field} {due_at} {}", holder.as_deref().unwrap_or("-"))
+                }
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(at_40, ["detailedStatus 2026-11-25 09:30:00 UTC"]);
+        // The detailed status is the Communications lead's; nobody holds it, so the commander does.
+        assert_eq!(at_40, ["detailedStatus 2026-11-25 09:30:00 UTC alice"]);
         assert_eq!(
-            stale_events(&incident, due(60)).len(),
+            stale_events(&incident, &signals, due(60)).len(),
             2,
             "the summary's turn"
         );
@@ -484,11 +540,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = SqliteStore::open(dir.path()).expect("store");
         let doc = DocumentId::random();
-        let signals = incident.signals();
         // Two sweeps (or two nodes) find the same stale fields: each is queued once.
         for _ in 0..2 {
             let mut queued = Vec::new();
-            for event in stale_events(&incident, due(60)) {
+            for (event, _) in stale_events(&incident, &signals, due(60)) {
                 queued.extend(webhooks.stale(doc, &signals, &event, due(60)));
             }
             store.enqueue(queued).await.expect("enqueue");

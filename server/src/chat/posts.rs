@@ -1,0 +1,218 @@
+//! What the server says in an incident's bound channel about the incident itself: the declaration, alerts as
+//! they are recorded, handoffs proposed and accepted, status and severity changes, exit criteria met, closing, and
+//! stale fields addressed to their owner. Each post is an outbox row (`Sink::Irc`/`Sink::Slack`, the endpoint the
+//! channel's address, the payload `{"channel", "text"}`) queued in the same transaction as the change that caused
+//! it, as webhook events are, so a post is durable exactly when its change is and queued only by the node that
+//! wrote the change; the network's bot claims and sends it.
+
+use chrono::{DateTime, Utc};
+use incident_doc::channel::{Channel, Network};
+use incident_doc::signals::{Event, Signals};
+use serde_json::json;
+use wire::DocumentId;
+
+use crate::store::outbox::{NewDelivery, Sink};
+use crate::webhooks::{random_hex, text};
+
+/// The outbox sink of a network's bot.
+pub fn sink(network: Network) -> Sink {
+    match network {
+        Network::Irc => Sink::Irc,
+        Network::Slack => Sink::Slack,
+    }
+}
+
+/// The posts of one batch of changes: its events said in the channel bound after it (the summary's edits are the
+/// document's, not the channel's), and a greeting when the batch bound the channel.
+pub fn posts(
+    doc: DocumentId,
+    before: Option<&Signals>,
+    after: &Signals,
+    events: &[Event],
+    now: DateTime<Utc>,
+) -> Vec<NewDelivery> {
+    let Some(channel) = &after.channel else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let newly_bound = before.is_some_and(|b| b.channel.as_ref() != Some(channel));
+    if newly_bound {
+        let line = format!(
+            "{}: this channel is now the incident's command post. Lines said here are logged with the incident; \
+             say !help for the commands.",
+            name(after)
+        );
+        out.push(post(doc, channel, "channelBound", line, now));
+    }
+    for event in events {
+        if matches!(event, Event::SummaryChanged { .. }) {
+            continue;
+        }
+        out.push(post(doc, channel, event.name(), text(after, event), now));
+    }
+    out
+}
+
+/// A stale field's reminder, addressed to whoever owns it (`holder`), queued by the sweep of every node under one
+/// id per field and due time, so the outbox keeps it once.
+pub fn stale_post(
+    doc: DocumentId,
+    signals: &Signals,
+    event: &Event,
+    holder: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<NewDelivery> {
+    let channel = signals.channel.as_ref()?;
+    let Event::FieldStale { field, due_at, .. } = event else {
+        return None;
+    };
+    let mut line = text(signals, event);
+    if let Some(holder) = holder {
+        line = format!("{holder}: {line}; please update it");
+    }
+    let mut delivery = post(doc, channel, event.name(), line, now);
+    delivery.event_id = format!("chat_stale_{doc}_{field}_{}", due_at.timestamp_millis());
+    Some(delivery)
+}
+
+/// Starts the sweep that reminds bound channels of fields gone stale, addressed to the field's owner, every
+/// `every`; it stops when `shutdown` is cancelled. Every node sweeps; the outbox keeps each reminder once.
+pub fn spawn_stale_sweep(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(every) => {}
+            }
+            let now = Utc::now();
+            let found = crate::webhooks::delivery::stale_incidents(&store, now, true).await;
+            let queued: Vec<NewDelivery> = match found {
+                Ok(stale) => stale
+                    .iter()
+                    .flat_map(|s| {
+                        s.events.iter().filter_map(|(event, holder)| {
+                            stale_post(s.doc, &s.signals, event, holder.as_deref(), now)
+                        })
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the chat staleness sweep failed");
+                    continue;
+                }
+            };
+            if !queued.is_empty()
+                && let Err(e) = store.enqueue(queued).await
+            {
+                tracing::debug!(error = %e, "the chat staleness sweep could not queue its reminders");
+            }
+        }
+    })
+}
+
+/// `[DRILL] #465 Checkout errors`, as the events' lines begin.
+fn name(signals: &Signals) -> String {
+    let full = text(signals, &Event::Closed);
+    full.strip_suffix(": closed").unwrap_or(&full).to_owned()
+}
+
+fn post(
+    doc: DocumentId,
+    channel: &Channel,
+    kind: &str,
+    text: String,
+    now: DateTime<Utc>,
+) -> NewDelivery {
+    let address = channel.address().to_owned();
+    NewDelivery {
+        payload: json!({"channel": address, "text": text}).to_string(),
+        endpoint: address,
+        event_id: format!("chat_{}", random_hex()),
+        kind: kind.to_owned(),
+        doc,
+        not_before: now,
+        coalesce: None,
+        sink: sink(channel.network),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use incident_doc::{Declaration, Editor, Incident, Operation, template};
+
+    use super::*;
+
+    #[test]
+    fn events_and_stale_reminders_go_to_the_bound_channel_only() {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+            .single()
+            .expect("valid");
+        let template = template::builtin()
+            .into_iter()
+            .find(|t| t.id == "incident")
+            .expect("built in");
+        let declaration = Declaration {
+            name: "Checkout <!channel> errors".into(),
+            number: Some(465),
+        };
+        let mut incident =
+            Incident::create(&template, &declaration, &Editor::new("alice", t0), None)
+                .expect("create");
+        let doc = DocumentId::random();
+        let unbound = incident.signals();
+        let stale = Event::FieldStale {
+            field: "summary".into(),
+            label: "Summary".into(),
+            due_at: t0,
+        };
+        assert!(posts(doc, None, &unbound, &[Event::Declared], t0).is_empty());
+        assert!(stale_post(doc, &unbound, &stale, Some("bob"), t0).is_none());
+
+        let bind = Operation::BindChannel {
+            network: Network::Irc,
+            name: "#inc-465".into(),
+            id: None,
+        };
+        incident
+            .apply(&bind, &Editor::new("alice", t0))
+            .expect("bind");
+        let bound = incident.signals();
+        let summary = Event::SummaryChanged {
+            summary: "x".into(),
+        };
+        let out = posts(doc, Some(&unbound), &bound, &[Event::Closed, summary], t0);
+        let texts: Vec<String> = out
+            .iter()
+            .map(|d| {
+                assert_eq!((d.sink, d.endpoint.as_str()), (Sink::Irc, "#inc-465"));
+                let payload: serde_json::Value = serde_json::from_str(&d.payload).expect("JSON");
+                assert_eq!(payload["channel"], "#inc-465");
+                payload["text"].as_str().expect("text").to_owned()
+            })
+            .collect();
+        // The greeting, then the events (not the summary's edits); the text is raw, escaped by each network's bot.
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(
+            texts[0].starts_with("#465 Checkout <!channel> errors"),
+            "{texts:?}"
+        );
+        assert!(texts[0].contains("is now the incident's command post"));
+        assert!(texts[1].ends_with(": closed"));
+
+        let reminder = stale_post(doc, &bound, &stale, Some("bob"), t0).expect("a reminder");
+        let again = stale_post(doc, &bound, &stale, Some("bob"), t0).expect("a reminder");
+        // The same id on every sweep and node: the outbox keeps it once.
+        assert_eq!(reminder.event_id, again.event_id);
+        assert!(
+            reminder.payload.contains("bob: #465"),
+            "{}",
+            reminder.payload
+        );
+        assert!(reminder.payload.contains("please update it"));
+    }
+}
