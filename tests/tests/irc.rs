@@ -19,7 +19,7 @@ use server::store::outbox::{DeliveryState, NewDelivery, Sink};
 use server::store::postgres::PostgresStore;
 use server::store::sqlite::SqliteStore;
 use server::store::{Store, StoreError};
-use tests::{IrcClient, Ircd, TestDatabase, eventually};
+use tests::{IrcClient, Ircd, TestDatabase, TestServer, eventually};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -663,4 +663,332 @@ async fn one_connection_per_cluster_and_takeover() {
             .is_err()
     );
     second.stop().await;
+}
+
+/// A server's config with the bot on `port` and alice mapped by her full mask (user name `alice` on loopback).
+fn server_config(port: u16, database_url: Option<&str>) -> String {
+    let store = database_url.map_or(String::new(), |url| format!("database-url = \"{url}\"\n"));
+    format!(
+        "{store}\
+         [irc]\n\
+         server = \"127.0.0.1\"\n\
+         port = {port}\n\
+         tls = false\n\
+         flood-burst = 5\n\
+         flood-rate = 2.0\n\
+         [chat]\n\
+         [[chat.people]]\n\
+         name = \"alice\"\n\
+         scope = \"write\"\n\
+         irc = [\"alice!~alice@127.0.0.1\"]\n"
+    )
+}
+
+/// The channel log of an incident, oldest first, as `speaker: text`.
+async fn chat_log(server: &TestServer, token: &str, id: &str) -> Vec<String> {
+    let (status, body) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/incidents/{id}/chat?limit=500"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let mut lines: Vec<String> = body["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|line| {
+            format!(
+                "{}: {}",
+                line["speaker"].as_str().unwrap_or("?"),
+                line["text"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    lines.reverse();
+    lines
+}
+
+/// Binds `channel` to a new incident declared by alice; returns its id.
+async fn declare_bound(server: &TestServer, alice: &str, channel: &str) -> String {
+    let incident = server.declare(alice, "Checkout database failover").await;
+    let (status, body) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/incidents/{}/channel", incident.id),
+            Some(alice),
+            Some(&serde_json::json!({"network": "irc", "name": channel})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    incident.id
+}
+
+/// The whole path through a real server: the bot joins the bound channel and greets it; a mapped person's `!tl`
+/// becomes a timeline entry and `!sev` changes the severity, which the bot announces; a stranger and a nick
+/// pretending to be alice from another user name are refused; every line is logged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_bot_logs_runs_commands_and_announces() {
+    let ircd = Ircd::start().await;
+    let server = TestServer::start_process_with_config(&server_config(ircd.port, None)).await;
+    let alice_token = server.token("alice", "write").await;
+    let mut alice = IrcClient::connect(ircd.port, "alice", "alice")
+        .await
+        .expect("alice");
+    alice.join("#inc-1-db").await.expect("join");
+    let id = declare_bound(&server, &alice_token, "#inc-1-db").await;
+    joined(&mut alice, "commandpost", "#inc-1-db").await;
+    let greeting = alice
+        .messages_from("commandpost", "#inc-1-db", 1, SOON)
+        .await
+        .expect("the greeting");
+    assert!(
+        greeting[0].contains("is now the incident's command post"),
+        "{greeting:?}"
+    );
+
+    alice
+        .say("#inc-1-db", "!tl \u{2}failover\u{2} started")
+        .await
+        .expect("say");
+    alice.say("#inc-1-db", "!sev SEV1").await.expect("say");
+    let announced = alice
+        .messages_from("commandpost", "#inc-1-db", 2, SOON)
+        .await
+        .expect("the answer to !tl and the severity post");
+    assert!(
+        announced[0].contains("noted in the timeline"),
+        "{announced:?}"
+    );
+    assert!(announced[1].contains("SEV1"), "{announced:?}");
+    eventually("the timeline entry", SOON, || async {
+        server
+            .markdown(&alice_token, &id)
+            .await
+            .contains("failover started")
+            .then_some(())
+    })
+    .await
+    .expect("!tl makes a timeline entry");
+    assert_eq!(
+        server.incident_json(&alice_token, &id).await["severity"],
+        "SEV1"
+    );
+
+    let mut mallory = IrcClient::connect(ircd.port, "mallory", "mallory")
+        .await
+        .expect("mallory");
+    mallory.join("#inc-1-db").await.expect("join");
+    mallory.say("#inc-1-db", "!sev SEV3").await.expect("say");
+    let refusal = mallory
+        .messages_from("commandpost", "#inc-1-db", 1, SOON)
+        .await
+        .expect("a refusal");
+    assert!(
+        refusal[0].contains("I don't know who you are"),
+        "{refusal:?}"
+    );
+    // alice leaves; someone takes her nick from another user name: not alice.
+    alice.send("QUIT :bye").await.expect("quit");
+    mallory
+        .wait_for("alice to quit", SOON, |line| {
+            line.command == "QUIT" && line.nick.as_deref() == Some("alice")
+        })
+        .await
+        .expect("alice quits");
+    let mut fake = IrcClient::connect(ircd.port, "alice", "impostor")
+        .await
+        .expect("fake alice");
+    fake.join("#inc-1-db").await.expect("join");
+    fake.say("#inc-1-db", "!sev SEV4").await.expect("say");
+    let refusal = fake
+        .messages_from("commandpost", "#inc-1-db", 1, SOON)
+        .await
+        .expect("a refusal");
+    assert!(
+        refusal[0].contains("I don't know who you are"),
+        "{refusal:?}"
+    );
+    assert_eq!(
+        server.incident_json(&alice_token, &id).await["severity"],
+        "SEV1"
+    );
+
+    let log = chat_log(&server, &alice_token, &id).await;
+    assert_eq!(
+        log,
+        vec![
+            "alice: !tl failover started",
+            "alice: !sev SEV1",
+            "mallory: !sev SEV3",
+            "alice: !sev SEV4",
+        ],
+        "every line logged once, formatting stripped"
+    );
+    assert!(
+        server
+            .metric("commandpost_irc_lines_heard_total")
+            .await
+            .expect("metric")
+            >= 4
+    );
+    assert_eq!(
+        server
+            .metric("commandpost_irc_connected")
+            .await
+            .expect("metric"),
+        1
+    );
+}
+
+/// Two server processes on one PostgreSQL database: one bot connection; `kill -9` the node holding it: the other
+/// joins within seconds, logs the lines said after once, and the posts queued before and after the kill arrive
+/// once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_bot_and_takeover_after_kill9() {
+    let ircd = Ircd::start().await;
+    let database = TestDatabase::create();
+    let config = server_config(ircd.port, Some(&database.url()));
+    let node1 = TestServer::start_process_with_config(&config).await;
+    let node2 = TestServer::start_node(&config, &node1.admin_token).await;
+    let alice_token = node1.token("alice", "write").await;
+    let mut alice = IrcClient::connect(ircd.port, "alice", "alice")
+        .await
+        .expect("alice");
+    alice.join("#inc-2-db").await.expect("join");
+    let id = declare_bound(&node1, &alice_token, "#inc-2-db").await;
+    joined(&mut alice, "commandpost", "#inc-2-db").await;
+    let mut said = alice
+        .messages_from("commandpost", "#inc-2-db", 1, SOON)
+        .await
+        .expect("the greeting");
+    // One connection, whatever the nodes do for several lease periods.
+    let settle = Instant::now() + irc::LEASE_TTL * 2;
+    while Instant::now() < settle {
+        let names = alice.names("#inc-2-db").await.expect("names");
+        let bots = names
+            .iter()
+            .filter(|name| name.starts_with("commandpost"))
+            .count();
+        assert_eq!(bots, 1, "one bot connection: {names:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let holder1 = node1
+        .metric("commandpost_irc_connected")
+        .await
+        .expect("metric");
+    let holder2 = node2
+        .metric("commandpost_irc_connected")
+        .await
+        .expect("metric");
+    assert_eq!(holder1 + holder2, 1, "exactly one node is connected");
+    let (mut holder, survivor) = if holder1 == 1 {
+        (node1, node2)
+    } else {
+        (node2, node1)
+    };
+
+    alice.say("#inc-2-db", "!sev SEV2").await.expect("say");
+    said.extend(
+        alice
+            .messages_from("commandpost", "#inc-2-db", 1, SOON)
+            .await
+            .expect("before"),
+    );
+    holder.kill9();
+    let killed = Instant::now();
+    // A post queued while no node is connected: a status change through the survivor.
+    let response = survivor
+        .operations(
+            &alice_token,
+            &id,
+            serde_json::json!([{"op": "setChoice", "field": "severity", "value": "SEV1"}]),
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    alice
+        .wait_for("the surviving node's bot to join", SOON, |line| {
+            line.command == "JOIN"
+                && line
+                    .nick
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("commandpost"))
+        })
+        .await
+        .expect("the survivor takes over");
+    let takeover = killed.elapsed();
+    eprintln!(
+        "takeover {takeover:?} after kill -9 (lease {:?})",
+        irc::LEASE_TTL
+    );
+    assert!(
+        takeover < irc::LEASE_TTL + Duration::from_secs(10),
+        "{takeover:?}"
+    );
+    let bot = alice
+        .seen
+        .iter()
+        .rev()
+        .find(|line| line.command == "JOIN")
+        .and_then(|line| line.nick.clone())
+        .expect("the new bot's nick");
+    said.extend(
+        alice
+            .messages_from(&bot, "#inc-2-db", 1, SOON)
+            .await
+            .expect("after"),
+    );
+    alice
+        .say("#inc-2-db", "!tl after the takeover")
+        .await
+        .expect("say");
+    let answer = alice
+        .messages_from(&bot, "#inc-2-db", 1, SOON)
+        .await
+        .expect("the answer");
+    assert!(answer[0].contains("noted in the timeline"), "{answer:?}");
+    eventually("the line after the takeover logged", SOON, || async {
+        chat_log(&survivor, &alice_token, &id)
+            .await
+            .contains(&"alice: !tl after the takeover".to_owned())
+            .then_some(())
+    })
+    .await
+    .expect("logged");
+    // Nothing more comes: no post repeated by the new holder.
+    let extra = alice
+        .messages_from(&bot, "#inc-2-db", 1, Duration::from_secs(4))
+        .await;
+    assert!(
+        extra.is_err(),
+        "a post said twice: {extra:?}; all: {:?}; log: {:?}",
+        alice
+            .seen
+            .iter()
+            .filter(|line| line.command == "PRIVMSG"
+                || line.command == "JOIN"
+                || line.command == "QUIT")
+            .map(|line| line.raw.clone())
+            .collect::<Vec<_>>(),
+        chat_log(&survivor, &alice_token, &id).await
+    );
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(
+        said[1].contains("SEV2") && said[2].contains("SEV1"),
+        "{said:?}"
+    );
+    assert_eq!(
+        chat_log(&survivor, &alice_token, &id).await,
+        vec!["alice: !sev SEV2", "alice: !tl after the takeover"],
+        "each line logged once"
+    );
+    assert_eq!(
+        survivor
+            .metric("commandpost_irc_connected")
+            .await
+            .expect("metric"),
+        1
+    );
 }
