@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Chat, Heard, Network, Speaker};
 use crate::config::IrcSettings;
 use crate::metrics::Metrics;
-use crate::store::outbox::{Attempt, Delivery, Next, Sink};
+use crate::store::outbox::{Attempt, Next, Sink};
 use crate::store::{Store, StoreError};
 
 pub mod protocol;
@@ -68,6 +68,10 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// How long a claimed post is ours before another claim may take it (a node that dies mid-post).
 const POST_LEASE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// How long a claimed post waits for the bot to get into its channel before it is put back (well within
+/// [`POST_LEASE`], so the claim never runs out while the post is held).
+const HOLD_FOR: Duration = Duration::from_secs(15);
 
 /// What the IRC bot needs of the chat core: the channels to be in, and where lines heard go.
 #[async_trait]
@@ -291,6 +295,8 @@ struct Conn<'a> {
     wanted: HashMap<String, String>,
     /// Lines waiting for flood control.
     queue: VecDeque<Out>,
+    /// Claimed posts waiting for us to get into their channel, by folded name: (since when, row id, post).
+    held: HashMap<String, Vec<(Instant, i64, Post)>>,
     /// Flood control's tokens.
     tokens: f64,
     /// When the tokens were last refilled.
@@ -322,6 +328,7 @@ async fn session(bot: &Bot) -> anyhow::Result<()> {
         rejoin: HashMap::new(),
         wanted: HashMap::new(),
         queue: VecDeque::new(),
+        held: HashMap::new(),
         tokens: f64::from(settings.flood_burst.max(1)),
         refilled: now,
         last_read: now,
@@ -524,14 +531,18 @@ impl Conn<'_> {
         }
     }
 
-    /// Claims due posts while few lines wait, and queues them (in id order) for the channels we are in.
+    /// Claims due posts while few lines wait, in id order. A post for a channel we are in is queued; one for a
+    /// channel we are not in yet (just bound, the `JOIN` under way) is held, with every later post for that
+    /// channel, until we are in it, so a channel's posts keep their order.
     async fn claim_posts(&mut self) {
         let burst = self.bot.settings.flood_burst.max(1) as usize;
-        if self.queue.len() >= burst {
+        let held: usize = self.held.values().map(Vec::len).sum();
+        if self.queue.len() + held >= burst {
+            self.release_stale_held().await;
             return;
         }
         let now = Utc::now();
-        let claimed = match self
+        let mut claimed = match self
             .bot
             .store
             .claim_deliveries(Sink::Irc, now, now + POST_LEASE, burst)
@@ -543,38 +554,57 @@ impl Conn<'_> {
                 return;
             }
         };
-        let mut claimed: Vec<Delivery> = claimed;
         claimed.sort_by_key(|delivery| delivery.id);
         for delivery in claimed {
             let post = match serde_json::from_str::<Post>(&delivery.payload) {
                 Ok(post) => post,
                 Err(error) => {
-                    self.finish(
-                        delivery.id,
-                        Next::GiveUp,
-                        Some(format!("unreadable post: {error}")),
-                    )
-                    .await;
+                    let error = format!("unreadable post: {error}");
+                    self.finish(delivery.id, Next::GiveUp, Some(error)).await;
                     continue;
                 }
             };
-            if self.joined.contains_key(&fold(&post.channel)) {
+            let folded = fold(&post.channel);
+            if self.joined.contains_key(&folded) && !self.held.contains_key(&folded) {
                 self.say(&post.channel, &post.text, Some(delivery.id));
             } else if delivery.attempts >= 20 {
-                self.finish(
-                    delivery.id,
-                    Next::GiveUp,
-                    Some(format!("the bot is not in {}", post.channel)),
-                )
-                .await;
+                let error = format!("the bot is not in {}", post.channel);
+                self.finish(delivery.id, Next::GiveUp, Some(error)).await;
             } else {
-                let retry = Utc::now() + chrono::TimeDelta::seconds(3);
-                self.finish(
-                    delivery.id,
-                    Next::RetryAt(retry),
-                    Some(format!("the bot is not in {} yet", post.channel)),
-                )
-                .await;
+                self.held
+                    .entry(folded)
+                    .or_default()
+                    .push((Instant::now(), delivery.id, post));
+            }
+        }
+        self.release_stale_held().await;
+    }
+
+    /// Queues the posts held for `folded`, now that we are in it.
+    fn say_held(&mut self, folded: &str) {
+        for (_, id, post) in self.held.remove(folded).unwrap_or_default() {
+            self.say(&post.channel, &post.text, Some(id));
+        }
+    }
+
+    /// Puts back posts held too long for a channel we cannot get into (banned, invite-only), before their claim
+    /// runs out: retried in a few seconds, counted in the delivery log.
+    async fn release_stale_held(&mut self) {
+        let stale: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, posts)| {
+                posts
+                    .first()
+                    .is_some_and(|(at, _, _)| at.elapsed() > HOLD_FOR)
+            })
+            .map(|(folded, _)| folded.clone())
+            .collect();
+        for folded in stale {
+            for (_, id, post) in self.held.remove(&folded).unwrap_or_default() {
+                let retry = Next::RetryAt(Utc::now() + chrono::TimeDelta::seconds(3));
+                let error = format!("the bot is not in {} yet", post.channel);
+                self.finish(id, retry, Some(error)).await;
             }
         }
     }
@@ -742,7 +772,8 @@ impl Conn<'_> {
                 let folded = fold(&name);
                 self.joining.remove(&folded);
                 tracing::info!(channel = %name, "joined");
-                self.joined.insert(folded, name);
+                self.joined.insert(folded.clone(), name);
+                self.say_held(&folded);
             }
             "PART" if self.sent_by_me(&message) => {
                 self.joined.remove(&fold(message.param(0)));
