@@ -477,14 +477,24 @@ impl Conn<'_> {
         if self.tokens >= 1.0 {
             return Some(Instant::now());
         }
-        let rate = self.bot.settings.flood_rate.max(0.01);
-        Some(Instant::now() + Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        Some(Instant::now() + Duration::from_secs_f64((1.0 - self.tokens) / self.rate()))
+    }
+
+    /// Lines per second: `flood-rate`, or 1 when it is no positive number (a rate of 0 or NaN would stop or
+    /// unthrottle the bot).
+    fn rate(&self) -> f64 {
+        let rate = self.bot.settings.flood_rate;
+        if rate.is_finite() && rate >= 0.01 {
+            rate
+        } else {
+            1.0
+        }
     }
 
     /// Adds the tokens earned since the last refill, up to the burst.
     fn refill(&mut self) {
         let now = Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f64() * self.bot.settings.flood_rate;
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate();
         self.tokens = (self.tokens + earned).min(f64::from(self.bot.settings.flood_burst.max(1)));
         self.refilled = now;
     }
