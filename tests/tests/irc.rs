@@ -992,3 +992,33 @@ async fn two_nodes_one_bot_and_takeover_after_kill9() {
         1
     );
 }
+
+/// A node that shuts down gracefully releases the lease: the other node connects at its next attempt (every
+/// third of the lease's lifetime), well before the lease would have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_hands_the_connection_over_at_once() {
+    let ircd = Ircd::start().await;
+    let database = TestDatabase::create();
+    let store_a: Arc<dyn Store> = Arc::new(PostgresStore::open(&database.url()).expect("store"));
+    let store_b: Arc<dyn Store> = Arc::new(PostgresStore::open(&database.url()).expect("store"));
+    let chat = Arc::new(Recorder::default());
+    chat.bind(&["#inc-30"]);
+    let mut watcher = IrcClient::connect(ircd.port, "watcher", "watcher")
+        .await
+        .expect("watcher");
+    watcher.join("#inc-30").await.expect("join");
+    let a = start_bot(settings(ircd.port), store_a, chat.clone(), "node-a");
+    joined(&mut watcher, "commandpost", "#inc-30").await;
+    let b = start_bot(settings(ircd.port), store_b, chat.clone(), "node-b");
+    a.stop().await;
+    let stopped = Instant::now();
+    joined(&mut watcher, "commandpost", "#inc-30").await;
+    let handover = stopped.elapsed();
+    eprintln!("handover {handover:?} after a graceful stop");
+    assert!(
+        handover < irc::LEASE_TTL,
+        "{handover:?}: the lease was not released"
+    );
+    assert_eq!(b.metrics.irc_connected.get(), 1);
+    b.stop().await;
+}
