@@ -14,6 +14,7 @@ const SHELL = [
   "/",
   "/app.css",
   "/js/access.js",
+  "/js/chat.js",
   "/js/api.js",
   "/js/app.js",
   "/js/audit.js",

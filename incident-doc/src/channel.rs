@@ -180,6 +180,17 @@ pub fn channel_name(rule: &str, network: Network, number: Option<i64>, title: &s
     cut.trim_end_matches(['-', '_']).to_owned()
 }
 
+/// The `n`th candidate for `name` when it is taken: `name` itself first, then `name-2` … cut so that it stays
+/// within `max` characters.
+pub fn suffixed(name: &str, n: usize, max: usize) -> String {
+    if n <= 1 {
+        return name.to_owned();
+    }
+    let suffix = format!("-{n}");
+    let keep = max.saturating_sub(suffix.len());
+    format!("{}{suffix}", name.chars().take(keep).collect::<String>())
+}
+
 /// The channel as written, if any.
 pub(crate) fn read_channel<D: ReadDoc>(r: &Reader<'_, D>) -> Option<Channel> {
     let map = r.map(&ROOT, keys::CHAT_CHANNEL)?;

@@ -30,6 +30,10 @@ pub struct Template {
     /// Incidents from this template are restricted to their members unless the declaration says otherwise: a
     /// security or HR incident must not be visible to everyone even for the minute before someone restricts it.
     pub restricted: bool,
+    /// The chat channel incidents from this template are bound to when declared, by its naming rule
+    /// (`channel.irc=#inc-{number}-{slug}` or `channel.slack=inc-{number}-{slug}`; see
+    /// [`crate::channel::channel_name`]), checked when the template is parsed.
+    pub channel: Option<(crate::channel::Network, String)>,
     /// The fields in template order.
     pub fields: Vec<TemplateField>,
 }
@@ -68,6 +72,24 @@ pub struct TemplateError {
     pub line: usize,
     /// What is wrong, in words a template author can act on.
     pub reason: String,
+}
+
+/// Checks a channel naming rule: only `{number}` and `{slug}` as placeholders, and the names it gives (for a long
+/// title too) channels the network takes.
+fn check_channel_rule(network: crate::channel::Network, rule: &str) -> Result<(), String> {
+    let bare = rule.replace("{number}", "").replace("{slug}", "");
+    if bare.contains(['{', '}']) {
+        return Err(format!(
+            "channel rule {rule:?}: only {{number}} and {{slug}} are replaced"
+        ));
+    }
+    for title in ["Checkout errors", &"long title ".repeat(20)] {
+        let name = crate::channel::channel_name(rule, network, Some(465), title);
+        let id = (network == crate::channel::Network::Slack).then_some("C0000000000");
+        crate::channel::Channel::new(network, &name, id)
+            .map_err(|e| format!("channel rule {rule:?} gives {name:?}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The marker that tells a field annotation from any other HTML comment.
@@ -201,16 +223,29 @@ impl<'a> TemplateParser<'a> {
         let pre = self.body(preamble.clone())?;
         let mut drill = false;
         let mut restricted = false;
+        let mut channel = None;
         if let Some((text, at)) = &pre.annotation {
             for (attr, value) in self.attributes(text, *at)? {
                 match (attr.as_str(), value) {
                     ("drill", None) => drill = true,
                     ("restricted", None) => restricted = true,
+                    (network @ ("channel.irc" | "channel.slack"), Some(rule)) => {
+                        if channel.is_some() {
+                            return Err(self.error(*at, "a template names one channel rule"));
+                        }
+                        let network = match network {
+                            "channel.irc" => crate::channel::Network::Irc,
+                            _ => crate::channel::Network::Slack,
+                        };
+                        check_channel_rule(network, &rule).map_err(|why| self.error(*at, why))?;
+                        channel = Some((network, rule));
+                    }
                     (other, _) => {
                         return Err(self.error(
                             *at,
                             format!(
-                                "unknown template attribute {other:?} (expected drill or restricted)"
+                                "unknown template attribute {other:?} (expected drill, restricted, \
+                                 channel.irc=… or channel.slack=…)"
                             ),
                         ));
                     }
@@ -283,6 +318,7 @@ impl<'a> TemplateParser<'a> {
             description,
             drill,
             restricted,
+            channel,
             fields,
         })
     }
@@ -918,6 +954,41 @@ mod tests {
 
     fn err(src: &str) -> TemplateError {
         Template::parse("t", "t.md", src).expect_err("template should be refused")
+    }
+
+    #[test]
+    fn channel_rules_are_checked_when_parsed() {
+        let with = |attr: &str| {
+            format!(
+                "# T\n<!-- commandpost {attr} -->\n\n## Title\n<!-- commandpost key=title kind=text -->\n"
+            )
+        };
+        let t =
+            Template::parse("t", "t.md", &with("channel.irc=#inc-{number}-{slug}")).expect("valid");
+        assert_eq!(
+            t.channel,
+            Some((crate::channel::Network::Irc, "#inc-{number}-{slug}".into()))
+        );
+        let t = Template::parse("t", "t.md", &with("channel.slack=inc-{number}-{slug}"))
+            .expect("valid");
+        assert_eq!(t.channel.map(|c| c.0), Some(crate::channel::Network::Slack));
+        assert_eq!(
+            Template::parse("t", "t.md", MINIMAL)
+                .expect("valid")
+                .channel,
+            None
+        );
+        for bad in [
+            "channel.irc=inc-{number}",
+            "channel.irc=#inc-{id}",
+            "channel.slack=Inc-{number}",
+            "channel.slack=#inc,{number}",
+            "channel.irc=#a channel.slack=b",
+            "channel.xmpp=#x",
+            "channel.irc",
+        ] {
+            assert!(Template::parse("t", "t.md", &with(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct IncidentView {
     /// always open, so such incidents' exports are what they always were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<AccessView>,
+    /// The chat channel bound to the incident (its command post), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<crate::channel::Channel>,
 }
 
 /// The restriction and the people the commander added (the declarer and role holders are members anyway).
@@ -212,6 +215,7 @@ impl IncidentView {
                     members,
                 }
             }),
+            channel: crate::channel::read_channel(&r),
         }
     }
 

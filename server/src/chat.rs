@@ -351,8 +351,7 @@ impl Chat {
                         )
                     },
                 );
-                let title = crate::webhooks::text(&signals, &incident_doc::signals::Event::Closed);
-                let title = title.strip_suffix(": closed").unwrap_or(&title).to_owned();
+                let title = posts::name(&signals);
                 format!(
                     "{title}: status {}, severity {}, commander {}, {last}",
                     h.status.as_deref().unwrap_or("none"),

@@ -245,7 +245,7 @@ pub fn with_chat_log(
             let text = String::from_utf8_lossy(&body).into_owned();
             let mut section = String::from("<section>\n<h2>Channel log</h2>\n<pre>");
             for line in &log {
-                section.push_str(&escape_html(&log_line(line)));
+                section.push_str(&export::escape_html(&log_line(line)));
                 section.push('\n');
             }
             section.push_str("</pre>\n</section>\n");
@@ -282,21 +282,6 @@ fn fenced(lines: &[&ChatLine]) -> String {
     }
     let fence = "`".repeat((longest + 1).max(3));
     format!("{fence}text\n{body}\n{fence}\n")
-}
-
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The heads of the document at `at`, or [`ExportError::NotYet`] when the incident did not exist yet.

@@ -161,6 +161,11 @@ async fn the_channel_works(server: TestServer, slack: SlackStandIn) {
         "this channel is now the incident's command post",
     )
     .await;
+    let view = server.incident_json(&alice, &id).await;
+    assert_eq!(
+        view["channel"],
+        json!({"network": "slack", "name": "inc-1-checkout", "id": channel})
+    );
 
     // A line with the timeline prefix, from alice.
     assert_eq!(
@@ -551,4 +556,190 @@ async fn without_slack_the_routes_are_not_found() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
+}
+
+/// The general template with a channel naming rule instead of its plain annotation, under another id.
+fn template_with(id: &str, rule: &str) -> (String, String) {
+    let source = include_str!("../../templates/incident.md").replacen(
+        "<!-- commandpost -->",
+        &format!("<!-- commandpost {rule} -->"),
+        1,
+    );
+    (format!("{id}.md"), source)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn templates_bind_a_channel_at_declaration() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, source) in [
+        template_with("irc-room", "channel.irc=#inc-{slug}"),
+        template_with("slack-room", "channel.slack=inc-{number}-{slug}"),
+    ] {
+        std::fs::write(dir.path().join(file), source).expect("write");
+    }
+    let templates = dir.path().to_owned();
+    let server = TestServer::start_with(|c| {
+        configure(c, &slack);
+        c.templates_dir = Some(templates);
+    })
+    .await;
+    let alice = server.token("alice", "write").await;
+    let declare = |template: &'static str| {
+        let server = &server;
+        let alice = alice.clone();
+        async move {
+            let (status, answer) = server
+                .call(
+                    Method::POST,
+                    "/api/incidents",
+                    Some(&alice),
+                    Some(&json!({"title": "Checkout errors!", "template": template})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
+            let id = answer["id"].as_str().expect("id").to_owned();
+            let view = server.incident_json(&alice, &id).await;
+            (id, view, answer["number"].as_i64().expect("a number"))
+        }
+    };
+    // IRC: the rule's name, then a suffix while an open incident holds it.
+    let (_, first, _) = declare("irc-room").await;
+    let (_, second, _) = declare("irc-room").await;
+    let text = |view: &Value| view.to_string();
+    assert!(
+        text(&first).contains("#inc-checkout-errors (IRC)"),
+        "{first}"
+    );
+    assert!(
+        text(&second).contains("#inc-checkout-errors-2 (IRC)"),
+        "{second}"
+    );
+
+    // Slack: the channel is created; a name already taken gets a suffix; the declaration is said there.
+    let (_, view, number) = declare("slack-room").await;
+    let name = format!("inc-{number}-checkout-errors");
+    assert!(
+        slack.channels().values().any(|n| *n == name),
+        "{:?}",
+        slack.channels()
+    );
+    slack.add_channel(&format!("inc-{}-checkout-errors", number + 1));
+    let (_, taken, _) = declare("slack-room").await;
+    let suffixed = format!("inc-{}-checkout-errors-2", number + 1);
+    let (id, _) = slack
+        .channels()
+        .into_iter()
+        .find(|(_, n)| *n == suffixed)
+        .expect("the suffixed channel");
+    assert!(
+        text(&taken).contains(&format!(
+            "#{suffixed} (Slack): https://slack.com/app_redirect?channel={id}"
+        )),
+        "{taken}"
+    );
+    assert!(text(&view).contains(&name));
+    wait_for_post(&slack, &id, "declared (SEV3)").await;
+    assert!(
+        slack
+            .calls()
+            .iter()
+            .filter(|c| *c == "conversations.create")
+            .count()
+            >= 3
+    );
+    assert_eq!(slack.problems(), Vec::<String>::new());
+    server.stop().await;
+}
+
+/// Two nodes on one PostgreSQL database, each with the Slack app: Slack's retry of an event reaching the other
+/// node (here: the same event sent to both at once) logs the line once, runs its command once and answers once;
+/// each post goes out once though both nodes send the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_log_and_post_each_line_once() {
+    let slack = SlackStandIn::start().await;
+    let db = TestDatabase::create();
+    let url = db.url();
+    let node1 = TestServer::start_with(|c| {
+        configure(c, &slack);
+        c.database_url = Some(url.clone());
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let node2 = TestServer::start_on(
+        listener,
+        |c| {
+            configure(c, &slack);
+            c.database_url = Some(url.clone());
+        },
+        Some(&node1.admin_token),
+    )
+    .await;
+    let alice = node1.token("alice", "write").await;
+    let id = node1.declare(&alice, "Checkout errors").await.id;
+    let channel = slack.add_channel("inc-1-checkout");
+    let (status, _) = node1
+        .call(
+            Method::PUT,
+            &format!("/api/incidents/{id}/channel"),
+            Some(&alice),
+            Some(&json!({"network": "slack", "name": "inc-1-checkout", "id": channel})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for n in 0..5 {
+        let ts = format!("1764000{n:03}.000100");
+        let text = format!("!tl step {n} done");
+        let (a, b) = tokio::join!(
+            say(&node1, &channel, ALICE, &text, &ts),
+            say(&node2, &channel, ALICE, &text, &ts)
+        );
+        assert_eq!((a, b), (StatusCode::OK, StatusCode::OK));
+    }
+    say(&node2, &channel, ALICE, "!sev SEV2", "1764000100.000100").await;
+    wait_for_post(&slack, &channel, "severity SEV3 → SEV2").await;
+    until("five acknowledgements", || async {
+        slack
+            .texts(&channel)
+            .iter()
+            .filter(|t| *t == "noted in the timeline")
+            .count()
+            >= 5
+    })
+    .await;
+    let lines = chat_log(&node2, &alice, &id).await;
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let md = document_md(&node1, &alice, &id).await;
+    for n in 0..5 {
+        assert_eq!(md.matches(&format!("step {n} done")).count(), 1, "{md}");
+    }
+    // Give both senders a moment to (wrongly) repeat anything, then count.
+    let settled = slack.posts().len();
+    until("the outbox to settle", || async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        slack.posts().len() == settled
+    })
+    .await;
+    let texts = slack.texts(&channel);
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| *t == "noted in the timeline")
+            .count(),
+        5,
+        "{texts:?}"
+    );
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("severity SEV3 → SEV2"))
+            .count(),
+        1,
+        "{texts:?}"
+    );
+    assert_eq!(slack.problems(), Vec::<String>::new());
+    node2.stop().await;
+    node1.stop().await;
 }

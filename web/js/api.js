@@ -166,5 +166,16 @@ export const listPeople = async () => (await request("/api/people")).people;
  * reason records `closeOverride`, and an administrator's `overrideCommand` the audit trail, which the server
  * refuses from a replica's own changes.
  */
+/** A page of the channel log, newest first, with the bound channel: `{channel, lines, next}`. */
+export const getChatLog = (id) => request(`/api/incidents/${encodeURIComponent(id)}/chat?limit=50`);
+
+/** Binds the incident to `{network, name, id?}` (the commander or an admin). */
+export const bindChannel = (id, body) =>
+  request(`/api/incidents/${encodeURIComponent(id)}/channel`, { method: "PUT", body });
+
+/** Unbinds the incident's channel. */
+export const unbindChannel = (id) =>
+  request(`/api/incidents/${encodeURIComponent(id)}/channel`, { method: "DELETE" });
+
 export const applyOperations = (id, operations) =>
   request(`/api/incidents/${encodeURIComponent(id)}/operations`, { method: "POST", body: { operations } });

@@ -11,6 +11,7 @@
  */
 
 import { renderAccess } from "./access.js";
+import { followChat } from "./chat.js";
 import { applyOperations, fetchSession, fetchUpdate, listPeople, markUpdateSent } from "./api.js";
 import { canWrite, isAdmin, session } from "./auth.js";
 import { h, saveBlob, showError, showMessage, timeEl, utcTime } from "./dom.js";
@@ -140,6 +141,7 @@ function skeleton() {
     h("header", { class: "headline" }),
     h("datalist", { id: "people" }),
     h("section", { id: "access" }),
+    h("section", { id: "chat" }),
     h(
       "div",
       { class: "exports", role: "group", "aria-label": "Export" },
@@ -290,6 +292,11 @@ class IncidentPage {
     if (this.live.hasContent()) this.render(null);
     this.updatePresence();
     const ticker = setInterval(() => this.tick(), TICK_MS);
+    followChat(this.id, this.root.querySelector("#chat"), {
+      manage: () => this.mayManage(),
+      failed: showError,
+      signal,
+    });
 
     signal.addEventListener("abort", () => {
       clearInterval(ticker);
@@ -424,6 +431,15 @@ class IncidentPage {
    * changes go through the model like any edit; an admin who does not command sends them over HTTP, where the
    * server knows the admin scope (as with overriding command).
    */
+  /** Whether the signed-in person commands the incident (or nobody does) or is an admin, with a write token. */
+  mayManage() {
+    const view = this.view;
+    if (!view) return false;
+    const commander = rolesOf(view).commander ?? null;
+    const commands = commander === null || commander === this.name();
+    return canWrite() && view.status !== "closed" && (commands || isAdmin());
+  }
+
   renderAccess(view, command) {
     const name = this.name();
     const commands = command.commander === null || command.commander === name;

@@ -66,6 +66,76 @@ pub(super) async fn check_channels(
     Ok(())
 }
 
+/// The operations that bind a new incident to its template's channel (`rule`) and write it into the command post
+/// field (`command_post`): on IRC the name the rule gives, or with `-2` … `-9` when another open incident holds
+/// it; on Slack a channel created with `conversations.create` (`name_taken` handled there). Nothing when no channel
+/// can be had (no `[slack]`, Slack refused): the incident is declared all the same, and the log says why.
+pub(super) async fn declared_channel(
+    state: &AppState,
+    network: Network,
+    rule: &str,
+    number: i64,
+    title: &str,
+    command_post: bool,
+) -> Vec<Operation> {
+    let name = incident_doc::channel::channel_name(rule, network, Some(number), title);
+    let channel = match network {
+        Network::Irc => {
+            let mut found = None;
+            for n in 1..=9 {
+                let candidate =
+                    incident_doc::channel::suffixed(&name, n, incident_doc::channel::IRC_MAX);
+                match state.store.incident_by_channel(network, &candidate).await {
+                    Ok(None) => {
+                        found = Channel::new(network, &candidate, None).ok();
+                        break;
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no channel for the new incident: the index is unavailable");
+                        break;
+                    }
+                }
+            }
+            found
+        }
+        Network::Slack => match &state.slack {
+            Some(slack) => match slack.api.create_channel(&name).await {
+                Ok((id, created)) => Channel::new(network, &created, Some(&id)).ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Slack channel for the new incident");
+                    None
+                }
+            },
+            None => {
+                tracing::warn!("the template names a Slack channel but no [slack] is configured");
+                None
+            }
+        },
+    };
+    let Some(channel) = channel else {
+        return Vec::new();
+    };
+    let mut ops = vec![Operation::BindChannel {
+        network,
+        name: channel.name.clone(),
+        id: channel.id.clone(),
+    }];
+    if command_post {
+        ops.push(Operation::SetText {
+            field: "commandPost".into(),
+            text: match &channel.id {
+                Some(id) => format!(
+                    "{}: https://slack.com/app_redirect?channel={id}",
+                    channel.display()
+                ),
+                None => channel.display(),
+            },
+        });
+    }
+    ops
+}
+
 /// Wakes the bots when a batch bound or unbound a channel, so they join or leave at once.
 pub(super) fn channels_changed(state: &AppState, ops: &[Operation]) {
     if ops.iter().any(|op| {
@@ -175,13 +245,16 @@ struct LogQuery {
 /// A page of the channel log.
 #[derive(Serialize, ToSchema)]
 struct ChatLog {
+    /// The channel bound to the incident now, if any.
+    channel: Option<Channel>,
     /// The lines, newest first.
     lines: Vec<ChatLine>,
     /// The `before` of the next (older) page, or `null` at the start of the log.
     next: Option<i64>,
 }
 
-/// `GET /api/incidents/{id}/chat[?before=&limit=]` (read) → `{lines, next}`: the channel log, newest first.
+/// `GET /api/incidents/{id}/chat[?before=&limit=]` (read) → `{channel, lines, next}`: the bound channel and its
+/// log, newest first.
 #[utoipa::path(
     get,
     path = "/api/incidents/{id}/chat",
@@ -217,5 +290,14 @@ async fn log(
     let next = (lines.len() == limit)
         .then(|| lines.last().map(|l| l.id))
         .flatten();
-    Ok(Json(ChatLog { lines, next }))
+    let channel = state
+        .store
+        .summary(handle.id)
+        .await?
+        .and_then(|s| s.channel);
+    Ok(Json(ChatLog {
+        channel,
+        lines,
+        next,
+    }))
 }

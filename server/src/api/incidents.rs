@@ -35,6 +35,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(operations))
 }
 
+/// The key of the command post field, where a channel bound at declaration is written.
+const COMMAND_POST_KEY: &str = "commandPost";
+
 /// Body of `POST /api/incidents`. Anyone on call with a write token can declare, at once.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -198,6 +201,16 @@ async fn declare(
     let editor = editor(&identity);
     // A refused declaration after this point leaves a gap in the numbers, which the store allows.
     let number = state.store.next_incident_number().await?;
+    let name = body.title.clone();
+    if let Some((network, rule)) = &template.channel {
+        let has_post = template
+            .fields
+            .iter()
+            .any(|f| f.def.key == COMMAND_POST_KEY);
+        starting.extend(
+            super::chat::declared_channel(&state, *network, rule, number, &name, has_post).await,
+        );
+    }
     let mut incident = Incident::create(
         template,
         &Declaration {
@@ -217,6 +230,7 @@ async fn declare(
     let restricted = incident.restriction().0;
     let id = DocumentId::random();
     state.registry.create(id, incident).await?;
+    super::chat::channels_changed(&state, &starting);
     if restricted {
         let event = audit::Event {
             actor: &identity.name,

@@ -114,7 +114,7 @@ pub fn spawn_stale_sweep(
 }
 
 /// `[DRILL] #465 Checkout errors`, as the events' lines begin.
-fn name(signals: &Signals) -> String {
+pub fn name(signals: &Signals) -> String {
     let full = text(signals, &Event::Closed);
     full.strip_suffix(": closed").unwrap_or(&full).to_owned()
 }

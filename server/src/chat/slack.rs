@@ -196,13 +196,8 @@ impl SlackApi {
     pub async fn create_channel(&self, name: &str) -> Result<(String, String), ApiFailure> {
         let mut last = ApiFailure::Refused("name_taken".into());
         for n in 1..=9 {
-            let candidate = if n == 1 {
-                name.to_owned()
-            } else {
-                let suffix = format!("-{n}");
-                let keep = incident_doc::channel::SLACK_MAX - suffix.len();
-                format!("{}{suffix}", name.chars().take(keep).collect::<String>())
-            };
+            let candidate =
+                incident_doc::channel::suffixed(name, n, incident_doc::channel::SLACK_MAX);
             match self
                 .call(
                     "conversations.create",
