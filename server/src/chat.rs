@@ -6,6 +6,7 @@
 //! queued with the change ([`posts`]); the bots send the queue.
 
 pub mod commands;
+pub mod irc;
 pub mod people;
 pub mod posts;
 pub mod slack;

@@ -80,6 +80,8 @@ pub struct Config {
     /// Status updates by email (`[mail]`: the SMTP relay, the sender, `[[mail.lists]]`; docs/integrations.md);
     /// without it, updates are copied and marked as sent by hand.
     pub mail: Option<MailSettings>,
+    /// The IRC bot's network (`[irc]`, docs/integrations.md); without it, no IRC bot.
+    pub irc: Option<IrcSettings>,
     /// Chat channels bound to incidents (`[chat]`: the timeline prefix and `[[chat.people]]`, who is who in chat;
     /// docs/integrations.md). With it (or `[slack]`), document actors post incidents' events to their channels.
     pub chat: Option<ChatSettings>,
@@ -116,6 +118,7 @@ impl Default for Config {
             backup_keep: 7,
             oidc: None,
             mail: None,
+            irc: None,
             chat: None,
             slack: None,
         }
@@ -282,7 +285,7 @@ impl Config {
     /// Whether document actors post incidents' events to their bound channels: when a chat network or `[chat]`
     /// is configured.
     pub fn chat_posts(&self) -> bool {
-        self.chat.is_some() || self.slack.is_some()
+        self.chat.is_some() || self.slack.is_some() || self.irc.is_some()
     }
 }
 
@@ -399,6 +402,88 @@ impl std::fmt::Debug for SlackSettings {
             .field("api_url", &self.api_url)
             .field("reaction", &self.reaction)
             .finish_non_exhaustive()
+    }
+}
+
+/// The `[irc]` table: the IRC network the bot connects to (one connection per cluster), who it is there, and how
+/// fast it may talk.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IrcSettings {
+    /// The server's host name (checked against its certificate with TLS) or address.
+    pub server: String,
+    /// The server's port; by default 6697 with TLS, 6667 without.
+    pub port: Option<u16>,
+    /// Whether to connect with TLS, verifying the server's certificate (on by default).
+    pub tls: bool,
+    /// A PEM file of CA certificates trusted besides the system's, for a network with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// The bot's nick; `_` is appended while it is taken.
+    pub nick: String,
+    /// The user name (ident) the bot registers with.
+    pub user: String,
+    /// The real name (gecos) the bot registers with.
+    pub real_name: String,
+    /// The server password (`PASS`), for networks or bouncers that want one.
+    pub password: Option<String>,
+    /// The services account to log in with by SASL PLAIN (with `sasl-password`), when the server offers SASL.
+    pub sasl_user: Option<String>,
+    /// The SASL password.
+    pub sasl_password: Option<String>,
+    /// Identify to NickServ with this password after connecting, when SASL is not used.
+    pub nickserv_password: Option<String>,
+    /// Lines the bot may send at once before flood control spaces them out.
+    pub flood_burst: u32,
+    /// Lines per second the bot sends at most, sustained (a token bucket refilled at this rate; posts queue up).
+    pub flood_rate: f64,
+}
+
+impl Default for IrcSettings {
+    fn default() -> Self {
+        IrcSettings {
+            server: String::new(),
+            port: None,
+            tls: true,
+            ca_file: None,
+            nick: "commandpost".into(),
+            user: "commandpost".into(),
+            real_name: "commandpost incident bot".into(),
+            password: None,
+            sasl_user: None,
+            sasl_password: None,
+            nickserv_password: None,
+            flood_burst: 5,
+            flood_rate: 1.0,
+        }
+    }
+}
+
+impl IrcSettings {
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls { 6697 } else { 6667 })
+    }
+}
+
+/// Like the derived form, with the passwords left out: configurations end up in logs and panics.
+impl std::fmt::Debug for IrcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "…");
+        f.debug_struct("IrcSettings")
+            .field("server", &self.server)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("nick", &self.nick)
+            .field("user", &self.user)
+            .field("real_name", &self.real_name)
+            .field("password", &hidden(&self.password))
+            .field("sasl_user", &self.sasl_user)
+            .field("sasl_password", &hidden(&self.sasl_password))
+            .field("nickserv_password", &hidden(&self.nickserv_password))
+            .field("flood_burst", &self.flood_burst)
+            .field("flood_rate", &self.flood_rate)
+            .finish()
     }
 }
 
@@ -676,6 +761,7 @@ mod tests {
             keys::<OidcSettings>(),
             keys::<MailSettings>(),
             keys::<MailList>(),
+            keys::<IrcSettings>(),
             keys::<ChatSettings>(),
             keys::<ChatPerson>(),
             keys::<SlackSettings>(),

@@ -192,6 +192,16 @@ pub async fn run(
             stop.clone(),
         )
     });
+    if let Some(settings) = config.irc.clone() {
+        let bot = chat::irc::Bot {
+            settings,
+            store: store.clone(),
+            chat: chat.clone(),
+            metrics: metrics.clone(),
+            holder: format!("{server_id}-{:016x}", rand::random::<u64>()),
+        };
+        tokio::spawn(chat::irc::run(bot, stop.clone()));
+    }
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),

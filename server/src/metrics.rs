@@ -237,6 +237,14 @@ pub struct Metrics {
     pub retention_due: Gauge,
     /// Closed incidents the retention policy deleted.
     pub retention_deleted: Counter,
+    /// 1 while this node's IRC bot is connected and registered (at most one node of a cluster), else 0.
+    pub irc_connected: Gauge,
+    /// Lines said in bound IRC channels that the bot handed to the chat core.
+    pub irc_lines_heard: Counter,
+    /// Lines the IRC bot said (posts and answers).
+    pub irc_lines_said: Counter,
+    /// IRC connections that ended and were retried.
+    pub irc_reconnects: Counter,
 }
 
 impl Metrics {
@@ -271,6 +279,11 @@ impl Metrics {
                 "commandpost_sync_peers",
                 "Connection-document sync sessions.",
                 self.peers.get(),
+            ),
+            (
+                "commandpost_irc_connected",
+                "1 while this node's IRC bot is connected and registered, else 0.",
+                self.irc_connected.get(),
             ),
             (
                 "commandpost_heavy_reads",
@@ -388,6 +401,21 @@ impl Metrics {
                 "commandpost_mail_failed_total",
                 "Status update emails given up (refused for good, or out of attempts).",
                 &self.mail_failed,
+            ),
+            (
+                "commandpost_irc_lines_heard_total",
+                "Lines said in bound IRC channels that the bot handed to the chat core.",
+                &self.irc_lines_heard,
+            ),
+            (
+                "commandpost_irc_lines_said_total",
+                "Lines the IRC bot said (posts and answers).",
+                &self.irc_lines_said,
+            ),
+            (
+                "commandpost_irc_reconnects_total",
+                "IRC connections that ended and were retried.",
+                &self.irc_reconnects,
             ),
             (
                 "commandpost_backups_written_total",

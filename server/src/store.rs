@@ -13,6 +13,7 @@
 
 pub mod backup;
 pub mod chat_log;
+pub mod lease;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
@@ -351,7 +352,8 @@ pub trait Store: Send + Sync + 'static {
         address: &str,
     ) -> Result<Option<IncidentSummary>, StoreError>;
 
-    /// The channels of `network` bound to open incidents, each once, sorted by address.
+    /// The channels of `network` bound to open incidents, and to closed ones whose last posts (the closing) are
+    /// still to be said there: each once, sorted by address.
     async fn bound_channels(&self, network: Network) -> Result<Vec<Channel>, StoreError>;
 
     /// Queues deliveries not caused by a change (a field gone stale). A delivery whose `(endpoint, event id)` is
@@ -534,6 +536,23 @@ pub trait Store: Send + Sync + 'static {
     /// The audit log's entries that `filter` selects, the newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Takes the lease `name` for `holder` until `now + ttl` if it is free, expired or already `holder`'s (a
+    /// renewal), and returns its epoch (fencing token): the same while `holder` keeps renewing it in time, greater
+    /// whenever it was taken after expiring. `None` when another holder has it. Atomic across nodes: of callers
+    /// racing for a free lease exactly one gets it (`store/lease.rs`). Used so that one node of a cluster holds
+    /// each chat bot's connection.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Gives the lease `name` up if `holder` has it (nothing otherwise), so another node takes it at once rather
+    /// than after it expires: on a graceful shutdown.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
     /// Checks that the database is reachable and the write path is alive, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -579,6 +598,9 @@ pub(crate) mod conformance {
     use futures_util::future::join_all;
 
     pub(crate) use super::chat_log::cases::chat_log_pages_and_dedupes;
+    pub(crate) use super::lease::cases::{
+        leases_fence_their_holders, racing_holders_get_one_lease,
+    };
     pub(crate) use super::outbox::cases::{
         outbox_claims_by_sink, outbox_claims_retries_and_logs,
         outbox_coalesces_unattempted_deliveries, outbox_lists_an_incidents_deliveries_by_sink,
@@ -623,6 +645,8 @@ pub(crate) mod conformance {
                 outbox_coalesces_unattempted_deliveries,
                 outbox_claims_by_sink,
                 outbox_lists_an_incidents_deliveries_by_sink,
+                leases_fence_their_holders,
+                racing_holders_get_one_lease,
                 chat_log_pages_and_dedupes,
             );
         };

@@ -11,6 +11,8 @@
 //!   [`Proxy`], a TCP proxy whose link a test cuts to take one browser offline.
 //! - [`Receiver`]: a real HTTP server on a loopback port that records the webhook deliveries it gets, can answer
 //!   errors, and can go down and come back on the same port.
+//! - [`Ircd`]: a real IRC server (Debian's ngircd) on loopback, with TLS on request, restartable; [`IrcClient`], a
+//!   raw IRC client that joins, says lines (hostile ones too), kicks and reads what the bot says.
 //! - [`slack::SlackStandIn`]: the Slack Web API calls commandpost makes, on loopback, checking each request against
 //!   Slack's documented shapes.
 //! - [`TestDatabase`]: a fresh PostgreSQL schema for server nodes that share one database (cluster tests).
@@ -24,6 +26,8 @@
 mod browser;
 mod database;
 pub mod hostile;
+mod irc_client;
+mod ircd;
 pub mod js_client;
 mod markdown;
 pub mod oidc;
@@ -40,6 +44,8 @@ pub use browser::{
     AxeViolation, Browser, CHROMEDRIVER, CHROMIUM, Caret, WindowSize, artifacts_dir, target_dir,
 };
 pub use database::TestDatabase;
+pub use irc_client::{IrcClient, Line};
+pub use ircd::Ircd;
 pub use markdown::markdown_section;
 pub use poll::eventually;
 pub use proxy::Proxy;

@@ -6,21 +6,13 @@
 //! wrote the change; the network's bot claims and sends it.
 
 use chrono::{DateTime, Utc};
-use incident_doc::channel::{Channel, Network};
+use incident_doc::channel::Channel;
 use incident_doc::signals::{Event, Signals};
 use serde_json::json;
 use wire::DocumentId;
 
 use crate::store::outbox::{NewDelivery, Sink};
 use crate::webhooks::{random_hex, text};
-
-/// The outbox sink of a network's bot.
-pub fn sink(network: Network) -> Sink {
-    match network {
-        Network::Irc => Sink::Irc,
-        Network::Slack => Sink::Slack,
-    }
-}
 
 /// The posts of one batch of changes: its events said in the channel bound after it (the summary's edits are the
 /// document's, not the channel's), and a greeting when the batch bound the channel.
@@ -135,13 +127,14 @@ fn post(
         doc,
         not_before: now,
         coalesce: None,
-        sink: sink(channel.network),
+        sink: Sink::from(channel.network),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+    use incident_doc::channel::Network;
     use incident_doc::{Declaration, Editor, Incident, Operation, template};
 
     use super::*;

@@ -133,6 +133,16 @@ pub(super) const TABLES: &[Table] = &[
         identity: true,
     },
     Table {
+        name: "leases",
+        columns: &[
+            ("name", Kind::Text),
+            ("holder", Kind::Text),
+            ("epoch", Kind::Int8),
+            ("expires_at", Kind::Time),
+        ],
+        identity: false,
+    },
+    Table {
         name: "tickets",
         columns: &[
             ("hash", Kind::Text),

@@ -104,6 +104,7 @@ pub(crate) mod cases {
     use super::NewChatLine;
     use crate::store::Store;
     use crate::store::conformance::{doc_id, summary_of};
+    use crate::store::outbox::{Attempt, NewDelivery, Next, Sink};
 
     fn line(doc: wire::DocumentId, n: i64, id: Option<&str>) -> NewChatLine {
         NewChatLine {
@@ -212,6 +213,45 @@ pub(crate) mod cases {
                 .expect("lookup"),
             None
         );
+        assert!(
+            store
+                .bound_channels(Network::Irc)
+                .await
+                .expect("channels")
+                .is_empty()
+        );
+
+        // A closed incident's channel is still to be in while its closing post is pending, so the bot says it.
+        let closing = NewDelivery {
+            endpoint: "#inc-1-db".into(),
+            event_id: "closed-1".into(),
+            kind: "closed".into(),
+            doc,
+            payload: r##"{"channel":"#inc-1-db","text":"closed"}"##.into(),
+            not_before: Utc::now(),
+            coalesce: None,
+            sink: Sink::Irc,
+        };
+        store.enqueue(vec![closing]).await.expect("enqueue");
+        assert_eq!(
+            store.bound_channels(Network::Irc).await.expect("channels"),
+            vec![bound.channel.clone().expect("bound")]
+        );
+        let now = Utc::now();
+        let claimed = store
+            .claim_deliveries(Sink::Irc, now, now + Duration::minutes(1), 10)
+            .await
+            .expect("claim");
+        let said = Attempt {
+            at: now,
+            status: None,
+            error: None,
+            next: Next::Done,
+        };
+        store
+            .finish_delivery(claimed[0].id, &said)
+            .await
+            .expect("finish");
         assert!(
             store
                 .bound_channels(Network::Irc)

@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use incident_doc::channel::Network;
 use wire::DocumentId;
 
 /// One event queued for one endpoint.
@@ -47,6 +48,16 @@ pub enum Sink {
     Irc,
     /// The Slack bot: the endpoint is a channel id.
     Slack,
+}
+
+/// The sink of a network's bot.
+impl From<Network> for Sink {
+    fn from(network: Network) -> Sink {
+        match network {
+            Network::Irc => Sink::Irc,
+            Network::Slack => Sink::Slack,
+        }
+    }
 }
 
 impl Sink {

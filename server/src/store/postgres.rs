@@ -56,6 +56,7 @@ use tokio::sync::broadcast;
 
 use super::backup::{self, Kind};
 use super::chat_log::{ChatLine, NewChatLine};
+use super::lease;
 use super::outbox::{
     Attempt, Carried, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
 };
@@ -687,6 +688,38 @@ impl Store for PostgresStore {
             .map(|(token_hash, _)| token_hash))
     }
 
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        // One upsert: racing inserts conflict on the key, and the update's condition is judged on the row as the
+        // winner left it, so exactly one caller gets a free lease.
+        sqlx::query_scalar(sqlx::AssertSqlSafe(lease::acquire_statement(
+            "$1", "$2", "$3", "$4",
+        )))
+        .bind(name)
+        .bind(holder)
+        .bind(now)
+        .bind(now + ttl)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .bind(lease::released())
+            .execute(self.pool().await?)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     async fn create_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "WITH purged AS (DELETE FROM sessions WHERE expires_at <= $5)
@@ -920,7 +953,7 @@ impl Store for PostgresStore {
              WHERE doc = $1 AND network = $2 AND channel = $3 AND line_id = $4",
         )
         .bind(doc.to_string())
-        .bind(network.as_str())
+        .bind(Sink::from(network).as_str())
         .bind(channel)
         .bind(line_id)
         .fetch_optional(self.pool().await?)
@@ -953,9 +986,14 @@ impl Store for PostgresStore {
     async fn bound_channels(&self, network: Network) -> Result<Vec<Channel>, StoreError> {
         let texts: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT channel FROM incidents
-             WHERE channel_key LIKE $1 AND status <> 'closed' ORDER BY channel_key",
+             WHERE channel_key LIKE $1
+               AND (status <> 'closed'
+                    OR EXISTS (SELECT 1 FROM deliveries WHERE doc = incidents.id AND sink = $2
+                                                          AND state = 'pending'))
+             ORDER BY channel_key",
         )
         .bind(super::chat_log::network_pattern(network))
+        .bind(Sink::from(network).as_str())
         .fetch_all(self.pool().await?)
         .await
         .map_err(db_error)?;

@@ -51,6 +51,7 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::chat_log::{ChatLine, NewChatLine};
+use super::lease;
 use super::outbox::{
     Attempt, Carried, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
 };
@@ -216,7 +217,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX chat_lines_once ON chat_lines (doc, network, channel, line_id);
     CREATE INDEX chat_lines_by_doc ON chat_lines (doc, id);",
-    // Version 12 on main (the mail branch's one entry; 10 and 11 belong to the chat work): one incident's
+    // Version 11: leases (`store/lease.rs`), which node holds a cluster-wide role such as a
+    // chat bot's one connection; `epoch` is the fencing token.
+    "CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
+    // Version 12: one incident's
     // deliveries of one sink in order, for its mail thread (`Store::deliveries_of`).
     "CREATE INDEX deliveries_by_doc ON deliveries (doc, sink, id);",
 ];
@@ -753,6 +762,49 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let expires = now + ttl;
+        // A write, so that the writer thread's order makes a free lease one caller's.
+        self.write(move |conn| {
+            conn.prepare_cached(&lease::acquire_statement("?1", "?2", "?3", "?4"))
+                .and_then(|mut acquire| {
+                    acquire
+                        .query_row(
+                            params![
+                                name,
+                                holder,
+                                now.timestamp_micros(),
+                                expires.timestamp_micros()
+                            ],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .optional()
+                })
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE leases SET expires_at = ?3 WHERE name = ?1 AND holder = ?2")
+                .and_then(|mut release| {
+                    release.execute(params![name, holder, lease::released().timestamp_micros()])
+                })
+                .map(drop)
+                .map_err(db_error)
+        })
+        .await
+    }
+
     async fn create_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError> {
         let hash = hash.to_owned();
         let session = session.clone();
@@ -1056,11 +1108,15 @@ impl Store for SqliteStore {
                 let mut select = conn
                     .prepare_cached(
                         "SELECT channel FROM incidents
-                         WHERE channel_key LIKE ?1 AND status <> 'closed' ORDER BY channel_key",
+                         WHERE channel_key LIKE ?1
+                           AND (status <> 'closed'
+                                OR EXISTS (SELECT 1 FROM deliveries WHERE doc = incidents.id AND sink = ?2
+                                                                      AND state = 'pending'))
+                         ORDER BY channel_key",
                     )
                     .map_err(db_error)?;
                 let rows = select
-                    .query_map([&pattern], |row| row.get(0))
+                    .query_map(params![pattern, Sink::from(network).as_str()], |row| row.get(0))
                     .map_err(db_error)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
             })
