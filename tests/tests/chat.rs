@@ -20,7 +20,7 @@ use server::document::{DocHandle, Registry};
 use server::metrics::Metrics;
 use server::reads::HeavyReads;
 use server::store::Store;
-use server::store::outbox::Sink;
+use server::store::outbox::{Attempt, Next, Sink};
 use server::store::postgres::PostgresStore;
 use server::store::sqlite::SqliteStore;
 use tests::TestDatabase;
@@ -133,17 +133,23 @@ async fn irc_posts(store: &dyn Store) -> Vec<(String, String)> {
         .claim_deliveries(Sink::Irc, now, now + chrono::Duration::seconds(60), 1000)
         .await
         .expect("claim");
-    claimed
-        .into_iter()
-        .map(|d| {
-            let payload: Value = serde_json::from_str(&d.payload).expect("JSON");
-            assert_eq!(payload["channel"].as_str(), Some(d.endpoint.as_str()));
-            (
-                d.endpoint,
-                payload["text"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
+    let said = Attempt {
+        at: now,
+        status: None,
+        error: None,
+        next: Next::Done,
+    };
+    let mut posts = Vec::new();
+    for d in claimed {
+        store.finish_delivery(d.id, &said).await.expect("said");
+        let payload: Value = serde_json::from_str(&d.payload).expect("JSON");
+        assert_eq!(payload["channel"].as_str(), Some(d.endpoint.as_str()));
+        posts.push((
+            d.endpoint,
+            payload["text"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    posts
 }
 
 async fn the_chat_core_works(store: Arc<dyn Store>) {
@@ -336,17 +342,22 @@ async fn the_chat_core_works(store: Arc<dyn Store>) {
         )
         .await
         .expect("close");
+    assert_eq!(
+        s.chat.channels(Network::Irc).await.expect("channels"),
+        vec!["#inc-1-db".to_owned()],
+        "the bot stays until it has said the closing post"
+    );
+    let posts = irc_posts(&*s.store).await;
+    assert!(
+        posts.iter().any(|(_, t)| t.ends_with(": closed")),
+        "{posts:?}"
+    );
     assert!(
         s.chat
             .channels(Network::Irc)
             .await
             .expect("channels")
             .is_empty()
-    );
-    let posts = irc_posts(&*s.store).await;
-    assert!(
-        posts.iter().any(|(_, t)| t.ends_with(": closed")),
-        "{posts:?}"
     );
     let before = s
         .store
