@@ -5,6 +5,7 @@
 mod analytics;
 pub(crate) mod archive;
 mod audit;
+mod channel;
 mod chat;
 mod command;
 mod hooks;

@@ -208,7 +208,7 @@ async fn declare(
             .iter()
             .any(|f| f.def.key == COMMAND_POST_KEY);
         starting.extend(
-            super::chat::declared_channel(&state, *network, rule, number, &name, has_post).await,
+            super::channel::declared_channel(&state, *network, rule, number, &name, has_post).await,
         );
     }
     let mut incident = Incident::create(
@@ -230,7 +230,7 @@ async fn declare(
     let restricted = incident.restriction().0;
     let id = DocumentId::random();
     state.registry.create(id, incident).await?;
-    super::chat::channels_changed(&state, &starting);
+    super::channel::channels_changed(&state, &starting);
     if restricted {
         let event = audit::Event {
             actor: &identity.name,
@@ -592,12 +592,12 @@ async fn operations(
         ));
     }
     let handle = handle(&state, &identity, &id).await?;
-    super::chat::check_channels(&state, handle.id, &body.operations).await?;
+    super::channel::check_channels(&state, handle.id, &body.operations).await?;
     // The actor records any change of who may see the incident in the audit log, with where it came from.
     let applied = handle
         .apply_from(body.operations.clone(), editor(&identity), from)
         .await?;
-    super::chat::channels_changed(&state, &body.operations);
+    super::channel::channels_changed(&state, &body.operations);
     Ok(Json(AppliedAll { applied }))
 }
 
