@@ -58,7 +58,6 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "wasm-bindgen tests of client-wasm (Node)"
-TOOLS="${COMMANDPOST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/commandpost/tools}"
 WB_VER="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/wasm-bindgen-$WB_VER/bin/wasm-bindgen-test-runner" \
   cargo test --target wasm32-unknown-unknown -p client-wasm --test web
