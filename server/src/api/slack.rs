@@ -225,8 +225,9 @@ async fn events(
     Ok(taken)
 }
 
-/// The fields of a slash command's form the app reads (Slack sends more).
-#[derive(Deserialize)]
+/// The fields of a slash command's form the app reads (Slack sends more, which are ignored).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = SlackSlashCommand)]
 struct SlashCommand {
     /// The command's text after `/incident`.
     #[serde(default)]
@@ -253,7 +254,7 @@ struct SlashAnswer {
     post,
     path = "/api/slack/commands",
     tag = "chat",
-    request_body(content = String, description = "Slack's slash command form (`text`, `user_id`, `channel_id`, …)", content_type = "application/x-www-form-urlencoded"),
+    request_body(content = SlashCommand, description = "Slack's slash command form (`text`, `user_id`, `channel_id`, …)", content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Slack's `{response_type, text}`", body = SlashAnswer),
         (status = 400, response = BadRequest),
