@@ -12,6 +12,9 @@ use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::config::{ChatPerson, ChatSettings, Config, SlackSettings};
+use server::store::Store;
+use server::store::outbox::{DeliveryState, Sink};
+use server::store::postgres::PostgresStore;
 use sha2::Sha256;
 use tests::slack::{SLACK_BOT_TOKEN, SlackStandIn};
 use tests::{TestDatabase, TestServer, eventually};
@@ -715,11 +718,16 @@ async fn two_nodes_log_and_post_each_line_once() {
     for n in 0..5 {
         assert_eq!(md.matches(&format!("step {n} done")).count(), 1, "{md}");
     }
-    // Give both senders a moment to (wrongly) repeat anything, then count.
-    let settled = slack.posts().len();
-    until("the outbox to settle", || async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        slack.posts().len() == settled
+    // Once every Slack row of the outbox is delivered, no sender holds a claim on any (claims are exclusive and a
+    // delivered row is final), so nothing more can go out: count then.
+    let store = PostgresStore::open(&url).expect("store");
+    let doc: DocumentId = id.parse().expect("document id");
+    until("every Slack post delivered", || async {
+        let rows = store.deliveries_of(doc, Sink::Slack).await.expect("rows");
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|row| row.record.state == DeliveryState::Delivered)
     })
     .await;
     let texts = slack.texts(&channel);
