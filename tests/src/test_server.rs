@@ -437,6 +437,23 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `PUT /api/incidents/{id}/channel` with `channel` (`{"network", "name", "id"?}`) as `token`: the status and
+    /// the answer, for the tests of the chat bots to bind and to be refused.
+    pub async fn bind_channel(
+        &self,
+        token: &str,
+        id: &str,
+        channel: &Value,
+    ) -> (StatusCode, Value) {
+        self.call(
+            Method::PUT,
+            &format!("/api/incidents/{id}/channel"),
+            Some(token),
+            Some(channel),
+        )
+        .await
+    }
+
     /// `GET /metrics`: the Prometheus text.
     pub async fn metrics(&self) -> String {
         let response = self

@@ -65,11 +65,10 @@ async fn the_commander_binds_a_channel_and_the_page_shows_its_log() -> anyhow::R
     // A Slack channel, bound over HTTP, and a line said there.
     let channel = slack.add_channel("inc-1-checkout");
     let (status, _) = server
-        .call(
-            Method::PUT,
-            &format!("/api/incidents/{id}/channel"),
-            Some(&alice),
-            Some(&json!({"network": "slack", "name": "inc-1-checkout", "id": channel})),
+        .bind_channel(
+            &alice,
+            &id,
+            &json!({"network": "slack", "name": "inc-1-checkout", "id": channel}),
         )
         .await;
     ensure!(status == StatusCode::OK);

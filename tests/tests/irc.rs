@@ -157,6 +157,42 @@ async fn heard_count(chat: &Recorder, count: usize) {
     .unwrap_or_else(|e| panic!("{e}: {:?}", chat.texts()));
 }
 
+/// Watches `channel` for two lease periods and fails if it ever holds more than one bot: the other nodes keep
+/// asking for the lease meanwhile, and must not connect. (ngircd slows down clients that send many commands; a
+/// NAMES a second stays under its penalty.)
+async fn one_bot_throughout(client: &mut IrcClient, channel: &str) {
+    let settle = Instant::now() + irc::LEASE_TTL * 2;
+    while Instant::now() < settle {
+        let names = client.names(channel).await.expect("names");
+        let bots = names
+            .iter()
+            .filter(|name| name.starts_with("commandpost"))
+            .count();
+        assert_eq!(bots, 1, "one bot connection: {names:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits for another node's bot to join after the holder died, and prints how long the takeover took since
+/// `died` (a figure for BENCHMARKS.md, never asserted: a loaded machine is slower).
+async fn taken_over(client: &mut IrcClient, died: Instant) {
+    client
+        .wait_for("another node's bot to join", TAKEOVER, |line| {
+            line.command == "JOIN"
+                && line
+                    .nick
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("commandpost"))
+        })
+        .await
+        .expect("another node takes over");
+    eprintln!(
+        "takeover {:?} after the holder died (lease {:?})",
+        died.elapsed(),
+        irc::LEASE_TTL
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bot_joins_bound_channels_hears_lines_and_answers() {
     let ircd = Ircd::start().await;
@@ -570,17 +606,7 @@ async fn one_connection_per_cluster_and_takeover() {
         "node-b",
     );
     // Give node b several lease periods to (wrongly) connect too.
-    let settle = Instant::now() + irc::LEASE_TTL * 2;
-    while Instant::now() < settle {
-        let names = watcher.names("#inc-21").await.expect("names");
-        let bots = names
-            .iter()
-            .filter(|name| name.starts_with("commandpost"))
-            .count();
-        assert_eq!(bots, 1, "one bot connection: {names:?}");
-        // ngircd slows down clients that send many commands; a NAMES a second stays under its penalty.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    one_bot_throughout(&mut watcher, "#inc-21").await;
     let (first, second) = if a.metrics.irc_connected.get() == 1 {
         (a, b)
     } else {
@@ -616,21 +642,7 @@ async fn one_connection_per_cluster_and_takeover() {
         .enqueue(vec![post(2, "#inc-21", "queued after")])
         .await
         .expect("queue");
-    watcher
-        .wait_for("the second bot to join", TAKEOVER, |line| {
-            line.command == "JOIN"
-                && line
-                    .nick
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with("commandpost"))
-        })
-        .await
-        .expect("the second node takes over");
-    let takeover = died.elapsed();
-    eprintln!(
-        "takeover {takeover:?} after the holder died (lease {:?})",
-        irc::LEASE_TTL
-    );
+    taken_over(&mut watcher, died).await;
     assert_eq!(second.metrics.irc_connected.get(), 1);
     assert_eq!(
         watcher
@@ -719,11 +731,10 @@ async fn chat_log(server: &TestServer, token: &str, id: &str) -> Vec<String> {
 async fn declare_bound(server: &TestServer, alice: &str, channel: &str) -> String {
     let incident = server.declare(alice, "Checkout database failover").await;
     let (status, body) = server
-        .call(
-            reqwest::Method::PUT,
-            &format!("/api/incidents/{}/channel", incident.id),
-            Some(alice),
-            Some(&serde_json::json!({"network": "irc", "name": channel})),
+        .bind_channel(
+            alice,
+            &incident.id,
+            &serde_json::json!({"network": "irc", "name": channel}),
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
@@ -893,16 +904,7 @@ async fn two_nodes_one_bot_and_takeover_after_kill9() {
         .await
         .expect("the greeting");
     // One connection, whatever the nodes do for several lease periods.
-    let settle = Instant::now() + irc::LEASE_TTL * 2;
-    while Instant::now() < settle {
-        let names = alice.names("#inc-2-db").await.expect("names");
-        let bots = names
-            .iter()
-            .filter(|name| name.starts_with("commandpost"))
-            .count();
-        assert_eq!(bots, 1, "one bot connection: {names:?}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    one_bot_throughout(&mut alice, "#inc-2-db").await;
     let holder1 = node1
         .metric("commandpost_irc_connected")
         .await
@@ -936,21 +938,7 @@ async fn two_nodes_one_bot_and_takeover_after_kill9() {
         )
         .await;
     assert!(response.status().is_success(), "{}", response.status());
-    alice
-        .wait_for("the surviving node's bot to join", TAKEOVER, |line| {
-            line.command == "JOIN"
-                && line
-                    .nick
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with("commandpost"))
-        })
-        .await
-        .expect("the survivor takes over");
-    let takeover = killed.elapsed();
-    eprintln!(
-        "takeover {takeover:?} after kill -9 (lease {:?})",
-        irc::LEASE_TTL
-    );
+    taken_over(&mut alice, killed).await;
     let bot = alice
         .seen
         .iter()

@@ -75,6 +75,20 @@ severities = ["SEV1"]
     )
 }
 
+/// A relay with our credentials (refusing every message with a 5xx when `refuse`) and a server mailing through it
+/// with `security`: the setup most tests share.
+async fn relay_and_server(
+    ca: &TestCa,
+    mode: SmtpMode,
+    refuse: bool,
+    security: Security,
+) -> (SmtpServer, TestServer) {
+    let smtp = SmtpServer::start(ca, mode, Some((USER, PASSWORD)), refuse, 0).await;
+    let port = smtp.port;
+    let server = TestServer::start_with(|c| c.mail = Some(settings(ca, port, security))).await;
+    (smtp, server)
+}
+
 async fn send(server: &TestServer, token: &str, id: &str) -> (StatusCode, Value) {
     server
         .call(
@@ -167,10 +181,7 @@ fn recipients(message: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_are_one_thread_with_both_parts_to_the_lists_of_their_severity() {
     let ca = TestCa::new();
-    let smtp = SmtpServer::start(&ca, SmtpMode::StartTls, Some((USER, PASSWORD)), false, 0).await;
-    let port = smtp.port;
-    let server =
-        TestServer::start_with(|c| c.mail = Some(settings(&ca, port, Security::Starttls))).await;
+    let (smtp, server) = relay_and_server(&ca, SmtpMode::StartTls, false, Security::Starttls).await;
     let alice = server.token("alice", "write").await;
     let title = "Paiement échoué — 決済エラー";
     let incident = server.declare(&alice, title).await;
@@ -378,10 +389,7 @@ async fn a_templates_own_lists_receive_its_incidents_by_severity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_titles_stay_in_the_subject_and_scripts_stay_out_of_the_html() {
     let ca = TestCa::new();
-    let smtp = SmtpServer::start(&ca, SmtpMode::Tls, Some((USER, PASSWORD)), false, 0).await;
-    let port = smtp.port;
-    let server =
-        TestServer::start_with(|c| c.mail = Some(settings(&ca, port, Security::Tls))).await;
+    let (smtp, server) = relay_and_server(&ca, SmtpMode::Tls, false, Security::Tls).await;
     let alice = server.token("alice", "write").await;
     // CR and LF never get into a title (declaring and editing refuse them; `mail::one_line` is tested with them),
     // but the other line and control characters do: a tab, LINE SEPARATOR, NEL and a vertical tab.
@@ -512,10 +520,7 @@ async fn a_relay_down_at_first_gets_the_update_once_up_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_refusal_fails_at_once_and_shows_in_the_log_and_metrics() {
     let ca = TestCa::new();
-    let smtp = SmtpServer::start(&ca, SmtpMode::StartTls, Some((USER, PASSWORD)), true, 0).await;
-    let port = smtp.port;
-    let server =
-        TestServer::start_with(|c| c.mail = Some(settings(&ca, port, Security::Starttls))).await;
+    let (smtp, server) = relay_and_server(&ca, SmtpMode::StartTls, true, Security::Starttls).await;
     let alice = server.token("alice", "write").await;
     let incident = server.declare(&alice, "Refused").await;
     let (status, _) = send(&server, &alice, &incident.id).await;

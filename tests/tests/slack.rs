@@ -149,11 +149,10 @@ async fn the_channel_works(server: TestServer, slack: SlackStandIn) {
 
     // Binding: the commander binds; Slack hears that the channel is the command post.
     let (status, bound) = server
-        .call(
-            Method::PUT,
-            &format!("/api/incidents/{id}/channel"),
-            Some(&alice),
-            Some(&json!({"network": "slack", "name": "inc-1-checkout", "id": channel})),
+        .bind_channel(
+            &alice,
+            &id,
+            &json!({"network": "slack", "name": "inc-1-checkout", "id": channel}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{bound}");
@@ -490,11 +489,10 @@ async fn the_channel_works(server: TestServer, slack: SlackStandIn) {
     // A channel Slack does not know: ok:false, retried, failure counted; the other channel is unaffected.
     let second = server.declare(&alice, "Payments slow").await;
     let (status, _) = server
-        .call(
-            Method::PUT,
-            &format!("/api/incidents/{}/channel", second.id),
-            Some(&alice),
-            Some(&json!({"network": "slack", "name": "ghost", "id": "C0GHOST0001"})),
+        .bind_channel(
+            &alice,
+            &second.id,
+            &json!({"network": "slack", "name": "ghost", "id": "C0GHOST0001"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -513,11 +511,10 @@ async fn the_channel_works(server: TestServer, slack: SlackStandIn) {
 
     // One open incident per channel.
     let (status, error) = server
-        .call(
-            Method::PUT,
-            &format!("/api/incidents/{}/channel", second.id),
-            Some(&alice),
-            Some(&json!({"network": "slack", "name": "inc-1-checkout", "id": channel})),
+        .bind_channel(
+            &alice,
+            &second.id,
+            &json!({"network": "slack", "name": "inc-1-checkout", "id": channel}),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{error}");
@@ -684,11 +681,10 @@ async fn two_nodes_log_and_post_each_line_once() {
     let id = node1.declare(&alice, "Checkout errors").await.id;
     let channel = slack.add_channel("inc-1-checkout");
     let (status, _) = node1
-        .call(
-            Method::PUT,
-            &format!("/api/incidents/{id}/channel"),
-            Some(&alice),
-            Some(&json!({"network": "slack", "name": "inc-1-checkout", "id": channel})),
+        .bind_channel(
+            &alice,
+            &id,
+            &json!({"network": "slack", "name": "inc-1-checkout", "id": channel}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
