@@ -18,6 +18,7 @@ use server::store::postgres::PostgresStore;
 use sha2::Sha256;
 use tests::slack::{SLACK_BOT_TOKEN, SlackStandIn};
 use tests::{TestDatabase, TestServer, eventually};
+use wire::DocumentId;
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const ALICE: &str = "U0ALICE001";
