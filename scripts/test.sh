@@ -9,16 +9,15 @@ cd "$(dirname "$0")/.."
 
 step() { printf '==> %s\n' "$*" >&2; }
 
-# Headless Chromium and its WebDriver, for the browser tests; ngircd (a real IRC server) and openssl (its test
-# certificates) for the IRC bot's tests (Debian's packages; nothing is downloaded by a test tool).
-if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ] || ! [ -x /usr/sbin/ngircd ] \
-  || ! command -v openssl >/dev/null; then
-  step "installing chromium, chromium-driver, ngircd and openssl"
+# Headless Chromium and its WebDriver, for the browser tests; ngircd (a real IRC server) for the IRC bot's tests
+# (Debian's packages; nothing is downloaded by a test tool). Test certificates are made in Rust (tests/src/ca.rs).
+if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ] || ! [ -x /usr/sbin/ngircd ]; then
+  step "installing chromium, chromium-driver and ngircd"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver \
-    ngircd openssl
+    ngircd
   # The package starts a system-wide ngircd on port 6667; the tests start their own, so stop it if it runs.
   if command -v systemctl >/dev/null && systemctl is-active --quiet ngircd 2>/dev/null; then
     $SUDO systemctl stop ngircd || true

@@ -1,15 +1,15 @@
 //! [`Ircd`]: a real IRC server (Debian's `ngircd`) on loopback for the IRC bot's tests: its configuration written
-//! to a temporary directory, a free port, optionally a TLS port with a certificate signed by a CA the harness makes
-//! (`openssl`), run in the foreground and killed on drop. It can be restarted on the same ports.
+//! to a temporary directory, a free port, optionally a TLS port presenting a [`TestCa`]'s certificate, run in the
+//! foreground and killed on drop. It can be restarted on the same ports.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::eventually;
+use crate::{TestCa, eventually};
 
 /// Where `scripts/test.sh` installs ngircd (Debian's package), overridable with `COMMANDPOST_NGIRCD`.
 fn ngircd_path() -> String {
@@ -22,8 +22,10 @@ pub struct Ircd {
     pub port: u16,
     /// The TLS port, when started with TLS.
     pub tls_port: Option<u16>,
-    /// Holds the configuration, the certificates and the log.
+    /// Holds the configuration and the log.
     dir: TempDir,
+    /// The CA and the certificate of the TLS port, when there is one.
+    ca: Option<TestCa>,
     /// The server process.
     child: Option<Child>,
 }
@@ -60,15 +62,14 @@ impl Ircd {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
         let tls_port = tls.then(free_port);
-        let ssl = match tls_port {
-            Some(tls_port) => {
-                make_certificates(dir.path());
-                format!(
-                    "[SSL]\nCertFile = {dir}/server.pem\nKeyFile = {dir}/server.key\nPorts = {tls_port}\n",
-                    dir = dir.path().display()
-                )
-            }
-            None => String::new(),
+        let ca = tls.then(TestCa::new);
+        let ssl = match (tls_port, &ca) {
+            (Some(tls_port), Some(ca)) => format!(
+                "[SSL]\nCertFile = {}\nKeyFile = {}\nPorts = {tls_port}\n",
+                ca.cert().display(),
+                ca.key().display()
+            ),
+            _ => String::new(),
         };
         let conf = format!(
             "[Global]\n\
@@ -102,6 +103,7 @@ impl Ircd {
             port,
             tls_port,
             dir,
+            ca,
             child: None,
         };
         ircd.spawn().await;
@@ -110,7 +112,10 @@ impl Ircd {
 
     /// The CA certificate (PEM) that signed the TLS port's certificate.
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
+        self.ca
+            .as_ref()
+            .expect("started with TLS (Ircd::start_tls)")
+            .ca_file()
     }
 
     /// Starts the process and waits until it accepts connections.
@@ -198,77 +203,4 @@ fn current_id(flag: &str) -> String {
         .map(|id| id.trim().to_owned())
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| "0".to_owned())
-}
-
-/// Writes `ca.pem` (a CA) and `server.pem`/`server.key` (signed by it, for `localhost` and `127.0.0.1`) into `dir`.
-fn make_certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl (scripts/test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=commandpost test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("writing the extensions");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
 }

@@ -24,6 +24,7 @@
 //!   one field back out of the Markdown export.
 
 mod browser;
+mod ca;
 mod database;
 pub mod hostile;
 mod irc_client;
@@ -43,6 +44,7 @@ mod writers;
 pub use browser::{
     AxeViolation, Browser, CHROMEDRIVER, CHROMIUM, Caret, WindowSize, artifacts_dir, target_dir,
 };
+pub use ca::TestCa;
 pub use database::TestDatabase;
 pub use irc_client::{IrcClient, Line};
 pub use ircd::Ircd;

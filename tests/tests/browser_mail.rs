@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use server::mail::{MailList, MailSettings, Security};
-use tests::smtp::{SmtpMode, SmtpServer, TestCa, header};
+use tests::TestCa;
+use tests::smtp::{SmtpMode, SmtpServer, header};
 use tests::{Browser, DEADLINE, TestServer, WindowSize};
 
 const UI_TIMEOUT: Duration = DEADLINE;

@@ -4,12 +4,12 @@
 //! permanent refusal, STARTTLS required but not offered, and two nodes on PostgreSQL sending each update once.
 
 use std::path::Path;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::mail::{MailList, MailSettings, Security};
-use tests::smtp::{SmtpMode, SmtpServer, TestCa, header};
+use tests::TestCa;
+use tests::smtp::{SmtpMode, SmtpServer, header};
 use tests::{DEADLINE, TestDatabase, TestServer, eventually};
 
 const USER: &str = "relay-user";
