@@ -4,7 +4,7 @@
 
 use anyhow::ensure;
 use hmac::{Hmac, Mac};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use server::config::{ChatPerson, ChatSettings, SlackSettings};
 use sha2::Sha256;
