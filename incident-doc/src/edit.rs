@@ -212,6 +212,38 @@ pub(crate) fn open_exit_criteria<D: ReadDoc>(
     }
 }
 
+/// What every deviation on the revert list not yet reverted says was changed, in list order; empty without a
+/// revert list.
+pub(crate) fn open_deviations<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> Vec<String> {
+    match layout
+        .iter()
+        .find(|f| f.kind == FieldKind::Deviations)
+        .map(|def| read_value(r, def))
+    {
+        Some(FieldValue::Deviations(list)) => list
+            .into_iter()
+            .filter(|d| d.reverted.is_none())
+            .map(|d| d.what)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// How [`closing_blockers`] names a deviation not reverted, before its `what`.
+pub(crate) const OPEN_DEVIATION: &str = "deviation not reverted: ";
+
+/// What stands in the way of closing, each named: the open exit criteria as they read, then each deviation not
+/// reverted as [`OPEN_DEVIATION`] and its `what`.
+pub(crate) fn closing_blockers<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> Vec<String> {
+    let mut open = open_exit_criteria(r, layout);
+    open.extend(
+        open_deviations(r, layout)
+            .into_iter()
+            .map(|what| format!("{OPEN_DEVIATION}{what}")),
+    );
+    open
+}
+
 /// Whether the document read through `r` is an archive: its status field says `closed`.
 pub(crate) fn is_archived<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> bool {
     layout
