@@ -48,6 +48,9 @@ pub struct IncidentView {
     /// The chat channel bound to the incident (its command post), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<crate::channel::Channel>,
+    /// The people the Operations lead delegated changes to production to; absent when nobody is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations_delegates: Vec<String>,
 }
 
 /// The restriction and the people the commander added (the declarer and role holders are members anyway).
@@ -267,6 +270,10 @@ impl IncidentView {
                 }
             }),
             channel: crate::channel::read_channel(&r),
+            operations_delegates: r
+                .list(&ROOT, keys::OPERATIONS_DELEGATES)
+                .map(|list| r.strings_in(&list))
+                .unwrap_or_default(),
         }
     }
 
