@@ -411,6 +411,11 @@ mod tests {
             exit_criteria_total: 0,
             exit_criteria_done: 0,
             exit_criteria_met: false,
+            deviations_total: 0,
+            deviations_open: 0,
+            deviations_reverted: 0,
+            changes_total: 0,
+            changes_uncoordinated: 0,
             tags: Vec::new(),
         }
     }
