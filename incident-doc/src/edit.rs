@@ -109,6 +109,25 @@ pub const MAX_TEXT_CHARS: usize = 100_000;
 /// operation refuses a later `at` before writing.
 pub const FUTURE_SKEW: Duration = Duration::minutes(5);
 
+/// Refuses a `what` (a timeline entry, a deviation, …) dated later than [`FUTURE_SKEW`] from the editor's now, the
+/// limit the rules hold entries that arrive over sync to; returns its time (now when `at` is absent). A typo'd year
+/// would put it above everything for good.
+pub(crate) fn check_dated(
+    what: &str,
+    at: Option<DateTime<Utc>>,
+    editor: &Editor,
+) -> Result<DateTime<Utc>, OpError> {
+    match at {
+        Some(at) if at > editor.at + FUTURE_SKEW => Err(OpError::InvalidValue(format!(
+            "a {what} may be dated at most {} minutes ahead of now ({}), not {}",
+            FUTURE_SKEW.num_minutes(),
+            editor.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))),
+        at => Ok(at.unwrap_or(editor.at)),
+    }
+}
+
 /// Longest name, owner, bug reference or option value.
 pub const MAX_SHORT_CHARS: usize = 200;
 

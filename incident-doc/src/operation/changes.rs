@@ -8,14 +8,14 @@ use automerge::{AutoCommit, ObjType, ReadDoc};
 use chrono::{DateTime, Utc};
 
 use crate::edit::{
-    Applied, Edited, Editor, OpError, field_by_kind, list_field, list_or_map_root, put_id,
-    timestamp,
+    Applied, Edited, Editor, OpError, check_dated, field_by_kind, list_field, list_or_map_root,
+    put_id, timestamp,
 };
 use crate::read::Reader;
 use crate::rules::CommandState;
 use crate::schema::{FieldDef, FieldKind, keys};
 
-use super::deviations::{check_at, check_line};
+use super::deviations::check_line;
 use super::timeline;
 
 /// Logs a change by `editor`, marked uncoordinated unless they hold Operations or are delegated. Returns its id.
@@ -30,7 +30,7 @@ pub(super) fn log(
     let def = field_by_kind(layout, FieldKind::Changes)?;
     let what = check_line("what", what)?;
     let target = check_line("target", target)?;
-    let at = check_at(at, editor)?;
+    let at = check_dated("change", at, editor)?;
     let coordinated = CommandState::read(&*doc, layout, None, false).coordinates(&editor.name);
     let list = list_field(doc, &def.key)?;
     let entry = doc.insert_object(&list, doc.length(&list), ObjType::Map)?;

@@ -8,7 +8,7 @@ use automerge::{AutoCommit, ObjType, ReadDoc};
 use chrono::{DateTime, Utc};
 
 use crate::edit::{
-    Applied, Edited, Editor, FUTURE_SKEW, OpError, check_short, field_by_kind, find_item,
+    Applied, Edited, Editor, OpError, check_dated, check_short, field_by_kind, find_item,
     list_field, put_id, timestamp, touched,
 };
 use crate::read::Reader;
@@ -24,20 +24,6 @@ pub(super) fn check_line<'a>(what: &str, value: &'a str) -> Result<&'a str, OpEr
     Ok(value)
 }
 
-/// Refuses a time later than [`FUTURE_SKEW`] from now, the limit the rules hold entries that arrive over sync to.
-pub(super) fn check_at(
-    at: Option<DateTime<Utc>>,
-    editor: &Editor,
-) -> Result<DateTime<Utc>, OpError> {
-    match at {
-        Some(at) if at > editor.at + FUTURE_SKEW => Err(OpError::InvalidValue(format!(
-            "an entry may be dated at most {} minutes ahead of now",
-            FUTURE_SKEW.num_minutes()
-        ))),
-        at => Ok(at.unwrap_or(editor.at)),
-    }
-}
-
 /// Adds an open deviation by `editor`; `at` is when production was changed, if not now. Returns its id.
 pub(super) fn add(
     doc: &mut AutoCommit,
@@ -50,7 +36,7 @@ pub(super) fn add(
     let def = field_by_kind(layout, FieldKind::Deviations)?;
     let what = check_line("what", what)?;
     let revert = check_line("revert", revert)?;
-    let at = check_at(at, editor)?;
+    let at = check_dated("deviation", at, editor)?;
     let list = list_field(doc, &def.key)?;
     let entry = doc.insert_object(&list, doc.length(&list), ObjType::Map)?;
     let id = put_id(doc, &entry)?;
