@@ -21,6 +21,7 @@ const SHELL = [
   "/js/auth.js",
   "/js/carets.js",
   "/js/declare.js",
+  "/js/deviations.js",
   "/js/dom.js",
   "/js/fields.js",
   "/js/incident.js",

@@ -89,13 +89,23 @@ pub struct Facts {
     pub exit_criteria_done: usize,
     /// Whether there were exit criteria and all of them were met.
     pub exit_criteria_met: bool,
+    /// Deviations from normal on the revert list.
+    pub deviations_total: usize,
+    /// Deviations not reverted (for a closed incident: left open at close, by an override).
+    pub deviations_open: usize,
+    /// Deviations reverted.
+    pub deviations_reverted: usize,
+    /// Changes to production in the operations log.
+    pub changes_total: usize,
+    /// Of them, made outside the Operations role and its delegations: freelancing.
+    pub changes_uncoordinated: usize,
     /// Classifying facts from the template's own fields: `key=value` for each set choice other than severity,
     /// `key` for each flag that is on and each declaration question answered yes.
     pub tags: Vec<String>,
 }
 
 /// The CSV columns, in order: exactly the serde names of [`Facts`].
-pub const COLUMNS: [&str; 31] = [
+pub const COLUMNS: [&str; 36] = [
     "id",
     "number",
     "title",
@@ -126,6 +136,11 @@ pub const COLUMNS: [&str; 31] = [
     "exit_criteria_total",
     "exit_criteria_done",
     "exit_criteria_met",
+    "deviations_total",
+    "deviations_open",
+    "deviations_reverted",
+    "changes_total",
+    "changes_uncoordinated",
     "tags",
 ];
 
@@ -159,7 +174,27 @@ impl Facts {
             .map(str::to_owned)
             .collect();
         let responders = record.responders(view);
+        let (deviations_total, deviations_reverted) =
+            match view.field_of_kind(FieldKind::Deviations).map(|f| &f.value) {
+                Some(FieldValue::Deviations(list)) => (
+                    list.len(),
+                    list.iter().filter(|d| d.reverted.is_some()).count(),
+                ),
+                _ => (0, 0),
+            };
+        let (changes_total, changes_uncoordinated) =
+            match view.field_of_kind(FieldKind::Changes).map(|f| &f.value) {
+                Some(FieldValue::Changes(list)) => {
+                    (list.len(), list.iter().filter(|c| c.uncoordinated).count())
+                }
+                _ => (0, 0),
+            };
         Facts {
+            deviations_total,
+            deviations_open: deviations_total - deviations_reverted,
+            deviations_reverted,
+            changes_total,
+            changes_uncoordinated,
             id: id.to_owned(),
             number: view.headline.number,
             title: view.headline.title.clone(),
@@ -376,6 +411,11 @@ mod tests {
             exit_criteria_total: 0,
             exit_criteria_done: 0,
             exit_criteria_met: false,
+            deviations_total: 0,
+            deviations_open: 0,
+            deviations_reverted: 0,
+            changes_total: 0,
+            changes_uncoordinated: 0,
             tags: Vec::new(),
         }
     }

@@ -109,6 +109,25 @@ pub const MAX_TEXT_CHARS: usize = 100_000;
 /// operation refuses a later `at` before writing.
 pub const FUTURE_SKEW: Duration = Duration::minutes(5);
 
+/// Refuses a `what` (a timeline entry, a deviation, …) dated later than [`FUTURE_SKEW`] from the editor's now, the
+/// limit the rules hold entries that arrive over sync to; returns its time (now when `at` is absent). A typo'd year
+/// would put it above everything for good.
+pub(crate) fn check_dated(
+    what: &str,
+    at: Option<DateTime<Utc>>,
+    editor: &Editor,
+) -> Result<DateTime<Utc>, OpError> {
+    match at {
+        Some(at) if at > editor.at + FUTURE_SKEW => Err(OpError::InvalidValue(format!(
+            "a {what} may be dated at most {} minutes ahead of now ({}), not {}",
+            FUTURE_SKEW.num_minutes(),
+            editor.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))),
+        at => Ok(at.unwrap_or(editor.at)),
+    }
+}
+
 /// Longest name, owner, bug reference or option value.
 pub const MAX_SHORT_CHARS: usize = 200;
 
@@ -210,6 +229,38 @@ pub(crate) fn open_exit_criteria<D: ReadDoc>(
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// What every deviation on the revert list not yet reverted says was changed, in list order; empty without a
+/// revert list.
+pub(crate) fn open_deviations<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> Vec<String> {
+    match layout
+        .iter()
+        .find(|f| f.kind == FieldKind::Deviations)
+        .map(|def| read_value(r, def))
+    {
+        Some(FieldValue::Deviations(list)) => list
+            .into_iter()
+            .filter(|d| d.reverted.is_none())
+            .map(|d| d.what)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// How [`closing_blockers`] names a deviation not reverted, before its `what`.
+pub(crate) const OPEN_DEVIATION: &str = "deviation not reverted: ";
+
+/// What stands in the way of closing, each named: the open exit criteria as they read, then each deviation not
+/// reverted as [`OPEN_DEVIATION`] and its `what`.
+pub(crate) fn closing_blockers<D: ReadDoc>(r: &Reader<'_, D>, layout: &[FieldDef]) -> Vec<String> {
+    let mut open = open_exit_criteria(r, layout);
+    open.extend(
+        open_deviations(r, layout)
+            .into_iter()
+            .map(|what| format!("{OPEN_DEVIATION}{what}")),
+    );
+    open
 }
 
 /// Whether the document read through `r` is an archive: its status field says `closed`.

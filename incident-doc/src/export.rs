@@ -5,7 +5,7 @@
 
 mod autolink;
 mod html;
-mod markdown;
+pub(crate) mod markdown;
 mod postmortem;
 mod time;
 

@@ -286,7 +286,7 @@ impl Incident {
                         }
                     }
                 }
-                FieldKind::Timeline => {
+                FieldKind::Timeline | FieldKind::Deviations | FieldKind::Changes => {
                     doc.put_object(ROOT, key, ObjType::List)?;
                 }
                 FieldKind::Timestamps => {
@@ -455,7 +455,12 @@ impl Incident {
         let with_timeline = ops.iter().any(|op| {
             matches!(
                 op,
-                Operation::EditTimelineEntry { .. } | Operation::RemoveTimelineEntry { .. }
+                Operation::EditTimelineEntry { .. }
+                    | Operation::RemoveTimelineEntry { .. }
+                    | Operation::AddDeviation { .. }
+                    | Operation::EditDeviation { .. }
+                    | Operation::MarkReverted { .. }
+                    | Operation::LogChange { .. }
             )
         });
         let was = CommandState::read(&self.doc, layout, Some(&before), with_timeline);
@@ -626,8 +631,16 @@ impl Incident {
             Some(keys::PINS.to_owned()),
             Some(keys::ACCESS.to_owned()),
             Some(keys::CHAT_CHANNEL.to_owned()),
+            Some(keys::OPERATIONS_DELEGATES.to_owned()),
         ];
-        let timeline = key_of(FieldKind::Timeline).is_some_and(|k| touched.contains(&k));
+        // The logs the rules keep append-only are read only when one of them changed.
+        let timeline = [
+            FieldKind::Timeline,
+            FieldKind::Deviations,
+            FieldKind::Changes,
+        ]
+        .into_iter()
+        .any(|kind| key_of(kind).is_some_and(|k| touched.contains(&k)));
         let known = self
             .governed
             .take()
@@ -663,7 +676,7 @@ impl Incident {
                 Some((_, _, mut was)) => {
                     // Compared with a state read without the timeline, a remembered one must not have it either.
                     if !timeline {
-                        was.entries.clear();
+                        was.forget_logs();
                     }
                     was
                 }

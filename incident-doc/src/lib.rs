@@ -34,6 +34,6 @@ pub use operation::Operation;
 pub use receive::{ReceiveError, Received, SyncMemo};
 pub use template::{DEFAULT_TEMPLATE, Template, TemplateError};
 pub use view::{
-    AccessView, AuditEntry, Entry, FieldValue, FieldView, Handoff, Headline, IncidentView, Item,
-    Pin, Stamp,
+    AccessView, AuditEntry, Change, Deviation, Entry, FieldValue, FieldView, Handoff, Headline,
+    IncidentView, Item, Pin, Stamp,
 };

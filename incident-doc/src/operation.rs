@@ -17,8 +17,10 @@ use crate::schema::{FieldDef, Role, Stage, Status};
 
 mod access;
 mod alert;
+mod changes;
 mod channel;
 mod checklist;
+mod deviations;
 mod fields;
 mod lifecycle;
 mod pins;
@@ -279,6 +281,61 @@ pub enum Operation {
     /// Unbind the incident from its channel: the bots stop logging and posting there. Only the commander or an
     /// administrator; recorded in the timeline.
     UnbindChannel {},
+    /// Add a deviation from normal to the revert list (the field of kind `deviations`): what was changed in
+    /// production and how to revert it. The server records who (`by`, the editor) and when; open deviations block
+    /// closing like open exit criteria.
+    AddDeviation {
+        /// What was changed away from normal (one line).
+        what: String,
+        /// How to put it back (one line).
+        revert: String,
+        /// When production was changed, if not now.
+        #[serde(default)]
+        at: Option<DateTime<Utc>>,
+    },
+    /// Reword a deviation's `what` or `revert` (absent: unchanged).
+    EditDeviation {
+        /// The deviation's id.
+        id: String,
+        /// What was changed.
+        #[serde(default)]
+        what: Option<String>,
+        /// How to revert it.
+        #[serde(default)]
+        revert: Option<String>,
+    },
+    /// Mark a deviation reverted, by the editor, now; once reverted it stays so.
+    MarkReverted {
+        /// The deviation's id.
+        id: String,
+        /// How it was reverted, for the record.
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Log a change to production in the operations log (the field of kind `changes`). The server records who
+    /// (`by`, the editor) and marks the entry `uncoordinated` unless the editor holds the Operations role (the
+    /// commander while nobody else does) or was delegated by its lead; uncoordinated changes are announced.
+    LogChange {
+        /// What was changed (one line).
+        what: String,
+        /// On what: the system, service or host (one line).
+        target: String,
+        /// When, if not now.
+        #[serde(default)]
+        at: Option<DateTime<Utc>>,
+    },
+    /// Delegate changes to production to `person`, so their operations log entries are coordinated. Only the
+    /// holder of the Operations role (the commander while nobody else holds it); recorded in the timeline.
+    DelegateOperations {
+        /// The person (a token name).
+        person: String,
+    },
+    /// Take back a delegation of changes to production. Only the holder of the Operations role; recorded in the
+    /// timeline.
+    RevokeDelegation {
+        /// The person.
+        person: String,
+    },
     /// Reopen a closed (archived) incident: the one edit an archived document accepts, alone in its batch. Moves
     /// the status to `status` (default `resolved`), clears the `closed` lifecycle stamp so that the next close
     /// records its own moment, and writes the reason to the timeline. The server lets only admins send it.
@@ -325,6 +382,12 @@ impl Operation {
             Operation::RemoveMember { .. } => "removeMember",
             Operation::BindChannel { .. } => "bindChannel",
             Operation::UnbindChannel {} => "unbindChannel",
+            Operation::AddDeviation { .. } => "addDeviation",
+            Operation::EditDeviation { .. } => "editDeviation",
+            Operation::MarkReverted { .. } => "markReverted",
+            Operation::LogChange { .. } => "logChange",
+            Operation::DelegateOperations { .. } => "delegateOperations",
+            Operation::RevokeDelegation { .. } => "revokeDelegation",
         }
     }
 }
@@ -433,6 +496,24 @@ pub(crate) fn apply(
             channel::bind(doc, layout, *network, name, id.as_deref(), editor)
         }
         Operation::UnbindChannel {} => channel::unbind(doc, layout, editor),
+        Operation::AddDeviation { what, revert, at } => {
+            deviations::add(doc, layout, what, revert, *at, editor)
+        }
+        Operation::EditDeviation { id, what, revert } => {
+            deviations::edit(doc, layout, id, what.as_deref(), revert.as_deref())
+        }
+        Operation::MarkReverted { id, note } => {
+            deviations::mark_reverted(doc, layout, id, note.as_deref(), editor)
+        }
+        Operation::LogChange { what, target, at } => {
+            changes::log(doc, layout, what, target, *at, editor)
+        }
+        Operation::DelegateOperations { person } => {
+            changes::delegate(doc, layout, person, true, editor)
+        }
+        Operation::RevokeDelegation { person } => {
+            changes::delegate(doc, layout, person, false, editor)
+        }
     }?;
     stamped(doc, editor, edited)
 }

@@ -40,7 +40,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use crate::edit::FUTURE_SKEW;
-use crate::edit::{Editor, open_exit_criteria};
+use crate::edit::{Editor, closing_blockers};
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Role, Status, keys};
 
@@ -74,6 +74,12 @@ pub enum Rule {
     Access,
     /// The chat channel changed, by someone other than the commander or an administrator.
     Channel,
+    /// A deviation was removed from the revert list, its reverting undone or misdated, or its `id`, `by` or `at`
+    /// changed.
+    Deviations,
+    /// The operations log was rewritten (its entries are never changed or removed), an entry's uncoordinated mark
+    /// is not the server's verdict, or the delegations were changed by someone who does not hold Operations.
+    Operations,
 }
 
 /// The `rule` of the audit entry an administrator's override of command writes: not a broken rule but the record
@@ -84,7 +90,14 @@ pub const COMMAND_OVERRIDE: &str = "commandOverride";
 /// The root keys a client may change: the template's fields and the maps people edit beside them (stamps, pins,
 /// handoffs, access; the command rules judge who). Everything else is written at creation or only by the server, or is not part of the schema.
 pub fn client_writable(layout: &[FieldDef], key: &str) -> bool {
-    [keys::UPDATED, keys::PINS, keys::HANDOFFS, keys::ACCESS].contains(&key)
+    [
+        keys::UPDATED,
+        keys::PINS,
+        keys::HANDOFFS,
+        keys::ACCESS,
+        keys::OPERATIONS_DELEGATES,
+    ]
+    .contains(&key)
         || layout.iter().any(|f| f.key == key)
 }
 
@@ -111,10 +124,16 @@ pub(crate) struct CommandState {
     /// The lifecycle state.
     pub status: Option<Status>,
     /// Timeline entries by their Automerge object (the `id` field is the entry's to keep, not to trust). Read only
-    /// when the timeline changed.
+    /// when a log (the timeline, the revert list, the operations log) changed, as are the next two.
     pub entries: BTreeMap<ObjId, EntryState>,
-    /// The exit criteria not yet DONE.
+    /// The revert list's deviations (their author under `by`), by their Automerge object.
+    pub deviations: BTreeMap<ObjId, EntryState>,
+    /// The operations log's entries (their author under `by`), by their Automerge object.
+    pub changes: BTreeMap<ObjId, EntryState>,
+    /// What keeps the incident from closing: the exit criteria not yet DONE and the deviations not reverted.
     pub open_exit_criteria: Vec<String>,
+    /// The people the Operations lead delegated changes to production to.
+    pub delegates: Vec<String>,
     /// The reason given for closing with exit criteria open, if the incident was closed that way.
     pub close_override: Option<String>,
     /// How many overrides of command the audit trail records: one more after a change is an administrator's
@@ -137,6 +156,63 @@ pub(crate) struct EntryState {
     pub at: Option<DateTime<Utc>>,
     /// Every other field (the text first of all), rendered for comparison: only the author changes them.
     pub content: BTreeMap<String, String>,
+    /// A deviation's reverting: who and when, which never change once written.
+    pub reverted: (Option<String>, Option<DateTime<Utc>>),
+    /// An operations log entry's uncoordinated mark, as written.
+    pub uncoordinated: Option<bool>,
+}
+
+/// The fields of a log entry that are not its content: the fixed ones and those the rules read apart.
+const ENTRY_KEYS: [&str; 7] = [
+    "id",
+    "author",
+    "by",
+    "at",
+    "revertedBy",
+    "revertedAt",
+    "uncoordinated",
+];
+
+/// The entries of the log field of `kind` (timeline, deviations, changes), by their Automerge object; `author` is
+/// the key naming who wrote each.
+fn read_entries<D: ReadDoc>(
+    r: &Reader<'_, D>,
+    layout: &[FieldDef],
+    kind: FieldKind,
+    author: &str,
+) -> BTreeMap<ObjId, EntryState> {
+    let Some(list) = layout
+        .iter()
+        .find(|f| f.kind == kind)
+        .and_then(|def| r.list(&ROOT, def.key.as_str()))
+    else {
+        return BTreeMap::new();
+    };
+    r.maps_in(&list)
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let content = r
+                .keys(&entry)
+                .into_iter()
+                .filter(|key| !ENTRY_KEYS.contains(&key.as_str()))
+                .map(|key| {
+                    let value = r.render(&entry, key.as_str());
+                    (key, value)
+                })
+                .collect();
+            let state = EntryState {
+                index,
+                id: r.str(&entry, "id"),
+                author: r.str(&entry, author),
+                at: r.time(&entry, "at"),
+                content,
+                reverted: (r.str(&entry, "revertedBy"), r.time(&entry, "revertedAt")),
+                uncoordinated: r.bool(&entry, "uncoordinated"),
+            };
+            (entry, state)
+        })
+        .collect()
 }
 
 impl CommandState {
@@ -172,7 +248,7 @@ impl CommandState {
         state.status = field(FieldKind::Status)
             .and_then(|def| r.str(&ROOT, def.key.as_str()))
             .and_then(|s| s.parse().ok());
-        state.open_exit_criteria = open_exit_criteria(&r, layout);
+        state.open_exit_criteria = closing_blockers(&r, layout);
         state.close_override = r
             .map(&ROOT, keys::CLOSE_OVERRIDE)
             .and_then(|over| r.str(&over, "reason"))
@@ -185,29 +261,14 @@ impl CommandState {
         });
         state.access = crate::access::read_access(&r);
         state.channel = crate::channel::read_channel(&r);
-        if with_timeline
-            && let Some(list) =
-                field(FieldKind::Timeline).and_then(|def| r.list(&ROOT, def.key.as_str()))
-        {
-            for (index, entry) in r.maps_in(&list).into_iter().enumerate() {
-                let content = r
-                    .keys(&entry)
-                    .into_iter()
-                    .filter(|key| !["id", "author", "at"].contains(&key.as_str()))
-                    .map(|key| {
-                        let value = r.render(&entry, key.as_str());
-                        (key, value)
-                    })
-                    .collect();
-                let state_of = EntryState {
-                    index,
-                    id: r.str(&entry, "id"),
-                    author: r.str(&entry, "author"),
-                    at: r.time(&entry, "at"),
-                    content,
-                };
-                state.entries.insert(entry, state_of);
-            }
+        state.delegates = r
+            .list(&ROOT, keys::OPERATIONS_DELEGATES)
+            .map(|list| r.strings_in(&list))
+            .unwrap_or_default();
+        if with_timeline {
+            state.entries = read_entries(&r, layout, FieldKind::Timeline, "author");
+            state.deviations = read_entries(&r, layout, FieldKind::Deviations, "by");
+            state.changes = read_entries(&r, layout, FieldKind::Changes, "by");
         }
         state
     }
@@ -215,6 +276,18 @@ impl CommandState {
     /// The commander, if assigned.
     pub(crate) fn commander(&self) -> Option<&str> {
         self.roles.get(&Role::Commander).map(String::as_str)
+    }
+
+    /// Whether a change to production by `who` is coordinated: they hold Operations or its lead delegated to them.
+    pub(crate) fn coordinates(&self, who: &str) -> bool {
+        self.holder(Role::Operations) == Some(who) || self.delegates.iter().any(|d| d == who)
+    }
+
+    /// Forgets the logs, to compare with a state read without them.
+    pub(crate) fn forget_logs(&mut self) {
+        self.entries.clear();
+        self.deviations.clear();
+        self.changes.clear();
     }
 
     /// Who holds `role`: its assignee, or the commander for an undelegated role.
@@ -295,9 +368,21 @@ pub(crate) fn check(
             ),
         });
     }
+    let operations = before.holder(Role::Operations);
+    if before.delegates != after.delegates && operations != Some(who) {
+        violations.push(Violation {
+            rule: Rule::Operations,
+            message: format!(
+                "only the Operations lead ({}) delegates changes to production; {who} may not",
+                operations.unwrap_or("nobody yet")
+            ),
+        });
+    }
     violations.extend(
         check_timeline(before, after, who, now)
             .into_iter()
+            .chain(check_deviations(before, after, who, now))
+            .chain(check_changes(before, after, who, now))
             .map(|(_, violation)| violation),
     );
     if forged_handoff || forged_pin {
@@ -428,8 +513,8 @@ fn check_status(
         violations.push(Violation {
             rule: Rule::ExitCriteria,
             message: format!(
-                "closing needs every exit criterion DONE; still open: {}. Mark them done, or close with an \
-                 override reason for the timeline",
+                "closing needs every exit criterion DONE and every deviation reverted; still open: {}. Mark them \
+                 done or reverted, or close with an override reason for the timeline",
                 after.open_exit_criteria.join("; ")
             ),
         });
@@ -495,35 +580,160 @@ fn check_timeline(
         }
     }
     for (obj, is) in &after.entries {
-        if before.entries.contains_key(obj) {
-            continue;
-        }
-        let own_id = is.id.as_deref() == Some(obj.to_string().as_str());
-        let dated = is.at.is_some_and(|at| at <= now + FUTURE_SKEW);
-        if is.author.as_deref() != Some(who) {
-            refuse(
-                &mut violations,
-                obj,
-                Rule::Authorship,
-                format!(
-                    "a timeline entry {who} adds names {who} as its author, not {}",
-                    is.author.as_deref().unwrap_or("nobody")
-                ),
-            );
-        } else if !own_id || !dated {
-            refuse(
-                &mut violations,
-                obj,
-                Rule::TimelineEdit,
-                format!(
-                    "a new timeline entry carries its own object id as id and a time no later than {} minutes \
-                     from now",
-                    FUTURE_SKEW.num_minutes()
-                ),
-            );
+        if !before.entries.contains_key(obj)
+            && let Some(violation) = check_new(obj, is, who, now, "timeline entry")
+        {
+            violations.push((obj.clone(), violation));
         }
     }
     violations
+}
+
+/// A new log entry (`what` names the log's kind of entry) is its sender's, carries its own object id as `id` and
+/// a time no later than [`FUTURE_SKEW`] from now.
+fn check_new(
+    obj: &ObjId,
+    is: &EntryState,
+    who: &str,
+    now: DateTime<Utc>,
+    what: &str,
+) -> Option<Violation> {
+    let own_id = is.id.as_deref() == Some(obj.to_string().as_str());
+    let dated = is.at.is_some_and(|at| at <= now + FUTURE_SKEW);
+    if is.author.as_deref() != Some(who) {
+        Some(Violation {
+            rule: Rule::Authorship,
+            message: format!(
+                "a {what} {who} adds names {who} as its author, not {}",
+                is.author.as_deref().unwrap_or("nobody")
+            ),
+        })
+    } else if !own_id || !dated {
+        Some(Violation {
+            rule: Rule::TimelineEdit,
+            message: format!(
+                "a new {what} carries its own object id as id and a time no later than {} minutes from now",
+                FUTURE_SKEW.num_minutes()
+            ),
+        })
+    } else {
+        None
+    }
+}
+
+/// The revert list keeps every deviation: none is removed, `id`, `by` and `at` never change, a reverting names
+/// its sender and is dated no later than [`FUTURE_SKEW`] from now, and a reverted deviation stays reverted. What
+/// was changed and how to revert it anyone may reword.
+fn check_deviations(
+    before: &CommandState,
+    after: &CommandState,
+    who: &str,
+    now: DateTime<Utc>,
+) -> Vec<(ObjId, Violation)> {
+    let mut violations = Vec::new();
+    let refuse = |rule: Rule, message: String| Violation { rule, message };
+    for (obj, is) in &after.deviations {
+        let label = is.id.clone().unwrap_or_else(|| "without id".into());
+        let violation = match before.deviations.get(obj) {
+            None => check_new(obj, is, who, now, "deviation").or_else(|| {
+                is.reverted.0.as_ref().map(|_| {
+                    refuse(
+                        Rule::Deviations,
+                        format!("the new deviation {label} is open; mark it reverted once it is"),
+                    )
+                })
+            }),
+            Some(was) if (&is.id, &is.author, is.at) != (&was.id, &was.author, was.at) => {
+                Some(refuse(
+                    Rule::Deviations,
+                    format!("the id, author and time of the deviation {label} never change"),
+                ))
+            }
+            Some(was) if was.reverted.0.is_some() && is.reverted != was.reverted => Some(refuse(
+                Rule::Deviations,
+                format!("the deviation {label} was reverted and stays so, by whoever reverted it"),
+            )),
+            Some(was) if was.reverted != is.reverted => match &is.reverted {
+                (Some(by), _) if by != who => Some(refuse(
+                    Rule::Authorship,
+                    format!("a deviation {who} marks reverted names {who}, not {by}"),
+                )),
+                (_, Some(at)) if *at <= now + FUTURE_SKEW => None,
+                _ => Some(refuse(
+                    Rule::Deviations,
+                    format!(
+                        "the deviation {label} is marked reverted with who and when (no later than {} minutes from \
+                         now)",
+                        FUTURE_SKEW.num_minutes()
+                    ),
+                )),
+            },
+            Some(_) => None,
+        };
+        violations.extend(violation.map(|v| (obj.clone(), v)));
+    }
+    for (obj, was) in &before.deviations {
+        if !after.deviations.contains_key(obj) {
+            violations.push((
+                obj.clone(),
+                refuse(
+                    Rule::Deviations,
+                    format!(
+                        "the revert list keeps every deviation ({}): mark it reverted instead",
+                        was.id.as_deref().unwrap_or("without id")
+                    ),
+                ),
+            ));
+        }
+    }
+    violations
+}
+
+/// The operations log is written once: no entry changes or goes, and a new one is its sender's, with the
+/// uncoordinated mark the server would write (the sender neither holds Operations nor was delegated, before the
+/// change).
+fn check_changes(
+    before: &CommandState,
+    after: &CommandState,
+    who: &str,
+    now: DateTime<Utc>,
+) -> Vec<(ObjId, Violation)> {
+    let mut violations = Vec::new();
+    let uncoordinated = !before.coordinates(who);
+    for (obj, is) in &after.changes {
+        let violation = match before.changes.get(obj) {
+            None => check_new(obj, is, who, now, "operations log entry").or_else(|| {
+                (is.uncoordinated != Some(uncoordinated)).then(|| Violation {
+                    rule: Rule::Operations,
+                    message: if uncoordinated {
+                        format!(
+                            "{who}'s change is uncoordinated: {who} neither holds the Operations role nor was \
+                             delegated by its lead"
+                        )
+                    } else {
+                        format!("{who}'s change is coordinated: {who} holds the Operations role or its delegation")
+                    },
+                })
+            }),
+            Some(was) if was != is => Some(rewritten_log()),
+            Some(_) => None,
+        };
+        violations.extend(violation.map(|v| (obj.clone(), v)));
+    }
+    for obj in before.changes.keys() {
+        if !after.changes.contains_key(obj) {
+            violations.push((obj.clone(), rewritten_log()));
+        }
+    }
+    violations
+}
+
+fn rewritten_log() -> Violation {
+    Violation {
+        rule: Rule::Operations,
+        message: "the operations log is written once: its entries are never changed or removed"
+            .into(),
+    }
 }
 
 /// Forward along the lifecycle, or back to active from mitigated or resolved (the impact returned). A closed
@@ -628,30 +838,76 @@ pub(crate) fn revert(
     if rules.contains(&Rule::Channel) {
         restore_key(doc, &ROOT, keys::CHAT_CHANNEL, heads)?;
     }
-    if let Some(key) = field(FieldKind::Timeline)
-        && let Some((automerge::Value::Object(ObjType::List), list)) =
-            doc.get(ROOT, key.as_str())?
-    {
-        let offenders: BTreeSet<ObjId> = check_timeline(before, after, &sender.name, now)
-            .into_iter()
-            .map(|(obj, _)| obj)
-            .collect();
-        for obj in offenders {
-            let position =
-                |doc: &AutoCommit| doc.list_range(&list, ..).position(|item| item.id() == obj);
-            match (before.entries.get(&obj), position(doc)) {
-                // Removed: a copy as it was, where it was.
-                (Some(was), None) => {
-                    let copy =
-                        doc.insert_object(&list, was.index.min(doc.length(&list)), ObjType::Map)?;
-                    copy_object(doc, &obj, &copy, ObjType::Map, heads)?;
-                }
-                // Changed: every field as it was.
-                (Some(_), Some(_)) => restore_fields(doc, &obj, heads)?,
-                // Forged: a new entry that is not its sender's, or misdated, goes.
-                (None, Some(index)) => doc.delete(&list, index)?,
-                (None, None) => {}
+    if rules.contains(&Rule::Operations) {
+        restore_key(doc, &ROOT, keys::OPERATIONS_DELEGATES, heads)?;
+    }
+    let who = sender.name.as_str();
+    let logs = [
+        (
+            FieldKind::Timeline,
+            &before.entries,
+            check_timeline(before, after, who, now),
+        ),
+        (
+            FieldKind::Deviations,
+            &before.deviations,
+            check_deviations(before, after, who, now),
+        ),
+        (
+            FieldKind::Changes,
+            &before.changes,
+            check_changes(before, after, who, now),
+        ),
+    ];
+    for (kind, was, offenders) in logs {
+        if let Some(key) = field(kind) {
+            let offenders: BTreeMap<ObjId, Rule> = offenders
+                .into_iter()
+                .map(|(obj, violation)| (obj, violation.rule))
+                .collect();
+            let mark = (kind == FieldKind::Changes).then(|| !before.coordinates(who));
+            put_back_entries(doc, &key, was, &offenders, heads, mark)?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts the `offenders` among the entries of the log field `key` back as they were in `was` (the document at
+/// `heads`): a removed entry as a copy where it was, a changed one field by field, a forged new one removed. With
+/// `mark` (the operations log), a new entry whose only fault is its mark (the rule `operations`) keeps its place
+/// with the server's mark.
+fn put_back_entries(
+    doc: &mut AutoCommit,
+    key: &str,
+    was: &BTreeMap<ObjId, EntryState>,
+    offenders: &BTreeMap<ObjId, Rule>,
+    heads: &[ChangeHash],
+    mark: Option<bool>,
+) -> Result<(), automerge::AutomergeError> {
+    let Some((automerge::Value::Object(ObjType::List), list)) = doc.get(ROOT, key)? else {
+        return Ok(());
+    };
+    for (obj, rule) in offenders {
+        let position =
+            |doc: &AutoCommit| doc.list_range(&list, ..).position(|item| item.id() == *obj);
+        match (was.get(obj), position(doc)) {
+            // Removed: a copy as it was, where it was.
+            (Some(was), None) => {
+                let copy =
+                    doc.insert_object(&list, was.index.min(doc.length(&list)), ObjType::Map)?;
+                copy_object(doc, obj, &copy, ObjType::Map, heads)?;
             }
+            // Changed: every field as it was.
+            (Some(_), Some(_)) => restore_fields(doc, obj, heads)?,
+            (None, Some(index)) => match mark {
+                // Mismarked: the server's verdict, unless the entry is forged too.
+                Some(uncoordinated) if *rule == Rule::Operations => {
+                    doc.put(obj, "uncoordinated", uncoordinated)?;
+                }
+                // Forged: a new entry that is not its sender's, or misdated, goes.
+                _ => doc.delete(&list, index)?,
+            },
+            (None, None) => {}
         }
     }
     Ok(())

@@ -64,6 +64,10 @@ pub mod keys {
     /// `bindChannel`/`unbindChannel` operations, which the command rules let the commander or an administrator
     /// send; absent: no channel.
     pub const CHAT_CHANNEL: &str = "chatChannel";
+    /// List of names: the people the Operations lead delegated changes to production to (`delegateOperations`),
+    /// so their entries in the operations log count as coordinated. Changed only by whoever holds Operations (the
+    /// command rules).
+    pub const OPERATIONS_DELEGATES: &str = "operationsDelegates";
 }
 
 /// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'
@@ -105,11 +109,17 @@ pub enum FieldKind {
     Timestamps,
     /// Yes/no answers to the template's questions (e.g. the three declaration questions).
     Questions,
+    /// The revert list: changes made to production away from its normal state, each with how to revert it and
+    /// whether it has been; open ones block closing like open exit criteria.
+    Deviations,
+    /// The operations log: who changed what on which system; entries by people outside the Operations role (and
+    /// not delegated by its lead) are marked uncoordinated by the rules.
+    Changes,
 }
 
 impl FieldKind {
     /// Every kind, for error messages and documentation.
-    pub const ALL: [FieldKind; 10] = [
+    pub const ALL: [FieldKind; 12] = [
         FieldKind::Text,
         FieldKind::Markdown,
         FieldKind::Status,
@@ -120,6 +130,8 @@ impl FieldKind {
         FieldKind::Timeline,
         FieldKind::Timestamps,
         FieldKind::Questions,
+        FieldKind::Deviations,
+        FieldKind::Changes,
     ];
 
     /// The name used in templates and in the stored layout.
@@ -135,6 +147,8 @@ impl FieldKind {
             FieldKind::Timeline => "timeline",
             FieldKind::Timestamps => "timestamps",
             FieldKind::Questions => "questions",
+            FieldKind::Deviations => "deviations",
+            FieldKind::Changes => "changes",
         }
     }
 
@@ -142,7 +156,12 @@ impl FieldKind {
     pub fn is_singleton(self) -> bool {
         matches!(
             self,
-            FieldKind::Status | FieldKind::Roles | FieldKind::Timeline | FieldKind::Timestamps
+            FieldKind::Status
+                | FieldKind::Roles
+                | FieldKind::Timeline
+                | FieldKind::Timestamps
+                | FieldKind::Deviations
+                | FieldKind::Changes
         )
     }
 }

@@ -42,6 +42,8 @@ pub struct Signals {
     /// The alerts recorded: fingerprint → (status and start, the timeline's text), so that a channel hears each
     /// alert as it is recorded.
     pub alerts: BTreeMap<String, (String, String)>,
+    /// The operations log's uncoordinated entries: id → the entry, so that each is announced once.
+    pub uncoordinated: BTreeMap<String, crate::view::Change>,
 }
 
 impl Signals {
@@ -113,7 +115,16 @@ impl Incident {
                     .collect()
             })
             .unwrap_or_default();
+        let uncoordinated = match value(&|k, _| k == FieldKind::Changes) {
+            Some(FieldValue::Changes(list)) => list
+                .into_iter()
+                .filter(|c| c.uncoordinated)
+                .map(|c| (c.id.clone(), c))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         Signals {
+            uncoordinated,
             headline,
             summary,
             roles,
@@ -196,6 +207,21 @@ pub enum Event {
         /// The timeline's text of the alert.
         text: String,
     },
+    /// Someone outside the Operations role (and not delegated by its lead) logged a change to production:
+    /// freelancing, announced to the Operations lead and the commander.
+    #[serde(rename_all = "camelCase")]
+    UncoordinatedChange {
+        /// Who changed it.
+        by: String,
+        /// On what.
+        target: String,
+        /// What was changed.
+        what: String,
+        /// Who holds Operations (the commander while nobody else does).
+        operations: Option<String>,
+        /// The Incident Commander.
+        commander: Option<String>,
+    },
     /// The incident was closed.
     Closed,
 }
@@ -213,12 +239,13 @@ impl Event {
             Event::FieldStale { .. } => "fieldStale",
             Event::ExitCriteriaMet => "exitCriteriaMet",
             Event::AlertRecorded { .. } => "alertRecorded",
+            Event::UncoordinatedChange { .. } => "uncoordinatedChange",
             Event::Closed => "closed",
         }
     }
 
     /// Every type name, for validating configuration.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "declared",
         "statusChanged",
         "severityChanged",
@@ -227,6 +254,7 @@ impl Event {
         "handoffAccepted",
         "fieldStale",
         "exitCriteriaMet",
+        "uncoordinatedChange",
         "closed",
     ];
 }
@@ -284,6 +312,17 @@ pub fn events(before: &Signals, after: &Signals) -> Vec<Event> {
             out.push(Event::AlertRecorded {
                 fingerprint: fingerprint.clone(),
                 text: text.clone(),
+            });
+        }
+    }
+    for (id, change) in &after.uncoordinated {
+        if !before.uncoordinated.contains_key(id) {
+            out.push(Event::UncoordinatedChange {
+                by: change.by.clone(),
+                target: change.target.clone(),
+                what: change.what.clone(),
+                operations: holder(after, Role::Operations),
+                commander: after.roles.get(&Role::Commander).cloned(),
             });
         }
     }

@@ -848,7 +848,12 @@ impl<'a> TemplateParser<'a> {
                     FieldDefault::Items(items)
                 }
             }
-            FieldKind::Status | FieldKind::Roles | FieldKind::Timeline | FieldKind::Timestamps => {
+            FieldKind::Status
+            | FieldKind::Roles
+            | FieldKind::Timeline
+            | FieldKind::Timestamps
+            | FieldKind::Deviations
+            | FieldKind::Changes => {
                 self.no_items(body, kind)?;
                 self.no_content(&content, content_at, kind)?;
                 self.no_default_attr(&ann.default, ann_at, kind)?;

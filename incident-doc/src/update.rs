@@ -178,6 +178,19 @@ pub fn status_update(
         let _ = writeln!(out, "- {change}");
     }
     out.push('\n');
+    // What is still changed away from normal: stakeholders should know it has not been put back.
+    if let Some(FieldValue::Deviations(list)) =
+        view.field_of_kind(FieldKind::Deviations).map(|f| &f.value)
+    {
+        let open: Vec<_> = list.iter().filter(|d| d.reverted.is_none()).collect();
+        if !open.is_empty() {
+            heading(&mut out, "Deviations from normal, not yet reverted");
+            for d in open {
+                let _ = writeln!(out, "- {} (revert: {}; by {})", d.what, d.revert, d.by);
+            }
+            out.push('\n');
+        }
+    }
     if let Some(post) = text_of(view, "commandPost").filter(|s| !s.trim().is_empty()) {
         heading(&mut out, "Command post");
         let _ = writeln!(out, "{}\n", post.trim());
@@ -248,6 +261,19 @@ fn changes(view: &IncidentView, before: Option<(&LastUpdate, &IncidentView)>) ->
                 }
                 _ => {}
             }
+        }
+    }
+    if let Some(FieldValue::Changes(list)) =
+        view.field_of_kind(FieldKind::Changes).map(|f| &f.value)
+    {
+        for c in list
+            .iter()
+            .filter(|c| c.uncoordinated && since.is_none_or(|s| c.at > s))
+        {
+            out.push(format!(
+                "Uncoordinated change by {} on {}: {}",
+                c.by, c.target, c.what
+            ));
         }
     }
     let mut entries: Vec<&Entry> = match view.field_of_kind(FieldKind::Timeline).map(|f| &f.value) {

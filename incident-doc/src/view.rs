@@ -48,6 +48,9 @@ pub struct IncidentView {
     /// The chat channel bound to the incident (its command post), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<crate::channel::Channel>,
+    /// The people the Operations lead delegated changes to production to; absent when nobody is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations_delegates: Vec<String>,
 }
 
 /// The restriction and the people the commander added (the declarer and role holders are members anyway).
@@ -147,6 +150,57 @@ pub enum FieldValue {
     Timestamps(BTreeMap<Stage, DateTime<Utc>>),
     /// `questions`: question key → answer for the questions answered.
     Questions(BTreeMap<String, bool>),
+    /// `deviations`: the revert list, in the order deviations were added.
+    Deviations(Vec<Deviation>),
+    /// `changes`: the operations log, in the order changes were logged.
+    Changes(Vec<Change>),
+}
+
+/// One deviation from normal on the revert list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deviation {
+    /// Stable id to address the deviation.
+    pub id: String,
+    /// When production was changed.
+    pub at: DateTime<Utc>,
+    /// Who recorded it (the server writes the sender).
+    pub by: String,
+    /// What was changed away from normal.
+    pub what: String,
+    /// How to put it back.
+    pub revert: String,
+    /// Who reverted it and when; absent while it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<Reverted>,
+}
+
+/// The reverting of a deviation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reverted {
+    /// Who marked it reverted.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// How, if they said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One entry of the operations log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Stable id.
+    pub id: String,
+    /// When the change was made.
+    pub at: DateTime<Utc>,
+    /// Who made it (the server writes the sender).
+    pub by: String,
+    /// What was changed.
+    pub what: String,
+    /// On what system.
+    pub target: String,
+    /// Made by someone who neither held the Operations role nor was delegated by its lead: freelancing.
+    pub uncoordinated: bool,
 }
 
 /// One checklist item (an exit criterion, a TODO or a bug).
@@ -216,6 +270,10 @@ impl IncidentView {
                 }
             }),
             channel: crate::channel::read_channel(&r),
+            operations_delegates: r
+                .list(&ROOT, keys::OPERATIONS_DELEGATES)
+                .map(|list| r.strings_in(&list))
+                .unwrap_or_default(),
         }
     }
 
@@ -444,6 +502,51 @@ pub(crate) fn read_value<D: ReadDoc>(r: &Reader<'_, D>, def: &FieldDef) -> Field
                     Stage::ALL
                         .iter()
                         .filter_map(|s| Some((*s, r.time(&m, s.as_str())?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        FieldKind::Deviations => FieldValue::Deviations(
+            r.list(&ROOT, key)
+                .map(|l| {
+                    r.maps_in(&l)
+                        .into_iter()
+                        .filter_map(|m| {
+                            let reverted = r.str(&m, "revertedBy").and_then(|by| {
+                                Some(Reverted {
+                                    by,
+                                    at: r.time(&m, "revertedAt")?,
+                                    note: r.str(&m, "revertNote"),
+                                })
+                            });
+                            Some(Deviation {
+                                id: r.str(&m, "id")?,
+                                at: r.time(&m, "at")?,
+                                by: r.str(&m, "by").unwrap_or_default(),
+                                what: r.str(&m, "what").unwrap_or_default(),
+                                revert: r.str(&m, "revert").unwrap_or_default(),
+                                reverted,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        FieldKind::Changes => FieldValue::Changes(
+            r.list(&ROOT, key)
+                .map(|l| {
+                    r.maps_in(&l)
+                        .into_iter()
+                        .filter_map(|m| {
+                            Some(Change {
+                                id: r.str(&m, "id")?,
+                                at: r.time(&m, "at")?,
+                                by: r.str(&m, "by").unwrap_or_default(),
+                                what: r.str(&m, "what").unwrap_or_default(),
+                                target: r.str(&m, "target").unwrap_or_default(),
+                                uncoordinated: r.bool(&m, "uncoordinated").unwrap_or(false),
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -462,7 +462,7 @@ fn facts_measure_named_pairs_of_timestamps() {
         "doc1,465,Checkout errors: 2026-11-25,incident,{version},SEV2,closed,false,2026-11-25T03:41:00.000Z,"
     )));
     assert!(row.contains(",2520,"), "time to mitigate in seconds: {row}");
-    assert!(row.ends_with(",true,customerVisible"));
+    assert!(row.ends_with(",true,0,0,0,0,0,customerVisible"), "{row}");
     let line = analytics::jsonl(std::slice::from_ref(&facts));
     let parsed: Facts = serde_json::from_str(line.trim_end()).expect("a JSON line");
     assert_eq!(parsed, facts);

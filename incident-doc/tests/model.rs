@@ -124,6 +124,8 @@ fn creation_follows_the_template_and_the_declarer_commands() {
             "detailedStatus",
             "exitCriteria",
             "todos",
+            "deviations",
+            "changes",
             "lifecycle",
             "declaration",
             "timeline"
@@ -623,6 +625,9 @@ fn golden_document() -> Incident {
         ("alice", 2, Operation::AddTimelineEntry { text: "Declared. I am the Incident Commander.".into(), at: None }),
         ("bob", 15, Operation::AddTimelineEntry { text: "Rolling back 2026.11.24-3.".into(), at: None }),
         ("bob", 15, Operation::AddTimelineEntry { text: "Rollback started in **eu-west-1**;\nus regions untouched.".into(), at: None }),
+        ("bob", 15, Operation::LogChange { what: "Rolled back 2026.11.24-3".into(), target: "checkout (eu-west-1)".into(), at: None }),
+        ("dave", 16, Operation::LogChange { what: "Restarted payment workers".into(), target: "payments-worker".into(), at: None }),
+        ("bob", 16, Operation::AddDeviation { what: "Release 2026.11.24-3 rolled back in eu-west-1".into(), revert: "Redeploy the fixed release".into(), at: None }),
         ("alice", 25, Operation::SetStatus { status: Status::Mitigated, override_reason: None }),
         ("alice", 26, Operation::Pin { field: "exitCriteria".into() }),
     ];

@@ -401,6 +401,29 @@ pub fn text(signals: &Signals, event: &Event) -> String {
         ),
         Event::ExitCriteriaMet => "all exit criteria are met".to_owned(),
         Event::AlertRecorded { text, .. } => format!("alert: {}", text.trim()),
+        Event::UncoordinatedChange {
+            by,
+            target,
+            what,
+            operations,
+            commander,
+        } => {
+            // Named, so that the chat highlights them: freelancing is seen at once.
+            let mut leads: Vec<&str> = [operations, commander]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            leads.dedup();
+            let to = if leads.is_empty() {
+                "nobody in command".to_owned()
+            } else {
+                leads.join(", ")
+            };
+            format!(
+                "uncoordinated change by {by} on {target}: {what} ({to}: {by} is not in Operations)"
+            )
+        }
         Event::Closed => "closed".to_owned(),
     };
     format!("{name}: {what}")

@@ -7,6 +7,7 @@
  */
 
 import { h, timeEl, utcTime } from "./dom.js";
+import { changesEditor, deviationsEditor } from "./deviations.js";
 import { ROLES, STAGES, STATUSES, fieldByKey, holder, roleLabel } from "./model.js";
 
 /**
@@ -605,6 +606,8 @@ const EDITORS = {
   timeline: timelineEditor,
   timestamps: timestampsEditor,
   questions: questionsEditor,
+  deviations: deviationsEditor,
+  changes: changesEditor,
 };
 
 /** "Pinned by bob at 08:31 UTC": everyone sees who put a field first, and when. */
@@ -613,7 +616,7 @@ function pinMark(pin) {
 }
 
 /** The kinds whose sections grow long; each can be folded to its heading to keep a long page short. */
-const LONG_KINDS = new Set(["markdown", "checklist", "questions", "timestamps"]);
+const LONG_KINDS = new Set(["markdown", "checklist", "questions", "timestamps", "deviations", "changes"]);
 
 /** Hide/Show for one section; this page remembers it (`ctx.collapsed`) across re-renders, not across reloads. */
 function collapseButton(field, ctx, collapsed) {

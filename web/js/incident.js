@@ -24,6 +24,7 @@ import {
 import { canWrite, isAdmin, session } from "./auth.js";
 import { h, saveBlob, showError, showMessage, timeEl, utcTime } from "./dom.js";
 import { refreshStamps, renderSection } from "./fields.js";
+import { uncoordinatedBanner } from "./deviations.js";
 import {
   changedKeys,
   commandOf,
@@ -356,10 +357,11 @@ class IncidentPage {
   act(op) {
     const before = this.view;
     if (op.op === "setStatus" && op.status === "closed" && !op.overrideReason) {
-      const open = openExitCriteria(before);
+      const open = closingBlockers(before);
       if (open.length > 0) {
+        const what = open.some((text) => text.startsWith(OPEN_DEVIATION)) ? "exit criteria or deviations" : "exit criteria";
         const reason = window.prompt(
-          `${open.length} exit criteria are still open:\n${open.map((text) => `- ${text}`).join("\n")}\n\n` +
+          `${open.length} ${what} are still open:\n${open.map((text) => `- ${text}`).join("\n")}\n\n` +
             "Close anyway? The reason goes into the timeline.",
         );
         if (!reason?.trim()) {
@@ -401,7 +403,7 @@ class IncidentPage {
     const touched = new Set(keys ?? []);
     if (all || [...headlineKeys(view)].some((key) => touched.has(key))) this.renderHeadline(view);
     const command = commandOf(view, this.name());
-    const ctx = { ...this.fieldCtx, command, severity: view.severity, editingEntry: this.editingEntry };
+    const ctx = { ...this.fieldCtx, command, view, severity: view.severity, editingEntry: this.editingEntry };
     const wanted = renderOrder(view).map((field) => {
       const old = this.sections.get(field.key);
       if (old && !all && !sectionKeys(view, field).some((key) => touched.has(key))) return old;
@@ -422,6 +424,7 @@ class IncidentPage {
     if (caret && (all || touched.has(fieldOf(caret.field)))) restoreCaret(this.live, caret);
     this.renderArchived(view);
     if (all || touched.has("handoffs")) this.renderHandoffBanner(command);
+    this.renderUncoordinatedBanner(view);
     const roles = view.fields.find((field) => field.kind === "roles")?.key;
     if (all || ["access", roles, "handoffs", "status"].some((key) => touched.has(key))) {
       this.renderAccess(view, command);
@@ -471,6 +474,19 @@ class IncidentPage {
     this.root.dataset.loaded = "true";
     this.loadingEl.hidden = true;
     for (const button of this.root.querySelectorAll("[data-export]")) button.disabled = false;
+  }
+
+  /** Uncoordinated changes, shown at once to the Operations lead and the commander until they say they saw them. */
+  renderUncoordinatedBanner(view) {
+    this.seenChanges ??= new Set();
+    const old = this.bannersEl.querySelector("#uncoordinated-banner");
+    const fresh = uncoordinatedBanner(view, this.name(), this.seenChanges, (ids) => {
+      for (const id of ids) this.seenChanges.add(id);
+      this.renderUncoordinatedBanner(this.view ?? view);
+    });
+    if (!fresh) old?.remove();
+    else if (old) patch(old, fresh);
+    else this.bannersEl.prepend(fresh);
   }
 
   /** The handoffs proposed to the signed-in person, each with its Accept: nothing changes hands until they accept. */
@@ -826,8 +842,18 @@ export async function showIncident(main, { id }, signal) {
   if (keptChanges) page.compact();
 }
 
-/** The text of each exit criterion not yet DONE: closing past them needs a reason (the server checks it too). */
-function openExitCriteria(view) {
+/** How `closingBlockers` names a deviation not reverted, as the model's rules do (`OPEN_DEVIATION`). */
+const OPEN_DEVIATION = "deviation not reverted: ";
+
+/**
+ * The text of each exit criterion not yet DONE, then each deviation not reverted: closing past them needs a reason
+ * (the server checks it too).
+ */
+function closingBlockers(view) {
   const exit = view?.fields?.find((field) => field.key === "exitCriteria" && field.kind === "checklist");
-  return (exit?.value ?? []).filter((item) => !item.done).map((item) => item.text);
+  const deviations = view?.fields?.find((field) => field.kind === "deviations");
+  return [
+    ...(exit?.value ?? []).filter((item) => !item.done).map((item) => item.text),
+    ...(deviations?.value ?? []).filter((d) => !d.reverted).map((d) => `${OPEN_DEVIATION}${d.what}`),
+  ];
 }

@@ -136,7 +136,9 @@ export function sectionKeys(view, field) {
   const rolesKey = fieldOfKind(view, "roles")?.key;
   // A severity-specific cadence changes the "kept current" line when the severity changes.
   const severity = field.cadenceBySeverity && "severity";
-  return [field.key, "pins", rolesKey, field.kind === "roles" && "handoffs", severity].filter(Boolean);
+  // The operations log marks who may change production: the delegations change it too.
+  const delegates = field.kind === "changes" && "operationsDelegates";
+  return [field.key, "pins", rolesKey, field.kind === "roles" && "handoffs", severity, delegates].filter(Boolean);
 }
 
 /** Document keys the headline shows, so it is redrawn only when one of them changes. */
@@ -146,7 +148,7 @@ export function headlineKeys(view) {
 }
 
 /** Top-level document keys outside the fields that the view carries, under the same names. */
-const ROOT_KEYS = ["pins", "handoffs", "audit", "access"];
+const ROOT_KEYS = ["pins", "handoffs", "audit", "access", "operationsDelegates"];
 
 /**
  * The field keys (and `pins`, `handoffs`, `audit`, `access`) whose value, stamp or pin differ between two views: what a local

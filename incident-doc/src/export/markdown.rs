@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::time::format_time;
 use crate::schema::{FieldKind, Role, Stage, TITLE_KEY};
-use crate::view::{Entry, FieldValue, FieldView, IncidentView};
+use crate::view::{Change, Deviation, Entry, FieldValue, FieldView, IncidentView};
 
 /// The incident as Markdown: title, pinned fields, then every field in template order.
 pub fn markdown(view: &IncidentView) -> String {
@@ -128,6 +128,18 @@ fn field_body(view: &IncidentView, field: &FieldView) -> String {
                 let _ = writeln!(out, "- **{}:** {at}", stage.label());
             }
         }
+        FieldValue::Deviations(list) if list.is_empty() => out = empty(field, "None."),
+        FieldValue::Deviations(list) => {
+            for deviation in list {
+                let _ = writeln!(out, "{}", deviation_line(deviation));
+            }
+        }
+        FieldValue::Changes(list) if list.is_empty() => out = empty(field, "No changes logged."),
+        FieldValue::Changes(list) => {
+            for change in list {
+                let _ = writeln!(out, "{}", change_line(change));
+            }
+        }
         FieldValue::Questions(answers) => {
             for q in &field.def.options {
                 let answer = match answers.get(&q.key) {
@@ -140,6 +152,48 @@ fn field_body(view: &IncidentView, field: &FieldView) -> String {
         }
     }
     out
+}
+
+/// A deviation as a task: reverted or not, what was changed, how to revert it, who and when (also the postmortem's
+/// and the status update's line).
+pub(crate) fn deviation_line(d: &Deviation) -> String {
+    let mark = if d.reverted.is_some() { "x" } else { " " };
+    let mut out = format!(
+        "- [{mark}] {} · revert: {} · by {} at {}",
+        inline(&d.what),
+        inline(&d.revert),
+        inline(&d.by),
+        format_time(d.at)
+    );
+    if let Some(r) = &d.reverted {
+        let _ = write!(
+            out,
+            " · reverted by {} at {}",
+            inline(&r.by),
+            format_time(r.at)
+        );
+        if let Some(note) = &r.note {
+            let _ = write!(out, ": {}", inline(note));
+        }
+    }
+    out
+}
+
+/// An operations log entry: when, who, on what, what, and the uncoordinated mark (also the postmortem's and the
+/// status update's line).
+pub(crate) fn change_line(c: &Change) -> String {
+    format!(
+        "- {} **{}** on {}: {}{}",
+        format_time(c.at),
+        inline(&c.by),
+        inline(&c.target),
+        inline(&c.what),
+        if c.uncoordinated {
+            " · **uncoordinated**"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Entries newest first, grouped under `### <time> <author>` while consecutive entries share both.

@@ -10,12 +10,12 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::markdown::inline;
+use super::markdown::{change_line, deviation_line, inline};
 use super::time::{format_duration as duration, format_time};
 use crate::analytics::TODOS_KEY;
 use crate::history::Record;
 use crate::schema::{FieldKind, Stage};
-use crate::view::{FieldValue, IncidentView};
+use crate::view::{Deviation, FieldValue, IncidentView};
 
 /// The sections people write, with the template keys that may already hold them and the prompt otherwise.
 const WRITTEN: [(&str, &[&str], &str); 5] = [
@@ -136,6 +136,8 @@ pub fn postmortem(view: &IncidentView, record: &Record) -> String {
     let _ = writeln!(out, "## Action items\n");
     action_items(&mut out, view);
 
+    changes_to_production(&mut out, view);
+
     let _ = writeln!(out, "## Lessons learned\n");
     for (heading, prompt) in [
         ("What went well", "What helped: tools, people, process."),
@@ -214,14 +216,28 @@ fn seeded_facts(
     }
 }
 
+/// The revert list's deviations, if the template has one.
+fn deviations(view: &IncidentView) -> &[Deviation] {
+    match view.field_of_kind(FieldKind::Deviations).map(|f| &f.value) {
+        Some(FieldValue::Deviations(list)) => list,
+        _ => &[],
+    }
+}
+
+/// The TODOs, then every deviation still open: reverting it is an action item of its own.
 fn action_items(out: &mut String, view: &IncidentView) {
     let items = match view.field(TODOS_KEY).map(|f| &f.value) {
-        Some(FieldValue::Checklist(items)) if !items.is_empty() => items,
-        _ => {
-            let _ = writeln!(out, "_No TODOs were filed during the incident._\n");
-            return;
-        }
+        Some(FieldValue::Checklist(items)) => items.as_slice(),
+        _ => &[],
     };
+    let open: Vec<&Deviation> = deviations(view)
+        .iter()
+        .filter(|d| d.reverted.is_none())
+        .collect();
+    if items.is_empty() && open.is_empty() {
+        let _ = writeln!(out, "_No TODOs were filed during the incident._\n");
+        return;
+    }
     let _ = writeln!(
         out,
         "Type is one of mitigate, prevent, process or other.\n\n\
@@ -238,7 +254,53 @@ fn action_items(out: &mut String, view: &IncidentView) {
             if item.done { "DONE" } else { "TODO" }
         );
     }
+    for d in open {
+        let _ = writeln!(
+            out,
+            "| Revert: {} ({}) | mitigate |  |  | TODO |",
+            inline(&d.what),
+            inline(&d.revert)
+        );
+    }
     out.push('\n');
+}
+
+/// The revert list and the operations log as they stood, when the template has them: what was changed away from
+/// normal (and whether it was put back), and who changed production, freelancing marked.
+fn changes_to_production(out: &mut String, view: &IncidentView) {
+    if view.field_of_kind(FieldKind::Deviations).is_some() {
+        let _ = writeln!(out, "## Deviations from normal (revert list)\n");
+        let list = deviations(view);
+        if list.is_empty() {
+            let _ = writeln!(out, "_None were recorded._\n");
+        } else {
+            for d in list {
+                let _ = writeln!(out, "{}", deviation_line(d));
+            }
+            out.push('\n');
+        }
+    }
+    if let Some(FieldValue::Changes(list)) =
+        view.field_of_kind(FieldKind::Changes).map(|f| &f.value)
+    {
+        let _ = writeln!(out, "## Operations log\n");
+        if list.is_empty() {
+            let _ = writeln!(out, "_No changes were logged._\n");
+        } else {
+            let freelanced = list.iter().filter(|c| c.uncoordinated).count();
+            if freelanced > 0 {
+                let _ = writeln!(
+                    out,
+                    "{freelanced} of {} changes were uncoordinated (made outside the Operations role).\n",
+                    list.len()
+                );
+            }
+            for c in list {
+                let _ = writeln!(out, "{}", change_line(c));
+            }
+            out.push('\n');
+        }
+    }
 }
 
 /// Timeline entries and lifecycle milestones, oldest first; at the same moment a milestone comes before entries.

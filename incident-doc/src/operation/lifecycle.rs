@@ -8,8 +8,8 @@ use automerge::{AutoCommit, ObjType, ROOT, ReadDoc};
 use chrono::{DateTime, Utc};
 
 use crate::edit::{
-    Applied, Edited, Editor, OpError, field_by_kind, is_archived, map_field, open_exit_criteria,
-    stamped, timestamp, touched,
+    Applied, Edited, Editor, OPEN_DEVIATION, OpError, closing_blockers, field_by_kind, is_archived,
+    map_field, stamped, timestamp, touched,
 };
 use crate::read::Reader;
 use crate::schema::{FieldDef, FieldKind, Stage, Status, keys};
@@ -38,17 +38,23 @@ pub(super) fn set_status(
         }
         if reason.trim().is_empty() {
             return Err(OpError::InvalidValue(
-                "closing with exit criteria open needs a reason for the timeline".into(),
+                "closing with exit criteria or deviations open needs a reason for the timeline"
+                    .into(),
             ));
         }
-        let open = open_exit_criteria(&Reader::new(&*doc, None), layout);
+        let open = closing_blockers(&Reader::new(&*doc, None), layout);
         if !open.is_empty() {
             let over = doc.put_object(ROOT, keys::CLOSE_OVERRIDE, ObjType::Map)?;
             doc.put(&over, "reason", reason.trim())?;
             doc.put(&over, "by", editor.name.as_str())?;
             doc.put(&over, "at", timestamp(editor.at))?;
+            let what = if open.iter().any(|o| o.starts_with(OPEN_DEVIATION)) {
+                "exit criteria or deviations"
+            } else {
+                "exit criteria"
+            };
             let text = format!(
-                "Closed with {} exit criteria open ({}): {}",
+                "Closed with {} {what} open ({}): {}",
                 open.len(),
                 open.join("; "),
                 reason.trim()

@@ -10,7 +10,7 @@ use automerge::{AutoCommit, ObjType, ReadDoc};
 use chrono::{DateTime, Utc};
 
 use crate::edit::{
-    Applied, Edited, Editor, FUTURE_SKEW, OpError, check_text, field_by_kind, find_item,
+    Applied, Edited, Editor, OpError, check_dated, check_text, field_by_kind, find_item,
     list_field, nested_text, put_id, remove_listed, stamped, timestamp, touched,
 };
 use crate::schema::{FieldDef, FieldKind};
@@ -45,16 +45,7 @@ pub(super) fn add_dated(
     at: Option<DateTime<Utc>>,
     editor: &Editor,
 ) -> Result<Edited, OpError> {
-    if let Some(at) = at
-        && at > editor.at + FUTURE_SKEW
-    {
-        return Err(OpError::InvalidValue(format!(
-            "a timeline entry may be dated at most {} minutes ahead of now ({}), not {}",
-            FUTURE_SKEW.num_minutes(),
-            editor.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        )));
-    }
+    check_dated("timeline entry", at, editor)?;
     add(doc, layout, text, at, editor)
 }
 
