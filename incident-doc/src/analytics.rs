@@ -92,6 +92,9 @@ pub struct Facts {
     /// Classifying facts from the template's own fields: `key=value` for each set choice other than severity,
     /// `key` for each flag that is on and each declaration question answered yes.
     pub tags: Vec<String>,
+    /// Who held which role when (the record's role intervals), for the per-person role history; not a column.
+    #[serde(skip)]
+    pub roles: Vec<crate::history::RoleSpan>,
 }
 
 /// The CSV columns, in order: exactly the serde names of [`Facts`].
@@ -194,6 +197,7 @@ impl Facts {
             exit_criteria_done: exit_done,
             exit_criteria_met: exit_total > 0 && exit_done == exit_total,
             tags: tags(view),
+            roles: record.roles.clone(),
         }
     }
 }

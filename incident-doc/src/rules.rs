@@ -20,6 +20,8 @@
 //!   the commander's or an administrator's to change.
 //! - The chat channel bound to the incident (root key `chatChannel`) is the commander's or an administrator's to
 //!   change.
+//! - The commander's check-ins ([`crate::checkins`]): only the commander answers the reconsider prompt, in their
+//!   own name; a person raises or clears only their own help flag, and the commander may clear anyone's.
 //! - A closed incident is an archive: no change at all (reopening is an administrator's action over HTTP).
 //! - The server owns the schema: what creation writes never changes, what only the server writes (the audit
 //!   trail, the authorship record, …) and root keys outside the schema are refused from clients
@@ -74,6 +76,9 @@ pub enum Rule {
     Access,
     /// The chat channel changed, by someone other than the commander or an administrator.
     Channel,
+    /// The reconsider prompt was answered by someone other than the commander, or a help flag was raised or
+    /// cleared by someone other than its person (a commander may clear one).
+    CheckIn,
 }
 
 /// The `rule` of the audit entry an administrator's override of command writes: not a broken rule but the record
@@ -124,6 +129,10 @@ pub(crate) struct CommandState {
     pub access: (bool, Vec<String>),
     /// The chat channel bound to the incident.
     pub channel: Option<crate::channel::Channel>,
+    /// The last answer to the reconsider prompt (who) and how many there were.
+    pub reconsidered: (Option<String>, i64),
+    /// Person → their help flag's state, for everyone who ever raised one.
+    pub help: BTreeMap<String, Option<crate::checkins::HelpState>>,
 }
 
 /// One timeline entry as the rules see it.
@@ -185,6 +194,16 @@ impl CommandState {
         });
         state.access = crate::access::read_access(&r);
         state.channel = crate::channel::read_channel(&r);
+        if let Some(checkins) = r.map(&ROOT, keys::CHECKINS) {
+            let by = r
+                .map(&checkins, "reconsidered")
+                .and_then(|last| r.str(&last, "by"));
+            state.reconsidered = (by, r.int(&checkins, "reconsiderations").unwrap_or(0));
+        }
+        state.help = crate::checkins::read_help(&r)
+            .into_iter()
+            .map(|(person, (flag, _, _))| (person, flag))
+            .collect();
         if with_timeline
             && let Some(list) =
                 field(FieldKind::Timeline).and_then(|def| r.list(&ROOT, def.key.as_str()))
@@ -295,6 +314,7 @@ pub(crate) fn check(
             ),
         });
     }
+    violations.extend(check_checkins(before, after, who, is_commander));
     violations.extend(
         check_timeline(before, after, who, now)
             .into_iter()
@@ -305,6 +325,48 @@ pub(crate) fn check(
             rule: Rule::Authorship,
             message: format!("a pin or handoff {who} writes names {who} as its author"),
         });
+    }
+    violations
+}
+
+/// The check-ins' rules: the reconsider prompt is the commander's to answer, in their own name; a help flag is its
+/// person's to raise or clear, and the commander's to clear.
+fn check_checkins(
+    before: &CommandState,
+    after: &CommandState,
+    who: &str,
+    is_commander: bool,
+) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    if before.reconsidered != after.reconsidered {
+        if !is_commander {
+            violations.push(Violation {
+                rule: Rule::CheckIn,
+                message: format!(
+                    "only the Incident Commander ({}) answers the reconsider prompt; {who} may not",
+                    before.commander().unwrap_or("nobody yet")
+                ),
+            });
+        } else if after.reconsidered.0.as_deref() != Some(who) {
+            violations.push(Violation {
+                rule: Rule::Authorship,
+                message: format!("an answer to the reconsider prompt {who} writes names {who}"),
+            });
+        }
+    }
+    let people: BTreeSet<&String> = before.help.keys().chain(after.help.keys()).collect();
+    for person in people {
+        let (was, is) = (before.help.get(person), after.help.get(person));
+        let clearing = is.is_none_or(Option::is_none);
+        if was != is && person != who && !(clearing && is_commander) {
+            violations.push(Violation {
+                rule: Rule::CheckIn,
+                message: format!(
+                    "a help flag is its person's to raise or clear (the Incident Commander may clear one); {who} \
+                     may not change {person}'s"
+                ),
+            });
+        }
     }
     violations
 }
@@ -627,6 +689,10 @@ pub(crate) fn revert(
     }
     if rules.contains(&Rule::Channel) {
         restore_key(doc, &ROOT, keys::CHAT_CHANNEL, heads)?;
+    }
+    if rules.contains(&Rule::CheckIn) {
+        restore_key(doc, &ROOT, keys::CHECKINS, heads)?;
+        restore_key(doc, &ROOT, keys::HELP, heads)?;
     }
     if let Some(key) = field(FieldKind::Timeline)
         && let Some((automerge::Value::Object(ObjType::List), list)) =

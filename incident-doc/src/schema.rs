@@ -64,6 +64,14 @@ pub mod keys {
     /// `bindChannel`/`unbindChannel` operations, which the command rules let the commander or an administrator
     /// send; absent: no channel.
     pub const CHAT_CHANNEL: &str = "chatChannel";
+    /// Map `{reconsiderMinutes?, helpFlag?, reconsidered?: {at, by, note}, reconsiderations?}`: the commander's
+    /// check-ins the template turned on (written at declaration) and the last answer to the reconsider prompt
+    /// (`crate::checkins`). Written only by the server (the `reconsider` operation).
+    pub const CHECKINS: &str = "checkins";
+    /// Map from person to `{state?, at, raised}`: each responder's "I need help" / "I am overloaded" flag
+    /// (`state` absent once cleared) and how often they raised one (`crate::checkins`). Written only by the server
+    /// (the `setHelp` operation).
+    pub const HELP: &str = "help";
 }
 
 /// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'

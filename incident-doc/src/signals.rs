@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::Incident;
+use crate::checkins::HelpState;
 use crate::read::Reader;
 use crate::schema::{FieldKind, Role, Status, keys};
 use crate::view::{FieldValue, Headline, read_layout, read_value};
@@ -42,6 +43,8 @@ pub struct Signals {
     /// The alerts recorded: fingerprint → (status and start, the timeline's text), so that a channel hears each
     /// alert as it is recorded.
     pub alerts: BTreeMap<String, (String, String)>,
+    /// The help flags raised now: person → state.
+    pub help: BTreeMap<String, HelpState>,
 }
 
 impl Signals {
@@ -113,6 +116,10 @@ impl Incident {
                     .collect()
             })
             .unwrap_or_default();
+        let help = crate::checkins::read_help(&r)
+            .into_iter()
+            .filter_map(|(person, (state, _, _))| Some((person, state?)))
+            .collect();
         Signals {
             headline,
             summary,
@@ -122,6 +129,7 @@ impl Incident {
             restricted,
             channel,
             alerts,
+            help,
         }
     }
 }
@@ -196,6 +204,15 @@ pub enum Event {
         /// The timeline's text of the alert.
         text: String,
     },
+    /// A responder raised or cleared their help flag ("I need help", "I am overloaded"): the commander must see it
+    /// at once.
+    #[serde(rename_all = "camelCase")]
+    HelpFlag {
+        /// Whose flag.
+        person: String,
+        /// Raised as, or `null` once cleared.
+        state: Option<HelpState>,
+    },
     /// The incident was closed.
     Closed,
 }
@@ -213,12 +230,13 @@ impl Event {
             Event::FieldStale { .. } => "fieldStale",
             Event::ExitCriteriaMet => "exitCriteriaMet",
             Event::AlertRecorded { .. } => "alertRecorded",
+            Event::HelpFlag { .. } => "helpFlag",
             Event::Closed => "closed",
         }
     }
 
     /// Every type name, for validating configuration.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "declared",
         "statusChanged",
         "severityChanged",
@@ -227,6 +245,7 @@ impl Event {
         "handoffAccepted",
         "fieldStale",
         "exitCriteriaMet",
+        "helpFlag",
         "closed",
     ];
 }
@@ -278,6 +297,16 @@ pub fn events(before: &Signals, after: &Signals) -> Vec<Event> {
     }
     if !before.exit_criteria_met() && after.exit_criteria_met() {
         out.push(Event::ExitCriteriaMet);
+    }
+    let people: std::collections::BTreeSet<&String> =
+        before.help.keys().chain(after.help.keys()).collect();
+    for person in people {
+        if before.help.get(person) != after.help.get(person) {
+            out.push(Event::HelpFlag {
+                person: person.clone(),
+                state: after.help.get(person).copied(),
+            });
+        }
     }
     for (fingerprint, (seen, text)) in &after.alerts {
         if before.alerts.get(fingerprint).map(|(was, _)| was) != Some(seen) {

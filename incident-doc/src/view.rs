@@ -48,6 +48,10 @@ pub struct IncidentView {
     /// The chat channel bound to the incident (its command post), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<crate::channel::Channel>,
+    /// The commander's check-ins, where the template turned them on: the reconsider prompt's interval, last
+    /// answer and due time, and the help flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkins: Option<crate::checkins::CheckIns>,
 }
 
 /// The restriction and the people the commander added (the declarer and role holders are members anyway).
@@ -198,11 +202,16 @@ impl IncidentView {
                 }
             })
             .collect();
+        let headline = Headline::read_with(&r, &layout_defs);
+        // A resolved or closed incident asks nobody to reconsider its approach.
+        let settled = headline.status.as_deref().is_some_and(|s| {
+            s == crate::schema::Status::Resolved.as_str() || s == crate::schema::Status::Closed.as_str()
+        });
         IncidentView {
             schema_version: r.int(&ROOT, keys::SCHEMA_VERSION).unwrap_or(0),
             template_name: r.str(&ROOT, keys::TEMPLATE_NAME).unwrap_or_default(),
             template_version: r.str(&ROOT, keys::TEMPLATE_VERSION),
-            headline: Headline::read_with(&r, &layout_defs),
+            headline,
             created_by: r.str(&ROOT, keys::CREATED_BY),
             pins: read_pins(&r, &fields),
             fields,
@@ -216,6 +225,7 @@ impl IncidentView {
                 }
             }),
             channel: crate::channel::read_channel(&r),
+            checkins: crate::checkins::read_checkins(&r, !settled),
         }
     }
 
