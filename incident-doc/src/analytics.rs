@@ -20,7 +20,7 @@ pub const TODOS_KEY: &str = "todos";
 pub use crate::schema::EXIT_CRITERIA_KEY;
 
 /// One incident as a row of facts. The serde names are the CSV column names ([`COLUMNS`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
     /// The document id.
     pub id: String,
@@ -381,6 +381,7 @@ mod tests {
             exit_criteria_done: 0,
             exit_criteria_met: false,
             tags: Vec::new(),
+            roles: Vec::new(),
         }
     }
 

@@ -401,6 +401,17 @@ pub fn text(signals: &Signals, event: &Event) -> String {
         ),
         Event::ExitCriteriaMet => "all exit criteria are met".to_owned(),
         Event::AlertRecorded { text, .. } => format!("alert: {}", text.trim()),
+        Event::HelpFlag { person, state } => {
+            let commander = signals
+                .roles
+                .get(&incident_doc::schema::Role::Commander)
+                .map(|c| format!(" (Incident Commander: {c})"))
+                .unwrap_or_default();
+            match state {
+                Some(state) => format!("help flag: {}{commander}", state.describe(person)),
+                None => format!("help flag: {person}'s flag was cleared"),
+            }
+        }
         Event::Closed => "closed".to_owned(),
     };
     format!("{name}: {what}")
