@@ -154,11 +154,11 @@ async fn a_raised_flag_reaches_webhook_receivers() -> anyhow::Result<()> {
             .received()
             .into_iter()
             .map(|delivery| delivery.json())
-            .find(|body| body["event"]["type"] == "helpFlag")
+            .find(|body| body["type"] == "helpFlag")
     })
     .await?;
     ensure!(
-        event["event"]["person"] == "bob" && event["event"]["state"] == "help",
+        event["data"]["person"] == "bob" && event["data"]["state"] == "help",
         "{event}"
     );
     ensure!(
