@@ -1,7 +1,8 @@
 /**
  * The commander's check-ins on the incident page (where the template turned them on): the help flags raised, as a
  * banner everyone sees at once (the commander may clear one), the reader's own "I need help" / "I am overloaded"
- * buttons, and, for the commander once it is due, the prompt "reconsider the options" with a one-line answer.
+ * buttons, and, for the commander, the prompt "reconsider the options" with a one-line answer (standing out once
+ * due; answering early resets the interval too).
  * Both are the server's to record (root keys `checkins` and `help`), so they go over HTTP; the change comes back by
  * sync. Also the role rotation's suggestion of who has not commanded recently among the people present, and the
  * per-person role history (`#/people/<name>`).
@@ -33,8 +34,9 @@ export function renderCheckins(el, id, view, command, now = Date.now()) {
   const checkins = view.checkins;
   const me = command.name;
   const commands = command.commander === me;
-  const due = checkins?.reconsiderDueAt && Date.parse(checkins.reconsiderDueAt) <= now && commands;
-  const shape = JSON.stringify([checkins?.help, checkins?.helpFlag, due && checkins.reconsiderDueAt, me, commands]);
+  const prompt = Boolean(checkins?.reconsiderDueAt) && commands;
+  const due = prompt && Date.parse(checkins.reconsiderDueAt) <= now;
+  const shape = JSON.stringify([checkins?.help, checkins?.helpFlag, prompt, due, checkins?.reconsiderations, me]);
   if (el.dataset.shape === shape) return;
   el.dataset.shape = shape;
   const send = (op) => applyOperations(id, [op]).catch(showError);
@@ -82,7 +84,8 @@ export function renderCheckins(el, id, view, command, now = Date.now()) {
       ),
     );
   }
-  if (due) {
+  // The commander may reconsider at any time; once due, the prompt stands out until answered.
+  if (prompt) {
     const input = h("input", {
       type: "text",
       name: "note",
@@ -95,14 +98,19 @@ export function renderCheckins(el, id, view, command, now = Date.now()) {
       h(
         "form",
         {
-          class: "reconsider",
+          class: due ? "reconsider due" : "reconsider",
+          "data-due": String(due),
           onsubmit: (event) => {
             event.preventDefault();
             const note = input.value.trim();
             if (note) send({ op: "reconsider", note });
           },
         },
-        h("strong", {}, "Reconsider the options: is the current approach still right?"),
+        h(
+          due ? "strong" : "span",
+          {},
+          `${due ? "Due: r" : "R"}econsider the options: is the current approach still right?`,
+        ),
         " ",
         input,
         h("button", { type: "submit" }, "Answer"),
