@@ -205,7 +205,8 @@ impl IncidentView {
         let headline = Headline::read_with(&r, &layout_defs);
         // A resolved or closed incident asks nobody to reconsider its approach.
         let settled = headline.status.as_deref().is_some_and(|s| {
-            s == crate::schema::Status::Resolved.as_str() || s == crate::schema::Status::Closed.as_str()
+            s == crate::schema::Status::Resolved.as_str()
+                || s == crate::schema::Status::Closed.as_str()
         });
         IncidentView {
             schema_version: r.int(&ROOT, keys::SCHEMA_VERSION).unwrap_or(0),

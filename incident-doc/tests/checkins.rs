@@ -92,7 +92,10 @@ fn the_commander_answers_the_reconsider_prompt_and_it_falls_due_again() {
     let mut incident = declare();
     let view = incident.view();
     let checkins = view.checkins.expect("check-ins");
-    assert_eq!(checkins.reconsider_due_at, Some(t0() + Duration::minutes(30)));
+    assert_eq!(
+        checkins.reconsider_due_at,
+        Some(t0() + Duration::minutes(30))
+    );
     assert_eq!(checkins.reconsiderations, 0);
 
     incident
@@ -103,7 +106,10 @@ fn the_commander_answers_the_reconsider_prompt_and_it_falls_due_again() {
         .expect("the commander answers");
     let checkins = incident.view().checkins.expect("check-ins");
     assert_eq!(checkins.reconsiderations, 1);
-    assert_eq!(checkins.reconsider_due_at, Some(t0() + Duration::minutes(61)));
+    assert_eq!(
+        checkins.reconsider_due_at,
+        Some(t0() + Duration::minutes(61))
+    );
     let last = checkins.reconsidered.expect("answer");
     assert_eq!(
         (last.by.as_str(), last.note.as_str()),
@@ -125,7 +131,11 @@ fn the_commander_answers_the_reconsider_prompt_and_it_falls_due_again() {
         ));
     }
     assert_eq!(
-        incident.view().checkins.expect("check-ins").reconsiderations,
+        incident
+            .view()
+            .checkins
+            .expect("check-ins")
+            .reconsiderations,
         1
     );
 
@@ -140,7 +150,11 @@ fn the_commander_answers_the_reconsider_prompt_and_it_falls_due_again() {
         )
         .expect("resolve");
     assert_eq!(
-        incident.view().checkins.expect("check-ins").reconsider_due_at,
+        incident
+            .view()
+            .checkins
+            .expect("check-ins")
+            .reconsider_due_at,
         None
     );
 }
@@ -168,7 +182,10 @@ fn a_person_raises_and_clears_their_own_flag_and_the_commander_clears_any() {
     // The same state again writes nothing.
     let heads = incident.doc_mut().get_heads();
     incident
-        .apply(&help(Some(HelpState::Overloaded), Some("bob")), &at("bob", 2))
+        .apply(
+            &help(Some(HelpState::Overloaded), Some("bob")),
+            &at("bob", 2),
+        )
         .expect("again");
     assert_eq!(incident.doc_mut().get_heads(), heads);
 

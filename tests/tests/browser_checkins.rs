@@ -83,7 +83,10 @@ async fn a_help_flag_reaches_the_commander_and_the_prompt_is_answered() -> anyho
 
     // The commander answers the reconsider prompt with one line.
     commander
-        .type_text("form.reconsider input", "Rollback is still the fastest path.")
+        .type_text(
+            "form.reconsider input",
+            "Rollback is still the fastest path.",
+        )
         .await?;
     commander
         .click("form.reconsider button[type=submit]")
@@ -122,10 +125,7 @@ async fn a_help_flag_reaches_the_commander_and_the_prompt_is_answered() -> anyho
     commander.goto(&format!("{base}/#/people/alice")).await?;
     commander
         .wait_until("alice's roles", DEADLINE, || async {
-            Ok(commander
-                .find("tr[data-role=commander]")
-                .await?
-                .map(|_| ()))
+            Ok(commander.find("tr[data-role=commander]").await?.map(|_| ()))
         })
         .await?;
     let violations = commander.axe_violations().await.context("axe")?;

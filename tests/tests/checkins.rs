@@ -51,20 +51,40 @@ async fn the_reconsider_prompt_and_help_flags_over_http() -> anyhow::Result<()> 
     );
 
     // Bob raises his flag; the commander sees it in the read model and the timeline.
-    let (status, body) = op(&server, &bob, &id, json!({"op": "setHelp", "state": "overloaded"})).await;
+    let (status, body) = op(
+        &server,
+        &bob,
+        &id,
+        json!({"op": "setHelp", "state": "overloaded"}),
+    )
+    .await;
     ensure!(status == StatusCode::OK, "{status} {body}");
     let view = server.incident_json(&alice, &id).await;
     ensure!(
         view["checkins"]["help"]["bob"]["state"] == "overloaded",
         "{view}"
     );
-    ensure!(server.markdown(&alice, &id).await.contains("Help flag: bob is overloaded."));
+    ensure!(
+        server
+            .markdown(&alice, &id)
+            .await
+            .contains("Help flag: bob is overloaded.")
+    );
 
     // Refused by the command rules: bob answering the prompt, raising carol's flag; alice raising bob's.
     for (token, body) in [
-        (&bob, json!({"op": "reconsider", "note": "switch to plan B"})),
-        (&bob, json!({"op": "setHelp", "state": "help", "person": "carol"})),
-        (&alice, json!({"op": "setHelp", "state": "help", "person": "bob"})),
+        (
+            &bob,
+            json!({"op": "reconsider", "note": "switch to plan B"}),
+        ),
+        (
+            &bob,
+            json!({"op": "setHelp", "state": "help", "person": "carol"}),
+        ),
+        (
+            &alice,
+            json!({"op": "setHelp", "state": "help", "person": "bob"}),
+        ),
     ] {
         let (status, answer) = op(&server, token, &id, body.clone()).await;
         ensure!(status == StatusCode::FORBIDDEN, "{body}: {status} {answer}");
@@ -78,7 +98,10 @@ async fn the_reconsider_prompt_and_help_flags_over_http() -> anyhow::Result<()> 
         json!({"op": "reconsider", "note": "x".repeat(201)}),
     ] {
         let (status, answer) = op(&server, &alice, &id, body.clone()).await;
-        ensure!(status == StatusCode::UNPROCESSABLE_ENTITY, "{body}: {status} {answer}");
+        ensure!(
+            status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {status} {answer}"
+        );
         ensure!(answer["error"]["message"].is_string(), "{answer}");
     }
     for body in [
@@ -100,13 +123,22 @@ async fn the_reconsider_prompt_and_help_flags_over_http() -> anyhow::Result<()> 
     )
     .await;
     ensure!(status == StatusCode::OK, "{status} {body}");
-    let (status, body) = op(&server, &alice, &id, json!({"op": "setHelp", "state": null, "person": "bob"})).await;
+    let (status, body) = op(
+        &server,
+        &alice,
+        &id,
+        json!({"op": "setHelp", "state": null, "person": "bob"}),
+    )
+    .await;
     ensure!(status == StatusCode::OK, "{status} {body}");
     let view = server.incident_json(&alice, &id).await;
     let checkins = &view["checkins"];
     ensure!(checkins["reconsiderations"] == 1, "{checkins}");
     ensure!(checkins["reconsidered"]["by"] == "alice", "{checkins}");
-    ensure!(time(&checkins["reconsiderDueAt"])? > first_due, "{checkins}");
+    ensure!(
+        time(&checkins["reconsiderDueAt"])? > first_due,
+        "{checkins}"
+    );
     ensure!(checkins["help"]["bob"]["state"].is_null(), "{checkins}");
     let markdown = server.markdown(&alice, &id).await;
     ensure!(markdown.contains(
@@ -147,7 +179,13 @@ async fn a_raised_flag_reaches_webhook_receivers() -> anyhow::Result<()> {
     let alice = server.token("alice", "write").await;
     let bob = server.token("bob", "write").await;
     let id = server.declare(&alice, "Checkout errors").await.id;
-    let (status, body) = op(&server, &bob, &id, json!({"op": "setHelp", "state": "help"})).await;
+    let (status, body) = op(
+        &server,
+        &bob,
+        &id,
+        json!({"op": "setHelp", "state": "help"}),
+    )
+    .await;
     ensure!(status == StatusCode::OK, "{status} {body}");
     let event = eventually("the helpFlag event", Duration::from_secs(20), || async {
         receiver
@@ -178,7 +216,13 @@ async fn hostile_sync_writers_cannot_forge_flags_or_answers() -> anyhow::Result<
     let bob = server.token("bob", "write").await;
     let mallory = server.token("mallory", "write").await;
     let id = server.declare(&alice, "Checkout errors").await.id;
-    let (status, body) = op(&server, &bob, &id, json!({"op": "setHelp", "state": "help"})).await;
+    let (status, body) = op(
+        &server,
+        &bob,
+        &id,
+        json!({"op": "setHelp", "state": "help"}),
+    )
+    .await;
     ensure!(status == StatusCode::OK, "{status} {body}");
     let before = server.incident_json(&alice, &id).await["checkins"].clone();
 
@@ -199,7 +243,9 @@ async fn hostile_sync_writers_cannot_forge_flags_or_answers() -> anyhow::Result<
             doc.put(&last, "note", "forged")?;
             doc.put(&checkins, "reconsiderations", 9_i64)
         })?;
-        client.sync_until_acknowledged(Duration::from_secs(10)).await?;
+        client
+            .sync_until_acknowledged(Duration::from_secs(10))
+            .await?;
         client
             .sync_until(
                 |c| {
@@ -218,7 +264,9 @@ async fn hostile_sync_writers_cannot_forge_flags_or_answers() -> anyhow::Result<
         ensure!(view["checkins"] == before, "{name}: {}", view["checkins"]);
         let audit = view["audit"].as_array().context("audit")?;
         ensure!(
-            audit.iter().any(|a| a["rule"] == "schema" && a["by"] == name),
+            audit
+                .iter()
+                .any(|a| a["rule"] == "schema" && a["by"] == name),
             "{name}: {audit:?}"
         );
     }

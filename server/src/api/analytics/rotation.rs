@@ -230,14 +230,14 @@ mod tests {
             title: id.to_owned(),
             drill,
             roles: spans
-            .iter()
-            .map(|(role, person, from, to)| RoleSpan {
-                role: *role,
-                person: (*person).to_owned(),
-                from: t(*from),
-                to: to.map(t),
-            })
-            .collect(),
+                .iter()
+                .map(|(role, person, from, to)| RoleSpan {
+                    role: *role,
+                    person: (*person).to_owned(),
+                    from: t(*from),
+                    to: to.map(t),
+                })
+                .collect(),
             ..Facts::default()
         }
     }
@@ -257,7 +257,11 @@ mod tests {
             row("d", true, &[(Role::Commander, "carol", 12, Some(13))]),
         ];
         let now = t(20);
-        let ranked = rotation(&rows, vec!["bob".into(), "alice".into(), "carol".into()], now);
+        let ranked = rotation(
+            &rows,
+            vec!["bob".into(), "alice".into(), "carol".into()],
+            now,
+        );
         let order: Vec<&str> = ranked
             .candidates
             .iter()
@@ -269,7 +273,9 @@ mod tests {
             "has not commanded an incident (and 1 drill)"
         );
         assert!(
-            ranked.candidates[1].reason.starts_with("last commanded #1 a until"),
+            ranked.candidates[1]
+                .reason
+                .starts_with("last commanded #1 a until"),
             "{}",
             ranked.candidates[1].reason
         );
