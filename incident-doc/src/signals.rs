@@ -193,6 +193,13 @@ pub enum Event {
         /// When it was due.
         due_at: DateTime<Utc>,
     },
+    /// The commander's reconsider prompt (`reconsider=…` in the template) is past due: found by the server's sweep of
+    /// open incidents, as [`Event::FieldStale`] is.
+    #[serde(rename_all = "camelCase")]
+    ReconsiderDue {
+        /// When it was due.
+        due_at: DateTime<Utc>,
+    },
     /// Every exit criterion is checked.
     ExitCriteriaMet,
     /// An alert was recorded in the timeline (firing or resolved). Posted to the incident's chat channel; webhook
@@ -228,6 +235,7 @@ impl Event {
             Event::HandoffProposed { .. } => "handoffProposed",
             Event::HandoffAccepted { .. } => "handoffAccepted",
             Event::FieldStale { .. } => "fieldStale",
+            Event::ReconsiderDue { .. } => "reconsiderDue",
             Event::ExitCriteriaMet => "exitCriteriaMet",
             Event::AlertRecorded { .. } => "alertRecorded",
             Event::HelpFlag { .. } => "helpFlag",
@@ -236,7 +244,7 @@ impl Event {
     }
 
     /// Every type name, for validating configuration.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "declared",
         "statusChanged",
         "severityChanged",
@@ -244,6 +252,7 @@ impl Event {
         "handoffProposed",
         "handoffAccepted",
         "fieldStale",
+        "reconsiderDue",
         "exitCriteriaMet",
         "helpFlag",
         "closed",

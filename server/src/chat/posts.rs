@@ -55,15 +55,17 @@ pub fn stale_post(
     now: DateTime<Utc>,
 ) -> Option<NewDelivery> {
     let channel = signals.channel.as_ref()?;
-    let Event::FieldStale { field, due_at, .. } = event else {
-        return None;
-    };
+    let key = crate::webhooks::stale_key(event)?;
     let mut line = text(signals, event);
     if let Some(holder) = holder {
-        line = format!("{holder}: {line}; please update it");
+        let ask = match event {
+            Event::FieldStale { .. } => "please update it",
+            _ => "please answer it",
+        };
+        line = format!("{holder}: {line}; {ask}");
     }
     let mut delivery = post(doc, channel, event.name(), line, now);
-    delivery.event_id = format!("chat_stale_{doc}_{field}_{}", due_at.timestamp_millis());
+    delivery.event_id = format!("chat_stale_{doc}_{key}");
     Some(delivery)
 }
 
