@@ -521,7 +521,7 @@ mod tests {
         let mut incident = drill(t0);
         let signals = incident.signals();
         let due = |minutes| t0 + Duration::minutes(minutes);
-        assert!(stale_events(&incident, &signals, due(29)).is_empty());
+        assert!(stale_events(&incident, &signals, due(14)).is_empty());
         let at_40: Vec<String> = stale_events(&incident, &signals, due(40))
             .iter()
             .map(|(e, holder)| match e {
