@@ -9,6 +9,7 @@
  */
 
 import { applyOperations, getPersonRoles, getRotation } from "./api.js";
+import { canWrite } from "./auth.js";
 import { h, showError, utcTime } from "./dom.js";
 import { roleLabel } from "./model.js";
 
@@ -33,10 +34,12 @@ export const flagOf = (view, name) => {
 export function renderCheckins(el, id, view, command, now = Date.now()) {
   const checkins = view.checkins;
   const me = command.name;
-  const commands = command.commander === me;
+  // A closed incident is an archive, and a read token edits nothing: no buttons that could only be refused.
+  const acting = canWrite() && view.status !== "closed";
+  const commands = acting && command.commander === me;
   const prompt = Boolean(checkins?.reconsiderDueAt) && commands;
   const due = prompt && Date.parse(checkins.reconsiderDueAt) <= now;
-  const shape = JSON.stringify([checkins?.help, checkins?.helpFlag, prompt, due, checkins?.reconsiderations, me]);
+  const shape = JSON.stringify([checkins?.help, checkins?.helpFlag, prompt, due, checkins?.reconsiderations, me, acting]);
   if (el.dataset.shape === shape) return;
   el.dataset.shape = shape;
   const send = (op) => applyOperations(id, [op]).catch(showError);
@@ -52,7 +55,7 @@ export function renderCheckins(el, id, view, command, now = Date.now()) {
             "li",
             { "data-help": person },
             h("strong", {}, `${person} ${HELP_TEXT[state]}`),
-            (commands || person === me) &&
+            (commands || (acting && person === me)) &&
               h(
                 "button",
                 { type: "button", "data-clear-help": person, onclick: () => send({ op: "setHelp", state: null, person }) },
@@ -63,7 +66,7 @@ export function renderCheckins(el, id, view, command, now = Date.now()) {
       ),
     );
   }
-  if (checkins?.helpFlag && me) {
+  if (checkins?.helpFlag && me && acting) {
     const mine = checkins.help?.[me]?.state;
     parts.push(
       h(
