@@ -1,8 +1,8 @@
 //! The commander's check-ins and the role rotation in a real headless Chromium (the harness of
 //! `tests/src/browser.rs`): a responder raises "I am overloaded" on their page and it reaches the commander's page
 //! at once (the banner and beside the name in presence), the commander clears it, answers the reconsider prompt
-//! with a one-line note (both in the timeline), and the roles section suggests for command the person present who
-//! has not commanded.
+//! with a one-line note (both in the timeline), the roles section suggests for command the person present who has
+//! not commanded, the declare page suggests someone connected, and a person's role history page lists their roles.
 
 use anyhow::{Context, ensure};
 use serde_json::json;
@@ -117,6 +117,17 @@ async fn a_help_flag_reaches_the_commander_and_the_prompt_is_answered() -> anyho
     }
     // The responder sees no prompt: it is the commander's.
     ensure!(responder.find("form.reconsider").await?.is_none());
+
+    // The declare page suggests someone connected now (alice's page is, bob's may still be) for command.
+    responder.goto(&format!("{base}/#/declare")).await?;
+    responder
+        .wait_until("the declare page's suggestion", DEADLINE, || async {
+            Ok(responder
+                .text("form.declare .rotation a")
+                .await?
+                .filter(|name| name == "alice" || name == "bob"))
+        })
+        .await?;
 
     let violations = commander.axe_violations().await.context("axe")?;
     ensure!(violations.is_empty(), "accessibility: {violations:?}");
