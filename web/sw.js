@@ -15,6 +15,7 @@ const SHELL = [
   "/app.css",
   "/js/access.js",
   "/js/chat.js",
+  "/js/checkins.js",
   "/js/api.js",
   "/js/app.js",
   "/js/audit.js",

@@ -20,7 +20,7 @@ pub const TODOS_KEY: &str = "todos";
 pub use crate::schema::EXIT_CRITERIA_KEY;
 
 /// One incident as a row of facts. The serde names are the CSV column names ([`COLUMNS`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
     /// The document id.
     pub id: String,
@@ -102,6 +102,9 @@ pub struct Facts {
     /// Classifying facts from the template's own fields: `key=value` for each set choice other than severity,
     /// `key` for each flag that is on and each declaration question answered yes.
     pub tags: Vec<String>,
+    /// Who held which role when (the record's role intervals), for the per-person role history; not a column.
+    #[serde(skip)]
+    pub roles: Vec<crate::history::RoleSpan>,
 }
 
 /// The CSV columns, in order: exactly the serde names of [`Facts`].
@@ -229,6 +232,7 @@ impl Facts {
             exit_criteria_done: exit_done,
             exit_criteria_met: exit_total > 0 && exit_done == exit_total,
             tags: tags(view),
+            roles: record.roles.clone(),
         }
     }
 }
@@ -417,6 +421,7 @@ mod tests {
             changes_total: 0,
             changes_uncoordinated: 0,
             tags: Vec::new(),
+            roles: Vec::new(),
         }
     }
 

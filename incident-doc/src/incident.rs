@@ -215,6 +215,7 @@ impl Incident {
             doc.put(&access, "restricted", true)?;
             doc.put_object(&access, "members", ObjType::List)?;
         }
+        template.checkins.write(doc)?;
         if let Some(n) = number {
             doc.put(ROOT, keys::NUMBER, n)?;
         }

@@ -13,6 +13,7 @@
 mod access;
 pub mod analytics;
 pub mod channel;
+pub mod checkins;
 mod edit;
 pub mod export;
 pub mod history;

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Network;
+use crate::checkins::HelpState;
 use crate::edit::{Edited, Editor, OpError, stamped};
 use crate::schema::{FieldDef, Role, Stage, Status};
 
@@ -19,6 +20,7 @@ mod access;
 mod alert;
 mod changes;
 mod channel;
+mod checkins;
 mod checklist;
 mod deviations;
 mod fields;
@@ -336,6 +338,25 @@ pub enum Operation {
         /// The person.
         person: String,
     },
+    /// Answer the commander's check-in "reconsider the options: is the current approach still right?" with a
+    /// one-line note: recorded in the timeline, and the prompt falls due again after the template's interval
+    /// (`reconsider=…`). Only the Incident Commander.
+    Reconsider {
+        /// The answer, one line.
+        note: String,
+    },
+    /// Raise ("I need help", "I am overloaded") or clear (`null`) a help flag, where the template turned it on
+    /// (`help-flag`): recorded in the timeline and announced to the commander. A person raises or clears only
+    /// their own flag; the Incident Commander may clear anyone's once dealt with.
+    SetHelp {
+        /// The new state, or `null` to clear.
+        #[serde(deserialize_with = "Option::deserialize")]
+        #[cfg_attr(feature = "openapi", schema(required = true))]
+        state: Option<HelpState>,
+        /// Whose flag (a token name); the sender's own when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        person: Option<String>,
+    },
     /// Reopen a closed (archived) incident: the one edit an archived document accepts, alone in its batch. Moves
     /// the status to `status` (default `resolved`), clears the `closed` lifecycle stamp so that the next close
     /// records its own moment, and writes the reason to the timeline. The server lets only admins send it.
@@ -388,6 +409,8 @@ impl Operation {
             Operation::LogChange { .. } => "logChange",
             Operation::DelegateOperations { .. } => "delegateOperations",
             Operation::RevokeDelegation { .. } => "revokeDelegation",
+            Operation::Reconsider { .. } => "reconsider",
+            Operation::SetHelp { .. } => "setHelp",
         }
     }
 }
@@ -513,6 +536,10 @@ pub(crate) fn apply(
         }
         Operation::RevokeDelegation { person } => {
             changes::delegate(doc, layout, person, false, editor)
+        }
+        Operation::Reconsider { note } => checkins::reconsider(doc, layout, note, editor),
+        Operation::SetHelp { state, person } => {
+            checkins::set_help(doc, layout, person.as_deref(), *state, editor)
         }
     }?;
     stamped(doc, editor, edited)

@@ -20,6 +20,8 @@
 //!   the commander's or an administrator's to change.
 //! - The chat channel bound to the incident (root key `chatChannel`) is the commander's or an administrator's to
 //!   change.
+//! - The commander's check-ins ([`crate::checkins`]): only the commander answers the reconsider prompt, in their
+//!   own name; a person raises or clears only their own help flag, and the commander may clear anyone's.
 //! - A closed incident is an archive: no change at all (reopening is an administrator's action over HTTP).
 //! - The server owns the schema: what creation writes never changes, what only the server writes (the audit
 //!   trail, the authorship record, …) and root keys outside the schema are refused from clients
@@ -80,6 +82,9 @@ pub enum Rule {
     /// The operations log was rewritten (its entries are never changed or removed), an entry's uncoordinated mark
     /// is not the server's verdict, or the delegations were changed by someone who does not hold Operations.
     Operations,
+    /// The reconsider prompt was answered by someone other than the commander, or a help flag was raised or
+    /// cleared by someone other than its person (a commander may clear one).
+    CheckIn,
 }
 
 /// The `rule` of the audit entry an administrator's override of command writes: not a broken rule but the record
@@ -143,6 +148,10 @@ pub(crate) struct CommandState {
     pub access: (bool, Vec<String>),
     /// The chat channel bound to the incident.
     pub channel: Option<crate::channel::Channel>,
+    /// The last answer to the reconsider prompt (who) and how many there were.
+    pub reconsidered: (Option<String>, i64),
+    /// Person → their help flag's state, for everyone who ever raised one.
+    pub help: BTreeMap<String, Option<crate::checkins::HelpState>>,
 }
 
 /// One timeline entry as the rules see it.
@@ -261,6 +270,16 @@ impl CommandState {
         });
         state.access = crate::access::read_access(&r);
         state.channel = crate::channel::read_channel(&r);
+        if let Some(checkins) = r.map(&ROOT, keys::CHECKINS) {
+            let by = r
+                .map(&checkins, "reconsidered")
+                .and_then(|last| r.str(&last, "by"));
+            state.reconsidered = (by, r.int(&checkins, "reconsiderations").unwrap_or(0));
+        }
+        state.help = crate::checkins::read_help(&r)
+            .into_iter()
+            .map(|(person, (flag, _, _))| (person, flag))
+            .collect();
         state.delegates = r
             .list(&ROOT, keys::OPERATIONS_DELEGATES)
             .map(|list| r.strings_in(&list))
@@ -378,6 +397,7 @@ pub(crate) fn check(
             ),
         });
     }
+    violations.extend(check_checkins(before, after, who, is_commander));
     violations.extend(
         check_timeline(before, after, who, now)
             .into_iter()
@@ -390,6 +410,48 @@ pub(crate) fn check(
             rule: Rule::Authorship,
             message: format!("a pin or handoff {who} writes names {who} as its author"),
         });
+    }
+    violations
+}
+
+/// The check-ins' rules: the reconsider prompt is the commander's to answer, in their own name; a help flag is its
+/// person's to raise or clear, and the commander's to clear.
+fn check_checkins(
+    before: &CommandState,
+    after: &CommandState,
+    who: &str,
+    is_commander: bool,
+) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    if before.reconsidered != after.reconsidered {
+        if !is_commander {
+            violations.push(Violation {
+                rule: Rule::CheckIn,
+                message: format!(
+                    "only the Incident Commander ({}) answers the reconsider prompt; {who} may not",
+                    before.commander().unwrap_or("nobody yet")
+                ),
+            });
+        } else if after.reconsidered.0.as_deref() != Some(who) {
+            violations.push(Violation {
+                rule: Rule::Authorship,
+                message: format!("an answer to the reconsider prompt {who} writes names {who}"),
+            });
+        }
+    }
+    let people: BTreeSet<&String> = before.help.keys().chain(after.help.keys()).collect();
+    for person in people {
+        let (was, is) = (before.help.get(person), after.help.get(person));
+        let clearing = is.is_none_or(Option::is_none);
+        if was != is && person != who && !(clearing && is_commander) {
+            violations.push(Violation {
+                rule: Rule::CheckIn,
+                message: format!(
+                    "a help flag is its person's to raise or clear (the Incident Commander may clear one); {who} \
+                     may not change {person}'s"
+                ),
+            });
+        }
     }
     violations
 }
@@ -840,6 +902,10 @@ pub(crate) fn revert(
     }
     if rules.contains(&Rule::Operations) {
         restore_key(doc, &ROOT, keys::OPERATIONS_DELEGATES, heads)?;
+    }
+    if rules.contains(&Rule::CheckIn) {
+        restore_key(doc, &ROOT, keys::CHECKINS, heads)?;
+        restore_key(doc, &ROOT, keys::HELP, heads)?;
     }
     let who = sender.name.as_str();
     let logs = [

@@ -68,6 +68,14 @@ pub mod keys {
     /// so their entries in the operations log count as coordinated. Changed only by whoever holds Operations (the
     /// command rules).
     pub const OPERATIONS_DELEGATES: &str = "operationsDelegates";
+    /// Map `{reconsiderMinutes?, helpFlag?, reconsidered?: {at, by, note}, reconsiderations?}`: the commander's
+    /// check-ins the template turned on (written at declaration) and the last answer to the reconsider prompt
+    /// (`crate::checkins`). Written only by the server (the `reconsider` operation).
+    pub const CHECKINS: &str = "checkins";
+    /// Map from person to `{state?, at, raised}`: each responder's "I need help" / "I am overloaded" flag
+    /// (`state` absent once cleared) and how often they raised one (`crate::checkins`). Written only by the server
+    /// (the `setHelp` operation).
+    pub const HELP: &str = "help";
 }
 
 /// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'

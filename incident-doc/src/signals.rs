@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::Incident;
+use crate::checkins::HelpState;
 use crate::read::Reader;
 use crate::schema::{FieldKind, Role, Status, keys};
 use crate::view::{FieldValue, Headline, read_layout, read_value};
@@ -44,6 +45,8 @@ pub struct Signals {
     pub alerts: BTreeMap<String, (String, String)>,
     /// The operations log's uncoordinated entries: id → the entry, so that each is announced once.
     pub uncoordinated: BTreeMap<String, crate::view::Change>,
+    /// The help flags raised now: person → state.
+    pub help: BTreeMap<String, HelpState>,
 }
 
 impl Signals {
@@ -123,6 +126,10 @@ impl Incident {
                 .collect(),
             _ => BTreeMap::new(),
         };
+        let help = crate::checkins::read_help(&r)
+            .into_iter()
+            .filter_map(|(person, (state, _, _))| Some((person, state?)))
+            .collect();
         Signals {
             uncoordinated,
             headline,
@@ -133,6 +140,7 @@ impl Incident {
             restricted,
             channel,
             alerts,
+            help,
         }
     }
 }
@@ -196,6 +204,13 @@ pub enum Event {
         /// When it was due.
         due_at: DateTime<Utc>,
     },
+    /// The commander's reconsider prompt (`reconsider=…` in the template) is past due: found by the server's sweep of
+    /// open incidents, as [`Event::FieldStale`] is.
+    #[serde(rename_all = "camelCase")]
+    ReconsiderDue {
+        /// When it was due.
+        due_at: DateTime<Utc>,
+    },
     /// Every exit criterion is checked.
     ExitCriteriaMet,
     /// An alert was recorded in the timeline (firing or resolved). Posted to the incident's chat channel; webhook
@@ -222,6 +237,15 @@ pub enum Event {
         /// The Incident Commander.
         commander: Option<String>,
     },
+    /// A responder raised or cleared their help flag ("I need help", "I am overloaded"): the commander must see it
+    /// at once.
+    #[serde(rename_all = "camelCase")]
+    HelpFlag {
+        /// Whose flag.
+        person: String,
+        /// Raised as, or `null` once cleared.
+        state: Option<HelpState>,
+    },
     /// The incident was closed.
     Closed,
 }
@@ -237,15 +261,17 @@ impl Event {
             Event::HandoffProposed { .. } => "handoffProposed",
             Event::HandoffAccepted { .. } => "handoffAccepted",
             Event::FieldStale { .. } => "fieldStale",
+            Event::ReconsiderDue { .. } => "reconsiderDue",
             Event::ExitCriteriaMet => "exitCriteriaMet",
             Event::AlertRecorded { .. } => "alertRecorded",
             Event::UncoordinatedChange { .. } => "uncoordinatedChange",
+            Event::HelpFlag { .. } => "helpFlag",
             Event::Closed => "closed",
         }
     }
 
     /// Every type name, for validating configuration.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 12] = [
         "declared",
         "statusChanged",
         "severityChanged",
@@ -253,8 +279,10 @@ impl Event {
         "handoffProposed",
         "handoffAccepted",
         "fieldStale",
+        "reconsiderDue",
         "exitCriteriaMet",
         "uncoordinatedChange",
+        "helpFlag",
         "closed",
     ];
 }
@@ -306,6 +334,16 @@ pub fn events(before: &Signals, after: &Signals) -> Vec<Event> {
     }
     if !before.exit_criteria_met() && after.exit_criteria_met() {
         out.push(Event::ExitCriteriaMet);
+    }
+    let people: std::collections::BTreeSet<&String> =
+        before.help.keys().chain(after.help.keys()).collect();
+    for person in people {
+        if before.help.get(person) != after.help.get(person) {
+            out.push(Event::HelpFlag {
+                person: person.clone(),
+                state: after.help.get(person).copied(),
+            });
+        }
     }
     for (fingerprint, (seen, text)) in &after.alerts {
         if before.alerts.get(fingerprint).map(|(was, _)| was) != Some(seen) {

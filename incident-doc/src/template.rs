@@ -39,6 +39,8 @@ pub struct Template {
     /// Mailing lists this template's status updates go to (`mail-to=ops@example.com`), and those added at a
     /// severity (`mail-to.SEV1=exec@example.com`), besides the server's `[[mail.lists]]`.
     pub mail_to: Vec<MailTo>,
+    /// The commander's check-ins this template turns on (`reconsider=30m`, `help-flag`).
+    pub checkins: crate::checkins::CheckInSettings,
 }
 
 /// One mailing list of a template (`mail-to=…` or `mail-to.<severity>=…`).
@@ -139,7 +141,7 @@ fn check_channel_rule(network: crate::channel::Network, rule: &str) -> Result<()
 const ANNOTATION_MARKER: &str = "commandpost";
 
 /// Root keys that templates may not use for fields, because the document stores its own data there.
-const RESERVED_KEYS: [&str; 11] = [
+const RESERVED_KEYS: [&str; 13] = [
     keys::SCHEMA_VERSION,
     keys::TEMPLATE,
     keys::TEMPLATE_NAME,
@@ -151,6 +153,8 @@ const RESERVED_KEYS: [&str; 11] = [
     keys::LAYOUT,
     keys::UPDATED,
     keys::CHAT_CHANNEL,
+    keys::CHECKINS,
+    keys::HELP,
 ];
 
 impl Template {
@@ -268,11 +272,22 @@ impl<'a> TemplateParser<'a> {
         let mut restricted = false;
         let mut mail_to = Vec::new();
         let mut channel = None;
+        let mut checkins = crate::checkins::CheckInSettings::default();
         if let Some((text, at)) = &pre.annotation {
             for (attr, value) in self.attributes(text, *at)? {
                 match (attr.as_str(), value) {
                     ("drill", None) => drill = true,
                     ("restricted", None) => restricted = true,
+                    ("help-flag", None) => checkins.help_flag = true,
+                    ("reconsider", Some(every)) => {
+                        let minutes = parse_cadence(&every).ok_or_else(|| {
+                            self.error(
+                                *at,
+                                format!("bad reconsider interval {every:?}: expected minutes or hours like 30m, 1h"),
+                            )
+                        })?;
+                        checkins.reconsider_minutes = Some(minutes);
+                    }
                     (mail, Some(addresses))
                         if mail == "mail-to" || mail.starts_with("mail-to.") =>
                     {
@@ -314,7 +329,7 @@ impl<'a> TemplateParser<'a> {
                             *at,
                             format!(
                                 "unknown template attribute {other:?} (expected drill, restricted, \
-                                 mail-to=…, mail-to.<severity>=…, channel.irc=… or channel.slack=…)"
+                                 reconsider=…, help-flag, mail-to=…, mail-to.<severity>=…, channel.irc=… or channel.slack=…)"
                             ),
                         ));
                     }
@@ -390,6 +405,7 @@ impl<'a> TemplateParser<'a> {
             channel,
             fields,
             mail_to,
+            checkins,
         })
     }
 

@@ -51,6 +51,10 @@ pub struct IncidentView {
     /// The people the Operations lead delegated changes to production to; absent when nobody is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations_delegates: Vec<String>,
+    /// The commander's check-ins, where the template turned them on: the reconsider prompt's interval, last
+    /// answer and due time, and the help flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkins: Option<crate::checkins::CheckIns>,
 }
 
 /// The restriction and the people the commander added (the declarer and role holders are members anyway).
@@ -252,11 +256,17 @@ impl IncidentView {
                 }
             })
             .collect();
+        let headline = Headline::read_with(&r, &layout_defs);
+        // A resolved or closed incident asks nobody to reconsider its approach.
+        let settled = headline.status.as_deref().is_some_and(|s| {
+            s == crate::schema::Status::Resolved.as_str()
+                || s == crate::schema::Status::Closed.as_str()
+        });
         IncidentView {
             schema_version: r.int(&ROOT, keys::SCHEMA_VERSION).unwrap_or(0),
             template_name: r.str(&ROOT, keys::TEMPLATE_NAME).unwrap_or_default(),
             template_version: r.str(&ROOT, keys::TEMPLATE_VERSION),
-            headline: Headline::read_with(&r, &layout_defs),
+            headline,
             created_by: r.str(&ROOT, keys::CREATED_BY),
             pins: read_pins(&r, &fields),
             fields,
@@ -274,6 +284,7 @@ impl IncidentView {
                 .list(&ROOT, keys::OPERATIONS_DELEGATES)
                 .map(|list| r.strings_in(&list))
                 .unwrap_or_default(),
+            checkins: crate::checkins::read_checkins(&r, !settled),
         }
     }
 

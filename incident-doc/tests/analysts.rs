@@ -465,7 +465,15 @@ fn facts_measure_named_pairs_of_timestamps() {
     assert!(row.ends_with(",true,0,0,0,0,0,customerVisible"), "{row}");
     let line = analytics::jsonl(std::slice::from_ref(&facts));
     let parsed: Facts = serde_json::from_str(line.trim_end()).expect("a JSON line");
-    assert_eq!(parsed, facts);
+    // The role intervals ride along for the role rotation but are no column.
+    assert!(!facts.roles.is_empty());
+    assert_eq!(
+        parsed,
+        Facts {
+            roles: Vec::new(),
+            ..facts
+        }
+    );
 }
 
 #[test]

@@ -339,6 +339,8 @@ fn check(
             keys::HANDOFFS,
             keys::AUDIT,
             keys::AUTHORS,
+            keys::CHECKINS,
+            keys::HELP,
         ])
         .collect();
     for key in doc.keys(ROOT) {

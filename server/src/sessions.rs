@@ -109,6 +109,16 @@ impl Sessions {
         })
     }
 
+    /// The names with live connections to this node, sorted: the people present, for the role rotation.
+    pub fn names(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<String> = self
+            .lock()
+            .values()
+            .flat_map(|conns| conns.values().map(|entry| entry.name.clone()))
+            .collect();
+        names.into_iter().collect()
+    }
+
     /// How many connections the token with this hash has open.
     pub fn count(&self, hash: &str) -> usize {
         self.lock().get(hash).map_or(0, HashMap::len)

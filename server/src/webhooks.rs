@@ -230,10 +230,10 @@ impl Webhooks {
         event: &Event,
         now: DateTime<Utc>,
     ) -> Vec<NewDelivery> {
-        let Event::FieldStale { field, due_at, .. } = event else {
+        let Some(key) = stale_key(event) else {
             return Vec::new();
         };
-        let id = format!("stale_{doc}_{field}_{}", due_at.timestamp_millis());
+        let id = format!("stale_{doc}_{key}");
         self.queue(doc, signals, event, &id, now, now, None)
     }
 
@@ -369,6 +369,20 @@ pub fn payload(
     })
 }
 
+/// What names a sweep's event once per incident: the field (or the reconsider prompt) and its due time, so every
+/// node's sweep queues the same event, which the outbox stores once.
+pub fn stale_key(event: &Event) -> Option<String> {
+    match event {
+        Event::FieldStale { field, due_at, .. } => {
+            Some(format!("{field}_{}", due_at.timestamp_millis()))
+        }
+        Event::ReconsiderDue { due_at } => {
+            Some(format!("reconsider_{}", due_at.timestamp_millis()))
+        }
+        _ => None,
+    }
+}
+
 /// One line for people: `[DRILL] #465 Checkout errors: 2026-11-25: status active → mitigated`.
 pub fn text(signals: &Signals, event: &Event) -> String {
     let h = &signals.headline;
@@ -399,6 +413,10 @@ pub fn text(signals: &Signals, event: &Event) -> String {
             "{label} is stale (due {})",
             incident_doc::export::format_time(*due_at)
         ),
+        Event::ReconsiderDue { due_at } => format!(
+            "time for the commander's check-in: reconsider the options, is the current approach still right? (due {})",
+            incident_doc::export::format_time(*due_at)
+        ),
         Event::ExitCriteriaMet => "all exit criteria are met".to_owned(),
         Event::AlertRecorded { text, .. } => format!("alert: {}", text.trim()),
         Event::UncoordinatedChange {
@@ -423,6 +441,17 @@ pub fn text(signals: &Signals, event: &Event) -> String {
             format!(
                 "uncoordinated change by {by} on {target}: {what} ({to}: {by} is not in Operations)"
             )
+        }
+        Event::HelpFlag { person, state } => {
+            let commander = signals
+                .roles
+                .get(&incident_doc::schema::Role::Commander)
+                .map(|c| format!(" (Incident Commander: {c})"))
+                .unwrap_or_default();
+            match state {
+                Some(state) => format!("help flag: {}{commander}", state.describe(person)),
+                None => format!("help flag: {person}'s flag was cleared"),
+            }
         }
         Event::Closed => "closed".to_owned(),
     };

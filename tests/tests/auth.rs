@@ -96,6 +96,8 @@ enum Route {
     Insights,
     ListTokens,
     People,
+    PersonRoles,
+    Rotation,
     CreateToken,
     RevokeToken,
     Session,
@@ -122,7 +124,7 @@ enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 51] = [
+    const ALL: [Route; 53] = [
         Route::BindChannel,
         Route::UnbindChannel,
         Route::ChatLog,
@@ -159,6 +161,8 @@ impl Route {
         Route::Insights,
         Route::ListTokens,
         Route::People,
+        Route::PersonRoles,
+        Route::Rotation,
         Route::CreateToken,
         Route::RevokeToken,
         Route::Session,
@@ -197,6 +201,8 @@ impl Route {
             | Route::History
             | Route::Analytics
             | Route::Insights
+            | Route::PersonRoles
+            | Route::Rotation
             | Route::Session
             | Route::SignOut
             | Route::ChatLog
@@ -289,6 +295,8 @@ impl Route {
             Route::Insights => ("GET", "/insights"),
             Route::ListTokens => ("GET", "/api/tokens"),
             Route::People => ("GET", "/api/people"),
+            Route::PersonRoles => ("GET", "/api/people/{name}/roles"),
+            Route::Rotation => ("GET", "/api/people/rotation"),
             Route::CreateToken => ("POST", "/api/tokens"),
             Route::RevokeToken => ("DELETE", "/api/tokens/{name}"),
             Route::Session => ("GET", "/api/session"),
@@ -770,6 +778,12 @@ impl Fixture {
             }
             Route::ListTokens => (Method::GET, "/api/tokens".into(), None),
             Route::People => (Method::GET, "/api/people".into(), None),
+            Route::PersonRoles => (Method::GET, "/api/people/alice/roles".into(), None),
+            Route::Rotation => (
+                Method::GET,
+                "/api/people/rotation?present=alice,bob".into(),
+                None,
+            ),
             Route::CreateToken => (
                 Method::POST,
                 "/api/tokens".into(),

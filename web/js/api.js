@@ -189,3 +189,10 @@ export const unbindChannel = (id) =>
 
 export const applyOperations = (id, operations) =>
   request(`/api/incidents/${encodeURIComponent(id)}/operations`, { method: "POST", body: { operations } });
+
+/** The people present (or, without a list, those connected to the server) ranked for command: `{present, candidates}`. */
+export const getRotation = (present) =>
+  request(`/api/people/rotation${present?.length ? `?present=${encodeURIComponent(present.join(","))}` : ""}`);
+
+/** One person's roles across incidents: `{person, incidents, drills}`, each `{roles, held}`. */
+export const getPersonRoles = (name) => request(`/api/people/${encodeURIComponent(name)}/roles`);

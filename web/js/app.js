@@ -5,6 +5,7 @@
 
 import { endSession, fetchSession } from "./api.js";
 import { showAudit } from "./audit.js";
+import { showPerson } from "./checkins.js";
 import {
   canWrite,
   isAdmin,
@@ -30,6 +31,7 @@ const ROUTES = [
   [/^\/declare$/, showDeclare],
   [/^\/incidents\/([^/?]+)$/, showIncident],
   [/^\/insights$/, showInsights],
+  [/^\/people\/([^/?]+)$/, showPerson],
   [/^\/templates$/, showTemplates],
   [/^\/audit$/, showAudit],
   [/^\/sessions$/, showSessions],

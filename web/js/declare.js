@@ -6,6 +6,7 @@
 
 import { declareIncident, getTemplates } from "./api.js";
 import { canWrite } from "./auth.js";
+import { showRotation } from "./checkins.js";
 import { h, showError } from "./dom.js";
 
 /** The questions the declare API takes as booleans; a template shows them when its questions field has them. */
@@ -116,6 +117,7 @@ export async function showDeclare(main, _route, signal) {
   const preview = h("div", {}, templatePreview(templates[0]));
   const dependent = h("div", {}, templateParts(templates[0]));
   const submit = h("button", { type: "submit", class: "primary" }, "Declare");
+  const rotation = h("p", { class: "rotation", hidden: true, "aria-live": "polite" });
   const form = h(
     "form",
     {
@@ -175,8 +177,12 @@ export async function showDeclare(main, _route, signal) {
     ),
     dependent,
     h("label", {}, "Summary (optional)", h("textarea", { name: "summary", rows: 3 })),
+    rotation,
     submit,
   );
+  // Who has not commanded recently among the people connected now: "if you were the commander last time, hand
+  // command to someone else this time" (you declare, so you command until you hand it over).
+  showRotation(rotation, []);
   main.append(form);
   form.elements.title.focus();
 }

@@ -334,6 +334,14 @@ function rolesEditor(field, ctx) {
                 "aria-describedby": assignRefusal ? "roles-why" : null,
                 onchange: (e) => ctx.act({ op: "assignRole", role, person: e.target.value.trim() || null }),
               }),
+          // Role rotation: what this person held in earlier incidents (`#/people/<name>`).
+          held &&
+            !held.byDefault &&
+            h(
+              "a",
+              { class: "role-history", href: `#/people/${encodeURIComponent(held.person)}` },
+              `${held.person}'s roles`,
+            ),
           handOver(role, label, ctx),
           handoffs[role] && pendingHandoff(role, label, handoffs[role], ctx),
         ),

@@ -12,6 +12,7 @@
 
 import { renderAccess } from "./access.js";
 import { followChat } from "./chat.js";
+import { renderCheckins, showRotation } from "./checkins.js";
 import {
   applyOperations,
   fetchMailThread,
@@ -139,6 +140,7 @@ function statusBar() {
     !canWrite() &&
       h("p", { class: "read-only", id: "read-only" }, "Read-only: you may view this incident but not edit it."),
     h("div", { class: "command-banners", "aria-live": "polite" }),
+    h("section", { id: "checkins", class: "checkins", hidden: true, "aria-label": "Check-ins" }),
     h("nav", { class: "section-index", "aria-label": "Sections" }),
   );
 }
@@ -217,6 +219,10 @@ class IncidentPage {
     this.presenceTimer = null;
     this.commandBannerTimer = null;
     this.bannersEl = bar.querySelector(".command-banners");
+    this.checkinsEl = bar.querySelector("#checkins");
+    /** The rotation's suggestion for command among the people here, shown in the roles section. */
+    this.rotationEl = h("p", { class: "rotation", hidden: true, "aria-live": "polite" });
+    this.rotationFor = null;
     this.auditEl = root.querySelector("#audit");
     this.headlineEl = root.querySelector(".headline");
     this.statusEl = bar.querySelector("#sync-status");
@@ -430,6 +436,9 @@ class IncidentPage {
       this.renderAccess(view, command);
     }
     if (all || touched.has("audit")) this.renderAudit(view.audit ?? []);
+    renderCheckins(this.checkinsEl, this.id, view, command);
+    const rolesSection = roles && this.sections.get(roles);
+    if (rolesSection && this.rotationEl.parentElement !== rolesSection) rolesSection.append(this.rotationEl);
     // The first render is the state found, not a change; after that any change of commander is news to everyone.
     if (this.view && command.commander && command.commander !== rolesOf(this.view).commander) {
       this.announceCommander(command);
@@ -670,6 +679,12 @@ class IncidentPage {
     const names = knownPeople(this.view, peers, this.tokenNames, this.name());
     const people = names.map((name) => h("option", { value: name }));
     this.peopleEl.replaceChildren(...people);
+    // Who has not commanded recently among the people here: asked again only when they change.
+    const present = [...new Set([this.name(), ...peers.map((peer) => peer.name)].filter(Boolean))].sort();
+    if (present.join(",") !== this.rotationFor) {
+      this.rotationFor = present.join(",");
+      showRotation(this.rotationEl, present);
+    }
   }
 
   /**
@@ -710,6 +725,8 @@ class IncidentPage {
 
   tick() {
     if (this.live.tick(Date.now())) this.showPresence();
+    // The reconsider prompt falls due with time, not with a change.
+    if (this.view) renderCheckins(this.checkinsEl, this.id, this.view, commandOf(this.view, this.name()));
     this.sync.flush();
     if (this.view) refreshStamps(this.fieldsEl, this.view);
   }

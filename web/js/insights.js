@@ -3,6 +3,7 @@
  * (`GET /api/analytics/incidents`, CSV or JSON Lines), with the same filters. Both are fetched with the token in the
  * Authorization header: a plain link could only carry the token in its URL, where proxies and access logs keep it.
  * The filters live in the address (`#/insights?from=2026-01-01`), so a view can be bookmarked without any secret.
+ * A person's name opens their role history (`#/people/<name>`, checkins.js).
  *
  * The charts page is the server's own HTML, escaped there; it is shown in a sandboxed frame anyway (no scripts, an
  * origin of its own), so whatever it holds can neither run nor reach this page or the token.
@@ -98,8 +99,27 @@ export function showInsights(main, { query }, signal) {
       ),
     ),
     form,
+    personForm(),
     loading,
     frame,
   );
   load();
+}
+
+/** Opens a person's role history (`#/people/<name>`): which roles they held across incidents, drills apart. */
+function personForm() {
+  const name = h("input", { name: "person", autocomplete: "off", required: true });
+  return h(
+    "form",
+    {
+      class: "filters person-roles",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const person = name.value.trim();
+        if (person) location.hash = `#/people/${encodeURIComponent(person)}`;
+      },
+    },
+    h("label", {}, "Roles held by ", name),
+    h("button", { type: "submit" }, "Show"),
+  );
 }

@@ -44,6 +44,7 @@ const RULES = {
   archived: "Archived",
   commandOverride: "Command overridden by an administrator",
   access: "Who can see it",
+  checkIn: "Check-ins",
 };
 
 export const statusLabel = (status) => STATUSES.find(([key]) => key === status)?.[1] ?? status ?? "No status";

@@ -4,6 +4,7 @@
  * their carets (carets.js).
  */
 
+import { flagOf } from "./checkins.js";
 import { h } from "./dom.js";
 import { fieldByKey, fieldOf, rolesHeldBy, rolesOf } from "./model.js";
 
@@ -36,7 +37,7 @@ const describe = (peer, view) => {
   const held = view ? rolesHeldBy(rolesOf(view), peer.name) : null;
   const role = held ? ` (${held})` : "";
   const field = peer.field && view ? fieldByKey(view, fieldOf(peer.field)) : null;
-  return `${peer.name}${role}${field ? ` — editing ${field.label}` : ""}`;
+  return `${peer.name}${role}${flagOf(view, peer.name)}${field ? ` — editing ${field.label}` : ""}`;
 };
 
 /**

@@ -155,6 +155,7 @@ pub fn postmortem(view: &IncidentView, record: &Record) -> String {
 
     let _ = writeln!(out, "## Command\n");
     command(&mut out, record);
+    checkins(&mut out, view);
 
     supporting(&mut out, view, &used);
 
@@ -371,6 +372,36 @@ fn command(out: &mut String, record: &Record) {
         "Command changed hands {handoffs} time{}.\n",
         if handoffs == 1 { "" } else { "s" }
     );
+}
+
+/// The commander's check-ins in one line, where the template turned them on: how often the approach was
+/// reconsidered, and who raised the help flag (how often).
+fn checkins(out: &mut String, view: &IncidentView) {
+    let Some(checkins) = &view.checkins else {
+        return;
+    };
+    let mut parts = Vec::new();
+    if checkins.reconsider_minutes.is_some() {
+        let n = checkins.reconsiderations;
+        parts.push(format!(
+            "the approach was reconsidered {n} time{}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    if checkins.help_flag {
+        let raised: Vec<String> = checkins
+            .help
+            .iter()
+            .filter(|(_, flag)| flag.raised > 0)
+            .map(|(person, flag)| format!("{} ({})", inline(person), flag.raised))
+            .collect();
+        parts.push(if raised.is_empty() {
+            "no help flag was raised".to_owned()
+        } else {
+            format!("help flags were raised by {}", raised.join(", "))
+        });
+    }
+    let _ = writeln!(out, "**Check-ins:** {}.\n", parts.join("; "));
 }
 
 /// The other prose fields, as the responders last left them.

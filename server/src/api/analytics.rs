@@ -5,15 +5,18 @@
 //! document, off the async threads, and cached in memory under the incident's `updated_at` from the index: a
 //! closed incident is computed once per server process, an active one again after each change. Documents are read
 //! from the store, not through the document actors, so an analysis over thousands of incidents does not load
-//! them all as live documents.
+//! them all as live documents. The role rotation routes (`/api/people/{name}/roles`, `/api/people/rotation`)
+//! read the same rows, drills included (`rotation.rs`).
 
 mod insights;
+mod rotation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Extension;
-use axum::extract::{RawQuery, State};
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -36,6 +39,8 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(rows))
         .routes(routes!(insights))
+        .routes(routes!(person_roles))
+        .routes(routes!(rotation))
         .layer(Extension(Arc::new(FactsCache::default())))
 }
 
@@ -337,4 +342,116 @@ async fn insights(
         html,
     )
         .into_response())
+}
+
+/// Every row the caller may see, drills included: the role rotation counts drills apart, never leaves them out.
+async fn all_rows(
+    state: &AppState,
+    cache: &FactsCache,
+    identity: &Identity,
+) -> Result<Vec<Facts>, ApiError> {
+    identity.require(Scope::Read, "read incidents")?;
+    let filter = Filter {
+        include_drills: true,
+        ..Filter::default()
+    };
+    facts(state, cache, &filter, identity).await
+}
+
+/// The person of `/api/people/{name}/roles`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct PersonName {
+    /// The person (a token name).
+    name: String,
+}
+
+/// `GET /api/people/{name}/roles` (read): which roles the person held across the incidents the caller may see
+/// (real incidents and drills apart): per role how often, how long and when last, and the incidents.
+#[utoipa::path(
+    get,
+    path = "/api/people/{name}/roles",
+    tag = "analytics",
+    params(PersonName),
+    responses(
+        (status = 200, body = rotation::PersonRoles),
+        (status = 422, response = Unprocessable),
+        Refusals,
+    )
+)]
+async fn person_roles(
+    identity: Identity,
+    State(state): State<AppState>,
+    Extension(cache): Extension<Arc<FactsCache>>,
+    Path(PersonName { name }): Path<PersonName>,
+) -> Result<Json<rotation::PersonRoles>, ApiError> {
+    let name = person(&name)?;
+    let rows = all_rows(&state, &cache, &identity).await?;
+    Ok(Json(rotation::person_roles(&rows, name, Utc::now())))
+}
+
+/// At most this many people are ranked at once: a room, not the company.
+const MAX_PRESENT: usize = 100;
+
+/// Query of `/api/people/rotation`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct RotationQuery {
+    /// The people present, comma-separated (the incident page's presence, or whoever the declarer lists); absent:
+    /// the people with live `/sync` connections to this node.
+    present: Option<String>,
+}
+
+/// A person's name as a route takes it: trimmed, not empty, not too long.
+fn person(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > incident_doc::MAX_SHORT_CHARS {
+        return Err(ApiError::Unprocessable(format!(
+            "a person is a name of 1 to {} characters",
+            incident_doc::MAX_SHORT_CHARS
+        )));
+    }
+    Ok(name)
+}
+
+/// `GET /api/people/rotation[?present=a,b,c]` (read): the people present ranked for command, those who never
+/// commanded a real incident first, then those who commanded longest ago, each with the reason.
+#[utoipa::path(
+    get,
+    path = "/api/people/rotation",
+    tag = "analytics",
+    params(RotationQuery),
+    responses(
+        (status = 200, body = rotation::Rotation),
+        (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable),
+        Refusals,
+    )
+)]
+async fn rotation(
+    identity: Identity,
+    State(state): State<AppState>,
+    Extension(cache): Extension<Arc<FactsCache>>,
+    QueryParams(query): QueryParams<RotationQuery>,
+) -> Result<Json<rotation::Rotation>, ApiError> {
+    identity.require(Scope::Read, "read incidents")?;
+    let mut present: Vec<String> = match &query.present {
+        Some(list) => list
+            .split(',')
+            .filter(|name| !name.trim().is_empty())
+            .map(|name| person(name).map(str::to_owned))
+            .collect::<Result<_, _>>()?,
+        None => state.sync.sessions.names(),
+    };
+    present.retain(|name| name != incident_doc::schema::SERVER_NAME);
+    present.sort();
+    present.dedup();
+    if present.len() > MAX_PRESENT {
+        return Err(ApiError::Unprocessable(format!(
+            "at most {MAX_PRESENT} people are ranked at once"
+        )));
+    }
+    let rows = all_rows(&state, &cache, &identity).await?;
+    Ok(Json(rotation::rotation(&rows, present, Utc::now())))
 }

@@ -55,15 +55,17 @@ pub fn stale_post(
     now: DateTime<Utc>,
 ) -> Option<NewDelivery> {
     let channel = signals.channel.as_ref()?;
-    let Event::FieldStale { field, due_at, .. } = event else {
-        return None;
-    };
+    let key = crate::webhooks::stale_key(event)?;
     let mut line = text(signals, event);
     if let Some(holder) = holder {
-        line = format!("{holder}: {line}; please update it");
+        let ask = match event {
+            Event::FieldStale { .. } => "please update it",
+            _ => "please answer it",
+        };
+        line = format!("{holder}: {line}; {ask}");
     }
     let mut delivery = post(doc, channel, event.name(), line, now);
-    delivery.event_id = format!("chat_stale_{doc}_{field}_{}", due_at.timestamp_millis());
+    delivery.event_id = format!("chat_stale_{doc}_{key}");
     Some(delivery)
 }
 
@@ -207,5 +209,32 @@ mod tests {
             reminder.payload
         );
         assert!(reminder.payload.contains("please update it"));
+
+        // The check-ins: a help flag names the commander; an overdue prompt is addressed to them, once per due time.
+        let help = Event::HelpFlag {
+            person: "bob".into(),
+            state: Some(incident_doc::checkins::HelpState::Help),
+        };
+        let out = posts(doc, Some(&bound), &bound, &[help], t0);
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0]
+                .payload
+                .contains("help flag: bob needs help (Incident Commander: alice)"),
+            "{}",
+            out[0].payload
+        );
+        let due = Event::ReconsiderDue { due_at: t0 };
+        let prompt = stale_post(doc, &bound, &due, Some("alice"), t0).expect("a reminder");
+        let again = stale_post(doc, &bound, &due, Some("alice"), t0).expect("a reminder");
+        assert_eq!(prompt.event_id, again.event_id);
+        assert_ne!(prompt.event_id, reminder.event_id);
+        assert!(
+            prompt.payload.contains("alice: #465")
+                && prompt.payload.contains("reconsider the options")
+                && prompt.payload.contains("please answer it"),
+            "{}",
+            prompt.payload
+        );
     }
 }

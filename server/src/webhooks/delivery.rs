@@ -345,7 +345,8 @@ pub(crate) async fn stale_incidents(
 }
 
 /// The `fieldStale` events of an incident at `now`: one per field past its due time, with the holder of the
-/// field's owner role (its assignee, or the commander for a role nobody else holds).
+/// field's owner role (its assignee, or the commander for a role nobody else holds); and `reconsiderDue`, the
+/// commander's, when the reconsider prompt is past due.
 fn stale_events(
     incident: &Incident,
     signals: &incident_doc::signals::Signals,
@@ -353,6 +354,16 @@ fn stale_events(
 ) -> Vec<(Event, Option<String>)> {
     let mut view = incident.view();
     view.mark_stale(now);
+    let commander = signals
+        .roles
+        .get(&incident_doc::schema::Role::Commander)
+        .cloned();
+    let reconsider = view
+        .checkins
+        .as_ref()
+        .and_then(|c| c.reconsider_due_at)
+        .filter(|due| *due < now)
+        .map(|due_at| (Event::ReconsiderDue { due_at }, commander));
     view.fields
         .iter()
         .filter(|f| f.stale)
@@ -378,6 +389,7 @@ fn stale_events(
                 holder,
             ))
         })
+        .chain(reconsider)
         .collect()
 }
 
@@ -509,21 +521,31 @@ mod tests {
         let mut incident = drill(t0);
         let signals = incident.signals();
         let due = |minutes| t0 + Duration::minutes(minutes);
-        assert!(stale_events(&incident, &signals, due(29)).is_empty());
+        assert!(stale_events(&incident, &signals, due(14)).is_empty());
         let at_40: Vec<String> = stale_events(&incident, &signals, due(40))
             .iter()
             .map(|(e, holder)| match e {
                 Event::FieldStale { field, due_at, .. } => {
                     format!("{field} {due_at} {}", holder.as_deref().unwrap_or("-"))
                 }
+                Event::ReconsiderDue { due_at } => {
+                    format!("reconsider {due_at} {}", holder.as_deref().unwrap_or("-"))
+                }
                 other => panic!("{other:?}"),
             })
             .collect();
-        // The detailed status is the Communications lead's; nobody holds it, so the commander does.
-        assert_eq!(at_40, ["detailedStatus 2026-11-25 09:30:00 UTC alice"]);
+        // The detailed status is the Communications lead's; nobody holds it, so the commander does. The drill asks
+        // its commander to reconsider every 15 minutes.
+        assert_eq!(
+            at_40,
+            [
+                "detailedStatus 2026-11-25 09:30:00 UTC alice",
+                "reconsider 2026-11-25 09:15:00 UTC alice"
+            ]
+        );
         assert_eq!(
             stale_events(&incident, &signals, due(60)).len(),
-            2,
+            3,
             "the summary's turn"
         );
 
