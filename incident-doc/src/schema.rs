@@ -64,6 +64,10 @@ pub mod keys {
     /// `bindChannel`/`unbindChannel` operations, which the command rules let the commander or an administrator
     /// send; absent: no channel.
     pub const CHAT_CHANNEL: &str = "chatChannel";
+    /// Map `{source, sourceNumber, speedCenti, step, total}`: the incident a replay drill replays, how fast
+    /// (hundredths of ×1), how many of its steps were delivered and of how many (`crate::replay`). Written only by
+    /// the server; absent on anything but a replay drill.
+    pub const REPLAY: &str = "replay";
 }
 
 /// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'

@@ -48,6 +48,9 @@ pub struct IncidentView {
     /// The chat channel bound to the incident (its command post), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<crate::channel::Channel>,
+    /// The incident a replay drill replays, how fast, and how far it got; absent on anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::replay::ReplayView>,
 }
 
 /// The restriction and the people the commander added (the declarer and role holders are members anyway).
@@ -216,6 +219,7 @@ impl IncidentView {
                 }
             }),
             channel: crate::channel::read_channel(&r),
+            replay: crate::replay::read_replay(&r),
         }
     }
 
