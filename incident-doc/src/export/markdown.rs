@@ -36,11 +36,7 @@ pub fn markdown(view: &IncidentView) -> String {
         );
     }
     if let Some(replay) = &view.replay {
-        let _ = writeln!(
-            out,
-            "> **Replay:** this drill {}.\n",
-            inline(&replay.describe())
-        );
+        let _ = writeln!(out, "> **Replay:** this drill {}.\n", replay.describe());
     }
     for (field, pinned) in view.render_order() {
         if field.def.key == TITLE_KEY && !pinned {

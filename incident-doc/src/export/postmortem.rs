@@ -106,11 +106,7 @@ pub fn postmortem(view: &IncidentView, record: &Record) -> String {
         );
     }
     if let Some(replay) = &view.replay {
-        let _ = writeln!(
-            out,
-            "> **Replay:** this drill {}.\n",
-            inline(&replay.describe())
-        );
+        let _ = writeln!(out, "> **Replay:** this drill {}.\n", replay.describe());
     }
 
     let _ = writeln!(out, "## Summary\n");
