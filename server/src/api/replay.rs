@@ -114,7 +114,8 @@ struct Source {
     commander: Option<String>,
     number: Option<i64>,
     title: String,
-    restricted: bool,
+    /// Whether it is restricted, and then its members.
+    access: Option<Vec<String>>,
     steps: Vec<incident_doc::replay::Step>,
 }
 
@@ -166,7 +167,9 @@ async fn start(
                 commander: incident.commander(),
                 number: view.headline.number,
                 title: view.headline.title.clone(),
-                restricted: incident.restriction().0,
+                access: Some(incident.access())
+                    .filter(|a| a.restricted)
+                    .map(|a| a.members),
                 steps: incident.replay_schedule().steps,
             })
         })
@@ -206,10 +209,19 @@ async fn start(
         None,
     )
     .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    // A restricted incident's timeline stays among its own kind: the drill is restricted too.
-    if read.restricted && !template.restricted {
+    // A restricted incident's timeline stays among the people who could see it: the drill is restricted to them.
+    if let Some(members) = &read.access {
+        let mut ops = vec![Operation::SetRestricted { restricted: true }];
+        ops.extend(
+            members
+                .iter()
+                .filter(|m| **m != identity.name)
+                .map(|person| Operation::AddMember {
+                    person: person.clone(),
+                }),
+        );
         drill
-            .apply(&Operation::SetRestricted { restricted: true }, &facilitator)
+            .apply_all(&ops, &facilitator)
             .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     }
     let total = u32::try_from(read.steps.len()).unwrap_or(u32::MAX);
