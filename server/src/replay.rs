@@ -57,21 +57,19 @@ pub fn spawn(
     })
 }
 
-/// Delivers every step due now, if this node holds the lease.
+/// Delivers every step due now, if this node holds the lease (taken or renewed once a tick, and only while some
+/// replay runs, so an idle cluster writes nothing).
 async fn tick(store: &dyn Store, registry: &Registry, holder: &str) -> Result<(), StoreError> {
     let running = store.running_replays().await?;
-    if running.is_empty() {
-        return Ok(());
-    }
-    for replay in running {
-        // Renewed before every delivery, so a holder that lost it stops at once.
-        if store
+    if running.is_empty()
+        || store
             .acquire_lease(LEASE, holder, LEASE_TTL, Utc::now())
             .await?
             .is_none()
-        {
-            return Ok(());
-        }
+    {
+        return Ok(());
+    }
+    for replay in running {
         deliver_due(store, registry, replay).await?;
     }
     Ok(())

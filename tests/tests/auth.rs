@@ -1591,7 +1591,10 @@ async fn restricted_incidents_answer_non_members_exactly_as_unknown_ids() -> any
                         .await?
                         .json()
                         .await?;
-                    let listed = visible["incidents"].as_array().map(Vec::len);
+                    // Insights leave drills out (the replay routes' calls declare some).
+                    let listed = visible["incidents"]
+                        .as_array()
+                        .map(|rows| rows.iter().filter(|row| row["drill"] != true).count());
                     if insights_count(&text) != listed {
                         failures.push(format!(
                             "{what}: insights count {:?}, the list {listed:?}",

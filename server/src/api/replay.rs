@@ -137,6 +137,7 @@ fn drill_name(number: Option<i64>, title: &str) -> String {
 #[utoipa::path(
     post,
     path = "/api/incidents/{id}/replay",
+    operation_id = "start_replay",
     tag = "replay",
     params(IncidentId),
     request_body = Start,
@@ -336,6 +337,7 @@ async fn steer(
 #[utoipa::path(
     post,
     path = "/api/incidents/{id}/replay/pause",
+    operation_id = "pause_replay",
     tag = "replay",
     params(IncidentId),
     responses(
@@ -357,6 +359,7 @@ async fn pause(
 #[utoipa::path(
     post,
     path = "/api/incidents/{id}/replay/resume",
+    operation_id = "resume_replay",
     tag = "replay",
     params(IncidentId),
     responses(
@@ -389,6 +392,7 @@ struct Jump {
 #[utoipa::path(
     post,
     path = "/api/incidents/{id}/replay/jump",
+    operation_id = "jump_replay",
     tag = "replay",
     params(IncidentId),
     request_body = Jump,
@@ -425,6 +429,7 @@ async fn jump(
 #[utoipa::path(
     get,
     path = "/api/incidents/{id}/replay/compare",
+    operation_id = "compare_replay",
     tag = "replay",
     params(IncidentId),
     responses(
