@@ -213,6 +213,15 @@ impl Incident {
             return found;
         }
         for change in doc.get_changes(&[]) {
+            // Alerts are recorded only by typed operations on the server (a raw change of `alerts` is put back),
+            // whose commit messages name them: a cheap filter before the read of the past below, which walks the
+            // history (what matches is decided by the objects the change created, not by the message).
+            let records_alerts = change
+                .message()
+                .is_some_and(|m| m.contains("recordAlert") || m.contains("deliverReplayStep"));
+            if !records_alerts {
+                continue;
+            }
             let (actor, first, last) = (
                 change.actor_id().clone(),
                 change.start_op().get(),
