@@ -409,6 +409,45 @@ async fn the_facilitator_pauses_resumes_and_jumps() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The players close the drill before the replay is over: the next step is refused (a closed incident is an
+/// archive) and the replay finishes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_drill_ends_its_replay() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let alice = server.token("alice", "write").await;
+    let source = closed_source(&server, &alice).await?;
+    let (_, started) = start(&server, &alice, &source, json!(0.5)).await;
+    let drill = started["id"].as_str().context("an id")?.to_owned();
+    until(&server, &alice, &drill, "the first step", |s| {
+        s["delivered"] == 1
+    })
+    .await?;
+    let close = json!([{"op": "setStatus", "status": "closed", "overrideReason": "debrief early"}]);
+    let response = server.operations(&alice, &drill, close).await;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "{:?}",
+        response.text().await
+    );
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/api/incidents/{drill}/replay/jump"),
+            Some(&alice),
+            Some(&json!({})),
+        )
+        .await;
+    ensure!(status == StatusCode::OK);
+    let done = until(&server, &alice, &drill, "the replay ending", |s| {
+        s["state"] == "finished"
+    })
+    .await?;
+    ensure!(done["delivered"] == 1, "nothing after the close: {done}");
+    ensure!(replayed(&server, &alice, &drill).await.len() == 1);
+    server.stop().await;
+    Ok(())
+}
+
 /// What only the server writes stays the server's: a raw `/sync` change of `replay` (by a player, the drill's
 /// commander too) is put back, and the typed operations are refused over HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
