@@ -32,6 +32,7 @@ const SHELL = [
   "/js/model.js",
   "/js/patch.js",
   "/js/presence.js",
+  "/js/replay.js",
   "/js/router.js",
   "/js/sessions.js",
   "/js/signin.js",

@@ -21,6 +21,7 @@ mod incident;
 mod operation;
 mod read;
 mod receive;
+pub mod replay;
 pub mod rules;
 pub mod schema;
 pub mod signals;

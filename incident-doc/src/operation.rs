@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::Network;
 use crate::checkins::HelpState;
 use crate::edit::{Edited, Editor, OpError, stamped};
+use crate::replay::Step;
 use crate::schema::{FieldDef, Role, Stage, Status};
 
 mod access;
@@ -26,6 +27,7 @@ mod deviations;
 mod fields;
 mod lifecycle;
 mod pins;
+mod replay;
 mod roles;
 mod timeline;
 mod update_sent;
@@ -367,6 +369,29 @@ pub enum Operation {
         #[serde(default)]
         status: Option<Status>,
     },
+    /// Make a new drill a replay of a closed incident (root key `replay`, with a timeline entry). Only the server
+    /// sends it, when a facilitator starts a replay (`POST /api/incidents/{id}/replay`).
+    #[serde(rename_all = "camelCase")]
+    BeginReplay {
+        /// The source incident's id.
+        source: String,
+        /// The source incident's number.
+        #[serde(default)]
+        source_number: Option<i64>,
+        /// How many times faster than the source (0.5 to 100, in hundredths).
+        speed: f64,
+        /// How many steps the replay delivers.
+        total: u32,
+    },
+    /// Deliver step `step` (from 1) of a replay drill: the source's timeline entry naming its author, or its alert
+    /// recorded again. Refused unless the document's last delivered step is `step - 1`, so no step lands twice.
+    /// Only the server sends it.
+    DeliverReplayStep {
+        /// The step's number, from 1.
+        step: u32,
+        /// What it delivers.
+        entry: Step,
+    },
 }
 
 impl Operation {
@@ -411,6 +436,8 @@ impl Operation {
             Operation::RevokeDelegation { .. } => "revokeDelegation",
             Operation::Reconsider { .. } => "reconsider",
             Operation::SetHelp { .. } => "setHelp",
+            Operation::BeginReplay { .. } => "beginReplay",
+            Operation::DeliverReplayStep { .. } => "deliverReplayStep",
         }
     }
 }
@@ -540,6 +567,23 @@ pub(crate) fn apply(
         Operation::Reconsider { note } => checkins::reconsider(doc, layout, note, editor),
         Operation::SetHelp { state, person } => {
             checkins::set_help(doc, layout, person.as_deref(), *state, editor)
+        }
+        Operation::BeginReplay {
+            source,
+            source_number,
+            speed,
+            total,
+        } => {
+            let begin = replay::Begin {
+                source,
+                source_number: *source_number,
+                speed: *speed,
+                total: *total,
+            };
+            replay::begin(doc, layout, begin, editor)
+        }
+        Operation::DeliverReplayStep { step, entry } => {
+            replay::deliver(doc, layout, *step, entry, editor)
         }
     }?;
     stamped(doc, editor, edited)

@@ -76,6 +76,10 @@ pub mod keys {
     /// (`state` absent once cleared) and how often they raised one (`crate::checkins`). Written only by the server
     /// (the `setHelp` operation).
     pub const HELP: &str = "help";
+    /// Map `{source, sourceNumber, speedCenti, step, total}`: the incident a replay drill replays, how fast
+    /// (hundredths of ×1), how many of its steps were delivered and of how many (`crate::replay`). Written only by
+    /// the server; absent on anything but a replay drill.
+    pub const REPLAY: &str = "replay";
 }
 
 /// The name the server writes its own changes under (reverts of refused changes, the authorship record, bots'

@@ -55,6 +55,9 @@ pub struct IncidentView {
     /// answer and due time, and the help flags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkins: Option<crate::checkins::CheckIns>,
+    /// The incident a replay drill replays, how fast, and how far it got; absent on anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::replay::ReplayView>,
 }
 
 /// The restriction and the people the commander added (the declarer and role holders are members anyway).
@@ -285,6 +288,7 @@ impl IncidentView {
                 .map(|list| r.strings_in(&list))
                 .unwrap_or_default(),
             checkins: crate::checkins::read_checkins(&r, !settled),
+            replay: crate::replay::read_replay(&r),
         }
     }
 

@@ -12,6 +12,7 @@ mod hooks;
 mod incidents;
 mod mail;
 pub mod openapi;
+mod replay;
 mod slack;
 mod sso;
 mod templates;
@@ -109,6 +110,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(mail::router())
         .merge(templates::router())
         .merge(audit::router())
+        .merge(replay::router())
 }
 
 /// The whole application as a router, so tests can drive it without a socket.

@@ -22,6 +22,7 @@ pub mod mail;
 pub mod metrics;
 pub mod peer;
 pub mod reads;
+pub mod replay;
 pub mod retention;
 pub mod sessions;
 pub mod sso;
@@ -202,6 +203,12 @@ pub async fn run(
         };
         tokio::spawn(chat::irc::run(bot, stop.clone()));
     }
+    let replays = replay::spawn(
+        store.clone(),
+        registry.clone(),
+        format!("{server_id}-{:016x}", rand::random::<u64>()),
+        stop.clone(),
+    );
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -250,6 +257,8 @@ pub async fn run(
         // The post under way is recorded before the store closes.
         let _ = sender.await;
     }
+    // A step under way is recorded before the store closes, and the lease is given up for the next node.
+    let _ = replays.await;
     if let Some(backups) = backups {
         // A backup under way finishes before the store closes.
         let _ = backups.await;

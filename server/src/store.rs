@@ -16,6 +16,7 @@ pub mod chat_log;
 pub mod lease;
 pub mod outbox;
 pub mod postgres;
+pub mod replays;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ use crate::auth::Scope;
 use chat_log::{ChatLine, NewChatLine};
 use incident_doc::channel::{Channel, Network};
 use outbox::{Attempt, Carried, Delivery, DeliveryRecord, NewDelivery, Sink};
+use replays::ReplayRecord;
 use wire::DocumentId;
 
 /// Identifies one stored chunk, so that a compaction can say exactly which chunks its snapshot covers.
@@ -553,6 +555,19 @@ pub trait Store: Send + Sync + 'static {
     /// than after it expires: on a graceful shutdown.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
+    /// Stores a new replay (`store/replays.rs`); a second one for the same drill is a [`StoreError::Conflict`].
+    async fn create_replay(&self, replay: &ReplayRecord) -> Result<(), StoreError>;
+
+    /// The replay of drill `drill`, if it is one.
+    async fn replay(&self, drill: DocumentId) -> Result<Option<ReplayRecord>, StoreError>;
+
+    /// Every running replay, for the scheduler.
+    async fn running_replays(&self) -> Result<Vec<ReplayRecord>, StoreError>;
+
+    /// Writes `replay`'s state, clock and next step if its row is still at `replay.version` (moving the version on),
+    /// and says whether it was: of two updates made from the same read, on any nodes, one wins.
+    async fn update_replay(&self, replay: &ReplayRecord) -> Result<bool, StoreError>;
+
     /// Checks that the database is reachable and the write path is alive, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -605,6 +620,7 @@ pub(crate) mod conformance {
         outbox_claims_by_sink, outbox_claims_retries_and_logs,
         outbox_coalesces_unattempted_deliveries, outbox_lists_an_incidents_deliveries_by_sink,
     };
+    pub(crate) use super::replays::cases::replays_update_at_their_version;
     use incident_doc::schema::Status;
     use sha2::{Digest, Sha256};
 
@@ -648,6 +664,7 @@ pub(crate) mod conformance {
                 leases_fence_their_holders,
                 racing_holders_get_one_lease,
                 chat_log_pages_and_dedupes,
+                replays_update_at_their_version,
             );
         };
         (@cases $open:path; $($case:ident),* $(,)?) => {

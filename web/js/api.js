@@ -196,3 +196,19 @@ export const getRotation = (present) =>
 
 /** One person's roles across incidents: `{person, incidents, drills}`, each `{roles, held}`. */
 export const getPersonRoles = (name) => request(`/api/people/${encodeURIComponent(name)}/roles`);
+/** Starts a replay drill of the closed incident `id` at `speed`; resolves to the drill's `{id, number, title, steps}`. */
+export const startReplay = (id, speed) =>
+  request(`/api/incidents/${encodeURIComponent(id)}/replay`, { method: "POST", body: { speed } });
+
+/** Where the replay of drill `id` is: `{state, delivered, total, nextDueAt, facilitator, …}`. */
+export const replayStatus = (id) => request(`/api/incidents/${encodeURIComponent(id)}/replay`);
+
+/** `pause`, `resume` or `jump` (to the next step) the replay of drill `id` (its facilitator or an admin). */
+export const controlReplay = (id, action) =>
+  request(`/api/incidents/${encodeURIComponent(id)}/replay/${action}`, {
+    method: "POST",
+    body: action === "jump" ? {} : undefined,
+  });
+
+/** The drill beside the incident it replays: `{replay, drill, original, …}`. */
+export const compareReplay = (id) => request(`/api/incidents/${encodeURIComponent(id)}/replay/compare`);

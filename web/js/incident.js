@@ -45,6 +45,7 @@ import { arrange, patch } from "./patch.js";
 import { renderCarets } from "./carets.js";
 import { pending, renderMailThread, sendLabel } from "./mail.js";
 import { myPresence, renderPresence } from "./presence.js";
+import { ReplayPanel } from "./replay.js";
 import { DeviceCopy, loadIncident } from "./store.js";
 import { startSync } from "./sync.js";
 import { captureCaret, restoreCaret, wireTextarea } from "./textsync.js";
@@ -154,6 +155,7 @@ function skeleton() {
     h("datalist", { id: "people" }),
     h("section", { id: "access" }),
     h("section", { id: "chat" }),
+    h("section", { id: "replay", "aria-labelledby": "replay-title", hidden: true }),
     h(
       "div",
       { class: "exports", role: "group", "aria-label": "Export" },
@@ -265,6 +267,7 @@ class IncidentPage {
   }
 
   start(signal) {
+    this.replay = new ReplayPanel(this.root.querySelector("#replay"), this.id, () => this.name(), signal);
     for (const button of this.root.querySelectorAll("[data-export]")) {
       button.addEventListener("click", () => this.download(button.dataset.export));
     }
@@ -429,6 +432,7 @@ class IncidentPage {
     if (touched.has("updated")) refreshStamps(this.fieldsEl, view);
     if (caret && (all || touched.has(fieldOf(caret.field)))) restoreCaret(this.live, caret);
     this.renderArchived(view);
+    this.replay?.update(view);
     if (all || touched.has("handoffs")) this.renderHandoffBanner(command);
     this.renderUncoordinatedBanner(view);
     const roles = view.fields.find((field) => field.kind === "roles")?.key;

@@ -35,6 +35,9 @@ pub fn markdown(view: &IncidentView) -> String {
             "> **Drill:** this is a practice incident, not a real one.\n"
         );
     }
+    if let Some(replay) = &view.replay {
+        let _ = writeln!(out, "> **Replay:** this drill {}.\n", replay.describe());
+    }
     for (field, pinned) in view.render_order() {
         if field.def.key == TITLE_KEY && !pinned {
             continue;

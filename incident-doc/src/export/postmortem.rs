@@ -105,6 +105,9 @@ pub fn postmortem(view: &IncidentView, record: &Record) -> String {
             "> **Drill:** this was a practice incident, not a real one.\n"
         );
     }
+    if let Some(replay) = &view.replay {
+        let _ = writeln!(out, "> **Replay:** this drill {}.\n", replay.describe());
+    }
 
     let _ = writeln!(out, "## Summary\n");
     let summary = text_of(view, &["summary"]);

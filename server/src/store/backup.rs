@@ -143,6 +143,24 @@ pub(super) const TABLES: &[Table] = &[
         identity: false,
     },
     Table {
+        name: "replays",
+        columns: &[
+            ("drill", Kind::Text),
+            ("source", Kind::Text),
+            ("facilitator", Kind::Text),
+            ("speed_centi", Kind::Int8),
+            ("state", Kind::Text),
+            ("elapsed_ms", Kind::Int8),
+            ("since", Kind::Time),
+            ("next_step", Kind::Int8),
+            ("total", Kind::Int8),
+            ("steps", Kind::Text),
+            ("version", Kind::Int8),
+            ("created_at", Kind::Time),
+        ],
+        identity: false,
+    },
+    Table {
         name: "tickets",
         columns: &[
             ("hash", Kind::Text),

@@ -60,6 +60,7 @@ use super::lease;
 use super::outbox::{
     Attempt, Carried, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
 };
+use super::replays::{ReplayRecord, ReplayState};
 use super::{
     AuditEvent, AuditFilter, AuditRecord, ChunkId, ChunkNotice, IncidentSummary, ListFilter,
     SessionRecord, Store, StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord,
@@ -1064,6 +1065,72 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn create_replay(&self, replay: &ReplayRecord) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO replays ({REPLAY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        )))
+        .bind(replay.drill.to_string())
+        .bind(replay.source.to_string())
+        .bind(&replay.facilitator)
+        .bind(replay.speed_centi)
+        .bind(replay.state.as_str())
+        .bind(replay.elapsed_ms)
+        .bind(replay.since)
+        .bind(replay.next_step)
+        .bind(replay.total)
+        .bind(&replay.steps)
+        .bind(replay.version)
+        .bind(replay.created_at)
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn replay(&self, drill: DocumentId) -> Result<Option<ReplayRecord>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {REPLAY_COLUMNS} FROM replays WHERE drill = $1"
+        )))
+        .bind(drill.to_string())
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(replay_from_row)
+        .transpose()
+        .map_err(db_error)
+    }
+
+    async fn running_replays(&self) -> Result<Vec<ReplayRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {REPLAY_COLUMNS} FROM replays WHERE state = 'running' ORDER BY created_at"
+        )))
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(replay_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)
+    }
+
+    async fn update_replay(&self, replay: &ReplayRecord) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE replays SET state = $2, elapsed_ms = $3, since = $4, next_step = $5, version = version + 1
+             WHERE drill = $1 AND version = $6",
+        )
+        .bind(replay.drill.to_string())
+        .bind(replay.state.as_str())
+        .bind(replay.elapsed_ms)
+        .bind(replay.since)
+        .bind(replay.next_step)
+        .bind(replay.version)
+        .execute(self.pool().await?)
+        .await
+        .map_err(db_error)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         // Taking a connection proves the database answers (and the schema is current); the query that
         // the connection is still usable.
@@ -1431,6 +1498,31 @@ fn summary_from_row(row: &PgRow) -> Result<IncidentSummary, sqlx::Error> {
         number: row.try_get(5)?,
         created_at: row.try_get(6)?,
         updated_at: row.try_get(7)?,
+    })
+}
+
+/// The columns of `replays`, in [`replay_from_row`]'s order.
+const REPLAY_COLUMNS: &str = "drill, source, facilitator, speed_centi, state, elapsed_ms, since, next_step, total, \
+     steps, version, created_at";
+
+fn replay_from_row(row: &PgRow) -> Result<ReplayRecord, sqlx::Error> {
+    let state: String = row.try_get(4)?;
+    Ok(ReplayRecord {
+        drill: id_column(row, 0)?,
+        source: id_column(row, 1)?,
+        facilitator: row.try_get(2)?,
+        speed_centi: row.try_get(3)?,
+        state: ReplayState::parse(&state).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: format!("unknown replay state {state:?}").into(),
+        })?,
+        elapsed_ms: row.try_get(5)?,
+        since: row.try_get(6)?,
+        next_step: row.try_get(7)?,
+        total: row.try_get(8)?,
+        steps: row.try_get(9)?,
+        version: row.try_get(10)?,
+        created_at: row.try_get(11)?,
     })
 }
 

@@ -55,6 +55,7 @@ use super::lease;
 use super::outbox::{
     Attempt, Carried, Delivery, DeliveryRecord, DeliveryState, NewDelivery, Sink, clip_error,
 };
+use super::replays::{ReplayRecord, ReplayState};
 use super::{
     AuditEvent, AuditFilter, AuditRecord, ChunkId, IncidentSummary, ListFilter, SessionRecord,
     Store, StoreError, Stored, StoredTemplate, TEMPLATES_COUNTER, TokenRecord, audit_detail,
@@ -228,6 +229,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // Version 12: one incident's
     // deliveries of one sink in order, for its mail thread (`Store::deliveries_of`).
     "CREATE INDEX deliveries_by_doc ON deliveries (doc, sink, id);",
+    // Version 13: replay drills (`store/replays.rs`): one row per drill, its steps as JSON, its clock and the next
+    // step; `version` moves on with every update, which is made only at the version read.
+    "CREATE TABLE replays (
+        drill TEXT PRIMARY KEY NOT NULL,
+        source TEXT NOT NULL,
+        facilitator TEXT NOT NULL,
+        speed_centi INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        since INTEGER NOT NULL,
+        next_step INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        steps TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX replays_by_state ON replays (state);",
 ];
 
 /// The SQLite backend of [`Store`]; see the module documentation for how it batches and syncs.
@@ -1191,6 +1209,85 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_replay(&self, replay: &ReplayRecord) -> Result<(), StoreError> {
+        let replay = replay.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(&format!(
+                "INSERT INTO replays ({REPLAY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    replay.drill.to_string(),
+                    replay.source.to_string(),
+                    replay.facilitator,
+                    replay.speed_centi,
+                    replay.state.as_str(),
+                    replay.elapsed_ms,
+                    replay.since.timestamp_micros(),
+                    replay.next_step,
+                    replay.total,
+                    replay.steps,
+                    replay.version,
+                    replay.created_at.timestamp_micros(),
+                ])
+            })
+            .map(drop)
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn replay(&self, drill: DocumentId) -> Result<Option<ReplayRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {REPLAY_COLUMNS} FROM replays WHERE drill = ?1"
+            ))
+            .and_then(|mut select| {
+                select
+                    .query_row([drill.to_string()], replay_from_row)
+                    .optional()
+            })
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn running_replays(&self) -> Result<Vec<ReplayRecord>, StoreError> {
+        self.read(|conn| {
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {REPLAY_COLUMNS} FROM replays WHERE state = 'running' ORDER BY created_at"
+                ))
+                .map_err(db_error)?;
+            let rows = select.query_map([], replay_from_row).map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn update_replay(&self, replay: &ReplayRecord) -> Result<bool, StoreError> {
+        let replay = replay.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE replays SET state = ?2, elapsed_ms = ?3, since = ?4, next_step = ?5, version = version + 1
+                 WHERE drill = ?1 AND version = ?6",
+            )
+            .and_then(|mut update| {
+                update.execute(params![
+                    replay.drill.to_string(),
+                    replay.state.as_str(),
+                    replay.elapsed_ms,
+                    replay.since.timestamp_micros(),
+                    replay.next_step,
+                    replay.version,
+                ])
+            })
+            .map(|updated| updated == 1)
+            .map_err(db_error)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         // Through the writer, and a real write: this proves the thread is alive, the queue moves, the database
         // file is still in place, and a commit reaches the disk. A read-only probe passes while the files are
@@ -1919,6 +2016,34 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
 }
 
 /// Reads a chat line selected as `id, network, channel, speaker, person, text, at`.
+/// The columns of `replays`, in [`replay_from_row`]'s order.
+const REPLAY_COLUMNS: &str = "drill, source, facilitator, speed_centi, state, elapsed_ms, since, next_step, total, \
+     steps, version, created_at";
+
+fn replay_from_row(row: &Row<'_>) -> rusqlite::Result<ReplayRecord> {
+    let state: String = row.get(4)?;
+    Ok(ReplayRecord {
+        drill: id_column(row, 0)?,
+        source: id_column(row, 1)?,
+        facilitator: row.get(2)?,
+        speed_centi: row.get(3)?,
+        state: ReplayState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("unknown replay state {state:?}").into(),
+            )
+        })?,
+        elapsed_ms: row.get(5)?,
+        since: time_column(row, 6)?,
+        next_step: row.get(7)?,
+        total: row.get(8)?,
+        steps: row.get(9)?,
+        version: row.get(10)?,
+        created_at: time_column(row, 11)?,
+    })
+}
+
 fn chat_line_from_row(row: &Row<'_>) -> rusqlite::Result<ChatLine> {
     let network: String = row.get(1)?;
     Ok(ChatLine {
