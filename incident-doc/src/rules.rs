@@ -720,7 +720,7 @@ fn check_deviations(
                     Rule::Authorship,
                     format!("a deviation {who} marks reverted names {who}, not {by}"),
                 )),
-                (_, Some(at)) if *at <= now + FUTURE_SKEW => None,
+                (Some(_), Some(at)) if *at <= now + FUTURE_SKEW => None,
                 _ => Some(refuse(
                     Rule::Deviations,
                     format!(

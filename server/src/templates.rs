@@ -558,7 +558,7 @@ mod tests {
         let problem = &catalog.problems()[0];
         assert_eq!(
             problem.error,
-            "payments.md:4: unknown kind \"list\" (expected one of text, markdown, status, choice, flag, roles, checklist, timeline, timestamps, questions)"
+            "payments.md:4: unknown kind \"list\" (expected one of text, markdown, status, choice, flag, roles, checklist, timeline, timestamps, questions, deviations, changes)"
         );
         assert_eq!(problem.serving.as_ref().map(|s| &s.version), Some(&version));
 

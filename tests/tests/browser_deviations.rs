@@ -2,7 +2,8 @@
 //! commander adds a deviation on the incident page; closing then asks for a reason naming the open deviation
 //! (dismissed: nothing closes, and the server refuses a close over HTTP too); "Mark reverted" lets the incident
 //! close. An uncoordinated change logged by someone outside Operations shows as a banner on the commander's page at
-//! once, and the page (both sections and the banner) stays clean under axe.
+//! once, and the page (both sections and the banner) stays clean under axe; once the commander delegates to him on
+//! the page, his changes are coordinated.
 
 use std::time::Duration;
 
@@ -172,6 +173,35 @@ async fn an_open_deviation_blocks_closing_until_it_is_reverted() -> anyhow::Resu
             .then_some(()))
     })
     .await?;
+
+    // The commander (Operations lead while nobody else is) delegates to Bob on the page: his next change is
+    // coordinated, and no banner comes back.
+    page.type_text("[data-delegate] input[name=person]", "bob")
+        .await?;
+    page.click("[data-delegate] button[type=submit]").await?;
+    page.wait_for("[data-revoke-delegation=bob]", DEADLINE)
+        .await?;
+    eventually("the delegation to reach the server", DEADLINE, || async {
+        let json = server.incident_json(&alice, &id).await;
+        (json["operationsDelegates"] == json!(["bob"])).then_some(())
+    })
+    .await?;
+    let response = server
+        .operations(
+            &bob,
+            &id,
+            json!([{"op": "logChange", "what": "scaled to 12", "target": "payments-api"}]),
+        )
+        .await;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    page.wait_until("bob's coordinated change on the page", DEADLINE, || async {
+        Ok((page.texts("li[data-change]").await?.len() == 2).then_some(()))
+    })
+    .await?;
+    ensure!(
+        page.find("#uncoordinated-banner").await?.is_none(),
+        "a coordinated change raises no banner"
+    );
 
     // Marked reverted, the incident closes without a prompt.
     page.click("[data-mark-reverted]").await?;

@@ -237,4 +237,57 @@ mod tests {
             prompt.payload
         );
     }
+
+    #[test]
+    fn an_uncoordinated_change_is_posted_naming_the_operations_lead_and_the_commander() {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+            .single()
+            .expect("valid");
+        let template = template::builtin()
+            .into_iter()
+            .find(|t| t.id == "incident")
+            .expect("built in");
+        let declaration = Declaration {
+            name: "Checkout errors".into(),
+            number: Some(465),
+        };
+        let alice = Editor::new("alice", t0);
+        let mut incident = Incident::create(&template, &declaration, &alice, None).expect("create");
+        let setup = [
+            Operation::BindChannel {
+                network: Network::Irc,
+                name: "#inc-465".into(),
+                id: None,
+            },
+            Operation::AssignRole {
+                role: incident_doc::schema::Role::Operations,
+                person: Some("dave".into()),
+            },
+        ];
+        for op in &setup {
+            incident.apply(op, &alice).expect("setup");
+        }
+        let before = incident.signals();
+        let change = Operation::LogChange {
+            what: "restarted the primary".into(),
+            target: "db-1".into(),
+            at: None,
+        };
+        incident
+            .apply(&change, &Editor::new("mallory", t0))
+            .expect("log");
+        let after = incident.signals();
+        let events = incident_doc::signals::events(&before, &after);
+        let out = posts(DocumentId::random(), Some(&before), &after, &events, t0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, "uncoordinatedChange");
+        assert!(
+            out[0].payload.contains(
+                "uncoordinated change by mallory on db-1: restarted the primary (dave, alice:"
+            ),
+            "{}",
+            out[0].payload
+        );
+    }
 }
