@@ -4,36 +4,15 @@
 
 use automerge::transaction::Transactable;
 use automerge::{ROOT, ReadDoc};
-use chrono::{DateTime, Duration, TimeZone, Utc};
 use incident_doc::schema::Role;
-use incident_doc::{Declaration, Editor, Incident, OpError, Operation, template};
+use incident_doc::{Incident, OpError, Operation};
 
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
-        .single()
-        .expect("valid time")
-}
+mod common;
 
-fn at(name: &str, minutes: i64) -> Editor {
-    Editor::new(name, t0() + Duration::minutes(minutes))
-}
+use common::at;
 
 fn declare(template_id: &str) -> Incident {
-    let templates = template::builtin();
-    let template = templates
-        .iter()
-        .find(|t| t.id == template_id)
-        .expect("a shipped template");
-    Incident::create(
-        template,
-        &Declaration {
-            name: "Leaked key".into(),
-            number: Some(1),
-        },
-        &at("alice", 0),
-        None,
-    )
-    .expect("create")
+    common::declare(template_id, "Leaked key", 1)
 }
 
 fn timeline(incident: &Incident) -> String {

@@ -4,36 +4,15 @@
 
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT};
-use chrono::{DateTime, Duration, TimeZone, Utc};
 use incident_doc::channel::{Channel, Network};
-use incident_doc::{Declaration, Editor, Incident, OpError, Operation, template};
+use incident_doc::{Incident, OpError, Operation};
 
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
-        .single()
-        .expect("valid time")
-}
+mod common;
 
-fn at(name: &str, minutes: i64) -> Editor {
-    Editor::new(name, t0() + Duration::minutes(minutes))
-}
+use common::{at, markdown};
 
 fn declare() -> Incident {
-    let templates = template::builtin();
-    let template = templates
-        .iter()
-        .find(|t| t.id == "incident")
-        .expect("a shipped template");
-    Incident::create(
-        template,
-        &Declaration {
-            name: "Checkout errors".into(),
-            number: Some(465),
-        },
-        &at("alice", 0),
-        None,
-    )
-    .expect("create")
+    common::declare("incident", "Checkout errors", 465)
 }
 
 fn bind_irc(name: &str) -> Operation {
@@ -42,10 +21,6 @@ fn bind_irc(name: &str) -> Operation {
         name: name.into(),
         id: None,
     }
-}
-
-fn markdown(incident: &Incident) -> String {
-    incident_doc::export::markdown(&incident.view())
 }
 
 #[test]

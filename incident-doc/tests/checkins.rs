@@ -5,42 +5,21 @@
 
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT, ReadDoc};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::Duration;
 use incident_doc::checkins::HelpState;
 use incident_doc::signals::{Event, events};
-use incident_doc::{Declaration, Editor, Incident, OpError, Operation, Template, template};
+use incident_doc::{Incident, OpError, Operation, Template, template};
 
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
-        .single()
-        .expect("valid time")
-}
+mod common;
 
-fn at(name: &str, minutes: i64) -> Editor {
-    Editor::new(name, t0() + Duration::minutes(minutes))
-}
+use common::{at, markdown, t0};
 
 fn declare_from(template: &Template) -> Incident {
-    Incident::create(
-        template,
-        &Declaration {
-            name: "Checkout errors".into(),
-            number: Some(465),
-        },
-        &at("alice", 0),
-        None,
-    )
-    .expect("create")
+    common::declare_from(template, "Checkout errors", 465, &at("alice", 0))
 }
 
 fn declare() -> Incident {
-    let templates = template::builtin();
-    declare_from(
-        templates
-            .iter()
-            .find(|t| t.id == "incident")
-            .expect("a shipped template"),
-    )
+    common::declare("incident", "Checkout errors", 465)
 }
 
 fn reconsider(note: &str) -> Operation {
@@ -52,10 +31,6 @@ fn help(state: Option<HelpState>, person: Option<&str>) -> Operation {
         state,
         person: person.map(str::to_owned),
     }
-}
-
-fn markdown(incident: &Incident) -> String {
-    incident_doc::export::markdown(&incident.view())
 }
 
 #[test]

@@ -3,34 +3,17 @@
 
 use automerge::ReadDoc;
 use automerge::transaction::Transactable;
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::Duration;
 use incident_doc::rules::Rule;
 use incident_doc::schema::{Role, Status};
-use incident_doc::{Declaration, Editor, Incident, OpError, Operation, template};
+use incident_doc::{Incident, OpError, Operation};
 
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
-        .single()
-        .expect("valid time")
-}
+mod common;
 
-fn at(name: &str, minutes: i64) -> Editor {
-    Editor::new(name, t0() + Duration::minutes(minutes))
-}
+use common::{at, markdown, t0};
 
 fn declare() -> Incident {
-    let templates = template::builtin();
-    let template = templates.first().expect("the shipped templates parse");
-    Incident::create(
-        template,
-        &Declaration {
-            name: "Checkout errors".into(),
-            number: Some(1),
-        },
-        &at("alice", 0),
-        None,
-    )
-    .expect("create")
+    common::declare("incident", "Checkout errors", 1)
 }
 
 fn commander(incident: &Incident) -> Option<String> {
@@ -66,10 +49,6 @@ fn a_handoff_needs_the_recipients_acceptance() {
     assert!(
         markdown(&incident).contains("bob is now the Incident Commander (handed over by alice).")
     );
-}
-
-fn markdown(incident: &Incident) -> String {
-    incident_doc::export::markdown(&incident.view())
 }
 
 #[test]

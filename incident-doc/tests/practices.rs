@@ -4,38 +4,17 @@
 
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT, ReadDoc};
-use chrono::{DateTime, Duration, TimeZone, Utc};
 use incident_doc::rules::Rule;
 use incident_doc::schema::{Role, Status};
 use incident_doc::update::{UpdateFormat, status_update};
-use incident_doc::{Declaration, Editor, FieldValue, Incident, OpError, Operation, template};
+use incident_doc::{FieldValue, Incident, OpError, Operation};
 
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
-        .single()
-        .expect("valid time")
-}
+mod common;
 
-fn at(name: &str, minutes: i64) -> Editor {
-    Editor::new(name, t0() + Duration::minutes(minutes))
-}
+use common::{at, t0};
 
 fn declare() -> Incident {
-    let templates = template::builtin();
-    let template = templates
-        .iter()
-        .find(|t| t.id == "incident")
-        .expect("the general template");
-    Incident::create(
-        template,
-        &Declaration {
-            name: "Checkout errors".into(),
-            number: Some(1),
-        },
-        &at("alice", 0),
-        None,
-    )
-    .expect("create")
+    common::declare("incident", "Checkout errors", 1)
 }
 
 fn deviations(incident: &Incident) -> Vec<incident_doc::Deviation> {

@@ -4,37 +4,17 @@
 
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT, ReadDoc};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::Duration;
 use incident_doc::replay::{Step, compare};
 use incident_doc::schema::{SERVER_NAME, Status};
-use incident_doc::{Declaration, Editor, Incident, OpError, Operation, template};
+use incident_doc::{Editor, Incident, OpError, Operation};
 
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
-        .single()
-        .expect("valid time")
-}
+mod common;
 
-fn at(name: &str, minutes: i64) -> Editor {
-    Editor::new(name, t0() + Duration::minutes(minutes))
-}
+use common::{at, t0};
 
 fn declare(template_id: &str, name: &str, by: &str, minutes: i64) -> Incident {
-    let templates = template::builtin();
-    let template = templates
-        .iter()
-        .find(|t| t.id == template_id)
-        .expect("a shipped template");
-    Incident::create(
-        template,
-        &Declaration {
-            name: name.into(),
-            number: Some(12),
-        },
-        &at(by, minutes),
-        None,
-    )
-    .expect("create")
+    common::declare_from(&common::builtin(template_id), name, 12, &at(by, minutes))
 }
 
 /// A closed incident: two entries, an alert firing and resolving, a mitigation and a close.
