@@ -370,6 +370,24 @@ impl Browser {
         .await
     }
 
+    /// Opens incident `id` of the server at `base_url` and waits until the page has rendered it
+    /// (`#incident[data-loaded=true]`) and synced it (`#sync-status[data-state=synced]`).
+    pub async fn open_incident(&self, base_url: &str, id: &str) -> anyhow::Result<()> {
+        self.goto(&format!("{base_url}/#/incidents/{id}")).await?;
+        self.wait_until("the incident to load and sync", crate::DEADLINE, || async {
+            let state = self
+                .execute(
+                    "const s = document.querySelector('#sync-status');
+                     const i = document.querySelector('#incident');
+                     return [s && s.dataset.state, i && i.dataset.loaded];",
+                    vec![],
+                )
+                .await?;
+            Ok((state == serde_json::json!(["synced", "true"])).then_some(()))
+        })
+        .await
+    }
+
     /// Navigates to `url` and waits for the load (for a change of `#fragment` only, for the hash change).
     pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
         self.client

@@ -8,26 +8,6 @@ use anyhow::{Context, ensure};
 use serde_json::json;
 use tests::{Browser, DEADLINE, TestServer, WindowSize, eventually};
 
-/// Opens incident `id` and waits until it is loaded and synced.
-async fn open_incident(browser: &Browser, base_url: &str, id: &str) -> anyhow::Result<()> {
-    browser
-        .goto(&format!("{base_url}/#/incidents/{id}"))
-        .await?;
-    browser
-        .wait_until("the incident to load and sync", DEADLINE, || async {
-            let state = browser
-                .execute(
-                    "const s = document.querySelector('#sync-status');
-                     const i = document.querySelector('#incident');
-                     return [s && s.dataset.state, i && i.dataset.loaded];",
-                    vec![],
-                )
-                .await?;
-            Ok((state == json!(["synced", "true"])).then_some(()))
-        })
-        .await
-}
-
 /// The flags the page's banner shows, as their text.
 async fn banner(browser: &Browser) -> anyhow::Result<Vec<String>> {
     browser.texts("#checkins li[data-help] strong").await
@@ -44,10 +24,10 @@ async fn a_help_flag_reaches_the_commander_and_the_prompt_is_answered() -> anyho
 
     let commander = Browser::open("checkins-commander", WindowSize::DESKTOP).await?;
     commander.sign_in(base, &alice).await?;
-    open_incident(&commander, base, &id).await?;
+    commander.open_incident(base, &id).await?;
     let responder = Browser::open("checkins-responder", WindowSize::DESKTOP).await?;
     responder.sign_in(base, &bob).await?;
-    open_incident(&responder, base, &id).await?;
+    responder.open_incident(base, &id).await?;
 
     // Bob is overloaded: the commander's page shows it in the banner and beside his name.
     responder.click("[data-set-help=overloaded]").await?;

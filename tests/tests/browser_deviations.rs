@@ -12,26 +12,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tests::{Browser, DEADLINE, TestServer, WindowSize, eventually};
 
-/// Opens incident `id` and waits until it is loaded and synced.
-async fn open_incident(browser: &Browser, base_url: &str, id: &str) -> anyhow::Result<()> {
-    browser
-        .goto(&format!("{base_url}/#/incidents/{id}"))
-        .await?;
-    browser
-        .wait_until("the incident to load and sync", DEADLINE, || async {
-            let state = browser
-                .execute(
-                    "const s = document.querySelector('#sync-status');
-                     const i = document.querySelector('#incident');
-                     return [s && s.dataset.state, i && i.dataset.loaded];",
-                    vec![],
-                )
-                .await?;
-            Ok((state == json!(["synced", "true"])).then_some(()))
-        })
-        .await
-}
-
 /// Chooses `closed` in the status select; the change handler runs after the script returns, since it may open a
 /// prompt, which would block the script.
 async fn choose_closed(browser: &Browser) -> anyhow::Result<()> {
@@ -80,7 +60,7 @@ async fn an_open_deviation_blocks_closing_until_it_is_reverted() -> anyhow::Resu
 
     let page = Browser::open("deviations-commander", WindowSize::DESKTOP).await?;
     page.sign_in(base, &alice).await?;
-    open_incident(&page, base, &id).await?;
+    page.open_incident(base, &id).await?;
 
     // Add a deviation through the page.
     page.type_text(

@@ -11,26 +11,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tests::{Browser, DEADLINE, TestServer, WindowSize, eventually};
 
-/// Opens incident `id` and waits until it is loaded and synced.
-async fn open_incident(browser: &Browser, base_url: &str, id: &str) -> anyhow::Result<()> {
-    browser
-        .goto(&format!("{base_url}/#/incidents/{id}"))
-        .await?;
-    browser
-        .wait_until("the incident to load and sync", DEADLINE, || async {
-            let state = browser
-                .execute(
-                    "const s = document.querySelector('#sync-status');
-                     const i = document.querySelector('#incident');
-                     return [s && s.dataset.state, i && i.dataset.loaded];",
-                    vec![],
-                )
-                .await?;
-            Ok((state == json!(["synced", "true"])).then_some(()))
-        })
-        .await
-}
-
 /// The members the page lists and whether it says restricted.
 async fn shown_access(browser: &Browser) -> anyhow::Result<(Option<String>, Vec<String>)> {
     let value = browser
@@ -114,11 +94,11 @@ async fn the_commander_restricts_an_incident_and_removes_a_member_on_the_inciden
         .await?;
 
     let id = server.declare(&alice, "Suspicious logins").await.id;
-    open_incident(&commander, base, &id).await?;
+    commander.open_incident(base, &id).await?;
     wait_access(&commander, false, &["alice"]).await?;
     let member = Browser::open("restricted-member", WindowSize::DESKTOP).await?;
     member.sign_in(base, &bob).await?;
-    open_incident(&member, base, &id).await?;
+    member.open_incident(base, &id).await?;
 
     // Add bob, then restrict: bob still sees it, his page stays synced.
     commander.type_text("[data-add-member]", "bob").await?;
