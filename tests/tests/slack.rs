@@ -561,9 +561,10 @@ async fn without_slack_the_routes_are_not_found() {
 
 /// The general template with a channel naming rule instead of its plain annotation, under another id.
 fn template_with(id: &str, rule: &str) -> (String, String) {
+    // The header comment's attributes are the first line starting `<!-- commandpost`; the rule joins them.
     let source = include_str!("../../templates/incident.md").replacen(
-        "<!-- commandpost -->",
-        &format!("<!-- commandpost {rule} -->"),
+        "<!-- commandpost",
+        &format!("<!-- commandpost {rule}"),
         1,
     );
     (format!("{id}.md"), source)
