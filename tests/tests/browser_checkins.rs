@@ -5,7 +5,6 @@
 //! not commanded, the declare page suggests someone connected, and a person's role history page lists their roles.
 
 use anyhow::{Context, ensure};
-use serde_json::json;
 use tests::{Browser, DEADLINE, TestServer, WindowSize, eventually};
 
 /// The flags the page's banner shows, as their text.

@@ -177,7 +177,7 @@ async fn a_replay_drill_delivers_every_step_once_and_compares() -> anyhow::Resul
             None,
         )
         .await;
-    ensure!(status == StatusCode::NOT_FOUND, "no replay: {status}");
+    ensure!(status == StatusCode::CONFLICT, "no replay: {status}");
     let list = server
         .call(Method::GET, "/api/incidents", Some(&alice), None)
         .await

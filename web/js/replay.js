@@ -97,8 +97,8 @@ export class ReplayPanel {
     try {
       this.status = await replayStatus(this.id);
     } catch (error) {
-      // 404: a drill that is no replay.
-      if (error.status !== 404) showError(error);
+      // 409: a drill that is no replay.
+      if (error.status !== 409) showError(error);
       this.status = null;
     }
     if (this.signal.aborted) return;

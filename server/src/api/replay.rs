@@ -277,7 +277,8 @@ async fn start(
         .into_response())
 }
 
-/// The replay of drill `id`, for `identity`: 404 for an incident they may not see or that is no replay.
+/// The replay of drill `id`, for `identity`: 404 for an incident they may not see, 409 for one they see that is no
+/// replay (the incident exists; it is its state that does not fit the request).
 async fn replay_of(
     state: &AppState,
     identity: &Identity,
@@ -285,7 +286,12 @@ async fn replay_of(
 ) -> Result<ReplayRecord, ApiError> {
     let drill = crate::input::parse_incident(id).ok_or(ApiError::NotFound)?;
     visible(state, identity, drill).await?;
-    state.store.replay(drill).await?.ok_or(ApiError::NotFound)
+    state.store.replay(drill).await?.ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "incident {id} is not a replay drill: a replay starts from a closed incident \
+             (POST /api/incidents/{{source}}/replay)"
+        ))
+    })
 }
 
 /// `GET /api/incidents/{id}/replay` (read): where the replay of drill `id` is.
@@ -297,6 +303,7 @@ async fn replay_of(
     params(IncidentId),
     responses(
         (status = 200, body = ReplayStatus),
+        (status = 409, description = "Not a replay drill", body = crate::error::ErrorBody),
         ReadRefusals,
     )
 )]
@@ -342,7 +349,7 @@ async fn steer(
     params(IncidentId),
     responses(
         (status = 200, body = ReplayStatus),
-        (status = 409, description = "Paused already, or finished", body = crate::error::ErrorBody),
+        (status = 409, description = "Paused already, finished, or not a replay drill", body = crate::error::ErrorBody),
         ReadRefusals,
     )
 )]
@@ -364,7 +371,7 @@ async fn pause(
     params(IncidentId),
     responses(
         (status = 200, body = ReplayStatus),
-        (status = 409, description = "Running already, or finished", body = crate::error::ErrorBody),
+        (status = 409, description = "Running already, finished, or not a replay drill", body = crate::error::ErrorBody),
         ReadRefusals,
     )
 )]
@@ -399,7 +406,7 @@ struct Jump {
     responses(
         (status = 200, body = ReplayStatus),
         (status = 400, response = BadRequest),
-        (status = 409, description = "Finished", body = crate::error::ErrorBody),
+        (status = 409, description = "Finished, or not a replay drill", body = crate::error::ErrorBody),
         (status = 413, response = TooLarge),
         (status = 422, response = Unprocessable),
         ReadRefusals,
@@ -434,6 +441,7 @@ async fn jump(
     params(IncidentId),
     responses(
         (status = 200, body = Comparison),
+        (status = 409, description = "Not a replay drill", body = crate::error::ErrorBody),
         ReadRefusals,
     )
 )]
