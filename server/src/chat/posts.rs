@@ -141,23 +141,31 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn events_and_stale_reminders_go_to_the_bound_channel_only() {
-        let t0 = Utc
-            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+    /// The moment the tests' incidents are declared at.
+    fn t0() -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
             .single()
-            .expect("valid");
+            .expect("valid")
+    }
+
+    /// Incident #465 `name` of the built-in incident template, declared by alice at [`t0`].
+    fn declared(name: &str) -> Incident {
         let template = template::builtin()
             .into_iter()
             .find(|t| t.id == "incident")
             .expect("built in");
         let declaration = Declaration {
-            name: "Checkout <!channel> errors".into(),
+            name: name.into(),
             number: Some(465),
         };
-        let mut incident =
-            Incident::create(&template, &declaration, &Editor::new("alice", t0), None)
-                .expect("create");
+        Incident::create(&template, &declaration, &Editor::new("alice", t0()), None)
+            .expect("create")
+    }
+
+    #[test]
+    fn events_and_stale_reminders_go_to_the_bound_channel_only() {
+        let t0 = t0();
+        let mut incident = declared("Checkout <!channel> errors");
         let doc = DocumentId::random();
         let unbound = incident.signals();
         let stale = Event::FieldStale {
@@ -240,20 +248,9 @@ mod tests {
 
     #[test]
     fn an_uncoordinated_change_is_posted_naming_the_operations_lead_and_the_commander() {
-        let t0 = Utc
-            .with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
-            .single()
-            .expect("valid");
-        let template = template::builtin()
-            .into_iter()
-            .find(|t| t.id == "incident")
-            .expect("built in");
-        let declaration = Declaration {
-            name: "Checkout errors".into(),
-            number: Some(465),
-        };
+        let t0 = t0();
         let alice = Editor::new("alice", t0);
-        let mut incident = Incident::create(&template, &declaration, &alice, None).expect("create");
+        let mut incident = declared("Checkout errors");
         let setup = [
             Operation::BindChannel {
                 network: Network::Irc,
