@@ -286,12 +286,15 @@ async fn replay_of(
 ) -> Result<ReplayRecord, ApiError> {
     let drill = crate::input::parse_incident(id).ok_or(ApiError::NotFound)?;
     visible(state, identity, drill).await?;
-    state.store.replay(drill).await?.ok_or_else(|| {
-        ApiError::Conflict(format!(
+    match state.store.replay(drill).await? {
+        Some(replay) => Ok(replay),
+        // `visible` lets an unknown id through (it has no restriction to keep); it is still unknown.
+        None if state.store.summary(drill).await?.is_none() => Err(ApiError::NotFound),
+        None => Err(ApiError::Conflict(format!(
             "incident {id} is not a replay drill: a replay starts from a closed incident \
              (POST /api/incidents/{{source}}/replay)"
-        ))
-    })
+        ))),
+    }
 }
 
 /// `GET /api/incidents/{id}/replay` (read): where the replay of drill `id` is.
