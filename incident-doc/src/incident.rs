@@ -5,7 +5,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use std::collections::{BTreeSet, HashMap};
 
 use automerge::{
-    ActorId, AutoCommit, ChangeHash, LoadOptions, ObjType, PatchAction, Prop, ROOT, ReadDoc,
+    ActorId, AutoCommit, Change, ChangeHash, LoadOptions, ObjType, ROOT, ReadDoc,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -19,6 +19,7 @@ use crate::schema::{
     TITLE_KEY, keys,
 };
 use crate::template::{FieldDefault, Template};
+use crate::touched::{self, Places, Touched};
 use crate::view::{
     Cadences, FieldValue, Headline, IncidentView, read_layout, read_stamp, read_value,
 };
@@ -43,6 +44,9 @@ pub struct Incident {
     /// the history to build a clock (most of a busy war room's CPU once, BENCHMARKS.md). Keyed by heads, so any
     /// other change to the document (HTTP edits, other nodes' chunks) simply misses it.
     governed: Option<(Vec<ChangeHash>, bool, CommandState)>,
+    /// Where the objects that peers' changes wrote to sit, so that finding what a keystroke touched costs a lookup
+    /// per object, not a diff of the document (see [`touched`]).
+    places: Places,
 }
 
 /// The server's side of the authorship record: which Automerge actor this replica writes each person's changes
@@ -99,6 +103,7 @@ impl Incident {
             authority: None,
             held_authors: HashMap::new(),
             governed: None,
+            places: Places::default(),
         }
     }
 
@@ -314,6 +319,7 @@ impl Incident {
             authority: None,
             held_authors: HashMap::new(),
             governed: None,
+            places: Places::default(),
         })
     }
 
@@ -400,6 +406,34 @@ impl Incident {
         if !layout.is_empty() {
             self.layout = Some(layout);
         }
+    }
+
+    /// Whether changes that wrote only root keys `touched` leave everything an index row reads as it was (the
+    /// headline, who may see the incident, the commander, the chat channel): true when each is the prose of a field
+    /// no row shows (every kind but the title, status, choices, flags and roles) or a stamp. Lets the server keep
+    /// a row across keystrokes instead of reading it again after each.
+    pub fn index_row_unaffected(&mut self, touched: &BTreeSet<String>) -> bool {
+        let layout = self.take_layout();
+        let prose = |key: &String| {
+            key == keys::UPDATED
+                || layout.iter().any(|def| {
+                    def.key == *key
+                        && def.key != TITLE_KEY
+                        && matches!(
+                            def.kind,
+                            FieldKind::Text
+                                | FieldKind::Markdown
+                                | FieldKind::Checklist
+                                | FieldKind::Timeline
+                                | FieldKind::Questions
+                                | FieldKind::Deviations
+                                | FieldKind::Changes
+                        )
+                })
+        };
+        let unaffected = touched.iter().all(prose);
+        self.keep_layout(layout);
+        unaffected
     }
 
     /// The few facts an index needs (title, status, severity, …), cheap enough to read after every change.
@@ -504,7 +538,7 @@ impl Incident {
         sender: &Editor,
         server: &Editor,
     ) -> Vec<Violation> {
-        self.enforce_recording(before, sender, server, &[])
+        self.enforce_recording(before, sender, server, &[], &[]).0
     }
 
     /// Of `newcomers` (changes `sender` just sent, under actors the record does not know), the actors whose changes
@@ -521,7 +555,7 @@ impl Incident {
         let doc = self.doc.document();
         let mut applied = Vec::new();
         self.held_authors.retain(|hash, (actor, name)| {
-            let done = doc.get_change_by_hash(hash).is_some();
+            let done = doc.get_change_meta_by_hash(hash).is_some();
             if done && !applied.iter().any(|(a, _)| a == actor) {
                 applied.push((actor.clone(), name.clone()));
             }
@@ -531,20 +565,28 @@ impl Incident {
     }
 
     /// [`Incident::enforce`], recording `newcomers` (actors of applied changes the authorship record does not know
-    /// yet, with whose they are) in the same change.
+    /// yet, with whose they are) in the same change. `merged` are the changes merged since `before` when the caller
+    /// holds them (a sync message's), which makes finding what they touched cheap; any others, or none, cost a
+    /// diff. Besides the violations, returns the root keys the merged changes wrote when they stand as they came
+    /// (`None` when the server wrote a change of its own too).
     pub(crate) fn enforce_recording(
         &mut self,
         before: &[ChangeHash],
         sender: &Editor,
         server: &Editor,
         newcomers: &[(ActorId, String)],
-    ) -> Vec<Violation> {
+        merged: &[Change],
+    ) -> (Vec<Violation>, Option<BTreeSet<String>>) {
         let after = self.doc.get_heads();
         if after.as_slice() == before && newcomers.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Some(BTreeSet::new()));
         }
+        let touched =
+            touched::by_ops(&mut self.doc, &mut self.places, before, merged, &sender.name)
+                .unwrap_or_else(|| touched::by_diff(&mut self.doc, before, &after));
         let layout = self.take_layout();
-        let violations = self.enforce_with(&layout, before, &after, sender, server, newcomers);
+        let violations =
+            self.enforce_with(&layout, (before, &after), touched, sender, server, newcomers);
         self.keep_layout(layout);
         violations
     }
@@ -552,13 +594,13 @@ impl Incident {
     fn enforce_with(
         &mut self,
         layout: &[FieldDef],
-        before: &[ChangeHash],
-        after: &[ChangeHash],
+        (before, after): (&[ChangeHash], &[ChangeHash]),
+        touched: Touched,
         sender: &Editor,
         server: &Editor,
         newcomers: &[(ActorId, String)],
-    ) -> Vec<Violation> {
-        let (verdict, unchanged_state) = self.judge(layout, before, after, sender, server);
+    ) -> (Vec<Violation>, Option<BTreeSet<String>>) {
+        let (verdict, unchanged_state) = self.judge(layout, before, touched, sender, server);
         let unbound: Vec<&(ActorId, String)> = newcomers
             .iter()
             .filter(|(actor, _)| author_of(&self.doc, actor).is_none())
@@ -569,7 +611,7 @@ impl Incident {
                 (None, Some((with_timeline, was))) => Some((after.to_vec(), with_timeline, was)),
                 (None, None) => None,
             };
-            return verdict.violations;
+            return (verdict.violations, Some(verdict.touched));
         }
         // The server's actor first (before anything is written), the record last: a restored `authors` must not
         // drop what this change records.
@@ -601,7 +643,7 @@ impl Incident {
                 self.doc.rollback();
             }
         }
-        verdict.violations
+        (verdict.violations, None)
     }
 
     /// Judges the changes between `before` and `after` against the schema, the authorship of stamps and the command
@@ -611,7 +653,7 @@ impl Incident {
         &mut self,
         layout: &[FieldDef],
         before: &[ChangeHash],
-        after: &[ChangeHash],
+        touched: Touched,
         sender: &Editor,
         server: &Editor,
     ) -> (Verdict, Option<(bool, CommandState)>) {
@@ -624,7 +666,8 @@ impl Incident {
         let Touched {
             keys: touched,
             stamps,
-        } = touched(&mut self.doc, before, after);
+            signed,
+        } = touched;
         let governed = [
             key_of(FieldKind::Roles),
             key_of(FieldKind::Status),
@@ -656,7 +699,7 @@ impl Incident {
             .filter(|key| !rules::client_writable(layout, key))
             .cloned()
             .collect();
-        let forged_stamps = self.forged_stamps(&stamps, &sender.name);
+        let forged_stamps = self.forged_stamps(&stamps, &signed, &sender.name);
         let mut violations = if archived {
             Vec::new()
         } else {
@@ -710,12 +753,19 @@ impl Incident {
         (verdict, unchanged_state)
     }
 
-    /// The fields of `stamps` whose stamp now names someone other than `sender`, who wrote it.
-    fn forged_stamps(&self, stamps: &BTreeSet<String>, sender: &str) -> Vec<String> {
+    /// The fields of `stamps` whose stamp now names someone other than `sender`, who wrote it, unless `sender`'s own
+    /// changes signed it (a stamp that lost a conflict to a concurrent one is no forgery).
+    fn forged_stamps(
+        &self,
+        stamps: &BTreeSet<String>,
+        signed: &BTreeSet<String>,
+        sender: &str,
+    ) -> Vec<String> {
         let r = Reader::new(&self.doc, None);
         let updated = r.map(&ROOT, keys::UPDATED);
         stamps
             .iter()
+            .filter(|key| !signed.contains(*key))
             .filter(|key| {
                 let by = updated
                     .as_ref()
@@ -919,44 +969,6 @@ fn schema_violations(sender: &str, foreign: &[String], forged_stamps: &[String])
         });
     }
     violations
-}
-
-/// What a run of changes touched: root keys, and the fields whose last-updated stamps it wrote.
-struct Touched {
-    keys: BTreeSet<String>,
-    stamps: BTreeSet<String>,
-}
-
-/// Reads what changed between `before` and `after` from Automerge's diff: the root keys written (at the root or
-/// anywhere below them) and the stamps under `updated` (a stamp map written, or a field of one).
-fn touched(doc: &mut AutoCommit, before: &[ChangeHash], after: &[ChangeHash]) -> Touched {
-    let mut touched = Touched {
-        keys: BTreeSet::new(),
-        stamps: BTreeSet::new(),
-    };
-    for patch in doc.diff(before, after) {
-        let key_of_action = match &patch.action {
-            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => Some(key.clone()),
-            _ => None,
-        };
-        match patch.path.as_slice() {
-            [] => touched.keys.extend(key_of_action),
-            [(_, Prop::Map(key)), rest @ ..] => {
-                if key == keys::UPDATED {
-                    match rest.first() {
-                        Some((_, Prop::Map(field))) => {
-                            touched.stamps.insert(field.clone());
-                        }
-                        Some(_) => {}
-                        None => touched.stamps.extend(key_of_action),
-                    }
-                }
-                touched.keys.insert(key.clone());
-            }
-            _ => {}
-        }
-    }
-    touched
 }
 
 /// The person `authors` names for `actor`, if any.

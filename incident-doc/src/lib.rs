@@ -26,6 +26,7 @@ pub mod rules;
 pub mod schema;
 pub mod signals;
 pub mod template;
+mod touched;
 pub mod update;
 mod view;
 
