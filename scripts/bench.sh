@@ -7,7 +7,7 @@
 # with a temporary data directory. Results land in target/bench/<time>/ as JSON, and as Markdown tables in
 # figures.md there.
 #
-#   bash scripts/bench.sh                  modest sizes, about 10 minutes (the default: the machine is shared)
+#   bash scripts/bench.sh                  modest sizes, about 15 minutes (the default: the machine is shared)
 #   bash scripts/bench.sh --full           the sizes (5-minute war room, 1,000 viewers, the whole trace, …)
 #   bash scripts/bench.sh --only war-room  one scenario: war-room, sweep, ack-cost, trace, join-storm,
 #                                          many-incidents or real-clients; repeatable
