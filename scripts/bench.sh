@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Reproduces the load figures of BENCHMARKS.md: builds the release server and commandpost-bench, then runs every
 # scenario against commandpost and against automerge-repo's own sync server (npm
-# @automerge/automerge-repo-sync-server, pinned in bench/js/) on this machine, in this run. Each scenario gets a fresh
-# server of each kind on a free loopback port with a temporary data directory. Results land in
-# target/bench/<time>/ as JSON, and as Markdown tables in figures.md there.
+# @automerge/automerge-repo-sync-server, pinned in bench/js/) on this machine, in this run. The real-clients scenario
+# drives stock JavaScript clients (bench/realjs/, its own pins) against commandpost, Hocuspocus (the Yjs server, with
+# its SQLite persistence) and the sync server. Each scenario gets a fresh server of each kind on a free loopback port
+# with a temporary data directory. Results land in target/bench/<time>/ as JSON, and as Markdown tables in
+# figures.md there.
 #
-#   bash scripts/bench.sh                  modest sizes, about 10 minutes (the default: the machine is shared)
+#   bash scripts/bench.sh                  modest sizes, about 15 minutes (the default: the machine is shared)
 #   bash scripts/bench.sh --full           the issue's sizes (5-minute war room, 1,000 viewers, the whole trace, …)
-#   bash scripts/bench.sh --only war-room  one scenario: war-room, sweep, ack-cost, trace, join-storm or
-#                                          many-incidents; repeatable
+#   bash scripts/bench.sh --only war-room  one scenario: war-room, sweep, ack-cost, trace, join-storm,
+#                                          many-incidents or real-clients; repeatable
 #   bash scripts/bench.sh --profile        also records a perf profile of commandpost while the war room types
 #                                          (perf report -i target/bench/<time>/commandpost.perf.data)
 #   bash scripts/bench.sh --sweep "25 50"  the viewer counts of the sweep (each server stops at its first count whose
 #                                          p99 is over 100 ms or that fails: the sweep looks for the most it carries)
 #   bash scripts/bench.sh --out DIR        results in DIR
+#   bash scripts/bench.sh --no-pin         real-clients leaves the servers and its driver unpinned (by default, where
+#                                          taskset exists, the server runs on CPU 0 and the Node driver on CPU 1)
+#
+# real-clients: 4 typists × 5 marks/s with 8 and with 16 viewers, each against a fresh commandpost, Hocuspocus and
+# sync server; 10 s of typing by default, the issue's 30 s with --full. Its `npm ci` builds better-sqlite3 (for
+# Hocuspocus' persistence) from source, a minute or two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +29,7 @@ step() { printf '==> %s\n' "$*" >&2; }
 
 full=false
 profile=false
+pin_cpus=true
 only=()
 sweep_counts=()
 out="target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
@@ -28,6 +37,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --full) full=true ;;
     --profile) profile=true ;;
+    --no-pin) pin_cpus=false ;;
     --only) only+=("$2"); shift ;;
     --out) out="$2"; shift ;;
     --sweep) read -ra sweep_counts <<< "$2"; shift ;;
@@ -46,6 +56,7 @@ if $full; then
   storm=(--clients 1000 --history 50000 --over 10)
   many_store=10000
   many=(--load 1000 --viewers 1000)
+  real_clients=(--typists 4 --rate 5 --duration 30)
 else
   war=(--editors 10 --rate 5 --viewers 200 --duration 20 --window 5 --history 1000)
   sweep_viewers=(25 50 100 200)
@@ -54,13 +65,17 @@ else
   storm=(--clients 200 --history 10000 --over 2)
   many_store=2000
   many=(--load 500 --viewers 500)
+  real_clients=(--typists 4 --rate 5 --duration 10)
 fi
+real_clients_viewers=(8 16)
 [ ${#sweep_counts[@]} -gt 0 ] && sweep_viewers=("${sweep_counts[@]}")
 
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$(mktemp -d)"
 pids=()
+# The command prefix that starts a server (taskset, for real-clients); empty: wherever the kernel likes.
+pin=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -68,10 +83,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "building the release server and commandpost-bench"
-cargo build --release -p server -p bench
-server_bin="$PWD/target/release/commandpost"
-bench_bin="$PWD/target/release/commandpost-bench"
+# real-clients needs only the server; every other scenario needs commandpost-bench too.
+packages=(-p server)
+[ ${#only[@]} -eq 0 ] || printf '%s\n' "${only[@]}" | grep -qvx real-clients && packages+=(-p bench)
+step "building the release binaries (${packages[*]})"
+cargo build --release "${packages[@]}"
+# Where cargo put them: CARGO_TARGET_DIR, when set, moves the target directory.
+release="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release"
+server_bin="$release/commandpost"
+bench_bin="$release/commandpost-bench"
 
 step "installing automerge-repo's sync server (bench/js, pinned)"
 (cd bench/js && npm ci --no-audit --no-fund --loglevel=error)
@@ -79,6 +99,14 @@ peer_js="$PWD/bench/js/node_modules/@automerge/automerge-repo-sync-server/src/in
 
 # The version of an npm package of the peer, @automerge/NAME.
 npm_version() { node -p "require('./bench/js/node_modules/@automerge/$1/package.json').version"; }
+
+if wanted real-clients; then
+  step "installing the real clients and Hocuspocus (bench/realjs, pinned)"
+  (cd bench/realjs && npm ci --no-audit --no-fund --loglevel=error)
+fi
+realjs="$PWD/bench/realjs"
+# The version of an npm package of bench/realjs (read from its package.json: some packages' exports hide it).
+realjs_version() { node -p "JSON.parse(require('fs').readFileSync('$realjs/node_modules/$1/package.json')).version"; }
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -92,6 +120,15 @@ npm_version() { node -p "require('./bench/js/node_modules/@automerge/$1/package.
   echo "node: $(node --version)"
   echo "peer: @automerge/automerge-repo-sync-server $(npm_version automerge-repo-sync-server)" \
     "with automerge-repo $(npm_version automerge-repo), automerge $(npm_version automerge)"
+  if wanted real-clients; then
+    echo "real clients: @automerge/automerge-repo $(realjs_version @automerge/automerge-repo)," \
+      "@automerge/automerge-repo-network-websocket $(realjs_version @automerge/automerge-repo-network-websocket)," \
+      "@automerge/automerge $(realjs_version @automerge/automerge); @hocuspocus/provider" \
+      "$(realjs_version @hocuspocus/provider), yjs $(realjs_version yjs), ws $(realjs_version ws)"
+    echo "hocuspocus: @hocuspocus/server $(realjs_version @hocuspocus/server) with @hocuspocus/extension-sqlite" \
+      "$(realjs_version @hocuspocus/extension-sqlite) (better-sqlite3 $(realjs_version better-sqlite3))," \
+      "yjs $(realjs_version yjs), y-protocols $(realjs_version y-protocols)"
+  fi
 } > "$out/machine.txt"
 cat "$out/machine.txt" >&2
 
@@ -110,7 +147,7 @@ start_commandpost() {
     config=(--config "$dir/config.toml")
   fi
   : > "$dir/log"
-  "$server_bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$dir/data" \
+  "${pin[@]}" "$server_bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$dir/data" \
     >> "$dir/log" 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -132,7 +169,7 @@ start_peer() {
     s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close() })')"
   # Started from its own directory: it serves ./public and keeps its data in DATA_DIR.
   : > "$dir/log"
-  (cd "$dir" && PORT="$port" DATA_DIR="$dir/data" exec node "$peer_js") >> "$dir/log" 2>&1 &
+  (cd "$dir" && PORT="$port" DATA_DIR="$dir/data" exec "${pin[@]}" node "$peer_js") >> "$dir/log" 2>&1 &
   pid=$!
   pids+=("$pid")
   for _ in $(seq 100); do
@@ -140,6 +177,24 @@ start_peer() {
     sleep 0.1
   done
   grep -q "Listening on port" "$dir/log" || { cat "$dir/log" >&2; echo "the sync server did not start" >&2; exit 1; }
+  url="ws://127.0.0.1:$port"
+}
+
+# Starts Hocuspocus (bench/realjs/hocuspocus-server.mjs: the stock server with its SQLite persistence) on a free port
+# with a fresh database; sets url, pid.
+start_hocuspocus() {
+  local dir; dir="$(mktemp -d "$work/hocuspocus.XXXX")"
+  : > "$dir/log"
+  "${pin[@]}" node "$realjs/hocuspocus-server.mjs" --database "$dir/hocuspocus.sqlite" >> "$dir/log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  local port=""
+  for _ in $(seq 100); do
+    port="$(sed -n 's/^hocuspocus listening on //p' "$dir/log")"
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { cat "$dir/log" >&2; echo "Hocuspocus did not start" >&2; exit 1; }
   url="ws://127.0.0.1:$port"
 }
 
@@ -225,6 +280,35 @@ if wanted many-incidents; then
   stop "$pid"
 fi
 
+if wanted real-clients; then
+  # The server on CPU 0 and the driver on CPU 1: the server's figure does not then depend on how busy the driver is
+  # (the driver's JSON records both processes' CPUs).
+  driver_pin=()
+  if $pin_cpus && command -v taskset > /dev/null && [ "$(nproc)" -ge 2 ]; then
+    pin=(taskset -c 0)
+    driver_pin=(taskset -c 1)
+  fi
+  # The three servers take turns at each viewer count, so that they see much the same load from the rest of the
+  # machine.
+  for viewers in "${real_clients_viewers[@]}"; do
+    for side in commandpost hocuspocus peer; do
+      name="real-clients-$viewers.$side"
+      step "real-clients against $side ($viewers viewers, ${real_clients[*]})"
+      rm -f "$out/$name.json"
+      auth=()
+      case "$side" in
+        commandpost) start_commandpost; kind=commandpost; auth=(--token "$token") ;;
+        hocuspocus) start_hocuspocus; kind=hocuspocus ;;
+        peer) start_peer; kind=automerge-repo ;;
+      esac
+      "${driver_pin[@]}" node "$realjs/real-clients.mjs" --kind "$kind" --url "$url" "${auth[@]}" \
+        --server-pid "$pid" --viewers "$viewers" "${real_clients[@]}" --json "$out/$name.json" || failed "$name"
+      stop "$pid"
+    done
+  done
+  pin=()
+fi
+
 step "writing $out/figures.md"
 {
   cat "$out/machine.txt"
@@ -244,6 +328,16 @@ step "writing $out/figures.md"
     done
   done
   [ ${#sweep_files[@]} -gt 0 ] && "$bench_bin" report --sweep "${sweep_files[@]}"
+  real_files=()
+  for viewers in "${real_clients_viewers[@]}"; do
+    for side in commandpost hocuspocus peer; do
+      [ -f "$out/real-clients-$viewers.$side.json" ] && real_files+=("$out/real-clients-$viewers.$side.json")
+    done
+  done
+  if [ ${#real_files[@]} -gt 0 ]; then
+    echo
+    node "$realjs/real-clients.mjs" report "${real_files[@]}"
+  fi
   true
 } > "$out/figures.md"
 cat "$out/figures.md"
