@@ -4,9 +4,7 @@
 use automerge::transaction::{CommitOptions, Transactable};
 use std::collections::{BTreeSet, HashMap};
 
-use automerge::{
-    ActorId, AutoCommit, Change, ChangeHash, LoadOptions, ObjType, ROOT, ReadDoc,
-};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash, LoadOptions, ObjType, ROOT, ReadDoc};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -581,12 +579,23 @@ impl Incident {
         if after.as_slice() == before && newcomers.is_empty() {
             return (Vec::new(), Some(BTreeSet::new()));
         }
-        let touched =
-            touched::by_ops(&mut self.doc, &mut self.places, before, merged, &sender.name)
-                .unwrap_or_else(|| touched::by_diff(&mut self.doc, before, &after));
+        let touched = touched::by_ops(
+            &mut self.doc,
+            &mut self.places,
+            before,
+            merged,
+            &sender.name,
+        )
+        .unwrap_or_else(|| touched::by_diff(&mut self.doc, before, &after));
         let layout = self.take_layout();
-        let violations =
-            self.enforce_with(&layout, (before, &after), touched, sender, server, newcomers);
+        let violations = self.enforce_with(
+            &layout,
+            (before, &after),
+            touched,
+            sender,
+            server,
+            newcomers,
+        );
         self.keep_layout(layout);
         violations
     }

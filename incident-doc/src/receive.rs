@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use automerge::sync::{self, Capability, MessageFlags, SyncDoc};
 use automerge::ChangeHash;
+use automerge::sync::{self, Capability, MessageFlags, SyncDoc};
 
 use crate::rules::Violation;
 use crate::{Editor, Incident};
@@ -269,7 +269,12 @@ fn receive_changes(
         let mut advanced: Vec<ChangeHash> = after
             .iter()
             .filter(|head| !before.contains(head))
-            .chain(state.shared_heads.iter().filter(|head| after.contains(head)))
+            .chain(
+                state
+                    .shared_heads
+                    .iter()
+                    .filter(|head| after.contains(head)),
+            )
             .copied()
             .collect();
         advanced.sort();
@@ -286,8 +291,11 @@ fn receive_changes(
             .collect()
     };
     if !state.sent_hashes.is_empty() {
-        let uncovered: std::collections::HashSet<ChangeHash> =
-            doc.get_changes_meta(&known).iter().map(|c| c.hash).collect();
+        let uncovered: std::collections::HashSet<ChangeHash> = doc
+            .get_changes_meta(&known)
+            .iter()
+            .map(|c| c.hash)
+            .collect();
         state.sent_hashes.retain(|hash| uncovered.contains(hash));
     }
     if !carried && message.heads == before {
@@ -300,7 +308,8 @@ fn receive_changes(
             state.sent_hashes = Default::default();
         }
     } else {
-        let mut shared: Vec<ChangeHash> = state.shared_heads.iter().chain(&known).copied().collect();
+        let mut shared: Vec<ChangeHash> =
+            state.shared_heads.iter().chain(&known).copied().collect();
         shared.sort();
         shared.dedup();
         state.shared_heads = shared;
@@ -772,8 +781,8 @@ mod tests {
         let message = sync::Message::decode(&data).expect("decode");
         let carried = !message.changes.is_empty();
         let our_heads = server.doc_mut().get_heads();
-        let short_cut = !carried
-            && (message.heads == our_heads || message.heads == peer.ours.last_sent_heads);
+        let short_cut =
+            !carried && (message.heads == our_heads || message.heads == peer.ours.last_sent_heads);
         let mut expected = peer.ours.clone();
         server
             .doc()

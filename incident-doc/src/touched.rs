@@ -45,7 +45,11 @@ pub(crate) type Places = HashMap<(u64, ActorId), Place>;
 const PLACES: usize = 4096;
 
 /// From Automerge's diff between `before` and `after`: for any changes.
-pub(crate) fn by_diff(doc: &mut AutoCommit, before: &[ChangeHash], after: &[ChangeHash]) -> Touched {
+pub(crate) fn by_diff(
+    doc: &mut AutoCommit,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+) -> Touched {
     let mut touched = Touched::default();
     for patch in doc.diff(before, after) {
         let key_of_action = match &patch.action {
@@ -82,7 +86,11 @@ pub(crate) fn by_ops(
     changes: &[Change],
     sender: &str,
 ) -> Option<Touched> {
-    let merged: BTreeSet<ChangeHash> = doc.get_changes_meta(before).iter().map(|c| c.hash).collect();
+    let merged: BTreeSet<ChangeHash> = doc
+        .get_changes_meta(before)
+        .iter()
+        .map(|c| c.hash)
+        .collect();
     let held: BTreeSet<ChangeHash> = changes.iter().map(Change::hash).collect();
     if merged.is_empty() || merged != held {
         return None;
@@ -132,7 +140,9 @@ pub(crate) fn by_ops(
 /// The place of the object created by operation `counter@actor`, from its parents; `None` if the document does not
 /// know it.
 fn place_of(doc: &AutoCommit, counter: u64, actor: &ActorId) -> Option<Place> {
-    let obj = doc.import_obj(&format!("{counter}@{}", actor.to_hex_string())).ok()?;
+    let obj = doc
+        .import_obj(&format!("{counter}@{}", actor.to_hex_string()))
+        .ok()?;
     let path: Vec<Prop> = doc.parents(&obj).ok()?.map(|parent| parent.prop).collect();
     // `parents` goes from the object up to the root: the last property is the root key.
     let mut down = path.into_iter().rev();
@@ -149,4 +159,219 @@ fn place_of(doc: &AutoCommit, counter: u64, actor: &ActorId) -> Option<Place> {
         stamp,
         is_stamp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{ActorId, ROOT, ReadDoc};
+    use chrono::{TimeZone, Utc};
+
+    use super::{Places, Touched, by_diff, by_ops};
+    use crate::schema::keys;
+    use crate::template::builtin;
+    use crate::{Declaration, Editor, Incident, Operation};
+
+    fn editor(name: &str) -> Editor {
+        Editor::new(name, Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap())
+    }
+
+    fn server() -> Incident {
+        let template = builtin().into_iter().next().expect("a builtin template");
+        let declaration = Declaration {
+            name: "Checkout down".into(),
+            number: None,
+        };
+        Incident::create(&template, &declaration, &editor("alice"), None).expect("create")
+    }
+
+    /// A replica of `server` writing as actor `[i; 16]`.
+    fn writer(server: &mut Incident, i: u8) -> Incident {
+        let mut writer = Incident::load(&server.save()).expect("load");
+        writer.doc_mut().set_actor(ActorId::from([i; 16]));
+        writer
+    }
+
+    /// The changes `writer` holds that `server` lacks, as a sync message would bring them.
+    fn news(server: &mut Incident, writer: &mut Incident) -> Vec<automerge::Change> {
+        let known = server.doc_mut().document().clone();
+        writer
+            .doc_mut()
+            .get_changes(&[])
+            .into_iter()
+            .filter(|change| known.get_change_meta_by_hash(&change.hash()).is_none())
+            .collect()
+    }
+
+    /// Merges what `writer` made since `server`'s heads into `server`, and finds what it touched both ways.
+    fn merge(server: &mut Incident, writer: &mut Incident, sender: &str) -> (Touched, Touched) {
+        let before = server.doc_mut().get_heads();
+        let changes = news(server, writer);
+        for change in &changes {
+            server
+                .doc_mut()
+                .load_incremental(change.raw_bytes())
+                .expect("merge");
+        }
+        let after = server.doc_mut().get_heads();
+        let ops = by_ops(
+            server.doc_mut(),
+            &mut Places::default(),
+            &before,
+            &changes,
+            sender,
+        )
+        .expect("the changes are exactly those merged");
+        (ops, by_diff(server.doc_mut(), &before, &after))
+    }
+
+    fn splice(text: &str) -> Operation {
+        Operation::SpliceText {
+            field: "summary".into(),
+            item: None,
+            pos: 0,
+            delete: 0,
+            insert: text.into(),
+        }
+    }
+
+    #[test]
+    fn operations_find_what_the_diff_finds() {
+        let mut server = server();
+        let mut bob = writer(&mut server, 1);
+        bob.apply(&splice("Rolled back."), &editor("bob"))
+            .expect("type");
+        bob.apply(
+            &Operation::AddTimelineEntry {
+                text: "paged the database team".into(),
+                at: None,
+            },
+            &editor("bob"),
+        )
+        .expect("timeline");
+        // A raw write of a key only the server may write, as a hostile client can.
+        bob.doc_mut()
+            .put(ROOT, keys::AUTHORS, "mallory")
+            .expect("raw");
+        let (ops, diff) = merge(&mut server, &mut bob, "bob");
+        assert_eq!(ops.keys, diff.keys);
+        assert_eq!(ops.stamps, diff.stamps);
+        assert!(
+            ops.keys.contains("summary") && ops.keys.contains(keys::AUTHORS),
+            "{:?}",
+            ops.keys
+        );
+        assert!(ops.signed.contains("summary"), "{:?}", ops.signed);
+        // The server's own record of objects' places serves the next keystroke without asking automerge again.
+        let mut places = Places::default();
+        let before = server.doc_mut().get_heads();
+        bob.apply(&splice("x"), &editor("bob")).expect("type");
+        let changes = news(&mut server, &mut bob);
+        for change in &changes {
+            server
+                .doc_mut()
+                .load_incremental(change.raw_bytes())
+                .expect("merge");
+        }
+        let again = by_ops(server.doc_mut(), &mut places, &before, &changes, "bob").expect("exact");
+        assert!(!places.is_empty());
+        assert!(again.keys.contains("summary"));
+    }
+
+    #[test]
+    fn changes_other_than_those_merged_fall_back_on_the_diff() {
+        let mut server = server();
+        let mut bob = writer(&mut server, 1);
+        let before = server.doc_mut().get_heads();
+        bob.apply(&splice("a"), &editor("bob")).expect("type");
+        bob.apply(&splice("b"), &editor("bob")).expect("type");
+        let changes = news(&mut server, &mut bob);
+        for change in &changes {
+            server
+                .doc_mut()
+                .load_incremental(change.raw_bytes())
+                .expect("merge");
+        }
+        // Only one of the two merged changes in hand: not enough to say what both touched.
+        let one = &changes[..1];
+        assert!(
+            by_ops(
+                server.doc_mut(),
+                &mut Places::default(),
+                &before,
+                one,
+                "bob"
+            )
+            .is_none()
+        );
+        assert!(
+            by_ops(
+                server.doc_mut(),
+                &mut Places::default(),
+                &before,
+                &[],
+                "bob"
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_stamp_that_lost_a_conflict_is_no_forgery() {
+        let mut server = server();
+        let mut bob = writer(&mut server, 1);
+        let mut carol = writer(&mut server, 2);
+        // Concurrent edits of one field: each writes its own stamp of it, and one stamp wins the conflict.
+        carol
+            .apply(&splice("carol "), &editor("carol"))
+            .expect("type");
+        bob.apply(&splice("bob "), &editor("bob")).expect("type");
+        let mut violations = Vec::new();
+        for (peer, name) in [(&mut carol, "carol"), (&mut bob, "bob")] {
+            let before = server.doc_mut().get_heads();
+            let changes = news(&mut server, peer);
+            for change in &changes {
+                server
+                    .doc_mut()
+                    .load_incremental(change.raw_bytes())
+                    .expect("merge");
+            }
+            let (found, touched) = server.enforce_recording(
+                &before,
+                &editor(name),
+                &editor("commandpost"),
+                &[],
+                &changes,
+            );
+            assert!(touched.is_some_and(|keys| keys.contains("summary")));
+            // Found from the operations, not the diff: the diff shows nothing of a stamp that lost.
+            assert!(
+                by_ops(
+                    server.doc_mut(),
+                    &mut Places::default(),
+                    &before,
+                    &changes,
+                    name
+                )
+                .is_some()
+            );
+            violations.extend(found);
+        }
+        // Same counters, so the higher actor's stamp (carol's) is the one shown: bob's lost, and is still his own.
+        let updated = server
+            .doc()
+            .get(ROOT, keys::UPDATED)
+            .expect("read")
+            .expect("stamps")
+            .1;
+        let stamp = server
+            .doc()
+            .get(&updated, "summary")
+            .expect("read")
+            .expect("a stamp")
+            .1;
+        let by = server.doc().get(&stamp, "by").expect("read").expect("by").0;
+        assert_eq!(by.as_str(), Some("carol"));
+        assert!(violations.is_empty(), "{violations:?}");
+    }
 }
