@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the load figures of BENCHMARKS.md: builds the release server and commandpost-bench, then runs every
-# scenario against commandpost and against automerge-repo's own sync server (npm
-# @automerge/automerge-repo-sync-server, pinned in bench/js/) on this machine, in this run. Each scenario gets a fresh
-# server of each kind on a free loopback port with a temporary data directory. Results land in
+# scenario against commandpost, against automerge-repo's own sync server (npm @automerge/automerge-repo-sync-server)
+# and against Hocuspocus (npm @hocuspocus/server, with Yjs peers), both pinned in bench/js/, on this machine, in this
+# run: war-room, the sweep and join-storm against all three; trace against commandpost and the sync server (it has
+# no Yjs peers yet); ack-cost and many-incidents are about commandpost alone. Each scenario gets a fresh server of
+# each kind on a free loopback port (with a temporary data directory where it keeps one). Results land in
 # target/bench/<time>/ as JSON, and as Markdown tables in figures.md there.
 #
 #   bash scripts/bench.sh                  modest sizes, about 10 minutes (the default: the machine is shared)
@@ -73,12 +75,13 @@ cargo build --release -p server -p bench
 server_bin="$PWD/target/release/commandpost"
 bench_bin="$PWD/target/release/commandpost-bench"
 
-step "installing automerge-repo's sync server (bench/js, pinned)"
+step "installing automerge-repo's sync server and Hocuspocus (bench/js, pinned)"
 (cd bench/js && npm ci --no-audit --no-fund --loglevel=error)
 peer_js="$PWD/bench/js/node_modules/@automerge/automerge-repo-sync-server/src/index.js"
+hocuspocus_js="$PWD/bench/js/hocuspocus-server.mjs"
 
-# The version of an npm package of the peer, @automerge/NAME.
-npm_version() { node -p "require('./bench/js/node_modules/@automerge/$1/package.json').version"; }
+# The version of an installed npm package of the peers, e.g. @automerge/automerge.
+npm_version() { node -p "require('./bench/js/node_modules/$1/package.json').version"; }
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -90,8 +93,10 @@ npm_version() { node -p "require('./bench/js/node_modules/@automerge/$1/package.
   echo "kernel: $(uname -r)"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version)"
-  echo "peer: @automerge/automerge-repo-sync-server $(npm_version automerge-repo-sync-server)" \
-    "with automerge-repo $(npm_version automerge-repo), automerge $(npm_version automerge)"
+  echo "peer: @automerge/automerge-repo-sync-server $(npm_version @automerge/automerge-repo-sync-server)" \
+    "with automerge-repo $(npm_version @automerge/automerge-repo), automerge $(npm_version @automerge/automerge)"
+  echo "peer: @hocuspocus/server $(npm_version @hocuspocus/server) with yjs $(npm_version yjs)," \
+    "y-protocols $(npm_version y-protocols)"
 } > "$out/machine.txt"
 cat "$out/machine.txt" >&2
 
@@ -143,6 +148,22 @@ start_peer() {
   url="ws://127.0.0.1:$port"
 }
 
+# Starts Hocuspocus (bench/js/hocuspocus-server.mjs: stock, documents in memory) on a free port; sets url, pid.
+start_hocuspocus() {
+  local log; log="$(mktemp "$work/hocuspocus.XXXX")"
+  node "$hocuspocus_js" >> "$log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  local port=""
+  for _ in $(seq 100); do
+    port="$(sed -n 's/^Listening on port //p' "$log")"
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { cat "$log" >&2; echo "Hocuspocus did not start" >&2; exit 1; }
+  url="ws://127.0.0.1:$port"
+}
+
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # A scenario that fails (a server that never converges, say) is reported, and the others still run; the script
@@ -180,9 +201,26 @@ against_peer() {
   stop "$pid"
 }
 
-both() {
+# The same against Hocuspocus, with Yjs peers.
+against_hocuspocus() {
+  local scenario="$1" name="$2"; shift 2
+  step "$scenario against Hocuspocus ($*)"
+  rm -f "$out/$name.hocuspocus.json"
+  start_hocuspocus
+  "$bench_bin" "$scenario" --url "$url" --kind hocuspocus --server-pid "$pid" --json "$out/$name.hocuspocus.json" \
+    "$@" || failed "$name against Hocuspocus"
+  stop "$pid"
+}
+
+# Against commandpost and the sync server (the scenarios without Yjs peers).
+automerge_both() {
   against_commandpost "$@"
   against_peer "$@"
+}
+
+all_three() {
+  automerge_both "$@"
+  against_hocuspocus "$@"
 }
 
 # Whether result file $1 exists and its keystroke → viewer p99 is within 100 ms (the limit `report --sweep` applies,
@@ -191,10 +229,10 @@ carried() {
   [ -f "$1" ] && node -e 'process.exit(require(process.argv[1]).report.latency.p99_ms <= 100 ? 0 : 1)' "$1"
 }
 
-wanted war-room && both war-room war-room "${war[@]}"
+wanted war-room && all_three war-room war-room "${war[@]}"
 if wanted sweep; then
   # Counts rise; past a server's first count over the limit, larger ones would only measure a growing queue.
-  ours=true theirs=true
+  ours=true theirs=true yjs=true
   for viewers in "${sweep_viewers[@]}"; do
     if $ours; then
       against_commandpost war-room "sweep-$viewers" "${sweep[@]}" --viewers "$viewers"
@@ -204,14 +242,18 @@ if wanted sweep; then
       against_peer war-room "sweep-$viewers" "${sweep[@]}" --viewers "$viewers"
       carried "$out/sweep-$viewers.peer.json" || theirs=false
     fi
+    if $yjs; then
+      against_hocuspocus war-room "sweep-$viewers" "${sweep[@]}" --viewers "$viewers"
+      carried "$out/sweep-$viewers.hocuspocus.json" || yjs=false
+    fi
   done
 fi
 if wanted ack-cost; then
   step "ack-cost: Automerge alone, one acknowledgement per history length"
   "$bench_bin" ack-cost --json "$out/ack-cost.json" || failed "ack-cost"
 fi
-wanted trace && both trace trace "${trace[@]}"
-wanted join-storm && both join-storm join-storm "${storm[@]}"
+wanted trace && automerge_both trace trace "${trace[@]}"
+wanted join-storm && all_three join-storm join-storm "${storm[@]}"
 if wanted many-incidents; then
   step "many-incidents against commandpost ($many_store stored, ${many[*]})"
   # Incidents unload after 20 s without peers, so the scenario can watch them go. Declaring loads every incident,
@@ -231,7 +273,7 @@ step "writing $out/figures.md"
   echo
   files=()
   for name in war-room trace join-storm many-incidents; do
-    for side in commandpost peer; do
+    for side in commandpost peer hocuspocus; do
       [ -f "$out/$name.$side.json" ] && files+=("$out/$name.$side.json")
     done
   done
@@ -239,7 +281,7 @@ step "writing $out/figures.md"
   [ ${#files[@]} -gt 0 ] && "$bench_bin" report "${files[@]}"
   sweep_files=()
   for viewers in "${sweep_viewers[@]}"; do
-    for side in commandpost peer; do
+    for side in commandpost peer hocuspocus; do
       [ -f "$out/sweep-$viewers.$side.json" ] && sweep_files+=("$out/sweep-$viewers.$side.json")
     done
   done

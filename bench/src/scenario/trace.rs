@@ -115,6 +115,10 @@ pub struct Report {
 
 /// Replays the trace.
 pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result<Report> {
+    ensure!(
+        !run.target.is_yjs(),
+        "the trace replay has no Yjs peers yet: run it against commandpost or the sync server"
+    );
     let patches = &trace.patches[..settings.limit.min(trace.patches.len())];
     ensure!(!patches.is_empty(), "the trace has no patches");
 
