@@ -72,8 +72,10 @@ trap cleanup EXIT
 
 step "building the release server and commandpost-bench"
 cargo build --release -p server -p bench
-server_bin="$PWD/target/release/commandpost"
-bench_bin="$PWD/target/release/commandpost-bench"
+# Where cargo puts them: under CARGO_TARGET_DIR when it is set.
+release="${CARGO_TARGET_DIR:-$PWD/target}/release"
+server_bin="$release/commandpost"
+bench_bin="$release/commandpost-bench"
 
 step "installing automerge-repo's sync server and Hocuspocus (bench/js, pinned)"
 (cd bench/js && npm ci --no-audit --no-fund --loglevel=error)
