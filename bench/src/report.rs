@@ -282,13 +282,13 @@ fn trace_table(outcomes: &[Outcome], out: &mut String) {
         Some(f64::from(r.settings.viewers))
     });
     t.row(
-        "Automerge alone, typing (keystrokes/s)",
+        "the CRDT alone (Automerge; yrs for Hocuspocus), typing (keystrokes/s)",
         0,
         Better::Neither,
         |r| Some(r.local_typing_per_s),
     );
     t.row(
-        "Automerge alone, applying the editor's batches (changes/s)",
+        "the CRDT alone, applying the editor's batches (changes/s)",
         0,
         Better::Neither,
         |r| Some(r.local_apply_per_s),
@@ -299,10 +299,10 @@ fn trace_table(outcomes: &[Outcome], out: &mut String) {
         Better::Higher,
         |r| Some(r.server_per_s),
     );
-    t.row("server ÷ Automerge typing", 2, Better::Higher, |r| {
+    t.row("server ÷ the CRDT typing", 2, Better::Higher, |r| {
         Some(r.ratio_to_local_typing)
     });
-    t.row("server ÷ Automerge applying", 2, Better::Higher, |r| {
+    t.row("server ÷ the CRDT applying", 2, Better::Higher, |r| {
         Some(r.ratio_to_local_apply)
     });
     t.row("sync messages from the editor", 0, Better::Neither, |r| {

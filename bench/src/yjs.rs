@@ -8,11 +8,12 @@
 //! A Yjs update carries no timestamp, so an editor records when it typed each keystroke under the id (client,
 //! clock) of the character it inserted, in one [`Stamps`] table the whole process shares; a viewer looks up every
 //! id that arrives. A viewer keeps no replica: it decodes each update (yrs [`Update::decode_v1`]), learns which
-//! ids it brings, and keeps its state vector from them, which for a peer that never deletes is all there is to
+//! ids it brings and which it deletes, and keeps its state vector and deleted ids from them: all there is to
 //! converge on. A witness viewer also applies every update to a full replica, to compare the text at the end.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value as Json, json};
@@ -20,8 +21,8 @@ use tokio::sync::watch;
 use yrs::sync::SyncMessage;
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Array, ArrayRef, ClientID, Doc, GetString, Out, ReadTxn, StateVector, Text, TextPrelim,
-    TextRef, Transact, Update, WriteTxn,
+    Array, ArrayRef, ClientID, Doc, GetString, IdSet, OffsetKind, Options, Out, ReadTxn,
+    StateVector, Text, TextPrelim, TextRef, Transact, Update, WriteTxn,
 };
 
 use crate::editor::{PLACES, PROSE, Place};
@@ -66,6 +67,15 @@ impl Stamps {
                 .count() as u64
         })
     }
+}
+
+/// What every viewer must end up holding once the editors are done: their state vector and the ids they deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// The editors' state vector.
+    pub state: StateVector,
+    /// The ids deleted (empty in a war room, where editors only type).
+    pub deleted: IdSet,
 }
 
 /// What a document reads as: every text, for comparing a witness with an editor.
@@ -124,7 +134,12 @@ impl YEditor {
     ) -> anyhow::Result<YEditor> {
         // Distinct, stable client ids (below 2^32, as Yjs's own random ones are) make runs comparable.
         let client = 0x5EED_0000 + u64::from(index);
-        let doc = Doc::with_client_id(client);
+        // Offsets count UTF-16 code units, as Yjs's do (the editing trace's are characters, all ASCII).
+        let doc = Doc::with_options(Options {
+            client_id: ClientID::new(client),
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        });
         let state = doc.transact().state_vector();
         let link = YLink::open(endpoint, document, &state, traffic).await?;
         let mut editor = YEditor {
@@ -227,6 +242,53 @@ impl YEditor {
         self.link.send_sync(&SyncMessage::Update(update)).await
     }
 
+    /// Applies one editing-trace patch (`delete` characters at `position`, then `insert`) to the Text `field` as
+    /// one transaction, stamped as a keystroke when it inserts; returns the update, unsent.
+    pub fn splice(&mut self, field: &str, position: u32, delete: u32, insert: &str) -> Vec<u8> {
+        let mut txn = self.doc.transact_mut();
+        let text = txn.get_or_insert_text(field);
+        if delete > 0 {
+            text.remove_range(&mut txn, position, delete);
+        }
+        if !insert.is_empty() {
+            text.insert(&mut txn, position, insert);
+            let clock = txn.state_vector().get(&ClientID::new(self.client)) - 1;
+            self.stamps.typed(self.client, clock, self.clock.micros());
+            self.typed += 1;
+        }
+        txn.encode_update_v1()
+    }
+
+    /// Sends an update (several transactions' merged, say), as a provider with `flushDelay` batches them.
+    pub async fn send_update(&mut self, update: Vec<u8>) -> anyhow::Result<()> {
+        self.link.send_sync(&SyncMessage::Update(update)).await
+    }
+
+    /// Applies whatever the server has already sent, without waiting for more.
+    pub async fn take_in_pending(&mut self) -> anyhow::Result<()> {
+        while let Ok(event) = tokio::time::timeout(Duration::ZERO, self.link.recv()).await {
+            self.handle(event?).await?;
+        }
+        Ok(())
+    }
+
+    /// The text of the Text `field`.
+    pub fn text(&self, field: &str) -> String {
+        let txn = self.doc.transact();
+        txn.get_text(field)
+            .map(|text| text.get_string(&txn))
+            .unwrap_or_default()
+    }
+
+    /// What viewers must end up holding: our state vector and the ids deleted.
+    pub fn expected(&self) -> Expected {
+        let snapshot = self.doc.transact().snapshot();
+        Expected {
+            state: snapshot.state_map,
+            deleted: snapshot.delete_set,
+        }
+    }
+
     /// Types `keystrokes` keystrokes of prose through the places, sent in updates of [`HISTORY_CHUNK`], each
     /// acknowledged before the next: a document that has been edited for a while, built quickly.
     pub async fn build_history(&mut self, keystrokes: usize) -> anyhow::Result<()> {
@@ -287,6 +349,8 @@ pub struct YViewer {
     link: YLink,
     /// The ids received, as a state vector.
     state: StateVector,
+    /// The ids deleted by the updates received.
+    deleted: IdSet,
     /// Where arrival latencies go.
     latencies: Arc<Latencies>,
     /// The editors' send times.
@@ -312,6 +376,7 @@ impl YViewer {
         let mut viewer = YViewer {
             link,
             state: StateVector::default(),
+            deleted: IdSet::default(),
             latencies,
             stamps,
             witness: witness.then(Doc::new),
@@ -374,6 +439,7 @@ impl YViewer {
                 self.state.set_max(*client, range.end);
             }
         }
+        self.deleted.merge_with(update.delete_set().clone());
         if let Some(doc) = &self.witness {
             doc.transact_mut()
                 .apply_update(update)
@@ -382,17 +448,18 @@ impl YViewer {
         Ok(())
     }
 
-    /// Follows the document until it holds the state vector `expected` says once the editors are done.
+    /// Follows the document until it holds what `expected` says once the editors are done.
     pub async fn follow(
         &mut self,
-        mut expected: watch::Receiver<Option<StateVector>>,
+        mut expected: watch::Receiver<Option<Expected>>,
     ) -> anyhow::Result<()> {
         loop {
             if let Some(want) = expected.borrow().as_ref() {
-                if *want == self.state {
+                if want.state == self.state && want.deleted == self.deleted {
                     return Ok(());
                 }
                 if want
+                    .state
                     .iter()
                     .any(|(client, clock)| self.state.get(client) > *clock)
                 {

@@ -1,5 +1,6 @@
 //! A small smoke of the Yjs peers against a real Hocuspocus (bench/js/hocuspocus-server.mjs, installed by `npm ci`
-//! in bench/js, which scripts/test.sh runs): a few seconds of war room and a small join storm. As in
+//! in bench/js, which scripts/test.sh runs): a few seconds of war room, a small join storm and the start of the
+//! editing trace (which deletes too). As in
 //! `harness_smoke.rs`, what is checked is that every replica converges and every keystroke is timed at every
 //! viewer, never a speed.
 
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use anyhow::Context;
-use bench::scenario::{Run, join_storm, war_room};
+use bench::scenario::{Run, join_storm, trace, war_room};
 use bench::target::{Server, Target};
 
 /// A Hocuspocus server of our own, stopped when dropped.
@@ -108,5 +109,29 @@ async fn a_small_join_storm_on_hocuspocus_gets_everyone_the_document() -> anyhow
         report.distinct_documents, 1,
         "everyone got the same document"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_of_the_trace_on_hocuspocus_reaches_every_viewer() -> anyhow::Result<()> {
+    let server = Hocuspocus::start()?;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/automerge-paper.json.gz");
+    let loaded = trace::Trace::load(&file)?;
+    let report = trace::run(
+        &server.run(),
+        &loaded,
+        trace::Settings {
+            viewers: 3,
+            limit: 3000,
+            flush_ms: 20,
+        },
+    )
+    .await?;
+    assert_eq!(report.keystrokes, 3000);
+    assert!(
+        report.final_chars < 3000,
+        "the trace's start deletes some of what it types"
+    );
+    assert!(report.latency.count > 0, "the viewers timed keystrokes");
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The war room and the join storm against a Yjs server (Hocuspocus), with the peers of [`crate::yjs`]: the same
+//! The war room, the join storm and the trace replay against a Yjs server (Hocuspocus), with the peers of [`crate::yjs`]: the same
 //! shape, the same figures and the same reports as with Automerge peers, so `report` sets them side by side.
 //!
 //! What differs is what the protocol makes differ: an editor sends each keystroke as one Update at once and applies
@@ -17,10 +17,10 @@ use tokio::task::JoinSet;
 use wire::DocumentId;
 use yrs::sync::SyncMessage;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use super::war_room::{self, convergence_limit};
-use super::{Run, join_storm, open_all};
+use super::{Run, join_storm, open_all, trace};
 use crate::editor::{PLACES, PROSE};
 use crate::hocuspocus::{Event, YLink};
 use crate::latency::{Clock, Histogram, Latencies, millis};
@@ -96,14 +96,14 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
     let typing_started = Instant::now();
     let typed = type_together(editors, settings.rate, duration).await?;
     let editors = typed.editors;
-    let state = editors[0].state();
+    let state = editors[0].expected();
     for editor in &editors {
         ensure!(
-            editor.state() == state,
+            editor.expected() == state,
             "the editors' replicas differ after converging"
         );
     }
-    let keystrokes = stamps.within(&state);
+    let keystrokes = stamps.within(&state.state);
     let _ = expected.send(Some(state));
     let watched = gather_viewers(watching, convergence_limit(duration), settings.viewers).await?;
     let all_done = Instant::now();
@@ -442,4 +442,176 @@ fn check(
             .insert(digest, ok);
     }
     Ok(())
+}
+
+/// A trace replay on a Yjs server; see [`trace::run`]. The editor sends the transactions of each `flush_ms` merged
+/// into one update (as a provider with `flushDelay` does); the CRDT measured alone is yrs.
+pub async fn trace(
+    run: &Run,
+    trace: &trace::Trace,
+    settings: trace::Settings,
+) -> anyhow::Result<trace::Report> {
+    let patches = &trace.patches[..settings.limit.min(trace.patches.len())];
+    ensure!(!patches.is_empty(), "the trace has no patches");
+    let patches: Vec<(u32, u32, &str)> = patches
+        .iter()
+        .map(|(position, delete, insert)| {
+            anyhow::Ok((
+                u32::try_from(*position)?,
+                u32::try_from(*delete)?,
+                insert.as_str(),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()
+        .context("a patch out of range")?;
+
+    // yrs alone: type the trace into a fresh document, one transaction per keystroke.
+    let local = Doc::new();
+    let text = local.get_or_insert_text(trace::FIELD);
+    let mut updates = Vec::with_capacity(patches.len());
+    let typing_started = Instant::now();
+    for &(position, delete, insert) in &patches {
+        let mut txn = local.transact_mut();
+        if delete > 0 {
+            text.remove_range(&mut txn, position, delete);
+        }
+        if !insert.is_empty() {
+            text.insert(&mut txn, position, insert);
+        }
+        updates.push(txn.encode_update_v1());
+    }
+    let local_typing = typing_started.elapsed();
+    let expected_text = text.get_string(&local.transact());
+    if patches.len() == trace.patches.len() {
+        ensure!(
+            expected_text == trace.end,
+            "typing the whole trace locally does not give its final text"
+        );
+    }
+
+    let access = run.target.access().await?;
+    let document = format!("trace-{}", DocumentId::random());
+    let clock = Clock::start();
+    let latencies = Arc::new(Latencies::new(
+        clock,
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    ));
+    let stamps = Arc::new(Stamps::default());
+    let mut editor = YEditor::open(
+        &access.editor,
+        0,
+        &document,
+        clock,
+        stamps.clone(),
+        run.traffic.clone(),
+    )
+    .await?;
+    let viewers = open_all(settings.viewers, |i| {
+        let (url, traffic, stamps, latencies, document) = (
+            access.viewer.clone(),
+            run.traffic.clone(),
+            stamps.clone(),
+            latencies.clone(),
+            document.clone(),
+        );
+        async move { YViewer::open(&url, &document, latencies, stamps, traffic, i == 0).await }
+    })
+    .await?;
+    let (expected, expected_rx) = watch::channel(None);
+    let mut watching = JoinSet::new();
+    for mut viewer in viewers {
+        let expected = expected_rx.clone();
+        watching.spawn(async move {
+            viewer.follow(expected).await?;
+            anyhow::Ok(viewer)
+        });
+    }
+
+    let window = run.measure()?;
+    let started = Instant::now();
+    let flush_every = Duration::from_millis(settings.flush_ms);
+    let mut last_flush = Instant::now();
+    let mut batches = Vec::new();
+    let mut unsent = Vec::new();
+    for &(position, delete, insert) in &patches {
+        unsent.push(editor.splice(trace::FIELD, position, delete, insert));
+        if last_flush.elapsed() >= flush_every {
+            batches.push(unsent.len());
+            let update = yrs::merge_updates_v1(unsent.drain(..)).context("merging updates")?;
+            editor.send_update(update).await?;
+            editor.take_in_pending().await?;
+            last_flush = Instant::now();
+        }
+    }
+    if !unsent.is_empty() {
+        batches.push(unsent.len());
+        let update = yrs::merge_updates_v1(unsent.drain(..)).context("merging updates")?;
+        editor.send_update(update).await?;
+    }
+    editor.settle().await?;
+    ensure!(
+        editor.text(trace::FIELD) == expected_text,
+        "the editor's text differs from the trace's"
+    );
+    let _ = expected.send(Some(editor.expected()));
+    let mut witness_text = None;
+    while let Some(joined) = watching.join_next().await {
+        let viewer = joined.context("a viewer's task panicked")??;
+        if witness_text.is_none()
+            && let Some(witness) = viewer.witness()
+        {
+            let txn = witness.transact();
+            witness_text = txn.get_text(trace::FIELD).map(|t| t.get_string(&txn));
+        }
+        viewer.close().await;
+    }
+    let server_s = started.elapsed().as_secs_f64();
+    let usage = run.measured(window)?;
+    editor.close().await;
+    if settings.viewers > 0 {
+        ensure!(
+            witness_text.as_deref() == Some(expected_text.as_str()),
+            "the witness viewer's text differs from the trace's"
+        );
+    }
+
+    // yrs alone again: a second document applies the same transactions in the batches the editor sent, merged
+    // (the merging, which the editor did, is not timed).
+    let mut rest = updates.as_slice();
+    let mut merged = Vec::with_capacity(batches.len());
+    for &size in &batches {
+        let (batch, tail) = rest.split_at(size.min(rest.len()));
+        merged.push(Update::decode_v1(&yrs::merge_updates_v1(batch)?)?);
+        rest = tail;
+    }
+    let replica = Doc::new();
+    let apply_started = Instant::now();
+    for update in merged {
+        replica.transact_mut().apply_update(update)?;
+    }
+    let local_apply = apply_started.elapsed();
+
+    let n = patches.len() as f64;
+    let local_typing_per_s = n / local_typing.as_secs_f64();
+    let local_apply_per_s = n / local_apply.as_secs_f64();
+    let server_per_s = n / server_s;
+    Ok(trace::Report {
+        target: run.target.name().into(),
+        keystrokes: patches.len(),
+        final_chars: expected_text.chars().count(),
+        local_typing_s: local_typing.as_secs_f64(),
+        local_typing_per_s,
+        local_apply_s: local_apply.as_secs_f64(),
+        local_apply_per_s,
+        server_s,
+        server_per_s,
+        ratio_to_local_typing: server_per_s / local_typing_per_s,
+        ratio_to_local_apply: server_per_s / local_apply_per_s,
+        batches: batches.len(),
+        latency: latencies.total().summary(),
+        server_cpu_us_per_keystroke: usage.server.as_ref().map(|s| s.cpu_s * 1e6 / n),
+        usage,
+        settings,
+    })
 }
