@@ -2,8 +2,8 @@
 # Reproduces the load figures of BENCHMARKS.md: builds the release server and commandpost-bench, then runs every
 # scenario against commandpost, against automerge-repo's own sync server (npm @automerge/automerge-repo-sync-server)
 # and against Hocuspocus (npm @hocuspocus/server, with Yjs peers), both pinned in bench/js/, on this machine, in this
-# run: war-room, the sweep and join-storm against all three; trace against commandpost and the sync server (it has
-# no Yjs peers yet); ack-cost and many-incidents are about commandpost alone. Each scenario gets a fresh server of
+# run: war-room, the sweep, trace and join-storm against all three; ack-cost and many-incidents are about commandpost
+# alone. Each scenario gets a fresh server of
 # each kind on a free loopback port (with a temporary data directory where it keeps one). Results land in
 # target/bench/<time>/ as JSON, and as Markdown tables in figures.md there.
 #
@@ -214,14 +214,9 @@ against_hocuspocus() {
   stop "$pid"
 }
 
-# Against commandpost and the sync server (the scenarios without Yjs peers).
-automerge_both() {
+all_three() {
   against_commandpost "$@"
   against_peer "$@"
-}
-
-all_three() {
-  automerge_both "$@"
   against_hocuspocus "$@"
 }
 
@@ -254,7 +249,7 @@ if wanted ack-cost; then
   step "ack-cost: Automerge alone, one acknowledgement per history length"
   "$bench_bin" ack-cost --json "$out/ack-cost.json" || failed "ack-cost"
 fi
-wanted trace && automerge_both trace trace "${trace[@]}"
+wanted trace && all_three trace trace "${trace[@]}"
 wanted join-storm && all_three join-storm join-storm "${storm[@]}"
 if wanted many-incidents; then
   step "many-incidents against commandpost ($many_store stored, ${many[*]})"
