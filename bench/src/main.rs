@@ -160,7 +160,7 @@ enum Kind {
     Commandpost,
     /// `@automerge/automerge-repo-sync-server` or any server that takes documents from its peers.
     AutomergeRepo,
-    /// `@hocuspocus/server`, with Yjs peers (war-room and join-storm).
+    /// `@hocuspocus/server`, with Yjs peers (war-room, trace and join-storm).
     Hocuspocus,
 }
 
