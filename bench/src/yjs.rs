@@ -243,8 +243,8 @@ impl YEditor {
     }
 
     /// Applies one editing-trace patch (`delete` characters at `position`, then `insert`) to the Text `field` as
-    /// one transaction, stamped as a keystroke when it inserts; returns the update, unsent.
-    pub fn splice(&mut self, field: &str, position: u32, delete: u32, insert: &str) -> Vec<u8> {
+    /// one transaction, stamped as a keystroke when it inserts; sent later with [`YEditor::send_since`].
+    pub fn splice(&mut self, field: &str, position: u32, delete: u32, insert: &str) {
         let mut txn = self.doc.transact_mut();
         let text = txn.get_or_insert_text(field);
         if delete > 0 {
@@ -256,12 +256,17 @@ impl YEditor {
             self.stamps.typed(self.client, clock, self.clock.micros());
             self.typed += 1;
         }
-        txn.encode_update_v1()
     }
 
-    /// Sends an update (several transactions' merged, say), as a provider with `flushDelay` batches them.
-    pub async fn send_update(&mut self, update: Vec<u8>) -> anyhow::Result<()> {
-        self.link.send_sync(&SyncMessage::Update(update)).await
+    /// Sends, as one update, everything typed since we held `state` (the new ids, and every deletion: yrs's diff
+    /// carries the whole delete set), as a provider with `flushDelay` batches its transactions; returns our state.
+    pub async fn send_since(&mut self, state: &StateVector) -> anyhow::Result<StateVector> {
+        let (update, now) = {
+            let txn = self.doc.transact();
+            (txn.encode_diff_v1(state), txn.state_vector())
+        };
+        self.link.send_sync(&SyncMessage::Update(update)).await?;
+        Ok(now)
     }
 
     /// Applies whatever the server has already sent, without waiting for more.

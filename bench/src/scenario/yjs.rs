@@ -444,8 +444,8 @@ fn check(
     Ok(())
 }
 
-/// A trace replay on a Yjs server; see [`trace::run`]. The editor sends the transactions of each `flush_ms` merged
-/// into one update (as a provider with `flushDelay` does); the CRDT measured alone is yrs.
+/// A trace replay on a Yjs server; see [`trace::run`]. The editor sends what each `flush_ms` typed as one update
+/// (as a provider with `flushDelay` batches); the CRDT measured alone is yrs.
 pub async fn trace(
     run: &Run,
     trace: &trace::Trace,
@@ -533,21 +533,22 @@ pub async fn trace(
     let flush_every = Duration::from_millis(settings.flush_ms);
     let mut last_flush = Instant::now();
     let mut batches = Vec::new();
-    let mut unsent = Vec::new();
+    let mut unsent = 0;
+    let mut sent = editor.state();
     for &(position, delete, insert) in &patches {
-        unsent.push(editor.splice(trace::FIELD, position, delete, insert));
+        editor.splice(trace::FIELD, position, delete, insert);
+        unsent += 1;
         if last_flush.elapsed() >= flush_every {
-            batches.push(unsent.len());
-            let update = yrs::merge_updates_v1(unsent.drain(..)).context("merging updates")?;
-            editor.send_update(update).await?;
+            batches.push(unsent);
+            unsent = 0;
+            sent = editor.send_since(&sent).await?;
             editor.take_in_pending().await?;
             last_flush = Instant::now();
         }
     }
-    if !unsent.is_empty() {
-        batches.push(unsent.len());
-        let update = yrs::merge_updates_v1(unsent.drain(..)).context("merging updates")?;
-        editor.send_update(update).await?;
+    if unsent > 0 {
+        batches.push(unsent);
+        editor.send_since(&sent).await?;
     }
     editor.settle().await?;
     ensure!(
