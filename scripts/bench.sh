@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces the load figures of BENCHMARKS.md: builds the release server and commandpost-bench, then runs every
-# scenario against commandpost and against automerge-repo's own sync server (npm
-# @automerge/automerge-repo-sync-server, pinned in bench/js/) on this machine, in this run. The real-clients scenario
-# drives stock JavaScript clients (bench/realjs/, its own pins) against commandpost, Hocuspocus (the Yjs server, with
-# its SQLite persistence) and the sync server. Each scenario gets a fresh server of each kind on a free loopback port
-# with a temporary data directory. Results land in target/bench/<time>/ as JSON, and as Markdown tables in
-# figures.md there.
+# scenario against commandpost, against automerge-repo's own sync server (npm @automerge/automerge-repo-sync-server)
+# and against Hocuspocus (npm @hocuspocus/server, with Yjs peers), both pinned in bench/js/, on this machine, in this
+# run: war-room, the sweep, trace and join-storm against all three; ack-cost and many-incidents are about commandpost
+# alone. The real-clients scenario drives stock JavaScript clients (bench/realjs/, its own pins) against commandpost,
+# Hocuspocus (with its SQLite persistence) and the sync server. Each scenario gets a fresh server of each kind on a
+# free loopback port (with a temporary data directory where it keeps one). Results land in target/bench/<time>/ as
+# JSON, and as Markdown tables in figures.md there.
 #
 #   bash scripts/bench.sh                  modest sizes, about 15 minutes (the default: the machine is shared)
 #   bash scripts/bench.sh --full           the issue's sizes (5-minute war room, 1,000 viewers, the whole trace, …)
@@ -93,12 +94,13 @@ release="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release"
 server_bin="$release/commandpost"
 bench_bin="$release/commandpost-bench"
 
-step "installing automerge-repo's sync server (bench/js, pinned)"
+step "installing automerge-repo's sync server and Hocuspocus (bench/js, pinned)"
 (cd bench/js && npm ci --no-audit --no-fund --loglevel=error)
 peer_js="$PWD/bench/js/node_modules/@automerge/automerge-repo-sync-server/src/index.js"
+hocuspocus_js="$PWD/bench/js/hocuspocus-server.mjs"
 
-# The version of an npm package of the peer, @automerge/NAME.
-npm_version() { node -p "require('./bench/js/node_modules/@automerge/$1/package.json').version"; }
+# The version of an installed npm package of the peers, e.g. @automerge/automerge.
+npm_version() { node -p "require('./bench/js/node_modules/$1/package.json').version"; }
 
 if wanted real-clients; then
   step "installing the real clients and Hocuspocus (bench/realjs, pinned)"
@@ -118,8 +120,10 @@ realjs_version() { node -p "JSON.parse(require('fs').readFileSync('$realjs/node_
   echo "kernel: $(uname -r)"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version)"
-  echo "peer: @automerge/automerge-repo-sync-server $(npm_version automerge-repo-sync-server)" \
-    "with automerge-repo $(npm_version automerge-repo), automerge $(npm_version automerge)"
+  echo "peer: @automerge/automerge-repo-sync-server $(npm_version @automerge/automerge-repo-sync-server)" \
+    "with automerge-repo $(npm_version @automerge/automerge-repo), automerge $(npm_version @automerge/automerge)"
+  echo "peer: @hocuspocus/server $(npm_version @hocuspocus/server) with yjs $(npm_version yjs)," \
+    "y-protocols $(npm_version y-protocols)"
   if wanted real-clients; then
     echo "real clients: @automerge/automerge-repo $(realjs_version @automerge/automerge-repo)," \
       "@automerge/automerge-repo-network-websocket $(realjs_version @automerge/automerge-repo-network-websocket)," \
@@ -180,17 +184,19 @@ start_peer() {
   url="ws://127.0.0.1:$port"
 }
 
-# Starts Hocuspocus (bench/realjs/hocuspocus-server.mjs: the stock server with its SQLite persistence) on a free port
-# with a fresh database; sets url, pid.
+# Starts Hocuspocus on a free port; sets url, pid. $1 is its script: bench/js/hocuspocus-server.mjs (stock, documents
+# in memory) for the Yjs peers' scenarios, bench/realjs/hocuspocus-server.mjs (stock, stored by its SQLite extension,
+# given --database) for real-clients; the rest are the script's arguments.
 start_hocuspocus() {
   local dir; dir="$(mktemp -d "$work/hocuspocus.XXXX")"
+  local script="$1"; shift
   : > "$dir/log"
-  "${pin[@]}" node "$realjs/hocuspocus-server.mjs" --database "$dir/hocuspocus.sqlite" >> "$dir/log" 2>&1 &
+  "${pin[@]}" node "$script" "$@" >> "$dir/log" 2>&1 &
   pid=$!
   pids+=("$pid")
   local port=""
   for _ in $(seq 100); do
-    port="$(sed -n 's/^hocuspocus listening on //p' "$dir/log")"
+    port="$(sed -n -e 's/^hocuspocus listening on //p' -e 's/^Listening on port //p' "$dir/log")"
     [ -n "$port" ] && break
     sleep 0.1
   done
@@ -235,9 +241,21 @@ against_peer() {
   stop "$pid"
 }
 
-both() {
+# The same against Hocuspocus, with Yjs peers.
+against_hocuspocus() {
+  local scenario="$1" name="$2"; shift 2
+  step "$scenario against Hocuspocus ($*)"
+  rm -f "$out/$name.hocuspocus.json"
+  start_hocuspocus "$hocuspocus_js"
+  "$bench_bin" "$scenario" --url "$url" --kind hocuspocus --server-pid "$pid" --json "$out/$name.hocuspocus.json" \
+    "$@" || failed "$name against Hocuspocus"
+  stop "$pid"
+}
+
+all_three() {
   against_commandpost "$@"
   against_peer "$@"
+  against_hocuspocus "$@"
 }
 
 # Whether result file $1 exists and its keystroke → viewer p99 is within 100 ms (the limit `report --sweep` applies,
@@ -246,10 +264,10 @@ carried() {
   [ -f "$1" ] && node -e 'process.exit(require(process.argv[1]).report.latency.p99_ms <= 100 ? 0 : 1)' "$1"
 }
 
-wanted war-room && both war-room war-room "${war[@]}"
+wanted war-room && all_three war-room war-room "${war[@]}"
 if wanted sweep; then
   # Counts rise; past a server's first count over the limit, larger ones would only measure a growing queue.
-  ours=true theirs=true
+  ours=true theirs=true yjs=true
   for viewers in "${sweep_viewers[@]}"; do
     if $ours; then
       against_commandpost war-room "sweep-$viewers" "${sweep[@]}" --viewers "$viewers"
@@ -259,14 +277,18 @@ if wanted sweep; then
       against_peer war-room "sweep-$viewers" "${sweep[@]}" --viewers "$viewers"
       carried "$out/sweep-$viewers.peer.json" || theirs=false
     fi
+    if $yjs; then
+      against_hocuspocus war-room "sweep-$viewers" "${sweep[@]}" --viewers "$viewers"
+      carried "$out/sweep-$viewers.hocuspocus.json" || yjs=false
+    fi
   done
 fi
 if wanted ack-cost; then
   step "ack-cost: Automerge alone, one acknowledgement per history length"
   "$bench_bin" ack-cost --json "$out/ack-cost.json" || failed "ack-cost"
 fi
-wanted trace && both trace trace "${trace[@]}"
-wanted join-storm && both join-storm join-storm "${storm[@]}"
+wanted trace && all_three trace trace "${trace[@]}"
+wanted join-storm && all_three join-storm join-storm "${storm[@]}"
 if wanted many-incidents; then
   step "many-incidents against commandpost ($many_store stored, ${many[*]})"
   # Incidents unload after 20 s without peers, so the scenario can watch them go. Declaring loads every incident,
@@ -298,7 +320,7 @@ if wanted real-clients; then
       auth=()
       case "$side" in
         commandpost) start_commandpost; kind=commandpost; auth=(--token "$token") ;;
-        hocuspocus) start_hocuspocus; kind=hocuspocus ;;
+        hocuspocus) start_hocuspocus "$realjs/hocuspocus-server.mjs" --database "$work/hocuspocus.$viewers.sqlite"; kind=hocuspocus ;;
         peer) start_peer; kind=automerge-repo ;;
       esac
       "${driver_pin[@]}" node "$realjs/real-clients.mjs" --kind "$kind" --url "$url" "${auth[@]}" \
@@ -315,7 +337,7 @@ step "writing $out/figures.md"
   echo
   files=()
   for name in war-room trace join-storm many-incidents; do
-    for side in commandpost peer; do
+    for side in commandpost peer hocuspocus; do
       [ -f "$out/$name.$side.json" ] && files+=("$out/$name.$side.json")
     done
   done
@@ -323,7 +345,7 @@ step "writing $out/figures.md"
   [ ${#files[@]} -gt 0 ] && "$bench_bin" report "${files[@]}"
   sweep_files=()
   for viewers in "${sweep_viewers[@]}"; do
-    for side in commandpost peer; do
+    for side in commandpost peer hocuspocus; do
       [ -f "$out/sweep-$viewers.$side.json" ] && sweep_files+=("$out/sweep-$viewers.$side.json")
     done
   done

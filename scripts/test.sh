@@ -31,6 +31,9 @@ if ! command -v npm >/dev/null; then
   exit 1
 fi
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+# Hocuspocus, for the load generator's smoke test of its Yjs peers (bench/tests/hocuspocus_smoke.rs; pinned in
+# bench/js/package-lock.json).
+(cd bench/js && npm ci --no-audit --no-fund --loglevel=error)
 
 # A real SMTP server for the mail tests (tests/py/smtp_server.py): aiosmtpd, pinned, in a virtual environment of its
 # own under the tools cache, where tests/src/smtp.rs looks for it.

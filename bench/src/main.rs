@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The latency a server must keep at p99 to count as sustaining a sweep's viewer count (the target).
 const SWEEP_P99_LIMIT_MS: f64 = 100.0;
 
-/// Load generator for automerge-repo sync servers (commandpost, or automerge-repo's own sync server).
+/// Load generator for collaboration servers: commandpost, automerge-repo's own sync server, and Hocuspocus (Yjs).
 #[derive(Parser)]
 #[command(name = "commandpost-bench", version)]
 struct Cli {
@@ -113,7 +113,7 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Prints the Markdown tables of result files (commandpost's first, then the peer's).
+    /// Prints the Markdown tables of result files (commandpost's first, then the peers').
     Report {
         /// Show war-room results as a viewer sweep: latency and CPU per viewer count, and the most viewers each
         /// server sustained with p99 ≤ 100 ms.
@@ -127,7 +127,8 @@ enum Command {
 /// Which server, and how to reach and watch it.
 #[derive(Args)]
 struct ServerArgs {
-    /// The sync endpoint: ws://127.0.0.1:7420/sync for commandpost, ws://127.0.0.1:PORT for the npm sync server.
+    /// The sync endpoint: ws://127.0.0.1:7420/sync for commandpost, ws://127.0.0.1:PORT for the npm sync server or
+    /// Hocuspocus.
     #[arg(long)]
     url: String,
     /// What kind of server it is.
@@ -159,6 +160,8 @@ enum Kind {
     Commandpost,
     /// `@automerge/automerge-repo-sync-server` or any server that takes documents from its peers.
     AutomergeRepo,
+    /// `@hocuspocus/server`, with Yjs peers (war-room, trace and join-storm).
+    Hocuspocus,
 }
 
 impl ServerArgs {
@@ -175,6 +178,7 @@ impl ServerArgs {
                 )?,
             },
             Kind::AutomergeRepo => Server::AutomergeRepo,
+            Kind::Hocuspocus => Server::Hocuspocus,
         };
         Ok(Run {
             target: Target::new(self.url.clone(), server),

@@ -1,6 +1,6 @@
 //! Results on disk and as Markdown: every scenario run writes one JSON [`Outcome`]; `commandpost-bench report`
-//! reads a run's outcomes and prints the tables BENCHMARKS.md shows, commandpost beside automerge-repo's sync
-//! server with the ratio between them.
+//! reads a run's outcomes and prints the tables BENCHMARKS.md shows, commandpost beside its peers (automerge-repo's
+//! sync server, Hocuspocus) with the ratio between commandpost and each.
 
 use std::fmt::Write as _;
 
@@ -126,19 +126,20 @@ impl<'a, R> Table<'a, R> {
         });
     }
 
-    /// The Markdown table, with a ratio column when there are exactly two runs.
+    /// The Markdown table; with more than one run, a ratio column for each run after the first (commandpost's),
+    /// saying by how much the first is better than that one.
     fn render(&self, names: &[String]) -> String {
-        let ratio = names.len() == 2;
+        let peers = names.len().saturating_sub(1);
         let mut out = String::new();
         let _ = write!(out, "| figure |");
         for name in names {
             let _ = write!(out, " {name} |");
         }
-        if ratio {
-            let _ = write!(out, " ratio (commandpost better by) |");
+        for name in names.iter().skip(1) {
+            let _ = write!(out, " {} better than {name} by |", names[0]);
         }
         out.push('\n');
-        out.push_str(&"|---".repeat(names.len() + 1 + usize::from(ratio)));
+        out.push_str(&"|---".repeat(names.len() + 1 + peers));
         out.push_str("|\n");
         for row in &self.rows {
             let _ = write!(out, "| {} |", row.label);
@@ -150,8 +151,8 @@ impl<'a, R> Table<'a, R> {
                     None => out.push_str(" – |"),
                 }
             }
-            if ratio {
-                let r = match (row.better, row.values[0], row.values[1]) {
+            for peer in row.values.iter().skip(1) {
+                let r = match (row.better, row.values[0], *peer) {
                     (Better::Lower, Some(ours), Some(peer)) if ours > 0.0 => Some(peer / ours),
                     (Better::Higher, Some(ours), Some(peer)) if peer > 0.0 => Some(ours / peer),
                     _ => None,
@@ -281,13 +282,13 @@ fn trace_table(outcomes: &[Outcome], out: &mut String) {
         Some(f64::from(r.settings.viewers))
     });
     t.row(
-        "Automerge alone, typing (keystrokes/s)",
+        "the CRDT alone (Automerge; yrs for Hocuspocus), typing (keystrokes/s)",
         0,
         Better::Neither,
         |r| Some(r.local_typing_per_s),
     );
     t.row(
-        "Automerge alone, applying the editor's batches (changes/s)",
+        "the CRDT alone, applying the editor's batches (changes/s)",
         0,
         Better::Neither,
         |r| Some(r.local_apply_per_s),
@@ -298,10 +299,10 @@ fn trace_table(outcomes: &[Outcome], out: &mut String) {
         Better::Higher,
         |r| Some(r.server_per_s),
     );
-    t.row("server ÷ Automerge typing", 2, Better::Higher, |r| {
+    t.row("server ÷ the CRDT typing", 2, Better::Higher, |r| {
         Some(r.ratio_to_local_typing)
     });
-    t.row("server ÷ Automerge applying", 2, Better::Higher, |r| {
+    t.row("server ÷ the CRDT applying", 2, Better::Higher, |r| {
         Some(r.ratio_to_local_apply)
     });
     t.row("sync messages from the editor", 0, Better::Neither, |r| {
@@ -519,4 +520,28 @@ pub fn sweep(outcomes: &[Outcome], p99_limit_ms: f64) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_runs_get_a_ratio_column_for_each_peer() {
+        let runs = [&2.0, &4.0, &1.0];
+        let mut t = Table::new(&runs);
+        t.row("cpu", 1, Better::Lower, |r: &f64| Some(*r));
+        t.row("throughput", 0, Better::Higher, |r: &f64| Some(*r));
+        let names = ["commandpost", "sync", "hocuspocus"].map(String::from);
+        let table = t.render(&names);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| figure | commandpost | sync | hocuspocus | commandpost better than sync by | \
+             commandpost better than hocuspocus by |"
+        );
+        assert_eq!(lines[1], "|---|---|---|---|---|---|");
+        assert_eq!(lines[2], "| cpu | 2.0 | 4.0 | 1.0 | 2.0× | 0.5× |");
+        assert_eq!(lines[3], "| throughput | 2 | 4 | 1 | 0.5× | 2.0× |");
+    }
 }

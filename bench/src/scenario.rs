@@ -5,6 +5,7 @@ pub mod join_storm;
 pub mod many_incidents;
 pub mod trace;
 pub mod war_room;
+pub mod yjs;
 
 use std::future::Future;
 use std::sync::Arc;

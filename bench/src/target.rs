@@ -1,6 +1,8 @@
 //! The server under test and how to set a run up on it. commandpost creates incidents over its HTTP API and wants
 //! tokens on `/sync` (in the `Authorization` header); automerge-repo's sync server has no API and no auth, and takes documents from its peers: the
 //! first editor brings a new incident (created locally from the same template) in its first `sync` message.
+//! Hocuspocus holds Yjs documents, not Automerge ones: runs against it go through the Yjs peers of [`crate::yjs`],
+//! and a document exists as soon as a peer opens it by name.
 
 use anyhow::{Context, bail};
 use incident_doc::{Declaration, Editor as Author, Incident, Template};
@@ -22,6 +24,8 @@ pub enum Server {
     },
     /// Any automerge-repo sync server that stores what its peers send (`@automerge/automerge-repo-sync-server`).
     AutomergeRepo,
+    /// Hocuspocus (`@hocuspocus/server`), a Yjs server: its peers speak Yjs ([`crate::hocuspocus`]).
+    Hocuspocus,
 }
 
 /// The server a run talks to.
@@ -81,7 +85,13 @@ impl Target {
         match self.server {
             Server::Commandpost { .. } => "commandpost",
             Server::AutomergeRepo => "automerge-repo-sync-server",
+            Server::Hocuspocus => "hocuspocus",
         }
+    }
+
+    /// Whether the server holds Yjs documents, so that scenarios run with Yjs peers.
+    pub fn is_yjs(&self) -> bool {
+        matches!(self.server, Server::Hocuspocus)
     }
 
     /// Endpoints for editors and viewers: on commandpost, with a new write token and a new read token.
@@ -95,7 +105,7 @@ impl Target {
                     viewer: self.endpoint(Some(read)),
                 })
             }
-            Server::AutomergeRepo => Ok(Access {
+            Server::AutomergeRepo | Server::Hocuspocus => Ok(Access {
                 editor: self.endpoint(None),
                 viewer: self.endpoint(None),
             }),
@@ -133,6 +143,7 @@ impl Target {
                     seed: None,
                 })
             }
+            Server::Hocuspocus => bail!("{} holds Yjs documents, not incidents", self.name()),
             Server::AutomergeRepo => {
                 let template = default_template()?;
                 let incident = Incident::create(
@@ -156,7 +167,9 @@ impl Target {
     fn api(&self) -> anyhow::Result<(&str, &str)> {
         match &self.server {
             Server::Commandpost { api, token } => Ok((api, token)),
-            Server::AutomergeRepo => bail!("{} has no HTTP API", self.name()),
+            Server::AutomergeRepo | Server::Hocuspocus => {
+                bail!("{} has no HTTP API", self.name())
+            }
         }
     }
 

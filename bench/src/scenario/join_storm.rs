@@ -57,8 +57,11 @@ pub struct Report {
     pub usage: Usages,
 }
 
-/// Runs the storm.
+/// Runs the storm (with Yjs peers on a Yjs server, see [`super::yjs`]).
 pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
+    if run.target.is_yjs() {
+        return super::yjs::join_storm(run, settings).await;
+    }
     let access = run.target.access().await?;
     let incident = run.target.new_incident("Join storm").await?;
     let id = incident.id;

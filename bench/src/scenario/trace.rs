@@ -1,7 +1,8 @@
 //! Trace replay: one editor types a real editing trace (the automerge-paper trace: 259,778 keystrokes that wrote
 //! a LaTeX paper) into one field as fast as it can while V viewers watch; every viewer must end with the trace's
-//! text. The same trace is also applied locally to an Automerge document in the same run, so the server's
-//! throughput can be given as a ratio to what Automerge alone does on this machine.
+//! text. The same trace is also applied locally to an Automerge document in the same run (a yrs one for a Yjs
+//! server, see [`super::yjs`]), so the server's throughput can be given as a ratio to what the CRDT alone does on
+//! this machine.
 
 use std::io::Read;
 use std::path::Path;
@@ -20,7 +21,7 @@ use crate::latency::{Clock, Latencies, Summary};
 use crate::viewer::Expected;
 
 /// The field the trace is typed into.
-const FIELD: &str = "summary";
+pub(super) const FIELD: &str = "summary";
 
 /// The trace replay's shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,9 +54,9 @@ struct Txn {
 /// A trace loaded into memory.
 pub struct Trace {
     /// Every patch in order.
-    patches: Vec<(usize, isize, String)>,
+    pub(super) patches: Vec<(usize, isize, String)>,
     /// The text after all of them.
-    end: String,
+    pub(super) end: String,
 }
 
 impl Trace {
@@ -86,7 +87,8 @@ pub struct Report {
     pub keystrokes: usize,
     /// Characters in the final text.
     pub final_chars: usize,
-    /// Typing the trace into a local Automerge document (one change per keystroke), seconds.
+    /// Typing the trace into a local document of the server's CRDT (Automerge, or yrs for a Yjs server), one
+    /// change or transaction per keystroke, seconds.
     pub local_typing_s: f64,
     /// The same as keystrokes a second.
     pub local_typing_per_s: f64,
@@ -115,6 +117,9 @@ pub struct Report {
 
 /// Replays the trace.
 pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result<Report> {
+    if run.target.is_yjs() {
+        return super::yjs::trace(run, trace, settings).await;
+    }
     let patches = &trace.patches[..settings.limit.min(trace.patches.len())];
     ensure!(!patches.is_empty(), "the trace has no patches");
 

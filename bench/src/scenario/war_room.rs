@@ -87,8 +87,11 @@ pub struct Report {
     pub server_changes: u64,
 }
 
-/// Runs a war room.
+/// Runs a war room (with Yjs peers on a Yjs server, see [`super::yjs`]).
 pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
+    if run.target.is_yjs() {
+        return super::yjs::war_room(run, settings).await;
+    }
     ensure!(settings.editors > 0, "a war room needs at least one editor");
     ensure!(settings.rate > 0.0, "the typing rate must be positive");
     let access = run.target.access().await?;
@@ -329,7 +332,7 @@ async fn gather_viewers(
 }
 
 /// How long convergence may take after typing stops.
-fn convergence_limit(duration: Duration) -> Duration {
+pub(super) fn convergence_limit(duration: Duration) -> Duration {
     Duration::from_secs(60).max(duration)
 }
 
