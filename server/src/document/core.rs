@@ -270,6 +270,8 @@ pub(crate) struct Core {
     access_checked: Option<Vec<ChangeHash>>,
     /// The last index row and the heads it holds for; moved along by keystrokes that leave it as it was.
     index_row: Option<(Vec<ChangeHash>, IncidentSummary)>,
+    /// The heads the published due times hold for, moved along the same way.
+    due_published: Option<Vec<ChangeHash>>,
     /// What the current batch holds back until it is durable.
     held: Held,
     /// Effects not yet taken by the shell.
@@ -312,6 +314,7 @@ impl Core {
             snapshot: None,
             access_checked: None,
             index_row: None,
+            due_published: None,
             held: Held::default(),
             effects: Vec::new(),
         }
@@ -693,14 +696,22 @@ impl Core {
         }
     }
 
-    /// Tells the metrics when this document's fields fall due, so `/metrics` counts stale fields from the clock
-    /// alone and never calls into an actor.
-    pub(crate) fn due_times(&mut self) -> Vec<DateTime<Utc>> {
-        self.incident
-            .due_times()
-            .into_iter()
-            .map(|(_, at)| at)
-            .collect()
+    /// When this document's fields fall due, for the metrics (so `/metrics` counts stale fields from the clock
+    /// alone and never calls into an actor); `None` when they are as last published, which keystrokes that wrote
+    /// only prose leave them (see [`Core::merge_sync`]).
+    pub(crate) fn due_times(&mut self) -> Option<Vec<DateTime<Utc>>> {
+        let heads = self.incident.doc_mut().get_heads();
+        if self.due_published.as_ref() == Some(&heads) {
+            return None;
+        }
+        self.due_published = Some(heads);
+        Some(
+            self.incident
+                .due_times()
+                .into_iter()
+                .map(|(_, at)| at)
+                .collect(),
+        )
     }
 
     /// The durable document as a snapshot: the last one handed out while the heads are unchanged and someone
@@ -806,16 +817,24 @@ impl Core {
                 return;
             }
         };
-        // The index row read at `before` still holds if what the message wrote is prose no row shows.
+        // The index row and the due times read at `before` still hold if what the message wrote is prose no row
+        // shows (and, for the due times, no stamp).
+        let prose = received
+            .touched
+            .as_ref()
+            .filter(|keys| self.incident.index_row_unaffected(keys));
+        let after = prose.map(|_| self.incident.doc_mut().get_heads());
         if let Some((at, _)) = &mut self.index_row
             && *at == before
         {
-            match &received.touched {
-                Some(keys) if self.incident.index_row_unaffected(keys) => {
-                    *at = self.incident.doc_mut().get_heads();
-                }
-                _ => self.index_row = None,
+            match &after {
+                Some(after) => at.clone_from(after),
+                None => self.index_row = None,
             }
+        }
+        if self.due_published.as_ref() == Some(&before) {
+            let unstamped = prose.is_some_and(|keys| !keys.contains(incident_doc::schema::keys::UPDATED));
+            self.due_published = after.filter(|_| unstamped);
         }
         self.metrics
             .rule_violations

@@ -275,7 +275,8 @@ impl Shell {
     /// Tells the metrics when this document's fields fall due, so `/metrics` counts stale fields from the clock
     /// alone and never calls into an actor.
     fn publish_due_times(&mut self) {
-        let due = self.core.due_times();
-        self.metrics.due.set(self.core.id(), self.generation, due);
+        if let Some(due) = self.core.due_times() {
+            self.metrics.due.set(self.core.id(), self.generation, due);
+        }
     }
 }
