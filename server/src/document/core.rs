@@ -264,7 +264,7 @@ pub(crate) struct Core {
     last_batch: Instant,
     /// The last snapshot handed out and the heads it was taken at: readers of the same heads share it. Weak, so a
     /// snapshot nobody reads any more does not keep a second copy of the document in memory.
-    snapshot: Option<(Vec<ChangeHash>, Weak<AutoCommit>)>,
+    snapshot: Option<(Vec<ChangeHash>, Weak<Box<AutoCommit>>)>,
     /// The heads at which every attached peer was last found allowed to see the document; `None` after a peer
     /// attached. Saves reading who may see it after batches that changed nothing (acknowledgements, presence).
     access_checked: Option<Vec<ChangeHash>>,
@@ -693,7 +693,7 @@ impl Core {
         {
             return Snapshot(doc);
         }
-        let doc = Arc::new(self.incident.doc().clone());
+        let doc = Arc::new(Box::new(self.incident.doc().clone()));
         self.snapshot = Some((heads, Arc::downgrade(&doc)));
         Snapshot(doc)
     }
