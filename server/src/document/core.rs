@@ -379,6 +379,8 @@ impl Core {
         for command in acknowledgements_last(commands) {
             match command {
                 Command::Attach { conn, link } => {
+                    // Before any of the peer's changes (see `Incident::hold_layout`).
+                    self.incident.hold_layout();
                     self.peers.insert(conn, Peer::new(&link));
                     self.metrics.peers.inc();
                     self.access_checked = None;
