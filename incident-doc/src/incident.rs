@@ -399,6 +399,14 @@ impl Incident {
         }
     }
 
+    /// Holds the layout from now on, reading it if it is not held yet. The server's replica calls this before it
+    /// takes changes from a peer, so the command rules guard the layout as it was before any of them, never as a
+    /// peer's change just rewrote it.
+    pub fn hold_layout(&mut self) {
+        let layout = self.take_layout();
+        self.keep_layout(layout);
+    }
+
     /// Keeps the layout for the next call, unless it is still empty (a replica waiting for its first sync).
     pub(crate) fn keep_layout(&mut self, layout: Vec<FieldDef>) {
         if !layout.is_empty() {
@@ -867,6 +875,10 @@ impl Incident {
     /// Each field with a cadence and when it falls due, read from the stamps alone: cheap enough for the server to
     /// refresh after every change, so that counting stale fields later needs only the clock, not the document.
     pub fn due_times(&mut self) -> Vec<(String, DateTime<Utc>)> {
+        // Read, not held, unless it already is: the server reads the due times of every incident it loads, and most
+        // are only read, never edited (the layout was about 5 KB of each loaded idle incident). What edits it holds
+        // the layout first (`apply_all`, and [`Incident::hold_layout`] for peers).
+        let held = self.layout.is_some();
         let layout = self.take_layout();
         let r = Reader::new(&self.doc, None);
         let stamps = r.map(&ROOT, keys::UPDATED);
@@ -881,7 +893,9 @@ impl Incident {
                 Some((def.key.clone(), due))
             })
             .collect();
-        self.keep_layout(layout);
+        if held {
+            self.keep_layout(layout);
+        }
         due
     }
 

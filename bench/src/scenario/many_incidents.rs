@@ -23,8 +23,13 @@ use crate::latency::{Clock, Latencies};
 use crate::process::Process;
 use crate::viewer::Viewer;
 
-/// HTTP requests in flight at once while declaring and loading.
+/// HTTP requests in flight at once while declaring.
 const HTTP_AT_ONCE: usize = 32;
+
+/// Reads in flight at once while loading. `GET /api/incidents/{id}` is a heavy read, which the server admits
+/// `max-heavy-reads` at a time (at least one, the number of cores by default) with as many again waiting, and
+/// refuses beyond that with 503: two at once are never refused.
+const LOADS_AT_ONCE: usize = 2;
 
 /// How long incidents may take to unload before the run fails.
 const UNLOAD_LIMIT: Duration = Duration::from_secs(300);
@@ -141,7 +146,7 @@ pub async fn run(run: &Run, stored: &Stored, load: u32, viewers: u32) -> anyhow:
                 .api_get::<serde_json::Value>(&format!("/api/incidents/{id}"))
                 .await
         })
-        .buffer_unordered(HTTP_AT_ONCE)
+        .buffer_unordered(LOADS_AT_ONCE)
         .collect::<Vec<_>>()
         .await
         .into_iter()

@@ -264,7 +264,7 @@ pub(crate) struct Core {
     last_batch: Instant,
     /// The last snapshot handed out and the heads it was taken at: readers of the same heads share it. Weak, so a
     /// snapshot nobody reads any more does not keep a second copy of the document in memory.
-    snapshot: Option<(Vec<ChangeHash>, Weak<AutoCommit>)>,
+    snapshot: Option<(Vec<ChangeHash>, Weak<Box<AutoCommit>>)>,
     /// The heads at which every attached peer was last found allowed to see the document; `None` after a peer
     /// attached. Saves reading who may see it after batches that changed nothing (acknowledgements, presence).
     access_checked: Option<Vec<ChangeHash>>,
@@ -385,6 +385,8 @@ impl Core {
         for command in acknowledgements_last(commands) {
             match command {
                 Command::Attach { conn, link } => {
+                    // Before any of the peer's changes (see `Incident::hold_layout`).
+                    self.incident.hold_layout();
                     self.peers.insert(conn, Peer::new(&link));
                     self.metrics.peers.inc();
                     self.access_checked = None;
@@ -724,7 +726,7 @@ impl Core {
         {
             return Snapshot(doc);
         }
-        let doc = Arc::new(self.incident.doc().clone());
+        let doc = Arc::new(Box::new(self.incident.doc().clone()));
         self.snapshot = Some((heads, Arc::downgrade(&doc)));
         Snapshot(doc)
     }

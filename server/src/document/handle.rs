@@ -29,13 +29,23 @@ pub type ReadFn = Box<dyn FnOnce(&mut Incident) + Send>;
 /// 0.2 ms to copy, against 1.3 ms to save and 25 ms to load again, BENCHMARKS.md). Readers of unchanged heads
 /// share one copy.
 #[derive(Clone)]
-pub struct Snapshot(pub(super) Arc<AutoCommit>);
+pub struct Snapshot(pub(super) SharedDoc);
+
+/// The copy behind a [`Snapshot`], boxed: the actor keeps a weak reference to the last one (`Core::snapshot`),
+/// and a weak reference keeps its allocation alive after the last reader is done. Boxed, that is a pointer;
+/// unboxed, it was Automerge's inline fields, about 4 KiB for every loaded incident that was ever read
+/// (BENCHMARKS.md, "Many incidents").
+#[allow(
+    clippy::redundant_allocation,
+    reason = "the box is what the weak reference must not pin"
+)]
+pub(super) type SharedDoc = Arc<Box<AutoCommit>>;
 
 impl Snapshot {
     /// The snapshot as an incident of the caller's own: reads such as the history take `&mut`, and the copy this
     /// may make happens on the caller's thread, never the actor's.
     pub fn into_incident(self) -> Incident {
-        let doc = Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone());
+        let doc = Arc::try_unwrap(self.0).map_or_else(|shared| (**shared).clone(), |doc| *doc);
         let mut incident = Incident::empty(None);
         *incident.doc_mut() = doc;
         incident
