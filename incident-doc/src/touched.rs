@@ -164,7 +164,7 @@ fn place_of(doc: &AutoCommit, counter: u64, actor: &ActorId) -> Option<Place> {
 #[cfg(test)]
 mod tests {
     use automerge::transaction::Transactable;
-    use automerge::{ActorId, ROOT, ReadDoc};
+    use automerge::{ActorId, ChangeHash, ROOT, ReadDoc};
     use chrono::{TimeZone, Utc};
 
     use super::{Places, Touched, by_diff, by_ops};
@@ -203,8 +203,12 @@ mod tests {
             .collect()
     }
 
-    /// Merges what `writer` made since `server`'s heads into `server`, and finds what it touched both ways.
-    fn merge(server: &mut Incident, writer: &mut Incident, sender: &str) -> (Touched, Touched) {
+    /// Merges into `server` the changes `writer` holds that it lacks, as a sync message would bring them; returns
+    /// the heads before and the changes.
+    fn bring(
+        server: &mut Incident,
+        writer: &mut Incident,
+    ) -> (Vec<ChangeHash>, Vec<automerge::Change>) {
         let before = server.doc_mut().get_heads();
         let changes = news(server, writer);
         for change in &changes {
@@ -213,6 +217,12 @@ mod tests {
                 .load_incremental(change.raw_bytes())
                 .expect("merge");
         }
+        (before, changes)
+    }
+
+    /// Merges what `writer` made since `server`'s heads into `server`, and finds what it touched both ways.
+    fn merge(server: &mut Incident, writer: &mut Incident, sender: &str) -> (Touched, Touched) {
+        let (before, changes) = bring(server, writer);
         let after = server.doc_mut().get_heads();
         let ops = by_ops(
             server.doc_mut(),
@@ -264,15 +274,8 @@ mod tests {
         assert!(ops.signed.contains("summary"), "{:?}", ops.signed);
         // The server's own record of objects' places serves the next keystroke without asking automerge again.
         let mut places = Places::default();
-        let before = server.doc_mut().get_heads();
         bob.apply(&splice("x"), &editor("bob")).expect("type");
-        let changes = news(&mut server, &mut bob);
-        for change in &changes {
-            server
-                .doc_mut()
-                .load_incremental(change.raw_bytes())
-                .expect("merge");
-        }
+        let (before, changes) = bring(&mut server, &mut bob);
         let again = by_ops(server.doc_mut(), &mut places, &before, &changes, "bob").expect("exact");
         assert!(!places.is_empty());
         assert!(again.keys.contains("summary"));
@@ -282,16 +285,9 @@ mod tests {
     fn changes_other_than_those_merged_fall_back_on_the_diff() {
         let mut server = server();
         let mut bob = writer(&mut server, 1);
-        let before = server.doc_mut().get_heads();
         bob.apply(&splice("a"), &editor("bob")).expect("type");
         bob.apply(&splice("b"), &editor("bob")).expect("type");
-        let changes = news(&mut server, &mut bob);
-        for change in &changes {
-            server
-                .doc_mut()
-                .load_incremental(change.raw_bytes())
-                .expect("merge");
-        }
+        let (before, changes) = bring(&mut server, &mut bob);
         // Only one of the two merged changes in hand: not enough to say what both touched.
         let one = &changes[..1];
         assert!(
@@ -328,14 +324,7 @@ mod tests {
         bob.apply(&splice("bob "), &editor("bob")).expect("type");
         let mut violations = Vec::new();
         for (peer, name) in [(&mut carol, "carol"), (&mut bob, "bob")] {
-            let before = server.doc_mut().get_heads();
-            let changes = news(&mut server, peer);
-            for change in &changes {
-                server
-                    .doc_mut()
-                    .load_incremental(change.raw_bytes())
-                    .expect("merge");
-            }
+            let (before, changes) = bring(&mut server, peer);
             let (found, touched) = server.enforce_recording(
                 &before,
                 &editor(name),

@@ -835,7 +835,8 @@ impl Core {
             }
         }
         if self.due_published.as_ref() == Some(&before) {
-            let unstamped = prose.is_some_and(|keys| !keys.contains(incident_doc::schema::keys::UPDATED));
+            let unstamped =
+                prose.is_some_and(|keys| !keys.contains(incident_doc::schema::keys::UPDATED));
             self.due_published = after.filter(|_| unstamped);
         }
         self.metrics
