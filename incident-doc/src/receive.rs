@@ -592,7 +592,7 @@ impl Incident {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use automerge::sync::{self, SyncDoc};
     use chrono::{TimeZone, Utc};
 
@@ -600,11 +600,13 @@ mod tests {
     use crate::template::builtin;
     use crate::{Declaration, Editor, Incident, Operation};
 
-    fn editor(name: &str) -> Editor {
+    /// An editor at a fixed time (also for other modules' tests).
+    pub(crate) fn editor(name: &str) -> Editor {
         Editor::new(name, Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap())
     }
 
-    fn declared() -> Incident {
+    /// A new incident from the first builtin template (also for other modules' tests).
+    pub(crate) fn declared() -> Incident {
         let template = builtin().into_iter().next().expect("a builtin template");
         let declaration = Declaration {
             name: "Checkout down".into(),

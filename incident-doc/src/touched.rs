@@ -165,25 +165,11 @@ fn place_of(doc: &AutoCommit, counter: u64, actor: &ActorId) -> Option<Place> {
 mod tests {
     use automerge::transaction::Transactable;
     use automerge::{ActorId, ChangeHash, ROOT, ReadDoc};
-    use chrono::{TimeZone, Utc};
 
     use super::{Places, Touched, by_diff, by_ops};
+    use crate::receive::tests::{declared as server, editor};
     use crate::schema::keys;
-    use crate::template::builtin;
-    use crate::{Declaration, Editor, Incident, Operation};
-
-    fn editor(name: &str) -> Editor {
-        Editor::new(name, Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap())
-    }
-
-    fn server() -> Incident {
-        let template = builtin().into_iter().next().expect("a builtin template");
-        let declaration = Declaration {
-            name: "Checkout down".into(),
-            number: None,
-        };
-        Incident::create(&template, &declaration, &editor("alice"), None).expect("create")
-    }
+    use crate::{Incident, Operation};
 
     /// A replica of `server` writing as actor `[i; 16]`.
     fn writer(server: &mut Incident, i: u8) -> Incident {
