@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use automerge::ReadDoc;
 use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
 use chrono::Utc;
 use incident_doc::{Declaration, Editor, Incident, Operation, template};
 use tokio::sync::{mpsc, oneshot};
@@ -653,4 +655,65 @@ fn restricting_cuts_off_the_peers_no_longer_allowed_and_audits_the_change() {
             .iter()
             .any(|e| matches!(e, Effect::CutOff(_)))
     );
+}
+
+/// The index row and the published due times are kept across keystrokes that wrote only prose, and read again as
+/// soon as one writes anything they show: a stale row would list the incident under an old title.
+#[test]
+fn the_index_row_and_due_times_follow_what_keystrokes_wrote() {
+    let mut harness = Harness::new(usize::MAX);
+    let conn = harness.attach(1, "bob");
+    let mut client = harness.client("bob");
+    converse(&mut harness, conn, &mut client);
+    harness.core.due_times();
+    // Returns the index row the keystroke's batch appends with, and whether the due times were read again.
+    let mut keystroke = |client: &mut Client, write: &dyn Fn(&mut Incident)| {
+        write(&mut client.incident);
+        let command = client.sync(conn).expect("a change to send");
+        harness.core.apply(vec![command], Utc::now());
+        let append = harness.core.append(Utc::now()).expect("a change to append");
+        let row = append.summary.clone();
+        harness
+            .core
+            .appended(append.written, ChunkId(harness.next_chunk));
+        harness.next_chunk += 1;
+        harness.core.durable(harness.now);
+        harness.core.take_effects();
+        (row, harness.core.due_times().is_some())
+    };
+    // Prose without a stamp, as a bare automerge-repo app writes it.
+    let raw_summary = |incident: &mut Incident| {
+        let doc = incident.doc_mut();
+        let summary = doc
+            .get(automerge::ROOT, "summary")
+            .expect("read")
+            .expect("a summary")
+            .1;
+        doc.splice_text(&summary, 0, 0, "x").expect("splice");
+    };
+    // The first change under a new actor makes the server record whose it is: a change of its own, after which
+    // everything is read again.
+    let (_, due_read) = keystroke(&mut client, &raw_summary);
+    assert!(due_read);
+    let (row, due_read) = keystroke(&mut client, &raw_summary);
+    let declared = row.title.clone();
+    assert!(declared.starts_with("Checkout errors"), "{declared}");
+    assert!(!due_read, "prose leaves the due times as they were");
+    // The title is prose too, but the row shows it.
+    let title = |incident: &mut Incident| {
+        let op = Operation::SpliceText {
+            field: incident_doc::schema::TITLE_KEY.into(),
+            item: None,
+            pos: 0,
+            delete: 0,
+            insert: "EU ".into(),
+        };
+        incident.apply(&op, &editor("bob")).expect("edit the title");
+    };
+    let (row, due_read) = keystroke(&mut client, &title);
+    assert_eq!(row.title, format!("EU {declared}"));
+    assert!(due_read, "a stamp moves the due times");
+    let (row, due_read) = keystroke(&mut client, &raw_summary);
+    assert_eq!(row.title, format!("EU {declared}"));
+    assert!(!due_read);
 }
