@@ -12,7 +12,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::{Run, Usages, open_all, watch_document};
-use crate::editor::{Editor, PLACES, PROSE};
+use crate::editor::{Editor, PLACES, PROSE, Place};
 use crate::latency::{Clock, Latencies, Summary, WindowSummary, millis};
 use crate::viewer::{Expected, Viewer};
 use incident_doc::Incident;
@@ -199,16 +199,17 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     })
 }
 
-/// The editors after typing: those still connected, converged on one document.
-struct Typed {
-    editors: Vec<Editor>,
+/// The editors after typing: those still connected, converged on one document. Generic over the editor so that
+/// the Yjs war room ([`super::yjs`]) gathers its editors the same way.
+pub(super) struct Typed<E> {
+    pub(super) editors: Vec<E>,
     /// How far the slowest editor fell behind its schedule.
-    lag: Duration,
+    pub(super) lag: Duration,
     /// When the last editor stopped typing.
-    ended: Instant,
+    pub(super) ended: Instant,
     /// Editors the server dropped, and why the first one went.
-    dropped: u32,
-    first_drop: Option<String>,
+    pub(super) dropped: u32,
+    pub(super) first_drop: Option<String>,
 }
 
 /// Every editor types at `rate` until `duration` is over, then all of them converge. `base_changes` is how many
@@ -218,7 +219,7 @@ async fn type_together(
     rate: f64,
     duration: Duration,
     base_changes: usize,
-) -> anyhow::Result<Typed> {
+) -> anyhow::Result<Typed<Editor>> {
     let stop_at = tokio::time::Instant::now() + duration;
     let typed = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(editors.len()));
@@ -252,6 +253,16 @@ async fn type_together(
             anyhow::Ok(Ok((editor, lag, typed_end)))
         });
     }
+    gather_editors(typing).await
+}
+
+/// One editor's task at the end of typing: the editor converged, how late it was and when it stopped typing; or
+/// why the server dropped it (the outer error is the run's own failure).
+pub(super) type Typing<E> = JoinSet<anyhow::Result<anyhow::Result<(E, Duration, Instant)>>>;
+
+/// Waits for every editor's task: those converged are kept, those dropped are counted, and the run fails only
+/// when every editor was dropped.
+pub(super) async fn gather_editors<E: 'static>(mut typing: Typing<E>) -> anyhow::Result<Typed<E>> {
     let mut done = Vec::new();
     let (mut dropped, mut first_drop) = (0, None);
     while let Some(joined) = typing.join_next().await {
@@ -287,19 +298,40 @@ async fn type_together(
     })
 }
 
+/// A viewer as the run waits for it at the end, whichever protocol it speaks (Automerge's [`Viewer`], or the
+/// Yjs one of [`super::yjs`]), so that one [`gather_viewers`] serves both.
+pub(super) trait Watcher: Send + 'static {
+    /// What the witness kept, to compare with the editors' document.
+    type Witness;
+    /// The witness's replica; `None` from a viewer that kept nothing.
+    fn witness(&self) -> Option<Self::Witness>;
+    /// Closes the connection.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+impl Watcher for Viewer {
+    type Witness = Incident;
+    fn witness(&self) -> Option<Incident> {
+        Viewer::witness(self).ok()
+    }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        Viewer::close(self)
+    }
+}
+
 /// The viewers at the end: the witness's document, and who was dropped.
-struct Watched {
-    witness: Option<Incident>,
-    dropped: u32,
-    first_drop: Option<String>,
+pub(super) struct Watched<W> {
+    pub(super) witness: Option<W>,
+    pub(super) dropped: u32,
+    pub(super) first_drop: Option<String>,
 }
 
 /// Waits for every viewer to converge on what the editors hold (at most `limit`), closing each.
-async fn gather_viewers(
-    mut watching: JoinSet<anyhow::Result<Viewer>>,
+pub(super) async fn gather_viewers<V: Watcher>(
+    mut watching: JoinSet<anyhow::Result<V>>,
     limit: Duration,
     viewers: u32,
-) -> anyhow::Result<Watched> {
+) -> anyhow::Result<Watched<V::Witness>> {
     let mut witness = None;
     let (mut converged, mut dropped, mut first_drop) = (0, 0, None);
     while let Some(joined) = tokio::time::timeout(limit, watching.join_next())
@@ -320,7 +352,7 @@ async fn gather_viewers(
         };
         converged += 1;
         if witness.is_none() {
-            witness = viewer.witness().ok();
+            witness = viewer.witness();
         }
         viewer.close().await;
     }
@@ -336,11 +368,41 @@ pub(super) fn convergence_limit(duration: Duration) -> Duration {
     Duration::from_secs(60).max(duration)
 }
 
+/// An editor as [`type_until`] drives it, whichever protocol it speaks (Automerge's [`Editor`], or the Yjs one of
+/// [`super::yjs`]), so that both war rooms type on one schedule.
+pub(super) trait Typist: Send {
+    /// What the server sends.
+    type Event: Send;
+    /// The next message from the server.
+    fn next_message(&mut self) -> impl Future<Output = anyhow::Result<Self::Event>> + Send;
+    /// Applies what the server sent.
+    fn handle(&mut self, event: Self::Event) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Types one character at `place` and sends it.
+    fn type_key(
+        &mut self,
+        place: Place,
+        character: char,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl Typist for Editor {
+    type Event = wire::peer::Event;
+    fn next_message(&mut self) -> impl Future<Output = anyhow::Result<Self::Event>> + Send {
+        Editor::next_message(self)
+    }
+    fn handle(&mut self, event: Self::Event) -> impl Future<Output = anyhow::Result<()>> + Send {
+        Editor::handle(self, event)
+    }
+    async fn type_key(&mut self, place: Place, character: char) -> anyhow::Result<()> {
+        Editor::type_key(self, place, character).await.map(drop)
+    }
+}
+
 /// Types on a fixed schedule until `stop_at` (an open loop, as people type: a keystroke is due every 1/`rate`
 /// seconds whatever the server does), applying what the server sends in between. Editors are staggered over one
 /// interval so that their keystrokes do not all land at once. Returns how late the last keystroke was.
-async fn type_until(
-    editor: &mut Editor,
+pub(super) async fn type_until(
+    editor: &mut impl Typist,
     index: u32,
     editors: u32,
     rate: f64,

@@ -6,8 +6,6 @@
 //! but a keep-alive; convergence is every replica holding the same state vector (the editors never delete, so ids
 //! received are the whole state), and a witness viewer's text must read as the editors'.
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,16 +17,15 @@ use yrs::sync::SyncMessage;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
-use super::war_room::{self, convergence_limit};
+use super::war_room::{
+    self, Typed, Typist, Watcher, convergence_limit, gather_editors, gather_viewers, type_until,
+};
 use super::{Run, join_storm, open_all, trace};
-use crate::editor::{PLACES, PROSE};
+use crate::editor::Place;
 use crate::hocuspocus::{Event, YLink};
-use crate::latency::{Clock, Histogram, Latencies, millis};
+use crate::latency::{Clock, Latencies, millis};
 use crate::link::{Endpoint, Traffic};
-use crate::yjs::{Stamps, YEditor, YViewer, view};
-
-/// How long one joining client may take to get the document before the run fails.
-const CLIENT_LIMIT: Duration = Duration::from_secs(120);
+use crate::yjs::{Expected, Stamps, YEditor, YViewer, view};
 
 /// A war room on a Yjs server; see [`war_room::run`].
 pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result<war_room::Report> {
@@ -70,26 +67,15 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
     editors.extend(others);
 
     let connect_started = Instant::now();
-    let viewers = open_all(settings.viewers, |i| {
-        let (url, traffic, stamps, latencies, document) = (
-            access.viewer.clone(),
-            run.traffic.clone(),
-            stamps.clone(),
-            latencies.clone(),
-            document.clone(),
-        );
-        async move { YViewer::open(&url, &document, latencies, stamps, traffic, i == 0).await }
-    })
+    let (expected, watching) = watch_document(
+        run,
+        &access.viewer,
+        &document,
+        settings.viewers,
+        &latencies,
+        &stamps,
+    )
     .await?;
-    let (expected, expected_rx) = watch::channel(None);
-    let mut watching = JoinSet::new();
-    for mut viewer in viewers {
-        let expected = expected_rx.clone();
-        watching.spawn(async move {
-            viewer.follow(expected).await?;
-            anyhow::Ok(viewer)
-        });
-    }
     let connect_s = connect_started.elapsed().as_secs_f64();
 
     let window = run.measure()?;
@@ -152,25 +138,13 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
     })
 }
 
-/// The editors after typing, as [`war_room`] reports them.
-struct Typed {
-    editors: Vec<YEditor>,
-    /// How far the slowest editor fell behind its schedule.
-    lag: Duration,
-    /// When the last editor stopped typing.
-    ended: Instant,
-    /// Editors the server dropped, and why the first one went.
-    dropped: u32,
-    first_drop: Option<String>,
-}
-
 /// Every editor types at `rate` until `duration` is over; once every one's keystrokes are acknowledged, all of
 /// them take in everyone's (the union of the state vectors they hold then).
 async fn type_together(
     editors: Vec<YEditor>,
     rate: f64,
     duration: Duration,
-) -> anyhow::Result<Typed> {
+) -> anyhow::Result<Typed<YEditor>> {
     let stop_at = tokio::time::Instant::now() + duration;
     let union = Arc::new(Mutex::new(StateVector::default()));
     let barrier = Arc::new(Barrier::new(editors.len()));
@@ -211,116 +185,71 @@ async fn type_together(
             anyhow::Ok(Ok((editor, lag, typed_end)))
         });
     }
-    let mut done = Vec::new();
-    let (mut dropped, mut first_drop) = (0, None);
-    while let Some(joined) = typing.join_next().await {
-        match joined.context("an editor's task panicked")?? {
-            Ok(editor) => done.push(editor),
-            Err(error) => {
-                dropped += 1;
-                first_drop.get_or_insert_with(|| format!("{error:#}"));
-            }
-        }
-    }
-    ensure!(
-        !done.is_empty(),
-        "every editor was dropped; the first: {}",
-        first_drop.unwrap_or_default()
-    );
-    let ended = done
-        .iter()
-        .map(|(_, _, end)| *end)
-        .max()
-        .unwrap_or_else(Instant::now);
-    let lag = done
-        .iter()
-        .map(|(_, lag, _)| *lag)
-        .max()
-        .unwrap_or_default();
-    Ok(Typed {
-        editors: done.into_iter().map(|(editor, _, _)| editor).collect(),
-        lag,
-        ended,
-        dropped,
-        first_drop,
+    gather_editors(typing).await
+}
+
+/// Opens `count` Yjs viewers of `document` that time every update they receive into `latencies` and follow it
+/// in tasks of their own, as [`super::watch_document`] does with Automerge ones (viewer 0 is the witness). Returns
+/// what tells them the editors' final state, and their tasks.
+async fn watch_document(
+    run: &Run,
+    endpoint: &Endpoint,
+    document: &str,
+    count: u32,
+    latencies: &Arc<Latencies>,
+    stamps: &Arc<Stamps>,
+) -> anyhow::Result<(
+    watch::Sender<Option<Expected>>,
+    JoinSet<anyhow::Result<YViewer>>,
+)> {
+    let viewers = open_all(count, |i| {
+        let (url, traffic, stamps, latencies, document) = (
+            endpoint.clone(),
+            run.traffic.clone(),
+            stamps.clone(),
+            latencies.clone(),
+            document.to_owned(),
+        );
+        async move { YViewer::open(&url, &document, latencies, stamps, traffic, i == 0).await }
     })
-}
-
-/// Types on the Automerge editors' schedule (see `war_room`'s `type_until`): open loop, staggered over one
-/// interval, applying what the server sends in between. Returns how late the last keystroke was.
-async fn type_until(
-    editor: &mut YEditor,
-    index: u32,
-    editors: u32,
-    rate: f64,
-    stop_at: tokio::time::Instant,
-) -> anyhow::Result<Duration> {
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let start =
-        tokio::time::Instant::now() + interval.mul_f64(f64::from(index) / f64::from(editors));
-    let place = PLACES[index as usize % PLACES.len()];
-    let mut prose = PROSE.chars().cycle().skip(index as usize * 7);
-    let mut lag = Duration::ZERO;
-    for keystroke in 0u32.. {
-        let due = start + interval * keystroke;
-        if due >= stop_at {
-            break;
-        }
-        loop {
-            tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(due) => break,
-                event = editor.next_message() => { editor.handle(event?).await?; }
-            }
-        }
-        lag = tokio::time::Instant::now().saturating_duration_since(due);
-        editor.type_key(place, prose.next().unwrap_or(' ')).await?;
+    .await?;
+    let (expected, expected_rx) = watch::channel(None);
+    let mut watching = JoinSet::new();
+    for mut viewer in viewers {
+        let expected = expected_rx.clone();
+        watching.spawn(async move {
+            viewer.follow(expected).await?;
+            anyhow::Ok(viewer)
+        });
     }
-    Ok(lag)
+    Ok((expected, watching))
 }
 
-/// The viewers at the end: the witness's replica, and who was dropped.
-struct Watched {
-    witness: Option<Doc>,
-    dropped: u32,
-    first_drop: Option<String>,
-}
-
-/// Waits for every viewer to converge on the editors' state vector (at most `limit`), closing each.
-async fn gather_viewers(
-    mut watching: JoinSet<anyhow::Result<YViewer>>,
-    limit: Duration,
-    viewers: u32,
-) -> anyhow::Result<Watched> {
-    let mut witness = None;
-    let (mut converged, mut dropped, mut first_drop) = (0, 0, None);
-    while let Some(joined) = tokio::time::timeout(limit, watching.join_next())
-        .await
-        .with_context(|| {
-            format!(
-                "only {converged} of {viewers} viewers converged within {limit:?} of the editors ({dropped} dropped)"
-            )
-        })?
-    {
-        let viewer = match joined.context("a viewer's task panicked")? {
-            Ok(viewer) => viewer,
-            Err(error) => {
-                dropped += 1;
-                first_drop.get_or_insert_with(|| format!("{error:#}"));
-                continue;
-            }
-        };
-        converged += 1;
-        if witness.is_none() {
-            witness = viewer.witness().cloned();
-        }
-        viewer.close().await;
+impl Typist for YEditor {
+    type Event = Event;
+    fn next_message(&mut self) -> impl Future<Output = anyhow::Result<Event>> + Send {
+        YEditor::next_message(self)
     }
-    Ok(Watched {
-        witness,
-        dropped,
-        first_drop,
-    })
+    async fn handle(&mut self, event: Event) -> anyhow::Result<()> {
+        YEditor::handle(self, event).await.map(drop)
+    }
+    fn type_key(
+        &mut self,
+        place: Place,
+        character: char,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        YEditor::type_key(self, place, character)
+    }
+}
+
+impl Watcher for YViewer {
+    type Witness = Doc;
+    fn witness(&self) -> Option<Doc> {
+        YViewer::witness(self).cloned()
+    }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        YViewer::close(self)
+    }
 }
 
 /// A join storm on a Yjs server; see [`join_storm::run`]. A client is done when the server's SyncStep2 (the whole
@@ -345,50 +274,34 @@ pub async fn join_storm(
     author.build_history(settings.history).await?;
     let state = author.state();
 
-    let checked: Arc<Mutex<HashMap<u64, bool>>> = Arc::default();
-    let times = Arc::new(Histogram::default());
-    let spacing = Duration::from_secs_f64(settings.over_s / f64::from(settings.clients.max(1)));
     let window = run.measure()?;
-    let start = tokio::time::Instant::now();
-    let mut joining = JoinSet::new();
-    for index in 0..settings.clients {
-        let url = access.viewer.clone();
-        let (state, checked, times, traffic, document) = (
-            state.clone(),
-            checked.clone(),
-            times.clone(),
-            run.traffic.clone(),
-            document.clone(),
-        );
-        joining.spawn(async move {
-            tokio::time::sleep_until(start + spacing * index).await;
-            let started = Instant::now();
-            let received = tokio::time::timeout(CLIENT_LIMIT, join(&url, &document, traffic))
-                .await
-                .with_context(|| format!("client {index} did not get the document in time"))??;
-            times.record(started.elapsed());
-            check(&received, &state, &checked)?;
-            anyhow::Ok(received.len())
-        });
-    }
-    let mut document_bytes = 0;
-    while let Some(joined) = joining.join_next().await {
-        document_bytes = joined.context("a client's task panicked")??;
-    }
+    let joined = join_storm::storm(
+        &settings,
+        |_| {
+            let (url, traffic, document) =
+                (access.viewer.clone(), run.traffic.clone(), document.clone());
+            async move { join(&url, &document, traffic).await }
+        },
+        move |received| {
+            let doc = Doc::new();
+            Update::decode_v1(received)
+                .ok()
+                .and_then(|update| doc.transact_mut().apply_update(update).ok())
+                .is_some_and(|()| doc.transact().state_vector() == state)
+        },
+    )
+    .await?;
     let usage = run.measured(window)?;
     author.close().await;
-    let checked = checked
-        .lock()
-        .map_err(|_| anyhow::anyhow!("a check panicked"))?;
     ensure!(
-        checked.values().all(|ok| *ok),
+        joined.checked.values().all(|ok| *ok),
         "a client received a document whose state is not the author's"
     );
     Ok(join_storm::Report {
         target: run.target.name().into(),
-        document_bytes,
-        time_to_document: times.summary(),
-        distinct_documents: checked.len(),
+        document_bytes: joined.document_bytes,
+        time_to_document: joined.time_to_document,
+        distinct_documents: joined.checked.len(),
         usage,
         settings,
     })
@@ -414,34 +327,6 @@ async fn join(
             _ => {}
         }
     }
-}
-
-/// Checks a client's update: applied and its state vector compared with `state` the first time these exact bytes
-/// are seen.
-fn check(
-    received: &[u8],
-    state: &StateVector,
-    checked: &Mutex<HashMap<u64, bool>>,
-) -> anyhow::Result<()> {
-    let mut hasher = DefaultHasher::new();
-    received.hash(&mut hasher);
-    let digest = hasher.finish();
-    let seen = checked
-        .lock()
-        .map_err(|_| anyhow::anyhow!("a check panicked"))?
-        .contains_key(&digest);
-    if !seen {
-        let doc = Doc::new();
-        let ok = Update::decode_v1(received)
-            .ok()
-            .and_then(|update| doc.transact_mut().apply_update(update).ok())
-            .is_some_and(|()| doc.transact().state_vector() == *state);
-        checked
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a check panicked"))?
-            .insert(digest, ok);
-    }
-    Ok(())
 }
 
 /// A trace replay on a Yjs server; see [`trace::run`]. The editor sends what each `flush_ms` typed as one update
@@ -507,26 +392,15 @@ pub async fn trace(
         run.traffic.clone(),
     )
     .await?;
-    let viewers = open_all(settings.viewers, |i| {
-        let (url, traffic, stamps, latencies, document) = (
-            access.viewer.clone(),
-            run.traffic.clone(),
-            stamps.clone(),
-            latencies.clone(),
-            document.clone(),
-        );
-        async move { YViewer::open(&url, &document, latencies, stamps, traffic, i == 0).await }
-    })
+    let (expected, mut watching) = watch_document(
+        run,
+        &access.viewer,
+        &document,
+        settings.viewers,
+        &latencies,
+        &stamps,
+    )
     .await?;
-    let (expected, expected_rx) = watch::channel(None);
-    let mut watching = JoinSet::new();
-    for mut viewer in viewers {
-        let expected = expected_rx.clone();
-        watching.spawn(async move {
-            viewer.follow(expected).await?;
-            anyhow::Ok(viewer)
-        });
-    }
 
     let window = run.measure()?;
     let started = Instant::now();
@@ -593,26 +467,18 @@ pub async fn trace(
     }
     let local_apply = apply_started.elapsed();
 
-    let n = patches.len() as f64;
-    let local_typing_per_s = n / local_typing.as_secs_f64();
-    let local_apply_per_s = n / local_apply.as_secs_f64();
-    let server_per_s = n / server_s;
-    Ok(trace::Report {
-        target: run.target.name().into(),
-        keystrokes: patches.len(),
-        final_chars: expected_text.chars().count(),
-        local_typing_s: local_typing.as_secs_f64(),
-        local_typing_per_s,
-        local_apply_s: local_apply.as_secs_f64(),
-        local_apply_per_s,
-        server_s,
-        server_per_s,
-        ratio_to_local_typing: server_per_s / local_typing_per_s,
-        ratio_to_local_apply: server_per_s / local_apply_per_s,
-        batches: batches.len(),
-        latency: latencies.total().summary(),
-        server_cpu_us_per_keystroke: usage.server.as_ref().map(|s| s.cpu_s * 1e6 / n),
-        usage,
+    Ok(trace::Report::new(
+        run,
         settings,
-    })
+        trace::Timed {
+            keystrokes: patches.len(),
+            final_chars: expected_text.chars().count(),
+            local_typing,
+            local_apply,
+            server_s,
+            batches: batches.len(),
+            latency: latencies.total().summary(),
+        },
+        usage,
+    ))
 }
