@@ -14,7 +14,9 @@ use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT, ReadDoc, Value};
 use incident_doc::{Declaration, Editor as Author, Incident};
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 
+use super::war_room::Watcher;
 use super::{Run, Usages, watch_document};
 use crate::editor::{Editor, field_text};
 use crate::latency::{Clock, Latencies, Summary};
@@ -183,17 +185,10 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
         heads: editor.heads(),
         changes: editor.changes_since(&start_heads),
     }));
-    let mut witness_text = None;
-    let mut watching = watchers.tasks;
-    while let Some(joined) = watching.join_next().await {
-        let viewer = joined.context("a viewer's task panicked")??;
-        if witness_text.is_none()
-            && let Ok(witness) = viewer.witness()
-        {
-            witness_text = Some(field_text(&witness, FIELD)?);
-        }
-        viewer.close().await;
-    }
+    let witness_text = witness_text(watchers.tasks, |witness: &Incident| {
+        field_text(witness, FIELD).map(Some)
+    })
+    .await?;
     let server_s = started.elapsed().as_secs_f64();
     let usage = run.measured(window)?;
     editor.close().await;
@@ -221,6 +216,26 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
         },
         usage,
     ))
+}
+
+/// Waits for every viewer to hold the whole trace (a viewer that fails fails the run), closing each, and returns
+/// the witness's text as `text` reads it from the witness's replica: one loop for Automerge viewers and Yjs ones
+/// ([`super::yjs`]).
+pub(super) async fn witness_text<V: Watcher>(
+    mut watching: JoinSet<anyhow::Result<V>>,
+    text: impl Fn(&V::Witness) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<Option<String>> {
+    let mut witness_text = None;
+    while let Some(joined) = watching.join_next().await {
+        let viewer = joined.context("a viewer's task panicked")??;
+        if witness_text.is_none()
+            && let Some(witness) = viewer.witness()
+        {
+            witness_text = text(&witness)?;
+        }
+        viewer.close().await;
+    }
+    Ok(witness_text)
 }
 
 /// What one replay timed, from which [`Report::new`] derives the rest.

@@ -133,8 +133,8 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
 
     let window = run.measure()?;
     let typing_started = Instant::now();
-    let typed = type_together(editors, settings.rate, duration, base_changes).await?;
-    let mut editors = typed.editors;
+    let mut typed = type_together(editors, settings.rate, duration, base_changes).await?;
+    let mut editors = std::mem::take(&mut typed.editors);
     let heads = editors[0].heads();
     for editor in &mut editors {
         ensure!(
@@ -147,7 +147,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let keystrokes = (editors[0].editors_changes() - base_changes) as u64;
     let server_changes = changes.count - keystrokes;
     let _ = watchers.expected.send(Some(Expected { heads, changes }));
-    let watched = gather_viewers(
+    let mut watched = gather_viewers(
         watchers.tasks,
         convergence_limit(duration),
         settings.viewers,
@@ -159,6 +159,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     if settings.viewers > 0 {
         let witness = watched
             .witness
+            .take()
             .context("the witness viewer kept what it received (was it dropped?)")?;
         ensure!(
             serde_json::to_value(witness.view())?
@@ -170,33 +171,74 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
         editor.close().await;
     }
 
-    let latency = latencies.total();
-    let delivered = latency.count();
-    let span = (all_done - typing_started).as_secs_f64();
-    Ok(Report {
-        target: run.target.name().into(),
-        connect_s,
-        keystrokes,
-        keystrokes_per_s: keystrokes as f64 / (typed.ended - typing_started).as_secs_f64(),
-        typing_lag_ms: millis(typed.lag),
-        delivered,
-        delivered_per_s: delivered as f64 / span,
-        latency: latency.summary(),
-        windows: latencies.windows(),
-        server_cpu_us_per_delivered: usage
-            .server
-            .as_ref()
-            .filter(|_| delivered > 0)
-            .map(|s| s.cpu_s * 1e6 / delivered as f64),
-        usage,
-        converge_s: (all_done - typed.ended).as_secs_f64(),
-        viewers_dropped: watched.dropped,
-        first_drop: watched.first_drop,
-        editors_dropped: typed.dropped,
-        first_editor_drop: typed.first_drop,
-        server_changes,
+    Ok(Report::new(
+        run,
         settings,
-    })
+        Timed {
+            connect_s,
+            keystrokes,
+            server_changes,
+            typing_started,
+            all_done,
+        },
+        typed,
+        watched,
+        &latencies,
+        usage,
+    ))
+}
+
+/// What a war room timed besides its editors' and viewers' fates, from which [`Report::new`] derives the rest.
+pub(super) struct Timed {
+    pub(super) connect_s: f64,
+    pub(super) keystrokes: u64,
+    pub(super) server_changes: u64,
+    /// When typing started, and when every viewer had converged after it.
+    pub(super) typing_started: Instant,
+    pub(super) all_done: Instant,
+}
+
+impl Report {
+    /// Derives the rates and latencies, so that the Automerge war room and the Yjs one ([`super::yjs`]) compute
+    /// them alike.
+    pub(super) fn new<E, W>(
+        run: &Run,
+        settings: Settings,
+        timed: Timed,
+        typed: Typed<E>,
+        watched: Watched<W>,
+        latencies: &Latencies,
+        usage: Usages,
+    ) -> Report {
+        let latency = latencies.total();
+        let delivered = latency.count();
+        let span = (timed.all_done - timed.typing_started).as_secs_f64();
+        Report {
+            target: run.target.name().into(),
+            connect_s: timed.connect_s,
+            keystrokes: timed.keystrokes,
+            keystrokes_per_s: timed.keystrokes as f64
+                / (typed.ended - timed.typing_started).as_secs_f64(),
+            typing_lag_ms: millis(typed.lag),
+            delivered,
+            delivered_per_s: delivered as f64 / span,
+            latency: latency.summary(),
+            windows: latencies.windows(),
+            server_cpu_us_per_delivered: usage
+                .server
+                .as_ref()
+                .filter(|_| delivered > 0)
+                .map(|s| s.cpu_s * 1e6 / delivered as f64),
+            usage,
+            converge_s: (timed.all_done - typed.ended).as_secs_f64(),
+            viewers_dropped: watched.dropped,
+            first_drop: watched.first_drop,
+            editors_dropped: typed.dropped,
+            first_editor_drop: typed.first_drop,
+            server_changes: timed.server_changes,
+            settings,
+        }
+    }
 }
 
 /// The editors after typing: those still connected, converged on one document. Generic over the editor so that

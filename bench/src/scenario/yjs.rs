@@ -23,7 +23,7 @@ use super::war_room::{
 use super::{Run, join_storm, open_all, trace};
 use crate::editor::Place;
 use crate::hocuspocus::{Event, YLink};
-use crate::latency::{Clock, Latencies, millis};
+use crate::latency::{Clock, Latencies};
 use crate::link::{Endpoint, Traffic};
 use crate::yjs::{Expected, Stamps, YEditor, YViewer, view};
 
@@ -80,8 +80,8 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
 
     let window = run.measure()?;
     let typing_started = Instant::now();
-    let typed = type_together(editors, settings.rate, duration).await?;
-    let editors = typed.editors;
+    let mut typed = type_together(editors, settings.rate, duration).await?;
+    let editors = std::mem::take(&mut typed.editors);
     let state = editors[0].expected();
     for editor in &editors {
         ensure!(
@@ -91,13 +91,15 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
     }
     let keystrokes = stamps.within(&state.state);
     let _ = expected.send(Some(state));
-    let watched = gather_viewers(watching, convergence_limit(duration), settings.viewers).await?;
+    let mut watched =
+        gather_viewers(watching, convergence_limit(duration), settings.viewers).await?;
     let all_done = Instant::now();
     let usage = run.measured(window)?;
 
     if settings.viewers > 0 {
         let witness = watched
             .witness
+            .take()
             .context("the witness viewer kept what it received (was it dropped?)")?;
         ensure!(
             view(&witness) == view(editors[0].doc()),
@@ -108,34 +110,22 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
         editor.close().await;
     }
 
-    let latency = latencies.total();
-    let delivered = latency.count();
-    let span = (all_done - typing_started).as_secs_f64();
-    Ok(war_room::Report {
-        target: run.target.name().into(),
-        connect_s,
-        keystrokes,
-        keystrokes_per_s: keystrokes as f64 / (typed.ended - typing_started).as_secs_f64(),
-        typing_lag_ms: millis(typed.lag),
-        delivered,
-        delivered_per_s: delivered as f64 / span,
-        latency: latency.summary(),
-        windows: latencies.windows(),
-        server_cpu_us_per_delivered: usage
-            .server
-            .as_ref()
-            .filter(|_| delivered > 0)
-            .map(|s| s.cpu_s * 1e6 / delivered as f64),
-        usage,
-        converge_s: (all_done - typed.ended).as_secs_f64(),
-        viewers_dropped: watched.dropped,
-        first_drop: watched.first_drop,
-        editors_dropped: typed.dropped,
-        first_editor_drop: typed.first_drop,
-        // Hocuspocus has no rules of its own that change documents.
-        server_changes: 0,
+    Ok(war_room::Report::new(
+        run,
         settings,
-    })
+        war_room::Timed {
+            connect_s,
+            keystrokes,
+            // Hocuspocus has no rules of its own that change documents.
+            server_changes: 0,
+            typing_started,
+            all_done,
+        },
+        typed,
+        watched,
+        &latencies,
+        usage,
+    ))
 }
 
 /// Every editor types at `rate` until `duration` is over; once every one's keystrokes are acknowledged, all of
@@ -392,7 +382,7 @@ pub async fn trace(
         run.traffic.clone(),
     )
     .await?;
-    let (expected, mut watching) = watch_document(
+    let (expected, watching) = watch_document(
         run,
         &access.viewer,
         &document,
@@ -430,17 +420,11 @@ pub async fn trace(
         "the editor's text differs from the trace's"
     );
     let _ = expected.send(Some(editor.expected()));
-    let mut witness_text = None;
-    while let Some(joined) = watching.join_next().await {
-        let viewer = joined.context("a viewer's task panicked")??;
-        if witness_text.is_none()
-            && let Some(witness) = viewer.witness()
-        {
-            let txn = witness.transact();
-            witness_text = txn.get_text(trace::FIELD).map(|t| t.get_string(&txn));
-        }
-        viewer.close().await;
-    }
+    let witness_text = trace::witness_text(watching, |witness: &Doc| {
+        let txn = witness.transact();
+        Ok(txn.get_text(trace::FIELD).map(|t| t.get_string(&txn)))
+    })
+    .await?;
     let server_s = started.elapsed().as_secs_f64();
     let usage = run.measured(window)?;
     editor.close().await;
