@@ -95,18 +95,12 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     .await?;
     let usage = run.measured(window)?;
     author.close().await;
-    ensure!(
-        joined.checked.values().all(|ok| *ok),
-        "a client received a document whose heads are not the author's"
-    );
-    Ok(Report {
-        target: run.target.name().into(),
-        document_bytes: joined.document_bytes,
-        time_to_document: joined.time_to_document,
-        distinct_documents: joined.checked.len(),
-        usage,
+    joined.report(
+        run,
         settings,
-    })
+        usage,
+        "a client received a document whose heads are not the author's",
+    )
 }
 
 /// One client: connects, asks for the document, and returns every chunk's bytes once a sync message brought it to
@@ -149,6 +143,27 @@ pub(super) struct Joined {
     pub(super) time_to_document: Summary,
     /// Whether each distinct byte stream (by its hash) passed the check.
     pub(super) checked: HashMap<u64, bool>,
+}
+
+impl Joined {
+    /// The storm's report, once every distinct byte stream passed its check (else the run fails with `mismatch`).
+    pub(super) fn report(
+        self,
+        run: &Run,
+        settings: Settings,
+        usage: Usages,
+        mismatch: &str,
+    ) -> anyhow::Result<Report> {
+        ensure!(self.checked.values().all(|ok| *ok), "{mismatch}");
+        Ok(Report {
+            target: run.target.name().into(),
+            document_bytes: self.document_bytes,
+            time_to_document: self.time_to_document,
+            distinct_documents: self.checked.len(),
+            usage,
+            settings,
+        })
+    }
 }
 
 /// Runs the clients, spread evenly over `settings.over_s`: `join(index)` gets client `index` the document's bytes,

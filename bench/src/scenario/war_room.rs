@@ -156,17 +156,10 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let all_done = Instant::now();
     let usage = run.measured(window)?;
 
-    if settings.viewers > 0 {
-        let witness = watched
-            .witness
-            .take()
-            .context("the witness viewer kept what it received (was it dropped?)")?;
-        ensure!(
-            serde_json::to_value(witness.view())?
-                == serde_json::to_value(editors[0].incident().view())?,
-            "the witness viewer's document reads differently from the editors'"
-        );
-    }
+    watched.check_witness(settings.viewers, |witness| {
+        Ok(serde_json::to_value(witness.view())?
+            == serde_json::to_value(editors[0].incident().view())?)
+    })?;
     for editor in editors {
         editor.close().await;
     }
@@ -366,6 +359,27 @@ pub(super) struct Watched<W> {
     pub(super) witness: Option<W>,
     pub(super) dropped: u32,
     pub(super) first_drop: Option<String>,
+}
+
+impl<W> Watched<W> {
+    /// When there were viewers, checks with `same` that the witness's replica reads as the editors' document.
+    pub(super) fn check_witness(
+        &mut self,
+        viewers: u32,
+        same: impl FnOnce(W) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        if viewers > 0 {
+            let witness = self
+                .witness
+                .take()
+                .context("the witness viewer kept what it received (was it dropped?)")?;
+            ensure!(
+                same(witness)?,
+                "the witness viewer's document reads differently from the editors'"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Waits for every viewer to converge on what the editors hold (at most `limit`), closing each.

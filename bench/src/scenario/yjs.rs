@@ -96,16 +96,9 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
     let all_done = Instant::now();
     let usage = run.measured(window)?;
 
-    if settings.viewers > 0 {
-        let witness = watched
-            .witness
-            .take()
-            .context("the witness viewer kept what it received (was it dropped?)")?;
-        ensure!(
-            view(&witness) == view(editors[0].doc()),
-            "the witness viewer's document reads differently from the editors'"
-        );
-    }
+    watched.check_witness(settings.viewers, |witness| {
+        Ok(view(&witness) == view(editors[0].doc()))
+    })?;
     for editor in editors {
         editor.close().await;
     }
@@ -283,18 +276,12 @@ pub async fn join_storm(
     .await?;
     let usage = run.measured(window)?;
     author.close().await;
-    ensure!(
-        joined.checked.values().all(|ok| *ok),
-        "a client received a document whose state is not the author's"
-    );
-    Ok(join_storm::Report {
-        target: run.target.name().into(),
-        document_bytes: joined.document_bytes,
-        time_to_document: joined.time_to_document,
-        distinct_documents: joined.checked.len(),
-        usage,
+    joined.report(
+        run,
         settings,
-    })
+        usage,
+        "a client received a document whose state is not the author's",
+    )
 }
 
 /// One client: opens the document from nothing and returns the update of the server's SyncStep2.
