@@ -133,7 +133,17 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
 
     let window = run.measure()?;
     let typing_started = Instant::now();
-    let mut typed = type_together(editors, settings.rate, duration, base_changes).await?;
+    let mut typed = type_together(
+        editors,
+        settings.rate,
+        duration,
+        CountChanges {
+            base_changes,
+            typed: AtomicUsize::new(0),
+            limit: convergence_limit(duration),
+        },
+    )
+    .await?;
     let mut editors = std::mem::take(&mut typed.editors);
     let heads = editors[0].heads();
     for editor in &mut editors {
@@ -247,23 +257,60 @@ pub(super) struct Typed<E> {
     pub(super) first_drop: Option<String>,
 }
 
-/// Every editor types at `rate` until `duration` is over, then all of them converge. `base_changes` is how many
-/// editors' changes the document held before.
-async fn type_together(
-    editors: Vec<Editor>,
+/// How Automerge editors converge: on the number of changes typed, as no one knows the final heads.
+struct CountChanges {
+    /// Editors' changes the document held before typing.
+    base_changes: usize,
+    /// Changes made by the editors that got through typing.
+    typed: AtomicUsize,
+    /// How long converging may take.
+    limit: Duration,
+}
+
+impl Finish<Editor> for CountChanges {
+    fn settled(&self, editor: &Editor) -> anyhow::Result<()> {
+        self.typed
+            .fetch_add(editor.made().count as usize, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn converge(&self, editor: &mut Editor, _index: usize) -> anyhow::Result<()> {
+        // With an editor gone, nobody knows how many of its keystrokes reached the server: the others count
+        // only their own and otherwise trust the server's heads, which no one moves any more.
+        let total = self.base_changes + self.typed.load(Ordering::Relaxed);
+        editor.converge(total, self.limit).await
+    }
+}
+
+/// How the editors of one protocol converge once typing is over: [`type_together`] calls `settled` for every
+/// editor that got through typing, lets them all meet, then `converge` for each.
+pub(super) trait Finish<E>: Send + Sync + 'static {
+    /// Records what an editor that got through typing has made or holds.
+    fn settled(&self, editor: &E) -> anyhow::Result<()>;
+    /// Brings editor `index` to what every editor recorded.
+    fn converge(
+        &self,
+        editor: &mut E,
+        index: usize,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Every editor types at `rate` until `duration` is over; once every one's keystrokes reached the server, all of
+/// them take in everyone's, as `finish` says. Serves the Automerge war room and the Yjs one ([`super::yjs`]).
+pub(super) async fn type_together<E: Typist + 'static>(
+    editors: Vec<E>,
     rate: f64,
     duration: Duration,
-    base_changes: usize,
-) -> anyhow::Result<Typed<Editor>> {
+    finish: impl Finish<E>,
+) -> anyhow::Result<Typed<E>> {
     let stop_at = tokio::time::Instant::now() + duration;
-    let typed = Arc::new(AtomicUsize::new(0));
+    let finish = Arc::new(finish);
     let barrier = Arc::new(Barrier::new(editors.len()));
     let count = editors.len() as u32;
     let mut typing = JoinSet::new();
-    for (index, editor) in editors.into_iter().enumerate() {
-        let (typed, barrier) = (typed.clone(), barrier.clone());
+    for (index, mut editor) in editors.into_iter().enumerate() {
+        let (finish, barrier) = (finish.clone(), barrier.clone());
         typing.spawn(async move {
-            let mut editor = editor;
             let typing = async {
                 let lag = type_until(&mut editor, index as u32, count, rate, stop_at).await?;
                 let typed_end = Instant::now();
@@ -273,7 +320,7 @@ async fn type_together(
             }
             .await;
             if typing.is_ok() {
-                typed.fetch_add(editor.made().count as usize, Ordering::Relaxed);
+                finish.settled(&editor)?;
             }
             // A dropped editor still meets the others here, so they do not wait for it forever.
             barrier.wait().await;
@@ -281,10 +328,7 @@ async fn type_together(
                 Ok(typed) => typed,
                 Err(error) => return Ok(Err(error)),
             };
-            // With an editor gone, nobody knows how many of its keystrokes reached the server: the others count
-            // only their own and otherwise trust the server's heads, which no one moves any more.
-            let total = base_changes + typed.load(Ordering::Relaxed);
-            editor.converge(total, convergence_limit(duration)).await?;
+            finish.converge(&mut editor, index).await?;
             anyhow::Ok(Ok((editor, lag, typed_end)))
         });
     }
@@ -293,11 +337,11 @@ async fn type_together(
 
 /// One editor's task at the end of typing: the editor converged, how late it was and when it stopped typing; or
 /// why the server dropped it (the outer error is the run's own failure).
-pub(super) type Typing<E> = JoinSet<anyhow::Result<anyhow::Result<(E, Duration, Instant)>>>;
+type Typing<E> = JoinSet<anyhow::Result<anyhow::Result<(E, Duration, Instant)>>>;
 
 /// Waits for every editor's task: those converged are kept, those dropped are counted, and the run fails only
 /// when every editor was dropped.
-pub(super) async fn gather_editors<E: 'static>(mut typing: Typing<E>) -> anyhow::Result<Typed<E>> {
+async fn gather_editors<E: 'static>(mut typing: Typing<E>) -> anyhow::Result<Typed<E>> {
     let mut done = Vec::new();
     let (mut dropped, mut first_drop) = (0, None);
     while let Some(joined) = typing.join_next().await {
@@ -433,6 +477,8 @@ pub(super) trait Typist: Send {
     fn next_message(&mut self) -> impl Future<Output = anyhow::Result<Self::Event>> + Send;
     /// Applies what the server sent.
     fn handle(&mut self, event: Self::Event) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Waits until the server has everything typed.
+    fn settle(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Types one character at `place` and sends it.
     fn type_key(
         &mut self,
@@ -449,6 +495,9 @@ impl Typist for Editor {
     fn handle(&mut self, event: Self::Event) -> impl Future<Output = anyhow::Result<()>> + Send {
         Editor::handle(self, event)
     }
+    fn settle(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        Editor::settle(self)
+    }
     async fn type_key(&mut self, place: Place, character: char) -> anyhow::Result<()> {
         Editor::type_key(self, place, character).await.map(drop)
     }
@@ -457,7 +506,7 @@ impl Typist for Editor {
 /// Types on a fixed schedule until `stop_at` (an open loop, as people type: a keystroke is due every 1/`rate`
 /// seconds whatever the server does), applying what the server sends in between. Editors are staggered over one
 /// interval so that their keystrokes do not all land at once. Returns how late the last keystroke was.
-pub(super) async fn type_until(
+async fn type_until(
     editor: &mut impl Typist,
     index: u32,
     editors: u32,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use tokio::sync::{Barrier, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wire::DocumentId;
 use yrs::sync::SyncMessage;
@@ -18,7 +18,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use super::war_room::{
-    self, Typed, Typist, Watcher, convergence_limit, gather_editors, gather_viewers, type_until,
+    self, Finish, Typist, Watcher, convergence_limit, gather_viewers, type_together,
 };
 use super::{Run, join_storm, open_all, trace};
 use crate::editor::Place;
@@ -80,7 +80,16 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
 
     let window = run.measure()?;
     let typing_started = Instant::now();
-    let mut typed = type_together(editors, settings.rate, duration).await?;
+    let mut typed = type_together(
+        editors,
+        settings.rate,
+        duration,
+        Union {
+            union: Mutex::default(),
+            limit: convergence_limit(duration),
+        },
+    )
+    .await?;
     let editors = std::mem::take(&mut typed.editors);
     let state = editors[0].expected();
     for editor in &editors {
@@ -121,54 +130,37 @@ pub async fn war_room(run: &Run, settings: war_room::Settings) -> anyhow::Result
     ))
 }
 
-/// Every editor types at `rate` until `duration` is over; once every one's keystrokes are acknowledged, all of
-/// them take in everyone's (the union of the state vectors they hold then).
-async fn type_together(
-    editors: Vec<YEditor>,
-    rate: f64,
-    duration: Duration,
-) -> anyhow::Result<Typed<YEditor>> {
-    let stop_at = tokio::time::Instant::now() + duration;
-    let union = Arc::new(Mutex::new(StateVector::default()));
-    let barrier = Arc::new(Barrier::new(editors.len()));
-    let count = editors.len() as u32;
-    let mut typing = JoinSet::new();
-    for (index, mut editor) in editors.into_iter().enumerate() {
-        let (union, barrier) = (union.clone(), barrier.clone());
-        typing.spawn(async move {
-            let typing = async {
-                let lag = type_until(&mut editor, index as u32, count, rate, stop_at).await?;
-                let typed_end = Instant::now();
-                editor.settle().await?;
-                anyhow::Ok((lag, typed_end))
-            }
-            .await;
-            if typing.is_ok() {
-                let mut union = union
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("an editor panicked"))?;
-                for (client, clock) in editor.state().iter() {
-                    union.set_max(*client, *clock);
-                }
-            }
-            // A dropped editor still meets the others here, so they do not wait for it forever.
-            barrier.wait().await;
-            let (lag, typed_end) = match typing {
-                Ok(typed) => typed,
-                Err(error) => return Ok(Err(error)),
-            };
-            let expected = union
-                .lock()
-                .map_err(|_| anyhow::anyhow!("an editor panicked"))?
-                .clone();
-            let limit = convergence_limit(duration);
-            tokio::time::timeout(limit, editor.converge(&expected))
-                .await
-                .with_context(|| format!("editor {index} did not converge within {limit:?}"))??;
-            anyhow::Ok(Ok((editor, lag, typed_end)))
-        });
+/// How Yjs editors converge: on the union of the state vectors those that got through typing hold.
+struct Union {
+    /// The union so far.
+    union: Mutex<StateVector>,
+    /// How long converging may take.
+    limit: Duration,
+}
+
+impl Finish<YEditor> for Union {
+    fn settled(&self, editor: &YEditor) -> anyhow::Result<()> {
+        let mut union = self
+            .union
+            .lock()
+            .map_err(|_| anyhow::anyhow!("an editor panicked"))?;
+        for (client, clock) in editor.state().iter() {
+            union.set_max(*client, *clock);
+        }
+        Ok(())
     }
-    gather_editors(typing).await
+
+    async fn converge(&self, editor: &mut YEditor, index: usize) -> anyhow::Result<()> {
+        let expected = self
+            .union
+            .lock()
+            .map_err(|_| anyhow::anyhow!("an editor panicked"))?
+            .clone();
+        let limit = self.limit;
+        tokio::time::timeout(limit, editor.converge(&expected))
+            .await
+            .with_context(|| format!("editor {index} did not converge within {limit:?}"))?
+    }
 }
 
 /// Opens `count` Yjs viewers of `document` that time every update they receive into `latencies` and follow it
@@ -212,6 +204,9 @@ impl Typist for YEditor {
     type Event = Event;
     fn next_message(&mut self) -> impl Future<Output = anyhow::Result<Event>> + Send {
         YEditor::next_message(self)
+    }
+    fn settle(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        YEditor::settle(self)
     }
     async fn handle(&mut self, event: Event) -> anyhow::Result<()> {
         YEditor::handle(self, event).await.map(drop)
