@@ -1,5 +1,6 @@
 //! One peer's WebSocket to a sync server, speaking through the shared sans-IO peer ([`wire::peer::Peer`]: the
 //! handshake, sync state, what each frame means) and counting bytes for the report.
+//! The counted socket below it, [`Socket`], also carries the Yjs peers' frames ([`crate::hocuspocus`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -378,7 +378,7 @@ async fn gather_editors<E: 'static>(mut typing: Typing<E>) -> anyhow::Result<Typ
 }
 
 /// A viewer as the run waits for it at the end, whichever protocol it speaks (Automerge's [`Viewer`], or the
-/// Yjs one of [`super::yjs`]), so that one [`gather_viewers`] serves both.
+/// Yjs one of [`super::yjs`]), so that one [`gather_viewers`] (and one [`super::trace::witness_text`]) serves both.
 pub(super) trait Watcher: Send + 'static {
     /// What the witness kept, to compare with the editors' document.
     type Witness;
