@@ -136,6 +136,21 @@ realjs_version() { node -p "JSON.parse(require('fs').readFileSync('$realjs/node_
 } > "$out/machine.txt"
 cat "$out/machine.txt" >&2
 
+# Waits up to 10 s for a server's log $1 to say it is listening, and prints what `sed -n` with the expressions
+# after $2 takes from it (the address or port, or the line itself). When nothing shows, prints the log and fails
+# saying that $2 did not start: call it as `x="$(wait_for_line ...)" || exit 1`.
+wait_for_line() {
+  local log="$1" what="$2"; shift 2
+  local found=""
+  for _ in $(seq 100); do
+    found="$(sed -n "$@" "$log")"
+    [ -n "$found" ] && break
+    sleep 0.1
+  done
+  [ -n "$found" ] || { cat "$log" >&2; echo "$what did not start" >&2; return 1; }
+  printf '%s\n' "$found"
+}
+
 # Starts commandpost on a free port with a fresh data directory and an admin token; sets url, token, pid and dir.
 # $1 is an optional config file's contents; with $2, restarts on that data directory (same token) instead.
 start_commandpost() {
@@ -155,13 +170,8 @@ start_commandpost() {
     >> "$dir/log" 2>&1 &
   pid=$!
   pids+=("$pid")
-  local address=""
-  for _ in $(seq 100); do
-    address="$(sed -n 's#^commandpost listening on http://##p' "$dir/log")"
-    [ -n "$address" ] && break
-    sleep 0.1
-  done
-  [ -n "$address" ] || { cat "$dir/log" >&2; echo "commandpost did not start" >&2; exit 1; }
+  local address
+  address="$(wait_for_line "$dir/log" commandpost -e 's#^commandpost listening on http://##p')" || exit 1
   url="ws://$address/sync"
 }
 
@@ -176,11 +186,7 @@ start_peer() {
   (cd "$dir" && PORT="$port" DATA_DIR="$dir/data" exec "${pin[@]}" node "$peer_js") >> "$dir/log" 2>&1 &
   pid=$!
   pids+=("$pid")
-  for _ in $(seq 100); do
-    grep -q "Listening on port" "$dir/log" && break
-    sleep 0.1
-  done
-  grep -q "Listening on port" "$dir/log" || { cat "$dir/log" >&2; echo "the sync server did not start" >&2; exit 1; }
+  wait_for_line "$dir/log" "the sync server" -e '/Listening on port/p' > /dev/null || exit 1
   url="ws://127.0.0.1:$port"
 }
 
@@ -194,13 +200,9 @@ start_hocuspocus() {
   "${pin[@]}" node "$script" "$@" >> "$dir/log" 2>&1 &
   pid=$!
   pids+=("$pid")
-  local port=""
-  for _ in $(seq 100); do
-    port="$(sed -n -e 's/^hocuspocus listening on //p' -e 's/^Listening on port //p' "$dir/log")"
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { cat "$dir/log" >&2; echo "Hocuspocus did not start" >&2; exit 1; }
+  local port
+  port="$(wait_for_line "$dir/log" Hocuspocus -e 's/^hocuspocus listening on //p' -e 's/^Listening on port //p')" \
+    || exit 1
   url="ws://127.0.0.1:$port"
 }
 

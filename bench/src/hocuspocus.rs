@@ -14,29 +14,17 @@
 //! QueryAwareness (answered to it alone) after [`KEEP_ALIVE`] without sending anything else.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 use yrs::sync::SyncMessage;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 
-use crate::link::{Endpoint, Traffic};
-
-/// How long connecting and authenticating may take (a join storm queues hundreds of handshakes on two cores).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The socket library's read buffer per connection, as small as [`crate::link`]'s for the same reason.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+use crate::link::{Endpoint, HANDSHAKE_TIMEOUT, Socket, Traffic};
 
 /// Silence after which a peer sends a QueryAwareness, well inside Hocuspocus's 60 s idle timeout.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -108,12 +96,10 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<(String, Event)> {
 
 /// A connection to a Hocuspocus server with one document open.
 pub struct YLink {
-    /// The socket.
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The counted socket, shared with [`crate::link`].
+    socket: Socket,
     /// The document's name.
     document: String,
-    /// Where byte counts go.
-    traffic: Arc<Traffic>,
     /// When we last sent anything, for the keep-alive.
     last_sent: Instant,
     /// SyncStep2 and Update messages sent that the server has not yet acknowledged with a SyncStatus.
@@ -130,18 +116,9 @@ impl YLink {
         state: &yrs::StateVector,
         traffic: Arc<Traffic>,
     ) -> anyhow::Result<YLink> {
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-        let (socket, _) = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(endpoint, Some(config), true),
-        )
-        .await
-        .context("connecting timed out")?
-        .with_context(|| format!("connecting to {}", endpoint.url))?;
         let mut link = YLink {
-            socket,
+            socket: Socket::connect(endpoint, traffic).await?,
             document: document.to_owned(),
-            traffic,
             last_sent: Instant::now(),
             unacknowledged: 0,
         };
@@ -164,14 +141,8 @@ impl YLink {
 
     /// Sends one frame.
     async fn send_frame(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
-        self.traffic
-            .sent
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.last_sent = Instant::now();
-        self.socket
-            .send(WsMessage::Binary(bytes.into()))
-            .await
-            .context("sending a frame")
+        self.socket.send(bytes).await
     }
 
     /// Sends a sync message about our document; a SyncStep2 or Update awaits the server's SyncStatus.
@@ -191,51 +162,39 @@ impl YLink {
     }
 
     /// What the server's next frame about our document means; SyncStatus acknowledgements are counted, pings and
-    /// pongs skipped, and a QueryAwareness goes out after [`KEEP_ALIVE`] of silence. Cancel-safe as far as the
-    /// protocol goes: a keep-alive cut short is either queued whole in the socket or not sent at all.
+    /// pongs skipped (see [`Socket::recv`]), and a QueryAwareness goes out after [`KEEP_ALIVE`] of silence.
+    /// Cancel-safe as far as the protocol goes: a keep-alive cut short is either queued whole in the socket or not
+    /// sent at all.
     pub async fn recv(&mut self) -> anyhow::Result<Event> {
         loop {
-            let frame = tokio::select! {
-                frame = self.socket.next() => frame,
+            let bytes = tokio::select! {
+                bytes = self.socket.recv() => bytes?,
                 () = tokio::time::sleep_until(self.last_sent + KEEP_ALIVE) => {
                     let query = frame(&self.document, kind::QUERY_AWARENESS, |_| {});
                     self.send_frame(query).await?;
                     continue;
                 }
             };
-            let frame = frame
-                .context("the server closed the connection")?
-                .context("reading a frame")?;
-            match frame {
-                WsMessage::Binary(bytes) => {
-                    self.traffic
-                        .received
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    let (document, event) = decode(&bytes)?;
-                    if document != self.document {
-                        continue;
-                    }
-                    match event {
-                        Event::SyncStatus(false) => {
-                            bail!("Hocuspocus refused an update (read-only connection)")
-                        }
-                        Event::SyncStatus(true) => {
-                            self.unacknowledged = self.unacknowledged.saturating_sub(1);
-                        }
-                        _ => {}
-                    }
-                    return Ok(event);
-                }
-                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-                WsMessage::Close(frame) => bail!("the server closed the connection: {frame:?}"),
-                other => bail!("unexpected frame {other:?}"),
+            let (document, event) = decode(&bytes)?;
+            if document != self.document {
+                continue;
             }
+            match event {
+                Event::SyncStatus(false) => {
+                    bail!("Hocuspocus refused an update (read-only connection)")
+                }
+                Event::SyncStatus(true) => {
+                    self.unacknowledged = self.unacknowledged.saturating_sub(1);
+                }
+                _ => {}
+            }
+            return Ok(event);
         }
     }
 
     /// Closes the socket politely.
-    pub async fn close(mut self) {
-        let _ = self.socket.close(None).await;
+    pub async fn close(self) {
+        self.socket.close().await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! One peer's WebSocket to a sync server, speaking through the shared sans-IO peer ([`wire::peer::Peer`]: the
 //! handshake, sync state, what each frame means) and counting bytes for the report.
+//! The counted socket below it, [`Socket`], also carries the Yjs peers' frames ([`crate::hocuspocus`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,14 +15,14 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wire::peer::{Event, Peer};
 use wire::{DocumentId, PeerId};
 
 /// How long connecting and the handshake may take. Generous: a join storm queues hundreds of handshakes on a
 /// two-core machine.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The socket library's read buffer per connection. Its default (128 KiB) would put 128 MiB into the load
 /// generator for 1,000 viewers; frames are read into their own allocation anyway.
@@ -61,14 +62,76 @@ impl IntoClientRequest for &Endpoint {
     }
 }
 
-/// A joined connection to a sync server: the socket, the shared protocol peer ([`Peer`]) and the byte counts.
-pub struct Link {
+/// A WebSocket that counts its bytes into [`Traffic`]: what the links of both protocols (this module's and
+/// [`crate::hocuspocus`]'s) share below their own framing.
+pub struct Socket {
     /// The socket.
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// The protocol: our peer id, the server's, and each document's sync state.
-    peer: Peer,
     /// Where byte counts go.
     traffic: Arc<Traffic>,
+}
+
+impl Socket {
+    /// Connects to `endpoint` (at most [`HANDSHAKE_TIMEOUT`]) with the small read buffer.
+    pub async fn connect(endpoint: &Endpoint, traffic: Arc<Traffic>) -> anyhow::Result<Socket> {
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+        let (socket, _) = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(endpoint, Some(config), true),
+        )
+        .await
+        .context("connecting timed out")?
+        .with_context(|| format!("connecting to {}", endpoint.url))?;
+        Ok(Socket { socket, traffic })
+    }
+
+    /// Sends one binary frame.
+    pub async fn send(&mut self, frame: Vec<u8>) -> anyhow::Result<()> {
+        self.traffic
+            .sent
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        self.socket
+            .send(WsMessage::Binary(frame.into()))
+            .await
+            .context("sending a frame")
+    }
+
+    /// The next binary frame; pings and pongs are skipped (the socket library answers pings). Cancel-safe. A
+    /// close is an error: peers of a benchmark never expect one.
+    pub async fn recv(&mut self) -> anyhow::Result<Bytes> {
+        loop {
+            let frame = self
+                .socket
+                .next()
+                .await
+                .context("the server closed the connection")?
+                .context("reading a frame")?;
+            match frame {
+                WsMessage::Binary(bytes) => {
+                    self.traffic
+                        .received
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    return Ok(bytes);
+                }
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                WsMessage::Close(frame) => bail!("the server closed the connection: {frame:?}"),
+                other => bail!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Closes the socket politely.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// A joined connection to a sync server: the counted socket and the shared protocol peer ([`Peer`]).
+pub struct Link {
+    /// The socket.
+    socket: Socket,
+    /// The protocol: our peer id, the server's, and each document's sync state.
+    peer: Peer,
 }
 
 impl Link {
@@ -78,18 +141,9 @@ impl Link {
         me: PeerId,
         traffic: Arc<Traffic>,
     ) -> anyhow::Result<Link> {
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-        let (socket, _) = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(endpoint, Some(config), true),
-        )
-        .await
-        .context("connecting timed out")?
-        .with_context(|| format!("connecting to {}", endpoint.url))?;
         let mut link = Link {
-            socket,
+            socket: Socket::connect(endpoint, traffic).await?,
             peer: Peer::new(me),
-            traffic,
         };
         let join = link.peer.join();
         link.send(join).await?;
@@ -105,13 +159,7 @@ impl Link {
 
     /// Sends one frame.
     async fn send(&mut self, frame: Vec<u8>) -> anyhow::Result<()> {
-        self.traffic
-            .sent
-            .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        self.socket
-            .send(WsMessage::Binary(frame.into()))
-            .await
-            .context("sending a frame")
+        self.socket.send(frame).await
     }
 
     /// Sends the server whatever our copy `doc` of `document` has that it lacks (see [`Peer::sync`]).
@@ -151,37 +199,20 @@ impl Link {
         &mut self.peer
     }
 
-    /// What the server's next frame means; pings and pongs are skipped (the socket library answers pings).
-    /// Cancel-safe. A close, an `error` or `doc-unavailable` is an error: peers of a benchmark never expect one.
+    /// What the server's next frame means; pings and pongs are skipped (see [`Socket::recv`]). Cancel-safe. An
+    /// `error` or `doc-unavailable` is an error: peers of a benchmark never expect one.
     pub async fn recv(&mut self) -> anyhow::Result<Event> {
-        loop {
-            let frame = self
-                .socket
-                .next()
-                .await
-                .context("the server closed the connection")?
-                .context("reading a frame")?;
-            match frame {
-                WsMessage::Binary(bytes) => {
-                    self.traffic
-                        .received
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    return match self.peer.receive(&bytes)? {
-                        Event::Unavailable(document) => {
-                            bail!("the server says document {document} is unavailable")
-                        }
-                        event => Ok(event),
-                    };
-                }
-                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-                WsMessage::Close(frame) => bail!("the server closed the connection: {frame:?}"),
-                other => bail!("unexpected frame {other:?}"),
+        let bytes = self.socket.recv().await?;
+        match self.peer.receive(&bytes)? {
+            Event::Unavailable(document) => {
+                bail!("the server says document {document} is unavailable")
             }
+            event => Ok(event),
         }
     }
 
     /// Closes the socket politely.
-    pub async fn close(mut self) {
-        let _ = self.socket.close(None).await;
+    pub async fn close(self) {
+        self.socket.close().await;
     }
 }

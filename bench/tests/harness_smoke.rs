@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use bench::scenario::{Run, join_storm, war_room};
+use bench::scenario::Run;
 use bench::target::{Server, Target};
 use tests::TestServer;
+
+mod smoke;
 
 /// A run against `server` through its admin token.
 fn run_on(server: &TestServer) -> Run {
@@ -27,24 +29,7 @@ fn run_on(server: &TestServer) -> Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_war_room_converges() -> anyhow::Result<()> {
     let server = TestServer::start().await;
-    let report = war_room::run(
-        &run_on(&server),
-        war_room::Settings {
-            editors: 4,
-            rate: 10.0,
-            viewers: 12,
-            duration_s: 3.0,
-            window_s: 1.0,
-            history: 100,
-        },
-    )
-    .await?;
-    assert!(report.keystrokes > 0, "the editors typed");
-    assert_eq!(
-        report.delivered,
-        report.keystrokes * 12,
-        "every viewer timed every keystroke"
-    );
+    let report = smoke::short_war_room(&run_on(&server)).await?;
     assert!(!report.windows.is_empty());
     server.stop().await;
     Ok(())
@@ -53,20 +38,7 @@ async fn a_short_war_room_converges() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_join_storm_gets_everyone_the_document() -> anyhow::Result<()> {
     let server = TestServer::start().await;
-    let report = join_storm::run(
-        &run_on(&server),
-        join_storm::Settings {
-            clients: 10,
-            history: 500,
-            over_s: 0.5,
-        },
-    )
-    .await?;
-    assert_eq!(report.time_to_document.count, 10);
-    assert_eq!(
-        report.distinct_documents, 1,
-        "everyone got the same document"
-    );
+    smoke::small_join_storm(&run_on(&server)).await?;
     server.stop().await;
     Ok(())
 }

@@ -78,55 +78,29 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     author.build_history(settings.history).await?;
     let heads = author.heads();
 
-    let checked: Arc<Mutex<HashMap<u64, bool>>> = Arc::default();
-    let times = Arc::new(Histogram::default());
-    let spacing = Duration::from_secs_f64(settings.over_s / f64::from(settings.clients.max(1)));
+    let author_heads = heads.clone();
     let window = run.measure()?;
-    let start = tokio::time::Instant::now();
-    let mut joining = JoinSet::new();
-    for index in 0..settings.clients {
-        let url = access.viewer.clone();
-        let (heads, checked, times, traffic) = (
-            heads.clone(),
-            checked.clone(),
-            times.clone(),
-            run.traffic.clone(),
-        );
-        joining.spawn(async move {
-            tokio::time::sleep_until(start + spacing * index).await;
-            let started = Instant::now();
-            let received =
-                tokio::time::timeout(CLIENT_LIMIT, join(&url, index, id, &heads, traffic))
-                    .await
-                    .with_context(|| {
-                        format!("client {index} did not get the document in time")
-                    })??;
-            times.record(started.elapsed());
-            check(&received, &heads, &checked)?;
-            anyhow::Ok(received.len())
-        });
-    }
-    let mut document_bytes = 0;
-    while let Some(joined) = joining.join_next().await {
-        document_bytes = joined.context("a client's task panicked")??;
-    }
+    let joined = storm(
+        &settings,
+        |index| {
+            let (url, heads, traffic) = (access.viewer.clone(), heads.clone(), run.traffic.clone());
+            async move { join(&url, index, id, &heads, traffic).await }
+        },
+        move |received| {
+            Automerge::load(received)
+                .map(|doc| doc.get_heads() == author_heads)
+                .unwrap_or(false)
+        },
+    )
+    .await?;
     let usage = run.measured(window)?;
     author.close().await;
-    let checked = checked
-        .lock()
-        .map_err(|_| anyhow::anyhow!("a check panicked"))?;
-    ensure!(
-        checked.values().all(|ok| *ok),
-        "a client received a document whose heads are not the author's"
-    );
-    Ok(Report {
-        target: run.target.name().into(),
-        document_bytes,
-        time_to_document: times.summary(),
-        distinct_documents: checked.len(),
-        usage,
+    joined.report(
+        run,
         settings,
-    })
+        usage,
+        "a client received a document whose heads are not the author's",
+    )
 }
 
 /// One client: connects, asks for the document, and returns every chunk's bytes once a sync message brought it to
@@ -161,11 +135,91 @@ async fn join(
     }
 }
 
-/// Checks a client's bytes: loaded and compared with `heads` the first time these exact bytes are seen.
+/// What the clients of a storm brought back.
+pub(super) struct Joined {
+    /// Bytes one client received to hold the whole document.
+    pub(super) document_bytes: usize,
+    /// Connect → complete document, over every client.
+    pub(super) time_to_document: Summary,
+    /// Whether each distinct byte stream (by its hash) passed the check.
+    pub(super) checked: HashMap<u64, bool>,
+}
+
+impl Joined {
+    /// The storm's report, once every distinct byte stream passed its check (else the run fails with `mismatch`).
+    pub(super) fn report(
+        self,
+        run: &Run,
+        settings: Settings,
+        usage: Usages,
+        mismatch: &str,
+    ) -> anyhow::Result<Report> {
+        ensure!(self.checked.values().all(|ok| *ok), "{mismatch}");
+        Ok(Report {
+            target: run.target.name().into(),
+            document_bytes: self.document_bytes,
+            time_to_document: self.time_to_document,
+            distinct_documents: self.checked.len(),
+            usage,
+            settings,
+        })
+    }
+}
+
+/// Runs the clients, spread evenly over `settings.over_s`: `join(index)` gets client `index` the document's bytes,
+/// which `verify` checks the first time these exact bytes are seen. Shared by the Automerge storm and the Yjs one
+/// ([`super::yjs`]), which differ only in how a client joins and how its bytes are checked.
+pub(super) async fn storm<J, Fut, V>(
+    settings: &Settings,
+    join: J,
+    verify: V,
+) -> anyhow::Result<Joined>
+where
+    J: Fn(u32) -> Fut,
+    Fut: Future<Output = anyhow::Result<Vec<u8>>> + Send + 'static,
+    V: Fn(&[u8]) -> bool + Send + Sync + 'static,
+{
+    let checked: Arc<Mutex<HashMap<u64, bool>>> = Arc::default();
+    let times = Arc::new(Histogram::default());
+    let verify = Arc::new(verify);
+    let spacing = Duration::from_secs_f64(settings.over_s / f64::from(settings.clients.max(1)));
+    let start = tokio::time::Instant::now();
+    let mut joining = JoinSet::new();
+    for index in 0..settings.clients {
+        let joins = join(index);
+        let (checked, times, verify) = (checked.clone(), times.clone(), verify.clone());
+        joining.spawn(async move {
+            tokio::time::sleep_until(start + spacing * index).await;
+            let started = Instant::now();
+            let received = tokio::time::timeout(CLIENT_LIMIT, joins)
+                .await
+                .with_context(|| format!("client {index} did not get the document in time"))??;
+            times.record(started.elapsed());
+            check(&received, &checked, &*verify)?;
+            anyhow::Ok(received.len())
+        });
+    }
+    let mut document_bytes = 0;
+    while let Some(joined) = joining.join_next().await {
+        document_bytes = joined.context("a client's task panicked")??;
+    }
+    let checked = std::mem::take(
+        &mut *checked
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a check panicked"))?,
+    );
+    Ok(Joined {
+        document_bytes,
+        time_to_document: times.summary(),
+        checked,
+    })
+}
+
+/// Checks a client's bytes with `verify` the first time these exact bytes are seen.
 fn check(
     received: &[u8],
-    heads: &[ChangeHash],
     checked: &Mutex<HashMap<u64, bool>>,
+    verify: &dyn Fn(&[u8]) -> bool,
 ) -> anyhow::Result<()> {
     let mut hasher = DefaultHasher::new();
     received.hash(&mut hasher);
@@ -175,9 +229,7 @@ fn check(
         .map_err(|_| anyhow::anyhow!("a check panicked"))?
         .contains_key(&digest);
     if !seen {
-        let ok = Automerge::load(received)
-            .map(|doc| doc.get_heads() == heads)
-            .unwrap_or(false);
+        let ok = verify(received);
         checked
             .lock()
             .map_err(|_| anyhow::anyhow!("a check panicked"))?

@@ -14,7 +14,9 @@ use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT, ReadDoc, Value};
 use incident_doc::{Declaration, Editor as Author, Incident};
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 
+use super::war_room::Watcher;
 use super::{Run, Usages, watch_document};
 use crate::editor::{Editor, field_text};
 use crate::latency::{Clock, Latencies, Summary};
@@ -183,17 +185,10 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
         heads: editor.heads(),
         changes: editor.changes_since(&start_heads),
     }));
-    let mut witness_text = None;
-    let mut watching = watchers.tasks;
-    while let Some(joined) = watching.join_next().await {
-        let viewer = joined.context("a viewer's task panicked")??;
-        if witness_text.is_none()
-            && let Ok(witness) = viewer.witness()
-        {
-            witness_text = Some(field_text(&witness, FIELD)?);
-        }
-        viewer.close().await;
-    }
+    let witness_text = witness_text(watchers.tasks, |witness: &Incident| {
+        field_text(witness, FIELD).map(Some)
+    })
+    .await?;
     let server_s = started.elapsed().as_secs_f64();
     let usage = run.measured(window)?;
     editor.close().await;
@@ -207,28 +202,80 @@ pub async fn run(run: &Run, trace: &Trace, settings: Settings) -> anyhow::Result
     // Automerge alone again: a second replica takes the same changes in the batches the editor sent.
     let local_apply = apply_locally(&local_start, &local, &batches)?;
 
-    let n = patches.len() as f64;
-    let local_typing_per_s = n / local_typing.as_secs_f64();
-    let local_apply_per_s = n / local_apply.as_secs_f64();
-    let server_per_s = n / server_s;
-    Ok(Report {
-        target: run.target.name().into(),
-        keystrokes: patches.len(),
-        final_chars: expected_text.chars().count(),
-        local_typing_s: local_typing.as_secs_f64(),
-        local_typing_per_s,
-        local_apply_s: local_apply.as_secs_f64(),
-        local_apply_per_s,
-        server_s,
-        server_per_s,
-        ratio_to_local_typing: server_per_s / local_typing_per_s,
-        ratio_to_local_apply: server_per_s / local_apply_per_s,
-        batches: batches.len(),
-        latency: latencies.total().summary(),
-        server_cpu_us_per_keystroke: usage.server.as_ref().map(|s| s.cpu_s * 1e6 / n),
-        usage,
+    Ok(Report::new(
+        run,
         settings,
-    })
+        Timed {
+            keystrokes: patches.len(),
+            final_chars: expected_text.chars().count(),
+            local_typing,
+            local_apply,
+            server_s,
+            batches: batches.len(),
+            latency: latencies.total().summary(),
+        },
+        usage,
+    ))
+}
+
+/// Waits for every viewer to hold the whole trace (a viewer that fails fails the run), closing each, and returns
+/// the witness's text as `text` reads it from the witness's replica: one loop for Automerge viewers and Yjs ones
+/// ([`super::yjs`]).
+pub(super) async fn witness_text<V: Watcher>(
+    mut watching: JoinSet<anyhow::Result<V>>,
+    text: impl Fn(&V::Witness) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<Option<String>> {
+    let mut witness_text = None;
+    while let Some(joined) = watching.join_next().await {
+        let viewer = joined.context("a viewer's task panicked")??;
+        if witness_text.is_none()
+            && let Some(witness) = viewer.witness()
+        {
+            witness_text = text(&witness)?;
+        }
+        viewer.close().await;
+    }
+    Ok(witness_text)
+}
+
+/// What one replay timed, from which [`Report::new`] derives the rest.
+pub(super) struct Timed {
+    pub(super) keystrokes: usize,
+    pub(super) final_chars: usize,
+    pub(super) local_typing: Duration,
+    pub(super) local_apply: Duration,
+    pub(super) server_s: f64,
+    pub(super) batches: usize,
+    pub(super) latency: Summary,
+}
+
+impl Report {
+    /// Derives the rates and ratios from what was timed, so that the Automerge replay and the Yjs one
+    /// ([`super::yjs`]) compute them alike.
+    pub(super) fn new(run: &Run, settings: Settings, timed: Timed, usage: Usages) -> Report {
+        let n = timed.keystrokes as f64;
+        let local_typing_per_s = n / timed.local_typing.as_secs_f64();
+        let local_apply_per_s = n / timed.local_apply.as_secs_f64();
+        let server_per_s = n / timed.server_s;
+        Report {
+            target: run.target.name().into(),
+            keystrokes: timed.keystrokes,
+            final_chars: timed.final_chars,
+            local_typing_s: timed.local_typing.as_secs_f64(),
+            local_typing_per_s,
+            local_apply_s: timed.local_apply.as_secs_f64(),
+            local_apply_per_s,
+            server_s: timed.server_s,
+            server_per_s,
+            ratio_to_local_typing: server_per_s / local_typing_per_s,
+            ratio_to_local_apply: server_per_s / local_apply_per_s,
+            batches: timed.batches,
+            latency: timed.latency,
+            server_cpu_us_per_keystroke: usage.server.as_ref().map(|s| s.cpu_s * 1e6 / n),
+            usage,
+            settings,
+        }
+    }
 }
 
 /// Types `patches` into the summary of a fresh incident, one change per keystroke; the time, the document, and

@@ -12,7 +12,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::{Run, Usages, open_all, watch_document};
-use crate::editor::{Editor, PLACES, PROSE};
+use crate::editor::{Editor, PLACES, PROSE, Place};
 use crate::latency::{Clock, Latencies, Summary, WindowSummary, millis};
 use crate::viewer::{Expected, Viewer};
 use incident_doc::Incident;
@@ -133,8 +133,18 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
 
     let window = run.measure()?;
     let typing_started = Instant::now();
-    let typed = type_together(editors, settings.rate, duration, base_changes).await?;
-    let mut editors = typed.editors;
+    let mut typed = type_together(
+        editors,
+        settings.rate,
+        duration,
+        CountChanges {
+            base_changes,
+            typed: AtomicUsize::new(0),
+            limit: convergence_limit(duration),
+        },
+    )
+    .await?;
+    let mut editors = std::mem::take(&mut typed.editors);
     let heads = editors[0].heads();
     for editor in &mut editors {
         ensure!(
@@ -147,7 +157,7 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let keystrokes = (editors[0].editors_changes() - base_changes) as u64;
     let server_changes = changes.count - keystrokes;
     let _ = watchers.expected.send(Some(Expected { heads, changes }));
-    let watched = gather_viewers(
+    let mut watched = gather_viewers(
         watchers.tasks,
         convergence_limit(duration),
         settings.viewers,
@@ -156,78 +166,151 @@ pub async fn run(run: &Run, settings: Settings) -> anyhow::Result<Report> {
     let all_done = Instant::now();
     let usage = run.measured(window)?;
 
-    if settings.viewers > 0 {
-        let witness = watched
-            .witness
-            .context("the witness viewer kept what it received (was it dropped?)")?;
-        ensure!(
-            serde_json::to_value(witness.view())?
-                == serde_json::to_value(editors[0].incident().view())?,
-            "the witness viewer's document reads differently from the editors'"
-        );
-    }
+    watched.check_witness(settings.viewers, |witness| {
+        Ok(serde_json::to_value(witness.view())?
+            == serde_json::to_value(editors[0].incident().view())?)
+    })?;
     for editor in editors {
         editor.close().await;
     }
 
-    let latency = latencies.total();
-    let delivered = latency.count();
-    let span = (all_done - typing_started).as_secs_f64();
-    Ok(Report {
-        target: run.target.name().into(),
-        connect_s,
-        keystrokes,
-        keystrokes_per_s: keystrokes as f64 / (typed.ended - typing_started).as_secs_f64(),
-        typing_lag_ms: millis(typed.lag),
-        delivered,
-        delivered_per_s: delivered as f64 / span,
-        latency: latency.summary(),
-        windows: latencies.windows(),
-        server_cpu_us_per_delivered: usage
-            .server
-            .as_ref()
-            .filter(|_| delivered > 0)
-            .map(|s| s.cpu_s * 1e6 / delivered as f64),
-        usage,
-        converge_s: (all_done - typed.ended).as_secs_f64(),
-        viewers_dropped: watched.dropped,
-        first_drop: watched.first_drop,
-        editors_dropped: typed.dropped,
-        first_editor_drop: typed.first_drop,
-        server_changes,
+    Ok(Report::new(
+        run,
         settings,
-    })
+        Timed {
+            connect_s,
+            keystrokes,
+            server_changes,
+            typing_started,
+            all_done,
+        },
+        typed,
+        watched,
+        &latencies,
+        usage,
+    ))
 }
 
-/// The editors after typing: those still connected, converged on one document.
-struct Typed {
-    editors: Vec<Editor>,
+/// What a war room timed besides its editors' and viewers' fates, from which [`Report::new`] derives the rest.
+pub(super) struct Timed {
+    pub(super) connect_s: f64,
+    pub(super) keystrokes: u64,
+    pub(super) server_changes: u64,
+    /// When typing started, and when every viewer had converged after it.
+    pub(super) typing_started: Instant,
+    pub(super) all_done: Instant,
+}
+
+impl Report {
+    /// Derives the rates and latencies, so that the Automerge war room and the Yjs one ([`super::yjs`]) compute
+    /// them alike.
+    pub(super) fn new<E, W>(
+        run: &Run,
+        settings: Settings,
+        timed: Timed,
+        typed: Typed<E>,
+        watched: Watched<W>,
+        latencies: &Latencies,
+        usage: Usages,
+    ) -> Report {
+        let latency = latencies.total();
+        let delivered = latency.count();
+        let span = (timed.all_done - timed.typing_started).as_secs_f64();
+        Report {
+            target: run.target.name().into(),
+            connect_s: timed.connect_s,
+            keystrokes: timed.keystrokes,
+            keystrokes_per_s: timed.keystrokes as f64
+                / (typed.ended - timed.typing_started).as_secs_f64(),
+            typing_lag_ms: millis(typed.lag),
+            delivered,
+            delivered_per_s: delivered as f64 / span,
+            latency: latency.summary(),
+            windows: latencies.windows(),
+            server_cpu_us_per_delivered: usage
+                .server
+                .as_ref()
+                .filter(|_| delivered > 0)
+                .map(|s| s.cpu_s * 1e6 / delivered as f64),
+            usage,
+            converge_s: (timed.all_done - typed.ended).as_secs_f64(),
+            viewers_dropped: watched.dropped,
+            first_drop: watched.first_drop,
+            editors_dropped: typed.dropped,
+            first_editor_drop: typed.first_drop,
+            server_changes: timed.server_changes,
+            settings,
+        }
+    }
+}
+
+/// The editors after typing: those still connected, converged on one document. Generic over the editor so that
+/// the Yjs war room ([`super::yjs`]) gathers its editors the same way.
+pub(super) struct Typed<E> {
+    pub(super) editors: Vec<E>,
     /// How far the slowest editor fell behind its schedule.
-    lag: Duration,
+    pub(super) lag: Duration,
     /// When the last editor stopped typing.
-    ended: Instant,
+    pub(super) ended: Instant,
     /// Editors the server dropped, and why the first one went.
-    dropped: u32,
-    first_drop: Option<String>,
+    pub(super) dropped: u32,
+    pub(super) first_drop: Option<String>,
 }
 
-/// Every editor types at `rate` until `duration` is over, then all of them converge. `base_changes` is how many
-/// editors' changes the document held before.
-async fn type_together(
-    editors: Vec<Editor>,
+/// How Automerge editors converge: on the number of changes typed, as no one knows the final heads.
+struct CountChanges {
+    /// Editors' changes the document held before typing.
+    base_changes: usize,
+    /// Changes made by the editors that got through typing.
+    typed: AtomicUsize,
+    /// How long converging may take.
+    limit: Duration,
+}
+
+impl Finish<Editor> for CountChanges {
+    fn settled(&self, editor: &Editor) -> anyhow::Result<()> {
+        self.typed
+            .fetch_add(editor.made().count as usize, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn converge(&self, editor: &mut Editor, _index: usize) -> anyhow::Result<()> {
+        // With an editor gone, nobody knows how many of its keystrokes reached the server: the others count
+        // only their own and otherwise trust the server's heads, which no one moves any more.
+        let total = self.base_changes + self.typed.load(Ordering::Relaxed);
+        editor.converge(total, self.limit).await
+    }
+}
+
+/// How the editors of one protocol converge once typing is over: [`type_together`] calls `settled` for every
+/// editor that got through typing, lets them all meet, then `converge` for each.
+pub(super) trait Finish<E>: Send + Sync + 'static {
+    /// Records what an editor that got through typing has made or holds.
+    fn settled(&self, editor: &E) -> anyhow::Result<()>;
+    /// Brings editor `index` to what every editor recorded.
+    fn converge(
+        &self,
+        editor: &mut E,
+        index: usize,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Every editor types at `rate` until `duration` is over; once every one's keystrokes reached the server, all of
+/// them take in everyone's, as `finish` says. Serves the Automerge war room and the Yjs one ([`super::yjs`]).
+pub(super) async fn type_together<E: Typist + 'static>(
+    editors: Vec<E>,
     rate: f64,
     duration: Duration,
-    base_changes: usize,
-) -> anyhow::Result<Typed> {
+    finish: impl Finish<E>,
+) -> anyhow::Result<Typed<E>> {
     let stop_at = tokio::time::Instant::now() + duration;
-    let typed = Arc::new(AtomicUsize::new(0));
+    let finish = Arc::new(finish);
     let barrier = Arc::new(Barrier::new(editors.len()));
     let count = editors.len() as u32;
     let mut typing = JoinSet::new();
-    for (index, editor) in editors.into_iter().enumerate() {
-        let (typed, barrier) = (typed.clone(), barrier.clone());
+    for (index, mut editor) in editors.into_iter().enumerate() {
+        let (finish, barrier) = (finish.clone(), barrier.clone());
         typing.spawn(async move {
-            let mut editor = editor;
             let typing = async {
                 let lag = type_until(&mut editor, index as u32, count, rate, stop_at).await?;
                 let typed_end = Instant::now();
@@ -237,7 +320,7 @@ async fn type_together(
             }
             .await;
             if typing.is_ok() {
-                typed.fetch_add(editor.made().count as usize, Ordering::Relaxed);
+                finish.settled(&editor)?;
             }
             // A dropped editor still meets the others here, so they do not wait for it forever.
             barrier.wait().await;
@@ -245,13 +328,20 @@ async fn type_together(
                 Ok(typed) => typed,
                 Err(error) => return Ok(Err(error)),
             };
-            // With an editor gone, nobody knows how many of its keystrokes reached the server: the others count
-            // only their own and otherwise trust the server's heads, which no one moves any more.
-            let total = base_changes + typed.load(Ordering::Relaxed);
-            editor.converge(total, convergence_limit(duration)).await?;
+            finish.converge(&mut editor, index).await?;
             anyhow::Ok(Ok((editor, lag, typed_end)))
         });
     }
+    gather_editors(typing).await
+}
+
+/// One editor's task at the end of typing: the editor converged, how late it was and when it stopped typing; or
+/// why the server dropped it (the outer error is the run's own failure).
+type Typing<E> = JoinSet<anyhow::Result<anyhow::Result<(E, Duration, Instant)>>>;
+
+/// Waits for every editor's task: those converged are kept, those dropped are counted, and the run fails only
+/// when every editor was dropped.
+async fn gather_editors<E: 'static>(mut typing: Typing<E>) -> anyhow::Result<Typed<E>> {
     let mut done = Vec::new();
     let (mut dropped, mut first_drop) = (0, None);
     while let Some(joined) = typing.join_next().await {
@@ -287,19 +377,61 @@ async fn type_together(
     })
 }
 
+/// A viewer as the run waits for it at the end, whichever protocol it speaks (Automerge's [`Viewer`], or the
+/// Yjs one of [`super::yjs`]), so that one [`gather_viewers`] (and one [`super::trace::witness_text`]) serves both.
+pub(super) trait Watcher: Send + 'static {
+    /// What the witness kept, to compare with the editors' document.
+    type Witness;
+    /// The witness's replica; `None` from a viewer that kept nothing.
+    fn witness(&self) -> Option<Self::Witness>;
+    /// Closes the connection.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+impl Watcher for Viewer {
+    type Witness = Incident;
+    fn witness(&self) -> Option<Incident> {
+        Viewer::witness(self).ok()
+    }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        Viewer::close(self)
+    }
+}
+
 /// The viewers at the end: the witness's document, and who was dropped.
-struct Watched {
-    witness: Option<Incident>,
-    dropped: u32,
-    first_drop: Option<String>,
+pub(super) struct Watched<W> {
+    pub(super) witness: Option<W>,
+    pub(super) dropped: u32,
+    pub(super) first_drop: Option<String>,
+}
+
+impl<W> Watched<W> {
+    /// When there were viewers, checks with `same` that the witness's replica reads as the editors' document.
+    pub(super) fn check_witness(
+        &mut self,
+        viewers: u32,
+        same: impl FnOnce(W) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        if viewers > 0 {
+            let witness = self
+                .witness
+                .take()
+                .context("the witness viewer kept what it received (was it dropped?)")?;
+            ensure!(
+                same(witness)?,
+                "the witness viewer's document reads differently from the editors'"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Waits for every viewer to converge on what the editors hold (at most `limit`), closing each.
-async fn gather_viewers(
-    mut watching: JoinSet<anyhow::Result<Viewer>>,
+pub(super) async fn gather_viewers<V: Watcher>(
+    mut watching: JoinSet<anyhow::Result<V>>,
     limit: Duration,
     viewers: u32,
-) -> anyhow::Result<Watched> {
+) -> anyhow::Result<Watched<V::Witness>> {
     let mut witness = None;
     let (mut converged, mut dropped, mut first_drop) = (0, 0, None);
     while let Some(joined) = tokio::time::timeout(limit, watching.join_next())
@@ -320,7 +452,7 @@ async fn gather_viewers(
         };
         converged += 1;
         if witness.is_none() {
-            witness = viewer.witness().ok();
+            witness = viewer.witness();
         }
         viewer.close().await;
     }
@@ -336,11 +468,46 @@ pub(super) fn convergence_limit(duration: Duration) -> Duration {
     Duration::from_secs(60).max(duration)
 }
 
+/// An editor as [`type_until`] drives it, whichever protocol it speaks (Automerge's [`Editor`], or the Yjs one of
+/// [`super::yjs`]), so that both war rooms type on one schedule.
+pub(super) trait Typist: Send {
+    /// What the server sends.
+    type Event: Send;
+    /// The next message from the server.
+    fn next_message(&mut self) -> impl Future<Output = anyhow::Result<Self::Event>> + Send;
+    /// Applies what the server sent.
+    fn handle(&mut self, event: Self::Event) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Waits until the server has everything typed.
+    fn settle(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Types one character at `place` and sends it.
+    fn type_key(
+        &mut self,
+        place: Place,
+        character: char,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl Typist for Editor {
+    type Event = wire::peer::Event;
+    fn next_message(&mut self) -> impl Future<Output = anyhow::Result<Self::Event>> + Send {
+        Editor::next_message(self)
+    }
+    fn handle(&mut self, event: Self::Event) -> impl Future<Output = anyhow::Result<()>> + Send {
+        Editor::handle(self, event)
+    }
+    fn settle(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        Editor::settle(self)
+    }
+    async fn type_key(&mut self, place: Place, character: char) -> anyhow::Result<()> {
+        Editor::type_key(self, place, character).await.map(drop)
+    }
+}
+
 /// Types on a fixed schedule until `stop_at` (an open loop, as people type: a keystroke is due every 1/`rate`
 /// seconds whatever the server does), applying what the server sends in between. Editors are staggered over one
 /// interval so that their keystrokes do not all land at once. Returns how late the last keystroke was.
 async fn type_until(
-    editor: &mut Editor,
+    editor: &mut impl Typist,
     index: u32,
     editors: u32,
     rate: f64,
